@@ -47,7 +47,12 @@ impl TxBody {
     /// The weight ("gas") this transaction uses: a per-kind base cost plus its encoded size.
     /// Base fee, tips and the per-block limit are all counted in weight units.
     pub fn weight(&self) -> u64 {
-        let base = match &self.kind {
+        Self::weight_for(&self.kind, encode(self).len())
+    }
+
+    /// [`TxBody::weight`] when the encoded length is already known.
+    pub fn weight_for(kind: &TxKind, encoded_len: usize) -> u64 {
+        let base = match kind {
             TxKind::Transfer { .. } => 1_000,
             TxKind::Stake { .. } => 5_000,
             TxKind::Unstake { .. } => 2_000,
@@ -55,7 +60,8 @@ impl TxBody {
             TxKind::OpenChannel { .. } | TxKind::CloseChannel { .. } | TxKind::ChallengeChannel { .. } => 3_000,
             TxKind::Anchor { .. } => 2_000,
         };
-        base + encode(self).len() as u64 + 64
+        // The signature's 64 bytes count too.
+        base + encoded_len as u64 + 64
     }
 }
 

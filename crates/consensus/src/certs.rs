@@ -1,0 +1,334 @@
+//! Certificates: the Proof-of-Optimization rules that decide whether a claimed improvement
+//! reproduces (DESIGN §4.1, §4.2).
+
+use std::collections::BTreeSet;
+
+use doin_primitives::{
+    Address, Amount, Certificate, FIXED_ONE, Hash, Metric, Outcome, Vote, domain::DomainSpec, encode, poo,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::CertError,
+    fixed, quorum,
+    state::{Champion, State, StateKey},
+};
+
+const ONE: u128 = FIXED_ONE as u128;
+
+/// What applying a certificate did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertReceipt {
+    /// Commit id.
+    pub commit: Hash,
+    /// Domain.
+    pub domain: String,
+    /// Optimizer.
+    pub optimizer: Address,
+    /// Computed outcome.
+    pub outcome: Outcome,
+    /// Whether the escalation quorum decided.
+    pub escalated: bool,
+    /// Claimed performance.
+    pub claimed: Metric,
+    /// The decisive median.
+    pub median: Metric,
+    /// Champion before.
+    pub previous: Option<Metric>,
+    /// Whether the champion moved to the median.
+    pub improved: bool,
+    /// Effective increment (fixed point), 0 unless improved.
+    pub increment: u128,
+    /// Reward fraction applied for an over-claim within tolerance (fixed point).
+    pub reward_fraction: u64,
+    /// Evaluators whose votes agreed with the median.
+    pub agreeing: Vec<Address>,
+    /// Evaluators whose votes were outliers.
+    pub outliers: Vec<Address>,
+    /// Bond burned from the optimizer (rejects).
+    pub bond_burned: Amount,
+    /// Bounty paid to the optimizer.
+    pub bounty_paid: Amount,
+    /// Optimizer's share of the block reward (filled in by the block).
+    pub optimizer_reward: Amount,
+    /// Evaluators' share of the block reward (filled in by the block).
+    pub evaluator_rewards: Vec<(Address, Amount)>,
+}
+
+/// Median of the values: the lower middle element for an even count.
+pub fn median(values: &[Metric]) -> Metric {
+    let mut v = values.to_vec();
+    v.sort();
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or_default()
+}
+
+fn vote_err(index: usize, reason: impl Into<String>) -> CertError {
+    CertError::Vote { index, reason: reason.into() }
+}
+
+/// Checks votes against their quorum: right commit and round, members only, one vote each.
+fn check_votes(votes: &[Vote], commit: &Hash, round: u8, members: &[Address]) -> Result<(), CertError> {
+    let members: BTreeSet<&Address> = members.iter().collect();
+    let mut seen = BTreeSet::new();
+    for (i, v) in votes.iter().enumerate() {
+        if v.commit != *commit {
+            return Err(vote_err(i, "vote is for another commit"));
+        }
+        if v.round != round {
+            return Err(vote_err(i, format!("vote round {} where {round} is expected", v.round)));
+        }
+        if !members.contains(&v.evaluator) {
+            return Err(vote_err(i, format!("evaluator {:?} is not a member of the quorum", v.evaluator)));
+        }
+        if !seen.insert(v.evaluator) {
+            return Err(vote_err(i, format!("evaluator {:?} voted twice", v.evaluator)));
+        }
+    }
+    Ok(())
+}
+
+fn within(a: Metric, b: Metric, tolerance: Metric) -> bool {
+    (a.0 as i128 - b.0 as i128).abs() <= tolerance.0 as i128
+}
+
+/// Checks the parameters against the domain's space.
+pub fn check_params(spec: &DomainSpec, params: &[i64]) -> Result<(), CertError> {
+    if params.len() != spec.params.len() {
+        return Err(CertError::ParamCount { got: params.len(), expected: spec.params.len() });
+    }
+    for (index, (value, p)) in params.iter().zip(spec.params.iter()).enumerate() {
+        let (min, max) = p.kind.range();
+        if *value < min || *value > max {
+            return Err(CertError::ParamOutOfBounds { index, value: *value, min, max });
+        }
+    }
+    Ok(())
+}
+
+/// The effective increment of an improvement from `old` to `new`:
+/// `weight × min(|new − old| / max(|old|, scale), max_improvement) × rep_factor × fraction`.
+pub fn increment(
+    spec: &DomainSpec,
+    old: Metric,
+    new: Metric,
+    rep_factor: u64,
+    fraction: u64,
+    max_improvement: u128,
+) -> Option<u128> {
+    let gain = spec.direction.gain(new, old)?;
+    if gain <= 0 {
+        return Some(0);
+    }
+    let denominator = (old.0 as i128).unsigned_abs().max(spec.scale.0.max(1) as u128);
+    let improvement = ((gain as u128).checked_mul(ONE)? / denominator).min(max_improvement);
+    let weighted = improvement.checked_mul(spec.effective_weight() as u128)? / ONE;
+    let with_rep = weighted.checked_mul(rep_factor as u128)? / ONE;
+    Some(with_rep.checked_mul(fraction as u128)? / ONE)
+}
+
+/// Validates a certificate against `state` (the state inside the block being applied, at
+/// `height`) and applies it. Signatures were verified with the block's batch.
+pub(crate) fn apply_certificate(state: &mut State, cert: &Certificate, height: u64) -> Result<CertReceipt, CertError> {
+    let commit_id = cert.commit.id();
+    let commit = &cert.commit.body;
+    let reveal = &cert.reveal.body;
+    // 1. The reveal opens the commit.
+    if reveal.commit != commit_id {
+        return Err(CertError::Opening("reveal names another commit"));
+    }
+    if reveal.optimizer != commit.optimizer {
+        return Err(CertError::Opening("reveal is signed by someone other than the committer"));
+    }
+    if poo::optimae_hash(&reveal.params, &reveal.salt, &reveal.optimizer) != commit.optimae_hash {
+        return Err(CertError::Opening("H(params || salt || optimizer) differs from the committed hash"));
+    }
+    // 2. Domain and parameter space.
+    let mut domain = state
+        .domain(&commit.domain)
+        .cloned()
+        .ok_or_else(|| CertError::UnknownDomain(commit.domain.to_string()))?;
+    let spec = domain.spec.clone();
+    let spec = &spec;
+    check_params(spec, &reveal.params)?;
+    // 3. Reference block within the window.
+    let params = state.params.clone();
+    let reference = state
+        .recent_block(&commit.reference_block)
+        .filter(|r| height.saturating_sub(r.height) <= params.max_reference_age)
+        .cloned()
+        .ok_or(CertError::Reference(commit.reference_block))?;
+    // 4. First inclusion only; first revealer wins.
+    if state.certified.contains_key(&commit_id) {
+        return Err(CertError::Duplicate("commit already certified"));
+    }
+    let params_hash = Hash::of(&encode(&reveal.params));
+    if state.params_seen.contains_key(&(commit.domain.clone(), params_hash)) {
+        return Err(CertError::Duplicate("these parameters were already revealed for this domain"));
+    }
+    // 5. The optimizer has a bond at stake.
+    let stake = state.stake(&commit.optimizer).map_or(Amount::ZERO, |s| s.amount);
+    if stake < params.optimae_bond {
+        return Err(CertError::NoBond { optimizer: commit.optimizer, stake, bond: params.optimae_bond });
+    }
+    // 6. Quorums from the reference block.
+    let q = quorum::quorums(&reference, &params, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
+    if q.first.is_empty() {
+        return Err(CertError::NoEvaluators);
+    }
+    check_votes(&cert.votes, &commit_id, 0, &q.first)?;
+    let tolerance = spec.tolerance;
+    let (decisive_median, agreeing, outliers) = if cert.escalated() {
+        check_votes(&cert.escalation, &commit_id, 1, &q.escalation)
+            .map_err(|e| CertError::Quorum(format!("escalation {e}")))?;
+        let values: Vec<Metric> = cert.escalation.iter().map(|v| v.measured).collect();
+        let m = median(&values);
+        let agree_count = values.iter().filter(|v| within(**v, m, tolerance)).count();
+        let size = q.escalation.len() as u128;
+        let needed = (size * spec.quorum.fraction_num as u128).div_ceil(spec.quorum.fraction_den.max(1) as u128);
+        if (agree_count as u128) < needed {
+            return Err(CertError::Quorum(format!(
+                "{agree_count} agreeing escalation votes, {needed} of {size} needed"
+            )));
+        }
+        let (agreeing, outliers): (Vec<&Vote>, Vec<&Vote>) =
+            cert.votes.iter().chain(cert.escalation.iter()).partition(|v| within(v.measured, m, tolerance));
+        (m, agreeing, outliers)
+    } else {
+        if cert.votes.len() != q.first.len() {
+            return Err(CertError::Quorum(format!(
+                "{} of {} first-round votes; a partial quorum must escalate",
+                cert.votes.len(),
+                q.first.len()
+            )));
+        }
+        let values: Vec<Metric> = cert.votes.iter().map(|v| v.measured).collect();
+        let m = median(&values);
+        if let Some(i) = values.iter().position(|v| !within(*v, m, tolerance)) {
+            return Err(CertError::Quorum(format!(
+                "vote {i} is outside the tolerance of the median; disagreement must escalate"
+            )));
+        }
+        (m, cert.votes.iter().collect(), Vec::new())
+    };
+    // 7. Outcome: over-claim beyond tolerance is a reject.
+    let overclaim = spec.direction.gain(commit.claimed, decisive_median).ok_or(CertError::Overflow("claim"))?;
+    let computed = if overclaim > tolerance.0 { Outcome::Reject } else { Outcome::Accept };
+    if computed != cert.outcome {
+        return Err(CertError::Outcome { declared: cert.outcome, computed });
+    }
+    // Record inclusion until the reference window closes.
+    let expiry = reference.height + params.max_reference_age;
+    state.certified.insert(commit_id, expiry);
+    state.expire_at(expiry, StateKey::Certified(commit_id));
+    state.params_seen.insert((commit.domain.clone(), params_hash), expiry);
+    state.expire_at(expiry, StateKey::ParamsSeen(commit.domain.clone(), params_hash));
+
+    // 8. Reputation of voters.
+    let agreeing: Vec<Address> = agreeing.iter().map(|v| v.evaluator).collect();
+    let outliers: Vec<Address> = outliers.iter().map(|v| v.evaluator).collect();
+    for a in &agreeing {
+        state.adjust_reputation(*a, &commit.domain, params.rep_vote_agree, 0);
+    }
+    for a in &outliers {
+        state.adjust_reputation(*a, &commit.domain, 0, params.rep_vote_outlier);
+    }
+
+    let mut receipt = CertReceipt {
+        commit: commit_id,
+        domain: commit.domain.to_string(),
+        optimizer: commit.optimizer,
+        outcome: computed,
+        escalated: cert.escalated(),
+        claimed: commit.claimed,
+        median: decisive_median,
+        previous: domain.champion.as_ref().map(|c| c.performance),
+        improved: false,
+        increment: 0,
+        reward_fraction: 0,
+        agreeing,
+        outliers,
+        bond_burned: Amount::ZERO,
+        bounty_paid: Amount::ZERO,
+        optimizer_reward: Amount::ZERO,
+        evaluator_rewards: Vec::new(),
+    };
+    if cert.escalated() {
+        domain.stats.escalated += 1;
+    }
+    match computed {
+        Outcome::Reject => {
+            state.adjust_reputation(commit.optimizer, &commit.domain, 0, params.rep_reject);
+            let bond = params.optimae_bond.min(stake);
+            let burn = Amount(fixed::ppm(bond.0, params.reject_burn_ppm));
+            receipt.bond_burned =
+                state.burn_stake(commit.optimizer, burn).ok_or(CertError::Overflow("bond burn"))?;
+            domain.stats.rejected += 1;
+        }
+        Outcome::Accept => {
+            let old = domain.champion.as_ref().map_or(spec.baseline, |c| c.performance);
+            let gain = spec.direction.gain(decisive_median, old).ok_or(CertError::Overflow("gain"))?;
+            if gain > spec.acceptance_tolerance.0 {
+                let fraction = if overclaim <= 0 || tolerance.0 == 0 {
+                    FIXED_ONE as u64
+                } else {
+                    ((tolerance.0 - overclaim) as u128 * ONE / tolerance.0 as u128) as u64
+                };
+                let rep = state.reputation(&commit.optimizer, &commit.domain);
+                let factor = fixed::rep_factor(rep, params.rep_factor_floor);
+                receipt.increment = increment(spec, old, decisive_median, factor, fraction, params.max_improvement)
+                    .ok_or(CertError::Overflow("increment"))?;
+                receipt.reward_fraction = fraction;
+                receipt.improved = true;
+                state.adjust_reputation(commit.optimizer, &commit.domain, params.rep_accept, 0);
+                domain.champion = Some(Champion {
+                    performance: decisive_median,
+                    commit: commit_id,
+                    optimizer: commit.optimizer,
+                    params_hash,
+                    artifact: reveal.artifact,
+                    height,
+                });
+                let bounty = spec.bounty_per_accept.min(domain.bounty_left);
+                domain.bounty_left = domain.bounty_left.saturating_sub(bounty);
+                state.credit(commit.optimizer, bounty).ok_or(CertError::Overflow("bounty"))?;
+                receipt.bounty_paid = bounty;
+                domain.stats.improvements += 1;
+                domain.stats.total_work = domain.stats.total_work.saturating_add(receipt.increment);
+            } else {
+                // Honest but late: another improvement landed first.
+                domain.stats.late += 1;
+            }
+        }
+    }
+    state.set_domain(commit.domain.clone(), domain);
+    Ok(receipt)
+}
+
+/// Validates and applies double-vote evidence: slashes the evaluator once per commit and round.
+pub(crate) fn apply_evidence(
+    state: &mut State,
+    evidence: &doin_primitives::DoubleVoteEvidence,
+) -> Result<(Address, Amount), String> {
+    let (a, b) = (&evidence.first.body, &evidence.second.body);
+    if a.evaluator != b.evaluator || a.commit != b.commit || a.round != b.round {
+        return Err("the two votes are not by one evaluator for one commit and round".into());
+    }
+    if a == b {
+        return Err("the two votes are identical".into());
+    }
+    let key = (a.evaluator, a.commit, a.round);
+    if state.slashed.contains(&key) {
+        return Err("this double vote was already slashed".into());
+    }
+    let stake = state.stake(&a.evaluator).map_or(Amount::ZERO, |s| s.amount);
+    let pending: u128 = state.unbonding.iter().filter(|((_, who), _)| *who == a.evaluator).map(|(_, v)| v.0).sum();
+    let total = stake.0.saturating_add(pending);
+    if total == 0 {
+        return Err("the evaluator has no stake to slash".into());
+    }
+    let amount = Amount(fixed::ppm(total, state.params.double_vote_slash_ppm).max(1));
+    let slashed = state.burn_stake(a.evaluator, amount).ok_or("slash overflow")?;
+    state.slashed.insert(key);
+    state.touch(StateKey::Slashed(key.0, key.1, key.2));
+    Ok((a.evaluator, slashed))
+}

@@ -1,0 +1,185 @@
+//! Evaluator quorums: who may vote on an optimae, drawn deterministically from the state at the
+//! commit's reference block (DESIGN §4.1 step 3).
+
+use doin_primitives::{Address, DomainId, Hash, domain::QuorumRule};
+
+use crate::{
+    fixed,
+    params::ProtocolParams,
+    state::{RecentBlock, State},
+};
+
+/// One eligible evaluator and its draw weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Evaluator.
+    pub address: Address,
+    /// `stake × (1 + rep_factor(reputation))`, in base units.
+    pub weight: u128,
+}
+
+/// The evaluators eligible for `domain` at `reference` (excluding the optimizer), in address
+/// order: staked as evaluator for the domain with at least `min_evaluator_stake` and reputation
+/// at least `min_reputation`.
+pub fn eligible(
+    reference: &RecentBlock,
+    params: &ProtocolParams,
+    domain: &DomainId,
+    optimizer: &Address,
+) -> Vec<Candidate> {
+    let Some(set) = reference.evaluators.get(domain) else { return Vec::new() };
+    set.iter()
+        .filter(|a| *a != optimizer)
+        .filter_map(|a| {
+            let stake = reference.stakes.get(a)?;
+            if !stake.evaluates(domain) || stake.amount < params.min_evaluator_stake {
+                return None;
+            }
+            let rep = reference
+                .reputation
+                .get(&(*a, domain.clone()))
+                .map_or(0, |r| r.at(reference.height, params.reputation_half_life_blocks));
+            if rep < params.min_reputation {
+                return None;
+            }
+            // Newcomers weigh their stake; reputation adds up to the same again.
+            let factor = if rep == 0 { 0 } else { fixed::rep_factor(rep, 0) as u128 };
+            let weight = stake.amount.0.checked_mul(1_000_000_000 + factor)? / 1_000_000_000;
+            Some(Candidate { address: *a, weight: weight.max(1) })
+        })
+        .collect()
+}
+
+/// First-round quorum size: `min(N, clamp(max(quorum_min, ceil(sqrt(N))), 1, quorum_max))`.
+pub fn quorum_size(eligible: usize, rule: &QuorumRule) -> usize {
+    let n = eligible as u64;
+    let wanted = (rule.min as u64).max(fixed::ceil_sqrt(n)).clamp(1, rule.max.max(1) as u64);
+    wanted.min(n) as usize
+}
+
+/// Escalation quorum size: `min(2k + 1, N)`.
+pub fn escalation_size(first_round: usize, eligible: usize) -> usize {
+    (2 * first_round + 1).min(eligible)
+}
+
+/// The first-round seed `H(reference_block || commit)`.
+pub fn seed(reference: &Hash, commit: &Hash) -> Hash {
+    Hash::of_parts(&[&reference.0, &commit.0])
+}
+
+/// The escalation seed `H(reference_block || commit || "escalate")`.
+pub fn escalation_seed(reference: &Hash, commit: &Hash) -> Hash {
+    Hash::of_parts(&[&reference.0, &commit.0, b"escalate"])
+}
+
+/// An evaluator's own evaluation seed `H(reference_block || commit || evaluator)`.
+pub fn evaluator_seed(reference: &Hash, commit: &Hash, evaluator: &Address) -> Hash {
+    Hash::of_parts(&[&reference.0, &commit.0, &evaluator.0])
+}
+
+/// Draws `k` candidates without replacement, weighted, from a BLAKE3 stream seeded by `seed`.
+pub fn draw(candidates: &[Candidate], k: usize, seed: &Hash) -> Vec<Address> {
+    let mut pool: Vec<Candidate> = candidates.to_vec();
+    let mut stream = blake3::Hasher::new_keyed(&seed.0).finalize_xof();
+    let mut picked = Vec::with_capacity(k.min(pool.len()));
+    while picked.len() < k && !pool.is_empty() {
+        let total: u128 = pool.iter().map(|c| c.weight).fold(0u128, u128::saturating_add);
+        let mut buf = [0u8; 16];
+        stream.fill(&mut buf);
+        // Modulo bias is below 2^-64 for any realistic total stake.
+        let mut r = u128::from_le_bytes(buf) % total.max(1);
+        let mut index = pool.len() - 1;
+        for (i, c) in pool.iter().enumerate() {
+            if r < c.weight {
+                index = i;
+                break;
+            }
+            r -= c.weight;
+        }
+        picked.push(pool.remove(index).address);
+    }
+    picked
+}
+
+/// The first-round and escalation quorums of one commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quorums {
+    /// Number of eligible evaluators.
+    pub eligible: usize,
+    /// First-round members.
+    pub first: Vec<Address>,
+    /// Escalation members.
+    pub escalation: Vec<Address>,
+}
+
+/// Computes both quorums for a commit from its reference block.
+pub fn quorums(
+    reference: &RecentBlock,
+    params: &ProtocolParams,
+    rule: &QuorumRule,
+    domain: &DomainId,
+    optimizer: &Address,
+    commit: &Hash,
+) -> Quorums {
+    let candidates = eligible(reference, params, domain, optimizer);
+    let k = quorum_size(candidates.len(), rule);
+    let first = draw(&candidates, k, &seed(&reference.hash, commit));
+    let escalation = draw(
+        &candidates,
+        escalation_size(k, candidates.len()),
+        &escalation_seed(&reference.hash, commit),
+    );
+    Quorums { eligible: candidates.len(), first, escalation }
+}
+
+/// Quorums for a commit against a state's recent history, for nodes deciding whether they
+/// must evaluate. `None` if the reference block is not in the recent window or the domain is
+/// unknown.
+pub fn quorums_for(
+    state: &State,
+    domain: &DomainId,
+    optimizer: &Address,
+    reference: &Hash,
+    commit: &Hash,
+) -> Option<Quorums> {
+    let block = state.recent_block(reference)?;
+    let spec = &state.domain(domain)?.spec;
+    Some(quorums(block, state.params(), &spec.quorum, domain, optimizer, commit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let rule = QuorumRule { min: 3, max: 7, fraction_num: 2, fraction_den: 3 };
+        assert_eq!(quorum_size(0, &rule), 0);
+        assert_eq!(quorum_size(1, &rule), 1);
+        assert_eq!(quorum_size(5, &rule), 3);
+        assert_eq!(quorum_size(16, &rule), 4);
+        assert_eq!(quorum_size(1000, &rule), 7);
+        assert_eq!(escalation_size(3, 5), 5);
+        assert_eq!(escalation_size(3, 50), 7);
+    }
+
+    #[test]
+    fn draw_is_deterministic_weighted_and_without_replacement() {
+        let cands: Vec<_> = (0..20u8)
+            .map(|i| Candidate { address: Address([i; 32]), weight: if i == 0 { 1_000_000 } else { 1 } })
+            .collect();
+        let s = Hash::of(b"seed");
+        let a = draw(&cands, 5, &s);
+        assert_eq!(a, draw(&cands, 5, &s));
+        let mut dedup = a.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), 5);
+        // The heavy candidate is drawn in almost every quorum.
+        let hits = (0..100u32)
+            .filter(|i| draw(&cands, 1, &Hash::of(&i.to_le_bytes())).contains(&Address([0; 32])))
+            .count();
+        assert!(hits > 95, "{hits}");
+        assert_ne!(draw(&cands, 5, &Hash::of(b"other")), a);
+    }
+}

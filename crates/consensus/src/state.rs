@@ -1,0 +1,628 @@
+//! The chain state: typed records in persistent maps (O(1) clone), mirrored into the
+//! authenticated tree whose root every header commits to.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use doin_primitives::{
+    Address, Amount, BoundedBytes, BoundedVec, DomainId, DomainSpec, Hash, Metric, Roles, encode,
+    tx::{Capabilities, MAX_STAKE_DOMAINS},
+};
+use imbl::{OrdMap, OrdSet, Vector};
+use jmt::KeyHash;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    fixed,
+    params::ProtocolParams,
+    tree::{NodeStore, StateProof, TreeError},
+};
+
+/// An account's spendable coins and transaction counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Account {
+    /// Spendable balance.
+    pub balance: Amount,
+    /// Next expected transaction nonce.
+    pub nonce: u64,
+}
+
+/// An account's stake, roles and advertised capabilities.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct StakeRecord {
+    /// Bonded amount.
+    pub amount: Amount,
+    /// Roles served.
+    pub roles: Roles,
+    /// Domains served.
+    pub domains: BoundedVec<DomainId, MAX_STAKE_DOMAINS>,
+    /// Advertised capabilities.
+    pub capabilities: Capabilities,
+    /// The staking ticket: id of the latest stake transaction.
+    pub ticket: Hash,
+    /// Height of the first stake.
+    pub since: u64,
+}
+
+impl StakeRecord {
+    /// Whether this stake makes its owner an evaluator of `domain`.
+    pub fn evaluates(&self, domain: &DomainId) -> bool {
+        self.roles.contains(Roles::EVALUATOR) && self.domains.contains(domain)
+    }
+}
+
+/// Reputation of an account in one domain, decaying with a half-life in blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Reputation {
+    /// Value (fixed point) as of `updated`.
+    pub value: u64,
+    /// Height of the last change.
+    pub updated: u64,
+}
+
+impl Reputation {
+    /// The value decayed to `height`.
+    pub fn at(&self, height: u64, half_life: u64) -> u64 {
+        fixed::decay(self.value, height.saturating_sub(self.updated), half_life)
+    }
+}
+
+/// The best verified optimae of a domain.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Champion {
+    /// Verified median performance.
+    pub performance: Metric,
+    /// The certificate's commit id.
+    pub commit: Hash,
+    /// Who found it.
+    pub optimizer: Address,
+    /// `H(encode(params))`.
+    pub params_hash: Hash,
+    /// Model artifact, if any.
+    pub artifact: Option<Hash>,
+    /// Height it was accepted at.
+    pub height: u64,
+}
+
+/// Per-domain counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DomainStats {
+    /// Accepted certificates that improved the champion.
+    pub improvements: u64,
+    /// Accepted certificates that arrived after a better champion (no work, no penalty).
+    pub late: u64,
+    /// Rejected certificates.
+    pub rejected: u64,
+    /// Certificates decided by an escalation quorum.
+    pub escalated: u64,
+    /// Total effective increment contributed (fixed point).
+    pub total_work: u128,
+}
+
+/// A registered domain and its progress.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DomainState {
+    /// The spec.
+    pub spec: DomainSpec,
+    /// Who registered it (the zero address for genesis domains).
+    pub registered_by: Address,
+    /// Registration height.
+    pub registered_at: u64,
+    /// Current champion.
+    pub champion: Option<Champion>,
+    /// Bounty escrow left.
+    pub bounty_left: Amount,
+    /// Counters.
+    pub stats: DomainStats,
+}
+
+/// A payer-posted close waiting out its challenge window.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Closing {
+    /// Nonce of the posted update (0 when closed by expiry without one).
+    pub nonce: u64,
+    /// Amount the posted update pays the payee.
+    pub paid_total: Amount,
+    /// Height at which it settles unless challenged.
+    pub deadline: u64,
+}
+
+/// An open payment channel.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Channel {
+    /// Payer.
+    pub payer: Address,
+    /// Payee.
+    pub payee: Address,
+    /// Locked deposit.
+    pub deposit: Amount,
+    /// Expiry height.
+    pub expiry_height: u64,
+    /// Opening height.
+    pub opened_at: u64,
+    /// Set once a close is pending.
+    pub closing: Option<Closing>,
+}
+
+/// An anchored checkpoint record.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AnchorRecord {
+    /// Checkpoint hash.
+    pub block_hash: Hash,
+    /// Where it was published.
+    pub external_ref: BoundedBytes<256>,
+    /// Who recorded it.
+    pub by: Address,
+    /// Height of the recording block.
+    pub recorded_at: u64,
+}
+
+/// Difficulty state, recomputed by every validator.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Difficulty {
+    /// Work the next work block must carry.
+    pub threshold: u128,
+    /// Exponential moving average of the time between work blocks, ms.
+    pub ema_block_time_ms: u64,
+    /// Work blocks so far.
+    pub work_blocks: u64,
+    /// Timestamp of the last work block (genesis at first), ms.
+    pub last_work_ms: u64,
+    /// Timestamp at which the current epoch started, ms.
+    pub epoch_start_ms: u64,
+}
+
+/// Coins created and destroyed since genesis.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Supply {
+    /// Genesis allocations plus block rewards.
+    pub minted: Amount,
+    /// Base fees, bond burns and slashes.
+    pub burned: Amount,
+}
+
+/// A finality checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Height.
+    pub height: u64,
+    /// Block hash.
+    pub hash: Hash,
+}
+
+/// Chain-wide values.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ChainMeta {
+    /// Chain id.
+    pub chain_id: u64,
+    /// Height of the last applied block.
+    pub height: u64,
+    /// Its parent's hash (the block's own hash cannot be inside the root it commits to).
+    pub parent_hash: Hash,
+    /// Its timestamp.
+    pub timestamp_ms: u64,
+    /// Cumulative work up to it.
+    pub cumulative_work: u128,
+    /// Base fee of the next block.
+    pub base_fee: Amount,
+    /// Difficulty of the next work block.
+    pub difficulty: Difficulty,
+    /// Latest finality checkpoint.
+    pub finalized: Checkpoint,
+    /// Supply accounting.
+    pub supply: Supply,
+}
+
+/// The key of a state record in the authenticated tree.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
+pub enum StateKey {
+    /// [`ChainMeta`].
+    Meta,
+    /// [`ProtocolParams`].
+    Params,
+    /// [`Account`].
+    Account(Address),
+    /// [`StakeRecord`].
+    Stake(Address),
+    /// [`Reputation`] of an account in a domain.
+    Reputation(Address, DomainId),
+    /// [`DomainState`].
+    Domain(DomainId),
+    /// [`Channel`].
+    Channel(Hash),
+    /// Unbonding amount released at a height to an account.
+    Unbonding(u64, Address),
+    /// A commit included in a certificate (value: expiry height).
+    Certified(Hash),
+    /// A parameters hash already revealed in a domain (value: expiry height).
+    ParamsSeen(DomainId, Hash),
+    /// An evaluator already slashed for a commit and round.
+    Slashed(Address, Hash, u8),
+    /// A checkpoint eligible for anchoring.
+    Checkpoint(u64),
+    /// An anchor record.
+    Anchor(u64),
+}
+
+impl StateKey {
+    /// The tree key.
+    pub fn key_hash(&self) -> KeyHash {
+        KeyHash(Hash::of_encoded(self).0)
+    }
+}
+
+/// What a block left behind for certificates that reference it: the post-state's evaluator
+/// data, shared structurally with later states.
+#[derive(Clone, Debug)]
+pub struct RecentBlock {
+    /// Height.
+    pub height: u64,
+    /// Hash.
+    pub hash: Hash,
+    /// Timestamp.
+    pub timestamp_ms: u64,
+    pub(crate) stakes: OrdMap<Address, StakeRecord>,
+    pub(crate) reputation: OrdMap<(Address, DomainId), Reputation>,
+    pub(crate) evaluators: OrdMap<DomainId, OrdSet<Address>>,
+}
+
+/// The tip a state sits on (outside the root: a block cannot commit to its own hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tip {
+    /// Hash of the last applied block.
+    pub hash: Hash,
+    /// Its height.
+    pub height: u64,
+}
+
+/// The whole consensus state after some block.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub(crate) params: Arc<ProtocolParams>,
+    pub(crate) meta: ChainMeta,
+    pub(crate) tip: Tip,
+    pub(crate) root: Hash,
+    pub(crate) accounts: OrdMap<Address, Account>,
+    pub(crate) stakes: OrdMap<Address, StakeRecord>,
+    pub(crate) reputation: OrdMap<(Address, DomainId), Reputation>,
+    pub(crate) domains: OrdMap<DomainId, DomainState>,
+    pub(crate) channels: OrdMap<Hash, Channel>,
+    pub(crate) unbonding: OrdMap<(u64, Address), Amount>,
+    pub(crate) certified: OrdMap<Hash, u64>,
+    pub(crate) params_seen: OrdMap<(DomainId, Hash), u64>,
+    pub(crate) slashed: OrdSet<(Address, Hash, u8)>,
+    pub(crate) checkpoints: OrdMap<u64, Hash>,
+    pub(crate) anchors: OrdMap<u64, AnchorRecord>,
+    // Derived indexes (not in the root; rebuilt from the records above).
+    pub(crate) evaluators: OrdMap<DomainId, OrdSet<Address>>,
+    pub(crate) channel_expiries: OrdSet<(u64, Hash)>,
+    pub(crate) channel_deadlines: OrdSet<(u64, Hash)>,
+    pub(crate) expiries: OrdSet<(u64, StateKey)>,
+    pub(crate) recent: Vector<RecentBlock>,
+    pub(crate) tree: NodeStore,
+    pub(crate) dirty: BTreeSet<StateKey>,
+}
+
+impl State {
+    /// The protocol parameters.
+    pub fn params(&self) -> &ProtocolParams {
+        &self.params
+    }
+    /// Chain-wide values.
+    pub fn meta(&self) -> &ChainMeta {
+        &self.meta
+    }
+    /// Height of the last applied block.
+    pub fn height(&self) -> u64 {
+        self.meta.height
+    }
+    /// The tip this state is the post-state of.
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+    /// The authenticated state root.
+    pub fn root(&self) -> Hash {
+        self.root
+    }
+    /// An account (the default for one never seen).
+    pub fn account(&self, address: &Address) -> Account {
+        self.accounts.get(address).cloned().unwrap_or_default()
+    }
+    /// All accounts in address order.
+    pub fn accounts(&self) -> impl Iterator<Item = (&Address, &Account)> {
+        self.accounts.iter()
+    }
+    /// An account's stake.
+    pub fn stake(&self, address: &Address) -> Option<&StakeRecord> {
+        self.stakes.get(address)
+    }
+    /// All stakes in address order.
+    pub fn stakes(&self) -> impl Iterator<Item = (&Address, &StakeRecord)> {
+        self.stakes.iter()
+    }
+    /// Reputation of `address` in `domain`, decayed to the current height.
+    pub fn reputation(&self, address: &Address, domain: &DomainId) -> u64 {
+        self.reputation
+            .get(&(*address, domain.clone()))
+            .map_or(0, |r| r.at(self.meta.height, self.params.reputation_half_life_blocks))
+    }
+    /// A domain.
+    pub fn domain(&self, id: &DomainId) -> Option<&DomainState> {
+        self.domains.get(id)
+    }
+    /// All domains in id order.
+    pub fn domains(&self) -> impl Iterator<Item = (&DomainId, &DomainState)> {
+        self.domains.iter()
+    }
+    /// A payment channel.
+    pub fn channel(&self, id: &Hash) -> Option<&Channel> {
+        self.channels.get(id)
+    }
+    /// Pending unbonding entries `(release height, account) → amount`.
+    pub fn unbonding(&self) -> impl Iterator<Item = (&(u64, Address), &Amount)> {
+        self.unbonding.iter()
+    }
+    /// Anchor records by checkpoint height.
+    pub fn anchors(&self) -> impl Iterator<Item = (&u64, &AnchorRecord)> {
+        self.anchors.iter()
+    }
+    /// Evaluators staked for `domain`.
+    pub fn evaluators(&self, domain: &DomainId) -> Vec<Address> {
+        self.evaluators.get(domain).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+    /// A recent block of this chain (reference blocks, finality).
+    pub fn recent_block(&self, hash: &Hash) -> Option<&RecentBlock> {
+        self.recent.iter().rev().find(|b| b.hash == *hash)
+    }
+    /// The hash of the block at `height` if it is within the recent window.
+    pub fn recent_hash_at(&self, height: u64) -> Option<Hash> {
+        self.recent.iter().rev().find(|b| b.height == height).map(|b| b.hash)
+    }
+    /// Nodes in the authenticated tree (for metrics).
+    pub fn tree_nodes(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// The encoded record under `key`, if present.
+    pub fn record(&self, key: &StateKey) -> Option<Vec<u8>> {
+        match key {
+            StateKey::Meta => Some(encode(&self.meta)),
+            StateKey::Params => Some(encode(&*self.params)),
+            StateKey::Account(a) => self.accounts.get(a).map(encode),
+            StateKey::Stake(a) => self.stakes.get(a).map(encode),
+            StateKey::Reputation(a, d) => self.reputation.get(&(*a, d.clone())).map(encode),
+            StateKey::Domain(d) => self.domains.get(d).map(encode),
+            StateKey::Channel(c) => self.channels.get(c).map(encode),
+            StateKey::Unbonding(h, a) => self.unbonding.get(&(*h, *a)).map(encode),
+            StateKey::Certified(c) => self.certified.get(c).map(encode),
+            StateKey::ParamsSeen(d, p) => self.params_seen.get(&(d.clone(), *p)).map(encode),
+            StateKey::Slashed(a, c, r) => self.slashed.contains(&(*a, *c, *r)).then(|| vec![1u8]),
+            StateKey::Checkpoint(h) => self.checkpoints.get(h).map(encode),
+            StateKey::Anchor(h) => self.anchors.get(h).map(encode),
+        }
+    }
+
+    /// Proves the record under `key` (or its absence) against [`State::root`].
+    pub fn prove(&self, key: &StateKey) -> Result<(Option<Vec<u8>>, StateProof), TreeError> {
+        let value = self.record(key);
+        let proof = self.tree.prove(key.key_hash(), value.clone(), self.meta.height)?;
+        Ok((value, proof))
+    }
+
+    /// Every record key currently in the state, in a fixed order (snapshots, rebuilds).
+    pub fn keys(&self) -> Vec<StateKey> {
+        let mut keys = vec![StateKey::Meta, StateKey::Params];
+        keys.extend(self.accounts.keys().map(|a| StateKey::Account(*a)));
+        keys.extend(self.stakes.keys().map(|a| StateKey::Stake(*a)));
+        keys.extend(self.reputation.keys().map(|(a, d)| StateKey::Reputation(*a, d.clone())));
+        keys.extend(self.domains.keys().map(|d| StateKey::Domain(d.clone())));
+        keys.extend(self.channels.keys().map(|c| StateKey::Channel(*c)));
+        keys.extend(self.unbonding.keys().map(|(h, a)| StateKey::Unbonding(*h, *a)));
+        keys.extend(self.certified.keys().map(|c| StateKey::Certified(*c)));
+        keys.extend(self.params_seen.keys().map(|(d, p)| StateKey::ParamsSeen(d.clone(), *p)));
+        keys.extend(self.slashed.iter().map(|(a, c, r)| StateKey::Slashed(*a, *c, *r)));
+        keys.extend(self.checkpoints.keys().map(|h| StateKey::Checkpoint(*h)));
+        keys.extend(self.anchors.keys().map(|h| StateKey::Anchor(*h)));
+        keys
+    }
+
+    /// Rebuilds the authenticated tree from scratch over every record and returns its root.
+    /// Must equal [`State::root`]; used to check incremental updates and to verify snapshots.
+    pub fn recompute_root(&self) -> Result<Hash, TreeError> {
+        let changes = self.keys().into_iter().map(|k| (k.key_hash(), self.record(&k))).collect();
+        let mut fresh = NodeStore::default();
+        fresh.update(changes, 0)
+    }
+
+    /// Coins accounted for: balances + stakes + unbonding + channel deposits + bounty escrow +
+    /// burned. Equals `supply.minted` in every valid state.
+    pub fn accounted_supply(&self) -> Option<u128> {
+        let mut total = self.meta.supply.burned.0;
+        for a in self.accounts.values() {
+            total = total.checked_add(a.balance.0)?;
+        }
+        for s in self.stakes.values() {
+            total = total.checked_add(s.amount.0)?;
+        }
+        for u in self.unbonding.values() {
+            total = total.checked_add(u.0)?;
+        }
+        for c in self.channels.values() {
+            total = total.checked_add(c.deposit.0)?;
+        }
+        for d in self.domains.values() {
+            total = total.checked_add(d.bounty_left.0)?;
+        }
+        Some(total)
+    }
+
+    /// Writes the dirty records into the tree as version `version`.
+    pub(crate) fn commit_tree(&mut self, version: u64) -> Result<Hash, TreeError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let changes = dirty.iter().map(|k| (k.key_hash(), self.record(k))).collect();
+        self.root = self.tree.update(changes, version)?;
+        Ok(self.root)
+    }
+
+    pub(crate) fn touch(&mut self, key: StateKey) {
+        self.dirty.insert(key);
+    }
+
+    pub(crate) fn set_account(&mut self, address: Address, account: Account) {
+        self.accounts.insert(address, account);
+        self.touch(StateKey::Account(address));
+    }
+
+    pub(crate) fn credit(&mut self, address: Address, amount: Amount) -> Option<()> {
+        if amount == Amount::ZERO {
+            return Some(());
+        }
+        let mut acc = self.account(&address);
+        acc.balance = acc.balance.checked_add(amount)?;
+        self.set_account(address, acc);
+        Some(())
+    }
+
+    pub(crate) fn set_stake(&mut self, address: Address, record: Option<StakeRecord>) {
+        // Keep the evaluator index in step with the record.
+        if let Some(old) = self.stakes.get(&address).cloned() {
+            for d in old.domains.iter() {
+                if let Some(set) = self.evaluators.get_mut(d) {
+                    set.remove(&address);
+                }
+            }
+        }
+        match record {
+            Some(r) => {
+                if r.roles.contains(Roles::EVALUATOR) {
+                    for d in r.domains.iter() {
+                        self.evaluators.entry(d.clone()).or_default().insert(address);
+                    }
+                }
+                self.stakes.insert(address, r);
+            }
+            None => {
+                self.stakes.remove(&address);
+            }
+        }
+        self.touch(StateKey::Stake(address));
+    }
+
+    /// Adds `delta` (positive or negative, floored at 0) to a reputation, decaying it first.
+    pub(crate) fn adjust_reputation(&mut self, address: Address, domain: &DomainId, up: u64, down: u64) {
+        let height = self.meta.height;
+        let half_life = self.params.reputation_half_life_blocks;
+        let key = (address, domain.clone());
+        let current = self.reputation.get(&key).map_or(0, |r| r.at(height, half_life));
+        let value = current.saturating_add(up).saturating_sub(down);
+        self.reputation.insert(key, Reputation { value, updated: height });
+        self.touch(StateKey::Reputation(address, domain.clone()));
+    }
+
+    pub(crate) fn set_domain(&mut self, id: DomainId, domain: DomainState) {
+        self.domains.insert(id.clone(), domain);
+        self.touch(StateKey::Domain(id));
+    }
+
+    pub(crate) fn set_channel(&mut self, id: Hash, channel: Option<Channel>) {
+        if let Some(old) = self.channels.get(&id) {
+            self.channel_expiries.remove(&(old.expiry_height, id));
+            if let Some(c) = &old.closing {
+                self.channel_deadlines.remove(&(c.deadline, id));
+            }
+        }
+        match channel {
+            Some(c) => {
+                match &c.closing {
+                    Some(cl) => {
+                        self.channel_deadlines.insert((cl.deadline, id));
+                    }
+                    None => {
+                        self.channel_expiries.insert((c.expiry_height, id));
+                    }
+                }
+                self.channels.insert(id, c);
+            }
+            None => {
+                self.channels.remove(&id);
+            }
+        }
+        self.touch(StateKey::Channel(id));
+    }
+
+    pub(crate) fn burn(&mut self, amount: Amount) -> Option<()> {
+        self.meta.supply.burned = self.meta.supply.burned.checked_add(amount)?;
+        Some(())
+    }
+
+    /// Takes up to `amount` from an account's stake, then from its unbonding entries (earliest
+    /// release first), and burns it. Returns what was taken.
+    pub(crate) fn burn_stake(&mut self, address: Address, amount: Amount) -> Option<Amount> {
+        let mut left = amount;
+        if let Some(mut s) = self.stakes.get(&address).cloned() {
+            let take = left.min(s.amount);
+            s.amount = s.amount.checked_sub(take)?;
+            left = left.checked_sub(take)?;
+            self.set_stake(address, Some(s));
+        }
+        let entries: Vec<_> =
+            self.unbonding.iter().filter(|((_, a), _)| *a == address).map(|(k, v)| (*k, *v)).collect();
+        for (key, value) in entries {
+            if left == Amount::ZERO {
+                break;
+            }
+            let take = left.min(value);
+            left = left.checked_sub(take)?;
+            let rest = value.checked_sub(take)?;
+            if rest == Amount::ZERO {
+                self.unbonding.remove(&key);
+            } else {
+                self.unbonding.insert(key, rest);
+            }
+            self.touch(StateKey::Unbonding(key.0, key.1));
+        }
+        let taken = amount.checked_sub(left)?;
+        self.burn(taken)?;
+        Some(taken)
+    }
+
+    /// Remembers `key` until `expiry` (then [`State::prune_expired`] drops it).
+    pub(crate) fn expire_at(&mut self, expiry: u64, key: StateKey) {
+        self.expiries.insert((expiry, key.clone()));
+        self.touch(key);
+    }
+
+    /// Drops remembered commits and parameter hashes whose reference window has closed.
+    pub(crate) fn prune_expired(&mut self, height: u64) {
+        while let Some((expiry, key)) = self.expiries.get_min().cloned() {
+            if expiry >= height {
+                break;
+            }
+            self.expiries.remove(&(expiry, key.clone()));
+            match &key {
+                StateKey::Certified(c) => {
+                    self.certified.remove(c);
+                }
+                StateKey::ParamsSeen(d, p) => {
+                    self.params_seen.remove(&(d.clone(), *p));
+                }
+                _ => {}
+            }
+            self.touch(key);
+        }
+    }
+
+    pub(crate) fn snapshot_recent(&mut self, hash: Hash) {
+        self.recent.push_back(RecentBlock {
+            height: self.meta.height,
+            hash,
+            timestamp_ms: self.meta.timestamp_ms,
+            stakes: self.stakes.clone(),
+            reputation: self.reputation.clone(),
+            evaluators: self.evaluators.clone(),
+        });
+        while self.recent.len() as u64 > self.params.history_len() {
+            self.recent.pop_front();
+        }
+    }
+}
