@@ -23,6 +23,7 @@ pub mod params;
 pub mod quorum;
 pub mod state;
 pub mod tree;
+pub mod testkit;
 mod txs;
 
 pub use block::{BlockTemplate, Receipt, apply_block, build_block, heartbeat_leader, heartbeat_slot};

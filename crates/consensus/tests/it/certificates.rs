@@ -1,0 +1,330 @@
+//! Proof-of-Optimization certificates: every acceptance and rejection rule.
+
+use doin_consensus::{BlockError, CertError, testkit::{TestNet, domain_id}};
+use doin_primitives::{
+    Amount, BlockBody, BoundedVec, DoubleVoteEvidence, FIXED_ONE, Metric, Outcome, Signed, VoteBody,
+};
+
+const ONE: i64 = FIXED_ONE;
+
+fn m(x: f64) -> Metric {
+    Metric((x * ONE as f64).round() as i64)
+}
+
+/// 5 evaluators (accounts 0-4), 2 optimizers (5, 6), 3 more accounts.
+fn net() -> TestNet {
+    TestNet::new(10, 5, 2)
+}
+
+fn cert_err(err: BlockError) -> CertError {
+    match err {
+        BlockError::Certificate { source, .. } => source,
+        other => panic!("expected a certificate error, got {other}"),
+    }
+}
+
+#[test]
+fn accepted_certificate_sets_champion_to_median_and_pays_65_30_5() {
+    let mut net = net();
+    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| [m(50.05), m(50.0), m(49.98)][i]);
+    assert_eq!(cert.votes.len(), 3, "k = max(quorum_min 3, ceil(sqrt 5)) = 3");
+    let optimizer = net.addr(5);
+    let voters: Vec<_> = cert.votes.iter().map(|v| v.evaluator).collect();
+    let before: Vec<_> = voters.iter().map(|a| net.state.account(a).balance).collect();
+    let opt_before = net.state.account(&optimizer).balance;
+    let r = net.work_block(9, vec![cert]).unwrap();
+    let c = &r.certificates[0];
+    assert_eq!(c.outcome, Outcome::Accept);
+    assert_eq!(c.median, m(50.0), "lower-middle median of the three votes");
+    let d = net.state.domain(&domain_id()).unwrap();
+    let champ = d.champion.as_ref().unwrap();
+    assert_eq!(champ.performance, m(50.0), "champion is the verified median, not the claim");
+    assert_eq!(champ.optimizer, optimizer);
+    // increment = weight 1 × (100 − 50)/100 × rep_factor floor 0.1 × fraction 1
+    assert_eq!(c.increment, (ONE / 20) as u128);
+    assert_eq!(r.work, c.increment);
+    assert_eq!(r.reward, Amount::doin(50));
+    assert_eq!(c.optimizer_reward, Amount(Amount::doin(50).0 * 65 / 100));
+    for (i, a) in voters.iter().enumerate() {
+        let share = Amount::doin(15).0 / 3;
+        assert_eq!(net.state.account(a).balance.0, before[i].0 + share, "evaluator {i}");
+        assert_eq!(net.state.reputation(a, &domain_id()), (4 * ONE / 10) as u64);
+    }
+    assert_eq!(r.generator_reward, Amount(Amount::doin(50).0 - c.optimizer_reward.0 - 3 * (Amount::doin(15).0 / 3)));
+    // Bounty pays on top of the reward (example domain: bounty_per_accept 0 → nothing).
+    assert_eq!(net.state.account(&optimizer).balance, Amount(opt_before.0 + c.optimizer_reward.0));
+    assert_eq!(net.state.reputation(&optimizer, &domain_id()), ONE as u64);
+    assert_eq!(d.stats.improvements, 1);
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}
+
+#[test]
+fn over_claim_within_tolerance_scales_reward_down() {
+    let mut net = net();
+    // Claim 49.95 vs median 50.0: over-claims by 0.05 with tolerance 0.1 → fraction 0.5.
+    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(49.95), |_| m(50.0));
+    let r = net.work_block(9, vec![cert]).unwrap();
+    assert_eq!(r.certificates[0].outcome, Outcome::Accept);
+    assert_eq!(r.certificates[0].reward_fraction, (ONE / 2) as u64);
+    assert_eq!(r.certificates[0].increment, (ONE / 40) as u128);
+}
+
+#[test]
+fn inflated_claim_is_rejected_burns_bond_and_reputation() {
+    let mut net = net();
+    // Give the optimizer some reputation first.
+    let good = net.improving_certificate(5, 50.0);
+    net.work_block(9, vec![good]).unwrap();
+    let optimizer = net.addr(5);
+    let stake_before = net.state.stake(&optimizer).unwrap().amount;
+    let burned_before = net.state.meta().supply.burned;
+    let mut bad = net.certificate(5, vec![2 * ONE, ONE, ONE, ONE], m(10.0), |_| m(40.0));
+    assert_eq!(bad.outcome, Outcome::Reject);
+    // Declaring it accepted is an invalid block.
+    bad.outcome = Outcome::Accept;
+    let err = cert_err(net.work_block(9, vec![bad.clone()]).unwrap_err());
+    assert!(matches!(err, CertError::Outcome { computed: Outcome::Reject, .. }), "{err}");
+    // A reject alone carries no work, so it rides in a block with an improvement.
+    bad.outcome = Outcome::Reject;
+    let improve = net.certificate(6, vec![3 * ONE, ONE, ONE, ONE], m(45.0), |_| m(45.0));
+    let r = net.work_block(9, vec![bad, improve]).unwrap();
+    let c = &r.certificates[0];
+    assert_eq!(c.outcome, Outcome::Reject);
+    assert_eq!(c.increment, 0);
+    let bond_burn = Amount(Amount::doin(1).0 / 2);
+    assert_eq!(c.bond_burned, bond_burn);
+    assert_eq!(net.state.stake(&optimizer).unwrap().amount, Amount(stake_before.0 - bond_burn.0));
+    assert!(net.state.meta().supply.burned.0 >= burned_before.0 + bond_burn.0);
+    assert_eq!(net.state.reputation(&optimizer, &domain_id()), 0, "1.0 − 3.0 floors at 0");
+    let d = net.state.domain(&domain_id()).unwrap();
+    assert_eq!(d.stats.rejected, 1);
+    assert_eq!(d.champion.as_ref().unwrap().performance, m(45.0));
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}
+
+#[test]
+fn forged_vote_signature_is_rejected() {
+    let mut net = net();
+    let mut cert = net.improving_certificate(5, 50.0);
+    let mut votes = cert.votes.clone().into_inner();
+    votes[1].body.measured = m(1.0);
+    cert.votes = BoundedVec::try_from_vec(votes).unwrap();
+    let err = net.work_block(9, vec![cert]).unwrap_err();
+    assert!(matches!(&err, BlockError::Signature(what) if what.contains("vote 1")), "{err}");
+}
+
+#[test]
+fn vote_from_non_member_is_rejected() {
+    let mut net = net();
+    let mut cert = net.improving_certificate(5, 50.0);
+    let members: Vec<_> = cert.votes.iter().map(|v| v.evaluator).collect();
+    let outsider = (0..5).map(|i| net.addr(i)).find(|a| !members.contains(a)).unwrap();
+    let mut votes = cert.votes.clone().into_inner();
+    votes[0] = net.vote(&outsider, cert.commit.id(), 0, m(50.0));
+    cert.votes = BoundedVec::try_from_vec(votes).unwrap();
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(err.to_string().contains("not a member of the quorum"), "{err}");
+}
+
+#[test]
+fn too_few_votes_is_rejected() {
+    let mut net = net();
+    let mut cert = net.improving_certificate(5, 50.0);
+    let mut votes = cert.votes.clone().into_inner();
+    votes.pop();
+    cert.votes = BoundedVec::try_from_vec(votes).unwrap();
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::Quorum(ref s) if s.contains("2 of 3")), "{err}");
+}
+
+#[test]
+fn duplicate_vote_is_rejected() {
+    let mut net = net();
+    let mut cert = net.improving_certificate(5, 50.0);
+    let mut votes = cert.votes.clone().into_inner();
+    votes[2] = votes[0].clone();
+    cert.votes = BoundedVec::try_from_vec(votes).unwrap();
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(err.to_string().contains("voted twice"), "{err}");
+}
+
+#[test]
+fn disagreement_must_escalate_and_escalation_penalizes_outliers() {
+    let mut net = net();
+    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| if i == 0 { m(90.0) } else { m(50.0) });
+    let err = cert_err(net.work_block(9, vec![cert.clone()]).unwrap_err());
+    assert!(err.to_string().contains("must escalate"), "{err}");
+
+    let q = net.quorums(&cert.commit);
+    assert_eq!(q.escalation.len(), 5, "min(2k + 1, N) = min(7, 5)");
+    let liar = cert.votes[0].evaluator;
+    let escalation: Vec<_> = q
+        .escalation
+        .iter()
+        .map(|a| net.vote(a, cert.commit.id(), 1, if *a == liar { m(90.0) } else { m(50.0) }))
+        .collect();
+    let mut escalated = cert.clone();
+    escalated.escalation = BoundedVec::try_from_vec(escalation.clone()).unwrap();
+    let r = net.work_block(9, vec![escalated]).unwrap();
+    let c = &r.certificates[0];
+    assert!(c.escalated);
+    assert_eq!(c.median, m(50.0));
+    assert!(c.outliers.contains(&liar));
+    assert_eq!(net.state.reputation(&liar, &domain_id()), 0, "outlier penalized (floored at 0)");
+    let honest = cert.votes[1].evaluator;
+    assert!(net.state.reputation(&honest, &domain_id()) > 0);
+    assert_eq!(net.state.domain(&domain_id()).unwrap().stats.escalated, 1);
+}
+
+#[test]
+fn escalation_without_a_supermajority_is_rejected() {
+    let mut net = net();
+    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| if i == 0 { m(90.0) } else { m(50.0) });
+    let q = net.quorums(&cert.commit);
+    // 3 of 5 agree: ceil(5 × 2/3) = 4 needed.
+    let escalation: Vec<_> = q
+        .escalation
+        .iter()
+        .enumerate()
+        .map(|(i, a)| net.vote(a, cert.commit.id(), 1, if i < 2 { m(80.0 + i as f64 * 5.0) } else { m(50.0) }))
+        .collect();
+    let mut escalated = cert;
+    escalated.escalation = BoundedVec::try_from_vec(escalation).unwrap();
+    let err = cert_err(net.work_block(9, vec![escalated]).unwrap_err());
+    assert!(err.to_string().contains("4 of 5 needed"), "{err}");
+}
+
+#[test]
+fn double_vote_is_slashed_once() {
+    let mut net = net();
+    let evaluator = net.addr(2);
+    let commit = doin_primitives::Hash::of(b"some commit");
+    let key = net.keys[2].clone();
+    let vote = |measured| {
+        Signed::sign(VoteBody { commit, evaluator, round: 0, measured, data_hash: doin_primitives::Hash::ZERO }, &key)
+    };
+    let evidence = DoubleVoteEvidence { first: vote(m(1.0)), second: vote(m(2.0)) };
+    let stake_before = net.state.stake(&evaluator).unwrap().amount;
+    let body = BlockBody { evidence: BoundedVec::try_from_vec(vec![evidence.clone()]).unwrap(), ..Default::default() };
+    let r = net.heartbeat_with(body.clone()).unwrap();
+    assert_eq!(r.slashes, vec![(evaluator, Amount::doin(10))], "10 % of a 100 DOIN stake");
+    assert_eq!(net.state.stake(&evaluator).unwrap().amount, Amount(stake_before.0 - Amount::doin(10).0));
+    let err = net.heartbeat_with(body).unwrap_err();
+    assert!(err.to_string().contains("already slashed"), "{err}");
+    let same = DoubleVoteEvidence { first: vote(m(1.0)), second: vote(m(1.0)) };
+    let body = BlockBody { evidence: BoundedVec::try_from_vec(vec![same]).unwrap(), ..Default::default() };
+    assert!(net.heartbeat_with(body).unwrap_err().to_string().contains("identical"));
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}
+
+#[test]
+fn reference_block_must_be_recent() {
+    let mut net = net();
+    let old = net.state.tip().hash;
+    for _ in 0..=net.spec.params.max_reference_age {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let (commit, reveal) = net.commit_reveal_at(5, vec![ONE, ONE, ONE, ONE], m(50.0), old);
+    let cert = doin_primitives::Certificate {
+        commit,
+        reveal,
+        votes: BoundedVec::new(),
+        escalation: BoundedVec::new(),
+        outcome: Outcome::Accept,
+    };
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::Reference(h) if h == old), "{err}");
+}
+
+#[test]
+fn a_commit_is_certified_once_and_first_revealer_wins() {
+    let mut net = net();
+    let cert = net.improving_certificate(5, 50.0);
+    net.work_block(9, vec![cert.clone()]).unwrap();
+    let err = cert_err(net.work_block(9, vec![cert.clone()]).unwrap_err());
+    assert!(matches!(err, CertError::Duplicate(_)), "{err}");
+    // Another optimizer revealing the same parameters later is refused.
+    let copy = net.certificate(6, cert.reveal.params.to_vec(), m(49.0), |_| m(49.0));
+    let err = cert_err(net.work_block(9, vec![copy]).unwrap_err());
+    assert!(err.to_string().contains("already revealed"), "{err}");
+}
+
+#[test]
+fn parameters_must_fit_the_domain() {
+    let mut net = net();
+    let cert = net.certificate(5, vec![ONE, ONE, ONE, 11 * ONE], m(50.0), |_| m(50.0));
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::ParamOutOfBounds { index: 3, .. }), "{err}");
+    let cert = net.certificate(5, vec![ONE, ONE], m(50.0), |_| m(50.0));
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::ParamCount { got: 2, expected: 4 }), "{err}");
+}
+
+#[test]
+fn optimizer_needs_a_bond_and_is_never_in_its_own_quorum() {
+    let mut net = net();
+    let cert = net.improving_certificate(8, 50.0);
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::NoBond { .. }), "{err}");
+    // An evaluator optimizing is excluded from its own quorum.
+    for i in 0..20 {
+        let (commit, _) = net.commit_reveal(0, vec![i * 1000, 0, 0, 0], m(50.0));
+        let q = net.quorums(&commit);
+        assert!(!q.first.contains(&net.addr(0)) && !q.escalation.contains(&net.addr(0)));
+        assert_eq!(q.eligible, 4);
+    }
+}
+
+#[test]
+fn late_improvement_adds_no_work_and_costs_nothing() {
+    let mut net = net();
+    let first = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(40.0), |_| m(40.0));
+    let second = net.certificate(6, vec![2 * ONE, ONE, ONE, ONE], m(45.0), |_| m(45.0));
+    let rep_before = net.state.reputation(&net.addr(6), &domain_id());
+    let r = net.work_block(9, vec![first, second]).unwrap();
+    assert_eq!(r.certificates[1].outcome, Outcome::Accept);
+    assert!(!r.certificates[1].improved);
+    assert_eq!(r.certificates[1].increment, 0);
+    assert_eq!(r.certificates[1].optimizer_reward, Amount::ZERO);
+    assert_eq!(net.state.reputation(&net.addr(6), &domain_id()), rep_before);
+    let d = net.state.domain(&domain_id()).unwrap();
+    assert_eq!((d.stats.improvements, d.stats.late), (1, 1));
+    assert_eq!(d.champion.as_ref().unwrap().performance, m(40.0));
+}
+
+#[test]
+fn work_block_below_threshold_and_heartbeat_with_certificates_are_invalid() {
+    let mut net = net();
+    let mut spec = net.spec.clone();
+    spec.params.initial_threshold = ONE as u128; // needs a 100 % improvement at rep floor 0.1
+    net.state = spec.build().unwrap().0;
+    let cert = net.improving_certificate(5, 50.0);
+    let err = net.work_block(9, vec![cert.clone()]).unwrap_err();
+    assert!(matches!(err, BlockError::BelowThreshold { work, threshold } if work == (ONE / 20) as u128 && threshold == ONE as u128), "{err}");
+    let body = BlockBody { certificates: BoundedVec::try_from_vec(vec![cert]).unwrap(), ..Default::default() };
+    let err = net.heartbeat_with(body).unwrap_err();
+    assert!(err.to_string().contains("heartbeat block carries no certificates"), "{err}");
+}
+
+#[test]
+fn no_eligible_evaluators_means_no_acceptance() {
+    let mut net = TestNet::new(4, 0, 2);
+    let cert = net.certificate(0, vec![ONE, ONE, ONE, ONE], m(50.0), |_| m(50.0));
+    assert!(cert.votes.is_empty());
+    let err = cert_err(net.work_block(3, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::NoEvaluators), "{err}");
+}
+
+#[test]
+fn bounty_pays_accepted_improvements_until_empty() {
+    let mut net = net();
+    let mut spec = net.spec.clone();
+    spec.domains[0].spec.bounty_per_accept = Amount::doin(6);
+    net.state = spec.build().unwrap().0;
+    let r = net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    assert_eq!(r.certificates[0].bounty_paid, Amount::doin(6));
+    let r = net.work_block(9, vec![net.improving_certificate(6, 30.0)]).unwrap();
+    assert_eq!(r.certificates[0].bounty_paid, Amount::doin(4), "capped by what is left of the 10 DOIN");
+    assert_eq!(net.state.domain(&domain_id()).unwrap().bounty_left, Amount::ZERO);
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}

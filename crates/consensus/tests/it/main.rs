@@ -1,0 +1,7 @@
+//! Integration tests of the state-transition function.
+
+mod certificates;
+mod chain;
+mod properties;
+mod transactions;
+mod vectors;
