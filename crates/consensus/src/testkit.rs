@@ -246,6 +246,21 @@ impl TestNet {
     }
 }
 
+/// Re-seals `block` around a different body: recomputes the body roots, applies `edit` to the
+/// header and signs it with `key`. Builds deliberately invalid blocks for tests and vectors.
+pub fn reseal(
+    block: &Block,
+    body: BlockBody,
+    key: &Keypair,
+    edit: impl FnOnce(&mut doin_primitives::HeaderBody),
+) -> Block {
+    let mut header = block.header.body.clone();
+    header.tx_root = body.tx_root();
+    header.cert_root = body.cert_root();
+    edit(&mut header);
+    Block { header: Signed::sign(header, key), body }
+}
+
 /// The outcome validators compute for a first-round certificate with these votes.
 pub fn outcome_for(state: &State, commit: &Commit, votes: &[Vote]) -> Outcome {
     let spec = state.domain(&commit.domain).map(|d| d.spec.clone());

@@ -1,0 +1,126 @@
+//! Chain-level rules: difficulty, finality, anchors, reputation decay, halving, fork choice and
+//! purity of the transition.
+
+use std::cmp::Ordering;
+
+use doin_consensus::{
+    ProtocolParams, apply_block,
+    fork_choice::{self, ChainTip},
+    state::Checkpoint,
+    testkit::{TestNet, domain_id},
+};
+use doin_primitives::{Amount, BoundedBytes, FIXED_ONE, Hash, TxKind};
+
+#[test]
+fn fast_blocks_raise_the_threshold_by_at_most_two_percent_and_epochs_retarget() {
+    let params = ProtocolParams { target_block_time_ms: 1_000, epoch_blocks: 4, initial_threshold: 1_000_000, ..TestNet::new(1, 0, 0).spec.params };
+    let mut net = TestNet::with_params(8, 5, 2, params);
+    let mut thresholds = vec![net.state.meta().difficulty.threshold];
+    for i in 0..3 {
+        net.now_ms = net.state.meta().timestamp_ms + 100; // 10× too fast
+        let loss = 50.0 - i as f64 * 10.0;
+        net.work_block(7, vec![net.improving_certificate(5 + i % 2, loss)]).unwrap();
+        thresholds.push(net.state.meta().difficulty.threshold);
+    }
+    for w in thresholds.windows(2) {
+        assert!(w[1] > w[0], "fast blocks raise the threshold: {thresholds:?}");
+        assert!(w[1] <= w[0] * 102 / 100, "by at most 2 % per block: {thresholds:?}");
+    }
+    // The 4th work block closes the epoch: 4 blocks in ~400 ms instead of 4 s → ×4 clamp.
+    net.now_ms = net.state.meta().timestamp_ms + 100;
+    let before = net.state.meta().difficulty.threshold;
+    net.work_block(7, vec![net.improving_certificate(5, 10.0)]).unwrap();
+    let after = net.state.meta().difficulty.threshold;
+    assert_eq!(after, before * 102 / 100 * 4, "epoch retarget clamped to ×4");
+    // Heartbeats leave the difficulty alone.
+    net.heartbeat(vec![]).unwrap();
+    assert_eq!(net.state.meta().difficulty.threshold, after);
+}
+
+#[test]
+fn finality_advances_every_depth_blocks_and_anchors_need_a_checkpoint() {
+    let mut net = TestNet::new(4, 0, 0);
+    let depth = net.spec.params.finality_depth;
+    let mut hashes = vec![net.genesis.hash()];
+    for _ in 0..(2 * depth - 1) {
+        net.heartbeat(vec![]).unwrap();
+        hashes.push(net.state.tip().hash);
+        assert_eq!(net.state.meta().finalized.height, 0);
+    }
+    net.heartbeat(vec![]).unwrap();
+    assert_eq!(net.state.meta().finalized, Checkpoint { height: depth, hash: hashes[depth as usize] });
+    // anchor_interval = 6 = depth in the test net: height 6 is an anchor checkpoint.
+    let anchor = |h, hash| TxKind::Anchor { height: h, block_hash: hash, external_ref: BoundedBytes::try_from_vec(b"file:///anchors.log".to_vec()).unwrap() };
+    let err = net.heartbeat(vec![net.tx(1, anchor(depth, Hash::of(b"wrong")))]).unwrap_err();
+    assert!(err.to_string().contains("differs from checkpoint"), "{err}");
+    let err = net.heartbeat(vec![net.tx(1, anchor(depth - 1, hashes[depth as usize - 1]))]).unwrap_err();
+    assert!(err.to_string().contains("not a finalized anchor checkpoint"), "{err}");
+    net.heartbeat(vec![net.tx(1, anchor(depth, hashes[depth as usize]))]).unwrap();
+    let (h, rec) = net.state.anchors().next().unwrap();
+    assert_eq!((*h, rec.block_hash, rec.by), (depth, hashes[depth as usize], net.addr(1)));
+}
+
+#[test]
+fn reputation_decays_with_its_half_life() {
+    let mut net = TestNet::new(8, 5, 2);
+    net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    let optimizer = net.addr(5);
+    assert_eq!(net.state.reputation(&optimizer, &domain_id()), FIXED_ONE as u64);
+    for _ in 0..net.spec.params.reputation_half_life_blocks {
+        net.heartbeat(vec![]).unwrap();
+    }
+    assert_eq!(net.state.reputation(&optimizer, &domain_id()), FIXED_ONE as u64 / 2);
+}
+
+#[test]
+fn reward_halves_on_schedule() {
+    let params = ProtocolParams { halving_interval: 2, ..TestNet::new(1, 0, 0).spec.params };
+    let mut net = TestNet::with_params(8, 5, 2, params);
+    let r1 = net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    let r2 = net.work_block(7, vec![net.improving_certificate(6, 40.0)]).unwrap();
+    net.heartbeat(vec![]).unwrap();
+    let r4 = net.work_block(7, vec![net.improving_certificate(5, 30.0)]).unwrap();
+    assert_eq!((r1.height, r1.reward), (1, Amount::doin(50)));
+    assert_eq!((r2.height, r2.reward), (2, Amount::doin(25)));
+    assert_eq!((r4.height, r4.reward), (4, Amount(Amount::doin(25).0 / 2)));
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}
+
+#[test]
+fn apply_block_is_pure_and_forks_coexist() {
+    let mut net = TestNet::new(8, 5, 2);
+    net.heartbeat(vec![]).unwrap();
+    let base = net.state.clone();
+    let root = base.root();
+    // Two competing children of the same parent.
+    net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    let a = net.blocks.last().unwrap().clone();
+    net.state = base.clone();
+    net.work_block(7, vec![net.improving_certificate(6, 45.0)]).unwrap();
+    let b = net.blocks.last().unwrap().clone();
+    assert_eq!(base.root(), root, "the parent state is untouched");
+    let (sa, _) = apply_block(&base, &a).unwrap();
+    let (sb, _) = apply_block(&base, &b).unwrap();
+    assert_ne!(sa.root(), sb.root());
+    assert_eq!(sa.recompute_root().unwrap(), sa.root());
+    assert_eq!(sb.recompute_root().unwrap(), sb.root());
+    let ta = ChainTip::of(&a.header.body, a.hash());
+    let tb = ChainTip::of(&b.header.body, b.hash());
+    // Both carry work; the heavier wins.
+    let expected = if a.header.cumulative_work > b.header.cumulative_work { ta } else { tb };
+    assert_eq!(*fork_choice::select([&ta, &tb], &Checkpoint::default(), |_, _| None).unwrap(), expected);
+}
+
+#[test]
+fn fork_choice_prefers_work_then_height_then_lower_hash_and_respects_finality() {
+    let t = |w, h, x: u8| ChainTip { hash: Hash([x; 32]), height: h, cumulative_work: w };
+    assert_eq!(fork_choice::compare(&t(10, 1, 0), &t(9, 50, 0)), Ordering::Greater);
+    assert_eq!(fork_choice::compare(&t(10, 5, 0), &t(10, 4, 0)), Ordering::Greater);
+    assert_eq!(fork_choice::compare(&t(10, 5, 1), &t(10, 5, 2)), Ordering::Greater);
+    let finalized = Checkpoint { height: 3, hash: Hash([7; 32]) };
+    let heavy_fork = t(100, 9, 1);
+    let honest = t(10, 9, 2);
+    let ancestor = |tip: &ChainTip, _h| Some(if tip.hash == heavy_fork.hash { Hash([6; 32]) } else { Hash([7; 32]) });
+    let picked = fork_choice::select([&heavy_fork, &honest], &finalized, ancestor).unwrap();
+    assert_eq!(*picked, honest, "never reorg past the finalized checkpoint");
+}

@@ -1,0 +1,232 @@
+//! Consensus test vectors: files of (genesis, blocks, expected post-state root or error) under
+//! `testing/vectors/`, and their runner. The files pin the protocol: any change to a rule that
+//! alters a root or an outcome fails here until the vectors are regenerated on purpose with
+//! `DOIN_WRITE_VECTORS=1 cargo test -p doin-consensus --test it vectors`.
+
+use std::path::PathBuf;
+
+use doin_consensus::{GenesisSpec, apply_block, testkit::{self, TestNet}};
+use doin_primitives::{
+    Amount, Block, BlockBody, BoundedVec, DoubleVoteEvidence, FIXED_ONE, Metric, Signed, TxKind, VoteBody,
+    encode,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Vector {
+    name: String,
+    description: String,
+    genesis: GenesisSpec,
+    /// Hex of each block's canonical encoding, applied in order.
+    blocks: Vec<String>,
+    /// `state_root` after the last block, when all apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_root: Option<String>,
+    /// Otherwise: the last block fails with an error containing this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testing/vectors")
+}
+
+fn m(x: f64) -> Metric {
+    Metric((x * FIXED_ONE as f64) as i64)
+}
+
+fn valid(name: &str, description: &str, net: &TestNet) -> Vector {
+    Vector {
+        name: name.into(),
+        description: description.into(),
+        genesis: net.spec.clone(),
+        blocks: net.blocks.iter().map(|b| hex::encode(encode(b))).collect(),
+        state_root: Some(net.state.root().to_string()),
+        error: None,
+    }
+}
+
+fn invalid(name: &str, description: &str, net: &TestNet, bad: Block, error: &str) -> Vector {
+    let mut blocks: Vec<String> = net.blocks.iter().map(|b| hex::encode(encode(b))).collect();
+    blocks.push(hex::encode(encode(&bad)));
+    Vector {
+        name: name.into(),
+        description: description.into(),
+        genesis: net.spec.clone(),
+        blocks,
+        state_root: None,
+        error: Some(error.into()),
+    }
+}
+
+/// A valid work block with `cert`, then a copy with `edit` applied to its body, re-sealed.
+fn tamper(net: &mut TestNet, cert: doin_primitives::Certificate, edit: impl FnOnce(&mut BlockBody)) -> Block {
+    let snapshot = net.state.clone();
+    net.work_block(9, vec![cert]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let mut body = good.body.clone();
+    edit(&mut body);
+    testkit::reseal(&good, body, &net.keys[9], |_| {})
+}
+
+fn generate() -> Vec<Vector> {
+    let mut out = Vec::new();
+
+    let mut net = TestNet::new(10, 5, 2);
+    for n in 0..3 {
+        let txs = (0..4).map(|i| net.transfer(i, net.addr(9), Amount::doin(1 + i as u64), n)).collect();
+        net.heartbeat(txs).unwrap();
+    }
+    out.push(valid("transfers", "three heartbeat blocks of signed transfers", &net));
+
+    let mut net = TestNet::new(10, 5, 2);
+    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
+    let reject = net.certificate(5, vec![3 * FIXED_ONE, 0, 0, 0], m(1.0), |_| m(60.0));
+    net.work_block(9, vec![reject, net.improving_certificate(6, 30.0)]).unwrap();
+    out.push(valid("poo-accept-reject", "two accepted improvements, then an inflated claim rejected beside an improvement", &net));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let key = net.keys[1].clone();
+    let vote = |x| Signed::sign(VoteBody { commit: doin_primitives::Hash::of(b"c"), evaluator: key.address(), round: 0, measured: m(x), data_hash: doin_primitives::Hash::ZERO }, &key);
+    let ev = DoubleVoteEvidence { first: vote(1.0), second: vote(2.0) };
+    net.heartbeat_with(BlockBody { evidence: BoundedVec::try_from_vec(vec![ev]).unwrap(), ..Default::default() }).unwrap();
+    out.push(valid("double-vote-slash", "an evaluator's two different votes for one commit slash 10 % of its stake", &net));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let cert = net.improving_certificate(5, 50.0);
+    let bad = tamper(&mut net, cert, |b| {
+        let mut c = b.certificates[0].clone();
+        let mut votes = c.votes.clone().into_inner();
+        votes[0].body.measured = m(10.0);
+        c.votes = BoundedVec::try_from_vec(votes).unwrap();
+        b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
+    });
+    out.push(invalid("forged-vote", "a vote's measurement altered after signing", &net, bad, "invalid signature on certificate 0 vote 0"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let cert = net.improving_certificate(5, 50.0);
+    let members: Vec<_> = cert.votes.iter().map(|v| v.evaluator).collect();
+    let outsider = (0..5).map(|i| net.addr(i)).find(|a| !members.contains(a)).unwrap();
+    let stranger_vote = net.vote(&outsider, cert.commit.id(), 0, m(50.0));
+    let bad = tamper(&mut net, cert, |b| {
+        let mut c = b.certificates[0].clone();
+        let mut votes = c.votes.clone().into_inner();
+        votes[0] = stranger_vote;
+        c.votes = BoundedVec::try_from_vec(votes).unwrap();
+        b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
+    });
+    out.push(invalid("non-member-vote", "a vote from a staked evaluator outside the drawn quorum", &net, bad, "not a member of the quorum"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let cert = net.improving_certificate(5, 50.0);
+    let bad = tamper(&mut net, cert, |b| {
+        let mut c = b.certificates[0].clone();
+        let mut votes = c.votes.clone().into_inner();
+        votes.pop();
+        c.votes = BoundedVec::try_from_vec(votes).unwrap();
+        b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
+    });
+    out.push(invalid("too-few-votes", "a first-round certificate missing one member's vote", &net, bad, "quorum not met"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let good = net.improving_certificate(6, 50.0);
+    let mut inflated = net.certificate(5, vec![2 * FIXED_ONE, 0, 0, 0], m(1.0), |_| m(60.0));
+    inflated.outcome = doin_primitives::Outcome::Accept;
+    let bad = tamper(&mut net, good, |b| {
+        let mut certs = b.certificates.clone().into_inner();
+        certs.insert(0, inflated);
+        b.certificates = BoundedVec::try_from_vec(certs).unwrap();
+    });
+    out.push(invalid("inflated-claim-declared-accept", "a claim of 1.0 measured at 60.0 declared accepted", &net, bad, "declared outcome Accept, but the votes give Reject"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let tx = net.transfer(1, net.addr(2), Amount(5), 0);
+    net.heartbeat(vec![tx.clone()]).unwrap();
+    let snapshot = net.state.clone();
+    net.heartbeat(vec![]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let leader = net.key_of(&good.header.generator).unwrap().clone();
+    let bad = testkit::reseal(&good, BlockBody { transactions: BoundedVec::try_from_vec(vec![tx]).unwrap(), ..Default::default() }, &leader, |_| {});
+    out.push(invalid("replayed-transaction", "the same signed transfer included a second time", &net, bad, "nonce 0 is not the sender's next nonce 1"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let mut body = net.transfer(1, net.addr(2), Amount(1), 0).body;
+    body.max_fee = Amount(u128::MAX);
+    body.priority_fee = Amount(u128::MAX);
+    let overflow = Signed::sign(body, &net.keys[1]);
+    let snapshot = net.state.clone();
+    net.heartbeat(vec![]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let leader = net.key_of(&good.header.generator).unwrap().clone();
+    let bad = testkit::reseal(&good, BlockBody { transactions: BoundedVec::try_from_vec(vec![overflow]).unwrap(), ..Default::default() }, &leader, |_| {});
+    out.push(invalid("amount-overflow", "a fee of weight × u128::MAX", &net, bad, "amount overflow in fee"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let cert = net.improving_certificate(5, 50.0);
+    let snapshot = net.state.clone();
+    net.work_block(9, vec![cert]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let bad = testkit::reseal(&good, good.body.clone(), &net.keys[9], |h| h.threshold *= 2);
+    out.push(invalid("wrong-threshold", "a work block whose header claims a different threshold", &net, bad, "header threshold is"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let snapshot = net.state.clone();
+    net.heartbeat(vec![]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let other = net.keys.iter().find(|k| k.address() != good.header.generator).unwrap().clone();
+    let bad = testkit::reseal(&good, good.body.clone(), &other, |h| h.generator = other.address());
+    out.push(invalid("heartbeat-non-leader", "a heartbeat signed by an account that is not the slot leader", &net, bad, "is not the slot 0 leader"));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let stake = TxKind::Stake { amount: Amount::doin(3), roles: doin_primitives::Roles::EVALUATOR, domains: BoundedVec::try_from_vec(vec![testkit::domain_id()]).unwrap(), preferences: Default::default() };
+    let open = net.tx(8, TxKind::OpenChannel { payee: net.addr(7), deposit: Amount::doin(2), expiry_height: 50 });
+    net.heartbeat(vec![net.tx(7, stake), open]).unwrap();
+    net.heartbeat(vec![net.tx(7, TxKind::Unstake { amount: Amount::doin(1) })]).unwrap();
+    for _ in 0..4 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    out.push(valid("stake-unbond-channel", "stake, channel open, partial unstake and its release", &net));
+    out
+}
+
+#[test]
+fn consensus_vectors() {
+    let dir = dir();
+    if std::env::var_os("DOIN_WRITE_VECTORS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for v in generate() {
+            let path = dir.join(format!("{}.json", v.name));
+            std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        }
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    assert!(files.len() >= 12, "expected the committed vectors in {}", dir.display());
+    for path in files {
+        let v: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (mut state, _) = v.genesis.build().unwrap();
+        let last = v.blocks.len() - 1;
+        for (i, hex_block) in v.blocks.iter().enumerate() {
+            let block = Block::decode(&hex::decode(hex_block).unwrap()).unwrap();
+            match (apply_block(&state, &block), &v.error) {
+                (Ok((next, _)), None) => state = next,
+                (Ok((next, _)), Some(_)) if i < last => state = next,
+                (Err(e), Some(expected)) if i == last => {
+                    assert!(e.to_string().contains(expected.as_str()), "{}: got {e}, expected {expected:?}", v.name)
+                }
+                (Ok(_), Some(expected)) => panic!("{}: block {i} applied, expected error {expected:?}", v.name),
+                (Err(e), _) => panic!("{}: block {i} failed: {e}", v.name),
+            }
+        }
+        if let Some(root) = &v.state_root {
+            assert_eq!(&state.root().to_string(), root, "{}: post-state root", v.name);
+        }
+    }
+}
