@@ -373,7 +373,7 @@ fn execute(
         s.meta.cumulative_work.checked_add(work).ok_or(BlockError::Overflow("cumulative work"))?;
     advance_finality(&mut s, height);
     s.touch(crate::state::StateKey::Meta);
-    let state_root = s.commit_tree(height)?;
+    let state_root = s.commit_tree()?;
 
     let receipt = Receipt {
         block_hash: Hash::ZERO,

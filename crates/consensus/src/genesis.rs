@@ -186,7 +186,7 @@ impl GenesisSpec {
         s.meta.supply.minted = minted;
         s.touch(StateKey::Meta);
         s.touch(StateKey::Params);
-        let state_root = s.commit_tree(0)?;
+        let state_root = s.commit_tree()?;
         let body = BlockBody::default();
         let header = HeaderBody {
             version: HEADER_VERSION,

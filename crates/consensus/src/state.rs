@@ -405,7 +405,7 @@ impl State {
     /// Proves the record under `key` (or its absence) against [`State::root`].
     pub fn prove(&self, key: &StateKey) -> Result<(Option<Vec<u8>>, StateProof), TreeError> {
         let value = self.record(key);
-        let proof = self.tree.prove(key.key_hash(), value.clone(), self.meta.height)?;
+        let proof = self.tree.prove(key.key_hash(), value.clone())?;
         Ok((value, proof))
     }
 
@@ -431,7 +431,7 @@ impl State {
     pub fn recompute_root(&self) -> Result<Hash, TreeError> {
         let changes = self.keys().into_iter().map(|k| (k.key_hash(), self.record(&k))).collect();
         let mut fresh = NodeStore::default();
-        fresh.update(changes, 0)
+        fresh.update(changes)
     }
 
     /// Coins accounted for: balances + stakes + unbonding + channel deposits + bounty escrow +
@@ -456,11 +456,11 @@ impl State {
         Some(total)
     }
 
-    /// Writes the dirty records into the tree as version `version`.
-    pub(crate) fn commit_tree(&mut self, version: u64) -> Result<Hash, TreeError> {
+    /// Writes the dirty records into the tree.
+    pub(crate) fn commit_tree(&mut self) -> Result<Hash, TreeError> {
         let dirty = std::mem::take(&mut self.dirty);
         let changes = dirty.iter().map(|k| (k.key_hash(), self.record(k))).collect();
-        self.root = self.tree.update(changes, version)?;
+        self.root = self.tree.update(changes)?;
         Ok(self.root)
     }
 

@@ -36,6 +36,9 @@ pub type StateProof = SparseMerkleProof<TreeHasher>;
 #[derive(Clone, Default)]
 pub(crate) struct NodeStore {
     nodes: imbl::HashMap<NodeKey, Node>,
+    /// The tree's internal version: node hashes (and so the root) do not depend on it, so it
+    /// simply counts updates.
+    version: Option<Version>,
     /// A value the proof reader should return (set only on a temporary copy while proving).
     proving: Option<(KeyHash, Option<OwnedValue>)>,
 }
@@ -69,31 +72,61 @@ impl TreeReader for NodeStore {
 pub struct TreeError(pub String);
 
 impl NodeStore {
-    /// Applies `changes` as version `version` and returns the new root.
-    pub(crate) fn update(
+    /// Applies `changes` and returns the new root. Deletions go through jmt's per-key path;
+    /// upserts through its batch insertion, which hashes each touched node once.
+    pub(crate) fn update(&mut self, changes: Vec<(KeyHash, Option<OwnedValue>)>) -> Result<Hash, TreeError> {
+        let (upserts, deletes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, v)| v.is_some());
+        let mut root = None;
+        if !deletes.is_empty() || (upserts.is_empty() && self.version.is_none()) {
+            root = Some(self.apply(|tree, version| tree.put_value_set(deletes, version))?);
+        }
+        if !upserts.is_empty() {
+            let upserts: Vec<(KeyHash, OwnedValue)> =
+                upserts.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+            root = Some(self.apply(|tree, version| {
+                tree.batch_put_value_sets(vec![upserts], None, version)
+                    .map(|(roots, batch)| (roots.first().copied().unwrap_or(jmt::RootHash([0; 32])), batch))
+            })?);
+        }
+        match root {
+            Some(r) => Ok(r),
+            None => self.root(),
+        }
+    }
+
+    fn apply(
         &mut self,
-        changes: Vec<(KeyHash, Option<OwnedValue>)>,
-        version: Version,
+        op: impl FnOnce(
+            &JellyfishMerkleTree<'_, NodeStore, TreeHasher>,
+            Version,
+        ) -> anyhow::Result<(jmt::RootHash, jmt::storage::TreeUpdateBatch)>,
     ) -> Result<Hash, TreeError> {
-        let tree = JellyfishMerkleTree::<_, TreeHasher>::new(&*self);
-        let (root, batch) = tree.put_value_set(changes, version).map_err(|e| TreeError(format!("{e:#}")))?;
+        let version = self.version.map_or(0, |v| v + 1);
+        let (root, batch) = {
+            let tree = JellyfishMerkleTree::<_, TreeHasher>::new(&*self);
+            op(&tree, version).map_err(|e| TreeError(format!("{e:#}")))?
+        };
         for (key, node) in batch.node_batch.nodes() {
             self.nodes.insert(key.clone(), node.clone());
         }
         for stale in &batch.stale_node_index_batch {
             self.nodes.remove(&stale.node_key);
         }
+        self.version = Some(version);
         Ok(Hash(root.0))
+    }
+
+    /// The current root.
+    pub(crate) fn root(&self) -> Result<Hash, TreeError> {
+        let version = self.version.ok_or_else(|| TreeError("the tree is empty".into()))?;
+        let tree = JellyfishMerkleTree::<_, TreeHasher>::new(self);
+        tree.get_root_hash(version).map(|r| Hash(r.0)).map_err(|e| TreeError(format!("{e:#}")))
     }
 
     /// Proves the value under `key` at `version`; `value` is the record the caller read from the
     /// typed state.
-    pub(crate) fn prove(
-        &self,
-        key: KeyHash,
-        value: Option<OwnedValue>,
-        version: Version,
-    ) -> Result<StateProof, TreeError> {
+    pub(crate) fn prove(&self, key: KeyHash, value: Option<OwnedValue>) -> Result<StateProof, TreeError> {
+        let version = self.version.ok_or_else(|| TreeError("the tree is empty".into()))?;
         let mut reader = self.clone();
         reader.proving = Some((key, value));
         let tree = JellyfishMerkleTree::<_, TreeHasher>::new(&reader);
