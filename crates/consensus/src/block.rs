@@ -105,7 +105,10 @@ pub fn apply_block(state: &State, block: &Block) -> Result<(State, Receipt), Blo
 }
 
 /// Builds and signs a block from a body, running the same transition as [`apply_block`].
-pub fn build_block(state: &State, template: BlockTemplate<'_>) -> Result<(Block, State, Receipt), BlockError> {
+pub fn build_block(
+    state: &State,
+    template: BlockTemplate<'_>,
+) -> Result<(Block, State, Receipt), BlockError> {
     let body = template.body;
     let infos = tx_infos(&body);
     let tx_ids: Vec<Hash> = infos.iter().map(|i| i.id).collect();
@@ -184,7 +187,10 @@ fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
         return bad(format!("parent {} is not the tip {}", h.parent_hash, state.tip.hash));
     }
     if h.timestamp_ms <= state.meta.timestamp_ms {
-        return bad(format!("timestamp {} is not after the parent's {}", h.timestamp_ms, state.meta.timestamp_ms));
+        return bad(format!(
+            "timestamp {} is not after the parent's {}",
+            h.timestamp_ms, state.meta.timestamp_ms
+        ));
     }
     if h.threshold != state.meta.difficulty.threshold {
         return Err(mismatch("threshold", h.threshold, state.meta.difficulty.threshold));
@@ -199,10 +205,13 @@ fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
                 h.timestamp_ms, state.params.max_block_interval_ms
             ));
         };
-        if let Some(leader) = heartbeat_leader(state, &h.parent_hash, slot) {
-            if leader != h.generator {
-                return bad(format!("heartbeat generator {:?} is not the slot {slot} leader {leader:?}", h.generator));
-            }
+        if let Some(leader) = heartbeat_leader(state, &h.parent_hash, slot)
+            && leader != h.generator
+        {
+            return bad(format!(
+                "heartbeat generator {:?} is not the slot {slot} leader {leader:?}",
+                h.generator
+            ));
         }
     }
     Ok(())
@@ -211,7 +220,11 @@ fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
 fn check_limits(state: &State, body: &BlockBody) -> Result<(), BlockError> {
     let p = &state.params;
     if body.transactions.len() > p.max_block_txs as usize {
-        return Err(BlockError::Limit(format!("{} transactions, at most {}", body.transactions.len(), p.max_block_txs)));
+        return Err(BlockError::Limit(format!(
+            "{} transactions, at most {}",
+            body.transactions.len(),
+            p.max_block_txs
+        )));
     }
     if body.certificates.len() > p.max_block_certs as usize {
         return Err(BlockError::Limit(format!(
@@ -259,7 +272,9 @@ fn verify_signatures(
             message: SigTag::Transaction.message(&info.id),
             signature: tx.signature,
         });
-        if let TxKind::CloseChannel { final_update: u } | TxKind::ChallengeChannel { newer_update: u } = &tx.kind {
+        if let TxKind::CloseChannel { final_update: u } | TxKind::ChallengeChannel { newer_update: u } =
+            &tx.kind
+        {
             label(&items, format!("the channel update in transaction {}", info.id));
             items.push(u.signature_item());
         }
@@ -282,12 +297,12 @@ fn verify_signatures(
     }
     verify_batch(&items).map_err(|index| {
         let prefix = format!("{index}:");
-        let what = labels
-            .iter()
-            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
-            .unwrap_or_else(|| match items.get(index) {
-                Some(item) => format!("a transaction from {:?}", item.signer),
-                None => "an item".to_owned(),
+        let what =
+            labels.iter().find_map(|l| l.strip_prefix(&prefix).map(str::to_owned)).unwrap_or_else(|| {
+                match items.get(index) {
+                    Some(item) => format!("a transaction from {:?}", item.signer),
+                    None => "an item".to_owned(),
+                }
             });
         BlockError::Signature(what)
     })
@@ -337,8 +352,11 @@ fn execute(
     let mut cert_receipts = Vec::with_capacity(body.certificates.len());
     let mut work = 0u128;
     for (index, cert) in body.certificates.iter().enumerate() {
-        let r = certs::apply_certificate(&mut s, cert, height)
-            .map_err(|source| BlockError::Certificate { index, commit: cert.commit.id(), source })?;
+        let r = certs::apply_certificate(&mut s, cert, height).map_err(|source| BlockError::Certificate {
+            index,
+            commit: cert.commit.id(),
+            source,
+        })?;
         work = work.checked_add(r.increment).ok_or(BlockError::Overflow("work"))?;
         cert_receipts.push(r);
     }
@@ -346,7 +364,8 @@ fn execute(
     // Evidence.
     let mut slashes = Vec::new();
     for (index, e) in body.evidence.iter().enumerate() {
-        let slash = certs::apply_evidence(&mut s, e).map_err(|reason| BlockError::Evidence { index, reason })?;
+        let slash =
+            certs::apply_evidence(&mut s, e).map_err(|reason| BlockError::Evidence { index, reason })?;
         slashes.push(slash);
     }
 
@@ -417,7 +436,11 @@ fn begin_block(s: &mut State, height: u64) -> Result<(), BlockError> {
             s.channel_expiries.remove(&(expiry, id));
             continue;
         };
-        let closing = Closing { nonce: 0, paid_total: Amount::ZERO, deadline: height + s.params.challenge_window_blocks };
+        let closing = Closing {
+            nonce: 0,
+            paid_total: Amount::ZERO,
+            deadline: height + s.params.challenge_window_blocks,
+        };
         s.set_channel(id, Some(crate::state::Channel { closing: Some(closing), ..channel }));
     }
     while let Some((deadline, id)) = s.channel_deadlines.get_min().copied() {
@@ -478,7 +501,7 @@ fn advance_finality(s: &mut State, height: u64) {
     }
     let Some(hash) = s.recent_hash_at(candidate) else { return };
     s.meta.finalized = Checkpoint { height: candidate, hash };
-    if candidate % s.params.anchor_interval == 0 {
+    if candidate.is_multiple_of(s.params.anchor_interval) {
         s.checkpoints.insert(candidate, hash);
         s.touch(crate::state::StateKey::Checkpoint(candidate));
     }

@@ -128,7 +128,11 @@ pub fn increment(
 
 /// Validates a certificate against `state` (the state inside the block being applied, at
 /// `height`) and applies it. Signatures were verified with the block's batch.
-pub(crate) fn apply_certificate(state: &mut State, cert: &Certificate, height: u64) -> Result<CertReceipt, CertError> {
+pub(crate) fn apply_certificate(
+    state: &mut State,
+    cert: &Certificate,
+    height: u64,
+) -> Result<CertReceipt, CertError> {
     let commit_id = cert.commit.id();
     let commit = &cert.commit.body;
     let reveal = &cert.reveal.body;
@@ -184,7 +188,8 @@ pub(crate) fn apply_certificate(state: &mut State, cert: &Certificate, height: u
         let m = median(&values);
         let agree_count = values.iter().filter(|v| within(**v, m, tolerance)).count();
         let size = q.escalation.len() as u128;
-        let needed = (size * spec.quorum.fraction_num as u128).div_ceil(spec.quorum.fraction_den.max(1) as u128);
+        let needed =
+            (size * spec.quorum.fraction_num as u128).div_ceil(spec.quorum.fraction_den.max(1) as u128);
         if (agree_count as u128) < needed {
             return Err(CertError::Quorum(format!(
                 "{agree_count} agreeing escalation votes, {needed} of {size} needed"
@@ -211,7 +216,8 @@ pub(crate) fn apply_certificate(state: &mut State, cert: &Certificate, height: u
         (m, cert.votes.iter().collect(), Vec::new())
     };
     // 7. Outcome: over-claim beyond tolerance is a reject.
-    let overclaim = spec.direction.gain(commit.claimed, decisive_median).ok_or(CertError::Overflow("claim"))?;
+    let overclaim =
+        spec.direction.gain(commit.claimed, decisive_median).ok_or(CertError::Overflow("claim"))?;
     let computed = if overclaim > tolerance.0 { Outcome::Reject } else { Outcome::Accept };
     if computed != cert.outcome {
         return Err(CertError::Outcome { declared: cert.outcome, computed });
@@ -275,8 +281,9 @@ pub(crate) fn apply_certificate(state: &mut State, cert: &Certificate, height: u
                 };
                 let rep = state.reputation(&commit.optimizer, &commit.domain);
                 let factor = fixed::rep_factor(rep, params.rep_factor_floor);
-                receipt.increment = increment(spec, old, decisive_median, factor, fraction, params.max_improvement)
-                    .ok_or(CertError::Overflow("increment"))?;
+                receipt.increment =
+                    increment(spec, old, decisive_median, factor, fraction, params.max_improvement)
+                        .ok_or(CertError::Overflow("increment"))?;
                 receipt.reward_fraction = fraction;
                 receipt.improved = true;
                 state.adjust_reputation(commit.optimizer, &commit.domain, params.rep_accept, 0);
@@ -321,7 +328,8 @@ pub(crate) fn apply_evidence(
         return Err("this double vote was already slashed".into());
     }
     let stake = state.stake(&a.evaluator).map_or(Amount::ZERO, |s| s.amount);
-    let pending: u128 = state.unbonding.iter().filter(|((_, who), _)| *who == a.evaluator).map(|(_, v)| v.0).sum();
+    let pending: u128 =
+        state.unbonding.iter().filter(|((_, who), _)| *who == a.evaluator).map(|(_, v)| v.0).sum();
     let total = stake.0.saturating_add(pending);
     if total == 0 {
         return Err("the evaluator has no stake to slash".into());

@@ -57,7 +57,7 @@ pub fn next_difficulty(params: &ProtocolParams, d: &Difficulty, timestamp_ms: u6
     let mut threshold = d.threshold.saturating_mul(factor) / 1000;
     let work_blocks = d.work_blocks + 1;
     let mut epoch_start_ms = d.epoch_start_ms;
-    if work_blocks % params.epoch_blocks.max(1) == 0 {
+    if work_blocks.is_multiple_of(params.epoch_blocks.max(1)) {
         let actual = (timestamp_ms.saturating_sub(d.epoch_start_ms) as u128).max(1);
         let expected = target * params.epoch_blocks as u128;
         // threshold × expected / actual, clamped to [1/4, 4].

@@ -29,7 +29,7 @@ pub fn log2_fixed(x: u128) -> u128 {
         bit >>= 1;
     }
     // frac holds bits with weight 2^-1 at position 62: rescale to ONE.
-    int_part * ONE + (frac * ONE >> 63)
+    int_part * ONE + ((frac * ONE) >> 63)
 }
 
 /// `min(1, ln(1 + r) / ln(11))`, floored at `floor`, for reputation `r` (all fixed point).
@@ -118,7 +118,7 @@ mod tests {
     fn rep_factor_bounds() {
         let floor = (ONE / 10) as u64;
         assert_eq!(rep_factor(0, floor), floor, "newcomers get the floor");
-        assert_eq!(rep_factor(10 * ONE as u64, floor), ONE as u64 - 0, "ln(11)/ln(11) = 1");
+        assert_eq!(rep_factor(10 * ONE as u64, floor), ONE as u64, "ln(11)/ln(11) = 1");
         assert_eq!(rep_factor(1000 * ONE as u64, floor), ONE as u64, "capped at 1");
         let mid = rep_factor(ONE as u64, floor);
         assert!(close(mid as u128, 2f64.ln() / 11f64.ln(), 1e-8), "{mid}");

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     params::{ParamsError, ProtocolParams},
     state::{
-        Account, ChainMeta, Checkpoint, Difficulty, DomainState, DomainStats, StakeRecord, State, StateKey, Supply,
-        Tip,
+        Account, ChainMeta, Checkpoint, Difficulty, DomainState, DomainStats, StakeRecord, State, StateKey,
+        Supply, Tip,
     },
 };
 
@@ -158,7 +158,8 @@ impl GenesisSpec {
         for a in &self.allocations {
             mint(a.balance)?;
             let mut acc = s.accounts.get(&a.address).cloned().unwrap_or(Account::default());
-            acc.balance = acc.balance.checked_add(a.balance).ok_or_else(|| invalid("balance overflows".into()))?;
+            acc.balance =
+                acc.balance.checked_add(a.balance).ok_or_else(|| invalid("balance overflows".into()))?;
             s.set_account(a.address, acc);
         }
         for st in &self.stakes {

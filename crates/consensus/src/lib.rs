@@ -22,8 +22,8 @@ pub mod genesis;
 pub mod params;
 pub mod quorum;
 pub mod state;
-pub mod tree;
 pub mod testkit;
+pub mod tree;
 mod txs;
 
 pub use block::{BlockTemplate, Receipt, apply_block, build_block, heartbeat_leader, heartbeat_slot};

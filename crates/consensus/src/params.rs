@@ -151,11 +151,7 @@ impl ProtocolParams {
         check(self.heartbeat_slot_ms >= 1, "heartbeat_slot_ms", "must be at least 1")?;
         check(self.finality_depth >= 1, "finality_depth", "must be at least 1")?;
         check(self.anchor_interval >= 1, "anchor_interval", "must be at least 1")?;
-        check(
-            (1..=1024).contains(&self.max_reference_age),
-            "max_reference_age",
-            "must be in 1..=1024",
-        )?;
+        check((1..=1024).contains(&self.max_reference_age), "max_reference_age", "must be in 1..=1024")?;
         check(self.reject_burn_ppm <= 1_000_000, "reject_burn_ppm", "must be at most 1 000 000")?;
         check(self.double_vote_slash_ppm <= 1_000_000, "double_vote_slash_ppm", "must be at most 1 000 000")?;
         check(self.reputation_half_life_blocks >= 1, "reputation_half_life_blocks", "must be at least 1")?;

@@ -124,11 +124,8 @@ pub fn quorums(
     let candidates = eligible(reference, params, domain, optimizer);
     let k = quorum_size(candidates.len(), rule);
     let first = draw(&candidates, k, &seed(&reference.hash, commit));
-    let escalation = draw(
-        &candidates,
-        escalation_size(k, candidates.len()),
-        &escalation_seed(&reference.hash, commit),
-    );
+    let escalation =
+        draw(&candidates, escalation_size(k, candidates.len()), &escalation_seed(&reference.hash, commit));
     Quorums { eligible: candidates.len(), first, escalation }
 }
 

@@ -52,7 +52,9 @@ impl StakeRecord {
 }
 
 /// Reputation of an account in one domain, decaying with a half-life in blocks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Reputation {
     /// Value (fixed point) as of `updated`.
     pub value: u64,
@@ -182,7 +184,9 @@ pub struct Supply {
 }
 
 /// A finality checkpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Checkpoint {
     /// Height.
     pub height: u64,

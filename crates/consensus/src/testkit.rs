@@ -5,13 +5,13 @@
 
 use doin_primitives::{
     Address, Amount, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, DomainId,
-    DomainSpec, FIXED_ONE, Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Roles, Signed, Transaction, TxBody,
-    TxKind, Vote, VoteBody, poo,
+    DomainSpec, FIXED_ONE, Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Roles, Signed, Transaction,
+    TxBody, TxKind, Vote, VoteBody, poo,
 };
 
 use crate::{
-    BlockError, BlockTemplate, GenesisDomain, GenesisSpec, GenesisStake, ProtocolParams, Receipt, State, apply_block,
-    build_block, certs, genesis::Allocation, quorum,
+    BlockError, BlockTemplate, GenesisDomain, GenesisSpec, GenesisStake, ProtocolParams, Receipt, State,
+    apply_block, build_block, certs, genesis::Allocation, quorum,
 };
 
 /// The test domain every [`TestNet`] registers.
@@ -65,7 +65,12 @@ impl TestNet {
     }
 
     /// A net with the given parameters.
-    pub fn with_params(accounts: usize, evaluators: usize, optimizers: usize, params: ProtocolParams) -> Self {
+    pub fn with_params(
+        accounts: usize,
+        evaluators: usize,
+        optimizers: usize,
+        params: ProtocolParams,
+    ) -> Self {
         let keys: Vec<Keypair> = (0..accounts).map(key).collect();
         let mut stakes = Vec::new();
         for (i, k) in keys.iter().enumerate().take(evaluators + optimizers) {
@@ -169,13 +174,22 @@ impl TestNet {
     /// A vote by `evaluator` (who must be a test account).
     pub fn vote(&self, evaluator: &Address, commit: Hash, round: u8, measured: Metric) -> Vote {
         let key = self.key_of(evaluator).unwrap_or_else(|| panic!("no key for {evaluator:?}"));
-        Signed::sign(VoteBody { commit, evaluator: *evaluator, round, measured, data_hash: Hash::of(&commit.0) }, key)
+        Signed::sign(
+            VoteBody { commit, evaluator: *evaluator, round, measured, data_hash: Hash::of(&commit.0) },
+            key,
+        )
     }
 
     /// The quorums of a commit.
     pub fn quorums(&self, commit: &Commit) -> quorum::Quorums {
-        quorum::quorums_for(&self.state, &commit.domain, &commit.optimizer, &commit.reference_block, &commit.id())
-            .unwrap_or_else(|| panic!("reference block not recent"))
+        quorum::quorums_for(
+            &self.state,
+            &commit.domain,
+            &commit.optimizer,
+            &commit.reference_block,
+            &commit.id(),
+        )
+        .unwrap_or_else(|| panic!("reference block not recent"))
     }
 
     /// A complete first-round certificate in which every quorum member measures `measured(i)`
@@ -202,10 +216,17 @@ impl TestNet {
     }
 
     /// Builds, re-validates with [`apply_block`] and applies a block by account `generator`.
-    pub fn produce(&mut self, generator: usize, kind: BlockKind, body: BlockBody) -> Result<Receipt, BlockError> {
+    pub fn produce(
+        &mut self,
+        generator: usize,
+        kind: BlockKind,
+        body: BlockBody,
+    ) -> Result<Receipt, BlockError> {
         let timestamp_ms = match kind {
             BlockKind::Work => self.now_ms,
-            BlockKind::Heartbeat => self.now_ms.max(self.state.meta().timestamp_ms + self.spec.params.max_block_interval_ms),
+            BlockKind::Heartbeat => {
+                self.now_ms.max(self.state.meta().timestamp_ms + self.spec.params.max_block_interval_ms)
+            }
         };
         let (block, _, _) =
             build_block(&self.state, BlockTemplate { key: &self.keys[generator], timestamp_ms, kind, body })?;
@@ -217,14 +238,24 @@ impl TestNet {
     }
 
     /// A work block carrying `certificates`.
-    pub fn work_block(&mut self, generator: usize, certificates: Vec<Certificate>) -> Result<Receipt, BlockError> {
-        let body = BlockBody { certificates: BoundedVec::try_from_vec(certificates).unwrap_or_default(), ..Default::default() };
+    pub fn work_block(
+        &mut self,
+        generator: usize,
+        certificates: Vec<Certificate>,
+    ) -> Result<Receipt, BlockError> {
+        let body = BlockBody {
+            certificates: BoundedVec::try_from_vec(certificates).unwrap_or_default(),
+            ..Default::default()
+        };
         self.produce(generator, BlockKind::Work, body)
     }
 
     /// A heartbeat block with `transactions`, produced by the slot leader.
     pub fn heartbeat(&mut self, transactions: Vec<Transaction>) -> Result<Receipt, BlockError> {
-        let body = BlockBody { transactions: BoundedVec::try_from_vec(transactions).unwrap_or_default(), ..Default::default() };
+        let body = BlockBody {
+            transactions: BoundedVec::try_from_vec(transactions).unwrap_or_default(),
+            ..Default::default()
+        };
         self.heartbeat_with(body)
     }
 
@@ -233,7 +264,8 @@ impl TestNet {
         let ts = self.now_ms.max(self.state.meta().timestamp_ms + self.spec.params.max_block_interval_ms);
         self.now_ms = ts;
         let slot = crate::heartbeat_slot(&self.state, ts).unwrap_or(0);
-        let leader = crate::heartbeat_leader(&self.state, &self.state.tip().hash, slot).unwrap_or(self.addr(0));
+        let leader =
+            crate::heartbeat_leader(&self.state, &self.state.tip().hash, slot).unwrap_or(self.addr(0));
         let generator = self.keys.iter().position(|k| k.address() == leader).unwrap_or(0);
         self.produce(generator, BlockKind::Heartbeat, body)
     }

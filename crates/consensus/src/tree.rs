@@ -35,7 +35,7 @@ pub type StateProof = SparseMerkleProof<TreeHasher>;
 /// The tree's nodes, shared structurally between states.
 #[derive(Clone, Default)]
 pub(crate) struct NodeStore {
-    nodes: imbl::HashMap<NodeKey, Node>,
+    nodes: imbl::GenericHashMap<NodeKey, Node, rustc_hash::FxBuildHasher, imbl::shared_ptr::DefaultSharedPtr>,
     /// The tree's internal version: node hashes (and so the root) do not depend on it, so it
     /// simply counts updates.
     version: Option<Version>,
@@ -54,7 +54,11 @@ impl TreeReader for NodeStore {
         Ok(self.nodes.get(node_key).cloned())
     }
 
-    fn get_value_option(&self, _max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        _max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         Ok(match &self.proving {
             Some((k, v)) if *k == key_hash => v.clone(),
             _ => None,

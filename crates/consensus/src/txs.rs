@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     economics,
     error::TxError,
-    state::{Account, AnchorRecord, Channel, Closing, DomainState, DomainStats, StakeRecord, State, StateKey},
+    state::{
+        Account, AnchorRecord, Channel, Closing, DomainState, DomainStats, StakeRecord, State, StateKey,
+    },
 };
 
 /// What a block needs to know while applying its transactions.
@@ -61,8 +63,9 @@ pub(crate) fn apply_tx(
     if body.nonce != account.nonce {
         return Err(TxError::Nonce { got: body.nonce, expected: account.nonce });
     }
-    let (burn_per_unit, tip_per_unit) = economics::fee_per_unit(body.max_fee, body.priority_fee, ctx.base_fee)
-        .ok_or(TxError::FeeTooLow { max_fee: body.max_fee, base_fee: ctx.base_fee })?;
+    let (burn_per_unit, tip_per_unit) =
+        economics::fee_per_unit(body.max_fee, body.priority_fee, ctx.base_fee)
+            .ok_or(TxError::FeeTooLow { max_fee: body.max_fee, base_fee: ctx.base_fee })?;
     let burned = burn_per_unit.checked_mul(weight as u128).ok_or(TxError::Overflow("fee"))?;
     let tip = tip_per_unit.checked_mul(weight as u128).ok_or(TxError::Overflow("fee"))?;
     let fee = burned.checked_add(tip).ok_or(TxError::Overflow("fee"))?;
@@ -143,7 +146,10 @@ pub(crate) fn apply_tx(
                 return Err(rejected("a channel's payee must differ from its payer"));
             }
             if *expiry_height <= ctx.height {
-                return Err(rejected(format!("channel expiry {expiry_height} is not after height {}", ctx.height)));
+                return Err(rejected(format!(
+                    "channel expiry {expiry_height} is not after height {}",
+                    ctx.height
+                )));
             }
             if *deposit == Amount::ZERO {
                 return Err(rejected("channel deposit is zero"));
@@ -201,7 +207,9 @@ pub(crate) fn apply_tx(
             match state.checkpoints.get(height) {
                 Some(h) if h == block_hash => {}
                 Some(_) => return Err(rejected(format!("anchor hash differs from checkpoint {height}"))),
-                None => return Err(rejected(format!("height {height} is not a finalized anchor checkpoint"))),
+                None => {
+                    return Err(rejected(format!("height {height} is not a finalized anchor checkpoint")));
+                }
             }
             let record = AnchorRecord {
                 block_hash: *block_hash,

@@ -260,9 +260,7 @@ impl<const N: usize> BorshDeserialize for BoundedString<N> {
         let len = read_len(reader, N, "string")?;
         let mut bytes = vec![0u8; len];
         reader.read_exact(&mut bytes)?;
-        String::from_utf8(bytes)
-            .map(Self)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        String::from_utf8(bytes).map(Self).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
@@ -297,10 +295,7 @@ mod tests {
         let v = BoundedVec::<u8, 4>::try_from_vec(vec![1, 2, 3]).unwrap();
         let bytes = encode(&v);
         assert_eq!(decode::<BoundedVec<u8, 4>>(&bytes, 64, "v").unwrap(), v);
-        assert!(matches!(
-            decode::<BoundedVec<u8, 4>>(&bytes, 3, "v"),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(decode::<BoundedVec<u8, 4>>(&bytes, 3, "v"), Err(DecodeError::TooLarge { .. })));
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(decode::<BoundedVec<u8, 4>>(&trailing, 64, "v").is_err());

@@ -260,10 +260,7 @@ impl DomainSpec {
             let (lo, hi) = p.kind.range();
             let log_ok = !matches!(p.kind, ParamKind::LogContinuous { min, .. } if min.0 <= 0);
             if lo > hi || !log_ok {
-                return Err(DomainSpecError::BadRange {
-                    domain: id.to_owned(),
-                    param: p.name.to_string(),
-                });
+                return Err(DomainSpecError::BadRange { domain: id.to_owned(), param: p.name.to_string() });
             }
         }
         let range = |field: &'static str, ok: bool, detail: &str| {

@@ -26,7 +26,9 @@ pub use block::{Block, BlockBody, BlockHeader, BlockKind, HeaderBody};
 pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};
 pub use crypto::{Address, Hash, Keypair, SigTag, Signature};
 pub use domain::{DomainId, DomainSpec};
-pub use poo::{Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody};
-pub use signed::{Signable, Signed, SignatureItem, verify_batch};
+pub use poo::{
+    Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
+};
+pub use signed::{Signable, SignatureItem, Signed, verify_batch};
 pub use tx::{ChannelUpdate, ChannelUpdateBody, Roles, Transaction, TxBody, TxKind};
 pub use units::{Amount, FIXED_ONE, Metric};

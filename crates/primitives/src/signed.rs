@@ -84,10 +84,8 @@ pub fn verify_batch(items: &[SignatureItem]) -> Result<(), usize> {
         keys.push(item.signer.verifying_key().ok_or(i)?);
     }
     let messages: Vec<&[u8]> = items.iter().map(|i| i.message.as_slice()).collect();
-    let sigs: Vec<ed25519_dalek::Signature> = items
-        .iter()
-        .map(|i| ed25519_dalek::Signature::from_bytes(&i.signature.0))
-        .collect();
+    let sigs: Vec<ed25519_dalek::Signature> =
+        items.iter().map(|i| ed25519_dalek::Signature::from_bytes(&i.signature.0)).collect();
     if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
         // Batch acceptance is slightly laxer than strict verification for adversarial
         // small-order components; strict per-item checks run only when the batch fails, and

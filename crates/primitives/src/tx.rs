@@ -57,7 +57,9 @@ impl TxBody {
             TxKind::Stake { .. } => 5_000,
             TxKind::Unstake { .. } => 2_000,
             TxKind::RegisterDomain { .. } => 50_000,
-            TxKind::OpenChannel { .. } | TxKind::CloseChannel { .. } | TxKind::ChallengeChannel { .. } => 3_000,
+            TxKind::OpenChannel { .. } | TxKind::CloseChannel { .. } | TxKind::ChallengeChannel { .. } => {
+                3_000
+            }
             TxKind::Anchor { .. } => 2_000,
         };
         // The signature's 64 bytes count too.
@@ -186,15 +188,11 @@ impl<'de> Deserialize<'de> for Roles {
         let names = <Vec<String> as Deserialize>::deserialize(deserializer)?;
         let mut roles = Self::default();
         for name in names {
-            let role = Self::NAMES
-                .iter()
-                .find(|(_, n)| *n == name)
-                .map(|(r, _)| *r)
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "unknown role {name:?}: expected optimizer, evaluator, supervisor, inference or relay"
-                    ))
-                })?;
+            let role = Self::NAMES.iter().find(|(_, n)| *n == name).map(|(r, _)| *r).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown role {name:?}: expected optimizer, evaluator, supervisor, inference or relay"
+                ))
+            })?;
             roles = roles.with(role);
         }
         Ok(roles)

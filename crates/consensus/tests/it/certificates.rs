@@ -1,6 +1,9 @@
 //! Proof-of-Optimization certificates: every acceptance and rejection rule.
 
-use doin_consensus::{BlockError, CertError, testkit::{TestNet, domain_id}};
+use doin_consensus::{
+    BlockError, CertError,
+    testkit::{TestNet, domain_id},
+};
 use doin_primitives::{
     Amount, BlockBody, BoundedVec, DoubleVoteEvidence, FIXED_ONE, Metric, Outcome, Signed, VoteBody,
 };
@@ -50,7 +53,10 @@ fn accepted_certificate_sets_champion_to_median_and_pays_65_30_5() {
         assert_eq!(net.state.account(a).balance.0, before[i].0 + share, "evaluator {i}");
         assert_eq!(net.state.reputation(a, &domain_id()), (4 * ONE / 10) as u64);
     }
-    assert_eq!(r.generator_reward, Amount(Amount::doin(50).0 - c.optimizer_reward.0 - 3 * (Amount::doin(15).0 / 3)));
+    assert_eq!(
+        r.generator_reward,
+        Amount(Amount::doin(50).0 - c.optimizer_reward.0 - 3 * (Amount::doin(15).0 / 3))
+    );
     // Bounty pays on top of the reward (example domain: bounty_per_accept 0 → nothing).
     assert_eq!(net.state.account(&optimizer).balance, Amount(opt_before.0 + c.optimizer_reward.0));
     assert_eq!(net.state.reputation(&optimizer, &domain_id()), ONE as u64);
@@ -151,7 +157,8 @@ fn duplicate_vote_is_rejected() {
 #[test]
 fn disagreement_must_escalate_and_escalation_penalizes_outliers() {
     let mut net = net();
-    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| if i == 0 { m(90.0) } else { m(50.0) });
+    let cert =
+        net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| if i == 0 { m(90.0) } else { m(50.0) });
     let err = cert_err(net.work_block(9, vec![cert.clone()]).unwrap_err());
     assert!(err.to_string().contains("must escalate"), "{err}");
 
@@ -179,14 +186,17 @@ fn disagreement_must_escalate_and_escalation_penalizes_outliers() {
 #[test]
 fn escalation_without_a_supermajority_is_rejected() {
     let mut net = net();
-    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| if i == 0 { m(90.0) } else { m(50.0) });
+    let cert =
+        net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |i| if i == 0 { m(90.0) } else { m(50.0) });
     let q = net.quorums(&cert.commit);
     // 3 of 5 agree: ceil(5 × 2/3) = 4 needed.
     let escalation: Vec<_> = q
         .escalation
         .iter()
         .enumerate()
-        .map(|(i, a)| net.vote(a, cert.commit.id(), 1, if i < 2 { m(80.0 + i as f64 * 5.0) } else { m(50.0) }))
+        .map(|(i, a)| {
+            net.vote(a, cert.commit.id(), 1, if i < 2 { m(80.0 + i as f64 * 5.0) } else { m(50.0) })
+        })
         .collect();
     let mut escalated = cert;
     escalated.escalation = BoundedVec::try_from_vec(escalation).unwrap();
@@ -201,11 +211,17 @@ fn double_vote_is_slashed_once() {
     let commit = doin_primitives::Hash::of(b"some commit");
     let key = net.keys[2].clone();
     let vote = |measured| {
-        Signed::sign(VoteBody { commit, evaluator, round: 0, measured, data_hash: doin_primitives::Hash::ZERO }, &key)
+        Signed::sign(
+            VoteBody { commit, evaluator, round: 0, measured, data_hash: doin_primitives::Hash::ZERO },
+            &key,
+        )
     };
     let evidence = DoubleVoteEvidence { first: vote(m(1.0)), second: vote(m(2.0)) };
     let stake_before = net.state.stake(&evaluator).unwrap().amount;
-    let body = BlockBody { evidence: BoundedVec::try_from_vec(vec![evidence.clone()]).unwrap(), ..Default::default() };
+    let body = BlockBody {
+        evidence: BoundedVec::try_from_vec(vec![evidence.clone()]).unwrap(),
+        ..Default::default()
+    };
     let r = net.heartbeat_with(body.clone()).unwrap();
     assert_eq!(r.slashes, vec![(evaluator, Amount::doin(10))], "10 % of a 100 DOIN stake");
     assert_eq!(net.state.stake(&evaluator).unwrap().amount, Amount(stake_before.0 - Amount::doin(10).0));
@@ -300,8 +316,12 @@ fn work_block_below_threshold_and_heartbeat_with_certificates_are_invalid() {
     net.state = spec.build().unwrap().0;
     let cert = net.improving_certificate(5, 50.0);
     let err = net.work_block(9, vec![cert.clone()]).unwrap_err();
-    assert!(matches!(err, BlockError::BelowThreshold { work, threshold } if work == (ONE / 20) as u128 && threshold == ONE as u128), "{err}");
-    let body = BlockBody { certificates: BoundedVec::try_from_vec(vec![cert]).unwrap(), ..Default::default() };
+    assert!(
+        matches!(err, BlockError::BelowThreshold { work, threshold } if work == (ONE / 20) as u128 && threshold == ONE as u128),
+        "{err}"
+    );
+    let body =
+        BlockBody { certificates: BoundedVec::try_from_vec(vec![cert]).unwrap(), ..Default::default() };
     let err = net.heartbeat_with(body).unwrap_err();
     assert!(err.to_string().contains("heartbeat block carries no certificates"), "{err}");
 }

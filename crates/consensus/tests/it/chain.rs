@@ -13,7 +13,12 @@ use doin_primitives::{Amount, BoundedBytes, FIXED_ONE, Hash, TxKind};
 
 #[test]
 fn fast_blocks_raise_the_threshold_by_at_most_two_percent_and_epochs_retarget() {
-    let params = ProtocolParams { target_block_time_ms: 1_000, epoch_blocks: 4, initial_threshold: 1_000_000, ..TestNet::new(1, 0, 0).spec.params };
+    let params = ProtocolParams {
+        target_block_time_ms: 1_000,
+        epoch_blocks: 4,
+        initial_threshold: 1_000_000,
+        ..TestNet::new(1, 0, 0).spec.params
+    };
     let mut net = TestNet::with_params(8, 5, 2, params);
     let mut thresholds = vec![net.state.meta().difficulty.threshold];
     for i in 0..3 {
@@ -50,7 +55,11 @@ fn finality_advances_every_depth_blocks_and_anchors_need_a_checkpoint() {
     net.heartbeat(vec![]).unwrap();
     assert_eq!(net.state.meta().finalized, Checkpoint { height: depth, hash: hashes[depth as usize] });
     // anchor_interval = 6 = depth in the test net: height 6 is an anchor checkpoint.
-    let anchor = |h, hash| TxKind::Anchor { height: h, block_hash: hash, external_ref: BoundedBytes::try_from_vec(b"file:///anchors.log".to_vec()).unwrap() };
+    let anchor = |h, hash| TxKind::Anchor {
+        height: h,
+        block_hash: hash,
+        external_ref: BoundedBytes::try_from_vec(b"file:///anchors.log".to_vec()).unwrap(),
+    };
     let err = net.heartbeat(vec![net.tx(1, anchor(depth, Hash::of(b"wrong")))]).unwrap_err();
     assert!(err.to_string().contains("differs from checkpoint"), "{err}");
     let err = net.heartbeat(vec![net.tx(1, anchor(depth - 1, hashes[depth as usize - 1]))]).unwrap_err();
@@ -120,7 +129,8 @@ fn fork_choice_prefers_work_then_height_then_lower_hash_and_respects_finality() 
     let finalized = Checkpoint { height: 3, hash: Hash([7; 32]) };
     let heavy_fork = t(100, 9, 1);
     let honest = t(10, 9, 2);
-    let ancestor = |tip: &ChainTip, _h| Some(if tip.hash == heavy_fork.hash { Hash([6; 32]) } else { Hash([7; 32]) });
+    let ancestor =
+        |tip: &ChainTip, _h| Some(if tip.hash == heavy_fork.hash { Hash([6; 32]) } else { Hash([7; 32]) });
     let picked = fork_choice::select([&heavy_fork, &honest], &finalized, ancestor).unwrap();
     assert_eq!(*picked, honest, "never reorg past the finalized checkpoint");
 }

@@ -56,18 +56,33 @@ fn run(ops: &[Op]) -> TestNet {
                 };
                 net.heartbeat(vec![net.tx(*who, kind)])
             }
-            Op::Unstake { who, amount } => net.heartbeat(vec![net.tx(*who, TxKind::Unstake { amount: Amount::doin(*amount) })]),
+            Op::Unstake { who, amount } => {
+                net.heartbeat(vec![net.tx(*who, TxKind::Unstake { amount: Amount::doin(*amount) })])
+            }
             Op::Channel { payer, payee, deposit, paid, payee_closes } => {
-                let open = net.tx(*payer, TxKind::OpenChannel { payee: net.addr(*payee), deposit: Amount::doin(*deposit), expiry_height: net.state.height() + 5 });
+                let open = net.tx(
+                    *payer,
+                    TxKind::OpenChannel {
+                        payee: net.addr(*payee),
+                        deposit: Amount::doin(*deposit),
+                        expiry_height: net.state.height() + 5,
+                    },
+                );
                 let id = open.id();
                 let opened = net.heartbeat(vec![open]);
                 if opened.is_ok() {
                     let update = Signed::sign(
-                        ChannelUpdateBody { channel: id, payer: net.addr(*payer), nonce: 1, paid_total: Amount::doin(*paid) },
+                        ChannelUpdateBody {
+                            channel: id,
+                            payer: net.addr(*payer),
+                            nonce: 1,
+                            paid_total: Amount::doin(*paid),
+                        },
                         &net.keys[*payer],
                     );
                     let closer = if *payee_closes { *payee } else { *payer };
-                    let _ = net.heartbeat(vec![net.tx(closer, TxKind::CloseChannel { final_update: update })]);
+                    let _ =
+                        net.heartbeat(vec![net.tx(closer, TxKind::CloseChannel { final_update: update })]);
                 }
                 opened
             }
@@ -77,7 +92,9 @@ fn run(ops: &[Op]) -> TestNet {
             }
             Op::Reject { optimizer } => {
                 let x = (net.state.height() as i64 + 7) * 1_000_003;
-                let bad = net.certificate(*optimizer, vec![x, 0, 0, 0], doin_primitives::Metric(1), |_| doin_primitives::Metric(80 * FIXED_ONE));
+                let bad = net.certificate(*optimizer, vec![x, 0, 0, 0], doin_primitives::Metric(1), |_| {
+                    doin_primitives::Metric(80 * FIXED_ONE)
+                });
                 loss = (loss - 0.5).max(0.5);
                 let good = net.improving_certificate(if *optimizer == 5 { 6 } else { 5 }, loss);
                 net.work_block(9, vec![bad, good])

@@ -1,7 +1,8 @@
 //! Transactions, fees, limits and the state root.
 
 use doin_consensus::{
-    BlockError, StateKey, TxError, apply_block, build_block, testkit::TestNet, tree::verify_proof, BlockTemplate,
+    BlockError, BlockTemplate, StateKey, TxError, apply_block, build_block, testkit::TestNet,
+    tree::verify_proof,
 };
 use doin_primitives::{
     Amount, Block, BlockBody, BlockKind, BoundedVec, Keypair, Signed, TxKind, tx::ChannelUpdateBody,
@@ -171,8 +172,17 @@ fn register_domain_escrows_bounty_and_rejects_duplicates() {
     assert!(net.heartbeat(vec![tx]).unwrap_err().to_string().contains("scale"));
 }
 
-fn update(net: &TestNet, payer: usize, channel: doin_primitives::Hash, nonce: u64, paid: Amount) -> doin_primitives::ChannelUpdate {
-    Signed::sign(ChannelUpdateBody { channel, payer: net.addr(payer), nonce, paid_total: paid }, &net.keys[payer])
+fn update(
+    net: &TestNet,
+    payer: usize,
+    channel: doin_primitives::Hash,
+    nonce: u64,
+    paid: Amount,
+) -> doin_primitives::ChannelUpdate {
+    Signed::sign(
+        ChannelUpdateBody { channel, payer: net.addr(payer), nonce, paid_total: paid },
+        &net.keys[payer],
+    )
 }
 
 #[test]
@@ -192,8 +202,14 @@ fn payment_channel_payee_close_settles_at_once() {
     let r = net.heartbeat(vec![net.tx(2, TxKind::CloseChannel { final_update: u })]).unwrap();
     let fee = r.fees_burned.0 + r.tips.0;
     assert!(net.state.channel(&id).is_none());
-    assert_eq!(net.state.account(&payee).balance.0 + fee, payee_before.0 + Amount::doin(3).0 + if r.generator == payee { r.tips.0 } else { 0 });
-    assert_eq!(net.state.account(&payer).balance.0, payer_before.0 + Amount::doin(7).0 + if r.generator == payer { r.generator_reward.0 } else { 0 });
+    assert_eq!(
+        net.state.account(&payee).balance.0 + fee,
+        payee_before.0 + Amount::doin(3).0 + if r.generator == payee { r.tips.0 } else { 0 }
+    );
+    assert_eq!(
+        net.state.account(&payer).balance.0,
+        payer_before.0 + Amount::doin(7).0 + if r.generator == payer { r.generator_reward.0 } else { 0 }
+    );
     assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
 }
 
@@ -217,10 +233,16 @@ fn payment_channel_payer_close_can_be_challenged_or_settles_after_window() {
     assert!(net.state.channel(&id).is_none());
     let fee = r.fees_burned.0 + r.tips.0;
     let generator_gain = if r.generator == payee { r.generator_reward.0 } else { 0 };
-    assert_eq!(net.state.account(&payee).balance.0 + fee, payee_before.0 + Amount::doin(6).0 + generator_gain);
+    assert_eq!(
+        net.state.account(&payee).balance.0 + fee,
+        payee_before.0 + Amount::doin(6).0 + generator_gain
+    );
 
     // Unchallenged close settles when the window ends; expiry closes an idle channel.
-    let open = net.tx(1, TxKind::OpenChannel { payee, deposit: Amount::doin(4), expiry_height: net.state.height() + 3 });
+    let open = net.tx(
+        1,
+        TxKind::OpenChannel { payee, deposit: Amount::doin(4), expiry_height: net.state.height() + 3 },
+    );
     let id2 = open.id();
     net.heartbeat(vec![open]).unwrap();
     let u = update(&net, 1, id2, 1, Amount::doin(1));
@@ -231,7 +253,10 @@ fn payment_channel_payer_close_can_be_challenged_or_settles_after_window() {
         net.heartbeat(vec![]).unwrap();
     }
     assert!(net.state.channel(&id2).is_none(), "settled at the deadline");
-    let open = net.tx(1, TxKind::OpenChannel { payee, deposit: Amount::doin(4), expiry_height: net.state.height() + 2 });
+    let open = net.tx(
+        1,
+        TxKind::OpenChannel { payee, deposit: Amount::doin(4), expiry_height: net.state.height() + 2 },
+    );
     let id3 = open.id();
     net.heartbeat(vec![open]).unwrap();
     for _ in 0..2 {
@@ -250,7 +275,8 @@ fn wrong_state_root_or_threshold_in_header_is_rejected() {
     let net = TestNet::new(3, 0, 0);
     let ts = net.state.meta().timestamp_ms + net.spec.params.max_block_interval_ms;
     let slot = doin_consensus::heartbeat_slot(&net.state, ts).unwrap();
-    let leader = doin_consensus::heartbeat_leader(&net.state, &net.state.tip().hash, slot).unwrap_or(net.addr(0));
+    let leader =
+        doin_consensus::heartbeat_leader(&net.state, &net.state.tip().hash, slot).unwrap_or(net.addr(0));
     let key = net.key_of(&leader).unwrap_or(&net.keys[0]).clone();
     let (block, _, _) = build_block(
         &net.state,
@@ -264,9 +290,15 @@ fn wrong_state_root_or_threshold_in_header_is_rejected() {
         Block { header: Signed::sign(h, &key), body: block.body.clone() }
     };
     let bad_root = resign(&|h| h.state_root = doin_primitives::Hash::of(b"x"));
-    assert!(matches!(apply_block(&net.state, &bad_root), Err(BlockError::Mismatch { field: "state_root", .. })));
+    assert!(matches!(
+        apply_block(&net.state, &bad_root),
+        Err(BlockError::Mismatch { field: "state_root", .. })
+    ));
     let bad_threshold = resign(&|h| h.threshold += 1);
-    assert!(matches!(apply_block(&net.state, &bad_threshold), Err(BlockError::Mismatch { field: "threshold", .. })));
+    assert!(matches!(
+        apply_block(&net.state, &bad_threshold),
+        Err(BlockError::Mismatch { field: "threshold", .. })
+    ));
     let bad_fee = resign(&|h| h.base_fee = Amount(h.base_fee.0 + 1));
     assert!(matches!(apply_block(&net.state, &bad_fee), Err(BlockError::Mismatch { field: "base_fee", .. })));
     let bad_parent = resign(&|h| h.parent_hash = doin_primitives::Hash::of(b"p"));
@@ -275,7 +307,8 @@ fn wrong_state_root_or_threshold_in_header_is_rejected() {
     assert!(matches!(apply_block(&net.state, &stale_ts), Err(BlockError::Header(_))));
     // A header signed by someone else than its generator.
     let mut forged = block.clone();
-    forged.header.signature = Keypair::from_seed([9; 32]).sign(doin_primitives::SigTag::BlockHeader, &block.hash());
+    forged.header.signature =
+        Keypair::from_seed([9; 32]).sign(doin_primitives::SigTag::BlockHeader, &block.hash());
     assert!(matches!(apply_block(&net.state, &forged), Err(BlockError::Signature(_))));
 }
 
@@ -289,7 +322,12 @@ fn heartbeat_must_wait_and_come_from_the_slot_leader() {
     let leader = doin_consensus::heartbeat_leader(&net.state, &net.state.tip().hash, slot).unwrap();
     let leader_key = net.key_of(&leader).unwrap().clone();
     let other = net.keys.iter().find(|k| k.address() != leader).unwrap().clone();
-    let template = |key, timestamp_ms| BlockTemplate { key, timestamp_ms, kind: BlockKind::Heartbeat, body: body(vec![]) };
+    let template = |key, timestamp_ms| BlockTemplate {
+        key,
+        timestamp_ms,
+        kind: BlockKind::Heartbeat,
+        body: body(vec![]),
+    };
     build_block(&net.state, template(&leader_key, ts)).unwrap();
     let err = build_block(&net.state, template(&other, ts)).unwrap_err();
     assert!(err.to_string().contains("is not the slot 2 leader"), "{err}");

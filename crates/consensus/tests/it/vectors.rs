@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
-use doin_consensus::{GenesisSpec, apply_block, testkit::{self, TestNet}};
+use doin_consensus::{
+    GenesisSpec, apply_block,
+    testkit::{self, TestNet},
+};
 use doin_primitives::{
     Amount, Block, BlockBody, BoundedVec, DoubleVoteEvidence, FIXED_ONE, Metric, Signed, TxKind, VoteBody,
     encode,
@@ -85,14 +88,37 @@ fn generate() -> Vec<Vector> {
     net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
     let reject = net.certificate(5, vec![3 * FIXED_ONE, 0, 0, 0], m(1.0), |_| m(60.0));
     net.work_block(9, vec![reject, net.improving_certificate(6, 30.0)]).unwrap();
-    out.push(valid("poo-accept-reject", "two accepted improvements, then an inflated claim rejected beside an improvement", &net));
+    out.push(valid(
+        "poo-accept-reject",
+        "two accepted improvements, then an inflated claim rejected beside an improvement",
+        &net,
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let key = net.keys[1].clone();
-    let vote = |x| Signed::sign(VoteBody { commit: doin_primitives::Hash::of(b"c"), evaluator: key.address(), round: 0, measured: m(x), data_hash: doin_primitives::Hash::ZERO }, &key);
+    let vote = |x| {
+        Signed::sign(
+            VoteBody {
+                commit: doin_primitives::Hash::of(b"c"),
+                evaluator: key.address(),
+                round: 0,
+                measured: m(x),
+                data_hash: doin_primitives::Hash::ZERO,
+            },
+            &key,
+        )
+    };
     let ev = DoubleVoteEvidence { first: vote(1.0), second: vote(2.0) };
-    net.heartbeat_with(BlockBody { evidence: BoundedVec::try_from_vec(vec![ev]).unwrap(), ..Default::default() }).unwrap();
-    out.push(valid("double-vote-slash", "an evaluator's two different votes for one commit slash 10 % of its stake", &net));
+    net.heartbeat_with(BlockBody {
+        evidence: BoundedVec::try_from_vec(vec![ev]).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    out.push(valid(
+        "double-vote-slash",
+        "an evaluator's two different votes for one commit slash 10 % of its stake",
+        &net,
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let cert = net.improving_certificate(5, 50.0);
@@ -103,7 +129,13 @@ fn generate() -> Vec<Vector> {
         c.votes = BoundedVec::try_from_vec(votes).unwrap();
         b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
     });
-    out.push(invalid("forged-vote", "a vote's measurement altered after signing", &net, bad, "invalid signature on certificate 0 vote 0"));
+    out.push(invalid(
+        "forged-vote",
+        "a vote's measurement altered after signing",
+        &net,
+        bad,
+        "invalid signature on certificate 0 vote 0",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let cert = net.improving_certificate(5, 50.0);
@@ -117,7 +149,13 @@ fn generate() -> Vec<Vector> {
         c.votes = BoundedVec::try_from_vec(votes).unwrap();
         b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
     });
-    out.push(invalid("non-member-vote", "a vote from a staked evaluator outside the drawn quorum", &net, bad, "not a member of the quorum"));
+    out.push(invalid(
+        "non-member-vote",
+        "a vote from a staked evaluator outside the drawn quorum",
+        &net,
+        bad,
+        "not a member of the quorum",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let cert = net.improving_certificate(5, 50.0);
@@ -128,7 +166,13 @@ fn generate() -> Vec<Vector> {
         c.votes = BoundedVec::try_from_vec(votes).unwrap();
         b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
     });
-    out.push(invalid("too-few-votes", "a first-round certificate missing one member's vote", &net, bad, "quorum not met"));
+    out.push(invalid(
+        "too-few-votes",
+        "a first-round certificate missing one member's vote",
+        &net,
+        bad,
+        "quorum not met",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let good = net.improving_certificate(6, 50.0);
@@ -139,7 +183,13 @@ fn generate() -> Vec<Vector> {
         certs.insert(0, inflated);
         b.certificates = BoundedVec::try_from_vec(certs).unwrap();
     });
-    out.push(invalid("inflated-claim-declared-accept", "a claim of 1.0 measured at 60.0 declared accepted", &net, bad, "declared outcome Accept, but the votes give Reject"));
+    out.push(invalid(
+        "inflated-claim-declared-accept",
+        "a claim of 1.0 measured at 60.0 declared accepted",
+        &net,
+        bad,
+        "declared outcome Accept, but the votes give Reject",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let tx = net.transfer(1, net.addr(2), Amount(5), 0);
@@ -149,8 +199,19 @@ fn generate() -> Vec<Vector> {
     let good = net.blocks.pop().unwrap();
     net.state = snapshot;
     let leader = net.key_of(&good.header.generator).unwrap().clone();
-    let bad = testkit::reseal(&good, BlockBody { transactions: BoundedVec::try_from_vec(vec![tx]).unwrap(), ..Default::default() }, &leader, |_| {});
-    out.push(invalid("replayed-transaction", "the same signed transfer included a second time", &net, bad, "nonce 0 is not the sender's next nonce 1"));
+    let bad = testkit::reseal(
+        &good,
+        BlockBody { transactions: BoundedVec::try_from_vec(vec![tx]).unwrap(), ..Default::default() },
+        &leader,
+        |_| {},
+    );
+    out.push(invalid(
+        "replayed-transaction",
+        "the same signed transfer included a second time",
+        &net,
+        bad,
+        "nonce 0 is not the sender's next nonce 1",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let mut body = net.transfer(1, net.addr(2), Amount(1), 0).body;
@@ -162,7 +223,12 @@ fn generate() -> Vec<Vector> {
     let good = net.blocks.pop().unwrap();
     net.state = snapshot;
     let leader = net.key_of(&good.header.generator).unwrap().clone();
-    let bad = testkit::reseal(&good, BlockBody { transactions: BoundedVec::try_from_vec(vec![overflow]).unwrap(), ..Default::default() }, &leader, |_| {});
+    let bad = testkit::reseal(
+        &good,
+        BlockBody { transactions: BoundedVec::try_from_vec(vec![overflow]).unwrap(), ..Default::default() },
+        &leader,
+        |_| {},
+    );
     out.push(invalid("amount-overflow", "a fee of weight × u128::MAX", &net, bad, "amount overflow in fee"));
 
     let mut net = TestNet::new(10, 5, 2);
@@ -172,7 +238,13 @@ fn generate() -> Vec<Vector> {
     let good = net.blocks.pop().unwrap();
     net.state = snapshot;
     let bad = testkit::reseal(&good, good.body.clone(), &net.keys[9], |h| h.threshold *= 2);
-    out.push(invalid("wrong-threshold", "a work block whose header claims a different threshold", &net, bad, "header threshold is"));
+    out.push(invalid(
+        "wrong-threshold",
+        "a work block whose header claims a different threshold",
+        &net,
+        bad,
+        "header threshold is",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
     let snapshot = net.state.clone();
@@ -181,11 +253,23 @@ fn generate() -> Vec<Vector> {
     net.state = snapshot;
     let other = net.keys.iter().find(|k| k.address() != good.header.generator).unwrap().clone();
     let bad = testkit::reseal(&good, good.body.clone(), &other, |h| h.generator = other.address());
-    out.push(invalid("heartbeat-non-leader", "a heartbeat signed by an account that is not the slot leader", &net, bad, "is not the slot 0 leader"));
+    out.push(invalid(
+        "heartbeat-non-leader",
+        "a heartbeat signed by an account that is not the slot leader",
+        &net,
+        bad,
+        "is not the slot 0 leader",
+    ));
 
     let mut net = TestNet::new(10, 5, 2);
-    let stake = TxKind::Stake { amount: Amount::doin(3), roles: doin_primitives::Roles::EVALUATOR, domains: BoundedVec::try_from_vec(vec![testkit::domain_id()]).unwrap(), preferences: Default::default() };
-    let open = net.tx(8, TxKind::OpenChannel { payee: net.addr(7), deposit: Amount::doin(2), expiry_height: 50 });
+    let stake = TxKind::Stake {
+        amount: Amount::doin(3),
+        roles: doin_primitives::Roles::EVALUATOR,
+        domains: BoundedVec::try_from_vec(vec![testkit::domain_id()]).unwrap(),
+        preferences: Default::default(),
+    };
+    let open =
+        net.tx(8, TxKind::OpenChannel { payee: net.addr(7), deposit: Amount::doin(2), expiry_height: 50 });
     net.heartbeat(vec![net.tx(7, stake), open]).unwrap();
     net.heartbeat(vec![net.tx(7, TxKind::Unstake { amount: Amount::doin(1) })]).unwrap();
     for _ in 0..4 {
@@ -219,9 +303,15 @@ fn consensus_vectors() {
                 (Ok((next, _)), None) => state = next,
                 (Ok((next, _)), Some(_)) if i < last => state = next,
                 (Err(e), Some(expected)) if i == last => {
-                    assert!(e.to_string().contains(expected.as_str()), "{}: got {e}, expected {expected:?}", v.name)
+                    assert!(
+                        e.to_string().contains(expected.as_str()),
+                        "{}: got {e}, expected {expected:?}",
+                        v.name
+                    )
                 }
-                (Ok(_), Some(expected)) => panic!("{}: block {i} applied, expected error {expected:?}", v.name),
+                (Ok(_), Some(expected)) => {
+                    panic!("{}: block {i} applied, expected error {expected:?}", v.name)
+                }
                 (Err(e), _) => panic!("{}: block {i} failed: {e}", v.name),
             }
         }
