@@ -115,7 +115,7 @@ pub fn build_block(
     let mut header = HeaderBody {
         version: HEADER_VERSION,
         chain_id: state.meta.chain_id,
-        height: state.meta.height + 1,
+        height: state.meta.height.saturating_add(1),
         parent_hash: state.tip.hash,
         timestamp_ms: template.timestamp_ms,
         generator: template.key.address(),
@@ -180,7 +180,7 @@ fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
     if h.chain_id != state.meta.chain_id {
         return bad(format!("chain id {} is not {}", h.chain_id, state.meta.chain_id));
     }
-    if h.height != state.meta.height + 1 {
+    if Some(h.height) != state.meta.height.checked_add(1) {
         return bad(format!("height {} does not follow {}", h.height, state.meta.height));
     }
     if h.parent_hash != state.tip.hash {
@@ -439,7 +439,7 @@ fn begin_block(s: &mut State, height: u64) -> Result<(), BlockError> {
         let closing = Closing {
             nonce: 0,
             paid_total: Amount::ZERO,
-            deadline: height + s.params.challenge_window_blocks,
+            deadline: height.saturating_add(s.params.challenge_window_blocks),
         };
         s.set_channel(id, Some(crate::state::Channel { closing: Some(closing), ..channel }));
     }

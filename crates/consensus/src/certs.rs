@@ -223,7 +223,7 @@ pub(crate) fn apply_certificate(
         return Err(CertError::Outcome { declared: cert.outcome, computed });
     }
     // Record inclusion until the reference window closes.
-    let expiry = reference.height + params.max_reference_age;
+    let expiry = reference.height.saturating_add(params.max_reference_age);
     state.certified.insert(commit_id, expiry);
     state.expire_at(expiry, StateKey::Certified(commit_id));
     state.params_seen.insert((commit.domain.clone(), params_hash), expiry);
@@ -259,7 +259,7 @@ pub(crate) fn apply_certificate(
         evaluator_rewards: Vec::new(),
     };
     if cert.escalated() {
-        domain.stats.escalated += 1;
+        domain.stats.escalated = domain.stats.escalated.saturating_add(1);
     }
     match computed {
         Outcome::Reject => {
@@ -268,7 +268,7 @@ pub(crate) fn apply_certificate(
             let burn = Amount(fixed::ppm(bond.0, params.reject_burn_ppm));
             receipt.bond_burned =
                 state.burn_stake(commit.optimizer, burn).ok_or(CertError::Overflow("bond burn"))?;
-            domain.stats.rejected += 1;
+            domain.stats.rejected = domain.stats.rejected.saturating_add(1);
         }
         Outcome::Accept => {
             let old = domain.champion.as_ref().map_or(spec.baseline, |c| c.performance);
@@ -299,11 +299,11 @@ pub(crate) fn apply_certificate(
                 domain.bounty_left = domain.bounty_left.saturating_sub(bounty);
                 state.credit(commit.optimizer, bounty).ok_or(CertError::Overflow("bounty"))?;
                 receipt.bounty_paid = bounty;
-                domain.stats.improvements += 1;
+                domain.stats.improvements = domain.stats.improvements.saturating_add(1);
                 domain.stats.total_work = domain.stats.total_work.saturating_add(receipt.increment);
             } else {
                 // Honest but late: another improvement landed first.
-                domain.stats.late += 1;
+                domain.stats.late = domain.stats.late.saturating_add(1);
             }
         }
     }

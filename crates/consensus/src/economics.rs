@@ -40,8 +40,10 @@ pub fn block_reward(params: &ProtocolParams, height: u64) -> Amount {
 
 /// The 65 / 30 / 5 split of a work block's reward: (optimizers, evaluators, generator).
 pub fn split_reward(reward: Amount) -> (Amount, Amount, Amount) {
-    let optimizers = reward.0 * 65 / 100;
-    let evaluators = reward.0 * 30 / 100;
+    // floor(r × p / 100) without overflow for any u128 reward.
+    let share = |p: u128| reward.0 / 100 * p + reward.0 % 100 * p / 100;
+    let optimizers = share(65);
+    let evaluators = share(30);
     (Amount(optimizers), Amount(evaluators), Amount(reward.0 - optimizers - evaluators))
 }
 
@@ -55,7 +57,7 @@ pub fn next_difficulty(params: &ProtocolParams, d: &Difficulty, timestamp_ms: u6
     // Blocks faster than target raise the threshold. Factor in per-mille, clamped to ±2 %.
     let factor = (target * 1000 / ema).clamp(980, 1020);
     let mut threshold = d.threshold.saturating_mul(factor) / 1000;
-    let work_blocks = d.work_blocks + 1;
+    let work_blocks = d.work_blocks.saturating_add(1);
     let mut epoch_start_ms = d.epoch_start_ms;
     if work_blocks.is_multiple_of(params.epoch_blocks.max(1)) {
         let actual = (timestamp_ms.saturating_sub(d.epoch_start_ms) as u128).max(1);
@@ -109,6 +111,8 @@ mod tests {
         assert_eq!((o, e, g), (Amount(32_500_000_000), Amount(15_000_000_000), Amount(2_500_000_000)));
         let (o, e, g) = split_reward(Amount(7));
         assert_eq!(o.0 + e.0 + g.0, 7);
+        let (o, e, g) = split_reward(Amount(u128::MAX));
+        assert_eq!(o.0.checked_add(e.0).and_then(|x| x.checked_add(g.0)), Some(u128::MAX));
     }
 
     #[test]

@@ -12,10 +12,13 @@ pub struct ProtocolParams {
     /// Target time between work blocks, ms (`target_block_time`). Default 600 000.
     pub target_block_time_ms: u64,
     /// Work threshold of the first block, fixed point (`initial_threshold`). Default 1e-6.
+    #[serde(with = "doin_primitives::units::u128_json")]
     pub initial_threshold: u128,
     /// Lowest threshold, fixed point. Default 1e-9 (one unit).
+    #[serde(with = "doin_primitives::units::u128_json")]
     pub min_threshold: u128,
     /// Highest threshold, fixed point. Default 10^6.
+    #[serde(with = "doin_primitives::units::u128_json")]
     pub max_threshold: u128,
     /// Work blocks per difficulty epoch. Default 100.
     pub epoch_blocks: u64,
@@ -58,6 +61,7 @@ pub struct ProtocolParams {
     /// Smallest reputation factor of a newcomer optimizer, fixed point. Default 0.1.
     pub rep_factor_floor: u64,
     /// Largest relative improvement one certificate may count, fixed point. Default 10.0.
+    #[serde(with = "doin_primitives::units::u128_json")]
     pub max_improvement: u128,
     /// Block reward before any halving. Default 50 DOIN.
     pub initial_reward: Amount,

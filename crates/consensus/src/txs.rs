@@ -74,7 +74,8 @@ pub(crate) fn apply_tx(
         balance: account.balance,
         needed: fee,
     })?;
-    state.set_account(body.sender, Account { balance, nonce: account.nonce + 1 });
+    let nonce = account.nonce.checked_add(1).ok_or(TxError::Overflow("nonce"))?;
+    state.set_account(body.sender, Account { balance, nonce });
     state.burn(burned).ok_or(TxError::Overflow("burned supply"))?;
 
     let sender = body.sender;
@@ -114,7 +115,7 @@ pub(crate) fn apply_tx(
             stake.amount = stake.amount.checked_sub(*amount).ok_or_else(|| {
                 rejected(format!("unstake of {amount:?} exceeds the stake of {:?}", stake.amount))
             })?;
-            let release = ctx.height + state.params.unbonding_blocks;
+            let release = ctx.height.saturating_add(state.params.unbonding_blocks);
             let key = (release, sender);
             let pending = state.unbonding.get(&key).copied().unwrap_or_default();
             let pending = pending.checked_add(*amount).ok_or(TxError::Overflow("unbonding"))?;
@@ -180,7 +181,7 @@ pub(crate) fn apply_tx(
                 let closing = Closing {
                     nonce: final_update.nonce,
                     paid_total: final_update.paid_total,
-                    deadline: ctx.height + state.params.challenge_window_blocks,
+                    deadline: ctx.height.saturating_add(state.params.challenge_window_blocks),
                 };
                 state.set_channel(channel_id, Some(Channel { closing: Some(closing), ..channel }));
             } else {

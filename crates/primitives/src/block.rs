@@ -60,10 +60,13 @@ pub struct HeaderBody {
     /// State root after applying this block.
     pub state_root: Hash,
     /// Work carried (sum of effective increments, fixed point).
+    #[serde(with = "crate::units::u128_json")]
     pub work: u128,
     /// The threshold this block had to meet (must equal the chain state's).
+    #[serde(with = "crate::units::u128_json")]
     pub threshold: u128,
     /// Parent's cumulative work plus `work`.
+    #[serde(with = "crate::units::u128_json")]
     pub cumulative_work: u128,
     /// Base fee per weight unit in force for this block.
     pub base_fee: Amount,

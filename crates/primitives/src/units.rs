@@ -140,6 +140,34 @@ impl fmt::Debug for Metric {
     }
 }
 
+/// Serde helpers for `u128` work and threshold values: JSON carries a decimal string (exact in
+/// JavaScript); input may be a string or a number.
+pub mod u128_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a decimal string.
+    pub fn serialize<S: Serializer>(value: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    /// Accepts a decimal string or a non-negative integer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Number(u64),
+        }
+        match Repr::deserialize(deserializer)? {
+            Repr::Number(n) => Ok(n.into()),
+            Repr::Text(t) => t
+                .trim()
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a non-negative integer"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
