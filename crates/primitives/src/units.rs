@@ -1,7 +1,7 @@
 //! Coin amounts and fixed-point numbers. No floats cross into consensus: amounts are integer base
 //! units and metrics are integers in nano-units.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -82,20 +82,7 @@ impl Serialize for Amount {
 
 impl<'de> Deserialize<'de> for Amount {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            Number(u64),
-        }
-        match Repr::deserialize(deserializer)? {
-            Repr::Number(n) => Ok(Self(n.into())),
-            Repr::Text(t) => u128::from_str(t.trim()).map(Self).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "amount {t:?} is not a whole number of base units (1 DOIN = 10^9)"
-                ))
-            }),
-        }
+        u128_json::deserialize(deserializer).map(Self)
     }
 }
 
@@ -163,7 +150,7 @@ pub mod u128_json {
             Repr::Text(t) => t
                 .trim()
                 .parse()
-                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a non-negative integer"))),
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a whole non-negative number"))),
         }
     }
 }

@@ -348,3 +348,61 @@ fn bounty_pays_accepted_improvements_until_empty() {
     assert_eq!(net.state.domain(&domain_id()).unwrap().bounty_left, Amount::ZERO);
     assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
 }
+
+#[test]
+fn evaluators_below_min_stake_are_not_drawn() {
+    let mut spec = net().spec;
+    spec.params.min_evaluator_stake = Amount::doin(101);
+    spec.stakes[0].amount = Amount::doin(500);
+    spec.stakes[1].amount = Amount::doin(500);
+    let mut net = net();
+    net.state = spec.build().unwrap().0;
+    let cert = net.improving_certificate(5, 50.0);
+    let members: Vec<_> = cert.votes.iter().map(|v| v.evaluator).collect();
+    let q = net.quorums(&cert.commit);
+    assert_eq!(q.eligible, 2, "only the two evaluators with 500 DOIN qualify");
+    assert_eq!(members.len(), 2);
+    assert!(members.contains(&net.addr(0)) && members.contains(&net.addr(1)));
+    net.work_block(9, vec![cert]).unwrap();
+}
+
+#[test]
+fn improvement_is_capped_at_max_improvement() {
+    let mut net = net();
+    let mut spec = net.spec.clone();
+    spec.domains[0].spec.scale = Metric(1);
+    spec.domains[0].spec.direction = doin_primitives::domain::Direction::Maximize;
+    spec.domains[0].spec.baseline = Metric(ONE / 1000); // tiny baseline: a huge relative gain
+    net.state = spec.build().unwrap().0;
+    let cert = net.certificate(5, vec![ONE, ONE, ONE, ONE], m(50.0), |_| m(50.0));
+    let r = net.work_block(9, vec![cert]).unwrap();
+    // min(gain / |old|, 10.0) × rep floor 0.1 = 1.0
+    assert_eq!(r.certificates[0].increment, ONE as u128);
+}
+
+#[test]
+fn slashing_reaches_unbonding_stake() {
+    let mut net = net();
+    let evaluator = net.addr(3);
+    net.heartbeat(vec![net.tx(3, doin_primitives::TxKind::Unstake { amount: Amount::doin(100) })]).unwrap();
+    assert!(net.state.stake(&evaluator).is_none());
+    let key = net.keys[3].clone();
+    let commit = doin_primitives::Hash::of(b"c");
+    let vote = |x| {
+        Signed::sign(
+            VoteBody { commit, evaluator, round: 0, measured: m(x), data_hash: doin_primitives::Hash::ZERO },
+            &key,
+        )
+    };
+    let ev = DoubleVoteEvidence { first: vote(1.0), second: vote(2.0) };
+    let r = net
+        .heartbeat_with(BlockBody {
+            evidence: BoundedVec::try_from_vec(vec![ev]).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.slashes, vec![(evaluator, Amount::doin(10))]);
+    let pending: u128 = net.state.unbonding().filter(|((_, a), _)| *a == evaluator).map(|(_, v)| v.0).sum();
+    assert_eq!(pending, Amount::doin(90).0);
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}

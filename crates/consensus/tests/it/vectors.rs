@@ -62,6 +62,15 @@ fn invalid(name: &str, description: &str, net: &TestNet, bad: Block, error: &str
     }
 }
 
+/// Edits the votes of the block's first certificate.
+fn edit_votes(body: &mut BlockBody, edit: impl FnOnce(&mut Vec<doin_primitives::Vote>)) {
+    let mut c = body.certificates[0].clone();
+    let mut votes = c.votes.clone().into_inner();
+    edit(&mut votes);
+    c.votes = BoundedVec::try_from_vec(votes).unwrap();
+    body.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
+}
+
 /// A valid work block with `cert`, then a copy with `edit` applied to its body, re-sealed.
 fn tamper(net: &mut TestNet, cert: doin_primitives::Certificate, edit: impl FnOnce(&mut BlockBody)) -> Block {
     let snapshot = net.state.clone();
@@ -71,6 +80,17 @@ fn tamper(net: &mut TestNet, cert: doin_primitives::Certificate, edit: impl FnOn
     let mut body = good.body.clone();
     edit(&mut body);
     testkit::reseal(&good, body, &net.keys[9], |_| {})
+}
+
+/// The heartbeat the slot leader would produce next, re-sealed around `txs` without validation.
+fn forced_heartbeat(net: &mut TestNet, txs: Vec<doin_primitives::Transaction>) -> Block {
+    let snapshot = net.state.clone();
+    net.heartbeat(vec![]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let leader = net.key_of(&good.header.generator).unwrap().clone();
+    let body = BlockBody { transactions: BoundedVec::try_from_vec(txs).unwrap(), ..Default::default() };
+    testkit::reseal(&good, body, &leader, |_| {})
 }
 
 fn generate() -> Vec<Vector> {
@@ -122,13 +142,7 @@ fn generate() -> Vec<Vector> {
 
     let mut net = TestNet::new(10, 5, 2);
     let cert = net.improving_certificate(5, 50.0);
-    let bad = tamper(&mut net, cert, |b| {
-        let mut c = b.certificates[0].clone();
-        let mut votes = c.votes.clone().into_inner();
-        votes[0].body.measured = m(10.0);
-        c.votes = BoundedVec::try_from_vec(votes).unwrap();
-        b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
-    });
+    let bad = tamper(&mut net, cert, |b| edit_votes(b, |votes| votes[0].body.measured = m(10.0)));
     out.push(invalid(
         "forged-vote",
         "a vote's measurement altered after signing",
@@ -142,13 +156,7 @@ fn generate() -> Vec<Vector> {
     let members: Vec<_> = cert.votes.iter().map(|v| v.evaluator).collect();
     let outsider = (0..5).map(|i| net.addr(i)).find(|a| !members.contains(a)).unwrap();
     let stranger_vote = net.vote(&outsider, cert.commit.id(), 0, m(50.0));
-    let bad = tamper(&mut net, cert, |b| {
-        let mut c = b.certificates[0].clone();
-        let mut votes = c.votes.clone().into_inner();
-        votes[0] = stranger_vote;
-        c.votes = BoundedVec::try_from_vec(votes).unwrap();
-        b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
-    });
+    let bad = tamper(&mut net, cert, |b| edit_votes(b, |votes| votes[0] = stranger_vote));
     out.push(invalid(
         "non-member-vote",
         "a vote from a staked evaluator outside the drawn quorum",
@@ -160,11 +168,9 @@ fn generate() -> Vec<Vector> {
     let mut net = TestNet::new(10, 5, 2);
     let cert = net.improving_certificate(5, 50.0);
     let bad = tamper(&mut net, cert, |b| {
-        let mut c = b.certificates[0].clone();
-        let mut votes = c.votes.clone().into_inner();
-        votes.pop();
-        c.votes = BoundedVec::try_from_vec(votes).unwrap();
-        b.certificates = BoundedVec::try_from_vec(vec![c]).unwrap();
+        edit_votes(b, |votes| {
+            votes.pop();
+        })
     });
     out.push(invalid(
         "too-few-votes",
@@ -194,17 +200,7 @@ fn generate() -> Vec<Vector> {
     let mut net = TestNet::new(10, 5, 2);
     let tx = net.transfer(1, net.addr(2), Amount(5), 0);
     net.heartbeat(vec![tx.clone()]).unwrap();
-    let snapshot = net.state.clone();
-    net.heartbeat(vec![]).unwrap();
-    let good = net.blocks.pop().unwrap();
-    net.state = snapshot;
-    let leader = net.key_of(&good.header.generator).unwrap().clone();
-    let bad = testkit::reseal(
-        &good,
-        BlockBody { transactions: BoundedVec::try_from_vec(vec![tx]).unwrap(), ..Default::default() },
-        &leader,
-        |_| {},
-    );
+    let bad = forced_heartbeat(&mut net, vec![tx]);
     out.push(invalid(
         "replayed-transaction",
         "the same signed transfer included a second time",
@@ -218,17 +214,7 @@ fn generate() -> Vec<Vector> {
     body.max_fee = Amount(u128::MAX);
     body.priority_fee = Amount(u128::MAX);
     let overflow = Signed::sign(body, &net.keys[1]);
-    let snapshot = net.state.clone();
-    net.heartbeat(vec![]).unwrap();
-    let good = net.blocks.pop().unwrap();
-    net.state = snapshot;
-    let leader = net.key_of(&good.header.generator).unwrap().clone();
-    let bad = testkit::reseal(
-        &good,
-        BlockBody { transactions: BoundedVec::try_from_vec(vec![overflow]).unwrap(), ..Default::default() },
-        &leader,
-        |_| {},
-    );
+    let bad = forced_heartbeat(&mut net, vec![overflow]);
     out.push(invalid("amount-overflow", "a fee of weight × u128::MAX", &net, bad, "amount overflow in fee"));
 
     let mut net = TestNet::new(10, 5, 2);
