@@ -175,7 +175,7 @@ pub(crate) fn apply_certificate(
         return Err(CertError::NoBond { optimizer: commit.optimizer, stake, bond: params.optimae_bond });
     }
     // 6. Quorums from the reference block.
-    let q = quorum::quorums(&reference, &params, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
+    let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
     if q.first.is_empty() {
         return Err(CertError::NoEvaluators);
     }

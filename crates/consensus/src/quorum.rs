@@ -1,16 +1,16 @@
 //! Evaluator quorums: who may vote on an optimae, drawn deterministically from the state at the
 //! commit's reference block (DESIGN §4.1 step 3).
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use doin_primitives::{Address, DomainId, Hash, domain::QuorumRule};
 
 use crate::{
     fixed,
-    params::ProtocolParams,
     state::{RecentBlock, State},
 };
 
 /// One eligible evaluator and its draw weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Candidate {
     /// Evaluator.
     pub address: Address,
@@ -18,36 +18,37 @@ pub struct Candidate {
     pub weight: u128,
 }
 
-/// The evaluators eligible for `domain` at `reference` (excluding the optimizer), in address
-/// order: staked as evaluator for the domain with at least `min_evaluator_stake` and reputation
-/// at least `min_reputation`.
-pub fn eligible(
-    reference: &RecentBlock,
-    params: &ProtocolParams,
+/// The evaluators among `members` eligible for `domain` in `state`, in address order: staked as
+/// evaluator for the domain with at least `min_evaluator_stake` and reputation (decayed to the
+/// state's height) at least `min_reputation`. Recorded for every block (`RecentBlock`).
+pub fn eligible_at<'a>(
+    state: &State,
     domain: &DomainId,
-    optimizer: &Address,
+    members: impl Iterator<Item = &'a Address>,
 ) -> Vec<Candidate> {
-    let Some(set) = reference.evaluators.get(domain) else { return Vec::new() };
-    set.iter()
-        .filter(|a| *a != optimizer)
+    let params = state.params();
+    members
         .filter_map(|a| {
-            let stake = reference.stakes.get(a)?;
+            let stake = state.stake(a)?;
             if !stake.evaluates(domain) || stake.amount < params.min_evaluator_stake {
                 return None;
             }
-            let rep = reference
-                .reputation
-                .get(&(*a, domain.clone()))
-                .map_or(0, |r| r.at(reference.height, params.reputation_half_life_blocks));
+            let rep = state.reputation(a, domain);
             if rep < params.min_reputation {
                 return None;
             }
             // Newcomers weigh their stake; reputation adds up to the same again.
-            let factor = if rep == 0 { 0 } else { fixed::rep_factor(rep, 0) as u128 };
+            let factor = fixed::rep_factor(rep, 0) as u128;
             let weight = stake.amount.0.checked_mul(1_000_000_000 + factor)? / 1_000_000_000;
             Some(Candidate { address: *a, weight: weight.max(1) })
         })
         .collect()
+}
+
+/// The candidates for a commit by `optimizer`: the reference block's eligible evaluators of the
+/// domain, never the optimizer itself.
+pub fn eligible(reference: &RecentBlock, domain: &DomainId, optimizer: &Address) -> Vec<Candidate> {
+    reference.eligible(domain).iter().filter(|c| c.address != *optimizer).copied().collect()
 }
 
 /// First-round quorum size: `min(N, clamp(max(quorum_min, ceil(sqrt(N))), 1, quorum_max))`.
@@ -115,13 +116,12 @@ pub struct Quorums {
 /// Computes both quorums for a commit from its reference block.
 pub fn quorums(
     reference: &RecentBlock,
-    params: &ProtocolParams,
     rule: &QuorumRule,
     domain: &DomainId,
     optimizer: &Address,
     commit: &Hash,
 ) -> Quorums {
-    let candidates = eligible(reference, params, domain, optimizer);
+    let candidates = eligible(reference, domain, optimizer);
     let k = quorum_size(candidates.len(), rule);
     let first = draw(&candidates, k, &seed(&reference.hash, commit));
     let escalation =
@@ -141,7 +141,7 @@ pub fn quorums_for(
 ) -> Option<Quorums> {
     let block = state.recent_block(reference)?;
     let spec = &state.domain(domain)?.spec;
-    Some(quorums(block, state.params(), &spec.quorum, domain, optimizer, commit))
+    Some(quorums(block, &spec.quorum, domain, optimizer, commit))
 }
 
 #[cfg(test)]

@@ -255,9 +255,9 @@ impl StateKey {
     }
 }
 
-/// What a block left behind for certificates that reference it: the post-state's evaluator
-/// data, shared structurally with later states.
-#[derive(Clone, Debug)]
+/// What a block left behind for certificates that reference it: the evaluators eligible in
+/// each domain at its post-state, with their draw weights (`quorum::eligible_at`).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct RecentBlock {
     /// Height.
     pub height: u64,
@@ -265,9 +265,18 @@ pub struct RecentBlock {
     pub hash: Hash,
     /// Timestamp.
     pub timestamp_ms: u64,
-    pub(crate) stakes: OrdMap<Address, StakeRecord>,
-    pub(crate) reputation: OrdMap<(Address, DomainId), Reputation>,
-    pub(crate) evaluators: OrdMap<DomainId, OrdSet<Address>>,
+    /// Eligible evaluators per domain, in domain then address order.
+    pub eligible: Vec<(DomainId, Vec<crate::quorum::Candidate>)>,
+}
+
+impl RecentBlock {
+    /// The eligible evaluators of `domain` at this block.
+    pub fn eligible(&self, domain: &DomainId) -> &[crate::quorum::Candidate] {
+        self.eligible
+            .binary_search_by(|(d, _)| d.cmp(domain))
+            .map(|i| self.eligible[i].1.as_slice())
+            .unwrap_or(&[])
+    }
 }
 
 /// The tip a state sits on (outside the root: a block cannot commit to its own hash).
@@ -617,13 +626,17 @@ impl State {
     }
 
     pub(crate) fn snapshot_recent(&mut self, hash: Hash) {
+        let eligible = self
+            .evaluators
+            .iter()
+            .map(|(domain, set)| (domain.clone(), crate::quorum::eligible_at(self, domain, set.iter())))
+            .filter(|(_, list)| !list.is_empty())
+            .collect();
         self.recent.push_back(RecentBlock {
             height: self.meta.height,
             hash,
             timestamp_ms: self.meta.timestamp_ms,
-            stakes: self.stakes.clone(),
-            reputation: self.reputation.clone(),
-            evaluators: self.evaluators.clone(),
+            eligible,
         });
         while self.recent.len() as u64 > self.params.history_len() {
             self.recent.pop_front();
