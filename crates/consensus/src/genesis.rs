@@ -1,8 +1,6 @@
 //! Genesis: the chain id, allocations, initial stakes and roles, registered domains and
 //! protocol parameters a chain starts from.
 
-use std::sync::Arc;
-
 use doin_primitives::{
     Address, Amount, Block, BlockBody, BlockKind, BoundedVec, DomainId, DomainSpec, Hash, HeaderBody, Roles,
     Signature, Signed, block::HEADER_VERSION, tx::Capabilities,
@@ -91,10 +89,10 @@ impl GenesisSpec {
     pub fn build(&self) -> Result<(State, Block), GenesisError> {
         self.params.validate()?;
         let invalid = |m: String| GenesisError::Invalid(m);
-        let params = Arc::new(self.params.clone());
-        let mut s = State {
-            params: params.clone(),
-            meta: ChainMeta {
+        let params = &self.params;
+        let mut s = State::empty(
+            self.params.clone(),
+            ChainMeta {
                 chain_id: self.chain_id,
                 height: 0,
                 parent_hash: Hash::ZERO,
@@ -111,27 +109,7 @@ impl GenesisSpec {
                 finalized: Checkpoint::default(),
                 supply: Supply::default(),
             },
-            tip: Tip { hash: Hash::ZERO, height: 0 },
-            root: Hash::ZERO,
-            accounts: Default::default(),
-            stakes: Default::default(),
-            reputation: Default::default(),
-            domains: Default::default(),
-            channels: Default::default(),
-            unbonding: Default::default(),
-            certified: Default::default(),
-            params_seen: Default::default(),
-            slashed: Default::default(),
-            checkpoints: Default::default(),
-            anchors: Default::default(),
-            evaluators: Default::default(),
-            channel_expiries: Default::default(),
-            channel_deadlines: Default::default(),
-            expiries: Default::default(),
-            recent: Default::default(),
-            tree: Default::default(),
-            dirty: Default::default(),
-        };
+        );
         let mut minted = Amount::ZERO;
         let mut mint = |amount: Amount| -> Result<(), GenesisError> {
             minted = minted.checked_add(amount).ok_or_else(|| invalid("total supply overflows".into()))?;

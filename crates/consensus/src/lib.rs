@@ -32,5 +32,5 @@ pub use error::{BlockError, CertError, TxError};
 pub use fork_choice::ChainTip;
 pub use genesis::{Allocation, GenesisDomain, GenesisSpec, GenesisStake};
 pub use params::ProtocolParams;
-pub use state::{State, StateKey};
+pub use state::{RecentBlock, RecordChange, RecordError, State, StateKey, Tip};
 pub use txs::TxReceipt;

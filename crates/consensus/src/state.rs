@@ -255,6 +255,10 @@ impl StateKey {
     }
 }
 
+fn decode_record<T: BorshDeserialize>(key: &StateKey, bytes: &[u8]) -> Result<T, RecordError> {
+    borsh::from_slice(bytes).map_err(|source| RecordError::Decode { key: key.clone(), source })
+}
+
 /// What a block left behind for certificates that reference it: the evaluators eligible in
 /// each domain at its post-state, with their draw weights (`quorum::eligible_at`).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -314,6 +318,39 @@ pub struct State {
     pub(crate) recent: Vector<RecentBlock>,
     pub(crate) tree: NodeStore,
     pub(crate) dirty: BTreeSet<StateKey>,
+    /// The records the last block (or record update) wrote, for storage.
+    pub(crate) last_changes: Arc<Vec<RecordChange>>,
+}
+
+/// One written record: its key and new encoded value (`None` = deleted).
+pub type RecordChange = (StateKey, Option<Vec<u8>>);
+
+/// Encoded records could not be turned into a state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// A record does not decode as the type its key names.
+    #[error("state record {key:?} does not decode: {source}")]
+    Decode {
+        /// The key.
+        key: StateKey,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A required record is missing.
+    #[error("state record {0:?} is missing")]
+    Missing(StateKey),
+    /// The rebuilt root differs from the expected one.
+    #[error("rebuilt state root {got} differs from the expected {expected}")]
+    Root {
+        /// Rebuilt.
+        got: Hash,
+        /// Expected.
+        expected: Hash,
+    },
+    /// The state tree failed.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
 }
 
 impl State {
@@ -469,12 +506,223 @@ impl State {
         Some(total)
     }
 
-    /// Writes the dirty records into the tree.
+    /// Writes the dirty records into the tree and remembers them as [`State::last_changes`].
     pub(crate) fn commit_tree(&mut self) -> Result<Hash, TreeError> {
         let dirty = std::mem::take(&mut self.dirty);
-        let changes = dirty.iter().map(|k| (k.key_hash(), self.record(k))).collect();
+        let records: Vec<RecordChange> = dirty
+            .into_iter()
+            .map(|k| {
+                let v = self.record(&k);
+                (k, v)
+            })
+            .collect();
+        let changes = records.iter().map(|(k, v)| (k.key_hash(), v.clone())).collect();
         self.root = self.tree.update(changes)?;
+        self.last_changes = Arc::new(records);
         Ok(self.root)
+    }
+
+    /// The records the last applied block wrote (key, new value or `None` if deleted), in key
+    /// order. Storage persists exactly these.
+    pub fn last_changes(&self) -> &[RecordChange] {
+        &self.last_changes
+    }
+
+    /// The recent-block window (reference blocks for certificates, finality).
+    pub fn recent(&self) -> impl Iterator<Item = &RecentBlock> {
+        self.recent.iter()
+    }
+
+    /// An empty state with `params` (no records yet).
+    pub(crate) fn empty(params: ProtocolParams, meta: ChainMeta) -> Self {
+        Self {
+            params: Arc::new(params),
+            meta,
+            tip: Tip { hash: Hash::ZERO, height: 0 },
+            root: Hash::ZERO,
+            accounts: Default::default(),
+            stakes: Default::default(),
+            reputation: Default::default(),
+            domains: Default::default(),
+            channels: Default::default(),
+            unbonding: Default::default(),
+            certified: Default::default(),
+            params_seen: Default::default(),
+            slashed: Default::default(),
+            checkpoints: Default::default(),
+            anchors: Default::default(),
+            evaluators: Default::default(),
+            channel_expiries: Default::default(),
+            channel_deadlines: Default::default(),
+            expiries: Default::default(),
+            recent: Default::default(),
+            tree: Default::default(),
+            dirty: Default::default(),
+            last_changes: Default::default(),
+        }
+    }
+
+    /// Rebuilds a state from its encoded records (a snapshot or a store), sets its tip and
+    /// recent window, and checks the rebuilt root against `expected_root`.
+    pub fn from_records(
+        records: impl IntoIterator<Item = (StateKey, Vec<u8>)>,
+        tip: Tip,
+        recent: Vec<RecentBlock>,
+        expected_root: &Hash,
+    ) -> Result<Self, RecordError> {
+        let records = records.into_iter();
+        let mut meta = None;
+        let mut params = None;
+        let mut rest = Vec::new();
+        for (key, value) in records {
+            match key {
+                StateKey::Meta => meta = Some(decode_record::<ChainMeta>(&key, &value)?),
+                StateKey::Params => params = Some(decode_record::<ProtocolParams>(&key, &value)?),
+                _ => rest.push((key, Some(value))),
+            }
+        }
+        let meta = meta.ok_or(RecordError::Missing(StateKey::Meta))?;
+        let params = params.ok_or(RecordError::Missing(StateKey::Params))?;
+        let mut state = Self::empty(params, meta);
+        state.touch(StateKey::Meta);
+        state.touch(StateKey::Params);
+        for (key, value) in rest {
+            state.set_record(key, value)?;
+        }
+        state.finish_records(tip, recent, expected_root)
+    }
+
+    /// A copy of this state with `changes` written over it (undoing or redoing blocks from
+    /// stored record changes), at `tip` with `recent`, checked against `expected_root`.
+    pub fn with_records(
+        &self,
+        changes: &[RecordChange],
+        tip: Tip,
+        recent: Vec<RecentBlock>,
+        expected_root: &Hash,
+    ) -> Result<Self, RecordError> {
+        let mut state = self.clone();
+        for (key, value) in changes {
+            state.set_record(key.clone(), value.clone())?;
+        }
+        state.finish_records(tip, recent, expected_root)
+    }
+
+    fn finish_records(
+        mut self,
+        tip: Tip,
+        recent: Vec<RecentBlock>,
+        expected_root: &Hash,
+    ) -> Result<Self, RecordError> {
+        let root = self.commit_tree()?;
+        if root != *expected_root {
+            return Err(RecordError::Root { got: root, expected: *expected_root });
+        }
+        self.tip = tip;
+        self.recent = recent.into_iter().collect();
+        Ok(self)
+    }
+
+    /// Writes one encoded record, keeping the derived indexes in step.
+    fn set_record(&mut self, key: StateKey, value: Option<Vec<u8>>) -> Result<(), RecordError> {
+        fn dec<T: BorshDeserialize>(key: &StateKey, v: &Option<Vec<u8>>) -> Result<Option<T>, RecordError> {
+            v.as_deref().map(|bytes| decode_record(key, bytes)).transpose()
+        }
+        match &key {
+            StateKey::Meta => {
+                if let Some(m) = dec(&key, &value)? {
+                    self.meta = m;
+                }
+            }
+            StateKey::Params => {
+                if let Some(p) = dec::<ProtocolParams>(&key, &value)? {
+                    self.params = Arc::new(p);
+                }
+            }
+            StateKey::Account(a) => match dec(&key, &value)? {
+                Some(acc) => {
+                    self.accounts.insert(*a, acc);
+                }
+                None => {
+                    self.accounts.remove(a);
+                }
+            },
+            StateKey::Stake(a) => {
+                let record = dec(&key, &value)?;
+                self.set_stake(*a, record);
+            }
+            StateKey::Reputation(a, d) => match dec(&key, &value)? {
+                Some(r) => {
+                    self.reputation.insert((*a, d.clone()), r);
+                }
+                None => {
+                    self.reputation.remove(&(*a, d.clone()));
+                }
+            },
+            StateKey::Domain(d) => match dec(&key, &value)? {
+                Some(ds) => {
+                    self.domains.insert(d.clone(), ds);
+                }
+                None => {
+                    self.domains.remove(d);
+                }
+            },
+            StateKey::Channel(c) => {
+                let channel = dec(&key, &value)?;
+                self.set_channel(*c, channel);
+            }
+            StateKey::Unbonding(h, a) => match dec(&key, &value)? {
+                Some(amount) => {
+                    self.unbonding.insert((*h, *a), amount);
+                }
+                None => {
+                    self.unbonding.remove(&(*h, *a));
+                }
+            },
+            StateKey::Certified(c) => {
+                if let Some(old) = self.certified.remove(c) {
+                    self.expiries.remove(&(old, key.clone()));
+                }
+                if let Some(expiry) = dec::<u64>(&key, &value)? {
+                    self.certified.insert(*c, expiry);
+                    self.expiries.insert((expiry, key.clone()));
+                }
+            }
+            StateKey::ParamsSeen(d, p) => {
+                if let Some(old) = self.params_seen.remove(&(d.clone(), *p)) {
+                    self.expiries.remove(&(old, key.clone()));
+                }
+                if let Some(expiry) = dec::<u64>(&key, &value)? {
+                    self.params_seen.insert((d.clone(), *p), expiry);
+                    self.expiries.insert((expiry, key.clone()));
+                }
+            }
+            StateKey::Slashed(a, c, r) => {
+                if value.is_some() {
+                    self.slashed.insert((*a, *c, *r));
+                } else {
+                    self.slashed.remove(&(*a, *c, *r));
+                }
+            }
+            StateKey::Checkpoint(h) => match dec(&key, &value)? {
+                Some(hash) => {
+                    self.checkpoints.insert(*h, hash);
+                }
+                None => {
+                    self.checkpoints.remove(h);
+                }
+            },
+            StateKey::Anchor(h) => match dec(&key, &value)? {
+                Some(a) => {
+                    self.anchors.insert(*h, a);
+                }
+                None => {
+                    self.anchors.remove(h);
+                }
+            },
+        }
+        self.touch(key);
+        Ok(())
     }
 
     pub(crate) fn touch(&mut self, key: StateKey) {
