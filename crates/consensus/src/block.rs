@@ -17,7 +17,9 @@ use crate::{
 };
 
 /// What applying a block did, for the node, the API and analytics.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, Deserialize, borsh::BorshSerialize, borsh::BorshDeserialize,
+)]
 pub struct Receipt {
     /// Block hash.
     pub block_hash: Hash,

@@ -17,7 +17,9 @@ use crate::{
 const ONE: u128 = FIXED_ONE as u128;
 
 /// What applying a certificate did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, Deserialize, borsh::BorshSerialize, borsh::BorshDeserialize,
+)]
 pub struct CertReceipt {
     /// Commit id.
     pub commit: Hash,

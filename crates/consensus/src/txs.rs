@@ -19,7 +19,9 @@ pub(crate) struct BlockCtx {
 }
 
 /// The outcome of one applied transaction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, Deserialize, borsh::BorshSerialize, borsh::BorshDeserialize,
+)]
 pub struct TxReceipt {
     /// Transaction id.
     pub id: Hash,

@@ -1,0 +1,28 @@
+//! Table layout and schema version.
+
+use redb::TableDefinition;
+
+/// Schema version this build writes. Bump with a migration in `migrate`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
+pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Block hash → encoded header.
+pub(crate) const HEADERS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("headers");
+/// Block hash → encoded body (pruned behind finality in non-archive mode).
+pub(crate) const BODIES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("bodies");
+/// Canonical height → block hash.
+pub(crate) const CANONICAL: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("canonical");
+/// Transaction id → block hash (32) ‖ index (u32 LE), canonical blocks only.
+pub(crate) const TX_INDEX: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("tx_index");
+/// Commit id → block hash (32) ‖ index (u32 LE), canonical blocks only.
+pub(crate) const CERT_INDEX: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("cert_index");
+/// Block hash → encoded receipt.
+pub(crate) const RECEIPTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("receipts");
+/// Encoded state key → encoded record, at the canonical tip.
+pub(crate) const STATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
+/// Canonical height → the previous values of the records that block wrote (for reorgs and
+/// reconstructing recent states), kept above the finalized checkpoint.
+pub(crate) const UNDO: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("undo");
+/// Canonical height → encoded `RecentBlock` (the block's quorum view).
+pub(crate) const RECENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("recent");

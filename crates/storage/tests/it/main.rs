@@ -1,0 +1,264 @@
+//! Chain store tests: import, lookups, reorgs, finality, snapshots, pruning, schema and damage.
+
+use doin_consensus::testkit::TestNet;
+use doin_primitives::Amount;
+use doin_storage::{ChainStore, ImportError, Imported, StorageError, StoreOptions, snapshot};
+
+fn archive() -> StoreOptions {
+    StoreOptions { archive: true, ..StoreOptions::default() }
+}
+
+/// A chain of `n` heartbeat blocks with a transfer each.
+fn heartbeats(net: &mut TestNet, n: usize) {
+    for _ in 0..n {
+        let tx = net.tx(1, doin_primitives::TxKind::Transfer { to: net.addr(2), amount: Amount(7) });
+        net.heartbeat(vec![tx]).unwrap();
+    }
+}
+
+#[test]
+fn imports_persist_and_reopen_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let mut net = TestNet::new(10, 5, 2);
+    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    heartbeats(&mut net, 5);
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    assert_eq!(store.tip().root(), net.genesis.header.state_root);
+    for (i, block) in net.blocks.iter().enumerate() {
+        assert_eq!(store.import(block).unwrap(), Imported::Extended { height: i as u64 + 1 });
+    }
+    assert_eq!(store.import(&net.blocks[2]).unwrap(), Imported::Known);
+    assert_eq!(store.tip().root(), net.state.root());
+    // Lookups.
+    let b3 = &net.blocks[3];
+    assert_eq!(store.canonical_hash(4).unwrap(), Some(b3.hash()));
+    assert_eq!(store.block(&b3.hash()).unwrap().as_ref(), Some(b3));
+    let tx = &b3.body.transactions[0];
+    assert_eq!(store.transaction_location(&tx.id()).unwrap(), Some((b3.hash(), 0)));
+    let cert = &net.blocks[0].body.certificates[0];
+    assert_eq!(store.certificate_location(&cert.commit.id()).unwrap(), Some((net.blocks[0].hash(), 0)));
+    let receipt = store.receipt(&net.blocks[0].hash()).unwrap().unwrap();
+    assert_eq!(receipt.certificates.len(), 1);
+    drop(store);
+    let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    assert_eq!(store.tip().root(), net.state.root());
+    assert_eq!(store.tip().tip(), net.state.tip());
+    // The reopened state validates the next block exactly like the in-memory one.
+    let mut store = store;
+    net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
+    store.import(net.blocks.last().unwrap()).unwrap();
+    assert_eq!(store.tip().root(), net.state.root());
+}
+
+#[test]
+fn invalid_blocks_and_orphans_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = TestNet::new(6, 3, 1);
+    heartbeats(&mut net, 2);
+    let mut store = ChainStore::open(&dir.path().join("c.redb"), &net.spec, archive()).unwrap();
+    let mut bad = net.blocks[0].clone();
+    bad.header.body.state_root = doin_primitives::Hash::of(b"x");
+    assert!(matches!(store.import(&bad), Err(ImportError::Invalid { height: 1, .. })));
+    assert!(matches!(store.import(&net.blocks[1]), Err(ImportError::UnknownParent { .. })));
+    assert_eq!(store.tip().height(), 0);
+    assert!(store.header(&bad.hash()).unwrap().is_none());
+}
+
+#[test]
+fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut net = TestNet::new(10, 5, 2);
+    heartbeats(&mut net, 3);
+    let fork_base = (net.state.clone(), net.blocks.clone(), net.now_ms);
+    heartbeats(&mut net, 3);
+    let chain_a = net.blocks.clone();
+    let state_a = net.state.clone();
+    // Branch B from height 3: two work blocks outweigh three heartbeats.
+    net.state = fork_base.0.clone();
+    net.blocks = fork_base.1.clone();
+    net.now_ms = fork_base.2 + 500;
+    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    let state_b4 = (net.state.clone(), net.now_ms);
+    net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
+    let chain_b = net.blocks[3..].to_vec();
+    let state_b = net.state.clone();
+
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for b in &chain_a {
+        store.import(b).unwrap();
+    }
+    assert_eq!(store.tip().root(), state_a.root());
+    assert_eq!(store.import(&chain_b[0]).unwrap(), Imported::Reorg { ancestor: 3, reverted: 3, applied: 1 });
+    assert_eq!(store.import(&chain_b[1]).unwrap(), Imported::Extended { height: 5 });
+    assert_eq!(store.tip().root(), state_b.root());
+    assert_eq!(store.canonical_hash(4).unwrap(), Some(chain_b[0].hash()));
+    assert_eq!(store.canonical_hash(6).unwrap(), None);
+    // Transactions of the reverted blocks are no longer indexed; the ones below the fork are.
+    assert_eq!(store.transaction_location(&chain_a[4].body.transactions[0].id()).unwrap(), None);
+    assert!(store.transaction_location(&chain_a[1].body.transactions[0].id()).unwrap().is_some());
+    drop(store);
+    let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    assert_eq!(store.tip().root(), state_b.root(), "the reorg is durable");
+    drop(store);
+
+    // Finality: grow B past 12 blocks (checkpoint at 6), then offer a heavier fork from height 4.
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    heartbeats(&mut net, 9);
+    for b in &net.blocks[5..] {
+        store.import(b).unwrap();
+    }
+    assert_eq!(store.finalized().height, 6);
+    let tip_before = store.tip().root();
+    let mut fork = TestNet::new(10, 5, 2);
+    fork.state = state_b4.0;
+    fork.now_ms = state_b4.1 + 333;
+    for loss in [30.0, 20.0, 10.0] {
+        fork.work_block(9, vec![fork.improving_certificate(5, loss)]).unwrap();
+    }
+    let err = store.import(&fork.blocks[0]).unwrap_err();
+    assert!(matches!(err, ImportError::BelowFinality { finalized: 6, .. }), "{err}");
+    assert_eq!(store.tip().root(), tip_before);
+}
+
+#[test]
+fn canonical_states_below_the_tip_are_rebuilt_from_undo_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = TestNet::new(10, 5, 2);
+    let mut roots = vec![net.state.root()];
+    for i in 0..5 {
+        if i % 2 == 0 {
+            net.work_block(9, vec![net.improving_certificate(5 + i % 2, 50.0 - i as f64)]).unwrap();
+        } else {
+            heartbeats(&mut net, 1);
+        }
+        roots.push(net.state.root());
+    }
+    let path = dir.path().join("c.redb");
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for b in &net.blocks {
+        store.import(b).unwrap();
+    }
+    drop(store);
+    // After a restart nothing is in memory: states come from undo records.
+    let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for (h, block) in net.blocks.iter().enumerate() {
+        let s = store.state_for(&block.hash()).unwrap().unwrap();
+        assert_eq!(s.root(), roots[h + 1], "height {}", h + 1);
+    }
+}
+
+#[test]
+fn snapshots_verify_chunks_and_root_and_restore_a_working_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = TestNet::new(10, 5, 2);
+    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    heartbeats(&mut net, 17);
+    let mut store = ChainStore::open(&dir.path().join("a.redb"), &net.spec, archive()).unwrap();
+    store.import_many(&net.blocks, 4).unwrap();
+    let checkpoint = store.finalized();
+    assert_eq!(checkpoint.height, 12);
+    let snap = dir.path().join("snap");
+    let manifest = store.export_snapshot(&snap).unwrap();
+    assert_eq!(manifest.block_hash, checkpoint.hash);
+    let verified = snapshot::verify(&snap, Some(checkpoint.hash)).unwrap();
+    assert_eq!(verified.state.root(), net.blocks[11].header.state_root);
+    let err = snapshot::verify(&snap, Some(doin_primitives::Hash::of(b"other"))).unwrap_err();
+    assert!(matches!(err, snapshot::SnapshotError::WrongBlock { .. }), "{err}");
+
+    // Restore into a fresh store and continue from the checkpoint.
+    let (mut restored, report) =
+        snapshot::import(&snap, &dir.path().join("b.redb"), Some(checkpoint.hash), archive()).unwrap();
+    assert_eq!(report.height, 12);
+    assert_eq!(restored.tip().root(), net.blocks[11].header.state_root);
+    for b in &net.blocks[12..] {
+        restored.import(b).unwrap();
+    }
+    assert_eq!(restored.tip().root(), net.state.root());
+    // Importing over an existing store is refused.
+    assert!(snapshot::import(&snap, &dir.path().join("b.redb"), None, archive()).is_err());
+
+    // A flipped byte in a chunk is caught by its hash.
+    let chunk = snap.join(&manifest.chunks[0].file);
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&chunk, bytes).unwrap();
+    let err = snapshot::verify(&snap, None).unwrap_err();
+    assert!(matches!(err, snapshot::SnapshotError::ChunkHash { .. }), "{err}");
+}
+
+#[test]
+fn non_archive_stores_prune_old_bodies_but_keep_headers_and_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = TestNet::new(6, 0, 0);
+    heartbeats(&mut net, 30);
+    let opts = StoreOptions { archive: false, keep_bodies: 4, max_states: 64 };
+    let mut store = ChainStore::open(&dir.path().join("c.redb"), &net.spec, opts).unwrap();
+    store.import_many(&net.blocks, 8).unwrap();
+    let finalized = store.finalized().height;
+    assert_eq!(finalized, 24);
+    // Bodies below finalized − keep_bodies are gone.
+    let first = &net.blocks[0];
+    assert!(store.block(&first.hash()).unwrap().is_none());
+    assert!(store.header(&first.hash()).unwrap().is_some());
+    assert!(store.receipt(&first.hash()).unwrap().is_some());
+    let kept = &net.blocks[(finalized - 4) as usize - 1 + 1];
+    assert!(store.block(&kept.hash()).unwrap().is_some());
+    assert_eq!(store.body_count().unwrap(), 31 - (finalized - 4));
+}
+
+fn set_schema(path: &std::path::Path, version: u32) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+        meta.insert("schema_version", version.to_le_bytes().as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn schema_versions_chain_identity_and_damage_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(4, 0, 0);
+    let path = dir.path().join("c.redb");
+    drop(ChainStore::open(&path, &net.spec, archive()).unwrap());
+
+    let other = TestNet::new(5, 0, 0);
+    let err = ChainStore::open(&path, &other.spec, archive()).unwrap_err();
+    assert!(matches!(err, StorageError::WrongChain { .. }), "{err}");
+
+    set_schema(&path, 99);
+    let err = ChainStore::open(&path, &net.spec, archive()).unwrap_err().to_string();
+    assert!(err.contains("newer doin"), "{err}");
+    set_schema(&path, 0);
+    let err = ChainStore::open(&path, &net.spec, archive()).unwrap_err().to_string();
+    assert!(err.contains("--reset-chain") && err.contains("snapshot import"), "{err}");
+
+    // A truncated (torn) file is reported, never half-read.
+    let good = dir.path().join("good.redb");
+    let mut net = TestNet::new(4, 0, 0);
+    heartbeats(&mut net, 5);
+    let mut store = ChainStore::open(&good, &net.spec, archive()).unwrap();
+    store.import_many(&net.blocks, 1).unwrap();
+    drop(store);
+    let len = std::fs::metadata(&good).unwrap().len();
+    for cut in [len / 2, len - 1, 600] {
+        let torn = dir.path().join(format!("torn-{cut}.redb"));
+        std::fs::copy(&good, &torn).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&torn).unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let result = ChainStore::open(&torn, &net.spec, archive());
+        match result {
+            Err(e) => assert!(!e.to_string().is_empty()),
+            Ok(s) => assert_eq!(s.tip().root(), net.state.root(), "an accepted file must be whole"),
+        }
+    }
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    let err = ChainStore::open(&garbage, &net.spec, archive()).unwrap_err();
+    assert!(err.to_string().contains("corrupted") || err.to_string().contains("chain store"), "{err}");
+}
