@@ -4,8 +4,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use doin_consensus::{BlockTemplate, apply_block, build_block, testkit::TestNet};
-use doin_primitives::{Amount, Block, BlockBody, BlockKind, BoundedVec, SigTag, SignatureItem, verify_batch};
+use doin_consensus::{Allocation, BlockTemplate, apply_block, build_block, testkit::TestNet};
+use doin_primitives::{
+    Address, Amount, Block, BlockBody, BlockKind, BoundedVec, Hash, SigTag, SignatureItem, verify_batch,
+};
+use doin_storage::{ChainStore, StoreOptions, snapshot};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Bench {
@@ -22,21 +25,40 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 4_000)]
         accounts: usize,
     },
+    /// Imports a chain of signed-transfer blocks into a fresh store (validation and durable
+    /// group commits included), then restores a verified snapshot of a large state.
+    Storage {
+        /// Blocks to import.
+        #[arg(long, default_value_t = 100)]
+        blocks: usize,
+        /// Transfers per block.
+        #[arg(long, default_value_t = 2_000)]
+        txs_per_block: usize,
+        /// Blocks per durable commit.
+        #[arg(long, default_value_t = 16)]
+        group: usize,
+        /// Accounts in the snapshot state.
+        #[arg(long, default_value_t = 1_000_000)]
+        snapshot_accounts: usize,
+        /// Work directory (a temporary directory inside it is used and removed).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
 }
 
 pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ledger { blocks, txs_per_block, accounts } => ledger(blocks, txs_per_block, accounts),
+        Bench::Storage { blocks, txs_per_block, group, snapshot_accounts, dir } => {
+            storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
+        }
     }
 }
 
-fn ledger(blocks: usize, txs_per_block: usize, accounts: usize) -> anyhow::Result<()> {
-    if blocks == 0 || txs_per_block == 0 || accounts < 2 {
-        bail!("--blocks and --txs-per-block must be at least 1 and --accounts at least 2");
-    }
-    // No stakers: anyone may produce heartbeat blocks, so the chain is only transfers.
-    let mut net = TestNet::new(accounts, 0, 0);
-    let genesis_state = net.state.clone();
+/// A chain of `blocks` heartbeat blocks of `txs_per_block` signed transfers each, from `net`'s
+/// genesis (not timed by callers).
+fn transfer_chain(net: &mut TestNet, blocks: usize, txs_per_block: usize) -> anyhow::Result<Vec<Block>> {
+    let accounts = net.keys.len();
     let mut nonces = vec![0u64; accounts];
     let mut chain: Vec<Block> = Vec::with_capacity(blocks);
     let mut next_sender = 0usize;
@@ -56,6 +78,84 @@ fn ledger(blocks: usize, txs_per_block: usize, accounts: usize) -> anyhow::Resul
         net.state = state;
         chain.push(block);
     }
+    Ok(chain)
+}
+
+fn storage(
+    blocks: usize,
+    txs_per_block: usize,
+    group: usize,
+    snapshot_accounts: usize,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if blocks == 0 || txs_per_block == 0 || group == 0 {
+        bail!("--blocks, --txs-per-block and --group must be at least 1");
+    }
+    let work = tempfile::tempdir_in(dir)
+        .with_context(|| format!("creating a work directory in {}", dir.display()))?;
+    // Import: validation (signatures, state root) and durable group commits, from scratch.
+    let mut net = TestNet::new(4_000, 0, 0);
+    let chain = transfer_chain(&mut net, blocks, txs_per_block)?;
+    let start = Instant::now();
+    let mut store = ChainStore::open(&work.path().join("import.redb"), &net.spec, StoreOptions::default())?;
+    store.import_many(&chain, group)?;
+    let import_s = start.elapsed().as_secs_f64();
+    anyhow::ensure!(store.tip().root() == net.state.root(), "imported state differs from the built chain");
+    drop(store);
+
+    // Snapshot of a large state: genesis with `snapshot_accounts` funded accounts.
+    let mut spec = net.spec.clone();
+    spec.allocations = (0..snapshot_accounts)
+        .map(|i| Allocation {
+            address: Address(*Hash::of(&(i as u64).to_le_bytes()).as_bytes()),
+            balance: Amount(1 + i as u128),
+        })
+        .collect();
+    let (state, genesis) = spec.build().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = work.path().join("snapshot");
+    let start = Instant::now();
+    snapshot::export_state(&state, &genesis.header, genesis.hash(), &spec, &snap)?;
+    let export_s = start.elapsed().as_secs_f64();
+    drop(state);
+    let (restored, report) = snapshot::import(
+        &snap,
+        &work.path().join("restored.redb"),
+        Some(genesis.hash()),
+        StoreOptions::default(),
+    )?;
+    anyhow::ensure!(restored.tip().root() == genesis.header.state_root, "restored root differs");
+    let txs = (blocks * txs_per_block) as f64;
+    let line = serde_json::json!({
+        "bench": "storage",
+        "blocks": blocks,
+        "txs": blocks * txs_per_block,
+        "group": group,
+        "import_s": round3(import_s),
+        "import_tx_per_s": (txs / import_s).round(),
+        "import_blocks_per_s": round3(blocks as f64 / import_s),
+        "snapshot_accounts": snapshot_accounts,
+        "snapshot_records": report.records,
+        "snapshot_mb": round3(report.bytes as f64 / 1e6),
+        "snapshot_export_s": round3(export_s),
+        "snapshot_restore_s": round3(report.seconds),
+        "snapshot_restore_mb_per_s": round3(report.bytes as f64 / 1e6 / report.seconds),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ledger(blocks: usize, txs_per_block: usize, accounts: usize) -> anyhow::Result<()> {
+    if blocks == 0 || txs_per_block == 0 || accounts < 2 {
+        bail!("--blocks and --txs-per-block must be at least 1 and --accounts at least 2");
+    }
+    // No stakers: anyone may produce heartbeat blocks, so the chain is only transfers.
+    let mut net = TestNet::new(accounts, 0, 0);
+    let genesis_state = net.state.clone();
+    let chain = transfer_chain(&mut net, blocks, txs_per_block)?;
 
     // Measured: full validation and application, one thread.
     let mut state = genesis_state;

@@ -1,6 +1,7 @@
 //! `doin`: the DOIN command-line entry point. Parses arguments and hands off to the subcommand.
 
 mod bench;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +19,15 @@ enum Command {
     /// System benchmarks; each prints one JSON line.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// State snapshots at finality checkpoints.
+    #[command(subcommand)]
+    Snapshot(snapshot::Snapshot),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(b) => bench::run(b),
+        Command::Snapshot(s) => snapshot::run(s),
     }
 }

@@ -29,3 +29,102 @@ fn bad_bench_arguments_are_reported() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--accounts at least 2"));
 }
+
+#[test]
+fn snapshot_export_verify_import_round_trip() {
+    use doin_consensus::testkit::TestNet;
+    use doin_storage::{ChainStore, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let mut net = TestNet::new(6, 3, 1);
+    for _ in 0..14 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let mut store = ChainStore::open(&data.join("chain.redb"), &net.spec, StoreOptions::default()).unwrap();
+    store.import_many(&net.blocks, 4).unwrap();
+    let checkpoint = store.finalized();
+    drop(store);
+    let doin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_doin")).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let snap = dir.path().join("snap");
+    let (ok, out, err) =
+        doin(&["snapshot", "export", "--data-dir", data.to_str().unwrap(), "--out", snap.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["height"], checkpoint.height);
+    assert_eq!(v["block_hash"], checkpoint.hash.to_string());
+    let hash = checkpoint.hash.to_string();
+    let (ok, out, err) =
+        doin(&["snapshot", "verify", "--from", snap.to_str().unwrap(), "--expect-hash", &hash]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"verified\":true"));
+    let fresh = dir.path().join("fresh");
+    let (ok, out, err) = doin(&[
+        "snapshot",
+        "import",
+        "--data-dir",
+        fresh.to_str().unwrap(),
+        "--from",
+        snap.to_str().unwrap(),
+        "--expect-hash",
+        &hash,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&net.blocks[checkpoint.height as usize - 1].header.state_root.to_string()));
+    // Importing again over the new store is refused with a reason.
+    let (ok, _, err) = doin(&[
+        "snapshot",
+        "import",
+        "--data-dir",
+        fresh.to_str().unwrap(),
+        "--from",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+    // A wrong trusted hash is refused.
+    let (ok, _, err) =
+        doin(&["snapshot", "verify", "--from", snap.to_str().unwrap(), "--expect-hash", &"ab".repeat(32)]);
+    assert!(!ok);
+    assert!(err.contains("was expected"), "{err}");
+}
+
+#[test]
+fn bench_storage_prints_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args([
+            "bench",
+            "storage",
+            "--blocks",
+            "3",
+            "--txs-per-block",
+            "20",
+            "--group",
+            "2",
+            "--snapshot-accounts",
+            "500",
+        ])
+        .args(["--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    for key in [
+        "import_tx_per_s",
+        "import_blocks_per_s",
+        "snapshot_accounts",
+        "snapshot_restore_s",
+        "snapshot_restore_mb_per_s",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert_eq!(v["snapshot_accounts"], 500);
+    assert_eq!(v["txs"], 60);
+}

@@ -318,13 +318,13 @@ pub fn import(
         }
     }
     txn.commit().map_err(StorageError::from)?;
-    let store = ChainStore::from_parts(db, path, opts)?;
     let report = ImportReport {
         height: v.header.height,
         records: v.manifest.records,
         bytes: v.bytes,
         seconds: start.elapsed().as_secs_f64(),
     };
+    let store = ChainStore::from_written(db, path, opts, v.manifest.genesis, v.state);
     info!(target: "storage::snapshot", height = report.height, records = report.records, seconds = report.seconds, "snapshot imported");
     Ok((store, report))
 }

@@ -180,8 +180,16 @@ impl ChainStore {
             .transpose()
     }
 
-    pub(crate) fn from_parts(db: Database, path: &Path, opts: StoreOptions) -> Result<Self, StorageError> {
-        Self::load(db, path, opts)
+    /// A store whose records were just written from `state` (snapshot import): no reload.
+    pub(crate) fn from_written(
+        db: Database,
+        path: &Path,
+        opts: StoreOptions,
+        genesis: Hash,
+        state: State,
+    ) -> Self {
+        let base = state.height();
+        Self { db, path: path.to_path_buf(), opts, genesis, base, tip: state, states: HashMap::new() }
     }
 
     fn load(db: Database, path: &Path, opts: StoreOptions) -> Result<Self, StorageError> {
