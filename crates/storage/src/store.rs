@@ -510,6 +510,18 @@ impl ChainStore {
         })
     }
 
+    /// The record under `key` in the post-state of block `hash`, with its proof against that
+    /// block's state root. `None` when the state is no longer available (below finality on a
+    /// non-tip block, or unknown).
+    pub fn prove(
+        &self,
+        hash: &Hash,
+        key: &StateKey,
+    ) -> Result<Option<(Option<Vec<u8>>, doin_consensus::tree::StateProof)>, StorageError> {
+        let Some(state) = self.state_for(hash)? else { return Ok(None) };
+        state.prove(key).map(Some).map_err(|e| StorageError::Inconsistent(e.to_string()))
+    }
+
     /// After a canonical change: drop undo records at or below finality and, in non-archive
     /// mode, bodies more than `keep_bodies` behind it.
     fn after_finality(&self, txn: &WriteTransaction, state: &State) -> Result<(), StorageError> {

@@ -3,6 +3,7 @@
 use doin_consensus::testkit::TestNet;
 use doin_primitives::Amount;
 use doin_storage::{ChainStore, ImportError, Imported, StorageError, StoreOptions, snapshot};
+use redb::ReadableTable;
 
 fn archive() -> StoreOptions {
     StoreOptions { archive: true, ..StoreOptions::default() }
@@ -251,14 +252,42 @@ fn schema_versions_chain_identity_and_damage_are_reported() {
         let f = std::fs::OpenOptions::new().write(true).open(&torn).unwrap();
         f.set_len(cut).unwrap();
         drop(f);
-        let result = ChainStore::open(&torn, &net.spec, archive());
-        match result {
-            Err(e) => assert!(!e.to_string().is_empty()),
-            Ok(s) => assert_eq!(s.tip().root(), net.state.root(), "an accepted file must be whole"),
-        }
+        let err = ChainStore::open(&torn, &net.spec, archive()).unwrap_err();
+        assert!(matches!(err, StorageError::Corrupted { .. }), "cut at {cut}: {err}");
+        assert!(err.to_string().contains("--reset-chain"), "{err}");
     }
     let garbage = dir.path().join("garbage.redb");
     std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
     let err = ChainStore::open(&garbage, &net.spec, archive()).unwrap_err();
-    assert!(err.to_string().contains("corrupted") || err.to_string().contains("chain store"), "{err}");
+    assert!(matches!(err, StorageError::Corrupted { .. }), "{err}");
+}
+
+#[test]
+fn a_damaged_state_record_is_caught_by_the_root_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut net = TestNet::new(4, 0, 0);
+    heartbeats(&mut net, 3);
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    store.import_many(&net.blocks, 2).unwrap();
+    // Values are provable at the tip and at recent canonical blocks.
+    let key = doin_consensus::StateKey::Account(net.addr(2));
+    let (value, proof) = store.prove(&net.blocks[1].hash(), &key).unwrap().unwrap();
+    let root = net.blocks[1].header.state_root;
+    assert!(doin_consensus::tree::verify_proof(&root, key.key_hash(), value.as_deref(), &proof));
+    drop(store);
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut st = txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new("state")).unwrap();
+        let k = doin_primitives::encode(&key);
+        let mut v = st.get(k.as_slice()).unwrap().unwrap().value().to_vec();
+        v[0] ^= 1;
+        st.insert(k.as_slice(), v.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    let err = ChainStore::open(&path, &net.spec, archive()).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupted { .. }), "{err}");
+    assert!(err.to_string().contains("differs from the expected"), "{err}");
 }
