@@ -322,6 +322,9 @@ pub struct State {
     pub(crate) last_changes: Arc<Vec<RecordChange>>,
 }
 
+/// A record (or its absence) with its proof against a state root.
+pub type ProvenRecord = (Option<Vec<u8>>, StateProof);
+
 /// One written record: its key and new encoded value (`None` = deleted).
 pub type RecordChange = (StateKey, Option<Vec<u8>>);
 
@@ -453,7 +456,7 @@ impl State {
     }
 
     /// Proves the record under `key` (or its absence) against [`State::root`].
-    pub fn prove(&self, key: &StateKey) -> Result<(Option<Vec<u8>>, StateProof), TreeError> {
+    pub fn prove(&self, key: &StateKey) -> Result<ProvenRecord, TreeError> {
         let value = self.record(key);
         let proof = self.tree.prove(key.key_hash(), value.clone())?;
         Ok((value, proof))

@@ -517,7 +517,7 @@ impl ChainStore {
         &self,
         hash: &Hash,
         key: &StateKey,
-    ) -> Result<Option<(Option<Vec<u8>>, doin_consensus::tree::StateProof)>, StorageError> {
+    ) -> Result<Option<doin_consensus::state::ProvenRecord>, StorageError> {
         let Some(state) = self.state_for(hash)? else { return Ok(None) };
         state.prove(key).map(Some).map_err(|e| StorageError::Inconsistent(e.to_string()))
     }
