@@ -1,0 +1,158 @@
+//! Gossip topics and messages. Every payload is one [`GossipMessage`] in borsh; its id is its
+//! BLAKE3 hash; it is validated (bounds, signatures, caller checks) before it is forwarded.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use doin_primitives::{BlockHeader, Commit, Hash, Reveal, Transaction, Vote, decode, encode};
+
+/// Largest gossip payload.
+pub const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+/// Most ids in a compact block announcement.
+pub const MAX_ANNOUNCED_IDS: usize = 16_384 + 256 + 64;
+
+/// A gossip topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Block announcements.
+    Blocks,
+    /// Transactions.
+    Txs,
+    /// Commits, reveals and votes of one domain.
+    Optimae(String),
+}
+
+impl Topic {
+    /// The wire name (`doin/blocks/1`, `doin/txs/1`, `doin/optimae/<domain>/1`).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Blocks => "doin/blocks/1".into(),
+            Self::Txs => "doin/txs/1".into(),
+            Self::Optimae(d) => format!("doin/optimae/{d}/1"),
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "doin/blocks/1" => Some(Self::Blocks),
+            "doin/txs/1" => Some(Self::Txs),
+            _ => name.strip_prefix("doin/optimae/")?.strip_suffix("/1").map(|d| Self::Optimae(d.to_owned())),
+        }
+    }
+
+    /// The gossipsub topic.
+    pub fn ident(&self) -> libp2p::gossipsub::IdentTopic {
+        libp2p::gossipsub::IdentTopic::new(self.name())
+    }
+}
+
+/// A compact block announcement: the header plus the ids of the body's items; receivers rebuild
+/// the body from their mempool and fetch only what they lack.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CompactBlock {
+    /// The signed header.
+    pub header: BlockHeader,
+    /// Transaction ids in order.
+    pub tx_ids: Vec<Hash>,
+    /// Certificate ids in order.
+    pub cert_ids: Vec<Hash>,
+    /// Evidence ids in order.
+    pub evidence_ids: Vec<Hash>,
+}
+
+/// Everything that travels by gossip.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum GossipMessage {
+    /// A new block.
+    Block(Box<CompactBlock>),
+    /// A transaction.
+    Transaction(Box<Transaction>),
+    /// An optimae commit.
+    Commit(Box<Commit>),
+    /// An optimae reveal.
+    Reveal(Box<Reveal>),
+    /// An evaluator vote.
+    Vote(Box<Vote>),
+}
+
+/// Why a gossip message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GossipError {
+    /// Does not decode within bounds.
+    #[error("undecodable gossip message: {0}")]
+    Decode(String),
+    /// A signature does not verify.
+    #[error("bad signature on a gossiped {0}")]
+    Signature(&'static str),
+    /// Sent on a topic it does not belong to.
+    #[error("a {kind} does not belong on topic {topic}")]
+    WrongTopic {
+        /// Message kind.
+        kind: &'static str,
+        /// Topic name.
+        topic: String,
+    },
+    /// Too many ids in an announcement.
+    #[error("block announcement lists too many ids")]
+    TooLarge,
+    /// The caller's state checks refused it.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl GossipMessage {
+    /// Encodes for publishing.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// The message's content id.
+    pub fn id(bytes: &[u8]) -> Hash {
+        Hash::of(bytes)
+    }
+
+    /// Decodes and checks what can be checked without chain state: size bounds, the author's
+    /// signature, and that the message belongs on `topic`.
+    pub fn decode_and_check(topic: &Topic, bytes: &[u8]) -> Result<Self, GossipError> {
+        let msg: Self = decode(bytes, MAX_GOSSIP_BYTES, "gossip message")
+            .map_err(|e| GossipError::Decode(e.to_string()))?;
+        let wrong = |kind| GossipError::WrongTopic { kind, topic: topic.name() };
+        match (&msg, topic) {
+            (Self::Block(b), Topic::Blocks) => {
+                if b.tx_ids.len() + b.cert_ids.len() + b.evidence_ids.len() > MAX_ANNOUNCED_IDS {
+                    return Err(GossipError::TooLarge);
+                }
+                // Genesis is never announced; every other header is signed by its generator.
+                if !b.header.verify() {
+                    return Err(GossipError::Signature("block header"));
+                }
+            }
+            (Self::Transaction(t), Topic::Txs) => {
+                if !t.verify() {
+                    return Err(GossipError::Signature("transaction"));
+                }
+            }
+            (Self::Commit(c), Topic::Optimae(d)) => {
+                if c.domain.as_str() != d {
+                    return Err(wrong("commit"));
+                }
+                if !c.verify() {
+                    return Err(GossipError::Signature("commit"));
+                }
+            }
+            (Self::Reveal(r), Topic::Optimae(_)) => {
+                if !r.verify() {
+                    return Err(GossipError::Signature("reveal"));
+                }
+            }
+            (Self::Vote(v), Topic::Optimae(_)) => {
+                if !v.verify() {
+                    return Err(GossipError::Signature("vote"));
+                }
+            }
+            (Self::Block(_), _) => return Err(wrong("block")),
+            (Self::Transaction(_), _) => return Err(wrong("transaction")),
+            (_, _) => return Err(wrong("optimae message")),
+        }
+        Ok(msg)
+    }
+}

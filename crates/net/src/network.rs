@@ -1,0 +1,487 @@
+//! The network actor: owns the swarm, takes [`Command`]s from [`NetworkHandle`]s, validates
+//! every gossip message before it is forwarded, answers sync requests through a
+//! [`SyncProvider`], and emits [`NetworkEvent`]s. All queues are bounded.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use doin_primitives::{BlockBody, BlockHeader, Hash, Keypair};
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, request_response, swarm::SwarmEvent,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::{
+    behaviour::{Behaviour, BehaviourEvent, build_swarm, topic_params},
+    config::Config,
+    error::NetError,
+    gossip::{GossipMessage, Topic},
+    protocol::{MAX_BODIES, MAX_HEADERS, Status, SyncRequest, SyncResponse},
+};
+
+/// Chain data the node serves to peers. Implementations must be cheap (store reads).
+pub trait SyncProvider: Send + Sync + 'static {
+    /// Our chain status.
+    fn status(&self) -> Option<Status>;
+    /// Canonical headers from `from`, at most `count`.
+    fn headers(&self, from: u64, count: u32) -> Vec<BlockHeader>;
+    /// Canonical bodies from `from`, at most `count`, with their block hashes.
+    fn bodies(&self, from: u64, count: u32) -> Vec<(Hash, BlockBody)>;
+    /// The snapshot manifest, if one is published.
+    fn snapshot_manifest(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// One snapshot chunk.
+    fn snapshot_chunk(&self, _index: u32) -> Option<Vec<u8>> {
+        None
+    }
+    /// One artifact chunk: (total chunks, bytes).
+    fn artifact_chunk(&self, _hash: &Hash, _chunk: u32) -> Option<(u32, Vec<u8>)> {
+        None
+    }
+}
+
+/// The caller's cheap state checks on gossip (nonce not stale, commit references a known
+/// block, …), run after bounds and signatures and before forwarding.
+pub trait GossipValidator: Send + Sync + 'static {
+    /// `Err(reason)` rejects the message and penalizes the peer that sent it.
+    fn check(&self, topic: &Topic, message: &GossipMessage) -> Result<(), String>;
+}
+
+/// Accepts everything that passes bounds and signatures.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoStateChecks;
+
+impl GossipValidator for NoStateChecks {
+    fn check(&self, _: &Topic, _: &GossipMessage) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What the network reports.
+#[derive(Debug, Clone)]
+pub enum NetworkEvent {
+    /// A validated gossip message (already accepted for forwarding).
+    Gossip {
+        /// Topic.
+        topic: Topic,
+        /// The message.
+        message: GossipMessage,
+        /// Content id.
+        id: Hash,
+        /// The peer that forwarded it.
+        from: PeerId,
+    },
+    /// A gossip message failed validation; the forwarding peer was penalized.
+    Rejected {
+        /// The peer.
+        from: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A connection to a peer was established.
+    PeerConnected(PeerId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PeerId),
+    /// A peer subscribed to a topic.
+    Subscribed {
+        /// Peer.
+        peer: PeerId,
+        /// Topic name.
+        topic: String,
+    },
+    /// Now listening on an address.
+    Listening(Multiaddr),
+}
+
+enum Command {
+    Publish { topic: Topic, message: GossipMessage, reply: oneshot::Sender<Result<Hash, NetError>> },
+    PublishRaw { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Hash, NetError>> },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
+    Request { peer: PeerId, request: SyncRequest, reply: oneshot::Sender<Result<SyncResponse, NetError>> },
+    Peers { reply: oneshot::Sender<Vec<PeerId>> },
+    TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
+    Score { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
+    Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Shutdown,
+}
+
+/// The cloneable sender side of the network actor.
+#[derive(Clone, Debug)]
+pub struct NetworkHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl NetworkHandle {
+    /// Our peer id (the node key's `PeerId`).
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Publishes a message on a topic; returns its id.
+    pub async fn publish(&self, topic: Topic, message: GossipMessage) -> Result<Hash, NetError> {
+        self.ask(|reply| Command::Publish { topic, message, reply }).await?
+    }
+
+    /// Publishes raw bytes (tests of invalid traffic, benchmarks).
+    pub async fn publish_raw(&self, topic: Topic, bytes: Vec<u8>) -> Result<Hash, NetError> {
+        self.ask(|reply| Command::PublishRaw { topic, bytes, reply }).await?
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Sends a sync request and waits for the response.
+    pub async fn request(&self, peer: PeerId, request: SyncRequest) -> Result<SyncResponse, NetError> {
+        self.ask(|reply| Command::Request { peer, request, reply }).await?
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Peers known to be subscribed to `topic`.
+    pub async fn topic_peers(&self, topic: Topic) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::TopicPeers { topic, reply }).await
+    }
+
+    /// A peer's gossip score.
+    pub async fn score(&self, peer: PeerId) -> Result<Option<f64>, NetError> {
+        self.ask(|reply| Command::Score { peer, reply }).await
+    }
+
+    /// Addresses we listen on.
+    pub async fn listeners(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(|reply| Command::Listeners { reply }).await
+    }
+
+    /// Stops the network task.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+}
+
+/// A running network: its handle, its event stream and its task.
+#[derive(Debug)]
+pub struct Network {
+    /// Commands in.
+    pub handle: NetworkHandle,
+    /// Events out.
+    pub events: mpsc::Receiver<NetworkEvent>,
+    /// The actor task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the network for the node key `key`: builds the swarm, listens, dials the bootstrap
+/// peers and spawns the actor.
+pub async fn start(
+    key: &Keypair,
+    config: Config,
+    provider: Arc<dyn SyncProvider>,
+    validator: Arc<dyn GossipValidator>,
+) -> Result<Network, NetError> {
+    let id_key =
+        identity::Keypair::ed25519_from_bytes(key.seed()).map_err(|e| NetError::Config(e.to_string()))?;
+    let peer_id = id_key.public().to_peer_id();
+    let mut config = config;
+    if config.enable_mdns && !config.mdns_allowed() {
+        warn!(target: "net", "mdns requested but no non-loopback listen address is configured: mdns stays off");
+        config.enable_mdns = false;
+    }
+    let mut swarm = build_swarm(id_key, &config)?;
+    for topic in config.topics() {
+        swarm
+            .behaviour_mut()
+            .gossip
+            .subscribe(&topic.ident())
+            .map_err(|e| NetError::Config(format!("subscribing to {}: {e}", topic.name())))?;
+    }
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+    }
+    for addr in &config.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(target: "net", %addr, error = %e, "bootstrap dial failed");
+        }
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(config.queue);
+    let (ev_tx, ev_rx) = mpsc::channel(config.queue);
+    let actor = Actor {
+        swarm,
+        commands: cmd_rx,
+        events: ev_tx,
+        provider,
+        validator,
+        pending: HashMap::new(),
+        buckets: HashMap::new(),
+        rate: config.requests_per_second.max(1),
+        connected: HashSet::new(),
+    };
+    let task = tokio::spawn(actor.run());
+    Ok(Network { handle: NetworkHandle { commands: cmd_tx, peer_id }, events: ev_rx, task })
+}
+
+struct Actor {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    provider: Arc<dyn SyncProvider>,
+    validator: Arc<dyn GossipValidator>,
+    pending: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<SyncResponse, NetError>>>,
+    /// Per-peer token buckets for inbound requests: (tokens, last refill).
+    buckets: HashMap<PeerId, (f64, Instant)>,
+    rate: u32,
+    connected: HashSet<PeerId>,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(c) => self.command(c),
+                },
+                event = self.swarm.select_next_some() => self.swarm_event(event),
+            }
+        }
+        debug!(target: "net", "network task stopped");
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        // A full event queue drops events rather than stalling the swarm; the node resyncs.
+        if self.events.try_send(event).is_err() {
+            debug!(target: "net", "event queue full: event dropped");
+        }
+    }
+
+    fn publish(&mut self, topic: &Topic, bytes: Vec<u8>) -> Result<Hash, NetError> {
+        let id = GossipMessage::id(&bytes);
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .publish(topic.ident(), bytes)
+            .map_err(|e| NetError::Publish(e.to_string()))?;
+        Ok(id)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Publish { topic, message, reply } => {
+                let _ = reply.send(self.publish(&topic, message.encode()));
+            }
+            Command::PublishRaw { topic, bytes, reply } => {
+                let _ = reply.send(self.publish(&topic, bytes));
+            }
+            Command::Dial { addr, reply } => {
+                let _ = reply.send(
+                    self.swarm
+                        .dial(addr.clone())
+                        .map_err(|e| NetError::Request { peer: addr.to_string(), reason: e.to_string() }),
+                );
+            }
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, reply);
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::TopicPeers { topic, reply } => {
+                let hash = topic.ident().hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossip
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(p, _)| *p)
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Score { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().gossip.peer_score(&peer));
+            }
+            Command::Listeners { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(target: "net", %address, "listening");
+                self.emit(NetworkEvent::Listening(address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if self.connected.insert(peer_id) => {
+                self.emit(NetworkEvent::PeerConnected(peer_id));
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.connected.remove(&peer_id);
+                self.buckets.remove(&peer_id);
+                self.emit(NetworkEvent::PeerDisconnected(peer_id));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(event)) => self.gossip_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                // kad does not learn addresses from identify by itself.
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    let _ = self.swarm.dial(addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
+                debug!(target: "net::kad", %peer, "routing updated");
+            }
+            _ => {}
+        }
+    }
+
+    fn gossip_event(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let verdict = Topic::parse(message.topic.as_str())
+                    .ok_or_else(|| format!("unknown topic {}", message.topic))
+                    .and_then(|topic| {
+                        let msg = GossipMessage::decode_and_check(&topic, &message.data)
+                            .map_err(|e| e.to_string())?;
+                        self.validator.check(&topic, &msg)?;
+                        Ok((topic, msg))
+                    });
+                let acceptance = match verdict {
+                    Ok((topic, msg)) => {
+                        let id = GossipMessage::id(&message.data);
+                        self.emit(NetworkEvent::Gossip { topic, message: msg, id, from: propagation_source });
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                    Err(reason) => {
+                        debug!(target: "net::gossip", peer = %propagation_source, %reason, "rejected gossip");
+                        self.emit(NetworkEvent::Rejected { from: propagation_source, reason });
+                        gossipsub::MessageAcceptance::Reject
+                    }
+                };
+                self.swarm.behaviour_mut().gossip.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                // Score every domain topic a peer uses, so spam on any of them counts.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .set_topic_params(gossipsub::IdentTopic::new(topic.as_str()), topic_params());
+                self.emit(NetworkEvent::Subscribed { peer: peer_id, topic: topic.into_string() });
+            }
+            _ => {}
+        }
+    }
+
+    /// Token bucket: `rate` per second, burst `2 × rate`.
+    fn allow_request(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        let rate = self.rate as f64;
+        let (tokens, last) = self.buckets.entry(peer).or_insert((2.0 * rate, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(2.0 * rate);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn answer(&self, request: SyncRequest) -> SyncResponse {
+        let p = &self.provider;
+        match request {
+            SyncRequest::Status => {
+                p.status().map_or_else(|| SyncResponse::Error("no chain".into()), SyncResponse::Status)
+            }
+            SyncRequest::Headers { from, count } => {
+                SyncResponse::Headers(p.headers(from, count.min(MAX_HEADERS)))
+            }
+            SyncRequest::Bodies { from, count } => {
+                SyncResponse::Bodies(p.bodies(from, count.min(MAX_BODIES)))
+            }
+            SyncRequest::SnapshotManifest => p
+                .snapshot_manifest()
+                .map_or_else(|| SyncResponse::Error("no snapshot".into()), SyncResponse::Bytes),
+            SyncRequest::SnapshotChunk { index } => p.snapshot_chunk(index).map_or_else(
+                || SyncResponse::Error(format!("no snapshot chunk {index}")),
+                SyncResponse::Bytes,
+            ),
+            SyncRequest::Artifact { hash, chunk } => match p.artifact_chunk(&hash, chunk) {
+                Some((total, data)) => SyncResponse::ArtifactChunk { total, hash: Hash::of(&data), data },
+                None => SyncResponse::Error(format!("artifact {hash} chunk {chunk} not held")),
+            },
+        }
+    }
+
+    fn sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let response = if self.allow_request(peer) {
+                        self.answer(request)
+                    } else {
+                        warn!(target: "net::sync", %peer, "request rate limit hit");
+                        SyncResponse::Error("rate limited: slow down".into())
+                    };
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply
+                        .send(Err(NetError::Request { peer: peer.to_string(), reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(target: "net::sync", %peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Header-first sync: ask a peer for its status; if it has more work, find the last common
+//! block (never below our finalized checkpoint), fetch and verify headers (heights, parent
+//! links, signatures), then fetch bodies in batches of at most 50, check them against their
+//! headers' roots, and hand complete blocks to the importer.
+
+use doin_primitives::{Block, BlockHeader, Hash};
+use libp2p::PeerId;
+
+use crate::{
+    network::NetworkHandle,
+    protocol::{MAX_BODIES, MAX_HEADERS, Status, SyncRequest, SyncResponse},
+};
+
+/// Where synced blocks go (the chain store, through the node).
+pub trait BlockSink {
+    /// Our chain status.
+    fn status(&self) -> Status;
+    /// Our canonical block hash at `height`.
+    fn hash_at(&self, height: u64) -> Option<Hash>;
+    /// Validates and imports a block; `Err` stops the sync.
+    fn import(&mut self, block: Block) -> Result<(), String>;
+}
+
+/// What a sync run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Blocks imported.
+    pub imported: u64,
+    /// Height of the last common block.
+    pub common: u64,
+}
+
+/// A sync run failed; the peer should be scored down if it lied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Network failure.
+    #[error(transparent)]
+    Net(#[from] crate::NetError),
+    /// The peer answered with something other than what was asked, or refused.
+    #[error("peer {peer} answered badly: {reason}")]
+    BadPeer {
+        /// Peer.
+        peer: PeerId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The peer is on another chain.
+    #[error("peer {0} is on another chain (different genesis)")]
+    WrongChain(PeerId),
+    /// The peer's chain leaves ours below our finalized checkpoint.
+    #[error("peer {0} forks below our finalized checkpoint")]
+    BelowFinality(PeerId),
+    /// Our importer refused a block.
+    #[error("importing block {height}: {reason}")]
+    Import {
+        /// Height.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+async fn headers(
+    handle: &NetworkHandle,
+    peer: PeerId,
+    from: u64,
+    count: u32,
+) -> Result<Vec<BlockHeader>, SyncError> {
+    match handle.request(peer, SyncRequest::Headers { from, count }).await? {
+        SyncResponse::Headers(h) => Ok(h),
+        SyncResponse::Error(e) => Err(SyncError::BadPeer { peer, reason: e }),
+        _ => Err(SyncError::BadPeer { peer, reason: "expected headers".into() }),
+    }
+}
+
+/// Syncs from `peer` into `sink` if the peer's chain has more work.
+pub async fn sync_from(
+    handle: &NetworkHandle,
+    peer: PeerId,
+    sink: &mut impl BlockSink,
+) -> Result<SyncReport, SyncError> {
+    let remote = match handle.request(peer, SyncRequest::Status).await? {
+        SyncResponse::Status(s) => s,
+        SyncResponse::Error(e) => return Err(SyncError::BadPeer { peer, reason: e }),
+        _ => return Err(SyncError::BadPeer { peer, reason: "expected a status".into() }),
+    };
+    let local = sink.status();
+    if remote.genesis != local.genesis {
+        return Err(SyncError::WrongChain(peer));
+    }
+    if remote.cumulative_work < local.cumulative_work
+        || (remote.cumulative_work == local.cumulative_work && remote.height <= local.height)
+    {
+        return Ok(SyncReport { imported: 0, common: local.height });
+    }
+    // Find the last common block: step back from our tip until the peer's header matches.
+    let mut probe = local.height.min(remote.height);
+    let common = loop {
+        let theirs = headers(handle, peer, probe, 1).await?;
+        let ours = sink.hash_at(probe);
+        if let (Some(h), Some(o)) = (theirs.first(), ours)
+            && h.id() == o
+        {
+            break probe;
+        }
+        if probe <= local.finalized {
+            return Err(SyncError::BelowFinality(peer));
+        }
+        probe = probe.saturating_sub(32).max(local.finalized);
+    };
+    let mut report = SyncReport { imported: 0, common };
+    let mut parent =
+        sink.hash_at(common).ok_or(SyncError::BadPeer { peer, reason: "lost common block".into() })?;
+    let mut next = common + 1;
+    while next <= remote.height {
+        let count = (remote.height - next + 1).min(MAX_HEADERS as u64) as u32;
+        let batch = headers(handle, peer, next, count).await?;
+        if batch.is_empty() {
+            break;
+        }
+        // Verify the header chain before fetching any body.
+        for (i, h) in batch.iter().enumerate() {
+            let bad = |reason: String| SyncError::BadPeer { peer, reason };
+            if h.height != next + i as u64 {
+                return Err(bad(format!("header {i} has height {}, expected {}", h.height, next + i as u64)));
+            }
+            if h.parent_hash != parent {
+                return Err(bad(format!("header at {} does not link to its parent", h.height)));
+            }
+            if !h.verify() {
+                return Err(bad(format!("header at {} has a bad signature", h.height)));
+            }
+            parent = h.id();
+        }
+        for chunk in batch.chunks(MAX_BODIES as usize) {
+            let from = chunk[0].height;
+            let bodies =
+                match handle.request(peer, SyncRequest::Bodies { from, count: chunk.len() as u32 }).await? {
+                    SyncResponse::Bodies(b) => b,
+                    other => {
+                        return Err(SyncError::BadPeer {
+                            peer,
+                            reason: format!("expected bodies, got {other:?}"),
+                        });
+                    }
+                };
+            if bodies.len() != chunk.len() {
+                return Err(SyncError::BadPeer {
+                    peer,
+                    reason: format!("{} bodies for {} headers", bodies.len(), chunk.len()),
+                });
+            }
+            for (header, (hash, body)) in chunk.iter().zip(bodies) {
+                if hash != header.id()
+                    || body.tx_root() != header.tx_root
+                    || body.cert_root() != header.cert_root
+                {
+                    return Err(SyncError::BadPeer {
+                        peer,
+                        reason: format!("body at {} does not match its header", header.height),
+                    });
+                }
+                let height = header.height;
+                sink.import(Block { header: header.clone(), body })
+                    .map_err(|reason| SyncError::Import { height, reason })?;
+                report.imported += 1;
+            }
+        }
+        next += batch.len() as u64;
+    }
+    Ok(report)
+}

@@ -1,0 +1,272 @@
+//! In-process network tests over libp2p's memory transport: gossip delivery and validation,
+//! spam graylisting, header-first sync between two chain stores, request rate limits.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use doin_consensus::testkit::TestNet;
+use doin_net::{
+    Config, GossipMessage, Multiaddr, Network, NetworkEvent, NoStateChecks, Status, SyncProvider,
+    SyncRequest, SyncResponse, Topic, start,
+    sync::{BlockSink, sync_from},
+};
+use doin_primitives::{Amount, Block, BlockBody, BlockHeader, Hash, Keypair, TxKind};
+use doin_storage::{ChainStore, StoreOptions};
+use tokio::time::timeout;
+
+static PORT: AtomicU64 = AtomicU64::new(0);
+
+fn memory_addr() -> Multiaddr {
+    let base = (std::process::id() as u64) << 16;
+    format!("/memory/{}", base + PORT.fetch_add(1, Ordering::Relaxed) + 1).parse().unwrap()
+}
+
+struct NoChain;
+impl SyncProvider for NoChain {
+    fn status(&self) -> Option<Status> {
+        None
+    }
+    fn headers(&self, _: u64, _: u32) -> Vec<BlockHeader> {
+        Vec::new()
+    }
+    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, BlockBody)> {
+        Vec::new()
+    }
+}
+
+fn config(bootstrap: Vec<Multiaddr>) -> Config {
+    Config {
+        listen: vec![memory_addr()],
+        bootstrap,
+        ip_colocation_penalty: false,
+        gossip_heartbeat: Duration::from_millis(100),
+        ..Config::default()
+    }
+}
+
+async fn node(seed: u8, bootstrap: Vec<Multiaddr>, provider: Arc<dyn SyncProvider>) -> (Network, Multiaddr) {
+    let cfg = config(bootstrap);
+    let addr = cfg.listen[0].clone();
+    let net = start(&Keypair::from_seed([seed; 32]), cfg, provider, Arc::new(NoStateChecks)).await.unwrap();
+    (net, addr)
+}
+
+/// Publishes until some peer is subscribed (gossipsub refuses before), bounded.
+async fn publish_when_ready(net: &Network, topic: Topic, bytes: Vec<u8>) -> Hash {
+    for _ in 0..200 {
+        if let Ok(id) = net.handle.publish_raw(topic.clone(), bytes.clone()).await {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no peer subscribed within 5 s");
+}
+
+/// Waits for the first gossip event matching `pred`, bounded.
+async fn next_gossip(
+    net: &mut Network,
+    secs: u64,
+    mut pred: impl FnMut(&NetworkEvent) -> bool,
+) -> Option<NetworkEvent> {
+    timeout(Duration::from_secs(secs), async {
+        while let Some(ev) = net.events.recv().await {
+            if pred(&ev) {
+                return Some(ev);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn signed_tx(net: &TestNet, from: usize, amount: u128) -> GossipMessage {
+    GossipMessage::Transaction(Box::new(
+        net.tx(from, TxKind::Transfer { to: net.addr(0), amount: Amount(amount) }),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_crosses_a_relaying_node_after_validation() {
+    let (a, a_addr) = node(1, vec![], Arc::new(NoChain)).await;
+    let (b, b_addr) = node(2, vec![a_addr], Arc::new(NoChain)).await;
+    let (mut c, _) = node(3, vec![b_addr], Arc::new(NoChain)).await;
+    let chain = TestNet::new(3, 0, 0);
+    let msg = signed_tx(&chain, 1, 5);
+    // Wait for the mesh: A must see B subscribed, B must see C.
+    let id = publish_when_ready(&a, Topic::Txs, msg.encode()).await;
+    let got = next_gossip(&mut c, 10, |e| matches!(e, NetworkEvent::Gossip { .. })).await;
+    match got {
+        Some(NetworkEvent::Gossip { topic, message, id: got_id, .. }) => {
+            assert_eq!(topic, Topic::Txs);
+            assert_eq!(message, msg);
+            assert_eq!(got_id, id, "message ids are content hashes");
+        }
+        other => panic!("C did not receive A's transaction through B: {other:?}"),
+    }
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spammer_is_graylisted_within_ten_messages_and_honest_traffic_flows() {
+    let (mut hub, hub_addr) = node(10, vec![], Arc::new(NoChain)).await;
+    let (spammer, _) = node(11, vec![hub_addr.clone()], Arc::new(NoChain)).await;
+    let (honest, _) = node(12, vec![hub_addr], Arc::new(NoChain)).await;
+    let chain = TestNet::new(3, 0, 0);
+    let spammer_id = spammer.handle.peer_id();
+    // Invalid messages: garbage, and a transaction whose signature was broken.
+    let mut forged = chain.tx(1, TxKind::Transfer { to: chain.addr(0), amount: Amount(1) });
+    forged.body.nonce = 99;
+    let mut sent = 0;
+    let mut graylisted_after = None;
+    for i in 0..10u8 {
+        let bytes = if i % 2 == 0 {
+            vec![0xff, i, 1, 2, 3]
+        } else {
+            GossipMessage::Transaction(Box::new(forged.clone())).encode()
+        };
+        let bytes = if i % 2 == 1 {
+            let mut b = bytes;
+            b.push(i);
+            b
+        } else {
+            bytes
+        };
+        publish_when_ready(&spammer, Topic::Txs, bytes).await;
+        sent += 1;
+        let rejected = next_gossip(
+            &mut hub,
+            5,
+            |e| matches!(e, NetworkEvent::Rejected { from, .. } if *from == spammer_id),
+        )
+        .await;
+        assert!(rejected.is_some(), "message {i} was not rejected");
+        let score = hub.handle.score(spammer_id).await.unwrap().unwrap_or(0.0);
+        if score < -80.0 {
+            graylisted_after = Some(sent);
+            break;
+        }
+    }
+    let n = graylisted_after.expect("spammer not graylisted within 10 messages");
+    eprintln!("spammer graylisted after {n} invalid messages");
+    assert!(n <= 10, "graylisted after {n}");
+    // Honest traffic still arrives.
+    let honest_msg = signed_tx(&chain, 2, 9);
+    publish_when_ready(&honest, Topic::Txs, honest_msg.encode()).await;
+    let got = next_gossip(&mut hub, 10, |e| matches!(e, NetworkEvent::Gossip { .. })).await;
+    assert!(matches!(got, Some(NetworkEvent::Gossip { message, .. }) if message == honest_msg));
+}
+
+/// A chain store served to peers and filled by sync.
+struct Store(Arc<Mutex<ChainStore>>);
+
+fn status_of(store: &ChainStore) -> Status {
+    let tip = store.tip();
+    Status {
+        genesis: store.genesis_hash(),
+        tip: tip.tip().hash,
+        height: tip.height(),
+        cumulative_work: tip.meta().cumulative_work,
+        finalized: tip.meta().finalized.height,
+    }
+}
+
+impl SyncProvider for Store {
+    fn status(&self) -> Option<Status> {
+        Some(status_of(&self.0.lock().unwrap()))
+    }
+    fn headers(&self, from: u64, count: u32) -> Vec<BlockHeader> {
+        let s = self.0.lock().unwrap();
+        (from..from + count as u64)
+            .map_while(|h| s.canonical_hash(h).ok().flatten().and_then(|hash| s.header(&hash).ok().flatten()))
+            .collect()
+    }
+    fn bodies(&self, from: u64, count: u32) -> Vec<(Hash, BlockBody)> {
+        let s = self.0.lock().unwrap();
+        (from..from + count as u64)
+            .map_while(|h| s.canonical_hash(h).ok().flatten().and_then(|hash| s.block(&hash).ok().flatten()))
+            .map(|b| (b.hash(), b.body))
+            .collect()
+    }
+}
+
+impl BlockSink for Store {
+    fn status(&self) -> Status {
+        status_of(&self.0.lock().unwrap())
+    }
+    fn hash_at(&self, height: u64) -> Option<Hash> {
+        self.0.lock().unwrap().canonical_hash(height).ok().flatten()
+    }
+    fn import(&mut self, block: Block) -> Result<(), String> {
+        self.0.lock().unwrap().import(&block).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_first_sync_brings_an_empty_node_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = TestNet::new(10, 5, 2);
+    for i in 0..70 {
+        if i % 7 == 0 {
+            chain
+                .work_block(9, vec![chain.improving_certificate(5 + i % 2, 80.0 / (1.0 + i as f64))])
+                .unwrap();
+        } else {
+            let tx = chain.tx(7, TxKind::Transfer { to: chain.addr(8), amount: Amount(3) });
+            chain.heartbeat(vec![tx]).unwrap();
+        }
+    }
+    let mut full =
+        ChainStore::open(&dir.path().join("a.redb"), &chain.spec, StoreOptions::default()).unwrap();
+    full.import_many(&chain.blocks, 16).unwrap();
+    let full = Arc::new(Mutex::new(full));
+    let (server, server_addr) = node(20, vec![], Arc::new(Store(full.clone()))).await;
+    let empty = ChainStore::open(&dir.path().join("b.redb"), &chain.spec, StoreOptions::default()).unwrap();
+    let mut sink = Store(Arc::new(Mutex::new(empty)));
+    let (client, _) = node(21, vec![server_addr], Arc::new(NoChain)).await;
+    // Wait for the connection.
+    for _ in 0..200 {
+        if client.handle.peers().await.unwrap().contains(&server.handle.peer_id()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = sync_from(&client.handle, server.handle.peer_id(), &mut sink).await.unwrap();
+    assert_eq!(report.imported, 70);
+    assert_eq!(report.common, 0);
+    let a = full.lock().unwrap().tip().root();
+    let b = sink.0.lock().unwrap().tip().root();
+    assert_eq!(a, b, "synced node has the same state root");
+    // A second run finds nothing to do.
+    assert_eq!(sync_from(&client.handle, server.handle.peer_id(), &mut sink).await.unwrap().imported, 0);
+    // Requests are rate limited per peer.
+    let mut limited = 0;
+    for _ in 0..60 {
+        if let SyncResponse::Error(e) =
+            client.handle.request(server.handle.peer_id(), SyncRequest::Status).await.unwrap()
+        {
+            assert!(e.contains("rate limited"));
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "60 requests in a burst must hit the 20/s limit");
+}
+
+#[test]
+fn mdns_stays_off_on_loopback_and_memory() {
+    let mut cfg = Config { enable_mdns: true, ..Config::default() };
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/memory/5".parse().unwrap()];
+    assert!(!cfg.mdns_allowed());
+    cfg.listen.push("/ip4/0.0.0.0/tcp/0".parse().unwrap());
+    assert!(!cfg.mdns_allowed(), "unspecified addresses are not a chosen interface");
+    cfg.listen.push("/ip4/10.1.2.3/tcp/4000".parse().unwrap());
+    assert!(cfg.mdns_allowed());
+    cfg.enable_mdns = false;
+    assert!(!cfg.mdns_allowed());
+}
