@@ -99,7 +99,18 @@ async fn gossip_crosses_a_relaying_node_after_validation() {
     let (mut c, _) = node(3, vec![b_addr], Arc::new(NoChain)).await;
     let chain = TestNet::new(3, 0, 0);
     let msg = signed_tx(&chain, 1, 5);
-    // Wait for the mesh: A must see B subscribed, B must see C.
+    // Wait for the topology: B must know both A and C as subscribers of the topic.
+    let (a_id, c_id) = (a.handle.peer_id(), c.handle.peer_id());
+    let mut ready = false;
+    for _ in 0..500 {
+        let peers = b.handle.topic_peers(Topic::Txs).await.unwrap();
+        if peers.contains(&a_id) && peers.contains(&c_id) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready, "B did not see both subscriptions within 5 s");
     let id = publish_when_ready(&a, Topic::Txs, msg.encode()).await;
     let got = next_gossip(&mut c, 10, |e| matches!(e, NetworkEvent::Gossip { .. })).await;
     match got {
@@ -110,7 +121,6 @@ async fn gossip_crosses_a_relaying_node_after_validation() {
         }
         other => panic!("C did not receive A's transaction through B: {other:?}"),
     }
-    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
