@@ -44,6 +44,19 @@ pub(crate) enum Bench {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Runs N in-process nodes over libp2p's memory transport and publishes messages from
+    /// random nodes: DOIN's gossipsub, then a flooding baseline on the same topology.
+    Gossip {
+        /// Nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// Topology and publisher seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
@@ -52,6 +65,7 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Storage { blocks, txs_per_block, group, snapshot_accounts, dir } => {
             storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
         }
+        Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
     }
 }
 
@@ -139,6 +153,36 @@ fn storage(
         "snapshot_export_s": round3(export_s),
         "snapshot_restore_s": round3(report.seconds),
         "snapshot_restore_mb_per_s": round3(report.bytes as f64 / 1e6 / report.seconds),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn gossip(nodes: usize, messages: usize, seed: u64) -> anyhow::Result<()> {
+    if nodes < 2 || messages == 0 {
+        bail!("--nodes must be at least 2 and --messages at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (g, f) = runtime.block_on(async {
+        let g = doin_net::bench::run_gossipsub(nodes, messages, seed).await.map_err(anyhow::Error::msg)?;
+        let f = doin_net::bench::run_flooding(nodes, messages, seed).await.map_err(anyhow::Error::msg)?;
+        anyhow::Ok((g, f))
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    let line = serde_json::json!({
+        "bench": "gossip",
+        "nodes": nodes,
+        "messages": messages,
+        "delivery_ratio": round3(g.delivery_ratio),
+        "p50_ms": round3(g.p50_ms),
+        "p99_ms": round3(g.p99_ms),
+        "transmissions_per_delivery": round3(g.transmissions_per_delivery),
+        "flooding": {
+            "delivery_ratio": round3(f.delivery_ratio),
+            "p50_ms": round3(f.p50_ms),
+            "p99_ms": round3(f.p99_ms),
+            "transmissions_per_delivery": round3(f.transmissions_per_delivery),
+        },
     });
     println!("{line}");
     Ok(())

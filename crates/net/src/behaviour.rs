@@ -76,7 +76,11 @@ fn score_params(config: &Config, topics: &[Topic]) -> gossipsub::PeerScoreParams
     params
 }
 
-fn gossip(key: &identity::Keypair, config: &Config) -> Result<gossipsub::Behaviour, NetError> {
+fn gossip(
+    key: &identity::Keypair,
+    config: &Config,
+    registry: Option<&mut prometheus_client::registry::Registry>,
+) -> Result<gossipsub::Behaviour, NetError> {
     let gconfig = gossipsub::ConfigBuilder::default()
         .heartbeat_interval(config.gossip_heartbeat)
         .validation_mode(gossipsub::ValidationMode::Strict)
@@ -98,7 +102,10 @@ fn gossip(key: &identity::Keypair, config: &Config) -> Result<gossipsub::Behavio
     behaviour
         .with_peer_score(score_params(config, &config.topics()), thresholds())
         .map_err(|e| NetError::Config(format!("peer score: {e}")))?;
-    Ok(behaviour)
+    Ok(match registry {
+        Some(r) => behaviour.with_metrics(r.sub_registry_with_prefix("gossipsub"), Default::default()),
+        None => behaviour,
+    })
 }
 
 impl Behaviour {
@@ -106,6 +113,7 @@ impl Behaviour {
         key: &identity::Keypair,
         relay_client: relay::client::Behaviour,
         config: &Config,
+        registry: Option<&mut prometheus_client::registry::Registry>,
     ) -> Result<Self, NetError> {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
@@ -134,7 +142,7 @@ impl Behaviour {
         );
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
-            gossip: gossip(key, config)?,
+            gossip: gossip(key, config, registry)?,
             sync,
             kad,
             identify: identify::Behaviour::new(identify::Config::new("/doin/1.0.0".into(), key.public())),
@@ -153,7 +161,11 @@ impl Behaviour {
 
 /// Builds the swarm: TCP and QUIC (noise + yamux over TCP), an in-process memory transport for
 /// tests and benchmarks, and the relay client transport.
-pub(crate) fn build_swarm(key: identity::Keypair, config: &Config) -> Result<Swarm<Behaviour>, NetError> {
+pub(crate) fn build_swarm(
+    key: identity::Keypair,
+    config: &Config,
+    registry: Option<&mut prometheus_client::registry::Registry>,
+) -> Result<Swarm<Behaviour>, NetError> {
     let err = |e: &dyn std::fmt::Display| NetError::Config(format!("transport: {e}"));
     let idle = config.idle_timeout;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -172,7 +184,7 @@ pub(crate) fn build_swarm(key: identity::Keypair, config: &Config) -> Result<Swa
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| err(&e))?
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, config)
+            Behaviour::new(key, relay_client, config, registry)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| err(&e))?

@@ -36,6 +36,8 @@ pub struct Config {
     pub requests_per_second: u32,
     /// Capacity of the command and event queues.
     pub queue: usize,
+    /// Record gossipsub metrics (Prometheus text through `NetworkHandle::metrics`).
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(20),
             requests_per_second: 20,
             queue: 1024,
+            metrics: true,
         }
     }
 }

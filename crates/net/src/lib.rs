@@ -16,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod behaviour;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gossip;

@@ -108,6 +108,7 @@ enum Command {
     TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
     Score { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
     Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Metrics { reply: oneshot::Sender<String> },
     Shutdown,
 }
 
@@ -176,6 +177,11 @@ impl NetworkHandle {
         self.ask(|reply| Command::Listeners { reply }).await
     }
 
+    /// The network's metrics in Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, NetError> {
+        self.ask(|reply| Command::Metrics { reply }).await
+    }
+
     /// Stops the network task.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -209,7 +215,8 @@ pub async fn start(
         warn!(target: "net", "mdns requested but no non-loopback listen address is configured: mdns stays off");
         config.enable_mdns = false;
     }
-    let mut swarm = build_swarm(id_key, &config)?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("doin_net");
+    let mut swarm = build_swarm(id_key, &config, config.metrics.then_some(&mut registry))?;
     for topic in config.topics() {
         swarm
             .behaviour_mut()
@@ -239,6 +246,7 @@ pub async fn start(
         buckets: HashMap::new(),
         rate: config.requests_per_second.max(1),
         connected: HashSet::new(),
+        registry,
     };
     let task = tokio::spawn(actor.run());
     Ok(Network { handle: NetworkHandle { commands: cmd_tx, peer_id }, events: ev_rx, task })
@@ -255,6 +263,7 @@ struct Actor {
     buckets: HashMap<PeerId, (f64, Instant)>,
     rate: u32,
     connected: HashSet<PeerId>,
+    registry: prometheus_client::registry::Registry,
 }
 
 impl Actor {
@@ -327,6 +336,11 @@ impl Actor {
             }
             Command::Listeners { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Metrics { reply } => {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+                let _ = reply.send(text);
             }
             Command::Shutdown => {}
         }

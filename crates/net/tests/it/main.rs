@@ -280,3 +280,15 @@ fn mdns_stays_off_on_loopback_and_memory() {
     cfg.enable_mdns = false;
     assert!(!cfg.mdns_allowed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossipsub_delivers_everything_with_far_fewer_transmissions_than_flooding() {
+    let g = doin_net::bench::run_gossipsub(30, 10, 3).await.unwrap();
+    let f = doin_net::bench::run_flooding(30, 10, 3).await.unwrap();
+    assert_eq!(g.delivery_ratio, 1.0, "{g:?}");
+    assert_eq!(f.delivery_ratio, 1.0, "{f:?}");
+    assert!(
+        g.transmissions_per_delivery < 0.6 * f.transmissions_per_delivery,
+        "gossip {g:?} vs flooding {f:?}"
+    );
+}
