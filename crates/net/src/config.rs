@@ -24,6 +24,9 @@ pub struct Config {
     pub ip_colocation_penalty: bool,
     /// Established connections at most.
     pub max_connections: u32,
+    /// Outbound connections per address group (/16 IPv4, /32 IPv6) at most, so that one
+    /// network operator cannot take all our outbound slots (eclipse resistance).
+    pub max_outbound_per_group: usize,
     /// Idle connections close after this long.
     pub idle_timeout: Duration,
     /// Gossipsub heartbeat.
@@ -50,6 +53,7 @@ impl Default for Config {
             relay_server: false,
             ip_colocation_penalty: true,
             max_connections: 128,
+            max_outbound_per_group: 2,
             idle_timeout: Duration::from_secs(120),
             gossip_heartbeat: Duration::from_millis(700),
             mesh_n: 6,

@@ -230,6 +230,9 @@ pub async fn start(
             .map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
     }
     for addr in &config.bootstrap {
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
         if let Err(e) = swarm.dial(addr.clone()) {
             warn!(target: "net", %addr, error = %e, "bootstrap dial failed");
         }
@@ -246,6 +249,9 @@ pub async fn start(
         buckets: HashMap::new(),
         rate: config.requests_per_second.max(1),
         connected: HashSet::new(),
+        outbound_groups: HashMap::new(),
+        counted: HashMap::new(),
+        max_outbound_per_group: config.max_outbound_per_group,
         registry,
     };
     let task = tokio::spawn(actor.run());
@@ -263,13 +269,43 @@ struct Actor {
     buckets: HashMap<PeerId, (f64, Instant)>,
     rate: u32,
     connected: HashSet<PeerId>,
+    /// Outbound connections per address group (eclipse resistance).
+    outbound_groups: HashMap<String, usize>,
+    counted: HashMap<libp2p::swarm::ConnectionId, String>,
+    max_outbound_per_group: usize,
     registry: prometheus_client::registry::Registry,
+}
+
+/// The address group of a multiaddr: /16 for IPv4, /32 for IPv6. Loopback, memory and relayed
+/// addresses have none (never limited).
+pub fn address_group(addr: &Multiaddr) -> Option<String> {
+    if addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) if !ip.is_loopback() => {
+            let o = ip.octets();
+            Some(format!("{}.{}", o[0], o[1]))
+        }
+        libp2p::multiaddr::Protocol::Ip6(ip) if !ip.is_loopback() => {
+            let s = ip.segments();
+            Some(format!("{:x}:{:x}", s[0], s[1]))
+        }
+        _ => None,
+    })
 }
 
 impl Actor {
     async fn run(mut self) {
+        // Random walks keep the routing table fresh and find new peers.
+        let mut walk = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             tokio::select! {
+                _ = walk.tick() => {
+                    if !self.connected.is_empty() {
+                        self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(c) => self.command(c),
@@ -352,10 +388,32 @@ impl Actor {
                 info!(target: "net", %address, "listening");
                 self.emit(NetworkEvent::Listening(address));
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } if self.connected.insert(peer_id) => {
-                self.emit(NetworkEvent::PeerConnected(peer_id));
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if endpoint.is_dialer()
+                    && let Some(group) = address_group(endpoint.get_remote_address())
+                {
+                    let count = self.outbound_groups.entry(group.clone()).or_default();
+                    if *count >= self.max_outbound_per_group {
+                        debug!(target: "net", %peer_id, %group, "outbound address group full: closing");
+                        self.swarm.close_connection(connection_id);
+                        return;
+                    }
+                    *count += 1;
+                    self.counted.insert(connection_id, group);
+                }
+                if self.connected.insert(peer_id) {
+                    self.emit(NetworkEvent::PeerConnected(peer_id));
+                }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                if let Some(group) = self.counted.remove(&connection_id)
+                    && let Some(count) = self.outbound_groups.get_mut(&group)
+                {
+                    *count = count.saturating_sub(1);
+                }
+                if num_established > 0 {
+                    return;
+                }
                 self.connected.remove(&peer_id);
                 self.buckets.remove(&peer_id);
                 self.emit(NetworkEvent::PeerDisconnected(peer_id));

@@ -292,3 +292,15 @@ async fn gossipsub_delivers_everything_with_far_fewer_transmissions_than_floodin
         "gossip {g:?} vs flooding {f:?}"
     );
 }
+
+#[test]
+fn address_groups_bound_outbound_peers_per_network_but_not_loopback() {
+    use doin_net::network::address_group;
+    let g = |s: &str| address_group(&s.parse().unwrap());
+    assert_eq!(g("/ip4/203.0.113.7/tcp/1"), g("/ip4/203.0.9.9/udp/2/quic-v1"));
+    assert_ne!(g("/ip4/203.0.113.7/tcp/1"), g("/ip4/198.51.100.7/tcp/1"));
+    assert_eq!(g("/ip4/127.0.0.1/tcp/1"), None);
+    assert_eq!(g("/memory/7"), None);
+    assert_eq!(g("/ip4/203.0.113.7/tcp/1/p2p-circuit"), None);
+    assert!(g("/ip6/2001:db8::1/tcp/1").is_some());
+}
