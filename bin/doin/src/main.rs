@@ -1,6 +1,7 @@
 //! `doin`: the DOIN command-line entry point. Parses arguments and hands off to the subcommand.
 
 mod bench;
+mod peer;
 mod snapshot;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     /// State snapshots at finality checkpoints.
     #[command(subcommand)]
     Snapshot(snapshot::Snapshot),
+    /// A minimal chain peer for multi-process network tests.
+    #[command(hide = true)]
+    NetPeer(peer::PeerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(b) => bench::run(b),
         Command::Snapshot(s) => snapshot::run(s),
+        Command::NetPeer(a) => peer::run(a),
     }
 }

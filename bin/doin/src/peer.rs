@@ -1,0 +1,191 @@
+//! `doin net-peer` (hidden): a minimal chain peer — a chain store on the network that follows
+//! the heaviest chain by gossip and header-first sync, and optionally produces heartbeat blocks.
+//! Used by the multi-process network tests until the full node lands.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use clap::Args;
+use doin_consensus::{BlockTemplate, GenesisSpec, build_block, testkit};
+use doin_net::{
+    CompactBlock, Config, GossipMessage, Multiaddr, NetworkEvent, NoStateChecks, Status, SyncProvider, Topic,
+    sync::{BlockSink, sync_from},
+};
+use doin_primitives::{Block, BlockBody, BlockHeader, BlockKind, Hash};
+use doin_storage::{ChainStore, StoreOptions};
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerArgs {
+    /// Data directory (chain.redb inside).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Genesis spec JSON file.
+    #[arg(long)]
+    genesis: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Multiaddr,
+    /// Peers to dial.
+    #[arg(long = "peer")]
+    peers: Vec<Multiaddr>,
+    /// Produce heartbeat blocks with test key N.
+    #[arg(long)]
+    produce: Option<usize>,
+    /// Milliseconds between produced blocks.
+    #[arg(long, default_value_t = 150)]
+    interval_ms: u64,
+    /// Stop once the tip reaches this height.
+    #[arg(long)]
+    until_height: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+}
+
+/// A chain store shared between the network (serving) and the peer loop (importing).
+#[derive(Clone)]
+pub(crate) struct SharedStore(pub(crate) Arc<Mutex<ChainStore>>);
+
+fn status_of(store: &ChainStore) -> Status {
+    let tip = store.tip();
+    Status {
+        genesis: store.genesis_hash(),
+        tip: tip.tip().hash,
+        height: tip.height(),
+        cumulative_work: tip.meta().cumulative_work,
+        finalized: tip.meta().finalized.height,
+    }
+}
+
+impl SharedStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChainStore> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl SyncProvider for SharedStore {
+    fn status(&self) -> Option<Status> {
+        Some(status_of(&self.lock()))
+    }
+    fn headers(&self, from: u64, count: u32) -> Vec<BlockHeader> {
+        let s = self.lock();
+        (from..from.saturating_add(count as u64))
+            .map_while(|h| s.canonical_hash(h).ok().flatten().and_then(|hash| s.header(&hash).ok().flatten()))
+            .collect()
+    }
+    fn bodies(&self, from: u64, count: u32) -> Vec<(Hash, BlockBody)> {
+        let s = self.lock();
+        (from..from.saturating_add(count as u64))
+            .map_while(|h| s.canonical_hash(h).ok().flatten().and_then(|hash| s.block(&hash).ok().flatten()))
+            .map(|b| (b.hash(), b.body))
+            .collect()
+    }
+}
+
+impl BlockSink for SharedStore {
+    fn status(&self) -> Status {
+        status_of(&self.lock())
+    }
+    fn hash_at(&self, height: u64) -> Option<Hash> {
+        self.lock().canonical_hash(height).ok().flatten()
+    }
+    fn import(&mut self, block: Block) -> Result<(), String> {
+        self.lock().import(&block).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) fn run(args: PeerArgs) -> anyhow::Result<()> {
+    let spec: GenesisSpec =
+        serde_json::from_slice(&std::fs::read(&args.genesis).context("reading the genesis file")?)
+            .context("parsing the genesis file")?;
+    let store = ChainStore::open(&args.data_dir.join("chain.redb"), &spec, StoreOptions::default())?;
+    let store = SharedStore(Arc::new(Mutex::new(store)));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(peer_loop(args, store))
+}
+
+async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
+    // A network identity of its own per data directory.
+    let seed = Hash::of(args.data_dir.to_string_lossy().as_bytes());
+    let key = doin_primitives::Keypair::from_seed(seed.0);
+    let config = Config {
+        listen: vec![args.listen.clone()],
+        bootstrap: args.peers.clone(),
+        ip_colocation_penalty: false,
+        gossip_heartbeat: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let mut net = doin_net::start(&key, config, Arc::new(store.clone()), Arc::new(NoStateChecks)).await?;
+    let producer = args.produce.map(testkit::key);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut produce = tokio::time::interval(Duration::from_millis(args.interval_ms));
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let mut last_tip = Hash::ZERO;
+    let mut sink = store.clone();
+    loop {
+        let (height, tip) = {
+            let s = store.lock();
+            (s.tip().height(), s.tip().tip().hash)
+        };
+        if tip != last_tip {
+            println!("tip {height} {tip}");
+            last_tip = tip;
+        }
+        if height >= args.until_height {
+            println!("done {height} {tip}");
+            // Keep serving a little so slower peers can finish syncing from us.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out at height {height}");
+        }
+        tokio::select! {
+            ev = net.events.recv() => match ev {
+                Some(NetworkEvent::Listening(addr)) => {
+                    println!("listening {addr}/p2p/{}", net.handle.peer_id());
+                }
+                Some(NetworkEvent::Gossip { message: GossipMessage::Block(compact), from, .. }) => {
+                    let parent = compact.header.parent_hash;
+                    let simple = compact.tx_ids.is_empty() && compact.cert_ids.is_empty() && compact.evidence_ids.is_empty();
+                    if parent == tip && simple {
+                        let block = Block { header: compact.header.clone(), body: BlockBody::default() };
+                        let _ = sink.import(block);
+                    } else if compact.header.height > height {
+                        let _ = sync_from(&net.handle, from, &mut sink).await;
+                    }
+                }
+                Some(_) => {}
+                None => anyhow::bail!("network stopped"),
+            },
+            _ = produce.tick(), if producer.is_some() => {
+                let Some(k) = producer.as_ref() else { continue };
+                let state = store.lock().tip().clone();
+                let ts = now_ms().max(state.meta().timestamp_ms + state.params().max_block_interval_ms);
+                let template = BlockTemplate { key: k, timestamp_ms: ts, kind: BlockKind::Heartbeat, body: BlockBody::default() };
+                let (block, _, _) = build_block(&state, template)?;
+                store.lock().import(&block)?;
+                let compact = CompactBlock { header: block.header.clone(), tx_ids: vec![], cert_ids: vec![], evidence_ids: vec![] };
+                let _ = net.handle.publish(Topic::Blocks, GossipMessage::Block(Box::new(compact))).await;
+            }
+            _ = poll.tick() => {
+                // Catch up from any peer with more work (late joiners, missed announcements).
+                for peer in net.handle.peers().await.unwrap_or_default() {
+                    if let Err(e) = sync_from(&net.handle, peer, &mut sink).await {
+                        eprintln!("sync from {peer} failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+    net.handle.shutdown().await;
+    Ok(())
+}
