@@ -3,9 +3,8 @@
 use std::{collections::HashMap, time::Duration};
 
 use libp2p::{
-    Swarm, Transport, autonat, connection_limits, core::transport::MemoryTransport, core::upgrade::Version,
-    dcutr, gossipsub, identify, identity, kad, mdns, noise, ping, relay, request_response,
-    swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle, tcp, yamux,
+    Swarm, autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns, noise, ping, relay,
+    request_response, swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle, tcp, yamux,
 };
 
 use crate::{
@@ -173,13 +172,7 @@ pub(crate) fn build_swarm(
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| err(&e))?
         .with_quic()
-        .with_other_transport(|key| {
-            Ok(MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default())
-                .boxed())
-        })
+        .with_other_transport(crate::bench::memory_transport)
         .map_err(|e| err(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| err(&e))?

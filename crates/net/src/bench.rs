@@ -87,6 +87,71 @@ fn summarize(latencies: &mut [f64], deliveries: usize, expected: usize, transmis
     }
 }
 
+/// Receipt times per message content hash.
+type Receipts = Arc<Mutex<HashMap<Hash, Vec<Instant>>>>;
+
+fn record(received: &Receipts, data: &[u8]) {
+    if let Ok(mut r) = received.lock() {
+        r.entry(Hash::of(data)).or_default().push(Instant::now());
+    }
+}
+
+/// Publishes `messages` signed transactions from random nodes through `publish`, waits (at
+/// most 15 s) for every other node to receive each, and returns (latencies in ms, deliveries,
+/// expected deliveries).
+async fn drive(
+    nodes: usize,
+    messages: usize,
+    seed: u64,
+    received: &Receipts,
+    mut publish: impl AsyncFnMut(usize, Vec<u8>) -> Result<(), String>,
+) -> Result<(Vec<f64>, usize, usize), String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let key = Keypair::from_seed([7; 32]);
+    let mut sent: HashMap<Hash, Instant> = HashMap::new();
+    for m in 0..messages {
+        let from = rng.random_range(0..nodes);
+        let bytes = payload(&key, m as u64);
+        sent.insert(Hash::of(&bytes), Instant::now());
+        publish(from, bytes).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let expected = messages * (nodes - 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got: usize = received.lock().map(|r| r.values().map(Vec::len).sum()).unwrap_or(0);
+        if got >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latencies = Vec::new();
+    let mut deliveries = 0;
+    if let Ok(r) = received.lock() {
+        for (id, times) in r.iter() {
+            if let Some(start) = sent.get(id) {
+                deliveries += times.len();
+                latencies.extend(times.iter().map(|t| t.duration_since(*start).as_secs_f64() * 1000.0));
+            }
+        }
+    }
+    Ok((latencies, deliveries, expected))
+}
+
+/// The memory transport with noise and yamux, as every in-process node uses it.
+pub(crate) fn memory_transport(
+    key: &libp2p::identity::Keypair,
+) -> Result<
+    libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    Ok(MemoryTransport::default()
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .boxed())
+}
+
 fn payload(key: &Keypair, n: u64) -> Vec<u8> {
     let body = TxBody {
         chain_id: 1,
@@ -136,7 +201,7 @@ pub async fn run_gossipsub(nodes: usize, messages: usize, seed: u64) -> Result<R
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let received: Arc<Mutex<HashMap<Hash, Vec<Instant>>>> = Arc::default();
+    let received: Receipts = Arc::default();
     let mut handles = Vec::new();
     let mut collectors = Vec::new();
     for mut n in nets {
@@ -144,44 +209,17 @@ pub async fn run_gossipsub(nodes: usize, messages: usize, seed: u64) -> Result<R
         let received = received.clone();
         collectors.push(tokio::spawn(async move {
             while let Some(ev) = n.events.recv().await {
-                if let NetworkEvent::Gossip { id, .. } = ev
-                    && let Ok(mut r) = received.lock()
-                {
-                    r.entry(id).or_default().push(Instant::now());
+                if let NetworkEvent::Gossip { message, .. } = ev {
+                    record(&received, &message.encode());
                 }
             }
         }));
     }
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let key = Keypair::from_seed([7; 32]);
-    let mut sent: HashMap<Hash, Instant> = HashMap::new();
-    for m in 0..messages {
-        let from = rng.random_range(0..nodes);
-        let bytes = payload(&key, m as u64);
-        let at = Instant::now();
-        let id = handles[from].publish_raw(Topic::Txs, bytes).await.map_err(|e| e.to_string())?;
-        sent.insert(id, at);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let expected = messages * (nodes - 1);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got: usize = received.lock().map(|r| r.values().map(Vec::len).sum()).unwrap_or(0);
-        if got >= expected || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut latencies = Vec::new();
-    let mut deliveries = 0;
-    if let Ok(r) = received.lock() {
-        for (id, times) in r.iter() {
-            if let Some(start) = sent.get(id) {
-                deliveries += times.len();
-                latencies.extend(times.iter().map(|t| t.duration_since(*start).as_secs_f64() * 1000.0));
-            }
-        }
-    }
+    let (mut latencies, deliveries, expected) =
+        drive(nodes, messages, seed, &received, async |from, bytes| {
+            handles[from].publish_raw(Topic::Txs, bytes).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await?;
     // Every copy a node received, duplicates included, is one transmission.
     let mut transmissions = 0.0;
     for h in &handles {
@@ -213,20 +251,14 @@ pub async fn run_flooding(nodes: usize, messages: usize, seed: u64) -> Result<Ru
     let topo = topology(nodes, DEGREE, seed);
     let base = 5_000_000 + (std::process::id() as u64 % 1000) * 10_000;
     let topic = floodsub::Topic::new("doin/flood/1");
-    let received: Arc<Mutex<HashMap<Vec<u8>, Vec<Instant>>>> = Arc::default();
+    let received: Receipts = Arc::default();
     let transmissions: Arc<Mutex<f64>> = Arc::default();
     let mut publishers = Vec::new();
     for (i, links) in topo.iter().enumerate() {
         let key = libp2p::identity::Keypair::generate_ed25519();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(|key| {
-                Ok(MemoryTransport::default()
-                    .upgrade(Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
-                    .boxed())
-            })
+            .with_other_transport(memory_transport)
             .map_err(|e| e.to_string())?
             .with_behaviour(|key| Flood { floodsub: floodsub::Behaviour::new(key.public().to_peer_id()) })
             .map_err(|e| e.to_string())?
@@ -261,7 +293,7 @@ pub async fn run_flooding(nodes: usize, messages: usize, seed: u64) -> Result<Ru
                         SwarmEvent::Behaviour(FloodEvent::Floodsub(floodsub::Event::Message(m))) => {
                             // Floodsub forwards a new message to every neighbour but its source.
                             if let Ok(mut t) = transmissions.lock() { *t += peers.len().saturating_sub(1) as f64; }
-                            if let Ok(mut r) = received.lock() { r.entry(m.data.to_vec()).or_default().push(Instant::now()); }
+                            record(&received, &m.data);
                         }
                         _ => {}
                     },
@@ -270,35 +302,11 @@ pub async fn run_flooding(nodes: usize, messages: usize, seed: u64) -> Result<Ru
         });
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let key = Keypair::from_seed([7; 32]);
-    let mut sent: HashMap<Vec<u8>, Instant> = HashMap::new();
-    for m in 0..messages {
-        let from = rng.random_range(0..nodes);
-        let bytes = payload(&key, m as u64);
-        sent.insert(bytes.clone(), Instant::now());
-        publishers[from].send(bytes).await.map_err(|e| e.to_string())?;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let expected = messages * (nodes - 1);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got: usize = received.lock().map(|r| r.values().map(Vec::len).sum()).unwrap_or(0);
-        if got >= expected || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut latencies = Vec::new();
-    let mut deliveries = 0;
-    if let Ok(r) = received.lock() {
-        for (data, times) in r.iter() {
-            if let Some(start) = sent.get(data) {
-                deliveries += times.len();
-                latencies.extend(times.iter().map(|t| t.duration_since(*start).as_secs_f64() * 1000.0));
-            }
-        }
-    }
+    let (mut latencies, deliveries, expected) =
+        drive(nodes, messages, seed, &received, async |from, bytes| {
+            publishers[from].send(bytes).await.map_err(|e| e.to_string())
+        })
+        .await?;
     drop(publishers);
     let t = transmissions.lock().map(|t| *t).unwrap_or(0.0);
     Ok(summarize(&mut latencies, deliveries, expected, t))
