@@ -3,6 +3,7 @@
 //! Used by the multi-process network tests until the full node lands.
 
 use std::{
+    collections::HashSet,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -12,7 +13,8 @@ use anyhow::Context;
 use clap::Args;
 use doin_consensus::{BlockTemplate, GenesisSpec, build_block, testkit};
 use doin_net::{
-    CompactBlock, Config, GossipMessage, Multiaddr, NetworkEvent, NoStateChecks, Status, SyncProvider, Topic,
+    CompactBlock, Config, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, NoStateChecks, PeerId,
+    Status, SyncProvider, Topic,
     sync::{BlockSink, sync_from},
 };
 use doin_primitives::{Block, BlockBody, BlockHeader, BlockKind, Hash};
@@ -38,6 +40,9 @@ pub(crate) struct PeerArgs {
     /// Milliseconds between produced blocks.
     #[arg(long, default_value_t = 150)]
     interval_ms: u64,
+    /// Stop producing after this many milliseconds (keep following).
+    #[arg(long)]
+    produce_for_ms: Option<u64>,
     /// Stop once the tip reaches this height.
     #[arg(long)]
     until_height: u64,
@@ -98,6 +103,26 @@ impl BlockSink for SharedStore {
     }
 }
 
+/// Syncs from `peer` in the background (at most one run per peer at a time, bounded in
+/// time), so an unreachable peer never stalls production or gossip handling.
+fn spawn_sync(
+    handle: &NetworkHandle,
+    peer: PeerId,
+    sink: &SharedStore,
+    in_flight: &Arc<Mutex<HashSet<PeerId>>>,
+) {
+    if !in_flight.lock().map(|mut s| s.insert(peer)).unwrap_or(false) {
+        return;
+    }
+    let (handle, mut sink, in_flight) = (handle.clone(), sink.clone(), in_flight.clone());
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sync_from(&handle, peer, &mut sink)).await;
+        if let Ok(mut s) = in_flight.lock() {
+            s.remove(&peer);
+        }
+    });
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -121,23 +146,34 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
         bootstrap: args.peers.clone(),
         ip_colocation_penalty: false,
         gossip_heartbeat: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(2),
         ..Config::default()
     };
     let mut net = doin_net::start(&key, config, Arc::new(store.clone()), Arc::new(NoStateChecks)).await?;
     let producer = args.produce.map(testkit::key);
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_s);
+    let produce_until = args.produce_for_ms.map(|ms| started + Duration::from_millis(ms));
     let mut produce = tokio::time::interval(Duration::from_millis(args.interval_ms));
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let mut last_tip = Hash::ZERO;
+    let mut last_height = 0u64;
     let mut sink = store.clone();
+    let in_flight: Arc<Mutex<HashSet<PeerId>>> = Arc::default();
     loop {
         let (height, tip) = {
             let s = store.lock();
             (s.tip().height(), s.tip().tip().hash)
         };
         if tip != last_tip {
+            // The old tip is no longer canonical: a reorg.
+            let still = store.lock().canonical_hash(last_height).ok().flatten();
+            if last_tip != Hash::ZERO && still != Some(last_tip) {
+                println!("reorg {last_height} {last_tip}");
+            }
             println!("tip {height} {tip}");
             last_tip = tip;
+            last_height = height;
         }
         if height >= args.until_height {
             println!("done {height} {tip}");
@@ -160,13 +196,13 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
                         let block = Block { header: compact.header.clone(), body: BlockBody::default() };
                         let _ = sink.import(block);
                     } else if compact.header.height > height {
-                        let _ = sync_from(&net.handle, from, &mut sink).await;
+                        spawn_sync(&net.handle, from, &sink, &in_flight);
                     }
                 }
                 Some(_) => {}
                 None => anyhow::bail!("network stopped"),
             },
-            _ = produce.tick(), if producer.is_some() => {
+            _ = produce.tick(), if producer.is_some() && produce_until.is_none_or(|t| Instant::now() < t) => {
                 let Some(k) = producer.as_ref() else { continue };
                 let state = store.lock().tip().clone();
                 let ts = now_ms().max(state.meta().timestamp_ms + state.params().max_block_interval_ms);
@@ -179,9 +215,7 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
             _ = poll.tick() => {
                 // Catch up from any peer with more work (late joiners, missed announcements).
                 for peer in net.handle.peers().await.unwrap_or_default() {
-                    if let Err(e) = sync_from(&net.handle, peer, &mut sink).await {
-                        eprintln!("sync from {peer} failed: {e}");
-                    }
+                    spawn_sync(&net.handle, peer, &sink, &in_flight);
                 }
             }
         }
