@@ -28,9 +28,12 @@ pub(crate) struct PeerArgs {
     /// Genesis spec JSON file.
     #[arg(long)]
     genesis: PathBuf,
-    /// Listen address.
+    /// Listen addresses (a `…/p2p/<relay>/p2p-circuit` address listens through a relay).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
-    listen: Multiaddr,
+    listen: Vec<Multiaddr>,
+    /// Serve as a relay for peers that cannot reach each other.
+    #[arg(long)]
+    relay_server: bool,
     /// Peers to dial.
     #[arg(long = "peer")]
     peers: Vec<Multiaddr>,
@@ -142,7 +145,8 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
     let seed = Hash::of(args.data_dir.to_string_lossy().as_bytes());
     let key = doin_primitives::Keypair::from_seed(seed.0);
     let config = Config {
-        listen: vec![args.listen.clone()],
+        listen: args.listen.clone(),
+        relay_server: args.relay_server,
         bootstrap: args.peers.clone(),
         ip_colocation_penalty: false,
         gossip_heartbeat: Duration::from_millis(200),
@@ -187,8 +191,14 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
         tokio::select! {
             ev = net.events.recv() => match ev {
                 Some(NetworkEvent::Listening(addr)) => {
-                    println!("listening {addr}/p2p/{}", net.handle.peer_id());
+                    let me = net.handle.peer_id();
+                    if matches!(addr.iter().last(), Some(doin_net::Protocol::P2p(p)) if p == me) {
+                        println!("listening {addr}");
+                    } else {
+                        println!("listening {addr}/p2p/{me}");
+                    }
                 }
+                Some(NetworkEvent::PeerConnected(peer)) => println!("connected {peer}"),
                 Some(NetworkEvent::Gossip { message: GossipMessage::Block(compact), from, .. }) => {
                     let parent = compact.header.parent_hash;
                     let simple = compact.tx_ids.is_empty() && compact.cert_ids.is_empty() && compact.evidence_ids.is_empty();

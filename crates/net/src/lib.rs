@@ -27,7 +27,7 @@ pub mod sync;
 pub use config::Config;
 pub use error::NetError;
 pub use gossip::{CompactBlock, GossipMessage, Topic};
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 pub use network::{
     GossipValidator, Network, NetworkEvent, NetworkHandle, NoStateChecks, SyncProvider, start,
 };

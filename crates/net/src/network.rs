@@ -248,6 +248,7 @@ pub async fn start(
         pending: HashMap::new(),
         buckets: HashMap::new(),
         rate: config.requests_per_second.max(1),
+        relay_server: config.relay_server,
         connected: HashSet::new(),
         outbound_groups: HashMap::new(),
         counted: HashMap::new(),
@@ -268,6 +269,7 @@ struct Actor {
     /// Per-peer token buckets for inbound requests: (tokens, last refill).
     buckets: HashMap<PeerId, (f64, Instant)>,
     rate: u32,
+    relay_server: bool,
     connected: HashSet<PeerId>,
     /// Outbound connections per address group (eclipse resistance).
     outbound_groups: HashMap<String, usize>,
@@ -386,6 +388,13 @@ impl Actor {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(target: "net", %address, "listening");
+                // A relay hands its addresses to the peers it reserves slots for, so a node
+                // configured as relay treats its own listen addresses as reachable.
+                if self.relay_server
+                    && !address.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.emit(NetworkEvent::Listening(address));
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
