@@ -171,3 +171,83 @@ pub async fn sync_from(
     }
     Ok(report)
 }
+
+/// What a snapshot download did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotFetch {
+    /// Chunks in the snapshot.
+    pub chunks: usize,
+    /// Chunks downloaded now (the rest were already present and verified).
+    pub fetched: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+}
+
+/// Downloads a peer's snapshot into `dir`: the manifest (written as `manifest.json`), then
+/// every chunk, spread over `peers` and retried on the next peer on failure. `chunks_of` reads
+/// the chunk list (file name, BLAKE3) from the manifest; each chunk is verified against it
+/// before it is written, and chunks already present with the right hash are kept (resumable).
+/// The caller then verifies the whole snapshot against a trusted header before using it.
+pub async fn fetch_snapshot(
+    handle: &NetworkHandle,
+    peers: &[PeerId],
+    dir: &std::path::Path,
+    chunks_of: impl FnOnce(&[u8]) -> Result<Vec<(String, Hash)>, String>,
+) -> Result<SnapshotFetch, SyncError> {
+    let first = *peers
+        .first()
+        .ok_or_else(|| SyncError::Import { height: 0, reason: "no peer to fetch a snapshot from".into() })?;
+    let io = |what: &str, e: std::io::Error| SyncError::Import { height: 0, reason: format!("{what}: {e}") };
+    let manifest = match handle.request(first, SyncRequest::SnapshotManifest).await? {
+        SyncResponse::Bytes(b) => b,
+        SyncResponse::Error(e) => return Err(SyncError::BadPeer { peer: first, reason: e }),
+        _ => return Err(SyncError::BadPeer { peer: first, reason: "expected a snapshot manifest".into() }),
+    };
+    let chunks = chunks_of(&manifest).map_err(|reason| SyncError::BadPeer { peer: first, reason })?;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| io("creating the snapshot directory", e))?;
+    let mut report = SnapshotFetch { chunks: chunks.len(), ..SnapshotFetch::default() };
+    for (index, (file, hash)) in chunks.iter().enumerate() {
+        if file.is_empty() || file.contains('/') || file.contains("..") || file == "manifest.json" {
+            return Err(SyncError::BadPeer { peer: first, reason: format!("chunk name {file:?}") });
+        }
+        let path = dir.join(file);
+        if let Ok(existing) = tokio::fs::read(&path).await
+            && Hash::of(&existing) == *hash
+        {
+            continue;
+        }
+        let mut last_error = None;
+        let mut done = false;
+        for attempt in 0..peers.len() {
+            let peer = peers[(index + attempt) % peers.len()];
+            match handle.request(peer, SyncRequest::SnapshotChunk { index: index as u32 }).await {
+                Ok(SyncResponse::Bytes(data)) if Hash::of(&data) == *hash => {
+                    tokio::fs::write(&path, &data).await.map_err(|e| io("writing a snapshot chunk", e))?;
+                    report.fetched += 1;
+                    report.bytes += data.len() as u64;
+                    done = true;
+                    break;
+                }
+                Ok(SyncResponse::Bytes(_)) => {
+                    last_error = Some(SyncError::BadPeer {
+                        peer,
+                        reason: format!("chunk {index} does not match the manifest"),
+                    })
+                }
+                Ok(other) => {
+                    last_error =
+                        Some(SyncError::BadPeer { peer, reason: format!("chunk {index}: {other:?}") })
+                }
+                Err(e) => last_error = Some(SyncError::Net(e)),
+            }
+        }
+        if !done {
+            return Err(last_error
+                .unwrap_or(SyncError::Import { height: 0, reason: format!("chunk {index} unavailable") }));
+        }
+    }
+    tokio::fs::write(dir.join("manifest.json"), &manifest)
+        .await
+        .map_err(|e| io("writing the manifest", e))?;
+    Ok(report)
+}
