@@ -15,6 +15,7 @@
 //! - [`sync`]: header-first sync from the peer with the most work into a [`sync::BlockSink`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod artifact;
 pub mod behaviour;
 pub mod bench;
 pub mod config;

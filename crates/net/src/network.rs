@@ -109,6 +109,8 @@ enum Command {
     Score { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
     Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
     Metrics { reply: oneshot::Sender<String> },
+    Provide { hash: Hash, reply: oneshot::Sender<Result<(), NetError>> },
+    Providers { hash: Hash, reply: oneshot::Sender<Vec<PeerId>> },
     Shutdown,
 }
 
@@ -175,6 +177,16 @@ impl NetworkHandle {
     /// Addresses we listen on.
     pub async fn listeners(&self) -> Result<Vec<Multiaddr>, NetError> {
         self.ask(|reply| Command::Listeners { reply }).await
+    }
+
+    /// Announces in the DHT that we hold the artifact `hash` (a kademlia provider record).
+    pub async fn provide(&self, hash: Hash) -> Result<(), NetError> {
+        self.ask(|reply| Command::Provide { hash, reply }).await?
+    }
+
+    /// Peers that announced holding the artifact `hash` (kademlia provider records).
+    pub async fn providers(&self, hash: Hash) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::Providers { hash, reply }).await
     }
 
     /// The network's metrics in Prometheus text format.
@@ -254,6 +266,7 @@ pub async fn start(
         counted: HashMap::new(),
         max_outbound_per_group: config.max_outbound_per_group,
         registry,
+        provider_queries: HashMap::new(),
     };
     let task = tokio::spawn(actor.run());
     Ok(Network { handle: NetworkHandle { commands: cmd_tx, peer_id }, events: ev_rx, task })
@@ -276,6 +289,7 @@ struct Actor {
     counted: HashMap<libp2p::swarm::ConnectionId, String>,
     max_outbound_per_group: usize,
     registry: prometheus_client::registry::Registry,
+    provider_queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
 }
 
 /// The address group of a multiaddr: /16 for IPv4, /32 for IPv6. Loopback, memory and relayed
@@ -380,6 +394,20 @@ impl Actor {
                 let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
                 let _ = reply.send(text);
             }
+            Command::Provide { hash, reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&hash.0))
+                    .map(|_| ())
+                    .map_err(|e| NetError::Publish(format!("provider record: {e}")));
+                let _ = reply.send(r);
+            }
+            Command::Providers { hash, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&hash.0));
+                self.provider_queries.insert(id, (HashSet::new(), reply));
+            }
             Command::Shutdown => {}
         }
     }
@@ -447,6 +475,23 @@ impl Actor {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
                 debug!(target: "net::kad", %peer, "routing updated");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            })) => {
+                if let Some((found, _)) = self.provider_queries.get_mut(&id)
+                    && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
+                {
+                    found.extend(providers);
+                }
+                if step.last
+                    && let Some((found, reply)) = self.provider_queries.remove(&id)
+                {
+                    let _ = reply.send(found.into_iter().collect());
+                }
             }
             _ => {}
         }

@@ -379,3 +379,62 @@ async fn a_new_node_restores_a_peers_snapshot_then_replays_recent_blocks() {
         .unwrap_err();
     assert!(err.to_string().contains("does not match the manifest"), "{err}");
 }
+
+struct Holder(doin_net::artifact::Artifact);
+impl SyncProvider for Holder {
+    fn status(&self) -> Option<Status> {
+        None
+    }
+    fn headers(&self, _: u64, _: u32) -> Vec<BlockHeader> {
+        Vec::new()
+    }
+    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, BlockBody)> {
+        Vec::new()
+    }
+    fn artifact_chunk(&self, hash: &Hash, chunk: u32) -> Option<(u32, Vec<u8>)> {
+        (*hash == self.0.hash).then(|| self.0.serve(chunk)).flatten()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_are_found_through_provider_records_and_fetched_from_several_holders() {
+    let bytes: Vec<u8> =
+        (0..(3 * 1024 * 1024 + 12_345u32)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let artifact = doin_net::artifact::Artifact::new(&bytes);
+    assert_eq!(artifact.chunks.len(), 4);
+    let (a, a_addr) = node(40, vec![], Arc::new(Holder(artifact.clone()))).await;
+    let (b, b_addr) = node(41, vec![a_addr.clone()], Arc::new(Holder(artifact.clone()))).await;
+    let (c, _) = node(42, vec![a_addr, b_addr], Arc::new(NoChain)).await;
+    for _ in 0..300 {
+        if c.handle.peers().await.unwrap().len() >= 2 && a.handle.peers().await.unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.handle.provide(artifact.hash).await.unwrap();
+    b.handle.provide(artifact.hash).await.unwrap();
+    let mut providers = Vec::new();
+    for _ in 0..50 {
+        providers = c.handle.providers(artifact.hash).await.unwrap();
+        if providers.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        providers.contains(&a.handle.peer_id()) && providers.contains(&b.handle.peer_id()),
+        "{providers:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let got = doin_net::artifact::fetch(&c.handle, artifact.hash, dir.path(), &[]).await.unwrap();
+    assert_eq!((got.chunks, got.fetched, got.providers), (4, 4, 2));
+    assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
+    // Resumable: only the missing chunk is fetched again.
+    std::fs::remove_file(dir.path().join(format!("{}.parts/000002", artifact.hash))).unwrap();
+    let again = doin_net::artifact::fetch(&c.handle, artifact.hash, dir.path(), &[]).await.unwrap();
+    assert_eq!(again.fetched, 1);
+    assert_eq!(std::fs::read(&again.path).unwrap(), bytes);
+    // An unknown artifact has no provider.
+    let err = doin_net::artifact::fetch(&c.handle, Hash::of(b"nothing"), dir.path(), &[]).await.unwrap_err();
+    assert!(err.to_string().contains("no provider"), "{err}");
+}
