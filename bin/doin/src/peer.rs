@@ -92,6 +92,9 @@ impl SyncProvider for SharedStore {
             .map(|b| (b.hash(), b.body))
             .collect()
     }
+    fn body(&self, hash: &Hash) -> Option<BlockBody> {
+        self.lock().block(hash).ok().flatten().map(|b| b.body)
+    }
 }
 
 impl BlockSink for SharedStore {
@@ -200,13 +203,13 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
                 }
                 Some(NetworkEvent::PeerConnected(peer)) => println!("connected {peer}"),
                 Some(NetworkEvent::Gossip { message: GossipMessage::Block(compact), from, .. }) => {
-                    let parent = compact.header.parent_hash;
-                    let simple = compact.tx_ids.is_empty() && compact.cert_ids.is_empty() && compact.evidence_ids.is_empty();
-                    if parent == tip && simple {
-                        let block = Block { header: compact.header.clone(), body: BlockBody::default() };
-                        let _ = sink.import(block);
-                    } else if compact.header.height > height {
-                        spawn_sync(&net.handle, from, &sink, &in_flight);
+                    // This peer keeps no mempool: a block it cannot rebuild alone is synced.
+                    match compact.rebuild(|_| None) {
+                        Ok(block) if compact.header.parent_hash == tip => {
+                            let _ = sink.import(block);
+                        }
+                        _ if compact.header.height > height => spawn_sync(&net.handle, from, &sink, &in_flight),
+                        _ => {}
                     }
                 }
                 Some(_) => {}
@@ -219,7 +222,7 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
                 let template = BlockTemplate { key: k, timestamp_ms: ts, kind: BlockKind::Heartbeat, body: BlockBody::default() };
                 let (block, _, _) = build_block(&state, template)?;
                 store.lock().import(&block)?;
-                let compact = CompactBlock { header: block.header.clone(), tx_ids: vec![], cert_ids: vec![], evidence_ids: vec![] };
+                let compact = CompactBlock::of(&block);
                 let _ = net.handle.publish(Topic::Blocks, GossipMessage::Block(Box::new(compact))).await;
             }
             _ = poll.tick() => {

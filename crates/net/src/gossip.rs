@@ -59,6 +59,42 @@ pub struct CompactBlock {
     pub evidence_ids: Vec<Hash>,
 }
 
+impl CompactBlock {
+    /// The announcement of `block`.
+    pub fn of(block: &doin_primitives::Block) -> Self {
+        Self {
+            header: block.header.clone(),
+            tx_ids: block.body.transactions.iter().map(|t| t.id()).collect(),
+            cert_ids: block.body.certificates.iter().map(doin_primitives::Certificate::id).collect(),
+            evidence_ids: block.body.evidence.iter().map(doin_primitives::DoubleVoteEvidence::id).collect(),
+        }
+    }
+
+    /// Rebuilds the block from transactions we hold (`lookup`), or returns the ids we lack.
+    /// Certificates and evidence are rarer: any of them makes the caller fetch the body.
+    pub fn rebuild(
+        &self,
+        lookup: impl Fn(&Hash) -> Option<Transaction>,
+    ) -> Result<doin_primitives::Block, Vec<Hash>> {
+        let mut missing = Vec::new();
+        let mut txs = Vec::with_capacity(self.tx_ids.len());
+        for id in &self.tx_ids {
+            match lookup(id) {
+                Some(tx) if tx.id() == *id => txs.push(tx),
+                _ => missing.push(*id),
+            }
+        }
+        if !missing.is_empty() || !self.cert_ids.is_empty() || !self.evidence_ids.is_empty() {
+            return Err(missing);
+        }
+        let body = doin_primitives::BlockBody {
+            transactions: doin_primitives::BoundedVec::try_from_vec(txs).map_err(|_| Vec::new())?,
+            ..Default::default()
+        };
+        Ok(doin_primitives::Block { header: self.header.clone(), body })
+    }
+}
+
 /// Everything that travels by gossip.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum GossipMessage {

@@ -32,6 +32,14 @@ pub trait SyncProvider: Send + Sync + 'static {
     fn headers(&self, from: u64, count: u32) -> Vec<BlockHeader>;
     /// Canonical bodies from `from`, at most `count`, with their block hashes.
     fn bodies(&self, from: u64, count: u32) -> Vec<(Hash, BlockBody)>;
+    /// Transactions by id from the mempool or recent blocks (missing ones are skipped).
+    fn transactions(&self, _ids: &[Hash]) -> Vec<doin_primitives::Transaction> {
+        Vec::new()
+    }
+    /// A block body by block hash.
+    fn body(&self, _hash: &Hash) -> Option<BlockBody> {
+        None
+    }
     /// The snapshot manifest, if one is published.
     fn snapshot_manifest(&self) -> Option<Vec<u8>> {
         None
@@ -564,8 +572,22 @@ impl Actor {
                 SyncResponse::Headers(p.headers(from, count.min(MAX_HEADERS)))
             }
             SyncRequest::Bodies { from, count } => {
-                SyncResponse::Bodies(p.bodies(from, count.min(MAX_BODIES)))
+                // Bounded by count and by bytes: stop before the response limit.
+                let mut bytes = 0usize;
+                let bodies = p
+                    .bodies(from, count.min(MAX_BODIES))
+                    .into_iter()
+                    .take_while(|(_, b)| {
+                        bytes = bytes.saturating_add(borsh::object_length(b).unwrap_or(usize::MAX));
+                        bytes <= crate::protocol::MAX_RESPONSE_BYTES - 64 * 1024
+                    })
+                    .collect();
+                SyncResponse::Bodies(bodies)
             }
+            SyncRequest::Transactions { ids } => {
+                SyncResponse::Transactions(p.transactions(&ids[..ids.len().min(crate::protocol::MAX_TX_IDS)]))
+            }
+            SyncRequest::Body { hash } => SyncResponse::Body(p.body(&hash)),
             SyncRequest::SnapshotManifest => p
                 .snapshot_manifest()
                 .map_or_else(|| SyncResponse::Error("no snapshot".into()), SyncResponse::Bytes),

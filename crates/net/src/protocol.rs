@@ -16,6 +16,8 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_HEADERS: u32 = 512;
 /// Bodies per request at most (the seed API's page size).
 pub const MAX_BODIES: u32 = 50;
+/// Transaction ids per request at most.
+pub const MAX_TX_IDS: usize = 4096;
 
 /// A sync request.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -42,6 +44,16 @@ pub enum SyncRequest {
     SnapshotChunk {
         /// Chunk index.
         index: u32,
+    },
+    /// Transactions by id (to complete a compact block), at most [`MAX_TX_IDS`].
+    Transactions {
+        /// Ids.
+        ids: Vec<Hash>,
+    },
+    /// One block body by block hash (when more than transactions are missing).
+    Body {
+        /// Block hash.
+        hash: Hash,
     },
     /// One chunk of a content-addressed artifact.
     Artifact {
@@ -76,6 +88,10 @@ pub enum SyncResponse {
     Headers(Vec<BlockHeader>),
     /// Bodies in height order, with their block hashes.
     Bodies(Vec<(Hash, BlockBody)>),
+    /// Transactions found (possibly fewer than asked).
+    Transactions(Vec<doin_primitives::Transaction>),
+    /// One body, if held.
+    Body(Option<BlockBody>),
     /// Raw bytes (snapshot manifest or chunk).
     Bytes(Vec<u8>),
     /// An artifact chunk: total chunk count and this chunk's bytes.

@@ -172,6 +172,48 @@ pub async fn sync_from(
     Ok(report)
 }
 
+/// Completes a compact block announced by `peer`: transactions we hold come from `lookup`,
+/// only the missing ones are requested; a block with certificates or evidence we cannot
+/// rebuild is fetched whole. The result is checked against the header's roots.
+pub async fn complete_block(
+    handle: &NetworkHandle,
+    peer: PeerId,
+    compact: &crate::CompactBlock,
+    lookup: impl Fn(&Hash) -> Option<doin_primitives::Transaction>,
+) -> Result<(Block, usize), SyncError> {
+    let bad = |reason: String| SyncError::BadPeer { peer, reason };
+    let (block, fetched) = match compact.rebuild(&lookup) {
+        Ok(block) => (block, 0),
+        Err(missing)
+            if !missing.is_empty() && compact.cert_ids.is_empty() && compact.evidence_ids.is_empty() =>
+        {
+            let got = match handle.request(peer, SyncRequest::Transactions { ids: missing.clone() }).await? {
+                SyncResponse::Transactions(t) => t,
+                other => return Err(bad(format!("expected transactions, got {other:?}"))),
+            };
+            let by_id: std::collections::HashMap<Hash, doin_primitives::Transaction> =
+                got.into_iter().map(|t| (t.id(), t)).collect();
+            let block = compact
+                .rebuild(|id| lookup(id).or_else(|| by_id.get(id).cloned()))
+                .map_err(|still| bad(format!("{} transactions still missing", still.len())))?;
+            (block, missing.len())
+        }
+        Err(_) => {
+            let hash = compact.header.id();
+            let body = match handle.request(peer, SyncRequest::Body { hash }).await? {
+                SyncResponse::Body(Some(b)) => b,
+                other => return Err(bad(format!("expected the body of {hash}, got {other:?}"))),
+            };
+            let n = body.transactions.len() + body.certificates.len() + body.evidence.len();
+            (Block { header: compact.header.clone(), body }, n)
+        }
+    };
+    if block.body.tx_root() != block.header.tx_root || block.body.cert_root() != block.header.cert_root {
+        return Err(bad("the completed body does not match the header".into()));
+    }
+    Ok((block, fetched))
+}
+
 /// What a snapshot download did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotFetch {

@@ -438,3 +438,72 @@ async fn artifacts_are_found_through_provider_records_and_fetched_from_several_h
     let err = doin_net::artifact::fetch(&c.handle, Hash::of(b"nothing"), dir.path(), &[]).await.unwrap_err();
     assert!(err.to_string().contains("no provider"), "{err}");
 }
+
+struct Blocks(Vec<Block>);
+impl SyncProvider for Blocks {
+    fn status(&self) -> Option<Status> {
+        None
+    }
+    fn headers(&self, _: u64, _: u32) -> Vec<BlockHeader> {
+        Vec::new()
+    }
+    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, BlockBody)> {
+        Vec::new()
+    }
+    fn transactions(&self, ids: &[Hash]) -> Vec<doin_primitives::Transaction> {
+        self.0
+            .iter()
+            .flat_map(|b| b.body.transactions.iter())
+            .filter(|t| ids.contains(&t.id()))
+            .cloned()
+            .collect()
+    }
+    fn body(&self, hash: &Hash) -> Option<BlockBody> {
+        self.0.iter().find(|b| b.hash() == *hash).map(|b| b.body.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_blocks_are_completed_from_the_mempool_fetching_only_what_is_missing() {
+    let mut chain = TestNet::new(10, 5, 2);
+    let txs: Vec<_> =
+        (0..5).map(|i| chain.tx(i + 2, TxKind::Transfer { to: chain.addr(0), amount: Amount(1) })).collect();
+    chain.heartbeat(txs.clone()).unwrap();
+    chain.work_block(9, vec![chain.improving_certificate(5, 50.0)]).unwrap();
+    let (plain, with_cert) = (chain.blocks[0].clone(), chain.blocks[1].clone());
+    let (a, a_addr) = node(50, vec![], Arc::new(Blocks(chain.blocks.clone()))).await;
+    let (b, _) = node(51, vec![a_addr], Arc::new(NoChain)).await;
+    for _ in 0..200 {
+        if b.handle.peers().await.unwrap().contains(&a.handle.peer_id()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B's mempool holds 3 of the 5 transactions.
+    let mempool: std::collections::HashMap<Hash, _> = txs[..3].iter().map(|t| (t.id(), t.clone())).collect();
+    let compact = doin_net::CompactBlock::of(&plain);
+    let (block, fetched) = doin_net::sync::complete_block(&b.handle, a.handle.peer_id(), &compact, |id| {
+        mempool.get(id).cloned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(fetched, 2, "only the two missing transactions travel");
+    assert_eq!(block, plain);
+    // With everything in the mempool nothing is fetched.
+    let all: std::collections::HashMap<Hash, _> = txs.iter().map(|t| (t.id(), t.clone())).collect();
+    let (_, none) =
+        doin_net::sync::complete_block(&b.handle, a.handle.peer_id(), &compact, |id| all.get(id).cloned())
+            .await
+            .unwrap();
+    assert_eq!(none, 0);
+    // A block with a certificate is fetched whole and checked against its header.
+    let (block, _) = doin_net::sync::complete_block(
+        &b.handle,
+        a.handle.peer_id(),
+        &doin_net::CompactBlock::of(&with_cert),
+        |_| None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(block, with_cert);
+}
