@@ -507,3 +507,42 @@ async fn compact_blocks_are_completed_from_the_mempool_fetching_only_what_is_mis
     .unwrap();
     assert_eq!(block, with_cert);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_on_loopback_carries_requests_and_gossip() {
+    let quic = |bootstrap: Vec<Multiaddr>| Config {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        bootstrap,
+        ip_colocation_penalty: false,
+        gossip_heartbeat: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let mut a =
+        start(&Keypair::from_seed([60; 32]), quic(vec![]), Arc::new(NoChain), Arc::new(NoStateChecks))
+            .await
+            .unwrap();
+    let addr = match next_gossip(&mut a, 10, |e| matches!(e, NetworkEvent::Listening(_))).await {
+        Some(NetworkEvent::Listening(addr)) => addr,
+        other => panic!("no QUIC listen address: {other:?}"),
+    };
+    assert!(addr.to_string().contains("/quic-v1"), "{addr}");
+    let mut b =
+        start(&Keypair::from_seed([61; 32]), quic(vec![addr]), Arc::new(NoChain), Arc::new(NoStateChecks))
+            .await
+            .unwrap();
+    for _ in 0..300 {
+        if b.handle.peers().await.unwrap().contains(&a.handle.peer_id()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A request over QUIC: A has no chain and says so.
+    let r = b.handle.request(a.handle.peer_id(), SyncRequest::Status).await.unwrap();
+    assert!(matches!(r, SyncResponse::Error(ref e) if e == "no chain"), "{r:?}");
+    // Gossip over QUIC.
+    let chain = TestNet::new(3, 0, 0);
+    let msg = signed_tx(&chain, 1, 11);
+    publish_when_ready(&a, Topic::Txs, msg.encode()).await;
+    let got = next_gossip(&mut b, 10, |e| matches!(e, NetworkEvent::Gossip { .. })).await;
+    assert!(matches!(got, Some(NetworkEvent::Gossip { message, .. }) if message == msg));
+}
