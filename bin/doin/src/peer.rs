@@ -15,7 +15,7 @@ use doin_consensus::{BlockTemplate, GenesisSpec, build_block, testkit};
 use doin_net::{
     CompactBlock, Config, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, NoStateChecks, PeerId,
     Status, SyncProvider, Topic,
-    sync::{BlockSink, sync_from},
+    sync::{BlockSink, best_peer, sync_from},
 };
 use doin_primitives::{Block, BlockBody, BlockHeader, BlockKind, Hash};
 use doin_storage::{ChainStore, StoreOptions};
@@ -165,6 +165,7 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let mut last_tip = Hash::ZERO;
     let mut last_height = 0u64;
+    let mut last_finalized = 0u64;
     let mut sink = store.clone();
     let in_flight: Arc<Mutex<HashSet<PeerId>>> = Arc::default();
     loop {
@@ -172,6 +173,11 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
             let s = store.lock();
             (s.tip().height(), s.tip().tip().hash)
         };
+        let finalized = store.lock().finalized();
+        if finalized.height > last_finalized {
+            println!("finalized {} {}", finalized.height, finalized.hash);
+            last_finalized = finalized.height;
+        }
         if tip != last_tip {
             // The old tip is no longer canonical: a reorg.
             let still = store.lock().canonical_hash(last_height).ok().flatten();
@@ -226,10 +232,16 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
                 let _ = net.handle.publish(Topic::Blocks, GossipMessage::Block(Box::new(compact))).await;
             }
             _ = poll.tick() => {
-                // Catch up from any peer with more work (late joiners, missed announcements).
-                for peer in net.handle.peers().await.unwrap_or_default() {
-                    spawn_sync(&net.handle, peer, &sink, &in_flight);
-                }
+                // Catch up from the peer with the most work (late joiners, missed announcements),
+                // in the background.
+                let (handle, sink2, in_flight2) = (net.handle.clone(), sink.clone(), in_flight.clone());
+                let genesis = store.lock().genesis_hash();
+                tokio::spawn(async move {
+                    let peers = handle.peers().await.unwrap_or_default();
+                    if let Some((peer, _)) = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await {
+                        spawn_sync(&handle, peer, &sink2, &in_flight2);
+                    }
+                });
             }
         }
     }

@@ -206,6 +206,28 @@ fn partitioned_sides_keep_working_and_converge_after_healing() {
         lines.iter().any(|(h, l, t)| *h >= 3 && *t >= healed && l.starts_with("reorg ")),
         "side B never switched to the heavier chain"
     );
+    // No host ever finalized a block that is not on the final chain (host 0's blocks).
+    let mut final_chain = std::collections::HashMap::new();
+    for (h, l, _) in &lines {
+        let mut parts = l.split(' ');
+        if *h == 0
+            && parts.next() == Some("tip")
+            && let (Some(height), Some(hash)) = (parts.next(), parts.next())
+        {
+            final_chain.insert(height.to_owned(), hash.to_owned());
+        }
+    }
+    let finalized: Vec<_> = lines.iter().filter(|(_, l, _)| l.starts_with("finalized ")).collect();
+    assert!(finalized.iter().any(|(h, _, _)| *h >= 3), "side B never finalized anything");
+    for (h, l, _) in finalized {
+        let mut parts = l.split(' ').skip(1);
+        let (height, hash) = (parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!(
+            final_chain.get(height).map(String::as_str),
+            Some(hash),
+            "host {h} finalized {height} off the final chain"
+        );
+    }
     // Everyone ends on one tip.
     let first = done[0].clone().unwrap();
     for (i, d) in done.iter().enumerate() {

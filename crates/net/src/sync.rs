@@ -74,6 +74,33 @@ async fn headers(
     }
 }
 
+/// Asks `peers` for their status and returns the one whose chain has the greatest cumulative
+/// work (then height) on our genesis; peers that do not answer within `timeout` are skipped.
+pub async fn best_peer(
+    handle: &NetworkHandle,
+    peers: &[PeerId],
+    genesis: Hash,
+    timeout: std::time::Duration,
+) -> Option<(PeerId, Status)> {
+    let mut best: Option<(PeerId, Status)> = None;
+    for peer in peers {
+        let Ok(Ok(SyncResponse::Status(s))) =
+            tokio::time::timeout(timeout, handle.request(*peer, SyncRequest::Status)).await
+        else {
+            continue;
+        };
+        if s.genesis != genesis {
+            continue;
+        }
+        let better =
+            best.as_ref().is_none_or(|(_, b)| (s.cumulative_work, s.height) > (b.cumulative_work, b.height));
+        if better {
+            best = Some((*peer, s));
+        }
+    }
+    best
+}
+
 /// Syncs from `peer` into `sink` if the peer's chain has more work.
 pub async fn sync_from(
     handle: &NetworkHandle,
