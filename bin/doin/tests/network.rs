@@ -2,22 +2,12 @@
 //! 0 ← 1 ← 2 ← 3 ← 4; peer 0 produces blocks; every peer must converge on the same tip through
 //! gossip relayed across the chain and header-first sync.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc::sync_channel,
-    time::Duration,
-};
+mod common;
 
+use std::{process::Command, sync::mpsc::sync_channel, time::Duration};
+
+use common::spawn_lines;
 use doin_consensus::testkit::TestNet;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn five_processes_converge_on_one_tip() {
@@ -26,7 +16,7 @@ fn five_processes_converge_on_one_tip() {
     spec.params.max_block_interval_ms = 50;
     let genesis = dir.path().join("genesis.json");
     std::fs::write(&genesis, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let (tx, rx) = sync_channel::<(usize, String)>(4096);
+    let (tx, rx) = sync_channel(4096);
     let mut children = Vec::new();
     let mut previous: Option<String> = None;
     for i in 0..5 {
@@ -42,20 +32,10 @@ fn five_processes_converge_on_one_tip() {
         if let Some(p) = &previous {
             cmd.args(["--peer", p]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send((i, line)).is_err() {
-                    break;
-                }
-            }
-        });
-        children.push(Killed(child));
+        children.push(spawn_lines(&mut cmd, i, &tx, false));
         // Wait for this peer's listen address before starting the next one.
         let addr = loop {
-            let (who, line) = rx.recv_timeout(Duration::from_secs(30)).expect("peer starts listening");
+            let (who, line, _) = rx.recv_timeout(Duration::from_secs(30)).expect("peer starts listening");
             if who == i
                 && let Some(a) = line.strip_prefix("listening ")
             {
@@ -67,7 +47,7 @@ fn five_processes_converge_on_one_tip() {
     }
     let mut done: Vec<Option<String>> = vec![None; 5];
     while done.iter().any(Option::is_none) {
-        let (who, line) = rx.recv_timeout(Duration::from_secs(90)).expect("every peer reaches height 20");
+        let (who, line, _) = rx.recv_timeout(Duration::from_secs(90)).expect("every peer reaches height 20");
         if let Some(rest) = line.strip_prefix("done ") {
             done[who] = Some(rest.to_owned());
         }

@@ -3,25 +3,18 @@
 //! chain, the link heals, and every host converges on the longer chain without reorging past
 //! finality. Needs root for `ip netns`; elsewhere it prints why it skipped.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::mpsc::sync_channel,
     time::{Duration, Instant},
 };
 
+use common::{ip, spawn_lines};
 use doin_consensus::testkit::TestNet;
 
 const HOSTS: usize = 6;
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
 
 /// The namespaces; removed on drop.
 struct Lab {
@@ -75,14 +68,6 @@ impl Drop for Lab {
     }
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn partitioned_sides_keep_working_and_converge_after_healing() {
     let lab = match Lab::build() {
@@ -99,7 +84,7 @@ fn partitioned_sides_keep_working_and_converge_after_healing() {
     let genesis = dir.path().join("genesis.json");
     std::fs::write(&genesis, serde_json::to_vec(&spec).unwrap()).unwrap();
     let addr = |i: usize| format!("/ip4/10.77.0.{}/tcp/4100", 10 + i);
-    let (tx, rx) = sync_channel::<(usize, String, Instant)>(65_536);
+    let (tx, rx) = sync_channel(65_536);
     let mut children = Vec::new();
     let mut ids = vec![String::new(); HOSTS];
     for i in 0..HOSTS {
@@ -128,17 +113,7 @@ fn partitioned_sides_keep_working_and_converge_after_healing() {
                 cmd.args(["--peer", &format!("{}/p2p/{}", addr(j), ids[j])]);
             }
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send((i, line, Instant::now())).is_err() {
-                    break;
-                }
-            }
-        });
-        children.push(Killed(child));
+        children.push(spawn_lines(&mut cmd, i, &tx, false));
         let id = loop {
             let (who, line, _) = rx.recv_timeout(Duration::from_secs(30)).expect("peer listens");
             if who == i

@@ -3,23 +3,16 @@
 //! through it; A and C connect and C follows A's chain. Needs root for `ip netns`; elsewhere it
 //! prints why it skipped.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::mpsc::sync_channel,
     time::{Duration, Instant},
 };
 
+use common::{Killed, ip, spawn_lines};
 use doin_consensus::testkit::TestNet;
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
 
 struct Lab(String);
 
@@ -54,14 +47,6 @@ impl Drop for Lab {
     }
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn hosts_without_a_route_connect_through_a_relay() {
     let lab = match Lab::build() {
@@ -82,7 +67,7 @@ fn hosts_without_a_route_connect_through_a_relay() {
     spec.params.max_block_interval_ms = 20;
     let genesis = dir.path().join("genesis.json");
     std::fs::write(&genesis, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let (tx, rx) = sync_channel::<(char, String)>(65_536);
+    let (tx, rx) = sync_channel(65_536);
     let mut children = Vec::new();
     let spawn = |name: char, extra: Vec<String>, children: &mut Vec<Killed>| {
         let mut cmd = Command::new("ip");
@@ -99,30 +84,12 @@ fn hosts_without_a_route_connect_through_a_relay() {
         .arg(&genesis)
         .args(["--until-height", "15", "--timeout-s", "60"])
         .args(extra);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("DOIN_DEBUG_RELAY").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send((name, line)).is_err() {
-                    break;
-                }
-            }
-        });
-        children.push(Killed(child));
+        children.push(spawn_lines(&mut cmd, name, &tx, std::env::var_os("DOIN_DEBUG_RELAY").is_some()));
     };
     let wait_for = |who: char, prefix: &str| -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (w, line) =
+            let (w, line, _) =
                 rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("peer output");
             if std::env::var_os("DOIN_DEBUG_RELAY").is_some() {
                 eprintln!("[{w}] {line}");
@@ -173,7 +140,7 @@ fn hosts_without_a_route_connect_through_a_relay() {
     let deadline = Instant::now() + Duration::from_secs(40);
     let (mut c_sees_a, mut a_sees_c, mut c_done) = (false, false, false);
     while !(c_sees_a && a_sees_c && c_done) {
-        let (who, line) = rx
+        let (who, line, _) = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("relay connection and sync");
         if std::env::var_os("DOIN_DEBUG_RELAY").is_some() {

@@ -21,7 +21,7 @@ use libp2p::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::sync::mpsc;
 
-use crate::{Config, GossipMessage, NetworkEvent, NoStateChecks, Status, SyncProvider, Topic, start};
+use crate::{Config, GossipMessage, NetworkEvent, NoStateChecks, SyncProvider, Topic, start};
 
 /// Connections each node opens to earlier nodes (about twice that per node on average):
 /// a node keeps a few dozen peers, as public networks do.
@@ -41,17 +41,7 @@ pub struct RunResult {
 }
 
 struct Nothing;
-impl SyncProvider for Nothing {
-    fn status(&self) -> Option<Status> {
-        None
-    }
-    fn headers(&self, _: u64, _: u32) -> Vec<doin_primitives::BlockHeader> {
-        Vec::new()
-    }
-    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, doin_primitives::BlockBody)> {
-        Vec::new()
-    }
-}
+impl SyncProvider for Nothing {}
 
 /// A random connected topology: node i dials `degree` earlier nodes (fewer at the start).
 pub fn topology(nodes: usize, degree: usize, seed: u64) -> Vec<Vec<usize>> {

@@ -24,14 +24,22 @@ use crate::{
     protocol::{MAX_BODIES, MAX_HEADERS, Status, SyncRequest, SyncResponse},
 };
 
-/// Chain data the node serves to peers. Implementations must be cheap (store reads).
+/// Chain data the node serves to peers. Implementations must be cheap (store reads). Every
+/// method defaults to "nothing to serve", so a peer without a chain (a bench node, an artifact
+/// host) implements only what it has.
 pub trait SyncProvider: Send + Sync + 'static {
     /// Our chain status.
-    fn status(&self) -> Option<Status>;
+    fn status(&self) -> Option<Status> {
+        None
+    }
     /// Canonical headers from `from`, at most `count`.
-    fn headers(&self, from: u64, count: u32) -> Vec<BlockHeader>;
+    fn headers(&self, _from: u64, _count: u32) -> Vec<BlockHeader> {
+        Vec::new()
+    }
     /// Canonical bodies from `from`, at most `count`, with their block hashes.
-    fn bodies(&self, from: u64, count: u32) -> Vec<(Hash, BlockBody)>;
+    fn bodies(&self, _from: u64, _count: u32) -> Vec<(Hash, BlockBody)> {
+        Vec::new()
+    }
     /// Transactions by id from the mempool or recent blocks (missing ones are skipped).
     fn transactions(&self, _ids: &[Hash]) -> Vec<doin_primitives::Transaction> {
         Vec::new()

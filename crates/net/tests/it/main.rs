@@ -27,17 +27,7 @@ fn memory_addr() -> Multiaddr {
 }
 
 struct NoChain;
-impl SyncProvider for NoChain {
-    fn status(&self) -> Option<Status> {
-        None
-    }
-    fn headers(&self, _: u64, _: u32) -> Vec<BlockHeader> {
-        Vec::new()
-    }
-    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, BlockBody)> {
-        Vec::new()
-    }
-}
+impl SyncProvider for NoChain {}
 
 fn config(bootstrap: Vec<Multiaddr>) -> Config {
     Config {
@@ -382,15 +372,6 @@ async fn a_new_node_restores_a_peers_snapshot_then_replays_recent_blocks() {
 
 struct Holder(doin_net::artifact::Artifact);
 impl SyncProvider for Holder {
-    fn status(&self) -> Option<Status> {
-        None
-    }
-    fn headers(&self, _: u64, _: u32) -> Vec<BlockHeader> {
-        Vec::new()
-    }
-    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, BlockBody)> {
-        Vec::new()
-    }
     fn artifact_chunk(&self, hash: &Hash, chunk: u32) -> Option<(u32, Vec<u8>)> {
         (*hash == self.0.hash).then(|| self.0.serve(chunk)).flatten()
     }
@@ -441,15 +422,6 @@ async fn artifacts_are_found_through_provider_records_and_fetched_from_several_h
 
 struct Blocks(Vec<Block>);
 impl SyncProvider for Blocks {
-    fn status(&self) -> Option<Status> {
-        None
-    }
-    fn headers(&self, _: u64, _: u32) -> Vec<BlockHeader> {
-        Vec::new()
-    }
-    fn bodies(&self, _: u64, _: u32) -> Vec<(Hash, BlockBody)> {
-        Vec::new()
-    }
     fn transactions(&self, ids: &[Hash]) -> Vec<doin_primitives::Transaction> {
         self.0
             .iter()

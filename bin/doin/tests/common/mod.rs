@@ -1,0 +1,54 @@
+//! Shared by the multi-process tests: child processes killed on drop, `ip` for the namespace
+//! labs, and line readers that tag each output line with its process and arrival time.
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc::SyncSender,
+    time::Instant,
+};
+
+/// A child process, killed and reaped when dropped.
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `ip ARGS`, returning its error text on failure.
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Spawns `cmd` with its stdout read line by line into `tx` as `(key, line, arrival)`.
+pub(crate) fn spawn_lines<K: Copy + Send + 'static>(
+    cmd: &mut Command,
+    key: K,
+    tx: &SyncSender<(K, String, Instant)>,
+    show_stderr: bool,
+) -> Killed {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(if show_stderr { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((key, line, Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    Killed(child)
+}
