@@ -252,6 +252,30 @@ fn tx_infos(body: &BlockBody) -> Vec<TxInfo> {
         .collect()
 }
 
+/// What a non-transaction signature in a block belongs to (named only when it fails).
+#[derive(Clone, Copy)]
+enum Signer {
+    Header,
+    ChannelUpdate(Hash),
+    Commit(usize),
+    Reveal(usize),
+    Vote(usize, usize, Address),
+    Evidence(usize, &'static str),
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Header => write!(f, "the block header"),
+            Self::ChannelUpdate(tx) => write!(f, "the channel update in transaction {tx}"),
+            Self::Commit(i) => write!(f, "certificate {i} commit"),
+            Self::Reveal(i) => write!(f, "certificate {i} reveal"),
+            Self::Vote(i, j, who) => write!(f, "certificate {i} vote {j} by {who:?}"),
+            Self::Evidence(i, which) => write!(f, "evidence {i} {which} vote"),
+        }
+    }
+}
+
 /// Verifies every signature in the block in one batch; on failure names the culprit.
 fn verify_signatures(
     header: Option<&doin_primitives::BlockHeader>,
@@ -259,14 +283,14 @@ fn verify_signatures(
     infos: &[TxInfo],
 ) -> Result<(), BlockError> {
     let mut items: Vec<SignatureItem> = Vec::with_capacity(body.transactions.len() + 1);
-    let mut labels: Vec<String> = Vec::new();
-    let mut label = |items: &Vec<SignatureItem>, text: String| {
-        // Labels are only built lazily for non-transaction items (few), see below.
-        labels.push(format!("{}:{text}", items.len()));
+    // Positions of the items that are not plain transaction signatures.
+    let mut named: Vec<(usize, Signer)> = Vec::new();
+    let mut push = |items: &mut Vec<SignatureItem>, item: SignatureItem, who: Signer| {
+        named.push((items.len(), who));
+        items.push(item);
     };
     if let Some(h) = header {
-        label(&items, "the block header".into());
-        items.push(h.signature_item());
+        push(&mut items, h.signature_item(), Signer::Header);
     }
     for (tx, info) in body.transactions.iter().zip(infos) {
         items.push(SignatureItem {
@@ -277,35 +301,28 @@ fn verify_signatures(
         if let TxKind::CloseChannel { final_update: u } | TxKind::ChallengeChannel { newer_update: u } =
             &tx.kind
         {
-            label(&items, format!("the channel update in transaction {}", info.id));
-            items.push(u.signature_item());
+            push(&mut items, u.signature_item(), Signer::ChannelUpdate(info.id));
         }
     }
     for (i, c) in body.certificates.iter().enumerate() {
-        label(&items, format!("certificate {i} commit"));
-        items.push(c.commit.signature_item());
-        label(&items, format!("certificate {i} reveal"));
-        items.push(c.reveal.signature_item());
+        push(&mut items, c.commit.signature_item(), Signer::Commit(i));
+        push(&mut items, c.reveal.signature_item(), Signer::Reveal(i));
         for (j, v) in c.votes.iter().chain(c.escalation.iter()).enumerate() {
-            label(&items, format!("certificate {i} vote {j} by {:?}", v.signer()));
-            items.push(v.signature_item());
+            push(&mut items, v.signature_item(), Signer::Vote(i, j, *v.signer()));
         }
     }
     for (i, e) in body.evidence.iter().enumerate() {
-        label(&items, format!("evidence {i} first vote"));
-        items.push(e.first.signature_item());
-        label(&items, format!("evidence {i} second vote"));
-        items.push(e.second.signature_item());
+        push(&mut items, e.first.signature_item(), Signer::Evidence(i, "first"));
+        push(&mut items, e.second.signature_item(), Signer::Evidence(i, "second"));
     }
     verify_batch(&items).map_err(|index| {
-        let prefix = format!("{index}:");
-        let what =
-            labels.iter().find_map(|l| l.strip_prefix(&prefix).map(str::to_owned)).unwrap_or_else(|| {
-                match items.get(index) {
-                    Some(item) => format!("a transaction from {:?}", item.signer),
-                    None => "an item".to_owned(),
-                }
-            });
+        let what = match named.iter().find(|(at, _)| *at == index) {
+            Some((_, who)) => who.to_string(),
+            None => match items.get(index) {
+                Some(item) => format!("a transaction from {:?}", item.signer),
+                None => "an item".to_owned(),
+            },
+        };
         BlockError::Signature(what)
     })
 }
