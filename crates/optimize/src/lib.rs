@@ -1,0 +1,45 @@
+//! The optimization engine (DESIGN §5), first part: mixed parameter spaces searched in a unit
+//! cube, the [`Optimizer`] ask/tell interface with island migration and snapshots, SHADE
+//! (success-history adaptive differential evolution), and the benchmark functions.
+//!
+//! Convention: optimizers minimize a loss; domains that maximize report `-performance`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod functions;
+pub mod shade;
+pub mod space;
+
+pub use shade::Shade;
+pub use space::{Dim, Space, Value};
+
+/// One evaluated candidate: its point in the unit cube and its loss (lower is better;
+/// `f64::INFINITY` for a failed evaluation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluated {
+    /// Point in `[0, 1]^d`.
+    pub x: Vec<f64>,
+    /// Loss.
+    pub loss: f64,
+}
+
+/// An ask/tell optimizer over the unit cube.
+pub trait Optimizer: Send {
+    /// Up to `n` new candidates to evaluate.
+    fn ask(&mut self, n: usize) -> Vec<Vec<f64>>;
+    /// Results of evaluated candidates (in any order, any subset of what was asked).
+    fn tell(&mut self, results: &[Evaluated]);
+    /// A migrant (for example the chain's verified champion): replaces the worst member at the
+    /// next generation boundary.
+    fn inject(&mut self, migrant: Evaluated);
+    /// The best candidate seen.
+    fn best(&self) -> Option<&Evaluated>;
+    /// The full state, to resume after a restart.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Restores a snapshot taken by the same optimizer kind.
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>;
+}
+
+/// A snapshot does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("optimizer snapshot does not decode: {0}")]
+pub struct SnapshotError(pub String);
