@@ -5,6 +5,8 @@
 //! Convention: optimizers minimize a loss; domains that maximize report `-performance`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod domain;
+pub mod driver;
 pub mod functions;
 pub mod shade;
 pub mod space;

@@ -1,0 +1,157 @@
+//! Domains: what is optimized and how a candidate is measured. An optimizer measures on its own
+//! data (`seed = None`); an evaluator measures on data derived from its seed, which the
+//! optimizer could not have seen (DESIGN §4.1 step 4).
+
+use std::{collections::BTreeMap, time::Instant};
+
+use doin_primitives::Hash;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    functions::Function,
+    space::{Space, Value},
+};
+
+/// What one evaluation produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    /// The domain's performance metric (higher is better unless the domain says otherwise).
+    pub performance: f64,
+    /// Extra metrics (train/validation/test MAE, epochs, …).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Limits one evaluation runs under; domains check them cooperatively.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Give up after this instant.
+    pub deadline: Instant,
+    /// Training epochs at most.
+    pub max_epochs: u32,
+}
+
+/// Why an evaluation failed (reported, never a crash).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The wall-clock limit was hit.
+    #[error("evaluation exceeded its time limit")]
+    Timeout,
+    /// The parameters are unusable (wrong count, out of range).
+    #[error("bad parameters: {0}")]
+    BadParams(String),
+    /// The domain failed.
+    #[error("evaluation failed: {0}")]
+    Failed(String),
+}
+
+/// An optimization target.
+pub trait Domain: Send + Sync {
+    /// The domain id.
+    fn id(&self) -> &str;
+    /// The parameter space.
+    fn space(&self) -> &Space;
+    /// Whether higher performance is better.
+    fn higher_is_better(&self) -> bool;
+    /// Measures `params` on the optimizer's data (`seed = None`) or on data derived from an
+    /// evaluator's seed.
+    fn evaluate(
+        &self,
+        params: &[Value],
+        seed: Option<&Hash>,
+        budget: Budget,
+    ) -> Result<Measurement, EvalError>;
+    /// The loss an optimizer minimizes for a measurement.
+    fn loss(&self, m: &Measurement) -> f64 {
+        if self.higher_is_better() { -m.performance } else { m.performance }
+    }
+}
+
+fn check(space: &Space, params: &[Value]) -> Result<Vec<f64>, EvalError> {
+    if params.len() != space.len() {
+        return Err(EvalError::BadParams(format!(
+            "{} parameters, the domain has {}",
+            params.len(),
+            space.len()
+        )));
+    }
+    Ok(params.iter().map(|v| v.as_f64()).collect())
+}
+
+/// The Python system's reference domain: `n` parameters in bounds, loss `Σ (x − target)²`,
+/// performance `−loss`; evaluators perturb the target with noise drawn from their seed.
+#[derive(Clone, Debug)]
+pub struct Quadratic {
+    space: Space,
+    target: Vec<f64>,
+    noise: f64,
+}
+
+impl Quadratic {
+    /// `n` parameters in `[-bound, bound]`, target drawn from `target_seed`, evaluator noise of
+    /// standard deviation `noise`.
+    pub fn new(n: usize, bound: f64, target_seed: u64, noise: f64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(target_seed);
+        let target = (0..n).map(|_| rng.random_range(-0.5 * bound..0.5 * bound)).collect();
+        Self { space: Space::cube(n, bound), target, noise }
+    }
+}
+
+impl Domain for Quadratic {
+    fn id(&self) -> &str {
+        "quadratic"
+    }
+    fn space(&self) -> &Space {
+        &self.space
+    }
+    fn higher_is_better(&self) -> bool {
+        true
+    }
+    fn evaluate(&self, params: &[Value], seed: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+        let x = check(&self.space, params)?;
+        let target: Vec<f64> = match seed {
+            None => self.target.clone(),
+            Some(s) => {
+                let mut rng = ChaCha8Rng::from_seed(s.0);
+                self.target.iter().map(|t| t + self.noise * (rng.random::<f64>() * 2.0 - 1.0)).collect()
+            }
+        };
+        let loss: f64 = x.iter().zip(&target).map(|(a, t)| (a - t).powi(2)).sum();
+        Ok(Measurement { performance: -loss, metrics: BTreeMap::from([("loss".to_owned(), loss)]) })
+    }
+}
+
+/// A benchmark function as a domain (minimize; the optimum is shifted by a seed).
+#[derive(Clone, Debug)]
+pub struct Benchmark {
+    function: Function,
+    space: Space,
+    shift: Vec<f64>,
+}
+
+impl Benchmark {
+    /// `function` in `d` dimensions with its optimum moved within 80 % of the bounds.
+    pub fn new(function: Function, d: usize, shift_seed: u64) -> Self {
+        let b = function.bound();
+        let mut rng = ChaCha8Rng::seed_from_u64(shift_seed);
+        let shift = (0..d).map(|_| rng.random_range(-0.8 * b..0.8 * b)).collect();
+        Self { function, space: Space::cube(d, b), shift }
+    }
+}
+
+impl Domain for Benchmark {
+    fn id(&self) -> &str {
+        self.function.name()
+    }
+    fn space(&self) -> &Space {
+        &self.space
+    }
+    fn higher_is_better(&self) -> bool {
+        false
+    }
+    fn evaluate(&self, params: &[Value], _: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+        let x = check(&self.space, params)?;
+        Ok(Measurement { performance: self.function.eval(&x, &self.shift), metrics: BTreeMap::new() })
+    }
+}
