@@ -8,9 +8,11 @@
 pub mod domain;
 pub mod driver;
 pub mod functions;
+pub mod ga;
 pub mod shade;
 pub mod space;
 
+pub use ga::{Ga, GaConfig};
 pub use shade::Shade;
 pub use space::{Dim, Space, Value};
 
