@@ -44,6 +44,16 @@ pub(crate) enum Bench {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// CEC-style optimizer runs (shifted 30-D functions, 10 000 × D evaluations), optimizer
+    /// overhead per evaluation, and islands with migration against one population.
+    Optimize {
+        /// Runs per function.
+        #[arg(long, default_value_t = 51)]
+        seeds: u64,
+        /// Dimensions.
+        #[arg(long, default_value_t = 30)]
+        dim: usize,
+    },
     /// Runs N in-process nodes over libp2p's memory transport and publishes messages from
     /// random nodes: DOIN's gossipsub, then a flooding baseline on the same topology.
     Gossip {
@@ -66,6 +76,7 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
         }
         Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
+        Bench::Optimize { seeds, dim } => optimize(seeds, dim),
     }
 }
 
@@ -184,6 +195,36 @@ fn gossip(nodes: usize, messages: usize, seed: u64) -> anyhow::Result<()> {
             "transmissions_per_delivery": round3(f.transmissions_per_delivery),
         },
     });
+    println!("{line}");
+    Ok(())
+}
+
+fn optimize(seeds: u64, dim: usize) -> anyhow::Result<()> {
+    use doin_optimize::{bench, functions::Function};
+    if seeds == 0 || dim < 2 {
+        bail!("--seeds must be at least 1 and --dim at least 2");
+    }
+    let mut line =
+        serde_json::json!({ "bench": "optimize", "dim": dim, "runs": seeds, "optimizer": "shade" });
+    for f in [Function::Sphere, Function::Ackley, Function::Rastrigin, Function::Rosenbrock] {
+        let solved = (0..seeds).filter(|s| bench::cec_run(f, dim, 10_000 * dim, *s) < 1e-8).count();
+        line[format!("{}_solved", f.name())] = solved.into();
+    }
+    line["overhead_ns_per_eval"] = round3(bench::overhead_ns_per_eval(1_000_000)).into();
+    // Islands: 4 populations with migration vs one, same total budget, Rastrigin 10-D.
+    let (budget, runs) = (10_000 * 10, seeds.min(20));
+    let single: Vec<Option<usize>> =
+        (0..runs).map(|s| bench::islands_to_target(Function::Rastrigin, 10, 1, budget, s)).collect();
+    let island: Vec<Option<usize>> =
+        (0..runs).map(|s| bench::islands_to_target(Function::Rastrigin, 10, 4, budget, s)).collect();
+    let mean = |v: &[Option<usize>]| {
+        let ok: Vec<f64> = v.iter().flatten().map(|n| *n as f64).collect();
+        if ok.is_empty() { f64::INFINITY } else { ok.iter().sum::<f64>() / ok.len() as f64 }
+    };
+    line["island_success"] = island.iter().flatten().count().into();
+    line["single_success"] = single.iter().flatten().count().into();
+    line["island_runs"] = runs.into();
+    line["island_speedup"] = round3(mean(&single) / mean(&island)).into();
     println!("{line}");
     Ok(())
 }

@@ -128,3 +128,20 @@ fn bench_storage_prints_its_figures() {
     assert_eq!(v["snapshot_accounts"], 500);
     assert_eq!(v["txs"], 60);
 }
+
+#[test]
+fn bench_optimize_prints_its_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["bench", "optimize", "--seeds", "1", "--dim", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(v["runs"], 1);
+    assert_eq!(v["sphere_solved"], 1, "{v}");
+    for key in ["ackley_solved", "rastrigin_solved", "rosenbrock_solved", "island_success", "single_success"]
+    {
+        assert!(v[key].is_u64(), "{key}: {v}");
+    }
+    assert!(v["overhead_ns_per_eval"].as_f64().unwrap() > 0.0);
+}

@@ -5,6 +5,7 @@
 //! Convention: optimizers minimize a loss; domains that maximize report `-performance`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod bench;
 pub mod domain;
 pub mod driver;
 pub mod functions;
