@@ -2,28 +2,15 @@
 
 use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-use crate::{Evaluated, Ga, GaConfig, Optimizer, Shade, Space, functions::Function};
+use crate::{Evaluated, Ga, GaConfig, Optimizer, Shade, domain::Benchmark, functions::Function};
 
 /// Best error of SHADE on `f` in `d` dimensions with `budget` evaluations, shifted by `seed`.
 pub fn cec_run(f: Function, d: usize, budget: usize, seed: u64) -> f64 {
-    let b = f.bound();
-    let space = Space::cube(d, b);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let shift: Vec<f64> = (0..d).map(|_| rng.random_range(-0.8 * b..0.8 * b)).collect();
+    let problem = Benchmark::new(f, d, seed);
     let mut opt = Shade::new(d, Shade::default_population(d), seed);
     let mut used = 0;
     while used < budget {
-        let xs = opt.ask(64.min(budget - used));
-        let results: Vec<Evaluated> = xs
-            .into_iter()
-            .map(|x| {
-                let v: Vec<f64> = space.decode(&x).iter().map(|v| v.as_f64()).collect();
-                Evaluated { loss: f.eval(&v, &shift), x }
-            })
-            .collect();
+        let results = problem.evaluate_unit(opt.ask(64.min(budget - used)));
         used += results.len();
         opt.tell(&results);
     }
@@ -47,23 +34,13 @@ pub fn overhead_ns_per_eval(evals: usize) -> f64 {
 /// Evaluations until `f` (shifted by `seed`) reaches 1e-8 with `islands` SHADE populations that
 /// share their best member after every round, or `None` within `budget` total evaluations.
 pub fn islands_to_target(f: Function, d: usize, islands: usize, budget: usize, seed: u64) -> Option<usize> {
-    let b = f.bound();
-    let space = Space::cube(d, b);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let shift: Vec<f64> = (0..d).map(|_| rng.random_range(-0.8 * b..0.8 * b)).collect();
+    let problem = Benchmark::new(f, d, seed);
     let np = (Shade::default_population(d) / islands).max(20);
     let mut opts: Vec<Shade> = (0..islands).map(|i| Shade::new(d, np, seed * 31 + i as u64)).collect();
     let mut used = 0;
     while used < budget {
         for o in opts.iter_mut() {
-            let xs = o.ask(np);
-            let results: Vec<Evaluated> = xs
-                .into_iter()
-                .map(|x| {
-                    let v: Vec<f64> = space.decode(&x).iter().map(|v| v.as_f64()).collect();
-                    Evaluated { loss: f.eval(&v, &shift), x }
-                })
-                .collect();
+            let results = problem.evaluate_unit(o.ask(np));
             used += results.len();
             o.tell(&results);
             if o.best().is_some_and(|b| b.loss < 1e-8) {

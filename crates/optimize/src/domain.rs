@@ -140,6 +140,18 @@ impl Benchmark {
     }
 }
 
+impl Benchmark {
+    /// Losses of unit-cube points (the fast path for benchmarks and tests).
+    pub fn evaluate_unit(&self, xs: Vec<Vec<f64>>) -> Vec<crate::Evaluated> {
+        xs.into_iter()
+            .map(|x| {
+                let v: Vec<f64> = self.space.decode(&x).iter().map(|v| v.as_f64()).collect();
+                crate::Evaluated { loss: self.function.eval(&v, &self.shift), x }
+            })
+            .collect()
+    }
+}
+
 impl Domain for Benchmark {
     fn id(&self) -> &str {
         self.function.name()

@@ -261,29 +261,11 @@ impl Optimizer for Shade {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{functions::Function, space::Space};
+    use crate::functions::Function;
 
     /// Runs `budget` evaluations of `f` (shifted) in `d` dimensions; returns the best error.
     fn run(f: Function, d: usize, budget: usize, seed: u64) -> f64 {
-        let b = f.bound();
-        let space = Space::cube(d, b);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let shift: Vec<f64> = (0..d).map(|_| rng.random_range(-0.8 * b..0.8 * b)).collect();
-        let mut opt = Shade::new(d, Shade::default_population(d), seed);
-        let mut used = 0;
-        while used < budget {
-            let xs = opt.ask(16);
-            let results: Vec<Evaluated> = xs
-                .into_iter()
-                .map(|x| {
-                    let v: Vec<f64> = space.decode(&x).iter().map(|v| v.as_f64()).collect();
-                    Evaluated { loss: f.eval(&v, &shift), x }
-                })
-                .collect();
-            used += results.len();
-            opt.tell(&results);
-        }
-        opt.best().map_or(f64::INFINITY, |b| b.loss)
+        crate::bench::cec_run(f, d, budget, seed)
     }
 
     #[test]
