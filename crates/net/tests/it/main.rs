@@ -221,12 +221,11 @@ impl BlockSink for Store {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn header_first_sync_brings_an_empty_node_to_the_same_state() {
-    let dir = tempfile::tempdir().unwrap();
+/// A chain of `n` blocks (a work block every `every`, transfers otherwise) stored at `path`.
+fn stored_chain(n: usize, every: usize, path: &std::path::Path) -> (TestNet, ChainStore) {
     let mut chain = TestNet::new(10, 5, 2);
-    for i in 0..70 {
-        if i % 7 == 0 {
+    for i in 0..n {
+        if i % every == 0 {
             chain
                 .work_block(9, vec![chain.improving_certificate(5 + i % 2, 80.0 / (1.0 + i as f64))])
                 .unwrap();
@@ -235,21 +234,33 @@ async fn header_first_sync_brings_an_empty_node_to_the_same_state() {
             chain.heartbeat(vec![tx]).unwrap();
         }
     }
-    let mut full =
-        ChainStore::open(&dir.path().join("a.redb"), &chain.spec, StoreOptions::default()).unwrap();
-    full.import_many(&chain.blocks, 16).unwrap();
+    let mut store = ChainStore::open(path, &chain.spec, StoreOptions::default()).unwrap();
+    store.import_many(&chain.blocks, 8).unwrap();
+    (chain, store)
+}
+
+/// Waits (bounded) until `client` is connected to `server`.
+async fn connected(client: &Network, server: &Network) {
+    for _ in 0..300 {
+        if client.handle.peers().await.unwrap().contains(&server.handle.peer_id()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no connection within 3 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_first_sync_brings_an_empty_node_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, full) = stored_chain(70, 7, &dir.path().join("a.redb"));
     let full = Arc::new(Mutex::new(full));
     let (server, server_addr) = node(20, vec![], Arc::new(Store(full.clone(), None))).await;
     let empty = ChainStore::open(&dir.path().join("b.redb"), &chain.spec, StoreOptions::default()).unwrap();
     let mut sink = Store(Arc::new(Mutex::new(empty)), None);
     let (client, _) = node(21, vec![server_addr], Arc::new(NoChain)).await;
     // Wait for the connection.
-    for _ in 0..200 {
-        if client.handle.peers().await.unwrap().contains(&server.handle.peer_id()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    connected(&client, &server).await;
     let report = sync_from(&client.handle, server.handle.peer_id(), &mut sink).await.unwrap();
     assert_eq!(report.imported, 70);
     assert_eq!(report.common, 0);
@@ -311,20 +322,7 @@ fn address_groups_bound_outbound_peers_per_network_but_not_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_restores_a_peers_snapshot_then_replays_recent_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let mut chain = TestNet::new(10, 5, 2);
-    for i in 0..30 {
-        if i % 5 == 0 {
-            chain
-                .work_block(9, vec![chain.improving_certificate(5 + i % 2, 80.0 / (1.0 + i as f64))])
-                .unwrap();
-        } else {
-            let tx = chain.tx(7, TxKind::Transfer { to: chain.addr(8), amount: Amount(3) });
-            chain.heartbeat(vec![tx]).unwrap();
-        }
-    }
-    let mut full =
-        ChainStore::open(&dir.path().join("a.redb"), &chain.spec, StoreOptions::default()).unwrap();
-    full.import_many(&chain.blocks, 8).unwrap();
+    let (_, full) = stored_chain(30, 5, &dir.path().join("a.redb"));
     let checkpoint = full.finalized();
     assert_eq!(checkpoint.height, 24);
     let served = dir.path().join("served");
@@ -332,12 +330,7 @@ async fn a_new_node_restores_a_peers_snapshot_then_replays_recent_blocks() {
     let full = Arc::new(Mutex::new(full));
     let (server, server_addr) = node(30, vec![], Arc::new(Store(full.clone(), Some(served.clone())))).await;
     let (client, _) = node(31, vec![server_addr], Arc::new(NoChain)).await;
-    for _ in 0..200 {
-        if client.handle.peers().await.unwrap().contains(&server.handle.peer_id()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    connected(&client, &server).await;
     let peers = [server.handle.peer_id()];
     let fetched = dir.path().join("fetched");
     let report = doin_net::sync::fetch_snapshot(&client.handle, &peers, &fetched, chunk_list).await.unwrap();
@@ -445,12 +438,7 @@ async fn compact_blocks_are_completed_from_the_mempool_fetching_only_what_is_mis
     let (plain, with_cert) = (chain.blocks[0].clone(), chain.blocks[1].clone());
     let (a, a_addr) = node(50, vec![], Arc::new(Blocks(chain.blocks.clone()))).await;
     let (b, _) = node(51, vec![a_addr], Arc::new(NoChain)).await;
-    for _ in 0..200 {
-        if b.handle.peers().await.unwrap().contains(&a.handle.peer_id()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    connected(&b, &a).await;
     // B's mempool holds 3 of the 5 transactions.
     let mempool: std::collections::HashMap<Hash, _> = txs[..3].iter().map(|t| (t.id(), t.clone())).collect();
     let compact = doin_net::CompactBlock::of(&plain);
@@ -502,12 +490,7 @@ async fn quic_on_loopback_carries_requests_and_gossip() {
         start(&Keypair::from_seed([61; 32]), quic(vec![addr]), Arc::new(NoChain), Arc::new(NoStateChecks))
             .await
             .unwrap();
-    for _ in 0..300 {
-        if b.handle.peers().await.unwrap().contains(&a.handle.peer_id()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    connected(&b, &a).await;
     // A request over QUIC: A has no chain and says so.
     let r = b.handle.request(a.handle.peer_id(), SyncRequest::Status).await.unwrap();
     assert!(matches!(r, SyncResponse::Error(ref e) if e == "no chain"), "{r:?}");
