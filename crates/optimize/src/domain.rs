@@ -22,13 +22,40 @@ pub struct Measurement {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// Limits one evaluation runs under; domains check them cooperatively.
+/// Limits one evaluation runs under. Domains check the deadline and epochs cooperatively and
+/// refuse a candidate whose memory estimate is over the limit before they start it.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
     /// Give up after this instant.
     pub deadline: Instant,
     /// Training epochs at most.
     pub max_epochs: u32,
+    /// Estimated memory of one evaluation at most, in bytes.
+    pub max_memory_bytes: u64,
+}
+
+impl Budget {
+    /// A budget of `wall` from now, `max_epochs` epochs and no memory limit to speak of.
+    pub fn new(wall: std::time::Duration, max_epochs: u32) -> Self {
+        Self { deadline: Instant::now() + wall, max_epochs, max_memory_bytes: u64::MAX }
+    }
+
+    /// Whether the deadline passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Refuses an evaluation whose estimated memory is over the limit.
+    pub fn check_memory(&self, estimate_bytes: u64) -> Result<(), EvalError> {
+        if estimate_bytes > self.max_memory_bytes {
+            return Err(EvalError::ResourceLimit(format!(
+                "memory estimate {} MiB over the limit of {} MiB",
+                estimate_bytes >> 20,
+                self.max_memory_bytes >> 20
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Why an evaluation failed (reported, never a crash).
@@ -41,6 +68,12 @@ pub enum EvalError {
     /// The parameters are unusable (wrong count, out of range).
     #[error("bad parameters: {0}")]
     BadParams(String),
+    /// A resource limit other than time (memory estimate, epochs) refused the candidate.
+    #[error("resource limit: {0}")]
+    ResourceLimit(String),
+    /// The domain does not offer this operation.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The domain failed.
     #[error("evaluation failed: {0}")]
     Failed(String),
@@ -62,6 +95,11 @@ pub trait Domain: Send + Sync {
         seed: Option<&Hash>,
         budget: Budget,
     ) -> Result<Measurement, EvalError>;
+    /// Trains the model `params` describe and returns it as an artifact (for inference);
+    /// domains without a model say [`EvalError::Unsupported`].
+    fn train(&self, _params: &[Value], _seed: Option<&Hash>, _budget: Budget) -> Result<Vec<u8>, EvalError> {
+        Err(EvalError::Unsupported(format!("domain {} has no trained artifact", self.id())))
+    }
     /// The loss an optimizer minimizes for a measurement.
     fn loss(&self, m: &Measurement) -> f64 {
         if self.higher_is_better() { -m.performance } else { m.performance }

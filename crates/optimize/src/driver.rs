@@ -21,6 +21,10 @@ pub trait Hooks {
     fn champion_found(&mut self, _x: &[f64], _measurement: &Measurement) {}
     /// A candidate failed (time limit, bad parameters, domain error).
     fn evaluation_failed(&mut self, _error: &EvalError) {}
+    /// A search stage begins (stage 0 when the run starts).
+    fn stage_start(&mut self, _stage: u32) {}
+    /// A search stage ended (patience ran out, or the run ended).
+    fn stage_end(&mut self, _stage: u32) {}
 }
 
 /// No callbacks.
@@ -41,8 +45,24 @@ pub struct RunConfig {
     pub max_wall: Duration,
     /// Epoch limit per evaluation.
     pub max_epochs: u32,
+    /// Memory estimate limit per evaluation, in bytes.
+    pub max_memory_bytes: u64,
     /// Stop once the loss is at or below this.
     pub target_loss: Option<f64>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            budget: 1000,
+            batch: 32,
+            workers: 1,
+            max_wall: Duration::from_secs(60),
+            max_epochs: 100,
+            max_memory_bytes: u64::MAX,
+            target_loss: None,
+        }
+    }
 }
 
 /// What a run achieved.
@@ -67,6 +87,8 @@ pub fn run(
 ) -> RunResult {
     let mut result = RunResult { evaluations: 0, failures: 0, best_loss: f64::INFINITY, best_x: Vec::new() };
     let mut generation = 0u64;
+    let mut stage = optimizer.stage();
+    hooks.stage_start(stage);
     while result.evaluations < config.budget
         && result.best_loss > config.target_loss.unwrap_or(f64::NEG_INFINITY)
     {
@@ -100,8 +122,14 @@ pub fn run(
         result.evaluations += told.len();
         optimizer.tell(&told);
         hooks.generation_end(generation, result.best_loss);
+        if optimizer.stage() != stage {
+            hooks.stage_end(stage);
+            stage = optimizer.stage();
+            hooks.stage_start(stage);
+        }
         generation += 1;
     }
+    hooks.stage_end(stage);
     result
 }
 
@@ -121,8 +149,11 @@ pub fn evaluate_batch(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(x) = xs.get(i) else { break };
-                    let budget =
-                        Budget { deadline: Instant::now() + config.max_wall, max_epochs: config.max_epochs };
+                    let budget = Budget {
+                        deadline: Instant::now() + config.max_wall,
+                        max_epochs: config.max_epochs,
+                        max_memory_bytes: config.max_memory_bytes,
+                    };
                     let values = domain.space().decode(x);
                     let started = Instant::now();
                     let mut r = domain.evaluate(&values, None, budget);
@@ -171,6 +202,7 @@ mod tests {
             workers: 2,
             max_wall: Duration::from_secs(5),
             max_epochs: 0,
+            max_memory_bytes: u64::MAX,
             target_loss: None,
         }
     }
@@ -186,7 +218,7 @@ mod tests {
         assert!(hooks.generations > 10 && hooks.champions > 3);
         // An evaluator's seeded data differs a little from the optimizer's.
         let values = domain.space().decode(&r.best_x);
-        let budget = Budget { deadline: Instant::now() + Duration::from_secs(1), max_epochs: 0 };
+        let budget = Budget::new(Duration::from_secs(1), 0);
         let own = domain.evaluate(&values, None, budget).unwrap().performance;
         let theirs = domain
             .evaluate(&values, Some(&doin_primitives::Hash::of(b"evaluator")), budget)

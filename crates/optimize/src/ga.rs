@@ -86,11 +86,6 @@ impl Ga {
         ga
     }
 
-    /// The current stage (0-based).
-    pub fn stage(&self) -> u32 {
-        self.core.stage
-    }
-
     fn tournament(&mut self) -> usize {
         let n = self.core.population.len();
         let mut best = self.rng.random_range(0..n);
@@ -188,6 +183,10 @@ impl Ga {
 }
 
 impl Optimizer for Ga {
+    fn stage(&self) -> u32 {
+        self.core.stage
+    }
+
     fn ask(&mut self, n: usize) -> Vec<Vec<f64>> {
         let mut out = Vec::new();
         for p in self.pending.iter_mut().filter(|p| !p.1).take(n) {
@@ -250,8 +249,18 @@ mod tests {
             batch: 40,
             workers: 1,
             max_wall: std::time::Duration::from_secs(5),
-            max_epochs: 0,
-            target_loss: None,
+            ..RunConfig::default()
+        }
+    }
+
+    #[derive(Default)]
+    struct Stages(Vec<(bool, u32)>);
+    impl crate::driver::Hooks for Stages {
+        fn stage_start(&mut self, stage: u32) {
+            self.0.push((true, stage));
+        }
+        fn stage_end(&mut self, stage: u32) {
+            self.0.push((false, stage));
         }
     }
 
@@ -260,10 +269,19 @@ mod tests {
         let domain = Benchmark::new(Function::Sphere, 5, 9);
         let mut ga = Ga::new(5, GaConfig { patience: 3, ..GaConfig::default() }, 5);
         let first = run(&domain, &mut ga, cfg(400), &mut NoHooks).best_loss;
-        let later = run(&domain, &mut ga, cfg(20_000), &mut NoHooks).best_loss;
+        let mut stages = Stages::default();
+        let later = run(&domain, &mut ga, cfg(20_000), &mut stages).best_loss;
         assert!(later < first / 1000.0, "{first} -> {later}");
         assert!(later < 1e-2, "{later}");
         assert!(ga.stage() > 0, "stalls must have advanced the stage");
+        // The stage hooks bracket every stage the run went through, in order.
+        let last = ga.stage();
+        assert_eq!(stages.0.last(), Some(&(false, last)));
+        assert!(stages.0.len() >= 4 && stages.0.len() % 2 == 0, "{:?}", stages.0);
+        for pair in stages.0.chunks(2) {
+            assert_eq!((pair[0].0, pair[1].0), (true, false));
+            assert_eq!(pair[0].1, pair[1].1);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bench;
+pub mod cmaes;
 pub mod domain;
 pub mod driver;
 pub mod functions;
@@ -13,6 +14,7 @@ pub mod ga;
 pub mod shade;
 pub mod space;
 
+pub use cmaes::CmaEs;
 pub use ga::{Ga, GaConfig};
 pub use shade::Shade;
 pub use space::{Dim, Space, Value};
@@ -38,6 +40,11 @@ pub trait Optimizer: Send {
     fn inject(&mut self, migrant: Evaluated);
     /// The best candidate seen.
     fn best(&self) -> Option<&Evaluated>;
+    /// The search stage (staged optimizers advance it after `optimization_patience`
+    /// generations without improvement; others stay at 0).
+    fn stage(&self) -> u32 {
+        0
+    }
     /// The full state, to resume after a restart.
     fn snapshot(&self) -> Vec<u8>;
     /// Restores a snapshot taken by the same optimizer kind.

@@ -265,7 +265,7 @@ mod tests {
 
     /// Runs `budget` evaluations of `f` (shifted) in `d` dimensions; returns the best error.
     fn run(f: Function, d: usize, budget: usize, seed: u64) -> f64 {
-        crate::bench::cec_run(f, d, budget, seed)
+        crate::bench::cec_run(crate::bench::Algorithm::Shade, f, d, budget, seed).0
     }
 
     #[test]

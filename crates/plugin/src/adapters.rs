@@ -1,0 +1,371 @@
+//! Plugins as the engine's own traits: [`PluginOptimizer`] is an [`Optimizer`], [`PluginDomain`]
+//! is a [`Domain`]. Parameters cross the protocol as arrays of numbers in the space's own units
+//! (reals, integers, category indices); the engine's unit cube stays on this side.
+
+use std::{sync::Mutex, time::Instant};
+
+use doin_optimize::{
+    Dim, Evaluated, Optimizer, SnapshotError, Space, Value,
+    domain::{Budget, Domain, EvalError, Measurement},
+};
+use doin_primitives::Hash;
+use serde_json::{Value as Json, json};
+
+use crate::host::{PluginError, PluginHost, PluginSpec};
+
+/// The JSON form of a space: `[{"kind": "float"|"log"|"int"|"categorical", …}]`.
+pub fn space_to_json(space: &Space) -> Json {
+    Json::Array(
+        space
+            .dims
+            .iter()
+            .map(|d| match *d {
+                Dim::Continuous { lo, hi } => json!({ "kind": "float", "low": lo, "high": hi }),
+                Dim::Log { lo, hi } => json!({ "kind": "log", "low": lo, "high": hi }),
+                Dim::Integer { lo, hi } => json!({ "kind": "int", "low": lo, "high": hi }),
+                Dim::Categorical { n } => json!({ "kind": "categorical", "choices": n }),
+            })
+            .collect(),
+    )
+}
+
+/// Parses the JSON form of a space, naming the first bad entry.
+pub fn space_from_json(v: &Json) -> Result<Space, String> {
+    let items = v.as_array().ok_or("`space` must be an array")?;
+    if items.is_empty() || items.len() > 10_000 {
+        return Err(format!("`space` has {} dimensions (1..=10000 allowed)", items.len()));
+    }
+    let mut dims = Vec::with_capacity(items.len());
+    for (i, d) in items.iter().enumerate() {
+        let kind = d.get("kind").and_then(Json::as_str).unwrap_or("float");
+        let f = |k: &str| {
+            d.get(k).and_then(Json::as_f64).ok_or(format!("space[{i}]: `{k}` missing or not a number"))
+        };
+        let dim = match kind {
+            "float" => Dim::Continuous { lo: f("low")?, hi: f("high")? },
+            "log" => Dim::Log { lo: f("low")?, hi: f("high")? },
+            "int" => Dim::Integer { lo: f("low")? as i64, hi: f("high")? as i64 },
+            "categorical" => {
+                let n = d
+                    .get("choices")
+                    .and_then(Json::as_u64)
+                    .ok_or(format!("space[{i}]: `choices` missing"))?;
+                Dim::Categorical { n: n as usize }
+            }
+            other => return Err(format!("space[{i}]: unknown kind {other:?}")),
+        };
+        let ok = match dim {
+            Dim::Continuous { lo, hi } => lo.is_finite() && hi.is_finite() && lo < hi,
+            Dim::Log { lo, hi } => lo > 0.0 && hi.is_finite() && lo < hi,
+            Dim::Integer { lo, hi } => lo <= hi,
+            Dim::Categorical { n } => n >= 1,
+        };
+        if !ok {
+            return Err(format!("space[{i}]: empty or invalid range"));
+        }
+        dims.push(dim);
+    }
+    Ok(Space { dims })
+}
+
+/// Values as protocol numbers.
+pub fn values_to_json(values: &[Value]) -> Json {
+    Json::Array(
+        values
+            .iter()
+            .map(|v| match *v {
+                Value::Real(r) => json!(r),
+                Value::Int(i) => json!(i),
+                Value::Choice(c) => json!(c),
+            })
+            .collect(),
+    )
+}
+
+/// Protocol numbers as values of `space`, checked against its bounds.
+pub fn values_from_json(space: &Space, v: &Json) -> Result<Vec<Value>, String> {
+    let items = v.as_array().ok_or("parameters must be an array of numbers")?;
+    if items.len() != space.len() {
+        return Err(format!("{} parameters, the space has {}", items.len(), space.len()));
+    }
+    space
+        .dims
+        .iter()
+        .zip(items)
+        .enumerate()
+        .map(|(i, (d, x))| {
+            let x = x
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or(format!("parameter {i} is not a finite number"))?;
+            let out_of = |lo: f64, hi: f64| format!("parameter {i} = {x} outside [{lo}, {hi}]");
+            Ok(match *d {
+                Dim::Continuous { lo, hi } | Dim::Log { lo, hi } => {
+                    if x < lo || x > hi {
+                        return Err(out_of(lo, hi));
+                    }
+                    Value::Real(x)
+                }
+                Dim::Integer { lo, hi } => {
+                    let r = x.round() as i64;
+                    if r < lo || r > hi {
+                        return Err(out_of(lo as f64, hi as f64));
+                    }
+                    Value::Int(r)
+                }
+                Dim::Categorical { n } => {
+                    let r = x.round();
+                    if r < 0.0 || r as usize >= n {
+                        return Err(out_of(0.0, n as f64 - 1.0));
+                    }
+                    Value::Choice(r as usize)
+                }
+            })
+        })
+        .collect()
+}
+
+/// An optimizer run by a plugin process. Plugin failures never panic the engine: `ask`
+/// returns no candidates and the error is kept in [`PluginOptimizer::last_error`].
+#[derive(Debug)]
+pub struct PluginOptimizer {
+    host: Mutex<PluginHost>,
+    space: Space,
+    best: Option<Evaluated>,
+    last_error: Option<PluginError>,
+}
+
+impl PluginOptimizer {
+    /// Starts the plugin and configures it for `space` with the user's `optimization_config`.
+    pub fn start(spec: PluginSpec, space: Space, config: Json, seed: u64) -> Result<Self, PluginError> {
+        let params = json!({
+            "protocol": crate::PROTOCOL_VERSION,
+            "role": "optimizer",
+            "space": space_to_json(&space),
+            "config": config,
+            "seed": seed,
+        });
+        let host = Mutex::new(PluginHost::start(spec, params)?);
+        Ok(Self { host, space, best: None, last_error: None })
+    }
+
+    /// Runs `f` with the supervised process.
+    pub fn with_host<R>(&self, f: impl FnOnce(&mut PluginHost) -> R) -> Option<R> {
+        self.host.lock().ok().map(|mut h| f(&mut h))
+    }
+
+    /// The last error, if any call failed.
+    pub fn last_error(&self) -> Option<&PluginError> {
+        self.last_error.as_ref()
+    }
+
+    fn call(&mut self, method: &str, params: Json) -> Option<Json> {
+        let result = match self.host.get_mut() {
+            Ok(h) => h.call(method, params),
+            Err(_) => return None,
+        };
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(method, error = %e, "optimizer plugin call failed");
+                self.last_error = Some(e);
+                None
+            }
+        }
+    }
+
+    fn bad_reply(&mut self, method: &str, reason: String) {
+        let plugin = self.with_host(|h| h.name().to_owned()).unwrap_or_default();
+        let e = PluginError::Malformed { plugin, method: method.into(), reason };
+        tracing::warn!(error = %e, "optimizer plugin reply rejected");
+        self.last_error = Some(e);
+    }
+}
+
+impl Optimizer for PluginOptimizer {
+    fn ask(&mut self, n: usize) -> Vec<Vec<f64>> {
+        let Some(reply) = self.call("ask", json!({ "n": n })) else { return Vec::new() };
+        let Some(list) = reply.get("candidates").and_then(Json::as_array) else {
+            self.bad_reply("ask", "no `candidates` array".into());
+            return Vec::new();
+        };
+        if list.len() > n {
+            self.bad_reply("ask", format!("{} candidates, {n} asked", list.len()));
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for c in list {
+            match values_from_json(&self.space, c) {
+                Ok(v) => out.push(self.space.encode(&v)),
+                Err(reason) => {
+                    self.bad_reply("ask", reason);
+                    return Vec::new();
+                }
+            }
+        }
+        out
+    }
+
+    fn tell(&mut self, results: &[Evaluated]) {
+        let items: Vec<Json> = results
+            .iter()
+            .map(|r| {
+                let loss = if r.loss.is_finite() { json!(r.loss) } else { Json::Null };
+                json!({ "params": values_to_json(&self.space.decode(&r.x)), "loss": loss })
+            })
+            .collect();
+        for r in results {
+            if r.loss.is_finite() && self.best.as_ref().is_none_or(|b| r.loss < b.loss) {
+                self.best = Some(r.clone());
+            }
+        }
+        let _ = self.call("tell", json!({ "results": items }));
+    }
+
+    fn inject(&mut self, migrant: Evaluated) {
+        let params = values_to_json(&self.space.decode(&migrant.x));
+        let _ = self.call("inject", json!({ "params": params, "loss": migrant.loss }));
+    }
+
+    fn best(&self) -> Option<&Evaluated> {
+        self.best.as_ref()
+    }
+
+    /// The plugin's `snapshot` state (a string it chose), or empty when it has none.
+    fn snapshot(&self) -> Vec<u8> {
+        self.with_host(|h| h.call("snapshot", json!({})))
+            .and_then(Result::ok)
+            .and_then(|r| r.get("state").and_then(Json::as_str).map(|s| s.as_bytes().to_vec()))
+            .unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let state = std::str::from_utf8(bytes).map_err(|e| SnapshotError(e.to_string()))?.to_owned();
+        self.with_host(|h| h.call("restore", json!({ "state": state })))
+            .ok_or_else(|| SnapshotError("plugin host poisoned".into()))?
+            .map(|_| ())
+            .map_err(|e| SnapshotError(e.to_string()))
+    }
+}
+
+/// A domain run by a plugin process: the plugin declares its space and direction in the
+/// handshake; evaluations are serialized through the one process.
+#[derive(Debug)]
+pub struct PluginDomain {
+    id: String,
+    space: Space,
+    higher_is_better: bool,
+    host: Mutex<PluginHost>,
+}
+
+impl PluginDomain {
+    /// Starts the plugin for domain `id` with the user's configuration.
+    pub fn start(spec: PluginSpec, id: &str, config: Json) -> Result<Self, PluginError> {
+        let params = json!({
+            "protocol": crate::PROTOCOL_VERSION,
+            "role": "domain",
+            "domain_id": id,
+            "config": config,
+        });
+        let host = PluginHost::start(spec, params)?;
+        let hs = host.handshake().cloned().unwrap_or(Json::Null);
+        let bad = |reason: String| PluginError::Handshake { plugin: host.name().to_owned(), reason };
+        let space = space_from_json(hs.get("space").unwrap_or(&Json::Null)).map_err(bad)?;
+        let higher_is_better = hs.get("higher_is_better").and_then(Json::as_bool).unwrap_or(true);
+        Ok(Self { id: id.to_owned(), space, higher_is_better, host: Mutex::new(host) })
+    }
+
+    /// Runs `f` with the supervised process.
+    pub fn with_host<R>(&self, f: impl FnOnce(&mut PluginHost) -> R) -> Option<R> {
+        self.host.lock().ok().map(|mut h| f(&mut h))
+    }
+
+    fn call(&self, method: &str, params: Json, budget: &Budget) -> Result<Json, EvalError> {
+        let mut host = self.host.lock().map_err(|_| EvalError::Failed("plugin host poisoned".into()))?;
+        let left = budget.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(EvalError::Timeout);
+        }
+        host.call_with_timeout(method, params, left).map_err(|e| match e {
+            PluginError::Timeout { .. } => EvalError::Timeout,
+            PluginError::Memory { .. } => EvalError::ResourceLimit(e.to_string()),
+            other => EvalError::Failed(other.to_string()),
+        })
+    }
+}
+
+impl Domain for PluginDomain {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn space(&self) -> &Space {
+        &self.space
+    }
+
+    fn higher_is_better(&self) -> bool {
+        self.higher_is_better
+    }
+
+    fn evaluate(
+        &self,
+        params: &[Value],
+        seed: Option<&Hash>,
+        budget: Budget,
+    ) -> Result<Measurement, EvalError> {
+        if params.len() != self.space.len() {
+            return Err(EvalError::BadParams(format!(
+                "{} parameters, the domain has {}",
+                params.len(),
+                self.space.len()
+            )));
+        }
+        let seed_hex = seed.map(|s| hex::encode(s.0));
+        // Evaluators first have the plugin build (and cache) the data their seed selects.
+        let data = match &seed_hex {
+            Some(s) => self
+                .call("eval_data", json!({ "seed": s }), &budget)?
+                .get("data")
+                .cloned()
+                .unwrap_or(Json::Null),
+            None => Json::Null,
+        };
+        let wall = budget.deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+        let reply = self.call(
+            "evaluate",
+            json!({
+                "params": values_to_json(params),
+                "seed": seed_hex,
+                "data": data,
+                "limits": { "max_wall_s": wall, "max_epochs": budget.max_epochs, "max_memory_bytes": budget.max_memory_bytes },
+            }),
+            &budget,
+        )?;
+        let performance =
+            reply.get("performance").and_then(Json::as_f64).filter(|p| p.is_finite()).ok_or_else(|| {
+                EvalError::Failed(format!("plugin {}: `performance` missing or not finite", self.id))
+            })?;
+        let metrics = reply
+            .get("metrics")
+            .and_then(Json::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v))).take(64).collect())
+            .unwrap_or_default();
+        Ok(Measurement { performance, metrics })
+    }
+
+    fn train(&self, params: &[Value], seed: Option<&Hash>, budget: Budget) -> Result<Vec<u8>, EvalError> {
+        let reply = self.call(
+            "train",
+            json!({ "params": values_to_json(params), "seed": seed.map(|s| hex::encode(s.0)) }),
+            &budget,
+        )?;
+        let artifact = reply
+            .get("artifact")
+            .and_then(Json::as_str)
+            .ok_or_else(|| EvalError::Failed("`artifact` missing from the train reply".into()))?;
+        hex::decode(artifact).map_err(|e| EvalError::Failed(format!("`artifact` is not hex: {e}")))
+    }
+}

@@ -1,0 +1,10 @@
+//! External plugins in any language (DESIGN §5, `docs/plugins.md`): a supervised process speaking
+//! versioned JSON lines on stdin/stdout, and adapters that make such a process an
+//! [`doin_optimize::Optimizer`] or a [`doin_optimize::domain::Domain`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod adapters;
+pub mod host;
+
+pub use adapters::{PluginDomain, PluginOptimizer};
+pub use host::{Incident, PROTOCOL_VERSION, PluginError, PluginHost, PluginLimits, PluginSpec};

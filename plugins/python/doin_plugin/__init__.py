@@ -1,0 +1,210 @@
+"""DOIN plugin SDK, protocol version 1 (standard library only).
+
+A plugin is a program that reads one JSON request per line on stdin and writes one JSON reply
+per line on stdout (see docs/plugins.md in the DOIN repository). Subclass `Optimizer` or
+`Domain`, implement the methods you need, and call `serve(YourPlugin())`:
+
+    from doin_plugin import Domain, serve, float_dim
+
+    class Parabola(Domain):
+        space = [float_dim(-5, 5)]
+        higher_is_better = False
+        def evaluate(self, params, seed, data, limits):
+            return params[0] ** 2
+
+    if __name__ == "__main__":
+        serve(Parabola())
+
+While a method runs, `print()` goes to stderr (the node logs it), so stray output cannot corrupt
+the protocol; use `log()` for messages the node should show at info level.
+"""
+
+import json
+import sys
+import traceback
+
+PROTOCOL = 1
+__all__ = [
+    "PROTOCOL",
+    "Optimizer",
+    "Domain",
+    "serve",
+    "log",
+    "float_dim",
+    "log_dim",
+    "int_dim",
+    "categorical",
+    "PluginError",
+]
+
+
+def float_dim(low, high):
+    """A real parameter in [low, high]."""
+    return {"kind": "float", "low": float(low), "high": float(high)}
+
+
+def log_dim(low, high):
+    """A positive real parameter in [low, high] searched on a log scale."""
+    return {"kind": "log", "low": float(low), "high": float(high)}
+
+
+def int_dim(low, high):
+    """An integer parameter in [low, high]."""
+    return {"kind": "int", "low": int(low), "high": int(high)}
+
+
+def categorical(choices):
+    """One of `choices` options, passed as its index 0..choices-1."""
+    return {"kind": "categorical", "choices": int(choices)}
+
+
+class PluginError(Exception):
+    """Raise to answer a request with an error message (the process keeps running)."""
+
+
+class Optimizer:
+    """An ask/tell optimizer. Parameters are lists of numbers in the space's units."""
+
+    def configure(self, space, config, seed):
+        """`space`: list of dims; `config`: the node's optimization_config; `seed`: int."""
+        self.space = space
+        return {}
+
+    def ask(self, n):
+        """Up to `n` candidate parameter lists."""
+        raise PluginError("ask is not implemented")
+
+    def tell(self, results):
+        """`results`: list of (params, loss) pairs; loss is None for a failed evaluation."""
+
+    def inject(self, params, loss):
+        """A migrant (the network's verified champion): replace your worst member with it."""
+
+    def snapshot(self):
+        """A string that `restore` accepts, or None."""
+        return None
+
+    def restore(self, state):
+        """Resume from a `snapshot` string."""
+
+
+class Domain:
+    """A domain: what is optimized and how a candidate is measured."""
+
+    space = []
+    higher_is_better = True
+
+    def configure(self, config):
+        """`config`: the domain's configuration from the node. May set `self.space`."""
+        return {}
+
+    def eval_data(self, seed):
+        """Build (and cache) the evaluation data an evaluator's `seed` (hex string) selects;
+        return a small JSON-able handle that `evaluate` receives as `data`."""
+        return None
+
+    def evaluate(self, params, seed, data, limits):
+        """Measure `params`. `seed` is None on the optimizer's own data, else the evaluator's
+        hex seed; `limits` has max_wall_s, max_epochs and max_memory_bytes. Return the
+        performance, or (performance, {metric: value}), or {"performance": .., "metrics": {..}}."""
+        raise PluginError("evaluate is not implemented")
+
+    def train(self, params, seed):
+        """Train the model `params` describe and return it as bytes (for inference)."""
+        raise PluginError("train is not implemented")
+
+
+def log(message):
+    """Send a log line to the node."""
+    _write({"log": str(message)})
+
+
+_out = sys.stdout
+
+
+def _write(obj):
+    _out.write(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
+    _out.flush()
+
+
+def _finite(x):
+    x = float(x)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise PluginError("performance is not finite")
+    return x
+
+
+def _dispatch(plugin, method, params):
+    if method == "configure":
+        if params.get("protocol") != PROTOCOL:
+            raise PluginError("protocol %r is not %d" % (params.get("protocol"), PROTOCOL))
+        reply = {"protocol": PROTOCOL, "name": type(plugin).__name__}
+        if isinstance(plugin, Optimizer):
+            extra = plugin.configure(params.get("space", []), params.get("config") or {}, params.get("seed", 0))
+            reply["role"] = "optimizer"
+        else:
+            extra = plugin.configure(params.get("config") or {})
+            reply["role"] = "domain"
+            reply["space"] = plugin.space
+            reply["higher_is_better"] = bool(plugin.higher_is_better)
+        reply.update(extra or {})
+        return reply
+    if method == "shutdown":
+        return {}
+    if isinstance(plugin, Optimizer):
+        if method == "ask":
+            return {"candidates": [list(map(float, c)) for c in plugin.ask(int(params.get("n", 1)))]}
+        if method == "tell":
+            plugin.tell([(r["params"], r.get("loss")) for r in params.get("results", [])])
+            return {}
+        if method == "inject":
+            plugin.inject(params["params"], params.get("loss"))
+            return {}
+        if method == "snapshot":
+            return {"state": plugin.snapshot()}
+        if method == "restore":
+            plugin.restore(params.get("state"))
+            return {}
+    else:
+        if method == "eval_data":
+            return {"data": plugin.eval_data(params.get("seed"))}
+        if method == "evaluate":
+            out = plugin.evaluate(params["params"], params.get("seed"), params.get("data"), params.get("limits") or {})
+            if isinstance(out, dict):
+                perf, metrics = out["performance"], out.get("metrics") or {}
+            elif isinstance(out, tuple):
+                perf, metrics = out
+            else:
+                perf, metrics = out, {}
+            return {"performance": _finite(perf), "metrics": {k: float(v) for k, v in metrics.items()}}
+        if method == "train":
+            blob = plugin.train(params["params"], params.get("seed"))
+            return {"artifact": bytes(blob).hex()}
+    raise PluginError("unknown method %r" % method)
+
+
+def serve(plugin, stdin=None):
+    """Answer requests until `shutdown` or end of input."""
+    global _out
+    stdin = stdin or sys.stdin
+    _out = sys.stdout
+    # User code prints to stderr; only the SDK writes protocol lines.
+    sys.stdout = sys.stderr
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            request = json.loads(line)
+            rid, method, params = request.get("id"), request.get("method"), request.get("params") or {}
+        except (ValueError, AttributeError) as e:
+            sys.stderr.write("doin_plugin: bad request line: %s\n" % e)
+            continue
+        try:
+            result = _dispatch(plugin, method, params)
+            _write({"id": rid, "result": result})
+        except Exception as e:  # noqa: BLE001 - every failure becomes an error reply
+            traceback.print_exc(file=sys.stderr)
+            _write({"id": rid, "error": {"message": "%s: %s" % (type(e).__name__, e)}})
+        if method == "shutdown":
+            break
