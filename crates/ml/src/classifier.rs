@@ -1,0 +1,150 @@
+//! `mlp_digits`: hyperparameter search for an MLP classifier on the UCI optical digits set.
+//! Performance is held-out test accuracy; the naive baseline predicts the training set's most
+//! frequent class.
+
+use std::collections::BTreeMap;
+
+use doin_optimize::{
+    Dim, Space, Value,
+    domain::{Budget, Domain, EvalError, Measurement},
+};
+use doin_primitives::Hash;
+
+use crate::{
+    data::{self, Tabular},
+    net::{self, Targets, Task, TrainConfig},
+    params::Params,
+};
+
+/// The MLP classifier domain.
+#[derive(Debug)]
+pub struct MlpClassifier {
+    data: Tabular,
+    space: Space,
+    early_patience: u32,
+}
+
+impl MlpClassifier {
+    /// The domain id.
+    pub const ID: &'static str = "mlp_digits";
+
+    /// The domain on the shipped digits set with `early_patience` (epochs without validation
+    /// improvement before a candidate's training stops).
+    pub fn new(early_patience: u32) -> Result<Self, String> {
+        Ok(Self { data: data::digits()?, space: Self::search_space(), early_patience: early_patience.max(1) })
+    }
+
+    /// Hidden layers, width, learning rate, weight decay, dropout, batch size, epochs.
+    pub fn search_space() -> Space {
+        Space {
+            dims: vec![
+                Dim::Integer { lo: 1, hi: 3 },
+                Dim::Integer { lo: 8, hi: 256 },
+                Dim::Log { lo: 1e-4, hi: 3e-2 },
+                Dim::Log { lo: 1e-6, hi: 1e-1 },
+                Dim::Continuous { lo: 0.0, hi: 0.5 },
+                Dim::Integer { lo: 16, hi: 256 },
+                Dim::Integer { lo: 2, hi: 60 },
+            ],
+        }
+    }
+
+    /// The training configuration `params` describe.
+    pub fn config(&self, params: &[Value], seed: u64) -> Result<TrainConfig, EvalError> {
+        let p = Params::new(&self.space, params)?;
+        Ok(TrainConfig {
+            hidden: vec![p.int(1) as usize; p.int(0) as usize],
+            learning_rate: p.real(2),
+            weight_decay: p.real(3),
+            dropout: p.real(4),
+            batch_size: p.int(5) as usize,
+            epochs: p.int(6) as u32,
+            early_patience: self.early_patience,
+            seed,
+        })
+    }
+
+    /// Training samples per second of `config` on this data (for `doin bench optimize`).
+    pub fn throughput(&self, config: &TrainConfig) -> Result<f64, EvalError> {
+        let split = data::tabular_split(self.data.rows(), None, Self::ID);
+        let budget = Budget::new(std::time::Duration::from_secs(600), 0);
+        let start = std::time::Instant::now();
+        let t = net::train(
+            self.training_data(),
+            &split.train,
+            &split.val,
+            &TrainConfig { early_patience: u32::MAX, ..config.clone() },
+            &budget,
+        )?;
+        Ok(t.samples as f64 / start.elapsed().as_secs_f64())
+    }
+
+    fn training_data(&self) -> net::Data<'_> {
+        net::Data {
+            task: Task::Classify(self.data.classes),
+            x: &self.data.x,
+            inputs: self.data.features,
+            targets: Targets::Classes(&self.data.y),
+        }
+    }
+
+    fn accuracy(&self, logits: &[f32], idx: &[usize]) -> f64 {
+        let n = self.data.classes;
+        let correct = idx
+            .iter()
+            .enumerate()
+            .filter(|(r, i)| {
+                let row = &logits[r * n..(r + 1) * n];
+                let arg = (0..n).max_by(|a, b| row[*a].total_cmp(&row[*b])).unwrap_or(0);
+                arg as i64 == self.data.y[**i]
+            })
+            .count();
+        correct as f64 / idx.len().max(1) as f64
+    }
+}
+
+impl Domain for MlpClassifier {
+    fn id(&self) -> &str {
+        Self::ID
+    }
+
+    fn space(&self) -> &Space {
+        &self.space
+    }
+
+    fn higher_is_better(&self) -> bool {
+        true
+    }
+
+    fn evaluate(
+        &self,
+        params: &[Value],
+        seed: Option<&Hash>,
+        budget: Budget,
+    ) -> Result<Measurement, EvalError> {
+        let split = data::tabular_split(self.data.rows(), seed, Self::ID);
+        let config = self.config(params, crate::seed_u64(seed))?;
+        let trained = net::train(self.training_data(), &split.train, &split.val, &config, &budget)?;
+        let f = self.data.features;
+        let test = self.accuracy(&net::predict(&trained.model, &self.data.x, f, &split.test)?, &split.test);
+        let val = self.accuracy(&net::predict(&trained.model, &self.data.x, f, &split.val)?, &split.val);
+        let train =
+            self.accuracy(&net::predict(&trained.model, &self.data.x, f, &split.train)?, &split.train);
+        let majority = (0..self.data.classes as i64)
+            .max_by_key(|c| split.train.iter().filter(|i| self.data.y[**i] == *c).count())
+            .unwrap_or(0);
+        let naive = split.test.iter().filter(|i| self.data.y[**i] == majority).count() as f64
+            / split.test.len() as f64;
+        Ok(Measurement {
+            performance: test,
+            metrics: BTreeMap::from([
+                ("train_accuracy".into(), train),
+                ("val_accuracy".into(), val),
+                ("test_accuracy".into(), test),
+                ("naive_accuracy".into(), naive),
+                ("val_loss".into(), trained.val_loss),
+                ("epochs".into(), f64::from(trained.epochs)),
+            ]),
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! The built-in ML domains on their shipped data: a short search beats the naive baselines on
+//! held-out data, evaluators' seeds select other data, training is deterministic across
+//! threads, and resource limits are reported failures.
+
+use std::time::{Duration, Instant};
+
+use doin_ml::{Co2Forecaster, MlpClassifier};
+use doin_optimize::{
+    Optimizer, Shade, Value,
+    domain::{Budget, Domain, EvalError, Measurement},
+    driver::{Hooks, RunConfig, run},
+};
+use doin_primitives::Hash;
+
+fn budget() -> Budget {
+    Budget::new(Duration::from_secs(120), 0)
+}
+
+#[derive(Default)]
+struct Best(Option<Measurement>);
+impl Hooks for Best {
+    fn champion_found(&mut self, _: &[f64], m: &Measurement) {
+        self.0 = Some(m.clone());
+    }
+}
+
+fn short_search(domain: &dyn Domain, evaluations: usize, max_epochs: u32) -> (Measurement, Vec<Value>) {
+    let mut opt = Shade::new(domain.space().len(), 6, 2);
+    let mut best = Best::default();
+    let cfg = RunConfig {
+        budget: evaluations,
+        batch: 6,
+        workers: 2,
+        max_wall: Duration::from_secs(120),
+        max_epochs,
+        ..RunConfig::default()
+    };
+    let started = Instant::now();
+    let r = run(domain, &mut opt, cfg, &mut best);
+    eprintln!(
+        "{}: {} evaluations in {:.1}s, {} failed",
+        domain.id(),
+        r.evaluations,
+        started.elapsed().as_secs_f64(),
+        r.failures
+    );
+    assert!(r.failures < r.evaluations / 2, "{r:?}");
+    let values = domain.space().decode(&opt.best().unwrap().x);
+    (best.0.unwrap(), values)
+}
+
+#[test]
+fn classifier_search_beats_the_majority_class_on_held_out_data() {
+    let domain = MlpClassifier::new(3).unwrap();
+    let (m, values) = short_search(&domain, 12, 15);
+    eprintln!("classifier best {m:?}");
+    let naive = m.metrics["naive_accuracy"];
+    assert!(naive < 0.15, "ten balanced classes: {naive}");
+    assert!(m.performance > 0.85, "{m:?}");
+    assert_eq!(m.performance, m.metrics["test_accuracy"]);
+    // An evaluator re-trains on the fold its seed selects and measures on that fold's test
+    // rows: a different number, as good as the optimizer's claim.
+    let seed = Hash::of(b"evaluator");
+    let e = domain.evaluate(&values, Some(&seed), budget()).unwrap();
+    assert_ne!(e.performance, m.performance);
+    assert!(e.performance > 0.8 && e.metrics["naive_accuracy"] < 0.15, "{e:?}");
+}
+
+#[test]
+fn forecaster_search_beats_the_naive_forecast_on_held_out_data() {
+    let domain = Co2Forecaster::new(3).unwrap();
+    let (m, values) = short_search(&domain, 12, 25);
+    eprintln!("forecaster best {m:?}");
+    for k in ["train_mae", "val_mae", "test_mae", "naive_mae"] {
+        assert!(m.metrics[k].is_finite() && m.metrics[k] > 0.0, "{k}: {m:?}");
+    }
+    assert!(m.metrics["test_mae"] < 0.9 * m.metrics["naive_mae"], "{m:?}");
+    assert_eq!(m.performance, -m.metrics["test_mae"]);
+    // An evaluator's block bootstrap: other data, still better than naive.
+    let e = domain.evaluate(&values, Some(&Hash::of(b"evaluator")), budget()).unwrap();
+    assert_ne!(e.metrics["naive_mae"], m.metrics["naive_mae"], "other held-out weeks");
+    assert!(e.metrics["test_mae"] < e.metrics["naive_mae"], "{e:?}");
+}
+
+#[test]
+fn training_is_deterministic_across_threads_and_limits_are_failures() {
+    let domain = MlpClassifier::new(3).unwrap();
+    // 1 layer of 32, lr 3e-3, wd 1e-4, dropout 0.2, batch 64, 4 epochs.
+    let values = [
+        Value::Int(1),
+        Value::Int(32),
+        Value::Real(3e-3),
+        Value::Real(1e-4),
+        Value::Real(0.2),
+        Value::Int(64),
+        Value::Int(4),
+    ];
+    let seed = Hash::of(b"s");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| domain.evaluate(&values, Some(&seed), budget()).unwrap());
+        let b = s.spawn(|| domain.evaluate(&values, Some(&seed), budget()).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a, b, "same candidate, same seed, parallel threads: the same measurement");
+    assert_eq!(a.metrics["epochs"], 4.0);
+
+    // Epoch limit of the budget caps the candidate's epochs.
+    let capped = domain.evaluate(&values, Some(&seed), Budget { max_epochs: 2, ..budget() }).unwrap();
+    assert_eq!(capped.metrics["epochs"], 2.0);
+    // Memory estimate over the limit: refused before training.
+    let tiny = Budget { max_memory_bytes: 1 << 20, ..budget() };
+    assert!(matches!(domain.evaluate(&values, None, tiny), Err(EvalError::ResourceLimit(_))));
+    // Deadline: reported as a timeout.
+    let mut long = values;
+    long[6] = Value::Int(60);
+    let short = Budget::new(Duration::from_millis(1), 0);
+    assert_eq!(domain.evaluate(&long, None, short), Err(EvalError::Timeout));
+    // Out-of-range and missing parameters are named.
+    let mut bad = values;
+    bad[1] = Value::Int(100_000);
+    assert!(
+        matches!(domain.evaluate(&bad, None, budget()), Err(EvalError::BadParams(m)) if m.contains("parameter 1"))
+    );
+    assert!(matches!(domain.evaluate(&values[..3], None, budget()), Err(EvalError::BadParams(_))));
+}
