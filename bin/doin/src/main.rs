@@ -1,6 +1,8 @@
 //! `doin`: the DOIN command-line entry point. Parses arguments and hands off to the subcommand.
 
 mod bench;
+mod devnet;
+mod node_cmd;
 mod peer;
 mod snapshot;
 
@@ -17,6 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs a node (config in the Python system's JSON format; flags override it).
+    Node(node_cmd::NodeArgs),
+    /// Starts N node processes on loopback with a genesis that funds and stakes them.
+    Devnet(devnet::DevnetArgs),
     /// System benchmarks; each prints one JSON line.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -31,6 +37,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Node(a) => node_cmd::run(a),
+        Command::Devnet(a) => devnet::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Snapshot(s) => snapshot::run(s),
         Command::NetPeer(a) => peer::run(a),

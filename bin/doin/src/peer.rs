@@ -14,10 +14,11 @@ use clap::Args;
 use doin_consensus::{BlockTemplate, GenesisSpec, build_block, testkit};
 use doin_net::{
     CompactBlock, Config, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, NoStateChecks, PeerId,
-    Status, SyncProvider, Topic,
+    Topic,
     sync::{BlockSink, best_peer, sync_from},
 };
-use doin_primitives::{Block, BlockBody, BlockHeader, BlockKind, Hash};
+use doin_node::store::SharedStore;
+use doin_primitives::{BlockBody, BlockKind, Hash};
 use doin_storage::{ChainStore, StoreOptions};
 
 #[derive(Debug, Args)]
@@ -54,61 +55,6 @@ pub(crate) struct PeerArgs {
     timeout_s: u64,
 }
 
-/// A chain store shared between the network (serving) and the peer loop (importing).
-#[derive(Clone)]
-pub(crate) struct SharedStore(pub(crate) Arc<Mutex<ChainStore>>);
-
-fn status_of(store: &ChainStore) -> Status {
-    let tip = store.tip();
-    Status {
-        genesis: store.genesis_hash(),
-        tip: tip.tip().hash,
-        height: tip.height(),
-        cumulative_work: tip.meta().cumulative_work,
-        finalized: tip.meta().finalized.height,
-    }
-}
-
-impl SharedStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ChainStore> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl SyncProvider for SharedStore {
-    fn status(&self) -> Option<Status> {
-        Some(status_of(&self.lock()))
-    }
-    fn headers(&self, from: u64, count: u32) -> Vec<BlockHeader> {
-        let s = self.lock();
-        (from..from.saturating_add(count as u64))
-            .map_while(|h| s.canonical_hash(h).ok().flatten().and_then(|hash| s.header(&hash).ok().flatten()))
-            .collect()
-    }
-    fn bodies(&self, from: u64, count: u32) -> Vec<(Hash, BlockBody)> {
-        let s = self.lock();
-        (from..from.saturating_add(count as u64))
-            .map_while(|h| s.canonical_hash(h).ok().flatten().and_then(|hash| s.block(&hash).ok().flatten()))
-            .map(|b| (b.hash(), b.body))
-            .collect()
-    }
-    fn body(&self, hash: &Hash) -> Option<BlockBody> {
-        self.lock().block(hash).ok().flatten().map(|b| b.body)
-    }
-}
-
-impl BlockSink for SharedStore {
-    fn status(&self) -> Status {
-        status_of(&self.lock())
-    }
-    fn hash_at(&self, height: u64) -> Option<Hash> {
-        self.lock().canonical_hash(height).ok().flatten()
-    }
-    fn import(&mut self, block: Block) -> Result<(), String> {
-        self.lock().import(&block).map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
 /// Syncs from `peer` in the background (at most one run per peer at a time, bounded in
 /// time), so an unreachable peer never stalls production or gossip handling.
 fn spawn_sync(
@@ -138,7 +84,7 @@ pub(crate) fn run(args: PeerArgs) -> anyhow::Result<()> {
         serde_json::from_slice(&std::fs::read(&args.genesis).context("reading the genesis file")?)
             .context("parsing the genesis file")?;
     let store = ChainStore::open(&args.data_dir.join("chain.redb"), &spec, StoreOptions::default())?;
-    let store = SharedStore(Arc::new(Mutex::new(store)));
+    let store = SharedStore::new(store);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(peer_loop(args, store))
 }

@@ -1,0 +1,327 @@
+//! `doin devnet`: N real node processes on loopback with their own keys, ports and data
+//! directories, and a genesis that funds and stakes every node as optimizer and evaluator of the
+//! devnet's domain. Prints progress (height, champions, peers); stops on Ctrl-C, after
+//! `--duration`, or with `--until-target` once the target is reached and every node has the
+//! same tip, then prints one JSON summary line.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use doin_node::{DomainConfig, NodeConfig, domains, genesis, identity};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+#[derive(Debug, Args)]
+pub(crate) struct DevnetArgs {
+    /// Node processes.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Domain (a built-in one: quadratic, sphere, rastrigin, rosenbrock, ackley, mlp_digits,
+    /// co2_forecast).
+    #[arg(long, default_value = "quadratic")]
+    domain: String,
+    /// Target performance (default: the domain's demo target).
+    #[arg(long, allow_hyphen_values = true)]
+    target: Option<f64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop once the target is reached and all nodes agree on the tip.
+    #[arg(long)]
+    until_target: bool,
+    /// Nodes that only evaluate (the first `nodes - evaluators_only` optimize too).
+    #[arg(long, default_value_t = 0)]
+    evaluators_only: usize,
+    /// First port; node i uses `base_port + 2i` (HTTP) and `+1` (P2P).
+    #[arg(long, default_value_t = 8470)]
+    base_port: u16,
+    /// Directory for the nodes' data (default: a fresh temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Evaluation workers per node.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Print every line the nodes print.
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn demo_target(domain: &str) -> f64 {
+    match domain {
+        "quadratic" => -100.0,
+        "mlp_digits" => 0.95,
+        "co2_forecast" => -0.45,
+        _ => 1e-3,
+    }
+}
+
+struct Line {
+    node: usize,
+    text: String,
+}
+
+#[derive(Default, Clone)]
+struct NodeView {
+    height: u64,
+    tip: String,
+    peers: usize,
+    stopped: Option<String>,
+}
+
+pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 64 {
+        bail!("--nodes must be in 1..=64");
+    }
+    if args.evaluators_only >= args.nodes {
+        bail!("--evaluators-only must leave at least one optimizing node");
+    }
+    if usize::from(args.base_port) + 2 * args.nodes > 65_535 {
+        bail!("--base-port too high for {} nodes", args.nodes);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(devnet(args))
+}
+
+fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConfig {
+    let domain = DomainConfig {
+        domain_id: args.domain.clone(),
+        optimize: i < args.nodes - args.evaluators_only,
+        evaluate: true,
+        target_performance: Some(target),
+        ..DomainConfig::default()
+    };
+    NodeConfig {
+        host: "127.0.0.1".into(),
+        port: args.base_port + 2 * i as u16,
+        data_dir: dir.join(format!("node{i}")),
+        bootstrap_peers: if i == 0 { Vec::new() } else { vec![format!("127.0.0.1:{}", args.base_port + 1)] },
+        genesis: Some(dir.join("genesis.json")),
+        domains: vec![domain],
+        // Demo tuning (DESIGN §8): blocks every couple of seconds, short reveal delay, quorums of 2.
+        target_block_time: 2.0,
+        max_block_interval: 5.0,
+        reveal_delay: 0.3,
+        quorum_min_evaluators: 2,
+        quorum_max_evaluators: 7,
+        quorum_tolerance: 1.0,
+        workers: args.workers,
+        ..NodeConfig::default()
+    }
+}
+
+async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new().prefix("doin-devnet-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let target = args.target.unwrap_or_else(|| demo_target(&args.domain));
+    let configs: Vec<NodeConfig> = (0..args.nodes).map(|i| node_config(&args, i, &dir, target)).collect();
+
+    // Keys, then one genesis that funds and stakes every node.
+    let mut addresses = Vec::new();
+    for c in &configs {
+        let (key, _) = identity::load_or_create(&c.identity_path()).context("node key")?;
+        addresses.push(key.address());
+    }
+    let d = &configs[0].domains[0];
+    let domain = domains::build(d).map_err(anyhow::Error::msg)?;
+    let spec =
+        genesis::devnet(&configs[0], &addresses, &[(domain, d.clone())], 0).map_err(anyhow::Error::msg)?;
+    std::fs::write(dir.join("genesis.json"), serde_json::to_vec_pretty(&spec)?)?;
+
+    let exe = std::env::current_exe()?;
+    let (tx, mut rx) = mpsc::channel::<Line>(1024);
+    let mut children: Vec<Child> = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let path = dir.join(format!("node{i}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&config_json(c))?)?;
+        let mut child = Command::new(&exe)
+            .args(["node", "--config"])
+            .arg(&path)
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(dir.join(format!("node{i}.log")))?))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a node process")?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(text)) = lines.next_line().await {
+                if tx.send(Line { node: i, text }).await.is_err() {
+                    break;
+                }
+            }
+        });
+        children.push(child);
+    }
+    drop(tx);
+    println!(
+        "devnet: {} nodes, domain {} (target {target}), data in {}",
+        args.nodes,
+        args.domain,
+        dir.display()
+    );
+    println!("devnet: node logs in {}/node*.log; Ctrl-C stops", dir.display());
+
+    let started = Instant::now();
+    let mut views = vec![NodeView::default(); args.nodes];
+    let mut target_at: Option<f64> = None;
+    let mut champion: Option<String> = None;
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut evaluations: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, bool> = BTreeMap::new();
+    let mut progress = tokio::time::interval(Duration::from_secs(2));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let stopped_by;
+    loop {
+        let agreed = views.iter().all(|v| v.tip == views[0].tip && !v.tip.is_empty());
+        if args.until_target && target_at.is_some() && agreed {
+            stopped_by = "target";
+            break;
+        }
+        if args.duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
+            stopped_by = "duration";
+            break;
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => { stopped_by = "ctrl-c"; break; }
+            line = rx.recv() => {
+                let Some(Line { node, text }) = line else { stopped_by = "nodes exited"; break };
+                if args.verbose {
+                    println!("[node{node}] {text}");
+                }
+                let mut words = text.split_whitespace();
+                match words.next() {
+                    Some("block") => {
+                        views[node].height = words.next().and_then(|h| h.parse().ok()).unwrap_or(0);
+                        views[node].tip = words.next().unwrap_or_default().to_owned();
+                    }
+                    Some("connected") => views[node].peers += 1,
+                    Some("champion") => {
+                        let c = text.split_once(' ').map(|x| x.1).unwrap_or_default().to_owned();
+                        if champion.as_ref() != Some(&c) {
+                            println!("devnet: t={:.1}s champion {c}", started.elapsed().as_secs_f64());
+                            champion = Some(c);
+                        }
+                    }
+                    Some("target") if target_at.is_none() => {
+                        target_at = Some(started.elapsed().as_secs_f64());
+                        println!("devnet: t={:.1}s target reached ({text})", started.elapsed().as_secs_f64());
+                    }
+                    Some("certificate") => {
+                        // Every node assembles the certificates it sees: count each commit once.
+                        let w: Vec<&str> = text.split_whitespace().collect();
+                        if let (Some(id), Some(outcome)) = (w.get(2), w.get(3)) {
+                            outcomes.insert((*id).to_owned(), *outcome == "Accept");
+                        }
+                    }
+                    Some("commit") => {
+                        *counts.entry("commits").or_default() += 1;
+                        if target_at.is_none()
+                            && let Some(n) = text.split_whitespace().nth(6).and_then(|n| n.parse().ok())
+                        {
+                            evaluations.insert(node, n);
+                        }
+                    }
+                    Some("vote") => *counts.entry("votes").or_default() += 1,
+                    Some("stopped") => views[node].stopped = Some(text.clone()),
+                    _ => {}
+                }
+            }
+            _ = progress.tick() => {
+                let heights: Vec<String> = views.iter().map(|v| v.height.to_string()).collect();
+                println!(
+                    "devnet: t={:.0}s heights [{}] peers [{}]",
+                    started.elapsed().as_secs_f64(),
+                    heights.join(", "),
+                    views.iter().map(|v| v.peers.to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
+    // Stop every node cleanly (closing stdin) and collect their final lines.
+    for c in children.iter_mut() {
+        drop(c.stdin.take());
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while views.iter().any(|v| v.stopped.is_none()) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            Ok(Some(Line { node, text })) if text.starts_with("stopped") => views[node].stopped = Some(text),
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => break,
+        }
+    }
+    for c in children.iter_mut() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
+    }
+    let finals: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| v.stopped.clone().unwrap_or_default().split_whitespace().map(str::to_owned).collect())
+        .collect();
+    let field = |f: &Vec<String>, k: &str| f.iter().position(|w| w == k).and_then(|i| f.get(i + 1)).cloned();
+    let tips: Vec<Option<String>> = finals.iter().map(|f| field(f, "tip")).collect();
+    let roots: Vec<Option<String>> = finals.iter().map(|f| field(f, "root")).collect();
+    let same = |v: &[Option<String>]| v.iter().all(|x| x.is_some() && x == &v[0]);
+    let summary = serde_json::json!({
+        "devnet": true,
+        "nodes": args.nodes,
+        "domain": args.domain,
+        "target": target,
+        "stopped_by": stopped_by,
+        "time_to_target_s": target_at,
+        "blocks": finals.iter().filter_map(|f| field(f, "height")?.parse::<u64>().ok()).max(),
+        "same_tip": same(&tips),
+        "same_root": same(&roots),
+        "accepted": outcomes.values().filter(|a| **a).count(),
+        "rejected": outcomes.values().filter(|a| !**a).count(),
+        "commits": counts.get("commits").copied().unwrap_or(0),
+        "votes": counts.get("votes").copied().unwrap_or(0),
+        "balances": finals.iter().map(|f| field(f, "balance")).collect::<Vec<_>>(),
+        "evals_per_node_to_target": if evaluations.is_empty() { None } else { Some(evaluations.values().sum::<u64>() as f64 / evaluations.len() as f64) },
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+/// The config file a devnet node reads (the same format users write).
+fn config_json(c: &NodeConfig) -> serde_json::Value {
+    serde_json::json!({
+        "host": c.host,
+        "port": c.port,
+        "data_dir": c.data_dir,
+        "bootstrap_peers": c.bootstrap_peers,
+        "genesis": c.genesis,
+        "target_block_time": c.target_block_time,
+        "max_block_interval": c.max_block_interval,
+        "reveal_delay": c.reveal_delay,
+        "quorum_min_evaluators": c.quorum_min_evaluators,
+        "quorum_max_evaluators": c.quorum_max_evaluators,
+        "quorum_tolerance": c.quorum_tolerance,
+        "workers": c.workers,
+        "log_level": "info",
+        "domains": c.domains.iter().map(|d| serde_json::json!({
+            "domain_id": d.domain_id,
+            "optimize": d.optimize,
+            "evaluate": d.evaluate,
+            "target_performance": d.target_performance,
+        })).collect::<Vec<_>>(),
+    })
+}

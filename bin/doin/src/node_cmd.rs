@@ -1,0 +1,99 @@
+//! `doin node`: runs a node from a config file in the Python system's format, with flags that
+//! override it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use doin_node::{NodeConfig, RunLimits};
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// JSON config file (the Python system's format).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTP port (P2P listens on port + 1 unless `p2p_port` is set).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Peers to dial (multiaddr or host:port), comma-separated or repeated.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Node key file (created with mode 0600 if missing).
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// Experiment CSV file.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+    /// SQLite OLAP cube.
+    #[arg(long)]
+    olap_db: Option<PathBuf>,
+    /// Delete this node's chain data before starting.
+    #[arg(long)]
+    reset_chain: bool,
+    /// Log level (error, warn, info, debug, trace) or a filter.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop when standard input closes.
+    #[arg(long, hide = true)]
+    stop_on_stdin_eof: bool,
+}
+
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let text = match &args.config {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => "{}".to_owned(),
+    };
+    let loaded = NodeConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = loaded.config;
+    if let Some(p) = args.port {
+        config.port = p;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if !args.peers.is_empty() {
+        config.bootstrap_peers = args.peers;
+    }
+    if args.identity.is_some() {
+        config.identity = args.identity;
+    }
+    if args.stats_file.is_some() {
+        config.experiment_stats_file = args.stats_file;
+    }
+    if args.olap_db.is_some() {
+        config.olap_db_path = args.olap_db;
+    }
+    config.reset_chain |= args.reset_chain;
+    if let Some(l) = args.log_level {
+        config.log_level = l;
+    }
+    let loaded = config.validated().map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logs(&loaded.config.log_level);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let limits = RunLimits {
+        duration: args.duration.filter(|d| *d > 0.0).map(std::time::Duration::from_secs_f64),
+        stop_on_stdin_eof: args.stop_on_stdin_eof,
+    };
+    doin_node::run(loaded.config, limits).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Logs to stderr with the given level or filter (`RUST_LOG` wins when set).
+pub(crate) fn init_logs(level: &str) {
+    let level = level.to_ascii_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,0 +1,436 @@
+//! The node's configuration: the Python system's JSON format (`host`, `port`, `data_dir`,
+//! `bootstrap_peers`, `domains[]`, `quorum_*`, …) plus DOIN's own keys. Unknown keys are
+//! reported (not fatal); a value out of range stops the node with a message naming the key and
+//! what is allowed.
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The key (dotted path, e.g. `domains[0].target_performance`).
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into() }
+}
+
+/// One domain this node works on.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DomainConfig {
+    /// The domain id (a built-in domain name, or a domain registered on chain).
+    pub domain_id: String,
+    /// Run the optimizer loop.
+    pub optimize: bool,
+    /// Take part in evaluator quorums.
+    pub evaluate: bool,
+    /// The Python system's key: whether the domain generates synthetic evaluation data.
+    pub has_synthetic_data: bool,
+    /// `false` = the Python system's trusted auto-accept mode (no quorum; private clusters).
+    pub synthetic_data_validation: bool,
+    /// Optimizer: `ga`, `shade`, `cma-es`, or an external plugin command (`plugin:CMD ARGS`).
+    pub optimization_plugin: Option<String>,
+    /// A domain plugin command (`plugin:CMD ARGS`) instead of a built-in domain.
+    pub domain_plugin: Option<String>,
+    /// Accepted for compatibility (synthetic data comes from the domain itself).
+    pub synthetic_data_plugin: Option<String>,
+    /// Accepted for compatibility (inference is served from the champion).
+    pub inference_plugin: Option<String>,
+    /// Optimizer settings (`population_size`, `optimization_patience`, `early_patience`, …).
+    pub optimization_config: BTreeMap<String, Json>,
+    /// Parameter bounds by name (`[low, high]`), for domains that take them.
+    pub param_bounds: BTreeMap<String, Json>,
+    /// Stop optimizing once the verified champion reaches this.
+    pub target_performance: Option<f64>,
+    /// `max_training_seconds`, `max_memory_mb`, `max_epochs`.
+    pub resource_limits: BTreeMap<String, Json>,
+    /// Keys this version does not know (reported, then ignored).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Json>,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        Self {
+            domain_id: String::new(),
+            optimize: true,
+            evaluate: true,
+            has_synthetic_data: true,
+            synthetic_data_validation: true,
+            optimization_plugin: None,
+            domain_plugin: None,
+            synthetic_data_plugin: None,
+            inference_plugin: None,
+            optimization_config: BTreeMap::new(),
+            param_bounds: BTreeMap::new(),
+            target_performance: None,
+            resource_limits: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// Bind address.
+    pub host: String,
+    /// HTTP port (the P2P port is `p2p_port`, default `port + 1`).
+    pub port: u16,
+    /// P2P port.
+    pub p2p_port: Option<u16>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Peers to dial: multiaddrs, or `host:port` (their P2P port).
+    pub bootstrap_peers: Vec<String>,
+    /// Genesis spec file; absent: a single-node development chain staked to this node.
+    pub genesis: Option<PathBuf>,
+    /// Node key file; default `<data_dir>/node.key`.
+    pub identity: Option<PathBuf>,
+    /// Domains.
+    pub domains: Vec<DomainConfig>,
+    /// Experiment CSV.
+    pub experiment_stats_file: Option<PathBuf>,
+    /// SQLite OLAP cube.
+    pub olap_db_path: Option<PathBuf>,
+    /// `gossipsub` (only this is supported; `flooding` is refused with a reason).
+    pub network_protocol: String,
+    /// LAN discovery (mDNS) — only on a non-loopback `host`.
+    pub discovery_enabled: bool,
+    /// Development-chain parameters (used when this node creates the genesis).
+    pub initial_threshold: f64,
+    /// Target block time in seconds (development chain).
+    pub target_block_time: f64,
+    /// Quorum rule (development chain's domains).
+    pub quorum_min_evaluators: u16,
+    /// Largest first-round quorum.
+    pub quorum_max_evaluators: u16,
+    /// Escalation fraction.
+    pub quorum_fraction: f64,
+    /// Vote tolerance (absolute, in the metric's units).
+    pub quorum_tolerance: f64,
+    /// EIP-1559 fees (always on in DOIN; `false` is accepted and reported).
+    pub fee_market_enabled: bool,
+    /// Storage backend: DOIN always uses its embedded store.
+    pub storage_backend: Option<String>,
+    /// Delete the chain data before starting.
+    pub reset_chain: bool,
+    /// Log filter (`info`, `debug`, …).
+    pub log_level: String,
+    /// Heartbeat interval in seconds (development chain).
+    pub max_block_interval: f64,
+    /// Reveal delay in seconds (development chain).
+    pub reveal_delay: f64,
+    /// Candidates evaluated in parallel.
+    pub workers: usize,
+    /// Keys this version does not know (reported, then ignored).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Json>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8470,
+            p2p_port: None,
+            data_dir: PathBuf::from("./doin-data"),
+            bootstrap_peers: Vec::new(),
+            genesis: None,
+            identity: None,
+            domains: Vec::new(),
+            experiment_stats_file: None,
+            olap_db_path: None,
+            network_protocol: "gossipsub".into(),
+            discovery_enabled: false,
+            initial_threshold: 1e-6,
+            target_block_time: 600.0,
+            quorum_min_evaluators: 3,
+            quorum_max_evaluators: 7,
+            quorum_fraction: 2.0 / 3.0,
+            quorum_tolerance: 0.1,
+            fee_market_enabled: true,
+            storage_backend: None,
+            reset_chain: false,
+            log_level: "info".into(),
+            max_block_interval: 1800.0,
+            reveal_delay: 2.0,
+            workers: 1,
+            unknown: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration that loaded, with what was reported about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: NodeConfig,
+    /// Keys that were ignored, and other notices.
+    pub warnings: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Parses and validates the JSON text of a config file.
+    pub fn from_json(text: &str) -> Result<Loaded, ConfigError> {
+        let value: Json =
+            serde_json::from_str(text).map_err(|e| bad("(file)", format!("not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(bad("(file)", "must be a JSON object"));
+        }
+        let config: NodeConfig =
+            serde_json::from_value(value.clone()).map_err(|e| bad(failing_key(&value), e.to_string()))?;
+        config.validated()
+    }
+
+    /// Validates a configuration (also after CLI overrides).
+    pub fn validated(self) -> Result<Loaded, ConfigError> {
+        let mut warnings = Vec::new();
+        for k in self.unknown.keys() {
+            warnings.push(format!("unknown config key `{k}` ignored"));
+        }
+        self.host
+            .parse::<IpAddr>()
+            .map_err(|_| bad("host", format!("{:?} is not an IP address", self.host)))?;
+        if self.port == 0 {
+            return Err(bad("port", "must be 1..=65535"));
+        }
+        if self.p2p_port == Some(0) {
+            return Err(bad("p2p_port", "must be 1..=65535"));
+        }
+        if self.p2p_port.is_none() && self.port == u16::MAX {
+            return Err(bad("port", "must be below 65535 unless p2p_port is set (P2P uses port + 1)"));
+        }
+        if self.network_protocol != "gossipsub" {
+            return Err(bad(
+                "network_protocol",
+                format!(
+                    "{:?} is not supported; DOIN uses \"gossipsub\" (flooding was measured 4x costlier)",
+                    self.network_protocol
+                ),
+            ));
+        }
+        let positive = |key: &str, v: f64, max: f64| {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok(())
+            } else {
+                Err(bad(key, format!("{v} must be in (0, {max}]")))
+            }
+        };
+        positive("initial_threshold", self.initial_threshold, 1e6)?;
+        positive("target_block_time", self.target_block_time, 86_400.0)?;
+        positive("max_block_interval", self.max_block_interval, 86_400.0)?;
+        positive("quorum_fraction", self.quorum_fraction, 1.0)?;
+        positive("quorum_tolerance", self.quorum_tolerance, 1e9)?;
+        if !(0.0..=3600.0).contains(&self.reveal_delay) {
+            return Err(bad("reveal_delay", format!("{} must be in [0, 3600] seconds", self.reveal_delay)));
+        }
+        if !(1..=64).contains(&self.quorum_min_evaluators) {
+            return Err(bad("quorum_min_evaluators", "must be in 1..=64"));
+        }
+        if !(self.quorum_min_evaluators..=64).contains(&self.quorum_max_evaluators) {
+            return Err(bad("quorum_max_evaluators", "must be in quorum_min_evaluators..=64"));
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err(bad("workers", "must be in 1..=64"));
+        }
+        if !self.fee_market_enabled {
+            warnings.push("fee_market_enabled: false is ignored; fees are a consensus rule in DOIN".into());
+        }
+        if let Some(b) = &self.storage_backend {
+            warnings.push(format!("storage_backend {b:?} ignored; DOIN uses its embedded crash-safe store"));
+        }
+        if self.discovery_enabled && self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+            warnings.push("discovery_enabled ignored: LAN discovery needs a non-loopback host".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, d) in self.domains.iter().enumerate() {
+            let key = |k: &str| format!("domains[{i}].{k}");
+            if d.domain_id.is_empty() {
+                return Err(bad(key("domain_id"), "missing"));
+            }
+            if !seen.insert(d.domain_id.clone()) {
+                return Err(bad(key("domain_id"), format!("{:?} is listed twice", d.domain_id)));
+            }
+            for k in d.unknown.keys() {
+                warnings.push(format!("unknown config key `{}` ignored", key(k)));
+            }
+            if let Some(t) = d.target_performance
+                && !t.is_finite()
+            {
+                return Err(bad(key("target_performance"), "must be a finite number"));
+            }
+            for (k, v) in &d.resource_limits {
+                let ok = match k.as_str() {
+                    "max_training_seconds" | "max_memory_mb" | "max_epochs" => {
+                        v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)
+                    }
+                    other => {
+                        warnings.push(format!(
+                            "unknown config key `{}` ignored",
+                            key(&format!("resource_limits.{other}"))
+                        ));
+                        true
+                    }
+                };
+                if !ok {
+                    return Err(bad(key(&format!("resource_limits.{k}")), "must be a positive number"));
+                }
+            }
+            for (k, v) in &d.param_bounds {
+                let pair = v
+                    .as_array()
+                    .filter(|a| a.len() == 2)
+                    .and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)));
+                match pair {
+                    Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi => {}
+                    _ => {
+                        return Err(bad(
+                            key(&format!("param_bounds.{k}")),
+                            "must be [low, high] with low < high",
+                        ));
+                    }
+                }
+            }
+            if let Some(p) = &d.optimization_plugin
+                && !matches!(p.as_str(), "ga" | "shade" | "cma-es" | "predictor")
+                && !p.starts_with("plugin:")
+            {
+                return Err(bad(
+                    key("optimization_plugin"),
+                    format!("{p:?}: use \"ga\", \"shade\", \"cma-es\" or \"plugin:COMMAND ARGS\""),
+                ));
+            }
+            if !d.synthetic_data_validation {
+                warnings.push(format!(
+                    "domain {}: synthetic_data_validation is false — TRUSTED MODE: optimae are not verified by a quorum",
+                    d.domain_id
+                ));
+            }
+        }
+        Ok(Loaded { config: self, warnings })
+    }
+
+    /// The P2P port.
+    pub fn p2p_port(&self) -> u16 {
+        self.p2p_port.unwrap_or(self.port.saturating_add(1))
+    }
+
+    /// The key file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.identity.clone().unwrap_or_else(|| self.data_dir.join("node.key"))
+    }
+}
+
+/// The first key whose value alone fails to deserialize (serde's messages do not name it).
+fn failing_key(value: &Json) -> String {
+    let Some(obj) = value.as_object() else { return "(file)".into() };
+    for (k, v) in obj {
+        let alone = Json::Object([(k.clone(), v.clone())].into_iter().collect());
+        if serde_json::from_value::<NodeConfig>(alone).is_ok() {
+            continue;
+        }
+        if k == "domains"
+            && let Some(items) = v.as_array()
+        {
+            for (i, d) in items.iter().enumerate() {
+                if serde_json::from_value::<DomainConfig>(d.clone()).is_err() {
+                    let inner = d.as_object().and_then(|o| {
+                        o.iter().find(|(dk, dv)| {
+                            let one = Json::Object([((*dk).clone(), (*dv).clone())].into_iter().collect());
+                            serde_json::from_value::<DomainConfig>(one).is_err()
+                        })
+                    });
+                    return match inner {
+                        Some((dk, _)) => format!("domains[{i}].{dk}"),
+                        None => format!("domains[{i}]"),
+                    };
+                }
+            }
+        }
+        return k.clone();
+    }
+    "(file)".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_python_example_config_loads_with_warnings_for_unknown_keys() {
+        let text = r#"{
+          "host": "0.0.0.0", "port": 8470, "data_dir": "./doin-data-predictor",
+          "bootstrap_peers": [], "network_protocol": "gossipsub", "discovery_enabled": true,
+          "initial_threshold": 1e-6, "quorum_min_evaluators": 1, "storage_backend": "sqlite",
+          "fee_market_enabled": false, "favourite_colour": "blue",
+          "domains": [{
+            "domain_id": "quadratic", "optimize": true, "evaluate": true,
+            "optimization_plugin": "predictor", "has_synthetic_data": true,
+            "synthetic_data_validation": false, "target_performance": 999.0,
+            "optimization_config": {"population_size": 10, "early_patience": 15},
+            "param_bounds": {"learning_rate": [1e-5, 0.01]},
+            "resource_limits": {"max_training_seconds": 3600, "max_memory_mb": 14000, "max_epochs": 2000},
+            "mystery": 1
+          }],
+          "experiment_stats_file": "./predictor_stats.csv"
+        }"#;
+        let loaded = NodeConfig::from_json(text).unwrap();
+        assert_eq!(loaded.config.port, 8470);
+        assert_eq!(loaded.config.p2p_port(), 8471);
+        assert_eq!(loaded.config.domains[0].target_performance, Some(999.0));
+        let w = loaded.warnings.join("\n");
+        for expected in [
+            "favourite_colour",
+            "domains[0].mystery",
+            "TRUSTED MODE",
+            "storage_backend",
+            "fee_market_enabled",
+        ] {
+            assert!(w.contains(expected), "{expected} missing from {w}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (r#"{"port": 0}"#, "port"),
+            (r#"{"port": "x"}"#, "port"),
+            (r#"{"domains": [{"domain_id": "a", "optimize": "yes"}]}"#, "domains[0].optimize"),
+            (r#"{"host": "not an ip"}"#, "host"),
+            (r#"{"initial_threshold": -1}"#, "initial_threshold"),
+            (r#"{"quorum_min_evaluators": 0}"#, "quorum_min_evaluators"),
+            (r#"{"network_protocol": "flooding"}"#, "network_protocol"),
+            (r#"{"domains": [{"optimize": true}]}"#, "domains[0].domain_id"),
+            (r#"{"domains": [{"domain_id": "a"}, {"domain_id": "a"}]}"#, "domains[1].domain_id"),
+            (
+                r#"{"domains": [{"domain_id": "a", "resource_limits": {"max_epochs": -3}}]}"#,
+                "domains[0].resource_limits.max_epochs",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "param_bounds": {"lr": [1, 0]}}]}"#,
+                "domains[0].param_bounds.lr",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "optimization_plugin": "magic"}]}"#,
+                "domains[0].optimization_plugin",
+            ),
+            ("[1, 2]", "(file)"),
+            ("{", "(file)"),
+        ];
+        for (text, key) in cases {
+            let e = NodeConfig::from_json(text).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(!e.problem.is_empty());
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Genesis specs the node builds itself: a single-node development chain, and the devnet's
+//! chain that funds and stakes every node as optimizer and evaluator of the devnet's domains.
+
+use std::sync::Arc;
+
+use doin_consensus::{Allocation, GenesisDomain, GenesisSpec, GenesisStake, ProtocolParams};
+use doin_optimize::domain::Domain;
+use doin_primitives::{Address, Amount, DomainId, FIXED_ONE, Roles};
+
+use crate::{
+    config::{DomainConfig, NodeConfig},
+    domains,
+};
+
+/// Chain parameters from the config's development keys.
+pub fn params(config: &NodeConfig) -> ProtocolParams {
+    let ms = |s: f64| (s * 1000.0).round().max(1.0) as u64;
+    let max_block_interval_ms = ms(config.max_block_interval);
+    ProtocolParams {
+        target_block_time_ms: ms(config.target_block_time),
+        initial_threshold: (config.initial_threshold * FIXED_ONE as f64).round().max(1.0) as u128,
+        max_block_interval_ms,
+        heartbeat_slot_ms: (max_block_interval_ms / 2).max(500),
+        reveal_delay_ms: ms(config.reveal_delay).min(3_600_000),
+        fee_market_enabled: config.fee_market_enabled,
+        ..ProtocolParams::default()
+    }
+}
+
+fn genesis_domains(
+    config: &NodeConfig,
+    domains: &[(Arc<dyn Domain>, DomainConfig)],
+) -> Result<Vec<GenesisDomain>, String> {
+    domains
+        .iter()
+        .map(|(d, c)| {
+            Ok(GenesisDomain { spec: domains::spec_of(d.as_ref(), c, config)?, bounty: Amount::ZERO })
+        })
+        .collect()
+}
+
+/// A chain of one node that funds and stakes itself for its domains. With verification on,
+/// such a node produces heartbeat blocks but cannot accept optimae: it is never in its own
+/// quorum (DESIGN §4.1); `status` says so.
+pub fn single_node(
+    config: &NodeConfig,
+    me: &Address,
+    domains: &[(Arc<dyn Domain>, DomainConfig)],
+) -> Result<GenesisSpec, String> {
+    devnet(config, &[*me], domains, 0)
+}
+
+/// A chain that funds and stakes `nodes`; `timestamp_ms = 0` means now.
+pub fn devnet(
+    config: &NodeConfig,
+    nodes: &[Address],
+    domains: &[(Arc<dyn Domain>, DomainConfig)],
+    timestamp_ms: u64,
+) -> Result<GenesisSpec, String> {
+    let ids: Vec<DomainId> = domains.iter().map(|(d, _)| DomainId::new(d.id()).unwrap_or_default()).collect();
+    let ts = if timestamp_ms == 0 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    } else {
+        timestamp_ms
+    };
+    Ok(GenesisSpec {
+        chain_id: 1337,
+        timestamp_ms: ts,
+        params: params(config),
+        allocations: nodes.iter().map(|a| Allocation { address: *a, balance: Amount::doin(1_000) }).collect(),
+        stakes: nodes
+            .iter()
+            .map(|a| GenesisStake {
+                address: *a,
+                amount: Amount::doin(100),
+                roles: Roles(Roles::OPTIMIZER.0 | Roles::EVALUATOR.0),
+                domains: ids.clone(),
+            })
+            .collect(),
+        domains: genesis_domains(config, domains)?,
+    })
+}

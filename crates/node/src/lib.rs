@@ -1,0 +1,16 @@
+//! The DOIN node (DESIGN §4, §5, §8): configuration in the Python system's format, the node
+//! key, built-in and plugin domains, the optimizer loops, the Proof-of-Optimization pipeline,
+//! block production, the mempool and chain sync.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod domains;
+pub mod genesis;
+pub mod identity;
+pub mod mempool;
+pub mod node;
+pub mod optimizer;
+pub mod store;
+
+pub use config::{ConfigError, DomainConfig, Loaded, NodeConfig};
+pub use node::{NodeError, RunLimits, run};

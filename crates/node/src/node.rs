@@ -1,0 +1,889 @@
+//! The node: one event loop that ties the chain store, the network, the optimizer loops and the
+//! evaluators together through the Proof-of-Optimization pipeline (DESIGN §4.1):
+//!
+//! 1. an optimizer loop reports a candidate that beats the verified champion → the node signs
+//!    and gossips a `Commit` (reference block = its tip) and, `reveal_delay` later, the `Reveal`;
+//! 2. every node records commits with the time it first saw them; on a reveal it checks that it
+//!    opens the commit, came at least `reveal_delay` after it, is the first reveal of these
+//!    parameters and lies in the domain's bounds; if this node is in the commit's first-round
+//!    quorum it evaluates the parameters on data derived from its own seed, in the bounded
+//!    worker pool, and gossips a signed `Vote`;
+//! 3. when every first-round vote is in, any node assembles the `Certificate` (the optimizer at
+//!    once, others after a grace period) and produces a work block once the certificates reach
+//!    the threshold; the slot leader produces heartbeat blocks when the chain is idle;
+//! 4. new tips are imported from gossip (compact blocks) or synced from the best peer, and the
+//!    verified champion of each domain is injected into the local optimizer.
+//!
+//! Progress goes to stdout as one line per event (`listening`, `block`, `champion`, `target`)
+//! for the devnet and tests; diagnostics go to the log.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use doin_consensus::{
+    BlockError, BlockTemplate, GenesisSpec, State, build_block, certs, heartbeat_leader, heartbeat_slot,
+    quorum,
+};
+use doin_net::{
+    CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, NoStateChecks, PeerId, Topic,
+    sync::{BlockSink, best_peer, sync_from},
+};
+use doin_optimize::{domain::Budget, driver::RunConfig};
+use doin_primitives::{
+    Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, Hash, Keypair, Metric,
+    Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
+};
+use doin_storage::{ChainStore, StoreOptions};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{
+    config::{DomainConfig, NodeConfig},
+    domains, genesis,
+    mempool::Mempool,
+    optimizer::{self, Control, Found},
+    store::SharedStore,
+};
+
+/// Why the node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The node key.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Something else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Other(e.to_string())
+}
+
+/// How long a run lasts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunLimits {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop cleanly when standard input closes (how `doin devnet` stops its nodes).
+    pub stop_on_stdin_eof: bool,
+}
+
+struct DomainRt {
+    domain: Arc<dyn doin_optimize::domain::Domain>,
+    config: DomainConfig,
+    control: Option<std::sync::mpsc::SyncSender<Control>>,
+    champion: Option<Hash>,
+    target_reached: bool,
+}
+
+struct SeenCommit {
+    commit: Commit,
+    at: Instant,
+}
+
+struct ReadyCert {
+    cert: Certificate,
+    ready_at: Instant,
+}
+
+struct Measured {
+    commit: Hash,
+    seed: Hash,
+    result: Result<Metric, String>,
+}
+
+/// Grace period before a node other than the optimizer produces a block for a certificate.
+const OTHERS_GRACE: Duration = Duration::from_millis(1500);
+/// Commits and reveals kept at most (oldest dropped).
+const MAX_PENDING: usize = 4096;
+
+struct Engine {
+    key: Keypair,
+    me: Address,
+    store: SharedStore,
+    net: NetworkHandle,
+    domains: BTreeMap<String, DomainRt>,
+    commits: HashMap<Hash, SeenCommit>,
+    reveals: HashMap<Hash, (Reveal, Instant)>,
+    params_first: HashMap<(String, Hash), Hash>,
+    votes: HashMap<Hash, BTreeMap<Address, Vote>>,
+    evaluating: HashSet<Hash>,
+    my_reveals: Vec<(Instant, Reveal)>,
+    certs: HashMap<Hash, ReadyCert>,
+    mempool: Mempool,
+    eval_slots: Arc<Semaphore>,
+    measured_tx: mpsc::Sender<Measured>,
+    reveal_delay: Duration,
+    workers: usize,
+    last_tip: Hash,
+    syncing: Arc<Mutex<HashSet<PeerId>>>,
+    bootstrap: Vec<Multiaddr>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs a node until Ctrl-C or the run limit.
+pub fn run(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(other)?;
+    runtime.block_on(run_async(config, limits))
+}
+
+async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
+    if config.reset_chain {
+        let _ = std::fs::remove_file(config.data_dir.join("chain.redb"));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| other(format!("data_dir {}: {e}", config.data_dir.display())))?;
+    let (key, created) = crate::identity::load_or_create(&config.identity_path())?;
+    let me = key.address();
+    if created {
+        tracing::info!(address = %me, path = %config.identity_path().display(), "created node key");
+    }
+
+    // Domains this node works on.
+    let mut rts = BTreeMap::new();
+    for d in &config.domains {
+        let domain = domains::build(d).map_err(|e| other(format!("domain {}: {e}", d.domain_id)))?;
+        if !d.synthetic_data_validation {
+            tracing::warn!(domain = %d.domain_id, "TRUSTED MODE: synthetic_data_validation is false");
+        }
+        rts.insert(
+            d.domain_id.clone(),
+            DomainRt { domain, config: d.clone(), control: None, champion: None, target_reached: false },
+        );
+    }
+
+    let spec: GenesisSpec = match &config.genesis {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| other(format!("genesis {}: {e}", path.display())))?;
+            serde_json::from_slice(&text).map_err(|e| other(format!("genesis {}: {e}", path.display())))?
+        }
+        None => genesis::single_node(
+            &config,
+            &me,
+            &rts.values().map(|r| (r.domain.clone(), r.config.clone())).collect::<Vec<_>>(),
+        )
+        .map_err(other)?,
+    };
+    let store = ChainStore::open(&config.data_dir.join("chain.redb"), &spec, StoreOptions::default())
+        .map_err(other)?;
+    let store = SharedStore::new(store);
+    println!("address {me}");
+    println!("genesis {}", store.lock().genesis_hash());
+
+    let listen: Multiaddr =
+        format!("/ip4/{}/tcp/{}", config.host, config.p2p_port()).parse().map_err(other)?;
+    let bootstrap: Vec<Multiaddr> = config
+        .bootstrap_peers
+        .iter()
+        .map(|p| parse_peer(p).map_err(|e| other(format!("bootstrap_peers: {p:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let net_config = doin_net::Config {
+        listen: vec![listen],
+        bootstrap: bootstrap.clone(),
+        domains: rts.keys().cloned().collect(),
+        enable_mdns: config.discovery_enabled && !config.host.starts_with("127."),
+        ip_colocation_penalty: false,
+        gossip_heartbeat: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(3),
+        ..doin_net::Config::default()
+    };
+    let mut network = doin_net::start(&key, net_config, Arc::new(store.clone()), Arc::new(NoStateChecks))
+        .await
+        .map_err(other)?;
+
+    let (found_tx, mut found_rx) = mpsc::channel::<Found>(16);
+    let (measured_tx, mut measured_rx) = mpsc::channel::<Measured>(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let params = store.lock().tip().params().clone();
+    let mut engine = Engine {
+        key: key.clone(),
+        me,
+        store: store.clone(),
+        net: network.handle.clone(),
+        domains: rts,
+        commits: HashMap::new(),
+        reveals: HashMap::new(),
+        params_first: HashMap::new(),
+        votes: HashMap::new(),
+        evaluating: HashSet::new(),
+        my_reveals: Vec::new(),
+        certs: HashMap::new(),
+        mempool: Mempool::new(10_000, 64),
+        eval_slots: Arc::new(Semaphore::new(config.workers)),
+        measured_tx,
+        reveal_delay: Duration::from_millis(params.reveal_delay_ms),
+        workers: config.workers,
+        last_tip: Hash::ZERO,
+        syncing: Arc::default(),
+        bootstrap,
+    };
+
+    // Optimizer loops.
+    let mut threads = Vec::new();
+    for (id, rt) in engine.domains.iter_mut() {
+        if !rt.config.optimize {
+            continue;
+        }
+        let seed =
+            u64::from_le_bytes(Hash::of_encoded(&(me, id.as_str())).0[..8].try_into().unwrap_or_default());
+        let opt = optimizer::build_optimizer(rt.domain.as_ref(), &rt.config, seed)
+            .map_err(|e| other(format!("domain {id}: {e}")))?;
+        let (ctl_tx, ctl_rx) = std::sync::mpsc::sync_channel(8);
+        rt.control = Some(ctl_tx);
+        let spec = store
+            .lock()
+            .tip()
+            .domain(&doin_primitives::DomainId::new(id.as_str()).unwrap_or_default())
+            .map(|d| d.spec.limits);
+        let limits = spec.unwrap_or_default();
+        let run = RunConfig {
+            batch: config.workers.max(1) * 4,
+            workers: config.workers,
+            max_wall: Duration::from_millis(limits.max_wall_ms),
+            max_epochs: limits.max_epochs,
+            max_memory_bytes: u64::from(limits.max_memory_mb) << 20,
+            ..RunConfig::default()
+        };
+        let (domain, found, stop) = (rt.domain.clone(), found_tx.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("optimize-{id}"))
+                .spawn(move || optimizer::run_loop(domain, opt, run, ctl_rx, found, stop))
+                .map_err(other)?,
+        );
+    }
+    drop(found_tx);
+
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut poll = tokio::time::interval(Duration::from_millis(1000));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let (eof_tx, mut eof_rx) = mpsc::channel::<()>(1);
+    if limits.stop_on_stdin_eof {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 256];
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            let _ = eof_tx.send(()).await;
+        });
+    }
+    engine.on_tip();
+    loop {
+        if limits.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                println!("stopping");
+                break;
+            }
+            Some(()) = eof_rx.recv() => {
+                println!("stopping");
+                break;
+            }
+            ev = network.events.recv() => match ev {
+                Some(ev) => engine.on_network(ev).await,
+                None => return Err(other("network stopped")),
+            },
+            Some(f) = found_rx.recv() => engine.on_found(f).await,
+            Some(m) = measured_rx.recv() => engine.on_measured(m).await,
+            _ = tick.tick() => {
+                engine.on_tick().await;
+                engine.on_tip();
+            }
+            _ = poll.tick() => engine.poll_peers(),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    network.handle.shutdown().await;
+    for t in threads {
+        let _ = t.join();
+    }
+    let s = store.lock();
+    let state = s.tip();
+    println!(
+        "stopped height {} tip {} root {} balance {} reputation {}",
+        state.height(),
+        state.tip().hash,
+        state.root(),
+        state.account(&me).balance.0,
+        config.domains.iter().map(|d| state.reputation(&me, &Engine::domain_id(&d.domain_id))).sum::<u64>()
+    );
+    Ok(())
+}
+
+/// A multiaddr, or `host:port` (TCP).
+fn parse_peer(text: &str) -> Result<Multiaddr, String> {
+    if text.starts_with('/') {
+        return text.parse::<Multiaddr>().map_err(|e| e.to_string());
+    }
+    let (host, port) = text.rsplit_once(':').ok_or("expected a multiaddr or host:port")?;
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+    let proto = if host.parse::<std::net::Ipv4Addr>().is_ok() { "ip4" } else { "dns" };
+    format!("/{proto}/{host}/tcp/{port}").parse::<Multiaddr>().map_err(|e| e.to_string())
+}
+
+impl Engine {
+    fn tip_state(&self) -> State {
+        self.store.lock().tip().clone()
+    }
+
+    fn domain_id(id: &str) -> doin_primitives::DomainId {
+        doin_primitives::DomainId::new(id).unwrap_or_default()
+    }
+
+    async fn publish(&self, topic: Topic, msg: GossipMessage) {
+        if let Err(e) = self.net.publish(topic, msg).await {
+            tracing::debug!(error = %e, "publish failed (no peers yet?)");
+        }
+    }
+
+    async fn on_network(&mut self, ev: NetworkEvent) {
+        match ev {
+            NetworkEvent::Listening(addr) => {
+                let me = self.net.peer_id();
+                if matches!(addr.iter().last(), Some(doin_net::Protocol::P2p(p)) if p == me) {
+                    println!("listening {addr}");
+                } else {
+                    println!("listening {addr}/p2p/{me}");
+                }
+            }
+            NetworkEvent::PeerConnected(peer) => println!("connected {peer}"),
+            NetworkEvent::Gossip { message, from, .. } => match message {
+                GossipMessage::Block(compact) => self.on_block(*compact, from),
+                GossipMessage::Transaction(tx) => {
+                    let state = self.tip_state();
+                    if let Err(e) = self.mempool.insert(*tx, &state) {
+                        tracing::debug!(error = %e, "transaction refused");
+                    }
+                }
+                GossipMessage::Commit(c) => self.on_commit(*c),
+                GossipMessage::Reveal(r) => self.on_reveal(*r, Instant::now()),
+                GossipMessage::Vote(v) => self.on_vote(*v),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_block(&mut self, compact: CompactBlock, from: PeerId) {
+        let (tip, height) = {
+            let s = self.store.lock();
+            (s.tip().tip().hash, s.tip().height())
+        };
+        let mempool = &self.mempool;
+        match compact.rebuild(|id| mempool.get(id)) {
+            Ok(block) if compact.header.parent_hash == tip => {
+                let mut sink = self.store.clone();
+                if let Err(e) = sink.import(block) {
+                    tracing::debug!(error = %e, "gossiped block refused");
+                }
+            }
+            _ if compact.header.height > height || compact.header.parent_hash == tip => self.spawn_sync(from),
+            _ => {}
+        }
+    }
+
+    fn spawn_sync(&self, peer: PeerId) {
+        if !self.syncing.lock().map(|mut s| s.insert(peer)).unwrap_or(false) {
+            return;
+        }
+        let (handle, mut sink, syncing) = (self.net.clone(), self.store.clone(), self.syncing.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), sync_from(&handle, peer, &mut sink)).await;
+            if let Ok(mut s) = syncing.lock() {
+                s.remove(&peer);
+            }
+        });
+    }
+
+    fn poll_peers(&self) {
+        let (handle, genesis) = (self.net.clone(), self.store.lock().genesis_hash());
+        let (sink, syncing, bootstrap) = (self.store.clone(), self.syncing.clone(), self.bootstrap.clone());
+        tokio::spawn(async move {
+            let peers = handle.peers().await.unwrap_or_default();
+            if peers.is_empty() {
+                // Bootstrap peers that were not up when we started: try again.
+                for addr in bootstrap {
+                    let _ = handle.dial(addr).await;
+                }
+                return;
+            }
+            let Some((peer, status)) = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await
+            else {
+                return;
+            };
+            let mine = BlockSink::status(&sink);
+            if status.cumulative_work <= mine.cumulative_work {
+                return;
+            }
+            if !syncing.lock().map(|mut s| s.insert(peer)).unwrap_or(false) {
+                return;
+            }
+            let mut sink = sink;
+            let _ = tokio::time::timeout(Duration::from_secs(10), sync_from(&handle, peer, &mut sink)).await;
+            if let Ok(mut s) = syncing.lock() {
+                s.remove(&peer);
+            }
+        });
+    }
+
+    fn on_commit(&mut self, commit: Commit) {
+        let id = commit.id();
+        if !self.domains.contains_key(commit.body.domain.as_str()) || self.commits.contains_key(&id) {
+            return;
+        }
+        if self.commits.len() >= MAX_PENDING
+            && let Some(oldest) = self.commits.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| *k)
+        {
+            self.commits.remove(&oldest);
+        }
+        self.commits.insert(id, SeenCommit { commit, at: Instant::now() });
+        // A reveal that overtook its commit waits here.
+        if let Some((reveal, at)) = self.reveals.get(&id).cloned() {
+            self.consider(reveal, at);
+        }
+    }
+
+    fn on_reveal(&mut self, reveal: Reveal, at: Instant) {
+        let commit = reveal.body.commit;
+        if self.reveals.contains_key(&commit) {
+            return;
+        }
+        if self.reveals.len() >= MAX_PENDING {
+            self.reveals.clear();
+        }
+        self.reveals.insert(commit, (reveal.clone(), at));
+        if self.commits.contains_key(&commit) {
+            self.consider(reveal, at);
+        }
+    }
+
+    /// Checks a reveal and, when this node is in the quorum, starts evaluating it.
+    fn consider(&mut self, reveal: Reveal, at: Instant) {
+        let commit_id = reveal.body.commit;
+        let Some(seen) = self.commits.get(&commit_id) else { return };
+        let commit = seen.commit.clone();
+        let body = &reveal.body;
+        if body.optimizer != commit.body.optimizer
+            || poo::optimae_hash(&body.params, &body.salt, &body.optimizer) != commit.body.optimae_hash
+        {
+            tracing::info!(commit = %commit_id, "reveal does not open its commit; ignored");
+            return;
+        }
+        // Evaluators insist the reveal came at least reveal_delay after the commit (with a
+        // little slack for gossip jitter).
+        if at.duration_since(seen.at) + Duration::from_millis(200) < self.reveal_delay {
+            tracing::info!(commit = %commit_id, "reveal came too soon after its commit; ignored");
+            return;
+        }
+        let domain = commit.body.domain.to_string();
+        let params_hash = Hash::of(&encode(&body.params));
+        let first = *self.params_first.entry((domain.clone(), params_hash)).or_insert(commit_id);
+        if first != commit_id {
+            tracing::info!(commit = %commit_id, first = %first, "parameters already revealed by an earlier commit; not evaluated");
+            return;
+        }
+        let state = self.tip_state();
+        let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
+        if let Err(e) = certs::check_params(&spec, &body.params) {
+            tracing::info!(commit = %commit_id, error = %e, "reveal out of bounds; ignored");
+            return;
+        }
+        let Some(q) = quorum::quorums_for(
+            &state,
+            &commit.body.domain,
+            &commit.body.optimizer,
+            &commit.body.reference_block,
+            &commit_id,
+        ) else {
+            tracing::info!(commit = %commit_id, "reference block unknown or too old");
+            return;
+        };
+        if q.first.is_empty() {
+            tracing::warn!(domain, "no eligible evaluators: this domain cannot accept optimae");
+            return;
+        }
+        let Some(rt) = self.domains.get(&domain) else { return };
+        if !rt.config.evaluate || !q.first.contains(&self.me) || !self.evaluating.insert(commit_id) {
+            self.try_certify(commit_id);
+            return;
+        }
+        let domain_impl = rt.domain.clone();
+        let values = domain_impl.space().from_params(&body.params);
+        let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
+        let limits = spec.limits;
+        let (slots, tx) = (self.eval_slots.clone(), self.measured_tx.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = slots.acquire_owned().await else { return };
+            let result = tokio::task::spawn_blocking(move || {
+                let budget = Budget {
+                    deadline: Instant::now() + Duration::from_millis(limits.max_wall_ms),
+                    max_epochs: limits.max_epochs,
+                    max_memory_bytes: u64::from(limits.max_memory_mb) << 20,
+                };
+                domain_impl.evaluate(&values, Some(&seed), budget).map_err(|e| e.to_string()).and_then(|m| {
+                    Metric::from_f64(m.performance).ok_or_else(|| "performance out of range".to_owned())
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("evaluation panicked: {e}")));
+            let _ = tx.send(Measured { commit: commit_id, seed, result }).await;
+        });
+    }
+
+    async fn on_measured(&mut self, m: Measured) {
+        match m.result {
+            Ok(measured) => {
+                let vote = Signed::sign(
+                    VoteBody {
+                        commit: m.commit,
+                        evaluator: self.me,
+                        round: 0,
+                        measured,
+                        data_hash: Hash::of(&m.seed.0),
+                    },
+                    &self.key,
+                );
+                let domain =
+                    self.commits.get(&m.commit).map(|c| c.commit.body.domain.to_string()).unwrap_or_default();
+                println!("vote {domain} {} {}", m.commit, measured.to_f64());
+                self.publish(Topic::Optimae(domain), GossipMessage::Vote(Box::new(vote.clone()))).await;
+                self.on_vote(vote);
+            }
+            Err(e) => tracing::warn!(commit = %m.commit, error = %e, "evaluation failed; no vote"),
+        }
+    }
+
+    fn on_vote(&mut self, vote: Vote) {
+        let commit = vote.body.commit;
+        let votes = self.votes.entry(commit).or_default();
+        if votes.len() >= 256 {
+            return;
+        }
+        votes.entry(vote.body.evaluator).or_insert(vote);
+        self.try_certify(commit);
+    }
+
+    /// Assembles the certificate once every first-round vote is in.
+    fn try_certify(&mut self, commit_id: Hash) {
+        if self.certs.contains_key(&commit_id) {
+            return;
+        }
+        let (Some(seen), Some((reveal, _))) = (self.commits.get(&commit_id), self.reveals.get(&commit_id))
+        else {
+            return;
+        };
+        let commit = seen.commit.clone();
+        let state = self.tip_state();
+        let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
+        let Some(q) = quorum::quorums_for(
+            &state,
+            &commit.body.domain,
+            &commit.body.optimizer,
+            &commit.body.reference_block,
+            &commit_id,
+        ) else {
+            return;
+        };
+        let Some(all) = self.votes.get(&commit_id) else { return };
+        let votes: Vec<Vote> = q.first.iter().filter_map(|a| all.get(a).cloned()).collect();
+        if votes.is_empty() || votes.len() < q.first.len() {
+            return;
+        }
+        let values: Vec<Metric> = votes.iter().map(|v| v.measured).collect();
+        let median = certs::median(&values);
+        if values.iter().any(|v| v.0.abs_diff(median.0) > spec.tolerance.0.unsigned_abs()) {
+            tracing::warn!(commit = %commit_id, "first-round votes disagree; escalation is not implemented in this node yet");
+            return;
+        }
+        let over = spec.direction.gain(commit.body.claimed, median).unwrap_or(i64::MAX);
+        let outcome = if over > spec.tolerance.0 { Outcome::Reject } else { Outcome::Accept };
+        let cert = Certificate {
+            commit: commit.clone(),
+            reveal: reveal.clone(),
+            votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
+            escalation: BoundedVec::new(),
+            outcome,
+        };
+        let mine = commit.body.optimizer == self.me;
+        println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
+        let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
+        self.certs.insert(commit_id, ReadyCert { cert, ready_at });
+    }
+
+    async fn on_found(&mut self, f: Found) {
+        let Some(rt) = self.domains.get(&f.domain) else { return };
+        if rt.target_reached {
+            return;
+        }
+        let state = self.tip_state();
+        let id = Self::domain_id(&f.domain);
+        let Some(spec) = state.domain(&id).map(|d| d.spec.clone()) else { return };
+        let Some(claimed) = Metric::from_f64(f.measurement.performance) else { return };
+        // Only commit what beats the verified champion (or the baseline).
+        let current = state
+            .domain(&id)
+            .and_then(|d| d.champion.as_ref().map(|c| c.performance))
+            .unwrap_or(spec.baseline);
+        if spec.direction.gain(claimed, current).is_none_or(|g| g <= spec.acceptance_tolerance.0) {
+            return;
+        }
+        let params = rt.domain.space().to_params(&f.values);
+        let params: poo::Params = match BoundedVec::try_from_vec(params) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let mut salt = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        let commit = Signed::sign(
+            CommitBody {
+                domain: id.clone(),
+                optimizer: self.me,
+                optimae_hash: poo::optimae_hash(&params, &salt, &self.me),
+                claimed,
+                reference_block: state.tip().hash,
+            },
+            &self.key,
+        );
+        let reveal = Signed::sign(
+            RevealBody {
+                commit: commit.id(),
+                optimizer: self.me,
+                params,
+                salt,
+                artifact: None,
+                experiment: poo::ExperimentMeta { round: f.evaluations, ..Default::default() },
+            },
+            &self.key,
+        );
+        println!(
+            "commit {} {} claimed {} after {} evaluations",
+            f.domain,
+            commit.id(),
+            claimed.to_f64(),
+            f.evaluations
+        );
+        self.on_commit(commit.clone());
+        self.publish(Topic::Optimae(f.domain.clone()), GossipMessage::Commit(Box::new(commit))).await;
+        self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
+    }
+
+    async fn on_tick(&mut self) {
+        // Reveals that are due.
+        let now = Instant::now();
+        let due: Vec<Reveal> = {
+            let (due, keep): (Vec<_>, Vec<_>) = self.my_reveals.drain(..).partition(|(t, _)| *t <= now);
+            self.my_reveals = keep;
+            due.into_iter().map(|(_, r)| r).collect()
+        };
+        for reveal in due {
+            let domain = self
+                .commits
+                .get(&reveal.body.commit)
+                .map(|c| c.commit.body.domain.to_string())
+                .unwrap_or_default();
+            self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
+            self.on_reveal(reveal, Instant::now());
+        }
+        self.produce().await;
+    }
+
+    /// Produces a work block from ready certificates, or a heartbeat when this node leads the slot.
+    async fn produce(&mut self) {
+        let state = self.tip_state();
+        let now = Instant::now();
+        {
+            let s = self.store.lock();
+            self.certs.retain(|id, _| s.certificate_location(id).ok().flatten().is_none());
+        }
+        let mut ready: Vec<Hash> =
+            self.certs.iter().filter(|(_, c)| c.ready_at <= now).map(|(k, _)| *k).collect();
+        ready.sort();
+        let ts = now_ms().max(state.meta().timestamp_ms + 1);
+        let mut txs = self.mempool.select(&state, 1000);
+        for _ in 0..8 {
+            if ready.is_empty() {
+                break;
+            }
+            let certs: Vec<Certificate> =
+                ready.iter().filter_map(|id| self.certs.get(id).map(|c| c.cert.clone())).collect();
+            let body = BlockBody {
+                transactions: BoundedVec::try_from_vec(txs.clone()).unwrap_or_default(),
+                certificates: BoundedVec::try_from_vec(certs).unwrap_or_default(),
+                ..Default::default()
+            };
+            match build_block(
+                &state,
+                BlockTemplate { key: &self.key, timestamp_ms: ts, kind: BlockKind::Work, body },
+            ) {
+                Ok((block, _, _)) => {
+                    self.import_and_announce(block).await;
+                    return;
+                }
+                Err(BlockError::BelowThreshold { .. }) => break,
+                Err(BlockError::Certificate { index, source, .. }) => {
+                    tracing::info!(error = %source, "certificate dropped");
+                    if let Some(id) = ready.get(index).copied() {
+                        self.certs.remove(&id);
+                        ready.remove(index);
+                    }
+                }
+                Err(BlockError::Transaction { index, .. }) => {
+                    let i = index;
+                    if i < txs.len() {
+                        let bad = txs.remove(i);
+                        self.mempool.remove(&bad.id());
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "work block not built");
+                    break;
+                }
+            }
+        }
+        // Heartbeat by the slot leader once the chain has been idle long enough.
+        let params = state.params();
+        let ts = now_ms();
+        if ts < state.meta().timestamp_ms + params.max_block_interval_ms {
+            return;
+        }
+        let Some(slot) = heartbeat_slot(&state, ts) else { return };
+        let leader = heartbeat_leader(&state, &state.tip().hash, slot);
+        if leader.is_some_and(|l| l != self.me) {
+            return;
+        }
+        for _ in 0..8 {
+            let body = BlockBody {
+                transactions: BoundedVec::try_from_vec(txs.clone()).unwrap_or_default(),
+                ..Default::default()
+            };
+            match build_block(
+                &state,
+                BlockTemplate { key: &self.key, timestamp_ms: ts, kind: BlockKind::Heartbeat, body },
+            ) {
+                Ok((block, _, _)) => {
+                    self.import_and_announce(block).await;
+                    return;
+                }
+                Err(BlockError::Transaction { index, .. }) if (index) < txs.len() => {
+                    let bad = txs.remove(index);
+                    self.mempool.remove(&bad.id());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat not built");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn import_and_announce(&mut self, block: Block) {
+        if let Err(e) = self.store.lock().import(&block) {
+            tracing::warn!(error = %e, "own block refused by the store");
+            return;
+        }
+        let compact = CompactBlock::of(&block);
+        self.publish(Topic::Blocks, GossipMessage::Block(Box::new(compact))).await;
+        self.on_tip();
+    }
+
+    /// Reacts to a new tip: prints it, injects new champions, pauses domains at their target.
+    fn on_tip(&mut self) {
+        let (state, tip) = {
+            let s = self.store.lock();
+            (s.tip().clone(), s.tip().tip().hash)
+        };
+        if tip == self.last_tip {
+            return;
+        }
+        self.last_tip = tip;
+        println!(
+            "block {} {} work {} certs {}",
+            state.height(),
+            tip,
+            state.meta().cumulative_work,
+            self.store.lock().block(&tip).ok().flatten().map_or(0, |b| b.body.certificates.len())
+        );
+        let included: Vec<Transaction> = self
+            .store
+            .lock()
+            .block(&tip)
+            .ok()
+            .flatten()
+            .map(|b| b.body.transactions.to_vec())
+            .unwrap_or_default();
+        for t in &included {
+            self.mempool.remove(&t.id());
+        }
+        for (id, rt) in self.domains.iter_mut() {
+            let Some(ds) = state.domain(&Self::domain_id(id)) else { continue };
+            let Some(champion) = &ds.champion else { continue };
+            if rt.champion == Some(champion.commit) {
+                continue;
+            }
+            rt.champion = Some(champion.commit);
+            println!(
+                "champion {id} {} by {} at {}",
+                champion.performance.to_f64(),
+                champion.optimizer,
+                champion.height
+            );
+            // The champion's parameters, from its certificate on chain.
+            let params = {
+                let s = self.store.lock();
+                s.certificate_location(&champion.commit).ok().flatten().and_then(|(block, i)| {
+                    s.block(&block).ok().flatten().and_then(|b| {
+                        b.body.certificates.get(i as usize).map(|c| c.reveal.body.params.to_vec())
+                    })
+                })
+            };
+            let perf = champion.performance.to_f64();
+            let loss = if rt.domain.higher_is_better() { -perf } else { perf };
+            if let (Some(params), Some(ctl)) = (params, &rt.control) {
+                let values = rt.domain.space().from_params(&params);
+                let _ = ctl.try_send(Control::Champion(values, loss));
+            }
+            let reached = ds
+                .spec
+                .target
+                .is_some_and(|t| ds.spec.direction.gain(champion.performance, t).is_some_and(|g| g >= 0));
+            if reached && !rt.target_reached {
+                println!("target {id} reached {perf} at height {}", state.height());
+            }
+            if reached != rt.target_reached {
+                rt.target_reached = reached;
+                if let Some(ctl) = &rt.control {
+                    let _ = ctl.try_send(Control::Pause(reached));
+                }
+            }
+        }
+        // Forget pipeline state of commits whose reference block left the window.
+        let window = state.params().max_reference_age;
+        let height = state.height();
+        self.commits.retain(|_, c| {
+            state
+                .recent_block(&c.commit.body.reference_block)
+                .is_some_and(|r| height.saturating_sub(r.height) <= window)
+        });
+        let commits = &self.commits;
+        self.reveals.retain(|k, _| commits.contains_key(k));
+        self.votes.retain(|k, _| commits.contains_key(k));
+        self.evaluating.retain(|k| commits.contains_key(k));
+        let _ = self.workers;
+    }
+}

@@ -1,0 +1,148 @@
+//! The optimizer loop of one domain, on its own thread: ask a batch, evaluate it on the bounded
+//! worker pool under the domain's limits, tell, and report candidates that beat the network's
+//! verified champion. Champions from the chain arrive as migrants and are injected at the next
+//! generation boundary. The loop pauses while the domain's target is reached.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, TryRecvError},
+    },
+    time::Duration,
+};
+
+use doin_optimize::{
+    CmaEs, Evaluated, Ga, GaConfig, Optimizer, Shade, Value,
+    domain::{Domain, Measurement},
+    driver::{RunConfig, evaluate_batch},
+};
+use serde_json::Value as Json;
+use tokio::sync::mpsc::Sender;
+
+use crate::{config::DomainConfig, domains::plugin_command};
+
+/// What the loop reports to the node.
+#[derive(Debug)]
+pub struct Found {
+    /// Domain id.
+    pub domain: String,
+    /// The candidate.
+    pub values: Vec<Value>,
+    /// Its measurement on the optimizer's own data.
+    pub measurement: Measurement,
+    /// Candidates evaluated so far by this loop.
+    pub evaluations: u64,
+}
+
+/// What the node tells the loop.
+#[derive(Debug)]
+pub enum Control {
+    /// The verified champion (values and its loss): inject it, and only report better ones.
+    Champion(Vec<Value>, f64),
+    /// The domain reached its target (`true`) or no longer does (`false`).
+    Pause(bool),
+}
+
+/// Builds the configured optimizer for `domain`.
+pub fn build_optimizer(
+    domain: &dyn Domain,
+    config: &DomainConfig,
+    seed: u64,
+) -> Result<Box<dyn Optimizer>, String> {
+    let d = domain.space().len();
+    let c = &config.optimization_config;
+    let get = |k: &str| c.get(k).and_then(Json::as_f64);
+    let population = get("population_size").map(|p| p.clamp(4.0, 10_000.0) as usize);
+    Ok(match config.optimization_plugin.as_deref().unwrap_or("shade") {
+        "shade" => Box::new(Shade::new(d, population.unwrap_or_else(|| Shade::default_population(d)), seed)),
+        "cma-es" => Box::new(CmaEs::new(d, population.unwrap_or(0), seed)),
+        "ga" | "predictor" => Box::new(Ga::new(
+            d,
+            GaConfig {
+                population: population.map_or(GaConfig::default().population, |p| p as u32),
+                patience: get("optimization_patience").map_or(GaConfig::default().patience, |p| p as u32),
+                ..GaConfig::default()
+            },
+            seed,
+        )),
+        other => {
+            let command = plugin_command(other)?;
+            let spec = doin_plugin::PluginSpec::new(format!("{}-optimizer", config.domain_id), command);
+            let cfg = Json::Object(c.clone().into_iter().collect());
+            Box::new(
+                doin_plugin::PluginOptimizer::start(spec, domain.space().clone(), cfg, seed)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+    })
+}
+
+/// Runs the loop until `stop` is set. Blocks the calling thread.
+pub fn run_loop(
+    domain: Arc<dyn Domain>,
+    mut optimizer: Box<dyn Optimizer>,
+    run: RunConfig,
+    control: Receiver<Control>,
+    found: Sender<Found>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut champion_loss = f64::INFINITY;
+    let mut reported = f64::INFINITY;
+    let mut paused = false;
+    let mut evaluations = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        loop {
+            match control.try_recv() {
+                Ok(Control::Champion(values, loss)) => {
+                    champion_loss = champion_loss.min(loss);
+                    let x = domain.space().encode(&values);
+                    optimizer.inject(Evaluated { x, loss });
+                }
+                Ok(Control::Pause(p)) => paused = p,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        if paused {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let xs = optimizer.ask(run.batch);
+        if xs.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let outcomes = evaluate_batch(domain.as_ref(), &xs, run);
+        let mut told = Vec::with_capacity(xs.len());
+        let mut best: Option<(usize, f64)> = None;
+        for (i, (x, outcome)) in xs.into_iter().zip(&outcomes).enumerate() {
+            let loss = match outcome {
+                Ok(m) => domain.loss(m),
+                Err(e) => {
+                    tracing::debug!(domain = domain.id(), error = %e, "candidate failed");
+                    f64::INFINITY
+                }
+            };
+            if loss.is_finite() && best.is_none_or(|(_, b)| loss < b) {
+                best = Some((i, loss));
+            }
+            told.push(Evaluated { x, loss });
+        }
+        evaluations += told.len() as u64;
+        if let Some((i, loss)) = best
+            && loss < champion_loss
+            && loss < reported
+            && let Ok(m) = &outcomes[i]
+        {
+            reported = loss;
+            let values = domain.space().decode(&told[i].x);
+            let msg = Found { domain: domain.id().to_owned(), values, measurement: m.clone(), evaluations };
+            if found.try_send(msg).is_err() {
+                // The node is busy; the next improvement will be reported.
+                reported = f64::INFINITY;
+            }
+        }
+        optimizer.tell(&told);
+    }
+}
