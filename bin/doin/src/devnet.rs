@@ -53,6 +53,10 @@ pub(crate) struct DevnetArgs {
     /// Print every line the nodes print.
     #[arg(long)]
     verbose: bool,
+    /// `N=COMMAND`: node N runs its domain as this external plugin instead of the built-in one
+    /// (for example a plugin that lies, in tests). Repeatable.
+    #[arg(long = "plugin", value_name = "N=COMMAND")]
+    plugins: Vec<String>,
 }
 
 fn demo_target(domain: &str) -> f64 {
@@ -81,6 +85,16 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 64 {
         bail!("--nodes must be in 1..=64");
     }
+    for p in &args.plugins {
+        match p.split_once('=') {
+            Some((n, cmd))
+                if n.trim().parse::<usize>().is_ok_and(|n| n < args.nodes) && !cmd.trim().is_empty() => {}
+            _ => bail!("--plugin {p:?}: expected N=COMMAND with N < --nodes"),
+        }
+    }
+    if args.plugins.iter().any(|p| p.starts_with("0=")) {
+        bail!("--plugin: node 0 defines the devnet's domain and must run the built-in one");
+    }
     if args.evaluators_only >= args.nodes {
         bail!("--evaluators-only must leave at least one optimizing node");
     }
@@ -92,11 +106,18 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
 }
 
 fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConfig {
+    let plugin = args
+        .plugins
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .find(|(n, _)| n.trim().parse::<usize>().ok() == Some(i))
+        .map(|(_, cmd)| format!("plugin:{}", cmd.trim()));
     let domain = DomainConfig {
         domain_id: args.domain.clone(),
         optimize: i < args.nodes - args.evaluators_only,
         evaluate: true,
         target_performance: Some(target),
+        domain_plugin: plugin,
         ..DomainConfig::default()
     };
     NodeConfig {
@@ -110,6 +131,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         target_block_time: 2.0,
         max_block_interval: 5.0,
         reveal_delay: 0.3,
+        quorum_timeout: 8.0,
         quorum_min_evaluators: 2,
         quorum_max_evaluators: 7,
         quorum_tolerance: 1.0,
@@ -187,6 +209,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut evaluations: BTreeMap<usize, u64> = BTreeMap::new();
     let mut outcomes: BTreeMap<String, bool> = BTreeMap::new();
+    let mut champions_by: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut progress = tokio::time::interval(Duration::from_secs(2));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -216,6 +239,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
                     }
                     Some("connected") => views[node].peers += 1,
                     Some("champion") => {
+                        if let Some(by) = text.split_whitespace().nth(4) {
+                            champions_by.insert(by.to_owned());
+                        }
                         let c = text.split_once(' ').map(|x| x.1).unwrap_or_default().to_owned();
                         if champion.as_ref() != Some(&c) {
                             println!("devnet: t={:.1}s champion {c}", started.elapsed().as_secs_f64());
@@ -242,6 +268,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
                         }
                     }
                     Some("vote") => *counts.entry("votes").or_default() += 1,
+                    Some("escalate") => *counts.entry("escalations").or_default() += 1,
                     Some("stopped") => views[node].stopped = Some(text.clone()),
                     _ => {}
                 }
@@ -295,6 +322,11 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "commits": counts.get("commits").copied().unwrap_or(0),
         "votes": counts.get("votes").copied().unwrap_or(0),
         "balances": finals.iter().map(|f| field(f, "balance")).collect::<Vec<_>>(),
+        "reputations": finals.iter().map(|f| field(f, "reputation")).collect::<Vec<_>>(),
+        "stakes": finals.iter().map(|f| field(f, "stake")).collect::<Vec<_>>(),
+        "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "champions_by": champions_by,
+        "escalations": counts.get("escalations").copied().unwrap_or(0),
         "evals_per_node_to_target": if evaluations.is_empty() { None } else { Some(evaluations.values().sum::<u64>() as f64 / evaluations.len() as f64) },
     });
     println!("{summary}");
@@ -315,6 +347,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
         "quorum_min_evaluators": c.quorum_min_evaluators,
         "quorum_max_evaluators": c.quorum_max_evaluators,
         "quorum_tolerance": c.quorum_tolerance,
+        "quorum_timeout": c.quorum_timeout,
         "workers": c.workers,
         "log_level": "info",
         "domains": c.domains.iter().map(|d| serde_json::json!({
@@ -322,6 +355,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
             "optimize": d.optimize,
             "evaluate": d.evaluate,
             "target_performance": d.target_performance,
+            "domain_plugin": d.domain_plugin,
         })).collect::<Vec<_>>(),
     })
 }

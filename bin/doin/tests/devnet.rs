@@ -167,3 +167,102 @@ fn a_node_killed_mid_run_restarts_catches_up_and_rejoins() {
     assert!(heights.iter().all(|h| h + 1 >= max), "{heights:?}");
     assert!(heights[2] > killed_at, "{heights:?} vs killed at {killed_at}");
 }
+
+fn fixture(name: &str) -> String {
+    format!("python3 {}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python_ok() -> bool {
+    let ok = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok || std::env::var_os("CI").is_none(), "CI must provide python3");
+    ok
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap_or_default().to_owned()).collect()
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<u128> {
+    strings(v).iter().map(|x| x.parse().unwrap()).collect()
+}
+
+#[test]
+fn an_optimizer_that_inflates_its_claims_is_rejected_and_loses_bond_and_reputation() {
+    if !python_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = base_port(30).to_string();
+    let d = dir.path().to_str().unwrap();
+    let liar = format!("3={}", fixture("liar.py"));
+    // An unreachable target keeps everyone committing for the whole run.
+    let s = devnet(&[
+        "--nodes",
+        "4",
+        "--target",
+        "0.5",
+        "--duration",
+        "15",
+        "--base-port",
+        &port,
+        "--dir",
+        d,
+        "--plugin",
+        &liar,
+    ]);
+    eprintln!("{s}");
+    assert_eq!(s["stopped_by"], "duration", "{s}");
+    assert_eq!(s["same_tip"], true);
+    assert!(s["accepted"].as_u64().unwrap() >= 1, "honest work is accepted: {s}");
+    assert!(s["rejected"].as_u64().unwrap() >= 1, "the liar's certificates are rejects: {s}");
+    let addresses = strings(&s["addresses"]);
+    let liar = &addresses[3];
+    // No champion ever came from the liar: nobody adopted its parameters.
+    assert!(!strings(&s["champions_by"]).contains(liar), "{s}");
+    let stakes = numbers(&s["stakes"]);
+    assert!(stakes[3] < stakes[0], "the liar's bond was burned: {stakes:?}");
+    let reputations = numbers(&s["reputations"]);
+    assert_eq!(reputations[3], 0, "{reputations:?}");
+    assert!(reputations[..3].iter().all(|r| *r > 0), "{reputations:?}");
+}
+
+#[test]
+fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
+    if !python_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = base_port(40).to_string();
+    let d = dir.path().to_str().unwrap();
+    let garbage = format!("3={}", fixture("garbage.py"));
+    let s = devnet(&[
+        "--nodes",
+        "4",
+        "--until-target",
+        "--target",
+        "-0.5",
+        "--duration",
+        "90",
+        "--base-port",
+        &port,
+        "--dir",
+        d,
+        "--plugin",
+        &garbage,
+    ]);
+    eprintln!("{s}");
+    assert_eq!(s["stopped_by"], "target", "{s}");
+    assert_eq!(s["same_tip"], true);
+    assert!(s["escalations"].as_u64().unwrap() >= 1, "garbage votes forced escalations: {s}");
+    assert!(s["accepted"].as_u64().unwrap() >= 1);
+    let addresses = strings(&s["addresses"]);
+    assert!(!strings(&s["champions_by"]).contains(&addresses[3]));
+    // Honest evaluators earned rewards and reputation; the garbage voter neither.
+    let balances = numbers(&s["balances"]);
+    let reputations = numbers(&s["reputations"]);
+    let initial: u128 = 1_000 * 1_000_000_000;
+    assert_eq!(balances[3], initial, "{balances:?}");
+    assert!(balances[1] > initial && balances[2] > initial, "{balances:?}");
+    assert_eq!(reputations[3], 0, "{reputations:?}");
+    assert!(reputations[1] > 0 && reputations[2] > 0, "{reputations:?}");
+}

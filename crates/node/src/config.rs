@@ -130,6 +130,8 @@ pub struct NodeConfig {
     pub max_block_interval: f64,
     /// Reveal delay in seconds (development chain).
     pub reveal_delay: f64,
+    /// Seconds a first-round quorum may take before it escalates (development chain).
+    pub quorum_timeout: f64,
     /// Candidates evaluated in parallel.
     pub workers: usize,
     /// Keys this version does not know (reported, then ignored).
@@ -164,6 +166,7 @@ impl Default for NodeConfig {
             log_level: "info".into(),
             max_block_interval: 1800.0,
             reveal_delay: 2.0,
+            quorum_timeout: 120.0,
             workers: 1,
             unknown: BTreeMap::new(),
         }
@@ -231,6 +234,7 @@ impl NodeConfig {
         positive("max_block_interval", self.max_block_interval, 86_400.0)?;
         positive("quorum_fraction", self.quorum_fraction, 1.0)?;
         positive("quorum_tolerance", self.quorum_tolerance, 1e9)?;
+        positive("quorum_timeout", self.quorum_timeout, 86_400.0)?;
         if !(0.0..=3600.0).contains(&self.reveal_delay) {
             return Err(bad("reveal_delay", format!("{} must be in [0, 3600] seconds", self.reveal_delay)));
         }

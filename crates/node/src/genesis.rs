@@ -22,6 +22,7 @@ pub fn params(config: &NodeConfig) -> ProtocolParams {
         max_block_interval_ms,
         heartbeat_slot_ms: (max_block_interval_ms / 2).max(500),
         reveal_delay_ms: ms(config.reveal_delay).min(3_600_000),
+        quorum_timeout_ms: ms(config.quorum_timeout),
         fee_market_enabled: config.fee_market_enabled,
         ..ProtocolParams::default()
     }

@@ -97,6 +97,7 @@ struct ReadyCert {
 
 struct Measured {
     commit: Hash,
+    round: u8,
     seed: Hash,
     result: Result<Metric, String>,
 }
@@ -115,8 +116,10 @@ struct Engine {
     commits: HashMap<Hash, SeenCommit>,
     reveals: HashMap<Hash, (Reveal, Instant)>,
     params_first: HashMap<(String, Hash), Hash>,
-    votes: HashMap<Hash, BTreeMap<Address, Vote>>,
-    evaluating: HashSet<Hash>,
+    votes: HashMap<Hash, BTreeMap<(u8, Address), Vote>>,
+    evaluating: HashSet<(Hash, u8)>,
+    escalated: HashSet<Hash>,
+    quorum_timeout: Duration,
     my_reveals: Vec<(Instant, Reveal)>,
     certs: HashMap<Hash, ReadyCert>,
     mempool: Mempool,
@@ -219,6 +222,8 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         params_first: HashMap::new(),
         votes: HashMap::new(),
         evaluating: HashSet::new(),
+        escalated: HashSet::new(),
+        quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
         my_reveals: Vec::new(),
         certs: HashMap::new(),
         mempool: Mempool::new(10_000, 64),
@@ -317,12 +322,13 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     let s = store.lock();
     let state = s.tip();
     println!(
-        "stopped height {} tip {} root {} balance {} reputation {}",
+        "stopped height {} tip {} root {} balance {} reputation {} stake {}",
         state.height(),
         state.tip().hash,
         state.root(),
         state.account(&me).balance.0,
-        config.domains.iter().map(|d| state.reputation(&me, &Engine::domain_id(&d.domain_id))).sum::<u64>()
+        config.domains.iter().map(|d| state.reputation(&me, &Engine::domain_id(&d.domain_id))).sum::<u64>(),
+        state.stake(&me).map_or(0, |s| s.amount.0)
     );
     Ok(())
 }
@@ -518,13 +524,27 @@ impl Engine {
             tracing::warn!(domain, "no eligible evaluators: this domain cannot accept optimae");
             return;
         }
-        let Some(rt) = self.domains.get(&domain) else { return };
-        if !rt.config.evaluate || !q.first.contains(&self.me) || !self.evaluating.insert(commit_id) {
-            self.try_certify(commit_id);
+        if q.first.contains(&self.me) {
+            self.start_evaluation(&commit, &reveal, 0, &spec);
+        }
+        self.try_certify(commit_id);
+    }
+
+    /// Evaluates a revealed candidate in the worker pool (round 0: first quorum; 1: escalation).
+    fn start_evaluation(
+        &mut self,
+        commit: &Commit,
+        reveal: &Reveal,
+        round: u8,
+        spec: &doin_primitives::DomainSpec,
+    ) {
+        let commit_id = commit.id();
+        let Some(rt) = self.domains.get(commit.body.domain.as_str()) else { return };
+        if !rt.config.evaluate || !self.evaluating.insert((commit_id, round)) {
             return;
         }
         let domain_impl = rt.domain.clone();
-        let values = domain_impl.space().from_params(&body.params);
+        let values = domain_impl.space().from_params(&reveal.body.params);
         let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
         let limits = spec.limits;
         let (slots, tx) = (self.eval_slots.clone(), self.measured_tx.clone());
@@ -542,7 +562,7 @@ impl Engine {
             })
             .await
             .unwrap_or_else(|e| Err(format!("evaluation panicked: {e}")));
-            let _ = tx.send(Measured { commit: commit_id, seed, result }).await;
+            let _ = tx.send(Measured { commit: commit_id, round, seed, result }).await;
         });
     }
 
@@ -553,7 +573,7 @@ impl Engine {
                     VoteBody {
                         commit: m.commit,
                         evaluator: self.me,
-                        round: 0,
+                        round: m.round,
                         measured,
                         data_hash: Hash::of(&m.seed.0),
                     },
@@ -561,7 +581,7 @@ impl Engine {
                 );
                 let domain =
                     self.commits.get(&m.commit).map(|c| c.commit.body.domain.to_string()).unwrap_or_default();
-                println!("vote {domain} {} {}", m.commit, measured.to_f64());
+                println!("vote {domain} {} {} round {}", m.commit, measured.to_f64(), m.round);
                 self.publish(Topic::Optimae(domain), GossipMessage::Vote(Box::new(vote.clone()))).await;
                 self.on_vote(vote);
             }
@@ -575,7 +595,7 @@ impl Engine {
         if votes.len() >= 256 {
             return;
         }
-        votes.entry(vote.body.evaluator).or_insert(vote);
+        votes.entry((vote.body.round.min(1), vote.body.evaluator)).or_insert(vote);
         self.try_certify(commit);
     }
 
@@ -584,10 +604,12 @@ impl Engine {
         if self.certs.contains_key(&commit_id) {
             return;
         }
-        let (Some(seen), Some((reveal, _))) = (self.commits.get(&commit_id), self.reveals.get(&commit_id))
+        let (Some(seen), Some((reveal, revealed_at))) =
+            (self.commits.get(&commit_id), self.reveals.get(&commit_id))
         else {
             return;
         };
+        let revealed_at = *revealed_at;
         let commit = seen.commit.clone();
         let state = self.tip_state();
         let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
@@ -600,24 +622,60 @@ impl Engine {
         ) else {
             return;
         };
-        let Some(all) = self.votes.get(&commit_id) else { return };
-        let votes: Vec<Vote> = q.first.iter().filter_map(|a| all.get(a).cloned()).collect();
-        if votes.is_empty() || votes.len() < q.first.len() {
-            return;
-        }
-        let values: Vec<Metric> = votes.iter().map(|v| v.measured).collect();
-        let median = certs::median(&values);
-        if values.iter().any(|v| v.0.abs_diff(median.0) > spec.tolerance.0.unsigned_abs()) {
-            tracing::warn!(commit = %commit_id, "first-round votes disagree; escalation is not implemented in this node yet");
-            return;
-        }
+        let empty = BTreeMap::new();
+        let all = self.votes.get(&commit_id).unwrap_or(&empty);
+        let first: Vec<Vote> = q.first.iter().filter_map(|a| all.get(&(0, *a)).cloned()).collect();
+        let tolerance = spec.tolerance.0.unsigned_abs();
+        let agree =
+            |values: &[Metric], m: Metric| values.iter().filter(|v| v.0.abs_diff(m.0) <= tolerance).count();
+        let (median, escalation) = if !self.escalated.contains(&commit_id) {
+            let values: Vec<Metric> = first.iter().map(|v| v.measured).collect();
+            let median = certs::median(&values);
+            let complete = !first.is_empty() && first.len() == q.first.len();
+            let timed_out = revealed_at.elapsed() >= self.quorum_timeout;
+            if complete && agree(&values, median) == values.len() {
+                (median, Vec::new())
+            } else {
+                if complete || timed_out {
+                    // Disagreement or a missing vote: a larger quorum decides by quorum_fraction.
+                    self.escalated.insert(commit_id);
+                    println!(
+                        "escalate {} {commit_id} ({} of {} first-round votes, {})",
+                        commit.body.domain,
+                        first.len(),
+                        q.first.len(),
+                        if complete { "disagreeing" } else { "timed out" }
+                    );
+                    if q.escalation.contains(&self.me) {
+                        let reveal = reveal.clone();
+                        self.start_evaluation(&commit, &reveal, 1, &spec);
+                    }
+                }
+                return;
+            }
+        } else {
+            let second: Vec<Vote> = q.escalation.iter().filter_map(|a| all.get(&(1, *a)).cloned()).collect();
+            let values: Vec<Metric> = second.iter().map(|v| v.measured).collect();
+            if values.is_empty() {
+                return;
+            }
+            let median = certs::median(&values);
+            let size = q.escalation.len() as u128;
+            let needed = (size * u128::from(spec.quorum.fraction_num))
+                .div_ceil(u128::from(spec.quorum.fraction_den.max(1)));
+            if (agree(&values, median) as u128) < needed {
+                return;
+            }
+            (median, second)
+        };
+        let votes = first;
         let over = spec.direction.gain(commit.body.claimed, median).unwrap_or(i64::MAX);
         let outcome = if over > spec.tolerance.0 { Outcome::Reject } else { Outcome::Accept };
         let cert = Certificate {
             commit: commit.clone(),
             reveal: reveal.clone(),
             votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
-            escalation: BoundedVec::new(),
+            escalation: BoundedVec::try_from_vec(escalation).unwrap_or_default(),
             outcome,
         };
         let mine = commit.body.optimizer == self.me;
@@ -699,6 +757,20 @@ impl Engine {
                 .unwrap_or_default();
             self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
             self.on_reveal(reveal, Instant::now());
+        }
+        // Quorums that ran out of time escalate.
+        let waiting: Vec<Hash> = self
+            .reveals
+            .iter()
+            .filter(|(k, (_, at))| {
+                !self.certs.contains_key(*k)
+                    && !self.escalated.contains(*k)
+                    && at.elapsed() >= self.quorum_timeout
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for commit in waiting {
+            self.try_certify(commit);
         }
         self.produce().await;
     }
@@ -883,7 +955,8 @@ impl Engine {
         let commits = &self.commits;
         self.reveals.retain(|k, _| commits.contains_key(k));
         self.votes.retain(|k, _| commits.contains_key(k));
-        self.evaluating.retain(|k| commits.contains_key(k));
+        self.evaluating.retain(|(k, _)| commits.contains_key(k));
+        self.escalated.retain(|k| commits.contains_key(k));
         let _ = self.workers;
     }
 }
