@@ -57,6 +57,9 @@ pub(crate) struct DevnetArgs {
     /// (for example a plugin that lies, in tests). Repeatable.
     #[arg(long = "plugin", value_name = "N=COMMAND")]
     plugins: Vec<String>,
+    /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`), for tests.
+    #[arg(long = "adversary", value_name = "N=BEHAVIOUR", hide = true)]
+    adversaries: Vec<String>,
 }
 
 fn demo_target(domain: &str) -> f64 {
@@ -171,10 +174,16 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     for (i, c) in configs.iter().enumerate() {
         let path = dir.join(format!("node{i}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&config_json(c))?)?;
-        let mut child = Command::new(&exe)
-            .args(["node", "--config"])
-            .arg(&path)
-            .arg("--stop-on-stdin-eof")
+        let mut cmd = Command::new(&exe);
+        cmd.args(["node", "--config"]).arg(&path).arg("--stop-on-stdin-eof");
+        for a in &args.adversaries {
+            if let Some((n, behaviour)) = a.split_once('=')
+                && n.trim().parse::<usize>().ok() == Some(i)
+            {
+                cmd.args(["--adversary", behaviour.trim()]);
+            }
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(dir.join(format!("node{i}.log")))?))
@@ -269,6 +278,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
                     }
                     Some("vote") => *counts.entry("votes").or_default() += 1,
                     Some("escalate") => *counts.entry("escalations").or_default() += 1,
+                    Some("copy") => *counts.entry("copies").or_default() += 1,
                     Some("stopped") => views[node].stopped = Some(text.clone()),
                     _ => {}
                 }
@@ -327,6 +337,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "champions_by": champions_by,
         "escalations": counts.get("escalations").copied().unwrap_or(0),
+        "copies": counts.get("copies").copied().unwrap_or(0),
         "evals_per_node_to_target": if evaluations.is_empty() { None } else { Some(evaluations.values().sum::<u64>() as f64 / evaluations.len() as f64) },
     });
     println!("{summary}");

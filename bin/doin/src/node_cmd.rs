@@ -42,6 +42,9 @@ pub(crate) struct NodeArgs {
     /// Stop when standard input closes.
     #[arg(long, hide = true)]
     stop_on_stdin_eof: bool,
+    /// Fault injection for end-to-end tests (`copy-reveals`).
+    #[arg(long, hide = true)]
+    adversary: Option<String>,
 }
 
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
@@ -78,9 +81,15 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    let adversary = match args.adversary.as_deref() {
+        None => None,
+        Some("copy-reveals") => Some(doin_node::Adversary::CopyReveals),
+        Some(other) => anyhow::bail!("--adversary {other:?}: the only behaviour is copy-reveals"),
+    };
     let limits = RunLimits {
         duration: args.duration.filter(|d| *d > 0.0).map(std::time::Duration::from_secs_f64),
         stop_on_stdin_eof: args.stop_on_stdin_eof,
+        adversary,
     };
     doin_node::run(loaded.config, limits).map_err(|e| anyhow::anyhow!("{e}"))
 }

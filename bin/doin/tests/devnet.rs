@@ -266,3 +266,35 @@ fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
     assert_eq!(reputations[3], 0, "{reputations:?}");
     assert!(reputations[1] > 0 && reputations[2] > 0, "{reputations:?}");
 }
+
+#[test]
+fn a_copied_reveal_is_not_credited_to_the_copier() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = base_port(50).to_string();
+    let d = dir.path().to_str().unwrap();
+    // Node 3 does not optimize; it re-commits every parameter set others reveal.
+    let s = devnet(&[
+        "--nodes",
+        "4",
+        "--evaluators-only",
+        "1",
+        "--target",
+        "0.5",
+        "--duration",
+        "12",
+        "--base-port",
+        &port,
+        "--dir",
+        d,
+        "--adversary",
+        "3=copy-reveals",
+    ]);
+    eprintln!("{s}");
+    assert_eq!(s["same_tip"], true);
+    assert!(s["copies"].as_u64().unwrap() >= 3, "the copier copied: {s}");
+    assert!(s["accepted"].as_u64().unwrap() >= 1);
+    let addresses = strings(&s["addresses"]);
+    let champions = strings(&s["champions_by"]);
+    assert!(!champions.is_empty());
+    assert!(!champions.contains(&addresses[3]), "a copy never became the champion: {s}");
+}

@@ -13,4 +13,4 @@ pub mod optimizer;
 pub mod store;
 
 pub use config::{ConfigError, DomainConfig, Loaded, NodeConfig};
-pub use node::{NodeError, RunLimits, run};
+pub use node::{Adversary, NodeError, RunLimits, run};

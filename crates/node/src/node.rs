@@ -75,6 +75,17 @@ pub struct RunLimits {
     pub duration: Option<Duration>,
     /// Stop cleanly when standard input closes (how `doin devnet` stops its nodes).
     pub stop_on_stdin_eof: bool,
+    /// Fault injection for end-to-end tests: behave as an adversary.
+    pub adversary: Option<Adversary>,
+}
+
+/// Dishonest behaviours a node can be told to show, so tests can check the network resists
+/// them with real processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adversary {
+    /// Re-commit every parameter set another optimizer reveals, claiming its value, and reveal
+    /// it as its own (copying a published solution).
+    CopyReveals,
 }
 
 struct DomainRt {
@@ -130,6 +141,8 @@ struct Engine {
     last_tip: Hash,
     syncing: Arc<Mutex<HashSet<PeerId>>>,
     bootstrap: Vec<Multiaddr>,
+    adversary: Option<Adversary>,
+    copied: HashSet<Hash>,
 }
 
 fn now_ms() -> u64 {
@@ -234,6 +247,8 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         last_tip: Hash::ZERO,
         syncing: Arc::default(),
         bootstrap,
+        adversary: limits.adversary,
+        copied: HashSet::new(),
     };
 
     // Optimizer loops.
@@ -379,7 +394,12 @@ impl Engine {
                     }
                 }
                 GossipMessage::Commit(c) => self.on_commit(*c),
-                GossipMessage::Reveal(r) => self.on_reveal(*r, Instant::now()),
+                GossipMessage::Reveal(r) => {
+                    if self.adversary == Some(Adversary::CopyReveals) {
+                        self.copy_reveal(&r).await;
+                    }
+                    self.on_reveal(*r, Instant::now());
+                }
                 GossipMessage::Vote(v) => self.on_vote(*v),
             },
             _ => {}
@@ -682,6 +702,43 @@ impl Engine {
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
         self.certs.insert(commit_id, ReadyCert { cert, ready_at });
+    }
+
+    /// The copying adversary: commits someone else's revealed parameters as its own.
+    async fn copy_reveal(&mut self, original: &Reveal) {
+        let body = &original.body;
+        if body.optimizer == self.me || !self.copied.insert(body.commit) || self.copied.len() > MAX_PENDING {
+            return;
+        }
+        let Some(seen) = self.commits.get(&body.commit) else { return };
+        let (domain, claimed) = (seen.commit.body.domain.clone(), seen.commit.body.claimed);
+        let mut salt = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        let commit = Signed::sign(
+            CommitBody {
+                domain: domain.clone(),
+                optimizer: self.me,
+                optimae_hash: poo::optimae_hash(&body.params, &salt, &self.me),
+                claimed,
+                reference_block: self.tip_state().tip().hash,
+            },
+            &self.key,
+        );
+        let reveal = Signed::sign(
+            RevealBody {
+                commit: commit.id(),
+                optimizer: self.me,
+                params: body.params.clone(),
+                salt,
+                artifact: None,
+                experiment: Default::default(),
+            },
+            &self.key,
+        );
+        println!("copy {domain} {} of {}", commit.id(), body.commit);
+        self.on_commit(commit.clone());
+        self.publish(Topic::Optimae(domain.to_string()), GossipMessage::Commit(Box::new(commit))).await;
+        self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
     }
 
     async fn on_found(&mut self, f: Found) {
