@@ -44,6 +44,28 @@ pub(crate) enum Bench {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Runs a devnet to the domain's target and reports time, blocks, verification CPU share,
+    /// idle memory and evaluations per optimizing node.
+    Devnet {
+        /// Node processes in all.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Of them, nodes that only evaluate.
+        #[arg(long, default_value_t = 0)]
+        evaluators_only: usize,
+        /// Domain.
+        #[arg(long, default_value = "quadratic")]
+        domain: String,
+        /// Target (default: the domain's demo target).
+        #[arg(long, allow_hyphen_values = true)]
+        target: Option<f64>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300.0)]
+        timeout_s: f64,
+        /// First port.
+        #[arg(long, default_value_t = 18470)]
+        base_port: u16,
+    },
     /// CEC-style optimizer runs (shifted 30-D functions, 10 000 × D evaluations), optimizer
     /// overhead per evaluation, and islands with migration against one population.
     Optimize {
@@ -77,6 +99,16 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
         }
         Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
+        Bench::Devnet { nodes, evaluators_only, domain, target, timeout_s, base_port } => {
+            devnet(crate::devnet::DevnetArgs::for_bench(
+                nodes,
+                domain,
+                evaluators_only,
+                target,
+                timeout_s,
+                base_port,
+            ))
+        }
     }
 }
 
@@ -256,6 +288,32 @@ fn optimize(seeds: u64, dim: usize) -> anyhow::Result<()> {
         seed: 1,
     };
     line["mlp_train_samples_per_s"] = mlp.throughput(&config)?.round().into();
+    println!("{line}");
+    Ok(())
+}
+
+fn devnet(args: crate::devnet::DevnetArgs) -> anyhow::Result<()> {
+    let s = crate::devnet::run_summary(args)?;
+    let nums = |k: &str| -> Vec<f64> {
+        s[k].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect()).unwrap_or_default()
+    };
+    let (cpu, eval, mut rss) = (nums("cpu_s"), nums("eval_s"), nums("rss_mb"));
+    rss.sort_by(f64::total_cmp);
+    let total: f64 = cpu.iter().sum();
+    let line = serde_json::json!({
+        "bench": "devnet",
+        "nodes": s["nodes"],
+        "domain": s["domain"],
+        "target": s["target"],
+        "time_to_target_s": s["time_to_target_s"],
+        "blocks": s["blocks"],
+        "accepted": s["accepted"],
+        "rejected": s["rejected"],
+        "same_tip": s["same_tip"],
+        "verification_cpu_fraction": if total > 0.0 { Some(round3(eval.iter().sum::<f64>() / total)) } else { None },
+        "idle_rss_mb": rss.get(rss.len() / 2).copied(),
+        "evals_per_node_to_target": s["evals_per_node_to_target"],
+    });
     println!("{line}");
     Ok(())
 }

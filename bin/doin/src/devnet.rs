@@ -82,9 +82,23 @@ struct NodeView {
     tip: String,
     peers: usize,
     stopped: Option<String>,
+    usage: Option<(f64, f64, f64)>,
+    evaluations_at_target: Option<u64>,
+}
+
+fn parse_usage(text: &str) -> Option<(f64, f64, f64)> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    Some((w.get(2)?.parse().ok()?, w.get(4)?.parse().ok()?, w.get(6)?.parse().ok()?))
 }
 
 pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    let summary = run_summary(args)?;
+    println!("{summary}");
+    Ok(())
+}
+
+/// Runs the devnet and returns its summary.
+pub(crate) fn run_summary(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     if args.nodes == 0 || args.nodes > 64 {
         bail!("--nodes must be in 1..=64");
     }
@@ -106,6 +120,33 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(devnet(args))
+}
+
+impl DevnetArgs {
+    /// The arguments `doin bench devnet` runs with.
+    pub(crate) fn for_bench(
+        nodes: usize,
+        domain: String,
+        evaluators_only: usize,
+        target: Option<f64>,
+        timeout_s: f64,
+        base_port: u16,
+    ) -> Self {
+        Self {
+            nodes,
+            domain,
+            target,
+            duration: Some(timeout_s),
+            until_target: true,
+            evaluators_only,
+            base_port,
+            dir: None,
+            workers: 1,
+            verbose: false,
+            plugins: Vec::new(),
+            adversaries: Vec::new(),
+        }
+    }
 }
 
 fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConfig {
@@ -143,7 +184,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
     }
 }
 
-async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
+async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let temp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -203,13 +244,13 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         children.push(child);
     }
     drop(tx);
-    println!(
+    eprintln!(
         "devnet: {} nodes, domain {} (target {target}), data in {}",
         args.nodes,
         args.domain,
         dir.display()
     );
-    println!("devnet: node logs in {}/node*.log; Ctrl-C stops", dir.display());
+    eprintln!("devnet: node logs in {}/node*.log; Ctrl-C stops", dir.display());
 
     let started = Instant::now();
     let mut views = vec![NodeView::default(); args.nodes];
@@ -238,7 +279,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             line = rx.recv() => {
                 let Some(Line { node, text }) = line else { stopped_by = "nodes exited"; break };
                 if args.verbose {
-                    println!("[node{node}] {text}");
+                    eprintln!("[node{node}] {text}");
                 }
                 let mut words = text.split_whitespace();
                 match words.next() {
@@ -253,13 +294,18 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
                         }
                         let c = text.split_once(' ').map(|x| x.1).unwrap_or_default().to_owned();
                         if champion.as_ref() != Some(&c) {
-                            println!("devnet: t={:.1}s champion {c}", started.elapsed().as_secs_f64());
+                            eprintln!("devnet: t={:.1}s champion {c}", started.elapsed().as_secs_f64());
                             champion = Some(c);
                         }
                     }
-                    Some("target") if target_at.is_none() => {
+                    Some("target") => {
+                        views[node].evaluations_at_target =
+                            text.split_whitespace().last().and_then(|n| n.parse().ok()).filter(|n| *n > 0);
+                        if target_at.is_some() {
+                            continue;
+                        }
                         target_at = Some(started.elapsed().as_secs_f64());
-                        println!("devnet: t={:.1}s target reached ({text})", started.elapsed().as_secs_f64());
+                        eprintln!("devnet: t={:.1}s target reached ({text})", started.elapsed().as_secs_f64());
                     }
                     Some("certificate") => {
                         // Every node assembles the certificates it sees: count each commit once.
@@ -280,12 +326,13 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
                     Some("escalate") => *counts.entry("escalations").or_default() += 1,
                     Some("copy") => *counts.entry("copies").or_default() += 1,
                     Some("stopped") => views[node].stopped = Some(text.clone()),
+                    Some("usage") => views[node].usage = parse_usage(&text),
                     _ => {}
                 }
             }
             _ = progress.tick() => {
                 let heights: Vec<String> = views.iter().map(|v| v.height.to_string()).collect();
-                println!(
+                eprintln!(
                     "devnet: t={:.0}s heights [{}] peers [{}]",
                     started.elapsed().as_secs_f64(),
                     heights.join(", "),
@@ -302,6 +349,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     while views.iter().any(|v| v.stopped.is_none()) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
             Ok(Some(Line { node, text })) if text.starts_with("stopped") => views[node].stopped = Some(text),
+            Ok(Some(Line { node, text })) if text.starts_with("usage") => {
+                views[node].usage = parse_usage(&text)
+            }
             Ok(Some(_)) | Err(_) => {}
             Ok(None) => break,
         }
@@ -317,6 +367,16 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let tips: Vec<Option<String>> = finals.iter().map(|f| field(f, "tip")).collect();
     let roots: Vec<Option<String>> = finals.iter().map(|f| field(f, "root")).collect();
     let same = |v: &[Option<String>]| v.iter().all(|x| x.is_some() && x == &v[0]);
+    // Candidate evaluations each optimizing node performed until the network's champion reached
+    // the target (as each node saw it), averaged over the optimizing nodes.
+    let at: Vec<u64> = views.iter().filter_map(|v| v.evaluations_at_target).collect();
+    let evals_per_node = if !at.is_empty() {
+        Some(at.iter().sum::<u64>() as f64 / at.len() as f64)
+    } else if !evaluations.is_empty() {
+        Some(evaluations.values().sum::<u64>() as f64 / evaluations.len() as f64)
+    } else {
+        None
+    };
     let summary = serde_json::json!({
         "devnet": true,
         "nodes": args.nodes,
@@ -338,10 +398,14 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "champions_by": champions_by,
         "escalations": counts.get("escalations").copied().unwrap_or(0),
         "copies": counts.get("copies").copied().unwrap_or(0),
-        "evals_per_node_to_target": if evaluations.is_empty() { None } else { Some(evaluations.values().sum::<u64>() as f64 / evaluations.len() as f64) },
+        // Candidate evaluations each optimizing node performed until the network's champion
+        // reached the target (as each node saw it), averaged over the optimizing nodes.
+        "evals_per_node_to_target": evals_per_node,
+        "cpu_s": views.iter().map(|v| v.usage.map(|u| u.0)).collect::<Vec<_>>(),
+        "eval_s": views.iter().map(|v| v.usage.map(|u| u.1)).collect::<Vec<_>>(),
+        "rss_mb": views.iter().map(|v| v.usage.map(|u| u.2)).collect::<Vec<_>>(),
     });
-    println!("{summary}");
-    Ok(())
+    Ok(summary)
 }
 
 /// The config file a devnet node reads (the same format users write).

@@ -94,6 +94,8 @@ struct DomainRt {
     control: Option<std::sync::mpsc::SyncSender<Control>>,
     champion: Option<Hash>,
     target_reached: bool,
+    /// Candidates the optimizer loop evaluated.
+    evaluations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct SeenCommit {
@@ -143,6 +145,8 @@ struct Engine {
     bootstrap: Vec<Multiaddr>,
     adversary: Option<Adversary>,
     copied: HashSet<Hash>,
+    /// Nanoseconds spent evaluating other optimizers' candidates.
+    eval_nanos: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now_ms() -> u64 {
@@ -177,7 +181,14 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         }
         rts.insert(
             d.domain_id.clone(),
-            DomainRt { domain, config: d.clone(), control: None, champion: None, target_reached: false },
+            DomainRt {
+                domain,
+                config: d.clone(),
+                control: None,
+                champion: None,
+                target_reached: false,
+                evaluations: Arc::default(),
+            },
         );
     }
 
@@ -249,6 +260,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         bootstrap,
         adversary: limits.adversary,
         copied: HashSet::new(),
+        eval_nanos: Arc::default(),
     };
 
     // Optimizer loops.
@@ -277,11 +289,12 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             max_memory_bytes: u64::from(limits.max_memory_mb) << 20,
             ..RunConfig::default()
         };
-        let (domain, found, stop) = (rt.domain.clone(), found_tx.clone(), stop.clone());
+        let (domain, found, stop, counter) =
+            (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("optimize-{id}"))
-                .spawn(move || optimizer::run_loop(domain, opt, run, ctl_rx, found, stop))
+                .spawn(move || optimizer::run_loop(domain, opt, run, ctl_rx, found, stop, counter))
                 .map_err(other)?,
         );
     }
@@ -330,6 +343,9 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         }
     }
     stop.store(true, Ordering::Relaxed);
+    let eval_s = engine.eval_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let (cpu_s, rss_mb) = process_usage();
+    println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1}");
     network.handle.shutdown().await;
     for t in threads {
         let _ = t.join();
@@ -346,6 +362,30 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         state.stake(&me).map_or(0, |s| s.amount.0)
     );
     Ok(())
+}
+
+/// Runs a closure when dropped.
+struct Defer<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// This process's CPU seconds (user + system) and resident memory in MiB (Linux `/proc`).
+pub fn process_usage() -> (f64, f64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
+        // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+        let rest = s.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    });
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
+    });
+    (cpu.unwrap_or(0.0), rss.unwrap_or(0.0))
 }
 
 /// A multiaddr, or `host:port` (TCP).
@@ -567,10 +607,14 @@ impl Engine {
         let values = domain_impl.space().from_params(&reveal.body.params);
         let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
         let limits = spec.limits;
-        let (slots, tx) = (self.eval_slots.clone(), self.measured_tx.clone());
+        let (slots, tx, nanos) = (self.eval_slots.clone(), self.measured_tx.clone(), self.eval_nanos.clone());
         tokio::spawn(async move {
             let Ok(_permit) = slots.acquire_owned().await else { return };
             let result = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let _account = Defer(move || {
+                    nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                });
                 let budget = Budget {
                     deadline: Instant::now() + Duration::from_millis(limits.max_wall_ms),
                     max_epochs: limits.max_epochs,
@@ -992,7 +1036,11 @@ impl Engine {
                 .target
                 .is_some_and(|t| ds.spec.direction.gain(champion.performance, t).is_some_and(|g| g >= 0));
             if reached && !rt.target_reached {
-                println!("target {id} reached {perf} at height {}", state.height());
+                println!(
+                    "target {id} reached {perf} at height {} evaluations {}",
+                    state.height(),
+                    rt.evaluations.load(Ordering::Relaxed)
+                );
             }
             if reached != rt.target_reached {
                 rt.target_reached = reached;

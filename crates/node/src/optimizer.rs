@@ -86,6 +86,7 @@ pub fn run_loop(
     control: Receiver<Control>,
     found: Sender<Found>,
     stop: Arc<AtomicBool>,
+    counter: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut champion_loss = f64::INFINITY;
     let mut reported = f64::INFINITY;
@@ -130,6 +131,7 @@ pub fn run_loop(
             told.push(Evaluated { x, loss });
         }
         evaluations += told.len() as u64;
+        counter.store(evaluations, Ordering::Relaxed);
         if let Some((i, loss)) = best
             && loss < champion_loss
             && loss < reported
