@@ -23,6 +23,12 @@ enum Command {
     Node(node_cmd::NodeArgs),
     /// Starts N node processes on loopback with a genesis that funds and stakes them.
     Devnet(devnet::DevnetArgs),
+    /// Creates a node key (mode 0600) and prints its address and peer id.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long, default_value = "node.key")]
+        out: std::path::PathBuf,
+    },
     /// System benchmarks; each prints one JSON line.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -34,10 +40,26 @@ enum Command {
     NetPeer(peer::PeerArgs),
 }
 
+fn libp2p_peer_id(key: &doin_primitives::Keypair) -> String {
+    doin_net::PeerId::from_bytes(&key.address().peer_id_bytes()).map(|p| p.to_string()).unwrap_or_default()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(a) => node_cmd::run(a),
+        Command::Keygen { out } => {
+            if out.exists() {
+                anyhow::bail!("{} exists; refusing to overwrite a key", out.display());
+            }
+            let (key, _) = doin_node::identity::load_or_create(&out)?;
+            let peer = libp2p_peer_id(&key);
+            println!(
+                "{}",
+                serde_json::json!({ "address": key.address().to_string(), "peer_id": peer, "file": out })
+            );
+            Ok(())
+        }
         Command::Devnet(a) => devnet::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Snapshot(s) => snapshot::run(s),

@@ -145,3 +145,47 @@ fn bench_optimize_prints_its_figures() {
     }
     assert!(v["overhead_ns_per_eval"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn keygen_writes_an_owner_only_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.key");
+    let run =
+        || Command::new(env!("CARGO_BIN_EXE_doin")).args(["keygen", "--out"]).arg(&path).output().unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["address"].as_str().unwrap().len(), 64);
+    assert!(v["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let again = run();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn a_bad_node_config_stops_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (r#"{"port": 0}"#, "`port`"),
+        (r#"{"quorum_min_evaluators": 99}"#, "`quorum_min_evaluators`"),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "target_performance": "high"}]}"#,
+            "`domains[0].target_performance`",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "no_such_domain"}], "data_dir": "DATA"}"#,
+            "unknown domain \"no_such_domain\"",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.json"));
+        std::fs::write(&path, text.replace("DATA", &dir.path().join("d").display().to_string())).unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_doin")).args(["node", "--config"]).arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
+}

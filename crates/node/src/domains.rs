@@ -47,7 +47,7 @@ pub fn build(config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
             dims,
             num(c, "bound", 20.0).abs().max(1e-3),
             0x0d01,
-            num(c, "noise", 0.05),
+            num(c, "noise", 0.01),
         )),
         "sphere" => Arc::new(Benchmark::new(Function::Sphere, dims, 0x0d01)),
         "rastrigin" => Arc::new(Benchmark::new(Function::Rastrigin, dims, 0x0d01)),

@@ -887,82 +887,65 @@ impl Engine {
         let mut ready: Vec<Hash> =
             self.certs.iter().filter(|(_, c)| c.ready_at <= now).map(|(k, _)| *k).collect();
         ready.sort();
-        let ts = now_ms().max(state.meta().timestamp_ms + 1);
         let mut txs = self.mempool.select(&state, 1000);
-        for _ in 0..8 {
-            if ready.is_empty() {
-                break;
-            }
-            let certs: Vec<Certificate> =
-                ready.iter().filter_map(|id| self.certs.get(id).map(|c| c.cert.clone())).collect();
-            let body = BlockBody {
-                transactions: BoundedVec::try_from_vec(txs.clone()).unwrap_or_default(),
-                certificates: BoundedVec::try_from_vec(certs).unwrap_or_default(),
-                ..Default::default()
-            };
-            match build_block(
-                &state,
-                BlockTemplate { key: &self.key, timestamp_ms: ts, kind: BlockKind::Work, body },
-            ) {
-                Ok((block, _, _)) => {
-                    self.import_and_announce(block).await;
-                    return;
-                }
-                Err(BlockError::BelowThreshold { .. }) => break,
-                Err(BlockError::Certificate { index, source, .. }) => {
-                    tracing::info!(error = %source, "certificate dropped");
-                    if let Some(id) = ready.get(index).copied() {
-                        self.certs.remove(&id);
-                        ready.remove(index);
-                    }
-                }
-                Err(BlockError::Transaction { index, .. }) => {
-                    let i = index;
-                    if i < txs.len() {
-                        let bad = txs.remove(i);
-                        self.mempool.remove(&bad.id());
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "work block not built");
-                    break;
-                }
+        if !ready.is_empty() {
+            let ts = now_ms().max(state.meta().timestamp_ms + 1);
+            if let Some(block) = self.build(&state, ts, BlockKind::Work, &mut txs, &mut ready) {
+                self.import_and_announce(block).await;
+                return;
             }
         }
         // Heartbeat by the slot leader once the chain has been idle long enough.
-        let params = state.params();
         let ts = now_ms();
-        if ts < state.meta().timestamp_ms + params.max_block_interval_ms {
+        if ts < state.meta().timestamp_ms + state.params().max_block_interval_ms {
             return;
         }
         let Some(slot) = heartbeat_slot(&state, ts) else { return };
-        let leader = heartbeat_leader(&state, &state.tip().hash, slot);
-        if leader.is_some_and(|l| l != self.me) {
+        if heartbeat_leader(&state, &state.tip().hash, slot).is_some_and(|l| l != self.me) {
             return;
         }
+        if let Some(block) = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut Vec::new()) {
+            self.import_and_announce(block).await;
+        }
+    }
+
+    /// Builds a block of `kind` with transactions `txs` and the certificates `certs` names,
+    /// dropping (from the pools, too) whichever item the rules refuse, up to 8 tries. `None` when
+    /// no block can be built now (for work blocks: the certificates do not reach the threshold).
+    fn build(
+        &mut self,
+        state: &State,
+        timestamp_ms: u64,
+        kind: BlockKind,
+        txs: &mut Vec<Transaction>,
+        certs: &mut Vec<Hash>,
+    ) -> Option<Block> {
         for _ in 0..8 {
             let body = BlockBody {
                 transactions: BoundedVec::try_from_vec(txs.clone()).unwrap_or_default(),
+                certificates: BoundedVec::try_from_vec(
+                    certs.iter().filter_map(|id| self.certs.get(id).map(|c| c.cert.clone())).collect(),
+                )
+                .unwrap_or_default(),
                 ..Default::default()
             };
-            match build_block(
-                &state,
-                BlockTemplate { key: &self.key, timestamp_ms: ts, kind: BlockKind::Heartbeat, body },
-            ) {
-                Ok((block, _, _)) => {
-                    self.import_and_announce(block).await;
-                    return;
+            match build_block(state, BlockTemplate { key: &self.key, timestamp_ms, kind, body }) {
+                Ok((block, _, _)) => return Some(block),
+                Err(BlockError::Certificate { index, source, .. }) if index < certs.len() => {
+                    tracing::info!(error = %source, "certificate dropped");
+                    self.certs.remove(&certs.remove(index));
                 }
-                Err(BlockError::Transaction { index, .. }) if (index) < txs.len() => {
-                    let bad = txs.remove(index);
-                    self.mempool.remove(&bad.id());
+                Err(BlockError::Transaction { index, source, .. }) if index < txs.len() => {
+                    tracing::info!(error = %source, "transaction dropped");
+                    self.mempool.remove(&txs.remove(index).id());
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "heartbeat not built");
-                    return;
+                    tracing::debug!(error = %e, ?kind, "block not built");
+                    return None;
                 }
             }
         }
+        None
     }
 
     async fn import_and_announce(&mut self, block: Block) {

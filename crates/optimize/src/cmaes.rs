@@ -12,7 +12,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Evaluated, Optimizer, SnapshotError};
+use crate::{Evaluated, Optimizer, SnapshotError, normal};
 
 /// Strategy state of one CMA-ES run.
 #[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
@@ -345,12 +345,6 @@ fn jacobi_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     ((0..n).map(|i| a[i * n + i]).collect(), v)
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(1e-300);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 impl Optimizer for CmaEs {
     fn ask(&mut self, n: usize) -> Vec<Vec<f64>> {
         let mut out = Vec::with_capacity(n);
@@ -375,9 +369,7 @@ impl Optimizer for CmaEs {
     }
 
     fn inject(&mut self, migrant: Evaluated) {
-        if self.core.migrant.as_ref().is_none_or(|(_, l)| migrant.loss < *l) {
-            self.core.migrant = Some((migrant.x, migrant.loss));
-        }
+        crate::keep_better_migrant(&mut self.core.migrant, migrant);
     }
 
     fn best(&self) -> Option<&Evaluated> {

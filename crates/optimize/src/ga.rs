@@ -213,9 +213,7 @@ impl Optimizer for Ga {
     }
 
     fn inject(&mut self, migrant: Evaluated) {
-        if self.core.migrant.as_ref().is_none_or(|(_, l)| migrant.loss < *l) {
-            self.core.migrant = Some((migrant.x, migrant.loss));
-        }
+        crate::keep_better_migrant(&mut self.core.migrant, migrant);
     }
 
     fn best(&self) -> Option<&Evaluated> {

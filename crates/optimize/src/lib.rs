@@ -51,6 +51,22 @@ pub trait Optimizer: Send {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>;
 }
 
+/// Keeps the better of a pending migrant and a new one (injection happens at the next
+/// generation boundary).
+pub(crate) fn keep_better_migrant(slot: &mut Option<(Vec<f64>, f64)>, migrant: Evaluated) {
+    if slot.as_ref().is_none_or(|(_, l)| migrant.loss < *l) {
+        *slot = Some((migrant.x, migrant.loss));
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+pub(crate) fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f64 {
+    use rand::Rng;
+    let u1: f64 = rng.random::<f64>().max(1e-300);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
 /// A snapshot does not decode.
 #[derive(Debug, thiserror::Error)]
 #[error("optimizer snapshot does not decode: {0}")]

@@ -7,7 +7,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Evaluated, Optimizer, SnapshotError};
+use crate::{Evaluated, Optimizer, SnapshotError, normal};
 
 /// The persistent part of the optimizer (what a snapshot holds).
 #[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
@@ -201,13 +201,6 @@ impl Shade {
     }
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    // Box–Muller.
-    let u1: f64 = rng.random::<f64>().max(1e-300);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 fn cauchy(rng: &mut ChaCha8Rng) -> f64 {
     (std::f64::consts::PI * (rng.random::<f64>() - 0.5)).tan()
 }
@@ -236,9 +229,7 @@ impl Optimizer for Shade {
     }
 
     fn inject(&mut self, migrant: Evaluated) {
-        if self.core.migrant.as_ref().is_none_or(|(_, l)| migrant.loss < *l) {
-            self.core.migrant = Some((migrant.x, migrant.loss));
-        }
+        crate::keep_better_migrant(&mut self.core.migrant, migrant);
     }
 
     fn best(&self) -> Option<&Evaluated> {
