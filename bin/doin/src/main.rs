@@ -5,6 +5,7 @@ mod devnet;
 mod node_cmd;
 mod peer;
 mod snapshot;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,11 @@ enum Command {
     Node(node_cmd::NodeArgs),
     /// Starts N node processes on loopback with a genesis that funds and stakes them.
     Devnet(devnet::DevnetArgs),
+    /// Balances, transfers and stakes through a node's HTTP API.
+    #[command(subcommand)]
+    Wallet(wallet::Wallet),
+    /// A node's status (its `/status` endpoint).
+    Status(wallet::NodeUrl),
     /// Creates a node key (mode 0600) and prints its address and peer id.
     Keygen {
         /// Where to write the key.
@@ -48,6 +54,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(a) => node_cmd::run(a),
+        Command::Wallet(w) => wallet::run(w),
+        Command::Status(n) => wallet::status(n),
         Command::Keygen { out } => {
             if out.exists() {
                 anyhow::bail!("{} exists; refusing to overwrite a key", out.display());

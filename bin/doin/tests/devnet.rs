@@ -299,3 +299,97 @@ fn a_copied_reveal_is_not_credited_to_the_copier() {
     assert!(!champions.is_empty());
     assert!(!champions.contains(&addresses[3]), "a copy never became the champion: {s}");
 }
+
+fn run_json(args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = doin().args(args).output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn wallet_and_status_work_against_a_running_devnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_port(60);
+    let (port, d) = (base.to_string(), dir.path().to_str().unwrap().to_owned());
+    let mut devnet = Killed(
+        doin()
+            .args([
+                "devnet",
+                "--nodes",
+                "2",
+                "--target",
+                "0.5",
+                "--duration",
+                "40",
+                "--base-port",
+                &port,
+                "--dir",
+                &d,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let node = format!("127.0.0.1:{base}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(v) = run_json(&["status", "--node", &node])
+            && v["peers"].as_u64().unwrap_or(0) >= 1
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the node's API never answered with a peer");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(status["status"], "healthy");
+    assert_eq!(status["domains"]["quadratic"]["optimize"], true);
+
+    // A new account receives 5 DOIN from node 1's account.
+    let key = dir.path().join("new.key");
+    let k = run_json(&["keygen", "--out", key.to_str().unwrap()]).unwrap();
+    let to = k["address"].as_str().unwrap().to_owned();
+    let from_key = dir.path().join("node1/node.key");
+    let sent = run_json(&[
+        "wallet",
+        "transfer",
+        "--node",
+        &node,
+        "--key",
+        from_key.to_str().unwrap(),
+        "--to",
+        &to,
+        "--amount",
+        "5",
+    ])
+    .unwrap();
+    assert_eq!(sent["submitted"].as_str().unwrap().len(), 64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = run_json(&["wallet", "balance", "--node", &node, "--address", &to]).unwrap();
+        if b["balance"] == "5000000000" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the transfer never landed: {b}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A transfer signed by a key that has nothing is refused by the chain rules only when
+    // mined; a malformed one is refused at once.
+    let e = run_json(&[
+        "wallet",
+        "transfer",
+        "--node",
+        &node,
+        "--key",
+        key.to_str().unwrap(),
+        "--to",
+        "zz",
+        "--amount",
+        "1",
+    ])
+    .unwrap_err();
+    assert!(e.contains("not hex"), "{e}");
+    let _ = devnet.0.kill();
+}

@@ -147,6 +147,8 @@ struct Engine {
     copied: HashSet<Hash>,
     /// Nanoseconds spent evaluating other optimizers' candidates.
     eval_nanos: Arc<std::sync::atomic::AtomicU64>,
+    /// What the HTTP API shows.
+    live: Arc<std::sync::RwLock<doin_api::LiveStatus>>,
 }
 
 fn now_ms() -> u64 {
@@ -231,6 +233,24 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         .await
         .map_err(other)?;
 
+    // The HTTP API on the node's port.
+    let live = Arc::new(std::sync::RwLock::new(doin_api::LiveStatus::default()));
+    let (submit_tx, mut submit_rx) = mpsc::channel::<doin_api::Submission>(64);
+    let http_addr: std::net::SocketAddr =
+        format!("{}:{}", config.host, config.port).parse().map_err(other)?;
+    let api = doin_api::ApiState {
+        store: store.0.clone(),
+        live: live.clone(),
+        submit: submit_tx,
+        address: me,
+        peer_id: network.handle.peer_id().to_string(),
+        port: config.port,
+    };
+    let _http = doin_api::serve(http_addr, api)
+        .await
+        .map_err(|e| other(format!("port {}: cannot serve HTTP on {http_addr}: {e}", config.port)))?;
+    println!("http http://{http_addr}");
+
     let (found_tx, mut found_rx) = mpsc::channel::<Found>(16);
     let (measured_tx, mut measured_rx) = mpsc::channel::<Measured>(64);
     let stop = Arc::new(AtomicBool::new(false));
@@ -261,6 +281,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         adversary: limits.adversary,
         copied: HashSet::new(),
         eval_nanos: Arc::default(),
+        live: live.clone(),
     };
 
     // Optimizer loops.
@@ -335,6 +356,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             },
             Some(f) = found_rx.recv() => engine.on_found(f).await,
             Some(m) = measured_rx.recv() => engine.on_measured(m).await,
+            Some(sub) = submit_rx.recv() => engine.on_submission(sub).await,
             _ = tick.tick() => {
                 engine.on_tick().await;
                 engine.on_tip();
@@ -480,8 +502,12 @@ impl Engine {
     fn poll_peers(&self) {
         let (handle, genesis) = (self.net.clone(), self.store.lock().genesis_hash());
         let (sink, syncing, bootstrap) = (self.store.clone(), self.syncing.clone(), self.bootstrap.clone());
+        let live = self.live.clone();
         tokio::spawn(async move {
             let peers = handle.peers().await.unwrap_or_default();
+            if let Ok(mut l) = live.write() {
+                l.peers = peers.iter().map(ToString::to_string).collect();
+            }
             if peers.is_empty() {
                 // Bootstrap peers that were not up when we started: try again.
                 for addr in bootstrap {
@@ -628,6 +654,41 @@ impl Engine {
             .unwrap_or_else(|e| Err(format!("evaluation panicked: {e}")));
             let _ = tx.send(Measured { commit: commit_id, round, seed, result }).await;
         });
+    }
+
+    /// A transaction from the HTTP API: admitted to the mempool and gossiped, or refused with
+    /// the reason.
+    async fn on_submission(&mut self, sub: doin_api::Submission) {
+        let state = self.tip_state();
+        let id = sub.tx.id();
+        let verdict = self.mempool.insert(sub.tx.clone(), &state).map(|()| id);
+        if verdict.is_ok() {
+            self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(sub.tx))).await;
+        }
+        let _ = sub.reply.send(verdict);
+    }
+
+    /// Refreshes what the HTTP API shows.
+    fn refresh_live(&self, state: &State) {
+        let Ok(mut live) = self.live.write() else { return };
+        live.mempool = self.mempool.len();
+        live.pending_commitments = self.commits.len().saturating_sub(self.certs.len());
+        live.pending_quorums = self.evaluating.len() + self.escalated.len();
+        for (id, rt) in &self.domains {
+            let ds = state.domain(&Self::domain_id(id));
+            let best = ds.and_then(|d| d.champion.as_ref()).map(|c| c.performance.to_f64());
+            live.domains.insert(
+                id.clone(),
+                doin_api::DomainStatus {
+                    optimize: rt.config.optimize,
+                    evaluate: rt.config.evaluate,
+                    synthetic: rt.config.has_synthetic_data,
+                    target_performance: rt.config.target_performance,
+                    best_performance: best,
+                    converged: rt.target_reached,
+                },
+            );
+        }
     }
 
     async fn on_measured(&mut self, m: Measured) {
@@ -843,6 +904,8 @@ impl Engine {
     }
 
     async fn on_tick(&mut self) {
+        let state = self.tip_state();
+        self.refresh_live(&state);
         // Reveals that are due.
         let now = Instant::now();
         let due: Vec<Reveal> = {

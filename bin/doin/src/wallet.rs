@@ -1,0 +1,223 @@
+//! `doin wallet` and `doin status`: talk to a node's HTTP API (plain HTTP, usually on loopback).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use doin_primitives::{
+    Address, Amount, BoundedVec, DomainId, Keypair, Roles, Signed, TxBody, TxKind, tx::Capabilities,
+};
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeUrl {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    node: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Wallet {
+    /// Balance, nonce, stake and reputation of an account.
+    Balance {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The account (hex); default: the key's.
+        #[arg(long)]
+        address: Option<String>,
+        /// A key file (to name the account).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Sends coins.
+    Transfer {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The sender's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Recipient address (hex).
+        #[arg(long)]
+        to: String,
+        /// Amount in DOIN (decimals allowed, 9 places).
+        #[arg(long)]
+        amount: String,
+    },
+    /// Bonds coins as stake, as optimizer and evaluator of the given domains.
+    Stake {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The staker's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Amount in DOIN.
+        #[arg(long)]
+        amount: String,
+        /// Domains (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        domains: Vec<String>,
+    },
+    /// Starts unbonding stake.
+    Unstake {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The staker's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Amount in DOIN.
+        #[arg(long)]
+        amount: String,
+    },
+}
+
+/// One HTTP/1.1 request over plain TCP; returns the status and the body.
+fn http(
+    node: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut stream = TcpStream::connect(node).with_context(|| format!("connecting to the node at {node}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let status: u16 =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
+    let value = serde_json::from_str(rest.trim()).unwrap_or(serde_json::Value::String(rest.to_owned()));
+    Ok((status, value))
+}
+
+fn get(node: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, v) = http(node, "GET", path, None)?;
+    if status != 200 {
+        bail!("{path}: HTTP {status}: {v}");
+    }
+    Ok(v)
+}
+
+fn parse_amount(text: &str) -> anyhow::Result<Amount> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if frac.len() > 9 || whole.is_empty() && frac.is_empty() {
+        bail!("amount {text:?}: at most 9 decimal places");
+    }
+    let whole: u128 =
+        if whole.is_empty() { 0 } else { whole.parse().with_context(|| format!("amount {text:?}"))? };
+    let frac_units: u128 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().with_context(|| format!("amount {text:?}"))?
+    };
+    whole
+        .checked_mul(1_000_000_000)
+        .and_then(|w| w.checked_add(frac_units))
+        .map(Amount)
+        .context("amount too large")
+}
+
+fn key_of(path: &std::path::Path) -> anyhow::Result<Keypair> {
+    if !path.exists() {
+        bail!("key file {} does not exist (create one with `doin keygen`)", path.display());
+    }
+    Ok(doin_node::identity::load_or_create(path)?.0)
+}
+
+fn address(text: &str) -> anyhow::Result<Address> {
+    let bytes = hex::decode(text).with_context(|| format!("address {text:?} is not hex"))?;
+    Ok(Address(bytes.try_into().map_err(|_| anyhow::anyhow!("address {text:?} is not 32 bytes"))?))
+}
+
+/// Signs `kind` from `key` with the account's next nonce and submits it.
+fn submit(node: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<()> {
+    let me = key.address();
+    let account = get(node, &format!("/accounts/{me}"))?;
+    let status = get(node, "/chain/status")?;
+    let fees = get(node, "/fees")?;
+    let nonce = account["nonce"].as_u64().context("account nonce")?;
+    let base: u128 = fees["base_fee"].as_str().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let chain_id = status["chain_id"].as_u64().unwrap_or(1337);
+    let body = TxBody {
+        chain_id,
+        sender: me,
+        nonce,
+        max_fee: Amount(base.saturating_mul(2).max(base + 2)),
+        priority_fee: Amount(1),
+        kind,
+    };
+    let tx = Signed::sign(body, key);
+    let (code, v) = http(node, "POST", "/tx", Some(&serde_json::to_string(&tx)?))?;
+    if code != 202 {
+        bail!(
+            "the node refused the transaction (HTTP {code}): {}",
+            v["detail"].as_str().unwrap_or(&v.to_string())
+        );
+    }
+    println!("{}", serde_json::json!({ "submitted": v["id"], "nonce": nonce }));
+    Ok(())
+}
+
+pub(crate) fn run(w: Wallet) -> anyhow::Result<()> {
+    match w {
+        Wallet::Balance { node, address: a, key } => {
+            let who = match (a, key) {
+                (Some(a), _) => address(&a)?,
+                (None, Some(k)) => key_of(&k)?.address(),
+                (None, None) => bail!("name the account with --address or --key"),
+            };
+            println!("{}", get(&node.node, &format!("/accounts/{who}"))?);
+            Ok(())
+        }
+        Wallet::Transfer { node, key, to, amount } => {
+            let kind = TxKind::Transfer { to: address(&to)?, amount: parse_amount(&amount)? };
+            submit(&node.node, &key_of(&key)?, kind)
+        }
+        Wallet::Stake { node, key, amount, domains } => {
+            let ids: Vec<DomainId> = domains
+                .iter()
+                .map(|d| DomainId::new(d.as_str()).map_err(|e| anyhow::anyhow!("domain {d:?}: {e}")))
+                .collect::<Result<_, _>>()?;
+            let kind = TxKind::Stake {
+                amount: parse_amount(&amount)?,
+                roles: Roles(Roles::OPTIMIZER.0 | Roles::EVALUATOR.0),
+                domains: BoundedVec::try_from_vec(ids).map_err(|e| anyhow::anyhow!("--domains: {e}"))?,
+                preferences: Capabilities::default(),
+            };
+            submit(&node.node, &key_of(&key)?, kind)
+        }
+        Wallet::Unstake { node, key, amount } => {
+            submit(&node.node, &key_of(&key)?, TxKind::Unstake { amount: parse_amount(&amount)? })
+        }
+    }
+}
+
+/// `doin status`: the node's `/status`.
+pub(crate) fn status(node: NodeUrl) -> anyhow::Result<()> {
+    println!("{}", get(&node.node, "/status")?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_with_nine_decimals() {
+        assert_eq!(parse_amount("1").unwrap(), Amount(1_000_000_000));
+        assert_eq!(parse_amount("0.5").unwrap(), Amount(500_000_000));
+        assert_eq!(parse_amount("2.000000001").unwrap(), Amount(2_000_000_001));
+        assert!(parse_amount("1.0000000001").is_err());
+        assert!(parse_amount("abc").is_err());
+        assert!(parse_amount("").is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! The node's HTTP API (DESIGN §8), first part: the Python system's read endpoints with their
+//! JSON shapes (`/health`, `/status`, `/chain/status`, `/chain/blocks`, `/chain/block/{index}`,
+//! `/fees`, `/peers`) plus DOIN's accounts and transaction submission (`GET /accounts/{address}`,
+//! `POST /tx`). Errors are JSON `{error, detail}` with a 4xx status.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use doin_primitives::{Address, Block, FIXED_ONE, Hash, Transaction};
+use doin_storage::ChainStore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most blocks one `/chain/blocks` request returns.
+pub const MAX_BLOCKS_PER_REQUEST: u64 = 50;
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// One configured domain as the status endpoints show it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DomainStatus {
+    /// Runs the optimizer loop.
+    pub optimize: bool,
+    /// Takes part in quorums.
+    pub evaluate: bool,
+    /// Synthetic evaluation data.
+    pub synthetic: bool,
+    /// `target_performance`.
+    pub target_performance: Option<f64>,
+    /// The verified champion's performance.
+    pub best_performance: Option<f64>,
+    /// Whether the champion reached the target.
+    pub converged: bool,
+}
+
+/// What the node reports about itself, refreshed by its event loop.
+#[derive(Clone, Debug, Default)]
+pub struct LiveStatus {
+    /// Connected peers (libp2p ids).
+    pub peers: Vec<String>,
+    /// Domains by id.
+    pub domains: BTreeMap<String, DomainStatus>,
+    /// Commits seen whose certificate is not assembled yet.
+    pub pending_commitments: usize,
+    /// Quorums evaluating or escalated.
+    pub pending_quorums: usize,
+    /// Transactions in the mempool.
+    pub mempool: usize,
+}
+
+/// A transaction handed to the node, with the channel for its verdict.
+#[derive(Debug)]
+pub struct Submission {
+    /// The transaction.
+    pub tx: Transaction,
+    /// The node's answer: the id, or why it was refused.
+    pub reply: oneshot::Sender<Result<Hash, String>>,
+}
+
+/// Everything the handlers read.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The chain store.
+    pub store: Arc<Mutex<ChainStore>>,
+    /// Live status from the node's event loop.
+    pub live: Arc<RwLock<LiveStatus>>,
+    /// Where submitted transactions go.
+    pub submit: mpsc::Sender<Submission>,
+    /// The node's account address.
+    pub address: Address,
+    /// The node's libp2p peer id.
+    pub peer_id: String,
+    /// The HTTP port.
+    pub port: u16,
+}
+
+/// An API error: a status and a JSON body `{error, detail}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, error, detail: detail.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.error, "detail": self.detail }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/chain/status", get(chain_status))
+        .route("/chain/blocks", get(chain_blocks))
+        .route("/chain/block/{index}", get(chain_block))
+        .route("/fees", get(fees))
+        .route("/peers", get(peers))
+        .route("/accounts/{address}", get(account))
+        .route("/tx", post(submit_tx))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn store(s: &ApiState) -> std::sync::MutexGuard<'_, ChainStore> {
+    s.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn live(s: &ApiState) -> LiveStatus {
+    s.live.read().map(|l| l.clone()).unwrap_or_default()
+}
+
+fn fixed(v: u128) -> f64 {
+    v as f64 / FIXED_ONE as f64
+}
+
+fn doin(v: u128) -> f64 {
+    v as f64 / 1e9
+}
+
+async fn health(State(s): State<ApiState>) -> ApiResult {
+    Ok(Json(json!({ "status": "healthy", "port": s.port })))
+}
+
+async fn status(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    let st = store(&s);
+    let state = st.tip();
+    let meta = state.meta();
+    let balance = state.account(&s.address).balance.0;
+    let mut holders: Vec<(String, f64)> =
+        state.accounts().map(|(a, acc)| (a.to_string(), doin(acc.balance.0))).collect();
+    holders.sort_by(|a, b| b.1.total_cmp(&a.1));
+    holders.truncate(10);
+    let optimizer: Vec<&String> = l.domains.iter().filter(|(_, d)| d.optimize).map(|(k, _)| k).collect();
+    let evaluator: Vec<&String> = l.domains.iter().filter(|(_, d)| d.evaluate).map(|(k, _)| k).collect();
+    Ok(Json(json!({
+        "status": "healthy",
+        "peer_id": s.peer_id,
+        "address": s.address.to_string(),
+        "port": s.port,
+        "chain_height": state.height() + 1,
+        "storage_backend": "redb",
+        "network_protocol": "gossipsub",
+        "domains": l.domains,
+        "peers": l.peers.len(),
+        "task_queue": { "pending": 0, "claimed": 0, "completed": 0 },
+        "security": {
+            "finalized_height": meta.finalized.height,
+            "pending_commitments": l.pending_commitments,
+            "pending_quorums": l.pending_quorums,
+        },
+        "optimizer_domains": optimizer,
+        "evaluator_domains": evaluator,
+        "coin": {
+            "total_supply": doin(meta.supply.minted.0.saturating_sub(meta.supply.burned.0)),
+            "my_balance": doin(balance),
+            "top_holders": holders,
+        },
+        "difficulty": {
+            "threshold": fixed(meta.difficulty.threshold),
+            "target_block_time": state.params().target_block_time_ms as f64 / 1000.0,
+            "ema_block_time": meta.difficulty.ema_block_time_ms as f64 / 1000.0,
+            "work_blocks": meta.difficulty.work_blocks,
+            "epoch_length": state.params().epoch_blocks,
+        },
+        "storage": {
+            "height": state.height(),
+            "tip_hash": state.tip().hash.to_string(),
+            "state_root": state.root().to_string(),
+        },
+        "mempool": l.mempool,
+    })))
+}
+
+async fn chain_status(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let state = st.tip();
+    Ok(Json(json!({
+        "chain_height": state.height() + 1,
+        "chain_id": state.meta().chain_id,
+        "tip_hash": state.tip().hash.to_string(),
+        "tip_index": state.height(),
+        "finalized_height": state.meta().finalized.height,
+        "state_root": state.root().to_string(),
+        "cumulative_work": fixed(state.meta().cumulative_work),
+        "component_versions": { "doin": env!("CARGO_PKG_VERSION") },
+    })))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from Unix milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// A block in the Python system's shape, with DOIN's fields added.
+pub fn block_json(block: &Block) -> Value {
+    let h = &block.header.body;
+    json!({
+        "header": {
+            "index": h.height,
+            "previous_hash": h.parent_hash.to_string(),
+            "timestamp": rfc3339(h.timestamp_ms),
+            "merkle_root": h.tx_root.to_string(),
+            "generator_id": if h.height == 0 { "genesis".to_owned() } else { h.generator.to_string() },
+            "weighted_performance_sum": fixed(h.work),
+            "threshold": fixed(h.threshold),
+            "kind": format!("{:?}", h.kind).to_lowercase(),
+            "cert_root": h.cert_root.to_string(),
+            "state_root": h.state_root.to_string(),
+            "cumulative_work": fixed(h.cumulative_work),
+            "base_fee": h.base_fee.0.to_string(),
+            "signature": hex::encode(block.header.signature.0),
+        },
+        "transactions": block.body.transactions.iter().map(|t| {
+            let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), json!(t.id().to_string()));
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "certificates": block.body.certificates.iter().map(|c| json!({
+            "commit": c.commit.id().to_string(),
+            "domain": c.commit.body.domain.to_string(),
+            "optimizer": c.commit.body.optimizer.to_string(),
+            "claimed": c.commit.body.claimed.to_f64(),
+            "outcome": format!("{:?}", c.outcome),
+            "votes": c.votes.iter().map(|v| json!({ "evaluator": v.body.evaluator.to_string(), "measured": v.body.measured.to_f64() })).collect::<Vec<_>>(),
+            "escalation_votes": c.escalation.len(),
+        })).collect::<Vec<_>>(),
+        "hash": block.hash().to_string(),
+    })
+}
+
+/// `?from=X&to=Y`.
+#[derive(Debug, Deserialize)]
+pub struct Range {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+async fn chain_blocks(
+    State(s): State<ApiState>,
+    range: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(r) = range.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let st = store(&s);
+    let tip = st.tip().height();
+    let from = r.from.unwrap_or(0);
+    let to = r.to.unwrap_or(from.saturating_add(MAX_BLOCKS_PER_REQUEST - 1)).min(tip);
+    if from > to && from <= tip {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_range",
+            format!("from {from} is after to {to}"),
+        ));
+    }
+    let last = to.min(from.saturating_add(MAX_BLOCKS_PER_REQUEST - 1));
+    let mut blocks = Vec::new();
+    if from <= tip {
+        for i in from..=last {
+            let Some(b) = st.canonical_hash(i).ok().flatten().and_then(|h| st.block(&h).ok().flatten())
+            else {
+                break;
+            };
+            blocks.push(block_json(&b));
+        }
+    }
+    Ok(Json(json!({ "request_id": "", "blocks": blocks, "has_more": last < to })))
+}
+
+async fn chain_block(State(s): State<ApiState>, Path(index): Path<String>) -> ApiResult {
+    let index: u64 = index.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_index", format!("{index:?} is not a block index"))
+    })?;
+    let st = store(&s);
+    let block = st.canonical_hash(index).ok().flatten().and_then(|h| st.block(&h).ok().flatten());
+    match block {
+        Some(b) => Ok(Json(block_json(&b))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no block {index}; the tip is {}", st.tip().height()),
+        )),
+    }
+}
+
+async fn fees(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let state = st.tip();
+    Ok(Json(json!({
+        "enabled": state.params().fee_market_enabled,
+        "base_fee": state.meta().base_fee.0.to_string(),
+        "min_base_fee": state.params().min_base_fee.0.to_string(),
+        "max_block_weight": state.params().max_block_weight,
+    })))
+}
+
+async fn peers(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    Ok(Json(json!({
+        "self": { "peer_id": s.peer_id, "port": s.port, "address": s.address.to_string() },
+        "peers": l.peers.iter().map(|p| json!({ "peer_id": p })).collect::<Vec<_>>(),
+    })))
+}
+
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    let bytes = hex::decode(text).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_address", "an address is 64 hex characters")
+    })?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_address", "an address is 32 bytes"))?;
+    Ok(Address(arr))
+}
+
+async fn account(State(s): State<ApiState>, Path(address): Path<String>) -> ApiResult {
+    let address = parse_address(&address)?;
+    let st = store(&s);
+    let state = st.tip();
+    let acc = state.account(&address);
+    let stake = state.stake(&address);
+    let reputation: BTreeMap<String, f64> = state
+        .domains()
+        .map(|(id, _)| (id.to_string(), fixed(u128::from(state.reputation(&address, id)))))
+        .filter(|(_, r)| *r > 0.0)
+        .collect();
+    Ok(Json(json!({
+        "address": address.to_string(),
+        "balance": acc.balance.0.to_string(),
+        "nonce": acc.nonce,
+        "stake": stake.map(|s| s.amount.0.to_string()),
+        "roles": stake.map(|s| s.roles.0),
+        "reputation": reputation,
+        "height": state.height(),
+    })))
+}
+
+async fn submit_tx(
+    State(s): State<ApiState>,
+    body: Result<Json<Transaction>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let tx = match body {
+        Ok(Json(tx)) => tx,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_transaction", e.body_text()).into_response();
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    if s.submit.try_send(Submission { tx, reply }).is_err() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node's submission queue is full")
+            .into_response();
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
+        Ok(Ok(Ok(id))) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))).into_response(),
+        Ok(Ok(Err(reason))) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason).into_response()
+        }
+        _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node did not answer in time")
+            .into_response(),
+    }
+}
+
+/// Serves the API on `addr` until the returned task is dropped or the process ends.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    state: ApiState,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "HTTP server stopped");
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_365_083_910), "2026-11-22T16:31:23.910Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
