@@ -57,6 +57,10 @@ pub(crate) struct DevnetArgs {
     /// (for example a plugin that lies, in tests). Repeatable.
     #[arg(long = "plugin", value_name = "N=COMMAND")]
     plugins: Vec<String>,
+    /// Node N hands its quorum assignments to external evaluators (`/tasks/*`, API key
+    /// `devnet`) instead of evaluating in-process. Repeatable.
+    #[arg(long = "external")]
+    external: Vec<usize>,
     /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`), for tests.
     #[arg(long = "adversary", value_name = "N=BEHAVIOUR", hide = true)]
     adversaries: Vec<String>,
@@ -144,6 +148,7 @@ impl DevnetArgs {
             workers: 1,
             verbose: false,
             plugins: Vec::new(),
+            external: Vec::new(),
             adversaries: Vec::new(),
         }
     }
@@ -162,6 +167,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         evaluate: true,
         target_performance: Some(target),
         domain_plugin: plugin,
+        external_evaluation: args.external.contains(&i),
         ..DomainConfig::default()
     };
     NodeConfig {
@@ -180,6 +186,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         quorum_max_evaluators: 7,
         quorum_tolerance: 1.0,
         workers: args.workers,
+        api_key: args.external.contains(&i).then(|| "devnet".to_owned()),
         ..NodeConfig::default()
     }
 }
@@ -424,6 +431,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
         "quorum_tolerance": c.quorum_tolerance,
         "quorum_timeout": c.quorum_timeout,
         "workers": c.workers,
+        "api_key": c.api_key,
         "log_level": "info",
         "domains": c.domains.iter().map(|d| serde_json::json!({
             "domain_id": d.domain_id,
@@ -431,6 +439,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
             "evaluate": d.evaluate,
             "target_performance": d.target_performance,
             "domain_plugin": d.domain_plugin,
+            "external_evaluation": d.external_evaluation,
         })).collect::<Vec<_>>(),
     })
 }

@@ -393,3 +393,100 @@ fn wallet_and_status_work_against_a_running_devnet() {
     assert!(e.contains("not hex"), "{e}");
     let _ = devnet.0.kill();
 }
+
+/// One HTTP request to a node (plain HTTP/1.1 on loopback).
+fn http(port: u16, method: &str, path: &str, body: &str, key: Option<&str>) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let key = key.map(|k| format!("x-api-key: {k}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap();
+    (
+        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        serde_json::from_str(rest.trim()).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn an_external_evaluator_takes_a_nodes_quorum_assignments_through_the_task_queue() {
+    use doin_optimize::{
+        Value,
+        domain::{Budget, Domain, Quadratic},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_port(70);
+    let (port, d) = (base.to_string(), dir.path().to_str().unwrap().to_owned());
+    // Three nodes; node 2 evaluates through /tasks. Quorums of 2 out of 2 eligible mean node 2
+    // is in every quorum of the other two, so nothing is accepted unless its tasks are done.
+    let mut devnet = Killed(
+        doin()
+            .args([
+                "devnet",
+                "--nodes",
+                "3",
+                "--target",
+                "-1",
+                "--duration",
+                "60",
+                "--base-port",
+                &port,
+                "--dir",
+                &d,
+            ])
+            .args(["--external", "2", "--evaluators-only", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let node2 = base + 4;
+    // The test plays the external evaluator with the same built-in domain the nodes run.
+    let domain = Quadratic::new(10, 20.0, 0x0d01, 0.01);
+    // Serve tasks (first-round and escalation) until the network accepts a certificate.
+    let deadline = Instant::now() + Duration::from_secs(50);
+    let mut completed = 0;
+    loop {
+        assert!(Instant::now() < deadline, "{completed} tasks completed and no certificate accepted");
+        let Ok(_) = std::net::TcpStream::connect(("127.0.0.1", node2)) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let (_, st) = http(base, "GET", "/status", "", None);
+        if completed > 0 && st["domains"]["quadratic"]["best_performance"].as_f64().is_some() {
+            break;
+        }
+        let (s, v) = http(node2, "POST", "/tasks/claim", "{}", Some("wrong"));
+        assert_eq!(s, 401, "{v}");
+        let (s, v) = http(node2, "POST", "/tasks/claim", "{\"kinds\":[\"verification\"]}", Some("devnet"));
+        assert_eq!(s, 200, "{v}");
+        if v["task"].is_null() {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let task = &v["task"];
+        let values: Vec<Value> =
+            task["params"].as_array().unwrap().iter().map(|p| Value::Real(p.as_f64().unwrap())).collect();
+        let seed_bytes: [u8; 32] = hex::decode(task["seed"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let m = domain
+            .evaluate(
+                &values,
+                Some(&doin_primitives::Hash(seed_bytes)),
+                Budget::new(Duration::from_secs(5), 0),
+            )
+            .unwrap();
+        let body = serde_json::json!({ "task_id": task["task_id"], "lease": v["lease"], "performance": m.performance });
+        let (s, r) = http(node2, "POST", "/tasks/complete", &body.to_string(), Some("devnet"));
+        assert_eq!(s, 200, "{r}");
+        completed += 1;
+    }
+    let (_, st) = http(node2, "GET", "/status", "", None);
+    assert!(st["task_queue"]["completed"].as_u64().unwrap() >= 1, "{st}");
+    let _ = devnet.0.kill();
+}

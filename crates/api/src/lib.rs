@@ -4,6 +4,8 @@
 //! `POST /tx`). Errors are JSON `{error, detail}` with a 4xx status.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod tasks;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, RwLock},
@@ -83,6 +85,12 @@ pub struct ApiState {
     pub peer_id: String,
     /// The HTTP port.
     pub port: u16,
+    /// Quorum assignments for external evaluators.
+    pub tasks: Arc<Mutex<tasks::TaskQueue>>,
+    /// Finished tasks go to the node, which signs the votes.
+    pub completions: mpsc::Sender<(tasks::Task, tasks::Completion)>,
+    /// The key writes other than signed transactions need (`x-api-key`); none: refused.
+    pub api_key: Option<String>,
 }
 
 /// An API error: a status and a JSON body `{error, detail}`.
@@ -119,6 +127,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/peers", get(peers))
         .route("/accounts/{address}", get(account))
         .route("/tx", post(submit_tx))
+        .route("/tasks/pending", get(tasks_pending))
+        .route("/tasks/claim", post(tasks_claim))
+        .route("/tasks/complete", post(tasks_complete))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -166,7 +177,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
         "network_protocol": "gossipsub",
         "domains": l.domains,
         "peers": l.peers.len(),
-        "task_queue": { "pending": 0, "claimed": 0, "completed": 0 },
+        "task_queue": task_counts(&s),
         "security": {
             "finalized_height": meta.finalized.height,
             "pending_commitments": l.pending_commitments,
@@ -399,6 +410,89 @@ async fn submit_tx(
         _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node did not answer in time")
             .into_response(),
     }
+}
+
+fn task_counts(s: &ApiState) -> Value {
+    let (pending, claimed, completed) = s.tasks.lock().map(|mut q| q.counts()).unwrap_or((0, 0, 0));
+    json!({ "pending": pending, "claimed": claimed, "completed": completed })
+}
+
+fn check_key(s: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = &s.api_key else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no_api_key",
+            "this node has no api_key configured, so it hands no tasks to external evaluators",
+        ));
+    };
+    match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        Some(given) if given == key => Ok(()),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_api_key", "missing or wrong x-api-key header")),
+    }
+}
+
+async fn tasks_pending(State(s): State<ApiState>) -> ApiResult {
+    let pending = s.tasks.lock().map(|mut q| q.pending()).unwrap_or_default();
+    Ok(Json(json!({ "tasks": pending, "total_pending": pending.len() })))
+}
+
+/// `POST /tasks/claim` body: `{"kinds": ["verification"]}` (optional).
+#[derive(Debug, Default, Deserialize)]
+pub struct ClaimRequest {
+    kinds: Option<Vec<tasks::TaskKind>>,
+}
+
+async fn tasks_claim(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    check_key(&s, &headers)?;
+    let req: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ClaimRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_claim", e.to_string()))?
+    };
+    let claimed = s.tasks.lock().ok().and_then(|mut q| q.claim(req.kinds.as_deref()));
+    Ok(Json(match claimed {
+        Some((task, lease)) => json!({ "task": task, "lease": lease }),
+        None => json!({ "task": null }),
+    }))
+}
+
+async fn tasks_complete(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<tasks::Completion>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    check_key(&s, &headers)?;
+    let Json(done) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_completion", e.body_text()))?;
+    if !done.performance.is_finite() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_completion",
+            "performance must be a finite number",
+        ));
+    }
+    let task = s
+        .tasks
+        .lock()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "task queue unavailable"))?
+        .complete(&done.task_id, &done.lease)
+        .map_err(|e| match e {
+            tasks::TaskError::Unknown(t) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_task", format!("no claimed task {t}"))
+            }
+            tasks::TaskError::Lease(m) => ApiError::new(StatusCode::CONFLICT, "lease", m),
+            tasks::TaskError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "queue full"),
+        })?;
+    let id = task.task_id.clone();
+    s.completions.try_send((task, done)).map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node's completion queue is full")
+    })?;
+    Ok(Json(json!({ "accepted": true, "task_id": id })))
 }
 
 /// Serves the API on `addr` until the returned task is dropped or the process ends.

@@ -6,7 +6,10 @@ use axum::{
     body::Body,
     http::{Request, StatusCode},
 };
-use doin_api::{ApiState, DomainStatus, LiveStatus, Submission, router};
+use doin_api::{
+    ApiState, DomainStatus, LiveStatus, Submission, router,
+    tasks::{Completion, Task, TaskKind, TaskQueue},
+};
 use doin_consensus::testkit::TestNet;
 use doin_primitives::{Amount, TxKind};
 use doin_storage::{ChainStore, StoreOptions};
@@ -18,6 +21,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     chain: TestNet,
     state: ApiState,
+    done: tokio::sync::mpsc::Receiver<(Task, Completion)>,
 }
 
 /// A stored chain of 12 blocks (work blocks with certificates and heartbeats with transfers) and
@@ -56,6 +60,7 @@ fn fixture() -> Fixture {
             ..Default::default()
         },
     );
+    let (completions, done) = tokio::sync::mpsc::channel(8);
     let state = ApiState {
         store: Arc::new(Mutex::new(store)),
         live: Arc::new(RwLock::new(live)),
@@ -63,17 +68,29 @@ fn fixture() -> Fixture {
         address: chain.addr(0),
         peer_id: "12D3KooWself".into(),
         port: 8470,
+        tasks: Arc::new(Mutex::new(TaskQueue::new(16, std::time::Duration::from_secs(60)))),
+        completions,
+        api_key: Some("sesame".into()),
     };
-    Fixture { _dir: dir, chain, state }
+    Fixture { _dir: dir, chain, state, done }
 }
 
 async fn call(state: &ApiState, method: &str, uri: &str, body: Option<String>) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map(Body::from).unwrap_or_else(Body::empty))
-        .unwrap();
+    call_with_key(state, method, uri, body, None).await
+}
+
+async fn call_with_key(
+    state: &ApiState,
+    method: &str,
+    uri: &str,
+    body: Option<String>,
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
     let resp = router(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -175,4 +192,66 @@ async fn accounts_and_transaction_submission() {
     let huge = "x".repeat(doin_api::MAX_BODY_BYTES + 10);
     let (s, _) = call(&f.state, "POST", "/tx", Some(huge)).await;
     assert!(s == StatusCode::PAYLOAD_TOO_LARGE || s == StatusCode::BAD_REQUEST, "{s}");
+}
+
+#[tokio::test]
+async fn external_evaluators_pull_tasks_with_the_api_key() {
+    let mut f = fixture();
+    let (s, v) = call(&f.state, "GET", "/tasks/pending", None).await;
+    assert_eq!((s, v["total_pending"].as_u64()), (StatusCode::OK, Some(0)));
+    for (id, kind) in [("c1:0", TaskKind::Verification), ("i1", TaskKind::Inference)] {
+        f.state
+            .tasks
+            .lock()
+            .unwrap()
+            .push(Task {
+                task_id: id.into(),
+                kind,
+                domain: "quadratic".into(),
+                commit: "c1".into(),
+                round: 0,
+                params: vec![0.5; 3],
+                seed: "ab".repeat(32),
+                limits: Value::Null,
+                lease_s: None,
+            })
+            .unwrap();
+    }
+    let (_, v) = call(&f.state, "GET", "/tasks/pending", None).await;
+    assert_eq!(v["tasks"][0]["kind"], "verification", "verification before inference: {v}");
+
+    // Claiming needs the key.
+    let (s, _) = call(&f.state, "POST", "/tasks/claim", Some("{}".into())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call_with_key(&f.state, "POST", "/tasks/claim", Some("{}".into()), Some("wrong")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = call_with_key(&f.state, "POST", "/tasks/claim", Some("{}".into()), Some("sesame")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["task"]["task_id"], "c1:0");
+    let lease = v["lease"].as_str().unwrap().to_owned();
+    let (_, v) = call(&f.state, "GET", "/status", None).await;
+    assert_eq!(v["task_queue"]["claimed"], 1);
+
+    // Completion: wrong lease, bad body, then the real one reaches the node.
+    let done =
+        |lease: &str, perf: &str| format!(r#"{{"task_id":"c1:0","lease":"{lease}","performance":{perf}}}"#);
+    let (s, _) =
+        call_with_key(&f.state, "POST", "/tasks/complete", Some(done("nope", "1.5")), Some("sesame")).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = call_with_key(&f.state, "POST", "/tasks/complete", Some("{}".into()), Some("sesame")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) =
+        call_with_key(&f.state, "POST", "/tasks/complete", Some(done(&lease, "-1.5")), Some("sesame")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (task, completion) = f.done.recv().await.unwrap();
+    assert_eq!((task.commit.as_str(), completion.performance), ("c1", -1.5));
+    let (s, _) =
+        call_with_key(&f.state, "POST", "/tasks/complete", Some(done(&lease, "-1.5")), Some("sesame")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a task completes once");
+
+    // A node without an api_key hands out nothing.
+    let mut open = f.state.clone();
+    open.api_key = None;
+    let (s, v) = call_with_key(&open, "POST", "/tasks/claim", None, Some("sesame")).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("no_api_key")));
 }

@@ -50,6 +50,9 @@ pub struct DomainConfig {
     pub param_bounds: BTreeMap<String, Json>,
     /// Stop optimizing once the verified champion reaches this.
     pub target_performance: Option<f64>,
+    /// Hand this node's quorum assignments to external evaluators through `/tasks/*` instead of
+    /// evaluating in-process (needs `api_key`).
+    pub external_evaluation: bool,
     /// `max_training_seconds`, `max_memory_mb`, `max_epochs`.
     pub resource_limits: BTreeMap<String, Json>,
     /// Keys this version does not know (reported, then ignored).
@@ -72,6 +75,7 @@ impl Default for DomainConfig {
             optimization_config: BTreeMap::new(),
             param_bounds: BTreeMap::new(),
             target_performance: None,
+            external_evaluation: false,
             resource_limits: BTreeMap::new(),
             unknown: BTreeMap::new(),
         }
@@ -134,6 +138,8 @@ pub struct NodeConfig {
     pub quorum_timeout: f64,
     /// Candidates evaluated in parallel.
     pub workers: usize,
+    /// Key for API writes other than signed transactions (task claims), sent as `x-api-key`.
+    pub api_key: Option<String>,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -168,6 +174,7 @@ impl Default for NodeConfig {
             reveal_delay: 2.0,
             quorum_timeout: 120.0,
             workers: 1,
+            api_key: None,
             unknown: BTreeMap::new(),
         }
     }
@@ -312,6 +319,12 @@ impl NodeConfig {
                 return Err(bad(
                     key("optimization_plugin"),
                     format!("{p:?}: use \"ga\", \"shade\", \"cma-es\" or \"plugin:COMMAND ARGS\""),
+                ));
+            }
+            if d.external_evaluation && self.api_key.as_deref().is_none_or(str::is_empty) {
+                return Err(bad(
+                    key("external_evaluation"),
+                    "needs a top-level api_key for the evaluators to claim tasks",
                 ));
             }
             if !d.synthetic_data_validation {

@@ -149,6 +149,8 @@ struct Engine {
     eval_nanos: Arc<std::sync::atomic::AtomicU64>,
     /// What the HTTP API shows.
     live: Arc<std::sync::RwLock<doin_api::LiveStatus>>,
+    /// Quorum assignments for external evaluators.
+    tasks: Arc<Mutex<doin_api::tasks::TaskQueue>>,
 }
 
 fn now_ms() -> u64 {
@@ -236,6 +238,9 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     // The HTTP API on the node's port.
     let live = Arc::new(std::sync::RwLock::new(doin_api::LiveStatus::default()));
     let (submit_tx, mut submit_rx) = mpsc::channel::<doin_api::Submission>(64);
+    let tasks = Arc::new(Mutex::new(doin_api::tasks::TaskQueue::new(1024, Duration::from_secs(120))));
+    let (completions_tx, mut completions_rx) =
+        mpsc::channel::<(doin_api::tasks::Task, doin_api::tasks::Completion)>(64);
     let http_addr: std::net::SocketAddr =
         format!("{}:{}", config.host, config.port).parse().map_err(other)?;
     let api = doin_api::ApiState {
@@ -245,6 +250,9 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         address: me,
         peer_id: network.handle.peer_id().to_string(),
         port: config.port,
+        tasks: tasks.clone(),
+        completions: completions_tx,
+        api_key: config.api_key.clone(),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
@@ -282,6 +290,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         copied: HashSet::new(),
         eval_nanos: Arc::default(),
         live: live.clone(),
+        tasks: tasks.clone(),
     };
 
     // Optimizer loops.
@@ -357,6 +366,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             Some(f) = found_rx.recv() => engine.on_found(f).await,
             Some(m) = measured_rx.recv() => engine.on_measured(m).await,
             Some(sub) = submit_rx.recv() => engine.on_submission(sub).await,
+            Some((task, done)) = completions_rx.recv() => engine.on_completion(task, done).await,
             _ = tick.tick() => {
                 engine.on_tick().await;
                 engine.on_tip();
@@ -384,6 +394,10 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         state.stake(&me).map_or(0, |s| s.amount.0)
     );
     Ok(())
+}
+
+fn hex_hash(text: &str) -> Hash {
+    hex::decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map_or(Hash::ZERO, Hash)
 }
 
 /// Runs a closure when dropped.
@@ -633,6 +647,29 @@ impl Engine {
         let values = domain_impl.space().from_params(&reveal.body.params);
         let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
         let limits = spec.limits;
+        if rt.config.external_evaluation {
+            let task = doin_api::tasks::Task {
+                task_id: format!("{commit_id}:{round}"),
+                kind: doin_api::tasks::TaskKind::Verification,
+                domain: commit.body.domain.to_string(),
+                commit: commit_id.to_string(),
+                round,
+                params: values.iter().map(|v| v.as_f64()).collect(),
+                seed: hex::encode(seed.0),
+                limits: serde_json::json!({
+                    "max_wall_s": limits.max_wall_ms as f64 / 1000.0,
+                    "max_epochs": limits.max_epochs,
+                    "max_memory_mb": limits.max_memory_mb,
+                }),
+                lease_s: None,
+            };
+            if let Ok(mut q) = self.tasks.lock()
+                && q.push(task).is_err()
+            {
+                tracing::warn!(commit = %commit_id, "task queue full; assignment dropped");
+            }
+            return;
+        }
         let (slots, tx, nanos) = (self.eval_slots.clone(), self.measured_tx.clone(), self.eval_nanos.clone());
         tokio::spawn(async move {
             let Ok(_permit) = slots.acquire_owned().await else { return };
@@ -666,6 +703,18 @@ impl Engine {
             self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(sub.tx))).await;
         }
         let _ = sub.reply.send(verdict);
+    }
+
+    /// An external evaluator finished a task: the node signs the vote for its own account.
+    async fn on_completion(&mut self, task: doin_api::tasks::Task, done: doin_api::tasks::Completion) {
+        let Some(commit) = self.commits.get(&hex_hash(&task.commit)).map(|c| c.commit.clone()) else {
+            tracing::info!(task = %task.task_id, "completed task's commit is gone; no vote");
+            return;
+        };
+        let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit.id(), &self.me);
+        let result = Metric::from_f64(done.performance).ok_or_else(|| "performance out of range".to_owned());
+        tracing::info!(task = %task.task_id, performance = done.performance, "external evaluation completed");
+        self.on_measured(Measured { commit: commit.id(), round: task.round, seed, result }).await;
     }
 
     /// Refreshes what the HTTP API shows.
@@ -807,6 +856,10 @@ impl Engine {
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
         self.certs.insert(commit_id, ReadyCert { cert, ready_at });
+        if let Ok(mut q) = self.tasks.lock() {
+            q.remove(&format!("{commit_id}:0"));
+            q.remove(&format!("{commit_id}:1"));
+        }
     }
 
     /// The copying adversary: commits someone else's revealed parameters as its own.
