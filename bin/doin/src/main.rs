@@ -27,6 +27,9 @@ enum Command {
     /// Balances, transfers and stakes through a node's HTTP API.
     #[command(subcommand)]
     Wallet(wallet::Wallet),
+    /// Domains on chain: register one with a bounty, list them.
+    #[command(subcommand)]
+    Domain(wallet::DomainCmd),
     /// A node's status (its `/status` endpoint).
     Status(wallet::NodeUrl),
     /// Creates a node key (mode 0600) and prints its address and peer id.
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Node(a) => node_cmd::run(a),
         Command::Wallet(w) => wallet::run(w),
         Command::Status(n) => wallet::status(n),
+        Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {
             if out.exists() {
                 anyhow::bail!("{} exists; refusing to overwrite a key", out.display());

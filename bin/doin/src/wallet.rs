@@ -201,6 +201,60 @@ pub(crate) fn run(w: Wallet) -> anyhow::Result<()> {
     }
 }
 
+/// `doin domain`: domains on chain.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DomainCmd {
+    /// Posts an optimization task: registers a built-in domain's spec with a bounty in escrow.
+    Register {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The payer's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Built-in domain (quadratic, sphere, rastrigin, rosenbrock, ackley, mlp_digits,
+        /// co2_forecast).
+        #[arg(long)]
+        domain: String,
+        /// Bounty escrowed for the domain, in DOIN.
+        #[arg(long, default_value = "0")]
+        bounty: String,
+        /// Paid from the escrow to each accepted improvement, in DOIN.
+        #[arg(long, default_value = "0")]
+        bounty_per_accept: String,
+        /// `target_performance`.
+        #[arg(long, allow_hyphen_values = true)]
+        target: Option<f64>,
+    },
+    /// Domains on chain with their champions.
+    List {
+        #[command(flatten)]
+        node: NodeUrl,
+    },
+}
+
+pub(crate) fn domain(cmd: DomainCmd) -> anyhow::Result<()> {
+    match cmd {
+        DomainCmd::List { node } => {
+            println!("{}", get(&node.node, "/domains")?);
+            Ok(())
+        }
+        DomainCmd::Register { node, key, domain, bounty, bounty_per_accept, target } => {
+            let config = doin_node::DomainConfig {
+                domain_id: domain.clone(),
+                target_performance: target,
+                ..doin_node::DomainConfig::default()
+            };
+            let built = doin_node::domains::build(&config).map_err(anyhow::Error::msg)?;
+            let mut spec =
+                doin_node::domains::spec_of(built.as_ref(), &config, &doin_node::NodeConfig::default())
+                    .map_err(anyhow::Error::msg)?;
+            spec.bounty_per_accept = parse_amount(&bounty_per_accept)?;
+            let kind = TxKind::RegisterDomain { spec: Box::new(spec), bounty: parse_amount(&bounty)? };
+            submit(&node.node, &key_of(&key)?, kind)
+        }
+    }
+}
+
 /// `doin status`: the node's `/status`.
 pub(crate) fn status(node: NodeUrl) -> anyhow::Result<()> {
     println!("{}", get(&node.node, "/status")?);

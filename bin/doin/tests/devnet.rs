@@ -375,6 +375,34 @@ fn wallet_and_status_work_against_a_running_devnet() {
         assert!(Instant::now() < deadline, "the transfer never landed: {b}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Posting an optimization task: node 1 registers `sphere` with a 10 DOIN bounty.
+    let reg = run_json(&[
+        "domain",
+        "register",
+        "--node",
+        &node,
+        "--key",
+        from_key.to_str().unwrap(),
+        "--domain",
+        "sphere",
+        "--bounty",
+        "10",
+        "--bounty-per-accept",
+        "1",
+    ])
+    .unwrap();
+    assert_eq!(reg["submitted"].as_str().unwrap().len(), 64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = run_json(&["domain", "list", "--node", &node]).unwrap();
+        let sphere = list["domains"].as_array().unwrap().iter().find(|d| d["domain_id"] == "sphere").cloned();
+        if let Some(d) = sphere {
+            assert_eq!(d["bounty_left"], "10000000000");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the domain was never registered: {list}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // A transfer signed by a key that has nothing is refused by the chain rules only when
     // mined; a malformed one is refused at once.
     let e = run_json(&[

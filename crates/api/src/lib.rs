@@ -126,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/fees", get(fees))
         .route("/peers", get(peers))
         .route("/accounts/{address}", get(account))
+        .route("/domains", get(domains))
         .route("/tx", post(submit_tx))
         .route("/tasks/pending", get(tasks_pending))
         .route("/tasks/claim", post(tasks_claim))
@@ -385,6 +386,33 @@ async fn account(State(s): State<ApiState>, Path(address): Path<String>) -> ApiR
         "reputation": reputation,
         "height": state.height(),
     })))
+}
+
+async fn domains(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let state = st.tip();
+    let list: Vec<Value> = state
+        .domains()
+        .map(|(id, d)| {
+            json!({
+                "domain_id": id.to_string(),
+                "direction": d.spec.direction,
+                "params": d.spec.params.len(),
+                "target": d.spec.target.map(|t| t.to_f64()),
+                "bounty_left": d.bounty_left.0.to_string(),
+                "bounty_per_accept": d.spec.bounty_per_accept.0.to_string(),
+                "registered_by": d.registered_by.to_string(),
+                "registered_at": d.registered_at,
+                "champion": d.champion.as_ref().map(|c| json!({
+                    "performance": c.performance.to_f64(),
+                    "optimizer": c.optimizer.to_string(),
+                    "commit": c.commit.to_string(),
+                    "height": c.height,
+                })),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "domains": list })))
 }
 
 async fn submit_tx(

@@ -365,9 +365,6 @@ fn execute(
     }
 
     // Certificates.
-    if header.kind == BlockKind::Heartbeat && !body.certificates.is_empty() {
-        return Err(BlockError::Header("a heartbeat block carries no certificates".into()));
-    }
     let mut cert_receipts = Vec::with_capacity(body.certificates.len());
     let mut work = 0u128;
     for (index, cert) in body.certificates.iter().enumerate() {
@@ -388,7 +385,13 @@ fn execute(
         slashes.push(slash);
     }
 
-    // Work threshold.
+    // Work threshold. A heartbeat may carry certificates that add no work (rejects, late
+    // accepts), so penalties land even while no improvement does.
+    if header.kind == BlockKind::Heartbeat && work > 0 {
+        return Err(BlockError::Header(format!(
+            "a heartbeat block carries only certificates that add no work; work {work} needs a work block"
+        )));
+    }
     let threshold = s.meta.difficulty.threshold;
     if header.kind == BlockKind::Work && work < threshold {
         return Err(BlockError::BelowThreshold { work, threshold });

@@ -1020,7 +1020,13 @@ impl Engine {
         if heartbeat_leader(&state, &state.tip().hash, slot).is_some_and(|l| l != self.me) {
             return;
         }
-        if let Some(block) = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut Vec::new()) {
+        // Rejects add no work: a heartbeat carries them, so penalties land while nothing improves.
+        let mut rejects: Vec<Hash> = ready
+            .iter()
+            .filter(|id| self.certs.get(*id).is_some_and(|c| c.cert.outcome == Outcome::Reject))
+            .copied()
+            .collect();
+        if let Some(block) = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut rejects) {
             self.import_and_announce(block).await;
         }
     }

@@ -323,7 +323,16 @@ fn work_block_below_threshold_and_heartbeat_with_certificates_are_invalid() {
     let body =
         BlockBody { certificates: BoundedVec::try_from_vec(vec![cert]).unwrap(), ..Default::default() };
     let err = net.heartbeat_with(body).unwrap_err();
-    assert!(err.to_string().contains("heartbeat block carries no certificates"), "{err}");
+    assert!(err.to_string().contains("carries only certificates that add no work"), "{err}");
+    // A reject adds no work: a heartbeat carries it, and the optimizer's bond burns.
+    let stake_before = net.state.stake(&net.addr(5)).unwrap().amount;
+    let reject = net.certificate(5, vec![0; 4], m(1.0), |_| m(90.0));
+    assert_eq!(reject.outcome, Outcome::Reject);
+    let body =
+        BlockBody { certificates: BoundedVec::try_from_vec(vec![reject]).unwrap(), ..Default::default() };
+    let r = net.heartbeat_with(body).unwrap();
+    assert_eq!(r.certificates[0].outcome, Outcome::Reject);
+    assert!(net.state.stake(&net.addr(5)).unwrap().amount < stake_before);
 }
 
 #[test]
