@@ -396,6 +396,12 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     Ok(())
 }
 
+/// The quorums of `commit` from its reference block, if that block is still recent.
+fn quorums_of(state: &State, commit: &Commit) -> Option<quorum::Quorums> {
+    let b = &commit.body;
+    quorum::quorums_for(state, &b.domain, &b.optimizer, &b.reference_block, &commit.id())
+}
+
 fn hex_hash(text: &str) -> Hash {
     hex::decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map_or(Hash::ZERO, Hash)
 }
@@ -610,13 +616,7 @@ impl Engine {
             tracing::info!(commit = %commit_id, error = %e, "reveal out of bounds; ignored");
             return;
         }
-        let Some(q) = quorum::quorums_for(
-            &state,
-            &commit.body.domain,
-            &commit.body.optimizer,
-            &commit.body.reference_block,
-            &commit_id,
-        ) else {
+        let Some(q) = quorums_of(&state, &commit) else {
             tracing::info!(commit = %commit_id, "reference block unknown or too old");
             return;
         };
@@ -787,15 +787,7 @@ impl Engine {
         let commit = seen.commit.clone();
         let state = self.tip_state();
         let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
-        let Some(q) = quorum::quorums_for(
-            &state,
-            &commit.body.domain,
-            &commit.body.optimizer,
-            &commit.body.reference_block,
-            &commit_id,
-        ) else {
-            return;
-        };
+        let Some(q) = quorums_of(&state, &commit) else { return };
         let empty = BTreeMap::new();
         let all = self.votes.get(&commit_id).unwrap_or(&empty);
         let first: Vec<Vote> = q.first.iter().filter_map(|a| all.get(&(0, *a)).cloned()).collect();
