@@ -128,7 +128,8 @@ struct Engine {
     domains: BTreeMap<String, DomainRt>,
     commits: HashMap<Hash, SeenCommit>,
     reveals: HashMap<Hash, (Reveal, Instant)>,
-    params_first: HashMap<(String, Hash), Hash>,
+    /// The commit of the first reveal that carried each parameter set (by parameters hash).
+    params_first: HashMap<Hash, Hash>,
     votes: HashMap<Hash, BTreeMap<(u8, Address), Vote>>,
     evaluating: HashSet<(Hash, u8)>,
     escalated: HashSet<Hash>,
@@ -580,6 +581,12 @@ impl Engine {
             self.reveals.clear();
         }
         self.reveals.insert(commit, (reveal.clone(), at));
+        // First revealer wins: the first reveal to carry these parameters, in arrival order, even
+        // before its commit is here or its timing checked, so a later copy never gets evaluated.
+        if self.params_first.len() >= MAX_PENDING * 4 {
+            self.params_first.clear();
+        }
+        self.params_first.entry(Hash::of(&encode(&reveal.body.params))).or_insert(commit);
         if self.commits.contains_key(&commit) {
             self.consider(reveal, at);
         }
@@ -605,7 +612,7 @@ impl Engine {
         }
         let domain = commit.body.domain.to_string();
         let params_hash = Hash::of(&encode(&body.params));
-        let first = *self.params_first.entry((domain.clone(), params_hash)).or_insert(commit_id);
+        let first = self.params_first.get(&params_hash).copied().unwrap_or(commit_id);
         if first != commit_id {
             tracing::info!(commit = %commit_id, first = %first, "parameters already revealed by an earlier commit; not evaluated");
             return;
