@@ -11,6 +11,14 @@ use std::{
 
 use common::{Killed, spawn_lines};
 
+/// The devnets of this binary run one at a time: each is several processes on a 2-core machine,
+/// and two at once made the timing-sensitive ones flaky.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn doin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_doin"))
 }
@@ -31,6 +39,7 @@ fn devnet(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn four_nodes_reach_the_quadratic_target_with_verification_and_agree() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let port = base_port(0).to_string();
     let d = dir.path().to_str().unwrap();
@@ -102,6 +111,7 @@ fn wait_for(
 
 #[test]
 fn a_node_killed_mid_run_restarts_catches_up_and_rejoins() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let port = base_port(10).to_string();
     let d = dir.path().to_str().unwrap();
@@ -188,6 +198,7 @@ fn numbers(v: &serde_json::Value) -> Vec<u128> {
 
 #[test]
 fn an_optimizer_that_inflates_its_claims_is_rejected_and_loses_bond_and_reputation() {
+    let _serial = serial();
     if !python_ok() {
         return;
     }
@@ -230,6 +241,7 @@ fn an_optimizer_that_inflates_its_claims_is_rejected_and_loses_bond_and_reputati
 
 #[test]
 fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
+    let _serial = serial();
     if !python_ok() {
         return;
     }
@@ -271,6 +283,7 @@ fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
 
 #[test]
 fn a_copied_reveal_is_not_credited_to_the_copier() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let port = base_port(50).to_string();
     let d = dir.path().to_str().unwrap();
@@ -310,6 +323,7 @@ fn run_json(args: &[&str]) -> Result<serde_json::Value, String> {
 
 #[test]
 fn wallet_and_status_work_against_a_running_devnet() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let base = base_port(60);
     let (port, d) = (base.to_string(), dir.path().to_str().unwrap().to_owned());
@@ -444,6 +458,7 @@ fn http(port: u16, method: &str, path: &str, body: &str, key: Option<&str>) -> (
 
 #[test]
 fn an_external_evaluator_takes_a_nodes_quorum_assignments_through_the_task_queue() {
+    let _serial = serial();
     use doin_optimize::{
         Value,
         domain::{Budget, Domain, Quadratic},
