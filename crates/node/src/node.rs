@@ -140,7 +140,6 @@ struct Engine {
     eval_slots: Arc<Semaphore>,
     measured_tx: mpsc::Sender<Measured>,
     reveal_delay: Duration,
-    workers: usize,
     last_tip: Hash,
     syncing: Arc<Mutex<HashSet<PeerId>>>,
     bootstrap: Vec<Multiaddr>,
@@ -283,7 +282,6 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         eval_slots: Arc::new(Semaphore::new(config.workers)),
         measured_tx,
         reveal_delay: Duration::from_millis(params.reveal_delay_ms),
-        workers: config.workers,
         last_tip: Hash::ZERO,
         syncing: Arc::default(),
         bootstrap,
@@ -1166,6 +1164,5 @@ impl Engine {
         self.votes.retain(|k, _| commits.contains_key(k));
         self.evaluating.retain(|(k, _)| commits.contains_key(k));
         self.escalated.retain(|k| commits.contains_key(k));
-        let _ = self.workers;
     }
 }

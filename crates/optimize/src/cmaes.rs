@@ -45,7 +45,7 @@ struct Core {
     run: Run,
     /// Generations over all runs (drives the random stream).
     generation: u64,
-    best: Option<(Vec<f64>, f64)>,
+    best: Option<Evaluated>,
     migrant: Option<(Vec<f64>, f64)>,
 }
 
@@ -65,7 +65,6 @@ pub struct CmaEs {
     core: Core,
     rng: ChaCha8Rng,
     samples: Vec<Sample>,
-    best: Option<Evaluated>,
 }
 
 const INITIAL_SIGMA: f64 = 0.3;
@@ -88,7 +87,7 @@ impl CmaEs {
             best: None,
             migrant: None,
         };
-        let mut s = Self { core, rng, samples: Vec::new(), best: None };
+        let mut s = Self { core, rng, samples: Vec::new() };
         s.start_generation();
         s
     }
@@ -253,10 +252,7 @@ impl CmaEs {
     }
 
     fn note_best(&mut self, x: &[f64], loss: f64) {
-        if self.best.as_ref().is_none_or(|b| loss < b.loss) {
-            self.best = Some(Evaluated { x: x.to_vec(), loss });
-            self.core.best = Some((x.to_vec(), loss));
-        }
+        crate::note_best(&mut self.core.best, x, loss);
     }
 }
 
@@ -373,7 +369,7 @@ impl Optimizer for CmaEs {
     }
 
     fn best(&self) -> Option<&Evaluated> {
-        self.best.as_ref()
+        self.core.best.as_ref()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -390,7 +386,6 @@ impl Optimizer for CmaEs {
         {
             return Err(SnapshotError("CMA-ES state has inconsistent dimensions".into()));
         }
-        self.best = core.best.clone().map(|(x, loss)| Evaluated { x, loss });
         self.core = core;
         self.start_generation();
         Ok(())

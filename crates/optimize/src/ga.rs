@@ -53,7 +53,7 @@ struct Core {
     stage: u32,
     stall: u32,
     population: Vec<(Vec<f64>, f64)>,
-    best: Option<(Vec<f64>, f64)>,
+    best: Option<Evaluated>,
     migrant: Option<(Vec<f64>, f64)>,
 }
 
@@ -64,7 +64,6 @@ pub struct Ga {
     rng: ChaCha8Rng,
     /// This generation's candidates: point, asked, loss once told.
     pending: Vec<(Vec<f64>, bool, Option<f64>)>,
-    best: Option<Evaluated>,
 }
 
 impl Ga {
@@ -81,7 +80,7 @@ impl Ga {
             best: None,
             migrant: None,
         };
-        let mut ga = Self { core, rng: ChaCha8Rng::seed_from_u64(seed), pending: Vec::new(), best: None };
+        let mut ga = Self { core, rng: ChaCha8Rng::seed_from_u64(seed), pending: Vec::new() };
         ga.breed();
         ga
     }
@@ -152,7 +151,7 @@ impl Ga {
 
     fn next_generation(&mut self) {
         let n = self.core.config.population.max(2) as usize;
-        let before = self.core.best.as_ref().map_or(f64::INFINITY, |b| b.1);
+        let before = self.core.best.as_ref().map_or(f64::INFINITY, |b| b.loss);
         let mut pool: Vec<(Vec<f64>, f64)> = std::mem::take(&mut self.core.population);
         let elites = (self.core.config.elites as usize).min(n);
         pool.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -167,7 +166,7 @@ impl Ga {
             *worst = (x, loss);
         }
         self.core.population = next;
-        let after = self.core.best.as_ref().map_or(f64::INFINITY, |b| b.1);
+        let after = self.core.best.as_ref().map_or(f64::INFINITY, |b| b.loss);
         if after < before {
             self.core.stall = 0;
         } else {
@@ -202,10 +201,7 @@ impl Optimizer for Ga {
             if let Some(p) = self.pending.iter_mut().find(|p| p.2.is_none() && p.0 == r.x) {
                 p.2 = Some(loss);
             }
-            if self.best.as_ref().is_none_or(|b| loss < b.loss) {
-                self.best = Some(Evaluated { x: r.x.clone(), loss });
-                self.core.best = Some((r.x.clone(), loss));
-            }
+            crate::note_best(&mut self.core.best, &r.x, loss);
         }
         if !self.pending.is_empty() && self.pending.iter().all(|p| p.2.is_some()) {
             self.next_generation();
@@ -217,7 +213,7 @@ impl Optimizer for Ga {
     }
 
     fn best(&self) -> Option<&Evaluated> {
-        self.best.as_ref()
+        self.core.best.as_ref()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -226,7 +222,6 @@ impl Optimizer for Ga {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         self.core = borsh::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
-        self.best = self.core.best.clone().map(|(x, loss)| Evaluated { x, loss });
         self.breed();
         Ok(())
     }

@@ -21,7 +21,7 @@ pub use space::{Dim, Space, Value};
 
 /// One evaluated candidate: its point in the unit cube and its loss (lower is better;
 /// `f64::INFINITY` for a failed evaluation).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, borsh::BorshSerialize, borsh::BorshDeserialize)]
 pub struct Evaluated {
     /// Point in `[0, 1]^d`.
     pub x: Vec<f64>,
@@ -56,6 +56,13 @@ pub trait Optimizer: Send {
 pub(crate) fn keep_better_migrant(slot: &mut Option<(Vec<f64>, f64)>, migrant: Evaluated) {
     if slot.as_ref().is_none_or(|(_, l)| migrant.loss < *l) {
         *slot = Some((migrant.x, migrant.loss));
+    }
+}
+
+/// Records `(x, loss)` in `best` if it beats what is there.
+pub(crate) fn note_best(best: &mut Option<Evaluated>, x: &[f64], loss: f64) {
+    if best.as_ref().is_none_or(|b| loss < b.loss) {
+        *best = Some(Evaluated { x: x.to_vec(), loss });
     }
 }
 

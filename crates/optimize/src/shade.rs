@@ -22,7 +22,7 @@ struct Core {
     memory_f: Vec<f64>,
     memory_cr: Vec<f64>,
     memory_k: u32,
-    best: Option<(Vec<f64>, f64)>,
+    best: Option<Evaluated>,
     migrant: Option<(Vec<f64>, f64)>,
 }
 
@@ -43,7 +43,6 @@ pub struct Shade {
     core: Core,
     rng: ChaCha8Rng,
     trials: Vec<Trial>,
-    best: Option<Evaluated>,
 }
 
 impl Shade {
@@ -65,7 +64,7 @@ impl Shade {
             best: None,
             migrant: None,
         };
-        let mut s = Self { rng: ChaCha8Rng::seed_from_u64(seed), core, trials: Vec::new(), best: None };
+        let mut s = Self { rng: ChaCha8Rng::seed_from_u64(seed), core, trials: Vec::new() };
         s.start_generation();
         s
     }
@@ -194,10 +193,7 @@ impl Shade {
     }
 
     fn note_best(&mut self, x: &[f64], loss: f64) {
-        if self.best.as_ref().is_none_or(|b| loss < b.loss) {
-            self.best = Some(Evaluated { x: x.to_vec(), loss });
-            self.core.best = Some((x.to_vec(), loss));
-        }
+        crate::note_best(&mut self.core.best, x, loss);
     }
 }
 
@@ -233,7 +229,7 @@ impl Optimizer for Shade {
     }
 
     fn best(&self) -> Option<&Evaluated> {
-        self.best.as_ref()
+        self.core.best.as_ref()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -242,7 +238,6 @@ impl Optimizer for Shade {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let core: Core = borsh::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
-        self.best = core.best.clone().map(|(x, loss)| Evaluated { x, loss });
         self.core = core;
         self.start_generation();
         Ok(())
