@@ -189,3 +189,65 @@ fn a_bad_node_config_stops_with_the_key_named() {
         assert!(stderr.contains(expected), "{text}: {stderr}");
     }
 }
+
+/// `synthetic_data_validation: false` on a single node: no quorum exists, yet claims become
+/// champions through heartbeat blocks, marked trusted in the output and in `/domains`, and earn
+/// nothing.
+#[test]
+fn a_single_trusted_node_records_unverified_champions() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = serde_json::json!({
+        "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
+        "max_block_interval": 1.0, "reveal_delay": 0.2,
+        "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
+                      "synthetic_data_validation": false, "target_performance": -100.0 }]
+    });
+    let path = dir.path().join("node.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["node", "--log-level", "warn", "--duration", "60", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("target quadratic reached");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let domains = http_get(port, "/domains");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    assert!(text.contains("target quadratic reached"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("trusted quadratic")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("certificate quadratic") && l.contains("Accept trusted")),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("vote")), "no quorum votes: {text}");
+    let v: serde_json::Value = serde_json::from_str(&domains).unwrap();
+    let d = &v["domains"][0];
+    assert_eq!(d["verification"], "trusted", "{v}");
+    assert!(d["champion"]["performance"].as_f64().unwrap() >= -100.0, "{v}");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+}

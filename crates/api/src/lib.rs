@@ -38,6 +38,8 @@ pub struct DomainStatus {
     pub evaluate: bool,
     /// Synthetic evaluation data.
     pub synthetic: bool,
+    /// Trusted mode (`synthetic_data_validation: false`): claims are accepted unverified.
+    pub trusted: bool,
     /// `target_performance`.
     pub target_performance: Option<f64>,
     /// The verified champion's performance.
@@ -398,6 +400,7 @@ async fn domains(State(s): State<ApiState>) -> ApiResult {
                 "domain_id": id.to_string(),
                 "direction": d.spec.direction,
                 "params": d.spec.params.len(),
+                "verification": d.spec.evaluation.data,
                 "target": d.spec.target.map(|t| t.to_f64()),
                 "bounty_left": d.bounty_left.0.to_string(),
                 "bounty_per_accept": d.spec.bounty_per_accept.0.to_string(),

@@ -56,6 +56,7 @@ fn fixture() -> Fixture {
             optimize: true,
             evaluate: true,
             synthetic: true,
+            trusted: false,
             target_performance: Some(-100.0),
             ..Default::default()
         },

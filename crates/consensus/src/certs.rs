@@ -176,14 +176,19 @@ pub(crate) fn apply_certificate(
     if stake < params.optimae_bond {
         return Err(CertError::NoBond { optimizer: commit.optimizer, stake, bond: params.optimae_bond });
     }
-    // 6. Quorums from the reference block.
-    let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
-    if q.first.is_empty() {
-        return Err(CertError::NoEvaluators);
-    }
-    check_votes(&cert.votes, &commit_id, 0, &q.first)?;
+    // 6. Quorums from the reference block (none for a trusted domain: the claim stands).
     let tolerance = spec.tolerance;
-    let (decisive_median, agreeing, outliers) = if cert.escalated() {
+    let (decisive_median, agreeing, outliers) = if spec.trusted() {
+        if !cert.votes.is_empty() || cert.escalated() {
+            return Err(CertError::Quorum("a trusted domain's certificate carries no votes".into()));
+        }
+        (commit.claimed, Vec::new(), Vec::new())
+    } else if cert.escalated() {
+        let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
+        if q.first.is_empty() {
+            return Err(CertError::NoEvaluators);
+        }
+        check_votes(&cert.votes, &commit_id, 0, &q.first)?;
         check_votes(&cert.escalation, &commit_id, 1, &q.escalation)
             .map_err(|e| CertError::Quorum(format!("escalation {e}")))?;
         let values: Vec<Metric> = cert.escalation.iter().map(|v| v.measured).collect();
@@ -201,6 +206,11 @@ pub(crate) fn apply_certificate(
             cert.votes.iter().chain(cert.escalation.iter()).partition(|v| within(v.measured, m, tolerance));
         (m, agreeing, outliers)
     } else {
+        let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
+        if q.first.is_empty() {
+            return Err(CertError::NoEvaluators);
+        }
+        check_votes(&cert.votes, &commit_id, 0, &q.first)?;
         if cert.votes.len() != q.first.len() {
             return Err(CertError::Quorum(format!(
                 "{} of {} first-round votes; a partial quorum must escalate",
@@ -288,7 +298,9 @@ pub(crate) fn apply_certificate(
                         .ok_or(CertError::Overflow("increment"))?;
                 receipt.reward_fraction = fraction;
                 receipt.improved = true;
-                state.adjust_reputation(commit.optimizer, &commit.domain, params.rep_accept, 0);
+                if !spec.trusted() {
+                    state.adjust_reputation(commit.optimizer, &commit.domain, params.rep_accept, 0);
+                }
                 domain.champion = Some(Champion {
                     performance: decisive_median,
                     commit: commit_id,
@@ -297,7 +309,12 @@ pub(crate) fn apply_certificate(
                     artifact: reveal.artifact,
                     height,
                 });
-                let bounty = spec.bounty_per_accept.min(domain.bounty_left);
+                // Unverified claims draw nothing from the escrow.
+                let bounty = if spec.trusted() {
+                    Amount::ZERO
+                } else {
+                    spec.bounty_per_accept.min(domain.bounty_left)
+                };
                 domain.bounty_left = domain.bounty_left.saturating_sub(bounty);
                 state.credit(commit.optimizer, bounty).ok_or(CertError::Overflow("bounty"))?;
                 receipt.bounty_paid = bounty;

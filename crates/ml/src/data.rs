@@ -116,12 +116,21 @@ fn rng_for(seed: Option<&Hash>, domain: &str) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(Hash::of(&material).0)
 }
 
-/// A shuffled 60 / 20 / 20 split: fixed for the optimizer, drawn from an evaluator's seed.
-pub fn tabular_split(rows: usize, seed: Option<&Hash>, domain: &str) -> Split {
+/// `k` shuffled cross-validation folds: fold `i` tests on the `i`-th slice of a seeded shuffle
+/// (every row is tested exactly once), validates on an eighth of the rest and trains on the
+/// remainder. Fixed for the optimizer, drawn from an evaluator's seed.
+pub fn tabular_folds(rows: usize, k: usize, seed: Option<&Hash>, domain: &str) -> Vec<Split> {
+    let k = k.clamp(2, rows.max(2));
     let mut order: Vec<usize> = (0..rows).collect();
     order.shuffle(&mut rng_for(seed, domain));
-    let (a, b) = (rows * 6 / 10, rows * 8 / 10);
-    Split { train: order[..a].to_vec(), val: order[a..b].to_vec(), test: order[b..].to_vec() }
+    (0..k)
+        .map(|i| {
+            let (a, b) = (rows * i / k, rows * (i + 1) / k);
+            let rest: Vec<usize> = order[..a].iter().chain(&order[b..]).copied().collect();
+            let v = rest.len() / 8;
+            Split { train: rest[v..].to_vec(), val: rest[..v].to_vec(), test: order[a..b].to_vec() }
+        })
+        .collect()
 }
 
 /// Block length of the series splits (a year of weeks).
@@ -184,13 +193,19 @@ mod tests {
 
     #[test]
     fn splits_are_fixed_for_the_optimizer_and_seeded_for_evaluators() {
-        let own = tabular_split(100, None, "d");
-        assert_eq!(own, tabular_split(100, None, "d"));
-        let a = tabular_split(100, Some(&Hash::of(b"a")), "d");
+        let own = tabular_folds(100, 3, None, "d");
+        assert_eq!(own, tabular_folds(100, 3, None, "d"));
+        let a = tabular_folds(100, 3, Some(&Hash::of(b"a")), "d");
         assert_ne!(a, own);
-        let mut all: Vec<usize> = [a.train.clone(), a.val.clone(), a.test.clone()].concat();
-        all.sort_unstable();
-        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert_eq!(a.len(), 3);
+        for f in &a {
+            let mut all: Vec<usize> = [f.train.clone(), f.val.clone(), f.test.clone()].concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..100).collect::<Vec<_>>());
+        }
+        let mut tested: Vec<usize> = a.iter().flat_map(|f| f.test.clone()).collect();
+        tested.sort_unstable();
+        assert_eq!(tested, (0..100).collect::<Vec<_>>(), "every row is tested exactly once");
 
         let s = series_split(1000, 30, Some(&Hash::of(b"b")), "f");
         assert_eq!(s, series_split(1000, 30, Some(&Hash::of(b"b")), "f"));

@@ -107,7 +107,13 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
         direction,
         params: BoundedVec::try_from_vec(params).map_err(|e| e.to_string())?,
         evaluation: EvaluationSpec {
-            data: if config.has_synthetic_data { DataSource::Synthetic } else { DataSource::HeldOut },
+            data: if !config.synthetic_data_validation {
+                DataSource::Trusted
+            } else if config.has_synthetic_data {
+                DataSource::Synthetic
+            } else {
+                DataSource::HeldOut
+            },
             recipe: BoundedString::new(domain.id()).unwrap_or_default(),
             retrain: true,
         },

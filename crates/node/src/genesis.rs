@@ -42,7 +42,8 @@ fn genesis_domains(
 
 /// A chain of one node that funds and stakes itself for its domains. With verification on,
 /// such a node produces heartbeat blocks but cannot accept optimae: it is never in its own
-/// quorum (DESIGN §4.1); `status` says so.
+/// quorum (DESIGN §4.1); `status` says so. A trusted domain (`synthetic_data_validation:
+/// false`) needs no quorum, so its champions land in heartbeat blocks.
 pub fn single_node(
     config: &NodeConfig,
     me: &Address,

@@ -95,9 +95,18 @@ pub fn run_loop(
     while !stop.load(Ordering::Relaxed) {
         loop {
             match control.try_recv() {
-                Ok(Control::Champion(values, loss)) => {
-                    champion_loss = champion_loss.min(loss);
+                Ok(Control::Champion(values, verified)) => {
+                    // Compare like with like: the champion's figure on this node's own data,
+                    // not the evaluators' (their data differ, and a candidate that looked lucky
+                    // here would otherwise hold the bar too high or too low for good).
                     let x = domain.space().encode(&values);
+                    let loss = match evaluate_batch(domain.as_ref(), std::slice::from_ref(&x), run).pop() {
+                        Some(Ok(m)) => domain.loss(&m),
+                        _ => verified,
+                    };
+                    evaluations += 1;
+                    champion_loss = loss;
+                    reported = reported.max(loss);
                     optimizer.inject(Evaluated { x, loss });
                 }
                 Ok(Control::Pause(p)) => paused = p,

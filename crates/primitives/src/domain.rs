@@ -98,6 +98,10 @@ pub enum DataSource {
     Synthetic,
     /// A seed-chosen held-out split of a fixed data set.
     HeldOut,
+    /// No verification (`synthetic_data_validation: false`, the Python system's auto-accept for
+    /// private clusters): a certificate carries no votes, the claim becomes the champion as
+    /// reported, and it weighs 0, so it earns no work, reward, bounty or reputation.
+    Trusted,
 }
 
 /// How a domain is evaluated.
@@ -290,7 +294,13 @@ impl DomainSpec {
         match self.evaluation.data {
             DataSource::Synthetic => FIXED_ONE as u64,
             DataSource::HeldOut => self.weight,
+            DataSource::Trusted => 0,
         }
+    }
+
+    /// Whether claims are accepted without evaluator quorums.
+    pub fn trusted(&self) -> bool {
+        self.evaluation.data == DataSource::Trusted
     }
 
     /// A spec for a quadratic-style test domain with `n` continuous parameters in `[-10, 10]`,

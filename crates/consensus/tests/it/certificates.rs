@@ -415,3 +415,62 @@ fn slashing_reaches_unbonding_stake() {
     assert_eq!(pending, Amount::doin(90).0);
     assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
 }
+
+/// `synthetic_data_validation: false`: a trusted domain's certificate carries no votes, its claim
+/// becomes the champion, and it adds no work, reward, bounty or reputation, so it travels in a
+/// heartbeat; votes on it, or a Reject, are invalid.
+#[test]
+fn trusted_domain_accepts_claims_unverified_and_pays_nothing() {
+    let mut net = net();
+    let mut spec = net.spec.clone();
+    spec.domains[0].spec.evaluation.data = doin_primitives::domain::DataSource::Trusted;
+    spec.domains[0].spec.bounty_per_accept = Amount::doin(5);
+    net.state = spec.build().unwrap().0;
+    let optimizer = net.addr(5);
+    let balance_before = net.state.account(&optimizer).balance;
+    let supply_before = net.state.meta().supply.minted;
+
+    // Votes are refused on a trusted domain.
+    let voted = net.certificate(5, vec![ONE; 4], m(50.0), |_| m(50.0));
+    assert!(!voted.votes.is_empty());
+    let body =
+        BlockBody { certificates: BoundedVec::try_from_vec(vec![voted]).unwrap(), ..Default::default() };
+    let err = cert_err(net.heartbeat_with(body).unwrap_err());
+    assert!(err.to_string().contains("trusted"), "{err}");
+
+    let (commit, reveal) = net.commit_reveal(5, vec![ONE; 4], m(42.0));
+    let bare = |outcome| doin_primitives::Certificate {
+        commit: commit.clone(),
+        reveal: reveal.clone(),
+        votes: BoundedVec::new(),
+        escalation: BoundedVec::new(),
+        outcome,
+    };
+    // A trusted claim is an Accept by definition.
+    let body = BlockBody {
+        certificates: BoundedVec::try_from_vec(vec![bare(Outcome::Reject)]).unwrap(),
+        ..Default::default()
+    };
+    let err = cert_err(net.heartbeat_with(body).unwrap_err());
+    assert!(matches!(err, CertError::Outcome { .. }), "{err}");
+    // Zero work: a work block cannot carry it, a heartbeat can.
+    let err = net.work_block(9, vec![bare(Outcome::Accept)]).unwrap_err();
+    assert!(matches!(err, BlockError::BelowThreshold { work: 0, .. }), "{err}");
+    let body = BlockBody {
+        certificates: BoundedVec::try_from_vec(vec![bare(Outcome::Accept)]).unwrap(),
+        ..Default::default()
+    };
+    let r = net.heartbeat_with(body).unwrap();
+    let c = &r.certificates[0];
+    assert_eq!((c.outcome, c.median, c.increment, c.improved), (Outcome::Accept, m(42.0), 0, true));
+    assert_eq!((c.optimizer_reward, c.bounty_paid), (Amount::ZERO, Amount::ZERO));
+    let d = net.state.domain(&domain_id()).unwrap();
+    assert_eq!(d.champion.as_ref().unwrap().performance, m(42.0), "the claim is the champion");
+    assert_eq!(d.bounty_left, Amount::doin(10), "the escrow is untouched");
+    assert_eq!(net.state.reputation(&optimizer, &domain_id()), 0, "no reputation for unverified claims");
+    assert!(
+        net.state.account(&optimizer).balance <= balance_before,
+        "no reward (a heartbeat pays fees only)"
+    );
+    assert_eq!(net.state.meta().supply.minted, supply_before, "nothing minted");
+}
