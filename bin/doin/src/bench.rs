@@ -65,6 +65,10 @@ pub(crate) enum Bench {
         /// First port.
         #[arg(long, default_value_t = 18470)]
         base_port: u16,
+        /// Independent devnets (fresh keys, so fresh optimizer seeds); figures are medians and
+        /// the per-run values are listed.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
     /// CEC-style optimizer runs (shifted 30-D functions, 10 000 × D evaluations), optimizer
     /// overhead per evaluation, and islands with migration against one population.
@@ -99,15 +103,23 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
         }
         Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
-        Bench::Devnet { nodes, evaluators_only, domain, target, timeout_s, base_port } => {
-            devnet(crate::devnet::DevnetArgs::for_bench(
-                nodes,
-                domain,
-                evaluators_only,
-                target,
-                timeout_s,
-                base_port,
-            ))
+        Bench::Devnet { nodes, evaluators_only, domain, target, timeout_s, base_port, runs } => {
+            if runs == 0 {
+                bail!("--runs must be at least 1");
+            }
+            devnet(
+                || {
+                    crate::devnet::DevnetArgs::for_bench(
+                        nodes,
+                        domain.clone(),
+                        evaluators_only,
+                        target,
+                        timeout_s,
+                        base_port,
+                    )
+                },
+                runs,
+            )
         }
     }
 }
@@ -292,29 +304,59 @@ fn optimize(seeds: u64, dim: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn devnet(args: crate::devnet::DevnetArgs) -> anyhow::Result<()> {
-    let s = crate::devnet::run_summary(args)?;
-    let nums = |k: &str| -> Vec<f64> {
-        s[k].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect()).unwrap_or_default()
-    };
-    let (cpu, eval, mut rss) = (nums("cpu_s"), nums("eval_s"), nums("rss_mb"));
-    rss.sort_by(f64::total_cmp);
-    let total: f64 = cpu.iter().sum();
-    let line = serde_json::json!({
-        "bench": "devnet",
-        "nodes": s["nodes"],
-        "domain": s["domain"],
-        "target": s["target"],
-        "time_to_target_s": s["time_to_target_s"],
-        "blocks": s["blocks"],
-        "accepted": s["accepted"],
-        "rejected": s["rejected"],
-        "same_tip": s["same_tip"],
-        "verification_cpu_fraction": if total > 0.0 { Some(round3(eval.iter().sum::<f64>() / total)) } else { None },
-        "idle_rss_mb": rss.get(rss.len() / 2).copied(),
-        "evals_per_node_to_target": s["evals_per_node_to_target"],
-    });
-    println!("{line}");
+fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::Result<()> {
+    let mut lines = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let s = crate::devnet::run_summary(args())?;
+        let nums = |k: &str| -> Vec<f64> {
+            s[k].as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        let (cpu, eval, mut rss) = (nums("cpu_s"), nums("eval_s"), nums("rss_mb"));
+        rss.sort_by(f64::total_cmp);
+        let total: f64 = cpu.iter().sum();
+        let line = serde_json::json!({
+            "bench": "devnet",
+            "nodes": s["nodes"],
+            "domain": s["domain"],
+            "target": s["target"],
+            "time_to_target_s": s["time_to_target_s"],
+            "blocks": s["blocks"],
+            "accepted": s["accepted"],
+            "rejected": s["rejected"],
+            "same_tip": s["same_tip"],
+            "verification_cpu_fraction": if total > 0.0 { Some(round3(eval.iter().sum::<f64>() / total)) } else { None },
+            "idle_rss_mb": rss.get(rss.len() / 2).copied(),
+            "evals_per_node_to_target": s["evals_per_node_to_target"],
+        });
+        if runs > 1 {
+            eprintln!("bench devnet: run {} of {runs}: {line}", run + 1);
+        }
+        lines.push(line);
+    }
+    let Some(first) = lines.first() else { bail!("no runs") };
+    let mut out = first.clone();
+    if runs > 1 {
+        // Medians over the runs (a run that missed the target counts as the worst), and every
+        // run's own figure.
+        out["runs"] = runs.into();
+        for key in
+            ["time_to_target_s", "evals_per_node_to_target", "verification_cpu_fraction", "idle_rss_mb"]
+        {
+            let per_run: Vec<serde_json::Value> = lines.iter().map(|l| l[key].clone()).collect();
+            let mut values: Vec<f64> = per_run.iter().map(|v| v.as_f64().unwrap_or(f64::INFINITY)).collect();
+            values.sort_by(f64::total_cmp);
+            let median = values[values.len() / 2];
+            out[key] = if median.is_finite() { round3(median).into() } else { serde_json::Value::Null };
+            out[format!("{key}_runs")] = per_run.into();
+        }
+        for key in ["blocks", "accepted", "rejected"] {
+            out[key] = lines.iter().map(|l| l[key].clone()).collect::<Vec<_>>().into();
+        }
+        out["same_tip"] = lines.iter().all(|l| l["same_tip"] == true).into();
+    }
+    println!("{out}");
     Ok(())
 }
 

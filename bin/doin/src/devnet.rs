@@ -258,6 +258,13 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         dir.display()
     );
     eprintln!("devnet: node logs in {}/node*.log; Ctrl-C stops", dir.display());
+    for i in 0..args.nodes {
+        let port = args.base_port + 2 * i as u16;
+        if i == 0 {
+            eprintln!("devnet: dashboard http://127.0.0.1:{port}/dashboard");
+        }
+        eprintln!("devnet: node {i} API http://127.0.0.1:{port}/status");
+    }
 
     let started = Instant::now();
     let mut views = vec![NodeView::default(); args.nodes];

@@ -1,10 +1,18 @@
-//! The node's HTTP API (DESIGN §8), first part: the Python system's read endpoints with their
-//! JSON shapes (`/health`, `/status`, `/chain/status`, `/chain/blocks`, `/chain/block/{index}`,
-//! `/fees`, `/peers`) plus DOIN's accounts and transaction submission (`GET /accounts/{address}`,
-//! `POST /tx`). Errors are JSON `{error, detail}` with a 4xx status.
+//! The node's HTTP API (DESIGN §8): the Python system's endpoints with their JSON shapes
+//! (`/health`, `/status`, `/chain/*`, `/tasks/*`, `/fees`, `/peers`, the dashboard's `/api/*`),
+//! DOIN's own (accounts with state proofs, `POST /tx`, domains, certificates, channels, the SSE
+//! event stream `/events`, Prometheus `/metrics`, `/openapi.json`) and the dashboard at
+//! `/dashboard`. Every request passes [`guard`] (rate limits, sizes, timeout, CORS). Errors are
+//! JSON `{error, detail}` with a 4xx status; internal failures are an opaque 500, logged.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod dashboard;
+pub mod events;
+pub mod guard;
+pub mod metrics;
+pub mod openapi;
 pub mod tasks;
+pub mod views;
 
 use std::{
     collections::BTreeMap,
@@ -46,6 +54,14 @@ pub struct DomainStatus {
     pub best_performance: Option<f64>,
     /// Whether the champion reached the target.
     pub converged: bool,
+    /// Candidates this node's optimizer evaluated.
+    pub evaluations: u64,
+    /// The optimizer (built-in name or plugin command).
+    pub optimizer: String,
+    /// The external domain plugin, if any.
+    pub domain_plugin: Option<String>,
+    /// The optimizer's latest reported candidate: its metrics, evaluations and time.
+    pub training: Option<Value>,
 }
 
 /// What the node reports about itself, refreshed by its event loop.
@@ -61,6 +77,14 @@ pub struct LiveStatus {
     pub pending_quorums: usize,
     /// Transactions in the mempool.
     pub mempool: usize,
+    /// Evaluations this node is running for quorums (commit, domain, round, since).
+    pub evaluating: Vec<Value>,
+    /// The network's own metrics (libp2p, gossipsub), Prometheus text.
+    pub net_metrics: String,
+    /// Plugins this node runs and their counters.
+    pub plugins: Vec<Value>,
+    /// CPU seconds of the process and of evaluations, resident memory in MiB.
+    pub usage: (f64, f64, f64),
 }
 
 /// A transaction handed to the node, with the channel for its verdict.
@@ -93,6 +117,27 @@ pub struct ApiState {
     pub completions: mpsc::Sender<(tasks::Task, tasks::Completion)>,
     /// The key writes other than signed transactions need (`x-api-key`); none: refused.
     pub api_key: Option<String>,
+    /// Live events.
+    pub events: Arc<events::EventBus>,
+    /// Rate limits and HTTP counters.
+    pub guard: Arc<guard::Guard>,
+    /// When the node started.
+    pub started: std::time::Instant,
+}
+
+impl ApiState {
+    /// Seconds since the node started.
+    pub fn uptime_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// An API error: a status and a JSON body `{error, detail}`.
@@ -106,6 +151,12 @@ pub struct ApiError {
 impl ApiError {
     fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
         Self { status, error, detail: detail.into() }
+    }
+
+    /// An opaque 500; the cause goes to the log only.
+    fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "HTTP handler failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
     }
 }
 
@@ -125,6 +176,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/chain/status", get(chain_status))
         .route("/chain/blocks", get(chain_blocks))
         .route("/chain/block/{index}", get(chain_block))
+        .route("/chain/block/hash/{hash}", get(views::block_by_hash))
+        .route("/certificates/{commit}", get(views::certificate))
+        .route("/channels/{id}", get(views::channel))
         .route("/fees", get(fees))
         .route("/peers", get(peers))
         .route("/accounts/{address}", get(account))
@@ -133,8 +187,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/tasks/pending", get(tasks_pending))
         .route("/tasks/claim", post(tasks_claim))
         .route("/tasks/complete", post(tasks_complete))
+        .route("/events", get(events::stream))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::document))
+        .route("/dashboard", get(dashboard::page))
+        .route("/api/node", get(views::node))
+        .route("/api/peers", get(views::peers))
+        .route("/api/optimization", get(views::optimization))
+        .route("/api/training", get(views::training))
+        .route("/api/evaluations", get(views::evaluations))
+        .route("/api/metrics", get(views::metrics))
+        .route("/api/events", get(events::recent))
+        .route("/api/chain", get(views::chain))
+        .route("/api/plugins", get(views::plugins))
+        .route("/api/economics", get(views::economics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 
@@ -368,10 +437,39 @@ fn parse_address(text: &str) -> Result<Address, ApiError> {
     Ok(Address(arr))
 }
 
-async fn account(State(s): State<ApiState>, Path(address): Path<String>) -> ApiResult {
+/// `?proof=true`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProofQuery {
+    proof: Option<bool>,
+}
+
+async fn account(
+    State(s): State<ApiState>,
+    Path(address): Path<String>,
+    query: Result<Query<ProofQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let address = parse_address(&address)?;
     let st = store(&s);
     let state = st.tip();
+    let proof = if q.proof.unwrap_or(false) {
+        use doin_consensus::StateKey;
+        let mut proofs = serde_json::Map::new();
+        for (name, key) in [("account", StateKey::Account(address)), ("stake", StateKey::Stake(address))] {
+            let (value, proof) = state.prove(&key).map_err(ApiError::internal)?;
+            proofs.insert(
+                name.into(),
+                json!({
+                    "key_hash": hex::encode(key.key_hash().0),
+                    "value": value.map(hex::encode),
+                    "proof": hex::encode(doin_primitives::encode(&proof)),
+                }),
+            );
+        }
+        Some(json!({ "state_root": state.root().to_string(), "height": state.height(), "records": proofs }))
+    } else {
+        None
+    };
     let acc = state.account(&address);
     let stake = state.stake(&address);
     let reputation: BTreeMap<String, f64> = state
@@ -387,6 +485,7 @@ async fn account(State(s): State<ApiState>, Path(address): Path<String>) -> ApiR
         "roles": stake.map(|s| s.roles.0),
         "reputation": reputation,
         "height": state.height(),
+        "proof": proof,
     })))
 }
 
@@ -443,7 +542,7 @@ async fn submit_tx(
     }
 }
 
-fn task_counts(s: &ApiState) -> Value {
+pub(crate) fn task_counts(s: &ApiState) -> Value {
     let (pending, claimed, completed) = s.tasks.lock().map(|mut q| q.counts()).unwrap_or((0, 0, 0));
     json!({ "pending": pending, "claimed": claimed, "completed": completed })
 }
@@ -532,7 +631,7 @@ pub async fn serve(
     state: ApiState,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "HTTP server stopped");

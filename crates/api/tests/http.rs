@@ -7,7 +7,10 @@ use axum::{
     http::{Request, StatusCode},
 };
 use doin_api::{
-    ApiState, DomainStatus, LiveStatus, Submission, router,
+    ApiState, DomainStatus, LiveStatus, Submission,
+    events::EventBus,
+    guard::{Guard, Limits},
+    router,
     tasks::{Completion, Task, TaskKind, TaskQueue},
 };
 use doin_consensus::testkit::TestNet;
@@ -72,12 +75,37 @@ fn fixture() -> Fixture {
         tasks: Arc::new(Mutex::new(TaskQueue::new(16, std::time::Duration::from_secs(60)))),
         completions,
         api_key: Some("sesame".into()),
+        events: Arc::new(EventBus::new()),
+        guard: Arc::new(Guard::new(Limits::default())),
+        started: std::time::Instant::now(),
     };
     Fixture { _dir: dir, chain, state, done }
 }
 
 async fn call(state: &ApiState, method: &str, uri: &str, body: Option<String>) -> (StatusCode, Value) {
     call_with_key(state, method, uri, body, None).await
+}
+
+/// A GET from the client at `ip`: status, `Retry-After`, content type and raw body.
+async fn raw(state: &ApiState, uri: &str, ip: [u8; 4]) -> (StatusCode, Option<String>, String, Vec<u8>) {
+    let mut req = Request::builder().method("GET").uri(uri).body(Body::empty()).unwrap();
+    req.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 40000))));
+    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let header =
+        |h| resp.headers().get(h).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let (retry, ctype) = (header("retry-after"), header("content-type").unwrap_or_default());
+    // Streams (SSE) never end: read what is there within a moment.
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), body.frame()).await
+    {
+        if let Ok(data) = frame.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    (status, retry, ctype, bytes)
 }
 
 async fn call_with_key(
@@ -255,4 +283,218 @@ async fn external_evaluators_pull_tasks_with_the_api_key() {
     open.api_key = None;
     let (s, v) = call_with_key(&open, "POST", "/tasks/claim", None, Some("sesame")).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("no_api_key")));
+}
+
+/// Every operation `/openapi.json` documents answers with a documented status and, for JSON
+/// success bodies, the documented required fields; every documented path is routed (none falls
+/// through to the 404 fallback with `not_found` for a valid id).
+#[tokio::test]
+async fn openapi_document_matches_the_server() {
+    let f = fixture();
+    let (s, doc) = call(&f.state, "GET", "/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let block = f.chain.blocks[2].hash().to_string();
+    let cert = f.chain.blocks[0].body.certificates[0].commit.id().to_string();
+    let addr = f.chain.addr(8).to_string();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 30, "{} paths", paths.len());
+    let mut checked = 0;
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let uri = path
+                .replace("{index}", "3")
+                .replace("{hash}", &block)
+                .replace("{commit}", &cert)
+                .replace("{address}", &addr)
+                .replace("{id}", &"ab".repeat(32));
+            let documented: Vec<u16> =
+                op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
+            let (status, body) = if method == "get" {
+                let (s, _, ctype, bytes) = raw(&f.state, &uri, [127, 0, 0, 9]).await;
+                let ok = op["responses"][s.as_str()]["content"].as_object().cloned().unwrap_or_default();
+                if let Some(expected) = ok.keys().next() {
+                    assert!(
+                        ctype.starts_with(expected.as_str()),
+                        "{uri}: content type {ctype}, documented {expected}"
+                    );
+                }
+                (s, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            } else {
+                call_with_key(&f.state, "POST", &uri, Some("{}".into()), Some("sesame")).await
+            };
+            assert!(
+                documented.contains(&status.as_u16()),
+                "{method} {uri}: {status} is not documented ({documented:?})"
+            );
+            let schema = &op["responses"][status.as_str()]["content"]["application/json"]["schema"];
+            if status.is_success() && !schema.is_null() {
+                for field in schema["required"].as_array().unwrap() {
+                    let field = field.as_str().unwrap();
+                    assert!(body.get(field).is_some(), "{method} {uri}: missing {field} in {body}");
+                }
+            }
+            if !status.is_success() {
+                assert!(body["error"].is_string() && body["detail"].is_string(), "{method} {uri}: {body}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30);
+    // Channels: the documented 404 for an unknown one names it.
+    let (s, v) = call(&f.state, "GET", &format!("/channels/{}", "cd".repeat(32)), None).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+}
+
+#[tokio::test]
+async fn dashboard_views_reflect_the_chain() {
+    let f = fixture();
+    // Certificates: found by commit, with the verified median and the receipt.
+    let cert = &f.chain.blocks[0].body.certificates[0];
+    let (s, v) = call(&f.state, "GET", &format!("/certificates/{}", cert.commit.id()), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["block_index"], 1);
+    assert_eq!(v["outcome"], "Accept");
+    assert_eq!(v["votes"].as_array().unwrap().len(), cert.votes.len());
+    let (s, _) = call(&f.state, "GET", &format!("/certificates/{}", "00".repeat(32)), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = call(&f.state, "GET", "/certificates/xyz", None).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_hash")));
+
+    // Blocks by hash, canonical.
+    let b = &f.chain.blocks[4];
+    let (_, v) = call(&f.state, "GET", &format!("/chain/block/hash/{}", b.hash()), None).await;
+    assert_eq!((v["header"]["index"].as_u64(), v["canonical"].as_bool()), (Some(5), Some(true)));
+
+    // Convergence and metrics rows: one per champion change, as the chain recorded them.
+    let (_, v) = call(&f.state, "GET", "/api/optimization", None).await;
+    let d = &v["domains"][0];
+    let series = d["convergence"].as_array().unwrap();
+    let champion =
+        f.chain.state.domain(&doin_consensus::testkit::domain_id()).unwrap().champion.clone().unwrap();
+    assert_eq!(series.len(), 4, "4 improving work blocks: {v}");
+    assert_eq!(series.last().unwrap()[1].as_f64().unwrap(), champion.performance.to_f64());
+    assert_eq!(d["best_performance"].as_f64().unwrap(), champion.performance.to_f64());
+    let (_, v) = call(&f.state, "GET", "/api/metrics", None).await;
+    let rows = v["metrics"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3]["champion_num"], 4);
+    assert_eq!(rows[3]["previous_best_performance"], rows[2]["performance"]);
+
+    // The chain view: newest first, linked.
+    let (_, v) = call(&f.state, "GET", "/api/chain?limit=5", None).await;
+    let blocks = v["blocks"].as_array().unwrap();
+    assert_eq!((blocks.len(), blocks[0]["index"].as_u64()), (5, Some(12)));
+    for w in blocks.windows(2) {
+        assert_eq!(w[0]["previous_hash"], w[1]["hash"]);
+    }
+    let (s, _) = call(&f.state, "GET", "/api/chain?limit=abc", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Economics: supply and rewards agree with the chain.
+    let (_, v) = call(&f.state, "GET", "/api/economics", None).await;
+    let minted = f.chain.state.meta().supply.minted.0 as f64 / 1e9;
+    assert_eq!(v["supply"]["minted"].as_f64().unwrap(), minted);
+    assert!(v["rewards"]["to_optimizers"].as_f64().unwrap() > 0.0);
+
+    // Accounts with a state proof that verifies against the root.
+    let addr = f.chain.addr(8);
+    let (_, v) = call(&f.state, "GET", &format!("/accounts/{addr}?proof=true"), None).await;
+    assert_eq!(v["proof"]["state_root"], f.chain.state.root().to_string());
+    let rec = &v["proof"]["records"]["account"];
+    let proof: doin_consensus::tree::StateProof =
+        doin_primitives::decode(&hex::decode(rec["proof"].as_str().unwrap()).unwrap(), 1 << 20, "proof")
+            .unwrap();
+    let value = rec["value"].as_str().map(|h| hex::decode(h).unwrap());
+    let key = doin_consensus::StateKey::Account(addr).key_hash();
+    assert!(doin_consensus::tree::verify_proof(&f.chain.state.root(), key, value.as_deref(), &proof));
+    let (_, v) = call(&f.state, "GET", &format!("/accounts/{addr}"), None).await;
+    assert!(v["proof"].is_null());
+}
+
+#[tokio::test]
+async fn events_stream_and_metrics() {
+    let f = fixture();
+    f.state.events.emit("block", None, serde_json::json!({ "height": 12 }));
+    f.state.events.emit("champion", Some("quadratic"), serde_json::json!({ "performance": -1.0 }));
+    let (_, v) = call(&f.state, "GET", "/api/events?limit=10", None).await;
+    let events = v["events"].as_array().unwrap();
+    assert_eq!((events.len(), events[0]["type"].as_str()), (2, Some("champion")), "newest first");
+    assert_eq!(v["counts"]["block"], 1);
+    let (_, v) = call(&f.state, "GET", "/api/events?type=block", None).await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+
+    // The SSE stream delivers what is emitted after subscribing.
+    let state = f.state.clone();
+    let emitter = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        state.events.emit("certificate", Some("quadratic"), serde_json::json!({ "outcome": "Accept" }));
+    });
+    let (s, _, ctype, bytes) = raw(&f.state, "/events", [127, 0, 0, 3]).await;
+    emitter.await.unwrap();
+    assert_eq!((s, ctype.as_str()), (StatusCode::OK, "text/event-stream"));
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("event: certificate"), "{text}");
+    assert!(text.contains("\"outcome\":\"Accept\""), "{text}");
+
+    // Prometheus text with chain, HTTP and event figures.
+    let (s, _, ctype, bytes) = raw(&f.state, "/metrics", [127, 0, 0, 3]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(bytes).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("doin_chain_height "), 12.0);
+    assert_eq!(value("doin_peers "), 1.0);
+    assert_eq!(value("doin_events_total{type=\"block\"}"), 1.0);
+    assert!(value("doin_http_responses_total{class=\"2xx\"}") >= 3.0);
+    assert!(text.contains("# TYPE doin_domain_champion_performance gauge"));
+}
+
+/// A flood from one client is throttled with 429 and `Retry-After` while another client is
+/// served; oversized queries are refused.
+#[tokio::test]
+async fn a_flooding_client_is_throttled_while_others_are_served() {
+    let mut f = fixture();
+    f.state.guard = Arc::new(Guard::new(Limits { rate_per_s: 5.0, burst: 20.0, cors_origins: Vec::new() }));
+    let mut limited = 0;
+    let mut retry = None;
+    for _ in 0..60 {
+        let (s, r, _, body) = raw(&f.state, "/health", [127, 0, 0, 66]).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+            retry = r;
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"], "rate_limited");
+        }
+    }
+    assert!(limited >= 35, "{limited} of 60 throttled (burst 20)");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    let (s, _, _, _) = raw(&f.state, "/health", [127, 0, 0, 67]).await;
+    assert_eq!(s, StatusCode::OK, "another client is served");
+    let (_, v) = call(&f.state, "GET", "/metrics", None).await;
+    assert!(v.is_null(), "metrics are text");
+    let long = format!("/chain/blocks?from=0&x={}", "a".repeat(doin_api::guard::MAX_QUERY_BYTES));
+    let (s, _, _, _) = raw(&f.state, &long, [127, 0, 0, 68]).await;
+    assert_eq!(s, StatusCode::URI_TOO_LONG);
+    assert!(f.state.guard.rate_limited.load(std::sync::atomic::Ordering::Relaxed) >= 35);
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_self_contained() {
+    let f = fixture();
+    let (s, _, ctype, bytes) = raw(&f.state, "/dashboard", [127, 0, 0, 5]).await;
+    assert_eq!((s, ctype.as_str()), (StatusCode::OK, "text/html; charset=utf-8"));
+    let page = String::from_utf8(bytes).unwrap();
+    assert!(page.contains("new EventSource(\"/events\")"));
+    for view in ["/api/node", "/api/optimization", "/api/chain", "/api/economics", "/api/peers"] {
+        assert!(page.contains(view), "{view} not used");
+    }
+    assert!(!page.contains("http://") && !page.contains("https://"), "no external fetches");
 }

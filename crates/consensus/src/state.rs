@@ -411,6 +411,10 @@ impl State {
     pub fn channel(&self, id: &Hash) -> Option<&Channel> {
         self.channels.get(id)
     }
+    /// Open payment channels in id order.
+    pub fn channels(&self) -> impl Iterator<Item = (&Hash, &Channel)> {
+        self.channels.iter()
+    }
     /// Pending unbonding entries `(release height, account) → amount`.
     pub fn unbonding(&self) -> impl Iterator<Item = (&(u64, Address), &Amount)> {
         self.unbonding.iter()

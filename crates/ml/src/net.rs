@@ -4,7 +4,8 @@
 //!
 //! Training is deterministic for a given seed even when several candidates train on parallel
 //! threads: burn's flex backend keeps one process-wide RNG, so initialization happens under a
-//! lock right after seeding it, and dropout masks come from the candidate's own RNG.
+//! lock right after seeding it (and parameters, which burn initializes lazily, are touched there
+//! too), and dropout masks come from the candidate's own RNG.
 
 use std::sync::Mutex;
 
@@ -176,7 +177,11 @@ pub fn train(
     let mut model = {
         let _guard = INIT.lock().map_err(|_| EvalError::Failed("initialization lock poisoned".into()))?;
         device.seed(config.seed);
-        Mlp::new(inputs, &config.hidden, outputs, &device)
+        let model = Mlp::new(inputs, &config.hidden, outputs, &device);
+        // burn initializes parameters lazily, on first use: use them all now, under the lock,
+        // or another thread's draws interleave with this model's.
+        let _ = model.forward(tensor2(vec![0.0; inputs], 1, inputs, &device), None);
+        model
     };
     let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).init();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0xd0_d0);

@@ -140,6 +140,12 @@ pub struct NodeConfig {
     pub workers: usize,
     /// Key for API writes other than signed transactions (task claims), sent as `x-api-key`.
     pub api_key: Option<String>,
+    /// HTTP requests per second one client IP may make (sustained).
+    pub http_rate_limit: f64,
+    /// HTTP requests one client may make at once before the rate applies.
+    pub http_burst: f64,
+    /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
+    pub cors_origins: Vec<String>,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -175,6 +181,9 @@ impl Default for NodeConfig {
             quorum_timeout: 120.0,
             workers: 1,
             api_key: None,
+            http_rate_limit: 50.0,
+            http_burst: 100.0,
+            cors_origins: Vec::new(),
             unknown: BTreeMap::new(),
         }
     }
@@ -242,6 +251,11 @@ impl NodeConfig {
         positive("quorum_fraction", self.quorum_fraction, 1.0)?;
         positive("quorum_tolerance", self.quorum_tolerance, 1e9)?;
         positive("quorum_timeout", self.quorum_timeout, 86_400.0)?;
+        positive("http_rate_limit", self.http_rate_limit, 1e6)?;
+        positive("http_burst", self.http_burst, 1e6)?;
+        if self.http_burst < 1.0 {
+            return Err(bad("http_burst", format!("{} must be at least 1", self.http_burst)));
+        }
         if !(0.0..=3600.0).contains(&self.reveal_delay) {
             return Err(bad("reveal_delay", format!("{} must be in [0, 3600] seconds", self.reveal_delay)));
         }

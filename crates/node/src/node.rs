@@ -40,6 +40,7 @@ use doin_primitives::{
     Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
+use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::{
@@ -96,6 +97,8 @@ struct DomainRt {
     target_reached: bool,
     /// Candidates the optimizer loop evaluated.
     evaluations: Arc<std::sync::atomic::AtomicU64>,
+    /// The optimizer's latest report (for `/api/training`).
+    last_found: Option<serde_json::Value>,
 }
 
 struct SeenCommit {
@@ -133,6 +136,8 @@ struct Engine {
     votes: HashMap<Hash, BTreeMap<(u8, Address), Vote>>,
     evaluating: HashSet<(Hash, u8)>,
     escalated: HashSet<Hash>,
+    /// Commits certified on chain recently (bounded; cleared when full).
+    done: HashSet<Hash>,
     quorum_timeout: Duration,
     my_reveals: Vec<(Instant, Reveal)>,
     certs: HashMap<Hash, ReadyCert>,
@@ -151,6 +156,8 @@ struct Engine {
     live: Arc<std::sync::RwLock<doin_api::LiveStatus>>,
     /// Quorum assignments for external evaluators.
     tasks: Arc<Mutex<doin_api::tasks::TaskQueue>>,
+    /// Live events for `/events` and the dashboard.
+    events: Arc<doin_api::events::EventBus>,
 }
 
 fn now_ms() -> u64 {
@@ -196,6 +203,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 champion: None,
                 target_reached: false,
                 evaluations: Arc::default(),
+                last_found: None,
             },
         );
     }
@@ -245,6 +253,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     let tasks = Arc::new(Mutex::new(doin_api::tasks::TaskQueue::new(1024, Duration::from_secs(120))));
     let (completions_tx, mut completions_rx) =
         mpsc::channel::<(doin_api::tasks::Task, doin_api::tasks::Completion)>(64);
+    let events = Arc::new(doin_api::events::EventBus::new());
     let http_addr: std::net::SocketAddr =
         format!("{}:{}", config.host, config.port).parse().map_err(other)?;
     let api = doin_api::ApiState {
@@ -257,6 +266,13 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         tasks: tasks.clone(),
         completions: completions_tx,
         api_key: config.api_key.clone(),
+        events: events.clone(),
+        guard: Arc::new(doin_api::guard::Guard::new(doin_api::guard::Limits {
+            rate_per_s: config.http_rate_limit,
+            burst: config.http_burst,
+            cors_origins: config.cors_origins.clone(),
+        })),
+        started: Instant::now(),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
@@ -279,6 +295,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         votes: HashMap::new(),
         evaluating: HashSet::new(),
         escalated: HashSet::new(),
+        done: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
         my_reveals: Vec::new(),
         certs: HashMap::new(),
@@ -294,7 +311,26 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         eval_nanos: Arc::default(),
         live: live.clone(),
         tasks: tasks.clone(),
+        events,
     };
+    // The network's metrics, copied for `/metrics` off the event loop: asking the network task
+    // from the loop could wait on a task that is itself waiting for the loop to take its events.
+    {
+        let (net, live) = (network.handle.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match net.metrics().await {
+                    Ok(text) => {
+                        if let Ok(mut l) = live.write() {
+                            l.net_metrics = text;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
 
     // Optimizer loops.
     let mut threads = Vec::new();
@@ -453,6 +489,10 @@ impl Engine {
         doin_primitives::DomainId::new(id).unwrap_or_default()
     }
 
+    fn emit(&self, kind: &str, domain: Option<&str>, data: serde_json::Value) {
+        self.events.emit(kind, domain, data);
+    }
+
     async fn publish(&self, topic: Topic, msg: GossipMessage) {
         if let Err(e) = self.net.publish(topic, msg).await {
             tracing::debug!(error = %e, "publish failed (no peers yet?)");
@@ -469,7 +509,13 @@ impl Engine {
                     println!("listening {addr}/p2p/{me}");
                 }
             }
-            NetworkEvent::PeerConnected(peer) => println!("connected {peer}"),
+            NetworkEvent::PeerConnected(peer) => {
+                println!("connected {peer}");
+                self.emit("peer_joined", None, json!({ "peer_id": peer.to_string() }));
+            }
+            NetworkEvent::PeerDisconnected(peer) => {
+                self.emit("peer_left", None, json!({ "peer_id": peer.to_string() }));
+            }
             NetworkEvent::Gossip { message, from, .. } => match message {
                 GossipMessage::Block(compact) => self.on_block(*compact, from),
                 GossipMessage::Transaction(tx) => {
@@ -559,7 +605,10 @@ impl Engine {
 
     fn on_commit(&mut self, commit: Commit) {
         let id = commit.id();
-        if !self.domains.contains_key(commit.body.domain.as_str()) || self.commits.contains_key(&id) {
+        if !self.domains.contains_key(commit.body.domain.as_str())
+            || self.commits.contains_key(&id)
+            || self.done.contains(&id)
+        {
             return;
         }
         if self.commits.len() >= MAX_PENDING
@@ -567,6 +616,11 @@ impl Engine {
         {
             self.commits.remove(&oldest);
         }
+        self.emit(
+            "commit",
+            Some(commit.body.domain.as_str()),
+            json!({ "commit": id.to_string(), "optimizer": commit.body.optimizer.to_string(), "claimed": commit.body.claimed.to_f64() }),
+        );
         self.commits.insert(id, SeenCommit { commit, at: Instant::now() });
         // A reveal that overtook its commit waits here.
         if let Some((reveal, at)) = self.reveals.get(&id).cloned() {
@@ -576,19 +630,26 @@ impl Engine {
 
     fn on_reveal(&mut self, reveal: Reveal, at: Instant) {
         let commit = reveal.body.commit;
-        if self.reveals.contains_key(&commit) {
+        // First revealer wins: the first reveal to carry these parameters, in arrival order, even
+        // before its commit is here or its timing checked (and even when its certificate
+        // overtook it), so a later copy never gets evaluated.
+        if self.params_first.len() >= MAX_PENDING * 4 {
+            self.params_first.clear();
+        }
+        self.params_first.entry(Hash::of(&encode(&reveal.body.params))).or_insert(commit);
+        if self.reveals.contains_key(&commit) || self.done.contains(&commit) {
             return;
         }
         if self.reveals.len() >= MAX_PENDING {
             self.reveals.clear();
         }
+        let domain = self.commits.get(&commit).map(|c| c.commit.body.domain.to_string());
+        self.emit(
+            "reveal",
+            domain.as_deref(),
+            json!({ "commit": commit.to_string(), "optimizer": reveal.body.optimizer.to_string() }),
+        );
         self.reveals.insert(commit, (reveal.clone(), at));
-        // First revealer wins: the first reveal to carry these parameters, in arrival order, even
-        // before its commit is here or its timing checked, so a later copy never gets evaluated.
-        if self.params_first.len() >= MAX_PENDING * 4 {
-            self.params_first.clear();
-        }
-        self.params_first.entry(Hash::of(&encode(&reveal.body.params))).or_insert(commit);
         if self.commits.contains_key(&commit) {
             self.consider(reveal, at);
         }
@@ -749,9 +810,34 @@ impl Engine {
                     target_performance: rt.config.target_performance,
                     best_performance: best,
                     converged: rt.target_reached,
+                    evaluations: rt.evaluations.load(Ordering::Relaxed),
+                    optimizer: rt.config.optimization_plugin.clone().unwrap_or_else(|| "shade".into()),
+                    domain_plugin: rt.config.domain_plugin.clone(),
+                    training: rt.last_found.clone(),
                 },
             );
         }
+        live.evaluating = self
+            .evaluating
+            .iter()
+            .map(|(commit, round)| {
+                json!({
+                    "commit": commit.to_string(),
+                    "round": round,
+                    "domain_id": self.commits.get(commit).map(|c| c.commit.body.domain.to_string()),
+                })
+            })
+            .collect();
+        let (cpu, rss) = process_usage();
+        live.usage = (cpu, self.eval_nanos.load(Ordering::Relaxed) as f64 / 1e9, rss);
+        live.plugins = doin_plugin::host::stats()
+            .into_iter()
+            .map(|(name, st)| {
+                let mut v = serde_json::to_value(&st).unwrap_or_default();
+                v["name"] = name.into();
+                v
+            })
+            .collect();
     }
 
     async fn on_measured(&mut self, m: Measured) {
@@ -783,13 +869,29 @@ impl Engine {
         if votes.len() >= 256 {
             return;
         }
-        votes.entry((vote.body.round.min(1), vote.body.evaluator)).or_insert(vote);
+        let key = (vote.body.round.min(1), vote.body.evaluator);
+        if !votes.contains_key(&key) {
+            let domain = self.commits.get(&commit).map(|c| c.commit.body.domain.to_string());
+            self.events.emit(
+                "vote",
+                domain.as_deref(),
+                json!({
+                    "commit": commit.to_string(),
+                    "evaluator": vote.body.evaluator.to_string(),
+                    "measured": vote.body.measured.to_f64(),
+                    "round": vote.body.round,
+                }),
+            );
+        }
+        self.votes.entry(commit).or_default().entry(key).or_insert(vote);
         self.try_certify(commit);
     }
 
     /// Assembles the certificate once every first-round vote is in.
     fn try_certify(&mut self, commit_id: Hash) {
-        if self.certs.contains_key(&commit_id) {
+        if self.certs.contains_key(&commit_id)
+            || self.store.lock().certificate_location(&commit_id).ok().flatten().is_some()
+        {
             return;
         }
         let (Some(seen), Some((reveal, revealed_at))) =
@@ -822,6 +924,18 @@ impl Engine {
                 c.cert.commit.body.domain != domain
                     || spec.direction.gain(claimed, c.cert.commit.body.claimed).is_none_or(|g| g < 0)
             });
+            self.emit(
+                "certificate",
+                Some(commit.body.domain.as_str()),
+                json!({
+                    "commit": commit_id.to_string(),
+                    "optimizer": commit.body.optimizer.to_string(),
+                    "outcome": "Accept",
+                    "claimed": claimed.to_f64(),
+                    "verified": claimed.to_f64(),
+                    "trusted": true,
+                }),
+            );
             self.certs.insert(commit_id, ReadyCert { cert, ready_at: Instant::now() });
             return;
         }
@@ -849,6 +963,16 @@ impl Engine {
                         first.len(),
                         q.first.len(),
                         if complete { "disagreeing" } else { "timed out" }
+                    );
+                    self.emit(
+                        "escalation",
+                        Some(commit.body.domain.as_str()),
+                        json!({
+                            "commit": commit_id.to_string(),
+                            "votes": first.len(),
+                            "quorum": q.first.len(),
+                            "reason": if complete { "disagreeing votes" } else { "quorum timed out" },
+                        }),
                     );
                     if q.escalation.contains(&self.me) {
                         let reveal = reveal.clone();
@@ -884,6 +1008,18 @@ impl Engine {
         };
         let mine = commit.body.optimizer == self.me;
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
+        self.emit(
+            "certificate",
+            Some(commit.body.domain.as_str()),
+            json!({
+                "commit": commit_id.to_string(),
+                "optimizer": commit.body.optimizer.to_string(),
+                "outcome": format!("{outcome:?}"),
+                "claimed": commit.body.claimed.to_f64(),
+                "verified": median.to_f64(),
+                "escalated": !cert.escalation.is_empty(),
+            }),
+        );
         let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
         self.certs.insert(commit_id, ReadyCert { cert, ready_at });
         if let Ok(mut q) = self.tasks.lock() {
@@ -930,6 +1066,14 @@ impl Engine {
     }
 
     async fn on_found(&mut self, f: Found) {
+        if let Some(rt) = self.domains.get_mut(&f.domain) {
+            rt.last_found = Some(json!({
+                "performance": f.measurement.performance,
+                "metrics": f.measurement.metrics,
+                "evaluations": f.evaluations,
+                "timestamp": doin_api::rfc3339(now_ms()),
+            }));
+        }
         let Some(rt) = self.domains.get(&f.domain) else { return };
         if rt.target_reached {
             return;
@@ -989,6 +1133,7 @@ impl Engine {
     async fn on_tick(&mut self) {
         let state = self.tip_state();
         self.refresh_live(&state);
+
         // Reveals that are due.
         let now = Instant::now();
         let due: Vec<Reveal> = {
@@ -1135,12 +1280,28 @@ impl Engine {
             return;
         }
         self.last_tip = tip;
-        println!(
-            "block {} {} work {} certs {}",
-            state.height(),
-            tip,
-            state.meta().cumulative_work,
-            self.store.lock().block(&tip).ok().flatten().map_or(0, |b| b.body.certificates.len())
+        let (certs, txs, kind, generator) =
+            self.store.lock().block(&tip).ok().flatten().map_or((0, 0, String::new(), String::new()), |b| {
+                (
+                    b.body.certificates.len(),
+                    b.body.transactions.len(),
+                    format!("{:?}", b.header.body.kind).to_lowercase(),
+                    b.header.body.generator.to_string(),
+                )
+            });
+        println!("block {} {} work {} certs {certs}", state.height(), tip, state.meta().cumulative_work);
+        self.emit(
+            "block",
+            None,
+            json!({
+                "height": state.height(),
+                "hash": tip.to_string(),
+                "kind": kind,
+                "generator": generator,
+                "certificates": certs,
+                "transactions": txs,
+                "cumulative_work": state.meta().cumulative_work as f64 / doin_primitives::FIXED_ONE as f64,
+            }),
         );
         let included: Vec<Transaction> = self
             .store
@@ -1152,6 +1313,23 @@ impl Engine {
             .unwrap_or_default();
         for t in &included {
             self.mempool.remove(&t.id());
+        }
+        // Certified commits are done: forget their pipeline state, and remember them so a late
+        // copy of their messages is not processed again.
+        if let Ok(Some(block)) = self.store.lock().block(&tip) {
+            if self.done.len() >= MAX_PENDING * 4 {
+                self.done.clear();
+            }
+            for c in block.body.certificates.iter() {
+                let id = c.commit.id();
+                // A certificate is a reveal, too: its parameters are taken.
+                self.params_first.entry(Hash::of(&encode(&c.reveal.body.params))).or_insert(id);
+                self.escalated.remove(&id);
+                self.votes.remove(&id);
+                self.reveals.remove(&id);
+                self.commits.remove(&id);
+                self.done.insert(id);
+            }
         }
         for (id, rt) in self.domains.iter_mut() {
             let Some(ds) = state.domain(&Self::domain_id(id)) else { continue };
@@ -1165,6 +1343,16 @@ impl Engine {
                 champion.performance.to_f64(),
                 champion.optimizer,
                 champion.height
+            );
+            self.events.emit(
+                "champion",
+                Some(id.as_str()),
+                json!({
+                    "performance": champion.performance.to_f64(),
+                    "optimizer": champion.optimizer.to_string(),
+                    "commit": champion.commit.to_string(),
+                    "height": champion.height,
+                }),
             );
             // The champion's parameters, from its certificate on chain.
             let params = {
@@ -1190,6 +1378,15 @@ impl Engine {
                     "target {id} reached {perf} at height {} evaluations {}",
                     state.height(),
                     rt.evaluations.load(Ordering::Relaxed)
+                );
+                self.events.emit(
+                    "target",
+                    Some(id.as_str()),
+                    json!({
+                        "performance": perf,
+                        "height": state.height(),
+                        "evaluations": rt.evaluations.load(Ordering::Relaxed),
+                    }),
                 );
             }
             if reached != rt.target_reached {

@@ -242,6 +242,35 @@ impl Process {
     }
 }
 
+/// Counters of one plugin (by name) across its processes, for `/metrics` and `/api/plugins`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PluginStats {
+    /// Processes started.
+    pub starts: u64,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed (timeouts, crashes, protocol errors, plugin-reported errors).
+    pub errors: u64,
+    /// Whether the plugin is disabled after too many faults in a row.
+    pub disabled: bool,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+static STATS: std::sync::Mutex<std::collections::BTreeMap<String, PluginStats>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn note(name: &str, f: impl FnOnce(&mut PluginStats)) {
+    if let Ok(mut m) = STATS.lock() {
+        f(m.entry(name.to_owned()).or_default());
+    }
+}
+
+/// Counters of every plugin this process has run, by plugin name.
+pub fn stats() -> std::collections::BTreeMap<String, PluginStats> {
+    STATS.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
 /// A supervised plugin process.
 pub struct PluginHost {
     spec: PluginSpec,
@@ -340,15 +369,26 @@ impl PluginHost {
         params: Json,
         timeout: Duration,
     ) -> Result<Json, PluginError> {
-        self.ensure_running()?;
-        let timeout = timeout.min(self.spec.limits.call_timeout);
-        match self.exchange(method, params, timeout) {
-            Ok(v) => {
-                self.faults_in_row = 0;
-                Ok(v)
+        note(&self.spec.name, |s| s.calls += 1);
+        let result = self.ensure_running().and_then(|()| {
+            let timeout = timeout.min(self.spec.limits.call_timeout);
+            match self.exchange(method, params, timeout) {
+                Ok(v) => {
+                    self.faults_in_row = 0;
+                    Ok(v)
+                }
+                Err(e) => Err(self.after_error(e)),
             }
-            Err(e) => Err(self.after_error(e)),
+        });
+        if let Err(e) = &result {
+            let disabled = self.is_disabled();
+            note(&self.spec.name, |s| {
+                s.errors += 1;
+                s.disabled = disabled;
+                s.last_error = Some(e.to_string());
+            });
         }
+        result
     }
 
     /// Asks the plugin to exit and waits briefly; kills it otherwise.
@@ -391,6 +431,10 @@ impl PluginHost {
         let process = self.spawn().map_err(|e| self.after_error(e))?;
         self.process = Some(process);
         self.starts += 1;
+        note(&self.spec.name, |s| {
+            s.starts += 1;
+            s.disabled = false;
+        });
         if self.starts > 1 {
             tracing::info!(plugin = %self.spec.name, restarts = self.starts - 1, "plugin restarted");
         }

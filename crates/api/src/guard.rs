@@ -1,0 +1,183 @@
+//! What every request passes through: per-client rate limits (token buckets keyed by IP,
+//! answered 429 with `Retry-After`), a query-size limit, a handler timeout, optional CORS and
+//! the HTTP counters `/metrics` reports.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::{ApiError, ApiState};
+
+/// Longest accepted query string, bytes.
+pub const MAX_QUERY_BYTES: usize = 2048;
+/// Time a handler may take (event streams answer at once and are not cut).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients tracked at once; beyond it the longest-idle half is forgotten.
+const MAX_CLIENTS: usize = 10_000;
+
+/// Rate-limit and CORS settings.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Sustained requests per second per client IP.
+    pub rate_per_s: f64,
+    /// Burst a client may spend at once.
+    pub burst: f64,
+    /// Origins allowed by CORS; empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { rate_per_s: 50.0, burst: 100.0, cors_origins: Vec::new() }
+    }
+}
+
+/// Token buckets per client and the HTTP counters.
+#[derive(Debug)]
+pub struct Guard {
+    limits: Limits,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// Requests answered, by status class (index 1 = 1xx … 5 = 5xx).
+    pub responses: [AtomicU64; 6],
+    /// Requests refused with 429.
+    pub rate_limited: AtomicU64,
+    /// Handlers cut by the timeout.
+    pub timeouts: AtomicU64,
+    /// Handler time, microseconds, summed.
+    pub handler_us: AtomicU64,
+}
+
+impl Guard {
+    /// A guard with `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            buckets: Mutex::default(),
+            responses: Default::default(),
+            rate_limited: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            handler_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a token for `ip`; `Err(seconds until one is available)` when the bucket is empty.
+    pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&ip) {
+            let mut ages: Vec<Instant> = buckets.values().map(|(_, t)| *t).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            buckets.retain(|_, (_, t)| *t > cutoff);
+        }
+        let (rate, burst) = (self.limits.rate_per_s.max(0.001), self.limits.burst.max(1.0));
+        let (tokens, last) = buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn total(&self) -> u64 {
+        self.responses.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip())
+}
+
+/// The middleware.
+pub(crate) async fn guard(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let g = &s.guard;
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let started = Instant::now();
+    let response = if let Err(wait) = g.take(client_ip(&req), started) {
+        g.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} requests per second from this client; retry in {wait} s",
+                g.limits.rate_per_s
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        r
+    } else if req.uri().query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "query_too_long",
+            format!("the query string is over {MAX_QUERY_BYTES} bytes"),
+        )
+        .into_response()
+    } else if req.method() == Method::OPTIONS && !g.limits.cors_origins.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        match tokio::time::timeout(HANDLER_TIMEOUT, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                g.timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(timeout_s = HANDLER_TIMEOUT.as_secs(), "HTTP handler timed out");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+                    .into_response()
+            }
+        }
+    };
+    g.handler_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let class = (response.status().as_u16() / 100).min(5) as usize;
+    g.responses[class].fetch_add(1, Ordering::Relaxed);
+    with_cors(response, origin.as_ref(), &g.limits.cors_origins)
+}
+
+fn with_cors(mut r: Response, origin: Option<&HeaderValue>, allowed: &[String]) -> Response {
+    let Some(origin) = origin else { return r };
+    let ok = origin.to_str().is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o));
+    if ok {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, x-api-key"));
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refill_at_the_rate_and_are_per_client() {
+        let g = Guard::new(Limits { rate_per_s: 2.0, burst: 3.0, cors_origins: Vec::new() });
+        let (a, b) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(g.take(a, t0).is_ok());
+        }
+        assert_eq!(g.take(a, t0), Err(1), "burst spent");
+        assert!(g.take(b, t0).is_ok(), "another client is unaffected");
+        assert!(g.take(a, t0 + Duration::from_millis(500)).is_ok(), "one token after 0.5 s at 2/s");
+        assert!(g.take(a, t0 + Duration::from_millis(500)).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! `GET /metrics`: Prometheus text exposition (version 0.0.4) of the chain, mempool, evaluation
+//! queue, optimizer, plugin, event and HTTP figures, followed by the network's own registry
+//! (libp2p and gossipsub).
+
+use std::{fmt::Write, sync::atomic::Ordering};
+
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
+
+use crate::{ApiState, fixed, live, store};
+
+/// Label values: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(self.0, "{name}{labels} {v}");
+        }
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: f64) {
+        self.metric(name, kind, help, &[(String::new(), v)]);
+    }
+}
+
+/// The exposition text.
+pub fn text(s: &ApiState) -> String {
+    let l = live(s);
+    let mut o = Out(String::with_capacity(8192));
+    {
+        let st = store(s);
+        let state = st.tip();
+        let meta = state.meta();
+        o.one("doin_chain_height", "gauge", "Height of the canonical tip.", state.height() as f64);
+        o.one(
+            "doin_chain_finalized_height",
+            "gauge",
+            "Height of the finalized checkpoint.",
+            meta.finalized.height as f64,
+        );
+        o.one(
+            "doin_chain_cumulative_work",
+            "gauge",
+            "Cumulative work of the canonical chain.",
+            fixed(meta.cumulative_work),
+        );
+        o.one("doin_chain_threshold", "gauge", "Work a work block needs.", fixed(meta.difficulty.threshold));
+        o.one(
+            "doin_chain_work_blocks",
+            "counter",
+            "Work blocks on the canonical chain.",
+            meta.difficulty.work_blocks as f64,
+        );
+        o.one(
+            "doin_chain_base_fee",
+            "gauge",
+            "Base fee per weight unit, base units.",
+            meta.base_fee.0 as f64,
+        );
+        o.one("doin_supply_minted_doin", "counter", "Coins minted.", meta.supply.minted.0 as f64 / 1e9);
+        o.one("doin_supply_burned_doin", "counter", "Coins burned.", meta.supply.burned.0 as f64 / 1e9);
+        let mut champions = Vec::new();
+        let mut improvements = Vec::new();
+        let mut rejected = Vec::new();
+        for (id, d) in state.domains() {
+            let l = format!("{{domain=\"{}\"}}", label(id.as_str()));
+            if let Some(c) = &d.champion {
+                champions.push((l.clone(), c.performance.to_f64()));
+            }
+            improvements.push((l.clone(), d.stats.improvements as f64));
+            rejected.push((l, d.stats.rejected as f64));
+        }
+        o.metric("doin_domain_champion_performance", "gauge", "Verified champion performance.", &champions);
+        o.metric("doin_domain_improvements", "counter", "Accepted improvements on chain.", &improvements);
+        o.metric("doin_domain_rejected", "counter", "Rejected optimae on chain.", &rejected);
+    }
+    o.one("doin_peers", "gauge", "Connected peers.", l.peers.len() as f64);
+    o.one("doin_mempool_transactions", "gauge", "Transactions waiting in the mempool.", l.mempool as f64);
+    o.one(
+        "doin_pending_commitments",
+        "gauge",
+        "Commits without a certificate yet.",
+        l.pending_commitments as f64,
+    );
+    o.one("doin_pending_quorums", "gauge", "Quorums evaluating or escalated.", l.pending_quorums as f64);
+    o.one(
+        "doin_evaluations_running",
+        "gauge",
+        "Quorum evaluations running on this node.",
+        l.evaluating.len() as f64,
+    );
+    let (pending, claimed, completed) = s.tasks.lock().map(|mut q| q.counts()).unwrap_or((0, 0, 0));
+    o.metric(
+        "doin_task_queue",
+        "gauge",
+        "External evaluator tasks by state.",
+        &[
+            ("{state=\"pending\"}".into(), pending as f64),
+            ("{state=\"claimed\"}".into(), claimed as f64),
+            ("{state=\"completed\"}".into(), completed as f64),
+        ],
+    );
+    let evals: Vec<(String, f64)> = l
+        .domains
+        .iter()
+        .filter(|(_, d)| d.optimize)
+        .map(|(id, d)| (format!("{{domain=\"{}\"}}", label(id)), d.evaluations as f64))
+        .collect();
+    o.metric(
+        "doin_optimizer_evaluations_total",
+        "counter",
+        "Candidates this node's optimizer evaluated.",
+        &evals,
+    );
+    let mut calls = Vec::new();
+    let mut errors = Vec::new();
+    let mut starts = Vec::new();
+    for p in &l.plugins {
+        let name = label(p["name"].as_str().unwrap_or("?"));
+        let lbl = format!("{{plugin=\"{name}\"}}");
+        calls.push((lbl.clone(), p["calls"].as_f64().unwrap_or(0.0)));
+        errors.push((lbl.clone(), p["errors"].as_f64().unwrap_or(0.0)));
+        starts.push((lbl, p["starts"].as_f64().unwrap_or(0.0)));
+    }
+    o.metric("doin_plugin_calls_total", "counter", "Calls made to plugin processes.", &calls);
+    o.metric("doin_plugin_errors_total", "counter", "Plugin calls that failed.", &errors);
+    o.metric("doin_plugin_starts_total", "counter", "Plugin processes started (restarts included).", &starts);
+    let events: Vec<(String, f64)> = s
+        .events
+        .counts()
+        .into_iter()
+        .map(|(k, v)| (format!("{{type=\"{}\"}}", label(&k)), v as f64))
+        .collect();
+    o.metric("doin_events_total", "counter", "Live events emitted, by type.", &events);
+    o.one(
+        "doin_event_subscribers",
+        "gauge",
+        "Open event-stream subscriptions.",
+        s.events.subscribers() as f64,
+    );
+    let g = &s.guard;
+    let classes: Vec<(String, f64)> = (1..6)
+        .map(|c| (format!("{{class=\"{c}xx\"}}"), g.responses[c].load(Ordering::Relaxed) as f64))
+        .collect();
+    o.metric("doin_http_responses_total", "counter", "HTTP responses by status class.", &classes);
+    o.one(
+        "doin_http_rate_limited_total",
+        "counter",
+        "Requests refused with 429.",
+        g.rate_limited.load(Ordering::Relaxed) as f64,
+    );
+    o.one(
+        "doin_http_timeouts_total",
+        "counter",
+        "Handlers cut by the timeout.",
+        g.timeouts.load(Ordering::Relaxed) as f64,
+    );
+    o.one(
+        "doin_http_handler_seconds_total",
+        "counter",
+        "Time spent answering requests.",
+        g.handler_us.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    o.one("doin_process_cpu_seconds_total", "counter", "CPU time of the node process.", l.usage.0);
+    o.one("doin_evaluation_cpu_seconds_total", "counter", "CPU time spent on quorum evaluations.", l.usage.1);
+    o.one("doin_process_resident_memory_mb", "gauge", "Resident memory of the node process.", l.usage.2);
+    o.one("doin_uptime_seconds", "gauge", "Seconds since the node started.", s.uptime_s());
+    let mut text = o.0;
+    text.push_str(&l.net_metrics);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// The handler.
+pub(crate) async fn render(State(s): State<ApiState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text(&s)).into_response()
+}

@@ -1,0 +1,250 @@
+//! `GET /openapi.json`: an OpenAPI 3.0 description of every endpoint. The conformance test
+//! calls each documented operation and checks the status against the documented ones and the
+//! body against the documented required fields.
+
+use axum::{Json, extract::State};
+use serde_json::{Map, Value, json};
+
+use crate::ApiState;
+
+/// One operation: method, path, summary, required top-level fields of the 200 body (or a
+/// content type for non-JSON bodies), parameters and the error statuses it may answer.
+#[derive(Debug)]
+pub struct Operation {
+    /// `get` or `post`.
+    pub method: &'static str,
+    /// Path with `{param}` segments.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Success status.
+    pub ok: u16,
+    /// Required fields of the success body; `None`: not JSON.
+    pub required: Option<&'static [&'static str]>,
+    /// Content type of a non-JSON success body.
+    pub content_type: &'static str,
+    /// Query parameters.
+    pub query: &'static [&'static str],
+    /// Error statuses besides 429 (every operation may answer 429 and 500).
+    pub errors: &'static [u16],
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    required: &'static [&'static str],
+) -> Operation {
+    Operation {
+        method,
+        path,
+        summary,
+        ok: 200,
+        required: Some(required),
+        content_type: "application/json",
+        query: &[],
+        errors: &[],
+    }
+}
+
+/// Every operation the router serves.
+pub const OPERATIONS: &[Operation] = &[
+    op("get", "/health", "Liveness.", &["status", "port"]),
+    op(
+        "get",
+        "/status",
+        "Node status in the Python system's shape, DOIN's fields added.",
+        &["status", "peer_id", "chain_height", "domains", "peers", "coin", "difficulty"],
+    ),
+    op(
+        "get",
+        "/chain/status",
+        "Tip, block count and state root.",
+        &["chain_height", "tip_index", "tip_hash", "state_root", "finalized_height"],
+    ),
+    Operation {
+        query: &["from", "to"],
+        errors: &[400],
+        ..op("get", "/chain/blocks", "Blocks from..to inclusive, at most 50.", &["blocks", "has_more"])
+    },
+    Operation {
+        errors: &[400, 404],
+        ..op(
+            "get",
+            "/chain/block/{index}",
+            "A canonical block by height.",
+            &["header", "hash", "transactions", "certificates"],
+        )
+    },
+    Operation {
+        errors: &[400, 404],
+        ..op("get", "/chain/block/hash/{hash}", "A block by hash.", &["header", "hash", "canonical"])
+    },
+    Operation {
+        errors: &[400, 404],
+        ..op(
+            "get",
+            "/certificates/{commit}",
+            "A certificate with its receipt.",
+            &["commit", "outcome", "claimed", "verified", "votes"],
+        )
+    },
+    Operation {
+        errors: &[400, 404],
+        ..op("get", "/channels/{id}", "An open payment channel.", &["id", "payer", "payee", "deposit"])
+    },
+    op("get", "/fees", "Fee market.", &["enabled", "base_fee"]),
+    op("get", "/peers", "Connected peers.", &["self", "peers"]),
+    Operation {
+        query: &["proof"],
+        errors: &[400],
+        ..op(
+            "get",
+            "/accounts/{address}",
+            "Balance, nonce, stake, reputation; a state proof with proof=true.",
+            &["address", "balance", "nonce", "reputation", "height"],
+        )
+    },
+    op("get", "/domains", "Registered domains and champions.", &["domains"]),
+    Operation {
+        ok: 202,
+        errors: &[400, 413, 422, 503],
+        ..op("post", "/tx", "Submit a signed transaction.", &["id"])
+    },
+    op("get", "/tasks/pending", "Pending external-evaluator tasks.", &["tasks", "total_pending"]),
+    Operation {
+        errors: &[400, 401, 403],
+        ..op("post", "/tasks/claim", "Claim a task (x-api-key).", &["task"])
+    },
+    Operation {
+        errors: &[400, 401, 403, 404, 409, 503],
+        ..op("post", "/tasks/complete", "Complete a claimed task (x-api-key).", &["accepted", "task_id"])
+    },
+    Operation {
+        required: None,
+        content_type: "text/event-stream",
+        query: &["type"],
+        ..op(
+            "get",
+            "/events",
+            "Server-Sent Events: blocks, commits, reveals, votes, certificates, champions, peers.",
+            &[],
+        )
+    },
+    Operation {
+        required: None,
+        content_type: "text/plain",
+        ..op("get", "/metrics", "Prometheus metrics.", &[])
+    },
+    op("get", "/openapi.json", "This document.", &["openapi", "info", "paths"]),
+    Operation {
+        required: None,
+        content_type: "text/html",
+        ..op("get", "/dashboard", "The web dashboard.", &[])
+    },
+    op(
+        "get",
+        "/api/node",
+        "Node identity, domains and roles.",
+        &["node_label", "peer_id", "port", "uptime_s", "domains", "chain_height"],
+    ),
+    op("get", "/api/peers", "Peers for the dashboard.", &["connected_count", "known_count", "peers"]),
+    op("get", "/api/optimization", "Per domain: champion, target, convergence series.", &["domains"]),
+    op("get", "/api/training", "Latest candidate each optimizing domain measured.", &["active", "domains"]),
+    op(
+        "get",
+        "/api/evaluations",
+        "Quorum evaluations here and votes cast.",
+        &["pending_count", "completed_count", "pending", "completed"],
+    ),
+    op("get", "/api/metrics", "One row per verified champion change.", &["metrics"]),
+    Operation {
+        query: &["type", "limit"],
+        ..op("get", "/api/events", "Recent events, newest first.", &["events", "counts"])
+    },
+    Operation {
+        query: &["limit"],
+        errors: &[400],
+        ..op("get", "/api/chain", "Newest blocks with receipts.", &["height", "tip_index", "blocks"])
+    },
+    op("get", "/api/plugins", "Optimizers, evaluators and plugin processes.", &["plugins", "processes"]),
+    op(
+        "get",
+        "/api/economics",
+        "Supply, fees, balances, stakes, rewards, bounties, channels.",
+        &["supply", "base_fee", "top_balances", "rewards", "bounties", "channels"],
+    ),
+];
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Malformed request",
+        401 => "Missing or wrong API key",
+        403 => "Not allowed on this node",
+        404 => "Not found",
+        409 => "Conflict (lease expired or task gone)",
+        413 => "Body too large",
+        422 => "Rejected by the node's rules",
+        429 => "Rate limited (see Retry-After)",
+        500 => "Internal error",
+        _ => "Unavailable",
+    }
+}
+
+/// The document.
+pub fn document_value() -> Value {
+    let mut paths = Map::new();
+    for o in OPERATIONS {
+        let mut params: Vec<Value> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        params.extend(
+            o.query.iter().map(
+                |q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "string" } }),
+            ),
+        );
+        let ok_content = match o.required {
+            Some(req) => json!({ "application/json": { "schema": {
+                "type": "object", "required": req,
+                "properties": req.iter().map(|f| (f.to_string(), json!({}))).collect::<Map<String, Value>>(),
+            } } }),
+            None => json!({ o.content_type: { "schema": { "type": "string" } } }),
+        };
+        let mut responses = Map::new();
+        responses.insert(o.ok.to_string(), json!({ "description": reason(o.ok), "content": ok_content }));
+        for code in o.errors.iter().chain(&[429, 500]) {
+            responses.insert(
+                code.to_string(),
+                json!({
+                    "description": reason(*code),
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+                }),
+            );
+        }
+        let mut operation = json!({ "summary": o.summary, "parameters": params, "responses": responses });
+        if o.method == "post" {
+            operation["requestBody"] = json!({ "required": o.path == "/tx", "content": { "application/json": { "schema": { "type": "object" } } } });
+        }
+        let entry = paths.entry(o.path.to_owned()).or_insert_with(|| json!({}));
+        entry[o.method] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "DOIN node API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": { "schemas": { "Error": {
+            "type": "object", "required": ["error", "detail"],
+            "properties": { "error": { "type": "string" }, "detail": { "type": "string" } },
+        } } },
+    })
+}
+
+/// The handler.
+pub(crate) async fn document(State(_): State<ApiState>) -> Json<Value> {
+    Json(document_value())
+}

@@ -1,0 +1,463 @@
+//! The dashboard's `/api/*` views (the Python system's shapes, DOIN's fields added) and DOIN's
+//! lookups by hash: blocks, certificates, payment channels.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+};
+use doin_consensus::Receipt;
+use doin_primitives::{Block, Hash, Outcome};
+use doin_storage::ChainStore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{ApiError, ApiResult, ApiState, block_json, doin, fixed, live, rfc3339, store};
+
+/// Blocks the chain views scan back from the tip at most.
+pub const SCAN_BLOCKS: u64 = 2000;
+
+fn parse_hash(text: &str, what: &'static str) -> Result<Hash, ApiError> {
+    let bytes = hex::decode(text).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_hash", format!("a {what} is 64 hex characters"))
+    })?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_hash", format!("a {what} is 32 bytes")))?;
+    Ok(Hash(arr))
+}
+
+/// `GET /chain/block/hash/{hash}`: a block by its hash, canonical or not.
+pub(crate) async fn block_by_hash(State(s): State<ApiState>, Path(hash): Path<String>) -> ApiResult {
+    let hash = parse_hash(&hash, "block hash")?;
+    let st = store(&s);
+    let block = st.block(&hash).map_err(ApiError::internal)?;
+    let Some(block) = block else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no block {hash}")));
+    };
+    let canonical = st.canonical_hash(block.header.body.height).ok().flatten() == Some(hash);
+    let mut v = block_json(&block);
+    v["canonical"] = canonical.into();
+    Ok(Json(v))
+}
+
+/// `GET /certificates/{commit}`: a certificate on the canonical chain with its receipt.
+pub(crate) async fn certificate(State(s): State<ApiState>, Path(commit): Path<String>) -> ApiResult {
+    let commit = parse_hash(&commit, "commit id")?;
+    let st = store(&s);
+    let Some((block_hash, index)) = st.certificate_location(&commit).map_err(ApiError::internal)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("commit {commit} is not certified"),
+        ));
+    };
+    let block = st.block(&block_hash).map_err(ApiError::internal)?;
+    let receipt = st.receipt(&block_hash).map_err(ApiError::internal)?;
+    let (Some(block), Some(receipt)) = (block, receipt) else {
+        return Err(ApiError::internal(format!("block {block_hash} of certificate {commit} is missing")));
+    };
+    let i = index as usize;
+    let (Some(cert), Some(r)) = (block.body.certificates.get(i), receipt.certificates.get(i)) else {
+        return Err(ApiError::internal(format!("certificate {i} of block {block_hash} is missing")));
+    };
+    Ok(Json(json!({
+        "commit": commit.to_string(),
+        "block_hash": block_hash.to_string(),
+        "block_index": block.header.body.height,
+        "domain_id": r.domain,
+        "optimizer": r.optimizer.to_string(),
+        "outcome": format!("{:?}", r.outcome),
+        "escalated": r.escalated,
+        "claimed": r.claimed.to_f64(),
+        "verified": r.median.to_f64(),
+        "previous": r.previous.map(|m| m.to_f64()),
+        "improved": r.improved,
+        "increment": fixed(r.increment),
+        "reward_fraction": fixed(u128::from(r.reward_fraction)),
+        "optimizer_reward": doin(r.optimizer_reward.0),
+        "bounty_paid": doin(r.bounty_paid.0),
+        "bond_burned": doin(r.bond_burned.0),
+        "agreeing": r.agreeing.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "outliers": r.outliers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "params": cert.reveal.body.params.to_vec(),
+        "votes": cert.votes.iter().chain(cert.escalation.iter()).map(|v| json!({
+            "evaluator": v.body.evaluator.to_string(),
+            "round": v.body.round,
+            "measured": v.body.measured.to_f64(),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /channels/{id}`: a payment channel.
+pub(crate) async fn channel(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_hash(&id, "channel id")?;
+    let st = store(&s);
+    match st.tip().channel(&id) {
+        Some(c) => Ok(Json(json!({
+            "id": id.to_string(),
+            "payer": c.payer.to_string(),
+            "payee": c.payee.to_string(),
+            "deposit": doin(c.deposit.0),
+            "expiry_height": c.expiry_height,
+            "opened_at": c.opened_at,
+            "closing": c.closing,
+        }))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no open channel {id}"))),
+    }
+}
+
+/// `GET /api/node`.
+pub(crate) async fn node(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    let height = store(&s).tip().height();
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    Ok(Json(json!({
+        "node_label": format!("{hostname}:{}", s.port),
+        "hostname": hostname,
+        "peer_id": s.peer_id,
+        "address": s.address.to_string(),
+        "port": s.port,
+        "uptime_s": (s.uptime_s() * 10.0).round() / 10.0,
+        "domains": l.domains.iter().map(|(id, d)| json!({
+            "domain_id": id,
+            "optimize": d.optimize,
+            "evaluate": d.evaluate,
+            "synthetic": d.synthetic,
+            "trusted": d.trusted,
+            "optimizer_plugin": d.optimizer,
+            "predictor_plugin": d.domain_plugin.clone().unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+        "chain_height": height + 1,
+        "discovery_enabled": false,
+        "dashboard_enabled": true,
+        "versions": { "doin": env!("CARGO_PKG_VERSION") },
+        "usage": { "cpu_s": l.usage.0, "eval_cpu_s": l.usage.1, "rss_mb": l.usage.2 },
+    })))
+}
+
+/// `GET /api/peers`.
+pub(crate) async fn peers(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    Ok(Json(json!({
+        "connected_count": l.peers.len(),
+        "known_count": l.peers.len(),
+        "peers": l.peers.iter().map(|p| json!({ "peer_id": p, "connected": true })).collect::<Vec<_>>(),
+        "self": { "peer_id": s.peer_id, "address": s.address.to_string(), "port": s.port },
+    })))
+}
+
+/// One verified champion change, from block receipts.
+#[derive(Clone, Debug)]
+pub struct ChampionChange {
+    /// Domain.
+    pub domain: String,
+    /// Block height and hash, generator and time.
+    pub height: u64,
+    /// Block hash.
+    pub block: Hash,
+    /// Block generator.
+    pub generator: String,
+    /// Block time, ms.
+    pub timestamp_ms: u64,
+    /// The verified (median) performance.
+    pub performance: f64,
+    /// The champion it replaced.
+    pub previous: Option<f64>,
+    /// Optimizer.
+    pub optimizer: String,
+    /// Commit id.
+    pub commit: Hash,
+    /// Effective increment.
+    pub increment: f64,
+    /// Optimizer's reward.
+    pub reward: f64,
+}
+
+/// Canonical blocks with their receipts from `from` to the tip.
+fn canonical_range(st: &ChainStore, from: u64) -> Vec<(Block, Receipt)> {
+    let tip = st.tip().height();
+    (from..=tip)
+        .filter_map(|h| {
+            let hash = st.canonical_hash(h).ok().flatten()?;
+            Some((st.block(&hash).ok().flatten()?, st.receipt(&hash).ok().flatten()?))
+        })
+        .collect()
+}
+
+/// Champion changes in the last [`SCAN_BLOCKS`] blocks, oldest first.
+pub fn champion_history(st: &ChainStore) -> Vec<ChampionChange> {
+    let from = st.tip().height().saturating_sub(SCAN_BLOCKS);
+    let mut out = Vec::new();
+    for (block, receipt) in canonical_range(st, from) {
+        for r in receipt.certificates.iter().filter(|r| r.outcome == Outcome::Accept && r.improved) {
+            out.push(ChampionChange {
+                domain: r.domain.clone(),
+                height: receipt.height,
+                block: receipt.block_hash,
+                generator: receipt.generator.to_string(),
+                timestamp_ms: block.header.body.timestamp_ms,
+                performance: r.median.to_f64(),
+                previous: r.previous.map(|m| m.to_f64()),
+                optimizer: r.optimizer.to_string(),
+                commit: r.commit,
+                increment: fixed(r.increment),
+                reward: doin(r.optimizer_reward.0),
+            });
+        }
+    }
+    out
+}
+
+/// `GET /api/optimization`: per domain the champion, the target, this node's optimizer and the
+/// verified convergence series (`[timestamp_ms, performance, height]` per champion change).
+pub(crate) async fn optimization(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    let st = store(&s);
+    let history = champion_history(&st);
+    let state = st.tip();
+    let domains: Vec<Value> = state
+        .domains()
+        .map(|(id, d)| {
+            let id = id.to_string();
+            let mine = l.domains.get(&id);
+            let series: Vec<Value> = history
+                .iter()
+                .filter(|c| c.domain == id)
+                .map(|c| json!([c.timestamp_ms, c.performance, c.height]))
+                .collect();
+            json!({
+                "domain_id": id,
+                "round": mine.map_or(0, |m| m.evaluations),
+                "best_performance": d.champion.as_ref().map(|c| c.performance.to_f64()),
+                "target_performance": d.spec.target.map(|t| t.to_f64()),
+                "converged": mine.is_some_and(|m| m.converged),
+                "higher_is_better": d.spec.direction == doin_primitives::domain::Direction::Maximize,
+                "verification": d.spec.evaluation.data,
+                "optimizer_plugin": mine.map(|m| m.optimizer.clone()),
+                "champion": d.champion.as_ref().map(|c| json!({
+                    "source": "blockchain",
+                    "block_index": c.height,
+                    "optimizer": c.optimizer.to_string(),
+                    "commit": c.commit.to_string(),
+                    "performance": c.performance.to_f64(),
+                })),
+                "improvements": d.stats.improvements,
+                "rejected": d.stats.rejected,
+                "convergence": series,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "domains": domains, "tolerance_margin": null })))
+}
+
+/// `GET /api/training`: what each optimizing domain's latest reported candidate measured.
+pub(crate) async fn training(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    let domains: Vec<Value> = l
+        .domains
+        .iter()
+        .filter(|(_, d)| d.optimize)
+        .map(|(id, d)| {
+            json!({
+                "domain_id": id,
+                "active": d.optimize && !d.converged,
+                "round": d.evaluations,
+                "latest": d.training,
+            })
+        })
+        .collect();
+    let first = domains.first().cloned().unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "active": domains.iter().any(|d| d["active"] == true),
+        "domain_id": first["domain_id"].clone(),
+        "round": first["round"].clone(),
+        "domains": domains,
+    })))
+}
+
+/// `GET /api/evaluations`: quorum evaluations running here and the votes this node cast.
+pub(crate) async fn evaluations(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    let me = s.address.to_string();
+    let completed: Vec<Value> = s
+        .events
+        .recent(crate::events::RECENT, Some("vote"))
+        .into_iter()
+        .filter(|e| e.data["evaluator"] == me.as_str())
+        .map(|e| {
+            let mut v = e.data.clone();
+            v["timestamp"] = rfc3339(e.timestamp_ms).into();
+            v["domain_id"] = e.domain_id.clone().into();
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "pending_count": l.evaluating.len(),
+        "completed_count": completed.len(),
+        "pending": l.evaluating,
+        "completed": completed,
+        "task_queue": crate::task_counts(&s),
+    })))
+}
+
+/// `GET /api/metrics`: one row per verified champion change (the Python dashboard's metrics
+/// table), numbered per domain.
+pub(crate) async fn metrics(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let rows: Vec<Value> = champion_history(&st)
+        .into_iter()
+        .map(|c| {
+            let n = counts.entry(c.domain.clone()).or_default();
+            *n += 1;
+            json!({
+                "champion_num": *n,
+                "acceptance_num": *n,
+                "improvement_num": *n,
+                "block_index": c.height,
+                "block_hash": c.block.to_string(),
+                "transaction_id": c.commit.to_string(),
+                "domain_id": c.domain,
+                "performance": c.performance,
+                "best_performance": c.performance,
+                "previous_best_performance": c.previous,
+                "is_improvement": true,
+                "peer_id": c.optimizer,
+                "generator_id": c.generator,
+                "timestamp": rfc3339(c.timestamp_ms),
+                "increment": c.increment,
+                "optimizer_reward": c.reward,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "metrics": rows })))
+}
+
+/// `?limit=`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Limit {
+    limit: Option<u64>,
+}
+
+/// `GET /api/chain`: the newest blocks (default 20, at most 50), newest first.
+pub(crate) async fn chain(
+    State(s): State<ApiState>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let n = q.limit.unwrap_or(20).clamp(1, crate::MAX_BLOCKS_PER_REQUEST);
+    let st = store(&s);
+    let tip = st.tip().height();
+    let blocks: Vec<Value> = canonical_range(&st, tip.saturating_sub(n - 1))
+        .into_iter()
+        .rev()
+        .map(|(b, r)| {
+            let h = &b.header.body;
+            json!({
+                "index": h.height,
+                "hash": r.block_hash.to_string(),
+                "previous_hash": h.parent_hash.to_string(),
+                "timestamp": rfc3339(h.timestamp_ms),
+                "generator_id": if h.height == 0 { "genesis".to_owned() } else { h.generator.to_string() },
+                "kind": format!("{:?}", h.kind).to_lowercase(),
+                "weighted_sum": fixed(h.work),
+                "threshold": fixed(h.threshold),
+                "tx_count": b.body.transactions.len(),
+                "cert_count": b.body.certificates.len(),
+                "reward": doin(r.reward.0),
+                "fees_burned": doin(r.fees_burned.0),
+                "transactions": b.body.transactions.iter().map(|tx| json!({
+                    "id": tx.id().to_string(),
+                    "tx_type": serde_json::to_value(&tx.body.kind).ok().and_then(|k| k.get("type").cloned()),
+                    "sender": tx.sender.to_string(),
+                })).collect::<Vec<_>>(),
+                "certificates": r.certificates.iter().map(|c| json!({
+                    "commit": c.commit.to_string(),
+                    "domain_id": c.domain,
+                    "optimizer": c.optimizer.to_string(),
+                    "outcome": format!("{:?}", c.outcome),
+                    "claimed": c.claimed.to_f64(),
+                    "verified": c.median.to_f64(),
+                    "improved": c.improved,
+                    "escalated": c.escalated,
+                    "voters": c.agreeing.len() + c.outliers.len(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "height": tip + 1, "tip_index": tip, "blocks": blocks })))
+}
+
+/// `GET /api/plugins`: per domain the optimizer and evaluator this node runs, and the counters
+/// of every plugin process.
+pub(crate) async fn plugins(State(s): State<ApiState>) -> ApiResult {
+    let l = live(&s);
+    let per_domain: Vec<Value> = l
+        .domains
+        .iter()
+        .map(|(id, d)| {
+            json!({
+                "domain_id": id,
+                "optimizer": { "name": d.optimizer },
+                "evaluator": { "name": d.domain_plugin.clone().unwrap_or_else(|| id.clone()) },
+                "synthetic": { "name": if d.synthetic { "seeded" } else { "held-out folds" } },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "plugins": per_domain, "processes": l.plugins })))
+}
+
+/// `GET /api/economics`: supply, fees, the largest balances and stakes, bounties, channels and
+/// the rewards paid in the scanned blocks.
+pub(crate) async fn economics(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let state = st.tip();
+    let meta = state.meta();
+    let mut balances: Vec<(String, f64)> =
+        state.accounts().map(|(a, acc)| (a.to_string(), doin(acc.balance.0))).collect();
+    balances.sort_by(|a, b| b.1.total_cmp(&a.1));
+    balances.truncate(10);
+    let mut stakes: Vec<(String, f64)> =
+        state.stakes().map(|(a, r)| (a.to_string(), doin(r.amount.0))).collect();
+    stakes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    stakes.truncate(10);
+    let (mut minted, mut optimizers, mut evaluators, mut burned) = (0u128, 0u128, 0u128, 0u128);
+    for (_, r) in canonical_range(&st, state.height().saturating_sub(SCAN_BLOCKS)) {
+        minted += r.reward.0;
+        burned += r.fees_burned.0;
+        for c in &r.certificates {
+            optimizers += c.optimizer_reward.0;
+            evaluators += c.evaluator_rewards.iter().map(|(_, a)| a.0).sum::<u128>();
+        }
+    }
+    let channels: Vec<Value> = state
+        .channels()
+        .take(50)
+        .map(|(id, c)| json!({ "id": id.to_string(), "payer": c.payer.to_string(), "payee": c.payee.to_string(), "deposit": doin(c.deposit.0) }))
+        .collect();
+    Ok(Json(json!({
+        "supply": {
+            "minted": doin(meta.supply.minted.0),
+            "burned": doin(meta.supply.burned.0),
+            "circulating": doin(meta.supply.minted.0.saturating_sub(meta.supply.burned.0)),
+        },
+        "base_fee": state.meta().base_fee.0.to_string(),
+        "top_balances": balances,
+        "top_stakes": stakes,
+        "rewards": {
+            "blocks_scanned": SCAN_BLOCKS.min(state.height() + 1),
+            "minted": doin(minted),
+            "to_optimizers": doin(optimizers),
+            "to_evaluators": doin(evaluators),
+            "fees_burned": doin(burned),
+        },
+        "bounties": state.domains().map(|(id, d)| json!({
+            "domain_id": id.to_string(),
+            "bounty_left": doin(d.bounty_left.0),
+            "bounty_per_accept": doin(d.spec.bounty_per_accept.0),
+        })).collect::<Vec<_>>(),
+        "channels": channels,
+    })))
+}
