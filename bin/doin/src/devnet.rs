@@ -53,6 +53,10 @@ pub(crate) struct DevnetArgs {
     /// Print every line the nodes print.
     #[arg(long)]
     verbose: bool,
+    /// Leave experiment tracking off (by default every node writes `stats.csv` and `olap.db`
+    /// in its data directory).
+    #[arg(long)]
+    no_tracking: bool,
     /// `N=COMMAND`: node N runs its domain as this external plugin instead of the built-in one
     /// (for example a plugin that lies, in tests). Repeatable.
     #[arg(long = "plugin", value_name = "N=COMMAND")]
@@ -147,6 +151,7 @@ impl DevnetArgs {
             dir: None,
             workers: 1,
             verbose: false,
+            no_tracking: false,
             plugins: Vec::new(),
             external: Vec::new(),
             adversaries: Vec::new(),
@@ -187,6 +192,8 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         quorum_tolerance: 1.0,
         workers: args.workers,
         api_key: args.external.contains(&i).then(|| "devnet".to_owned()),
+        experiment_stats_file: (!args.no_tracking).then(|| dir.join(format!("node{i}/stats.csv"))),
+        olap_db_path: (!args.no_tracking).then(|| dir.join(format!("node{i}/olap.db"))),
         ..NodeConfig::default()
     }
 }
@@ -439,6 +446,8 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
         "quorum_timeout": c.quorum_timeout,
         "workers": c.workers,
         "api_key": c.api_key,
+        "experiment_stats_file": c.experiment_stats_file,
+        "olap_db_path": c.olap_db_path,
         "log_level": "info",
         "domains": c.domains.iter().map(|d| serde_json::json!({
             "domain_id": d.domain_id,

@@ -11,6 +11,7 @@ pub mod events;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod stats;
 pub mod tasks;
 pub mod views;
 
@@ -123,6 +124,8 @@ pub struct ApiState {
     pub guard: Arc<guard::Guard>,
     /// When the node started.
     pub started: std::time::Instant,
+    /// The experiment-tracking database `/stats*` read, if configured.
+    pub stats: Option<doin_tracking::olap::StatsReader>,
 }
 
 impl ApiState {
@@ -187,6 +190,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/tasks/pending", get(tasks_pending))
         .route("/tasks/claim", post(tasks_claim))
         .route("/tasks/complete", post(tasks_complete))
+        .route("/stats", get(stats::summary))
+        .route("/stats/experiments", get(stats::experiments))
+        .route("/stats/rounds", get(stats::rounds))
+        .route("/stats/chain-metrics", get(stats::chain_metrics))
+        .route("/stats/export", get(stats::export))
         .route("/events", get(events::stream))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::document))

@@ -78,6 +78,7 @@ fn fixture() -> Fixture {
         events: Arc::new(EventBus::new()),
         guard: Arc::new(Guard::new(Limits::default())),
         started: std::time::Instant::now(),
+        stats: None,
     };
     Fixture { _dir: dir, chain, state, done }
 }

@@ -23,7 +23,7 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 }
 
 /// One domain this node works on.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct DomainConfig {
     /// The domain id (a built-in domain name, or a domain registered on chain).

@@ -99,6 +99,8 @@ struct DomainRt {
     evaluations: Arc<std::sync::atomic::AtomicU64>,
     /// The optimizer's latest report (for `/api/training`).
     last_found: Option<serde_json::Value>,
+    /// This run's experiment id (32 hex) and the hash of the domain's configuration.
+    experiment: (String, Hash),
 }
 
 struct SeenCommit {
@@ -158,6 +160,12 @@ struct Engine {
     tasks: Arc<Mutex<doin_api::tasks::TaskQueue>>,
     /// Live events for `/events` and the dashboard.
     events: Arc<doin_api::events::EventBus>,
+    /// Experiment tracking, if configured.
+    tracker: Option<Arc<doin_tracking::Tracker>>,
+    /// This node's balance when it started (rewards earned are measured from it).
+    start_balance: u128,
+    /// Canonical block hashes whose certificates tracking has recorded, by height (recent).
+    tracked: BTreeMap<u64, Hash>,
 }
 
 fn now_ms() -> u64 {
@@ -204,6 +212,14 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 target_reached: false,
                 evaluations: Arc::default(),
                 last_found: None,
+                experiment: (
+                    {
+                        let mut id = [0u8; 16];
+                        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+                        hex::encode(id)
+                    },
+                    Hash::of(serde_json::to_string(d).unwrap_or_default().as_bytes()),
+                ),
             },
         );
     }
@@ -273,12 +289,27 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             cors_origins: config.cors_origins.clone(),
         })),
         started: Instant::now(),
+        stats: config.olap_db_path.clone().map(doin_tracking::olap::StatsReader::new),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
         .map_err(|e| other(format!("port {}: cannot serve HTTP on {http_addr}: {e}", config.port)))?;
     println!("http http://{http_addr}");
 
+    // Experiment tracking (CSV and the SQLite cube) on its own thread; a database that cannot be
+    // opened is reported and the node goes on without it.
+    let tracker = if config.experiment_stats_file.is_some() || config.olap_db_path.is_some() {
+        let (t, problems) =
+            doin_tracking::Tracker::start(config.experiment_stats_file.clone(), config.olap_db_path.clone());
+        for p in problems {
+            tracing::error!(error = %p, "experiment tracking unavailable; the node continues without it");
+            println!("tracking error: {p}");
+        }
+        Some(Arc::new(t))
+    } else {
+        None
+    };
+    let (rounds_tx, mut rounds_rx) = mpsc::channel::<optimizer::RoundInfo>(256);
     let (found_tx, mut found_rx) = mpsc::channel::<Found>(16);
     let (measured_tx, mut measured_rx) = mpsc::channel::<Measured>(64);
     let stop = Arc::new(AtomicBool::new(false));
@@ -312,7 +343,36 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         live: live.clone(),
         tasks: tasks.clone(),
         events,
+        tracker: tracker.clone(),
+        start_balance: store.lock().tip().account(&me).balance.0,
+        tracked: BTreeMap::new(),
     };
+    if let Some(t) = &tracker {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        for (id, rt) in &engine.domains {
+            if !rt.config.optimize {
+                continue;
+            }
+            let c = &rt.config;
+            t.experiment(doin_tracking::Experiment {
+                experiment_id: rt.experiment.0.clone(),
+                domain_id: id.clone(),
+                node_id: me.to_string(),
+                hostname: hostname.clone(),
+                optimizer_plugin: c.optimization_plugin.clone().unwrap_or_else(|| "shade".into()),
+                performance_metric: if rt.domain.higher_is_better() { "performance" } else { "loss" }.into(),
+                higher_is_better: rt.domain.higher_is_better(),
+                optimization_config: serde_json::to_string(&c.optimization_config).unwrap_or_default(),
+                param_bounds: serde_json::to_string(&c.param_bounds).unwrap_or_default(),
+                target_performance: c.target_performance,
+                started_ms: now_ms(),
+                doin_version: env!("CARGO_PKG_VERSION").into(),
+                config_hash: rt.experiment.1.to_string(),
+            });
+        }
+    }
     // The network's metrics, copied for `/metrics` off the event loop: asking the network task
     // from the loop could wait on a task that is itself waiting for the loop to take its events.
     {
@@ -360,10 +420,14 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         };
         let (domain, found, stop, counter) =
             (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone());
+        let rounds = tracker.is_some().then(|| rounds_tx.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("optimize-{id}"))
-                .spawn(move || optimizer::run_loop(domain, opt, run, ctl_rx, found, stop, counter))
+                .spawn(move || {
+                    let io = optimizer::LoopIo { control: ctl_rx, found, rounds, stop, counter };
+                    optimizer::run_loop(domain, opt, run, io)
+                })
                 .map_err(other)?,
         );
     }
@@ -403,6 +467,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 None => return Err(other("network stopped")),
             },
             Some(f) = found_rx.recv() => engine.on_found(f).await,
+            Some(r) = rounds_rx.recv() => engine.on_round(r),
             Some(m) = measured_rx.recv() => engine.on_measured(m).await,
             Some(sub) = submit_rx.recv() => engine.on_submission(sub).await,
             Some((task, done)) = completions_rx.recv() => engine.on_completion(task, done).await,
@@ -1065,6 +1130,97 @@ impl Engine {
         self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
     }
 
+    /// A finished optimizer round: one tracking row, with the chain's view added.
+    fn on_round(&mut self, r: optimizer::RoundInfo) {
+        let (Some(t), Some(rt)) = (&self.tracker, self.domains.get(&r.domain)) else { return };
+        let state = self.tip_state();
+        let peers = self.live.read().map(|l| l.peers.len()).unwrap_or(0);
+        let earned = state.account(&self.me).balance.0.saturating_sub(self.start_balance) as f64 / 1e9;
+        let json_values = |v: &[doin_optimize::Value]| doin_plugin::adapters::values_to_json(v).to_string();
+        t.round(doin_tracking::Round {
+            experiment_id: rt.experiment.0.clone(),
+            round_number: r.round,
+            timestamp_ms: now_ms(),
+            performance: r.best.as_ref().map(|(_, m)| m.performance),
+            best_performance: r.best_so_far.as_ref().map(|(_, p)| *p),
+            parameters: r.best.as_ref().map(|(v, _)| json_values(v)).unwrap_or_default(),
+            best_parameters: r.best_so_far.as_ref().map(|(v, _)| json_values(v)).unwrap_or_default(),
+            converged: rt.target_reached,
+            chain_height: state.height(),
+            peers_count: peers as u64,
+            block_reward_earned: earned,
+            generation: r.round,
+            stage: u64::from(r.stage),
+            population_size: r.population as u64,
+            no_improve_counter: r.no_improve,
+            optimization_patience: rt
+                .config
+                .optimization_config
+                .get("optimization_patience")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            avg_fitness: r.avg_performance,
+            metrics: r.best.map(|(_, m)| m.metrics).unwrap_or_default(),
+        });
+    }
+
+    /// Sends tracking the canonical chain's certificates from the first height whose block
+    /// differs from what it recorded (a reorg replaces the orphaned rows).
+    fn track_chain(&mut self, tip_height: u64) {
+        let Some(t) = &self.tracker else { return };
+        let s = self.store.lock();
+        let canonical = |h: u64| s.canonical_hash(h).ok().flatten();
+        // At start: the last 2000 blocks (rows from earlier runs stay; these are rewritten).
+        let mut from = self
+            .tracked
+            .last_key_value()
+            .map_or(tip_height.saturating_sub(2000), |(h, _)| h + 1)
+            .min(tip_height + 1);
+        // Walk back over recorded blocks that are no longer canonical.
+        while from > 0 {
+            match self.tracked.get(&(from - 1)) {
+                Some(hash) if canonical(from - 1) != Some(*hash) => from -= 1,
+                _ => break,
+            }
+        }
+        let mut rows = Vec::new();
+        let mut recorded = Vec::new();
+        for h in from..=tip_height {
+            let Some(hash) = canonical(h) else { break };
+            recorded.push((h, hash));
+            // Genesis (and a block whose receipt is pruned) has no certificates to record.
+            let (Ok(Some(block)), Ok(Some(receipt))) = (s.block(&hash), s.receipt(&hash)) else { continue };
+            for (i, (c, r)) in block.body.certificates.iter().zip(&receipt.certificates).enumerate() {
+                let voters = r.agreeing.len() + r.outliers.len();
+                rows.push(doin_tracking::ChainOptimae {
+                    block_height: h,
+                    block_hash: hash.to_string(),
+                    cert_index: i as u32,
+                    timestamp_ms: block.header.body.timestamp_ms,
+                    commit_id: r.commit.to_string(),
+                    domain_id: r.domain.clone(),
+                    optimizer: r.optimizer.to_string(),
+                    outcome: format!("{:?}", r.outcome),
+                    reported_performance: r.claimed.to_f64(),
+                    verified_performance: r.median.to_f64(),
+                    improved: r.improved,
+                    effective_increment: r.increment as f64 / doin_primitives::FIXED_ONE as f64,
+                    quorum_agreement: if voters == 0 { 1.0 } else { r.agreeing.len() as f64 / voters as f64 },
+                    reward: (r.optimizer_reward.0 + r.bounty_paid.0) as f64 / 1e9,
+                    experiment_id: c.reveal.body.experiment.experiment_id.to_string(),
+                    config_hash: c.reveal.body.experiment.config_hash.to_string(),
+                });
+            }
+        }
+        drop(s);
+        self.tracked.retain(|h, _| *h < from);
+        self.tracked.extend(recorded);
+        while self.tracked.len() > 256 {
+            self.tracked.pop_first();
+        }
+        t.chain(from, rows);
+    }
+
     async fn on_found(&mut self, f: Found) {
         if let Some(rt) = self.domains.get_mut(&f.domain) {
             rt.last_found = Some(json!({
@@ -1114,7 +1270,12 @@ impl Engine {
                 params,
                 salt,
                 artifact: None,
-                experiment: poo::ExperimentMeta { round: f.evaluations, ..Default::default() },
+                experiment: poo::ExperimentMeta {
+                    experiment_id: doin_primitives::BoundedString::new(rt.experiment.0.as_str())
+                        .unwrap_or_default(),
+                    round: f.evaluations,
+                    config_hash: rt.experiment.1,
+                },
             },
             &self.key,
         );
@@ -1314,6 +1475,7 @@ impl Engine {
         for t in &included {
             self.mempool.remove(&t.id());
         }
+        self.track_chain(state.height());
         // Certified commits are done: forget their pipeline state, and remember them so a late
         // copy of their messages is not processed again.
         if let Ok(Some(block)) = self.store.lock().block(&tip) {

@@ -35,6 +35,29 @@ pub struct Found {
     pub evaluations: u64,
 }
 
+/// One round (a generation: one ask/evaluate/tell) of the loop, for experiment tracking.
+#[derive(Debug)]
+pub struct RoundInfo {
+    /// Domain id.
+    pub domain: String,
+    /// Round number, from 1.
+    pub round: u64,
+    /// Candidates evaluated so far.
+    pub evaluations: u64,
+    /// The optimizer's stage.
+    pub stage: u32,
+    /// Candidates in the round.
+    pub population: usize,
+    /// The round's best candidate and its measurement.
+    pub best: Option<(Vec<Value>, Measurement)>,
+    /// The loop's best so far (own data): values and performance.
+    pub best_so_far: Option<(Vec<Value>, f64)>,
+    /// Mean performance of the round's successful candidates.
+    pub avg_performance: Option<f64>,
+    /// Rounds since the best so far improved.
+    pub no_improve: u64,
+}
+
 /// What the node tells the loop.
 #[derive(Debug)]
 pub enum Control {
@@ -78,16 +101,27 @@ pub fn build_optimizer(
     })
 }
 
+/// How the loop talks to the node.
+#[derive(Debug)]
+pub struct LoopIo {
+    /// Champions and pauses from the node.
+    pub control: Receiver<Control>,
+    /// Candidates to commit.
+    pub found: Sender<Found>,
+    /// Finished rounds, for tracking (none: not tracked).
+    pub rounds: Option<Sender<RoundInfo>>,
+    /// Set to stop the loop.
+    pub stop: Arc<AtomicBool>,
+    /// Candidates evaluated, for status.
+    pub counter: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Runs the loop until `stop` is set. Blocks the calling thread.
-pub fn run_loop(
-    domain: Arc<dyn Domain>,
-    mut optimizer: Box<dyn Optimizer>,
-    run: RunConfig,
-    control: Receiver<Control>,
-    found: Sender<Found>,
-    stop: Arc<AtomicBool>,
-    counter: Arc<std::sync::atomic::AtomicU64>,
-) {
+pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
+    let LoopIo { control, found, rounds, stop, counter } = io;
+    let mut round = 0u64;
+    let mut best_so_far: Option<(Vec<Value>, f64)> = None;
+    let mut no_improve = 0u64;
     let mut champion_loss = f64::INFINITY;
     let mut reported = f64::INFINITY;
     let mut paused = false;
@@ -141,6 +175,34 @@ pub fn run_loop(
         }
         evaluations += told.len() as u64;
         counter.store(evaluations, Ordering::Relaxed);
+        round += 1;
+        if let Some(tx) = &rounds {
+            let perfs: Vec<f64> =
+                outcomes.iter().filter_map(|o| o.as_ref().ok().map(|m| m.performance)).collect();
+            let best_m = best.and_then(|(i, _)| outcomes[i].as_ref().ok().map(|m| (i, m.clone())));
+            let mut improved = false;
+            if let Some((i, m)) = &best_m {
+                improved = best_so_far.as_ref().is_none_or(|(_, b)| {
+                    if domain.higher_is_better() { m.performance > *b } else { m.performance < *b }
+                });
+                if improved {
+                    best_so_far = Some((domain.space().decode(&told[*i].x), m.performance));
+                }
+            }
+            no_improve = if improved { 0 } else { no_improve + 1 };
+            // Tracking must never hold the optimizer up: a full queue drops the round.
+            let _ = tx.try_send(RoundInfo {
+                domain: domain.id().to_owned(),
+                round,
+                evaluations,
+                stage: optimizer.stage(),
+                population: told.len(),
+                best: best_m.map(|(i, m)| (domain.space().decode(&told[i].x), m)),
+                best_so_far: best_so_far.clone(),
+                avg_performance: (!perfs.is_empty()).then(|| perfs.iter().sum::<f64>() / perfs.len() as f64),
+                no_improve,
+            });
+        }
         if let Some((i, loss)) = best
             && loss < champion_loss
             && loss < reported
