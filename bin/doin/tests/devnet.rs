@@ -249,14 +249,15 @@ fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
     let port = base_port(40).to_string();
     let d = dir.path().to_str().unwrap();
     let garbage = format!("3={}", fixture("garbage.py"));
+    // A fixed run past the quorum timeout (8 s), so quorums with the garbage voter escalate
+    // even when its plugin is slow to start and the honest quorums reach the target first.
     let s = devnet(&[
         "--nodes",
         "4",
-        "--until-target",
         "--target",
         "-0.5",
         "--duration",
-        "90",
+        "14",
         "--base-port",
         &port,
         "--dir",
@@ -265,7 +266,7 @@ fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
         &garbage,
     ]);
     eprintln!("{s}");
-    assert_eq!(s["stopped_by"], "target", "{s}");
+    assert!(s["time_to_target_s"].as_f64().is_some(), "the honest result landed: {s}");
     assert_eq!(s["same_tip"], true);
     assert!(s["escalations"].as_u64().unwrap() >= 1, "garbage votes forced escalations: {s}");
     assert!(s["accepted"].as_u64().unwrap() >= 1);
