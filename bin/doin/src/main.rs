@@ -1,5 +1,6 @@
 //! `doin`: the DOIN command-line entry point. Parses arguments and hands off to the subcommand.
 
+mod analytics;
 mod bench;
 mod devnet;
 mod node_cmd;
@@ -44,6 +45,9 @@ enum Command {
     /// State snapshots at finality checkpoints.
     #[command(subcommand)]
     Snapshot(snapshot::Snapshot),
+    /// Experiment analytics: sync a node's OLAP cube into PostgreSQL.
+    #[command(subcommand)]
+    Analytics(analytics::Analytics),
     /// A minimal chain peer for multi-process network tests.
     #[command(hide = true)]
     NetPeer(peer::PeerArgs),
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Devnet(a) => devnet::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Snapshot(s) => snapshot::run(s),
+        Command::Analytics(a) => analytics::run(a),
         Command::NetPeer(a) => peer::run(a),
     }
 }

@@ -121,6 +121,35 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("post", "/tasks/complete", "Complete a claimed task (x-api-key).", &["accepted", "task_id"])
     },
     Operation {
+        errors: &[404, 503],
+        ..op("get", "/stats", "Experiment summaries per domain (the OLAP cube).", &["olap_summaries"])
+    },
+    Operation {
+        errors: &[404, 503],
+        ..op("get", "/stats/experiments", "Experiments and their summaries.", &["experiments", "summaries"])
+    },
+    Operation {
+        query: &["experiment_id", "limit"],
+        errors: &[400, 404, 503],
+        ..op("get", "/stats/rounds", "Rounds, newest first.", &["rounds"])
+    },
+    Operation {
+        query: &["domain_id"],
+        errors: &[400, 404, 503],
+        ..op(
+            "get",
+            "/stats/chain-metrics",
+            "Accepted results per optimizer and recent certificates.",
+            &["per_optimizer", "recent"],
+        )
+    },
+    Operation {
+        required: None,
+        content_type: "application/vnd.sqlite3",
+        errors: &[404, 503],
+        ..op("get", "/stats/export", "A consistent copy of the OLAP database.", &[])
+    },
+    Operation {
         required: None,
         content_type: "text/event-stream",
         query: &["type"],

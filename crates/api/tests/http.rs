@@ -78,9 +78,43 @@ fn fixture() -> Fixture {
         events: Arc::new(EventBus::new()),
         guard: Arc::new(Guard::new(Limits::default())),
         started: std::time::Instant::now(),
-        stats: None,
+        stats: Some(stats_db(dir.path())),
     };
     Fixture { _dir: dir, chain, state, done }
+}
+
+/// A tracking database with one experiment, two rounds and a certificate.
+fn stats_db(dir: &std::path::Path) -> doin_tracking::olap::StatsReader {
+    let path = dir.join("olap.db");
+    let mut o = doin_tracking::Olap::open(&path).unwrap();
+    let e = doin_tracking::Experiment {
+        experiment_id: "e1".into(),
+        domain_id: "quadratic".into(),
+        higher_is_better: true,
+        target_performance: Some(-100.0),
+        ..Default::default()
+    };
+    o.record_experiment(&e).unwrap();
+    for n in 1..=2 {
+        let r = doin_tracking::Round {
+            experiment_id: "e1".into(),
+            round_number: n,
+            timestamp_ms: 1000 * n,
+            best_performance: Some(-50.0 * n as f64),
+            ..Default::default()
+        };
+        o.record_round(&e, &r).unwrap();
+    }
+    let c = doin_tracking::ChainOptimae {
+        block_height: 1,
+        block_hash: "b1".into(),
+        domain_id: "quadratic".into(),
+        optimizer: "alice".into(),
+        outcome: "Accept".into(),
+        ..Default::default()
+    };
+    o.apply_chain(0, &[c]).unwrap();
+    doin_tracking::olap::StatsReader::new(path)
 }
 
 async fn call(state: &ApiState, method: &str, uri: &str, body: Option<String>) -> (StatusCode, Value) {
@@ -498,4 +532,28 @@ async fn the_dashboard_is_served_self_contained() {
         assert!(page.contains(view), "{view} not used");
     }
     assert!(!page.contains("http://") && !page.contains("https://"), "no external fetches");
+}
+
+#[tokio::test]
+async fn stats_endpoints_read_the_tracking_cube() {
+    let mut f = fixture();
+    let (s, v) = call(&f.state, "GET", "/stats", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["quadratic"]["total_rounds"], 2);
+    let (_, v) = call(&f.state, "GET", "/stats/rounds?experiment_id=e1&limit=1", None).await;
+    assert_eq!(v["rounds"].as_array().unwrap().len(), 1);
+    assert_eq!(v["rounds"][0]["round_number"], 2);
+    let (_, v) = call(&f.state, "GET", "/stats/chain-metrics?domain_id=quadratic", None).await;
+    assert_eq!(v["per_optimizer"][0]["optimizer"], "alice");
+    assert_eq!(v["per_optimizer"][0]["accepted"], 1);
+    let (s, _) = call(&f.state, "GET", "/stats/rounds?limit=x", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, ctype, bytes) = raw(&f.state, "/stats/export", [127, 0, 0, 4]).await;
+    assert_eq!((s, ctype.as_str()), (StatusCode::OK, "application/vnd.sqlite3"));
+    assert!(bytes.starts_with(b"SQLite format 3\0"));
+    // Without a database: a clear 404 naming the config key.
+    f.state.stats = None;
+    let (s, v) = call(&f.state, "GET", "/stats", None).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("no_olap")));
+    assert!(v["detail"].as_str().unwrap().contains("olap_db_path"));
 }

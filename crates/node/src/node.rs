@@ -518,6 +518,20 @@ impl<F: FnMut()> Drop for Defer<F> {
     }
 }
 
+/// CPU time of the calling thread in nanoseconds (Linux `/proc/thread-self/stat`, clock-tick
+/// resolution); 0 where unavailable.
+pub fn thread_cpu_nanos() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10_000_000)
+        })
+        .unwrap_or(0)
+}
+
 /// This process's CPU seconds (user + system) and resident memory in MiB (Linux `/proc`).
 pub fn process_usage() -> (f64, f64) {
     let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
@@ -813,9 +827,11 @@ impl Engine {
         tokio::spawn(async move {
             let Ok(_permit) = slots.acquire_owned().await else { return };
             let result = tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
+                // CPU time of this thread, not wall time: on a busy machine an evaluation waits
+                // for the CPU, and wall time would overstate verification's share.
+                let started = thread_cpu_nanos();
                 let _account = Defer(move || {
-                    nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    nanos.fetch_add(thread_cpu_nanos().saturating_sub(started), Ordering::Relaxed);
                 });
                 let budget = Budget {
                     deadline: Instant::now() + Duration::from_millis(limits.max_wall_ms),

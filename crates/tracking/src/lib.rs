@@ -21,6 +21,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use olap::{Olap, SCHEMA_VERSION};
+pub use rusqlite;
 
 /// Why tracking failed.
 #[derive(Debug, thiserror::Error)]
