@@ -90,13 +90,15 @@ struct NodeView {
     tip: String,
     peers: usize,
     stopped: Option<String>,
-    usage: Option<(f64, f64, f64)>,
+    usage: Option<(f64, f64, f64, f64)>,
     evaluations_at_target: Option<u64>,
 }
 
-fn parse_usage(text: &str) -> Option<(f64, f64, f64)> {
+/// `usage cpu_s C eval_s E rss_mb R tracking_s T`.
+fn parse_usage(text: &str) -> Option<(f64, f64, f64, f64)> {
     let w: Vec<&str> = text.split_whitespace().collect();
-    Some((w.get(2)?.parse().ok()?, w.get(4)?.parse().ok()?, w.get(6)?.parse().ok()?))
+    let tracking = w.get(8).and_then(|t| t.parse().ok()).unwrap_or(0.0);
+    Some((w.get(2)?.parse().ok()?, w.get(4)?.parse().ok()?, w.get(6)?.parse().ok()?, tracking))
 }
 
 pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
@@ -425,6 +427,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         "cpu_s": views.iter().map(|v| v.usage.map(|u| u.0)).collect::<Vec<_>>(),
         "eval_s": views.iter().map(|v| v.usage.map(|u| u.1)).collect::<Vec<_>>(),
         "rss_mb": views.iter().map(|v| v.usage.map(|u| u.2)).collect::<Vec<_>>(),
+        "tracking_s": views.iter().map(|v| v.usage.map(|u| u.3)).collect::<Vec<_>>(),
     });
     Ok(summary)
 }

@@ -421,11 +421,12 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         let (domain, found, stop, counter) =
             (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone());
         let rounds = tracker.is_some().then(|| rounds_tx.clone());
+        let round_size = optimizer::population_of(rt.domain.as_ref(), &rt.config, run.batch);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("optimize-{id}"))
                 .spawn(move || {
-                    let io = optimizer::LoopIo { control: ctl_rx, found, rounds, stop, counter };
+                    let io = optimizer::LoopIo { control: ctl_rx, found, rounds, round_size, stop, counter };
                     optimizer::run_loop(domain, opt, run, io)
                 })
                 .map_err(other)?,
@@ -481,7 +482,11 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     stop.store(true, Ordering::Relaxed);
     let eval_s = engine.eval_nanos.load(Ordering::Relaxed) as f64 / 1e9;
     let (cpu_s, rss_mb) = process_usage();
-    println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1}");
+    let tracking_s = engine.tracker.as_ref().map_or(0.0, |t| {
+        t.flush();
+        t.stats.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    });
+    println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1} tracking_s {tracking_s:.3}");
     network.handle.shutdown().await;
     for t in threads {
         let _ = t.join();
@@ -516,20 +521,6 @@ impl<F: FnMut()> Drop for Defer<F> {
     fn drop(&mut self) {
         (self.0)();
     }
-}
-
-/// CPU time of the calling thread in nanoseconds (Linux `/proc/thread-self/stat`, clock-tick
-/// resolution); 0 where unavailable.
-pub fn thread_cpu_nanos() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks * 10_000_000)
-        })
-        .unwrap_or(0)
 }
 
 /// This process's CPU seconds (user + system) and resident memory in MiB (Linux `/proc`).
@@ -829,9 +820,12 @@ impl Engine {
             let result = tokio::task::spawn_blocking(move || {
                 // CPU time of this thread, not wall time: on a busy machine an evaluation waits
                 // for the CPU, and wall time would overstate verification's share.
-                let started = thread_cpu_nanos();
+                let started = doin_tracking::thread_cpu_nanos();
                 let _account = Defer(move || {
-                    nanos.fetch_add(thread_cpu_nanos().saturating_sub(started), Ordering::Relaxed);
+                    nanos.fetch_add(
+                        doin_tracking::thread_cpu_nanos().saturating_sub(started),
+                        Ordering::Relaxed,
+                    );
                 });
                 let budget = Budget {
                     deadline: Instant::now() + Duration::from_millis(limits.max_wall_ms),

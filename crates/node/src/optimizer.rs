@@ -58,6 +58,29 @@ pub struct RoundInfo {
     pub no_improve: u64,
 }
 
+/// The round being gathered.
+#[derive(Default)]
+struct RoundAcc {
+    size: usize,
+    ok: usize,
+    sum: f64,
+    best: Option<(Vec<Value>, Measurement)>,
+}
+
+/// Candidates per generation of the optimizer `config` builds for `domain` (a round in the
+/// experiment record).
+pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize) -> usize {
+    let d = domain.space().len();
+    let configured = config.optimization_config.get("population_size").and_then(Json::as_f64);
+    let configured = configured.map(|p| p.clamp(4.0, 10_000.0) as usize);
+    match config.optimization_plugin.as_deref().unwrap_or("shade") {
+        "shade" => configured.unwrap_or_else(|| Shade::default_population(d)),
+        "cma-es" => configured.unwrap_or(4 + (3.0 * (d.max(1) as f64).ln()).floor() as usize),
+        "ga" | "predictor" => configured.unwrap_or(GaConfig::default().population as usize),
+        _ => batch,
+    }
+}
+
 /// What the node tells the loop.
 #[derive(Debug)]
 pub enum Control {
@@ -110,6 +133,8 @@ pub struct LoopIo {
     pub found: Sender<Found>,
     /// Finished rounds, for tracking (none: not tracked).
     pub rounds: Option<Sender<RoundInfo>>,
+    /// Candidates per round (the optimizer's population).
+    pub round_size: usize,
     /// Set to stop the loop.
     pub stop: Arc<AtomicBool>,
     /// Candidates evaluated, for status.
@@ -118,7 +143,8 @@ pub struct LoopIo {
 
 /// Runs the loop until `stop` is set. Blocks the calling thread.
 pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
-    let LoopIo { control, found, rounds, stop, counter } = io;
+    let LoopIo { control, found, rounds, round_size, stop, counter } = io;
+    let mut acc = RoundAcc::default();
     let mut round = 0u64;
     let mut best_so_far: Option<(Vec<Value>, f64)> = None;
     let mut no_improve = 0u64;
@@ -175,33 +201,50 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         }
         evaluations += told.len() as u64;
         counter.store(evaluations, Ordering::Relaxed);
-        round += 1;
         if let Some(tx) = &rounds {
-            let perfs: Vec<f64> =
-                outcomes.iter().filter_map(|o| o.as_ref().ok().map(|m| m.performance)).collect();
-            let best_m = best.and_then(|(i, _)| outcomes[i].as_ref().ok().map(|m| (i, m.clone())));
-            let mut improved = false;
-            if let Some((i, m)) = &best_m {
-                improved = best_so_far.as_ref().is_none_or(|(_, b)| {
-                    if domain.higher_is_better() { m.performance > *b } else { m.performance < *b }
+            // A round is a generation: `round_size` candidates (the population), told in batches.
+            for (x, outcome) in told.iter().zip(&outcomes) {
+                let Ok(m) = outcome else { continue };
+                acc.sum += m.performance;
+                acc.ok += 1;
+                let better = acc.best.as_ref().is_none_or(|(_, b)| {
+                    if domain.higher_is_better() {
+                        m.performance > b.performance
+                    } else {
+                        m.performance < b.performance
+                    }
                 });
-                if improved {
-                    best_so_far = Some((domain.space().decode(&told[*i].x), m.performance));
+                if better {
+                    acc.best = Some((domain.space().decode(&x.x), m.clone()));
                 }
             }
-            no_improve = if improved { 0 } else { no_improve + 1 };
-            // Tracking must never hold the optimizer up: a full queue drops the round.
-            let _ = tx.try_send(RoundInfo {
-                domain: domain.id().to_owned(),
-                round,
-                evaluations,
-                stage: optimizer.stage(),
-                population: told.len(),
-                best: best_m.map(|(i, m)| (domain.space().decode(&told[i].x), m)),
-                best_so_far: best_so_far.clone(),
-                avg_performance: (!perfs.is_empty()).then(|| perfs.iter().sum::<f64>() / perfs.len() as f64),
-                no_improve,
-            });
+            acc.size += told.len();
+            if acc.size >= round_size.max(1) {
+                round += 1;
+                let improved = acc.best.as_ref().is_some_and(|(v, m)| {
+                    let better = best_so_far.as_ref().is_none_or(|(_, b)| {
+                        if domain.higher_is_better() { m.performance > *b } else { m.performance < *b }
+                    });
+                    if better {
+                        best_so_far = Some((v.clone(), m.performance));
+                    }
+                    better
+                });
+                no_improve = if improved { 0 } else { no_improve + 1 };
+                let done = std::mem::take(&mut acc);
+                // Tracking must never hold the optimizer up: a full queue drops the round.
+                let _ = tx.try_send(RoundInfo {
+                    domain: domain.id().to_owned(),
+                    round,
+                    evaluations,
+                    stage: optimizer.stage(),
+                    population: done.size,
+                    best: done.best,
+                    best_so_far: best_so_far.clone(),
+                    avg_performance: (done.ok > 0).then(|| done.sum / done.ok as f64),
+                    no_improve,
+                });
+            }
         }
         if let Some((i, loss)) = best
             && loss < champion_loss

@@ -124,8 +124,15 @@ impl CsvWriter {
         Ok(Self { path: path.to_owned(), out, progress: Default::default() })
     }
 
-    /// Writes one round (flushed, so a reader sees whole rows).
+    /// Writes one round and flushes (a reader sees whole rows).
     pub fn write(&mut self, e: &Experiment, r: &Round) -> Result<(), TrackingError> {
+        self.write_row(e, r)?;
+        let path = self.path.display().to_string();
+        self.out.flush().map_err(|source| TrackingError::Csv { path, source })
+    }
+
+    /// Writes one round into the buffer (see [`CsvWriter::flush`]).
+    pub fn write_row(&mut self, e: &Experiment, r: &Round) -> Result<(), TrackingError> {
         let (to_best, to_target, delta) =
             self.progress.entry(e.experiment_id.clone()).or_default().update(e, r);
         let total = self.progress.get(&e.experiment_id).map_or(0, |p| p.rounds);
@@ -171,9 +178,8 @@ impl CsvWriter {
             opt(r.avg_fitness),
             field(&serde_json::to_string(&r.metrics).unwrap_or_default()),
         ];
-        let err = |source| TrackingError::Csv { path: self.path.display().to_string(), source };
-        writeln!(self.out, "{}", row.join(",")).map_err(err)?;
-        self.out.flush().map_err(err)
+        writeln!(self.out, "{}", row.join(","))
+            .map_err(|source| TrackingError::Csv { path: self.path.display().to_string(), source })
     }
 
     /// Flushes buffered rows.

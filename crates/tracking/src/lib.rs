@@ -173,8 +173,24 @@ pub struct TrackerStats {
     pub dropped: AtomicU64,
     /// Write errors.
     pub errors: AtomicU64,
-    /// CPU-free measure: nanoseconds spent writing.
+    /// Wall time spent writing, nanoseconds.
     pub write_nanos: AtomicU64,
+    /// CPU time of the tracker thread, nanoseconds (updated every 64 messages and at the end).
+    pub cpu_nanos: AtomicU64,
+}
+
+/// CPU time of the calling thread in nanoseconds (Linux `/proc/thread-self/stat`, clock-tick
+/// resolution); 0 where unavailable.
+pub fn thread_cpu_nanos() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10_000_000)
+        })
+        .unwrap_or(0)
 }
 
 /// The tracker: a thread that owns the CSV file and the SQLite database.
@@ -231,46 +247,57 @@ impl Tracker {
                         tracing::warn!(error = %e, failures, "experiment tracking: {what} not written");
                     }
                 };
-                while let Ok(msg) = rx.recv() {
+                let mut handled = 0u64;
+                while let Ok(first) = rx.recv() {
+                    // Everything that queued up while the last batch was written goes in one
+                    // transaction and one CSV flush.
+                    let mut batch = vec![first];
+                    while batch.len() < 1024
+                        && let Ok(m) = rx.try_recv()
+                    {
+                        batch.push(m);
+                    }
+                    handled += batch.len() as u64;
                     let started = std::time::Instant::now();
-                    match msg {
-                        Msg::Experiment(e) => {
-                            if let Some(db) = &mut db
-                                && let Err(err) = db.record_experiment(&e)
-                            {
-                                report("experiment", &err);
-                            }
-                            experiments.insert(e.experiment_id.clone(), e);
+                    let mut rounds: Vec<Round> = Vec::new();
+                    for msg in batch {
+                        if !matches!(msg, Msg::Round(_)) && !rounds.is_empty() {
+                            write_rounds(&mut csv_writer, &mut db, &experiments, &mut rounds, &mut report);
                         }
-                        Msg::Round(r) => {
-                            let exp = experiments.get(&r.experiment_id);
-                            if let (Some(w), Some(e)) = (&mut csv_writer, exp)
-                                && let Err(err) = w.write(e, &r)
-                            {
-                                report("csv row", &err);
+                        match msg {
+                            Msg::Round(r) => rounds.push(r),
+                            Msg::Experiment(e) => {
+                                if let Some(db) = &mut db
+                                    && let Err(err) = db.record_experiment(&e)
+                                {
+                                    report("experiment", &err);
+                                }
+                                experiments.insert(e.experiment_id.clone(), e);
                             }
-                            if let (Some(db), Some(e)) = (&mut db, exp)
-                                && let Err(err) = db.record_round(e, &r)
-                            {
-                                report("round", &err);
+                            Msg::Chain { from_height, rows } => {
+                                if let Some(db) = &mut db
+                                    && let Err(err) = db.apply_chain(from_height, &rows)
+                                {
+                                    report("chain rows", &err);
+                                }
                             }
-                            st.rounds.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Msg::Chain { from_height, rows } => {
-                            if let Some(db) = &mut db
-                                && let Err(err) = db.apply_chain(from_height, &rows)
-                            {
-                                report("chain rows", &err);
+                            Msg::Flush(done) => {
+                                if let Some(w) = &mut csv_writer {
+                                    let _ = w.flush();
+                                }
+                                st.cpu_nanos.store(thread_cpu_nanos(), Ordering::Relaxed);
+                                let _ = done.send(());
                             }
-                        }
-                        Msg::Flush(done) => {
-                            if let Some(w) = &mut csv_writer {
-                                let _ = w.flush();
-                            }
-                            let _ = done.send(());
                         }
                     }
+                    let n = rounds.len() as u64;
+                    write_rounds(&mut csv_writer, &mut db, &experiments, &mut rounds, &mut report);
+                    st.rounds.fetch_add(n, Ordering::Relaxed);
                     st.write_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    if handled >= 64 {
+                        handled = 0;
+                        st.cpu_nanos.store(thread_cpu_nanos(), Ordering::Relaxed);
+                    }
                 }
                 if let Some(w) = &mut csv_writer {
                     let _ = w.flush();
@@ -326,6 +353,35 @@ impl Drop for Tracker {
             let _ = t.join();
         }
     }
+}
+
+/// Writes `rounds` (of known experiments) to the CSV file and the cube, and empties it.
+fn write_rounds(
+    csv: &mut Option<csv::CsvWriter>,
+    db: &mut Option<Olap>,
+    experiments: &std::collections::HashMap<String, Experiment>,
+    rounds: &mut Vec<Round>,
+    report: &mut impl FnMut(&str, &TrackingError),
+) {
+    let known: Vec<(&Experiment, &Round)> =
+        rounds.iter().filter_map(|r| experiments.get(&r.experiment_id).map(|e| (e, r))).collect();
+    if let Some(w) = csv {
+        for (e, r) in &known {
+            if let Err(err) = w.write_row(e, r) {
+                report("csv row", &err);
+                break;
+            }
+        }
+        if let Err(source) = w.flush() {
+            report("csv rows", &TrackingError::Csv { path: "stats file".into(), source });
+        }
+    }
+    if let Some(db) = db
+        && let Err(err) = db.record_rounds(&known)
+    {
+        report("rounds", &err);
+    }
+    rounds.clear();
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` from Unix milliseconds.

@@ -130,6 +130,8 @@ impl Olap {
         conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(&e)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(&e)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(&e)?;
+        // A small page cache: the node's memory matters more than query speed here.
+        conn.pragma_update(None, "cache_size", -512).map_err(&e)?;
         conn.execute_batch(SCHEMA).map_err(&e)?;
         let version: Option<i64> =
             conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0)).map_err(&e)?;
@@ -195,63 +197,17 @@ impl Olap {
 
     /// Records a round and updates its experiment's summary, in one transaction.
     pub fn record_round(&mut self, x: &Experiment, r: &Round) -> Result<(), TrackingError> {
-        let (to_best, to_target, delta) =
-            self.progress.entry(x.experiment_id.clone()).or_default().update(x, r);
-        let rounds = self.progress.get(&x.experiment_id).map_or(0, |p| p.rounds);
-        let best = self.progress.get(&x.experiment_id).and_then(|p| p.best.map(|b| b.0));
-        let wall = r.timestamp_ms.saturating_sub(x.started_ms) as f64 / 1000.0;
-        let m = |k: &str| r.metrics.get(k).copied();
+        self.record_rounds(&[(x, r)])
+    }
+
+    /// Records rounds and updates their experiments' summaries, all in one transaction (the
+    /// tracker groups what queued up while it was writing).
+    pub fn record_rounds(&mut self, rounds: &[(&Experiment, &Round)]) -> Result<(), TrackingError> {
         let e = sql(&self.path);
         let tx = self.conn.transaction().map_err(&e)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO fact_round VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
-               ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
-            params![
-                x.experiment_id,
-                r.round_number as i64,
-                x.domain_id,
-                x.node_id,
-                rfc3339(r.timestamp_ms),
-                wall,
-                r.performance,
-                r.best_performance,
-                delta,
-                r.converged,
-                r.chain_height as i64,
-                r.peers_count as i64,
-                r.block_reward_earned,
-                r.generation as i64,
-                r.stage as i64,
-                r.population_size as i64,
-                r.no_improve_counter as i64,
-                r.avg_fitness,
-                r.parameters,
-                r.best_parameters,
-                m("train_mae"),
-                m("val_mae"),
-                m("test_mae"),
-                m("naive_mae"),
-                serde_json::to_string(&r.metrics).unwrap_or_default(),
-            ],
-        )
-        .map_err(&e)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO fact_experiment_summary VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                x.experiment_id,
-                x.domain_id,
-                x.node_id,
-                rounds as i64,
-                best,
-                x.target_performance,
-                r.converged || to_target.is_some(),
-                to_target,
-                to_best,
-                wall,
-                rfc3339(r.timestamp_ms),
-            ],
-        )
-        .map_err(&e)?;
+        for (x, r) in rounds {
+            round_in(&tx, &mut self.progress, x, r).map_err(&e)?;
+        }
         tx.commit().map_err(&e)
     }
 
@@ -290,6 +246,67 @@ impl Olap {
         }
         tx.commit().map_err(&e)
     }
+}
+
+fn round_in(
+    tx: &rusqlite::Transaction<'_>,
+    progress: &mut std::collections::HashMap<String, Progress>,
+    x: &Experiment,
+    r: &Round,
+) -> Result<(), rusqlite::Error> {
+    let p = progress.entry(x.experiment_id.clone()).or_default();
+    let (to_best, to_target, delta) = p.update(x, r);
+    let (rounds, best) = (p.rounds, p.best.map(|b| b.0));
+    let wall = r.timestamp_ms.saturating_sub(x.started_ms) as f64 / 1000.0;
+    let m = |k: &str| r.metrics.get(k).copied();
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO fact_round VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+           ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+    )?
+    .execute(params![
+        x.experiment_id,
+        r.round_number as i64,
+        x.domain_id,
+        x.node_id,
+        rfc3339(r.timestamp_ms),
+        wall,
+        r.performance,
+        r.best_performance,
+        delta,
+        r.converged,
+        r.chain_height as i64,
+        r.peers_count as i64,
+        r.block_reward_earned,
+        r.generation as i64,
+        r.stage as i64,
+        r.population_size as i64,
+        r.no_improve_counter as i64,
+        r.avg_fitness,
+        r.parameters,
+        r.best_parameters,
+        m("train_mae"),
+        m("val_mae"),
+        m("test_mae"),
+        m("naive_mae"),
+        serde_json::to_string(&r.metrics).unwrap_or_default(),
+    ])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO fact_experiment_summary VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        x.experiment_id,
+        x.domain_id,
+        x.node_id,
+        rounds as i64,
+        best,
+        x.target_performance,
+        r.converged || to_target.is_some(),
+        to_target,
+        to_best,
+        wall,
+        rfc3339(r.timestamp_ms),
+    ])?;
+    Ok(())
 }
 
 /// Runs `query` and returns every row as a JSON object (column name → value).
