@@ -9,6 +9,7 @@
 pub mod dashboard;
 pub mod events;
 pub mod guard;
+pub mod inference;
 pub mod metrics;
 pub mod openapi;
 pub mod stats;
@@ -195,6 +196,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/stats/rounds", get(stats::rounds))
         .route("/stats/chain-metrics", get(stats::chain_metrics))
         .route("/stats/export", get(stats::export))
+        .route("/inference", post(inference::submit))
+        .route("/inference/{task_id}", get(inference::status))
         .route("/events", get(events::stream))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::document))
@@ -586,7 +589,16 @@ async fn tasks_complete(
     check_key(&s, &headers)?;
     let Json(done) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_completion", e.body_text()))?;
-    if !done.performance.is_finite() {
+    let kind = s.tasks.lock().ok().and_then(|q| q.kind_of(&done.task_id));
+    if kind == Some(tasks::TaskKind::Inference) {
+        if done.result.is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_completion",
+                "an inference task needs a result",
+            ));
+        }
+    } else if !done.performance.is_some_and(f64::is_finite) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_completion",
@@ -606,6 +618,13 @@ async fn tasks_complete(
             tasks::TaskError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "queue full"),
         })?;
     let id = task.task_id.clone();
+    if task.kind == tasks::TaskKind::Inference {
+        // The answer waits for the requester; nothing goes on chain.
+        if let Ok(mut q) = s.tasks.lock() {
+            q.store_result(&id, done.result.unwrap_or(Value::Null));
+        }
+        return Ok(Json(json!({ "accepted": true, "task_id": id })));
+    }
     s.completions.try_send((task, done)).map_err(|_| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node's completion queue is full")
     })?;

@@ -121,6 +121,25 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("post", "/tasks/complete", "Complete a claimed task (x-api-key).", &["accepted", "task_id"])
     },
     Operation {
+        ok: 202,
+        errors: &[400, 401, 403, 404, 409, 413, 503],
+        ..op(
+            "post",
+            "/inference",
+            "Inference from the domain's champion (x-api-key): queued for a worker.",
+            &["task_id", "status", "champion"],
+        )
+    },
+    Operation {
+        errors: &[404],
+        ..op(
+            "get",
+            "/inference/{task_id}",
+            "An inference request's status and result.",
+            &["task_id", "status", "result"],
+        )
+    },
+    Operation {
         errors: &[404, 503],
         ..op("get", "/stats", "Experiment summaries per domain (the OLAP cube).", &["olap_summaries"])
     },

@@ -44,6 +44,9 @@ pub struct Task {
     /// Seconds left on the current lease (claimed tasks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_s: Option<f64>,
+    /// Inference: the request's inputs, for the champion's model (`params`) to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Value>,
 }
 
 /// A finished task.
@@ -53,8 +56,12 @@ pub struct Completion {
     pub task_id: String,
     /// The lease token the claim returned.
     pub lease: String,
-    /// The measured performance.
-    pub performance: f64,
+    /// The measured performance (verification tasks).
+    #[serde(default)]
+    pub performance: Option<f64>,
+    /// The answer (inference tasks).
+    #[serde(default)]
+    pub result: Option<Value>,
     /// Extra metrics.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
@@ -87,12 +94,38 @@ pub struct TaskQueue {
     claimed_total: u64,
     completed_total: u64,
     next_lease: u64,
+    /// Finished inference answers by task id (newest [`MAX_RESULTS`] kept).
+    results: BTreeMap<String, (u64, Value)>,
+    next_result: u64,
+}
+
+/// Inference answers kept for `GET /inference/{id}`.
+pub const MAX_RESULTS: usize = 1024;
+
+/// Where an inference request stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InferenceState {
+    /// Waiting for a worker.
+    Pending,
+    /// A worker holds it.
+    Claimed,
+    /// Answered.
+    Done(Value),
 }
 
 impl TaskQueue {
     /// A queue of at most `cap` tasks whose claims last `lease`.
     pub fn new(cap: usize, lease: Duration) -> Self {
-        Self { entries: BTreeMap::new(), lease, cap, claimed_total: 0, completed_total: 0, next_lease: 1 }
+        Self {
+            entries: BTreeMap::new(),
+            lease,
+            cap,
+            claimed_total: 0,
+            completed_total: 0,
+            next_lease: 1,
+            results: BTreeMap::new(),
+            next_result: 0,
+        }
     }
 
     /// Adds a task (no-op if it is queued already).
@@ -105,6 +138,11 @@ impl TaskQueue {
         }
         self.entries.insert(task.task_id.clone(), Entry { task, claimed: None, enqueued: Instant::now() });
         Ok(())
+    }
+
+    /// The kind of a queued task.
+    pub fn kind_of(&self, task_id: &str) -> Option<TaskKind> {
+        self.entries.get(task_id).map(|e| e.task.kind)
     }
 
     /// Drops a task (its commit was certified or expired).
@@ -159,6 +197,29 @@ impl TaskQueue {
         self.entries.remove(task_id).map(|e| e.task).ok_or_else(|| TaskError::Unknown(task_id.to_owned()))
     }
 
+    /// Keeps an inference answer (the oldest goes when [`MAX_RESULTS`] are kept).
+    pub fn store_result(&mut self, task_id: &str, result: Value) {
+        if self.results.len() >= MAX_RESULTS
+            && let Some(oldest) = self.results.iter().min_by_key(|(_, (n, _))| *n).map(|(k, _)| k.clone())
+        {
+            self.results.remove(&oldest);
+        }
+        self.next_result += 1;
+        self.results.insert(task_id.to_owned(), (self.next_result, result));
+    }
+
+    /// An inference request's state; `None` if unknown (or its answer was dropped).
+    pub fn inference(&mut self, task_id: &str) -> Option<InferenceState> {
+        self.expire();
+        if let Some((_, v)) = self.results.get(task_id) {
+            return Some(InferenceState::Done(v.clone()));
+        }
+        self.entries
+            .get(task_id)
+            .filter(|e| e.task.kind == TaskKind::Inference)
+            .map(|e| if e.claimed.is_some() { InferenceState::Claimed } else { InferenceState::Pending })
+    }
+
     /// `(pending, claimed, completed)` counts.
     pub fn counts(&mut self) -> (usize, usize, u64) {
         self.expire();
@@ -182,6 +243,7 @@ mod tests {
             seed: "00".into(),
             limits: Value::Null,
             lease_s: None,
+            inputs: None,
         }
     }
 

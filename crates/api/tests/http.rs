@@ -278,6 +278,7 @@ async fn external_evaluators_pull_tasks_with_the_api_key() {
                 seed: "ab".repeat(32),
                 limits: Value::Null,
                 lease_s: None,
+                inputs: None,
             })
             .unwrap();
     }
@@ -308,7 +309,7 @@ async fn external_evaluators_pull_tasks_with_the_api_key() {
         call_with_key(&f.state, "POST", "/tasks/complete", Some(done(&lease, "-1.5")), Some("sesame")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (task, completion) = f.done.recv().await.unwrap();
-    assert_eq!((task.commit.as_str(), completion.performance), ("c1", -1.5));
+    assert_eq!((task.commit.as_str(), completion.performance), ("c1", Some(-1.5)));
     let (s, _) =
         call_with_key(&f.state, "POST", "/tasks/complete", Some(done(&lease, "-1.5")), Some("sesame")).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "a task completes once");
@@ -342,7 +343,8 @@ async fn openapi_document_matches_the_server() {
                 .replace("{hash}", &block)
                 .replace("{commit}", &cert)
                 .replace("{address}", &addr)
-                .replace("{id}", &"ab".repeat(32));
+                .replace("{id}", &"ab".repeat(32))
+                .replace("{task_id}", "inference-unknown");
             let documented: Vec<u16> =
                 op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
             let (status, body) = if method == "get" {
@@ -556,4 +558,47 @@ async fn stats_endpoints_read_the_tracking_cube() {
     let (s, v) = call(&f.state, "GET", "/stats", None).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("no_olap")));
     assert!(v["detail"].as_str().unwrap().contains("olap_db_path"));
+}
+
+/// Inference from the champion: queued with the champion's parameters and the inputs, served
+/// to a worker after verification work, answered through the task queue.
+#[tokio::test]
+async fn inference_requests_go_through_the_task_queue() {
+    let f = fixture();
+    let body = serde_json::json!({ "domain_id": "quadratic", "inputs": [[1.0, 2.0]] }).to_string();
+    let (s, _) = call(&f.state, "POST", "/inference", Some(body.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a write needs the API key");
+    let (s, v) = call_with_key(&f.state, "POST", "/inference", Some(body.clone()), Some("sesame")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["task_id"].as_str().unwrap().to_owned();
+    let champion =
+        f.chain.state.domain(&doin_consensus::testkit::domain_id()).unwrap().champion.clone().unwrap();
+    assert_eq!(v["champion"]["commit"], champion.commit.to_string());
+    let (_, v) = call(&f.state, "GET", &format!("/inference/{id}"), None).await;
+    assert_eq!(v["status"], "pending");
+
+    let claim = serde_json::json!({ "kinds": ["inference"] }).to_string();
+    let (_, v) = call_with_key(&f.state, "POST", "/tasks/claim", Some(claim), Some("sesame")).await;
+    assert_eq!(v["task"]["task_id"], id.as_str());
+    assert_eq!(v["task"]["inputs"], serde_json::json!([[1.0, 2.0]]));
+    assert_eq!(v["task"]["params"].as_array().unwrap().len(), 4, "the champion's parameters");
+    let lease = v["lease"].as_str().unwrap().to_owned();
+    let (_, v) = call(&f.state, "GET", &format!("/inference/{id}"), None).await;
+    assert_eq!(v["status"], "claimed");
+    // A completion without a result is refused; with one, the requester reads it.
+    let bad = serde_json::json!({ "task_id": id, "lease": lease }).to_string();
+    let (s, _) = call_with_key(&f.state, "POST", "/tasks/complete", Some(bad), Some("sesame")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let done =
+        serde_json::json!({ "task_id": id, "lease": lease, "result": { "predictions": [7] } }).to_string();
+    let (s, _) = call_with_key(&f.state, "POST", "/tasks/complete", Some(done), Some("sesame")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = call(&f.state, "GET", &format!("/inference/{id}"), None).await;
+    assert_eq!((v["status"].as_str(), &v["result"]["predictions"][0]), (Some("done"), &serde_json::json!(7)));
+
+    let unknown = serde_json::json!({ "domain_id": "nope", "inputs": [] }).to_string();
+    let (s, v) = call_with_key(&f.state, "POST", "/inference", Some(unknown), Some("sesame")).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_domain")));
+    let (s, _) = call(&f.state, "GET", "/inference/nothing", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

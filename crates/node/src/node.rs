@@ -806,6 +806,7 @@ impl Engine {
                     "max_memory_mb": limits.max_memory_mb,
                 }),
                 lease_s: None,
+                inputs: None,
             };
             if let Ok(mut q) = self.tasks.lock()
                 && q.push(task).is_err()
@@ -861,8 +862,9 @@ impl Engine {
             return;
         };
         let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit.id(), &self.me);
-        let result = Metric::from_f64(done.performance).ok_or_else(|| "performance out of range".to_owned());
-        tracing::info!(task = %task.task_id, performance = done.performance, "external evaluation completed");
+        let performance = done.performance.unwrap_or(f64::NAN);
+        let result = Metric::from_f64(performance).ok_or_else(|| "performance out of range".to_owned());
+        tracing::info!(task = %task.task_id, performance, "external evaluation completed");
         self.on_measured(Measured { commit: commit.id(), round: task.round, seed, result }).await;
     }
 
@@ -975,6 +977,12 @@ impl Engine {
             return;
         };
         let revealed_at = *revealed_at;
+        // A copy (these parameters were revealed first under another commit) is never
+        // certified by this node, in the first round or in an escalation.
+        let params_hash = Hash::of(&encode(&reveal.body.params));
+        if self.params_first.get(&params_hash).is_some_and(|first| *first != commit_id) {
+            return;
+        }
         let commit = seen.commit.clone();
         let state = self.tip_state();
         let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
@@ -1346,9 +1354,12 @@ impl Engine {
             let s = self.store.lock();
             self.certs.retain(|id, _| s.certificate_location(id).ok().flatten().is_none());
         }
-        let mut ready: Vec<Hash> =
-            self.certs.iter().filter(|(_, c)| c.ready_at <= now).map(|(k, _)| *k).collect();
+        // Oldest first: when more are ready than a block carries, certificates assembled earlier
+        // (originals before any later copy of their parameters) go first.
+        let mut ready: Vec<(Instant, Hash)> =
+            self.certs.iter().filter(|(_, c)| c.ready_at <= now).map(|(k, c)| (c.ready_at, *k)).collect();
         ready.sort();
+        let mut ready: Vec<Hash> = ready.into_iter().map(|(_, k)| k).collect();
         ready.truncate(state.params().max_block_certs as usize);
         let mut txs = self.mempool.select(&state, (state.params().max_block_txs as usize).min(1000));
         if !ready.is_empty() {
