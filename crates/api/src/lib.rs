@@ -127,6 +127,8 @@ pub struct ApiState {
     pub started: std::time::Instant,
     /// The experiment-tracking database `/stats*` read, if configured.
     pub stats: Option<doin_tracking::olap::StatsReader>,
+    /// The chain views' summaries of recent blocks.
+    pub chain_cache: Arc<Mutex<views::ChainCache>>,
 }
 
 impl ApiState {

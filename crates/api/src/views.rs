@@ -186,28 +186,79 @@ fn canonical_range(st: &ChainStore, from: u64) -> Vec<(Block, Receipt)> {
         .collect()
 }
 
-/// Champion changes in the last [`SCAN_BLOCKS`] blocks, oldest first.
-pub fn champion_history(st: &ChainStore) -> Vec<ChampionChange> {
-    let from = st.tip().height().saturating_sub(SCAN_BLOCKS);
-    let mut out = Vec::new();
-    for (block, receipt) in canonical_range(st, from) {
-        for r in receipt.certificates.iter().filter(|r| r.outcome == Outcome::Accept && r.improved) {
-            out.push(ChampionChange {
-                domain: r.domain.clone(),
+/// What the chain views need from one block's receipt.
+#[derive(Clone, Debug)]
+struct BlockSummary {
+    height: u64,
+    hash: Hash,
+    champions: Vec<ChampionChange>,
+    minted: u128,
+    burned: u128,
+    to_optimizers: u128,
+    to_evaluators: u128,
+}
+
+/// Summaries of the last [`SCAN_BLOCKS`] canonical blocks, brought up to date per request by
+/// reading only the blocks added since (a reorg drops the orphaned tail first), so the views
+/// never rescan the window under the store lock.
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    blocks: std::collections::VecDeque<BlockSummary>,
+}
+
+impl ChainCache {
+    fn update(&mut self, st: &ChainStore) {
+        // The newest cached block still canonical means all older ones are, too.
+        while let Some(last) = self.blocks.back() {
+            if st.canonical_hash(last.height).ok().flatten() == Some(last.hash) {
+                break;
+            }
+            self.blocks.pop_back();
+        }
+        let tip = st.tip().height();
+        let from = self.blocks.back().map_or(tip.saturating_sub(SCAN_BLOCKS), |b| b.height + 1);
+        for (block, receipt) in canonical_range(st, from) {
+            let mut b = BlockSummary {
                 height: receipt.height,
-                block: receipt.block_hash,
-                generator: receipt.generator.to_string(),
-                timestamp_ms: block.header.body.timestamp_ms,
-                performance: r.median.to_f64(),
-                previous: r.previous.map(|m| m.to_f64()),
-                optimizer: r.optimizer.to_string(),
-                commit: r.commit,
-                increment: fixed(r.increment),
-                reward: doin(r.optimizer_reward.0),
-            });
+                hash: receipt.block_hash,
+                champions: Vec::new(),
+                minted: receipt.reward.0,
+                burned: receipt.fees_burned.0,
+                to_optimizers: 0,
+                to_evaluators: 0,
+            };
+            for r in &receipt.certificates {
+                b.to_optimizers += r.optimizer_reward.0;
+                b.to_evaluators += r.evaluator_rewards.iter().map(|(_, a)| a.0).sum::<u128>();
+                if r.outcome == Outcome::Accept && r.improved {
+                    b.champions.push(ChampionChange {
+                        domain: r.domain.clone(),
+                        height: receipt.height,
+                        block: receipt.block_hash,
+                        generator: receipt.generator.to_string(),
+                        timestamp_ms: block.header.body.timestamp_ms,
+                        performance: r.median.to_f64(),
+                        previous: r.previous.map(|m| m.to_f64()),
+                        optimizer: r.optimizer.to_string(),
+                        commit: r.commit,
+                        increment: fixed(r.increment),
+                        reward: doin(r.optimizer_reward.0),
+                    });
+                }
+            }
+            self.blocks.push_back(b);
+        }
+        while self.blocks.len() as u64 > SCAN_BLOCKS + 1 {
+            self.blocks.pop_front();
         }
     }
-    out
+}
+
+/// Champion changes in the last [`SCAN_BLOCKS`] blocks, oldest first.
+pub fn champion_history(s: &ApiState, st: &ChainStore) -> Vec<ChampionChange> {
+    let Ok(mut cache) = s.chain_cache.lock() else { return Vec::new() };
+    cache.update(st);
+    cache.blocks.iter().flat_map(|b| b.champions.iter().cloned()).collect()
 }
 
 /// `GET /api/optimization`: per domain the champion, the target, this node's optimizer and the
@@ -215,7 +266,7 @@ pub fn champion_history(st: &ChainStore) -> Vec<ChampionChange> {
 pub(crate) async fn optimization(State(s): State<ApiState>) -> ApiResult {
     let l = live(&s);
     let st = store(&s);
-    let history = champion_history(&st);
+    let history = champion_history(&s, &st);
     let state = st.tip();
     let domains: Vec<Value> = state
         .domains()
@@ -307,7 +358,7 @@ pub(crate) async fn evaluations(State(s): State<ApiState>) -> ApiResult {
 pub(crate) async fn metrics(State(s): State<ApiState>) -> ApiResult {
     let st = store(&s);
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
-    let rows: Vec<Value> = champion_history(&st)
+    let rows: Vec<Value> = champion_history(&s, &st)
         .into_iter()
         .map(|c| {
             let n = counts.entry(c.domain.clone()).or_default();
@@ -424,12 +475,13 @@ pub(crate) async fn economics(State(s): State<ApiState>) -> ApiResult {
     stakes.sort_by(|a, b| b.1.total_cmp(&a.1));
     stakes.truncate(10);
     let (mut minted, mut optimizers, mut evaluators, mut burned) = (0u128, 0u128, 0u128, 0u128);
-    for (_, r) in canonical_range(&st, state.height().saturating_sub(SCAN_BLOCKS)) {
-        minted += r.reward.0;
-        burned += r.fees_burned.0;
-        for c in &r.certificates {
-            optimizers += c.optimizer_reward.0;
-            evaluators += c.evaluator_rewards.iter().map(|(_, a)| a.0).sum::<u128>();
+    if let Ok(mut cache) = s.chain_cache.lock() {
+        cache.update(&st);
+        for b in &cache.blocks {
+            minted += b.minted;
+            burned += b.burned;
+            optimizers += b.to_optimizers;
+            evaluators += b.to_evaluators;
         }
     }
     let channels: Vec<Value> = state

@@ -79,6 +79,7 @@ fn fixture() -> Fixture {
         guard: Arc::new(Guard::new(Limits::default())),
         started: std::time::Instant::now(),
         stats: Some(stats_db(dir.path())),
+        chain_cache: Arc::default(),
     };
     Fixture { _dir: dir, chain, state, done }
 }
@@ -412,16 +413,25 @@ async fn dashboard_views_reflect_the_chain() {
     assert_eq!(series.len(), 4, "4 improving work blocks: {v}");
     assert_eq!(series.last().unwrap()[1].as_f64().unwrap(), champion.performance.to_f64());
     assert_eq!(d["best_performance"].as_f64().unwrap(), champion.performance.to_f64());
+    // A new improving block: the cached views pick it up.
+    let mut f = f;
+    let cert = f.chain.improving_certificate(5, 1.0);
+    f.chain.work_block(9, vec![cert]).unwrap();
+    let block = f.chain.blocks.last().unwrap().clone();
+    f.state.store.lock().unwrap().import(&block).unwrap();
+    let (_, v) = call(&f.state, "GET", "/api/optimization", None).await;
+    assert_eq!(v["domains"][0]["convergence"].as_array().unwrap().len(), 5, "{v}");
     let (_, v) = call(&f.state, "GET", "/api/metrics", None).await;
     let rows = v["metrics"].as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
+    let rows = &rows[..4];
     assert_eq!(rows[3]["champion_num"], 4);
     assert_eq!(rows[3]["previous_best_performance"], rows[2]["performance"]);
 
     // The chain view: newest first, linked.
     let (_, v) = call(&f.state, "GET", "/api/chain?limit=5", None).await;
     let blocks = v["blocks"].as_array().unwrap();
-    assert_eq!((blocks.len(), blocks[0]["index"].as_u64()), (5, Some(12)));
+    assert_eq!((blocks.len(), blocks[0]["index"].as_u64()), (5, Some(13)));
     for w in blocks.windows(2) {
         assert_eq!(w[0]["previous_hash"], w[1]["hash"]);
     }

@@ -290,6 +290,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         })),
         started: Instant::now(),
         stats: config.olap_db_path.clone().map(doin_tracking::olap::StatsReader::new),
+        chain_cache: Arc::default(),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
