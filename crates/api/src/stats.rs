@@ -21,26 +21,33 @@ fn reader(s: &ApiState) -> Result<&doin_tracking::olap::StatsReader, ApiError> {
     })
 }
 
-fn answer(r: Result<Value, String>) -> ApiResult {
-    r.map(Json).map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "olap_unavailable",
-            format!("the tracking database: {e}"),
-        )
-    })
+/// Runs a query off the async workers and answers with its JSON.
+async fn answer<F>(s: &ApiState, query: F) -> ApiResult
+where
+    F: FnOnce(doin_tracking::olap::StatsReader) -> Result<Value, String> + Send + 'static,
+{
+    let r = reader(s)?.clone();
+    tokio::task::spawn_blocking(move || query(r))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .map(Json)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "olap_unavailable",
+                format!("the tracking database: {e}"),
+            )
+        })
 }
 
 /// `GET /stats`.
 pub(crate) async fn summary(State(s): State<ApiState>) -> ApiResult {
-    let r = reader(&s)?.clone();
-    answer(tokio::task::spawn_blocking(move || r.summary()).await.unwrap_or_else(|e| Err(e.to_string())))
+    answer(&s, |r| r.summary()).await
 }
 
 /// `GET /stats/experiments`.
 pub(crate) async fn experiments(State(s): State<ApiState>) -> ApiResult {
-    let r = reader(&s)?.clone();
-    answer(tokio::task::spawn_blocking(move || r.experiments()).await.unwrap_or_else(|e| Err(e.to_string())))
+    answer(&s, |r| r.experiments()).await
 }
 
 /// `?experiment_id=&limit=`.
@@ -56,13 +63,8 @@ pub(crate) async fn rounds(
     q: Result<Query<RoundsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let r = reader(&s)?.clone();
     let limit = q.limit.unwrap_or(100);
-    answer(
-        tokio::task::spawn_blocking(move || r.rounds(q.experiment_id.as_deref(), limit))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string())),
-    )
+    answer(&s, move |r| r.rounds(q.experiment_id.as_deref(), limit)).await
 }
 
 /// `?domain_id=`.
@@ -77,12 +79,7 @@ pub(crate) async fn chain_metrics(
     q: Result<Query<DomainQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let r = reader(&s)?.clone();
-    answer(
-        tokio::task::spawn_blocking(move || r.chain_metrics(q.domain_id.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string())),
-    )
+    answer(&s, move |r| r.chain_metrics(q.domain_id.as_deref())).await
 }
 
 /// `GET /stats/export`: the database file (`application/vnd.sqlite3`).

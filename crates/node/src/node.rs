@@ -526,13 +526,7 @@ impl<F: FnMut()> Drop for Defer<F> {
 
 /// This process's CPU seconds (user + system) and resident memory in MiB (Linux `/proc`).
 pub fn process_usage() -> (f64, f64) {
-    let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
-        // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
-        let rest = s.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / 100.0)
-    });
+    let cpu = doin_tracking::stat_cpu_seconds("/proc/self/stat");
     let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
@@ -562,6 +556,24 @@ impl Engine {
 
     fn emit(&self, kind: &str, domain: Option<&str>, data: serde_json::Value) {
         self.events.emit(kind, domain, data);
+    }
+
+    /// The `certificate` event of an assembled certificate, decided by `verified`.
+    fn emit_certificate(&self, cert: &Certificate, verified: Metric, trusted: bool) {
+        let commit = &cert.commit.body;
+        self.emit(
+            "certificate",
+            Some(commit.domain.as_str()),
+            json!({
+                "commit": cert.commit.id().to_string(),
+                "optimizer": commit.optimizer.to_string(),
+                "outcome": format!("{:?}", cert.outcome),
+                "claimed": commit.claimed.to_f64(),
+                "verified": verified.to_f64(),
+                "escalated": !cert.escalation.is_empty(),
+                "trusted": trusted,
+            }),
+        );
     }
 
     async fn publish(&self, topic: Topic, msg: GossipMessage) {
@@ -1008,18 +1020,7 @@ impl Engine {
                 c.cert.commit.body.domain != domain
                     || spec.direction.gain(claimed, c.cert.commit.body.claimed).is_none_or(|g| g < 0)
             });
-            self.emit(
-                "certificate",
-                Some(commit.body.domain.as_str()),
-                json!({
-                    "commit": commit_id.to_string(),
-                    "optimizer": commit.body.optimizer.to_string(),
-                    "outcome": "Accept",
-                    "claimed": claimed.to_f64(),
-                    "verified": claimed.to_f64(),
-                    "trusted": true,
-                }),
-            );
+            self.emit_certificate(&cert, claimed, true);
             self.certs.insert(commit_id, ReadyCert { cert, ready_at: Instant::now() });
             return;
         }
@@ -1092,18 +1093,7 @@ impl Engine {
         };
         let mine = commit.body.optimizer == self.me;
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
-        self.emit(
-            "certificate",
-            Some(commit.body.domain.as_str()),
-            json!({
-                "commit": commit_id.to_string(),
-                "optimizer": commit.body.optimizer.to_string(),
-                "outcome": format!("{outcome:?}"),
-                "claimed": commit.body.claimed.to_f64(),
-                "verified": median.to_f64(),
-                "escalated": !cert.escalation.is_empty(),
-            }),
-        );
+        self.emit_certificate(&cert, median, false);
         let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
         self.certs.insert(commit_id, ReadyCert { cert, ready_at });
         if let Ok(mut q) = self.tasks.lock() {
@@ -1463,15 +1453,8 @@ impl Engine {
             return;
         }
         self.last_tip = tip;
-        let (certs, txs, kind, generator) =
-            self.store.lock().block(&tip).ok().flatten().map_or((0, 0, String::new(), String::new()), |b| {
-                (
-                    b.body.certificates.len(),
-                    b.body.transactions.len(),
-                    format!("{:?}", b.header.body.kind).to_lowercase(),
-                    b.header.body.generator.to_string(),
-                )
-            });
+        let block = self.store.lock().block(&tip).ok().flatten();
+        let certs = block.as_ref().map_or(0, |b| b.body.certificates.len());
         println!("block {} {} work {} certs {certs}", state.height(), tip, state.meta().cumulative_work);
         self.emit(
             "block",
@@ -1479,28 +1462,20 @@ impl Engine {
             json!({
                 "height": state.height(),
                 "hash": tip.to_string(),
-                "kind": kind,
-                "generator": generator,
+                "kind": block.as_ref().map(|b| format!("{:?}", b.header.body.kind).to_lowercase()),
+                "generator": block.as_ref().map(|b| b.header.body.generator.to_string()),
                 "certificates": certs,
-                "transactions": txs,
+                "transactions": block.as_ref().map_or(0, |b| b.body.transactions.len()),
                 "cumulative_work": state.meta().cumulative_work as f64 / doin_primitives::FIXED_ONE as f64,
             }),
         );
-        let included: Vec<Transaction> = self
-            .store
-            .lock()
-            .block(&tip)
-            .ok()
-            .flatten()
-            .map(|b| b.body.transactions.to_vec())
-            .unwrap_or_default();
-        for t in &included {
-            self.mempool.remove(&t.id());
-        }
         self.track_chain(state.height());
-        // Certified commits are done: forget their pipeline state, and remember them so a late
-        // copy of their messages is not processed again.
-        if let Ok(Some(block)) = self.store.lock().block(&tip) {
+        if let Some(block) = block {
+            for t in block.body.transactions.iter() {
+                self.mempool.remove(&t.id());
+            }
+            // Certified commits are done: forget their pipeline state, and remember them so a
+            // late copy of their messages is not processed again.
             if self.done.len() >= MAX_PENDING * 4 {
                 self.done.clear();
             }

@@ -179,18 +179,19 @@ pub struct TrackerStats {
     pub cpu_nanos: AtomicU64,
 }
 
-/// CPU time of the calling thread in nanoseconds (Linux `/proc/thread-self/stat`, clock-tick
-/// resolution); 0 where unavailable.
+/// User + system CPU seconds from a Linux `stat` file (`/proc/self/stat` for the process,
+/// `/proc/thread-self/stat` for the calling thread), clock-tick resolution.
+pub fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU time of the calling thread in nanoseconds; 0 where unavailable.
 pub fn thread_cpu_nanos() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks * 10_000_000)
-        })
-        .unwrap_or(0)
+    stat_cpu_seconds("/proc/thread-self/stat").map_or(0, |s| (s * 1e9) as u64)
 }
 
 /// The tracker: a thread that owns the CSV file and the SQLite database.
