@@ -111,6 +111,8 @@ struct SeenCommit {
 struct ReadyCert {
     cert: Certificate,
     ready_at: Instant,
+    /// The decisive median (trusted: the claim).
+    median: Metric,
 }
 
 struct Measured {
@@ -504,6 +506,18 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         state.stake(&me).map_or(0, |s| s.amount.0)
     );
     Ok(())
+}
+
+/// Whether a ready certificate adds no work on `state`: a reject, a trusted domain's accept, or
+/// an accept whose median does not beat the champion by more than the acceptance tolerance
+/// (consensus counts it late). Such certificates ride heartbeat blocks.
+fn adds_no_work(state: &State, c: &ReadyCert) -> bool {
+    let Some(d) = state.domain(&c.cert.commit.body.domain) else { return false };
+    if c.cert.outcome == Outcome::Reject || d.spec.trusted() {
+        return true;
+    }
+    let old = d.champion.as_ref().map_or(d.spec.baseline, |ch| ch.performance);
+    d.spec.direction.gain(c.median, old).is_none_or(|g| g <= d.spec.acceptance_tolerance.0)
 }
 
 /// The quorums of `commit` from its reference block, if that block is still recent.
@@ -1021,7 +1035,7 @@ impl Engine {
                     || spec.direction.gain(claimed, c.cert.commit.body.claimed).is_none_or(|g| g < 0)
             });
             self.emit_certificate(&cert, claimed, true);
-            self.certs.insert(commit_id, ReadyCert { cert, ready_at: Instant::now() });
+            self.certs.insert(commit_id, ReadyCert { cert, ready_at: Instant::now(), median: claimed });
             return;
         }
         let Some(q) = quorums_of(&state, &commit) else { return };
@@ -1095,7 +1109,7 @@ impl Engine {
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         self.emit_certificate(&cert, median, false);
         let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
-        self.certs.insert(commit_id, ReadyCert { cert, ready_at });
+        self.certs.insert(commit_id, ReadyCert { cert, ready_at, median });
         if let Ok(mut q) = self.tasks.lock() {
             q.remove(&format!("{commit_id}:0"));
             q.remove(&format!("{commit_id}:1"));
@@ -1369,16 +1383,12 @@ impl Engine {
         if heartbeat_leader(&state, &state.tip().hash, slot).is_some_and(|l| l != self.me) {
             return;
         }
-        // Rejects and trusted-domain accepts add no work: a heartbeat carries them, so penalties
-        // and unverified champions land while nothing verified improves.
+        // Rejects, trusted-domain accepts and late accepts (honest, but no gain over the champion)
+        // add no work: a heartbeat carries them, so penalties, unverified champions and returned
+        // bonds land while nothing verified improves.
         let mut zero_work: Vec<Hash> = ready
             .iter()
-            .filter(|id| {
-                self.certs.get(*id).is_some_and(|c| {
-                    c.cert.outcome == Outcome::Reject
-                        || state.domain(&c.cert.commit.body.domain).is_some_and(|d| d.spec.trusted())
-                })
-            })
+            .filter(|id| self.certs.get(*id).is_some_and(|c| adds_no_work(&state, c)))
             .copied()
             .collect();
         if let Some(block) = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut zero_work) {
@@ -1409,8 +1419,12 @@ impl Engine {
             match build_block(state, BlockTemplate { key: &self.key, timestamp_ms, kind, body }) {
                 Ok((block, _, _)) => return Some(block),
                 Err(BlockError::Certificate { index, source, .. }) if index < certs.len() => {
-                    tracing::info!(error = %source, "certificate dropped");
-                    self.certs.remove(&certs.remove(index));
+                    // The rules refuse it for good (reference too old, parameters taken, …):
+                    // forget the commit, or the next tick would assemble it again.
+                    let id = certs.remove(index);
+                    tracing::info!(commit = %id, error = %source, "certificate dropped");
+                    self.certs.remove(&id);
+                    self.forget(id);
                 }
                 Err(BlockError::Transaction { index, source, .. }) if index < txs.len() => {
                     tracing::info!(error = %source, "transaction dropped");
@@ -1431,6 +1445,19 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// A commit is done (certified, or its certificate refused for good): forget its pipeline
+    /// state, and remember it so a late copy of its messages is not processed again.
+    fn forget(&mut self, id: Hash) {
+        if self.done.len() >= MAX_PENDING * 4 {
+            self.done.clear();
+        }
+        self.escalated.remove(&id);
+        self.votes.remove(&id);
+        self.reveals.remove(&id);
+        self.commits.remove(&id);
+        self.done.insert(id);
     }
 
     async fn import_and_announce(&mut self, block: Block) {
@@ -1474,20 +1501,21 @@ impl Engine {
             for t in block.body.transactions.iter() {
                 self.mempool.remove(&t.id());
             }
-            // Certified commits are done: forget their pipeline state, and remember them so a
-            // late copy of their messages is not processed again.
-            if self.done.len() >= MAX_PENDING * 4 {
-                self.done.clear();
-            }
             for c in block.body.certificates.iter() {
                 let id = c.commit.id();
                 // A certificate is a reveal, too: its parameters are taken.
                 self.params_first.entry(Hash::of(&encode(&c.reveal.body.params))).or_insert(id);
-                self.escalated.remove(&id);
-                self.votes.remove(&id);
-                self.reveals.remove(&id);
-                self.commits.remove(&id);
-                self.done.insert(id);
+                self.forget(id);
+                // Our claim settled without becoming champion: the loop's bar drops back to the
+                // champion (a lucky measurement here must not stall our optimizer).
+                let domain = &c.commit.body.domain;
+                let champion = state.domain(domain).and_then(|d| d.champion.as_ref().map(|ch| ch.commit));
+                if c.commit.body.optimizer == self.me
+                    && champion != Some(id)
+                    && let Some(ctl) = self.domains.get(domain.as_str()).and_then(|rt| rt.control.as_ref())
+                {
+                    let _ = ctl.try_send(Control::Settled);
+                }
             }
         }
         for (id, rt) in self.domains.iter_mut() {
@@ -1568,5 +1596,48 @@ impl Engine {
         self.votes.retain(|k, _| commits.contains_key(k));
         self.evaluating.retain(|(k, _)| commits.contains_key(k));
         self.escalated.retain(|k| commits.contains_key(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use doin_consensus::{certs, testkit::TestNet};
+    use doin_primitives::{BlockBody, BoundedVec, FIXED_ONE, Metric};
+
+    use super::*;
+
+    fn ready(cert: Certificate) -> ReadyCert {
+        let median = certs::median(&cert.votes.iter().map(|v| v.measured).collect::<Vec<_>>());
+        ReadyCert { cert, ready_at: Instant::now(), median }
+    }
+
+    /// The node's heartbeat filter agrees with consensus: a late accept and a reject ride a
+    /// heartbeat, an improvement needs a work block.
+    #[test]
+    fn late_accepts_and_rejects_ride_heartbeats_improvements_do_not() {
+        let mut net = TestNet::new(8, 4, 3);
+        let first = net.improving_certificate(4, 2.0);
+        net.work_block(4, vec![first]).expect("the first improvement lands");
+        let m = |x: f64| Metric((x * FIXED_ONE as f64) as i64);
+        // Honest (measured as claimed) but worse than the champion: late.
+        let late = ready(net.certificate(5, vec![7, 7, 7, 7], m(3.0), |_| m(3.0)));
+        assert_eq!(late.cert.outcome, Outcome::Accept);
+        // Claims 1.0, measured 5.0: rejected.
+        let reject = ready(net.certificate(6, vec![9, 9, 9, 9], m(1.0), |_| m(5.0)));
+        assert_eq!(reject.cert.outcome, Outcome::Reject);
+        let better = ready(net.improving_certificate(5, 1.0));
+        assert!(adds_no_work(&net.state, &late));
+        assert!(adds_no_work(&net.state, &reject));
+        assert!(!adds_no_work(&net.state, &better));
+        let body = |c: Vec<Certificate>| BlockBody {
+            certificates: BoundedVec::try_from_vec(c).expect("few certificates"),
+            ..Default::default()
+        };
+        let before = net.state.clone();
+        net.heartbeat_with(body(vec![better.cert.clone()])).expect_err("an improvement is work");
+        net.state = before;
+        let receipt = net.heartbeat_with(body(vec![late.cert, reject.cert])).expect("zero-work certificates");
+        assert_eq!(receipt.certificates.len(), 2);
+        assert!(receipt.certificates.iter().all(|r| r.increment == 0));
     }
 }

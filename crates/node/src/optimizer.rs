@@ -22,6 +22,9 @@ use tokio::sync::mpsc::Sender;
 
 use crate::{config::DomainConfig, domains::plugin_command};
 
+/// The smallest improvement worth a commitment: one unit of the chain's fixed-point metric.
+const MIN_GAIN: f64 = 1.0 / doin_primitives::FIXED_ONE as f64;
+
 /// What the loop reports to the node.
 #[derive(Debug)]
 pub struct Found {
@@ -88,6 +91,10 @@ pub enum Control {
     Champion(Vec<Value>, f64),
     /// The domain reached its target (`true`) or no longer does (`false`).
     Pause(bool),
+    /// One of this node's claims was certified without becoming champion (late or rejected):
+    /// the figure it was measured at here was luck, so it no longer bars smaller improvements
+    /// over the champion.
+    Settled,
 }
 
 /// Builds the configured optimizer for `domain`.
@@ -170,6 +177,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     optimizer.inject(Evaluated { x, loss });
                 }
                 Ok(Control::Pause(p)) => paused = p,
+                Ok(Control::Settled) => reported = champion_loss,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
@@ -246,9 +254,11 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                 });
             }
         }
+        // A gain below the chain's metric resolution is no gain: the claim would read the same
+        // (a champion re-learned from its on-chain, rounded parameters scores a hair apart).
         if let Some((i, loss)) = best
-            && loss < champion_loss
-            && loss < reported
+            && loss < champion_loss - MIN_GAIN
+            && loss < reported - MIN_GAIN
             && let Ok(m) = &outcomes[i]
         {
             reported = loss;
@@ -260,5 +270,103 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             }
         }
         optimizer.tell(&told);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver as StdReceiver, SyncSender, sync_channel};
+
+    use doin_optimize::{
+        Dim, SnapshotError, Space,
+        domain::{Budget, EvalError},
+    };
+    use doin_primitives::Hash;
+
+    use super::*;
+
+    /// Performance is the single parameter itself (in [0, 1]).
+    struct Identity(Space);
+    impl Domain for Identity {
+        fn id(&self) -> &str {
+            "identity"
+        }
+        fn space(&self) -> &Space {
+            &self.0
+        }
+        fn higher_is_better(&self) -> bool {
+            true
+        }
+        fn evaluate(&self, params: &[Value], _: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+            Ok(Measurement { performance: params[0].as_f64(), metrics: Default::default() })
+        }
+    }
+
+    /// Asks exactly the points the test feeds, one per batch.
+    struct Scripted(StdReceiver<f64>);
+    impl Optimizer for Scripted {
+        fn ask(&mut self, _: usize) -> Vec<Vec<f64>> {
+            self.0.recv().map(|x| vec![vec![x]]).unwrap_or_default()
+        }
+        fn tell(&mut self, _: &[Evaluated]) {}
+        fn inject(&mut self, _: Evaluated) {}
+        fn best(&self) -> Option<&Evaluated> {
+            None
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _: &[u8]) -> Result<(), SnapshotError> {
+            Ok(())
+        }
+    }
+
+    /// A claim that settled without becoming champion stops barring candidates between the
+    /// champion and that claim; before it settles, only better ones are reported.
+    #[test]
+    fn a_settled_claim_lowers_the_bar_back_to_the_champion() {
+        let (feed, asked): (SyncSender<f64>, _) = sync_channel(0);
+        let (ctl, control) = sync_channel(16);
+        let (found, mut found_rx) = tokio::sync::mpsc::channel(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let io = LoopIo {
+            control,
+            found,
+            rounds: None,
+            round_size: 1,
+            stop: stop.clone(),
+            counter: Default::default(),
+        };
+        let domain: Arc<dyn Domain> =
+            Arc::new(Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] }));
+        let run = RunConfig { batch: 1, ..RunConfig::default() };
+        let handle = std::thread::spawn(move || run_loop(domain, Box::new(Scripted(asked)), run, io));
+        // Each point is handed over only when the loop asks again, so the round before it is done.
+        let round = |x: f64| feed.send(x).expect("the loop asks");
+        let reported =
+            |rx: &mut tokio::sync::mpsc::Receiver<Found>| rx.try_recv().ok().map(|f| f.values[0].as_f64());
+        ctl.send(Control::Champion(vec![Value::Real(0.6)], -0.6)).expect("loop listens");
+        round(0.9);
+        round(0.1);
+        assert_eq!(reported(&mut found_rx), Some(0.9));
+        round(0.7);
+        round(0.1);
+        assert_eq!(reported(&mut found_rx), None, "0.7 does not beat the pending claim 0.9");
+        ctl.send(Control::Settled).expect("loop listens");
+        round(0.1);
+        round(0.8);
+        round(0.1);
+        assert_eq!(reported(&mut found_rx), Some(0.8), "0.8 beats the champion once 0.9 settled");
+        ctl.send(Control::Settled).expect("loop listens");
+        round(0.1);
+        round(0.6 + 1e-12);
+        round(0.1);
+        assert_eq!(reported(&mut found_rx), None, "a gain below the chain's resolution is not reported");
+        round(0.6 + 1e-6);
+        round(0.1);
+        assert_eq!(reported(&mut found_rx), Some(0.6 + 1e-6));
+        stop.store(true, Ordering::Relaxed);
+        drop(feed);
+        handle.join().expect("the loop stops");
     }
 }
