@@ -133,6 +133,28 @@ pub fn run(
     result
 }
 
+/// Evaluates the candidate `x` (unit cube) on the data `seed` derives (`None`: the optimizer's
+/// own data) under `config`'s limits, on the calling thread.
+pub fn evaluate_one(
+    domain: &dyn Domain,
+    x: &[f64],
+    seed: Option<&doin_primitives::Hash>,
+    config: RunConfig,
+) -> Result<Measurement, EvalError> {
+    let budget = Budget {
+        deadline: Instant::now() + config.max_wall,
+        max_epochs: config.max_epochs,
+        max_memory_bytes: config.max_memory_bytes,
+    };
+    let values = domain.space().decode(x);
+    let started = Instant::now();
+    let r = domain.evaluate(&values, seed, budget);
+    if r.is_ok() && started.elapsed() > config.max_wall {
+        return Err(EvalError::Timeout);
+    }
+    r
+}
+
 /// Evaluates `xs` on at most `config.workers` threads; each evaluation gets its own deadline.
 pub fn evaluate_batch(
     domain: &dyn Domain,
@@ -149,17 +171,7 @@ pub fn evaluate_batch(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(x) = xs.get(i) else { break };
-                    let budget = Budget {
-                        deadline: Instant::now() + config.max_wall,
-                        max_epochs: config.max_epochs,
-                        max_memory_bytes: config.max_memory_bytes,
-                    };
-                    let values = domain.space().decode(x);
-                    let started = Instant::now();
-                    let mut r = domain.evaluate(&values, None, budget);
-                    if r.is_ok() && started.elapsed() > config.max_wall {
-                        r = Err(EvalError::Timeout);
-                    }
+                    let r = evaluate_one(domain, x, None, config);
                     if let Ok(mut slot) = slots[i].lock() {
                         *slot = Some(r);
                     }
