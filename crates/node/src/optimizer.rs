@@ -285,20 +285,20 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             // data is the luckiest on it, and evaluators use other draws. The claim is the mean
             // of both, so claims land near what the quorum measures and a lucky score alone
             // neither wins a commitment nor sets the bar for the next one.
+            // A domain that cannot measure on other data (it failed there) is claimed on its
+            // own figure, as before.
             let second = evaluate_one(domain.as_ref(), &told[i].x, Some(&second_seed(&told[i].x)), run);
             evaluations += 1;
             counter.store(evaluations, Ordering::Relaxed);
-            if let Ok(second) = second {
-                let m = mean_of(first, &second);
-                let estimate = domain.loss(&m);
-                if estimate < champion_loss - MIN_GAIN && estimate < reported - MIN_GAIN {
-                    reported = estimate;
-                    let values = domain.space().decode(&told[i].x);
-                    let msg = Found { domain: domain.id().to_owned(), values, measurement: m, evaluations };
-                    if found.try_send(msg).is_err() {
-                        // The node is busy; the next improvement will be reported.
-                        reported = f64::INFINITY;
-                    }
+            let m = second.map_or_else(|_| first.clone(), |second| mean_of(first, &second));
+            let estimate = domain.loss(&m);
+            if estimate < champion_loss - MIN_GAIN && estimate < reported - MIN_GAIN {
+                reported = estimate;
+                let values = domain.space().decode(&told[i].x);
+                let msg = Found { domain: domain.id().to_owned(), values, measurement: m, evaluations };
+                if found.try_send(msg).is_err() {
+                    // The node is busy; the next improvement will be reported.
+                    reported = f64::INFINITY;
                 }
             }
         }
