@@ -323,7 +323,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
                     }
                     Some("target") => {
                         views[node].evaluations_at_target =
-                            text.split_whitespace().last().and_then(|n| n.parse().ok()).filter(|n| *n > 0);
+                            text.split_whitespace().last().and_then(|n| n.parse().ok());
                         if target_at.is_some() {
                             continue;
                         }
@@ -392,7 +392,10 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let same = |v: &[Option<String>]| v.iter().all(|x| x.is_some() && x == &v[0]);
     // Candidate evaluations each optimizing node performed until the network's champion reached
     // the target (as each node saw it), averaged over the optimizing nodes.
-    let at: Vec<u64> = views.iter().filter_map(|v| v.evaluations_at_target).collect();
+    // Only optimizing nodes (the first `nodes - evaluators_only`) count, a node that had not
+    // finished a candidate yet with 0.
+    let optimizing = &views[..args.nodes - args.evaluators_only];
+    let at: Vec<u64> = optimizing.iter().filter_map(|v| v.evaluations_at_target).collect();
     let evals_per_node = if !at.is_empty() {
         Some(at.iter().sum::<u64>() as f64 / at.len() as f64)
     } else if !evaluations.is_empty() {
@@ -424,6 +427,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         // Candidate evaluations each optimizing node performed until the network's champion
         // reached the target (as each node saw it), averaged over the optimizing nodes.
         "evals_per_node_to_target": evals_per_node,
+        "evals_by_node": at,
         "cpu_s": views.iter().map(|v| v.usage.map(|u| u.0)).collect::<Vec<_>>(),
         "eval_s": views.iter().map(|v| v.usage.map(|u| u.1)).collect::<Vec<_>>(),
         "rss_mb": views.iter().map(|v| v.usage.map(|u| u.2)).collect::<Vec<_>>(),
