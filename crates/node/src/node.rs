@@ -1391,7 +1391,13 @@ impl Engine {
             .filter(|id| self.certs.get(*id).is_some_and(|c| adds_no_work(&state, c)))
             .copied()
             .collect();
-        if let Some(block) = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut zero_work) {
+        let carried = !zero_work.is_empty();
+        let mut block = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut zero_work);
+        if block.is_none() && carried {
+            // Whatever the rules found wrong with carrying them, the heartbeat itself must land.
+            block = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut Vec::new());
+        }
+        if let Some(block) = block {
             self.import_and_announce(block).await;
         }
     }
