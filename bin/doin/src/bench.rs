@@ -359,7 +359,7 @@ fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::
             out[key] = if median.is_finite() { round3(median).into() } else { serde_json::Value::Null };
             out[format!("{key}_runs")] = per_run.into();
         }
-        for key in ["blocks", "accepted", "rejected"] {
+        for key in ["blocks", "accepted", "rejected", "evals_by_node"] {
             out[key] = lines.iter().map(|l| l[key].clone()).collect::<Vec<_>>().into();
         }
         out["same_tip"] = lines.iter().all(|l| l["same_tip"] == true).into();
