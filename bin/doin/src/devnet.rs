@@ -375,6 +375,13 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
             Ok(Some(Line { node, text })) if text.starts_with("usage") => {
                 views[node].usage = parse_usage(&text)
             }
+            // A node that saw the target just as the others agreed on the tip.
+            Ok(Some(Line { node, text }))
+                if text.starts_with("target ") && views[node].evaluations_at_target.is_none() =>
+            {
+                views[node].evaluations_at_target =
+                    text.split_whitespace().last().and_then(|n| n.parse().ok());
+            }
             Ok(Some(_)) | Err(_) => {}
             Ok(None) => break,
         }
