@@ -143,6 +143,11 @@ struct Engine {
     /// Commits certified on chain recently (bounded; cleared when full).
     done: HashSet<Hash>,
     quorum_timeout: Duration,
+    /// This node's commitments not yet settled: domain and when committed.
+    my_claims: HashMap<Hash, (String, Instant)>,
+    /// How long a commitment of ours may stay unsettled before its optimizer loop stops
+    /// waiting for it (lost reveal, quorum that never formed, orphaned reference).
+    claim_deadline: Duration,
     my_reveals: Vec<(Instant, Reveal)>,
     certs: HashMap<Hash, ReadyCert>,
     mempool: Mempool,
@@ -331,6 +336,10 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         escalated: HashSet::new(),
         done: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
+        my_claims: HashMap::new(),
+        claim_deadline: Duration::from_millis(
+            2 * params.quorum_timeout_ms.saturating_add(params.max_block_interval_ms),
+        ),
         my_reveals: Vec::new(),
         certs: HashMap::new(),
         mempool: Mempool::new(10_000, 64),
@@ -1260,20 +1269,20 @@ impl Engine {
         let state = self.tip_state();
         let id = Self::domain_id(&f.domain);
         let Some(spec) = state.domain(&id).map(|d| d.spec.clone()) else { return };
-        let Some(claimed) = Metric::from_f64(f.measurement.performance) else { return };
-        // Only commit what beats the verified champion (or the baseline).
+        // Only commit what beats the verified champion (or the baseline); a report that is not
+        // committed settles at once, so it does not bar the loop's next ones.
         let current = state
             .domain(&id)
             .and_then(|d| d.champion.as_ref().map(|c| c.performance))
             .unwrap_or(spec.baseline);
-        if spec.direction.gain(claimed, current).is_none_or(|g| g <= spec.acceptance_tolerance.0) {
+        let claimed = Metric::from_f64(f.measurement.performance)
+            .filter(|c| spec.direction.gain(*c, current).is_some_and(|g| g > spec.acceptance_tolerance.0));
+        let params = BoundedVec::try_from_vec(rt.domain.space().to_params(&f.values)).ok();
+        let (Some(claimed), Some(params)) = (claimed, params) else {
+            self.settle(&f.domain);
             return;
-        }
-        let params = rt.domain.space().to_params(&f.values);
-        let params: poo::Params = match BoundedVec::try_from_vec(params) {
-            Ok(p) => p,
-            Err(_) => return,
         };
+        let params: poo::Params = params;
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
         let commit = Signed::sign(
@@ -1309,9 +1318,20 @@ impl Engine {
             claimed.to_f64(),
             f.evaluations
         );
+        if self.my_claims.len() >= MAX_PENDING {
+            self.my_claims.clear();
+        }
+        self.my_claims.insert(commit.id(), (f.domain.clone(), Instant::now()));
         self.on_commit(commit.clone());
         self.publish(Topic::Optimae(f.domain.clone()), GossipMessage::Commit(Box::new(commit))).await;
         self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
+    }
+
+    /// Tells `domain`'s optimizer loop that a claim of ours settled without becoming champion.
+    fn settle(&self, domain: &str) {
+        if let Some(ctl) = self.domains.get(domain).and_then(|rt| rt.control.as_ref()) {
+            let _ = ctl.try_send(Control::Settled);
+        }
     }
 
     async fn on_tick(&mut self) {
@@ -1333,6 +1353,16 @@ impl Engine {
                 .unwrap_or_default();
             self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
             self.on_reveal(reveal, Instant::now());
+        }
+        // Our claims that never settled (lost, or their certificate refused) stop barring.
+        let deadline = self.claim_deadline;
+        let expired: Vec<Hash> =
+            self.my_claims.iter().filter(|(_, (_, at))| at.elapsed() >= deadline).map(|(k, _)| *k).collect();
+        for id in expired {
+            if let Some((domain, _)) = self.my_claims.remove(&id) {
+                tracing::info!(commit = %id, domain, "own claim unsettled past the deadline");
+                self.settle(&domain);
+            }
         }
         // Quorums that ran out of time escalate.
         let waiting: Vec<Hash> = self
@@ -1516,11 +1546,8 @@ impl Engine {
                 // champion (a lucky measurement here must not stall our optimizer).
                 let domain = &c.commit.body.domain;
                 let champion = state.domain(domain).and_then(|d| d.champion.as_ref().map(|ch| ch.commit));
-                if c.commit.body.optimizer == self.me
-                    && champion != Some(id)
-                    && let Some(ctl) = self.domains.get(domain.as_str()).and_then(|rt| rt.control.as_ref())
-                {
-                    let _ = ctl.try_send(Control::Settled);
+                if self.my_claims.remove(&id).is_some() && champion != Some(id) {
+                    self.settle(domain.as_str());
                 }
             }
         }

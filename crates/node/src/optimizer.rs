@@ -191,7 +191,9 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     evaluations += 2;
                     let own = own.map_or(verified, |m| domain.loss(&m));
                     let bar = second.map_or(own, |m| (own + domain.loss(&m)) / 2.0);
-                    champion_loss = bar;
+                    // Never below the verified figure: the node commits nothing that does not
+                    // beat it, so reporting such candidates would only cost second opinions.
+                    champion_loss = bar.min(verified);
                     reported = reported.max(bar);
                     // The optimizer learns the migrant on the data it searches on.
                     optimizer.inject(Evaluated { x, loss: own });
