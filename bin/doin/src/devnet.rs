@@ -293,7 +293,11 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
             stopped_by = "target";
             break;
         }
-        if args.duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
+        // At the stop a block may be in flight: the tips get up to 10 s more to agree.
+        if args.duration.is_some_and(|d| {
+            let t = started.elapsed().as_secs_f64();
+            t >= d && (agreed || t >= d + 10.0)
+        }) {
             stopped_by = "duration";
             break;
         }

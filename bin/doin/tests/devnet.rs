@@ -276,8 +276,10 @@ fn an_evaluator_voting_garbage_is_outvoted_and_the_honest_result_lands() {
     let balances = numbers(&s["balances"]);
     let reputations = numbers(&s["reputations"]);
     let initial: u128 = 1_000 * 1_000_000_000;
-    assert_eq!(balances[3], initial, "{balances:?}");
+    // (Any node may produce a work block from certificates it assembled, the garbage voter too:
+    // at most a producer's share, never an evaluator's reward.)
     assert!(balances[1] > initial && balances[2] > initial, "{balances:?}");
+    assert!(balances[3] < balances[1].min(balances[2]), "{balances:?}");
     assert_eq!(reputations[3], 0, "{reputations:?}");
     assert!(reputations[1] > 0 && reputations[2] > 0, "{reputations:?}");
 }
@@ -506,9 +508,16 @@ fn an_external_evaluator_takes_a_nodes_quorum_assignments_through_the_task_queue
         if completed > 0 && st["domains"]["quadratic"]["best_performance"].as_f64().is_some() {
             break;
         }
-        let (s, v) = http(node2, "POST", "/tasks/claim", "{}", Some("wrong"));
-        assert_eq!(s, 401, "{v}");
+        if completed == 0 {
+            let (s, v) = http(node2, "POST", "/tasks/claim", "{}", Some("wrong"));
+            assert_eq!(s, 401, "{v}");
+        }
         let (s, v) = http(node2, "POST", "/tasks/claim", "{\"kinds\":[\"verification\"]}", Some("devnet"));
+        if s == 429 {
+            // A well-behaved evaluator backs off when the node's rate limit says so.
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
         assert_eq!(s, 200, "{v}");
         if v["task"].is_null() {
             std::thread::sleep(Duration::from_millis(100));
