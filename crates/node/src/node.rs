@@ -1277,12 +1277,12 @@ impl Engine {
             .unwrap_or(spec.baseline);
         let claimed = Metric::from_f64(f.measurement.performance)
             .filter(|c| spec.direction.gain(*c, current).is_some_and(|g| g > spec.acceptance_tolerance.0));
-        let params = BoundedVec::try_from_vec(rt.domain.space().to_params(&f.values)).ok();
+        let params: Option<poo::Params> =
+            BoundedVec::try_from_vec(rt.domain.space().to_params(&f.values)).ok();
         let (Some(claimed), Some(params)) = (claimed, params) else {
             self.settle(&f.domain);
             return;
         };
-        let params: poo::Params = params;
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
         let commit = Signed::sign(
