@@ -1327,7 +1327,7 @@ impl Engine {
         self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
     }
 
-    /// Tells `domain`'s optimizer loop that a claim of ours settled without becoming champion.
+    /// Tells `domain`'s optimizer loop that a claim of ours settled.
     fn settle(&self, domain: &str) {
         if let Some(ctl) = self.domains.get(domain).and_then(|rt| rt.control.as_ref()) {
             let _ = ctl.try_send(Control::Settled);
@@ -1542,12 +1542,11 @@ impl Engine {
                 // A certificate is a reveal, too: its parameters are taken.
                 self.params_first.entry(Hash::of(&encode(&c.reveal.body.params))).or_insert(id);
                 self.forget(id);
-                // Our claim settled without becoming champion: the loop's bar drops back to the
-                // champion (a lucky measurement here must not stall our optimizer).
-                let domain = &c.commit.body.domain;
-                let champion = state.domain(domain).and_then(|d| d.champion.as_ref().map(|ch| ch.commit));
-                if self.my_claims.remove(&id).is_some() && champion != Some(id) {
-                    self.settle(domain.as_str());
+                // Our claim settled (champion or not): it stops barring the loop's next
+                // candidates, whose bar is the champion again (a lucky measurement here must
+                // not stall our optimizer).
+                if self.my_claims.remove(&id).is_some() {
+                    self.settle(c.commit.body.domain.as_str());
                 }
             }
         }

@@ -155,27 +155,42 @@ fn draw_seed(x: &[f64], k: u64) -> doin_primitives::Hash {
     doin_primitives::Hash::of_parts(&[b"doin-second-opinion", &bytes, &k.to_le_bytes()])
 }
 
-/// Draws of data a champion is measured on here at most.
+/// Fresh draws of data a champion is measured on here at most.
 const MAX_CHAMPION_DRAWS: usize = 16;
+
+/// Quiet candidate evaluations (nothing reported) between two fresh draws of the champion, at
+/// most (fewer when the population is smaller).
+const REDRAW_EVERY: usize = 16;
 
 /// The verified champion as this loop measures it.
 struct ChampionBar {
     /// Its candidate.
     x: Vec<f64>,
-    /// Its losses here: own data, draw 0, then one more draw per quiet generation.
-    draws: Vec<f64>,
+    /// Its losses on the draws it was picked on: own data and draw 0 (a claim's two draws).
+    picked: Vec<f64>,
+    /// Its losses on fresh draws 1, 2, …, one per quiet stretch.
+    fresh: Vec<f64>,
     /// The evaluators' figure, as a loss.
     verified: f64,
 }
 
 impl ChampionBar {
-    /// The loss a report must beat: the mean of the draws here, never below the verified
-    /// figure (the node commits nothing that does not beat it).
+    /// The loss a report must beat: the champion's mean here, never below the verified figure
+    /// (the node commits nothing that does not beat it). Once two fresh draws exist only they
+    /// count: the draws a claim was picked on are its luckiest, and a bar set by luck stalls
+    /// the search.
     fn bar(&self) -> f64 {
-        if self.draws.is_empty() {
-            return self.verified;
-        }
-        (self.draws.iter().sum::<f64>() / self.draws.len() as f64).min(self.verified)
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let estimate = if self.fresh.len() >= 2 {
+            mean(&self.fresh)
+        } else {
+            let all: Vec<f64> = self.picked.iter().chain(&self.fresh).copied().collect();
+            if all.is_empty() {
+                return self.verified;
+            }
+            mean(&all)
+        };
+        estimate.min(self.verified)
     }
 }
 
@@ -202,7 +217,8 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
     let mut champion: Option<ChampionBar> = None;
     // Candidates evaluated since the last report or champion draw.
     let mut quiet = 0usize;
-    let mut reported = f64::INFINITY;
+    // The loss of our claim in flight: until it settles, only better candidates are reported.
+    let mut pending: Option<f64> = None;
     let mut paused = false;
     let mut evaluations = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -213,25 +229,24 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     // candidate is before it is reported (own data plus a second draw), not
                     // taken at the evaluators' figure (their data differ).
                     // Both picked it for scores on these two draws, so while nothing beats it
-                    // the loop measures it on one more draw per generation: a bar set by luck
-                    // sinks to what the champion is worth instead of stalling the search.
+                    // the loop measures it on fresh draws (one per quiet stretch): a bar set by
+                    // luck sinks to what the champion is worth instead of stalling the search.
                     let x = domain.space().encode(&values);
                     let own = evaluate_one(domain.as_ref(), &x, None, run);
                     let second = evaluate_one(domain.as_ref(), &x, Some(&draw_seed(&x, 0)), run);
                     evaluations += 2;
                     let own = own.map_or(verified, |m| domain.loss(&m));
-                    let mut draws = vec![own];
-                    draws.extend(second.ok().map(|m| domain.loss(&m)));
-                    let bar = ChampionBar { x: x.clone(), draws, verified };
+                    let mut picked = vec![own];
+                    picked.extend(second.ok().map(|m| domain.loss(&m)));
+                    let bar = ChampionBar { x: x.clone(), picked, fresh: Vec::new(), verified };
                     champion_loss = bar.bar();
                     champion = Some(bar);
                     quiet = 0;
-                    reported = reported.max(champion_loss);
                     // The optimizer learns the migrant on the data it searches on.
                     optimizer.inject(Evaluated { x, loss: own });
                 }
                 Ok(Control::Pause(p)) => paused = p,
-                Ok(Control::Settled) => reported = champion_loss,
+                Ok(Control::Settled) => pending = None,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
@@ -312,7 +327,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         // (a champion re-learned from its on-chain, rounded parameters scores a hair apart).
         if let Some((i, loss)) = best
             && loss < champion_loss - MIN_GAIN
-            && loss < reported - MIN_GAIN
+            && pending.is_none_or(|p| loss < p - MIN_GAIN)
             && let Ok(first) = &outcomes[i]
         {
             // A second opinion before committing: the best of many candidates on one draw of
@@ -326,28 +341,31 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             counter.store(evaluations, Ordering::Relaxed);
             let m = second.map_or_else(|_| first.clone(), |second| mean_of(first, &second));
             let estimate = domain.loss(&m);
-            if estimate < champion_loss - MIN_GAIN && estimate < reported - MIN_GAIN {
-                reported = estimate;
+            if estimate < champion_loss - MIN_GAIN && pending.is_none_or(|p| estimate < p - MIN_GAIN) {
+                pending = Some(estimate);
                 quiet = 0;
                 let values = domain.space().decode(&told[i].x);
                 let msg = Found { domain: domain.id().to_owned(), values, measurement: m, evaluations };
                 if found.try_send(msg).is_err() {
                     // The node is busy; the next improvement will be reported.
-                    reported = f64::INFINITY;
+                    pending = None;
                 }
             }
         }
         quiet += told.len();
-        if quiet >= round_size.max(1)
+        if quiet >= round_size.clamp(1, REDRAW_EVERY)
             && let Some(c) = champion.as_mut()
-            && c.draws.len() < MAX_CHAMPION_DRAWS
+            && c.fresh.len() < MAX_CHAMPION_DRAWS
         {
             quiet = 0;
-            let k = c.draws.len() as u64 - 1;
-            if let Ok(m) = evaluate_one(domain.as_ref(), &c.x, Some(&draw_seed(&c.x, k)), run) {
-                c.draws.push(domain.loss(&m));
-                champion_loss = c.bar();
+            let k = c.fresh.len() as u64 + 1;
+            match evaluate_one(domain.as_ref(), &c.x, Some(&draw_seed(&c.x, k)), run) {
+                Ok(m) => c.fresh.push(domain.loss(&m)),
+                // A draw the domain cannot measure on counts at the evaluators' figure (the
+                // next one is another draw).
+                Err(_) => c.fresh.push(c.verified),
             }
+            champion_loss = c.bar();
             evaluations += 1;
             counter.store(evaluations, Ordering::Relaxed);
         }
@@ -469,6 +487,27 @@ mod tests {
         assert_eq!(h.try_point(0.58), None);
         let claimed = h.try_point(0.64).expect("0.64 beats the champion on both draws");
         assert!((claimed - 0.665).abs() < 1e-9, "claimed {claimed}");
+        h.stop();
+    }
+
+    /// The loop's own claim becomes champion: its bar is first the two lucky draws it was
+    /// picked on, then only fresh draws of it, so a candidate worth less than the claim looked
+    /// but more than the champion is worth is reported again.
+    #[test]
+    fn a_champion_picked_on_lucky_draws_is_judged_on_fresh_ones() {
+        let mut h = Harness::start(0.05);
+        h.ctl.send(Control::Champion(vec![Value::Real(0.5)], -0.5)).expect("loop listens");
+        h.round(0.0);
+        // 0.64 scores 0.69 here and 0.64 on draw 0: claimed at 0.665, verified at 0.64.
+        let claimed = h.try_point(0.64).expect("0.64 beats 0.5");
+        assert!((claimed - 0.665).abs() < 1e-9, "claimed {claimed}");
+        h.ctl.send(Control::Champion(vec![Value::Real(0.64)], -0.64)).expect("loop listens");
+        h.ctl.send(Control::Settled).expect("loop listens");
+        // Bar 0.665 (own 0.69, draw 0 0.64): 0.63 (0.68 and 0.63, mean 0.655) is not reported;
+        // meanwhile two quiet evaluations bring two fresh draws (0.64 each).
+        assert_eq!(h.try_point(0.63), None);
+        let claimed = h.try_point(0.63).expect("0.655 beats the champion's fresh draws");
+        assert!((claimed - 0.655).abs() < 1e-9, "claimed {claimed}");
         h.stop();
     }
 
