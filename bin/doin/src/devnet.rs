@@ -221,8 +221,14 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     }
     let d = &configs[0].domains[0];
     let domain = domains::build(d).map_err(anyhow::Error::msg)?;
-    let spec =
-        genesis::devnet(&configs[0], &addresses, &[(domain, d.clone())], 0).map_err(anyhow::Error::msg)?;
+    let spec = genesis::devnet(
+        &configs[0],
+        &addresses,
+        args.nodes - args.evaluators_only,
+        &[(domain, d.clone())],
+        0,
+    )
+    .map_err(anyhow::Error::msg)?;
     std::fs::write(dir.join("genesis.json"), serde_json::to_vec_pretty(&spec)?)?;
 
     let exe = std::env::current_exe()?;

@@ -49,13 +49,15 @@ pub fn single_node(
     me: &Address,
     domains: &[(Arc<dyn Domain>, DomainConfig)],
 ) -> Result<GenesisSpec, String> {
-    devnet(config, &[*me], domains, 0)
+    devnet(config, &[*me], 1, domains, 0)
 }
 
-/// A chain that funds and stakes `nodes`; `timestamp_ms = 0` means now.
+/// A chain that funds and stakes `nodes`: the first `optimizers` as optimizers and evaluators,
+/// the rest as evaluators only; `timestamp_ms = 0` means now.
 pub fn devnet(
     config: &NodeConfig,
     nodes: &[Address],
+    optimizers: usize,
     domains: &[(Arc<dyn Domain>, DomainConfig)],
     timestamp_ms: u64,
 ) -> Result<GenesisSpec, String> {
@@ -75,13 +77,33 @@ pub fn devnet(
         allocations: nodes.iter().map(|a| Allocation { address: *a, balance: Amount::doin(1_000) }).collect(),
         stakes: nodes
             .iter()
-            .map(|a| GenesisStake {
+            .enumerate()
+            .map(|(i, a)| GenesisStake {
                 address: *a,
                 amount: Amount::doin(100),
-                roles: Roles(Roles::OPTIMIZER.0 | Roles::EVALUATOR.0),
+                roles: if i < optimizers {
+                    Roles(Roles::OPTIMIZER.0 | Roles::EVALUATOR.0)
+                } else {
+                    Roles::EVALUATOR
+                },
                 domains: ids.clone(),
             })
             .collect(),
         domains: genesis_domains(config, domains)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Evaluator-only devnet nodes are staked as evaluators only, so optimizers count right.
+    #[test]
+    fn devnet_stakes_the_first_nodes_as_optimizers_and_the_rest_as_evaluators() {
+        let nodes: Vec<Address> = (0..4u8).map(|i| Address([i; 32])).collect();
+        let g = devnet(&NodeConfig::default(), &nodes, 1, &[], 1).expect("genesis");
+        let roles: Vec<Roles> = g.stakes.iter().map(|s| s.roles).collect();
+        assert!(roles[0].contains(Roles::OPTIMIZER) && roles[0].contains(Roles::EVALUATOR));
+        assert!(roles[1..].iter().all(|r| *r == Roles::EVALUATOR), "{roles:?}");
+    }
 }

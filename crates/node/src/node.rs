@@ -37,7 +37,7 @@ use doin_net::{
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
     Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, Hash, Keypair, Metric,
-    Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
+    Outcome, Reveal, RevealBody, Roles, Signed, Transaction, Vote, VoteBody, encode, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
@@ -412,16 +412,23 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         }
         let seed =
             u64::from_le_bytes(Hash::of_encoded(&(me, id.as_str())).0[..8].try_into().unwrap_or_default());
-        let opt = optimizer::build_optimizer(rt.domain.as_ref(), &rt.config, seed)
+        let domain_id = doin_primitives::DomainId::new(id.as_str()).unwrap_or_default();
+        let (limits, optimizers) = {
+            let s = store.lock();
+            let tip = s.tip();
+            // Accounts staked to optimize this domain: the network's population is split
+            // among them (at least this node).
+            let optimizers = tip
+                .stakes()
+                .filter(|(_, st)| st.roles.contains(Roles::OPTIMIZER) && st.domains.contains(&domain_id))
+                .count()
+                .max(1);
+            (tip.domain(&domain_id).map(|d| d.spec.limits).unwrap_or_default(), optimizers)
+        };
+        let opt = optimizer::build_optimizer(rt.domain.as_ref(), &rt.config, seed, optimizers)
             .map_err(|e| other(format!("domain {id}: {e}")))?;
         let (ctl_tx, ctl_rx) = std::sync::mpsc::sync_channel(8);
         rt.control = Some(ctl_tx);
-        let spec = store
-            .lock()
-            .tip()
-            .domain(&doin_primitives::DomainId::new(id.as_str()).unwrap_or_default())
-            .map(|d| d.spec.limits);
-        let limits = spec.unwrap_or_default();
         let run = RunConfig {
             batch: config.workers.max(1) * 4,
             workers: config.workers,
@@ -433,7 +440,8 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         let (domain, found, stop, counter) =
             (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone());
         let rounds = tracker.is_some().then(|| rounds_tx.clone());
-        let round_size = optimizer::population_of(rt.domain.as_ref(), &rt.config, run.batch);
+        let round_size = optimizer::population_of(rt.domain.as_ref(), &rt.config, run.batch, optimizers);
+        tracing::info!(domain = %id, optimizers, population = round_size, "optimizer island");
         threads.push(
             std::thread::Builder::new()
                 .name(format!("optimize-{id}"))

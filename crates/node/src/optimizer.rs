@@ -70,16 +70,27 @@ struct RoundAcc {
     best: Option<(Vec<Value>, Measurement)>,
 }
 
+/// The smallest island a split population leaves one node.
+const MIN_ISLAND: usize = 8;
+
 /// Candidates per generation of the optimizer `config` builds for `domain` (a round in the
-/// experiment record).
-pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize) -> usize {
+/// experiment record), on a node that is one of `optimizers` staked for the domain.
+///
+/// `population_size` (or the optimizer's usual size) is the domain's population across the
+/// network: a population-based optimizer (SHADE, GA) runs an island of `1 / optimizers` of it
+/// (at least [`MIN_ISLAND`]), and the islands share their best through the chain's champions.
+/// So a generation costs the network the same evaluations however many optimizers share it,
+/// and each optimizer's part shrinks as optimizers join. CMA-ES keeps its λ; a plugin sizes
+/// its own population (`batch`).
+pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize, optimizers: usize) -> usize {
     let d = domain.space().len();
     let configured = config.optimization_config.get("population_size").and_then(Json::as_f64);
     let configured = configured.map(|p| p.clamp(4.0, 10_000.0) as usize);
+    let island = |p: usize| p.div_ceil(optimizers.max(1)).max(MIN_ISLAND.min(p));
     match config.optimization_plugin.as_deref().unwrap_or("shade") {
-        "shade" => configured.unwrap_or_else(|| Shade::default_population(d)),
+        "shade" => island(configured.unwrap_or_else(|| Shade::default_population(d))),
         "cma-es" => configured.unwrap_or(4 + (3.0 * (d.max(1) as f64).ln()).floor() as usize),
-        "ga" | "predictor" => configured.unwrap_or(GaConfig::default().population as usize),
+        "ga" | "predictor" => island(configured.unwrap_or(GaConfig::default().population as usize)),
         _ => batch,
     }
 }
@@ -97,23 +108,26 @@ pub enum Control {
     Settled,
 }
 
-/// Builds the configured optimizer for `domain`.
+/// Builds the configured optimizer for `domain` on a node that is one of `optimizers` staked
+/// for it (the island's population: [`population_of`]).
 pub fn build_optimizer(
     domain: &dyn Domain,
     config: &DomainConfig,
     seed: u64,
+    optimizers: usize,
 ) -> Result<Box<dyn Optimizer>, String> {
     let d = domain.space().len();
     let c = &config.optimization_config;
     let get = |k: &str| c.get(k).and_then(Json::as_f64);
     let population = get("population_size").map(|p| p.clamp(4.0, 10_000.0) as usize);
+    let island = population_of(domain, config, 0, optimizers);
     Ok(match config.optimization_plugin.as_deref().unwrap_or("shade") {
-        "shade" => Box::new(Shade::new(d, population.unwrap_or_else(|| Shade::default_population(d)), seed)),
+        "shade" => Box::new(Shade::new(d, island, seed)),
         "cma-es" => Box::new(CmaEs::new(d, population.unwrap_or(0), seed)),
         "ga" | "predictor" => Box::new(Ga::new(
             d,
             GaConfig {
-                population: population.map_or(GaConfig::default().population, |p| p as u32),
+                population: island as u32,
                 patience: get("optimization_patience").map_or(GaConfig::default().patience, |p| p as u32),
                 ..GaConfig::default()
             },
@@ -474,6 +488,27 @@ mod tests {
             drop(self.feed);
             self.handle.join().expect("the loop stops");
         }
+    }
+
+    /// The domain's population is split among its optimizers, down to a smallest island;
+    /// CMA-ES keeps its λ and a plugin its batch.
+    #[test]
+    fn the_population_is_split_among_the_domains_optimizers() {
+        let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
+        let domain = Identity(space, 0.0);
+        let shade = DomainConfig::default();
+        let sizes: Vec<usize> = [1, 2, 4, 100].iter().map(|k| population_of(&domain, &shade, 4, *k)).collect();
+        assert_eq!(sizes, [70, 35, 18, MIN_ISLAND]);
+        let mut small = DomainConfig::default();
+        small.optimization_config.insert("population_size".into(), serde_json::json!(6));
+        assert_eq!(population_of(&domain, &small, 4, 4), 6, "an island is never below a small population");
+        let mut ga = DomainConfig { optimization_plugin: Some("ga".into()), ..DomainConfig::default() };
+        ga.optimization_config.insert("population_size".into(), serde_json::json!(40));
+        assert_eq!(population_of(&domain, &ga, 4, 2), 20);
+        let cma = DomainConfig { optimization_plugin: Some("cma-es".into()), ..DomainConfig::default() };
+        assert_eq!(population_of(&domain, &cma, 4, 1), population_of(&domain, &cma, 4, 4));
+        let mut opt = build_optimizer(&domain, &ga, 1, 2).expect("GA builds");
+        assert_eq!(opt.ask(100).len(), 20, "the GA's first generation is the island");
     }
 
     /// A candidate lucky on the optimizer's own data is claimed at the mean of its two
