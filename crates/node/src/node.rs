@@ -1272,11 +1272,15 @@ impl Engine {
         }
         let Some(rt) = self.domains.get(&f.domain) else { return };
         if rt.target_reached {
+            self.settle(&f.domain);
             return;
         }
         let state = self.tip_state();
         let id = Self::domain_id(&f.domain);
-        let Some(spec) = state.domain(&id).map(|d| d.spec.clone()) else { return };
+        let Some(spec) = state.domain(&id).map(|d| d.spec.clone()) else {
+            self.settle(&f.domain);
+            return;
+        };
         // Only commit what beats the verified champion (or the baseline); a report that is not
         // committed settles at once, so it does not bar the loop's next ones.
         let current = state
@@ -1327,7 +1331,11 @@ impl Engine {
             f.evaluations
         );
         if self.my_claims.len() >= MAX_PENDING {
-            self.my_claims.clear();
+            // Claims dropped from the record settle now (nothing would settle them later).
+            let domains: HashSet<String> = self.my_claims.drain().map(|(_, (d, _))| d).collect();
+            for d in domains {
+                self.settle(&d);
+            }
         }
         self.my_claims.insert(commit.id(), (f.domain.clone(), Instant::now()));
         self.on_commit(commit.clone());

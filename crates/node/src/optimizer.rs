@@ -497,7 +497,8 @@ mod tests {
         let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
         let domain = Identity(space, 0.0);
         let shade = DomainConfig::default();
-        let sizes: Vec<usize> = [1, 2, 4, 100].iter().map(|k| population_of(&domain, &shade, 4, *k)).collect();
+        let sizes: Vec<usize> =
+            [1, 2, 4, 100].iter().map(|k| population_of(&domain, &shade, 4, *k)).collect();
         assert_eq!(sizes, [70, 35, 18, MIN_ISLAND]);
         let mut small = DomainConfig::default();
         small.optimization_config.insert("population_size".into(), serde_json::json!(6));
