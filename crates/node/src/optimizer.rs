@@ -188,6 +188,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
     let mut best_so_far: Option<(Vec<Value>, f64)> = None;
     let mut no_improve = 0u64;
     let mut champion_loss = f64::INFINITY;
+    // The loss of our claim in flight: until it settles, only better candidates are reported.
     let mut pending: Option<f64> = None;
     let mut paused = false;
     let mut evaluations = 0u64;
