@@ -49,6 +49,11 @@ impl StakeRecord {
     pub fn evaluates(&self, domain: &DomainId) -> bool {
         self.roles.contains(Roles::EVALUATOR) && self.domains.contains(domain)
     }
+
+    /// Whether this stake makes its owner an optimizer of `domain`.
+    pub fn optimizes(&self, domain: &DomainId) -> bool {
+        self.roles.contains(Roles::OPTIMIZER) && self.domains.contains(domain)
+    }
 }
 
 /// Reputation of an account in one domain, decaying with a half-life in blocks.

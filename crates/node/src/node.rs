@@ -37,7 +37,7 @@ use doin_net::{
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
     Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, Hash, Keypair, Metric,
-    Outcome, Reveal, RevealBody, Roles, Signed, Transaction, Vote, VoteBody, encode, poo,
+    Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
@@ -418,11 +418,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             let tip = s.tip();
             // Accounts staked to optimize this domain: the network's population is split
             // among them (at least this node).
-            let optimizers = tip
-                .stakes()
-                .filter(|(_, st)| st.roles.contains(Roles::OPTIMIZER) && st.domains.contains(&domain_id))
-                .count()
-                .max(1);
+            let optimizers = tip.stakes().filter(|(_, st)| st.optimizes(&domain_id)).count().max(1);
             (tip.domain(&domain_id).map(|d| d.spec.limits).unwrap_or_default(), optimizers)
         };
         let opt = optimizer::build_optimizer(rt.domain.as_ref(), &rt.config, seed, optimizers)
