@@ -95,6 +95,10 @@ struct DomainRt {
     control: Option<std::sync::mpsc::SyncSender<Control>>,
     champion: Option<Hash>,
     target_reached: bool,
+    /// Until when the optimizer loop waits for a peer subscribed to the domain's topic (`None`:
+    /// not waiting). A commit gossiped to no one is lost, and the evaluators who missed it can
+    /// never vote, so its quorum never completes.
+    waiting_for_peers: Option<Instant>,
     /// Candidates the optimizer loop evaluated.
     evaluations: Arc<std::sync::atomic::AtomicU64>,
     /// The optimizer's latest report (for `/api/training`).
@@ -126,6 +130,8 @@ struct Measured {
 const OTHERS_GRACE: Duration = Duration::from_millis(1500);
 /// Commits and reveals kept at most (oldest dropped).
 const MAX_PENDING: usize = 4096;
+/// How long an optimizer loop waits for a peer on its domain's topic before it starts alone.
+const PEER_WAIT: Duration = Duration::from_secs(10);
 
 struct Engine {
     key: Keypair,
@@ -217,6 +223,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 control: None,
                 champion: None,
                 target_reached: false,
+                waiting_for_peers: None,
                 evaluations: Arc::default(),
                 last_found: None,
                 experiment: (
@@ -413,17 +420,27 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         let seed =
             u64::from_le_bytes(Hash::of_encoded(&(me, id.as_str())).0[..8].try_into().unwrap_or_default());
         let domain_id = doin_primitives::DomainId::new(id.as_str()).unwrap_or_default();
-        let (limits, optimizers) = {
+        let (limits, optimizers, other_evaluators) = {
             let s = store.lock();
             let tip = s.tip();
             // Accounts staked to optimize this domain: the network's population is split
             // among them (at least this node).
             let optimizers = tip.stakes().filter(|(_, st)| st.optimizes(&domain_id)).count().max(1);
-            (tip.domain(&domain_id).map(|d| d.spec.limits).unwrap_or_default(), optimizers)
+            let others = tip.stakes().filter(|(a, st)| **a != me && st.evaluates(&domain_id)).count();
+            (tip.domain(&domain_id).map(|d| d.spec.limits).unwrap_or_default(), optimizers, others)
         };
         let opt = optimizer::build_optimizer(rt.domain.as_ref(), &rt.config, seed, optimizers)
             .map_err(|e| other(format!("domain {id}: {e}")))?;
         let (ctl_tx, ctl_rx) = std::sync::mpsc::sync_channel(8);
+        // Claims need their quorum to hear them: with other evaluators on chain, or peers to
+        // join, the loop starts once a peer listens on the domain's topic (or after
+        // PEER_WAIT, alone). A lone node with no bootstrap peers optimizes at once.
+        if (other_evaluators > 0 || !engine.bootstrap.is_empty())
+            && ctl_tx.try_send(Control::Pause(true)).is_ok()
+        {
+            rt.waiting_for_peers = Some(Instant::now() + PEER_WAIT);
+            tracing::info!(domain = %id, other_evaluators, "optimizer waits for a peer on the domain's topic");
+        }
         rt.control = Some(ctl_tx);
         let run = RunConfig {
             batch: config.workers.max(1) * 4,
@@ -604,8 +621,9 @@ impl Engine {
     }
 
     async fn publish(&self, topic: Topic, msg: GossipMessage) {
+        let name = topic.name();
         if let Err(e) = self.net.publish(topic, msg).await {
-            tracing::debug!(error = %e, "publish failed (no peers yet?)");
+            tracing::debug!(topic = name, error = %e, "publish failed (no peers yet?)");
         }
     }
 
@@ -625,6 +643,11 @@ impl Engine {
             }
             NetworkEvent::PeerDisconnected(peer) => {
                 self.emit("peer_left", None, json!({ "peer_id": peer.to_string() }));
+            }
+            NetworkEvent::Subscribed { peer, topic } => {
+                if let Some(Topic::Optimae(domain)) = Topic::parse(&topic) {
+                    self.stop_waiting(&domain, Some(peer));
+                }
             }
             NetworkEvent::Gossip { message, from, .. } => match message {
                 GossipMessage::Block(compact) => self.on_block(*compact, from),
@@ -1339,6 +1362,26 @@ impl Engine {
         self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
     }
 
+    /// Starts `domain`'s optimizer loop if it was waiting for peers (`peer`: the one that
+    /// subscribed to the domain's topic; `None`: the wait ran out).
+    fn stop_waiting(&mut self, domain: &str, peer: Option<PeerId>) {
+        let Some(rt) = self.domains.get_mut(domain) else { return };
+        if rt.waiting_for_peers.take().is_none() {
+            return;
+        }
+        match peer {
+            Some(peer) => tracing::info!(domain, %peer, "a peer listens on the domain's topic; optimizing"),
+            None => tracing::warn!(
+                domain,
+                waited_s = PEER_WAIT.as_secs(),
+                "no peer listens on the domain's topic; optimizing alone (claims may find no quorum)"
+            ),
+        }
+        if let Some(ctl) = &rt.control {
+            let _ = ctl.try_send(Control::Pause(rt.target_reached));
+        }
+    }
+
     /// Tells `domain`'s optimizer loop that a claim of ours settled.
     fn settle(&self, domain: &str) {
         if let Some(ctl) = self.domains.get(domain).and_then(|rt| rt.control.as_ref()) {
@@ -1365,6 +1408,16 @@ impl Engine {
                 .unwrap_or_default();
             self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
             self.on_reveal(reveal, Instant::now());
+        }
+        // Optimizer loops that waited long enough for peers start alone.
+        let expired: Vec<String> = self
+            .domains
+            .iter()
+            .filter(|(_, rt)| rt.waiting_for_peers.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for domain in expired {
+            self.stop_waiting(&domain, None);
         }
         // Our claims that never settled (lost, or their certificate refused) stop barring.
         let deadline = self.claim_deadline;
@@ -1623,7 +1676,7 @@ impl Engine {
             if reached != rt.target_reached {
                 rt.target_reached = reached;
                 if let Some(ctl) = &rt.control {
-                    let _ = ctl.try_send(Control::Pause(reached));
+                    let _ = ctl.try_send(Control::Pause(reached || rt.waiting_for_peers.is_some()));
                 }
             }
         }
