@@ -331,6 +331,9 @@ fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::
             "idle_rss_mb": rss.get(rss.len() / 2).copied(),
             "evals_per_node_to_target": s["evals_per_node_to_target"],
             "evals_by_node": s["evals_by_node"],
+            "commits": s["commits"],
+            "votes": s["votes"],
+            "escalations": s["escalations"],
             // Experiment tracking's thread CPU over all node CPU (CSV + SQLite, every round).
             "tracking_cpu_fraction": if total > 0.0 { Some(round4(tracking.iter().sum::<f64>() / total)) } else { None },
         });

@@ -101,7 +101,15 @@ pub async fn best_peer(
     best
 }
 
-/// Syncs from `peer` into `sink` if the peer's chain has more work.
+/// Whether a chain with status `remote` is worth syncing from for a node at `local`: more
+/// cumulative work, or as much and a greater height (fork choice's order; heartbeat blocks add
+/// no work, so comparing work alone left a node that missed one behind until the next work
+/// block).
+pub fn is_ahead(remote: &Status, local: &Status) -> bool {
+    (remote.cumulative_work, remote.height) > (local.cumulative_work, local.height)
+}
+
+/// Syncs from `peer` into `sink` if the peer's chain is ahead ([`is_ahead`]).
 pub async fn sync_from(
     handle: &NetworkHandle,
     peer: PeerId,
@@ -116,9 +124,7 @@ pub async fn sync_from(
     if remote.genesis != local.genesis {
         return Err(SyncError::WrongChain(peer));
     }
-    if remote.cumulative_work < local.cumulative_work
-        || (remote.cumulative_work == local.cumulative_work && remote.height <= local.height)
-    {
+    if !is_ahead(&remote, &local) {
         return Ok(SyncReport { imported: 0, common: local.height });
     }
     // Find the last common block: step back from our tip until the peer's header matches.
@@ -319,4 +325,21 @@ pub async fn fetch_snapshot(
         .await
         .map_err(|e| io("writing the manifest", e))?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(cumulative_work: u128, height: u64) -> Status {
+        Status { genesis: Hash::ZERO, tip: Hash::ZERO, height, cumulative_work, finalized: 0 }
+    }
+
+    #[test]
+    fn a_peer_is_ahead_with_more_work_or_as_much_and_more_height() {
+        assert!(is_ahead(&status(10, 3), &status(9, 8)), "more work wins over height");
+        assert!(is_ahead(&status(10, 4), &status(10, 3)), "a heartbeat on the same work is ahead");
+        assert!(!is_ahead(&status(10, 3), &status(10, 3)));
+        assert!(!is_ahead(&status(10, 9), &status(11, 3)));
+    }
 }

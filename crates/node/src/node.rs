@@ -145,6 +145,9 @@ struct Engine {
     params_first: HashMap<Hash, Hash>,
     votes: HashMap<Hash, BTreeMap<(u8, Address), Vote>>,
     evaluating: HashSet<(Hash, u8)>,
+    /// Escalations this node is in whose first round it is still evaluating: the round-1 vote
+    /// reuses that result (the seed does not depend on the round, so it would be the same).
+    escalation_waits: HashSet<Hash>,
     escalated: HashSet<Hash>,
     /// Commits certified on chain recently (bounded; cleared when full).
     done: HashSet<Hash>,
@@ -340,6 +343,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         params_first: HashMap::new(),
         votes: HashMap::new(),
         evaluating: HashSet::new(),
+        escalation_waits: HashSet::new(),
         escalated: HashSet::new(),
         done: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
@@ -721,8 +725,7 @@ impl Engine {
             else {
                 return;
             };
-            let mine = BlockSink::status(&sink);
-            if status.cumulative_work <= mine.cumulative_work {
+            if !doin_net::sync::is_ahead(&status, &BlockSink::status(&sink)) {
                 return;
             }
             if !syncing.lock().map(|mut s| s.insert(peer)).unwrap_or(false) {
@@ -850,9 +853,22 @@ impl Engine {
         if !rt.config.evaluate || !self.evaluating.insert((commit_id, round)) {
             return;
         }
+        let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
+        if round == 1 && !rt.config.external_evaluation {
+            // Our first-round figure is our escalation figure: same candidate, same seed.
+            let mine = self.votes.get(&commit_id).and_then(|v| v.get(&(0, self.me))).map(|v| v.body.measured);
+            if let Some(measured) = mine {
+                let m = Measured { commit: commit_id, round, seed, result: Ok(measured) };
+                if self.measured_tx.try_send(m).is_ok() {
+                    return;
+                }
+            } else if self.evaluating.contains(&(commit_id, 0)) {
+                self.escalation_waits.insert(commit_id);
+                return;
+            }
+        }
         let domain_impl = rt.domain.clone();
         let values = domain_impl.space().from_params(&reveal.body.params);
-        let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
         let limits = spec.limits;
         if rt.config.external_evaluation {
             let task = doin_api::tasks::Task {
@@ -998,8 +1014,17 @@ impl Engine {
                 println!("vote {domain} {} {} round {}", m.commit, measured.to_f64(), m.round);
                 self.publish(Topic::Optimae(domain), GossipMessage::Vote(Box::new(vote.clone()))).await;
                 self.on_vote(vote);
+                if m.round == 0 && self.escalation_waits.remove(&m.commit) {
+                    let again = Measured { commit: m.commit, round: 1, seed: m.seed, result: Ok(measured) };
+                    if self.measured_tx.try_send(again).is_err() {
+                        tracing::warn!(commit = %m.commit, "result queue full; no escalation vote");
+                    }
+                }
             }
-            Err(e) => tracing::warn!(commit = %m.commit, error = %e, "evaluation failed; no vote"),
+            Err(e) => {
+                tracing::warn!(commit = %m.commit, round = m.round, error = %e, "evaluation failed; no vote");
+                self.escalation_waits.remove(&m.commit);
+            }
         }
     }
 
@@ -1693,6 +1718,7 @@ impl Engine {
         self.votes.retain(|k, _| commits.contains_key(k));
         self.evaluating.retain(|(k, _)| commits.contains_key(k));
         self.escalated.retain(|k| commits.contains_key(k));
+        self.escalation_waits.retain(|k| commits.contains_key(k));
     }
 }
 
