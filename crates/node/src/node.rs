@@ -148,6 +148,9 @@ struct Engine {
     /// Escalations this node is in whose first round it is still evaluating: the round-1 vote
     /// reuses that result (the seed does not depend on the round, so it would be the same).
     escalation_waits: HashSet<Hash>,
+    /// When the first first-round vote of a commit arrived: the quorum's missing votes count as
+    /// missing `quorum_timeout` after it (DESIGN §4.4: reveal + evaluation time + timeout).
+    first_vote_at: HashMap<Hash, Instant>,
     escalated: HashSet<Hash>,
     /// Commits certified on chain recently (bounded; cleared when full).
     done: HashSet<Hash>,
@@ -344,6 +347,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         votes: HashMap::new(),
         evaluating: HashSet::new(),
         escalation_waits: HashSet::new(),
+        first_vote_at: HashMap::new(),
         escalated: HashSet::new(),
         done: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
@@ -1048,6 +1052,9 @@ impl Engine {
                 }),
             );
         }
+        if key.0 == 0 && self.first_vote_at.len() < MAX_PENDING {
+            self.first_vote_at.entry(commit).or_insert_with(Instant::now);
+        }
         self.votes.entry(commit).or_default().entry(key).or_insert(vote);
         self.try_certify(commit);
     }
@@ -1110,7 +1117,17 @@ impl Engine {
             let values: Vec<Metric> = first.iter().map(|v| v.measured).collect();
             let median = certs::median(&values);
             let complete = !first.is_empty() && first.len() == q.first.len();
-            let timed_out = revealed_at.elapsed() >= self.quorum_timeout;
+            // Missing votes are missing `quorum_timeout` after the first vote came (the others
+            // had as long as it to evaluate), or, with no vote at all, once the domain's
+            // evaluation limit has passed too. Timing out from the reveal escalated every
+            // `mlp_digits` claim whose training outlasted the 8 s devnet timeout.
+            let timed_out = match self.first_vote_at.get(&commit_id) {
+                Some(t) => t.elapsed() >= self.quorum_timeout,
+                None => {
+                    revealed_at.elapsed()
+                        >= self.quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms)
+                }
+            };
             if complete && agree(&values, median) == values.len() {
                 (median, Vec::new())
             } else {
@@ -1462,6 +1479,7 @@ impl Engine {
                 !self.certs.contains_key(*k)
                     && !self.escalated.contains(*k)
                     && at.elapsed() >= self.quorum_timeout
+                    && self.first_vote_at.get(*k).is_none_or(|t| t.elapsed() >= self.quorum_timeout)
             })
             .map(|(k, _)| *k)
             .collect();
@@ -1580,6 +1598,8 @@ impl Engine {
             self.done.clear();
         }
         self.escalated.remove(&id);
+        self.escalation_waits.remove(&id);
+        self.first_vote_at.remove(&id);
         self.votes.remove(&id);
         self.reveals.remove(&id);
         self.commits.remove(&id);
@@ -1719,6 +1739,7 @@ impl Engine {
         self.evaluating.retain(|(k, _)| commits.contains_key(k));
         self.escalated.retain(|k| commits.contains_key(k));
         self.escalation_waits.retain(|k| commits.contains_key(k));
+        self.first_vote_at.retain(|k, _| commits.contains_key(k));
     }
 }
 
