@@ -1119,8 +1119,8 @@ impl Engine {
             let complete = !first.is_empty() && first.len() == q.first.len();
             // Missing votes are missing `quorum_timeout` after the first vote came (the others
             // had as long as it to evaluate), or, with no vote at all, once the domain's
-            // evaluation limit has passed too. Timing out from the reveal escalated every
-            // `mlp_digits` claim whose training outlasted the 8 s devnet timeout.
+            // evaluation limit has passed too. Timing out from the reveal escalated
+            // `mlp_digits` claims whose training outlasted the 8 s devnet timeout.
             let timed_out = match self.first_vote_at.get(&commit_id) {
                 Some(t) => t.elapsed() >= self.quorum_timeout,
                 None => {
