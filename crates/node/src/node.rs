@@ -157,6 +157,9 @@ struct Engine {
     quorum_timeout: Duration,
     /// This node's commitments not yet settled: domain and when committed.
     my_claims: HashMap<Hash, (String, Instant)>,
+    /// Per domain, the optimizer's report held back while another optimizer's better claim is
+    /// verified, and since when this domain has held one ([`Standing::Behind`]).
+    held: HashMap<String, (Found, Instant)>,
     /// How long a commitment of ours may stay unsettled before its optimizer loop stops
     /// waiting for it (lost reveal, quorum that never formed, orphaned reference).
     claim_deadline: Duration,
@@ -352,6 +355,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         done: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
         my_claims: HashMap::new(),
+        held: HashMap::new(),
         claim_deadline: Duration::from_millis(
             2 * params.quorum_timeout_ms.saturating_add(params.max_block_interval_ms),
         ),
@@ -508,7 +512,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 Some(ev) => engine.on_network(ev).await,
                 None => return Err(other("network stopped")),
             },
-            Some(f) = found_rx.recv() => engine.on_found(f).await,
+            Some(f) = found_rx.recv() => engine.on_found(f, None).await,
             Some(r) = rounds_rx.recv() => engine.on_round(r),
             Some(m) = measured_rx.recv() => engine.on_measured(m).await,
             Some(sub) = submit_rx.recv() => engine.on_submission(sub).await,
@@ -557,6 +561,43 @@ fn adds_no_work(state: &State, c: &ReadyCert) -> bool {
     let old = d.champion.as_ref().map_or(d.spec.baseline, |ch| ch.performance);
     d.spec.direction.gain(c.median, old).is_none_or(|g| g <= d.spec.acceptance_tolerance.0)
 }
+
+/// Where a claim stands against the other claims of its domain that this node knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// Nothing known beats it: commit it.
+    Clear,
+    /// A certificate assembled here accepts a median at least as good: it would land late.
+    Beaten,
+    /// Another optimizer's better claim is in verification: wait for its outcome.
+    Behind,
+}
+
+/// The standing of `claimed` given the medians of accepting certificates assembled here
+/// (`certified`) and the claims of other optimizers still in verification (`in_flight`).
+fn standing(
+    direction: doin_primitives::domain::Direction,
+    claimed: Metric,
+    certified: impl IntoIterator<Item = Metric>,
+    in_flight: impl IntoIterator<Item = Metric>,
+) -> Standing {
+    if certified.into_iter().any(|m| direction.gain(m, claimed).is_some_and(|g| g >= 0)) {
+        Standing::Beaten
+    } else if in_flight.into_iter().any(|c| direction.gain(c, claimed).is_some_and(|g| g > 0)) {
+        Standing::Behind
+    } else {
+        Standing::Clear
+    }
+}
+
+/// How long an optimizer holds a claim behind others' claims in verification, at most: a
+/// quorum's evaluation, its timeout and an escalation's.
+fn hold_cap(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Duration {
+    2 * (quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms))
+}
+
+/// A commit whose reveal has not come this long after `reveal_delay` no longer holds claims.
+const REVEAL_GRACE: Duration = Duration::from_secs(1);
 
 /// The quorums of `commit` from its reference block, if that block is still recent.
 fn quorums_of(state: &State, commit: &Commit) -> Option<quorum::Quorums> {
@@ -1322,8 +1363,14 @@ impl Engine {
         t.chain(from, rows);
     }
 
-    async fn on_found(&mut self, f: Found) {
-        if let Some(rt) = self.domains.get_mut(&f.domain) {
+    /// Commits an optimizer's report (`held_since`: it was held behind others' claims since
+    /// then), holds it, or settles it when it cannot be committed.
+    async fn on_found(&mut self, f: Found, held_since: Option<Instant>) {
+        // A newer report replaces the one held: the loop only reports improvements on it.
+        let held_since = held_since.or_else(|| self.held.remove(&f.domain).map(|(_, since)| since));
+        if let Some(rt) = self.domains.get_mut(&f.domain)
+            && held_since.is_none()
+        {
             rt.last_found = Some(json!({
                 "performance": f.measurement.performance,
                 "metrics": f.measurement.metrics,
@@ -1356,6 +1403,38 @@ impl Engine {
             self.settle(&f.domain);
             return;
         };
+        // Verification is the network's cost of a claim: one that another optimizer's better
+        // claim, now in verification, would likely make late waits for that claim's outcome
+        // (bounded by `hold_cap`, so a claim that never settles holds no one for long).
+        match self.standing_of(&id, &spec, claimed) {
+            Standing::Clear => {}
+            Standing::Beaten => {
+                tracing::debug!(
+                    domain = f.domain,
+                    claimed = claimed.to_f64(),
+                    "an accepted claim beats this report; not committed"
+                );
+                self.settle(&f.domain);
+                return;
+            }
+            Standing::Behind => {
+                let since = held_since.unwrap_or_else(Instant::now);
+                if since.elapsed() < hold_cap(self.quorum_timeout, &spec) {
+                    tracing::debug!(
+                        domain = f.domain,
+                        claimed = claimed.to_f64(),
+                        "a better claim is in verification; holding this one"
+                    );
+                    self.held.insert(f.domain.clone(), (f, since));
+                    return;
+                }
+                tracing::info!(
+                    domain = f.domain,
+                    held_s = since.elapsed().as_secs(),
+                    "claim held past the cap; committing it"
+                );
+            }
+        }
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
         let commit = Signed::sign(
@@ -1402,6 +1481,44 @@ impl Engine {
         self.on_commit(commit.clone());
         self.publish(Topic::Optimae(f.domain.clone()), GossipMessage::Commit(Box::new(commit))).await;
         self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
+    }
+
+    /// Where `claimed` stands against the claims of `domain` this node knows ([`standing`]).
+    /// In verification: another optimizer's commit with no certificate here yet, revealed less
+    /// than [`hold_cap`] ago (and not a copy), or not yet revealed but still due.
+    fn standing_of(
+        &self,
+        domain: &doin_primitives::DomainId,
+        spec: &doin_primitives::DomainSpec,
+        claimed: Metric,
+    ) -> Standing {
+        let certified = self
+            .certs
+            .values()
+            .filter(|c| c.cert.commit.body.domain == *domain && c.cert.outcome == Outcome::Accept)
+            .map(|c| c.median);
+        let cap = hold_cap(self.quorum_timeout, spec);
+        let in_flight = self
+            .commits
+            .iter()
+            .filter(|(id, seen)| {
+                let body = &seen.commit.body;
+                body.domain == *domain
+                    && body.optimizer != self.me
+                    && !self.certs.contains_key(*id)
+                    && match self.reveals.get(*id) {
+                        Some((reveal, at)) => {
+                            at.elapsed() < cap
+                                && self
+                                    .params_first
+                                    .get(&Hash::of(&encode(&reveal.body.params)))
+                                    .is_none_or(|first| first == *id)
+                        }
+                        None => seen.at.elapsed() < self.reveal_delay + REVEAL_GRACE,
+                    }
+            })
+            .map(|(_, seen)| seen.commit.body.claimed);
+        standing(spec.direction, claimed, certified, in_flight)
     }
 
     /// Starts `domain`'s optimizer loop if it was waiting for peers (`peer`: the one that
@@ -1469,6 +1586,24 @@ impl Engine {
             if let Some((domain, _)) = self.my_claims.remove(&id) {
                 tracing::info!(commit = %id, domain, "own claim unsettled past the deadline");
                 self.settle(&domain);
+            }
+        }
+        // Held reports whose rival settled (or that were held long enough) are looked at again.
+        let release: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(domain, (f, since))| {
+                let id = Self::domain_id(domain);
+                let Some(spec) = state.domain(&id).map(|d| &d.spec) else { return true };
+                since.elapsed() >= hold_cap(self.quorum_timeout, spec)
+                    || Metric::from_f64(f.measurement.performance)
+                        .is_none_or(|c| self.standing_of(&id, spec, c) != Standing::Behind)
+            })
+            .map(|(domain, _)| domain.clone())
+            .collect();
+        for domain in release {
+            if let Some((f, since)) = self.held.remove(&domain) {
+                self.on_found(f, Some(since)).await;
             }
         }
         // Quorums that ran out of time escalate.
@@ -1753,6 +1888,21 @@ mod tests {
     fn ready(cert: Certificate) -> ReadyCert {
         let median = certs::median(&cert.votes.iter().map(|v| v.measured).collect::<Vec<_>>());
         ReadyCert { cert, ready_at: Instant::now(), median }
+    }
+
+    /// A report is committed unless an accepted median already matches it (it would land late)
+    /// or another optimizer's better claim is in verification (held until that settles).
+    #[test]
+    fn a_claim_waits_only_behind_better_claims() {
+        use doin_primitives::domain::Direction::{Maximize, Minimize};
+        let m = |x: i64| Metric(x);
+        assert_eq!(standing(Maximize, m(90), [], []), Standing::Clear);
+        assert_eq!(standing(Maximize, m(90), [m(80)], [m(85), m(90)]), Standing::Clear);
+        assert_eq!(standing(Maximize, m(90), [m(80)], [m(91)]), Standing::Behind);
+        assert_eq!(standing(Maximize, m(90), [m(90)], [m(95)]), Standing::Beaten);
+        assert_eq!(standing(Minimize, m(90), [], [m(91), m(95)]), Standing::Clear);
+        assert_eq!(standing(Minimize, m(90), [m(95)], [m(89)]), Standing::Behind);
+        assert_eq!(standing(Minimize, m(90), [m(89)], []), Standing::Beaten);
     }
 
     /// The node's heartbeat filter agrees with consensus: a late accept and a reject ride a
