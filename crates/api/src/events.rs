@@ -35,7 +35,7 @@ pub struct Event {
     pub seq: u64,
     /// Wall-clock time, ms since the Unix epoch.
     pub timestamp_ms: u64,
-    /// `block`, `commit`, `reveal`, `vote`, `certificate`, `champion`, `escalation`, `target`,
+    /// `block`, `commit`, `held`, `reveal`, `vote`, `certificate`, `champion`, `escalation`, `target`,
     /// `peer_joined`, `peer_left`.
     #[serde(rename = "type")]
     pub kind: String,

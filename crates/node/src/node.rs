@@ -533,20 +533,29 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     });
     println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1} tracking_s {tracking_s:.3}");
     network.handle.shutdown().await;
+    // The final state is printed before the optimizer threads are joined: one may be in the
+    // middle of a candidate's training (seconds on a busy machine), and the chain no longer
+    // changes once the event loop and the network stopped.
+    {
+        let s = store.lock();
+        let state = s.tip();
+        println!(
+            "stopped height {} tip {} root {} balance {} reputation {} stake {}",
+            state.height(),
+            state.tip().hash,
+            state.root(),
+            state.account(&me).balance.0,
+            config
+                .domains
+                .iter()
+                .map(|d| state.reputation(&me, &Engine::domain_id(&d.domain_id)))
+                .sum::<u64>(),
+            state.stake(&me).map_or(0, |s| s.amount.0)
+        );
+    }
     for t in threads {
         let _ = t.join();
     }
-    let s = store.lock();
-    let state = s.tip();
-    println!(
-        "stopped height {} tip {} root {} balance {} reputation {} stake {}",
-        state.height(),
-        state.tip().hash,
-        state.root(),
-        state.account(&me).balance.0,
-        config.domains.iter().map(|d| state.reputation(&me, &Engine::domain_id(&d.domain_id))).sum::<u64>(),
-        state.stake(&me).map_or(0, |s| s.amount.0)
-    );
     Ok(())
 }
 
@@ -1158,17 +1167,7 @@ impl Engine {
             let values: Vec<Metric> = first.iter().map(|v| v.measured).collect();
             let median = certs::median(&values);
             let complete = !first.is_empty() && first.len() == q.first.len();
-            // Missing votes are missing `quorum_timeout` after the first vote came (the others
-            // had as long as it to evaluate), or, with no vote at all, once the domain's
-            // evaluation limit has passed too. Timing out from the reveal escalated
-            // `mlp_digits` claims whose training outlasted the 8 s devnet timeout.
-            let timed_out = match self.first_vote_at.get(&commit_id) {
-                Some(t) => t.elapsed() >= self.quorum_timeout,
-                None => {
-                    revealed_at.elapsed()
-                        >= self.quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms)
-                }
-            };
+            let timed_out = self.votes_missing(&commit_id, revealed_at, &spec);
             if complete && agree(&values, median) == values.len() {
                 (median, Vec::new())
             } else {
@@ -1232,6 +1231,20 @@ impl Engine {
         if let Ok(mut q) = self.tasks.lock() {
             q.remove(&format!("{commit_id}:0"));
             q.remove(&format!("{commit_id}:1"));
+        }
+    }
+
+    /// Whether the first-round votes of `commit` (revealed at `revealed_at`) that have not come
+    /// count as missing: `quorum_timeout` after its first vote (the others had as long as that
+    /// evaluator to finish) or, with no vote at all, once the domain's evaluation limit has
+    /// passed too. Timing out from the reveal escalated `mlp_digits` claims whose training
+    /// outlasted the 8 s devnet timeout.
+    fn votes_missing(&self, commit: &Hash, revealed_at: Instant, spec: &doin_primitives::DomainSpec) -> bool {
+        match self.first_vote_at.get(commit) {
+            Some(t) => t.elapsed() >= self.quorum_timeout,
+            None => {
+                revealed_at.elapsed() >= self.quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms)
+            }
         }
     }
 
@@ -1420,6 +1433,9 @@ impl Engine {
             Standing::Behind => {
                 let since = held_since.unwrap_or_else(Instant::now);
                 if since.elapsed() < hold_cap(self.quorum_timeout, &spec) {
+                    if held_since.is_none() {
+                        self.emit("held", Some(f.domain.as_str()), json!({ "claimed": claimed.to_f64() }));
+                    }
                     tracing::debug!(
                         domain = f.domain,
                         claimed = claimed.to_f64(),
@@ -1613,8 +1629,11 @@ impl Engine {
             .filter(|(k, (_, at))| {
                 !self.certs.contains_key(*k)
                     && !self.escalated.contains(*k)
-                    && at.elapsed() >= self.quorum_timeout
-                    && self.first_vote_at.get(*k).is_none_or(|t| t.elapsed() >= self.quorum_timeout)
+                    && self
+                        .commits
+                        .get(*k)
+                        .and_then(|seen| state.domain(&seen.commit.body.domain))
+                        .is_some_and(|d| self.votes_missing(k, *at, &d.spec))
             })
             .map(|(k, _)| *k)
             .collect();
