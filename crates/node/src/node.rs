@@ -599,10 +599,16 @@ fn standing(
     }
 }
 
+/// How long a revealed claim's quorum may take before its missing votes count as missing, when
+/// no vote came at all: the domain's evaluation limit plus `quorum_timeout`.
+fn quorum_window(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Duration {
+    quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms)
+}
+
 /// How long an optimizer holds a claim behind others' claims in verification, at most: a
-/// quorum's evaluation, its timeout and an escalation's.
+/// quorum's window and an escalation's.
 fn hold_cap(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Duration {
-    2 * (quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms))
+    2 * quorum_window(quorum_timeout, spec)
 }
 
 /// A commit whose reveal has not come this long after `reveal_delay` no longer holds claims.
@@ -1242,9 +1248,7 @@ impl Engine {
     fn votes_missing(&self, commit: &Hash, revealed_at: Instant, spec: &doin_primitives::DomainSpec) -> bool {
         match self.first_vote_at.get(commit) {
             Some(t) => t.elapsed() >= self.quorum_timeout,
-            None => {
-                revealed_at.elapsed() >= self.quorum_timeout + Duration::from_millis(spec.limits.max_wall_ms)
-            }
+            None => revealed_at.elapsed() >= quorum_window(self.quorum_timeout, spec),
         }
     }
 
