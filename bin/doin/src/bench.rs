@@ -80,6 +80,27 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 30)]
         dim: usize,
     },
+    /// The adversary suite: fake and abusive submissions of many kinds (over-claims,
+    /// constant-factor liars, replays, copies, forged signatures, wrong roles, colluders, double
+    /// votes, gossip floods from throwaway keys, vote copying, quorum grinding) through the
+    /// chain's and the node's real rules, with each kind's outcome.
+    Adversary {
+        /// Over-claims (other per-certificate kinds run a tenth of this).
+        #[arg(long, default_value_t = 200)]
+        claims: usize,
+        /// Bogus gossip messages in the flood.
+        #[arg(long, default_value_t = 10_000)]
+        flood: usize,
+        /// Throwaway keys sending them.
+        #[arg(long, default_value_t = 1_000)]
+        flood_keys: usize,
+        /// Commits of the grinding test.
+        #[arg(long, default_value_t = 200)]
+        grind_commits: usize,
+        /// Salts/references the grinding optimizer tries per commit.
+        #[arg(long, default_value_t = 10_000)]
+        grind_tries: usize,
+    },
     /// Runs N in-process nodes over libp2p's memory transport and publishes messages from
     /// random nodes: DOIN's gossipsub, then a flooding baseline on the same topology.
     Gossip {
@@ -103,6 +124,15 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
         }
         Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
+        Bench::Adversary { claims, flood, flood_keys, grind_commits, grind_tries } => {
+            let started = std::time::Instant::now();
+            let scale = doin_node::adversary::Scale { claims, flood, flood_keys, grind_commits, grind_tries };
+            let report = doin_node::adversary::run(scale).map_err(anyhow::Error::msg)?;
+            let mut line = report.json();
+            line["wall_s"] = serde_json::json!(started.elapsed().as_secs_f64());
+            println!("{line}");
+            Ok(())
+        }
         Bench::Devnet { nodes, evaluators_only, domain, target, timeout_s, base_port, runs } => {
             if runs == 0 {
                 bail!("--runs must be at least 1");

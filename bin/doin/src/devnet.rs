@@ -79,22 +79,6 @@ fn demo_target(domain: &str) -> f64 {
     }
 }
 
-/// The devnet's vote tolerance for `domain`, in its metric's units: wide enough for honest
-/// measurements on different draws, narrow enough that an inflated claim is rejected.
-/// `quadratic`'s evaluators perturb its target, so two honest measurements of a far point differ
-/// by about 0.01·√loss: up to ~1 at the losses of a first generation (a tolerance of 1.0
-/// rejected an honest early claim about once in 20 runs of the liar test); 5 is beyond any of
-/// them. Accuracy (`mlp_digits`) differs by ~0.01 between draws, the forecaster's −MAE (ppm) by a few hundredths.
-/// The benchmark functions measure exactly.
-fn demo_tolerance(domain: &str) -> f64 {
-    match domain {
-        "quadratic" => 5.0,
-        "mlp_digits" => 0.05,
-        "co2_forecast" => 0.1,
-        _ => 1.0,
-    }
-}
-
 struct Line {
     node: usize,
     text: String,
@@ -108,6 +92,8 @@ struct NodeView {
     stopped: Option<String>,
     usage: Option<(f64, f64, f64, f64)>,
     evaluations_at_target: Option<u64>,
+    /// `latency claims N claim_to_cert_p50_ms X gossip_rejected R gossip_ignored I`.
+    latency: Option<Vec<String>>,
 }
 
 /// `usage cpu_s C eval_s E rss_mb R tracking_s T`.
@@ -207,7 +193,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         quorum_timeout: 8.0,
         quorum_min_evaluators: 2,
         quorum_max_evaluators: 7,
-        quorum_tolerance: demo_tolerance(&args.domain),
+        // Tolerances: each built-in domain's noise profile (`domains::tolerance_profile`).
         workers: args.workers,
         api_key: args.external.contains(&i).then(|| "devnet".to_owned()),
         experiment_stats_file: (!args.no_tracking).then(|| dir.join(format!("node{i}/stats.csv"))),
@@ -376,6 +362,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
                     Some("copy") => *counts.entry("copies").or_default() += 1,
                     Some("stopped") => views[node].stopped = Some(text.clone()),
                     Some("usage") => views[node].usage = parse_usage(&text),
+                    Some("latency") => views[node].latency = Some(text.split_whitespace().map(str::to_owned).collect()),
                     _ => {}
                 }
             }
@@ -400,6 +387,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
             Ok(Some(Line { node, text })) if text.starts_with("stopped") => views[node].stopped = Some(text),
             Ok(Some(Line { node, text })) if text.starts_with("usage") => {
                 views[node].usage = parse_usage(&text)
+            }
+            Ok(Some(Line { node, text })) if text.starts_with("latency") => {
+                views[node].latency = Some(text.split_whitespace().map(str::to_owned).collect())
             }
             // A node that saw the target just as the others agreed on the tip.
             Ok(Some(Line { node, text }))
@@ -436,8 +426,22 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     } else {
         None
     };
+    // Claim-to-certificate latency: each node's median over its own claims; the network's
+    // figure is the median of those (nodes without a certified claim left out).
+    let latency = |v: &NodeView, k: &str| {
+        v.latency.as_ref().and_then(|f| field(f, k)).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let mut p50s: Vec<u64> = views
+        .iter()
+        .filter(|v| latency(v, "claims") > 0)
+        .map(|v| latency(v, "claim_to_cert_p50_ms"))
+        .collect();
+    p50s.sort_unstable();
     let summary = serde_json::json!({
         "devnet": true,
+        "claim_to_certificate_ms": p50s.get(p50s.len().saturating_sub(1) / 2),
+        "certified_claims": views.iter().map(|v| latency(v, "claims")).sum::<u64>(),
+        "gossip_rejected": views.iter().map(|v| latency(v, "gossip_rejected")).collect::<Vec<_>>(),
         "nodes": args.nodes,
         "domain": args.domain,
         "target": target,

@@ -3,6 +3,7 @@
 mod analytics;
 mod bench;
 mod devnet;
+mod flood;
 mod node_cmd;
 mod peer;
 mod snapshot;
@@ -51,6 +52,9 @@ enum Command {
     /// A minimal chain peer for multi-process network tests.
     #[command(hide = true)]
     NetPeer(peer::PeerArgs),
+    /// An attacker's gossip flood from throwaway keys, for the adversary tests.
+    #[command(hide = true)]
+    Flood(flood::FloodArgs),
 }
 
 /// glibc's malloc settings for a node: trim freed memory at the top of a heap above 64 KiB
@@ -110,5 +114,6 @@ fn main() -> anyhow::Result<()> {
         Command::Snapshot(s) => snapshot::run(s),
         Command::Analytics(a) => analytics::run(a),
         Command::NetPeer(a) => peer::run(a),
+        Command::Flood(a) => flood::run(a),
     }
 }

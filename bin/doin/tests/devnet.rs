@@ -494,7 +494,7 @@ fn an_external_evaluator_takes_a_nodes_quorum_assignments_through_the_task_queue
     );
     let node2 = base + 4;
     // The test plays the external evaluator with the same built-in domain the nodes run.
-    let domain = Quadratic::new(10, 20.0, 0x0d01, 0.01);
+    let domain = Quadratic::new(10, 20.0, 0x0d01, 0.1);
     // Serve tasks (first-round and escalation) until the network accepts a certificate.
     let deadline = Instant::now() + Duration::from_secs(50);
     let mut completed = 0;

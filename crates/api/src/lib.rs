@@ -87,7 +87,19 @@ pub struct LiveStatus {
     pub plugins: Vec<Value>,
     /// CPU seconds of the process and of evaluations, resident memory in MiB.
     pub usage: (f64, f64, f64),
+    /// Optimae gossip refused by the state checks: rejected (peer penalized) and ignored.
+    pub gossip_refused: (u64, u64),
+    /// Commits the gossip checks hold as pending (forwarded, not settled).
+    pub gossip_pending: usize,
+    /// Double-vote evidence waiting for a block.
+    pub evidence_pending: usize,
+    /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
+    /// its gossip is ignored).
+    pub peer_scores: BTreeMap<String, f64>,
 }
+
+/// Gossipsub's graylist threshold (`doin_net`'s peer-score parameters).
+pub const GRAYLIST_SCORE: f64 = -80.0;
 
 /// A transaction handed to the node, with the channel for its verdict.
 #[derive(Debug)]
@@ -267,6 +279,10 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
             "finalized_height": meta.finalized.height,
             "pending_commitments": l.pending_commitments,
             "pending_quorums": l.pending_quorums,
+            "gossip_rejected": l.gossip_refused.0,
+            "gossip_ignored": l.gossip_refused.1,
+            "evidence_pending": l.evidence_pending,
+            "graylisted_peers": l.peer_scores.values().filter(|v| **v < GRAYLIST_SCORE).count(),
         },
         "optimizer_domains": optimizer,
         "evaluator_domains": evaluator,
@@ -415,7 +431,14 @@ async fn peers(State(s): State<ApiState>) -> ApiResult {
     let l = live(&s);
     Ok(Json(json!({
         "self": { "peer_id": s.peer_id, "port": s.port, "address": s.address.to_string() },
-        "peers": l.peers.iter().map(|p| json!({ "peer_id": p })).collect::<Vec<_>>(),
+        "peers": l
+            .peers
+            .iter()
+            .map(|p| {
+                let score = l.peer_scores.get(p).copied();
+                json!({ "peer_id": p, "score": score, "graylisted": score.is_some_and(|v| v < GRAYLIST_SCORE) })
+            })
+            .collect::<Vec<_>>(),
     })))
 }
 

@@ -93,6 +93,33 @@ pub fn text(s: &ApiState) -> String {
         l.pending_commitments as f64,
     );
     o.one("doin_pending_quorums", "gauge", "Quorums evaluating or escalated.", l.pending_quorums as f64);
+    o.metric(
+        "doin_gossip_refused_total",
+        "counter",
+        "Optimae gossip refused by the state checks (reject: the forwarding peer is penalized).",
+        &[
+            ("{verdict=\"reject\"}".to_owned(), l.gossip_refused.0 as f64),
+            ("{verdict=\"ignore\"}".to_owned(), l.gossip_refused.1 as f64),
+        ],
+    );
+    o.one(
+        "doin_gossip_pending_commits",
+        "gauge",
+        "Commits admitted by the gossip checks and not settled.",
+        l.gossip_pending as f64,
+    );
+    o.one(
+        "doin_peers_graylisted",
+        "gauge",
+        "Peers whose gossip score is below the graylist threshold.",
+        l.peer_scores.values().filter(|v| **v < crate::GRAYLIST_SCORE).count() as f64,
+    );
+    o.one(
+        "doin_evidence_pending",
+        "gauge",
+        "Double-vote evidence waiting for a block.",
+        l.evidence_pending as f64,
+    );
     o.one(
         "doin_evaluations_running",
         "gauge",

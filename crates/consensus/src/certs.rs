@@ -89,8 +89,42 @@ fn check_votes(votes: &[Vote], commit: &Hash, round: u8, members: &[Address]) ->
     Ok(())
 }
 
-fn within(a: Metric, b: Metric, tolerance: Metric) -> bool {
-    (a.0 as i128 - b.0 as i128).abs() <= tolerance.0 as i128
+fn within(a: Metric, b: Metric, tolerance: i64) -> bool {
+    (a.0 as i128 - b.0 as i128).abs() <= tolerance as i128
+}
+
+/// The quorum's own noise: half the range of the decisive votes that agree with the median.
+/// A gain no larger than this is inside what the evaluators themselves disagree by.
+pub fn noise(values: &[Metric], median: Metric, tolerance: i64) -> i64 {
+    let agreeing = values.iter().filter(|v| within(**v, median, tolerance)).map(|v| v.0 as i128);
+    let (lo, hi) = agreeing.fold((i128::MAX, i128::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi { 0 } else { i64::try_from((hi - lo) / 2).unwrap_or(i64::MAX) }
+}
+
+/// Whether a vote `v` agrees with the median `m`: within the domain's tolerance at `m`.
+pub fn agrees(spec: &DomainSpec, v: Metric, m: Metric) -> bool {
+    within(v, m, spec.tolerance_at(m))
+}
+
+/// The outcome of a claim against its decisive median: a reject iff it over-states the median
+/// by more than the tolerance at the median. `None` on overflow.
+pub fn outcome(spec: &DomainSpec, claimed: Metric, median: Metric) -> Option<Outcome> {
+    let overclaim = spec.direction.gain(claimed, median)?;
+    Some(if overclaim > spec.tolerance_at(median) { Outcome::Reject } else { Outcome::Accept })
+}
+
+/// Whether a verified `median` improves on `old`: its gain must exceed the domain's acceptance
+/// margin at `old` and the quorum's own `noise` ([`noise`]).
+pub fn improves(spec: &DomainSpec, old: Metric, median: Metric, noise: i64) -> Option<bool> {
+    Some(spec.direction.gain(median, old)? > spec.acceptance_margin(old).max(noise))
+}
+
+/// The quorum's noise of a certificate that passed validation: [`noise`] over its decisive
+/// votes (the escalation's when escalated), 0 for a trusted domain's.
+pub fn certificate_noise(spec: &DomainSpec, cert: &Certificate, median: Metric) -> i64 {
+    let decisive: &[Vote] = if cert.escalated() { &cert.escalation } else { &cert.votes };
+    let values: Vec<Metric> = decisive.iter().map(|v| v.measured).collect();
+    noise(&values, median, spec.tolerance_at(median))
 }
 
 /// Checks the parameters against the domain's space.
@@ -171,18 +205,17 @@ pub(crate) fn apply_certificate(
     if state.params_seen.contains_key(&(commit.domain.clone(), params_hash)) {
         return Err(CertError::Duplicate("these parameters were already revealed for this domain"));
     }
-    // 5. The optimizer has a bond at stake.
+    // 5. The optimizer is staked as an optimizer of the domain with its bond, checked on the
+    //    accept path below: a reject must stay includable after the liar unstakes or drops
+    //    the role, or changing its stake would let it escape the burn.
     let stake = state.stake(&commit.optimizer).map_or(Amount::ZERO, |s| s.amount);
-    if stake < params.optimae_bond {
-        return Err(CertError::NoBond { optimizer: commit.optimizer, stake, bond: params.optimae_bond });
-    }
+    let role = state.stake(&commit.optimizer).is_some_and(|s| s.optimizes(&commit.domain));
     // 6. Quorums from the reference block (none for a trusted domain: the claim stands).
-    let tolerance = spec.tolerance;
-    let (decisive_median, agreeing, outliers) = if spec.trusted() {
+    let (decisive_median, agreeing, outliers, noise) = if spec.trusted() {
         if !cert.votes.is_empty() || cert.escalated() {
             return Err(CertError::Quorum("a trusted domain's certificate carries no votes".into()));
         }
-        (commit.claimed, Vec::new(), Vec::new())
+        (commit.claimed, Vec::new(), Vec::new(), 0)
     } else if cert.escalated() {
         let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
         if q.first.is_empty() {
@@ -193,6 +226,7 @@ pub(crate) fn apply_certificate(
             .map_err(|e| CertError::Quorum(format!("escalation {e}")))?;
         let values: Vec<Metric> = cert.escalation.iter().map(|v| v.measured).collect();
         let m = median(&values);
+        let tolerance = spec.tolerance_at(m);
         let agree_count = values.iter().filter(|v| within(**v, m, tolerance)).count();
         let size = q.escalation.len() as u128;
         let needed =
@@ -204,7 +238,7 @@ pub(crate) fn apply_certificate(
         }
         let (agreeing, outliers): (Vec<&Vote>, Vec<&Vote>) =
             cert.votes.iter().chain(cert.escalation.iter()).partition(|v| within(v.measured, m, tolerance));
-        (m, agreeing, outliers)
+        (m, agreeing, outliers, noise(&values, m, tolerance))
     } else {
         let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
         if q.first.is_empty() {
@@ -220,17 +254,26 @@ pub(crate) fn apply_certificate(
         }
         let values: Vec<Metric> = cert.votes.iter().map(|v| v.measured).collect();
         let m = median(&values);
+        let tolerance = spec.tolerance_at(m);
         if let Some(i) = values.iter().position(|v| !within(*v, m, tolerance)) {
             return Err(CertError::Quorum(format!(
                 "vote {i} is outside the tolerance of the median; disagreement must escalate"
             )));
         }
-        (m, cert.votes.iter().collect(), Vec::new())
+        (m, cert.votes.iter().collect(), Vec::new(), noise(&values, m, tolerance))
     };
-    // 7. Outcome: over-claim beyond tolerance is a reject.
+    // 7. Outcome: over-claim beyond the tolerance at the median is a reject; with a relative
+    //    tolerance a claim off by a constant factor is refused at any scale.
+    let tolerance = spec.tolerance_at(decisive_median);
     let overclaim =
         spec.direction.gain(commit.claimed, decisive_median).ok_or(CertError::Overflow("claim"))?;
-    let computed = if overclaim > tolerance.0 { Outcome::Reject } else { Outcome::Accept };
+    let computed = outcome(spec, commit.claimed, decisive_median).ok_or(CertError::Overflow("claim"))?;
+    if computed == Outcome::Accept && (!role || stake < params.optimae_bond) {
+        if stake < params.optimae_bond {
+            return Err(CertError::NoBond { optimizer: commit.optimizer, stake, bond: params.optimae_bond });
+        }
+        return Err(CertError::Role { optimizer: commit.optimizer, domain: commit.domain.to_string() });
+    }
     if computed != cert.outcome {
         return Err(CertError::Outcome { declared: cert.outcome, computed });
     }
@@ -276,20 +319,21 @@ pub(crate) fn apply_certificate(
     match computed {
         Outcome::Reject => {
             state.adjust_reputation(commit.optimizer, &commit.domain, 0, params.rep_reject);
-            let bond = params.optimae_bond.min(stake);
-            let burn = Amount(fixed::ppm(bond.0, params.reject_burn_ppm));
+            // The bond is taken from active stake, then from unbonding entries: unstaking after
+            // committing a lie does not protect it.
+            let burn = Amount(fixed::ppm(params.optimae_bond.0, params.reject_burn_ppm));
             receipt.bond_burned =
                 state.burn_stake(commit.optimizer, burn).ok_or(CertError::Overflow("bond burn"))?;
             domain.stats.rejected = domain.stats.rejected.saturating_add(1);
         }
         Outcome::Accept => {
             let old = domain.champion.as_ref().map_or(spec.baseline, |c| c.performance);
-            let gain = spec.direction.gain(decisive_median, old).ok_or(CertError::Overflow("gain"))?;
-            if gain > spec.acceptance_tolerance.0 {
-                let fraction = if overclaim <= 0 || tolerance.0 == 0 {
+            // A gain inside the margin, or inside the quorum's own spread, earns nothing.
+            if improves(spec, old, decisive_median, noise).ok_or(CertError::Overflow("gain"))? {
+                let fraction = if overclaim <= 0 || tolerance == 0 {
                     FIXED_ONE as u64
                 } else {
-                    ((tolerance.0 - overclaim) as u128 * ONE / tolerance.0 as u128) as u64
+                    ((tolerance - overclaim) as u128 * ONE / tolerance as u128) as u64
                 };
                 let rep = state.reputation(&commit.optimizer, &commit.domain);
                 let factor = fixed::rep_factor(rep, params.rep_factor_floor);
@@ -330,11 +374,10 @@ pub(crate) fn apply_certificate(
     Ok(receipt)
 }
 
-/// Validates and applies double-vote evidence: slashes the evaluator once per commit and round.
-pub(crate) fn apply_evidence(
-    state: &mut State,
-    evidence: &doin_primitives::DoubleVoteEvidence,
-) -> Result<(Address, Amount), String> {
+/// Checks double-vote evidence against `state` without applying it (signatures are the
+/// caller's): two different votes by one evaluator for one commit and round, not slashed
+/// before, against an account with something staked or unbonding. Returns that total.
+pub fn check_evidence(state: &State, evidence: &doin_primitives::DoubleVoteEvidence) -> Result<u128, String> {
     let (a, b) = (&evidence.first.body, &evidence.second.body);
     if a.evaluator != b.evaluator || a.commit != b.commit || a.round != b.round {
         return Err("the two votes are not by one evaluator for one commit and round".into());
@@ -342,8 +385,7 @@ pub(crate) fn apply_evidence(
     if a == b {
         return Err("the two votes are identical".into());
     }
-    let key = (a.evaluator, a.commit, a.round);
-    if state.slashed.contains(&key) {
+    if state.slashed.contains(&(a.evaluator, a.commit, a.round)) {
         return Err("this double vote was already slashed".into());
     }
     let stake = state.stake(&a.evaluator).map_or(Amount::ZERO, |s| s.amount);
@@ -353,6 +395,17 @@ pub(crate) fn apply_evidence(
     if total == 0 {
         return Err("the evaluator has no stake to slash".into());
     }
+    Ok(total)
+}
+
+/// Validates and applies double-vote evidence: slashes the evaluator once per commit and round.
+pub(crate) fn apply_evidence(
+    state: &mut State,
+    evidence: &doin_primitives::DoubleVoteEvidence,
+) -> Result<(Address, Amount), String> {
+    let total = check_evidence(state, evidence)?;
+    let a = &evidence.first.body;
+    let key = (a.evaluator, a.commit, a.round);
     let amount = Amount(fixed::ppm(total, state.params.double_vote_slash_ppm).max(1));
     let slashed = state.burn_stake(a.evaluator, amount).ok_or("slash overflow")?;
     state.slashed.insert(key);

@@ -162,6 +162,14 @@ pub enum CertError {
         /// Required.
         bond: Amount,
     },
+    /// The optimizer is not staked with the optimizer role for the domain.
+    #[error("optimizer {optimizer:?} is not staked as an optimizer of domain {domain}")]
+    Role {
+        /// Optimizer.
+        optimizer: Address,
+        /// Domain.
+        domain: String,
+    },
     /// No eligible evaluators.
     #[error("the domain has no eligible evaluators at the reference block")]
     NoEvaluators,

@@ -71,6 +71,19 @@ impl TestNet {
         optimizers: usize,
         params: ProtocolParams,
     ) -> Self {
+        Self::with_domain(accounts, evaluators, optimizers, params, DomainSpec::example(DOMAIN, 4))
+    }
+
+    /// A net with the given parameters whose [`DOMAIN`] is registered with `domain` (its id is
+    /// replaced by [`DOMAIN`]).
+    pub fn with_domain(
+        accounts: usize,
+        evaluators: usize,
+        optimizers: usize,
+        params: ProtocolParams,
+        mut domain: DomainSpec,
+    ) -> Self {
+        domain.id = domain_id();
         let keys: Vec<Keypair> = (0..accounts).map(key).collect();
         let mut stakes = Vec::new();
         for (i, k) in keys.iter().enumerate().take(evaluators + optimizers) {
@@ -91,7 +104,7 @@ impl TestNet {
                 .map(|k| Allocation { address: k.address(), balance: Amount::doin(1_000_000) })
                 .collect(),
             stakes,
-            domains: vec![GenesisDomain { spec: DomainSpec::example(DOMAIN, 4), bounty: Amount::doin(10) }],
+            domains: vec![GenesisDomain { spec: domain, bounty: Amount::doin(10) }],
         };
         let (state, genesis) = spec.build().unwrap_or_else(|e| panic!("test genesis: {e}"));
         let now_ms = spec.timestamp_ms + 1_000;
@@ -297,8 +310,5 @@ pub fn reseal(
 pub fn outcome_for(state: &State, commit: &Commit, votes: &[Vote]) -> Outcome {
     let spec = state.domain(&commit.domain).map(|d| d.spec.clone());
     let m = certs::median(&votes.iter().map(|v| v.measured).collect::<Vec<_>>());
-    match spec.and_then(|s| s.direction.gain(commit.claimed, m).map(|g| (g, s.tolerance))) {
-        Some((over, tol)) if over > tol.0 => Outcome::Reject,
-        _ => Outcome::Accept,
-    }
+    spec.and_then(|s| certs::outcome(&s, commit.claimed, m)).unwrap_or(Outcome::Accept)
 }

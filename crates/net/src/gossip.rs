@@ -2,7 +2,9 @@
 //! BLAKE3 hash; it is validated (bounds, signatures, caller checks) before it is forwarded.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use doin_primitives::{BlockHeader, Commit, Hash, Reveal, Transaction, Vote, decode, encode};
+use doin_primitives::{
+    BlockHeader, Commit, DoubleVoteEvidence, Hash, Reveal, Transaction, Vote, decode, encode,
+};
 
 /// Largest gossip payload.
 pub const MAX_GOSSIP_BYTES: usize = 256 * 1024;
@@ -108,6 +110,9 @@ pub enum GossipMessage {
     Reveal(Box<Reveal>),
     /// An evaluator vote.
     Vote(Box<Vote>),
+    /// Two different votes by one evaluator for one commit and round (on the blocks topic:
+    /// every block producer needs it).
+    Evidence(Box<DoubleVoteEvidence>),
 }
 
 /// Why a gossip message was refused.
@@ -185,6 +190,12 @@ impl GossipMessage {
                     return Err(GossipError::Signature("vote"));
                 }
             }
+            (Self::Evidence(e), Topic::Blocks) => {
+                if !e.first.verify() || !e.second.verify() {
+                    return Err(GossipError::Signature("double-vote evidence"));
+                }
+            }
+            (Self::Evidence(_), _) => return Err(wrong("evidence")),
             (Self::Block(_), _) => return Err(wrong("block")),
             (Self::Transaction(_), _) => return Err(wrong("transaction")),
             (_, _) => return Err(wrong("optimae message")),

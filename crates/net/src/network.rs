@@ -62,11 +62,22 @@ pub trait SyncProvider: Send + Sync + 'static {
     }
 }
 
+/// Why the caller's state checks refused a gossip message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not forwarded and not delivered, without penalty: the message may be honest but this
+    /// node cannot use it now (its commit not seen yet, a duplicate).
+    Ignore(String),
+    /// Invalid against the state: not forwarded, and the forwarding peer's score is charged
+    /// (gossipsub graylists a peer that keeps sending such messages).
+    Reject(String),
+}
+
 /// The caller's cheap state checks on gossip (nonce not stale, commit references a known
 /// block, …), run after bounds and signatures and before forwarding.
 pub trait GossipValidator: Send + Sync + 'static {
-    /// `Err(reason)` rejects the message and penalizes the peer that sent it.
-    fn check(&self, topic: &Topic, message: &GossipMessage) -> Result<(), String>;
+    /// `Err` refuses the message; a [`Refusal::Reject`] penalizes the peer that sent it.
+    fn check(&self, topic: &Topic, message: &GossipMessage) -> Result<(), Refusal>;
 }
 
 /// Accepts everything that passes bounds and signatures.
@@ -74,7 +85,7 @@ pub trait GossipValidator: Send + Sync + 'static {
 pub struct NoStateChecks;
 
 impl GossipValidator for NoStateChecks {
-    fn check(&self, _: &Topic, _: &GossipMessage) -> Result<(), String> {
+    fn check(&self, _: &Topic, _: &GossipMessage) -> Result<(), Refusal> {
         Ok(())
     }
 }
@@ -517,10 +528,10 @@ impl Actor {
         match event {
             gossipsub::Event::Message { propagation_source, message_id, message } => {
                 let verdict = Topic::parse(message.topic.as_str())
-                    .ok_or_else(|| format!("unknown topic {}", message.topic))
+                    .ok_or_else(|| Refusal::Reject(format!("unknown topic {}", message.topic)))
                     .and_then(|topic| {
                         let msg = GossipMessage::decode_and_check(&topic, &message.data)
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| Refusal::Reject(e.to_string()))?;
                         self.validator.check(&topic, &msg)?;
                         Ok((topic, msg))
                     });
@@ -530,7 +541,11 @@ impl Actor {
                         self.emit(NetworkEvent::Gossip { topic, message: msg, id, from: propagation_source });
                         gossipsub::MessageAcceptance::Accept
                     }
-                    Err(reason) => {
+                    Err(Refusal::Ignore(reason)) => {
+                        debug!(target: "net::gossip", peer = %propagation_source, %reason, "ignored gossip");
+                        gossipsub::MessageAcceptance::Ignore
+                    }
+                    Err(Refusal::Reject(reason)) => {
                         debug!(target: "net::gossip", peer = %propagation_source, %reason, "rejected gossip");
                         self.emit(NetworkEvent::Rejected { from: propagation_source, reason });
                         gossipsub::MessageAcceptance::Reject

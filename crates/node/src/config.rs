@@ -23,6 +23,9 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 }
 
 /// One domain this node works on.
+/// `quorum_tolerance` for a domain with no noise profile of its own (plugins), absolute.
+pub const DEFAULT_QUORUM_TOLERANCE: f64 = 0.1;
+
 #[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct DomainConfig {
@@ -120,8 +123,10 @@ pub struct NodeConfig {
     pub quorum_max_evaluators: u16,
     /// Escalation fraction.
     pub quorum_fraction: f64,
-    /// Vote tolerance (absolute, in the metric's units).
-    pub quorum_tolerance: f64,
+    /// Vote tolerance (absolute, in the metric's units) for every domain; unset, each built-in
+    /// domain uses its own noise profile (`domains::tolerance_profile`) and plugins
+    /// [`DEFAULT_QUORUM_TOLERANCE`].
+    pub quorum_tolerance: Option<f64>,
     /// EIP-1559 fees (always on in DOIN; `false` is accepted and reported).
     pub fee_market_enabled: bool,
     /// Storage backend: DOIN always uses its embedded store.
@@ -171,7 +176,7 @@ impl Default for NodeConfig {
             quorum_min_evaluators: 3,
             quorum_max_evaluators: 7,
             quorum_fraction: 2.0 / 3.0,
-            quorum_tolerance: 0.1,
+            quorum_tolerance: None,
             fee_market_enabled: true,
             storage_backend: None,
             reset_chain: false,
@@ -249,7 +254,9 @@ impl NodeConfig {
         positive("target_block_time", self.target_block_time, 86_400.0)?;
         positive("max_block_interval", self.max_block_interval, 86_400.0)?;
         positive("quorum_fraction", self.quorum_fraction, 1.0)?;
-        positive("quorum_tolerance", self.quorum_tolerance, 1e9)?;
+        if let Some(t) = self.quorum_tolerance {
+            positive("quorum_tolerance", t, 1e9)?;
+        }
         positive("quorum_timeout", self.quorum_timeout, 86_400.0)?;
         positive("http_rate_limit", self.http_rate_limit, 1e6)?;
         positive("http_burst", self.http_burst, 1e6)?;

@@ -42,17 +42,23 @@ pub fn build(config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
     }
     let dims = num(c, "n_params", 10.0).clamp(1.0, 256.0) as usize;
     let domain: Arc<dyn Domain> = match id {
-        // The Python system's example: 10 parameters in ±20; evaluators perturb the target.
+        // The Python system's example: 10 parameters in ±20; evaluators weigh each coordinate's
+        // error by 1 ± noise drawn from their seed.
         "quadratic" => Arc::new(Quadratic::new(
             dims,
             num(c, "bound", 20.0).abs().max(1e-3),
             0x0d01,
-            num(c, "noise", 0.01),
+            num(c, "noise", 0.1),
         )),
-        "sphere" => Arc::new(Benchmark::new(Function::Sphere, dims, 0x0d01)),
-        "rastrigin" => Arc::new(Benchmark::new(Function::Rastrigin, dims, 0x0d01)),
-        "rosenbrock" => Arc::new(Benchmark::new(Function::Rosenbrock, dims, 0x0d01)),
-        "ackley" => Arc::new(Benchmark::new(Function::Ackley, dims, 0x0d01)),
+        "sphere" | "rastrigin" | "rosenbrock" | "ackley" => {
+            let function = match id {
+                "sphere" => Function::Sphere,
+                "rastrigin" => Function::Rastrigin,
+                "rosenbrock" => Function::Rosenbrock,
+                _ => Function::Ackley,
+            };
+            Arc::new(Benchmark::new(function, dims, 0x0d01).with_noise(num(c, "noise", Benchmark::NOISE)))
+        }
         MlpClassifier::ID => Arc::new(MlpClassifier::new(num(c, "early_patience", 5.0) as u32)?),
         Co2Forecaster::ID => Arc::new(Co2Forecaster::new(num(c, "early_patience", 5.0) as u32)?),
         other => {
@@ -72,6 +78,69 @@ pub fn plugin_command(text: &str) -> Result<Vec<String>, String> {
         return Err("empty plugin command".into());
     }
     Ok(words)
+}
+
+/// How closely a domain's evaluators agree: the vote and over-claim tolerance is
+/// `absolute + relative × |median|`; a verified gain must exceed `acceptance × |champion|`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Absolute part, in the metric's units.
+    pub absolute: f64,
+    /// Relative part, a fraction of the median.
+    pub relative: f64,
+    /// Relative acceptance margin, a fraction of the champion.
+    pub acceptance: f64,
+}
+
+/// The built-in domains' tolerances, from their evaluators' noise. `quadratic` and the benchmark
+/// functions measure with a relative noise (weights or a scale of `1 ± noise`), so their
+/// tolerance is relative (2.5 × the noise) with a floor of 1e-9 near the optimum, and gains
+/// within a tenth of the noise earn nothing: a claim off by a constant factor is refused at any
+/// scale. The ML domains' metrics are bounded (accuracy, MAE in ppm), their noise is the data
+/// split's, measured absolute. `None` for plugins: `quorum_tolerance` applies.
+pub fn tolerance_profile(id: &str, noise: f64) -> Option<Tolerance> {
+    match id {
+        "quadratic" | "sphere" | "rastrigin" | "rosenbrock" | "ackley" => {
+            Some(Tolerance { absolute: 1e-9, relative: (2.5 * noise).min(1.0), acceptance: noise / 10.0 })
+        }
+        MlpClassifier::ID => Some(Tolerance { absolute: 0.05, relative: 0.0, acceptance: 0.0 }),
+        Co2Forecaster::ID => Some(Tolerance { absolute: 0.1, relative: 0.0, acceptance: 0.0 }),
+        _ => None,
+    }
+}
+
+/// The domain's tolerance as configured: `optimization_config.tolerance`,
+/// `relative_tolerance` and `relative_acceptance` win; then the top-level `quorum_tolerance` if
+/// the config set it; then the built-in profile; then `quorum_tolerance`'s default.
+pub fn tolerance_of(config: &DomainConfig, node: &NodeConfig) -> Result<Tolerance, String> {
+    let c = &config.optimization_config;
+    let default_noise = if config.domain_id == "quadratic" { 0.1 } else { Benchmark::NOISE };
+    let profile = tolerance_profile(&config.domain_id, num(c, "noise", default_noise).clamp(0.0, 1.0));
+    let base = match (node.quorum_tolerance, profile) {
+        (Some(absolute), _) => Tolerance { absolute, relative: 0.0, acceptance: 0.0 },
+        (None, Some(p)) => p,
+        (None, None) => {
+            Tolerance { absolute: crate::config::DEFAULT_QUORUM_TOLERANCE, relative: 0.0, acceptance: 0.0 }
+        }
+    };
+    let t = Tolerance {
+        absolute: num(c, "tolerance", base.absolute),
+        relative: num(c, "relative_tolerance", base.relative),
+        acceptance: num(c, "relative_acceptance", base.acceptance),
+    };
+    let fraction = |v: f64, key: &str| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("domain {}: optimization_config.{key} = {v} must be in [0, 1]", config.domain_id))
+        }
+    };
+    fraction(t.relative, "relative_tolerance")?;
+    fraction(t.acceptance, "relative_acceptance")?;
+    if !(0.0..=1e9).contains(&t.absolute) {
+        return Err(format!("domain {}: tolerance {} must be in [0, 1e9]", config.domain_id, t.absolute));
+    }
+    Ok(t)
 }
 
 /// The chain's description of `domain` as configured.
@@ -98,6 +167,7 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
         };
         params.push(ParamSpec { name: BoundedString::new(format!("p{i}")).unwrap_or_default(), kind });
     }
+    let tolerance = tolerance_of(config, node)?;
     let direction = if domain.higher_is_better() { Direction::Maximize } else { Direction::Minimize };
     let limits = &config.resource_limits;
     Ok(DomainSpec {
@@ -117,8 +187,10 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
             recipe: BoundedString::new(domain.id()).unwrap_or_default(),
             retrain: true,
         },
-        tolerance: metric(num(&config.optimization_config, "tolerance", node.quorum_tolerance), "tolerance")?,
+        tolerance: metric(tolerance.absolute, "tolerance")?,
         acceptance_tolerance: Metric(0),
+        relative_tolerance_ppm: (tolerance.relative * 1e6).round() as u32,
+        relative_acceptance_ppm: (tolerance.acceptance * 1e6).round() as u32,
         scale: Metric(FIXED_ONE),
         baseline: metric(
             num(&config.optimization_config, "baseline", if domain.higher_is_better() { -1e6 } else { 1e6 }),

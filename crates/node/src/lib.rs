@@ -3,9 +3,11 @@
 //! block production, the mempool and chain sync.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod adversary;
 pub mod config;
 pub mod domains;
 pub mod genesis;
+pub mod gossip_check;
 pub mod identity;
 pub mod mempool;
 pub mod node;

@@ -31,17 +31,19 @@ use doin_consensus::{
     quorum,
 };
 use doin_net::{
-    CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, NoStateChecks, PeerId, Topic,
+    CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, PeerId, Topic,
     sync::{BlockSink, best_peer, sync_from},
 };
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
-    Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, Hash, Keypair, Metric,
-    Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
+    Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, DoubleVoteEvidence,
+    Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::gossip_check::GossipCheck;
 
 use crate::{
     config::{DomainConfig, NodeConfig},
@@ -188,6 +190,14 @@ struct Engine {
     start_balance: u128,
     /// Canonical block hashes whose certificates tracking has recorded, by height (recent).
     tracked: BTreeMap<u64, Hash>,
+    /// The gossip state checks (the network actor runs them; the loop keeps their state).
+    gossip: Arc<GossipCheck>,
+    /// Double-vote evidence to include in our blocks (found here or gossiped), bounded.
+    evidence: Vec<DoubleVoteEvidence>,
+    /// Milliseconds from our commits to their certificates (the latest 4 096).
+    cert_latency_ms: Vec<u64>,
+    /// Revealed commits whose reference block had not reached this node yet.
+    awaiting_reference: HashSet<Hash>,
 }
 
 fn now_ms() -> u64 {
@@ -282,9 +292,11 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         request_timeout: Duration::from_secs(3),
         ..doin_net::Config::default()
     };
-    let mut network = doin_net::start(&key, net_config, Arc::new(store.clone()), Arc::new(NoStateChecks))
-        .await
-        .map_err(other)?;
+    // Optimae gossip is checked against the tip's state before it is forwarded.
+    let gossip = Arc::new(GossipCheck::new());
+    gossip.set_state(store.lock().tip().clone());
+    let mut network =
+        doin_net::start(&key, net_config, Arc::new(store.clone()), gossip.clone()).await.map_err(other)?;
 
     // The HTTP API on the node's port.
     let live = Arc::new(std::sync::RwLock::new(doin_api::LiveStatus::default()));
@@ -377,6 +389,10 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         tracker: tracker.clone(),
         start_balance: store.lock().tip().account(&me).balance.0,
         tracked: BTreeMap::new(),
+        gossip,
+        evidence: Vec::new(),
+        cert_latency_ms: Vec::new(),
+        awaiting_reference: HashSet::new(),
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -411,13 +427,17 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                match net.metrics().await {
-                    Ok(text) => {
-                        if let Ok(mut l) = live.write() {
-                            l.net_metrics = text;
-                        }
+                let Ok(text) = net.metrics().await else { break };
+                // Connected peers' gossip scores (a flooding peer's falls below the graylist).
+                let mut scores = BTreeMap::new();
+                for peer in net.peers().await.unwrap_or_default().into_iter().take(256) {
+                    if let Ok(Some(score)) = net.score(peer).await {
+                        scores.insert(peer.to_string(), score);
                     }
-                    Err(_) => break,
+                }
+                if let Ok(mut l) = live.write() {
+                    l.net_metrics = text;
+                    l.peer_scores = scores;
                 }
             }
         });
@@ -532,6 +552,16 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         t.stats.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9
     });
     println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1} tracking_s {tracking_s:.3}");
+    let refused = engine.gossip.refused();
+    let mut latencies = engine.cert_latency_ms.clone();
+    latencies.sort_unstable();
+    println!(
+        "latency claims {} claim_to_cert_p50_ms {} gossip_rejected {} gossip_ignored {}",
+        latencies.len(),
+        latencies.get(latencies.len().saturating_sub(1) / 2).copied().unwrap_or(0),
+        refused.rejected,
+        refused.ignored
+    );
     network.handle.shutdown().await;
     // The final state is printed before the optimizer threads are joined: one may be in the
     // middle of a candidate's training (seconds on a busy machine), and the chain no longer
@@ -568,7 +598,8 @@ fn adds_no_work(state: &State, c: &ReadyCert) -> bool {
         return true;
     }
     let old = d.champion.as_ref().map_or(d.spec.baseline, |ch| ch.performance);
-    d.spec.direction.gain(c.median, old).is_none_or(|g| g <= d.spec.acceptance_tolerance.0)
+    let noise = certs::certificate_noise(&d.spec, &c.cert, c.median);
+    !certs::improves(&d.spec, old, c.median, noise).unwrap_or(false)
 }
 
 /// Where a claim stands against the other claims of its domain that this node knows.
@@ -685,6 +716,9 @@ impl Engine {
     }
 
     async fn publish(&self, topic: Topic, msg: GossipMessage) {
+        // Our own messages never pass our validator: admit them, or the votes our commit draws
+        // would be ignored as votes on an unknown commit.
+        self.gossip.admit_own(&msg);
         let name = topic.name();
         if let Err(e) = self.net.publish(topic, msg).await {
             tracing::debug!(topic = name, error = %e, "publish failed (no peers yet?)");
@@ -729,6 +763,7 @@ impl Engine {
                     self.on_reveal(*r, Instant::now());
                 }
                 GossipMessage::Vote(v) => self.on_vote(*v),
+                GossipMessage::Evidence(e) => self.add_evidence(*e),
             },
             _ => {}
         }
@@ -887,7 +922,13 @@ impl Engine {
             return;
         }
         let Some(q) = quorums_of(&state, &commit) else {
-            tracing::info!(commit = %commit_id, "reference block unknown or too old");
+            // The optimizer referenced its tip, which may not have reached us yet: look again
+            // when our tip moves (the reveal is already recorded as the first of its
+            // parameters, so a copy cannot jump the queue meanwhile).
+            tracing::debug!(commit = %commit_id, "reference block not known here yet; waiting for it");
+            if self.awaiting_reference.len() < MAX_PENDING {
+                self.awaiting_reference.insert(commit_id);
+            }
             return;
         };
         if q.first.is_empty() {
@@ -1013,6 +1054,10 @@ impl Engine {
         live.mempool = self.mempool.len();
         live.pending_commitments = self.commits.len().saturating_sub(self.certs.len());
         live.pending_quorums = self.evaluating.len() + self.escalated.len();
+        let refused = self.gossip.refused();
+        live.gossip_refused = (refused.rejected, refused.ignored);
+        live.gossip_pending = self.gossip.pending();
+        live.evidence_pending = self.evidence.len();
         for (id, rt) in &self.domains {
             let ds = state.domain(&Self::domain_id(id));
             let best = ds.and_then(|d| d.champion.as_ref()).map(|c| c.performance.to_f64());
@@ -1166,9 +1211,8 @@ impl Engine {
         let empty = BTreeMap::new();
         let all = self.votes.get(&commit_id).unwrap_or(&empty);
         let first: Vec<Vote> = q.first.iter().filter_map(|a| all.get(&(0, *a)).cloned()).collect();
-        let tolerance = spec.tolerance.0.unsigned_abs();
         let agree =
-            |values: &[Metric], m: Metric| values.iter().filter(|v| v.0.abs_diff(m.0) <= tolerance).count();
+            |values: &[Metric], m: Metric| values.iter().filter(|v| certs::agrees(&spec, **v, m)).count();
         let (median, escalation) = if !self.escalated.contains(&commit_id) {
             let values: Vec<Metric> = first.iter().map(|v| v.measured).collect();
             let median = certs::median(&values);
@@ -1220,8 +1264,7 @@ impl Engine {
             (median, second)
         };
         let votes = first;
-        let over = spec.direction.gain(commit.body.claimed, median).unwrap_or(i64::MAX);
-        let outcome = if over > spec.tolerance.0 { Outcome::Reject } else { Outcome::Accept };
+        let outcome = certs::outcome(&spec, commit.body.claimed, median).unwrap_or(Outcome::Reject);
         let cert = Certificate {
             commit: commit.clone(),
             reveal: reveal.clone(),
@@ -1230,6 +1273,12 @@ impl Engine {
             outcome,
         };
         let mine = commit.body.optimizer == self.me;
+        if let Some((_, at)) = self.my_claims.get(&commit_id).filter(|_| mine) {
+            if self.cert_latency_ms.len() >= 4096 {
+                self.cert_latency_ms.remove(0);
+            }
+            self.cert_latency_ms.push(at.elapsed().as_millis() as u64);
+        }
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         self.emit_certificate(&cert, median, false);
         let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
@@ -1413,7 +1462,7 @@ impl Engine {
             .and_then(|d| d.champion.as_ref().map(|c| c.performance))
             .unwrap_or(spec.baseline);
         let claimed = Metric::from_f64(f.measurement.performance)
-            .filter(|c| spec.direction.gain(*c, current).is_some_and(|g| g > spec.acceptance_tolerance.0));
+            .filter(|c| certs::improves(&spec, current, *c, 0).unwrap_or(false));
         let params: Option<poo::Params> =
             BoundedVec::try_from_vec(rt.domain.space().to_params(&f.values)).ok();
         let (Some(claimed), Some(params)) = (claimed, params) else {
@@ -1518,6 +1567,7 @@ impl Engine {
             .filter(|c| c.cert.commit.body.domain == *domain && c.cert.outcome == Outcome::Accept)
             .map(|c| c.median);
         let cap = hold_cap(self.quorum_timeout, spec);
+        let state = self.tip_state();
         let in_flight = self
             .commits
             .iter()
@@ -1525,6 +1575,10 @@ impl Engine {
                 let body = &seen.commit.body;
                 body.domain == *domain
                     && body.optimizer != self.me
+                    // Only behind optimizers whose claims have verified (reputation left after
+                    // their rejects): a stream of inflated claims from a liar or a newcomer
+                    // holds no one.
+                    && state.reputation(&body.optimizer, domain) > 0
                     && !self.certs.contains_key(*id)
                     && match self.reveals.get(*id) {
                         Some((reveal, at)) => {
@@ -1538,7 +1592,14 @@ impl Engine {
                     }
             })
             .map(|(_, seen)| seen.commit.body.claimed);
-        standing(spec.direction, claimed, certified, in_flight)
+        match standing(spec.direction, claimed, certified, in_flight) {
+            // Our peers forward at most PER_ACCOUNT pending commits of ours: wait for one to
+            // settle rather than commit one they would drop.
+            Standing::Clear if self.gossip.pending_by(&self.me) >= crate::gossip_check::PER_ACCOUNT => {
+                Standing::Behind
+            }
+            other => other,
+        }
     }
 
     /// Starts `domain`'s optimizer loop if it was waiting for peers (`peer`: the one that
@@ -1571,6 +1632,20 @@ impl Engine {
     async fn on_tick(&mut self) {
         let state = self.tip_state();
         self.refresh_live(&state);
+
+        // Double votes the gossip checks caught: slash them through our blocks and gossip the
+        // evidence so that every producer can.
+        for evidence in self.gossip.take_evidence() {
+            let e = &evidence.first.body;
+            println!("double vote by {} on {} round {}", e.evaluator, e.commit, e.round);
+            self.emit(
+                "double_vote",
+                None,
+                json!({ "evaluator": e.evaluator.to_string(), "commit": e.commit.to_string(), "round": e.round }),
+            );
+            self.add_evidence(evidence.clone());
+            self.publish(Topic::Blocks, GossipMessage::Evidence(Box::new(evidence))).await;
+        }
 
         // Reveals that are due.
         let now = Instant::now();
@@ -1710,13 +1785,21 @@ impl Engine {
         certs: &mut Vec<Hash>,
     ) -> Option<Block> {
         for _ in 0..8 {
+            let evidence: Vec<DoubleVoteEvidence> = self
+                .evidence
+                .iter()
+                .filter(|e| doin_consensus::certs::check_evidence(state, e).is_ok())
+                .take(doin_primitives::block::MAX_BLOCK_EVIDENCE)
+                .cloned()
+                .collect();
+            let evidence_ids: Vec<Hash> = evidence.iter().map(DoubleVoteEvidence::id).collect();
             let body = BlockBody {
                 transactions: BoundedVec::try_from_vec(txs.clone()).unwrap_or_default(),
                 certificates: BoundedVec::try_from_vec(
                     certs.iter().filter_map(|id| self.certs.get(id).map(|c| c.cert.clone())).collect(),
                 )
                 .unwrap_or_default(),
-                ..Default::default()
+                evidence: BoundedVec::try_from_vec(evidence).unwrap_or_default(),
             };
             match build_block(state, BlockTemplate { key: &self.key, timestamp_ms, kind, body }) {
                 Ok((block, _, _)) => return Some(block),
@@ -1727,6 +1810,11 @@ impl Engine {
                     tracing::info!(commit = %id, error = %source, "certificate dropped");
                     self.certs.remove(&id);
                     self.forget(id);
+                }
+                Err(BlockError::Evidence { index, reason }) => {
+                    tracing::info!(%reason, "evidence dropped");
+                    let id = evidence_ids.get(index).copied();
+                    self.evidence.retain(|e| Some(e.id()) != id);
                 }
                 Err(BlockError::Transaction { index, source, .. }) if index < txs.len() => {
                     tracing::info!(error = %source, "transaction dropped");
@@ -1749,9 +1837,20 @@ impl Engine {
         None
     }
 
+    /// Keeps double-vote evidence for our blocks (once each, at most a block's worth).
+    fn add_evidence(&mut self, evidence: DoubleVoteEvidence) {
+        let id = evidence.id();
+        if self.evidence.len() < doin_primitives::block::MAX_BLOCK_EVIDENCE
+            && !self.evidence.iter().any(|e| e.id() == id)
+        {
+            self.evidence.push(evidence);
+        }
+    }
+
     /// A commit is done (certified, or its certificate refused for good): forget its pipeline
     /// state, and remember it so a late copy of its messages is not processed again.
     fn forget(&mut self, id: Hash) {
+        self.gossip.settle(&id);
         if self.done.len() >= MAX_PENDING * 4 {
             self.done.clear();
         }
@@ -1784,6 +1883,9 @@ impl Engine {
             return;
         }
         self.last_tip = tip;
+        self.gossip.set_state(state.clone());
+        // Evidence the chain has used (or can no longer use) leaves the pool.
+        self.evidence.retain(|e| certs::check_evidence(&state, e).is_ok());
         let block = self.store.lock().block(&tip).ok().flatten();
         let certs = block.as_ref().map_or(0, |b| b.body.certificates.len());
         println!("block {} {} work {} certs {certs}", state.height(), tip, state.meta().cumulative_work);
@@ -1883,6 +1985,13 @@ impl Engine {
                 }
             }
         }
+        // Reveals that waited for their reference block: look again now it may be here.
+        let waiting: Vec<Hash> = std::mem::take(&mut self.awaiting_reference).into_iter().collect();
+        for id in waiting {
+            if let Some((reveal, at)) = self.reveals.get(&id).cloned() {
+                self.consider(reveal, at);
+            }
+        }
         // Forget pipeline state of commits whose reference block left the window.
         let window = state.params().max_reference_age;
         let height = state.height();
@@ -1898,6 +2007,7 @@ impl Engine {
         self.escalated.retain(|k| commits.contains_key(k));
         self.escalation_waits.retain(|k| commits.contains_key(k));
         self.first_vote_at.retain(|k, _| commits.contains_key(k));
+        self.awaiting_reference.retain(|k| commits.contains_key(k));
     }
 }
 

@@ -118,7 +118,10 @@ fn check(space: &Space, params: &[Value]) -> Result<Vec<f64>, EvalError> {
 }
 
 /// The Python system's reference domain: `n` parameters in bounds, loss `Σ (x − target)²`,
-/// performance `−loss`; evaluators perturb the target with noise drawn from their seed.
+/// performance `−loss`. An evaluator's data is a seed-drawn sample: each coordinate's error
+/// weighs `1 ± noise` (uniform, drawn from the evaluator's seed), so every evaluator measures a
+/// figure of its own that the optimizer cannot predict, unbiased (the weights average 1) and
+/// with a spread relative to the loss at any scale.
 #[derive(Clone, Debug)]
 pub struct Quadratic {
     space: Space,
@@ -127,12 +130,23 @@ pub struct Quadratic {
 }
 
 impl Quadratic {
-    /// `n` parameters in `[-bound, bound]`, target drawn from `target_seed`, evaluator noise of
-    /// standard deviation `noise`.
+    /// `n` parameters in `[-bound, bound]`, target drawn from `target_seed`, evaluator weights
+    /// spread by `noise` (relative, clamped to `[0, 1]`).
     pub fn new(n: usize, bound: f64, target_seed: u64, noise: f64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(target_seed);
         let target = (0..n).map(|_| rng.random_range(-0.5 * bound..0.5 * bound)).collect();
-        Self { space: Space::cube(n, bound), target, noise }
+        Self { space: Space::cube(n, bound), target, noise: noise.clamp(0.0, 1.0) }
+    }
+}
+
+/// `n` weights `1 ± noise` drawn from `seed` (all 1 without a seed: the optimizer's own data).
+fn sample_weights(n: usize, seed: Option<&Hash>, noise: f64) -> Vec<f64> {
+    match seed {
+        None => vec![1.0; n],
+        Some(s) => {
+            let mut rng = ChaCha8Rng::from_seed(s.0);
+            (0..n).map(|_| 1.0 + noise * (rng.random::<f64>() * 2.0 - 1.0)).collect()
+        }
     }
 }
 
@@ -148,33 +162,43 @@ impl Domain for Quadratic {
     }
     fn evaluate(&self, params: &[Value], seed: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
         let x = check(&self.space, params)?;
-        let target: Vec<f64> = match seed {
-            None => self.target.clone(),
-            Some(s) => {
-                let mut rng = ChaCha8Rng::from_seed(s.0);
-                self.target.iter().map(|t| t + self.noise * (rng.random::<f64>() * 2.0 - 1.0)).collect()
-            }
-        };
-        let loss: f64 = x.iter().zip(&target).map(|(a, t)| (a - t).powi(2)).sum();
+        let weights = sample_weights(x.len(), seed, self.noise);
+        let loss: f64 = x.iter().zip(&self.target).zip(&weights).map(|((a, t), w)| w * (a - t).powi(2)).sum();
         Ok(Measurement { performance: -loss, metrics: BTreeMap::from([("loss".to_owned(), loss)]) })
     }
 }
 
 /// A benchmark function as a domain (minimize; the optimum is shifted by a seed).
 #[derive(Clone, Debug)]
+///
+/// An evaluator's data is a seed-drawn measurement noise: the value is scaled by `1 ± noise`
+/// (uniform, from the evaluator's seed), unbiased and relative, so no two evaluators report the
+/// same figure and the optimizer cannot predict theirs. The functions are non-negative with
+/// their minimum 0, so the scaled figure keeps the optimum.
 pub struct Benchmark {
     function: Function,
     space: Space,
     shift: Vec<f64>,
+    noise: f64,
 }
 
 impl Benchmark {
-    /// `function` in `d` dimensions with its optimum moved within 80 % of the bounds.
+    /// Evaluator noise of [`Benchmark::new`].
+    pub const NOISE: f64 = 0.05;
+
+    /// `function` in `d` dimensions with its optimum moved within 80 % of the bounds, evaluator
+    /// noise [`Benchmark::NOISE`].
     pub fn new(function: Function, d: usize, shift_seed: u64) -> Self {
         let b = function.bound();
         let mut rng = ChaCha8Rng::seed_from_u64(shift_seed);
         let shift = (0..d).map(|_| rng.random_range(-0.8 * b..0.8 * b)).collect();
-        Self { function, space: Space::cube(d, b), shift }
+        Self { function, space: Space::cube(d, b), shift, noise: Self::NOISE }
+    }
+
+    /// The same with evaluator noise `noise` (relative, clamped to `[0, 1]`).
+    pub fn with_noise(mut self, noise: f64) -> Self {
+        self.noise = noise.clamp(0.0, 1.0);
+        self
     }
 }
 
@@ -200,8 +224,44 @@ impl Domain for Benchmark {
     fn higher_is_better(&self) -> bool {
         false
     }
-    fn evaluate(&self, params: &[Value], _: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+    fn evaluate(&self, params: &[Value], seed: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
         let x = check(&self.space, params)?;
-        Ok(Measurement { performance: self.function.eval(&x, &self.shift), metrics: BTreeMap::new() })
+        let scale = sample_weights(1, seed, self.noise)[0];
+        Ok(Measurement { performance: scale * self.function.eval(&x, &self.shift), metrics: BTreeMap::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(d: &dyn Domain, x: &[f64], seed: Option<&Hash>) -> f64 {
+        let params: Vec<Value> = x.iter().map(|v| Value::Real(*v)).collect();
+        d.evaluate(&params, seed, Budget::new(std::time::Duration::from_secs(5), 1)).unwrap().performance
+    }
+
+    /// Every evaluator's data comes from its seed: figures differ between seeds, repeat for one
+    /// seed, average to the optimizer's figure, and spread relative to it at every scale.
+    #[test]
+    fn evaluator_figures_come_from_the_seed_and_are_unbiased_at_every_scale() {
+        let quadratic = Quadratic::new(4, 10.0, 3, 0.1);
+        let sphere = Benchmark::new(Function::Sphere, 4, 3);
+        let domains: [(&dyn Domain, Vec<f64>); 2] =
+            [(&quadratic, quadratic.target.clone()), (&sphere, sphere.shift.clone())];
+        for (domain, optimum) in domains {
+            for offset in [3.0, 1e-2, 1e-4] {
+                let x: Vec<f64> =
+                    optimum.iter().enumerate().map(|(i, t)| t + offset * (i as f64 + 1.0)).collect();
+                let own = figure(domain, &x, None);
+                let seeds: Vec<Hash> = (0..400u32).map(|i| Hash::of(&i.to_le_bytes())).collect();
+                let figures: Vec<f64> = seeds.iter().map(|s| figure(domain, &x, Some(s))).collect();
+                assert_eq!(figures[0], figure(domain, &x, Some(&seeds[0])), "one seed, one figure");
+                assert!(figures.windows(2).all(|w| w[0] != w[1]), "{}: seeds must matter", domain.id());
+                let mean = figures.iter().sum::<f64>() / figures.len() as f64;
+                assert!(((mean - own) / own).abs() < 0.02, "{}: mean {mean} vs own {own}", domain.id());
+                let worst = figures.iter().map(|f| ((f - own) / own).abs()).fold(0.0, f64::max);
+                assert!(worst > 0.01 && worst <= 0.1 + 1e-9, "{}: relative spread {worst}", domain.id());
+            }
+        }
     }
 }

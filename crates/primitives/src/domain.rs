@@ -13,6 +13,9 @@ pub const MAX_PARAMS: usize = 256;
 /// Largest first-round quorum a domain may ask for; escalation quorums hold `2k + 1`.
 pub const MAX_QUORUM: u16 = 64;
 
+/// One million: relative tolerances are in parts per million.
+pub const PPM: u32 = 1_000_000;
+
 /// A domain's name, as in the Python system's `domain_id` (`"quadratic"`, `"mlp_iris"`).
 pub type DomainId = BoundedString<64>;
 
@@ -194,11 +197,22 @@ pub struct DomainSpec {
     pub params: BoundedVec<ParamSpec, MAX_PARAMS>,
     /// Evaluation recipe.
     pub evaluation: EvaluationSpec,
-    /// Votes agree when within this absolute distance of their median; a claim may over-state
-    /// the median by at most this much.
+    /// The absolute part of the tolerance: votes agree when within
+    /// `tolerance + |median| × relative_tolerance` of their median, and a claim may over-state
+    /// the median by at most as much.
     pub tolerance: Metric,
-    /// The verified median must beat the champion by more than this to count as improvement.
+    /// The verified median must beat the champion by more than
+    /// `acceptance_tolerance + |champion| × relative_acceptance` (and by more than the quorum's
+    /// own spread) to count as improvement.
     pub acceptance_tolerance: Metric,
+    /// The relative part of the tolerance, in parts per million of `|median|` (at most 10^6):
+    /// a claim off by a constant factor is refused at any scale.
+    #[serde(default)]
+    pub relative_tolerance_ppm: u32,
+    /// The relative part of the acceptance margin, in parts per million of `|champion|` (at
+    /// most 10^6): gains smaller than the evaluators' relative noise earn nothing.
+    #[serde(default)]
+    pub relative_acceptance_ppm: u32,
     /// Denominator floor of the relative improvement (`scale_d`), > 0.
     pub scale: Metric,
     /// The performance a trivial solution has; the first champion is measured against it.
@@ -216,6 +230,12 @@ pub struct DomainSpec {
     pub bounty_per_accept: Amount,
     /// Optimization or federated training.
     pub kind: DomainKind,
+}
+
+/// `|m| × ppm / 10^6`, integer (floor), at most `i64::MAX`.
+fn ppm_of(m: Metric, ppm: u32) -> i64 {
+    let v = (m.0 as i128).unsigned_abs() * ppm as u128 / PPM as u128;
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Why a domain spec is not acceptable.
@@ -276,6 +296,8 @@ impl DomainSpec {
         };
         range("tolerance", self.tolerance.0 >= 0, "must be >= 0")?;
         range("acceptance_tolerance", self.acceptance_tolerance.0 >= 0, "must be >= 0")?;
+        range("relative_tolerance", self.relative_tolerance_ppm <= PPM, "must be in [0, 1]")?;
+        range("relative_acceptance", self.relative_acceptance_ppm <= PPM, "must be in [0, 1]")?;
         range("scale", self.scale.0 > 0, "must be > 0")?;
         range("weight", self.weight > 0 && self.weight <= FIXED_ONE as u64, "must be in (0, 1e9]")?;
         let q = self.quorum;
@@ -287,6 +309,17 @@ impl DomainSpec {
             "must be in (0, 1]",
         )?;
         Ok(())
+    }
+
+    /// The tolerance around a median `m`: `tolerance + |m| × relative_tolerance`, saturating.
+    pub fn tolerance_at(&self, m: Metric) -> i64 {
+        self.tolerance.0.saturating_add(ppm_of(m, self.relative_tolerance_ppm))
+    }
+
+    /// The gain over `old` a verified median needs before evaluators' noise is taken into
+    /// account: `acceptance_tolerance + |old| × relative_acceptance`, saturating.
+    pub fn acceptance_margin(&self, old: Metric) -> i64 {
+        self.acceptance_tolerance.0.saturating_add(ppm_of(old, self.relative_acceptance_ppm))
     }
 
     /// The weight used for work: synthetic-data domains weigh 1.0.
@@ -324,6 +357,8 @@ impl DomainSpec {
             },
             tolerance: Metric(FIXED_ONE / 10),
             acceptance_tolerance: Metric(0),
+            relative_tolerance_ppm: 0,
+            relative_acceptance_ppm: 0,
             scale: Metric(FIXED_ONE),
             baseline: Metric(100 * FIXED_ONE),
             weight: FIXED_ONE as u64,

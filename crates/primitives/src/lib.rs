@@ -21,6 +21,7 @@ pub mod poo;
 pub mod signed;
 pub mod tx;
 pub mod units;
+pub mod vrf;
 
 pub use block::{Block, BlockBody, BlockHeader, BlockKind, HeaderBody};
 pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};

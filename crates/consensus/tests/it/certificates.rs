@@ -474,3 +474,115 @@ fn trusted_domain_accepts_claims_unverified_and_pays_nothing() {
     );
     assert_eq!(net.state.meta().supply.minted, supply_before, "nothing minted");
 }
+
+/// The example domain with a 1e-9 absolute floor, a 25 % relative tolerance and a 1 % relative
+/// acceptance margin: tolerances that follow the evaluators' relative noise.
+fn relative_net() -> TestNet {
+    let mut spec = doin_primitives::DomainSpec::example("quadratic", 4);
+    spec.tolerance = Metric(1);
+    spec.relative_tolerance_ppm = 250_000;
+    spec.relative_acceptance_ppm = 10_000;
+    TestNet::with_domain(10, 5, 2, net().spec.params.clone(), spec)
+}
+
+/// Votes spread ±3 % around `loss` (the quorum's relative noise).
+fn noisy(loss: f64) -> impl Fn(usize) -> Metric {
+    move |i| m(loss * [1.0, 1.03, 0.97, 1.01, 0.99][i % 5])
+}
+
+#[test]
+fn constant_factor_liars_are_refused_at_every_scale_and_honest_claims_pass() {
+    for (i, loss) in [50.0, 1.0, 1e-3, 1e-6].into_iter().enumerate() {
+        let params = |k: i64| vec![k * ONE / 8, i as i64, 0, 0];
+        for (k, factor) in [2.0, 10.0].into_iter().enumerate() {
+            let mut net = relative_net();
+            let optimizer = net.addr(5);
+            let stake = net.state.stake(&optimizer).unwrap().amount;
+            let liar = net.certificate(5, params(k as i64), m(loss / factor), noisy(loss));
+            assert_eq!(liar.outcome, Outcome::Reject, "{factor}x liar at loss {loss}");
+            let r = net.heartbeat_with(BlockBody {
+                certificates: BoundedVec::try_from_vec(vec![liar]).unwrap(),
+                ..Default::default()
+            });
+            let r = r.unwrap();
+            assert_eq!(r.certificates[0].outcome, Outcome::Reject);
+            assert_eq!(net.state.stake(&optimizer).unwrap().amount, Amount(stake.0 - Amount::doin(1).0 / 2));
+            assert!(net.state.domain(&domain_id()).unwrap().champion.is_none(), "{factor}x at {loss}");
+        }
+        // An honest claim from the optimizer's own data sits inside the quorum's noise.
+        let mut net = relative_net();
+        let honest = net.certificate(5, params(7), m(loss * 0.98), noisy(loss));
+        assert_eq!(honest.outcome, Outcome::Accept, "honest at loss {loss}");
+        let r = net.work_block(9, vec![honest]).unwrap();
+        assert!(r.certificates[0].improved, "honest at loss {loss}");
+        assert_eq!(net.state.domain(&domain_id()).unwrap().champion.as_ref().unwrap().performance, m(loss));
+    }
+}
+
+#[test]
+fn a_gain_inside_the_quorums_noise_or_margin_earns_nothing() {
+    let mut net = relative_net();
+    let first = net.certificate(5, vec![ONE, 0, 0, 0], m(10.0), noisy(10.0));
+    net.work_block(9, vec![first]).unwrap();
+    // 2 % better, but the quorum's votes spread ±3 %: inside the noise, late.
+    let inside = net.certificate(6, vec![2 * ONE, 0, 0, 0], m(9.8), noisy(9.8));
+    let r = net.heartbeat_with(BlockBody {
+        certificates: BoundedVec::try_from_vec(vec![inside]).unwrap(),
+        ..Default::default()
+    });
+    let r = r.unwrap();
+    assert!(!r.certificates[0].improved);
+    assert_eq!(r.certificates[0].increment, 0);
+    // 0.5 % better with unanimous votes: inside the 1 % relative margin, late too.
+    let margin = net.certificate(6, vec![3 * ONE, 0, 0, 0], m(9.95), |_| m(9.95));
+    let r = net.heartbeat_with(BlockBody {
+        certificates: BoundedVec::try_from_vec(vec![margin]).unwrap(),
+        ..Default::default()
+    });
+    assert!(!r.unwrap().certificates[0].improved);
+    // 20 % better: clearly outside both, it improves the champion.
+    let outside = net.certificate(6, vec![4 * ONE, 0, 0, 0], m(8.0), noisy(8.0));
+    let r = net.work_block(9, vec![outside]).unwrap();
+    assert!(r.certificates[0].improved);
+    assert_eq!(net.state.domain(&domain_id()).unwrap().stats.late, 2);
+}
+
+#[test]
+fn only_an_account_staked_as_optimizer_of_the_domain_is_accepted() {
+    let mut net = net();
+    // Account 0 is staked as an evaluator only.
+    let cert = net.improving_certificate(0, 50.0);
+    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    assert!(matches!(err, CertError::Role { .. }), "{err}");
+    // Its lie is still rejected and costs its bond: dropping a role never shields a liar.
+    let stake = net.state.stake(&net.addr(0)).unwrap().amount;
+    let liar = net.certificate(0, vec![ONE, 0, 0, 0], m(5.0), |_| m(50.0));
+    assert_eq!(liar.outcome, Outcome::Reject);
+    net.heartbeat_with(BlockBody {
+        certificates: BoundedVec::try_from_vec(vec![liar]).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(net.state.stake(&net.addr(0)).unwrap().amount, Amount(stake.0 - Amount::doin(1).0 / 2));
+}
+
+#[test]
+fn unstaking_after_a_lie_does_not_escape_the_bond_burn() {
+    let mut net = net();
+    let optimizer = net.addr(5);
+    let liar = net.certificate(5, vec![ONE, 0, 0, 0], m(5.0), |_| m(50.0));
+    assert_eq!(liar.outcome, Outcome::Reject);
+    // The liar unstakes everything before its certificate lands.
+    net.heartbeat(vec![net.tx(5, doin_primitives::TxKind::Unstake { amount: Amount::doin(100) })]).unwrap();
+    assert!(net.state.stake(&optimizer).is_none());
+    let r = net
+        .heartbeat_with(BlockBody {
+            certificates: BoundedVec::try_from_vec(vec![liar]).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.certificates[0].bond_burned, Amount(Amount::doin(1).0 / 2), "taken from unbonding");
+    let pending: u128 = net.state.unbonding().filter(|((_, a), _)| *a == optimizer).map(|(_, v)| v.0).sum();
+    assert_eq!(pending, Amount::doin(100).0 - Amount::doin(1).0 / 2);
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}

@@ -262,6 +262,51 @@ fn generate() -> Vec<Vector> {
         net.heartbeat(vec![]).unwrap();
     }
     out.push(valid("stake-unbond-channel", "stake, channel open, partial unstake and its release", &net));
+
+    let mut spec = doin_primitives::DomainSpec::example("quadratic", 4);
+    spec.tolerance = Metric(1);
+    spec.relative_tolerance_ppm = 250_000;
+    spec.relative_acceptance_ppm = 10_000;
+    let mut net = TestNet::with_domain(10, 5, 2, TestNet::new(1, 0, 0).spec.params, spec);
+    let honest =
+        net.certificate(5, vec![FIXED_ONE, 0, 0, 0], m(0.0098), |i| m([0.01, 0.0103, 0.0097][i % 3]));
+    net.work_block(9, vec![honest]).unwrap();
+    let liar = net.certificate(6, vec![2 * FIXED_ONE, 0, 0, 0], m(0.0005), |_| m(0.005));
+    let late = net.certificate(5, vec![3 * FIXED_ONE, 0, 0, 0], m(0.0099), |_| m(0.00995));
+    let r = net
+        .heartbeat_with(BlockBody {
+            certificates: BoundedVec::try_from_vec(vec![liar, late]).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.certificates[0].outcome, doin_primitives::Outcome::Reject);
+    assert!(r.certificates[0].bond_burned > Amount::ZERO);
+    assert_eq!(
+        (r.certificates[1].outcome, r.certificates[1].improved),
+        (doin_primitives::Outcome::Accept, false)
+    );
+    out.push(valid(
+        "relative-tolerance",
+        "a 25 % relative tolerance: an honest claim at loss 0.01 accepted, a 10x liar at loss 0.005 \
+         rejected (its bond burned), a 0.5 % gain inside the 1 % margin late",
+        &net,
+    ));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let good = net.improving_certificate(6, 50.0);
+    let evaluator_claim = net.improving_certificate(0, 40.0);
+    let bad = tamper(&mut net, good, |b| {
+        let mut certs = b.certificates.clone().into_inner();
+        certs.insert(0, evaluator_claim);
+        b.certificates = BoundedVec::try_from_vec(certs).unwrap();
+    });
+    out.push(invalid(
+        "wrong-role",
+        "an accepted claim by an account staked as evaluator only",
+        &net,
+        bad,
+        "is not staked as an optimizer of domain quadratic",
+    ));
     out
 }
 
@@ -278,7 +323,7 @@ fn consensus_vectors() {
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "json"));
     files.sort();
-    assert!(files.len() >= 12, "expected the committed vectors in {}", dir.display());
+    assert!(files.len() >= 14, "expected the committed vectors in {}", dir.display());
     for path in files {
         let v: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let (mut state, _) = v.genesis.build().unwrap();

@@ -1,0 +1,575 @@
+//! Gossip checked against chain state before it is forwarded (design §9 "Gossip admission").
+//!
+//! The network actor runs [`GossipCheck::check`] on every optimae message after its bounds and
+//! signature, and before gossipsub forwards it. A message that is invalid against the tip's
+//! state is *rejected* (not forwarded, and the forwarding peer's gossipsub score is charged, so
+//! a flooding peer is graylisted); one that may be honest but is of no use yet (a vote or a
+//! reveal for a commit this node has not seen) is *ignored* (not forwarded, no penalty).
+//!
+//! - A commit only from an account staked with the optimizer role for its domain and at least
+//!   the optimae bond, referencing one of the chain's last `max_reference_age` blocks; at most
+//!   [`PER_ACCOUNT`] commits of one optimizer and [`PER_DOMAIN`] of one domain pending. A full
+//!   map refuses newcomers instead of evicting: a flood can never push an honest entry out.
+//! - A reveal only for a pending commit, signed by its optimizer and opening it; once.
+//! - A vote only from a member of the commit's quorum for its round (0: first, 1: escalation),
+//!   once per (commit, round, evaluator). A *different* second vote is refused and becomes
+//!   [`DoubleVoteEvidence`] for the node to gossip and include in its blocks.
+//! - Evidence only against an account with something to slash, not slashed before.
+//!
+//! Entries leave when their commit is settled on chain ([`GossipCheck::settle`]) or their
+//! reference block leaves the window ([`GossipCheck::set_state`]).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::RwLock,
+};
+
+use doin_consensus::{State, certs, quorum};
+use doin_net::{GossipMessage, GossipValidator, Refusal, Topic};
+use doin_primitives::{Address, DoubleVoteEvidence, Hash, Vote, poo};
+
+/// Commits one optimizer may have pending and not yet revealed at once.
+pub const PER_ACCOUNT: usize = 16;
+/// Commits one optimizer may have pending at once, revealed or not (a revealed commit that is
+/// never certified — a copy, a quorum that never formed — stays until its reference block
+/// leaves the window).
+pub const PER_ACCOUNT_TOTAL: usize = 128;
+/// Pending commits one domain may have at once.
+pub const PER_DOMAIN: usize = 1024;
+/// Double-vote evidence held for the node at most.
+pub const MAX_EVIDENCE: usize = 64;
+
+/// The quorums of a commit by `optimizer` against `reference`, if that block is known in
+/// `state` (a trusted domain has none: nobody votes).
+fn quorums_of(
+    state: &State,
+    domain: &str,
+    optimizer: &Address,
+    reference: &Hash,
+    commit: Hash,
+) -> Option<(Vec<Address>, Vec<Address>)> {
+    let id = doin_primitives::DomainId::new(domain).ok()?;
+    if state.domain(&id)?.spec.trusted() {
+        return Some((Vec::new(), Vec::new()));
+    }
+    let q = quorum::quorums_for(state, &id, optimizer, reference, &commit)?;
+    Some((q.first, q.escalation))
+}
+
+/// What the check keeps of an admitted commit.
+#[derive(Clone, Debug)]
+struct Pending {
+    id: Hash,
+    domain: String,
+    optimizer: Address,
+    optimae_hash: Hash,
+    reference: Hash,
+    /// Height of the reference block (or of our tip when the commit came, while the reference
+    /// is not known here): the commit is useless once it leaves the window.
+    reference_height: u64,
+    /// The first-round and escalation quorums, once the reference block is known here.
+    quorums: Option<(Vec<Address>, Vec<Address>)>,
+    revealed: bool,
+    /// Vote ids by (round, evaluator).
+    votes: BTreeMap<(u8, Address), Vote>,
+}
+
+#[derive(Default)]
+struct View {
+    state: Option<State>,
+    pending: HashMap<Hash, Pending>,
+    /// Unrevealed pending commits per optimizer.
+    per_account: HashMap<Address, usize>,
+    /// All pending commits per optimizer.
+    per_account_total: HashMap<Address, usize>,
+    per_domain: HashMap<String, usize>,
+    evidence: Vec<DoubleVoteEvidence>,
+    /// Evidence ids already handed out (bounded like `evidence`'s producers: cleared when full).
+    evidence_seen: HashSet<Hash>,
+}
+
+/// Counters of what the check refused, for metrics and the adversary benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Rejected (peer penalized).
+    pub rejected: u64,
+    /// Ignored (no penalty).
+    pub ignored: u64,
+}
+
+/// The node's [`GossipValidator`]: state checks shared between the network actor and the
+/// event loop (which refreshes the state and settles commits).
+#[derive(Default)]
+pub struct GossipCheck {
+    view: RwLock<View>,
+    refused: RwLock<Refused>,
+}
+
+fn reject(reason: impl Into<String>) -> Refusal {
+    Refusal::Reject(reason.into())
+}
+
+fn ignore(reason: impl Into<String>) -> Refusal {
+    Refusal::Ignore(reason.into())
+}
+
+impl std::fmt::Debug for GossipCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipCheck")
+            .field("pending", &self.pending())
+            .field("refused", &self.refused())
+            .finish()
+    }
+}
+
+impl GossipCheck {
+    /// A check that refuses optimae messages until it has a state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tip's state changed: commits whose reference block left the window are dropped.
+    pub fn set_state(&self, state: State) {
+        let Ok(mut v) = self.view.write() else { return };
+        let height = state.height();
+        let window = state.params().max_reference_age;
+        let stale: Vec<Hash> = v
+            .pending
+            .iter()
+            .filter(|(_, p)| height.saturating_sub(p.reference_height) > window)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            v.remove(&id);
+        }
+        // Commits that came before their reference block: their quorums are known now.
+        for p in v.pending.values_mut().filter(|p| p.quorums.is_none()) {
+            p.quorums = quorums_of(&state, &p.domain, &p.optimizer, &p.reference, p.id);
+            if let Some(r) = state.recent_block(&p.reference) {
+                p.reference_height = r.height;
+            }
+        }
+        v.state = Some(state);
+    }
+
+    /// The commit is settled (certified on chain, or its certificate refused for good): its
+    /// quota is free again. Later messages about it are ignored.
+    pub fn settle(&self, commit: &Hash) {
+        if let Ok(mut v) = self.view.write() {
+            v.remove(commit);
+        }
+    }
+
+    /// Records one of this node's own messages (which never pass its validator) as if it had
+    /// been received, so that what it draws (votes on our commit) is not ignored.
+    pub fn admit_own(&self, message: &GossipMessage) {
+        let _ = self.check_message(message);
+    }
+
+    /// Double-vote evidence found since the last call.
+    pub fn take_evidence(&self) -> Vec<DoubleVoteEvidence> {
+        self.view.write().map(|mut v| std::mem::take(&mut v.evidence)).unwrap_or_default()
+    }
+
+    /// Unrevealed commits of `optimizer` pending here (at most [`PER_ACCOUNT`] are forwarded).
+    pub fn pending_by(&self, optimizer: &Address) -> usize {
+        self.view.read().map_or(0, |v| v.per_account.get(optimizer).copied().unwrap_or(0))
+    }
+
+    /// Commits pending (admitted, not settled).
+    pub fn pending(&self) -> usize {
+        self.view.read().map_or(0, |v| v.pending.len())
+    }
+
+    /// What was refused so far.
+    pub fn refused(&self) -> Refused {
+        self.refused.read().map(|r| *r).unwrap_or_default()
+    }
+
+    fn count(&self, refusal: &Refusal) {
+        if let Ok(mut r) = self.refused.write() {
+            match refusal {
+                Refusal::Reject(_) => r.rejected += 1,
+                Refusal::Ignore(_) => r.ignored += 1,
+            }
+        }
+    }
+
+    fn check_message(&self, message: &GossipMessage) -> Result<(), Refusal> {
+        match message {
+            GossipMessage::Commit(c) => self.write(|v| v.commit(c)),
+            GossipMessage::Reveal(r) => self.write(|v| v.reveal(r)),
+            GossipMessage::Vote(vote) => self.write(|v| v.vote(vote)),
+            GossipMessage::Evidence(e) => {
+                let v = self.view.read().map_err(|_| ignore("state lock poisoned"))?;
+                let state = v.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
+                match certs::check_evidence(state, e) {
+                    Ok(_) => Ok(()),
+                    Err(reason) if reason.contains("already slashed") => Err(ignore(reason)),
+                    Err(reason) => Err(reject(reason)),
+                }
+            }
+            GossipMessage::Block(_) | GossipMessage::Transaction(_) => Ok(()),
+        }
+    }
+
+    fn write(&self, f: impl FnOnce(&mut View) -> Result<(), Refusal>) -> Result<(), Refusal> {
+        let mut v = self.view.write().map_err(|_| ignore("state lock poisoned"))?;
+        f(&mut v)
+    }
+}
+
+impl GossipValidator for GossipCheck {
+    fn check(&self, _: &Topic, message: &GossipMessage) -> Result<(), Refusal> {
+        let verdict = self.check_message(message);
+        if let Err(refusal) = &verdict {
+            self.count(refusal);
+        }
+        verdict
+    }
+}
+
+/// One less in a counting map (the key leaves at zero).
+fn decrement<K: std::hash::Hash + Eq + Clone>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl View {
+    /// Whether `who` has anything staked: only a staked account's message about a commit this
+    /// node has not seen may be an honest race rather than spam.
+    fn staked(&self, who: &Address) -> bool {
+        self.state.as_ref().is_some_and(|s| s.stake(who).is_some())
+    }
+
+    fn remove(&mut self, id: &Hash) {
+        if let Some(p) = self.pending.remove(id) {
+            if !p.revealed {
+                decrement(&mut self.per_account, &p.optimizer);
+            }
+            decrement(&mut self.per_account_total, &p.optimizer);
+            decrement(&mut self.per_domain, &p.domain);
+        }
+    }
+
+    fn commit(&mut self, commit: &poo::Commit) -> Result<(), Refusal> {
+        let id = commit.id();
+        if self.pending.contains_key(&id) {
+            return Err(ignore("commit seen already"));
+        }
+        let state = self.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
+        let body = &commit.body;
+        if state.domain(&body.domain).is_none() {
+            return Err(reject("commit for an unregistered domain"));
+        }
+        let stake = state.stake(&body.optimizer);
+        if !stake.is_some_and(|s| s.optimizes(&body.domain)) {
+            return Err(reject("committer is not staked as an optimizer of the domain"));
+        }
+        if stake.is_none_or(|s| s.amount < state.params().optimae_bond) {
+            return Err(reject("committer's stake does not cover the optimae bond"));
+        }
+        // A reference this node has not imported yet may be a block still on its way: the
+        // commit is admitted (its quorums are filled in when the block arrives); one that is
+        // known but out of the window is stale.
+        let reference_height = match state.recent_block(&body.reference_block) {
+            Some(r) if state.height().saturating_sub(r.height) > state.params().max_reference_age => {
+                return Err(ignore("reference block too old"));
+            }
+            Some(r) => r.height,
+            None => state.height(),
+        };
+        // Quotas depend on what this node has seen, which differs between nodes: refusing
+        // over them must not charge the forwarding peer (an honest relay that saw fewer).
+        if self.per_account.get(&body.optimizer).copied().unwrap_or(0) >= PER_ACCOUNT {
+            return Err(ignore(format!("optimizer has {PER_ACCOUNT} unrevealed commits pending already")));
+        }
+        if self.per_account_total.get(&body.optimizer).copied().unwrap_or(0) >= PER_ACCOUNT_TOTAL {
+            return Err(ignore(format!("optimizer has {PER_ACCOUNT_TOTAL} commits pending already")));
+        }
+        if self.per_domain.get(body.domain.as_str()).copied().unwrap_or(0) >= PER_DOMAIN {
+            return Err(ignore(format!("domain has {PER_DOMAIN} commits pending")));
+        }
+        let quorums = quorums_of(state, body.domain.as_str(), &body.optimizer, &body.reference_block, id);
+        *self.per_account.entry(body.optimizer).or_default() += 1;
+        *self.per_account_total.entry(body.optimizer).or_default() += 1;
+        *self.per_domain.entry(body.domain.to_string()).or_default() += 1;
+        self.pending.insert(
+            id,
+            Pending {
+                id,
+                domain: body.domain.to_string(),
+                optimizer: body.optimizer,
+                optimae_hash: body.optimae_hash,
+                reference: body.reference_block,
+                reference_height,
+                quorums,
+                revealed: false,
+                votes: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn reveal(&mut self, reveal: &poo::Reveal) -> Result<(), Refusal> {
+        let body = &reveal.body;
+        let Some(p) = self.pending.get_mut(&body.commit) else {
+            // A throwaway key's reveal is worth a penalty; a staked optimizer's may have
+            // overtaken its commit.
+            return Err(if self.staked(&body.optimizer) {
+                ignore("reveal of a commit not seen here")
+            } else {
+                reject("reveal by an unstaked account")
+            });
+        };
+        if body.optimizer != p.optimizer {
+            return Err(reject("reveal signed by someone other than the committer"));
+        }
+        if poo::optimae_hash(&body.params, &body.salt, &body.optimizer) != p.optimae_hash {
+            return Err(reject("reveal does not open its commit"));
+        }
+        if p.revealed {
+            // A relay that saw another opening first forwarded this one in good faith.
+            return Err(ignore("the commit was revealed already"));
+        }
+        p.revealed = true;
+        let optimizer = p.optimizer;
+        decrement(&mut self.per_account, &optimizer);
+        Ok(())
+    }
+
+    fn vote(&mut self, vote: &Vote) -> Result<(), Refusal> {
+        let body = &vote.body;
+        let Some(p) = self.pending.get_mut(&body.commit) else {
+            return Err(if self.staked(&body.evaluator) {
+                ignore("vote on a commit not seen here")
+            } else {
+                reject("vote by an unstaked account")
+            });
+        };
+        if body.round > 1 {
+            return Err(reject(format!("vote round {}", body.round)));
+        }
+        match &p.quorums {
+            Some((first, escalation)) => {
+                let members = if body.round == 0 { first } else { escalation };
+                if !members.contains(&body.evaluator) {
+                    return Err(reject("voter is not a member of the commit's quorum for this round"));
+                }
+            }
+            // The reference block is not here yet: only the domain's staked evaluators.
+            None => {
+                let domain = doin_primitives::DomainId::new(p.domain.as_str()).unwrap_or_default();
+                let evaluates = self
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.stake(&body.evaluator).is_some_and(|st| st.evaluates(&domain)));
+                if !evaluates {
+                    return Err(reject("voter is not staked as an evaluator of the domain"));
+                }
+            }
+        }
+        match p.votes.get(&(body.round, body.evaluator)) {
+            // The same vote again (re-signed copies have other bytes): nothing new.
+            Some(earlier) if earlier.body == *body => Err(ignore("vote seen already")),
+            Some(earlier) => {
+                let evidence = DoubleVoteEvidence { first: earlier.clone(), second: vote.clone() };
+                let id = evidence.id();
+                if self.evidence_seen.len() >= MAX_EVIDENCE * 16 {
+                    self.evidence_seen.clear();
+                }
+                if self.evidence.len() < MAX_EVIDENCE && self.evidence_seen.insert(id) {
+                    self.evidence.push(evidence);
+                }
+                // Not charged to the forwarder: a relay that saw this vote first forwarded it
+                // in good faith. The evidence slashes the voter.
+                Err(ignore("a second, different vote for the same commit and round"))
+            }
+            None => {
+                p.votes.insert((body.round, body.evaluator), vote.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use doin_consensus::testkit::TestNet;
+    use doin_primitives::{FIXED_ONE, Keypair, Metric, Signed, VoteBody};
+
+    use super::*;
+
+    fn topic() -> Topic {
+        Topic::Optimae("quadratic".into())
+    }
+
+    /// 5 evaluators (0-4), 2 optimizers (5, 6), 3 unstaked accounts.
+    fn setup() -> (TestNet, GossipCheck) {
+        let net = TestNet::new(10, 5, 2);
+        let check = GossipCheck::new();
+        check.set_state(net.state.clone());
+        (net, check)
+    }
+
+    fn commit_msg(net: &TestNet, who: usize, n: i64) -> (poo::Commit, poo::Reveal) {
+        net.commit_reveal(who, vec![n * FIXED_ONE / 100, 0, 0, 0], Metric(FIXED_ONE))
+    }
+
+    fn is_reject(r: Result<(), Refusal>) -> bool {
+        matches!(r, Err(Refusal::Reject(_)))
+    }
+
+    fn is_ignore(r: Result<(), Refusal>) -> bool {
+        matches!(r, Err(Refusal::Ignore(_)))
+    }
+
+    #[test]
+    fn commits_only_from_bonded_optimizers_of_the_domain_within_quota() {
+        let (net, check) = setup();
+        let send = |c: &poo::Commit| check.check(&topic(), &GossipMessage::Commit(Box::new(c.clone())));
+        // An unstaked account, and an evaluator without the optimizer role.
+        assert!(is_reject(send(&commit_msg(&net, 8, 1).0)));
+        assert!(is_reject(send(&commit_msg(&net, 0, 2).0)));
+        let (c, _) = commit_msg(&net, 5, 3);
+        assert_eq!(send(&c), Ok(()));
+        assert!(is_ignore(send(&c)), "a duplicate is not forwarded again");
+        // A reference block not known here may still be on its way: admitted, its quorum
+        // unknown until the block arrives (then only the domain's evaluators may vote).
+        let (early, _) =
+            net.commit_reveal_at(6, vec![7, 0, 0, 0], Metric(FIXED_ONE), Hash::of(b"not yet here"));
+        assert_eq!(send(&early), Ok(()));
+        // The quota: PER_ACCOUNT pending commits per optimizer, then refused (not evicting).
+        for n in 1..PER_ACCOUNT as i64 {
+            assert_eq!(send(&commit_msg(&net, 5, 100 + n).0), Ok(()), "commit {n}");
+        }
+        assert!(is_ignore(send(&commit_msg(&net, 5, 999).0)), "over quota: dropped, no penalty");
+        assert_eq!(check.pending_by(&net.addr(5)), PER_ACCOUNT);
+        assert_eq!(send(&commit_msg(&net, 6, 1).0), Ok(()), "another optimizer is not crowded out");
+        // Settling one frees its slot; so does revealing one (revealed commits count only
+        // against the larger PER_ACCOUNT_TOTAL).
+        check.settle(&c.id());
+        assert_eq!(send(&commit_msg(&net, 5, 999).0), Ok(()));
+        assert_eq!(check.pending(), PER_ACCOUNT + 2);
+        let (_, reveal) = commit_msg(&net, 5, 101);
+        check.check(&topic(), &GossipMessage::Reveal(Box::new(reveal))).unwrap();
+        assert_eq!(check.pending_by(&net.addr(5)), PER_ACCOUNT - 1);
+        assert_eq!(send(&commit_msg(&net, 5, 1000).0), Ok(()));
+    }
+
+    #[test]
+    fn reveals_must_open_a_pending_commit_once() {
+        let (net, check) = setup();
+        let send = |m: GossipMessage| check.check(&topic(), &m);
+        let (c, r) = commit_msg(&net, 5, 1);
+        assert!(is_ignore(send(GossipMessage::Reveal(Box::new(r.clone())))), "commit not seen yet");
+        let (_, throwaway) = commit_msg(&net, 8, 1);
+        assert!(is_reject(send(GossipMessage::Reveal(Box::new(throwaway)))));
+        send(GossipMessage::Commit(Box::new(c.clone()))).unwrap();
+        let mut forged = r.body.clone();
+        forged.salt = [9; 32];
+        let forged = Signed::sign(forged, &net.keys[5]);
+        assert!(is_reject(send(GossipMessage::Reveal(Box::new(forged)))));
+        assert_eq!(send(GossipMessage::Reveal(Box::new(r.clone()))), Ok(()));
+        let mut again = r.body.clone();
+        again.experiment.round = 7;
+        let again = Signed::sign(again, &net.keys[5]);
+        assert!(is_ignore(send(GossipMessage::Reveal(Box::new(again)))), "one reveal per commit");
+    }
+
+    #[test]
+    fn votes_only_from_quorum_members_once_and_a_double_vote_becomes_evidence() {
+        let (net, check) = setup();
+        let send = |m: GossipMessage| check.check(&topic(), &m);
+        let (c, _) = commit_msg(&net, 5, 1);
+        send(GossipMessage::Commit(Box::new(c.clone()))).unwrap();
+        let q = net.quorums(&c);
+        let member = q.first[0];
+        let outsider = (0..5).map(|i| net.addr(i)).find(|a| !q.first.contains(a)).unwrap();
+        let vote = |who: &Address, round: u8, x: i64| {
+            GossipMessage::Vote(Box::new(net.vote(who, c.id(), round, Metric(x))))
+        };
+        assert!(is_reject(send(vote(&outsider, 0, 1))), "not a member");
+        assert!(is_reject(send(vote(&member, 2, 1))), "no round 2");
+        assert_eq!(send(vote(&member, 0, 1)), Ok(()));
+        assert!(is_ignore(send(vote(&member, 0, 1))));
+        assert!(check.take_evidence().is_empty());
+        assert!(is_ignore(send(vote(&member, 0, 2))), "a different second vote is not forwarded");
+        let evidence = check.take_evidence();
+        assert_eq!(evidence.len(), 1);
+        assert_eq!(evidence[0].first.body.evaluator, member);
+        // Evidence checks against state: slashable, so it is forwarded.
+        assert_eq!(
+            check.check(&Topic::Blocks, &GossipMessage::Evidence(Box::new(evidence[0].clone()))),
+            Ok(())
+        );
+        // A throwaway key's vote on an unknown commit is penalized; a staked one's is not.
+        let stranger = Keypair::from_seed([42; 32]);
+        let body = VoteBody {
+            commit: Hash::of(b"made up"),
+            evaluator: stranger.address(),
+            round: 0,
+            measured: Metric(0),
+            data_hash: Hash::ZERO,
+        };
+        assert!(is_reject(send(GossipMessage::Vote(Box::new(Signed::sign(body, &stranger))))));
+        let unknown = GossipMessage::Vote(Box::new(net.vote(&member, Hash::of(b"made up"), 0, Metric(0))));
+        assert!(is_ignore(send(unknown)));
+    }
+
+    /// 10 000 signed bogus commits, reveals and votes from 1 000 throwaway keys: every one is
+    /// refused with a penalty, nothing is admitted, and an honest commit still gets in.
+    #[test]
+    fn a_flood_from_throwaway_keys_is_refused_and_evicts_nothing() {
+        let (net, check) = setup();
+        let (honest, _) = commit_msg(&net, 5, 1);
+        check.check(&topic(), &GossipMessage::Commit(Box::new(honest.clone()))).unwrap();
+        let tip = net.state.tip().hash;
+        for i in 0..10_000u32 {
+            let key = Keypair::from_seed(*Hash::of(&(i % 1000).to_le_bytes()).as_bytes());
+            let commit = Signed::sign(
+                poo::CommitBody {
+                    domain: doin_consensus::testkit::domain_id(),
+                    optimizer: key.address(),
+                    optimae_hash: Hash::of(&i.to_le_bytes()),
+                    claimed: Metric(-1),
+                    reference_block: tip,
+                },
+                &key,
+            );
+            let message = match i % 3 {
+                0 => GossipMessage::Commit(Box::new(commit)),
+                1 => GossipMessage::Reveal(Box::new(Signed::sign(
+                    poo::RevealBody {
+                        commit: honest.id(),
+                        optimizer: key.address(),
+                        params: Default::default(),
+                        salt: [0; 32],
+                        artifact: None,
+                        experiment: Default::default(),
+                    },
+                    &key,
+                ))),
+                _ => GossipMessage::Vote(Box::new(Signed::sign(
+                    VoteBody {
+                        commit: honest.id(),
+                        evaluator: key.address(),
+                        round: 0,
+                        measured: Metric(0),
+                        data_hash: Hash::ZERO,
+                    },
+                    &key,
+                ))),
+            };
+            assert!(is_reject(check.check(&topic(), &message)), "bogus message {i} admitted");
+        }
+        assert_eq!(check.refused().rejected, 10_000);
+        assert_eq!(check.pending(), 1, "the honest commit is still pending, nothing else");
+        let (_, reveal) = commit_msg(&net, 5, 1);
+        assert_eq!(check.check(&topic(), &GossipMessage::Reveal(Box::new(reveal))), Ok(()));
+    }
+}
