@@ -65,7 +65,7 @@ pub(crate) struct DevnetArgs {
     /// `devnet`) instead of evaluating in-process. Repeatable.
     #[arg(long = "external")]
     external: Vec<usize>,
-    /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`), for tests.
+    /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`, `double-vote`), for tests.
     #[arg(long = "adversary", value_name = "N=BEHAVIOUR", hide = true)]
     adversaries: Vec<String>,
 }

@@ -84,7 +84,10 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     let adversary = match args.adversary.as_deref() {
         None => None,
         Some("copy-reveals") => Some(doin_node::Adversary::CopyReveals),
-        Some(other) => anyhow::bail!("--adversary {other:?}: the only behaviour is copy-reveals"),
+        Some("double-vote") => Some(doin_node::Adversary::DoubleVote),
+        Some(other) => {
+            anyhow::bail!("--adversary {other:?}: the behaviours are copy-reveals and double-vote")
+        }
     };
     let limits = RunLimits {
         duration: args.duration.filter(|d| *d > 0.0).map(std::time::Duration::from_secs_f64),

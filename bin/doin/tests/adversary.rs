@@ -65,10 +65,14 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
     let mut summary = None;
     while started.elapsed() < Duration::from_secs(60) {
         if flood && flooder.is_none() && started.elapsed() > Duration::from_secs(3) {
+            // The attacker's process shares this 2-core machine with the four nodes; at the
+            // lowest priority its own CPU (signing, encrypting 10 000 messages) does not stand
+            // in for what the flood costs the nodes, which is what is measured.
             flooder = Some(
-                doin()
+                Command::new("nice")
+                    .args(["-n", "19", env!("CARGO_BIN_EXE_doin")])
                     .args(["flood", "--peer", &format!("127.0.0.1:{}", port + 1), "--messages", "10000"])
-                    .args(["--keys", "1000", "--rate", "2000", "--timeout-s", "15"])
+                    .args(["--keys", "1000", "--rate", "1000", "--timeout-s", "15"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
@@ -123,4 +127,32 @@ fn a_gossip_flood_from_throwaway_keys_is_graylisted_and_honest_certificates_stil
     let latency = |s: &serde_json::Value| s["claim_to_certificate_ms"].as_f64().unwrap();
     let (before, after) = (latency(&calm), latency(&flooded));
     assert!(after <= before * 1.2 + 100.0, "claim-to-certificate {before} ms → {after} ms under the flood");
+}
+
+/// A quorum member that signs two different votes for one commit and round is caught by its
+/// peers' gossip checks, the evidence is gossiped and included in blocks, and its stake is
+/// slashed on chain; honest stakes are untouched.
+#[test]
+fn a_double_voter_is_slashed_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = base_port(20).to_string();
+    let out = doin()
+        .args(["devnet", "--nodes", "4", "--target", "0.5", "--duration", "12", "--base-port", &port])
+        .args(["--dir", dir.path().to_str().unwrap(), "--adversary", "3=double-vote"])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "devnet failed:\n{stdout}");
+    let s: serde_json::Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    eprintln!("{s}");
+    let stakes: Vec<u128> =
+        s["stakes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+    let initial: u128 = 100 * 1_000_000_000;
+    assert!(stakes[3] * 10 <= initial * 9, "the double voter was slashed at least once: {stakes:?}");
+    for (i, stake) in stakes.iter().enumerate().take(3) {
+        assert!(*stake > stakes[3], "honest node {i} keeps more stake than the double voter: {stakes:?}");
+    }
+    assert_eq!(s["same_tip"], true, "{s}");
 }

@@ -43,11 +43,10 @@ use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::gossip_check::GossipCheck;
-
 use crate::{
     config::{DomainConfig, NodeConfig},
     domains, genesis,
+    gossip_check::GossipCheck,
     mempool::Mempool,
     optimizer::{self, Control, Found},
     store::SharedStore,
@@ -89,6 +88,9 @@ pub enum Adversary {
     /// Re-commit every parameter set another optimizer reveals, claiming its value, and reveal
     /// it as its own (copying a published solution).
     CopyReveals,
+    /// Sign a second, different vote (the measurement halved) after every honest one, sent
+    /// straight to the network (a double voter hoping peers keep whichever suits it).
+    DoubleVote,
 }
 
 struct DomainRt {
@@ -1117,7 +1119,16 @@ impl Engine {
                 let domain =
                     self.commits.get(&m.commit).map(|c| c.commit.body.domain.to_string()).unwrap_or_default();
                 println!("vote {domain} {} {} round {}", m.commit, measured.to_f64(), m.round);
-                self.publish(Topic::Optimae(domain), GossipMessage::Vote(Box::new(vote.clone()))).await;
+                self.publish(Topic::Optimae(domain.clone()), GossipMessage::Vote(Box::new(vote.clone())))
+                    .await;
+                if self.adversary == Some(Adversary::DoubleVote) {
+                    let mut other = vote.body.clone();
+                    other.measured = Metric(measured.0 / 2);
+                    let other = Signed::sign(other, &self.key);
+                    // Not through `publish`: the adversary does not admit its own double vote.
+                    let _ =
+                        self.net.publish(Topic::Optimae(domain), GossipMessage::Vote(Box::new(other))).await;
+                }
                 self.on_vote(vote);
                 if m.round == 0 && self.escalation_waits.remove(&m.commit) {
                     let again = Measured { commit: m.commit, round: 1, seed: m.seed, result: Ok(measured) };
