@@ -145,6 +145,16 @@ fn land(net: &mut TestNet, certs: Vec<Certificate>) -> Result<Vec<(Outcome, bool
     Ok(receipt.certificates.iter().map(|c| (c.outcome, c.improved)).collect())
 }
 
+/// Whether `cert` lands in a block as an accepted claim.
+fn lands_accepted(net: &mut TestNet, cert: Certificate) -> bool {
+    land(net, vec![cert]).is_ok_and(|o| o.first().is_some_and(|(outcome, _)| *outcome == Outcome::Accept))
+}
+
+/// A defended kind's report: `accepted` fakes of `attempts`, never richer.
+fn defended(kind: &'static str, attempts: usize, accepted: u64, outcome: String) -> KindReport {
+    KindReport { kind, attempts: attempts as u64, accepted_fakes: accepted, attacker_richer: false, outcome }
+}
+
 /// A certificate whose first-round members measure `measured(member index)`; disagreeing votes
 /// escalate as an honest node would, with escalation members measuring `escalated(address)`.
 fn certificate(
@@ -222,17 +232,14 @@ fn over_claims(spec: &DomainSpec, n: usize) -> KindReport {
         let loss = 50.0 * 10f64.powf(-(i as f64 % 8.0));
         let claimed = perf(loss * (1.0 - rng.random_range(0.3..1.0)));
         let cert = certificate(&net, spec, 5, i, claimed, |j, _| noisy(loss, j));
-        if matches!(land(&mut net, vec![cert]).as_deref(), Ok([(Outcome::Accept, _)])) {
-            accepted += 1;
-        }
+        accepted += u64::from(lands_accepted(&mut net, cert));
     }
-    KindReport {
-        kind: "over_claim",
-        attempts: n as u64,
-        accepted_fakes: accepted,
-        attacker_richer: false,
-        outcome: format!("{} of {n} rejected with their bond burned", n as u64 - accepted),
-    }
+    defended(
+        "over_claim",
+        n,
+        accepted,
+        format!("{} of {n} rejected with their bond burned", n as u64 - accepted),
+    )
 }
 
 /// An optimizer reporting every loss `factor`× better than measured, through a whole
@@ -280,17 +287,14 @@ fn colluders(spec: &DomainSpec, n: usize) -> KindReport {
             if colluding.contains(a) { claimed } else { noisy(loss, j) }
         });
         escalated += u64::from(cert.escalated());
-        if matches!(land(&mut net, vec![cert]).as_deref(), Ok([(Outcome::Accept, _)])) {
-            accepted += 1;
-        }
+        accepted += u64::from(lands_accepted(&mut net, cert));
     }
-    KindReport {
-        kind: "colluding_evaluators_below_third",
-        attempts: n as u64,
-        accepted_fakes: accepted,
-        attacker_richer: false,
-        outcome: format!("{escalated} of {n} escalated on the colluders' votes; {accepted} accepted"),
-    }
+    defended(
+        "colluding_evaluators_below_third",
+        n,
+        accepted,
+        format!("{escalated} of {n} escalated on the colluders' votes; {accepted} accepted"),
+    )
 }
 
 /// Runs `attempts` invalid certificates built by `make` and counts those a block accepted.
@@ -536,11 +540,7 @@ fn vote_copying(spec: &DomainSpec, n: usize) -> KindReport {
         let lazy = net.quorums(&net.commit_reveal(5, params(i), claimed).0).first[0];
         let cert =
             certificate(&net, spec, 5, i, claimed, |j, a| if *a == lazy { claimed } else { noisy(10.0, j) });
-        if let Ok(outcomes) = land(&mut net, vec![cert])
-            && outcomes.first().is_some_and(|(o, _)| *o == Outcome::Accept)
-        {
-            accepted += 1;
-        }
+        accepted += u64::from(lands_accepted(&mut net, cert));
     }
     KindReport {
         kind: "vote_copying",

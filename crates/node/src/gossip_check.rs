@@ -7,13 +7,18 @@
 //! reveal for a commit this node has not seen) is *ignored* (not forwarded, no penalty).
 //!
 //! - A commit only from an account staked with the optimizer role for its domain and at least
-//!   the optimae bond, referencing one of the chain's last `max_reference_age` blocks; at most
-//!   [`PER_ACCOUNT`] commits of one optimizer and [`PER_DOMAIN`] of one domain pending. A full
-//!   map refuses newcomers instead of evicting: a flood can never push an honest entry out.
-//! - A reveal only for a pending commit, signed by its optimizer and opening it; once.
+//!   the optimae bond. Its reference block must not be out of the window; one not seen here
+//!   yet may be on its way, so the commit is admitted and its quorums are filled in when the
+//!   block arrives (until then only the domain's staked evaluators may vote on it). At most
+//!   [`PER_ACCOUNT`] unrevealed and [`PER_ACCOUNT_TOTAL`] pending commits of one optimizer and
+//!   [`PER_DOMAIN`] of one domain: a full map refuses newcomers instead of evicting, so a flood
+//!   can never push an honest entry out. Quotas depend on what this node has seen, so going
+//!   over one is ignored, not charged to the forwarding peer (an honest relay saw fewer).
+//! - A reveal only for a pending commit, signed by its optimizer and opening it; once (a second
+//!   opening is ignored: a relay that saw it first forwarded it in good faith).
 //! - A vote only from a member of the commit's quorum for its round (0: first, 1: escalation),
-//!   once per (commit, round, evaluator). A *different* second vote is refused and becomes
-//!   [`DoubleVoteEvidence`] for the node to gossip and include in its blocks.
+//!   once per (commit, round, evaluator). A *different* second vote is not forwarded and
+//!   becomes [`DoubleVoteEvidence`] for the node to gossip and include in its blocks.
 //! - Evidence only against an account with something to slash, not slashed before.
 //!
 //! Entries leave when their commit is settled on chain ([`GossipCheck::settle`]) or their
@@ -70,7 +75,7 @@ struct Pending {
     /// The first-round and escalation quorums, once the reference block is known here.
     quorums: Option<(Vec<Address>, Vec<Address>)>,
     revealed: bool,
-    /// Vote ids by (round, evaluator).
+    /// The first vote of each (round, evaluator).
     votes: BTreeMap<(u8, Address), Vote>,
 }
 
