@@ -80,6 +80,20 @@ pub fn plugin_command(text: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// `quorum_fraction` as the simplest fraction `n/d` (d ≤ 1 000) within 1e-9 of it, else the
+/// nearest thousandth. 2/3 must stay 2/3: as 667/1000 an escalation of 3 needed
+/// `ceil(3 × 0.667)` = 3 agreeing votes instead of 2, so one garbage voter blocked every
+/// escalation it sat in (the 4-node garbage-voter devnet stalled below its target).
+pub fn fraction(f: f64) -> (u16, u16) {
+    for d in 1..=1000u16 {
+        let n = (f * f64::from(d)).round();
+        if (n / f64::from(d) - f).abs() < 1e-9 && n >= 1.0 {
+            return (n as u16, d);
+        }
+    }
+    (((f * 1000.0).round() as u16).max(1), 1000)
+}
+
 /// How closely a domain's evaluators agree: the vote and over-claim tolerance is
 /// `absolute + relative × |median|`; a verified gain must exceed `acceptance × |champion|`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -197,11 +211,14 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
             "baseline",
         )?,
         weight: FIXED_ONE as u64,
-        quorum: QuorumRule {
-            min: node.quorum_min_evaluators,
-            max: node.quorum_max_evaluators,
-            fraction_num: (node.quorum_fraction * 1000.0).round() as u16,
-            fraction_den: 1000,
+        quorum: {
+            let (fraction_num, fraction_den) = fraction(node.quorum_fraction);
+            QuorumRule {
+                min: node.quorum_min_evaluators,
+                max: node.quorum_max_evaluators,
+                fraction_num,
+                fraction_den,
+            }
         },
         target: match config.target_performance {
             Some(t) => Some(metric(t, "target_performance")?),
@@ -215,4 +232,21 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
         bounty_per_accept: doin_primitives::Amount::ZERO,
         kind: DomainKind::Optimization,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_fractions_stay_exact() {
+        assert_eq!(fraction(2.0 / 3.0), (2, 3));
+        assert_eq!(fraction(0.5), (1, 2));
+        assert_eq!(fraction(1.0), (1, 1));
+        assert_eq!(fraction(0.75), (3, 4));
+        assert_eq!(fraction(0.6667), (667, 1000), "no small fraction: the nearest thousandth");
+        // An escalation of 3 with 2/3 needs 2 agreeing votes.
+        let (n, d) = fraction(2.0 / 3.0);
+        assert_eq!((3 * u32::from(n)).div_ceil(u32::from(d)), 2);
+    }
 }

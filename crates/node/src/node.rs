@@ -1480,6 +1480,23 @@ impl Engine {
             self.settle(&f.domain);
             return;
         };
+        // Near the optimum distinct candidates round to the same on-chain parameters. Those
+        // already revealed (by anyone), or in a commit of ours not revealed yet, are never
+        // committed again: evaluators evaluate only the first reveal of a parameter set, in
+        // the order each saw them, so two commits of one set split the quorums between them
+        // and neither completes (a 4-node devnet stalled on such a pair, everyone holding
+        // behind it).
+        let params_hash = Hash::of(&encode(&params));
+        if self.params_first.contains_key(&params_hash)
+            || self.my_reveals.iter().any(|(_, r)| Hash::of(&encode(&r.body.params)) == params_hash)
+        {
+            tracing::debug!(
+                domain = f.domain,
+                "these parameters were committed already; not committed again"
+            );
+            self.settle(&f.domain);
+            return;
+        }
         // Verification is the network's cost of a claim: one that another optimizer's better
         // claim, now in verification, would likely make late waits for that claim's outcome
         // (bounded by `hold_cap`, so a claim that never settles holds no one for long).
