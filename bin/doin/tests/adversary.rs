@@ -14,6 +14,14 @@ use std::{
 
 use common::spawn_lines;
 
+/// One devnet at a time: each is several processes on a 2-core machine, and the flood test
+/// measures latency (with the double-voter devnet beside it, 747 → 8 507 ms once).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn doin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_doin"))
 }
@@ -106,6 +114,7 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
 
 #[test]
 fn a_gossip_flood_from_throwaway_keys_is_graylisted_and_honest_certificates_still_land() {
+    let _serial = serial();
     let (calm, _, _) = run(base_port(0), false);
     eprintln!("without the flood: {calm}");
     let (flooded, graylisted, report) = run(base_port(10), true);
@@ -134,6 +143,7 @@ fn a_gossip_flood_from_throwaway_keys_is_graylisted_and_honest_certificates_stil
 /// slashed on chain; honest stakes are untouched.
 #[test]
 fn a_double_voter_is_slashed_end_to_end() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let port = base_port(20).to_string();
     let out = doin()
