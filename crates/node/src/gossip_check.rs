@@ -181,6 +181,12 @@ impl GossipCheck {
         self.view.read().map_or(0, |v| v.per_account.get(optimizer).copied().unwrap_or(0))
     }
 
+    /// The domain of a pending commit (its gossip may have reached the check before the
+    /// event loop took the commit).
+    pub fn domain_of(&self, commit: &Hash) -> Option<String> {
+        self.view.read().ok()?.pending.get(commit).map(|p| p.domain.clone())
+    }
+
     /// Commits pending (admitted, not settled).
     pub fn pending(&self) -> usize {
         self.view.read().map_or(0, |v| v.pending.len())

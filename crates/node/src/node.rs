@@ -876,7 +876,11 @@ impl Engine {
         if self.reveals.len() >= MAX_PENDING {
             self.reveals.clear();
         }
-        let domain = self.commits.get(&commit).map(|c| c.commit.body.domain.to_string());
+        let domain = self
+            .commits
+            .get(&commit)
+            .map(|c| c.commit.body.domain.to_string())
+            .or_else(|| self.gossip.domain_of(&commit));
         self.emit(
             "reveal",
             domain.as_deref(),
@@ -1152,7 +1156,11 @@ impl Engine {
         }
         let key = (vote.body.round.min(1), vote.body.evaluator);
         if !votes.contains_key(&key) {
-            let domain = self.commits.get(&commit).map(|c| c.commit.body.domain.to_string());
+            let domain = self
+                .commits
+                .get(&commit)
+                .map(|c| c.commit.body.domain.to_string())
+                .or_else(|| self.gossip.domain_of(&commit));
             self.events.emit(
                 "vote",
                 domain.as_deref(),
@@ -1687,7 +1695,9 @@ impl Engine {
                 .commits
                 .get(&reveal.body.commit)
                 .map(|c| c.commit.body.domain.to_string())
-                .unwrap_or_default();
+                .or_else(|| self.gossip.domain_of(&reveal.body.commit));
+            // A commit forgotten meanwhile (certified, or its reference aged out) is not revealed.
+            let Some(domain) = domain else { continue };
             self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
             self.on_reveal(reveal, Instant::now());
         }
