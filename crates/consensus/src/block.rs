@@ -81,6 +81,7 @@ struct TxInfo {
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, Receipt), BlockError> {
     let header = &block.header.body;
     check_header(state, header)?;
+    let beacon = check_vrf(state, header)?;
     check_limits(state, &block.body)?;
     let infos = tx_infos(&block.body);
     let tx_ids: Vec<Hash> = infos.iter().map(|i| i.id).collect();
@@ -91,7 +92,7 @@ pub fn apply_block(state: &State, block: &Block) -> Result<(State, Receipt), Blo
         return Err(mismatch("cert_root", header.cert_root, block.body.cert_root()));
     }
     verify_signatures(Some(&block.header), &block.body, &infos)?;
-    let (mut next, mut receipt) = execute(state, header, &block.body, &infos)?;
+    let (mut next, mut receipt) = execute(state, header, &block.body, &infos, beacon)?;
     if receipt.work != header.work {
         return Err(mismatch("work", header.work, receipt.work));
     }
@@ -129,11 +130,16 @@ pub fn build_block(
         cumulative_work: 0,
         base_fee: state.meta.base_fee,
         kind: template.kind,
+        vrf: template.key.vrf_prove(&doin_primitives::vrf::beacon_input(
+            &state.meta.beacon,
+            state.meta.height.saturating_add(1),
+        )),
     };
     check_header(state, &header)?;
+    let beacon = check_vrf(state, &header)?;
     check_limits(state, &body)?;
     verify_signatures(None, &body, &infos)?;
-    let (mut next, mut receipt) = execute(state, &header, &body, &infos)?;
+    let (mut next, mut receipt) = execute(state, &header, &body, &infos, beacon)?;
     header.work = receipt.work;
     header.cumulative_work = next.meta.cumulative_work;
     header.state_root = next.root;
@@ -142,16 +148,29 @@ pub fn build_block(
     Ok((block, next, receipt))
 }
 
-/// The stake-weighted heartbeat leader of `slot` after `parent`; `None` when nobody is staked
-/// (then anyone may produce heartbeats).
-pub fn heartbeat_leader(state: &State, parent: &Hash, slot: u64) -> Option<Address> {
+/// The generator's VRF proof over the parent's beacon and the height must verify; returns the
+/// beacon after this block.
+fn check_vrf(state: &State, h: &HeaderBody) -> Result<Hash, BlockError> {
+    let input = doin_primitives::vrf::beacon_input(&state.meta.beacon, h.height);
+    let output = h
+        .generator
+        .vrf_verify(&input, &h.vrf)
+        .ok_or_else(|| BlockError::Header("the generator's VRF proof does not verify".into()))?;
+    Ok(doin_primitives::vrf::next_beacon(&state.meta.beacon, &output))
+}
+
+/// The stake-weighted heartbeat leader of `slot` after the state's tip; `None` when nobody is
+/// staked (then anyone may produce heartbeats). Seeded by the tip's beacon, which its producer
+/// could not choose (a seed from the parent's hash let a producer grind its block's contents
+/// until it led the next slot).
+pub fn heartbeat_leader(state: &State, slot: u64) -> Option<Address> {
     let candidates: Vec<quorum::Candidate> = state
         .stakes
         .iter()
         .filter(|(_, s)| s.amount > Amount::ZERO)
         .map(|(a, s)| quorum::Candidate { address: *a, weight: s.amount.0 })
         .collect();
-    let seed = Hash::of_parts(&[&parent.0, &slot.to_le_bytes()]);
+    let seed = Hash::of_parts(&[b"doin/heartbeat-leader", &state.meta.beacon.0, &slot.to_le_bytes()]);
     quorum::draw(&candidates, 1, &seed).first().copied()
 }
 
@@ -207,7 +226,7 @@ fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
                 h.timestamp_ms, state.params.max_block_interval_ms
             ));
         };
-        if let Some(leader) = heartbeat_leader(state, &h.parent_hash, slot)
+        if let Some(leader) = heartbeat_leader(state, slot)
             && leader != h.generator
         {
             return bad(format!(
@@ -333,6 +352,7 @@ fn execute(
     header: &HeaderBody,
     body: &BlockBody,
     infos: &[TxInfo],
+    beacon: Hash,
 ) -> Result<(State, Receipt), BlockError> {
     let mut s = state.clone();
     let height = header.height;
@@ -341,6 +361,7 @@ fn execute(
     s.meta.height = height;
     s.meta.parent_hash = header.parent_hash;
     s.meta.timestamp_ms = header.timestamp_ms;
+    s.meta.beacon = beacon;
 
     begin_block(&mut s, height)?;
 

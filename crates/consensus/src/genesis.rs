@@ -108,6 +108,11 @@ impl GenesisSpec {
                 },
                 finalized: Checkpoint::default(),
                 supply: Supply::default(),
+                beacon: Hash::of_parts(&[
+                    b"doin/beacon/genesis",
+                    &self.chain_id.to_le_bytes(),
+                    &self.timestamp_ms.to_le_bytes(),
+                ]),
             },
         );
         let mut minted = Amount::ZERO;
@@ -182,6 +187,7 @@ impl GenesisSpec {
             cumulative_work: 0,
             base_fee: params.initial_base_fee,
             kind: BlockKind::Heartbeat,
+            vrf: doin_primitives::vrf::VrfProof::default(),
         };
         // Genesis is not signed: it is fixed by the spec every node starts from.
         let block = Block { header: Signed { body: header, signature: Signature::default() }, body };

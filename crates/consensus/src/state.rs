@@ -220,6 +220,9 @@ pub struct ChainMeta {
     pub finalized: Checkpoint,
     /// Supply accounting.
     pub supply: Supply,
+    /// The chain's randomness after the last block: each block's VRF output chained onto its
+    /// parent's beacon (`doin_primitives::vrf::next_beacon`). Seeds the heartbeat leader draw.
+    pub beacon: Hash,
 }
 
 /// The key of a state record in the authenticated tree.

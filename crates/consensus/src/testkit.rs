@@ -277,8 +277,7 @@ impl TestNet {
         let ts = self.now_ms.max(self.state.meta().timestamp_ms + self.spec.params.max_block_interval_ms);
         self.now_ms = ts;
         let slot = crate::heartbeat_slot(&self.state, ts).unwrap_or(0);
-        let leader =
-            crate::heartbeat_leader(&self.state, &self.state.tip().hash, slot).unwrap_or(self.addr(0));
+        let leader = crate::heartbeat_leader(&self.state, slot).unwrap_or(self.addr(0));
         let generator = self.keys.iter().position(|k| k.address() == leader).unwrap_or(0);
         self.produce(generator, BlockKind::Heartbeat, body)
     }

@@ -1789,7 +1789,7 @@ impl Engine {
             return;
         }
         let Some(slot) = heartbeat_slot(&state, ts) else { return };
-        if heartbeat_leader(&state, &state.tip().hash, slot).is_some_and(|l| l != self.me) {
+        if heartbeat_leader(&state, slot).is_some_and(|l| l != self.me) {
             return;
         }
         // Rejects, trusted-domain accepts and late accepts (honest, but no gain over the champion)

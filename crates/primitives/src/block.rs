@@ -72,6 +72,9 @@ pub struct HeaderBody {
     pub base_fee: Amount,
     /// Work or heartbeat.
     pub kind: BlockKind,
+    /// The generator's VRF proof over [`crate::vrf::beacon_input`] of the parent's beacon and
+    /// this height: the chain's randomness, which no producer can choose (genesis: zeros).
+    pub vrf: crate::vrf::VrfProof,
 }
 
 impl Signable for HeaderBody {

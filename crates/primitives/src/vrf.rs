@@ -140,6 +140,16 @@ pub fn verify_key(public: &[u8; 32], alpha: &[u8], proof: &VrfProof) -> Option<[
     (challenge([&y, &h, &gamma, &u, &v]) == c).then(|| proof_to_hash(&gamma))
 }
 
+/// The VRF input of the block at `height` after a parent whose beacon is `parent_beacon`.
+pub fn beacon_input(parent_beacon: &Hash, height: u64) -> Vec<u8> {
+    [b"doin/beacon/v1".as_slice(), &parent_beacon.0, &height.to_le_bytes()].concat()
+}
+
+/// The beacon after a block whose VRF output is `output`: `H(parent_beacon ‖ output)`.
+pub fn next_beacon(parent_beacon: &Hash, output: &Hash) -> Hash {
+    Hash::of_parts(&[b"doin/beacon/next", &parent_beacon.0, &output.0])
+}
+
 impl Keypair {
     /// This key's VRF proof for `alpha`.
     pub fn vrf_prove(&self, alpha: &[u8]) -> VrfProof {

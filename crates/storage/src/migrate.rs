@@ -17,10 +17,12 @@ pub(crate) fn migrate(_db: &Database, version: u32, path: &str) -> Result<(), St
         )));
     }
     // Steps from older versions go here as `(from, fn(&WriteTransaction))`, applied in order.
-    // Version 1 is the first released schema, so anything older is a pre-release layout.
+    // Version 1 predates a consensus change (VRF headers, beacon, relative tolerances: its
+    // blocks and state records no longer decode, and its chain is not this protocol's), so it
+    // has no path; anything older is a pre-release layout.
     Err(StorageError::Schema(format!(
-        "the chain store at {path} has pre-release schema version {version}, which cannot be migrated to \
-         {SCHEMA_VERSION}: move it aside and re-sync (doin node --reset-chain) or restore a snapshot \
-         (doin snapshot import)"
+        "the chain store at {path} has schema version {version}, from an earlier protocol that cannot be \
+         migrated to {SCHEMA_VERSION}: move it aside and re-sync (doin node --reset-chain) or restore a \
+         snapshot (doin snapshot import)"
     )))
 }

@@ -175,3 +175,31 @@ fn state_rebuilds_from_records_and_undoes_blocks_from_recorded_changes() {
     let err = after.with_records(&undo, before.tip(), vec![], &after.root()).unwrap_err();
     assert!(err.to_string().contains("differs from the expected"), "{err}");
 }
+
+/// Every block carries its generator's VRF proof over the parent's beacon: one valid proof per
+/// key and parent, so the beacon (and the heartbeat leader it seeds) cannot be ground; a
+/// tampered or borrowed proof is refused.
+#[test]
+fn blocks_carry_a_vrf_proof_and_chain_the_beacon() {
+    let mut net = doin_consensus::testkit::TestNet::new(10, 5, 2);
+    let before = net.state.meta().beacon;
+    net.heartbeat(vec![]).unwrap();
+    let block = net.blocks.last().unwrap().clone();
+    let output = block
+        .header
+        .generator
+        .vrf_verify(&doin_primitives::vrf::beacon_input(&before, 1), &block.header.vrf)
+        .unwrap();
+    assert_eq!(net.state.meta().beacon, doin_primitives::vrf::next_beacon(&before, &output));
+    // The next block: a proof over the wrong input (the old beacon) is refused.
+    let snapshot = net.state.clone();
+    net.heartbeat(vec![]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let key = net.key_of(&good.header.generator).unwrap().clone();
+    let stale = key.vrf_prove(&doin_primitives::vrf::beacon_input(&before, 2));
+    let bad = doin_consensus::testkit::reseal(&good, good.body.clone(), &key, |h| h.vrf = stale);
+    let err = doin_consensus::apply_block(&net.state, &bad).unwrap_err();
+    assert!(err.to_string().contains("VRF proof does not verify"), "{err}");
+    doin_consensus::apply_block(&net.state, &good).unwrap();
+}

@@ -275,8 +275,7 @@ fn wrong_state_root_or_threshold_in_header_is_rejected() {
     let net = TestNet::new(3, 0, 0);
     let ts = net.state.meta().timestamp_ms + net.spec.params.max_block_interval_ms;
     let slot = doin_consensus::heartbeat_slot(&net.state, ts).unwrap();
-    let leader =
-        doin_consensus::heartbeat_leader(&net.state, &net.state.tip().hash, slot).unwrap_or(net.addr(0));
+    let leader = doin_consensus::heartbeat_leader(&net.state, slot).unwrap_or(net.addr(0));
     let key = net.key_of(&leader).unwrap_or(&net.keys[0]).clone();
     let (block, _, _) = build_block(
         &net.state,
@@ -319,7 +318,7 @@ fn heartbeat_must_wait_and_come_from_the_slot_leader() {
     let ts = net.state.meta().timestamp_ms + p.max_block_interval_ms + 2 * p.heartbeat_slot_ms;
     let slot = doin_consensus::heartbeat_slot(&net.state, ts).unwrap();
     assert_eq!(slot, 2);
-    let leader = doin_consensus::heartbeat_leader(&net.state, &net.state.tip().hash, slot).unwrap();
+    let leader = doin_consensus::heartbeat_leader(&net.state, slot).unwrap();
     let leader_key = net.key_of(&leader).unwrap().clone();
     let other = net.keys.iter().find(|k| k.address() != leader).unwrap().clone();
     let template = |key, timestamp_ms| BlockTemplate {
