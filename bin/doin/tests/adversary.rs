@@ -12,19 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::spawn_lines;
-
-/// One devnet at a time: each is several processes on a 2-core machine, and the flood test
-/// measures latency (with the double-voter devnet beside it, 747 → 8 507 ms once).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn doin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_doin"))
-}
+use common::{doin, serial, spawn_lines};
 
 fn base_port(offset: u16) -> u16 {
     30_000 + (std::process::id() % 1000) as u16 * 20 + offset

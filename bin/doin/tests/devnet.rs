@@ -9,19 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Killed, spawn_lines};
-
-/// The devnets of this binary run one at a time: each is several processes on a 2-core machine,
-/// and two at once made the timing-sensitive ones flaky.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn doin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_doin"))
-}
+use common::{Killed, doin, serial, spawn_lines};
 
 /// A port range per test so tests in parallel do not collide.
 fn base_port(offset: u16) -> u16 {

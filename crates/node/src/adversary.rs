@@ -348,38 +348,33 @@ fn copies(spec: &DomainSpec, n: usize) -> KindReport {
     })
 }
 
+/// A first-round certificate of optimizer 5's claim `claimed` against `reference`, every member
+/// measuring the claim and the outcome declared Accept: only what the block rules check of the
+/// commit itself can refuse it.
+fn unanimous(net: &TestNet, p: Vec<i64>, claimed: Metric, reference: Hash) -> Certificate {
+    let (commit, reveal) = net.commit_reveal_at(5, p, claimed, reference);
+    let q = net.quorums(&commit);
+    let votes: Vec<_> = q.first.iter().map(|a| net.vote(a, commit.id(), 0, claimed)).collect();
+    Certificate {
+        commit,
+        reveal,
+        votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
+        escalation: BoundedVec::new(),
+        outcome: Outcome::Accept,
+    }
+}
+
 fn out_of_bounds(spec: &DomainSpec, n: usize) -> KindReport {
     refused("out_of_bounds_parameters", spec, n, |net, i| {
         let mut p = params(i);
         p[i % 10] = 21 * FIXED_ONE + i as i64;
-        let (commit, reveal) = net.commit_reveal(5, p, perf(1.0));
-        let q = net.quorums(&commit);
-        let votes: Vec<_> = q.first.iter().map(|a| net.vote(a, commit.id(), 0, perf(1.0))).collect();
-        Certificate {
-            commit,
-            reveal,
-            votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
-            escalation: BoundedVec::new(),
-            outcome: Outcome::Accept,
-        }
+        unanimous(net, p, perf(1.0), net.state.tip().hash)
     })
 }
 
 fn stale_references(spec: &DomainSpec, n: usize) -> KindReport {
     refused("stale_reference", spec, n, |net, i| {
-        let old = net.state.tip().hash;
-        let cert = {
-            let (commit, reveal) = net.commit_reveal_at(5, params(i), perf(5.0), old);
-            let q = net.quorums(&commit);
-            let votes: Vec<_> = q.first.iter().map(|a| net.vote(a, commit.id(), 0, perf(5.0))).collect();
-            Certificate {
-                commit,
-                reveal,
-                votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
-                escalation: BoundedVec::new(),
-                outcome: Outcome::Accept,
-            }
-        };
+        let cert = unanimous(net, params(i), perf(5.0), net.state.tip().hash);
         for _ in 0..=net.spec.params.max_reference_age {
             let _ = net.heartbeat(vec![]);
         }

@@ -9,6 +9,21 @@ use std::{
     time::Instant,
 };
 
+/// The devnets of one test binary run one at a time: each is several processes on a 2-core
+/// machine, and two at once made the timing-sensitive ones flaky (a latency measurement went
+/// from 747 to 8 507 ms with another devnet beside it).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the binary's devnet slot until dropped.
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The `doin` binary under test.
+pub(crate) fn doin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_doin"))
+}
+
 /// A child process, killed and reaped when dropped.
 pub(crate) struct Killed(pub(crate) Child);
 
