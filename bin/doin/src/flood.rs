@@ -10,7 +10,7 @@ use std::{
 };
 
 use clap::Args;
-use doin_net::{Config, GossipMessage, Multiaddr, NoStateChecks, SyncProvider, Topic};
+use doin_net::{Config, GossipMessage, NoChain, NoStateChecks, Topic};
 use doin_primitives::{
     DomainId, Hash, Keypair, Metric, Signed, VoteBody,
     poo::{CommitBody, RevealBody},
@@ -36,17 +36,6 @@ pub(crate) struct FloodArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30)]
     timeout_s: u64,
-}
-
-struct Nothing;
-impl SyncProvider for Nothing {}
-
-fn parse(text: &str) -> anyhow::Result<Multiaddr> {
-    if text.starts_with('/') {
-        return Ok(text.parse()?);
-    }
-    let (host, port) = text.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("expected HOST:PORT"))?;
-    Ok(format!("/ip4/{host}/tcp/{port}").parse()?)
 }
 
 /// The bogus messages: commits for the domain, reveals and votes on made-up commits, each
@@ -108,13 +97,13 @@ async fn flood(args: FloodArgs) -> anyhow::Result<()> {
     let key = Keypair::from_seed(Hash::of(b"doin flood peer").0);
     let config = Config {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap: vec![parse(&args.peer)?],
+        bootstrap: vec![doin_node::node::parse_peer(&args.peer).map_err(|e| anyhow::anyhow!("--peer: {e}"))?],
         domains: vec![args.domain.clone()],
         ip_colocation_penalty: false,
         gossip_heartbeat: Duration::from_millis(200),
         ..Config::default()
     };
-    let net = doin_net::start(&key, config, Arc::new(Nothing), Arc::new(NoStateChecks)).await?;
+    let net = doin_net::start(&key, config, Arc::new(NoChain), Arc::new(NoStateChecks)).await?;
     let handle = net.handle.clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let topic = Topic::Optimae(args.domain.clone());

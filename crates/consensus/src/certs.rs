@@ -211,11 +211,11 @@ pub(crate) fn apply_certificate(
     let stake = state.stake(&commit.optimizer).map_or(Amount::ZERO, |s| s.amount);
     let role = state.stake(&commit.optimizer).is_some_and(|s| s.optimizes(&commit.domain));
     // 6. Quorums from the reference block (none for a trusted domain: the claim stands).
-    let (decisive_median, agreeing, outliers, noise) = if spec.trusted() {
+    let (decisive_median, agreeing, outliers) = if spec.trusted() {
         if !cert.votes.is_empty() || cert.escalated() {
             return Err(CertError::Quorum("a trusted domain's certificate carries no votes".into()));
         }
-        (commit.claimed, Vec::new(), Vec::new(), 0)
+        (commit.claimed, Vec::new(), Vec::new())
     } else if cert.escalated() {
         let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
         if q.first.is_empty() {
@@ -238,7 +238,7 @@ pub(crate) fn apply_certificate(
         }
         let (agreeing, outliers): (Vec<&Vote>, Vec<&Vote>) =
             cert.votes.iter().chain(cert.escalation.iter()).partition(|v| within(v.measured, m, tolerance));
-        (m, agreeing, outliers, noise(&values, m, tolerance))
+        (m, agreeing, outliers)
     } else {
         let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
         if q.first.is_empty() {
@@ -260,8 +260,9 @@ pub(crate) fn apply_certificate(
                 "vote {i} is outside the tolerance of the median; disagreement must escalate"
             )));
         }
-        (m, cert.votes.iter().collect(), Vec::new(), noise(&values, m, tolerance))
+        (m, cert.votes.iter().collect(), Vec::new())
     };
+    let noise = certificate_noise(spec, cert, decisive_median);
     // 7. Outcome: over-claim beyond the tolerance at the median is a reject; with a relative
     //    tolerance a claim off by a constant factor is refused at any scale.
     let tolerance = spec.tolerance_at(decisive_median);
@@ -374,6 +375,13 @@ pub(crate) fn apply_certificate(
     Ok(receipt)
 }
 
+/// Whether the double vote in `evidence` was slashed already (evidence of it is then useless,
+/// not invalid news).
+pub fn already_slashed(state: &State, evidence: &doin_primitives::DoubleVoteEvidence) -> bool {
+    let v = &evidence.first.body;
+    state.slashed.contains(&(v.evaluator, v.commit, v.round))
+}
+
 /// Checks double-vote evidence against `state` without applying it (signatures are the
 /// caller's): two different votes by one evaluator for one commit and round, not slashed
 /// before, against an account with something staked or unbonding. Returns that total.
@@ -385,7 +393,7 @@ pub fn check_evidence(state: &State, evidence: &doin_primitives::DoubleVoteEvide
     if a == b {
         return Err("the two votes are identical".into());
     }
-    if state.slashed.contains(&(a.evaluator, a.commit, a.round)) {
+    if already_slashed(state, evidence) {
         return Err("this double vote was already slashed".into());
     }
     let stake = state.stake(&a.evaluator).map_or(Amount::ZERO, |s| s.amount);

@@ -21,7 +21,7 @@ use libp2p::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::sync::mpsc;
 
-use crate::{Config, GossipMessage, NetworkEvent, NoStateChecks, SyncProvider, Topic, start};
+use crate::{Config, GossipMessage, NetworkEvent, NoChain, NoStateChecks, Topic, start};
 
 /// Connections each node opens to earlier nodes (about twice that per node on average):
 /// a node keeps a few dozen peers, as public networks do.
@@ -39,9 +39,6 @@ pub struct RunResult {
     /// Message transmissions between nodes per delivery.
     pub transmissions_per_delivery: f64,
 }
-
-struct Nothing;
-impl SyncProvider for Nothing {}
 
 /// A random connected topology: node i dials `degree` earlier nodes (fewer at the start).
 pub fn topology(nodes: usize, degree: usize, seed: u64) -> Vec<Vec<usize>> {
@@ -175,7 +172,7 @@ pub async fn run_gossipsub(nodes: usize, messages: usize, seed: u64) -> Result<R
         };
         let key = Keypair::from_seed(*Hash::of(&(i as u64).to_le_bytes()).as_bytes());
         nets.push(
-            start(&key, config, Arc::new(Nothing), Arc::new(NoStateChecks))
+            start(&key, config, Arc::new(NoChain), Arc::new(NoStateChecks))
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -30,6 +30,7 @@ pub use error::NetError;
 pub use gossip::{CompactBlock, GossipMessage, Topic};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 pub use network::{
-    GossipValidator, Network, NetworkEvent, NetworkHandle, NoStateChecks, Refusal, SyncProvider, start,
+    GossipValidator, Network, NetworkEvent, NetworkHandle, NoChain, NoStateChecks, Refusal, SyncProvider,
+    start,
 };
 pub use protocol::{Status, SyncRequest, SyncResponse};

@@ -80,6 +80,12 @@ pub trait GossipValidator: Send + Sync + 'static {
     fn check(&self, topic: &Topic, message: &GossipMessage) -> Result<(), Refusal>;
 }
 
+/// A peer with no chain to serve (a flooder, a gossip benchmark node): answers no sync request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoChain;
+
+impl SyncProvider for NoChain {}
+
 /// Accepts everything that passes bounds and signatures.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoStateChecks;

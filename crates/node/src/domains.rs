@@ -48,7 +48,7 @@ pub fn build(config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
             dims,
             num(c, "bound", 20.0).abs().max(1e-3),
             0x0d01,
-            num(c, "noise", 0.1),
+            num(c, "noise", default_noise(id)),
         )),
         "sphere" | "rastrigin" | "rosenbrock" | "ackley" => {
             let function = match id {
@@ -57,7 +57,7 @@ pub fn build(config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
                 "rosenbrock" => Function::Rosenbrock,
                 _ => Function::Ackley,
             };
-            Arc::new(Benchmark::new(function, dims, 0x0d01).with_noise(num(c, "noise", Benchmark::NOISE)))
+            Arc::new(Benchmark::new(function, dims, 0x0d01).with_noise(num(c, "noise", default_noise(id))))
         }
         MlpClassifier::ID => Arc::new(MlpClassifier::new(num(c, "early_patience", 5.0) as u32)?),
         Co2Forecaster::ID => Arc::new(Co2Forecaster::new(num(c, "early_patience", 5.0) as u32)?),
@@ -94,6 +94,11 @@ pub fn fraction(f: f64) -> (u16, u16) {
     (((f * 1000.0).round() as u16).max(1), 1000)
 }
 
+/// The evaluator noise a built-in synthetic domain measures with unless `noise` is set.
+fn default_noise(id: &str) -> f64 {
+    if id == "quadratic" { Quadratic::NOISE } else { Benchmark::NOISE }
+}
+
 /// How closely a domain's evaluators agree: the vote and over-claim tolerance is
 /// `absolute + relative × |median|`; a verified gain must exceed `acceptance × |champion|`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -128,8 +133,10 @@ pub fn tolerance_profile(id: &str, noise: f64) -> Option<Tolerance> {
 /// the config set it; then the built-in profile; then `quorum_tolerance`'s default.
 pub fn tolerance_of(config: &DomainConfig, node: &NodeConfig) -> Result<Tolerance, String> {
     let c = &config.optimization_config;
-    let default_noise = if config.domain_id == "quadratic" { 0.1 } else { Benchmark::NOISE };
-    let profile = tolerance_profile(&config.domain_id, num(c, "noise", default_noise).clamp(0.0, 1.0));
+    let profile = tolerance_profile(
+        &config.domain_id,
+        num(c, "noise", default_noise(&config.domain_id)).clamp(0.0, 1.0),
+    );
     let base = match (node.quorum_tolerance, profile) {
         (Some(absolute), _) => Tolerance { absolute, relative: 0.0, acceptance: 0.0 },
         (None, Some(p)) => p,

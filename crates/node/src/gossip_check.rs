@@ -26,7 +26,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::RwLock,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use doin_consensus::{State, certs, quorum};
@@ -64,7 +67,6 @@ fn quorums_of(
 /// What the check keeps of an admitted commit.
 #[derive(Clone, Debug)]
 struct Pending {
-    id: Hash,
     domain: String,
     optimizer: Address,
     optimae_hash: Hash,
@@ -107,7 +109,8 @@ pub struct Refused {
 #[derive(Default)]
 pub struct GossipCheck {
     view: RwLock<View>,
-    refused: RwLock<Refused>,
+    rejected: AtomicU64,
+    ignored: AtomicU64,
 }
 
 fn reject(reason: impl Into<String>) -> Refusal {
@@ -148,8 +151,8 @@ impl GossipCheck {
             v.remove(&id);
         }
         // Commits that came before their reference block: their quorums are known now.
-        for p in v.pending.values_mut().filter(|p| p.quorums.is_none()) {
-            p.quorums = quorums_of(&state, &p.domain, &p.optimizer, &p.reference, p.id);
+        for (id, p) in v.pending.iter_mut().filter(|(_, p)| p.quorums.is_none()) {
+            p.quorums = quorums_of(&state, &p.domain, &p.optimizer, &p.reference, *id);
             if let Some(r) = state.recent_block(&p.reference) {
                 p.reference_height = r.height;
             }
@@ -194,15 +197,9 @@ impl GossipCheck {
 
     /// What was refused so far.
     pub fn refused(&self) -> Refused {
-        self.refused.read().map(|r| *r).unwrap_or_default()
-    }
-
-    fn count(&self, refusal: &Refusal) {
-        if let Ok(mut r) = self.refused.write() {
-            match refusal {
-                Refusal::Reject(_) => r.rejected += 1,
-                Refusal::Ignore(_) => r.ignored += 1,
-            }
+        Refused {
+            rejected: self.rejected.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
         }
     }
 
@@ -214,11 +211,10 @@ impl GossipCheck {
             GossipMessage::Evidence(e) => {
                 let v = self.view.read().map_err(|_| ignore("state lock poisoned"))?;
                 let state = v.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
-                match certs::check_evidence(state, e) {
-                    Ok(_) => Ok(()),
-                    Err(reason) if reason.contains("already slashed") => Err(ignore(reason)),
-                    Err(reason) => Err(reject(reason)),
+                if certs::already_slashed(state, e) {
+                    return Err(ignore("this double vote was slashed already"));
                 }
+                certs::check_evidence(state, e).map(|_| ()).map_err(reject)
             }
             GossipMessage::Block(_) | GossipMessage::Transaction(_) => Ok(()),
         }
@@ -233,9 +229,11 @@ impl GossipCheck {
 impl GossipValidator for GossipCheck {
     fn check(&self, _: &Topic, message: &GossipMessage) -> Result<(), Refusal> {
         let verdict = self.check_message(message);
-        if let Err(refusal) = &verdict {
-            self.count(refusal);
-        }
+        match &verdict {
+            Err(Refusal::Reject(_)) => self.rejected.fetch_add(1, Ordering::Relaxed),
+            Err(Refusal::Ignore(_)) => self.ignored.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => 0,
+        };
         verdict
     }
 }
@@ -312,7 +310,6 @@ impl View {
         self.pending.insert(
             id,
             Pending {
-                id,
                 domain: body.domain.to_string(),
                 optimizer: body.optimizer,
                 optimae_hash: body.optimae_hash,

@@ -197,7 +197,7 @@ struct Engine {
     /// Double-vote evidence to include in our blocks (found here or gossiped), bounded.
     evidence: Vec<DoubleVoteEvidence>,
     /// Milliseconds from our commits to their certificates (the latest 4 096).
-    cert_latency_ms: Vec<u64>,
+    cert_latency_ms: std::collections::VecDeque<u64>,
     /// Revealed commits whose reference block had not reached this node yet.
     awaiting_reference: HashSet<Hash>,
 }
@@ -393,7 +393,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         tracked: BTreeMap::new(),
         gossip,
         evidence: Vec::new(),
-        cert_latency_ms: Vec::new(),
+        cert_latency_ms: std::collections::VecDeque::new(),
         awaiting_reference: HashSet::new(),
     };
     if let Some(t) = &tracker {
@@ -555,7 +555,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     });
     println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1} tracking_s {tracking_s:.3}");
     let refused = engine.gossip.refused();
-    let mut latencies = engine.cert_latency_ms.clone();
+    let mut latencies: Vec<u64> = engine.cert_latency_ms.iter().copied().collect();
     latencies.sort_unstable();
     println!(
         "latency claims {} claim_to_cert_p50_ms {} gossip_rejected {} gossip_ignored {}",
@@ -676,7 +676,8 @@ pub fn process_usage() -> (f64, f64) {
 }
 
 /// A multiaddr, or `host:port` (TCP).
-fn parse_peer(text: &str) -> Result<Multiaddr, String> {
+/// A peer address as users write it: a multiaddr, or `HOST:PORT` of its P2P (TCP) port.
+pub fn parse_peer(text: &str) -> Result<Multiaddr, String> {
     if text.starts_with('/') {
         return text.parse::<Multiaddr>().map_err(|e| e.to_string());
     }
@@ -1294,9 +1295,9 @@ impl Engine {
         let mine = commit.body.optimizer == self.me;
         if let Some((_, at)) = self.my_claims.get(&commit_id).filter(|_| mine) {
             if self.cert_latency_ms.len() >= 4096 {
-                self.cert_latency_ms.remove(0);
+                self.cert_latency_ms.pop_front();
             }
-            self.cert_latency_ms.push(at.elapsed().as_millis() as u64);
+            self.cert_latency_ms.push_back(at.elapsed().as_millis() as u64);
         }
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         self.emit_certificate(&cert, median, false);

@@ -130,6 +130,9 @@ pub struct Quadratic {
 }
 
 impl Quadratic {
+    /// Evaluator noise of the built-in `quadratic` (each coordinate's error weighs 1 ± this).
+    pub const NOISE: f64 = 0.1;
+
     /// `n` parameters in `[-bound, bound]`, target drawn from `target_seed`, evaluator weights
     /// spread by `noise` (relative, clamped to `[0, 1]`).
     pub fn new(n: usize, bound: f64, target_seed: u64, noise: f64) -> Self {

@@ -11,7 +11,7 @@ use std::{
 
 use doin_consensus::testkit::TestNet;
 use doin_net::{
-    Config, GossipMessage, Multiaddr, Network, NetworkEvent, NoStateChecks, Status, SyncProvider,
+    Config, GossipMessage, Multiaddr, Network, NetworkEvent, NoChain, NoStateChecks, Status, SyncProvider,
     SyncRequest, SyncResponse, Topic, start,
     sync::{BlockSink, sync_from},
 };
@@ -25,9 +25,6 @@ fn memory_addr() -> Multiaddr {
     let base = (std::process::id() as u64) << 16;
     format!("/memory/{}", base + PORT.fetch_add(1, Ordering::Relaxed) + 1).parse().unwrap()
 }
-
-struct NoChain;
-impl SyncProvider for NoChain {}
 
 fn config(bootstrap: Vec<Multiaddr>) -> Config {
     Config {
