@@ -256,4 +256,44 @@ mod tests {
         let (n, d) = fraction(2.0 / 3.0);
         assert_eq!((3 * u32::from(n)).div_ceil(u32::from(d)), 2);
     }
+
+    /// The tolerance keys take effect in the registered spec, in their order of precedence,
+    /// and a bad value is refused naming its key.
+    #[test]
+    fn tolerance_keys_shape_the_registered_spec() {
+        let spec = |c: &DomainConfig, n: &NodeConfig| {
+            let d = build(c).unwrap();
+            spec_of(d.as_ref(), c, n)
+        };
+        let node = NodeConfig::default();
+        let mut quadratic = DomainConfig { domain_id: "quadratic".into(), ..DomainConfig::default() };
+        // The built-in profile: noise 0.1 → 25 % relative, 1 % acceptance, 1e-9 absolute.
+        let s = spec(&quadratic, &node).unwrap();
+        assert_eq!(
+            (s.tolerance.0, s.relative_tolerance_ppm, s.relative_acceptance_ppm),
+            (1, 250_000, 10_000)
+        );
+        // `noise` moves the profile with it.
+        quadratic.optimization_config.insert("noise".into(), Json::from(0.2));
+        let s = spec(&quadratic, &node).unwrap();
+        assert_eq!((s.relative_tolerance_ppm, s.relative_acceptance_ppm), (500_000, 20_000));
+        // The domain's own keys win.
+        quadratic.optimization_config.insert("relative_tolerance".into(), Json::from(0.3));
+        quadratic.optimization_config.insert("relative_acceptance".into(), Json::from(0.0));
+        quadratic.optimization_config.insert("tolerance".into(), Json::from(0.5));
+        let s = spec(&quadratic, &node).unwrap();
+        assert_eq!(
+            (s.tolerance.0, s.relative_tolerance_ppm, s.relative_acceptance_ppm),
+            (500_000_000, 300_000, 0)
+        );
+        // A top-level quorum_tolerance is every domain's absolute tolerance, without a relative part.
+        let plain = DomainConfig { domain_id: "sphere".into(), ..DomainConfig::default() };
+        let set = NodeConfig { quorum_tolerance: Some(2.0), ..NodeConfig::default() };
+        let s = spec(&plain, &set).unwrap();
+        assert_eq!((s.tolerance.0, s.relative_tolerance_ppm), (2_000_000_000, 0));
+        // Out of range: refused, naming the key.
+        quadratic.optimization_config.insert("relative_tolerance".into(), Json::from(2.0));
+        let err = spec(&quadratic, &node).unwrap_err();
+        assert!(err.contains("relative_tolerance"), "{err}");
+    }
 }
