@@ -249,10 +249,14 @@ fn decrement<K: std::hash::Hash + Eq + Clone>(map: &mut HashMap<K, usize>, key: 
 }
 
 impl View {
-    /// Whether `who` has anything staked: only a staked account's message about a commit this
-    /// node has not seen may be an honest race rather than spam.
-    fn staked(&self, who: &Address) -> bool {
-        self.state.as_ref().is_some_and(|s| s.stake(who).is_some())
+    /// The refusal of a `what` by `signer` about a commit not pending here: a staked account's
+    /// may have overtaken its commit (ignored); a throwaway key's is spam (rejected, penalized).
+    fn unknown_commit(&self, what: &str, signer: &Address) -> Refusal {
+        if self.state.as_ref().is_some_and(|s| s.stake(signer).is_some()) {
+            ignore(format!("{what} on a commit not seen here"))
+        } else {
+            reject(format!("{what} by an unstaked account"))
+        }
     }
 
     fn remove(&mut self, id: &Hash) {
@@ -326,13 +330,7 @@ impl View {
     fn reveal(&mut self, reveal: &poo::Reveal) -> Result<(), Refusal> {
         let body = &reveal.body;
         let Some(p) = self.pending.get_mut(&body.commit) else {
-            // A throwaway key's reveal is worth a penalty; a staked optimizer's may have
-            // overtaken its commit.
-            return Err(if self.staked(&body.optimizer) {
-                ignore("reveal of a commit not seen here")
-            } else {
-                reject("reveal by an unstaked account")
-            });
+            return Err(self.unknown_commit("reveal", &body.optimizer));
         };
         if body.optimizer != p.optimizer {
             return Err(reject("reveal signed by someone other than the committer"));
@@ -353,11 +351,7 @@ impl View {
     fn vote(&mut self, vote: &Vote) -> Result<(), Refusal> {
         let body = &vote.body;
         let Some(p) = self.pending.get_mut(&body.commit) else {
-            return Err(if self.staked(&body.evaluator) {
-                ignore("vote on a commit not seen here")
-            } else {
-                reject("vote by an unstaked account")
-            });
+            return Err(self.unknown_commit("vote", &body.evaluator));
         };
         if body.round > 1 {
             return Err(reject(format!("vote round {}", body.round)));
