@@ -442,6 +442,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         "claim_to_certificate_ms": p50s.get(p50s.len().saturating_sub(1) / 2),
         "certified_claims": views.iter().map(|v| latency(v, "claims")).sum::<u64>(),
         "gossip_rejected": views.iter().map(|v| latency(v, "gossip_rejected")).collect::<Vec<_>>(),
+        "gossip_ignored": views.iter().map(|v| latency(v, "gossip_ignored")).collect::<Vec<_>>(),
         "nodes": args.nodes,
         "domain": args.domain,
         "target": target,

@@ -61,12 +61,13 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
     let mut summary = None;
     while started.elapsed() < Duration::from_secs(60) {
         if flood && flooder.is_none() && started.elapsed() > Duration::from_secs(3) {
-            // The attacker's process shares this 2-core machine with the four nodes; at the
-            // lowest priority its own CPU (signing, encrypting 10 000 messages) does not stand
-            // in for what the flood costs the nodes, which is what is measured.
+            // The attacker's process shares this 2-core machine with the four nodes: below
+            // their own priority its CPU (signing, encrypting 10 000 messages) does not stand
+            // in for what the flood costs the nodes, which is what is measured; above their
+            // optimizer threads (niceness 10) it floods at its full rate however busy they are.
             flooder = Some(
                 Command::new("nice")
-                    .args(["-n", "19", env!("CARGO_BIN_EXE_doin")])
+                    .args(["-n", "5", env!("CARGO_BIN_EXE_doin")])
                     .args(["flood", "--peer", &format!("127.0.0.1:{}", port + 1), "--messages", "10000"])
                     .args(["--keys", "1000", "--rate", "1000", "--timeout-s", "15"])
                     .stdout(Stdio::piped())
@@ -97,6 +98,20 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
         }
     }
     let _ = devnet.0.wait();
+    // A flooder starved of CPU (it runs at the lowest priority) may finish after the devnet:
+    // its report is read all the same, within its own timeout.
+    if let Some(mut child) = flooder.take() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        flood_report =
+            text.lines().rev().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
+        assert!(flood_report.is_some(), "the flooder printed no report: {text}");
+    }
     (summary.expect("the devnet printed no summary"), graylisted, flood_report)
 }
 

@@ -103,6 +103,10 @@ struct DomainRt {
     /// not waiting). A commit gossiped to no one is lost, and the evaluators who missed it can
     /// never vote, so its quorum never completes.
     waiting_for_peers: Option<Instant>,
+    /// Peers on the domain's topic the wait ends at: the other staked evaluators, at most
+    /// [`PEERS_ENOUGH`] (a commit published to them directly reaches every quorum member that
+    /// is up; one published to a single relay misses the peers that relay has not meshed yet).
+    peers_needed: usize,
     /// Candidates the optimizer loop evaluated.
     evaluations: Arc<std::sync::atomic::AtomicU64>,
     /// The optimizer's latest report (for `/api/training`).
@@ -136,6 +140,9 @@ const OTHERS_GRACE: Duration = Duration::from_millis(1500);
 const MAX_PENDING: usize = 4096;
 /// How long an optimizer loop waits for a peer on its domain's topic before it starts alone.
 const PEER_WAIT: Duration = Duration::from_secs(10);
+/// Peers on a domain's topic that are enough to start optimizing (gossipsub's lower mesh
+/// bound): with fewer staked evaluators, all of them.
+const PEERS_ENOUGH: usize = 4;
 
 struct Engine {
     key: Keypair,
@@ -245,6 +252,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 champion: None,
                 target_reached: false,
                 waiting_for_peers: None,
+                peers_needed: 1,
                 evaluations: Arc::default(),
                 last_found: None,
                 experiment: (
@@ -467,12 +475,13 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             .map_err(|e| other(format!("domain {id}: {e}")))?;
         let (ctl_tx, ctl_rx) = std::sync::mpsc::sync_channel(8);
         // Claims need their quorum to hear them: with other evaluators on chain, or peers to
-        // join, the loop starts once a peer listens on the domain's topic (or after
+        // join, the loop starts once enough peers listen on the domain's topic (or after
         // PEER_WAIT, alone). A lone node with no bootstrap peers optimizes at once.
         if (other_evaluators > 0 || !engine.bootstrap.is_empty())
             && ctl_tx.try_send(Control::Pause(true)).is_ok()
         {
             rt.waiting_for_peers = Some(Instant::now() + PEER_WAIT);
+            rt.peers_needed = other_evaluators.clamp(1, PEERS_ENOUGH);
             tracing::info!(domain = %id, other_evaluators, "optimizer waits for a peer on the domain's topic");
         }
         rt.control = Some(ctl_tx);
@@ -486,6 +495,9 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         };
         let (domain, found, stop, counter) =
             (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone());
+        // A plugin domain's process serves verification too, and a process inherits the
+        // niceness of the thread that starts it: its optimizer thread keeps the node's.
+        let shares_process = rt.config.domain_plugin.is_some();
         let rounds = tracker.is_some().then(|| rounds_tx.clone());
         let round_size = optimizer::population_of(rt.domain.as_ref(), &rt.config, run.batch, optimizers);
         tracing::info!(domain = %id, optimizers, population = round_size, "optimizer island");
@@ -493,6 +505,9 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             std::thread::Builder::new()
                 .name(format!("optimize-{id}"))
                 .spawn(move || {
+                    if !shares_process {
+                        optimizer::lower_priority();
+                    }
                     let io = optimizer::LoopIo { control: ctl_rx, found, rounds, round_size, stop, counter };
                     optimizer::run_loop(domain, opt, run, io)
                 })
@@ -746,8 +761,14 @@ impl Engine {
                 self.emit("peer_left", None, json!({ "peer_id": peer.to_string() }));
             }
             NetworkEvent::Subscribed { peer, topic } => {
-                if let Some(Topic::Optimae(domain)) = Topic::parse(&topic) {
-                    self.stop_waiting(&domain, Some(peer));
+                if let Some(Topic::Optimae(domain)) = Topic::parse(&topic)
+                    && let Some(needed) = self.domains.get(&domain).map(|rt| rt.peers_needed)
+                {
+                    let listening =
+                        self.net.topic_peers(Topic::Optimae(domain.clone())).await.map_or(0, |p| p.len());
+                    if listening >= needed {
+                        self.stop_waiting(&domain, Some(peer));
+                    }
                 }
             }
             NetworkEvent::Gossip { message, from, .. } => match message {
@@ -1647,7 +1668,9 @@ impl Engine {
             return;
         }
         match peer {
-            Some(peer) => tracing::info!(domain, %peer, "a peer listens on the domain's topic; optimizing"),
+            Some(peer) => {
+                tracing::info!(domain, %peer, "enough peers listen on the domain's topic; optimizing")
+            }
             None => tracing::warn!(
                 domain,
                 waited_s = PEER_WAIT.as_secs(),

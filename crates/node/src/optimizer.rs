@@ -70,6 +70,22 @@ struct RoundAcc {
     best: Option<(Vec<Value>, Measurement)>,
 }
 
+/// The niceness of a built-in domain's optimizer loop thread (and of the evaluation threads it
+/// starts, which inherit it): a node's own search is background work. (A plugin domain's
+/// process also serves verification, so its loop keeps the node's priority.) Verification, gossip and block
+/// production run at the node's priority, so on a machine the optimizers saturate a quorum's
+/// votes still come in milliseconds, not after the CPU scheduler's turn.
+pub const OPTIMIZER_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority to [`OPTIMIZER_NICENESS`] (Linux: per thread). A
+/// failure is logged and otherwise harmless.
+pub fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, OPTIMIZER_NICENESS) {
+        tracing::warn!(error = %e, "could not lower the optimizer thread's priority");
+    }
+}
+
 /// The smallest island a split population leaves one node.
 const MIN_ISLAND: usize = 8;
 
