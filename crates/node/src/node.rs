@@ -2054,13 +2054,15 @@ impl Engine {
                 self.consider(reveal, at);
             }
         }
-        // Forget pipeline state of commits whose reference block left the window.
-        let window = state.params().max_reference_age;
-        let height = state.height();
-        self.commits.retain(|_, c| {
-            state
-                .recent_block(&c.commit.body.reference_block)
-                .is_some_and(|r| height.saturating_sub(r.height) <= window)
+        // Forget pipeline state of commits whose reference block left the window. One whose
+        // reference is not on our chain (a block still on its way, or on a fork we may yet
+        // reorg to) stays as long as a claim may wait for its certificate: dropping it at the
+        // first tip change left a quorum member that later reorged to the optimizer's chain
+        // unable to vote, and the claim waited out `quorum_timeout` to escalate.
+        let (window, height, grace) = (state.params().max_reference_age, state.height(), self.claim_deadline);
+        self.commits.retain(|_, c| match state.recent_block(&c.commit.body.reference_block) {
+            Some(r) => height.saturating_sub(r.height) <= window,
+            None => c.at.elapsed() < grace,
         });
         let commits = &self.commits;
         self.reveals.retain(|k, _| commits.contains_key(k));
