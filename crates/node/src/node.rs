@@ -97,6 +97,8 @@ struct DomainRt {
     domain: Arc<dyn doin_optimize::domain::Domain>,
     config: DomainConfig,
     control: Option<std::sync::mpsc::SyncSender<Control>>,
+    /// The optimizer loop's pause flag ([`optimizer::LoopIo::paused`]).
+    paused: Arc<AtomicBool>,
     champion: Option<Hash>,
     target_reached: bool,
     /// Until when the optimizer loop waits for a peer subscribed to the domain's topic (`None`:
@@ -249,6 +251,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                 domain,
                 config: d.clone(),
                 control: None,
+                paused: Arc::default(),
                 champion: None,
                 target_reached: false,
                 waiting_for_peers: None,
@@ -477,9 +480,8 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         // Claims need their quorum to hear them: with other evaluators on chain, or peers to
         // join, the loop starts once enough peers listen on the domain's topic (or after
         // PEER_WAIT, alone). A lone node with no bootstrap peers optimizes at once.
-        if (other_evaluators > 0 || !engine.bootstrap.is_empty())
-            && ctl_tx.try_send(Control::Pause(true)).is_ok()
-        {
+        if other_evaluators > 0 || !engine.bootstrap.is_empty() {
+            rt.paused.store(true, Ordering::Relaxed);
             rt.waiting_for_peers = Some(Instant::now() + PEER_WAIT);
             rt.peers_needed = other_evaluators.clamp(1, PEERS_ENOUGH);
             tracing::info!(domain = %id, other_evaluators, "optimizer waits for a peer on the domain's topic");
@@ -493,8 +495,8 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             max_memory_bytes: u64::from(limits.max_memory_mb) << 20,
             ..RunConfig::default()
         };
-        let (domain, found, stop, counter) =
-            (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone());
+        let (domain, found, stop, counter, paused) =
+            (rt.domain.clone(), found_tx.clone(), stop.clone(), rt.evaluations.clone(), rt.paused.clone());
         // A plugin domain's process serves verification too, and a process inherits the
         // niceness of the thread that starts it: its optimizer thread keeps the node's.
         let shares_process = rt.config.domain_plugin.is_some();
@@ -508,7 +510,15 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                     if !shares_process {
                         optimizer::lower_priority();
                     }
-                    let io = optimizer::LoopIo { control: ctl_rx, found, rounds, round_size, stop, counter };
+                    let io = optimizer::LoopIo {
+                        control: ctl_rx,
+                        paused,
+                        found,
+                        rounds,
+                        round_size,
+                        stop,
+                        counter,
+                    };
                     optimizer::run_loop(domain, opt, run, io)
                 })
                 .map_err(other)?,
@@ -1677,9 +1687,7 @@ impl Engine {
                 "no peer listens on the domain's topic; optimizing alone (claims may find no quorum)"
             ),
         }
-        if let Some(ctl) = &rt.control {
-            let _ = ctl.try_send(Control::Pause(rt.target_reached));
-        }
+        rt.paused.store(rt.target_reached, Ordering::Relaxed);
     }
 
     /// Tells `domain`'s optimizer loop that a claim of ours settled.
@@ -2042,9 +2050,7 @@ impl Engine {
             }
             if reached != rt.target_reached {
                 rt.target_reached = reached;
-                if let Some(ctl) = &rt.control {
-                    let _ = ctl.try_send(Control::Pause(reached || rt.waiting_for_peers.is_some()));
-                }
+                rt.paused.store(reached || rt.waiting_for_peers.is_some(), Ordering::Relaxed);
             }
         }
         // Reveals that waited for their reference block: look again now it may be here.

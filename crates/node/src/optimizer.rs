@@ -116,8 +116,6 @@ pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize, o
 pub enum Control {
     /// The verified champion (values and its loss): inject it, and only report better ones.
     Champion(Vec<Value>, f64),
-    /// The domain reached its target (`true`) or no longer does (`false`).
-    Pause(bool),
     /// This node's claim in flight settled (certified as champion, late or rejected, not
     /// committed, or lost): it no longer bars smaller improvements over the champion.
     Settled,
@@ -163,8 +161,12 @@ pub fn build_optimizer(
 /// How the loop talks to the node.
 #[derive(Debug)]
 pub struct LoopIo {
-    /// Champions and pauses from the node.
+    /// Champions and settlements from the node.
     pub control: Receiver<Control>,
+    /// Set while the loop must not search (the domain reached its target, or the node waits
+    /// for peers). A flag, not a message: a message the full channel refused would have left
+    /// the loop paused, or searching, for good.
+    pub paused: Arc<AtomicBool>,
     /// Candidates to commit.
     pub found: Sender<Found>,
     /// Finished rounds, for tracking (none: not tracked).
@@ -198,7 +200,7 @@ fn mean_of(a: &Measurement, b: &Measurement) -> Measurement {
 
 /// Runs the loop until `stop` is set. Blocks the calling thread.
 pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
-    let LoopIo { control, found, rounds, round_size, stop, counter } = io;
+    let LoopIo { control, paused, found, rounds, round_size, stop, counter } = io;
     let mut acc = RoundAcc::default();
     let mut round = 0u64;
     let mut best_so_far: Option<(Vec<Value>, f64)> = None;
@@ -206,7 +208,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
     let mut champion_loss = f64::INFINITY;
     // The loss of our claim in flight: until it settles, only better candidates are reported.
     let mut pending: Option<f64> = None;
-    let mut paused = false;
     let mut evaluations = 0u64;
     while !stop.load(Ordering::Relaxed) {
         loop {
@@ -223,13 +224,12 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     evaluations += 1;
                     optimizer.inject(Evaluated { x, loss: own.map_or(verified, |m| domain.loss(&m)) });
                 }
-                Ok(Control::Pause(p)) => paused = p,
                 Ok(Control::Settled) => pending = None,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        if paused {
+        if paused.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
@@ -392,6 +392,7 @@ mod tests {
     struct Harness {
         feed: SyncSender<f64>,
         ctl: SyncSender<Control>,
+        paused: Arc<AtomicBool>,
         found: tokio::sync::mpsc::Receiver<Found>,
         stop: Arc<AtomicBool>,
         handle: std::thread::JoinHandle<()>,
@@ -403,8 +404,10 @@ mod tests {
             let (ctl, control) = sync_channel(16);
             let (found_tx, found) = tokio::sync::mpsc::channel(16);
             let stop = Arc::new(AtomicBool::new(false));
+            let paused = Arc::new(AtomicBool::new(false));
             let io = LoopIo {
                 control,
+                paused: paused.clone(),
                 found: found_tx,
                 rounds: None,
                 round_size: 1,
@@ -415,7 +418,7 @@ mod tests {
             let domain: Arc<dyn Domain> = Arc::new(Identity(space, luck));
             let run = RunConfig { batch: 1, ..RunConfig::default() };
             let handle = std::thread::spawn(move || run_loop(domain, Box::new(Scripted(asked)), run, io));
-            Self { feed, ctl, found, stop, handle }
+            Self { feed, ctl, paused, found, stop, handle }
         }
 
         /// Hands `x` over when the loop asks (so the round before it is done).
@@ -435,6 +438,33 @@ mod tests {
             drop(self.feed);
             self.handle.join().expect("the loop stops");
         }
+    }
+
+    /// A paused loop asks for no candidate, however many messages the node sent meanwhile
+    /// (the control channel full), and searches again once the flag clears.
+    #[test]
+    fn a_paused_loop_does_not_search_and_resumes_when_unpaused() {
+        // Feeds `x` if the loop asks within `wait`.
+        fn offer(h: &Harness, wait: Duration) -> bool {
+            let until = std::time::Instant::now() + wait;
+            while std::time::Instant::now() < until {
+                if h.feed.try_send(0.5).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        }
+        let h = Harness::start(0.0);
+        assert!(offer(&h, Duration::from_secs(5)), "a running loop asks");
+        h.paused.store(true, Ordering::Relaxed);
+        // A round already asked for may still be answered; after it, no more asking.
+        let _ = offer(&h, Duration::from_millis(300));
+        while h.ctl.try_send(Control::Settled).is_ok() {}
+        assert!(!offer(&h, Duration::from_millis(500)), "a paused loop asked for a candidate");
+        h.paused.store(false, Ordering::Relaxed);
+        assert!(offer(&h, Duration::from_secs(5)), "the loop searches again once unpaused");
+        h.stop();
     }
 
     /// The domain's population is split among its optimizers, down to a smallest island;
