@@ -28,6 +28,14 @@ fn http_get(port: u16, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(out.split_once("\r\n\r\n")?.1.trim()).ok()
 }
 
+/// The JSON line the flooder printed last (it has exited or been killed).
+fn report_of(flooder: std::process::Child) -> serde_json::Value {
+    let out = flooder.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let report = text.lines().rev().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
+    report.unwrap_or_else(|| panic!("the flooder printed no report: {text}"))
+}
+
 /// Runs a 20 s quadratic devnet, optionally flooded from its third second; returns its
 /// summary and the most graylisted peers node 0 reported during the run.
 fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Value>) {
@@ -80,11 +88,7 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
             && flood_report.is_none()
             && child.try_wait().unwrap().is_some()
         {
-            let out = flooder.take().unwrap().wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            flood_report =
-                text.lines().rev().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
-            assert!(flood_report.is_some(), "the flooder printed no report: {text}");
+            flood_report = Some(report_of(flooder.take().unwrap()));
         }
         if let Some(status) = http_get(port, "/status") {
             graylisted = graylisted.max(status["security"]["graylisted_peers"].as_u64().unwrap_or(0));
@@ -98,19 +102,15 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
         }
     }
     let _ = devnet.0.wait();
-    // A flooder starved of CPU (it runs at the lowest priority) may finish after the devnet:
-    // its report is read all the same, within its own timeout.
+    // A flooder slowed by a busy machine may finish after the devnet: its report is read all
+    // the same, within its own timeout.
     if let Some(mut child) = flooder.take() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        flood_report =
-            text.lines().rev().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
-        assert!(flood_report.is_some(), "the flooder printed no report: {text}");
+        flood_report = Some(report_of(child));
     }
     (summary.expect("the devnet printed no summary"), graylisted, flood_report)
 }

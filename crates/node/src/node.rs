@@ -136,6 +136,14 @@ struct Measured {
     result: Result<Metric, String>,
 }
 
+impl DomainRt {
+    /// The optimizer loop searches unless the domain reached its target or the node still
+    /// waits for peers on its topic.
+    fn sync_pause(&self) {
+        self.paused.store(self.target_reached || self.waiting_for_peers.is_some(), Ordering::Relaxed);
+    }
+}
+
 /// Grace period before a node other than the optimizer produces a block for a certificate.
 const OTHERS_GRACE: Duration = Duration::from_millis(1500);
 /// Commits and reveals kept at most (oldest dropped).
@@ -481,10 +489,15 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         // join, the loop starts once enough peers listen on the domain's topic (or after
         // PEER_WAIT, alone). A lone node with no bootstrap peers optimizes at once.
         if other_evaluators > 0 || !engine.bootstrap.is_empty() {
-            rt.paused.store(true, Ordering::Relaxed);
             rt.waiting_for_peers = Some(Instant::now() + PEER_WAIT);
             rt.peers_needed = other_evaluators.clamp(1, PEERS_ENOUGH);
-            tracing::info!(domain = %id, other_evaluators, "optimizer waits for a peer on the domain's topic");
+            rt.sync_pause();
+            tracing::info!(
+                domain = %id,
+                other_evaluators,
+                peers_needed = rt.peers_needed,
+                "optimizer waits for a peer on the domain's topic"
+            );
         }
         rt.control = Some(ctl_tx);
         let run = RunConfig {
@@ -700,7 +713,6 @@ pub fn process_usage() -> (f64, f64) {
     (cpu.unwrap_or(0.0), rss.unwrap_or(0.0))
 }
 
-/// A multiaddr, or `host:port` (TCP).
 /// A peer address as users write it: a multiaddr, or `HOST:PORT` of its P2P (TCP) port.
 pub fn parse_peer(text: &str) -> Result<Multiaddr, String> {
     if text.starts_with('/') {
@@ -772,7 +784,11 @@ impl Engine {
             }
             NetworkEvent::Subscribed { peer, topic } => {
                 if let Some(Topic::Optimae(domain)) = Topic::parse(&topic)
-                    && let Some(needed) = self.domains.get(&domain).map(|rt| rt.peers_needed)
+                    && let Some(needed) = self
+                        .domains
+                        .get(&domain)
+                        .filter(|rt| rt.waiting_for_peers.is_some())
+                        .map(|rt| rt.peers_needed)
                 {
                     let listening =
                         self.net.topic_peers(Topic::Optimae(domain.clone())).await.map_or(0, |p| p.len());
@@ -1687,7 +1703,7 @@ impl Engine {
                 "no peer listens on the domain's topic; optimizing alone (claims may find no quorum)"
             ),
         }
-        rt.paused.store(rt.target_reached, Ordering::Relaxed);
+        rt.sync_pause();
     }
 
     /// Tells `domain`'s optimizer loop that a claim of ours settled.
@@ -2050,7 +2066,7 @@ impl Engine {
             }
             if reached != rt.target_reached {
                 rt.target_reached = reached;
-                rt.paused.store(reached || rt.waiting_for_peers.is_some(), Ordering::Relaxed);
+                rt.sync_pause();
             }
         }
         // Reveals that waited for their reference block: look again now it may be here.

@@ -71,10 +71,10 @@ struct RoundAcc {
 }
 
 /// The niceness of a built-in domain's optimizer loop thread (and of the evaluation threads it
-/// starts, which inherit it): a node's own search is background work. (A plugin domain's
-/// process also serves verification, so its loop keeps the node's priority.) Verification, gossip and block
-/// production run at the node's priority, so on a machine the optimizers saturate a quorum's
-/// votes still come in milliseconds, not after the CPU scheduler's turn.
+/// starts, which inherit it): a node's own search is background work. Verification, gossip and
+/// block production run at the node's priority, so on a machine the optimizers saturate a
+/// quorum's votes still come in milliseconds. (A plugin domain's process also serves
+/// verification, so its loop keeps the node's priority.)
 pub const OPTIMIZER_NICENESS: i32 = 10;
 
 /// Lowers the calling thread's priority to [`OPTIMIZER_NICENESS`] (Linux: per thread). A
@@ -444,7 +444,7 @@ mod tests {
     /// (the control channel full), and searches again once the flag clears.
     #[test]
     fn a_paused_loop_does_not_search_and_resumes_when_unpaused() {
-        // Feeds `x` if the loop asks within `wait`.
+        // Feeds a candidate if the loop asks within `wait`.
         fn offer(h: &Harness, wait: Duration) -> bool {
             let until = std::time::Instant::now() + wait;
             while std::time::Instant::now() < until {
