@@ -718,7 +718,7 @@ fn watchdog(
                 if let Ok(mut k) = killed_for.lock() {
                     *k = Some(PluginError::Memory {
                         plugin: name.to_owned(),
-                        rss_mb: rss >> 20,
+                        rss_mb: rss.div_ceil(1 << 20),
                         limit_mb: limit >> 20,
                     });
                 }
