@@ -186,10 +186,10 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         bootstrap_peers: if i == 0 { Vec::new() } else { vec![format!("127.0.0.1:{}", args.base_port + 1)] },
         genesis: Some(dir.join("genesis.json")),
         domains: vec![domain],
-        // Demo tuning (DESIGN §8): blocks every couple of seconds, short reveal delay, quorums of 2.
+        // Demo tuning (DESIGN §8): blocks every couple of seconds, short seal slots, quorums of 2.
         target_block_time: 2.0,
         max_block_interval: 5.0,
-        reveal_delay: 0.3,
+        seal_slot: 0.3,
         quorum_timeout: 8.0,
         quorum_min_evaluators: 2,
         quorum_max_evaluators: 7,
@@ -295,9 +295,16 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let stopped_by;
+    // When the last block line came: at the target the nodes pause, but the blocks that seal
+    // and certify the claims in flight still come for a moment.
+    let mut last_block = Instant::now();
     loop {
         let agreed = views.iter().all(|v| v.tip == views[0].tip && !v.tip.is_empty());
-        if args.until_target && target_at.is_some() && agreed {
+        if args.until_target
+            && target_at.is_some()
+            && agreed
+            && last_block.elapsed() >= Duration::from_secs(1)
+        {
             stopped_by = "target";
             break;
         }
@@ -319,6 +326,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
                 let mut words = text.split_whitespace();
                 match words.next() {
                     Some("block") => {
+                        last_block = Instant::now();
                         views[node].height = words.next().and_then(|h| h.parse().ok()).unwrap_or(0);
                         views[node].tip = words.next().unwrap_or_default().to_owned();
                     }
@@ -484,7 +492,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
         "genesis": c.genesis,
         "target_block_time": c.target_block_time,
         "max_block_interval": c.max_block_interval,
-        "reveal_delay": c.reveal_delay,
+        "seal_slot": c.seal_slot,
         "quorum_min_evaluators": c.quorum_min_evaluators,
         "quorum_max_evaluators": c.quorum_max_evaluators,
         "quorum_tolerance": c.quorum_tolerance,

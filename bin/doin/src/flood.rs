@@ -119,7 +119,10 @@ async fn flood(args: FloodArgs) -> anyhow::Result<()> {
         if Instant::now() >= deadline {
             break;
         }
-        match handle.publish(topic.clone(), m).await {
+        // Commits travel on the blocks topic (block producers include them), the rest on the
+        // domain's.
+        let to = if matches!(m, GossipMessage::Commit(_)) { Topic::Blocks } else { topic.clone() };
+        match handle.publish(to, m).await {
             Ok(_) => published += 1,
             Err(_) => errors += 1,
         }

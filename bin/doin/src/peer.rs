@@ -156,7 +156,7 @@ async fn peer_loop(args: PeerArgs, store: SharedStore) -> anyhow::Result<()> {
                 Some(NetworkEvent::PeerConnected(peer)) => println!("connected {peer}"),
                 Some(NetworkEvent::Gossip { message: GossipMessage::Block(compact), from, .. }) => {
                     // This peer keeps no mempool: a block it cannot rebuild alone is synced.
-                    match compact.rebuild(|_| None) {
+                    match compact.rebuild(|_| None, |_| None, |_| None) {
                         Ok(block) if compact.header.parent_hash == tip => {
                             let _ = sink.import(block);
                         }

@@ -203,7 +203,7 @@ fn a_single_trusted_node_records_unverified_champions() {
     };
     let config = serde_json::json!({
         "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
-        "max_block_interval": 1.0, "reveal_delay": 0.2,
+        "max_block_interval": 1.0, "seal_slot": 0.2,
         "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
                       "synthetic_data_validation": false, "target_performance": -100.0 }]
     });

@@ -27,16 +27,16 @@ struct Fixture {
     done: tokio::sync::mpsc::Receiver<(Task, Completion)>,
 }
 
-/// A stored chain of 12 blocks (work blocks with certificates and heartbeats with transfers) and
+/// A stored chain of 20 blocks (work blocks with certificates, each after the two blocks that
+/// include and seal its commit, and heartbeats with transfers; the first work block is
+/// `blocks[2]`, height 3) and
 /// a stand-in for the node's submission handler that admits transactions with a valid signature.
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut chain = TestNet::new(10, 5, 2);
     for i in 0..12 {
         if i % 3 == 0 {
-            chain
-                .work_block(9, vec![chain.improving_certificate(5 + i % 2, 80.0 / (1.0 + i as f64))])
-                .unwrap();
+            chain.improve(9, 5 + i % 2, 80.0 / (1.0 + i as f64)).unwrap();
         } else {
             let tx = chain.tx(7, TxKind::Transfer { to: chain.addr(8), amount: Amount(3) });
             chain.heartbeat(vec![tx]).unwrap();
@@ -170,13 +170,13 @@ async fn seed_endpoints_have_the_familiar_shapes() {
 
     let (s, v) = call(&f.state, "GET", "/chain/status", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["chain_height"], 13, "a block count: genesis + 12");
-    assert_eq!(v["tip_index"], 12);
-    assert_eq!(v["tip_hash"], f.chain.blocks[11].hash().to_string());
+    assert_eq!(v["chain_height"], 21, "a block count: genesis + 20");
+    assert_eq!(v["tip_index"], 20);
+    assert_eq!(v["tip_hash"], f.chain.blocks[19].hash().to_string());
 
     let (s, v) = call(&f.state, "GET", "/status", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["chain_height"], 13);
+    assert_eq!(v["chain_height"], 21);
     assert_eq!(v["domains"]["quadratic"]["target_performance"], -100.0);
     assert_eq!(v["peers"], 1);
     for k in ["task_queue", "security", "coin", "difficulty", "storage", "optimizer_domains"] {
@@ -194,10 +194,10 @@ async fn seed_endpoints_have_the_familiar_shapes() {
 #[tokio::test]
 async fn blocks_link_and_ranges_are_bounded() {
     let f = fixture();
-    let (s, v) = call(&f.state, "GET", "/chain/blocks?from=0&to=12", None).await;
+    let (s, v) = call(&f.state, "GET", "/chain/blocks?from=0&to=20", None).await;
     assert_eq!(s, StatusCode::OK);
     let blocks = v["blocks"].as_array().unwrap();
-    assert_eq!(blocks.len(), 13);
+    assert_eq!(blocks.len(), 21);
     assert_eq!(v["has_more"], false);
     assert_eq!(blocks[0]["header"]["generator_id"], "genesis");
     for w in blocks.windows(2) {
@@ -210,8 +210,8 @@ async fn blocks_link_and_ranges_are_bounded() {
 
     // At most 50 per request, with has_more.
     let (_, v) = call(&f.state, "GET", "/chain/blocks?from=0&to=1000", None).await;
-    assert_eq!(v["blocks"].as_array().unwrap().len(), 13);
-    let (_, v) = call(&f.state, "GET", "/chain/blocks?from=20&to=30", None).await;
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 21);
+    let (_, v) = call(&f.state, "GET", "/chain/blocks?from=30&to=40", None).await;
     assert_eq!(v["blocks"].as_array().unwrap().len(), 0);
     let (s, v) = call(&f.state, "GET", "/chain/blocks?from=5&to=2", None).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_range")));
@@ -332,7 +332,7 @@ async fn openapi_document_matches_the_server() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.0.3");
     let block = f.chain.blocks[2].hash().to_string();
-    let cert = f.chain.blocks[0].body.certificates[0].commit.id().to_string();
+    let cert = f.chain.blocks[2].body.certificates[0].commit.id().to_string();
     let addr = f.chain.addr(8).to_string();
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 30, "{} paths", paths.len());
@@ -388,10 +388,10 @@ async fn openapi_document_matches_the_server() {
 async fn dashboard_views_reflect_the_chain() {
     let f = fixture();
     // Certificates: found by commit, with the verified median and the receipt.
-    let cert = &f.chain.blocks[0].body.certificates[0];
+    let cert = &f.chain.blocks[2].body.certificates[0];
     let (s, v) = call(&f.state, "GET", &format!("/certificates/{}", cert.commit.id()), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["block_index"], 1);
+    assert_eq!(v["block_index"], 3);
     assert_eq!(v["outcome"], "Accept");
     assert_eq!(v["votes"].as_array().unwrap().len(), cert.votes.len());
     let (s, _) = call(&f.state, "GET", &format!("/certificates/{}", "00".repeat(32)), None).await;
@@ -415,10 +415,11 @@ async fn dashboard_views_reflect_the_chain() {
     assert_eq!(d["best_performance"].as_f64().unwrap(), champion.performance.to_f64());
     // A new improving block: the cached views pick it up.
     let mut f = f;
-    let cert = f.chain.improving_certificate(5, 1.0);
-    f.chain.work_block(9, vec![cert]).unwrap();
-    let block = f.chain.blocks.last().unwrap().clone();
-    f.state.store.lock().unwrap().import(&block).unwrap();
+    let before = f.chain.blocks.len();
+    f.chain.improve(9, 5, 1.0).unwrap();
+    for block in &f.chain.blocks[before..] {
+        f.state.store.lock().unwrap().import(block).unwrap();
+    }
     let (_, v) = call(&f.state, "GET", "/api/optimization", None).await;
     assert_eq!(v["domains"][0]["convergence"].as_array().unwrap().len(), 5, "{v}");
     let (_, v) = call(&f.state, "GET", "/api/metrics", None).await;
@@ -431,7 +432,7 @@ async fn dashboard_views_reflect_the_chain() {
     // The chain view: newest first, linked.
     let (_, v) = call(&f.state, "GET", "/api/chain?limit=5", None).await;
     let blocks = v["blocks"].as_array().unwrap();
-    assert_eq!((blocks.len(), blocks[0]["index"].as_u64()), (5, Some(13)));
+    assert_eq!((blocks.len(), blocks[0]["index"].as_u64()), (5, Some(23)));
     for w in blocks.windows(2) {
         assert_eq!(w[0]["previous_hash"], w[1]["hash"]);
     }
@@ -497,7 +498,7 @@ async fn events_stream_and_metrics() {
             .parse()
             .unwrap()
     };
-    assert_eq!(value("doin_chain_height "), 12.0);
+    assert_eq!(value("doin_chain_height "), 20.0);
     assert_eq!(value("doin_peers "), 1.0);
     assert_eq!(value("doin_events_total{type=\"block\"}"), 1.0);
     assert!(value("doin_http_responses_total{class=\"2xx\"}") >= 3.0);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     certs::{self, CertReceipt},
-    economics,
+    commits, economics,
     error::BlockError,
     quorum,
     state::{Checkpoint, Closing, State},
@@ -80,7 +80,7 @@ struct TxInfo {
 /// state and a receipt are returned, on any rule violation a [`BlockError`] naming it.
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, Receipt), BlockError> {
     let header = &block.header.body;
-    check_header(state, header)?;
+    check_header(state, header, block.body.commits.len())?;
     let beacon = check_vrf(state, header)?;
     check_limits(state, &block.body)?;
     let infos = tx_infos(&block.body);
@@ -135,7 +135,7 @@ pub fn build_block(
             state.meta.height.saturating_add(1),
         )),
     };
-    check_header(state, &header)?;
+    check_header(state, &header, body.commits.len())?;
     let beacon = check_vrf(state, &header)?;
     check_limits(state, &body)?;
     verify_signatures(None, &body, &infos)?;
@@ -193,7 +193,7 @@ fn seal(next: &mut State, receipt: &mut Receipt, hash: Hash) {
     receipt.block_hash = hash;
 }
 
-fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
+fn check_header(state: &State, h: &HeaderBody, commits: usize) -> Result<(), BlockError> {
     let bad = |m: String| Err(BlockError::Header(m));
     if h.version != HEADER_VERSION {
         return bad(format!("version {} is not {HEADER_VERSION}", h.version));
@@ -219,7 +219,19 @@ fn check_header(state: &State, h: &HeaderBody) -> Result<(), BlockError> {
     if h.base_fee != state.meta.base_fee {
         return Err(mismatch("base_fee", h.base_fee, state.meta.base_fee));
     }
-    if h.kind == BlockKind::Heartbeat {
+    // Blocks that include commits, and the block after them, come from the seal leader of their
+    // slot; such a heartbeat may come early.
+    if commits::needs_seal_leader(state, commits) {
+        if !commits::may_seal(state, &h.generator, h.timestamp_ms, commits) {
+            let slot = commits::seal_slot(state, h.timestamp_ms).unwrap_or_default();
+            return bad(format!(
+                "generator {:?} is not the seal leader of slot {slot} ({:?}); a block that includes or \
+                 seals commits must come from it",
+                h.generator,
+                commits::seal_leader(state, slot)
+            ));
+        }
+    } else if h.kind == BlockKind::Heartbeat {
         let Some(slot) = heartbeat_slot(state, h.timestamp_ms) else {
             return bad(format!(
                 "heartbeat at {} comes before max_block_interval ({} ms) has passed since the parent",
@@ -245,6 +257,13 @@ fn check_limits(state: &State, body: &BlockBody) -> Result<(), BlockError> {
             "{} transactions, at most {}",
             body.transactions.len(),
             p.max_block_txs
+        )));
+    }
+    if body.commits.len() > p.max_block_commits as usize {
+        return Err(BlockError::Limit(format!(
+            "{} commits, at most {}",
+            body.commits.len(),
+            p.max_block_commits
         )));
     }
     if body.certificates.len() > p.max_block_certs as usize {
@@ -280,6 +299,7 @@ enum Signer {
     Reveal(usize),
     Vote(usize, usize, Address),
     Evidence(usize, &'static str),
+    BlockCommit(usize),
 }
 
 impl std::fmt::Display for Signer {
@@ -291,6 +311,7 @@ impl std::fmt::Display for Signer {
             Self::Reveal(i) => write!(f, "certificate {i} reveal"),
             Self::Vote(i, j, who) => write!(f, "certificate {i} vote {j} by {who:?}"),
             Self::Evidence(i, which) => write!(f, "evidence {i} {which} vote"),
+            Self::BlockCommit(i) => write!(f, "commit {i}"),
         }
     }
 }
@@ -333,6 +354,9 @@ fn verify_signatures(
     for (i, e) in body.evidence.iter().enumerate() {
         push(&mut items, e.first.signature_item(), Signer::Evidence(i, "first"));
         push(&mut items, e.second.signature_item(), Signer::Evidence(i, "second"));
+    }
+    for (i, c) in body.commits.iter().enumerate() {
+        push(&mut items, c.signature_item(), Signer::BlockCommit(i));
     }
     verify_batch(&items).map_err(|index| {
         let what = match named.iter().find(|(at, _)| *at == index) {
@@ -405,6 +429,13 @@ fn execute(
             certs::apply_evidence(&mut s, e).map_err(|reason| BlockError::Evidence { index, reason })?;
         slashes.push(slash);
     }
+
+    // Commits, bound on chain for the quorum the next block's beacon draws.
+    commits::apply_commits(&mut s, &body.commits, height).map_err(|(index, source)| BlockError::Commit {
+        index,
+        commit: body.commits.get(index).map(|c| c.id()).unwrap_or_default(),
+        source,
+    })?;
 
     // Work threshold. A heartbeat may carry certificates that add no work (rejects, late
     // accepts), so penalties land even while no improvement does.

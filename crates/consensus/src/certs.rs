@@ -190,13 +190,14 @@ pub(crate) fn apply_certificate(
     let spec = domain.spec.clone();
     let spec = &spec;
     check_params(spec, &reveal.params)?;
-    // 3. Reference block within the window.
+    // 3. The commit is on this chain and sealed: included at some height, with the block after
+    //    it applied before this one (its beacon draws the quorums).
     let params = state.params.clone();
-    let reference = state
-        .recent_block(&commit.reference_block)
-        .filter(|r| height.saturating_sub(r.height) <= params.max_reference_age)
-        .cloned()
-        .ok_or(CertError::Reference(commit.reference_block))?;
+    let included = state.committed_at(&commit_id).ok_or(CertError::NotCommitted(commit_id))?;
+    let (inclusion, beacon) = quorum::sealed(state, &commit_id)
+        .map(|s| (s.inclusion.clone(), s.beacon))
+        .ok_or(CertError::Unsealed(commit_id))?;
+    let sealed = quorum::Sealed { inclusion: &inclusion, beacon };
     // 4. First inclusion only; first revealer wins.
     if state.certified.contains_key(&commit_id) {
         return Err(CertError::Duplicate("commit already certified"));
@@ -210,14 +211,14 @@ pub(crate) fn apply_certificate(
     //    the role, or changing its stake would let it escape the burn.
     let stake = state.stake(&commit.optimizer).map_or(Amount::ZERO, |s| s.amount);
     let role = state.stake(&commit.optimizer).is_some_and(|s| s.optimizes(&commit.domain));
-    // 6. Quorums from the reference block (none for a trusted domain: the claim stands).
+    // 6. Quorums from the seal (none for a trusted domain: the claim stands).
     let (decisive_median, agreeing, outliers) = if spec.trusted() {
         if !cert.votes.is_empty() || cert.escalated() {
             return Err(CertError::Quorum("a trusted domain's certificate carries no votes".into()));
         }
         (commit.claimed, Vec::new(), Vec::new())
     } else if cert.escalated() {
-        let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
+        let q = quorum::quorums(&sealed, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
         if q.first.is_empty() {
             return Err(CertError::NoEvaluators);
         }
@@ -240,7 +241,7 @@ pub(crate) fn apply_certificate(
             cert.votes.iter().chain(cert.escalation.iter()).partition(|v| within(v.measured, m, tolerance));
         (m, agreeing, outliers)
     } else {
-        let q = quorum::quorums(&reference, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
+        let q = quorum::quorums(&sealed, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
         if q.first.is_empty() {
             return Err(CertError::NoEvaluators);
         }
@@ -278,8 +279,8 @@ pub(crate) fn apply_certificate(
     if computed != cert.outcome {
         return Err(CertError::Outcome { declared: cert.outcome, computed });
     }
-    // Record inclusion until the reference window closes.
-    let expiry = reference.height.saturating_add(params.max_reference_age);
+    // Record certification until the commit's window closes.
+    let expiry = included.saturating_add(params.max_reference_age);
     state.certified.insert(commit_id, expiry);
     state.expire_at(expiry, StateKey::Certified(commit_id));
     state.params_seen.insert((commit.domain.clone(), params_hash), expiry);

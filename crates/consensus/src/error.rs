@@ -36,6 +36,16 @@ pub enum BlockError {
         /// Why.
         source: CertError,
     },
+    /// A commit cannot be included.
+    #[error("commit {index} ({commit}) cannot be included: {source}")]
+    Commit {
+        /// Position in the block.
+        index: usize,
+        /// Commit id.
+        commit: Hash,
+        /// Why.
+        source: CertError,
+    },
     /// An evidence item is invalid.
     #[error("evidence {index} is invalid: {reason}")]
     Evidence {
@@ -149,6 +159,15 @@ pub enum CertError {
     /// Reference block unknown or too old.
     #[error("reference block {0} is not among this chain's last max_reference_age blocks")]
     Reference(Hash),
+    /// The commit was not included on this chain (or its certificate window has closed).
+    #[error("commit {0} is not on this chain within the last max_reference_age blocks")]
+    NotCommitted(Hash),
+    /// The commit's inclusion block has no successor yet: its quorum is not drawn.
+    #[error("commit {0} is not sealed yet: its quorum comes from the block after its inclusion")]
+    Unsealed(Hash),
+    /// Too many commits by one optimizer in a block.
+    #[error("more than max_account_commits ({0}) commits by one optimizer in a block")]
+    TooManyCommits(u32),
     /// Commit already certified, or parameters already revealed.
     #[error("duplicate: {0}")]
     Duplicate(&'static str),
@@ -171,7 +190,7 @@ pub enum CertError {
         domain: String,
     },
     /// No eligible evaluators.
-    #[error("the domain has no eligible evaluators at the reference block")]
+    #[error("the domain had no eligible evaluators at the commit's inclusion block")]
     NoEvaluators,
     /// A vote is malformed or from a non-member.
     #[error("vote {index}: {reason}")]

@@ -113,6 +113,7 @@ impl GenesisSpec {
                     &self.chain_id.to_le_bytes(),
                     &self.timestamp_ms.to_le_bytes(),
                 ]),
+                commits_in_tip: 0,
             },
         );
         let mut minted = Amount::ZERO;

@@ -14,6 +14,7 @@
 
 pub mod block;
 pub mod certs;
+pub mod commits;
 pub mod economics;
 pub mod error;
 pub mod fixed;
@@ -28,6 +29,7 @@ mod txs;
 
 pub use block::{BlockTemplate, Receipt, apply_block, build_block, heartbeat_leader, heartbeat_slot};
 pub use certs::CertReceipt;
+pub use commits::{check_commit, seal_leader, seal_slot};
 pub use error::{BlockError, CertError, TxError};
 pub use fork_choice::ChainTip;
 pub use genesis::{Allocation, GenesisDomain, GenesisSpec, GenesisStake};

@@ -32,8 +32,14 @@ pub struct ProtocolParams {
     pub anchor_interval: u64,
     /// How many blocks back a commit's reference block may lie. Default 32.
     pub max_reference_age: u64,
-    /// Off-chain: the wait between commit and reveal evaluators insist on, ms. Default 2000.
-    pub reveal_delay_ms: u64,
+    /// Length of one seal-leader slot, ms: a block that includes commits, and the block after
+    /// it, must come from the stake-weighted leader of its slot (`block::seal_leader`), which may
+    /// produce it before `max_block_interval`. Default 2000.
+    pub seal_slot_ms: u64,
+    /// Commits per block at most. Default 64.
+    pub max_block_commits: u32,
+    /// Commits of one optimizer per block at most. Default 4.
+    pub max_account_commits: u32,
     /// Off-chain: how long a quorum may take before escalation, ms. Default 120 000.
     pub quorum_timeout_ms: u64,
     /// Stake an evaluator needs to be drawn. Default 1 DOIN.
@@ -99,7 +105,9 @@ impl Default for ProtocolParams {
             finality_depth: 6,
             anchor_interval: 100,
             max_reference_age: 32,
-            reveal_delay_ms: 2_000,
+            seal_slot_ms: 2_000,
+            max_block_commits: 64,
+            max_account_commits: 4,
             quorum_timeout_ms: 120_000,
             min_evaluator_stake: Amount::doin(1),
             min_reputation: 0,
@@ -153,6 +161,17 @@ impl ProtocolParams {
         )?;
         check(self.epoch_blocks >= 1, "epoch_blocks", "must be at least 1")?;
         check(self.heartbeat_slot_ms >= 1, "heartbeat_slot_ms", "must be at least 1")?;
+        check(self.seal_slot_ms >= 1, "seal_slot_ms", "must be at least 1")?;
+        check(
+            (1..=doin_primitives::block::MAX_BLOCK_COMMITS as u32).contains(&self.max_block_commits),
+            "max_block_commits",
+            "must be in 1..=256",
+        )?;
+        check(
+            (1..=self.max_block_commits).contains(&self.max_account_commits),
+            "max_account_commits",
+            "must be in 1..=max_block_commits",
+        )?;
         check(self.finality_depth >= 1, "finality_depth", "must be at least 1")?;
         check(self.anchor_interval >= 1, "anchor_interval", "must be at least 1")?;
         check((1..=1024).contains(&self.max_reference_age), "max_reference_age", "must be in 1..=1024")?;

@@ -1,5 +1,5 @@
-//! Evaluator quorums: who may vote on an optimae, drawn deterministically from the state at the
-//! commit's reference block (DESIGN §4.1 step 3).
+//! Evaluator quorums: who may vote on an optimae, drawn from the evaluators eligible at the
+//! block that included its commit, with the beacon of the block after it (DESIGN §4.1 step 3).
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use doin_primitives::{Address, DomainId, Hash, domain::QuorumRule};
@@ -63,19 +63,20 @@ pub fn escalation_size(first_round: usize, eligible: usize) -> usize {
     (2 * first_round + 1).min(eligible)
 }
 
-/// The first-round seed `H(reference_block || commit)`.
-pub fn seed(reference: &Hash, commit: &Hash) -> Hash {
-    Hash::of_parts(&[&reference.0, &commit.0])
+/// The first-round seed `H("doin/quorum" || beacon || commit)`, where `beacon` is the chain's
+/// beacon after the block that sealed the commit (the one after its inclusion).
+pub fn seed(beacon: &Hash, commit: &Hash) -> Hash {
+    Hash::of_parts(&[b"doin/quorum", &beacon.0, &commit.0])
 }
 
-/// The escalation seed `H(reference_block || commit || "escalate")`.
-pub fn escalation_seed(reference: &Hash, commit: &Hash) -> Hash {
-    Hash::of_parts(&[&reference.0, &commit.0, b"escalate"])
+/// The escalation seed `H("doin/quorum" || beacon || commit || "escalate")`.
+pub fn escalation_seed(beacon: &Hash, commit: &Hash) -> Hash {
+    Hash::of_parts(&[b"doin/quorum", &beacon.0, &commit.0, b"escalate"])
 }
 
-/// An evaluator's own evaluation seed `H(reference_block || commit || evaluator)`.
-pub fn evaluator_seed(reference: &Hash, commit: &Hash, evaluator: &Address) -> Hash {
-    Hash::of_parts(&[&reference.0, &commit.0, &evaluator.0])
+/// An evaluator's own evaluation seed `H("doin/evaluator" || beacon || commit || evaluator)`.
+pub fn evaluator_seed(beacon: &Hash, commit: &Hash, evaluator: &Address) -> Hash {
+    Hash::of_parts(&[b"doin/evaluator", &beacon.0, &commit.0, &evaluator.0])
 }
 
 /// Draws `k` candidates without replacement, weighted, from a BLAKE3 stream seeded by `seed`.
@@ -113,37 +114,48 @@ pub struct Quorums {
     pub escalation: Vec<Address>,
 }
 
-/// Computes both quorums for a commit from its reference block.
+/// Where a commit's quorum comes from: the block that included it (its eligible evaluators)
+/// and the beacon after the next block, which nobody knew when the commit was included.
+#[derive(Clone, Copy, Debug)]
+pub struct Sealed<'a> {
+    /// The inclusion block.
+    pub inclusion: &'a RecentBlock,
+    /// The beacon after the sealing block.
+    pub beacon: Hash,
+}
+
+/// The seal of a commit on the state's chain: `None` until the block after its inclusion
+/// exists (or once its window has closed).
+pub fn sealed<'a>(state: &'a State, commit: &Hash) -> Option<Sealed<'a>> {
+    let height = state.committed_at(commit)?;
+    let inclusion = state.recent_at(height)?;
+    let beacon = state.recent_at(height.checked_add(1)?)?.beacon;
+    Some(Sealed { inclusion, beacon })
+}
+
+/// Computes both quorums for a commit from its seal.
 pub fn quorums(
-    reference: &RecentBlock,
+    sealed: &Sealed<'_>,
     rule: &QuorumRule,
     domain: &DomainId,
     optimizer: &Address,
     commit: &Hash,
 ) -> Quorums {
-    let candidates = eligible(reference, domain, optimizer);
+    let candidates = eligible(sealed.inclusion, domain, optimizer);
     let k = quorum_size(candidates.len(), rule);
-    let first = draw(&candidates, k, &seed(&reference.hash, commit));
+    let first = draw(&candidates, k, &seed(&sealed.beacon, commit));
     let escalation =
-        draw(&candidates, escalation_size(k, candidates.len()), &escalation_seed(&reference.hash, commit));
+        draw(&candidates, escalation_size(k, candidates.len()), &escalation_seed(&sealed.beacon, commit));
     Quorums { eligible: candidates.len(), first, escalation }
 }
 
-/// Quorums for a commit against a state's recent history, for nodes deciding whether they
-/// must evaluate. `None` if the reference block is not in the recent window or the domain is
-/// unknown.
-pub fn quorums_for(
-    state: &State,
-    domain: &DomainId,
-    optimizer: &Address,
-    reference: &Hash,
-    commit: &Hash,
-) -> Option<Quorums> {
-    let block = state.recent_block(reference)?;
+/// Quorums for a commit on a state's chain, for nodes deciding whether they must evaluate.
+/// `None` if the commit is not sealed on this chain or the domain is unknown.
+pub fn quorums_for(state: &State, domain: &DomainId, optimizer: &Address, commit: &Hash) -> Option<Quorums> {
+    let sealed = sealed(state, commit)?;
     let spec = &state.domain(domain)?.spec;
-    Some(quorums(block, &spec.quorum, domain, optimizer, commit))
+    Some(quorums(&sealed, &spec.quorum, domain, optimizer, commit))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -221,8 +221,12 @@ pub struct ChainMeta {
     /// Supply accounting.
     pub supply: Supply,
     /// The chain's randomness after the last block: each block's VRF output chained onto its
-    /// parent's beacon (`doin_primitives::vrf::next_beacon`). Seeds the heartbeat leader draw.
+    /// parent's beacon (`doin_primitives::vrf::next_beacon`). Seeds the heartbeat and seal
+    /// leader draws, and (one block after their inclusion) quorums.
     pub beacon: Hash,
+    /// Commits the last block included: when non-zero the next block seals them and must come
+    /// from the seal leader of its slot.
+    pub commits_in_tip: u32,
 }
 
 /// The key of a state record in the authenticated tree.
@@ -254,6 +258,9 @@ pub enum StateKey {
     Checkpoint(u64),
     /// An anchor record.
     Anchor(u64),
+    /// A commit included on chain (value: the inclusion height; remembered for
+    /// `max_reference_age` blocks, the window its certificate has).
+    Committed(Hash),
 }
 
 impl StateKey {
@@ -277,6 +284,8 @@ pub struct RecentBlock {
     pub hash: Hash,
     /// Timestamp.
     pub timestamp_ms: u64,
+    /// The chain's beacon after this block (quorums of the commits its parent included).
+    pub beacon: Hash,
     /// Eligible evaluators per domain, in domain then address order.
     pub eligible: Vec<(DomainId, Vec<crate::quorum::Candidate>)>,
 }
@@ -314,6 +323,7 @@ pub struct State {
     pub(crate) channels: OrdMap<Hash, Channel>,
     pub(crate) unbonding: OrdMap<(u64, Address), Amount>,
     pub(crate) certified: OrdMap<Hash, u64>,
+    pub(crate) committed: OrdMap<Hash, u64>,
     pub(crate) params_seen: OrdMap<(DomainId, Hash), u64>,
     pub(crate) slashed: OrdSet<(Address, Hash, u8)>,
     pub(crate) checkpoints: OrdMap<u64, Hash>,
@@ -441,7 +451,23 @@ impl State {
     }
     /// The hash of the block at `height` if it is within the recent window.
     pub fn recent_hash_at(&self, height: u64) -> Option<Hash> {
-        self.recent.iter().rev().find(|b| b.height == height).map(|b| b.hash)
+        self.recent_at(height).map(|b| b.hash)
+    }
+    /// The recent block at `height` of this chain, if within the recent window.
+    pub fn recent_at(&self, height: u64) -> Option<&RecentBlock> {
+        let last = self.recent.back()?;
+        let back = usize::try_from(last.height.checked_sub(height)?).ok()?;
+        let b = self.recent.get(self.recent.len().checked_sub(1 + back)?)?;
+        (b.height == height).then_some(b)
+    }
+    /// The height at which a commit was included on this chain, while its certificate window
+    /// lasts.
+    pub fn committed_at(&self, commit: &Hash) -> Option<u64> {
+        self.committed.get(commit).copied()
+    }
+    /// Commits included on this chain whose certificate window is open.
+    pub fn committed(&self) -> impl Iterator<Item = (&Hash, &u64)> {
+        self.committed.iter()
     }
     /// Nodes in the authenticated tree (for metrics).
     pub fn tree_nodes(&self) -> usize {
@@ -464,6 +490,7 @@ impl State {
             StateKey::Slashed(a, c, r) => self.slashed.contains(&(*a, *c, *r)).then(|| vec![1u8]),
             StateKey::Checkpoint(h) => self.checkpoints.get(h).map(encode),
             StateKey::Anchor(h) => self.anchors.get(h).map(encode),
+            StateKey::Committed(c) => self.committed.get(c).map(encode),
         }
     }
 
@@ -488,6 +515,7 @@ impl State {
         keys.extend(self.slashed.iter().map(|(a, c, r)| StateKey::Slashed(*a, *c, *r)));
         keys.extend(self.checkpoints.keys().map(|h| StateKey::Checkpoint(*h)));
         keys.extend(self.anchors.keys().map(|h| StateKey::Anchor(*h)));
+        keys.extend(self.committed.keys().map(|c| StateKey::Committed(*c)));
         keys
     }
 
@@ -562,6 +590,7 @@ impl State {
             channels: Default::default(),
             unbonding: Default::default(),
             certified: Default::default(),
+            committed: Default::default(),
             params_seen: Default::default(),
             slashed: Default::default(),
             checkpoints: Default::default(),
@@ -735,6 +764,16 @@ impl State {
                     self.anchors.remove(h);
                 }
             },
+            StateKey::Committed(c) => {
+                let age = self.params.max_reference_age;
+                if let Some(old) = self.committed.remove(c) {
+                    self.expiries.remove(&(old.saturating_add(age), key.clone()));
+                }
+                if let Some(height) = dec::<u64>(&key, &value)? {
+                    self.committed.insert(*c, height);
+                    self.expiries.insert((height.saturating_add(age), key.clone()));
+                }
+            }
         }
         self.touch(key);
         Ok(())
@@ -882,6 +921,9 @@ impl State {
                 StateKey::ParamsSeen(d, p) => {
                     self.params_seen.remove(&(d.clone(), *p));
                 }
+                StateKey::Committed(c) => {
+                    self.committed.remove(c);
+                }
                 _ => {}
             }
             self.touch(key);
@@ -899,6 +941,7 @@ impl State {
             height: self.meta.height,
             hash,
             timestamp_ms: self.meta.timestamp_ms,
+            beacon: self.meta.beacon,
             eligible,
         });
         while self.recent.len() as u64 > self.params.history_len() {

@@ -193,28 +193,77 @@ impl TestNet {
         )
     }
 
-    /// The quorums of a commit.
+    /// The quorums of a sealed commit.
     pub fn quorums(&self, commit: &Commit) -> quorum::Quorums {
-        quorum::quorums_for(
+        quorum::quorums_for(&self.state, &commit.domain, &commit.optimizer, &commit.id())
+            .unwrap_or_else(|| panic!("commit not sealed on this chain"))
+    }
+
+    /// A block by the seal leader of the first slot after the tip (a heartbeat: it may come at
+    /// once when it includes or seals commits).
+    pub fn seal_block(&mut self, body: BlockBody) -> Result<Receipt, BlockError> {
+        let ts = self.state.meta().timestamp_ms + 1;
+        let leader = crate::seal_leader(&self.state, 0).unwrap_or(self.addr(0));
+        let generator = self.keys.iter().position(|k| k.address() == leader).unwrap_or(0);
+        let (block, _, _) = build_block(
             &self.state,
-            &commit.domain,
-            &commit.optimizer,
-            &commit.reference_block,
-            &commit.id(),
-        )
-        .unwrap_or_else(|| panic!("reference block not recent"))
+            BlockTemplate { key: &self.keys[generator], timestamp_ms: ts, kind: BlockKind::Heartbeat, body },
+        )?;
+        let (state, receipt) = apply_block(&self.state, &block)?;
+        self.state = state;
+        self.blocks.push(block);
+        self.now_ms = self.now_ms.max(ts + 1);
+        Ok(receipt)
+    }
+
+    /// Includes `commits` on chain and seals them (two seal-leader blocks), so that their
+    /// quorums are drawn.
+    pub fn include(&mut self, commits: Vec<Commit>) -> Result<(), BlockError> {
+        self.seal_block(BlockBody {
+            commits: BoundedVec::try_from_vec(commits).unwrap_or_default(),
+            ..Default::default()
+        })?;
+        self.seal_block(BlockBody::default())?;
+        Ok(())
     }
 
     /// A complete first-round certificate in which every quorum member measures `measured(i)`
-    /// (i = position in the quorum); the outcome is computed as validators will.
+    /// (i = position in the quorum); the outcome is computed as validators will. Includes and
+    /// seals the commit on chain first.
     pub fn certificate(
-        &self,
+        &mut self,
         optimizer: usize,
         params: Vec<i64>,
         claimed: Metric,
         measured: impl Fn(usize) -> Metric,
     ) -> Certificate {
+        self.try_certificate(optimizer, params, claimed, measured)
+            .unwrap_or_else(|e| panic!("commit not includable: {e}"))
+    }
+
+    /// [`TestNet::certificate`], or why its commit cannot be included.
+    pub fn try_certificate(
+        &mut self,
+        optimizer: usize,
+        params: Vec<i64>,
+        claimed: Metric,
+        measured: impl Fn(usize) -> Metric,
+    ) -> Result<Certificate, BlockError> {
         let (commit, reveal) = self.commit_reveal(optimizer, params, claimed);
+        // A commit included before (the same claim twice) is already sealed.
+        if self.state.committed_at(&commit.id()).is_none() {
+            self.include(vec![commit.clone()])?;
+        }
+        Ok(self.sealed_certificate(commit, reveal, measured))
+    }
+
+    /// A complete first-round certificate for a commit already sealed on chain.
+    pub fn sealed_certificate(
+        &self,
+        commit: Commit,
+        reveal: Reveal,
+        measured: impl Fn(usize) -> Metric,
+    ) -> Certificate {
         let q = self.quorums(&commit);
         let votes: Vec<Vote> =
             q.first.iter().enumerate().map(|(i, a)| self.vote(a, commit.id(), 0, measured(i))).collect();
@@ -282,11 +331,27 @@ impl TestNet {
         self.produce(generator, BlockKind::Heartbeat, body)
     }
 
+    /// An improving certificate by `optimizer` (included, sealed) in a work block by `generator`.
+    pub fn improve(&mut self, generator: usize, optimizer: usize, loss: f64) -> Result<Receipt, BlockError> {
+        let cert = self.try_improving_certificate(optimizer, loss)?;
+        self.work_block(generator, vec![cert])
+    }
+
     /// An improving certificate by `optimizer` whose quorum measures exactly the claim.
-    pub fn improving_certificate(&self, optimizer: usize, loss: f64) -> Certificate {
+    pub fn improving_certificate(&mut self, optimizer: usize, loss: f64) -> Certificate {
+        self.try_improving_certificate(optimizer, loss)
+            .unwrap_or_else(|e| panic!("commit not includable: {e}"))
+    }
+
+    /// [`TestNet::improving_certificate`], or why its commit cannot be included.
+    pub fn try_improving_certificate(
+        &mut self,
+        optimizer: usize,
+        loss: f64,
+    ) -> Result<Certificate, BlockError> {
         let m = Metric((loss * FIXED_ONE as f64) as i64);
         let x = (loss.sqrt() * FIXED_ONE as f64 / 2.0) as i64;
-        self.certificate(optimizer, vec![x, x, x, x], m, |_| m)
+        self.try_certificate(optimizer, vec![x, x, x, x], m, |_| m)
     }
 }
 

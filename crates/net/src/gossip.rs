@@ -59,6 +59,8 @@ pub struct CompactBlock {
     pub cert_ids: Vec<Hash>,
     /// Evidence ids in order.
     pub evidence_ids: Vec<Hash>,
+    /// Commit ids in order.
+    pub commit_ids: Vec<Hash>,
 }
 
 impl CompactBlock {
@@ -69,14 +71,19 @@ impl CompactBlock {
             tx_ids: block.body.transactions.iter().map(|t| t.id()).collect(),
             cert_ids: block.body.certificates.iter().map(doin_primitives::Certificate::id).collect(),
             evidence_ids: block.body.evidence.iter().map(doin_primitives::DoubleVoteEvidence::id).collect(),
+            commit_ids: block.body.commits.iter().map(Commit::id).collect(),
         }
     }
 
-    /// Rebuilds the block from transactions we hold (`lookup`), or returns the ids we lack.
-    /// Certificates and evidence are rarer: any of them makes the caller fetch the body.
+    /// Rebuilds the block from transactions (`lookup`), commits (`commits`) and certificates
+    /// (`certs`, by certificate id) we hold, or returns the transaction ids we lack. Evidence is
+    /// rare: any of it, or a commit or certificate we do not hold, makes the caller fetch the
+    /// body.
     pub fn rebuild(
         &self,
         lookup: impl Fn(&Hash) -> Option<Transaction>,
+        commits: impl Fn(&Hash) -> Option<Commit>,
+        certs: impl Fn(&Hash) -> Option<doin_primitives::Certificate>,
     ) -> Result<doin_primitives::Block, Vec<Hash>> {
         let mut missing = Vec::new();
         let mut txs = Vec::with_capacity(self.tx_ids.len());
@@ -86,11 +93,27 @@ impl CompactBlock {
                 _ => missing.push(*id),
             }
         }
-        if !missing.is_empty() || !self.cert_ids.is_empty() || !self.evidence_ids.is_empty() {
+        if !missing.is_empty() || !self.evidence_ids.is_empty() {
             return Err(missing);
+        }
+        let mut certificates = Vec::with_capacity(self.cert_ids.len());
+        for id in &self.cert_ids {
+            match certs(id) {
+                Some(c) if c.id() == *id => certificates.push(c),
+                _ => return Err(missing),
+            }
+        }
+        let mut held = Vec::with_capacity(self.commit_ids.len());
+        for id in &self.commit_ids {
+            match commits(id) {
+                Some(c) if c.id() == *id => held.push(c),
+                _ => return Err(missing),
+            }
         }
         let body = doin_primitives::BlockBody {
             transactions: doin_primitives::BoundedVec::try_from_vec(txs).map_err(|_| Vec::new())?,
+            commits: doin_primitives::BoundedVec::try_from_vec(held).map_err(|_| Vec::new())?,
+            certificates: doin_primitives::BoundedVec::try_from_vec(certificates).map_err(|_| Vec::new())?,
             ..Default::default()
         };
         Ok(doin_primitives::Block { header: self.header.clone(), body })
@@ -159,7 +182,9 @@ impl GossipMessage {
         let wrong = |kind| GossipError::WrongTopic { kind, topic: topic.name() };
         match (&msg, topic) {
             (Self::Block(b), Topic::Blocks) => {
-                if b.tx_ids.len() + b.cert_ids.len() + b.evidence_ids.len() > MAX_ANNOUNCED_IDS {
+                if b.tx_ids.len() + b.cert_ids.len() + b.evidence_ids.len() + b.commit_ids.len()
+                    > MAX_ANNOUNCED_IDS
+                {
                     return Err(GossipError::TooLarge);
                 }
                 // Genesis is never announced; every other header is signed by its generator.
@@ -172,10 +197,8 @@ impl GossipMessage {
                     return Err(GossipError::Signature("transaction"));
                 }
             }
-            (Self::Commit(c), Topic::Optimae(d)) => {
-                if c.domain.as_str() != d {
-                    return Err(wrong("commit"));
-                }
+            // Commits travel on the blocks topic: every block producer may have to include them.
+            (Self::Commit(c), Topic::Blocks) => {
                 if !c.verify() {
                     return Err(GossipError::Signature("commit"));
                 }
@@ -196,6 +219,7 @@ impl GossipMessage {
                 }
             }
             (Self::Evidence(_), _) => return Err(wrong("evidence")),
+            (Self::Commit(_), _) => return Err(wrong("commit")),
             (Self::Block(_), _) => return Err(wrong("block")),
             (Self::Transaction(_), _) => return Err(wrong("transaction")),
             (_, _) => return Err(wrong("optimae message")),

@@ -215,10 +215,13 @@ pub async fn complete_block(
     lookup: impl Fn(&Hash) -> Option<doin_primitives::Transaction>,
 ) -> Result<(Block, usize), SyncError> {
     let bad = |reason: String| SyncError::BadPeer { peer, reason };
-    let (block, fetched) = match compact.rebuild(&lookup) {
+    let (block, fetched) = match compact.rebuild(&lookup, |_| None, |_| None) {
         Ok(block) => (block, 0),
         Err(missing)
-            if !missing.is_empty() && compact.cert_ids.is_empty() && compact.evidence_ids.is_empty() =>
+            if !missing.is_empty()
+                && compact.cert_ids.is_empty()
+                && compact.evidence_ids.is_empty()
+                && compact.commit_ids.is_empty() =>
         {
             let got = match handle.request(peer, SyncRequest::Transactions { ids: missing.clone() }).await? {
                 SyncResponse::Transactions(t) => t,
@@ -227,7 +230,7 @@ pub async fn complete_block(
             let by_id: std::collections::HashMap<Hash, doin_primitives::Transaction> =
                 got.into_iter().map(|t| (t.id(), t)).collect();
             let block = compact
-                .rebuild(|id| lookup(id).or_else(|| by_id.get(id).cloned()))
+                .rebuild(|id| lookup(id).or_else(|| by_id.get(id).cloned()), |_| None, |_| None)
                 .map_err(|still| bad(format!("{} transactions still missing", still.len())))?;
             (block, missing.len())
         }
@@ -237,7 +240,8 @@ pub async fn complete_block(
                 SyncResponse::Body(Some(b)) => b,
                 other => return Err(bad(format!("expected the body of {hash}, got {other:?}"))),
             };
-            let n = body.transactions.len() + body.certificates.len() + body.evidence.len();
+            let n =
+                body.transactions.len() + body.certificates.len() + body.evidence.len() + body.commits.len();
             (Block { header: compact.header.clone(), body }, n)
         }
     };

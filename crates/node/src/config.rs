@@ -137,8 +137,10 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Heartbeat interval in seconds (development chain).
     pub max_block_interval: f64,
-    /// Reveal delay in seconds (development chain).
-    pub reveal_delay: f64,
+    /// Length of one seal-leader slot in seconds (development chain): commits are included and
+    /// sealed by the stake-weighted leader of each slot, so a claim waits about two slots
+    /// before its reveal.
+    pub seal_slot: f64,
     /// Seconds a first-round quorum may take before it escalates (development chain).
     pub quorum_timeout: f64,
     /// Candidates evaluated in parallel.
@@ -182,7 +184,7 @@ impl Default for NodeConfig {
             reset_chain: false,
             log_level: "info".into(),
             max_block_interval: 1800.0,
-            reveal_delay: 2.0,
+            seal_slot: 2.0,
             quorum_timeout: 120.0,
             workers: 1,
             api_key: None,
@@ -263,8 +265,13 @@ impl NodeConfig {
         if self.http_burst < 1.0 {
             return Err(bad("http_burst", format!("{} must be at least 1", self.http_burst)));
         }
-        if !(0.0..=3600.0).contains(&self.reveal_delay) {
-            return Err(bad("reveal_delay", format!("{} must be in [0, 3600] seconds", self.reveal_delay)));
+        positive("seal_slot", self.seal_slot, 3600.0)?;
+        if self.unknown.contains_key("reveal_delay") {
+            return Err(bad(
+                "reveal_delay",
+                "was replaced by on-chain commits: a reveal goes out once its commit is included and \
+                 sealed by the next block (tune `seal_slot` instead)",
+            ));
         }
         if !(1..=64).contains(&self.quorum_min_evaluators) {
             return Err(bad("quorum_min_evaluators", "must be in 1..=64"));

@@ -21,7 +21,7 @@ pub fn params(config: &NodeConfig) -> ProtocolParams {
         initial_threshold: (config.initial_threshold * FIXED_ONE as f64).round().max(1.0) as u128,
         max_block_interval_ms,
         heartbeat_slot_ms: (max_block_interval_ms / 2).max(500),
-        reveal_delay_ms: ms(config.reveal_delay).min(3_600_000),
+        seal_slot_ms: ms(config.seal_slot).min(3_600_000),
         quorum_timeout_ms: ms(config.quorum_timeout),
         fee_market_enabled: config.fee_market_enabled,
         ..ProtocolParams::default()

@@ -6,10 +6,11 @@
 //! a flooding peer is graylisted); one that may be honest but is of no use yet (a vote or a
 //! reveal for a commit this node has not seen) is *ignored* (not forwarded, no penalty).
 //!
-//! - A commit only from an account staked with the optimizer role for its domain and at least
-//!   the optimae bond. Its reference block must not be out of the window; one not seen here
-//!   yet may be on its way, so the commit is admitted and its quorums are filled in when the
-//!   block arrives (until then only the domain's staked evaluators may vote on it). At most
+//! - A commit (on the blocks topic: producers include it) only from an account staked with the
+//!   optimizer role for its domain and at least the optimae bond. Its reference block must not
+//!   be out of the window; one not seen here yet may be on its way. Its quorums are filled in
+//!   once it is sealed on our chain (until then only the domain's staked evaluators may vote
+//!   on it). At most
 //!   [`PER_ACCOUNT`] unrevealed and [`PER_ACCOUNT_TOTAL`] pending commits of one optimizer and
 //!   [`PER_DOMAIN`] of one domain: a full map refuses newcomers instead of evicting, so a flood
 //!   can never push an honest entry out. Quotas depend on what this node has seen, so going
@@ -47,20 +48,19 @@ pub const PER_DOMAIN: usize = 1024;
 /// Double-vote evidence held for the node at most.
 pub const MAX_EVIDENCE: usize = 64;
 
-/// The quorums of a commit by `optimizer` against `reference`, if that block is known in
-/// `state` (a trusted domain has none: nobody votes).
+/// The quorums of a commit by `optimizer`, once it is sealed on `state`'s chain (a trusted
+/// domain has none: nobody votes).
 fn quorums_of(
     state: &State,
     domain: &str,
     optimizer: &Address,
-    reference: &Hash,
     commit: Hash,
 ) -> Option<(Vec<Address>, Vec<Address>)> {
     let id = doin_primitives::DomainId::new(domain).ok()?;
     if state.domain(&id)?.spec.trusted() {
         return Some((Vec::new(), Vec::new()));
     }
-    let q = quorum::quorums_for(state, &id, optimizer, reference, &commit)?;
+    let q = quorum::quorums_for(state, &id, optimizer, &commit)?;
     Some((q.first, q.escalation))
 }
 
@@ -72,9 +72,10 @@ struct Pending {
     optimae_hash: Hash,
     reference: Hash,
     /// Height of the reference block (or of our tip when the commit came, while the reference
-    /// is not known here): the commit is useless once it leaves the window.
+    /// is not known here), then of the block that included the commit: the commit is useless
+    /// once it leaves the window.
     reference_height: u64,
-    /// The first-round and escalation quorums, once the reference block is known here.
+    /// The first-round and escalation quorums, once the commit is sealed on our chain.
     quorums: Option<(Vec<Address>, Vec<Address>)>,
     revealed: bool,
     /// The first vote of each (round, evaluator).
@@ -150,10 +151,12 @@ impl GossipCheck {
         for id in stale {
             v.remove(&id);
         }
-        // Commits that came before their reference block: their quorums are known now.
+        // Commits sealed since: their quorums are drawn now.
         for (id, p) in v.pending.iter_mut().filter(|(_, p)| p.quorums.is_none()) {
-            p.quorums = quorums_of(&state, &p.domain, &p.optimizer, &p.reference, *id);
-            if let Some(r) = state.recent_block(&p.reference) {
+            p.quorums = quorums_of(&state, &p.domain, &p.optimizer, *id);
+            if let Some(h) = state.committed_at(id) {
+                p.reference_height = h;
+            } else if let Some(r) = state.recent_block(&p.reference) {
                 p.reference_height = r.height;
             }
         }
@@ -307,7 +310,7 @@ impl View {
         if self.per_domain.get(body.domain.as_str()).copied().unwrap_or(0) >= PER_DOMAIN {
             return Err(ignore(format!("domain has {PER_DOMAIN} commits pending")));
         }
-        let quorums = quorums_of(state, body.domain.as_str(), &body.optimizer, &body.reference_block, id);
+        let quorums = quorums_of(state, body.domain.as_str(), &body.optimizer, id);
         *self.per_account.entry(body.optimizer).or_default() += 1;
         *self.per_account_total.entry(body.optimizer).or_default() += 1;
         *self.per_domain.entry(body.domain.to_string()).or_default() += 1;
@@ -363,7 +366,8 @@ impl View {
                     return Err(reject("voter is not a member of the commit's quorum for this round"));
                 }
             }
-            // The reference block is not here yet: only the domain's staked evaluators.
+            // Not sealed on our chain yet (a block still on its way): only the domain's
+            // staked evaluators.
             None => {
                 let domain = doin_primitives::DomainId::new(p.domain.as_str()).unwrap_or_default();
                 let evaluates = self
@@ -485,10 +489,13 @@ mod tests {
 
     #[test]
     fn votes_only_from_quorum_members_once_and_a_double_vote_becomes_evidence() {
-        let (net, check) = setup();
-        let send = |m: GossipMessage| check.check(&topic(), &m);
+        let (mut net, check) = setup();
         let (c, _) = commit_msg(&net, 5, 1);
-        send(GossipMessage::Commit(Box::new(c.clone()))).unwrap();
+        check.check(&Topic::Blocks, &GossipMessage::Commit(Box::new(c.clone()))).unwrap();
+        // The quorum is drawn once the commit is sealed on chain.
+        net.include(vec![c.clone()]).unwrap();
+        check.set_state(net.state.clone());
+        let send = |m: GossipMessage| check.check(&topic(), &m);
         let q = net.quorums(&c);
         let member = q.first[0];
         let outsider = (0..5).map(|i| net.addr(i)).find(|a| !q.first.contains(a)).unwrap();

@@ -2,12 +2,14 @@
 //! evaluators together through the Proof-of-Optimization pipeline (DESIGN §4.1):
 //!
 //! 1. an optimizer loop reports a candidate that beats the verified champion → the node signs
-//!    and gossips a `Commit` (reference block = its tip) and, `reveal_delay` later, the `Reveal`;
+//!    and gossips a `Commit` (reference block = its tip) on the blocks topic; the seal leader
+//!    of the next slot includes it in a block, the next slot's leader seals it with the block
+//!    after, and only then does the optimizer gossip the `Reveal`;
 //! 2. every node records commits with the time it first saw them; on a reveal it checks that it
-//!    opens the commit, came at least `reveal_delay` after it, is the first reveal of these
+//!    opens the commit, that the commit is sealed on its chain, is the first reveal of these
 //!    parameters and lies in the domain's bounds; if this node is in the commit's first-round
-//!    quorum it evaluates the parameters on data derived from its own seed, in the bounded
-//!    worker pool, and gossips a signed `Vote`;
+//!    quorum (drawn with the sealing block's beacon) it evaluates the parameters on data
+//!    derived from its own seed, in the bounded worker pool, and gossips a signed `Vote`;
 //! 3. when every first-round vote is in, any node assembles the `Certificate` (the optimizer at
 //!    once, others after a grace period) and produces a work block once the certificates reach
 //!    the threshold; the slot leader produces heartbeat blocks when the chain is idle;
@@ -27,8 +29,8 @@ use std::{
 };
 
 use doin_consensus::{
-    BlockError, BlockTemplate, GenesisSpec, State, build_block, certs, heartbeat_leader, heartbeat_slot,
-    quorum,
+    BlockError, BlockTemplate, GenesisSpec, State, build_block, certs, commits, heartbeat_leader,
+    heartbeat_slot, quorum,
 };
 use doin_net::{
     CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, PeerId, Topic,
@@ -144,7 +146,12 @@ impl DomainRt {
     }
 }
 
-/// Grace period before a node other than the optimizer produces a block for a certificate.
+/// Grace period before a node that does not lead the current seal slot produces a work block
+/// for a certificate (the leader carries it at once). One producer per slot: when the
+/// optimizer produced its own work block at once, it raced the seal leader's block of commits,
+/// the loser's commits were included again at another height with another quorum, and the
+/// members that had voted under the first one timed out the claim (10 escalations in a 15 s
+/// 4-node devnet).
 const OTHERS_GRACE: Duration = Duration::from_millis(1500);
 /// Commits and reveals kept at most (oldest dropped).
 const MAX_PENDING: usize = 4096;
@@ -184,12 +191,18 @@ struct Engine {
     /// How long a commitment of ours may stay unsettled before its optimizer loop stops
     /// waiting for it (lost reveal, quorum that never formed, orphaned reference).
     claim_deadline: Duration,
+    /// Our reveals, each held until its commit is sealed on our chain (with when committed).
     my_reveals: Vec<(Instant, Reveal)>,
+    /// Commits to include in our blocks when we lead a seal slot (any domain), bounded; a full
+    /// pool refuses newcomers rather than evicting.
+    commit_pool: BTreeMap<Hash, (Commit, Instant)>,
     certs: HashMap<Hash, ReadyCert>,
     mempool: Mempool,
     eval_slots: Arc<Semaphore>,
     measured_tx: mpsc::Sender<Measured>,
-    reveal_delay: Duration,
+    /// How long a commit may take to be included and sealed (a few seal slots): another
+    /// optimizer's unrevealed commit holds our claims this long at most.
+    seal_wait: Duration,
     last_tip: Hash,
     syncing: Arc<Mutex<HashSet<PeerId>>>,
     bootstrap: Vec<Multiaddr>,
@@ -215,8 +228,11 @@ struct Engine {
     evidence: Vec<DoubleVoteEvidence>,
     /// Milliseconds from our commits to their certificates (the latest 4 096).
     cert_latency_ms: std::collections::VecDeque<u64>,
-    /// Revealed commits whose reference block had not reached this node yet.
-    awaiting_reference: HashSet<Hash>,
+    /// Revealed commits not sealed on this node's chain yet.
+    awaiting_seal: HashSet<Hash>,
+    /// A block or a commit arrived: react before the next tick (seal slots are short; a
+    /// 100 ms tick per step added up to 300 ms to every claim).
+    poked: bool,
 }
 
 fn now_ms() -> u64 {
@@ -393,11 +409,12 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             2 * params.quorum_timeout_ms.saturating_add(params.max_block_interval_ms),
         ),
         my_reveals: Vec::new(),
+        commit_pool: BTreeMap::new(),
         certs: HashMap::new(),
         mempool: Mempool::new(10_000, 64),
         eval_slots: Arc::new(Semaphore::new(config.workers)),
         measured_tx,
-        reveal_delay: Duration::from_millis(params.reveal_delay_ms),
+        seal_wait: Duration::from_millis(params.seal_slot_ms.saturating_mul(4)) + Duration::from_secs(1),
         last_tip: Hash::ZERO,
         syncing: Arc::default(),
         bootstrap,
@@ -413,7 +430,8 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         gossip,
         evidence: Vec::new(),
         cert_latency_ms: std::collections::VecDeque::new(),
-        awaiting_reference: HashSet::new(),
+        awaiting_seal: HashSet::new(),
+        poked: false,
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -583,6 +601,9 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             }
             _ = poll.tick() => engine.poll_peers(),
         }
+        if std::mem::take(&mut engine.poked) {
+            engine.react().await;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let eval_s = engine.eval_nanos.load(Ordering::Relaxed) as f64 / 1e9;
@@ -682,13 +703,30 @@ fn hold_cap(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Dur
     2 * quorum_window(quorum_timeout, spec)
 }
 
-/// A commit whose reveal has not come this long after `reveal_delay` no longer holds claims.
-const REVEAL_GRACE: Duration = Duration::from_secs(1);
-
 /// The quorums of `commit` from its reference block, if that block is still recent.
 fn quorums_of(state: &State, commit: &Commit) -> Option<quorum::Quorums> {
     let b = &commit.body;
-    quorum::quorums_for(state, &b.domain, &b.optimizer, &b.reference_block, &commit.id())
+    quorum::quorums_for(state, &b.domain, &b.optimizer, &commit.id())
+}
+
+/// Whether a certificate refused with `e` can never become valid (then its commit is forgotten);
+/// the others depend on which chain the commit is sealed on.
+fn refused_for_good(e: &doin_consensus::CertError) -> bool {
+    use doin_consensus::CertError as E;
+    matches!(
+        e,
+        E::Opening(_)
+            | E::UnknownDomain(_)
+            | E::ParamOutOfBounds { .. }
+            | E::ParamCount { .. }
+            | E::Duplicate(_)
+            | E::Overflow(_)
+    )
+}
+
+/// This node's evaluation seed for a commit sealed on `state`'s chain.
+fn evaluator_seed(state: &State, commit: &Hash, me: &Address) -> Option<Hash> {
+    quorum::sealed(state, commit).map(|s| quorum::evaluator_seed(&s.beacon, commit, me))
 }
 
 fn hex_hash(text: &str) -> Hash {
@@ -798,14 +836,21 @@ impl Engine {
                 }
             }
             NetworkEvent::Gossip { message, from, .. } => match message {
-                GossipMessage::Block(compact) => self.on_block(*compact, from),
+                GossipMessage::Block(compact) => {
+                    self.on_block(*compact, from);
+                    self.poked = true;
+                }
                 GossipMessage::Transaction(tx) => {
                     let state = self.tip_state();
                     if let Err(e) = self.mempool.insert(*tx, &state) {
                         tracing::debug!(error = %e, "transaction refused");
                     }
                 }
-                GossipMessage::Commit(c) => self.on_commit(*c),
+                GossipMessage::Commit(c) => {
+                    self.pool_commit(&c);
+                    self.on_commit(*c);
+                    self.poked = true;
+                }
                 GossipMessage::Reveal(r) => {
                     if self.adversary == Some(Adversary::CopyReveals) {
                         self.copy_reveal(&r).await;
@@ -825,7 +870,19 @@ impl Engine {
             (s.tip().tip().hash, s.tip().height())
         };
         let mempool = &self.mempool;
-        match compact.rebuild(|id| mempool.get(id)) {
+        let pool = &self.commit_pool;
+        // Certificates we assembled ourselves from the same votes have the same id: most work
+        // blocks rebuild without fetching their bodies.
+        let certs: HashMap<Hash, &Certificate> = if compact.cert_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.certs.values().map(|c| (c.cert.id(), &c.cert)).collect()
+        };
+        match compact.rebuild(
+            |id| mempool.get(id),
+            |id| pool.get(id).map(|(c, _)| c.clone()),
+            |id| certs.get(id).map(|c| (*c).clone()),
+        ) {
             Ok(block) if compact.header.parent_hash == tip => {
                 let mut sink = self.store.clone();
                 if let Err(e) = sink.import(block) {
@@ -904,8 +961,8 @@ impl Engine {
         );
         self.commits.insert(id, SeenCommit { commit, at: Instant::now() });
         // A reveal that overtook its commit waits here.
-        if let Some((reveal, at)) = self.reveals.get(&id).cloned() {
-            self.consider(reveal, at);
+        if let Some((reveal, _)) = self.reveals.get(&id).cloned() {
+            self.consider(reveal);
         }
     }
 
@@ -936,12 +993,12 @@ impl Engine {
         );
         self.reveals.insert(commit, (reveal.clone(), at));
         if self.commits.contains_key(&commit) {
-            self.consider(reveal, at);
+            self.consider(reveal);
         }
     }
 
     /// Checks a reveal and, when this node is in the quorum, starts evaluating it.
-    fn consider(&mut self, reveal: Reveal, at: Instant) {
+    fn consider(&mut self, reveal: Reveal) {
         let commit_id = reveal.body.commit;
         let Some(seen) = self.commits.get(&commit_id) else { return };
         let commit = seen.commit.clone();
@@ -950,12 +1007,6 @@ impl Engine {
             || poo::optimae_hash(&body.params, &body.salt, &body.optimizer) != commit.body.optimae_hash
         {
             tracing::info!(commit = %commit_id, "reveal does not open its commit; ignored");
-            return;
-        }
-        // Evaluators insist the reveal came at least reveal_delay after the commit (with a
-        // little slack for gossip jitter).
-        if at.duration_since(seen.at) + Duration::from_millis(200) < self.reveal_delay {
-            tracing::info!(commit = %commit_id, "reveal came too soon after its commit; ignored");
             return;
         }
         let domain = commit.body.domain.to_string();
@@ -976,12 +1027,14 @@ impl Engine {
             return;
         }
         let Some(q) = quorums_of(&state, &commit) else {
-            // The optimizer referenced its tip, which may not have reached us yet: look again
-            // when our tip moves (the reveal is already recorded as the first of its
-            // parameters, so a copy cannot jump the queue meanwhile).
-            tracing::debug!(commit = %commit_id, "reference block not known here yet; waiting for it");
-            if self.awaiting_reference.len() < MAX_PENDING {
-                self.awaiting_reference.insert(commit_id);
+            // The optimizer reveals once its commit is sealed on its chain; the sealing block
+            // may not have reached us yet: look again when our tip moves (the reveal is already
+            // recorded as the first of its parameters, so a copy cannot jump the queue).
+            if self.awaiting_seal.insert(commit_id) {
+                tracing::debug!(commit = %commit_id, "commit not sealed on our chain yet; waiting for it");
+            }
+            if self.awaiting_seal.len() > MAX_PENDING {
+                self.awaiting_seal.remove(&commit_id);
             }
             return;
         };
@@ -1008,7 +1061,7 @@ impl Engine {
         if !rt.config.evaluate || !self.evaluating.insert((commit_id, round)) {
             return;
         }
-        let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit_id, &self.me);
+        let Some(seed) = evaluator_seed(&self.tip_state(), &commit_id, &self.me) else { return };
         if round == 1 && !rt.config.external_evaluation {
             // Our first-round figure is our escalation figure: same candidate, same seed.
             let mine = self.votes.get(&commit_id).and_then(|v| v.get(&(0, self.me))).map(|v| v.body.measured);
@@ -1095,7 +1148,10 @@ impl Engine {
             tracing::info!(task = %task.task_id, "completed task's commit is gone; no vote");
             return;
         };
-        let seed = quorum::evaluator_seed(&commit.body.reference_block, &commit.id(), &self.me);
+        let Some(seed) = evaluator_seed(&self.tip_state(), &commit.id(), &self.me) else {
+            tracing::info!(task = %task.task_id, "completed task's commit is not sealed on our chain; no vote");
+            return;
+        };
         let performance = done.performance.unwrap_or(f64::NAN);
         let result = Metric::from_f64(performance).ok_or_else(|| "performance out of range".to_owned());
         tracing::info!(task = %task.task_id, performance, "external evaluation completed");
@@ -1272,6 +1328,7 @@ impl Engine {
             });
             self.emit_certificate(&cert, claimed, true);
             self.certs.insert(commit_id, ReadyCert { cert, ready_at: Instant::now(), median: claimed });
+            self.poked = true;
             return;
         }
         let Some(q) = quorums_of(&state, &commit) else { return };
@@ -1348,8 +1405,9 @@ impl Engine {
         }
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         self.emit_certificate(&cert, median, false);
-        let ready_at = if mine { Instant::now() } else { Instant::now() + OTHERS_GRACE };
+        let ready_at = Instant::now() + OTHERS_GRACE;
         self.certs.insert(commit_id, ReadyCert { cert, ready_at, median });
+        self.poked = true;
         if let Ok(mut q) = self.tasks.lock() {
             q.remove(&format!("{commit_id}:0"));
             q.remove(&format!("{commit_id}:1"));
@@ -1400,9 +1458,7 @@ impl Engine {
             &self.key,
         );
         println!("copy {domain} {} of {}", commit.id(), body.commit);
-        self.on_commit(commit.clone());
-        self.publish(Topic::Optimae(domain.to_string()), GossipMessage::Commit(Box::new(commit))).await;
-        self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
+        self.publish_commit(commit, reveal).await;
     }
 
     /// A finished optimizer round: one tracking row, with the chain's view added.
@@ -1631,9 +1687,58 @@ impl Engine {
             }
         }
         self.my_claims.insert(commit.id(), (f.domain.clone(), Instant::now()));
+        self.publish_commit(commit, reveal).await;
+    }
+
+    /// Gossips our commit for inclusion (on the blocks topic: any seal leader may include it)
+    /// and keeps its reveal until the commit is sealed on our chain.
+    async fn publish_commit(&mut self, commit: Commit, reveal: Reveal) {
+        self.pool_commit(&commit);
         self.on_commit(commit.clone());
-        self.publish(Topic::Optimae(f.domain.clone()), GossipMessage::Commit(Box::new(commit))).await;
-        self.my_reveals.push((Instant::now() + self.reveal_delay, reveal));
+        self.publish(Topic::Blocks, GossipMessage::Commit(Box::new(commit))).await;
+        self.my_reveals.push((Instant::now(), reveal));
+        self.poked = true;
+    }
+
+    /// Keeps a commit (admitted by the gossip checks, or ours) for inclusion in our blocks.
+    fn pool_commit(&mut self, commit: &Commit) {
+        if self.commit_pool.len() < MAX_PENDING && !self.done.contains(&commit.id()) {
+            self.commit_pool.entry(commit.id()).or_insert_with(|| (commit.clone(), Instant::now()));
+        }
+    }
+
+    /// Pooled commits our next block may include: valid against `state`, at most
+    /// `max_block_commits`, `max_account_commits` per optimizer, oldest reference first.
+    fn includable_commits(&mut self, state: &State) -> Vec<Commit> {
+        let p = state.params();
+        let mut refused = Vec::new();
+        let mut per_account: HashMap<Address, u32> = HashMap::new();
+        let mut out = Vec::new();
+        for (id, (c, _)) in &self.commit_pool {
+            if out.len() >= p.max_block_commits as usize {
+                break;
+            }
+            match commits::check_commit(state, c) {
+                Ok(()) => {
+                    let n = per_account.entry(c.body.optimizer).or_default();
+                    if *n < p.max_account_commits {
+                        *n += 1;
+                        out.push(c.clone());
+                    }
+                }
+                // A reference not on our chain may be a block still on its way (or on a fork
+                // we may reorg to): kept until `on_tip` ages it out.
+                Err(doin_consensus::CertError::Reference(_)) => {}
+                Err(e) => {
+                    tracing::debug!(commit = %id, error = %e, "pooled commit cannot be included; dropped");
+                    refused.push(*id);
+                }
+            }
+        }
+        for id in refused {
+            self.commit_pool.remove(&id);
+        }
+        out
     }
 
     /// Where `claimed` stands against the claims of `domain` this node knows ([`standing`]).
@@ -1672,7 +1777,7 @@ impl Engine {
                                     .get(&Hash::of(&encode(&reveal.body.params)))
                                     .is_none_or(|first| first == *id)
                         }
-                        None => seen.at.elapsed() < self.reveal_delay + REVEAL_GRACE,
+                        None => seen.at.elapsed() < self.seal_wait,
                     }
             })
             .map(|(_, seen)| seen.commit.body.claimed);
@@ -1713,6 +1818,39 @@ impl Engine {
         }
     }
 
+    /// What a block or a commit may call for at once: the new tip's consequences, our reveals
+    /// whose commits it sealed, and a block if we lead the seal slot.
+    async fn react(&mut self) {
+        self.on_tip();
+        let state = self.tip_state();
+        self.release_reveals(&state).await;
+        self.produce().await;
+    }
+
+    /// Gossips our reveals whose commits are sealed on our chain (their quorums are drawn).
+    async fn release_reveals(&mut self, state: &State) {
+        // Reveals whose commits are sealed on our chain (their quorums are drawn); those whose
+        // commits never were within the claim deadline are dropped.
+        let deadline = self.claim_deadline;
+        let due: Vec<Reveal> = {
+            let (due, keep): (Vec<_>, Vec<_>) =
+                self.my_reveals.drain(..).partition(|(_, r)| quorum::sealed(state, &r.body.commit).is_some());
+            self.my_reveals = keep.into_iter().filter(|(at, _)| at.elapsed() < deadline).collect();
+            due.into_iter().map(|(_, r)| r).collect()
+        };
+        for reveal in due {
+            let domain = self
+                .commits
+                .get(&reveal.body.commit)
+                .map(|c| c.commit.body.domain.to_string())
+                .or_else(|| self.gossip.domain_of(&reveal.body.commit));
+            // A commit forgotten meanwhile (certified, or its reference aged out) is not revealed.
+            let Some(domain) = domain else { continue };
+            self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
+            self.on_reveal(reveal, Instant::now());
+        }
+    }
+
     async fn on_tick(&mut self) {
         let state = self.tip_state();
         self.refresh_live(&state);
@@ -1731,24 +1869,8 @@ impl Engine {
             self.publish(Topic::Blocks, GossipMessage::Evidence(Box::new(evidence))).await;
         }
 
-        // Reveals that are due.
+        self.release_reveals(&state).await;
         let now = Instant::now();
-        let due: Vec<Reveal> = {
-            let (due, keep): (Vec<_>, Vec<_>) = self.my_reveals.drain(..).partition(|(t, _)| *t <= now);
-            self.my_reveals = keep;
-            due.into_iter().map(|(_, r)| r).collect()
-        };
-        for reveal in due {
-            let domain = self
-                .commits
-                .get(&reveal.body.commit)
-                .map(|c| c.commit.body.domain.to_string())
-                .or_else(|| self.gossip.domain_of(&reveal.body.commit));
-            // A commit forgotten meanwhile (certified, or its reference aged out) is not revealed.
-            let Some(domain) = domain else { continue };
-            self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
-            self.on_reveal(reveal, Instant::now());
-        }
         // Optimizer loops that waited long enough for peers start alone.
         let expired: Vec<String> = self
             .domains
@@ -1808,7 +1930,9 @@ impl Engine {
         self.produce().await;
     }
 
-    /// Produces a work block from ready certificates, or a heartbeat when this node leads the slot.
+    /// Produces a block when this node may: a work block from ready certificates; as the seal
+    /// leader of the current slot, a block that includes pooled commits or seals the tip's; or
+    /// a heartbeat when it leads an idle chain's slot.
     async fn produce(&mut self) {
         let state = self.tip_state();
         let now = Instant::now();
@@ -1816,28 +1940,39 @@ impl Engine {
             let s = self.store.lock();
             self.certs.retain(|id, _| s.certificate_location(id).ok().flatten().is_none());
         }
+        let ts = now_ms().max(state.meta().timestamp_ms + 1);
+        // The seal leader of this slot: the only one who may include commits, or produce the
+        // block after a block that included some (which it does at once). It produces only in
+        // the first half of its slot, so that its block reaches the next slot's leader before
+        // that one starts: leaders producing at a slot's boundary forked the chain, and a commit
+        // included on both branches at different heights drew two different quorums.
+        let slot_ms = state.params().seal_slot_ms.max(1);
+        let early = ts.saturating_sub(state.meta().timestamp_ms + 1) % slot_ms < slot_ms.div_ceil(2);
+        let seal_leader = early
+            && commits::seal_slot(&state, ts)
+                .is_some_and(|slot| commits::seal_leader(&state, slot).is_none_or(|l| l == self.me));
+        let sealing = state.meta().commits_in_tip > 0;
+        if sealing && !seal_leader {
+            return;
+        }
+        let mut commits = if seal_leader { self.includable_commits(&state) } else { Vec::new() };
         // Oldest first: when more are ready than a block carries, certificates assembled earlier
-        // (originals before any later copy of their parameters) go first.
-        let mut ready: Vec<(Instant, Hash)> =
-            self.certs.iter().filter(|(_, c)| c.ready_at <= now).map(|(k, c)| (c.ready_at, *k)).collect();
+        // (originals before any later copy of their parameters) go first. The seal leader
+        // carries every certificate it holds: nobody else may produce now.
+        let mut ready: Vec<(Instant, Hash)> = self
+            .certs
+            .iter()
+            .filter(|(_, c)| seal_leader || c.ready_at <= now)
+            .map(|(k, c)| (c.ready_at, *k))
+            .collect();
         ready.sort();
         let mut ready: Vec<Hash> = ready.into_iter().map(|(_, k)| k).collect();
         ready.truncate(state.params().max_block_certs as usize);
         let mut txs = self.mempool.select(&state, (state.params().max_block_txs as usize).min(1000));
-        if !ready.is_empty() {
-            let ts = now_ms().max(state.meta().timestamp_ms + 1);
-            if let Some(block) = self.build(&state, ts, BlockKind::Work, &mut txs, &mut ready) {
-                self.import_and_announce(block).await;
-                return;
-            }
-        }
-        // Heartbeat by the slot leader once the chain has been idle long enough.
-        let ts = now_ms();
-        if ts < state.meta().timestamp_ms + state.params().max_block_interval_ms {
-            return;
-        }
-        let Some(slot) = heartbeat_slot(&state, ts) else { return };
-        if heartbeat_leader(&state, slot).is_some_and(|l| l != self.me) {
+        if !ready.is_empty()
+            && let Some(block) = self.build(&state, ts, BlockKind::Work, &mut txs, &mut ready, &mut commits)
+        {
+            self.import_and_announce(block).await;
             return;
         }
         // Rejects, trusted-domain accepts and late accepts (honest, but no gain over the champion)
@@ -1848,20 +1983,32 @@ impl Engine {
             .filter(|id| self.certs.get(*id).is_some_and(|c| adds_no_work(&state, c)))
             .copied()
             .collect();
+        let seal_block = seal_leader && (sealing || !commits.is_empty());
+        if !seal_block {
+            // Heartbeat by the slot leader once the chain has been idle long enough.
+            if ts < state.meta().timestamp_ms + state.params().max_block_interval_ms {
+                return;
+            }
+            let Some(slot) = heartbeat_slot(&state, ts) else { return };
+            if heartbeat_leader(&state, slot).is_some_and(|l| l != self.me) {
+                return;
+            }
+        }
         let carried = !zero_work.is_empty();
-        let mut block = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut zero_work);
+        let mut block = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut zero_work, &mut commits);
         if block.is_none() && carried {
-            // Whatever the rules found wrong with carrying them, the heartbeat itself must land.
-            block = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut Vec::new());
+            // Whatever the rules found wrong with carrying them, the block itself must land.
+            block = self.build(&state, ts, BlockKind::Heartbeat, &mut txs, &mut Vec::new(), &mut commits);
         }
         if let Some(block) = block {
             self.import_and_announce(block).await;
         }
     }
 
-    /// Builds a block of `kind` with transactions `txs` and the certificates `certs` names,
-    /// dropping (from the pools, too) whichever item the rules refuse, up to 8 tries. `None` when
-    /// no block can be built now (for work blocks: the certificates do not reach the threshold).
+    /// Builds a block of `kind` with transactions `txs`, the certificates `certs` names and
+    /// `commits`, dropping (from the pools, too) whichever item the rules refuse, up to 8 tries.
+    /// `None` when no block can be built now (for work blocks: the certificates do not reach
+    /// the threshold).
     fn build(
         &mut self,
         state: &State,
@@ -1869,6 +2016,7 @@ impl Engine {
         kind: BlockKind,
         txs: &mut Vec<Transaction>,
         certs: &mut Vec<Hash>,
+        commits: &mut Vec<Commit>,
     ) -> Option<Block> {
         for _ in 0..8 {
             let evidence: Vec<DoubleVoteEvidence> = self
@@ -1886,16 +2034,29 @@ impl Engine {
                 )
                 .unwrap_or_default(),
                 evidence: BoundedVec::try_from_vec(evidence).unwrap_or_default(),
+                commits: BoundedVec::try_from_vec(commits.clone()).unwrap_or_default(),
             };
             match build_block(state, BlockTemplate { key: &self.key, timestamp_ms, kind, body }) {
                 Ok((block, _, _)) => return Some(block),
                 Err(BlockError::Certificate { index, source, .. }) if index < certs.len() => {
-                    // The rules refuse it for good (reference too old, parameters taken, …):
-                    // forget the commit, or the next tick would assemble it again.
                     let id = certs.remove(index);
-                    tracing::info!(commit = %id, error = %source, "certificate dropped");
                     self.certs.remove(&id);
-                    self.forget(id);
+                    if refused_for_good(&source) {
+                        // Parameters taken, commit certified, …: forget the commit, or the
+                        // next tick would assemble it again.
+                        tracing::info!(commit = %id, error = %source, "certificate dropped");
+                        self.forget(id);
+                    } else {
+                        // Its commit is not sealed on this chain (yet), or sealed at another
+                        // height than where its votes were drawn (a reorg): assembled again
+                        // from the votes of the quorum this chain draws.
+                        tracing::debug!(commit = %id, error = %source, "certificate set aside");
+                    }
+                }
+                Err(BlockError::Commit { index, source, .. }) if index < commits.len() => {
+                    let c = commits.remove(index);
+                    tracing::info!(commit = %c.id(), error = %source, "commit dropped");
+                    self.commit_pool.remove(&c.id());
                 }
                 Err(BlockError::Evidence { index, reason }) => {
                     tracing::info!(%reason, "evidence dropped");
@@ -1907,9 +2068,11 @@ impl Engine {
                     self.mempool.remove(&txs.remove(index).id());
                 }
                 // Too big in bytes: carry less, the rest waits for the next block.
-                Err(BlockError::Limit(_)) if certs.len() + txs.len() > 1 => {
+                Err(BlockError::Limit(_)) if certs.len() + txs.len() + commits.len() > 1 => {
                     if certs.len() > 1 {
                         certs.truncate(certs.len() / 2);
+                    } else if commits.len() > 1 {
+                        commits.truncate(commits.len() / 2);
                     } else {
                         txs.truncate(txs.len() / 2);
                     }
@@ -1950,6 +2113,15 @@ impl Engine {
     }
 
     async fn import_and_announce(&mut self, block: Block) {
+        let h = &block.header.body;
+        tracing::debug!(
+            height = h.height,
+            kind = ?h.kind,
+            since_parent_ms = h.timestamp_ms.saturating_sub(self.tip_state().meta().timestamp_ms),
+            commits = block.body.commits.len(),
+            certificates = block.body.certificates.len(),
+            "producing a block"
+        );
         if let Err(e) = self.store.lock().import(&block) {
             tracing::warn!(error = %e, "own block refused by the store");
             return;
@@ -2069,11 +2241,11 @@ impl Engine {
                 rt.sync_pause();
             }
         }
-        // Reveals that waited for their reference block: look again now it may be here.
-        let waiting: Vec<Hash> = std::mem::take(&mut self.awaiting_reference).into_iter().collect();
+        // Reveals that waited for their commit's seal: look again now it may be here.
+        let waiting: Vec<Hash> = std::mem::take(&mut self.awaiting_seal).into_iter().collect();
         for id in waiting {
-            if let Some((reveal, at)) = self.reveals.get(&id).cloned() {
-                self.consider(reveal, at);
+            if let Some((reveal, _)) = self.reveals.get(&id).cloned() {
+                self.consider(reveal);
             }
         }
         // Forget pipeline state of commits whose reference block left the window. One whose
@@ -2082,9 +2254,22 @@ impl Engine {
         // first tip change left a quorum member that later reorged to the optimizer's chain
         // unable to vote, and the claim waited out `quorum_timeout` to escalate.
         let (window, height, grace) = (state.params().max_reference_age, state.height(), self.claim_deadline);
-        self.commits.retain(|_, c| match state.recent_block(&c.commit.body.reference_block) {
-            Some(r) => height.saturating_sub(r.height) <= window,
-            None => c.at.elapsed() < grace,
+        let alive = |id: &Hash, c: &Commit, at: Instant| match state.committed_at(id) {
+            // Included: its certificate window is open.
+            Some(_) => true,
+            None => match state.recent_block(&c.body.reference_block) {
+                Some(r) => height.saturating_sub(r.height) <= window,
+                None => at.elapsed() < grace,
+            },
+        };
+        self.commits.retain(|id, c| alive(id, &c.commit, c.at));
+        // Pooled commits leave once included on our chain, or once they can never be.
+        self.commit_pool.retain(|id, (c, at)| {
+            state.committed_at(id).is_none()
+                && match state.recent_block(&c.body.reference_block) {
+                    Some(r) => height.saturating_sub(r.height) < window,
+                    None => at.elapsed() < grace,
+                }
         });
         let commits = &self.commits;
         self.reveals.retain(|k, _| commits.contains_key(k));
@@ -2093,7 +2278,7 @@ impl Engine {
         self.escalated.retain(|k| commits.contains_key(k));
         self.escalation_waits.retain(|k| commits.contains_key(k));
         self.first_vote_at.retain(|k, _| commits.contains_key(k));
-        self.awaiting_reference.retain(|k| commits.contains_key(k));
+        self.awaiting_seal.retain(|k| commits.contains_key(k));
     }
 }
 

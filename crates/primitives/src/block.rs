@@ -7,7 +7,7 @@ use crate::{
     codec::BoundedVec,
     crypto::{Address, Hash, SigTag},
     merkle::merkle_root,
-    poo::{Certificate, DoubleVoteEvidence},
+    poo::{Certificate, Commit, DoubleVoteEvidence},
     signed::{Signable, Signed},
     tx::Transaction,
     units::Amount,
@@ -19,6 +19,8 @@ pub const MAX_BLOCK_TXS: usize = 16_384;
 pub const MAX_BLOCK_CERTS: usize = 256;
 /// Hard bound on evidence items per block.
 pub const MAX_BLOCK_EVIDENCE: usize = 64;
+/// Hard bound on commits per block.
+pub const MAX_BLOCK_COMMITS: usize = 256;
 /// Largest encoded block accepted from anywhere.
 pub const MAX_BLOCK_BYTES: usize = 8 * 1024 * 1024;
 
@@ -31,7 +33,8 @@ pub const HEADER_VERSION: u16 = 1;
 pub enum BlockKind {
     /// Carries certificates whose work sums to at least the threshold.
     Work,
-    /// No certificates; produced by the slot leader after `max_block_interval`.
+    /// No certificates that add work; produced by the slot leader after `max_block_interval`,
+    /// or early by the seal leader to include or seal commits.
     Heartbeat,
 }
 
@@ -55,7 +58,7 @@ pub struct HeaderBody {
     pub generator: Address,
     /// Merkle root of transaction ids.
     pub tx_root: Hash,
-    /// Merkle root of certificate ids followed by evidence ids.
+    /// Merkle root of certificate ids, then evidence ids, then commit ids.
     pub cert_root: Hash,
     /// State root after applying this block.
     pub state_root: Hash,
@@ -91,13 +94,21 @@ pub struct BlockBody {
     pub transactions: BoundedVec<Transaction, MAX_BLOCK_TXS>,
     /// Certificates, applied in order after the transactions.
     pub certificates: BoundedVec<Certificate, MAX_BLOCK_CERTS>,
-    /// Double-vote evidence, applied last.
+    /// Double-vote evidence, applied after the certificates.
     pub evidence: BoundedVec<DoubleVoteEvidence, MAX_BLOCK_EVIDENCE>,
+    /// Optimae commits bound on chain here, applied last: their quorums and evaluator seeds
+    /// come from the beacon of the next block, which nobody knew when they were included.
+    pub commits: BoundedVec<Commit, MAX_BLOCK_COMMITS>,
 }
 
 impl Default for BlockBody {
     fn default() -> Self {
-        Self { transactions: BoundedVec::new(), certificates: BoundedVec::new(), evidence: BoundedVec::new() }
+        Self {
+            transactions: BoundedVec::new(),
+            certificates: BoundedVec::new(),
+            evidence: BoundedVec::new(),
+            commits: BoundedVec::new(),
+        }
     }
 }
 
@@ -108,13 +119,14 @@ impl BlockBody {
         merkle_root(&ids)
     }
 
-    /// Merkle root of certificate ids then evidence ids.
+    /// Merkle root of certificate ids, then evidence ids, then commit ids.
     pub fn cert_root(&self) -> Hash {
         let ids: Vec<Hash> = self
             .certificates
             .iter()
             .map(Certificate::id)
             .chain(self.evidence.iter().map(DoubleVoteEvidence::id))
+            .chain(self.commits.iter().map(Commit::id))
             .collect();
         merkle_root(&ids)
     }

@@ -17,9 +17,10 @@ pub(crate) fn migrate(_db: &Database, version: u32, path: &str) -> Result<(), St
         )));
     }
     // Steps from older versions go here as `(from, fn(&WriteTransaction))`, applied in order.
-    // Version 1 predates a consensus change (VRF headers, beacon, relative tolerances: its
-    // blocks and state records no longer decode, and its chain is not this protocol's), so it
-    // has no path; anything older is a pre-release layout.
+    // Versions 1 and 2 predate consensus changes (1: VRF headers, beacon, relative tolerances;
+    // 2: commits bound on chain, seal leaders, quorums from the sealing block's beacon): their
+    // blocks and state records no longer decode and their chains are not this protocol's, so
+    // they have no path; anything older is a pre-release layout.
     Err(StorageError::Schema(format!(
         "the chain store at {path} has schema version {version}, from an earlier protocol that cannot be \
          migrated to {SCHEMA_VERSION}: move it aside and re-sync (doin node --reset-chain) or restore a \

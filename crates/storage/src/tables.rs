@@ -5,7 +5,7 @@ use redb::TableDefinition;
 /// Schema version this build writes. Bump with a migration in `migrate`. Version 2
 /// (2026-12-02): block headers carry a VRF proof, the chain meta a beacon and domain specs
 /// relative tolerances (issue 17); version-1 chains cannot be read or continued.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

@@ -30,7 +30,7 @@ fn chain() -> (GenesisSpec, Vec<Block>) {
     for i in 0..BLOCKS {
         if i % 10 == 3 {
             let loss = 90.0 / (1.0 + i as f64 / 10.0);
-            net.work_block(11, vec![net.improving_certificate(5 + i % 2, loss)]).unwrap();
+            net.improve(11, 5 + i % 2, loss).unwrap();
         } else {
             let txs = (7..10)
                 .map(|s| {

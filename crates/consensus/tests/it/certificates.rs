@@ -26,6 +26,13 @@ fn cert_err(err: BlockError) -> CertError {
     }
 }
 
+fn commit_err(err: BlockError) -> CertError {
+    match err {
+        BlockError::Commit { source, .. } => source,
+        other => panic!("expected a commit error, got {other}"),
+    }
+}
+
 #[test]
 fn accepted_certificate_sets_champion_to_median_and_pays_65_30_5() {
     let mut net = net();
@@ -240,16 +247,83 @@ fn reference_block_must_be_recent() {
     for _ in 0..=net.spec.params.max_reference_age {
         net.heartbeat(vec![]).unwrap();
     }
-    let (commit, reveal) = net.commit_reveal_at(5, vec![ONE, ONE, ONE, ONE], m(50.0), old);
-    let cert = doin_primitives::Certificate {
-        commit,
-        reveal,
+    let (commit, _) = net.commit_reveal_at(5, vec![ONE, ONE, ONE, ONE], m(50.0), old);
+    let err = commit_err(net.include(vec![commit]).unwrap_err());
+    assert!(matches!(err, CertError::Reference(h) if h == old), "{err}");
+}
+
+#[test]
+fn a_certificate_needs_its_commit_included_and_sealed() {
+    let mut net = net();
+    let (commit, reveal) = net.commit_reveal(5, vec![ONE, ONE, ONE, ONE], m(50.0));
+    let bare = doin_primitives::Certificate {
+        commit: commit.clone(),
+        reveal: reveal.clone(),
         votes: BoundedVec::new(),
         escalation: BoundedVec::new(),
         outcome: Outcome::Accept,
     };
-    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
-    assert!(matches!(err, CertError::Reference(h) if h == old), "{err}");
+    // Never included: refused whatever its votes.
+    let err = cert_err(net.work_block(9, vec![bare.clone()]).unwrap_err());
+    assert!(matches!(err, CertError::NotCommitted(_)), "{err}");
+    // Included but not sealed: its quorum is not drawn yet.
+    net.seal_block(BlockBody {
+        commits: BoundedVec::try_from_vec(vec![commit.clone()]).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(net.state.committed_at(&commit.id()), Some(net.state.height()));
+    // Only the seal leader may produce the block after a commit's inclusion, and even its
+    // block cannot carry the certificate yet.
+    let leader = doin_consensus::seal_leader(&net.state, 0).unwrap();
+    let (by_leader, other) = (
+        (0..10).find(|i| net.addr(*i) == leader).unwrap(),
+        (0..10).find(|i| net.addr(*i) != leader).unwrap(),
+    );
+    net.now_ms = net.state.meta().timestamp_ms + 1;
+    let body =
+        BlockBody { certificates: BoundedVec::try_from_vec(vec![bare]).unwrap(), ..Default::default() };
+    let err = cert_err(net.produce(by_leader, doin_primitives::BlockKind::Work, body).unwrap_err());
+    assert!(matches!(err, CertError::Unsealed(_)), "{err}");
+    let err = net.produce(other, doin_primitives::BlockKind::Heartbeat, BlockBody::default()).unwrap_err();
+    assert!(err.to_string().contains("seal leader"), "{err}");
+    // Sealed: the quorum draws from the sealing block's beacon, and the commit cannot be
+    // included twice.
+    net.seal_block(BlockBody::default()).unwrap();
+    let cert = net.sealed_certificate(commit.clone(), reveal, |_| m(50.0));
+    let err = commit_err(net.include(vec![commit]).unwrap_err());
+    assert!(matches!(err, CertError::Duplicate(_)), "{err}");
+    net.work_block(9, vec![cert]).unwrap();
+}
+
+#[test]
+fn commits_need_the_seal_leader_and_respect_per_block_caps() {
+    let mut net = net();
+    // A block including commits by anyone but the seal leader is refused, even a work block.
+    let (commit, _) = net.commit_reveal(5, vec![ONE, 0, 0, 0], m(50.0));
+    let leader = doin_consensus::seal_leader(&net.state, 0).unwrap();
+    let other = (0..10).find(|i| net.addr(*i) != leader).unwrap();
+    let body = BlockBody { commits: BoundedVec::try_from_vec(vec![commit]).unwrap(), ..Default::default() };
+    let err = net.produce(other, doin_primitives::BlockKind::Heartbeat, body).unwrap_err();
+    assert!(err.to_string().contains("seal leader"), "{err}");
+    // An empty early heartbeat is not a seal block: it waits for max_block_interval.
+    let ts = net.state.meta().timestamp_ms + 1;
+    let key = net.key_of(&leader).unwrap();
+    let early = doin_consensus::build_block(
+        &net.state,
+        doin_consensus::BlockTemplate {
+            key,
+            timestamp_ms: ts,
+            kind: doin_primitives::BlockKind::Heartbeat,
+            body: BlockBody::default(),
+        },
+    );
+    assert!(early.is_err());
+    // At most max_account_commits (4) per optimizer per block.
+    let five: Vec<_> = (0..5).map(|i| net.commit_reveal(5, vec![i * ONE, 0, 0, 0], m(50.0)).0).collect();
+    let err = commit_err(net.include(five.clone()).unwrap_err());
+    assert!(matches!(err, CertError::TooManyCommits(4)), "{err}");
+    net.include(five[..4].to_vec()).unwrap();
 }
 
 #[test]
@@ -279,13 +353,24 @@ fn parameters_must_fit_the_domain() {
 #[test]
 fn optimizer_needs_a_bond_and_is_never_in_its_own_quorum() {
     let mut net = net();
-    let cert = net.improving_certificate(8, 50.0);
-    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    let (commit, _) = net.commit_reveal(8, vec![ONE, 0, 0, 0], m(50.0));
+    let err = commit_err(net.include(vec![commit]).unwrap_err());
     assert!(matches!(err, CertError::NoBond { .. }), "{err}");
     // An evaluator optimizing is excluded from its own quorum.
-    for i in 0..20 {
-        let (commit, _) = net.commit_reveal(0, vec![i * 1000, 0, 0, 0], m(50.0));
-        let q = net.quorums(&commit);
+    let inclusion = net.state.recent_at(net.state.height()).unwrap().clone();
+    let spec = net.state.domain(&domain_id()).unwrap().spec.clone();
+    for i in 0..20u64 {
+        let sealed = doin_consensus::quorum::Sealed {
+            inclusion: &inclusion,
+            beacon: doin_primitives::Hash::of(&i.to_le_bytes()),
+        };
+        let q = doin_consensus::quorum::quorums(
+            &sealed,
+            &spec.quorum,
+            &domain_id(),
+            &net.addr(0),
+            &sealed.beacon,
+        );
         assert!(!q.first.contains(&net.addr(0)) && !q.escalation.contains(&net.addr(0)));
         assert_eq!(q.eligible, 4);
     }
@@ -350,9 +435,9 @@ fn bounty_pays_accepted_improvements_until_empty() {
     let mut spec = net.spec.clone();
     spec.domains[0].spec.bounty_per_accept = Amount::doin(6);
     net.state = spec.build().unwrap().0;
-    let r = net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    let r = net.improve(9, 5, 50.0).unwrap();
     assert_eq!(r.certificates[0].bounty_paid, Amount::doin(6));
-    let r = net.work_block(9, vec![net.improving_certificate(6, 30.0)]).unwrap();
+    let r = net.improve(9, 6, 30.0).unwrap();
     assert_eq!(r.certificates[0].bounty_paid, Amount::doin(4), "capped by what is left of the 10 DOIN");
     assert_eq!(net.state.domain(&domain_id()).unwrap().bounty_left, Amount::ZERO);
     assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
@@ -439,6 +524,7 @@ fn trusted_domain_accepts_claims_unverified_and_pays_nothing() {
     assert!(err.to_string().contains("trusted"), "{err}");
 
     let (commit, reveal) = net.commit_reveal(5, vec![ONE; 4], m(42.0));
+    net.include(vec![commit.clone()]).unwrap();
     let bare = |outcome| doin_primitives::Certificate {
         commit: commit.clone(),
         reveal: reveal.clone(),
@@ -550,20 +636,11 @@ fn a_gain_inside_the_quorums_noise_or_margin_earns_nothing() {
 #[test]
 fn only_an_account_staked_as_optimizer_of_the_domain_is_accepted() {
     let mut net = net();
-    // Account 0 is staked as an evaluator only.
-    let cert = net.improving_certificate(0, 50.0);
-    let err = cert_err(net.work_block(9, vec![cert]).unwrap_err());
+    // Account 0 is staked as an evaluator only: its commit is never included, so it never
+    // reaches a quorum (a liar that drops its role after inclusion is covered below).
+    let (commit, _) = net.commit_reveal(0, vec![ONE, 0, 0, 0], m(50.0));
+    let err = commit_err(net.include(vec![commit]).unwrap_err());
     assert!(matches!(err, CertError::Role { .. }), "{err}");
-    // Its lie is still rejected and costs its bond: dropping a role never shields a liar.
-    let stake = net.state.stake(&net.addr(0)).unwrap().amount;
-    let liar = net.certificate(0, vec![ONE, 0, 0, 0], m(5.0), |_| m(50.0));
-    assert_eq!(liar.outcome, Outcome::Reject);
-    net.heartbeat_with(BlockBody {
-        certificates: BoundedVec::try_from_vec(vec![liar]).unwrap(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(net.state.stake(&net.addr(0)).unwrap().amount, Amount(stake.0 - Amount::doin(1).0 / 2));
 }
 
 #[test]

@@ -24,7 +24,7 @@ fn fast_blocks_raise_the_threshold_by_at_most_two_percent_and_epochs_retarget() 
     for i in 0..3 {
         net.now_ms = net.state.meta().timestamp_ms + 100; // 10× too fast
         let loss = 50.0 - i as f64 * 10.0;
-        net.work_block(7, vec![net.improving_certificate(5 + i % 2, loss)]).unwrap();
+        net.improve(7, 5 + i % 2, loss).unwrap();
         thresholds.push(net.state.meta().difficulty.threshold);
     }
     for w in thresholds.windows(2) {
@@ -34,7 +34,7 @@ fn fast_blocks_raise_the_threshold_by_at_most_two_percent_and_epochs_retarget() 
     // The 4th work block closes the epoch: 4 blocks in ~400 ms instead of 4 s → ×4 clamp.
     net.now_ms = net.state.meta().timestamp_ms + 100;
     let before = net.state.meta().difficulty.threshold;
-    net.work_block(7, vec![net.improving_certificate(5, 10.0)]).unwrap();
+    net.improve(7, 5, 10.0).unwrap();
     let after = net.state.meta().difficulty.threshold;
     assert_eq!(after, before * 102 / 100 * 4, "epoch retarget clamped to ×4");
     // Heartbeats leave the difficulty alone.
@@ -72,7 +72,7 @@ fn finality_advances_every_depth_blocks_and_anchors_need_a_checkpoint() {
 #[test]
 fn reputation_decays_with_its_half_life() {
     let mut net = TestNet::new(8, 5, 2);
-    net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    net.improve(7, 5, 50.0).unwrap();
     let optimizer = net.addr(5);
     assert_eq!(net.state.reputation(&optimizer, &domain_id()), FIXED_ONE as u64);
     for _ in 0..net.spec.params.reputation_half_life_blocks {
@@ -83,15 +83,20 @@ fn reputation_decays_with_its_half_life() {
 
 #[test]
 fn reward_halves_on_schedule() {
-    let params = ProtocolParams { halving_interval: 2, ..TestNet::new(1, 0, 0).spec.params };
+    let params = ProtocolParams { halving_interval: 8, ..TestNet::new(1, 0, 0).spec.params };
     let mut net = TestNet::with_params(8, 5, 2, params);
-    let r1 = net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
-    let r2 = net.work_block(7, vec![net.improving_certificate(6, 40.0)]).unwrap();
-    net.heartbeat(vec![]).unwrap();
-    let r4 = net.work_block(7, vec![net.improving_certificate(5, 30.0)]).unwrap();
-    assert_eq!((r1.height, r1.reward), (1, Amount::doin(50)));
-    assert_eq!((r2.height, r2.reward), (2, Amount::doin(25)));
-    assert_eq!((r4.height, r4.reward), (4, Amount(Amount::doin(25).0 / 2)));
+    // Three sealed certificates (blocks 1-6), then work blocks at heights 7, 8 and 16.
+    let certs = [(5, 50.0), (6, 40.0), (5, 30.0)].map(|(o, loss)| net.improving_certificate(o, loss));
+    let [c1, c2, c3] = certs;
+    let r1 = net.work_block(7, vec![c1]).unwrap();
+    let r2 = net.work_block(7, vec![c2]).unwrap();
+    for _ in 0..7 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let r3 = net.work_block(7, vec![c3]).unwrap();
+    assert_eq!((r1.height, r1.reward), (7, Amount::doin(50)));
+    assert_eq!((r2.height, r2.reward), (8, Amount::doin(25)));
+    assert_eq!((r3.height, r3.reward), (16, Amount(Amount::doin(25).0 / 2)));
     assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
 }
 
@@ -99,13 +104,14 @@ fn reward_halves_on_schedule() {
 fn apply_block_is_pure_and_forks_coexist() {
     let mut net = TestNet::new(8, 5, 2);
     net.heartbeat(vec![]).unwrap();
+    let (c1, c2) = (net.improving_certificate(5, 50.0), net.improving_certificate(6, 45.0));
     let base = net.state.clone();
     let root = base.root();
     // Two competing children of the same parent.
-    net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    net.work_block(7, vec![c1]).unwrap();
     let a = net.blocks.last().unwrap().clone();
     net.state = base.clone();
-    net.work_block(7, vec![net.improving_certificate(6, 45.0)]).unwrap();
+    net.work_block(7, vec![c2]).unwrap();
     let b = net.blocks.last().unwrap().clone();
     assert_eq!(base.root(), root, "the parent state is untouched");
     let (sa, _) = apply_block(&base, &a).unwrap();
@@ -139,10 +145,11 @@ fn fork_choice_prefers_work_then_height_then_lower_hash_and_respects_finality() 
 fn state_rebuilds_from_records_and_undoes_blocks_from_recorded_changes() {
     use doin_consensus::State;
     let mut net = TestNet::new(8, 5, 2);
-    net.work_block(7, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    net.improve(7, 5, 50.0).unwrap();
     net.heartbeat(vec![net.transfer(1, net.addr(2), Amount(5), 0)]).unwrap();
-    let before = net.state.clone();
     let cert = net.improving_certificate(6, 40.0);
+    let next = net.improving_certificate(5, 30.0);
+    let before = net.state.clone();
     net.work_block(7, vec![cert]).unwrap();
     let after = net.state.clone();
 
@@ -159,7 +166,6 @@ fn state_rebuilds_from_records_and_undoes_blocks_from_recorded_changes() {
     let rebuilt = State::from_records(records, after.tip(), recent, &after.root()).unwrap();
     assert_eq!(rebuilt.root(), after.root());
     // It behaves identically: the next block applies to the same root on both.
-    let next = net.improving_certificate(5, 30.0);
     net.work_block(7, vec![next]).unwrap();
     let block = net.blocks.last().unwrap();
     assert_eq!(apply_block(&rebuilt, block).unwrap().0.root(), net.state.root());

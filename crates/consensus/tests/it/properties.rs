@@ -88,16 +88,20 @@ fn run(ops: &[Op]) -> TestNet {
             }
             Op::Improve { optimizer, step } => {
                 loss = (loss - *step as f64 * 0.5).max(0.5);
-                net.work_block(9, vec![net.improving_certificate(*optimizer, loss)])
+                net.improve(9, *optimizer, loss)
             }
             Op::Reject { optimizer } => {
                 let x = (net.state.height() as i64 + 7) * 1_000_003;
-                let bad = net.certificate(*optimizer, vec![x, 0, 0, 0], doin_primitives::Metric(1), |_| {
-                    doin_primitives::Metric(80 * FIXED_ONE)
-                });
+                let bad =
+                    net.try_certificate(*optimizer, vec![x, 0, 0, 0], doin_primitives::Metric(1), |_| {
+                        doin_primitives::Metric(80 * FIXED_ONE)
+                    });
                 loss = (loss - 0.5).max(0.5);
-                let good = net.improving_certificate(if *optimizer == 5 { 6 } else { 5 }, loss);
-                net.work_block(9, vec![bad, good])
+                let good = net.try_improving_certificate(if *optimizer == 5 { 6 } else { 5 }, loss);
+                match (bad, good) {
+                    (Ok(bad), Ok(good)) => net.work_block(9, vec![bad, good]),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
             }
             Op::Heartbeat => net.heartbeat(vec![]),
         };

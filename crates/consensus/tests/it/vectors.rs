@@ -82,6 +82,23 @@ fn tamper(net: &mut TestNet, cert: doin_primitives::Certificate, edit: impl FnOn
     testkit::reseal(&good, body, &net.keys[9], |_| {})
 }
 
+/// The seal-leader block that would include a valid commit next, re-sealed around `commits`
+/// without validation.
+fn forced_seal(net: &mut TestNet, commits: Vec<doin_primitives::Commit>) -> Block {
+    let (valid, _) = net.commit_reveal(5, vec![7 * FIXED_ONE, 0, 0, 0], m(45.0));
+    let snapshot = net.state.clone();
+    net.seal_block(BlockBody {
+        commits: BoundedVec::try_from_vec(vec![valid]).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let leader = net.key_of(&good.header.generator).unwrap().clone();
+    let body = BlockBody { commits: BoundedVec::try_from_vec(commits).unwrap(), ..Default::default() };
+    testkit::reseal(&good, body, &leader, |_| {})
+}
+
 /// The heartbeat the slot leader would produce next, re-sealed around `txs` without validation.
 fn forced_heartbeat(net: &mut TestNet, txs: Vec<doin_primitives::Transaction>) -> Block {
     let snapshot = net.state.clone();
@@ -104,10 +121,14 @@ fn generate() -> Vec<Vector> {
     out.push(valid("transfers", "three heartbeat blocks of signed transfers", &net));
 
     let mut net = TestNet::new(10, 5, 2);
-    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
-    net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
+    net.improve(9, 5, 50.0).unwrap();
+    net.improve(9, 6, 40.0).unwrap();
     let reject = net.certificate(5, vec![3 * FIXED_ONE, 0, 0, 0], m(1.0), |_| m(60.0));
-    net.work_block(9, vec![reject, net.improving_certificate(6, 30.0)]).unwrap();
+    {
+        let c = net.improving_certificate(6, 30.0);
+        net.work_block(9, vec![reject, c])
+    }
+    .unwrap();
     out.push(valid(
         "poo-accept-reject",
         "two accepted improvements, then an inflated claim rejected beside an improvement",
@@ -293,19 +314,59 @@ fn generate() -> Vec<Vector> {
     ));
 
     let mut net = TestNet::new(10, 5, 2);
-    let good = net.improving_certificate(6, 50.0);
-    let evaluator_claim = net.improving_certificate(0, 40.0);
-    let bad = tamper(&mut net, good, |b| {
-        let mut certs = b.certificates.clone().into_inner();
-        certs.insert(0, evaluator_claim);
-        b.certificates = BoundedVec::try_from_vec(certs).unwrap();
-    });
+    let (evaluator_commit, _) = net.commit_reveal(0, vec![FIXED_ONE, 0, 0, 0], m(40.0));
+    let bad = forced_seal(&mut net, vec![evaluator_commit]);
     out.push(invalid(
         "wrong-role",
-        "an accepted claim by an account staked as evaluator only",
+        "a commit by an account staked as evaluator only, included by the seal leader",
         &net,
         bad,
         "is not staked as an optimizer of domain quadratic",
+    ));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let (commit, _) = net.commit_reveal(5, vec![FIXED_ONE, 0, 0, 0], m(40.0));
+    let good = forced_seal(&mut net, vec![commit]);
+    let other = net.keys.iter().find(|k| k.address() != good.header.generator).unwrap().clone();
+    let bad = testkit::reseal(&good, good.body.clone(), &other, |h| h.generator = other.address());
+    out.push(invalid(
+        "commit-non-leader",
+        "a block including a commit signed by an account that is not the seal leader of its slot",
+        &net,
+        bad,
+        "is not the seal leader of slot 0",
+    ));
+
+    let mut net = TestNet::new(10, 5, 2);
+    let (commit, reveal) = net.commit_reveal(5, vec![FIXED_ONE, 0, 0, 0], m(40.0));
+    net.seal_block(BlockBody {
+        commits: BoundedVec::try_from_vec(vec![commit.clone()]).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    let certificate = doin_primitives::Certificate {
+        commit,
+        reveal,
+        votes: BoundedVec::new(),
+        escalation: BoundedVec::new(),
+        outcome: doin_primitives::Outcome::Accept,
+    };
+    let snapshot = net.state.clone();
+    net.seal_block(BlockBody::default()).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let leader = net.key_of(&good.header.generator).unwrap().clone();
+    let body = BlockBody {
+        certificates: BoundedVec::try_from_vec(vec![certificate]).unwrap(),
+        ..Default::default()
+    };
+    let bad = testkit::reseal(&good, body, &leader, |_| {});
+    out.push(invalid(
+        "certificate-before-seal",
+        "a certificate in the block right after its commit's inclusion, before its quorum is drawn",
+        &net,
+        bad,
+        "is not sealed yet",
     ));
     out
 }

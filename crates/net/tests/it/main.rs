@@ -218,14 +218,16 @@ impl BlockSink for Store {
     }
 }
 
-/// A chain of `n` blocks (a work block every `every`, transfers otherwise) stored at `path`.
+/// A chain of `n` blocks (every `every`-th step a claim: the blocks including and sealing its
+/// commit, then its work block; transfers otherwise) stored at `path`.
 fn stored_chain(n: usize, every: usize, path: &std::path::Path) -> (TestNet, ChainStore) {
     let mut chain = TestNet::new(10, 5, 2);
-    for i in 0..n {
-        if i % every == 0 {
-            chain
-                .work_block(9, vec![chain.improving_certificate(5 + i % 2, 80.0 / (1.0 + i as f64))])
-                .unwrap();
+    let mut i = 0;
+    while chain.blocks.len() < n {
+        i += 1;
+        let i = i - 1;
+        if i % every == 0 && chain.blocks.len() + 3 <= n {
+            chain.improve(9, 5 + i % 2, 80.0 / (1.0 + i as f64)).unwrap();
         } else {
             let tx = chain.tx(7, TxKind::Transfer { to: chain.addr(8), amount: Amount(3) });
             chain.heartbeat(vec![tx]).unwrap();
@@ -431,7 +433,7 @@ async fn compact_blocks_are_completed_from_the_mempool_fetching_only_what_is_mis
     let txs: Vec<_> =
         (0..5).map(|i| chain.tx(i + 2, TxKind::Transfer { to: chain.addr(0), amount: Amount(1) })).collect();
     chain.heartbeat(txs.clone()).unwrap();
-    chain.work_block(9, vec![chain.improving_certificate(5, 50.0)]).unwrap();
+    chain.improve(9, 5, 50.0).unwrap();
     let (plain, with_cert) = (chain.blocks[0].clone(), chain.blocks[1].clone());
     let (a, a_addr) = node(50, vec![], Arc::new(Blocks(chain.blocks.clone()))).await;
     let (b, _) = node(51, vec![a_addr], Arc::new(NoChain)).await;

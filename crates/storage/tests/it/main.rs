@@ -22,7 +22,7 @@ fn imports_persist_and_reopen_to_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chain.redb");
     let mut net = TestNet::new(10, 5, 2);
-    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    net.improve(9, 5, 50.0).unwrap();
     heartbeats(&mut net, 5);
     let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
     assert_eq!(store.tip().root(), net.genesis.header.state_root);
@@ -37,9 +37,10 @@ fn imports_persist_and_reopen_to_the_same_state() {
     assert_eq!(store.block(&b3.hash()).unwrap().as_ref(), Some(b3));
     let tx = &b3.body.transactions[0];
     assert_eq!(store.transaction_location(&tx.id()).unwrap(), Some((b3.hash(), 0)));
-    let cert = &net.blocks[0].body.certificates[0];
-    assert_eq!(store.certificate_location(&cert.commit.id()).unwrap(), Some((net.blocks[0].hash(), 0)));
-    let receipt = store.receipt(&net.blocks[0].hash()).unwrap().unwrap();
+    // Blocks 1 and 2 include and seal the commit; block 3 carries its certificate.
+    let cert = &net.blocks[2].body.certificates[0];
+    assert_eq!(store.certificate_location(&cert.commit.id()).unwrap(), Some((net.blocks[2].hash(), 0)));
+    let receipt = store.receipt(&net.blocks[2].hash()).unwrap().unwrap();
     assert_eq!(receipt.certificates.len(), 1);
     drop(store);
     let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
@@ -47,8 +48,11 @@ fn imports_persist_and_reopen_to_the_same_state() {
     assert_eq!(store.tip().tip(), net.state.tip());
     // The reopened state validates the next block exactly like the in-memory one.
     let mut store = store;
-    net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
-    store.import(net.blocks.last().unwrap()).unwrap();
+    let before = net.blocks.len();
+    net.improve(9, 6, 40.0).unwrap();
+    for block in &net.blocks[before..] {
+        store.import(block).unwrap();
+    }
     assert_eq!(store.tip().root(), net.state.root());
 }
 
@@ -71,19 +75,22 @@ fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.redb");
     let mut net = TestNet::new(10, 5, 2);
-    heartbeats(&mut net, 3);
+    // A transfer at height 1, then two claims included and sealed (heights 2-5) on the common
+    // chain: the fork base is height 5.
+    heartbeats(&mut net, 1);
+    let c1 = net.improving_certificate(5, 50.0);
+    let c2 = net.improving_certificate(6, 40.0);
     let fork_base = (net.state.clone(), net.blocks.clone(), net.now_ms);
     heartbeats(&mut net, 3);
     let chain_a = net.blocks.clone();
     let state_a = net.state.clone();
-    // Branch B from height 3: two work blocks outweigh three heartbeats.
+    // Branch B from height 5: two work blocks outweigh three heartbeats.
     net.state = fork_base.0.clone();
     net.blocks = fork_base.1.clone();
     net.now_ms = fork_base.2 + 500;
-    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
-    let state_b4 = (net.state.clone(), net.now_ms);
-    net.work_block(9, vec![net.improving_certificate(6, 40.0)]).unwrap();
-    let chain_b = net.blocks[3..].to_vec();
+    net.work_block(9, vec![c1]).unwrap();
+    net.work_block(9, vec![c2]).unwrap();
+    let chain_b = net.blocks[5..].to_vec();
     let state_b = net.state.clone();
 
     let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
@@ -91,20 +98,20 @@ fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
         store.import(b).unwrap();
     }
     assert_eq!(store.tip().root(), state_a.root());
-    assert_eq!(store.import(&chain_b[0]).unwrap(), Imported::Reorg { ancestor: 3, reverted: 3, applied: 1 });
-    assert_eq!(store.import(&chain_b[1]).unwrap(), Imported::Extended { height: 5 });
+    assert_eq!(store.import(&chain_b[0]).unwrap(), Imported::Reorg { ancestor: 5, reverted: 3, applied: 1 });
+    assert_eq!(store.import(&chain_b[1]).unwrap(), Imported::Extended { height: 7 });
     assert_eq!(store.tip().root(), state_b.root());
-    assert_eq!(store.canonical_hash(4).unwrap(), Some(chain_b[0].hash()));
-    assert_eq!(store.canonical_hash(6).unwrap(), None);
+    assert_eq!(store.canonical_hash(6).unwrap(), Some(chain_b[0].hash()));
+    assert_eq!(store.canonical_hash(8).unwrap(), None);
     // Transactions of the reverted blocks are no longer indexed; the ones below the fork are.
-    assert_eq!(store.transaction_location(&chain_a[4].body.transactions[0].id()).unwrap(), None);
-    assert!(store.transaction_location(&chain_a[1].body.transactions[0].id()).unwrap().is_some());
+    assert_eq!(store.transaction_location(&chain_a[5].body.transactions[0].id()).unwrap(), None);
+    assert!(store.transaction_location(&chain_a[0].body.transactions[0].id()).unwrap().is_some());
     drop(store);
     let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
     assert_eq!(store.tip().root(), state_b.root(), "the reorg is durable");
     drop(store);
 
-    // Finality: grow B past 12 blocks (checkpoint at 6), then offer a heavier fork from height 4.
+    // Finality: grow B past 12 blocks (checkpoint at 6), then offer a fork from height 5.
     let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
     heartbeats(&mut net, 9);
     for b in &net.blocks[5..] {
@@ -113,10 +120,10 @@ fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
     assert_eq!(store.finalized().height, 6);
     let tip_before = store.tip().root();
     let mut fork = TestNet::new(10, 5, 2);
-    fork.state = state_b4.0;
-    fork.now_ms = state_b4.1 + 333;
+    fork.state = fork_base.0;
+    fork.now_ms = fork_base.2 + 333;
     for loss in [30.0, 20.0, 10.0] {
-        fork.work_block(9, vec![fork.improving_certificate(5, loss)]).unwrap();
+        fork.improve(9, 5, loss).unwrap();
     }
     let err = store.import(&fork.blocks[0]).unwrap_err();
     assert!(matches!(err, ImportError::BelowFinality { finalized: 6, .. }), "{err}");
@@ -127,14 +134,19 @@ fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
 fn canonical_states_below_the_tip_are_rebuilt_from_undo_records() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = TestNet::new(10, 5, 2);
-    let mut roots = vec![net.state.root()];
     for i in 0..5 {
         if i % 2 == 0 {
-            net.work_block(9, vec![net.improving_certificate(5 + i % 2, 50.0 - i as f64)]).unwrap();
+            net.improve(9, 5 + i % 2, 50.0 - i as f64).unwrap();
         } else {
             heartbeats(&mut net, 1);
         }
-        roots.push(net.state.root());
+    }
+    // The post-state root of every block, replayed from genesis.
+    let (mut state, _) = net.spec.build().unwrap();
+    let mut roots = vec![state.root()];
+    for b in &net.blocks {
+        state = doin_consensus::apply_block(&state, b).unwrap().0;
+        roots.push(state.root());
     }
     let path = dir.path().join("c.redb");
     let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
@@ -154,7 +166,7 @@ fn canonical_states_below_the_tip_are_rebuilt_from_undo_records() {
 fn snapshots_verify_chunks_and_root_and_restore_a_working_store() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = TestNet::new(10, 5, 2);
-    net.work_block(9, vec![net.improving_certificate(5, 50.0)]).unwrap();
+    net.improve(9, 5, 50.0).unwrap();
     heartbeats(&mut net, 17);
     let mut store = ChainStore::open(&dir.path().join("a.redb"), &net.spec, archive()).unwrap();
     store.import_many(&net.blocks, 4).unwrap();
