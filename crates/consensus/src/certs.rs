@@ -101,6 +101,52 @@ pub fn noise(values: &[Metric], median: Metric, tolerance: i64) -> i64 {
     if lo > hi { 0 } else { i64::try_from((hi - lo) / 2).unwrap_or(i64::MAX) }
 }
 
+/// With reproducible evaluations (`DomainSpec::reproducibility` = `Some(t)`), the votes of each
+/// seed group (members that measured the same data, [`quorum::group_of`]) check each other: in
+/// a group, the votes within `t` of the group's median are confirmed if at least two are, and
+/// the others are refuted. `agreeing` keeps only confirmed votes (the paid ones); refuted votes
+/// become outliers; a vote its group can neither confirm nor refute (a pair that differs, or a
+/// partner that did not vote) is neither paid nor penalized. A member that votes without
+/// evaluating — copying the claim, or another member's figure from other data — differs from
+/// its partner's exact figure and earns nothing.
+fn group_check<'a>(
+    spec: &DomainSpec,
+    q: &quorum::Quorums,
+    cert: &'a Certificate,
+    agreeing: Vec<&'a Vote>,
+    mut outliers: Vec<&'a Vote>,
+) -> (Vec<&'a Vote>, Vec<&'a Vote>) {
+    let Some(t) = spec.reproducibility else { return (agreeing, outliers) };
+    let mut confirmed: BTreeSet<(u8, Address)> = BTreeSet::new();
+    let mut refuted: BTreeSet<(u8, Address)> = BTreeSet::new();
+    for (round, votes) in [(0u8, &cert.votes[..]), (1u8, &cert.escalation[..])] {
+        let members = q.members(round);
+        let mut groups: std::collections::BTreeMap<usize, Vec<&Vote>> = std::collections::BTreeMap::new();
+        for v in votes.iter() {
+            if let Some(i) = members.iter().position(|a| *a == v.evaluator) {
+                groups.entry(quorum::group_of(i, members.len())).or_default().push(v);
+            }
+        }
+        for group in groups.values() {
+            let values: Vec<Metric> = group.iter().map(|v| v.measured).collect();
+            let m = median(&values);
+            let (consistent, other): (Vec<&&Vote>, Vec<&&Vote>) =
+                group.iter().partition(|v| within(v.measured, m, t.0));
+            if consistent.len() >= 2 {
+                confirmed.extend(consistent.iter().map(|v| (round, v.evaluator)));
+                refuted.extend(other.iter().map(|v| (round, v.evaluator)));
+            }
+        }
+    }
+    let key = |v: &Vote| (v.round, v.evaluator);
+    let (agreeing, refuted_agreeing): (Vec<&Vote>, Vec<&Vote>) = agreeing
+        .into_iter()
+        .filter(|v| confirmed.contains(&key(v)) || refuted.contains(&key(v)))
+        .partition(|v| confirmed.contains(&key(v)));
+    outliers.extend(refuted_agreeing);
+    (agreeing, outliers)
+}
+
 /// Whether a vote `v` agrees with the median `m`: within the domain's tolerance at `m`.
 pub fn agrees(spec: &DomainSpec, v: Metric, m: Metric) -> bool {
     within(v, m, spec.tolerance_at(m))
@@ -239,6 +285,7 @@ pub(crate) fn apply_certificate(
         }
         let (agreeing, outliers): (Vec<&Vote>, Vec<&Vote>) =
             cert.votes.iter().chain(cert.escalation.iter()).partition(|v| within(v.measured, m, tolerance));
+        let (agreeing, outliers) = group_check(spec, &q, cert, agreeing, outliers);
         (m, agreeing, outliers)
     } else {
         let q = quorum::quorums(&sealed, &spec.quorum, &commit.domain, &commit.optimizer, &commit_id);
@@ -261,7 +308,8 @@ pub(crate) fn apply_certificate(
                 "vote {i} is outside the tolerance of the median; disagreement must escalate"
             )));
         }
-        (m, cert.votes.iter().collect(), Vec::new())
+        let (agreeing, outliers) = group_check(spec, &q, cert, cert.votes.iter().collect(), Vec::new());
+        (m, agreeing, outliers)
     };
     let noise = certificate_noise(spec, cert, decisive_median);
     // 7. Outcome: over-claim beyond the tolerance at the median is a reject; with a relative

@@ -74,9 +74,31 @@ pub fn escalation_seed(beacon: &Hash, commit: &Hash) -> Hash {
     Hash::of_parts(&[b"doin/quorum", &beacon.0, &commit.0, b"escalate"])
 }
 
-/// An evaluator's own evaluation seed `H("doin/evaluator" || beacon || commit || evaluator)`.
-pub fn evaluator_seed(beacon: &Hash, commit: &Hash, evaluator: &Address) -> Hash {
-    Hash::of_parts(&[b"doin/evaluator", &beacon.0, &commit.0, &evaluator.0])
+/// The seed group of position `i` in a drawn list of `k` members: (0, 1), (2, 3), …, the last
+/// three together when `k` is odd (`k = 1`: one group of one).
+pub fn group_of(i: usize, k: usize) -> usize {
+    (i / 2).min((k / 2).saturating_sub(1))
+}
+
+/// The data seed of a quorum group: `H("doin/evaluator" || beacon || commit || round || group)`.
+/// Members of one group measure on the same data, so their figures must agree when the domain's
+/// evaluations are reproducible.
+pub fn group_seed(beacon: &Hash, commit: &Hash, round: u8, group: usize) -> Hash {
+    Hash::of_parts(&[b"doin/evaluator", &beacon.0, &commit.0, &[round], &(group as u64).to_le_bytes()])
+}
+
+impl Quorums {
+    /// The members of round `round` (0: first, else escalation).
+    pub fn members(&self, round: u8) -> &[Address] {
+        if round == 0 { &self.first } else { &self.escalation }
+    }
+
+    /// The data seed of `member` in round `round`, if it is a member.
+    pub fn seed_of(&self, beacon: &Hash, commit: &Hash, round: u8, member: &Address) -> Option<Hash> {
+        let list = self.members(round);
+        let i = list.iter().position(|a| a == member)?;
+        Some(group_seed(beacon, commit, round.min(1), group_of(i, list.len())))
+    }
 }
 
 /// Draws `k` candidates without replacement, weighted, from a BLAKE3 stream seeded by `seed`.
@@ -159,6 +181,17 @@ pub fn quorums_for(state: &State, domain: &DomainId, optimizer: &Address, commit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_pairs_with_a_last_triple() {
+        let groups = |k: usize| (0..k).map(|i| group_of(i, k)).collect::<Vec<_>>();
+        assert_eq!(groups(1), [0]);
+        assert_eq!(groups(2), [0, 0]);
+        assert_eq!(groups(3), [0, 0, 0]);
+        assert_eq!(groups(4), [0, 0, 1, 1]);
+        assert_eq!(groups(5), [0, 0, 1, 1, 1]);
+        assert_eq!(groups(7), [0, 0, 1, 1, 2, 2, 2]);
+    }
 
     #[test]
     fn sizes() {

@@ -164,6 +164,25 @@ pub fn tolerance_of(config: &DomainConfig, node: &NodeConfig) -> Result<Toleranc
     Ok(t)
 }
 
+/// How far two evaluations of the same parameters on the same seed may differ
+/// (`DomainSpec::reproducibility`): `optimization_config.reproducibility` (a number ≥ 0 in the
+/// metric's units, or `false` for none); by default 2e-9 for the built-in domains, which
+/// evaluate deterministically per (parameters, seed), and none for plugins.
+pub fn reproducibility_of(config: &DomainConfig) -> Result<Option<f64>, String> {
+    let built_in = config.domain_plugin.is_none() && tolerance_profile(&config.domain_id, 0.0).is_some();
+    match config.optimization_config.get("reproducibility") {
+        None => Ok(built_in.then_some(2e-9)),
+        Some(Json::Bool(false)) | Some(Json::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(t) if (0.0..=1e9).contains(&t) => Ok(Some(t)),
+            _ => Err(format!(
+                "domain {}: optimization_config.reproducibility = {v} must be a number in [0, 1e9] or false",
+                config.domain_id
+            )),
+        },
+    }
+}
+
 /// The chain's description of `domain` as configured.
 pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) -> Result<DomainSpec, String> {
     let metric =
@@ -238,6 +257,7 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
         },
         bounty_per_accept: doin_primitives::Amount::ZERO,
         kind: DomainKind::Optimization,
+        reproducibility: reproducibility_of(config)?.map(|t| metric(t, "reproducibility")).transpose()?,
     })
 }
 

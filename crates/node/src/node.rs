@@ -10,9 +10,10 @@
 //!    parameters and lies in the domain's bounds; if this node is in the commit's first-round
 //!    quorum (drawn with the sealing block's beacon) it evaluates the parameters on data
 //!    derived from its own seed, in the bounded worker pool, and gossips a signed `Vote`;
-//! 3. when every first-round vote is in, any node assembles the `Certificate` (the optimizer at
-//!    once, others after a grace period) and produces a work block once the certificates reach
-//!    the threshold; the slot leader produces heartbeat blocks when the chain is idle;
+//! 3. when every first-round vote is in, every node assembles the `Certificate`; the leader of
+//!    the current seal slot carries it in its next block at once (others only after a grace
+//!    period, so one node produces per slot); the slot leader produces heartbeat blocks when
+//!    the chain is idle;
 //! 4. new tips are imported from gossip (compact blocks) or synced from the best peer, and the
 //!    verified champion of each domain is injected into the local optimizer.
 //!
@@ -173,9 +174,6 @@ struct Engine {
     params_first: HashMap<Hash, Hash>,
     votes: HashMap<Hash, BTreeMap<(u8, Address), Vote>>,
     evaluating: HashSet<(Hash, u8)>,
-    /// Escalations this node is in whose first round it is still evaluating: the round-1 vote
-    /// reuses that result (the seed does not depend on the round, so it would be the same).
-    escalation_waits: HashSet<Hash>,
     /// When the first first-round vote of a commit arrived: the quorum's missing votes count as
     /// missing `quorum_timeout` after it (DESIGN §4.4: reveal + evaluation time + timeout).
     first_vote_at: HashMap<Hash, Instant>,
@@ -398,7 +396,6 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         params_first: HashMap::new(),
         votes: HashMap::new(),
         evaluating: HashSet::new(),
-        escalation_waits: HashSet::new(),
         first_vote_at: HashMap::new(),
         escalated: HashSet::new(),
         done: HashSet::new(),
@@ -724,9 +721,12 @@ fn refused_for_good(e: &doin_consensus::CertError) -> bool {
     )
 }
 
-/// This node's evaluation seed for a commit sealed on `state`'s chain.
-fn evaluator_seed(state: &State, commit: &Hash, me: &Address) -> Option<Hash> {
-    quorum::sealed(state, commit).map(|s| quorum::evaluator_seed(&s.beacon, commit, me))
+/// This node's data seed for round `round` of a commit sealed on `state`'s chain: its seed
+/// group's ([`quorum::group_seed`]), if it is a member of that round's quorum.
+fn member_seed(state: &State, commit: &Commit, round: u8, me: &Address) -> Option<Hash> {
+    let id = commit.id();
+    let beacon = quorum::sealed(state, &id)?.beacon;
+    quorums_of(state, commit)?.seed_of(&beacon, &id, round, me)
 }
 
 fn hex_hash(text: &str) -> Hash {
@@ -1061,20 +1061,9 @@ impl Engine {
         if !rt.config.evaluate || !self.evaluating.insert((commit_id, round)) {
             return;
         }
-        let Some(seed) = evaluator_seed(&self.tip_state(), &commit_id, &self.me) else { return };
-        if round == 1 && !rt.config.external_evaluation {
-            // Our first-round figure is our escalation figure: same candidate, same seed.
-            let mine = self.votes.get(&commit_id).and_then(|v| v.get(&(0, self.me))).map(|v| v.body.measured);
-            if let Some(measured) = mine {
-                let m = Measured { commit: commit_id, round, seed, result: Ok(measured) };
-                if self.measured_tx.try_send(m).is_ok() {
-                    return;
-                }
-            } else if self.evaluating.contains(&(commit_id, 0)) {
-                self.escalation_waits.insert(commit_id);
-                return;
-            }
-        }
+        // The round's seed group's data: a member drawn again for the escalation measures on
+        // its escalation group's data (shared with other members, so that they check it).
+        let Some(seed) = member_seed(&self.tip_state(), commit, round, &self.me) else { return };
         let domain_impl = rt.domain.clone();
         let values = domain_impl.space().from_params(&reveal.body.params);
         let limits = spec.limits;
@@ -1148,7 +1137,7 @@ impl Engine {
             tracing::info!(task = %task.task_id, "completed task's commit is gone; no vote");
             return;
         };
-        let Some(seed) = evaluator_seed(&self.tip_state(), &commit.id(), &self.me) else {
+        let Some(seed) = member_seed(&self.tip_state(), &commit, task.round, &self.me) else {
             tracing::info!(task = %task.task_id, "completed task's commit is not sealed on our chain; no vote");
             return;
         };
@@ -1238,16 +1227,9 @@ impl Engine {
                         self.net.publish(Topic::Optimae(domain), GossipMessage::Vote(Box::new(other))).await;
                 }
                 self.on_vote(vote);
-                if m.round == 0 && self.escalation_waits.remove(&m.commit) {
-                    let again = Measured { commit: m.commit, round: 1, seed: m.seed, result: Ok(measured) };
-                    if self.measured_tx.try_send(again).is_err() {
-                        tracing::warn!(commit = %m.commit, "result queue full; no escalation vote");
-                    }
-                }
             }
             Err(e) => {
                 tracing::warn!(commit = %m.commit, round = m.round, error = %e, "evaluation failed; no vote");
-                self.escalation_waits.remove(&m.commit);
             }
         }
     }
@@ -1708,7 +1690,7 @@ impl Engine {
     }
 
     /// Pooled commits our next block may include: valid against `state`, at most
-    /// `max_block_commits`, `max_account_commits` per optimizer, oldest reference first.
+    /// `max_block_commits`, `max_account_commits` per optimizer, in id order.
     fn includable_commits(&mut self, state: &State) -> Vec<Commit> {
         let p = state.params();
         let mut refused = Vec::new();
@@ -2104,7 +2086,6 @@ impl Engine {
             self.done.clear();
         }
         self.escalated.remove(&id);
-        self.escalation_waits.remove(&id);
         self.first_vote_at.remove(&id);
         self.votes.remove(&id);
         self.reveals.remove(&id);
@@ -2276,7 +2257,6 @@ impl Engine {
         self.votes.retain(|k, _| commits.contains_key(k));
         self.evaluating.retain(|(k, _)| commits.contains_key(k));
         self.escalated.retain(|k| commits.contains_key(k));
-        self.escalation_waits.retain(|k| commits.contains_key(k));
         self.first_vote_at.retain(|k, _| commits.contains_key(k));
         self.awaiting_seal.retain(|k| commits.contains_key(k));
     }

@@ -230,6 +230,13 @@ pub struct DomainSpec {
     pub bounty_per_accept: Amount,
     /// Optimization or federated training.
     pub kind: DomainKind,
+    /// How far two evaluations of the same parameters on the same seed may differ (`None`:
+    /// evaluations are not reproducible). Quorum members are drawn in groups of two (three for
+    /// an odd last one) that share a data seed; with `Some(t)` a group's votes must agree within
+    /// `t`, so a member that votes without evaluating (copying the claim) is caught by its
+    /// partner's figure and earns nothing.
+    #[serde(default)]
+    pub reproducibility: Option<Metric>,
 }
 
 /// `|m| × ppm / 10^6`, integer (floor), at most `i64::MAX`.
@@ -308,6 +315,7 @@ impl DomainSpec {
             q.fraction_den > 0 && q.fraction_num > 0 && q.fraction_num <= q.fraction_den,
             "must be in (0, 1]",
         )?;
+        range("reproducibility", self.reproducibility.is_none_or(|t| t.0 >= 0), "must be >= 0")?;
         Ok(())
     }
 
@@ -367,6 +375,7 @@ impl DomainSpec {
             limits: ResourceLimits::default(),
             bounty_per_accept: Amount::ZERO,
             kind: DomainKind::Optimization,
+            reproducibility: None,
         }
     }
 }

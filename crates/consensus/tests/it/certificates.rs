@@ -663,3 +663,46 @@ fn unstaking_after_a_lie_does_not_escape_the_bond_burn() {
     assert_eq!(pending, Amount::doin(100).0 - Amount::doin(1).0 / 2);
     assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
 }
+
+/// With reproducible evaluations, members sharing a seed check each other: in a triple, a
+/// member that votes the claim instead of its (shared) measurement is an outlier and unpaid
+/// while the two that agree are paid; in a pair, a mismatch pays neither.
+#[test]
+fn seed_groups_catch_a_member_that_votes_without_evaluating() {
+    let run = |quorum_min: u16, evaluators: usize| {
+        let mut spec = doin_primitives::DomainSpec::example("quadratic", 4);
+        spec.reproducibility = Some(Metric(2));
+        spec.tolerance = m(5.0);
+        spec.quorum.min = quorum_min;
+        let mut net =
+            TestNet::with_domain(evaluators + 5, evaluators, 2, TestNet::new(1, 0, 0).spec.params, spec);
+        let optimizer = evaluators;
+        let claimed = m(49.0);
+        // Members measure by group (shared seeds): group g sees 50 + g; member 0 copies the claim.
+        let (commit, reveal) = net.commit_reveal(optimizer, vec![ONE, 0, 0, 0], claimed);
+        net.include(vec![commit.clone()]).unwrap();
+        let q = net.quorums(&commit);
+        let k = q.first.len();
+        let cert = net.sealed_certificate(commit, reveal, |i| {
+            if i == 0 { claimed } else { m(50.0 + doin_consensus::quorum::group_of(i, k) as f64 * 0.01) }
+        });
+        let lazy = q.first[0];
+        let r = net.work_block(evaluators + 4, vec![cert]).unwrap();
+        (q, lazy, r.certificates[0].clone())
+    };
+    // k = 3: one triple.
+    let (q, lazy, c) = run(3, 5);
+    assert_eq!(q.first.len(), 3);
+    assert_eq!(c.outcome, Outcome::Accept);
+    assert!(c.outliers.contains(&lazy), "{c:?}");
+    assert!(!c.evaluator_rewards.iter().any(|(a, _)| *a == lazy));
+    assert_eq!(c.evaluator_rewards.len(), 2, "the two members that agree are paid");
+    // k = 4: two pairs; the copier's pair is paid nothing and penalized nothing.
+    let (q, lazy, c) = run(4, 6);
+    assert_eq!(q.first.len(), 4);
+    let partner = q.first[1];
+    assert!(!c.agreeing.contains(&lazy) && !c.agreeing.contains(&partner));
+    assert!(!c.outliers.contains(&lazy) && !c.outliers.contains(&partner));
+    assert_eq!(c.agreeing, vec![q.first[2], q.first[3]]);
+    assert_eq!(c.evaluator_rewards.len(), 2);
+}
