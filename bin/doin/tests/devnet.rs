@@ -158,11 +158,12 @@ fn a_node_killed_mid_run_restarts_catches_up_and_rejoins() {
     }
     let finals: Vec<_> = finals.into_iter().map(|f| f.expect("every node stops cleanly")).collect();
     eprintln!("{finals:?}");
-    // Heights may differ by a block in flight at the stop; the node that restarted must be
-    // within one block of the others.
+    // Heights may differ by the blocks in flight at the stop (the nodes read their closed stdin
+    // at slightly different moments, and with claims in flight the seal leaders produce a block
+    // every few hundred ms); the node that restarted must be within three blocks of the others.
     let heights: Vec<u64> = finals.iter().map(|f| f.0.parse().unwrap()).collect();
     let max = *heights.iter().max().unwrap();
-    assert!(heights.iter().all(|h| h + 1 >= max), "{heights:?}");
+    assert!(heights.iter().all(|h| h + 3 >= max), "{heights:?}");
     assert!(heights[2] > killed_at, "{heights:?} vs killed at {killed_at}");
 }
 

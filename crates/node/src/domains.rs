@@ -277,6 +277,30 @@ mod tests {
         assert_eq!((3 * u32::from(n)).div_ceil(u32::from(d)), 2);
     }
 
+    /// `reproducibility`: 2e-9 for built-ins by default, none for plugins or with `false`, a
+    /// number as given, anything else refused naming the key.
+    #[test]
+    fn reproducibility_key_shapes_the_registered_spec() {
+        let mut c = DomainConfig { domain_id: "quadratic".into(), ..DomainConfig::default() };
+        let spec = |c: &DomainConfig| spec_of(build(c).unwrap().as_ref(), c, &NodeConfig::default());
+        assert_eq!(spec(&c).unwrap().reproducibility, Some(Metric(2)));
+        c.optimization_config.insert("reproducibility".into(), serde_json::json!(0.001));
+        assert_eq!(spec(&c).unwrap().reproducibility, Some(Metric(1_000_000)));
+        c.optimization_config.insert("reproducibility".into(), serde_json::json!(false));
+        assert_eq!(spec(&c).unwrap().reproducibility, None);
+        c.optimization_config.insert("reproducibility".into(), serde_json::json!("exact"));
+        let err = spec(&c).unwrap_err();
+        assert!(err.contains("optimization_config.reproducibility"), "{err}");
+        c.optimization_config.insert("reproducibility".into(), serde_json::json!(-1.0));
+        assert!(spec(&c).is_err());
+        let plugin = DomainConfig {
+            domain_id: "quadratic".into(),
+            domain_plugin: Some("python3 plugin.py".into()),
+            ..DomainConfig::default()
+        };
+        assert_eq!(reproducibility_of(&plugin).unwrap(), None);
+    }
+
     /// The tolerance keys take effect in the registered spec, in their order of precedence,
     /// and a bad value is refused naming its key.
     #[test]
