@@ -164,13 +164,19 @@ fn check_vrf(state: &State, h: &HeaderBody) -> Result<Hash, BlockError> {
 /// could not choose (a seed from the parent's hash let a producer grind its block's contents
 /// until it led the next slot).
 pub fn heartbeat_leader(state: &State, slot: u64) -> Option<Address> {
+    slot_leader(state, b"doin/heartbeat-leader", slot)
+}
+
+/// The stake-weighted draw over all stakers with seed `H(tag ‖ tip beacon ‖ slot)`; `None` when
+/// nobody is staked.
+pub(crate) fn slot_leader(state: &State, tag: &[u8], slot: u64) -> Option<Address> {
     let candidates: Vec<quorum::Candidate> = state
         .stakes
         .iter()
         .filter(|(_, s)| s.amount > Amount::ZERO)
         .map(|(a, s)| quorum::Candidate { address: *a, weight: s.amount.0 })
         .collect();
-    let seed = Hash::of_parts(&[b"doin/heartbeat-leader", &state.meta.beacon.0, &slot.to_le_bytes()]);
+    let seed = Hash::of_parts(&[tag, &state.meta.beacon.0, &slot.to_le_bytes()]);
     quorum::draw(&candidates, 1, &seed).first().copied()
 }
 

@@ -10,11 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use doin_primitives::{Address, Amount, Commit, Hash};
+use doin_primitives::{Address, Amount, Commit};
 
 use crate::{
     error::CertError,
-    quorum,
     state::{State, StateKey},
 };
 
@@ -81,14 +80,7 @@ pub(crate) fn apply_commits(
 /// producer of the tip chose neither it nor (having one VRF output per key and parent) the
 /// beacon the next block adds. `None` when nobody is staked (anyone may produce).
 pub fn seal_leader(state: &State, slot: u64) -> Option<Address> {
-    let candidates: Vec<quorum::Candidate> = state
-        .stakes
-        .iter()
-        .filter(|(_, s)| s.amount > Amount::ZERO)
-        .map(|(a, s)| quorum::Candidate { address: *a, weight: s.amount.0 })
-        .collect();
-    let seed = Hash::of_parts(&[b"doin/seal-leader", &state.meta.beacon.0, &slot.to_le_bytes()]);
-    quorum::draw(&candidates, 1, &seed).first().copied()
+    crate::block::slot_leader(state, b"doin/seal-leader", slot)
 }
 
 /// The seal slot a timestamp falls in after the state's tip (`None` if not after it).
