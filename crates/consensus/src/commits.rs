@@ -36,7 +36,9 @@ pub fn check_commit(state: &State, commit: &Commit) -> Result<(), CertError> {
     if !stake.is_some_and(|s| s.optimizes(&body.domain)) {
         return Err(CertError::Role { optimizer: body.optimizer, domain: body.domain.to_string() });
     }
-    let height = state.height().saturating_add(1);
+    // The including block's height: the tip's + 1 (inside a block being applied the state's
+    // height is already the block's, its tip still the parent).
+    let height = state.tip().height.saturating_add(1);
     state
         .recent_block(&body.reference_block)
         .filter(|r| height.saturating_sub(r.height) <= state.params().max_reference_age)

@@ -33,7 +33,7 @@ use std::{
     },
 };
 
-use doin_consensus::{State, certs, quorum};
+use doin_consensus::{CertError, State, certs, quorum};
 use doin_net::{GossipMessage, GossipValidator, Refusal, Topic};
 use doin_primitives::{Address, DoubleVoteEvidence, Hash, Vote, poo};
 
@@ -279,15 +279,11 @@ impl View {
         }
         let state = self.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
         let body = &commit.body;
-        if state.domain(&body.domain).is_none() {
-            return Err(reject("commit for an unregistered domain"));
-        }
-        let stake = state.stake(&body.optimizer);
-        if !stake.is_some_and(|s| s.optimizes(&body.domain)) {
-            return Err(reject("committer is not staked as an optimizer of the domain"));
-        }
-        if stake.is_none_or(|s| s.amount < state.params().optimae_bond) {
-            return Err(reject("committer's stake does not cover the optimae bond"));
+        // The inclusion rules on domain, role and bond (a commit already on chain, or whose
+        // reference is not here, is judged below: it may still draw votes).
+        match doin_consensus::check_commit(state, commit) {
+            Ok(()) | Err(CertError::Reference(_)) | Err(CertError::Duplicate(_)) => {}
+            Err(e) => return Err(reject(format!("commit cannot be included: {e}"))),
         }
         // A reference this node has not imported yet may be a block still on its way: the
         // commit is admitted (its quorums are filled in when the block arrives); one that is

@@ -244,9 +244,17 @@ fn double_vote_is_slashed_once() {
 fn reference_block_must_be_recent() {
     let mut net = net();
     let old = net.state.tip().hash;
-    for _ in 0..=net.spec.params.max_reference_age {
+    for _ in 1..net.spec.params.max_reference_age {
         net.heartbeat(vec![]).unwrap();
     }
+    // The including block is max_reference_age blocks after the reference: still in the
+    // window, as the block builder (which checks against the tip's state) sees it too.
+    let (edge, _) = net.commit_reveal_at(5, vec![2 * ONE, ONE, ONE, ONE], m(50.0), old);
+    assert_eq!(doin_consensus::check_commit(&net.state, &edge), Ok(()));
+    let before = (net.state.clone(), net.blocks.clone(), net.now_ms);
+    net.include(vec![edge]).unwrap();
+    (net.state, net.blocks, net.now_ms) = before;
+    net.heartbeat(vec![]).unwrap();
     let (commit, _) = net.commit_reveal_at(5, vec![ONE, ONE, ONE, ONE], m(50.0), old);
     let err = commit_err(net.include(vec![commit]).unwrap_err());
     assert!(matches!(err, CertError::Reference(h) if h == old), "{err}");
