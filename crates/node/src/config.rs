@@ -445,6 +445,16 @@ mod tests {
         }
     }
 
+    /// `seal_slot` sets the development chain's seal slots; the replaced `reveal_delay` is
+    /// refused with the reason.
+    #[test]
+    fn seal_slot_reaches_the_chain_and_reveal_delay_is_refused() {
+        let loaded = NodeConfig::from_json(r#"{"seal_slot": 0.25}"#).unwrap();
+        assert_eq!(crate::genesis::params(&loaded.config).seal_slot_ms, 250);
+        let e = NodeConfig::from_json(r#"{"reveal_delay": 0.3}"#).unwrap_err();
+        assert!(e.problem.contains("seal_slot"), "{e}");
+    }
+
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
@@ -471,6 +481,8 @@ mod tests {
             ),
             ("[1, 2]", "(file)"),
             ("{", "(file)"),
+            (r#"{"seal_slot": 0}"#, "seal_slot"),
+            (r#"{"reveal_delay": 2.0}"#, "reveal_delay"),
         ];
         for (text, key) in cases {
             let e = NodeConfig::from_json(text).unwrap_err();
