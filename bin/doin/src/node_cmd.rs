@@ -85,8 +85,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         None => None,
         Some("copy-reveals") => Some(doin_node::Adversary::CopyReveals),
         Some("double-vote") => Some(doin_node::Adversary::DoubleVote),
+        Some("double-finality-vote") => Some(doin_node::Adversary::DoubleFinalityVote),
         Some(other) => {
-            anyhow::bail!("--adversary {other:?}: the behaviours are copy-reveals and double-vote")
+            anyhow::bail!(
+                "--adversary {other:?}: the behaviours are copy-reveals, double-vote and double-finality-vote"
+            )
         }
     };
     let limits = RunLimits {

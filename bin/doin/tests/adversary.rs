@@ -1,4 +1,4 @@
-//! End-to-end under attack: a 4-node devnet (real processes on loopback) flooded with 10 000
+//! End-to-end under attack: 4-node devnets (real processes on loopback) flooded with 10 000
 //! signed bogus commits, reveals and votes from 1 000 throwaway keys by `doin flood`, against
 //! the same devnet without the flood. Honest certificates still land, claim-to-certificate
 //! time stays within 20 % (plus one 100 ms tick of the event loop), memory stays bounded and
@@ -15,7 +15,7 @@ use std::{
 use common::{doin, serial, spawn_lines};
 
 fn base_port(offset: u16) -> u16 {
-    30_000 + (std::process::id() % 1000) as u16 * 20 + offset
+    30_000 + (std::process::id() % 500) as u16 * 60 + offset
 }
 
 fn http_get(port: u16, path: &str) -> Option<serde_json::Value> {
@@ -118,32 +118,47 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
 #[test]
 fn a_gossip_flood_from_throwaway_keys_is_graylisted_and_honest_certificates_still_land() {
     let _serial = serial();
-    let (calm, _, _) = run(base_port(0), false);
-    eprintln!("without the flood: {calm}");
-    let (flooded, graylisted, report) = run(base_port(10), true);
-    eprintln!("with the flood: {flooded}\nflooder: {report:?}");
-    let report = report.expect("the flooder ran");
-    assert!(report["published"].as_u64().unwrap() >= 1000, "{report}");
-    for s in [&calm, &flooded] {
-        assert!(s["accepted"].as_u64().unwrap() >= 3, "honest certificates land: {s}");
-        // Honest quorums complete in their first round: a claim that reached only part of its
-        // quorum (gossiped before the mesh formed, or dropped with a reference on a fork)
-        // escalates after `quorum_timeout` (8 s) instead.
-        let escalations = s["escalations"].as_u64().unwrap();
-        assert!(escalations * 2 <= s["certified_claims"].as_u64().unwrap(), "{escalations} escalations: {s}");
-        assert_eq!(s["same_tip"], true, "{s}");
-        let rss: Vec<f64> = s["rss_mb"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect();
-        assert!(rss.iter().all(|r| *r < 150.0), "memory bounded: {rss:?}");
+    // One run's median claim-to-certificate time depends on where its claims fall in the seal
+    // leaders' slots: calm runs alone measured 47 – 129 ms on this machine. Two calm and two
+    // flooded runs, interleaved, are compared by their mean medians.
+    let mut calm = Vec::new();
+    let mut flooded = Vec::new();
+    for (i, flood) in [false, true, false, true].into_iter().enumerate() {
+        let (s, graylisted, report) = run(base_port(i as u16 * 10), flood);
+        eprintln!("{}: {s}\nflooder: {report:?}", if flood { "with the flood" } else { "without the flood" });
+        check_run(&s);
+        if flood {
+            let report = report.expect("the flooder ran");
+            assert!(report["published"].as_u64().unwrap() >= 1000, "{report}");
+            // Node 0 (the one flooded) refused the bogus messages with a penalty, and graylisted
+            // the flooding peer.
+            let rejected: Vec<u64> =
+                s["gossip_rejected"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            assert!(rejected[0] >= 3, "node 0 rejected the flood: {rejected:?}");
+            assert!(graylisted >= 1, "node 0 graylisted the flooding peer");
+            flooded.push(s);
+        } else {
+            calm.push(s);
+        }
     }
-    // Node 0 (the one flooded) refused the bogus messages with a penalty, and graylisted the
-    // flooding peer; the liar never got a message past it, so no other node rejected any.
-    let rejected: Vec<u64> =
-        flooded["gossip_rejected"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    assert!(rejected[0] >= 3, "node 0 rejected the flood: {rejected:?}");
-    assert!(graylisted >= 1, "node 0 graylisted the flooding peer");
-    let latency = |s: &serde_json::Value| s["claim_to_certificate_ms"].as_f64().unwrap();
-    let (before, after) = (latency(&calm), latency(&flooded));
+    let mean_latency = |runs: &[serde_json::Value]| {
+        runs.iter().map(|s| s["claim_to_certificate_ms"].as_f64().unwrap()).sum::<f64>() / runs.len() as f64
+    };
+    let (before, after) = (mean_latency(&calm), mean_latency(&flooded));
     assert!(after <= before * 1.2 + 100.0, "claim-to-certificate {before} ms → {after} ms under the flood");
+}
+
+/// What every run, flooded or not, must show.
+fn check_run(s: &serde_json::Value) {
+    assert!(s["accepted"].as_u64().unwrap() >= 3, "honest certificates land: {s}");
+    // Honest quorums complete in their first round: a claim that reached only part of its
+    // quorum (gossiped before the mesh formed, or dropped with a reference on a fork) escalates
+    // after `quorum_timeout` (8 s) instead.
+    let escalations = s["escalations"].as_u64().unwrap();
+    assert!(escalations * 2 <= s["certified_claims"].as_u64().unwrap(), "{escalations} escalations: {s}");
+    assert_eq!(s["same_tip"], true, "{s}");
+    let rss: Vec<f64> = s["rss_mb"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect();
+    assert!(rss.iter().all(|r| *r < 150.0), "memory bounded: {rss:?}");
 }
 
 /// A quorum member that signs two different votes for one commit and round is caught by its
@@ -153,7 +168,7 @@ fn a_gossip_flood_from_throwaway_keys_is_graylisted_and_honest_certificates_stil
 fn a_double_voter_is_slashed_end_to_end() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let port = base_port(20).to_string();
+    let port = base_port(40).to_string();
     let out = doin()
         .args(["devnet", "--nodes", "4", "--target", "0.5", "--duration", "12", "--base-port", &port])
         .args(["--dir", dir.path().to_str().unwrap(), "--adversary", "3=double-vote"])

@@ -38,11 +38,12 @@ fn snapshot_export_verify_import_round_trip() {
     let data = dir.path().join("node");
     let mut net = TestNet::new(6, 3, 1);
     for _ in 0..14 {
-        net.heartbeat(vec![]).unwrap();
+        net.voting_heartbeat(vec![]).unwrap();
     }
     let mut store = ChainStore::open(&data.join("chain.redb"), &net.spec, StoreOptions::default()).unwrap();
     store.import_many(&net.blocks, 4).unwrap();
     let checkpoint = store.finalized();
+    assert_eq!(checkpoint.height, 6, "the stakers' votes finalized checkpoint 6");
     drop(store);
     let doin = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_doin")).args(args).output().unwrap();

@@ -91,8 +91,10 @@ pub struct LiveStatus {
     pub gossip_refused: (u64, u64),
     /// Commits the gossip checks hold as pending (forwarded, not settled).
     pub gossip_pending: usize,
-    /// Double-vote evidence waiting for a block.
+    /// Double-vote and finality evidence waiting for a block.
     pub evidence_pending: usize,
+    /// Finality votes held for blocks (own and gossiped).
+    pub finality_votes_pending: usize,
     /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
     /// its gossip is ignored).
     pub peer_scores: BTreeMap<String, f64>,
@@ -277,6 +279,8 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
         "task_queue": task_counts(&s),
         "security": {
             "finalized_height": meta.finalized.height,
+            "justified_height": meta.justified.height,
+            "finality_votes_pending": l.finality_votes_pending,
             "pending_commitments": l.pending_commitments,
             "pending_quorums": l.pending_quorums,
             "gossip_rejected": l.gossip_refused.0,
@@ -316,6 +320,8 @@ async fn chain_status(State(s): State<ApiState>) -> ApiResult {
         "tip_hash": state.tip().hash.to_string(),
         "tip_index": state.height(),
         "finalized_height": state.meta().finalized.height,
+        "finalized_hash": state.meta().finalized.hash.to_string(),
+        "justified_height": state.meta().justified.height,
         "state_root": state.root().to_string(),
         "cumulative_work": fixed(state.meta().cumulative_work),
         "component_versions": { "doin": env!("CARGO_PKG_VERSION") },

@@ -45,8 +45,14 @@ pub fn text(s: &ApiState) -> String {
         o.one(
             "doin_chain_finalized_height",
             "gauge",
-            "Height of the finalized checkpoint.",
+            "Height of the finalized checkpoint (source of a 2/3-stake link to the next).",
             meta.finalized.height as f64,
+        );
+        o.one(
+            "doin_chain_justified_height",
+            "gauge",
+            "Height of the justified checkpoint (target of a 2/3-stake link).",
+            meta.justified.height as f64,
         );
         o.one(
             "doin_chain_cumulative_work",
@@ -117,8 +123,14 @@ pub fn text(s: &ApiState) -> String {
     o.one(
         "doin_evidence_pending",
         "gauge",
-        "Double-vote evidence waiting for a block.",
+        "Double-vote and finality evidence waiting for a block.",
         l.evidence_pending as f64,
+    );
+    o.one(
+        "doin_finality_votes_pending",
+        "gauge",
+        "Finality votes held for blocks (own and gossiped).",
+        l.finality_votes_pending as f64,
     );
     o.one(
         "doin_evaluations_running",

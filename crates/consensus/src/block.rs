@@ -11,7 +11,7 @@ use crate::{
     certs::{self, CertReceipt},
     commits, economics,
     error::BlockError,
-    quorum,
+    finality, quorum,
     state::{Checkpoint, Closing, State},
     txs::{self, BlockCtx, TxReceipt},
 };
@@ -33,7 +33,7 @@ pub struct Receipt {
     pub transactions: Vec<TxReceipt>,
     /// Per-certificate results.
     pub certificates: Vec<CertReceipt>,
-    /// Evaluators slashed for double votes, with the amount burned.
+    /// Keys slashed for double votes or conflicting finality votes, with the amount burned.
     pub slashes: Vec<(Address, Amount)>,
     /// Work carried.
     pub work: u128,
@@ -306,6 +306,8 @@ enum Signer {
     Vote(usize, usize, Address),
     Evidence(usize, &'static str),
     BlockCommit(usize),
+    FinalityVote(usize),
+    FinalityEvidence(usize, &'static str),
 }
 
 impl std::fmt::Display for Signer {
@@ -318,6 +320,8 @@ impl std::fmt::Display for Signer {
             Self::Vote(i, j, who) => write!(f, "certificate {i} vote {j} by {who:?}"),
             Self::Evidence(i, which) => write!(f, "evidence {i} {which} vote"),
             Self::BlockCommit(i) => write!(f, "commit {i}"),
+            Self::FinalityVote(i) => write!(f, "finality vote {i}"),
+            Self::FinalityEvidence(i, which) => write!(f, "finality evidence {i} {which} vote"),
         }
     }
 }
@@ -363,6 +367,13 @@ fn verify_signatures(
     }
     for (i, c) in body.commits.iter().enumerate() {
         push(&mut items, c.signature_item(), Signer::BlockCommit(i));
+    }
+    for (i, v) in body.finality_votes.iter().enumerate() {
+        push(&mut items, v.signature_item(), Signer::FinalityVote(i));
+    }
+    for (i, e) in body.finality_evidence.iter().enumerate() {
+        push(&mut items, e.first.signature_item(), Signer::FinalityEvidence(i, "first"));
+        push(&mut items, e.second.signature_item(), Signer::FinalityEvidence(i, "second"));
     }
     verify_batch(&items).map_err(|index| {
         let what = match named.iter().find(|(at, _)| *at == index) {
@@ -443,6 +454,15 @@ fn execute(
         source,
     })?;
 
+    // Finality votes (justifying and finalizing checkpoints), then finality evidence.
+    finality::apply_votes(&mut s, &body.finality_votes)
+        .map_err(|(index, source)| BlockError::FinalityVote { index, source })?;
+    for (index, e) in body.finality_evidence.iter().enumerate() {
+        let slash = finality::apply_evidence(&mut s, e)
+            .map_err(|source| BlockError::FinalityEvidence { index, source })?;
+        slashes.push(slash);
+    }
+
     // Work threshold. A heartbeat may carry certificates that add no work (rejects, late
     // accepts), so penalties land even while no improvement does.
     if header.kind == BlockKind::Heartbeat && work > 0 {
@@ -470,7 +490,6 @@ fn execute(
     s.meta.base_fee = economics::next_base_fee(&params, base_fee, weight_used);
     s.meta.cumulative_work =
         s.meta.cumulative_work.checked_add(work).ok_or(BlockError::Overflow("cumulative work"))?;
-    advance_finality(&mut s, height);
     s.touch(crate::state::StateKey::Meta);
     let state_root = s.commit_tree()?;
 
@@ -568,21 +587,4 @@ fn distribute(
         }
     }
     reward.checked_sub(paid).ok_or_else(overflow)
-}
-
-/// Moves the finality checkpoint to the newest multiple of `finality_depth` that is at least
-/// `finality_depth` blocks deep, and records anchor checkpoints.
-fn advance_finality(s: &mut State, height: u64) {
-    let depth = s.params.finality_depth;
-    let Some(deep) = height.checked_sub(depth) else { return };
-    let candidate = deep - deep % depth;
-    if candidate == 0 || candidate <= s.meta.finalized.height {
-        return;
-    }
-    let Some(hash) = s.recent_hash_at(candidate) else { return };
-    s.meta.finalized = Checkpoint { height: candidate, hash };
-    if candidate.is_multiple_of(s.params.anchor_interval) {
-        s.checkpoints.insert(candidate, hash);
-        s.touch(crate::state::StateKey::Checkpoint(candidate));
-    }
 }

@@ -54,6 +54,22 @@ pub enum BlockError {
         /// Why.
         reason: String,
     },
+    /// A finality vote cannot be included.
+    #[error("finality vote {index} cannot be included: {source}")]
+    FinalityVote {
+        /// Position in the block.
+        index: usize,
+        /// Why.
+        source: crate::finality::FinalityError,
+    },
+    /// A finality evidence item is invalid.
+    #[error("finality evidence {index} is invalid: {source}")]
+    FinalityEvidence {
+        /// Position in the block.
+        index: usize,
+        /// Why.
+        source: crate::finality::FinalityError,
+    },
     /// A work block's certificates do not reach the threshold.
     #[error("work {work} is below the threshold {threshold}")]
     BelowThreshold {

@@ -1,5 +1,7 @@
-//! Fork choice over headers: the valid chain with the greatest cumulative work, then the
-//! greater height, then the lower tip hash; never one that leaves the finalized checkpoint.
+//! Fork choice: the valid chain with the higher justified checkpoint (stake has voted for it:
+//! a minority side of a partition cannot outweigh it with work), then the greatest cumulative
+//! work, then the greater height, then the lower tip hash; never one that leaves the finalized
+//! checkpoint.
 
 use std::cmp::Ordering;
 
@@ -17,19 +19,23 @@ pub struct ChainTip {
     pub height: u64,
     /// Cumulative work at the tip.
     pub cumulative_work: u128,
+    /// Height of the justified checkpoint in the tip's state.
+    pub justified: u64,
 }
 
 impl ChainTip {
-    /// The tip described by a header with hash `hash`.
-    pub fn of(header: &HeaderBody, hash: Hash) -> Self {
-        Self { hash, height: header.height, cumulative_work: header.cumulative_work }
+    /// The tip described by a header with hash `hash` whose post-state has justified the
+    /// checkpoint at height `justified`.
+    pub fn of(header: &HeaderBody, hash: Hash, justified: u64) -> Self {
+        Self { hash, height: header.height, cumulative_work: header.cumulative_work, justified }
     }
 }
 
 /// Total order of preference: `Greater` means `a` is the better tip.
 pub fn compare(a: &ChainTip, b: &ChainTip) -> Ordering {
-    a.cumulative_work
-        .cmp(&b.cumulative_work)
+    a.justified
+        .cmp(&b.justified)
+        .then(a.cumulative_work.cmp(&b.cumulative_work))
         .then(a.height.cmp(&b.height))
         // Lower hash wins, so reverse the natural order.
         .then(b.hash.cmp(&a.hash))

@@ -107,6 +107,7 @@ impl GenesisSpec {
                     epoch_start_ms: self.timestamp_ms,
                 },
                 finalized: Checkpoint::default(),
+                justified: Checkpoint::default(),
                 supply: Supply::default(),
                 beacon: Hash::of_parts(&[
                     b"doin/beacon/genesis",

@@ -17,6 +17,7 @@ pub mod certs;
 pub mod commits;
 pub mod economics;
 pub mod error;
+pub mod finality;
 pub mod fixed;
 pub mod fork_choice;
 pub mod genesis;
@@ -31,6 +32,7 @@ pub use block::{BlockTemplate, Receipt, apply_block, build_block, heartbeat_lead
 pub use certs::CertReceipt;
 pub use commits::{check_commit, seal_leader, seal_slot};
 pub use error::{BlockError, CertError, TxError};
+pub use finality::FinalityError;
 pub use fork_choice::ChainTip;
 pub use genesis::{Allocation, GenesisDomain, GenesisSpec, GenesisStake};
 pub use params::ProtocolParams;

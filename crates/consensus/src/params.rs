@@ -26,7 +26,8 @@ pub struct ProtocolParams {
     pub max_block_interval_ms: u64,
     /// Length of one heartbeat leader slot, ms. Default 30 000.
     pub heartbeat_slot_ms: u64,
-    /// Blocks between finality checkpoints. Default 6.
+    /// Blocks between finality checkpoints: the epochs stakers vote on (`finality`).
+    /// Default 6.
     pub finality_depth: u64,
     /// Blocks between anchored checkpoints. Default 100.
     pub anchor_interval: u64,
@@ -52,6 +53,9 @@ pub struct ProtocolParams {
     pub reject_burn_ppm: u32,
     /// Share of stake burned for a double vote, parts per million. Default 100 000.
     pub double_vote_slash_ppm: u32,
+    /// Share of stake burned for a double or surround finality vote, parts per million.
+    /// Default 500 000.
+    pub finality_slash_ppm: u32,
     /// Blocks before unstaked coins are spendable. Default 1008.
     pub unbonding_blocks: u64,
     /// Reputation half-life in blocks. Default 1000.
@@ -114,6 +118,7 @@ impl Default for ProtocolParams {
             optimae_bond: Amount::doin(1),
             reject_burn_ppm: 500_000,
             double_vote_slash_ppm: 100_000,
+            finality_slash_ppm: 500_000,
             unbonding_blocks: 1_008,
             reputation_half_life_blocks: 1_000,
             rep_accept: one,
@@ -177,6 +182,7 @@ impl ProtocolParams {
         check((1..=1024).contains(&self.max_reference_age), "max_reference_age", "must be in 1..=1024")?;
         check(self.reject_burn_ppm <= 1_000_000, "reject_burn_ppm", "must be at most 1 000 000")?;
         check(self.double_vote_slash_ppm <= 1_000_000, "double_vote_slash_ppm", "must be at most 1 000 000")?;
+        check(self.finality_slash_ppm <= 1_000_000, "finality_slash_ppm", "must be at most 1 000 000")?;
         check(self.reputation_half_life_blocks >= 1, "reputation_half_life_blocks", "must be at least 1")?;
         check(
             self.rep_factor_floor >= 1 && self.rep_factor_floor <= FIXED_ONE as u64,

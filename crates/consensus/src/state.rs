@@ -188,16 +188,8 @@ pub struct Supply {
     pub burned: Amount,
 }
 
-/// A finality checkpoint.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
-pub struct Checkpoint {
-    /// Height.
-    pub height: u64,
-    /// Block hash.
-    pub hash: Hash,
-}
+/// A finality checkpoint (height and block hash).
+pub use doin_primitives::Checkpoint;
 
 /// Chain-wide values.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -216,8 +208,12 @@ pub struct ChainMeta {
     pub base_fee: Amount,
     /// Difficulty of the next work block.
     pub difficulty: Difficulty,
-    /// Latest finality checkpoint.
+    /// Latest finalized checkpoint: justified, and the source of a ≥ 2/3-stake link to the
+    /// next checkpoint (never reverted by fork choice).
     pub finalized: Checkpoint,
+    /// Latest justified checkpoint: the target of a ≥ 2/3-stake link from a justified one
+    /// (genesis is justified). Finality votes included on this chain must name it as source.
+    pub justified: Checkpoint,
     /// Supply accounting.
     pub supply: Supply,
     /// The chain's randomness after the last block: each block's VRF output chained onto its
@@ -261,6 +257,14 @@ pub enum StateKey {
     /// A commit included on chain (value: the inclusion height; remembered for
     /// `max_reference_age` blocks, the window its certificate has).
     Committed(Hash),
+    /// Stake that voted the finality link from the checkpoint at the first height to the one at
+    /// the second (value: `u128` weight; dropped once the target leaves the recent window).
+    FinalityTally(u64, u64),
+    /// A staker's finality vote counted for the checkpoint at a height (value: the vote id;
+    /// dropped with the tally).
+    FinalityVoted(Address, u64),
+    /// A finality offence already slashed (`FinalityEvidence::offence`; kept for good).
+    FinalitySlashed(Hash),
 }
 
 impl StateKey {
@@ -328,6 +332,9 @@ pub struct State {
     pub(crate) slashed: OrdSet<(Address, Hash, u8)>,
     pub(crate) checkpoints: OrdMap<u64, Hash>,
     pub(crate) anchors: OrdMap<u64, AnchorRecord>,
+    pub(crate) finality_tallies: OrdMap<(u64, u64), u128>,
+    pub(crate) finality_voted: OrdMap<(Address, u64), Hash>,
+    pub(crate) finality_slashed: OrdSet<Hash>,
     // Derived indexes (not in the root; rebuilt from the records above).
     pub(crate) evaluators: OrdMap<DomainId, OrdSet<Address>>,
     pub(crate) channel_expiries: OrdSet<(u64, Hash)>,
@@ -491,6 +498,9 @@ impl State {
             StateKey::Checkpoint(h) => self.checkpoints.get(h).map(encode),
             StateKey::Anchor(h) => self.anchors.get(h).map(encode),
             StateKey::Committed(c) => self.committed.get(c).map(encode),
+            StateKey::FinalityTally(a, b) => self.finality_tallies.get(&(*a, *b)).map(encode),
+            StateKey::FinalityVoted(v, h) => self.finality_voted.get(&(*v, *h)).map(encode),
+            StateKey::FinalitySlashed(o) => self.finality_slashed.contains(o).then(|| vec![1u8]),
         }
     }
 
@@ -516,6 +526,9 @@ impl State {
         keys.extend(self.checkpoints.keys().map(|h| StateKey::Checkpoint(*h)));
         keys.extend(self.anchors.keys().map(|h| StateKey::Anchor(*h)));
         keys.extend(self.committed.keys().map(|c| StateKey::Committed(*c)));
+        keys.extend(self.finality_tallies.keys().map(|(a, b)| StateKey::FinalityTally(*a, *b)));
+        keys.extend(self.finality_voted.keys().map(|(v, h)| StateKey::FinalityVoted(*v, *h)));
+        keys.extend(self.finality_slashed.iter().map(|o| StateKey::FinalitySlashed(*o)));
         keys
     }
 
@@ -595,6 +608,9 @@ impl State {
             slashed: Default::default(),
             checkpoints: Default::default(),
             anchors: Default::default(),
+            finality_tallies: Default::default(),
+            finality_voted: Default::default(),
+            finality_slashed: Default::default(),
             evaluators: Default::default(),
             channel_expiries: Default::default(),
             channel_deadlines: Default::default(),
@@ -774,6 +790,39 @@ impl State {
                     self.expiries.insert((height.saturating_add(age), key.clone()));
                 }
             }
+            StateKey::FinalityTally(a, b) => {
+                let expiry = self.finality_expiry(*b);
+                match dec::<u128>(&key, &value)? {
+                    Some(w) => {
+                        self.finality_tallies.insert((*a, *b), w);
+                        self.expiries.insert((expiry, key.clone()));
+                    }
+                    None => {
+                        self.finality_tallies.remove(&(*a, *b));
+                        self.expiries.remove(&(expiry, key.clone()));
+                    }
+                }
+            }
+            StateKey::FinalityVoted(v, h) => {
+                let expiry = self.finality_expiry(*h);
+                match dec::<Hash>(&key, &value)? {
+                    Some(id) => {
+                        self.finality_voted.insert((*v, *h), id);
+                        self.expiries.insert((expiry, key.clone()));
+                    }
+                    None => {
+                        self.finality_voted.remove(&(*v, *h));
+                        self.expiries.remove(&(expiry, key.clone()));
+                    }
+                }
+            }
+            StateKey::FinalitySlashed(o) => {
+                if value.is_some() {
+                    self.finality_slashed.insert(*o);
+                } else {
+                    self.finality_slashed.remove(o);
+                }
+            }
         }
         self.touch(key);
         Ok(())
@@ -901,6 +950,32 @@ impl State {
         Some(taken)
     }
 
+    /// The height after which finality records for the checkpoint at `target` are dropped: it
+    /// has then left the recent window, so no vote for it can be included any more.
+    pub(crate) fn finality_expiry(&self, target: u64) -> u64 {
+        target.saturating_add(self.params.history_len())
+    }
+
+    /// Total active stake: the weight finality thresholds are taken of.
+    pub fn active_stake(&self) -> u128 {
+        self.stakes.values().fold(0u128, |t, s| t.saturating_add(s.amount.0))
+    }
+
+    /// Stake that voted the finality link `source → target` on this chain so far.
+    pub fn finality_tally(&self, source: u64, target: u64) -> u128 {
+        self.finality_tallies.get(&(source, target)).copied().unwrap_or(0)
+    }
+
+    /// The id of `voter`'s finality vote counted for the checkpoint at `height`, if any.
+    pub fn finality_voted(&self, voter: &Address, height: u64) -> Option<Hash> {
+        self.finality_voted.get(&(*voter, height)).copied()
+    }
+
+    /// Whether a finality offence has been slashed already.
+    pub fn finality_slashed(&self, offence: &Hash) -> bool {
+        self.finality_slashed.contains(offence)
+    }
+
     /// Remembers `key` until `expiry` (then [`State::prune_expired`] drops it).
     pub(crate) fn expire_at(&mut self, expiry: u64, key: StateKey) {
         self.expiries.insert((expiry, key.clone()));
@@ -923,6 +998,12 @@ impl State {
                 }
                 StateKey::Committed(c) => {
                     self.committed.remove(c);
+                }
+                StateKey::FinalityTally(a, b) => {
+                    self.finality_tallies.remove(&(*a, *b));
+                }
+                StateKey::FinalityVoted(v, h) => {
+                    self.finality_voted.remove(&(*v, *h));
                 }
                 _ => {}
             }

@@ -355,6 +355,46 @@ impl TestNet {
     }
 }
 
+impl TestNet {
+    /// Account `i`'s finality vote for this chain's checkpoint at `height`, from the chain's
+    /// justified checkpoint.
+    pub fn finality_vote(&self, i: usize, height: u64) -> doin_primitives::FinalityVote {
+        let hash = self.state.recent_hash_at(height).unwrap_or_default();
+        let body = doin_primitives::FinalityVoteBody {
+            chain_id: self.state.meta().chain_id,
+            voter: self.addr(i),
+            source: self.state.meta().justified,
+            target: doin_primitives::Checkpoint { height, hash },
+        };
+        Signed::sign(body, &self.keys[i])
+    }
+
+    /// A heartbeat with `transactions` that also carries every staked test account's finality
+    /// vote for the newest checkpoint at or below the tip, if it is not justified yet: a chain
+    /// whose stakers all vote, as a live network's do.
+    pub fn voting_heartbeat(&mut self, transactions: Vec<Transaction>) -> Result<Receipt, BlockError> {
+        let depth = self.state.params().finality_depth.max(1);
+        let tip = self.state.height();
+        let target = tip - tip % depth;
+        let mut votes = Vec::new();
+        if target > self.state.meta().justified.height {
+            for i in 0..self.keys.len() {
+                let staked = self.state.stake(&self.addr(i)).is_some_and(|s| s.amount.0 > 0);
+                if staked && self.state.finality_voted(&self.addr(i), target).is_none() {
+                    votes.push(self.finality_vote(i, target));
+                }
+            }
+        }
+        let votes = crate::finality::includable(&self.state, &votes, votes.len());
+        let body = BlockBody {
+            transactions: BoundedVec::try_from_vec(transactions).unwrap_or_default(),
+            finality_votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
+            ..Default::default()
+        };
+        self.heartbeat_with(body)
+    }
+}
+
 /// Re-seals `block` around a different body: recomputes the body roots, applies `edit` to the
 /// header and signs it with `key`. Builds deliberately invalid blocks for tests and vectors.
 pub fn reseal(

@@ -3,7 +3,8 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use doin_primitives::{
-    BlockHeader, Commit, DoubleVoteEvidence, Hash, Reveal, Transaction, Vote, decode, encode,
+    BlockHeader, Commit, DoubleVoteEvidence, FinalityEvidence, FinalityVote, Hash, Reveal, Transaction, Vote,
+    decode, encode,
 };
 
 /// Largest gossip payload.
@@ -48,7 +49,8 @@ impl Topic {
 }
 
 /// A compact block announcement: the header plus the ids of the body's items; receivers rebuild
-/// the body from their mempool and fetch only what they lack.
+/// the body from their mempool and fetch only what they lack. Finality votes travel whole (a
+/// node that missed one's gossip could not rebuild the block, and they are small).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct CompactBlock {
     /// The signed header.
@@ -61,6 +63,10 @@ pub struct CompactBlock {
     pub evidence_ids: Vec<Hash>,
     /// Commit ids in order.
     pub commit_ids: Vec<Hash>,
+    /// The finality votes, whole.
+    pub finality_votes: Vec<FinalityVote>,
+    /// Finality evidence ids in order.
+    pub finality_evidence_ids: Vec<Hash>,
 }
 
 impl CompactBlock {
@@ -72,6 +78,8 @@ impl CompactBlock {
             cert_ids: block.body.certificates.iter().map(doin_primitives::Certificate::id).collect(),
             evidence_ids: block.body.evidence.iter().map(doin_primitives::DoubleVoteEvidence::id).collect(),
             commit_ids: block.body.commits.iter().map(Commit::id).collect(),
+            finality_votes: block.body.finality_votes.to_vec(),
+            finality_evidence_ids: block.body.finality_evidence.iter().map(FinalityEvidence::id).collect(),
         }
     }
 
@@ -93,7 +101,7 @@ impl CompactBlock {
                 _ => missing.push(*id),
             }
         }
-        if !missing.is_empty() || !self.evidence_ids.is_empty() {
+        if !missing.is_empty() || !self.evidence_ids.is_empty() || !self.finality_evidence_ids.is_empty() {
             return Err(missing);
         }
         let mut certificates = Vec::with_capacity(self.cert_ids.len());
@@ -114,6 +122,8 @@ impl CompactBlock {
             transactions: doin_primitives::BoundedVec::try_from_vec(txs).map_err(|_| Vec::new())?,
             commits: doin_primitives::BoundedVec::try_from_vec(held).map_err(|_| Vec::new())?,
             certificates: doin_primitives::BoundedVec::try_from_vec(certificates).map_err(|_| Vec::new())?,
+            finality_votes: doin_primitives::BoundedVec::try_from_vec(self.finality_votes.clone())
+                .map_err(|_| Vec::new())?,
             ..Default::default()
         };
         Ok(doin_primitives::Block { header: self.header.clone(), body })
@@ -136,6 +146,10 @@ pub enum GossipMessage {
     /// Two different votes by one evaluator for one commit and round (on the blocks topic:
     /// every block producer needs it).
     Evidence(Box<DoubleVoteEvidence>),
+    /// A staker's checkpoint vote (blocks topic: producers include them).
+    FinalityVote(Box<FinalityVote>),
+    /// Two conflicting finality votes by one key (blocks topic).
+    FinalityEvidence(Box<FinalityEvidence>),
 }
 
 /// Why a gossip message was refused.
@@ -184,6 +198,8 @@ impl GossipMessage {
             (Self::Block(b), Topic::Blocks) => {
                 if b.tx_ids.len() + b.cert_ids.len() + b.evidence_ids.len() + b.commit_ids.len()
                     > MAX_ANNOUNCED_IDS
+                    || b.finality_votes.len() > doin_primitives::finality::MAX_BLOCK_FINALITY_VOTES
+                    || b.finality_evidence_ids.len() > doin_primitives::finality::MAX_BLOCK_FINALITY_EVIDENCE
                 {
                     return Err(GossipError::TooLarge);
                 }
@@ -218,6 +234,18 @@ impl GossipMessage {
                     return Err(GossipError::Signature("double-vote evidence"));
                 }
             }
+            (Self::FinalityVote(v), Topic::Blocks) => {
+                if !v.verify() {
+                    return Err(GossipError::Signature("finality vote"));
+                }
+            }
+            (Self::FinalityEvidence(e), Topic::Blocks) => {
+                if !e.first.verify() || !e.second.verify() {
+                    return Err(GossipError::Signature("finality evidence"));
+                }
+            }
+            (Self::FinalityVote(_), _) => return Err(wrong("finality vote")),
+            (Self::FinalityEvidence(_), _) => return Err(wrong("finality evidence")),
             (Self::Evidence(_), _) => return Err(wrong("evidence")),
             (Self::Commit(_), _) => return Err(wrong("commit")),
             (Self::Block(_), _) => return Err(wrong("block")),

@@ -77,6 +77,8 @@ pub struct Status {
     pub cumulative_work: u128,
     /// Finalized checkpoint height.
     pub finalized: u64,
+    /// Justified checkpoint height (fork choice prefers the higher).
+    pub justified: u64,
 }
 
 /// A sync response.

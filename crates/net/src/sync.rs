@@ -74,8 +74,9 @@ async fn headers(
     }
 }
 
-/// Asks `peers` for their status and returns the one whose chain has the greatest cumulative
-/// work (then height) on our genesis; peers that do not answer within `timeout` are skipped.
+/// Asks `peers` for their status and returns the one whose chain fork choice prefers (higher
+/// justified checkpoint, then cumulative work, then height) on our genesis; peers that do not
+/// answer within `timeout` are skipped.
 pub async fn best_peer(
     handle: &NetworkHandle,
     peers: &[PeerId],
@@ -92,8 +93,7 @@ pub async fn best_peer(
         if s.genesis != genesis {
             continue;
         }
-        let better =
-            best.as_ref().is_none_or(|(_, b)| (s.cumulative_work, s.height) > (b.cumulative_work, b.height));
+        let better = best.as_ref().is_none_or(|(_, b)| is_ahead(&s, b));
         if better {
             best = Some((*peer, s));
         }
@@ -101,12 +101,13 @@ pub async fn best_peer(
     best
 }
 
-/// Whether a chain with status `remote` is worth syncing from for a node at `local`: more
-/// cumulative work, or as much and a greater height (fork choice's order; heartbeat blocks add
-/// no work, so comparing work alone left a node that missed one behind until the next work
-/// block).
+/// Whether a chain with status `remote` is worth syncing from for a node at `local`, in fork
+/// choice's order: a higher justified checkpoint, or as high and more cumulative work, or as
+/// much and a greater height (heartbeat blocks add no work, so comparing work alone left a node
+/// that missed one behind until the next work block).
 pub fn is_ahead(remote: &Status, local: &Status) -> bool {
-    (remote.cumulative_work, remote.height) > (local.cumulative_work, local.height)
+    (remote.justified, remote.cumulative_work, remote.height)
+        > (local.justified, local.cumulative_work, local.height)
 }
 
 /// Syncs from `peer` into `sink` if the peer's chain is ahead ([`is_ahead`]).
@@ -336,7 +337,7 @@ mod tests {
     use super::*;
 
     fn status(cumulative_work: u128, height: u64) -> Status {
-        Status { genesis: Hash::ZERO, tip: Hash::ZERO, height, cumulative_work, finalized: 0 }
+        Status { genesis: Hash::ZERO, tip: Hash::ZERO, height, cumulative_work, finalized: 0, justified: 0 }
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //!   once per (commit, round, evaluator). A *different* second vote is not forwarded and
 //!   becomes [`DoubleVoteEvidence`] for the node to gossip and include in its blocks.
 //! - Evidence only against an account with something to slash, not slashed before.
+//! - Finality votes only from staked accounts, for checkpoint links within the recent window,
+//!   once per (voter, height); a conflicting second vote becomes finality evidence
+//!   ([`crate::finality::FinalityPool`]).
 //!
 //! Entries leave when their commit is settled on chain ([`GossipCheck::settle`]) or their
 //! reference block leaves the window ([`GossipCheck::set_state`]).
@@ -35,7 +38,9 @@ use std::{
 
 use doin_consensus::{CertError, State, certs, quorum};
 use doin_net::{GossipMessage, GossipValidator, Refusal, Topic};
-use doin_primitives::{Address, DoubleVoteEvidence, Hash, Vote, poo};
+use doin_primitives::{Address, DoubleVoteEvidence, FinalityEvidence, FinalityVote, Hash, Vote, poo};
+
+use crate::finality::{self, FinalityPool};
 
 /// Commits one optimizer may have pending and not yet revealed at once.
 pub const PER_ACCOUNT: usize = 16;
@@ -94,6 +99,8 @@ struct View {
     evidence: Vec<DoubleVoteEvidence>,
     /// Evidence ids already handed out (bounded like `evidence`'s producers: cleared when full).
     evidence_seen: HashSet<Hash>,
+    /// Finality votes and evidence for our blocks.
+    finality: FinalityPool,
 }
 
 /// Counters of what the check refused, for metrics and the adversary benchmark.
@@ -151,6 +158,7 @@ impl GossipCheck {
         for id in stale {
             v.remove(&id);
         }
+        v.finality.prune(&state);
         // Commits sealed since: their quorums are drawn now.
         for (id, p) in v.pending.iter_mut().filter(|(_, p)| p.quorums.is_none()) {
             p.quorums = quorums_of(&state, &p.domain, &p.optimizer, *id);
@@ -180,6 +188,21 @@ impl GossipCheck {
     /// Double-vote evidence found since the last call.
     pub fn take_evidence(&self) -> Vec<DoubleVoteEvidence> {
         self.view.write().map(|mut v| std::mem::take(&mut v.evidence)).unwrap_or_default()
+    }
+
+    /// The finality votes held for our blocks.
+    pub fn finality_votes(&self) -> Vec<FinalityVote> {
+        self.view.read().map(|v| v.finality.votes()).unwrap_or_default()
+    }
+
+    /// Finality votes held.
+    pub fn finality_pooled(&self) -> usize {
+        self.view.read().map_or(0, |v| v.finality.len())
+    }
+
+    /// Conflicting finality votes found since the last call.
+    pub fn take_finality_evidence(&self) -> Vec<FinalityEvidence> {
+        self.view.write().map(|mut v| v.finality.take_evidence()).unwrap_or_default()
     }
 
     /// Unrevealed commits of `optimizer` pending here (at most [`PER_ACCOUNT`] are forwarded).
@@ -218,6 +241,24 @@ impl GossipCheck {
                     return Err(ignore("this double vote was slashed already"));
                 }
                 certs::check_evidence(state, e).map(|_| ()).map_err(reject)
+            }
+            GossipMessage::FinalityVote(vote) => self.write(|v| {
+                let state = v.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?.clone();
+                v.finality.admit(&state, vote).map_err(|r| match r {
+                    finality::Refused::Invalid(why) => reject(why),
+                    finality::Refused::Useless(why) => ignore(why),
+                })
+            }),
+            GossipMessage::FinalityEvidence(e) => {
+                let v = self.view.read().map_err(|_| ignore("state lock poisoned"))?;
+                let state = v.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
+                match doin_consensus::finality::check_evidence(state, e) {
+                    Ok(_) => Ok(()),
+                    Err(doin_consensus::FinalityError::AlreadySlashed) => {
+                        Err(ignore("offence slashed already"))
+                    }
+                    Err(err) => Err(reject(err.to_string())),
+                }
             }
             GossipMessage::Block(_) | GossipMessage::Transaction(_) => Ok(()),
         }

@@ -40,7 +40,8 @@ use doin_net::{
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
     Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, DoubleVoteEvidence,
-    Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Signed, Transaction, Vote, VoteBody, encode, poo,
+    FinalityEvidence, Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Signed, Transaction, Vote,
+    VoteBody, encode, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
@@ -94,6 +95,9 @@ pub enum Adversary {
     /// Sign a second, different vote (the measurement halved) after every honest one, sent
     /// straight to the network (a double voter hoping peers keep whichever suits it).
     DoubleVote,
+    /// Sign two finality votes for every checkpoint, for different blocks at its height (an
+    /// equivocating staker backing two forks at once).
+    DoubleFinalityVote,
 }
 
 struct DomainRt {
@@ -231,6 +235,12 @@ struct Engine {
     /// A block or a commit arrived: react before the next tick (seal slots are short; a
     /// 100 ms tick per step added up to 300 ms to every claim).
     poked: bool,
+    /// This node's finality votes, with their slashing protection record.
+    voter: crate::finality::Voter,
+    /// Conflicting finality votes to include in our blocks (found here or gossiped), bounded.
+    finality_evidence: Vec<FinalityEvidence>,
+    /// The justified and finalized heights last printed.
+    finality_shown: (u64, u64),
 }
 
 fn now_ms() -> u64 {
@@ -429,6 +439,10 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         cert_latency_ms: std::collections::VecDeque::new(),
         awaiting_seal: HashSet::new(),
         poked: false,
+        voter: crate::finality::Voter::load(&config.data_dir.join("finality-votes.json"))
+            .map_err(NodeError::Other)?,
+        finality_evidence: Vec::new(),
+        finality_shown: (0, 0),
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -859,6 +873,9 @@ impl Engine {
                 }
                 GossipMessage::Vote(v) => self.on_vote(*v),
                 GossipMessage::Evidence(e) => self.add_evidence(*e),
+                // Admitted into the pool by the gossip check; included by our blocks.
+                GossipMessage::FinalityVote(_) => {}
+                GossipMessage::FinalityEvidence(e) => self.add_finality_evidence(*e),
             },
             _ => {}
         }
@@ -1156,7 +1173,8 @@ impl Engine {
         let refused = self.gossip.refused();
         live.gossip_refused = (refused.rejected, refused.ignored);
         live.gossip_pending = self.gossip.pending();
-        live.evidence_pending = self.evidence.len();
+        live.evidence_pending = self.evidence.len() + self.finality_evidence.len();
+        live.finality_votes_pending = self.gossip.finality_pooled();
         for (id, rt) in &self.domains {
             let ds = state.domain(&Self::domain_id(id));
             let best = ds.and_then(|d| d.champion.as_ref()).map(|c| c.performance.to_f64());
@@ -1851,6 +1869,7 @@ impl Engine {
             self.publish(Topic::Blocks, GossipMessage::Evidence(Box::new(evidence))).await;
         }
 
+        self.finality_step(&state).await;
         self.release_reveals(&state).await;
         let now = Instant::now();
         // Optimizer loops that waited long enough for peers start alone.
@@ -2000,7 +2019,16 @@ impl Engine {
         certs: &mut Vec<Hash>,
         commits: &mut Vec<Commit>,
     ) -> Option<Block> {
+        let max_votes = doin_primitives::finality::MAX_BLOCK_FINALITY_VOTES;
+        let mut finality_votes =
+            doin_consensus::finality::includable(state, &self.gossip.finality_votes(), max_votes);
         for _ in 0..8 {
+            let finality_evidence: Vec<FinalityEvidence> = self
+                .finality_evidence
+                .iter()
+                .filter(|e| doin_consensus::finality::check_evidence(state, e).is_ok())
+                .cloned()
+                .collect();
             let evidence: Vec<DoubleVoteEvidence> = self
                 .evidence
                 .iter()
@@ -2017,6 +2045,8 @@ impl Engine {
                 .unwrap_or_default(),
                 evidence: BoundedVec::try_from_vec(evidence).unwrap_or_default(),
                 commits: BoundedVec::try_from_vec(commits.clone()).unwrap_or_default(),
+                finality_votes: BoundedVec::try_from_vec(finality_votes.clone()).unwrap_or_default(),
+                finality_evidence: BoundedVec::try_from_vec(finality_evidence.clone()).unwrap_or_default(),
             };
             match build_block(state, BlockTemplate { key: &self.key, timestamp_ms, kind, body }) {
                 Ok((block, _, _)) => return Some(block),
@@ -2039,6 +2069,19 @@ impl Engine {
                     let c = commits.remove(index);
                     tracing::info!(commit = %c.id(), error = %source, "commit dropped");
                     self.commit_pool.remove(&c.id());
+                }
+                // The block's own transactions or certificates changed what the vote rests on
+                // (a stake): it waits for the next block.
+                Err(BlockError::FinalityVote { index, source }) if index < finality_votes.len() => {
+                    tracing::debug!(error = %source, "finality vote left out");
+                    finality_votes.remove(index);
+                }
+                Err(BlockError::FinalityEvidence { index, source }) => {
+                    tracing::info!(error = %source, "finality evidence dropped");
+                    if let Some(e) = finality_evidence.get(index) {
+                        let offence = e.offence();
+                        self.finality_evidence.retain(|x| x.offence() != offence);
+                    }
                 }
                 Err(BlockError::Evidence { index, reason }) => {
                     tracing::info!(%reason, "evidence dropped");
@@ -2066,6 +2109,48 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// Finality: votes this node owes (signed after their slashing-protection record is on
+    /// disk) and conflicting votes the gossip checks caught, gossiped for every producer.
+    async fn finality_step(&mut self, state: &State) {
+        for evidence in self.gossip.take_finality_evidence() {
+            let voter = evidence.first.body.voter;
+            println!(
+                "finality offence by {voter} targets {} {}",
+                evidence.first.body.target.height, evidence.second.body.target.height
+            );
+            self.emit("finality_offence", None, json!({ "voter": voter.to_string() }));
+            self.add_finality_evidence(evidence.clone());
+            self.publish(Topic::Blocks, GossipMessage::FinalityEvidence(Box::new(evidence))).await;
+        }
+        if self.adversary == Some(Adversary::DoubleFinalityVote) {
+            for vote in crate::finality::equivocate(state, &self.key, &mut self.voter).into_iter().flatten() {
+                self.publish(Topic::Blocks, GossipMessage::FinalityVote(Box::new(vote))).await;
+            }
+            return;
+        }
+        match self.voter.next_vote(state, &self.key) {
+            Ok(Some(vote)) => {
+                let b = &vote.body;
+                tracing::debug!(source = b.source.height, target = b.target.height, "finality vote");
+                let message = GossipMessage::FinalityVote(Box::new(vote));
+                self.gossip.admit_own(&message);
+                self.publish(Topic::Blocks, message).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot vote for finality"),
+        }
+    }
+
+    /// Keeps finality evidence for our blocks (once each, at most a block's worth).
+    fn add_finality_evidence(&mut self, evidence: FinalityEvidence) {
+        let offence = evidence.offence();
+        if self.finality_evidence.len() < doin_primitives::finality::MAX_BLOCK_FINALITY_EVIDENCE
+            && !self.finality_evidence.iter().any(|e| e.offence() == offence)
+        {
+            self.finality_evidence.push(evidence);
+        }
     }
 
     /// Keeps double-vote evidence for our blocks (once each, at most a block's worth).
@@ -2125,6 +2210,22 @@ impl Engine {
         self.gossip.set_state(state.clone());
         // Evidence the chain has used (or can no longer use) leaves the pool.
         self.evidence.retain(|e| certs::check_evidence(&state, e).is_ok());
+        self.finality_evidence.retain(|e| doin_consensus::finality::check_evidence(&state, e).is_ok());
+        let (justified, finalized) = (state.meta().justified, state.meta().finalized);
+        if (justified.height, finalized.height) != self.finality_shown {
+            if justified.height != self.finality_shown.0 {
+                println!("justified {} {}", justified.height, justified.hash);
+            }
+            if finalized.height != self.finality_shown.1 {
+                println!("finalized {} {}", finalized.height, finalized.hash);
+                self.emit(
+                    "finalized",
+                    None,
+                    json!({ "height": finalized.height, "hash": finalized.hash.to_string() }),
+                );
+            }
+            self.finality_shown = (justified.height, finalized.height);
+        }
         let block = self.store.lock().block(&tip).ok().flatten();
         let certs = block.as_ref().map_or(0, |b| b.body.certificates.len());
         println!("block {} {} work {} certs {certs}", state.height(), tip, state.meta().cumulative_work);

@@ -32,6 +32,7 @@ pub fn status_of(store: &ChainStore) -> Status {
         height: tip.height(),
         cumulative_work: tip.meta().cumulative_work,
         finalized: tip.meta().finalized.height,
+        justified: tip.meta().justified.height,
     }
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     codec::BoundedVec,
     crypto::{Address, Hash, SigTag},
+    finality::{FinalityEvidence, FinalityVote, MAX_BLOCK_FINALITY_EVIDENCE, MAX_BLOCK_FINALITY_VOTES},
     merkle::merkle_root,
     poo::{Certificate, Commit, DoubleVoteEvidence},
     signed::{Signable, Signed},
@@ -58,7 +59,7 @@ pub struct HeaderBody {
     pub generator: Address,
     /// Merkle root of transaction ids.
     pub tx_root: Hash,
-    /// Merkle root of certificate ids, then evidence ids, then commit ids.
+    /// Merkle root of certificate, evidence, commit, finality vote and finality evidence ids.
     pub cert_root: Hash,
     /// State root after applying this block.
     pub state_root: Hash,
@@ -99,6 +100,10 @@ pub struct BlockBody {
     /// Optimae commits bound on chain here, applied last: their quorums and evaluator seeds
     /// come from the beacon of the next block, which nobody knew when they were included.
     pub commits: BoundedVec<Commit, MAX_BLOCK_COMMITS>,
+    /// Finality votes (justifications), applied after the commits.
+    pub finality_votes: BoundedVec<FinalityVote, MAX_BLOCK_FINALITY_VOTES>,
+    /// Conflicting finality votes by one key, applied last: each slashes its signer.
+    pub finality_evidence: BoundedVec<FinalityEvidence, MAX_BLOCK_FINALITY_EVIDENCE>,
 }
 
 impl Default for BlockBody {
@@ -108,6 +113,8 @@ impl Default for BlockBody {
             certificates: BoundedVec::new(),
             evidence: BoundedVec::new(),
             commits: BoundedVec::new(),
+            finality_votes: BoundedVec::new(),
+            finality_evidence: BoundedVec::new(),
         }
     }
 }
@@ -119,7 +126,8 @@ impl BlockBody {
         merkle_root(&ids)
     }
 
-    /// Merkle root of certificate ids, then evidence ids, then commit ids.
+    /// Merkle root of certificate ids, then evidence ids, commit ids, finality vote ids and
+    /// finality evidence ids.
     pub fn cert_root(&self) -> Hash {
         let ids: Vec<Hash> = self
             .certificates
@@ -127,6 +135,8 @@ impl BlockBody {
             .map(Certificate::id)
             .chain(self.evidence.iter().map(DoubleVoteEvidence::id))
             .chain(self.commits.iter().map(Commit::id))
+            .chain(self.finality_votes.iter().map(FinalityVote::id))
+            .chain(self.finality_evidence.iter().map(FinalityEvidence::id))
             .collect();
         merkle_root(&ids)
     }

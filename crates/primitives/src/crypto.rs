@@ -126,6 +126,8 @@ pub enum SigTag {
     ChannelUpdate,
     /// A gossip envelope (network layer).
     Gossip,
+    /// A finality (checkpoint) vote.
+    FinalityVote,
 }
 
 impl SigTag {
@@ -139,6 +141,7 @@ impl SigTag {
             Self::Vote => b"doin/vote/v1",
             Self::ChannelUpdate => b"doin/channel-update/v1",
             Self::Gossip => b"doin/gossip/v1",
+            Self::FinalityVote => b"doin/finality-vote/v1",
         }
     }
 

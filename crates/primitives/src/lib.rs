@@ -7,6 +7,7 @@
 //! - [`signed`]: [`Signed<T>`] objects and batch verification.
 //! - [`tx`], [`poo`], [`block`], [`domain`]: transactions, Proof-of-Optimization objects
 //!   (commit, reveal, vote, certificate, evidence), blocks and domain specs.
+//! - [`finality`]: checkpoint votes by stake and the evidence that slashes conflicting ones.
 //!
 //! Everything here has one binary encoding (hashed and signed) and a JSON (serde) view for the
 //! HTTP edge. Nothing here touches state; rules live in `doin-consensus`.
@@ -16,6 +17,7 @@ pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod domain;
+pub mod finality;
 pub mod merkle;
 pub mod poo;
 pub mod signed;
@@ -27,6 +29,7 @@ pub use block::{Block, BlockBody, BlockHeader, BlockKind, HeaderBody};
 pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};
 pub use crypto::{Address, Hash, Keypair, SigTag, Signature};
 pub use domain::{DomainId, DomainSpec};
+pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
 };

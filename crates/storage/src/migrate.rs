@@ -18,7 +18,8 @@ pub(crate) fn migrate(_db: &Database, version: u32, path: &str) -> Result<(), St
     }
     // Steps from older versions go here as `(from, fn(&WriteTransaction))`, applied in order.
     // Versions 1 and 2 predate consensus changes (1: VRF headers, beacon, relative tolerances;
-    // 2: commits bound on chain, seal leaders, quorums from the sealing block's beacon): their
+    // 2: commits bound on chain, seal leaders, quorums from the sealing block's beacon; 3: finality
+    // by stake, votes and evidence in block bodies): their
     // blocks and state records no longer decode and their chains are not this protocol's, so
     // they have no path; anything older is a pre-release layout.
     Err(StorageError::Schema(format!(

@@ -379,8 +379,9 @@ impl ChainStore {
         let mut txn = self.db.begin_write().map_err(StorageError::from)?;
         txn.set_durability(Durability::Immediate).map_err(StorageError::from)?;
         write_block(&txn, block, Some(&receipt))?;
-        let candidate = ChainTip::of(&block.header, hash);
-        let current = ChainTip::of(&self.tip_header()?, self.tip.tip().hash);
+        let candidate = ChainTip::of(&block.header, hash, state.meta().justified.height);
+        let current =
+            ChainTip::of(&self.tip_header()?, self.tip.tip().hash, self.tip.meta().justified.height);
         if !fork_choice::should_switch(&current, &candidate) {
             txn.commit().map_err(StorageError::from)?;
             self.remember(state);

@@ -4,8 +4,10 @@ use redb::TableDefinition;
 
 /// Schema version this build writes. Bump with a migration in `migrate`. Version 2
 /// (2026-12-02): block headers carry a VRF proof, the chain meta a beacon and domain specs
-/// relative tolerances (issue 17); version-1 chains cannot be read or continued.
-pub const SCHEMA_VERSION: u32 = 3;
+/// relative tolerances (issue 17); version-1 chains cannot be read or continued. Version 3:
+/// commits bound on chain. Version 4: finality by stake (votes and evidence in block bodies,
+/// justified checkpoint in the chain meta, finality records in the state).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

@@ -9,7 +9,7 @@ use doin_consensus::{
     state::Checkpoint,
     testkit::{TestNet, domain_id},
 };
-use doin_primitives::{Amount, BoundedBytes, FIXED_ONE, Hash, TxKind};
+use doin_primitives::{Amount, FIXED_ONE, Hash};
 
 #[test]
 fn fast_blocks_raise_the_threshold_by_at_most_two_percent_and_epochs_retarget() {
@@ -43,30 +43,14 @@ fn fast_blocks_raise_the_threshold_by_at_most_two_percent_and_epochs_retarget() 
 }
 
 #[test]
-fn finality_advances_every_depth_blocks_and_anchors_need_a_checkpoint() {
+fn depth_alone_finalizes_nothing() {
+    // Finality comes from stake votes (`finality.rs`), never from blocks piling up.
     let mut net = TestNet::new(4, 0, 0);
-    let depth = net.spec.params.finality_depth;
-    let mut hashes = vec![net.genesis.hash()];
-    for _ in 0..(2 * depth - 1) {
+    for _ in 0..(4 * net.spec.params.finality_depth) {
         net.heartbeat(vec![]).unwrap();
-        hashes.push(net.state.tip().hash);
-        assert_eq!(net.state.meta().finalized.height, 0);
     }
-    net.heartbeat(vec![]).unwrap();
-    assert_eq!(net.state.meta().finalized, Checkpoint { height: depth, hash: hashes[depth as usize] });
-    // anchor_interval = 6 = depth in the test net: height 6 is an anchor checkpoint.
-    let anchor = |h, hash| TxKind::Anchor {
-        height: h,
-        block_hash: hash,
-        external_ref: BoundedBytes::try_from_vec(b"file:///anchors.log".to_vec()).unwrap(),
-    };
-    let err = net.heartbeat(vec![net.tx(1, anchor(depth, Hash::of(b"wrong")))]).unwrap_err();
-    assert!(err.to_string().contains("differs from checkpoint"), "{err}");
-    let err = net.heartbeat(vec![net.tx(1, anchor(depth - 1, hashes[depth as usize - 1]))]).unwrap_err();
-    assert!(err.to_string().contains("not a finalized anchor checkpoint"), "{err}");
-    net.heartbeat(vec![net.tx(1, anchor(depth, hashes[depth as usize]))]).unwrap();
-    let (h, rec) = net.state.anchors().next().unwrap();
-    assert_eq!((*h, rec.block_hash, rec.by), (depth, hashes[depth as usize], net.addr(1)));
+    assert_eq!(net.state.meta().finalized, Checkpoint::default());
+    assert_eq!(net.state.meta().justified, Checkpoint::default());
 }
 
 #[test]
@@ -119,8 +103,8 @@ fn apply_block_is_pure_and_forks_coexist() {
     assert_ne!(sa.root(), sb.root());
     assert_eq!(sa.recompute_root().unwrap(), sa.root());
     assert_eq!(sb.recompute_root().unwrap(), sb.root());
-    let ta = ChainTip::of(&a.header.body, a.hash());
-    let tb = ChainTip::of(&b.header.body, b.hash());
+    let ta = ChainTip::of(&a.header.body, a.hash(), 0);
+    let tb = ChainTip::of(&b.header.body, b.hash(), 0);
     // Both carry work; the heavier wins.
     let expected = if a.header.cumulative_work > b.header.cumulative_work { ta } else { tb };
     assert_eq!(*fork_choice::select([&ta, &tb], &Checkpoint::default(), |_, _| None).unwrap(), expected);
@@ -128,7 +112,7 @@ fn apply_block_is_pure_and_forks_coexist() {
 
 #[test]
 fn fork_choice_prefers_work_then_height_then_lower_hash_and_respects_finality() {
-    let t = |w, h, x: u8| ChainTip { hash: Hash([x; 32]), height: h, cumulative_work: w };
+    let t = |w, h, x: u8| ChainTip { hash: Hash([x; 32]), height: h, cumulative_work: w, justified: 0 };
     assert_eq!(fork_choice::compare(&t(10, 1, 0), &t(9, 50, 0)), Ordering::Greater);
     assert_eq!(fork_choice::compare(&t(10, 5, 0), &t(10, 4, 0)), Ordering::Greater);
     assert_eq!(fork_choice::compare(&t(10, 5, 1), &t(10, 5, 2)), Ordering::Greater);

@@ -2,6 +2,7 @@
 
 mod certificates;
 mod chain;
+mod finality;
 mod genesis;
 mod properties;
 mod transactions;

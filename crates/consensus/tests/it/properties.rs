@@ -145,7 +145,7 @@ proptest! {
     fn fork_choice_is_a_total_order(
         a in (0u128..4, 0u64..4, 0u8..4), b in (0u128..4, 0u64..4, 0u8..4), c in (0u128..4, 0u64..4, 0u8..4)
     ) {
-        let t = |(w, h, x): (u128, u64, u8)| ChainTip { hash: Hash([x; 32]), height: h, cumulative_work: w };
+        let t = |(w, h, x): (u128, u64, u8)| ChainTip { hash: Hash([x; 32]), height: h, cumulative_work: w, justified: 0 };
         let (a, b, c) = (t(a), t(b), t(c));
         prop_assert_eq!(fork_choice::compare(&a, &b), fork_choice::compare(&b, &a).reverse());
         prop_assert_eq!(fork_choice::compare(&a, &b) == Ordering::Equal, a == b);

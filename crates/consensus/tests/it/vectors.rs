@@ -368,6 +368,47 @@ fn generate() -> Vec<Vector> {
         bad,
         "is not sealed yet",
     ));
+
+    // Finality by stake: six stakers vote each checkpoint in the block after it; then one of
+    // them is slashed for a double finality vote.
+    let mut net = TestNet::new(8, 6, 0);
+    for _ in 0..14 {
+        net.voting_heartbeat(vec![]).unwrap();
+    }
+    assert_eq!((net.state.meta().justified.height, net.state.meta().finalized.height), (12, 6));
+    let vote = net.finality_vote(0, 12);
+    let mut body = vote.body.clone();
+    body.target.hash = doin_primitives::Hash([9; 32]);
+    let evidence =
+        doin_primitives::FinalityEvidence { first: vote, second: Signed::sign(body, &net.keys[0]) };
+    net.heartbeat_with(BlockBody {
+        finality_evidence: BoundedVec::try_from_vec(vec![evidence]).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    out.push(valid(
+        "finality-stake-votes",
+        "stakers' finality votes justify checkpoints 6 and 12 and finalize 6; a double finality vote is slashed",
+        &net,
+    ));
+    while net.state.height() < 19 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let snapshot = net.state.clone();
+    net.heartbeat(vec![]).unwrap();
+    let good = net.blocks.pop().unwrap();
+    net.state = snapshot;
+    let producer = net.key_of(&good.header.generator).unwrap().clone();
+    let unstaked = net.finality_vote(7, 18);
+    let bad_body =
+        BlockBody { finality_votes: BoundedVec::try_from_vec(vec![unstaked]).unwrap(), ..Default::default() };
+    out.push(invalid(
+        "finality-vote-unstaked",
+        "a finality vote signed by an account without stake",
+        &net,
+        testkit::reseal(&good, bad_body, &producer, |_| {}),
+        "holds no stake",
+    ));
     out
 }
 

@@ -13,7 +13,7 @@ fn archive() -> StoreOptions {
 fn heartbeats(net: &mut TestNet, n: usize) {
     for _ in 0..n {
         let tx = net.tx(1, doin_primitives::TxKind::Transfer { to: net.addr(2), amount: Amount(7) });
-        net.heartbeat(vec![tx]).unwrap();
+        net.voting_heartbeat(vec![tx]).unwrap();
     }
 }
 
@@ -81,7 +81,12 @@ fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
     let c1 = net.improving_certificate(5, 50.0);
     let c2 = net.improving_certificate(6, 40.0);
     let fork_base = (net.state.clone(), net.blocks.clone(), net.now_ms);
-    heartbeats(&mut net, 3);
+    // Branch A: three heartbeats without finality votes (a justified checkpoint would outrank
+    // any amount of work).
+    for _ in 0..3 {
+        let tx = net.tx(1, doin_primitives::TxKind::Transfer { to: net.addr(2), amount: Amount(7) });
+        net.heartbeat(vec![tx]).unwrap();
+    }
     let chain_a = net.blocks.clone();
     let state_a = net.state.clone();
     // Branch B from height 5: two work blocks outweigh three heartbeats.
@@ -111,7 +116,8 @@ fn heavier_fork_reorgs_atomically_and_finality_is_never_reverted() {
     assert_eq!(store.tip().root(), state_b.root(), "the reorg is durable");
     drop(store);
 
-    // Finality: grow B past 12 blocks (checkpoint at 6), then offer a fork from height 5.
+    // Finality: grow B past 13 blocks with its stakers voting (6 justified at 8, 12 at 13,
+    // finalizing 6), then offer a fork from height 5.
     let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
     heartbeats(&mut net, 9);
     for b in &net.blocks[5..] {
@@ -205,13 +211,14 @@ fn snapshots_verify_chunks_and_root_and_restore_a_working_store() {
 #[test]
 fn non_archive_stores_prune_old_bodies_but_keep_headers_and_receipts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = TestNet::new(6, 0, 0);
+    let mut net = TestNet::new(6, 3, 0);
     heartbeats(&mut net, 30);
     let opts = StoreOptions { archive: false, keep_bodies: 4, max_states: 64 };
     let mut store = ChainStore::open(&dir.path().join("c.redb"), &net.spec, opts).unwrap();
     store.import_many(&net.blocks, 8).unwrap();
+    // Stakers vote each checkpoint in the block after it: 30 justified 24, finalized 18.
     let finalized = store.finalized().height;
-    assert_eq!(finalized, 24);
+    assert_eq!(finalized, 18);
     // Bodies below finalized − keep_bodies are gone.
     let first = &net.blocks[0];
     assert!(store.block(&first.hash()).unwrap().is_none());
