@@ -65,9 +65,15 @@ pub(crate) struct DevnetArgs {
     /// `devnet`) instead of evaluating in-process. Repeatable.
     #[arg(long = "external")]
     external: Vec<usize>,
-    /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`, `double-vote`), for tests.
+    /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`, `double-vote`,
+    /// `double-finality-vote`), for tests.
     #[arg(long = "adversary", value_name = "N=BEHAVIOUR", hide = true)]
     adversaries: Vec<String>,
+    /// Write the keys, the genesis and one config per node into `--dir`, print them as one
+    /// JSON line and exit without starting anything (to run the nodes elsewhere, e.g. in
+    /// network namespaces, after editing their addresses).
+    #[arg(long, requires = "dir")]
+    setup_only: bool,
 }
 
 fn demo_target(domain: &str) -> f64 {
@@ -159,6 +165,7 @@ impl DevnetArgs {
             plugins: Vec::new(),
             external: Vec::new(),
             adversaries: Vec::new(),
+            setup_only: false,
         }
     }
 }
@@ -232,15 +239,24 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     )
     .map_err(anyhow::Error::msg)?;
     std::fs::write(dir.join("genesis.json"), serde_json::to_vec_pretty(&spec)?)?;
+    let config_paths: Vec<PathBuf> = (0..args.nodes).map(|i| dir.join(format!("node{i}.json"))).collect();
+    for (c, path) in configs.iter().zip(&config_paths) {
+        std::fs::write(path, serde_json::to_vec_pretty(&config_json(c))?)?;
+    }
+    if args.setup_only {
+        return Ok(serde_json::json!({
+            "genesis": dir.join("genesis.json"),
+            "configs": config_paths,
+            "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        }));
+    }
 
     let exe = std::env::current_exe()?;
     let (tx, mut rx) = mpsc::channel::<Line>(1024);
     let mut children: Vec<Child> = Vec::new();
-    for (i, c) in configs.iter().enumerate() {
-        let path = dir.join(format!("node{i}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(&config_json(c))?)?;
+    for (i, path) in config_paths.iter().enumerate() {
         let mut cmd = Command::new(&exe);
-        cmd.args(["node", "--config"]).arg(&path).arg("--stop-on-stdin-eof");
+        cmd.args(["node", "--config"]).arg(path).arg("--stop-on-stdin-eof");
         for a in &args.adversaries {
             if let Some((n, behaviour)) = a.split_once('=')
                 && n.trim().parse::<usize>().ok() == Some(i)

@@ -189,3 +189,32 @@ fn a_double_voter_is_slashed_end_to_end() {
     }
     assert_eq!(s["same_tip"], true, "{s}");
 }
+
+/// A staker that signs two finality votes for every checkpoint (backing two blocks at one
+/// height) is caught by its peers' finality pools, the evidence is gossiped and included, and
+/// half its stake is burned; the other stakers' votes still finalize the chain.
+#[test]
+fn a_double_finality_voter_is_slashed_end_to_end() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let port = base_port(50).to_string();
+    let out = doin()
+        .args(["devnet", "--nodes", "4", "--target", "0.5", "--duration", "12", "--base-port", &port])
+        .args(["--dir", dir.path().to_str().unwrap(), "--adversary", "3=double-finality-vote", "--verbose"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "devnet failed:\n{stdout}");
+    let s: serde_json::Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    eprintln!("{s}");
+    let stakes: Vec<u128> =
+        s["stakes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+    let initial: u128 = 100 * 1_000_000_000;
+    assert!(stakes[3] <= initial / 2, "the equivocating staker lost at least half its stake: {stakes:?}");
+    assert!(stakes[..3].iter().all(|s| *s == initial), "honest stakes untouched: {stakes:?}");
+    assert!(stderr.contains("finality offence by"), "a node reported the offence");
+    assert!(stderr.contains("] finalized "), "the honest three quarters of the stake finalized checkpoints");
+    assert_eq!(s["same_tip"], true, "{s}");
+}

@@ -158,6 +158,9 @@ impl DomainRt {
 /// members that had voted under the first one timed out the claim (10 escalations in a 15 s
 /// 4-node devnet).
 const OTHERS_GRACE: Duration = Duration::from_millis(1500);
+/// Peer polls (one a second) between redials of bootstrap peers while fewer peers than bootstrap
+/// addresses are connected.
+const REDIAL_POLLS: u64 = 5;
 /// Commits and reveals kept at most (oldest dropped).
 const MAX_PENDING: usize = 4096;
 /// How long an optimizer loop waits for a peer on its domain's topic before it starts alone.
@@ -241,6 +244,8 @@ struct Engine {
     finality_evidence: Vec<FinalityEvidence>,
     /// The justified and finalized heights last printed.
     finality_shown: (u64, u64),
+    /// Peer polls so far.
+    polls: u64,
 }
 
 fn now_ms() -> u64 {
@@ -443,6 +448,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             .map_err(NodeError::Other)?,
         finality_evidence: Vec::new(),
         finality_shown: (0, 0),
+        polls: 0,
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -924,21 +930,27 @@ impl Engine {
         });
     }
 
-    fn poll_peers(&self) {
+    fn poll_peers(&mut self) {
         let (handle, genesis) = (self.net.clone(), self.store.lock().genesis_hash());
         let (sink, syncing, bootstrap) = (self.store.clone(), self.syncing.clone(), self.bootstrap.clone());
         let live = self.live.clone();
+        self.polls = self.polls.wrapping_add(1);
+        let redial_due = self.polls.is_multiple_of(REDIAL_POLLS);
         tokio::spawn(async move {
             let peers = handle.peers().await.unwrap_or_default();
             if let Ok(mut l) = live.write() {
                 l.peers = peers.iter().map(ToString::to_string).collect();
             }
-            if peers.is_empty() {
-                // Bootstrap peers that were not up when we started: try again.
+            // Bootstrap peers that were not up when we started, or whose connections a network
+            // partition closed (the rest of the network stays connected, so waiting for zero
+            // peers would keep the two sides apart after the link heals): dial them again.
+            if peers.is_empty() || (redial_due && peers.len() < bootstrap.len()) {
                 for addr in bootstrap {
                     let _ = handle.dial(addr).await;
                 }
-                return;
+                if peers.is_empty() {
+                    return;
+                }
             }
             let Some((peer, status)) = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await
             else {
