@@ -32,7 +32,7 @@ pub fn domain_id() -> DomainId {
 
 /// A chain under construction with `n` funded accounts, of which the first `evaluators` are
 /// staked evaluators and the next `optimizers` staked optimizers of [`DOMAIN`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TestNet {
     /// Account keys.
     pub keys: Vec<Keypair>,

@@ -248,6 +248,8 @@ pub fn run(scale: Scale) -> Result<Report, String> {
         double_votes(&spec, scale.claims / 10),
         flood(&spec, scale.flood, scale.flood_keys),
         vote_copying(&spec, scale.claims / 10),
+        finality_equivocation(&spec, scale.claims / 10),
+        finality_forgeries(&spec, scale.claims / 10),
     ];
     let (p, share, kind) = grinding(&spec, scale.grind_commits, scale.grind_tries);
     kinds.push(kind);
@@ -525,6 +527,118 @@ fn double_votes(spec: &DomainSpec, n: usize) -> KindReport {
     }
 }
 
+/// A chain whose checkpoint 6 is two blocks deep.
+fn finality_net(spec: &DomainSpec) -> TestNet {
+    let mut net = net(spec, 5);
+    while net.state.height() < 8 {
+        let _ = net.heartbeat(Vec::new());
+    }
+    net
+}
+
+/// Stakers sign two finality votes for one checkpoint height (backing two blocks) or a link
+/// surrounding another; the node's finality pool turns the second into evidence, which a block
+/// slashes.
+fn finality_equivocation(spec: &DomainSpec, n: usize) -> KindReport {
+    let n = n.max(2);
+    let (mut accepted, mut slashed) = (0u64, 0u64);
+    let base = finality_net(spec);
+    for i in 0..n {
+        let mut net = base.clone();
+        let check = GossipCheck::new();
+        check.set_state(net.state.clone());
+        let staker = i % 5;
+        let voter = net.addr(staker);
+        let before = wealth(&net.state, &voter);
+        let honest = net.finality_vote(staker, 6);
+        let mut body = honest.body.clone();
+        if i % 2 == 0 {
+            body.target.hash = Hash::of_parts(&[b"other block", &(i as u64).to_le_bytes()]);
+        } else {
+            // Surrounding: from genesis to a later checkpoint, around 6 → 12 (as if justified).
+            body.source = doin_primitives::Checkpoint { height: 6, hash: honest.body.target.hash };
+            body.target = doin_primitives::Checkpoint { height: 12, hash: Hash([7; 32]) };
+        }
+        let second = Signed::sign(body, &net.keys[staker]);
+        let outer = if i % 2 == 0 {
+            honest.clone()
+        } else {
+            let mut b = honest.body.clone();
+            b.target = doin_primitives::Checkpoint { height: 18, hash: Hash([8; 32]) };
+            Signed::sign(b, &net.keys[staker])
+        };
+        let _ = check.check(&Topic::Blocks, &GossipMessage::FinalityVote(Box::new(outer)));
+        if check.check(&Topic::Blocks, &GossipMessage::FinalityVote(Box::new(second))).is_ok() {
+            accepted += 1;
+        }
+        let evidence = check.take_finality_evidence();
+        let body = BlockBody {
+            finality_evidence: BoundedVec::try_from_vec(evidence).unwrap_or_default(),
+            ..Default::default()
+        };
+        if net.heartbeat_with(body).is_ok_and(|r| !r.slashes.is_empty())
+            && wealth(&net.state, &voter) < before
+        {
+            slashed += 1;
+        }
+    }
+    KindReport {
+        kind: "finality_equivocation",
+        attempts: n as u64,
+        accepted_fakes: accepted,
+        attacker_richer: slashed < n as u64,
+        outcome: format!(
+            "{slashed} of {n} double or surround finality voters slashed (50 %) through gossiped evidence"
+        ),
+    }
+}
+
+/// Finality votes that must count for nothing: by unstaked keys, for another chain, for a height
+/// that is no checkpoint, for a block off the chain, from an unjustified source, with a forged
+/// signature, and a second count of one vote. Each goes into a block.
+fn finality_forgeries(spec: &DomainSpec, n: usize) -> KindReport {
+    let n = n.max(7);
+    let base = finality_net(spec);
+    let mut accepted = 0u64;
+    let stranger = Keypair::from_seed([0xfa; 32]);
+    for i in 0..n {
+        let mut net = base.clone();
+        let honest = net.finality_vote(0, 6);
+        let resign = |edit: &dyn Fn(&mut doin_primitives::FinalityVoteBody), key: &Keypair| {
+            let mut b = honest.body.clone();
+            edit(&mut b);
+            Signed::sign(b, key)
+        };
+        let votes = match i % 7 {
+            0 => vec![resign(&|b| b.voter = stranger.address(), &stranger)],
+            1 => vec![resign(&|b| b.chain_id += 1, &net.keys[0])],
+            2 => vec![resign(&|b| b.target.height = 5, &net.keys[0])],
+            3 => vec![resign(&|b| b.target.hash = Hash([3; 32]), &net.keys[0])],
+            4 => vec![resign(&|b| b.source.hash = Hash([4; 32]), &net.keys[0])],
+            5 => {
+                let mut forged = honest.clone();
+                forged.body.voter = net.addr(1);
+                vec![forged]
+            }
+            _ => vec![honest.clone(), honest.clone()],
+        };
+        let body = BlockBody {
+            finality_votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
+            ..Default::default()
+        };
+        if net.heartbeat_with(body).is_ok() {
+            accepted += 1;
+        }
+    }
+    KindReport {
+        kind: "finality_forgery",
+        attempts: n as u64,
+        accepted_fakes: accepted,
+        attacker_richer: false,
+        outcome: "unstaked, other-chain, non-checkpoint, off-chain, unjustified-source, forged and repeated finality votes: all refused by block validation".into(),
+    }
+}
+
 /// Signed bogus commits, reveals and votes from throwaway keys.
 fn flood(spec: &DomainSpec, n: usize, keys: usize) -> KindReport {
     let net = net(spec, 5);
@@ -733,7 +847,7 @@ mod tests {
         let report =
             run(Scale { claims: 40, flood: 900, flood_keys: 300, grind_commits: 40, grind_tries: 50 })
                 .unwrap();
-        assert!(report.kinds.len() >= 14);
+        assert!(report.kinds.len() >= 17);
         for k in &report.kinds {
             assert!(k.attempts > 0, "{}", k.kind);
             assert_eq!(k.accepted_fakes, 0, "{}: {}", k.kind, k.outcome);
