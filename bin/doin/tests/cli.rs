@@ -1,6 +1,6 @@
 //! The `doin` binary as a user runs it.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 #[test]
 fn bench_ledger_prints_one_json_line_with_its_figures() {
@@ -179,6 +179,41 @@ fn a_bad_node_config_stops_with_the_key_named() {
             r#"{"domains": [{"domain_id": "no_such_domain"}], "data_dir": "DATA"}"#,
             "unknown domain \"no_such_domain\"",
         ),
+        // A top-level typo: it would have left the node without domains.
+        (r#"{"domain": [{"domain_id": "quadratic"}]}"#, "`domain`: unknown key; did you mean `domains`?"),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "optimization_config": {"population_size": -50}}]}"#,
+            "`domains[0].optimization_config.population_size`: -50 must be an integer in 4..=10000",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "optimization_config": {"population_size": "lots"}}]}"#,
+            "`domains[0].optimization_config.population_size`",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "optimization_config": {"populaton_size": 10}}]}"#,
+            "did you mean `population_size`?",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "optimization_plugin": "predictor"}]}"#,
+            "Python system's in-process predictor plugin",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "inference_plugin": "x"}]}"#,
+            "`domains[0].inference_plugin`",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "synthetic_data_plugin": "x"}]}"#,
+            "`domains[0].synthetic_data_plugin`",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "param_bounds": {"lr": [0, 1]}}]}"#,
+            "parameter space is defined by the domain",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "optimize": false, "evaluate": false}]}"#,
+            "would do nothing",
+        ),
+        (r#"{"data_dir": "DATA"}"#, "nothing to do"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.json"));
@@ -189,6 +224,25 @@ fn a_bad_node_config_stops_with_the_key_named() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{text}: {stderr}");
     }
+    // `--reset-chain` with a config that fails later (an unknown domain) deletes nothing.
+    let data = dir.path().join("kept");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("chain.redb"), b"a chain").unwrap();
+    let path = dir.path().join("reset.json");
+    let text =
+        format!(r#"{{"data_dir": {:?}, "domains": [{{"domain_id": "no_such_domain"}}]}}"#, data.display());
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["node", "--reset-chain", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read(data.join("chain.redb")).unwrap(),
+        b"a chain",
+        "the chain survived the refused start"
+    );
 }
 
 /// `synthetic_data_validation: false` on a single node: no quorum exists, yet claims become
@@ -244,9 +298,95 @@ fn a_single_trusted_node_records_unverified_champions() {
     assert!(d["champion"]["performance"].as_f64().unwrap() >= -100.0, "{v}");
 }
 
+/// Without a `genesis` file the node writes its development genesis to the data directory and
+/// reads it back: restarted, it is on the same chain, further along. Once the verified champion
+/// reaches `target_performance` the optimizer stops evaluating.
+#[test]
+fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = serde_json::json!({
+        "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
+        "max_block_interval": 0.5, "seal_slot": 0.2,
+        "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
+                      "synthetic_data_validation": false, "target_performance": -100.0 }]
+    });
+    let path = dir.path().join("node.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    // Runs the node until `until` matches a line (at most 60 s); returns its lines, and what
+    // `query` read over HTTP just before it was stopped.
+    let run = |until: &dyn Fn(&str) -> bool, query: &dyn Fn() -> Vec<serde_json::Value>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_doin"))
+            .args(["node", "--log-level", "warn", "--duration", "60", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Read on a thread that keeps draining: a closed pipe would kill the node at its next line.
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.try_send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+            let done = until(&line);
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let answers = query();
+        let _ = child.kill();
+        let _ = child.wait();
+        (lines, answers)
+    };
+    let evaluations = || -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&http_get(port, "/status")).unwrap();
+        v["domains"]["quadratic"]["evaluations"].as_u64().unwrap()
+    };
+    let (first, counts) = run(&|l: &str| l.starts_with("target quadratic reached"), &|| {
+        // After the target: the optimizer is paused, its evaluation count frozen.
+        std::thread::sleep(Duration::from_millis(1500));
+        let a = evaluations();
+        std::thread::sleep(Duration::from_millis(1500));
+        let b = evaluations();
+        let h: serde_json::Value = serde_json::from_str(&http_get(port, "/chain/status")).unwrap();
+        vec![a.into(), b.into(), h["tip_index"].clone()]
+    });
+    let genesis = |lines: &[String]| lines.iter().find_map(|l| l.strip_prefix("genesis ").map(str::to_owned));
+    let g1 = genesis(&first).expect("the node printed its genesis");
+    assert!(counts[0].as_u64().unwrap() > 0, "it evaluated before the target: {counts:?}");
+    assert_eq!(counts[0], counts[1], "no evaluations after the target: {counts:?}");
+    assert!(dir.path().join("data/genesis.json").exists());
+    let height = counts[2].as_u64().unwrap();
+    // Restarted on its data directory: the same chain, from where it stopped.
+    let grown = |l: &str| {
+        l.strip_prefix("block ")
+            .and_then(|r| r.split(' ').next()?.parse::<u64>().ok())
+            .is_some_and(|h| h > height)
+    };
+    let (second, tip) = run(&grown, &|| {
+        let h: serde_json::Value = serde_json::from_str(&http_get(port, "/chain/status")).unwrap_or_default();
+        vec![h["tip_index"].clone()]
+    });
+    assert_eq!(genesis(&second).as_deref(), Some(g1.as_str()), "restarted on another chain: {second:?}");
+    assert!(
+        tip[0].as_u64().is_some_and(|t| t > height),
+        "the chain continued from {height}: {tip:?} {second:?}"
+    );
+}
+
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

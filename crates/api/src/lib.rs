@@ -95,6 +95,8 @@ pub struct LiveStatus {
     pub evidence_pending: usize,
     /// Finality votes held for blocks (own and gossiped).
     pub finality_votes_pending: usize,
+    /// The tip height of the best peer at the last poll (`None`: no peer answered).
+    pub network_height: Option<u64>,
     /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
     /// its gossip is ignored).
     pub peer_scores: BTreeMap<String, f64>,
@@ -250,8 +252,98 @@ fn doin(v: u128) -> f64 {
     v as f64 / 1e9
 }
 
-async fn health(State(s): State<ApiState>) -> ApiResult {
-    Ok(Json(json!({ "status": "healthy", "port": s.port })))
+/// `healthy`, `degraded` or `unhealthy` (HTTP 503), with the measured reasons.
+async fn health(State(s): State<ApiState>) -> Response {
+    let l = live(&s);
+    let (height, tip_ms, interval_ms, stakers) = {
+        let st = store(&s);
+        let state = st.tip();
+        (
+            state.height(),
+            state.meta().timestamp_ms,
+            state.params().max_block_interval_ms,
+            state.stakes().count(),
+        )
+    };
+    let report = health_of(&l, height, tip_ms, interval_ms, stakers, now_ms());
+    let code = if report["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let mut body = report;
+    body["port"] = s.port.into();
+    if code != StatusCode::OK {
+        // Like every error answer: `{error, detail}`, here beside the report.
+        body["error"] = "unhealthy".into();
+        body["detail"] = body["reasons"]
+            .as_array()
+            .map_or(String::new(), |r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+            .into();
+    }
+    (code, Json(body)).into_response()
+}
+
+/// Blocks behind the best peer that make a node degraded, and unhealthy.
+const BEHIND_DEGRADED: u64 = 3;
+const BEHIND_UNHEALTHY: u64 = 100;
+
+/// The health verdict from what the node measured: peers (when others are staked), distance to
+/// the best peer's tip, the age of the tip against `max_block_interval`, and plugin faults.
+pub fn health_of(
+    l: &LiveStatus,
+    height: u64,
+    tip_ms: u64,
+    interval_ms: u64,
+    stakers: usize,
+    now_ms: u64,
+) -> Value {
+    let mut degraded: Vec<String> = Vec::new();
+    let mut unhealthy: Vec<String> = Vec::new();
+    if l.peers.is_empty() && stakers > 1 {
+        degraded.push(format!("no peers ({stakers} accounts are staked on this chain)"));
+    }
+    let behind = l.network_height.map_or(0, |n| n.saturating_sub(height));
+    if behind > BEHIND_UNHEALTHY {
+        unhealthy.push(format!("{behind} blocks behind the network"));
+    } else if behind > BEHIND_DEGRADED {
+        degraded.push(format!("{behind} blocks behind the network"));
+    }
+    let idle_ms = now_ms.saturating_sub(tip_ms);
+    if idle_ms > interval_ms.saturating_mul(10).max(60_000) {
+        unhealthy.push(format!(
+            "no block for {} s (max_block_interval {} s)",
+            idle_ms / 1000,
+            interval_ms / 1000
+        ));
+    } else if idle_ms > interval_ms.saturating_mul(3).max(10_000) {
+        degraded.push(format!(
+            "no block for {} s (max_block_interval {} s)",
+            idle_ms / 1000,
+            interval_ms / 1000
+        ));
+    }
+    for p in &l.plugins {
+        let name = p["name"].as_str().unwrap_or("plugin");
+        let (calls, errors) = (p["calls"].as_u64().unwrap_or(0), p["errors"].as_u64().unwrap_or(0));
+        if p["disabled"] == true {
+            degraded.push(format!("plugin {name} disabled after repeated faults: {}", p["last_error"]));
+        } else if calls >= 10 && errors * 2 > calls {
+            degraded.push(format!("plugin {name} failing: {errors} of {calls} calls"));
+        }
+    }
+    let status = if !unhealthy.is_empty() {
+        "unhealthy"
+    } else if !degraded.is_empty() {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let reasons: Vec<String> = unhealthy.into_iter().chain(degraded).collect();
+    json!({
+        "status": status,
+        "reasons": reasons,
+        "chain_height": height + 1,
+        "network_height": l.network_height.map(|h| h + 1),
+        "peers": l.peers.len(),
+        "last_block_age_s": idle_ms as f64 / 1000.0,
+    })
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult {
@@ -266,8 +358,17 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
     holders.truncate(10);
     let optimizer: Vec<&String> = l.domains.iter().filter(|(_, d)| d.optimize).map(|(k, _)| k).collect();
     let evaluator: Vec<&String> = l.domains.iter().filter(|(_, d)| d.evaluate).map(|(k, _)| k).collect();
+    let health = health_of(
+        &l,
+        state.height(),
+        meta.timestamp_ms,
+        state.params().max_block_interval_ms,
+        state.stakes().count(),
+        now_ms(),
+    );
     Ok(Json(json!({
-        "status": "healthy",
+        "status": health["status"],
+        "health_reasons": health["reasons"],
         "peer_id": s.peer_id,
         "address": s.address.to_string(),
         "port": s.port,
@@ -678,6 +779,37 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn health_is_measured_and_names_its_reasons() {
+        let now = 1_000_000_000;
+        let fresh = now - 1_000;
+        let mut l = LiveStatus { peers: vec!["p".into()], network_height: Some(50), ..LiveStatus::default() };
+        let h = |l: &LiveStatus, height, tip_ms, stakers| health_of(l, height, tip_ms, 5_000, stakers, now);
+        assert_eq!(h(&l, 50, fresh, 3)["status"], "healthy");
+        let v = h(&l, 40, fresh, 3);
+        assert_eq!(
+            (v["status"].as_str(), v["reasons"][0].as_str()),
+            (Some("degraded"), Some("10 blocks behind the network"))
+        );
+        assert_eq!(h(&l, 5, fresh, 3)["status"], "degraded", "45 behind");
+        l.network_height = Some(200);
+        assert_eq!(h(&l, 5, fresh, 3)["status"], "unhealthy", "195 behind");
+        l.network_height = Some(50);
+        assert_eq!(h(&l, 50, now - 20_000, 3)["status"], "degraded", "idle for 4 intervals");
+        assert_eq!(h(&l, 50, now - 120_000, 3)["status"], "unhealthy", "idle for 24 intervals");
+        l.plugins = vec![
+            json!({"name": "quadratic-domain", "calls": 7, "errors": 7, "disabled": true, "last_error": "crashed"}),
+        ];
+        let v = h(&l, 50, fresh, 3);
+        assert!(v["reasons"][0].as_str().unwrap().contains("plugin quadratic-domain disabled"), "{v}");
+        l.plugins.clear();
+        l.peers.clear();
+        l.network_height = None;
+        assert_eq!(h(&l, 50, fresh, 3)["status"], "degraded", "alone among three stakers");
+        assert_eq!(h(&l, 50, fresh, 1)["status"], "healthy", "a single-node chain needs no peers");
+    }
+
     use super::*;
 
     #[test]

@@ -49,7 +49,15 @@ const fn op(
 
 /// Every operation the router serves.
 pub const OPERATIONS: &[Operation] = &[
-    op("get", "/health", "Liveness.", &["status", "port"]),
+    Operation {
+        errors: &[503],
+        ..op(
+            "get",
+            "/health",
+            "healthy | degraded (200) or unhealthy (503), with the measured reasons.",
+            &["status", "reasons", "port", "chain_height", "peers", "last_block_age_s"],
+        )
+    },
     op(
         "get",
         "/status",

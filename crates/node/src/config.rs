@@ -1,7 +1,8 @@
 //! The node's configuration: the Python system's JSON format (`host`, `port`, `data_dir`,
-//! `bootstrap_peers`, `domains[]`, `quorum_*`, …) plus DOIN's own keys. Unknown keys are
-//! reported (not fatal); a value out of range stops the node with a message naming the key and
-//! what is allowed.
+//! `bootstrap_peers`, `domains[]`, `quorum_*`, …) plus DOIN's own keys. Every key is typed
+//! strictly: an unknown key, a value of the wrong type or out of range, and a key the Python
+//! system had that DOIN cannot honour stop the node with a message naming the key and what is
+//! allowed (a typo must not leave a node running without its domains).
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
@@ -221,8 +222,8 @@ impl NodeConfig {
     /// Validates a configuration (also after CLI overrides).
     pub fn validated(self) -> Result<Loaded, ConfigError> {
         let mut warnings = Vec::new();
-        for k in self.unknown.keys() {
-            warnings.push(format!("unknown config key `{k}` ignored"));
+        if let Some(k) = self.unknown.keys().find(|k| k.as_str() != "reveal_delay") {
+            return Err(unknown_key(k, k, TOP_LEVEL_KEYS));
         }
         self.host
             .parse::<IpAddr>()
@@ -300,9 +301,40 @@ impl NodeConfig {
             if !seen.insert(d.domain_id.clone()) {
                 return Err(bad(key("domain_id"), format!("{:?} is listed twice", d.domain_id)));
             }
-            for k in d.unknown.keys() {
-                warnings.push(format!("unknown config key `{}` ignored", key(k)));
+            if let Some(k) = d.unknown.keys().next() {
+                return Err(unknown_key(&key(k), k, DOMAIN_KEYS));
             }
+            if !d.optimize && !d.evaluate {
+                return Err(bad(
+                    key("optimize"),
+                    "optimize and evaluate are both false: this domain entry would do nothing (remove it, or turn one on)",
+                ));
+            }
+            if d.optimization_plugin.as_deref() == Some("predictor") {
+                return Err(bad(
+                    key("optimization_plugin"),
+                    "\"predictor\" is the Python system's in-process predictor plugin, which DOIN does not \
+                     embed: run the predictor as a domain plugin (`domain_plugin: \"plugin:python3 \
+                     your_domain.py\"`, see docs/plugins.md) and choose \"shade\", \"ga\", \"cma-es\" or \
+                     \"plugin:COMMAND\" as optimizer",
+                ));
+            }
+            if d.inference_plugin.is_some() {
+                return Err(bad(
+                    key("inference_plugin"),
+                    "not supported yet: DOIN serves inference from the verified champion, not from a \
+                     per-node plugin (remove the key)",
+                ));
+            }
+            if d.synthetic_data_plugin.is_some() {
+                return Err(bad(
+                    key("synthetic_data_plugin"),
+                    "evaluation data come from the domain itself (a built-in's generator, or the domain \
+                     plugin's `evaluate` with the evaluator's seed); a separate data plugin would not be \
+                     used (remove the key)",
+                ));
+            }
+            check_optimization_config(d, &key)?;
             if let Some(t) = d.target_performance
                 && !t.is_finite()
             {
@@ -314,34 +346,27 @@ impl NodeConfig {
                         v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)
                     }
                     other => {
-                        warnings.push(format!(
-                            "unknown config key `{}` ignored",
-                            key(&format!("resource_limits.{other}"))
+                        return Err(unknown_key(
+                            &key(&format!("resource_limits.{other}")),
+                            other,
+                            &["max_training_seconds", "max_memory_mb", "max_epochs"],
                         ));
-                        true
                     }
                 };
                 if !ok {
                     return Err(bad(key(&format!("resource_limits.{k}")), "must be a positive number"));
                 }
             }
-            for (k, v) in &d.param_bounds {
-                let pair = v
-                    .as_array()
-                    .filter(|a| a.len() == 2)
-                    .and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)));
-                match pair {
-                    Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi => {}
-                    _ => {
-                        return Err(bad(
-                            key(&format!("param_bounds.{k}")),
-                            "must be [low, high] with low < high",
-                        ));
-                    }
-                }
+            if let Some(k) = d.param_bounds.keys().next() {
+                return Err(bad(
+                    key(&format!("param_bounds.{k}")),
+                    "a domain's parameter space is defined by the domain (a built-in's fixed ranges, or \
+                     the domain plugin's `space` answer, which is registered on chain and checked by every \
+                     evaluator); set the bounds there (remove param_bounds)",
+                ));
             }
             if let Some(p) = &d.optimization_plugin
-                && !matches!(p.as_str(), "ga" | "shade" | "cma-es" | "predictor")
+                && !matches!(p.as_str(), "ga" | "shade" | "cma-es")
                 && !p.starts_with("plugin:")
             {
                 return Err(bad(
@@ -374,6 +399,127 @@ impl NodeConfig {
     pub fn identity_path(&self) -> PathBuf {
         self.identity.clone().unwrap_or_else(|| self.data_dir.join("node.key"))
     }
+}
+
+/// Top-level keys (for "did you mean" hints).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "p2p_port",
+    "data_dir",
+    "bootstrap_peers",
+    "genesis",
+    "identity",
+    "domains",
+    "experiment_stats_file",
+    "olap_db_path",
+    "network_protocol",
+    "discovery_enabled",
+    "initial_threshold",
+    "target_block_time",
+    "quorum_min_evaluators",
+    "quorum_max_evaluators",
+    "quorum_fraction",
+    "quorum_tolerance",
+    "fee_market_enabled",
+    "storage_backend",
+    "reset_chain",
+    "log_level",
+    "max_block_interval",
+    "seal_slot",
+    "quorum_timeout",
+    "workers",
+    "api_key",
+    "http_rate_limit",
+    "http_burst",
+    "cors_origins",
+];
+/// Keys of a `domains[]` entry.
+const DOMAIN_KEYS: &[&str] = &[
+    "domain_id",
+    "optimize",
+    "evaluate",
+    "has_synthetic_data",
+    "synthetic_data_validation",
+    "optimization_plugin",
+    "domain_plugin",
+    "synthetic_data_plugin",
+    "inference_plugin",
+    "optimization_config",
+    "param_bounds",
+    "target_performance",
+    "external_evaluation",
+    "resource_limits",
+];
+/// `optimization_config` keys the built-in domains and optimizers read, with what each takes.
+const OPTIMIZATION_KEYS: &[(&str, &str)] = &[
+    ("population_size", "an integer in 4..=10000"),
+    ("optimization_patience", "an integer in 1..=1000000"),
+    ("n_params", "an integer in 1..=256"),
+    ("early_patience", "an integer in 1..=10000"),
+    ("bound", "a number > 0"),
+    ("noise", "a number in [0, 1]"),
+    ("baseline", "a finite number"),
+    ("tolerance", "a number > 0"),
+    ("relative_tolerance", "a number in [0, 1]"),
+    ("relative_acceptance", "a number in [0, 1]"),
+    ("reproducibility", "a number in [0, 1e9] or false"),
+];
+
+/// An unknown key, with the closest known one when there is a likely typo.
+fn unknown_key(path: &str, name: &str, known: &[&str]) -> ConfigError {
+    let distance = |a: &str, b: &str| {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut prev = row[0];
+            row[0] = i;
+            for j in 1..=b.len() {
+                let cur = row[j];
+                row[j] = (row[j] + 1).min(row[j - 1] + 1).min(prev + usize::from(a[i - 1] != b[j - 1]));
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    let near = known.iter().map(|k| (distance(name, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 4));
+    let hint = match near {
+        Some((_, k)) => format!("unknown key; did you mean `{k}`?"),
+        None => format!("unknown key; the keys here are {}", known.join(", ")),
+    };
+    bad(path, hint)
+}
+
+/// Strict types for the `optimization_config` keys DOIN reads. With a domain or optimizer
+/// plugin every other key goes to the plugin; without one an unknown key is refused.
+fn check_optimization_config(d: &DomainConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let plugin = d.domain_plugin.is_some()
+        || d.optimization_plugin.as_deref().is_some_and(|p| p.starts_with("plugin:"));
+    for (k, v) in &d.optimization_config {
+        let path = key(&format!("optimization_config.{k}"));
+        let int_in = |lo: i64, hi: i64| v.as_i64().filter(|x| (lo..=hi).contains(x)).is_some();
+        let num = |ok: &dyn Fn(f64) -> bool| v.as_f64().is_some_and(|x| x.is_finite() && ok(x));
+        let ok = match k.as_str() {
+            "population_size" => int_in(4, 10_000),
+            "optimization_patience" => int_in(1, 1_000_000),
+            "n_params" => int_in(1, 256),
+            "early_patience" => int_in(1, 10_000),
+            "bound" | "tolerance" => num(&|x| x > 0.0),
+            "noise" | "relative_tolerance" | "relative_acceptance" => num(&|x| (0.0..=1.0).contains(&x)),
+            "baseline" => num(&|_| true),
+            "reproducibility" => v.as_bool() == Some(false) || num(&|x| (0.0..=1e9).contains(&x)),
+            _ if plugin => true,
+            other => {
+                let names: Vec<&str> = OPTIMIZATION_KEYS.iter().map(|(n, _)| *n).collect();
+                return Err(unknown_key(&path, other, &names));
+            }
+        };
+        if !ok {
+            let what = OPTIMIZATION_KEYS.iter().find(|(n, _)| n == k).map_or("another value", |(_, w)| *w);
+            return Err(bad(path, format!("{v} must be {what}")));
+        }
+    }
+    Ok(())
 }
 
 /// The first key whose value alone fails to deserialize (serde's messages do not name it).
@@ -412,20 +558,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_python_example_config_loads_with_warnings_for_unknown_keys() {
+    fn the_python_example_config_loads_with_warnings_for_what_doin_ignores() {
         let text = r#"{
           "host": "0.0.0.0", "port": 8470, "data_dir": "./doin-data-predictor",
           "bootstrap_peers": [], "network_protocol": "gossipsub", "discovery_enabled": true,
           "initial_threshold": 1e-6, "quorum_min_evaluators": 1, "storage_backend": "sqlite",
-          "fee_market_enabled": false, "favourite_colour": "blue",
+          "fee_market_enabled": false,
           "domains": [{
             "domain_id": "quadratic", "optimize": true, "evaluate": true,
-            "optimization_plugin": "predictor", "has_synthetic_data": true,
+            "optimization_plugin": "ga", "has_synthetic_data": true,
             "synthetic_data_validation": false, "target_performance": 999.0,
             "optimization_config": {"population_size": 10, "early_patience": 15},
-            "param_bounds": {"learning_rate": [1e-5, 0.01]},
-            "resource_limits": {"max_training_seconds": 3600, "max_memory_mb": 14000, "max_epochs": 2000},
-            "mystery": 1
+            "resource_limits": {"max_training_seconds": 3600, "max_memory_mb": 14000, "max_epochs": 2000}
           }],
           "experiment_stats_file": "./predictor_stats.csv"
         }"#;
@@ -434,15 +578,59 @@ mod tests {
         assert_eq!(loaded.config.p2p_port(), 8471);
         assert_eq!(loaded.config.domains[0].target_performance, Some(999.0));
         let w = loaded.warnings.join("\n");
-        for expected in [
-            "favourite_colour",
-            "domains[0].mystery",
-            "TRUSTED MODE",
-            "storage_backend",
-            "fee_market_enabled",
-        ] {
+        for expected in ["TRUSTED MODE", "storage_backend", "fee_market_enabled"] {
             assert!(w.contains(expected), "{expected} missing from {w}");
         }
+    }
+
+    /// Unknown keys, wrong types and the Python keys DOIN cannot honour stop the load, naming
+    /// the key; a likely typo gets its correction.
+    #[test]
+    fn every_key_is_typed_strictly() {
+        let cases = [
+            (r#"{"favourite_colour": "blue"}"#, "favourite_colour", "the keys here are"),
+            (r#"{"domain": []}"#, "domain", "did you mean `domains`"),
+            (r#"{"domains": [{"domain_id": "a", "mystery": 1}]}"#, "domains[0].mystery", "unknown key"),
+            (
+                r#"{"domains": [{"domain_id": "a", "resource_limits": {"max_gpus": 1}}]}"#,
+                "domains[0].resource_limits.max_gpus",
+                "max_training_seconds",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "optimization_config": {"population_size": 3.5}}]}"#,
+                "domains[0].optimization_config.population_size",
+                "an integer in 4..=10000",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "optimization_config": {"noise": 2}}]}"#,
+                "domains[0].optimization_config.noise",
+                "[0, 1]",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "optimization_config": {"epochs": 5}}]}"#,
+                "domains[0].optimization_config.epochs",
+                "unknown key",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "optimization_plugin": "predictor"}]}"#,
+                "domains[0].optimization_plugin",
+                "domain plugin",
+            ),
+            (
+                r#"{"domains": [{"domain_id": "a", "evaluate": false, "optimize": false}]}"#,
+                "domains[0].optimize",
+                "nothing",
+            ),
+        ];
+        for (text, key, hint) in cases {
+            let e = NodeConfig::from_json(text).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(e.problem.contains(hint), "{text}: {e}");
+        }
+        // With a domain plugin, other optimization_config keys are the plugin's.
+        let plugin = r#"{"domains": [{"domain_id": "p", "domain_plugin": "plugin:python3 p.py",
+                          "optimization_config": {"epochs": 5, "population_size": 8}}]}"#;
+        NodeConfig::from_json(plugin).unwrap();
     }
 
     /// `seal_slot` sets the development chain's seal slots; the replaced `reveal_delay` is

@@ -33,9 +33,12 @@ pub const MAX_POOLED_VOTES: usize = 16_384;
 /// Finality evidence held at most.
 pub const MAX_EVIDENCE: usize = 16;
 
-/// The heights of the last vote this node signed.
+/// The heights of the last vote this node signed, on the chain of `genesis`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastVote {
+    /// The genesis hash of the chain voted on (a development chain reset with
+    /// `--reset-chain` is another chain: its heights start again).
+    pub genesis: Hash,
     /// Its source height.
     pub source: u64,
     /// Its target height.
@@ -46,21 +49,25 @@ pub struct LastVote {
 #[derive(Debug)]
 pub struct Voter {
     path: PathBuf,
+    genesis: Hash,
     last: Option<LastVote>,
 }
 
 impl Voter {
-    /// The voter whose record lives at `path` (read if present).
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let last = match std::fs::read(path) {
-            Ok(bytes) => Some(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{}: not a finality vote record ({e}); the node will not vote without knowing what it signed", path.display()))?,
-            ),
+    /// The voter on the chain of `genesis` whose record lives at `path` (read if present; a
+    /// record of another chain is no constraint here).
+    pub fn load(path: &Path, genesis: Hash) -> Result<Self, String> {
+        let last: Option<LastVote> = match std::fs::read(path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{}: not a finality vote record ({e}); the node will not vote without knowing what it signed",
+                    path.display()
+                )
+            })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        Ok(Self { path: path.to_owned(), last })
+        Ok(Self { path: path.to_owned(), genesis, last: last.filter(|l| l.genesis == genesis) })
     }
 
     /// The last vote signed.
@@ -88,7 +95,7 @@ impl Voter {
             return Ok(None);
         }
         let Some(hash) = state.recent_hash_at(target) else { return Ok(None) };
-        let next = LastVote { source: source.height, target };
+        let next = LastVote { genesis: self.genesis, source: source.height, target };
         self.record(next)?;
         let body = FinalityVoteBody {
             chain_id: state.meta().chain_id,
@@ -249,14 +256,15 @@ mod tests {
         let path = dir.path().join("finality-votes.json");
         let net = chain(9);
         let key = &net.keys[0];
-        let mut voter = Voter::load(&path).unwrap();
+        let genesis = net.genesis.hash();
+        let mut voter = Voter::load(&path, genesis).unwrap();
         let vote = voter.next_vote(&net.state, key).unwrap().expect("checkpoint 6 is two blocks deep");
         assert_eq!(vote.body.target.height, 6);
         assert_eq!(vote.body.source.height, 0);
         assert!(voter.next_vote(&net.state, key).unwrap().is_none(), "one vote per checkpoint");
         // Restarted on its data directory, it remembers.
-        let mut again = Voter::load(&path).unwrap();
-        assert_eq!(again.last(), Some(LastVote { source: 0, target: 6 }));
+        let mut again = Voter::load(&path, genesis).unwrap();
+        assert_eq!(again.last(), Some(LastVote { genesis, source: 0, target: 6 }));
         assert!(again.next_vote(&net.state, key).unwrap().is_none(), "no second vote after a restart");
         // Another chain of the same height (a fork) gets no vote for height 6 either.
         let mut fork = TestNet::new(4, 4, 0);
@@ -267,9 +275,11 @@ mod tests {
         }
         assert_ne!(fork.state.recent_hash_at(6), net.state.recent_hash_at(6));
         assert!(again.next_vote(&fork.state, key).unwrap().is_none(), "never a double vote across forks");
+        // Another chain (a reset development chain) starts its heights again.
+        assert_eq!(Voter::load(&path, Hash([1; 32])).unwrap().last(), None);
         // A corrupt record stops voting rather than risk a slashable vote.
         std::fs::write(&path, b"{").unwrap();
-        assert!(Voter::load(&path).unwrap_err().contains("will not vote"));
+        assert!(Voter::load(&path, genesis).unwrap_err().contains("will not vote"));
     }
 
     #[test]

@@ -260,8 +260,11 @@ pub fn run(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
 }
 
 async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
-    if config.reset_chain {
-        let _ = std::fs::remove_file(config.data_dir.join("chain.redb"));
+    if config.genesis.is_none() && config.domains.is_empty() {
+        return Err(other(
+            "nothing to do: without a `genesis` file this node starts its own development chain, and \
+             with no `domains` it would neither optimize nor evaluate (add a domain, or a genesis to join)",
+        ));
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| other(format!("data_dir {}: {e}", config.data_dir.display())))?;
@@ -307,11 +310,17 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         );
     }
 
+    // The development genesis (no `genesis` file) is written to the data directory on the first
+    // start and read back on every later one: rebuilt, it would carry a new timestamp and name
+    // another chain than the one stored.
+    let dev_genesis = config.data_dir.join("genesis.json");
+    let read_spec = |path: &std::path::Path| -> Result<GenesisSpec, NodeError> {
+        let text = std::fs::read(path).map_err(|e| other(format!("genesis {}: {e}", path.display())))?;
+        serde_json::from_slice(&text).map_err(|e| other(format!("genesis {}: {e}", path.display())))
+    };
     let spec: GenesisSpec = match &config.genesis {
-        Some(path) => {
-            let text = std::fs::read(path).map_err(|e| other(format!("genesis {}: {e}", path.display())))?;
-            serde_json::from_slice(&text).map_err(|e| other(format!("genesis {}: {e}", path.display())))?
-        }
+        Some(path) => read_spec(path)?,
+        None if dev_genesis.exists() && !config.reset_chain => read_spec(&dev_genesis)?,
         None => genesis::single_node(
             &config,
             &me,
@@ -319,6 +328,15 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         )
         .map_err(other)?,
     };
+    // Destructive steps only once everything above (config, domains, genesis) checked out.
+    if config.reset_chain {
+        let _ = std::fs::remove_file(config.data_dir.join("chain.redb"));
+    }
+    if config.genesis.is_none() {
+        let text = serde_json::to_vec_pretty(&spec).map_err(other)?;
+        std::fs::write(&dev_genesis, text)
+            .map_err(|e| other(format!("writing the development genesis {}: {e}", dev_genesis.display())))?;
+    }
     let store = ChainStore::open(&config.data_dir.join("chain.redb"), &spec, StoreOptions::default())
         .map_err(other)?;
     let store = SharedStore::new(store);
@@ -400,6 +418,10 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     let (measured_tx, mut measured_rx) = mpsc::channel::<Measured>(64);
     let stop = Arc::new(AtomicBool::new(false));
     let params = store.lock().tip().params().clone();
+    // (A lock taken inside the struct literal below would be held to its end.)
+    let genesis_hash = store.lock().genesis_hash();
+    let voter = crate::finality::Voter::load(&config.data_dir.join("finality-votes.json"), genesis_hash)
+        .map_err(NodeError::Other)?;
     let mut engine = Engine {
         key: key.clone(),
         me,
@@ -444,8 +466,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         cert_latency_ms: std::collections::VecDeque::new(),
         awaiting_seal: HashSet::new(),
         poked: false,
-        voter: crate::finality::Voter::load(&config.data_dir.join("finality-votes.json"))
-            .map_err(NodeError::Other)?,
+        voter,
         finality_evidence: Vec::new(),
         finality_shown: (0, 0),
         polls: 0,
@@ -952,8 +973,11 @@ impl Engine {
                     return;
                 }
             }
-            let Some((peer, status)) = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await
-            else {
+            let best = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await;
+            if let Ok(mut l) = live.write() {
+                l.network_height = best.as_ref().map(|(_, s)| s.height);
+            }
+            let Some((peer, status)) = best else {
                 return;
             };
             if !doin_net::sync::is_ahead(&status, &BlockSink::status(&sink)) {
