@@ -245,84 +245,37 @@ fn a_bad_node_config_stops_with_the_key_named() {
     );
 }
 
-/// `synthetic_data_validation: false` on a single node: no quorum exists, yet claims become
-/// champions through heartbeat blocks, marked trusted in the output and in `/domains`, and earn
-/// nothing.
-#[test]
-fn a_single_trusted_node_records_unverified_champions() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = serde_json::json!({
-        "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
-        "max_block_interval": 1.0, "seal_slot": 0.2,
-        "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
-                      "synthetic_data_validation": false, "target_performance": -100.0 }]
-    });
-    let path = dir.path().join("node.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_doin"))
-        .args(["node", "--log-level", "warn", "--duration", "60", "--config"])
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        let done = line.starts_with("target quadratic reached");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    let domains = http_get(port, "/domains");
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = lines.join("\n");
-    assert!(text.contains("target quadratic reached"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("trusted quadratic")), "{text}");
-    assert!(
-        text.lines().any(|l| l.starts_with("certificate quadratic") && l.contains("Accept trusted")),
-        "{text}"
-    );
-    assert!(!text.lines().any(|l| l.starts_with("vote")), "no quorum votes: {text}");
-    let v: serde_json::Value = serde_json::from_str(&domains).unwrap();
-    let d = &v["domains"][0];
-    assert_eq!(d["verification"], "trusted", "{v}");
-    assert!(d["champion"]["performance"].as_f64().unwrap() >= -100.0, "{v}");
+/// A single node in trusted mode (`synthetic_data_validation: false`, target −100) on a free
+/// port, without a genesis file: its own development chain.
+struct TrustedNode {
+    dir: tempfile::TempDir,
+    port: u16,
 }
 
-/// Without a `genesis` file the node writes its development genesis to the data directory and
-/// reads it back: restarted, it is on the same chain, further along. Once the verified champion
-/// reaches `target_performance` the optimizer stops evaluating.
-#[test]
-fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = serde_json::json!({
-        "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
-        "max_block_interval": 0.5, "seal_slot": 0.2,
-        "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
-                      "synthetic_data_validation": false, "target_performance": -100.0 }]
-    });
-    let path = dir.path().join("node.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    // Runs the node until `until` matches a line (at most 60 s); returns its lines, and what
-    // `query` read over HTTP just before it was stopped.
-    let run = |until: &dyn Fn(&str) -> bool, query: &dyn Fn() -> Vec<serde_json::Value>| {
+impl TrustedNode {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = serde_json::json!({
+            "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
+            "max_block_interval": 0.5, "seal_slot": 0.2,
+            "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
+                          "synthetic_data_validation": false, "target_performance": -100.0 }]
+        });
+        std::fs::write(dir.path().join("node.json"), config.to_string()).unwrap();
+        Self { dir, port }
+    }
+
+    /// Runs the node until `until` matches a line (at most 60 s); returns its lines, and what
+    /// `query` read just before the node was stopped.
+    fn run<T>(&self, until: impl Fn(&str) -> bool, query: impl FnOnce() -> T) -> (Vec<String>, T) {
+        use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_doin"))
             .args(["node", "--log-level", "warn", "--duration", "60", "--config"])
-            .arg(&path)
+            .arg(self.dir.path().join("node.json"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -343,45 +296,74 @@ fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
                 break;
             }
         }
-        let answers = query();
+        let answer = query();
         let _ = child.kill();
         let _ = child.wait();
-        (lines, answers)
-    };
+        (lines, answer)
+    }
+}
+
+/// `synthetic_data_validation: false` on a single node: no quorum exists, yet claims become
+/// champions through heartbeat blocks, marked trusted in the output and in `/domains`, and earn
+/// nothing.
+#[test]
+fn a_single_trusted_node_records_unverified_champions() {
+    let node = TrustedNode::new();
+    let (lines, domains) =
+        node.run(|l| l.starts_with("target quadratic reached"), || http_get(node.port, "/domains"));
+    let text = lines.join("\n");
+    assert!(text.contains("target quadratic reached"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("trusted quadratic")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("certificate quadratic") && l.contains("Accept trusted")),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("vote")), "no quorum votes: {text}");
+    let v: serde_json::Value = serde_json::from_str(&domains).unwrap();
+    let d = &v["domains"][0];
+    assert_eq!(d["verification"], "trusted", "{v}");
+    assert!(d["champion"]["performance"].as_f64().unwrap() >= -100.0, "{v}");
+}
+
+/// Without a `genesis` file the node writes its development genesis to the data directory and
+/// reads it back: restarted, it is on the same chain, further along. Once the verified champion
+/// reaches `target_performance` the optimizer stops evaluating.
+#[test]
+fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
+    let node = TrustedNode::new();
+    let port = node.port;
     let evaluations = || -> u64 {
         let v: serde_json::Value = serde_json::from_str(&http_get(port, "/status")).unwrap();
         v["domains"]["quadratic"]["evaluations"].as_u64().unwrap()
     };
-    let (first, counts) = run(&|l: &str| l.starts_with("target quadratic reached"), &|| {
-        // After the target: the optimizer is paused, its evaluation count frozen.
-        std::thread::sleep(Duration::from_millis(1500));
-        let a = evaluations();
-        std::thread::sleep(Duration::from_millis(1500));
-        let b = evaluations();
-        let h: serde_json::Value = serde_json::from_str(&http_get(port, "/chain/status")).unwrap();
-        vec![a.into(), b.into(), h["tip_index"].clone()]
-    });
+    let tip = || -> Option<u64> {
+        let h: serde_json::Value = serde_json::from_str(&http_get(port, "/chain/status")).unwrap_or_default();
+        h["tip_index"].as_u64()
+    };
+    let (first, (before, after, height)) = node.run(
+        |l| l.starts_with("target quadratic reached"),
+        || {
+            // After the target: the optimizer is paused, its evaluation count frozen.
+            std::thread::sleep(Duration::from_millis(1500));
+            let a = evaluations();
+            std::thread::sleep(Duration::from_millis(1500));
+            (a, evaluations(), tip().unwrap())
+        },
+    );
     let genesis = |lines: &[String]| lines.iter().find_map(|l| l.strip_prefix("genesis ").map(str::to_owned));
     let g1 = genesis(&first).expect("the node printed its genesis");
-    assert!(counts[0].as_u64().unwrap() > 0, "it evaluated before the target: {counts:?}");
-    assert_eq!(counts[0], counts[1], "no evaluations after the target: {counts:?}");
-    assert!(dir.path().join("data/genesis.json").exists());
-    let height = counts[2].as_u64().unwrap();
+    assert!(before > 0, "it evaluated before the target");
+    assert_eq!(before, after, "no evaluations after the target");
+    assert!(node.dir.path().join("data/genesis.json").exists());
     // Restarted on its data directory: the same chain, from where it stopped.
     let grown = |l: &str| {
         l.strip_prefix("block ")
             .and_then(|r| r.split(' ').next()?.parse::<u64>().ok())
             .is_some_and(|h| h > height)
     };
-    let (second, tip) = run(&grown, &|| {
-        let h: serde_json::Value = serde_json::from_str(&http_get(port, "/chain/status")).unwrap_or_default();
-        vec![h["tip_index"].clone()]
-    });
+    let (second, now) = node.run(grown, tip);
     assert_eq!(genesis(&second).as_deref(), Some(g1.as_str()), "restarted on another chain: {second:?}");
-    assert!(
-        tip[0].as_u64().is_some_and(|t| t > height),
-        "the chain continued from {height}: {tip:?} {second:?}"
-    );
+    assert!(now.is_some_and(|t| t > height), "the chain continued from {height}: {now:?} {second:?}");
 }
 
 fn http_get(port: u16, path: &str) -> String {
