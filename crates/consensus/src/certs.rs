@@ -445,10 +445,7 @@ pub fn check_evidence(state: &State, evidence: &doin_primitives::DoubleVoteEvide
     if already_slashed(state, evidence) {
         return Err("this double vote was already slashed".into());
     }
-    let stake = state.stake(&a.evaluator).map_or(Amount::ZERO, |s| s.amount);
-    let pending: u128 =
-        state.unbonding.iter().filter(|((_, who), _)| *who == a.evaluator).map(|(_, v)| v.0).sum();
-    let total = stake.0.saturating_add(pending);
+    let total = state.slashable(&a.evaluator);
     if total == 0 {
         return Err("the evaluator has no stake to slash".into());
     }

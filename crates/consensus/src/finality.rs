@@ -192,10 +192,7 @@ pub fn check_evidence(state: &State, evidence: &FinalityEvidence) -> Result<(Add
     if state.finality_slashed(&evidence.offence()) {
         return Err(FinalityError::AlreadySlashed);
     }
-    let stake = state.stake(&a.voter).map_or(0, |s| s.amount.0);
-    let pending: u128 =
-        state.unbonding.iter().filter(|((_, who), _)| *who == a.voter).map(|(_, v)| v.0).sum();
-    let total = stake.saturating_add(pending);
+    let total = state.slashable(&a.voter);
     if total == 0 {
         return Err(FinalityError::NothingToSlash(a.voter));
     }

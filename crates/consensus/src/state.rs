@@ -956,6 +956,13 @@ impl State {
         target.saturating_add(self.params.history_len())
     }
 
+    /// What a slash can reach of `address`: its stake plus its unbonding entries.
+    pub fn slashable(&self, address: &Address) -> u128 {
+        let stake = self.stakes.get(address).map_or(0, |s| s.amount.0);
+        let pending: u128 = self.unbonding.iter().filter(|((_, a), _)| a == address).map(|(_, v)| v.0).sum();
+        stake.saturating_add(pending)
+    }
+
     /// Total active stake: the weight finality thresholds are taken of.
     pub fn active_stake(&self) -> u128 {
         self.stakes.values().fold(0u128, |t, s| t.saturating_add(s.amount.0))

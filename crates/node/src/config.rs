@@ -451,20 +451,34 @@ const DOMAIN_KEYS: &[&str] = &[
     "external_evaluation",
     "resource_limits",
 ];
-/// `optimization_config` keys the built-in domains and optimizers read, with what each takes.
-const OPTIMIZATION_KEYS: &[(&str, &str)] = &[
-    ("population_size", "an integer in 4..=10000"),
-    ("optimization_patience", "an integer in 1..=1000000"),
-    ("n_params", "an integer in 1..=256"),
-    ("early_patience", "an integer in 1..=10000"),
-    ("bound", "a number > 0"),
-    ("noise", "a number in [0, 1]"),
-    ("baseline", "a finite number"),
-    ("tolerance", "a number > 0"),
-    ("relative_tolerance", "a number in [0, 1]"),
-    ("relative_acceptance", "a number in [0, 1]"),
-    ("reproducibility", "a number in [0, 1e9] or false"),
+/// A check of one config value.
+type ValueCheck = fn(&Json) -> bool;
+
+/// `optimization_config` keys the built-in domains and optimizers read: name, what it takes,
+/// and the check of a value.
+const OPTIMIZATION_KEYS: &[(&str, &str, ValueCheck)] = &[
+    ("population_size", "an integer in 4..=10000", |v| int_in(v, 4, 10_000)),
+    ("optimization_patience", "an integer in 1..=1000000", |v| int_in(v, 1, 1_000_000)),
+    ("n_params", "an integer in 1..=256", |v| int_in(v, 1, 256)),
+    ("early_patience", "an integer in 1..=10000", |v| int_in(v, 1, 10_000)),
+    ("bound", "a number > 0", |v| num(v, |x| x > 0.0)),
+    ("noise", "a number in [0, 1]", |v| num(v, |x| (0.0..=1.0).contains(&x))),
+    ("baseline", "a finite number", |v| num(v, |_| true)),
+    ("tolerance", "a number > 0", |v| num(v, |x| x > 0.0)),
+    ("relative_tolerance", "a number in [0, 1]", |v| num(v, |x| (0.0..=1.0).contains(&x))),
+    ("relative_acceptance", "a number in [0, 1]", |v| num(v, |x| (0.0..=1.0).contains(&x))),
+    ("reproducibility", "a number in [0, 1e9] or false", |v| {
+        v.as_bool() == Some(false) || num(v, |x| (0.0..=1e9).contains(&x))
+    }),
 ];
+
+fn int_in(v: &Json, lo: i64, hi: i64) -> bool {
+    v.as_i64().is_some_and(|x| (lo..=hi).contains(&x))
+}
+
+fn num(v: &Json, ok: impl Fn(f64) -> bool) -> bool {
+    v.as_f64().is_some_and(|x| x.is_finite() && ok(x))
+}
 
 /// An unknown key, with the closest known one when there is a likely typo.
 fn unknown_key(path: &str, name: &str, known: &[&str]) -> ConfigError {
@@ -497,26 +511,14 @@ fn check_optimization_config(d: &DomainConfig, key: &dyn Fn(&str) -> String) -> 
         || d.optimization_plugin.as_deref().is_some_and(|p| p.starts_with("plugin:"));
     for (k, v) in &d.optimization_config {
         let path = key(&format!("optimization_config.{k}"));
-        let int_in = |lo: i64, hi: i64| v.as_i64().filter(|x| (lo..=hi).contains(x)).is_some();
-        let num = |ok: &dyn Fn(f64) -> bool| v.as_f64().is_some_and(|x| x.is_finite() && ok(x));
-        let ok = match k.as_str() {
-            "population_size" => int_in(4, 10_000),
-            "optimization_patience" => int_in(1, 1_000_000),
-            "n_params" => int_in(1, 256),
-            "early_patience" => int_in(1, 10_000),
-            "bound" | "tolerance" => num(&|x| x > 0.0),
-            "noise" | "relative_tolerance" | "relative_acceptance" => num(&|x| (0.0..=1.0).contains(&x)),
-            "baseline" => num(&|_| true),
-            "reproducibility" => v.as_bool() == Some(false) || num(&|x| (0.0..=1e9).contains(&x)),
-            _ if plugin => true,
-            other => {
-                let names: Vec<&str> = OPTIMIZATION_KEYS.iter().map(|(n, _)| *n).collect();
-                return Err(unknown_key(&path, other, &names));
+        match OPTIMIZATION_KEYS.iter().find(|(name, _, _)| name == k) {
+            Some((_, what, check)) if !check(v) => return Err(bad(path, format!("{v} must be {what}"))),
+            Some(_) => {}
+            None if plugin => {}
+            None => {
+                let names: Vec<&str> = OPTIMIZATION_KEYS.iter().map(|(n, _, _)| *n).collect();
+                return Err(unknown_key(&path, k, &names));
             }
-        };
-        if !ok {
-            let what = OPTIMIZATION_KEYS.iter().find(|(n, _)| n == k).map_or("another value", |(_, w)| *w);
-            return Err(bad(path, format!("{v} must be {what}")));
         }
     }
     Ok(())

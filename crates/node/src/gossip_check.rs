@@ -243,8 +243,9 @@ impl GossipCheck {
                 certs::check_evidence(state, e).map(|_| ()).map_err(reject)
             }
             GossipMessage::FinalityVote(vote) => self.write(|v| {
-                let state = v.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?.clone();
-                v.finality.admit(&state, vote).map_err(|r| match r {
+                let View { state, finality, .. } = v;
+                let state = state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
+                finality.admit(state, vote).map_err(|r| match r {
                     finality::Refused::Invalid(why) => reject(why),
                     finality::Refused::Useless(why) => ignore(why),
                 })
