@@ -101,6 +101,16 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 10_000)]
         grind_tries: usize,
     },
+    /// Median claim-to-certificate time of 4-node devnets under a gossip flood of 10 000 signed
+    /// bogus messages, against the same flood aimed at a bystander (one JSON line).
+    Flood {
+        /// Rounds (one control and one flooded devnet of 10 s each).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// First port (each devnet uses 10 from here).
+        #[arg(long, default_value_t = 8570)]
+        base_port: u16,
+    },
     /// Runs N in-process nodes over libp2p's memory transport and publishes messages from
     /// random nodes: DOIN's gossipsub, then a flooding baseline on the same topology.
     Gossip {
@@ -116,6 +126,114 @@ pub(crate) enum Bench {
     },
 }
 
+/// `doin bench flood`: what a gossip flood costs honest claims. Each round runs two 4-node
+/// devnets (rastrigin in 40 dimensions, an unreachable target, 10 s: hundreds of claims spread
+/// over every seal slot) with `doin flood` running from their start — 10 000 signed bogus
+/// messages from 1 000 throwaway keys at 1 000/s — aimed once at a bystander (`doin flood
+/// --sink`, the control) and once at node 0. On a machine with two cores or more the nodes run
+/// on the first core and the attacker on the last (`taskset`): a real attacker's CPU is not
+/// the nodes', and on a shared core its signing and encryption slow the nodes' optimizers,
+/// which changes how many claims are in flight and so the very time measured.
+fn flood(rounds: usize, base_port: u16) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // This process (and the node processes it starts) on core 0.
+    let pinned = cores >= 2
+        && std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let attacker_core = (cores - 1).to_string();
+    let spawn = |args: &[&str], out: std::process::Stdio| {
+        let mut c = if pinned {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &attacker_core]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        c.args(args).stdout(out).stderr(std::process::Stdio::null()).spawn()
+    };
+    let (mut control, mut flooded) = (Vec::new(), Vec::new());
+    let (mut claims, mut rejected, mut rss, mut cpu) = ([0u64; 2], 0u64, 0f64, [0f64; 2]);
+    for round in 0..rounds {
+        // The order alternates, so that whatever a first run leaves behind counts for both.
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for flood in order {
+            let port = base_port + if flood { 10 } else { 0 };
+            let sink_port = (port + 9).to_string();
+            let mut sink = if flood {
+                None
+            } else {
+                let args = ["flood", "--domain", "rastrigin", "--sink", &sink_port, "--timeout-s", "40"];
+                Some(spawn(&args, std::process::Stdio::null())?)
+            };
+            let target = format!("127.0.0.1:{}", if flood { port + 1 } else { port + 9 });
+            let mut flooder = spawn(
+                &["flood", "--domain", "rastrigin", "--peer", &target, "--rate", "1000", "--timeout-s", "40"],
+                std::process::Stdio::null(),
+            )?;
+            let mut args =
+                crate::devnet::DevnetArgs::for_bench(4, "rastrigin".into(), 0, Some(-1.0), 10.0, port);
+            args.until_target = false;
+            args.optimization = vec!["n_params=40".into()];
+            let s = crate::devnet::run_summary(args);
+            let _ = flooder.wait();
+            if let Some(sink) = sink.as_mut() {
+                let _ = sink.kill();
+                let _ = sink.wait();
+            }
+            let s = s?;
+            let ms = s["claim_to_certificate_ms"]
+                .as_f64()
+                .ok_or_else(|| anyhow::anyhow!("no certified claim: {s}"))?;
+            claims[usize::from(flood)] += s["certified_claims"].as_u64().unwrap_or(0);
+            cpu[usize::from(flood)] +=
+                s["cpu_s"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).sum::<f64>();
+            if flood {
+                flooded.push(ms);
+                rejected +=
+                    s["gossip_rejected"].as_array().map_or(0, |a| a.iter().filter_map(|v| v.as_u64()).sum());
+                rss = s["rss_mb"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_f64())
+                    .fold(rss, f64::max);
+            } else {
+                control.push(ms);
+            }
+            eprintln!(
+                "bench flood: round {} of {rounds}, flood {}: {ms} ms",
+                round + 1,
+                if flood { "on the devnet" } else { "elsewhere" }
+            );
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (before, after) = (mean(&control), mean(&flooded));
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "flood",
+            "rounds": rounds,
+            "attacker_on_its_own_core": pinned,
+            "control_claim_to_certificate_ms": control,
+            "flooded_claim_to_certificate_ms": flooded,
+            "control_mean_ms": round3(before),
+            "flooded_mean_ms": round3(after),
+            "growth_pct": round3((after / before - 1.0) * 100.0),
+            "certified_claims": {"control": claims[0], "flooded": claims[1]},
+            // The nodes' CPU seconds, all rounds: what the flood costs them in work.
+            "node_cpu_s": {"control": round3(cpu[0]), "flooded": round3(cpu[1])},
+            "flood_rejected_by_nodes": rejected,
+            "max_rss_mb_flooded": rss,
+        })
+    );
+    Ok(())
+}
+
 pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ledger { blocks, txs_per_block, accounts } => ledger(blocks, txs_per_block, accounts),
@@ -123,6 +241,12 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
         }
         Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
+        Bench::Flood { rounds, base_port } => {
+            if rounds == 0 {
+                bail!("--rounds must be at least 1");
+            }
+            flood(rounds, base_port)
+        }
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
         Bench::Adversary { claims, flood, flood_keys, grind_commits, grind_tries } => {
             let started = std::time::Instant::now();

@@ -37,7 +37,7 @@ pub(crate) struct DevnetArgs {
     duration: Option<f64>,
     /// Stop once the target is reached and all nodes agree on the tip.
     #[arg(long)]
-    until_target: bool,
+    pub(crate) until_target: bool,
     /// Nodes that only evaluate (the first `nodes - evaluators_only` optimize too).
     #[arg(long, default_value_t = 0)]
     evaluators_only: usize,
@@ -47,6 +47,10 @@ pub(crate) struct DevnetArgs {
     /// Directory for the nodes' data (default: a fresh temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// `KEY=VALUE`: an `optimization_config` entry for every node's domain (VALUE as JSON, or
+    /// as a string), e.g. `n_params=30`. Repeatable.
+    #[arg(long = "optimization", value_name = "KEY=VALUE")]
+    pub(crate) optimization: Vec<String>,
     /// Evaluation workers per node.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -127,6 +131,11 @@ pub(crate) fn run_summary(args: DevnetArgs) -> anyhow::Result<serde_json::Value>
             _ => bail!("--plugin {p:?}: expected N=COMMAND with N < --nodes"),
         }
     }
+    if let Some(o) =
+        args.optimization.iter().find(|o| o.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
+    {
+        bail!("--optimization {o:?}: expected KEY=VALUE");
+    }
     if args.plugins.iter().any(|p| p.starts_with("0=")) {
         bail!("--plugin: node 0 defines the devnet's domain and must run the built-in one");
     }
@@ -163,6 +172,7 @@ impl DevnetArgs {
             verbose: false,
             no_tracking: false,
             plugins: Vec::new(),
+            optimization: Vec::new(),
             external: Vec::new(),
             adversaries: Vec::new(),
             setup_only: false,
@@ -184,6 +194,15 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         target_performance: Some(target),
         domain_plugin: plugin,
         external_evaluation: args.external.contains(&i),
+        optimization_config: args
+            .optimization
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                let v = v.trim();
+                (k.trim().to_owned(), serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v)))
+            })
+            .collect(),
         ..DomainConfig::default()
     };
     NodeConfig {
@@ -525,6 +544,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
             "target_performance": d.target_performance,
             "domain_plugin": d.domain_plugin,
             "external_evaluation": d.external_evaluation,
+            "optimization_config": d.optimization_config,
         })).collect::<Vec<_>>(),
     })
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use clap::Args;
-use doin_net::{Config, GossipMessage, NoChain, NoStateChecks, Topic};
+use doin_net::{Config, GossipMessage, GossipValidator, NoChain, NoStateChecks, Refusal, Topic};
 use doin_primitives::{
     DomainId, Hash, Keypair, Metric, Signed, VoteBody,
     poo::{CommitBody, RevealBody},
@@ -19,8 +19,14 @@ use doin_primitives::{
 #[derive(Debug, Args)]
 pub(crate) struct FloodArgs {
     /// The node to flood (multiaddr, or HOST:PORT of its P2P port).
-    #[arg(long)]
-    peer: String,
+    #[arg(long, required_unless_present = "sink")]
+    peer: Option<String>,
+    /// Instead of flooding: be a bystander that listens on this loopback port, subscribes to
+    /// the domain and refuses every message with a penalty (graylisting its sender as a node
+    /// does), until `--timeout-s`. A flood aimed at it costs the machine what a flood costs
+    /// without touching the devnet: the control group of the flood test.
+    #[arg(long, conflicts_with = "peer")]
+    sink: Option<u16>,
     /// The domain whose optimae topic is flooded.
     #[arg(long, default_value = "quadratic")]
     domain: String,
@@ -86,18 +92,79 @@ fn bogus(domain: &DomainId, messages: usize, keys: usize) -> Vec<GossipMessage> 
         .collect()
 }
 
+/// The TCP address of an `/ip4/…/tcp/…` multiaddr.
+fn socket_of(addr: &doin_net::Multiaddr) -> Option<std::net::SocketAddr> {
+    use doin_net::Protocol;
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) => return ip.map(|ip| std::net::SocketAddr::new(ip, port)),
+            _ => {}
+        }
+    }
+    None
+}
+
 pub(crate) fn run(args: FloodArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    runtime.block_on(flood(args))
+    match args.sink {
+        Some(port) => runtime.block_on(sink(&args, port)),
+        None => runtime.block_on(flood(args)),
+    }
+}
+
+/// Refuses every gossip message with a penalty.
+struct RejectAll;
+
+impl GossipValidator for RejectAll {
+    fn check(&self, _: &Topic, _: &GossipMessage) -> Result<(), Refusal> {
+        Err(Refusal::Reject("a flood sink accepts nothing".into()))
+    }
+}
+
+async fn sink(args: &FloodArgs, port: u16) -> anyhow::Result<()> {
+    let key = Keypair::from_seed(Hash::of(b"doin flood sink").0);
+    let config = Config {
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?],
+        domains: vec![args.domain.clone()],
+        ip_colocation_penalty: false,
+        ..Config::default()
+    };
+    let mut net = doin_net::start(&key, config, Arc::new(NoChain), Arc::new(RejectAll)).await?;
+    let end = tokio::time::sleep(Duration::from_secs(args.timeout_s));
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = &mut end => break,
+            event = net.events.recv() => if event.is_none() { break },
+        }
+    }
+    let peers = net.handle.peers().await.map(|p| p.len()).unwrap_or(0);
+    println!("{}", serde_json::json!({"sink": true, "connected_peers_at_end": peers}));
+    net.handle.shutdown().await;
+    Ok(())
 }
 
 async fn flood(args: FloodArgs) -> anyhow::Result<()> {
     let domain = DomainId::new(args.domain.as_str()).map_err(|e| anyhow::anyhow!("domain: {e}"))?;
     let messages = bogus(&domain, args.messages, args.keys);
     let key = Keypair::from_seed(Hash::of(b"doin flood peer").0);
+    let peer = doin_node::node::parse_peer(args.peer.as_deref().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("--peer: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    // The messages are signed before the node is up (the flooder may start first, so that
+    // the flood meets the node from its first claims): wait until its port accepts.
+    if let Some(addr) = socket_of(&peer) {
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "{addr} never accepted a connection");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let config = Config {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap: vec![doin_node::node::parse_peer(&args.peer).map_err(|e| anyhow::anyhow!("--peer: {e}"))?],
+        bootstrap: vec![peer],
         domains: vec![args.domain.clone()],
         ip_colocation_penalty: false,
         gossip_heartbeat: Duration::from_millis(200),
@@ -105,7 +172,6 @@ async fn flood(args: FloodArgs) -> anyhow::Result<()> {
     };
     let net = doin_net::start(&key, config, Arc::new(NoChain), Arc::new(NoStateChecks)).await?;
     let handle = net.handle.clone();
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let topic = Topic::Optimae(args.domain.clone());
     // Wait until the node is in our mesh for the topic.
     while handle.topic_peers(topic.clone()).await.map(|p| p.is_empty()).unwrap_or(true) {

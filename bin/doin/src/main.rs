@@ -6,6 +6,7 @@ mod devnet;
 mod flood;
 mod node_cmd;
 mod peer;
+mod plugin_guard;
 mod snapshot;
 mod wallet;
 
@@ -55,6 +56,9 @@ enum Command {
     /// An attacker's gossip flood from throwaway keys, for the adversary tests.
     #[command(hide = true)]
     Flood(flood::FloodArgs),
+    /// Runs a plugin in its process group and kills the group when the node dies.
+    #[command(hide = true)]
+    PluginGuard(plugin_guard::GuardArgs),
 }
 
 /// glibc's malloc settings for a node: trim freed memory at the top of a heap above 64 KiB
@@ -83,6 +87,22 @@ fn tune_allocator() {
     }
 }
 
+/// Every plugin this process starts runs under `doin plugin-guard` (killed with its group when
+/// this process dies).
+fn use_plugin_guard() {
+    if let Ok(exe) = std::env::current_exe() {
+        let exe = exe.display().to_string();
+        let parent = std::process::id().to_string();
+        doin_plugin::host::set_default_launcher(vec![
+            exe,
+            "plugin-guard".into(),
+            "--parent".into(),
+            parent,
+            "--".into(),
+        ]);
+    }
+}
+
 fn libp2p_peer_id(key: &doin_primitives::Keypair) -> String {
     doin_net::PeerId::from_bytes(&key.address().peer_id_bytes()).map(|p| p.to_string()).unwrap_or_default()
 }
@@ -92,8 +112,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Node(a) => {
             tune_allocator();
+            use_plugin_guard();
             node_cmd::run(a)
         }
+        Command::PluginGuard(a) => plugin_guard::run(a),
         Command::Wallet(w) => wallet::run(w),
         Command::Status(n) => wallet::status(n),
         Command::Domain(d) => wallet::domain(d),

@@ -1,8 +1,8 @@
-//! End-to-end under attack: 4-node devnets (real processes on loopback) flooded with 10 000
-//! signed bogus commits, reveals and votes from 1 000 throwaway keys by `doin flood`, against
-//! the same devnet without the flood. Honest certificates still land, claim-to-certificate
-//! time stays within 20 % (plus one 100 ms tick of the event loop), memory stays bounded and
-//! the flooding peer is graylisted.
+//! End-to-end under attack: 4-node devnets (real processes on loopback). One is flooded with
+//! 10 000 signed bogus commits, reveals and votes from 1 000 throwaway keys by `doin flood`:
+//! honest certificates still land, memory stays bounded and the flooding peer is graylisted and banned
+//! (what the flood costs in claim-to-certificate time: `doin bench flood`). In the others a
+//! node double-votes or double-votes for finality and is slashed.
 
 mod common;
 
@@ -36,64 +36,40 @@ fn report_of(flooder: std::process::Child) -> serde_json::Value {
     report.unwrap_or_else(|| panic!("the flooder printed no report: {text}"))
 }
 
-/// Runs a 20 s quadratic devnet, optionally flooded from its first second (the built-in
-/// domains converge within 2 – 3 s, and a flood that starts later meets an idle chain: the
-/// claims measured must be the ones made under it); returns its
-/// summary and the most graylisted peers node 0 reported during the run.
-fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Value>) {
+/// A 10 s devnet flooded from its start: its summary, the most banned peers node 0 reported
+/// during the run and the flooder's report. The flooder signs its 10 000 messages
+/// first and starts before the devnet, so that the flood meets the nodes from their first
+/// claims; the domain (rastrigin in 40 dimensions, an unreachable target) keeps the nodes
+/// claiming for the whole run. What the flood costs in claim-to-certificate time is measured
+/// by `doin bench flood` (timings are not asserted in tests).
+fn flooded_run(port: u16) -> (serde_json::Value, u64, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = sync_channel(4096);
-    let p = port.to_string();
+    // Above the nodes' optimizer threads (niceness 10), below their event loops: it floods at
+    // its full rate however busy they are.
+    let mut flooder = Command::new("nice")
+        .args(["-n", "5", env!("CARGO_BIN_EXE_doin")])
+        .args(["flood", "--domain", "rastrigin", "--peer", &format!("127.0.0.1:{}", port + 1)])
+        .args(["--messages", "10000", "--keys", "1000", "--rate", "1000", "--timeout-s", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let mut devnet = spawn_lines(
-        doin().args([
-            "devnet",
-            "--nodes",
-            "4",
-            "--domain",
-            "quadratic",
-            "--target",
-            "0.5",
-            "--duration",
-            "20",
-            "--base-port",
-            &p,
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ]),
+        doin()
+            .args(["devnet", "--nodes", "4", "--domain", "rastrigin", "--optimization", "n_params=40"])
+            .args(["--target", "-1", "--duration", "10", "--base-port", &port.to_string()])
+            .args(["--dir", dir.path().to_str().unwrap()]),
         0,
         &tx,
         false,
     );
     let started = Instant::now();
-    let mut flooder = None;
-    let mut flood_report = None;
-    let mut graylisted = 0;
+    let mut banned = 0;
     let mut summary = None;
     while started.elapsed() < Duration::from_secs(60) {
-        if flood && flooder.is_none() && started.elapsed() > Duration::from_secs(1) {
-            // The attacker's process shares this 2-core machine with the four nodes: below
-            // their own priority its CPU (signing, encrypting 10 000 messages) does not stand
-            // in for what the flood costs the nodes, which is what is measured; above their
-            // optimizer threads (niceness 10) it floods at its full rate however busy they are.
-            flooder = Some(
-                Command::new("nice")
-                    .args(["-n", "5", env!("CARGO_BIN_EXE_doin")])
-                    .args(["flood", "--peer", &format!("127.0.0.1:{}", port + 1), "--messages", "10000"])
-                    .args(["--keys", "1000", "--rate", "1000", "--timeout-s", "15"])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .unwrap(),
-            );
-        }
-        if let Some(child) = flooder.as_mut()
-            && flood_report.is_none()
-            && child.try_wait().unwrap().is_some()
-        {
-            flood_report = Some(report_of(flooder.take().unwrap()));
-        }
         if let Some(status) = http_get(port, "/status") {
-            graylisted = graylisted.max(status["security"]["graylisted_peers"].as_u64().unwrap_or(0));
+            banned = banned.max(status["security"]["banned_peers"].as_u64().unwrap_or(0));
         }
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok((_, line, _)) if line.starts_with('{') => {
@@ -106,48 +82,35 @@ fn run(port: u16, flood: bool) -> (serde_json::Value, u64, Option<serde_json::Va
     let _ = devnet.0.wait();
     // A flooder slowed by a busy machine may finish after the devnet: its report is read all
     // the same, within its own timeout.
-    if let Some(mut child) = flooder.take() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = child.kill();
-        flood_report = Some(report_of(child));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while flooder.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
     }
-    (summary.expect("the devnet printed no summary"), graylisted, flood_report)
+    let _ = flooder.kill();
+    (summary.expect("the devnet printed no summary"), banned, report_of(flooder))
 }
 
 #[test]
-fn a_gossip_flood_from_throwaway_keys_is_graylisted_and_honest_certificates_still_land() {
+fn a_gossip_flood_from_throwaway_keys_is_banned_and_honest_certificates_still_land() {
     let _serial = serial();
-    // One run's median claim-to-certificate time depends on where its claims fall in the seal
-    // leaders' slots: calm runs alone measured 47 – 129 ms on this machine. Two calm and two
-    // flooded runs, interleaved, are compared by their mean medians.
-    let mut calm = Vec::new();
-    let mut flooded = Vec::new();
-    for (i, flood) in [false, true, false, true].into_iter().enumerate() {
-        let (s, graylisted, report) = run(base_port(i as u16 * 10), flood);
-        eprintln!("{}: {s}\nflooder: {report:?}", if flood { "with the flood" } else { "without the flood" });
-        check_run(&s);
-        if flood {
-            let report = report.expect("the flooder ran");
-            assert!(report["published"].as_u64().unwrap() >= 1000, "{report}");
-            // Node 0 (the one flooded) refused the bogus messages with a penalty, and graylisted
-            // the flooding peer.
-            let rejected: Vec<u64> =
-                s["gossip_rejected"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-            assert!(rejected[0] >= 3, "node 0 rejected the flood: {rejected:?}");
-            assert!(graylisted >= 1, "node 0 graylisted the flooding peer");
-            flooded.push(s);
-        } else {
-            calm.push(s);
-        }
-    }
-    let mean_latency = |runs: &[serde_json::Value]| {
-        runs.iter().map(|s| s["claim_to_certificate_ms"].as_f64().unwrap()).sum::<f64>() / runs.len() as f64
-    };
-    let (before, after) = (mean_latency(&calm), mean_latency(&flooded));
-    assert!(after <= before * 1.2 + 100.0, "claim-to-certificate {before} ms → {after} ms under the flood");
+    let (s, banned, report) = flooded_run(base_port(0));
+    eprintln!("{s}\nflooder: {report}");
+    // The flooder tried all 10 000; its publishes fail once no node will have it any more.
+    let (published, failed) =
+        (report["published"].as_u64().unwrap(), report["publish_errors"].as_u64().unwrap());
+    assert_eq!(published + failed, 10_000, "{report}");
+    assert!(published >= 100, "the flood reached the nodes: {report}");
+    check_run(&s);
+    // Every node refused the bogus messages with a penalty (the flooder reaches them all
+    // through node 0); node 0 graylisted the flooding peer, then disconnected and banned it,
+    // and so did the others: the flooder ended with no peer.
+    let rejected: Vec<u64> =
+        s["gossip_rejected"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(rejected.iter().all(|r| *r >= 3), "the nodes rejected the flood: {rejected:?}");
+    assert!(banned >= 1, "node 0 banned the flooding peer");
+    assert_eq!(report["connected_peers_at_end"], 0, "every node cut the flooder off: {report}");
+    // Graylisted after a few dozen messages each: the rest were dropped unread.
+    assert!(rejected.iter().sum::<u64>() < 1000, "{rejected:?} of 10 000 needed checking");
 }
 
 /// What every run, flooded or not, must show.

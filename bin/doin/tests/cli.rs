@@ -374,3 +374,64 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
 }
+
+/// `doin devnet --optimization KEY=VALUE` reaches every node's config file (the genesis and
+/// the nodes must agree on the domain's dimensions), and a malformed one is refused first.
+#[test]
+fn devnet_optimization_settings_reach_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["devnet", "--nodes", "2", "--domain", "rastrigin", "--optimization", "n_params=7"])
+        .args(["--setup-only", "--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for i in 0..2 {
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("node{i}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(config["domains"][0]["optimization_config"]["n_params"], 7, "node {i}: {config}");
+    }
+    let genesis = std::fs::read_to_string(dir.path().join("genesis.json")).unwrap();
+    assert_eq!(genesis.matches("\"continuous\"").count(), 7, "a 7-dimensional domain on chain: {genesis}");
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["devnet", "--optimization", "n_params", "--setup-only", "--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--optimization \"n_params\": expected KEY=VALUE"));
+}
+
+/// `doin plugin-guard` (how a node starts its plugins) kills the plugin's whole group when the
+/// node dies by `kill -9`, a wrapper's background children included.
+#[test]
+fn a_plugin_group_dies_with_its_node() {
+    use std::io::BufRead;
+    let doin = env!("CARGO_BIN_EXE_doin");
+    // The shell stands in for the node: it starts the guard as a group leader (setsid), as
+    // the node does, prints its pid and waits.
+    let script = format!(
+        "setsid {doin} plugin-guard --parent $$ -- sh -c 'sleep 300 & exec sleep 301' & echo $!; wait"
+    );
+    let mut node =
+        Command::new("sh").args(["-c", &script]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(node.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let group: u32 = line.trim().parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while doin_plugin::host::group_members(group).len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(doin_plugin::host::group_members(group).len(), 3, "guard, sleep and its sibling");
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !doin_plugin::host::group_members(group).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        doin_plugin::host::group_members(group).is_empty(),
+        "left behind: {:?}",
+        doin_plugin::host::group_members(group)
+    );
+}

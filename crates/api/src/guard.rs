@@ -58,6 +58,8 @@ pub struct Guard {
     pub timeouts: AtomicU64,
     /// Handler time, microseconds, summed.
     pub handler_us: AtomicU64,
+    /// The server's connection counters.
+    pub connections: crate::server::ConnStats,
 }
 
 impl Guard {
@@ -70,6 +72,7 @@ impl Guard {
             rate_limited: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             handler_us: AtomicU64::new(0),
+            connections: crate::server::ConnStats::default(),
         }
     }
 
@@ -144,10 +147,46 @@ pub(crate) async fn guard(State(s): State<ApiState>, req: Request, next: Next) -
             }
         }
     };
+    let response = as_json_error(response).await;
     g.handler_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     let class = (response.status().as_u16() / 100).min(5) as usize;
     g.responses[class].fetch_add(1, Ordering::Relaxed);
     with_cors(response, origin.as_ref(), &g.limits.cors_origins)
+}
+
+/// Every error answer is `{error, detail}` JSON: the framework's own (405 with an empty body,
+/// plain-text extractor rejections, 413 from the body limit) are rewritten into it, `error`
+/// named after the status and `detail` their text.
+async fn as_json_error(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let reason = status.canonical_reason().unwrap_or("error");
+    let detail = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ if status == StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            format!("method not allowed here; allowed: {allowed}")
+        }
+        _ => reason.to_lowercase(),
+    };
+    let error = reason.to_lowercase().replace([' ', '-'], "_");
+    let mut out =
+        (status, axum::Json(serde_json::json!({ "error": error, "detail": detail }))).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 fn with_cors(mut r: Response, origin: Option<&HeaderValue>, allowed: &[String]) -> Response {

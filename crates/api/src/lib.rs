@@ -12,6 +12,7 @@ pub mod guard;
 pub mod inference;
 pub mod metrics;
 pub mod openapi;
+pub mod server;
 pub mod stats;
 pub mod tasks;
 pub mod views;
@@ -100,6 +101,9 @@ pub struct LiveStatus {
     /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
     /// its gossip is ignored).
     pub peer_scores: BTreeMap<String, f64>,
+    /// Peers banned now: their gossip score fell below the graylist, so they were disconnected
+    /// and are refused for `ban_duration`.
+    pub banned_peers: usize,
 }
 
 /// Gossipsub's graylist threshold (`doin_net`'s peer-score parameters).
@@ -142,7 +146,7 @@ pub struct ApiState {
     /// When the node started.
     pub started: std::time::Instant,
     /// The experiment-tracking database `/stats*` read, if configured.
-    pub stats: Option<doin_tracking::olap::StatsReader>,
+    pub stats: Option<stats::Stats>,
     /// The chain views' summaries of recent blocks.
     pub chain_cache: Arc<Mutex<views::ChainCache>>,
 }
@@ -323,7 +327,10 @@ pub fn health_of(
         let name = p["name"].as_str().unwrap_or("plugin");
         let (calls, errors) = (p["calls"].as_u64().unwrap_or(0), p["errors"].as_u64().unwrap_or(0));
         if p["disabled"] == true {
-            degraded.push(format!("plugin {name} disabled after repeated faults: {}", p["last_error"]));
+            degraded.push(format!(
+                "plugin {name} restarting with a backoff after {} faults in a row: {}",
+                p["faults_in_row"], p["last_error"]
+            ));
         } else if calls >= 10 && errors * 2 > calls {
             degraded.push(format!("plugin {name} failing: {errors} of {calls} calls"));
         }
@@ -388,6 +395,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
             "gossip_ignored": l.gossip_refused.1,
             "evidence_pending": l.evidence_pending,
             "graylisted_peers": l.peer_scores.values().filter(|v| **v < GRAYLIST_SCORE).count(),
+            "banned_peers": l.banned_peers,
         },
         "optimizer_domains": optimizer,
         "evaluator_domains": evaluator,
@@ -645,6 +653,17 @@ async fn submit_tx(
 ) -> Response {
     let tx = match body {
         Ok(Json(tx)) => tx,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            return ApiError::new(e.status(), "bad_content_type", e.body_text()).into_response();
+        }
         Err(e) => {
             return ApiError::new(StatusCode::BAD_REQUEST, "bad_transaction", e.body_text()).into_response();
         }
@@ -690,6 +709,7 @@ async fn tasks_pending(State(s): State<ApiState>) -> ApiResult {
 
 /// `POST /tasks/claim` body: `{"kinds": ["verification"]}` (optional).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     kinds: Option<Vec<tasks::TaskKind>>,
 }
@@ -703,8 +723,13 @@ async fn tasks_claim(
     let req: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ClaimRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_claim", e.to_string()))?
+        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_claim", e);
+        // An object only (serde would read a struct from an array too).
+        let v: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        if !v.is_object() {
+            return Err(bad("expected a JSON object such as {\"kinds\": [\"verification\"]}".into()));
+        }
+        serde_json::from_value(v).map_err(|e| bad(e.to_string()))?
     };
     let claimed = s.tasks.lock().ok().and_then(|mut q| q.claim(req.kinds.as_deref()));
     Ok(Json(match claimed {
@@ -769,12 +794,8 @@ pub async fn serve(
     state: ApiState,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "HTTP server stopped");
-        }
-    }))
+    let guard = state.guard.clone();
+    Ok(tokio::spawn(server::run(listener, router(state), server::ConnLimits::for_this_process(), guard)))
 }
 
 #[cfg(test)]
@@ -799,10 +820,16 @@ mod tests {
         assert_eq!(h(&l, 50, now - 20_000, 3)["status"], "degraded", "idle for 4 intervals");
         assert_eq!(h(&l, 50, now - 120_000, 3)["status"], "unhealthy", "idle for 24 intervals");
         l.plugins = vec![
-            json!({"name": "quadratic-domain", "calls": 7, "errors": 7, "disabled": true, "last_error": "crashed"}),
+            json!({"name": "quadratic-domain", "calls": 7, "errors": 7, "disabled": true, "faults_in_row": 3, "last_error": "crashed"}),
         ];
         let v = h(&l, 50, fresh, 3);
-        assert!(v["reasons"][0].as_str().unwrap().contains("plugin quadratic-domain disabled"), "{v}");
+        assert!(
+            v["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("plugin quadratic-domain restarting with a backoff after 3 faults"),
+            "{v}"
+        );
         l.plugins.clear();
         l.peers.clear();
         l.network_height = None;

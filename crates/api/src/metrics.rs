@@ -121,6 +121,12 @@ pub fn text(s: &ApiState) -> String {
         l.peer_scores.values().filter(|v| **v < crate::GRAYLIST_SCORE).count() as f64,
     );
     o.one(
+        "doin_peers_banned",
+        "gauge",
+        "Peers disconnected and refused after their gossip score fell below the graylist.",
+        l.banned_peers as f64,
+    );
+    o.one(
         "doin_evidence_pending",
         "gauge",
         "Double-vote and finality evidence waiting for a block.",
@@ -164,16 +170,22 @@ pub fn text(s: &ApiState) -> String {
     let mut calls = Vec::new();
     let mut errors = Vec::new();
     let mut starts = Vec::new();
+    let mut backoff = Vec::new();
+    let mut faults = Vec::new();
     for p in &l.plugins {
         let name = label(p["name"].as_str().unwrap_or("?"));
         let lbl = format!("{{plugin=\"{name}\"}}");
         calls.push((lbl.clone(), p["calls"].as_f64().unwrap_or(0.0)));
         errors.push((lbl.clone(), p["errors"].as_f64().unwrap_or(0.0)));
-        starts.push((lbl, p["starts"].as_f64().unwrap_or(0.0)));
+        starts.push((lbl.clone(), p["starts"].as_f64().unwrap_or(0.0)));
+        backoff.push((lbl.clone(), f64::from(u8::from(p["disabled"] == true))));
+        faults.push((lbl, p["faults_in_row"].as_f64().unwrap_or(0.0)));
     }
     o.metric("doin_plugin_calls_total", "counter", "Calls made to plugin processes.", &calls);
     o.metric("doin_plugin_errors_total", "counter", "Plugin calls that failed.", &errors);
     o.metric("doin_plugin_starts_total", "counter", "Plugin processes started (restarts included).", &starts);
+    o.metric("doin_plugin_backoff", "gauge", "1 while a plugin waits out a restart backoff.", &backoff);
+    o.metric("doin_plugin_faults_in_row", "gauge", "Plugin faults since its last good call.", &faults);
     let events: Vec<(String, f64)> = s
         .events
         .counts()
@@ -209,6 +221,37 @@ pub fn text(s: &ApiState) -> String {
         "counter",
         "Time spent answering requests.",
         g.handler_us.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    let c = &g.connections;
+    o.one(
+        "doin_http_connections_open",
+        "gauge",
+        "HTTP connections open.",
+        c.open.load(Ordering::Relaxed) as f64,
+    );
+    o.one(
+        "doin_http_connections_cap",
+        "gauge",
+        "HTTP connections allowed at once.",
+        c.cap.load(Ordering::Relaxed) as f64,
+    );
+    o.one(
+        "doin_http_connections_accepted_total",
+        "counter",
+        "HTTP connections accepted.",
+        c.accepted.load(Ordering::Relaxed) as f64,
+    );
+    o.one(
+        "doin_http_connections_evicted_total",
+        "counter",
+        "Idle HTTP connections closed to make room at the cap.",
+        c.evicted.load(Ordering::Relaxed) as f64,
+    );
+    o.one(
+        "doin_http_connections_refused_total",
+        "counter",
+        "HTTP connections refused at the cap (every open one busy).",
+        c.refused.load(Ordering::Relaxed) as f64,
     );
     o.one("doin_process_cpu_seconds_total", "counter", "CPU time of the node process.", l.usage.0);
     o.one("doin_evaluation_cpu_seconds_total", "counter", "CPU time spent on quorum evaluations.", l.usage.1);

@@ -1,4 +1,5 @@
-//! Every endpoint without a socket (tower `oneshot`): shapes, status codes, bad input.
+//! Every endpoint without a socket (tower `oneshot`): shapes, status codes, bad input; and
+//! the server's connection handling (cap, idle eviction, header timeout) over loopback.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -78,7 +79,7 @@ fn fixture() -> Fixture {
         events: Arc::new(EventBus::new()),
         guard: Arc::new(Guard::new(Limits::default())),
         started: std::time::Instant::now(),
-        stats: Some(stats_db(dir.path())),
+        stats: Some(doin_api::stats::Stats::new(stats_db(dir.path())).unwrap()),
         chain_cache: Arc::default(),
     };
     Fixture { _dir: dir, chain, state, done }
@@ -621,4 +622,239 @@ async fn inference_requests_go_through_the_task_queue() {
     assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_domain")));
     let (s, _) = call(&f.state, "GET", "/inference/nothing", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// Serves the fixture's router on a loopback port within `limits`.
+async fn listen(state: &ApiState, limits: doin_api::server::ConnLimits) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(doin_api::server::run(listener, router(state.clone()), limits, state.guard.clone()));
+    addr
+}
+
+/// A GET over a fresh connection: the status line and body (a 10 s read timeout).
+async fn get_over_tcp(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// 2 000 connections that never send a byte (more than the server keeps open) do not stop a
+/// fresh client: the longest-idle ones are closed to make room and the client is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_lock_clients_out() {
+    let f = fixture();
+    let limits = doin_api::server::ConnLimits::for_this_process();
+    let addr = listen(&f.state, limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The server has accepted what it will (the rest wait in the backlog or were closed).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let answer = get_over_tcp(addr, "/chain/status").await;
+    eprintln!(
+        "answered in {:?} beside 2 000 idle connections (cap {})",
+        started.elapsed(),
+        limits.max_connections
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"chain_height\":21"), "{answer}");
+    let c = &f.state.guard.connections;
+    let open = c.open.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(open <= limits.max_connections, "{open} open, cap {}", limits.max_connections);
+    assert!(
+        c.evicted.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "idle connections were closed for room"
+    );
+    drop(idle);
+}
+
+/// A connection that sends nothing is closed after the header-read timeout, and so is a
+/// kept-alive one that stays idle after its response.
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture();
+    let limits = doin_api::server::ConnLimits {
+        max_connections: 16,
+        header_read_timeout: std::time::Duration::from_millis(300),
+    };
+    let addr = listen(&f.state, limits).await;
+    let read_to_close = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .expect("the server closed the connection")
+            .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = read_to_close(silent).await;
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /chain/status HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let text = read_to_close(kept).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "answered, then closed when idle: {text}");
+}
+
+/// When room is made, a response still streaming (`/events`) keeps its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_keeps_its_connection_when_room_is_made() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture();
+    let limits = doin_api::server::ConnLimits {
+        max_connections: 8,
+        header_read_timeout: std::time::Duration::from_secs(30),
+    };
+    let addr = listen(&f.state, limits).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    f.state.events.emit("champion", Some("quadratic"), serde_json::json!({ "performance": -2.0 }));
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("event: champion") && std::time::Instant::now() < deadline {
+        match tokio::time::timeout(std::time::Duration::from_secs(1), stream.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("the event stream was closed to make room: {seen}"),
+            Ok(Ok(n)) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(e)) => panic!("the event stream failed: {e}"),
+            Err(_) => {}
+        }
+    }
+    assert!(seen.contains("event: champion"), "{seen}");
+    assert!(f.state.guard.connections.evicted.load(std::sync::atomic::Ordering::Relaxed) >= 30);
+}
+
+/// Peak resident memory of this process, MiB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// 50 concurrent exports of a 40 MB cube while it is written to: every client gets the whole
+/// database, one snapshot serves them all, and the process's memory stays far below the
+/// 2 GB that copies per request would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_exports_share_one_snapshot_and_stream_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture();
+    let db = f._dir.path().join("olap.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE padding (b BLOB)").unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..40 {
+            c.execute("INSERT INTO padding VALUES (?1)", [&chunk]).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&db).unwrap().len()
+        + std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
+    assert!(size >= 40 << 20, "a 40 MB cube: {size} bytes");
+    // A writer keeps writing meanwhile.
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (db, writing) = (db.clone(), writing.clone());
+        std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            let mut n = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                c.execute("INSERT INTO padding VALUES (x'00')", []).unwrap();
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            n
+        })
+    };
+    let before = peak_rss_mb();
+    let addr = listen(&f.state, doin_api::server::ConnLimits::for_this_process()).await;
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"GET /stats/export HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (mut total, mut head) = (0usize, Vec::new());
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = tokio::time::timeout(std::time::Duration::from_secs(60), s.read(&mut buf))
+                        .await
+                        .expect("the export streams")
+                        .unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    if head.len() < 4096 {
+                        head.extend_from_slice(&buf[..n.min(4096)]);
+                    }
+                    total += n;
+                }
+                (total, String::from_utf8_lossy(&head).into_owned())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (total, head) = c.await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{}", &head[..head.len().min(300)]);
+        assert!(head.contains("SQLite format 3"), "a database file");
+        assert!(total >= 40 << 20, "the whole cube: {total} bytes");
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    let peak = peak_rss_mb();
+    eprintln!("50 exports: peak RSS {before:.0} → {peak:.0} MiB; {writes} writes meanwhile");
+    assert!(peak < 200.0, "peak RSS {peak:.0} MiB");
+    assert!(writes > 0, "the writer was not blocked");
+}
+
+/// Every error is `{error, detail}` JSON with its documented status, the framework's own
+/// answers (405, a bad query, an oversized body) included.
+#[tokio::test]
+async fn every_error_is_json_with_its_status() {
+    let f = fixture();
+    let is_error = |v: &Value| v["error"].is_string() && v["detail"].as_str().is_some_and(|d| !d.is_empty());
+    let (s, v) = call(&f.state, "DELETE", "/status", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(is_error(&v) && v["error"] == "method_not_allowed", "{v}");
+    let (s, v) = call(&f.state, "GET", "/api/events?limit=x", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(is_error(&v), "{v}");
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(doin_api::MAX_BODY_BYTES + 1));
+    let (s, v) = call(&f.state, "POST", "/tx", Some(big.clone())).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(is_error(&v), "{v}");
+    let (s, v) = call_with_key(&f.state, "POST", "/tasks/claim", Some(big), Some("sesame")).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(is_error(&v), "{v}");
+    // A claim body must be an object with known keys.
+    for body in ["[[\"verification\"]]", "{\"kind\": [\"verification\"]}", "7"] {
+        let (s, v) = call_with_key(&f.state, "POST", "/tasks/claim", Some(body.into()), Some("sesame")).await;
+        assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_claim")), "{body}: {v}");
+    }
+    let (s, v) = call(&f.state, "GET", "/no/such/thing", None).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 }

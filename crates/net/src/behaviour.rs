@@ -3,8 +3,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use libp2p::{
-    Swarm, autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns, noise, ping, relay,
-    request_response, swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle, tcp, yamux,
+    Swarm, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns,
+    noise, ping, relay, request_response, swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle, tcp,
+    yamux,
 };
 
 use crate::{
@@ -20,6 +21,8 @@ use crate::{
 pub struct Behaviour {
     /// Connection caps.
     pub limits: connection_limits::Behaviour,
+    /// Peers banned for falling below the graylist: their connections are closed and refused.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Gossip with validation before forwarding and peer scoring.
     pub gossip: gossipsub::Behaviour,
     /// `/doin/sync/1`.
@@ -42,13 +45,16 @@ pub struct Behaviour {
     pub autonat: autonat::Behaviour,
 }
 
+/// The gossip score below which a peer is graylisted (its RPCs ignored) and then banned.
+pub const GRAYLIST_THRESHOLD: f64 = -80.0;
+
 /// Peer-score thresholds: a peer whose invalid messages drive its score below
 /// `graylist_threshold` is ignored.
 pub(crate) fn thresholds() -> gossipsub::PeerScoreThresholds {
     gossipsub::PeerScoreThresholds {
         gossip_threshold: -10.0,
         publish_threshold: -50.0,
-        graylist_threshold: -80.0,
+        graylist_threshold: GRAYLIST_THRESHOLD,
         accept_px_threshold: 10.0,
         opportunistic_graft_threshold: 5.0,
     }
@@ -141,6 +147,7 @@ impl Behaviour {
         );
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
+            blocked: allow_block_list::Behaviour::default(),
             gossip: gossip(key, config, registry)?,
             sync,
             kad,

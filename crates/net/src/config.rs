@@ -41,6 +41,9 @@ pub struct Config {
     pub queue: usize,
     /// Record gossipsub metrics (Prometheus text through `NetworkHandle::metrics`).
     pub metrics: bool,
+    /// How long a peer whose gossip score fell below the graylist stays disconnected and
+    /// refused.
+    pub ban_duration: Duration,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             requests_per_second: 20,
             queue: 1024,
             metrics: true,
+            ban_duration: Duration::from_secs(600),
         }
     }
 }

@@ -140,6 +140,7 @@ enum Command {
     Peers { reply: oneshot::Sender<Vec<PeerId>> },
     TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
     Score { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
+    Banned { reply: oneshot::Sender<usize> },
     Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
     Metrics { reply: oneshot::Sender<String> },
     Provide { hash: Hash, reply: oneshot::Sender<Result<(), NetError>> },
@@ -205,6 +206,11 @@ impl NetworkHandle {
     /// A peer's gossip score.
     pub async fn score(&self, peer: PeerId) -> Result<Option<f64>, NetError> {
         self.ask(|reply| Command::Score { peer, reply }).await
+    }
+
+    /// Peers banned now (their gossip score fell below the graylist).
+    pub async fn banned(&self) -> Result<usize, NetError> {
+        self.ask(|reply| Command::Banned { reply }).await
     }
 
     /// Addresses we listen on.
@@ -300,6 +306,8 @@ pub async fn start(
         max_outbound_per_group: config.max_outbound_per_group,
         registry,
         provider_queries: HashMap::new(),
+        banned: HashMap::new(),
+        ban_duration: config.ban_duration,
     };
     let task = tokio::spawn(actor.run());
     Ok(Network { handle: NetworkHandle { commands: cmd_tx, peer_id }, events: ev_rx, task })
@@ -323,7 +331,13 @@ struct Actor {
     max_outbound_per_group: usize,
     registry: prometheus_client::registry::Registry,
     provider_queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    /// Banned peers and when their ban ends (at most [`MAX_BANNED`]).
+    banned: HashMap<PeerId, Instant>,
+    ban_duration: std::time::Duration,
 }
+
+/// Banned peers remembered at once; beyond it the ban that ends first is lifted early.
+const MAX_BANNED: usize = 4096;
 
 /// The address group of a multiaddr: /16 for IPv4, /32 for IPv6. Loopback, memory and relayed
 /// addresses have none (never limited).
@@ -348,8 +362,12 @@ impl Actor {
     async fn run(mut self) {
         // Random walks keep the routing table fresh and find new peers.
         let mut walk = tokio::time::interval(std::time::Duration::from_secs(30));
+        // Graylisted peers are cut off: gossipsub only ignores their RPCs, and a connection that
+        // keeps delivering a flood still costs every node decryption, framing and wake-ups.
+        let mut bans = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tokio::select! {
+                _ = bans.tick() => self.ban_graylisted(),
                 _ = walk.tick() => {
                     if !self.connected.is_empty() {
                         self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
@@ -363,6 +381,41 @@ impl Actor {
             }
         }
         debug!(target: "net", "network task stopped");
+    }
+
+    /// Bans (disconnects and refuses) connected peers whose gossip score is below the graylist,
+    /// and lifts bans that ended.
+    fn ban_graylisted(&mut self) {
+        let now = Instant::now();
+        let ended: Vec<PeerId> =
+            self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for peer in ended {
+            self.banned.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        let low: Vec<(PeerId, f64)> = self
+            .connected
+            .iter()
+            .filter_map(|p| self.swarm.behaviour().gossip.peer_score(p).map(|s| (*p, s)))
+            .filter(|(p, s)| *s < crate::behaviour::GRAYLIST_THRESHOLD && !self.banned.contains_key(p))
+            .collect();
+        for (peer, score) in low {
+            if self.banned.len() >= MAX_BANNED
+                && let Some(first) = self.banned.iter().min_by_key(|(_, until)| **until).map(|(p, _)| *p)
+            {
+                self.banned.remove(&first);
+                self.swarm.behaviour_mut().blocked.unblock_peer(first);
+            }
+            self.banned.insert(peer, now + self.ban_duration);
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            warn!(
+                target: "net",
+                %peer,
+                score,
+                ban_s = self.ban_duration.as_secs(),
+                "gossip score below the graylist: peer disconnected and banned"
+            );
+        }
     }
 
     fn emit(&self, event: NetworkEvent) {
@@ -418,6 +471,9 @@ impl Actor {
             }
             Command::Score { peer, reply } => {
                 let _ = reply.send(self.swarm.behaviour().gossip.peer_score(&peer));
+            }
+            Command::Banned { reply } => {
+                let _ = reply.send(self.banned.len());
             }
             Command::Listeners { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());

@@ -76,18 +76,24 @@ async fn headers(
 
 /// Asks `peers` for their status and returns the one whose chain fork choice prefers (higher
 /// justified checkpoint, then cumulative work, then height) on our genesis; peers that do not
-/// answer within `timeout` are skipped.
+/// answer within `timeout` are skipped. All are asked at once: a peer that never answers (a
+/// flooder, a client that speaks gossip only) costs the poll nothing beyond `timeout` — asked
+/// one after the other, each silent peer added its whole timeout to every poll, and a node that
+/// missed a block waited that much longer to sync it.
 pub async fn best_peer(
     handle: &NetworkHandle,
     peers: &[PeerId],
     genesis: Hash,
     timeout: std::time::Duration,
 ) -> Option<(PeerId, Status)> {
+    let asked = peers.iter().map(|peer| async move {
+        let answer = tokio::time::timeout(timeout, handle.request(*peer, SyncRequest::Status)).await;
+        (*peer, answer)
+    });
+    let answers = futures::future::join_all(asked).await;
     let mut best: Option<(PeerId, Status)> = None;
-    for peer in peers {
-        let Ok(Ok(SyncResponse::Status(s))) =
-            tokio::time::timeout(timeout, handle.request(*peer, SyncRequest::Status)).await
-        else {
+    for (peer, answer) in answers {
+        let Ok(Ok(SyncResponse::Status(s))) = answer else {
             continue;
         };
         if s.genesis != genesis {
@@ -95,7 +101,7 @@ pub async fn best_peer(
         }
         let better = best.as_ref().is_none_or(|(_, b)| is_ahead(&s, b));
         if better {
-            best = Some((*peer, s));
+            best = Some((peer, s));
         }
     }
     best

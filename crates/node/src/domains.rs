@@ -2,7 +2,7 @@
 //! registers with (its parameter space in the chain's integer units, direction, tolerances,
 //! quorum rule and resource limits).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use doin_ml::{Co2Forecaster, MlpClassifier};
 use doin_optimize::{
@@ -35,7 +35,13 @@ pub fn build(config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
     let id = config.domain_id.as_str();
     if let Some(cmd) = config.domain_plugin.as_deref() {
         let command = plugin_command(cmd)?;
-        let spec = PluginSpec::new(id, command);
+        let mut spec = PluginSpec::new(id, command);
+        // The domain's own limits: a plugin may train as long and use as much memory (its
+        // whole process group) as `resource_limits` allow, plus a margin for the handshake and
+        // the evaluation data.
+        let limits = &config.resource_limits;
+        spec.limits.call_timeout = Duration::from_secs_f64(num(limits, "max_training_seconds", 60.0) + 10.0);
+        spec.limits.max_rss_bytes = (num(limits, "max_memory_mb", 2048.0) * 1048576.0) as u64;
         let d = PluginDomain::start(spec, id, Json::Object(c.clone().into_iter().collect()))
             .map_err(|e| e.to_string())?;
         return Ok(Arc::new(d));

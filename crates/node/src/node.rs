@@ -392,7 +392,12 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             cors_origins: config.cors_origins.clone(),
         })),
         started: Instant::now(),
-        stats: config.olap_db_path.clone().map(doin_tracking::olap::StatsReader::new),
+        stats: config
+            .olap_db_path
+            .clone()
+            .map(|p| doin_api::stats::Stats::new(doin_tracking::olap::StatsReader::new(p)))
+            .transpose()
+            .map_err(|e| other(format!("olap_db_path: no temporary directory for exports: {e}")))?,
         chain_cache: Arc::default(),
     };
     let _http = doin_api::serve(http_addr, api)
@@ -512,9 +517,11 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                         scores.insert(peer.to_string(), score);
                     }
                 }
+                let banned = net.banned().await.unwrap_or(0);
                 if let Ok(mut l) = live.write() {
                     l.net_metrics = text;
                     l.peer_scores = scores;
+                    l.banned_peers = banned;
                 }
             }
         });
@@ -682,6 +689,17 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
             state.stake(&me).map_or(0, |s| s.amount.0)
         );
     }
+    // Optimizer threads finish their candidate and stop; one stuck in a plugin call (a hung
+    // plugin may have minutes left of its time limit) is freed by killing every plugin's
+    // process group after 3 s: the node stops within seconds whatever its plugins do.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if threads.iter().any(|t| !t.is_finished()) {
+        tracing::warn!("plugins still busy at shutdown; killing their process groups");
+    }
+    doin_plugin::host::kill_all();
     for t in threads {
         let _ = t.join();
     }

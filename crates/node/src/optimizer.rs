@@ -14,7 +14,7 @@ use std::{
 
 use doin_optimize::{
     CmaEs, Evaluated, Ga, GaConfig, Optimizer, Shade, Value,
-    domain::{Domain, Measurement},
+    domain::{Domain, EvalError, Measurement},
     driver::{RunConfig, evaluate_batch, evaluate_one},
 };
 use serde_json::Value as Json;
@@ -198,6 +198,18 @@ fn mean_of(a: &Measurement, b: &Measurement) -> Measurement {
     }
 }
 
+/// Sleeps `d` in short steps, returning early once `stop` is set.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = std::time::Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
 /// Runs the loop until `stop` is set. Blocks the calling thread.
 pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
     let LoopIo { control, paused, found, rounds, round_size, stop, counter } = io;
@@ -209,6 +221,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
     // The loss of our claim in flight: until it settles, only better candidates are reported.
     let mut pending: Option<f64> = None;
     let mut evaluations = 0u64;
+    let mut failed_batches = 0u32;
     while !stop.load(Ordering::Relaxed) {
         loop {
             match control.try_recv() {
@@ -239,6 +252,38 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             continue;
         }
         let outcomes = evaluate_batch(domain.as_ref(), &xs, run);
+        // A domain that cannot evaluate now (its plugin waits out a restart backoff) is waited
+        // for, and its refusals are not candidates: the optimizer learns nothing from them.
+        if let Some(wait) = outcomes
+            .iter()
+            .map(|o| match o {
+                Err(EvalError::Unavailable(wait, _)) => Some(*wait),
+                _ => None,
+            })
+            .collect::<Option<Vec<Duration>>>()
+            .and_then(|w| w.into_iter().max())
+        {
+            sleep_unless_stopped(wait.clamp(Duration::from_millis(50), Duration::from_secs(1)), &stop);
+            continue;
+        }
+        // A batch that failed whole (a broken plugin that answers garbage) slows the loop down
+        // exponentially, up to 2 s a batch, instead of spinning through failures.
+        if outcomes.iter().all(Result::is_err) {
+            failed_batches = failed_batches.saturating_add(1);
+            let ms = 10u64.saturating_mul(1 << failed_batches.min(8)).min(2_000);
+            if failed_batches == 1 || failed_batches.is_power_of_two() {
+                let error = outcomes.iter().find_map(|o| o.as_ref().err().map(ToString::to_string));
+                tracing::warn!(
+                    domain = domain.id(),
+                    failed_batches,
+                    error = error.as_deref().unwrap_or_default(),
+                    "every candidate of a batch failed; slowing down"
+                );
+            }
+            sleep_unless_stopped(Duration::from_millis(ms), &stop);
+        } else {
+            failed_batches = 0;
+        }
         let mut told = Vec::with_capacity(xs.len());
         let mut best: Option<(usize, f64)> = None;
         for (i, (x, outcome)) in xs.into_iter().zip(&outcomes).enumerate() {

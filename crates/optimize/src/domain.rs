@@ -77,6 +77,10 @@ pub enum EvalError {
     /// The domain failed.
     #[error("evaluation failed: {0}")]
     Failed(String),
+    /// The domain cannot evaluate now (its plugin waits out a restart backoff); retry after
+    /// the duration.
+    #[error("domain unavailable for {0:?}: {1}")]
+    Unavailable(std::time::Duration, String),
 }
 
 /// An optimization target.

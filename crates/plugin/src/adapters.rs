@@ -292,6 +292,7 @@ impl PluginDomain {
         host.call_with_timeout(method, params, left).map_err(|e| match e {
             PluginError::Timeout { .. } => EvalError::Timeout,
             PluginError::Memory { .. } => EvalError::ResourceLimit(e.to_string()),
+            PluginError::Backoff { retry_in, .. } => EvalError::Unavailable(retry_in, e.to_string()),
             other => EvalError::Failed(other.to_string()),
         })
     }
@@ -344,10 +345,15 @@ impl Domain for PluginDomain {
             }),
             &budget,
         )?;
-        let performance =
-            reply.get("performance").and_then(Json::as_f64).filter(|p| p.is_finite()).ok_or_else(|| {
-                EvalError::Failed(format!("plugin {}: `performance` missing or not finite", self.id))
-            })?;
+        let Some(performance) = reply.get("performance").and_then(Json::as_f64).filter(|p| p.is_finite())
+        else {
+            // The call went through, but the figure is unusable: an error of the plugin's,
+            // counted and logged like a fault (a plugin answering `null` failed silently).
+            let message = format!("`performance` missing or not finite in {:.120}", reply.to_string());
+            let name = self.with_host(|h| h.name().to_owned()).unwrap_or_else(|| self.id.clone());
+            crate::host::record_error(&name, &message);
+            return Err(EvalError::Failed(format!("plugin {}: {message}", self.id)));
+        };
         let metrics = reply
             .get("metrics")
             .and_then(Json::as_object)

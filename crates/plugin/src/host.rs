@@ -4,9 +4,17 @@
 //! Every way a plugin can misbehave ends in a reported [`PluginError`] and a killed process, never
 //! in a stuck or crashed host: a call that outlives its time limit, a process that exits, a reply
 //! that is not JSON or not a reply, a line over the size limit, more log lines than allowed per
-//! call, or a resident set over the memory limit (a watchdog samples `/proc`). The next call
-//! starts a fresh process and repeats the `configure` handshake; after `max_restarts` faults in a
-//! row the plugin is disabled until [`PluginHost::reset`].
+//! call, or a resident set over the memory limit (a watchdog samples `/proc`, summing every
+//! process of the plugin's group). The next call starts a fresh process and repeats the
+//! `configure` handshake; after a second fault in a row restarts back off exponentially
+//! ([`PluginLimits::restart_backoff`] doubling up to [`PluginLimits::max_backoff`]): calls in
+//! between fail at once with [`PluginError::Backoff`], and a warning says when the next start
+//! is. Nothing disables a plugin for good.
+//!
+//! Each plugin runs in a process group of its own (a wrapper script's children included) and is
+//! killed as a group. With a [`PluginSpec::launcher`] (the node's `doin plugin-guard`) the group
+//! is also killed when the node dies, however it dies. [`kill_all`] kills every plugin group at
+//! once (the node's shutdown: calls in flight fail at once instead of running out their time).
 
 use std::{
     collections::VecDeque,
@@ -36,10 +44,12 @@ pub struct PluginLimits {
     pub max_reply_bytes: usize,
     /// Log lines a plugin may print during one call.
     pub max_log_lines: usize,
-    /// Resident memory of the plugin process.
+    /// Resident memory of the plugin's processes together.
     pub max_rss_bytes: u64,
-    /// Faults in a row before the plugin is disabled.
-    pub max_restarts: u32,
+    /// Wait before the start after a second fault in a row; doubles with each further fault.
+    pub restart_backoff: Duration,
+    /// Longest wait between starts.
+    pub max_backoff: Duration,
 }
 
 impl Default for PluginLimits {
@@ -49,7 +59,8 @@ impl Default for PluginLimits {
             max_reply_bytes: 4 << 20,
             max_log_lines: 1000,
             max_rss_bytes: 4 << 30,
-            max_restarts: 5,
+            restart_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -67,13 +78,32 @@ pub struct PluginSpec {
     pub env: Vec<(String, String)>,
     /// Limits.
     pub limits: PluginLimits,
+    /// A program (and arguments) the command is handed to, which runs it in the plugin's group
+    /// and kills the group when the host process dies (`doin plugin-guard --parent PID --`).
+    pub launcher: Vec<String>,
 }
 
 impl PluginSpec {
-    /// A plugin run as `command` with default limits.
+    /// A plugin run as `command` with default limits and the process's default launcher
+    /// ([`set_default_launcher`]).
     pub fn new(name: impl Into<String>, command: Vec<String>) -> Self {
-        Self { name: name.into(), command, dir: None, env: Vec::new(), limits: PluginLimits::default() }
+        Self {
+            name: name.into(),
+            command,
+            dir: None,
+            env: Vec::new(),
+            limits: PluginLimits::default(),
+            launcher: LAUNCHER.get().cloned().unwrap_or_default(),
+        }
     }
+}
+
+static LAUNCHER: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// The launcher every [`PluginSpec::new`] of this process gets (set once, at start: the node
+/// binary names its own `plugin-guard`).
+pub fn set_default_launcher(launcher: Vec<String>) {
+    let _ = LAUNCHER.set(launcher);
 }
 
 /// What went wrong with a plugin. [`PluginError::Remote`] is the plugin's own answer; every
@@ -161,13 +191,15 @@ pub enum PluginError {
         /// Why.
         reason: String,
     },
-    /// Too many faults in a row.
-    #[error("plugin {plugin}: disabled after {faults} faults in a row (last: {last})")]
-    Disabled {
+    /// Faults in a row: the next start waits.
+    #[error("plugin {plugin}: {faults} faults in a row, restarting in {retry_in:?} (last: {last})")]
+    Backoff {
         /// Plugin name.
         plugin: String,
         /// Faults in a row.
         faults: u32,
+        /// Until the next start.
+        retry_in: Duration,
         /// The last fault.
         last: String,
     },
@@ -186,7 +218,7 @@ pub enum PluginError {
 impl PluginError {
     /// Whether the process was killed for this error.
     pub fn is_fault(&self) -> bool {
-        !matches!(self, Self::Remote { .. } | Self::Disabled { .. })
+        !matches!(self, Self::Remote { .. } | Self::Backoff { .. })
     }
 }
 
@@ -207,6 +239,8 @@ enum Line {
 
 struct Process {
     child: Arc<Mutex<Child>>,
+    /// The process group (the first process's id).
+    group: u32,
     requests: SyncSender<Vec<u8>>,
     lines: Receiver<Line>,
     /// Set by the memory watchdog when it killed the process.
@@ -218,10 +252,12 @@ struct Process {
 impl Process {
     fn kill(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        kill_group(self.group);
         if let Ok(mut c) = self.child.lock() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        forget_group(self.group);
     }
 
     fn stderr_tail(&self) -> String {
@@ -251,8 +287,14 @@ pub struct PluginStats {
     pub calls: u64,
     /// Calls that failed (timeouts, crashes, protocol errors, plugin-reported errors).
     pub errors: u64,
-    /// Whether the plugin is disabled after too many faults in a row.
+    /// Processes started again after a fault.
+    pub restarts: u64,
+    /// Faults since the last successful call.
+    pub faults_in_row: u32,
+    /// Whether calls are refused now, waiting for the next start after faults in a row.
     pub disabled: bool,
+    /// When the next start may be (Unix ms), while `disabled`.
+    pub retry_at_ms: Option<u64>,
     /// The last error, if any.
     pub last_error: Option<String>,
 }
@@ -264,6 +306,16 @@ fn note(name: &str, f: impl FnOnce(&mut PluginStats)) {
     if let Ok(mut m) = STATS.lock() {
         f(m.entry(name.to_owned()).or_default());
     }
+}
+
+/// Counts an error found in a plugin's answer by its caller (a reply whose figures are
+/// unusable): logged and reported like the host's own.
+pub fn record_error(name: &str, message: &str) {
+    tracing::warn!(plugin = %name, error = %message, "plugin answer unusable");
+    note(name, |s| {
+        s.errors += 1;
+        s.last_error = Some(message.to_owned());
+    });
 }
 
 /// Counters of every plugin this process has run, by plugin name.
@@ -280,6 +332,8 @@ pub struct PluginHost {
     handshake: Option<Json>,
     next_id: u64,
     faults_in_row: u32,
+    /// No start before this, after faults in a row.
+    retry_at: Option<Instant>,
     starts: u32,
     incidents: VecDeque<Incident>,
 }
@@ -310,6 +364,7 @@ impl PluginHost {
             handshake: None,
             next_id: 1,
             faults_in_row: 0,
+            retry_at: None,
             starts: 0,
             incidents: VecDeque::new(),
         };
@@ -342,14 +397,30 @@ impl PluginHost {
         self.incidents.iter()
     }
 
-    /// Whether the plugin is disabled after too many faults.
-    pub fn is_disabled(&self) -> bool {
-        self.faults_in_row > self.spec.limits.max_restarts
+    /// Whether calls are refused now, waiting out the backoff after faults in a row.
+    pub fn in_backoff(&self) -> bool {
+        self.retry_at.is_some_and(|t| Instant::now() < t)
     }
 
-    /// Enables a disabled plugin again.
+    /// Faults since the last successful call.
+    pub fn faults_in_row(&self) -> u32 {
+        self.faults_in_row
+    }
+
+    /// Forgets the faults: the next call starts the plugin at once.
     pub fn reset(&mut self) {
         self.faults_in_row = 0;
+        self.retry_at = None;
+    }
+
+    /// The wait before the next start after `faults` faults in a row: none after the first,
+    /// then `restart_backoff` doubling up to `max_backoff`.
+    pub fn backoff_after(limits: &PluginLimits, faults: u32) -> Duration {
+        if faults < 2 {
+            return Duration::ZERO;
+        }
+        let doubled = limits.restart_backoff.saturating_mul(1u32 << (faults - 2).min(20));
+        doubled.min(limits.max_backoff)
     }
 
     /// The OS process id, while one runs.
@@ -375,16 +446,22 @@ impl PluginHost {
             match self.exchange(method, params, timeout) {
                 Ok(v) => {
                     self.faults_in_row = 0;
+                    self.retry_at = None;
+                    note(&self.spec.name, |s| s.faults_in_row = 0);
                     Ok(v)
                 }
                 Err(e) => Err(self.after_error(e)),
             }
         });
         if let Err(e) = &result {
-            let disabled = self.is_disabled();
+            let (faults, retry_at_ms) = (self.faults_in_row, self.retry_at_ms());
+            // Calls refused during the backoff are not new errors.
+            let counted = !matches!(e, PluginError::Backoff { .. });
             note(&self.spec.name, |s| {
-                s.errors += 1;
-                s.disabled = disabled;
+                s.errors += u64::from(counted);
+                s.faults_in_row = faults;
+                s.disabled = retry_at_ms.is_some();
+                s.retry_at_ms = retry_at_ms;
                 s.last_error = Some(e.to_string());
             });
         }
@@ -401,13 +478,32 @@ impl PluginHost {
         }
     }
 
+    /// The backoff's end as Unix milliseconds, while one runs.
+    fn retry_at_ms(&self) -> Option<u64> {
+        let left = self.retry_at?.checked_duration_since(Instant::now())?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some((now + left).as_millis() as u64)
+    }
+
     fn after_error(&mut self, e: PluginError) -> PluginError {
         if e.is_fault() {
-            tracing::warn!(plugin = %self.spec.name, error = %e, "plugin fault; process killed");
             if let Some(p) = self.process.take() {
                 p.kill();
             }
             self.faults_in_row += 1;
+            let wait = Self::backoff_after(&self.spec.limits, self.faults_in_row);
+            if wait.is_zero() {
+                tracing::warn!(plugin = %self.spec.name, error = %e, "plugin fault; process killed, restarting");
+            } else {
+                self.retry_at = Some(Instant::now() + wait);
+                tracing::warn!(
+                    plugin = %self.spec.name,
+                    error = %e,
+                    faults_in_row = self.faults_in_row,
+                    retry_in_s = wait.as_secs_f64(),
+                    "plugin fault; process killed, next start after a backoff"
+                );
+            }
             if self.incidents.len() == MAX_INCIDENTS {
                 self.incidents.pop_front();
             }
@@ -420,20 +516,24 @@ impl PluginHost {
         if self.process.is_some() {
             return Ok(());
         }
-        if self.is_disabled() {
+        if let Some(retry_in) = self.retry_at.and_then(|t| t.checked_duration_since(Instant::now())) {
             let last = self.incidents.back().map(|i| i.error.to_string()).unwrap_or_default();
-            return Err(PluginError::Disabled {
+            return Err(PluginError::Backoff {
                 plugin: self.spec.name.clone(),
                 faults: self.faults_in_row,
+                retry_in,
                 last,
             });
         }
         let process = self.spawn().map_err(|e| self.after_error(e))?;
         self.process = Some(process);
         self.starts += 1;
+        let restarted = self.starts > 1;
         note(&self.spec.name, |s| {
             s.starts += 1;
+            s.restarts += u64::from(restarted);
             s.disabled = false;
+            s.retry_at_ms = None;
         });
         if self.starts > 1 {
             tracing::info!(plugin = %self.spec.name, restarts = self.starts - 1, "plugin restarted");
@@ -460,10 +560,18 @@ impl PluginHost {
             command: self.spec.command.clone(),
             reason,
         };
-        let (program, args) =
-            self.spec.command.split_first().ok_or_else(|| spawn_err("empty command".into()))?;
+        if self.spec.command.is_empty() {
+            return Err(spawn_err("empty command".into()));
+        }
+        let full: Vec<&String> = self.spec.launcher.iter().chain(&self.spec.command).collect();
+        let (program, args) = full.split_first().ok_or_else(|| spawn_err("empty command".into()))?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // A group of its own: killed as one, memory counted as one.
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
         if let Some(dir) = &self.spec.dir {
             cmd.current_dir(dir);
         }
@@ -478,6 +586,7 @@ impl PluginHost {
             return Err(spawn_err("standard streams unavailable".into()));
         };
         let pid = child.id();
+        remember_group(pid);
         let child = Arc::new(Mutex::new(child));
         let stop = Arc::new(AtomicBool::new(false));
         let killed_for = Arc::new(Mutex::new(None));
@@ -511,7 +620,7 @@ impl PluginHost {
             .spawn(move || watchdog(pid, limit, &name, &wd_child, &wd_stop, &wd_killed))
             .map_err(|e| spawn_err(e.to_string()))?;
 
-        Ok(Process { child, requests, lines, killed_for, stop, stderr: tail })
+        Ok(Process { child, group: pid, requests, lines, killed_for, stop, stderr: tail })
     }
 
     fn exchange(&mut self, method: &str, params: Json, timeout: Duration) -> Result<Json, PluginError> {
@@ -696,6 +805,62 @@ fn stderr_reader(stderr: impl Read, name: &str, tail: &Mutex<VecDeque<String>>) 
     }
 }
 
+/// Process groups of running plugins (the node's shutdown kills them all).
+static GROUPS: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn remember_group(group: u32) {
+    if let Ok(mut g) = GROUPS.lock() {
+        g.insert(group);
+    }
+}
+
+fn forget_group(group: u32) {
+    if let Ok(mut g) = GROUPS.lock() {
+        g.remove(&group);
+    }
+}
+
+/// SIGKILL to every process of `group`.
+pub fn kill_group(group: u32) {
+    if let Some(pid) = i32::try_from(group).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kills every plugin process group this process started and has not reaped: calls in flight
+/// fail at once (the node's shutdown).
+pub fn kill_all() {
+    let groups = GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
+    for g in groups {
+        kill_group(g);
+    }
+}
+
+/// The processes of process group `group` (Linux `/proc`).
+pub fn group_members(group: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid pgrp …`: comm may hold spaces and parentheses.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
+                    == Some(group)
+            })
+        })
+        .collect()
+}
+
+/// Resident set of the processes of `group` together, in bytes.
+pub fn group_rss_bytes(group: u32) -> Option<u64> {
+    let members = group_members(group);
+    if members.is_empty() {
+        return None;
+    }
+    Some(members.iter().filter_map(|p| rss_bytes(*p)).sum())
+}
+
 /// Resident set of `pid` in bytes (Linux `/proc`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -712,8 +877,13 @@ fn watchdog(
     stop: &AtomicBool,
     killed_for: &Mutex<Option<PluginError>>,
 ) {
+    let mut tick = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        match rss_bytes(pid) {
+        // The plugin's own process every 25 ms; its whole group (children of a wrapper that
+        // does not `exec`) every 250 ms, a `/proc` scan.
+        tick = tick.wrapping_add(1);
+        let rss = if tick.is_multiple_of(10) { group_rss_bytes(pid) } else { rss_bytes(pid) };
+        match rss {
             Some(rss) if rss > limit => {
                 if let Ok(mut k) = killed_for.lock() {
                     *k = Some(PluginError::Memory {
@@ -722,6 +892,7 @@ fn watchdog(
                         limit_mb: limit >> 20,
                     });
                 }
+                kill_group(pid);
                 if let Ok(mut c) = child.lock() {
                     let _ = c.kill();
                 }

@@ -38,7 +38,8 @@ fn limits() -> PluginLimits {
         max_reply_bytes: 64 * 1024,
         max_log_lines: 50,
         max_rss_bytes: 300 << 20,
-        max_restarts: 2,
+        restart_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(500),
     }
 }
 
@@ -123,7 +124,7 @@ fn a_plugin_over_its_memory_limit_is_killed() {
 }
 
 #[test]
-fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_disable() {
+fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_back_off() {
     if python_with(&[]).is_none() {
         return;
     }
@@ -132,13 +133,30 @@ fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_disable() {
     assert!(matches!(&e, PluginError::Remote { message, .. } if message == "no data for this seed"), "{e:?}");
     assert_eq!(host.restarts(), 0, "an error reply keeps the process");
 
-    // Always crashing: faults up to the restart limit, then disabled, and the host answers at once.
+    // Always crashing: the first fault restarts at once, later ones after a backoff that doubles
+    // (200 ms, 400 ms, capped at 500 ms here); calls in between are refused at once, uncounted.
+    let l = limits();
+    let backoffs: Vec<u128> = (1..6).map(|f| PluginHost::backoff_after(&l, f).as_millis()).collect();
+    assert_eq!(backoffs, [0, 200, 400, 500, 500]);
     let mut host = PluginHost::start(misbehaving("crash", None), json!({ "protocol": 1 })).unwrap();
-    for _ in 0..=limits().max_restarts {
-        assert!(matches!(host.call("evaluate", json!({})), Err(PluginError::Exited { .. })));
-    }
-    assert!(host.is_disabled());
-    assert!(matches!(host.call("evaluate", json!({})), Err(PluginError::Disabled { faults: 3, .. })));
+    let name = host.name().to_owned();
+    assert!(matches!(host.call("evaluate", json!({})), Err(PluginError::Exited { .. })));
+    assert!(!host.in_backoff(), "one crash restarts at once");
+    assert!(matches!(host.call("evaluate", json!({})), Err(PluginError::Exited { .. })));
+    assert!(host.in_backoff());
+    let errors = doin_plugin::host::stats()[&name].errors;
+    let e = host.call("evaluate", json!({})).unwrap_err();
+    assert!(matches!(&e, PluginError::Backoff { faults: 2, .. }), "{e:?}");
+    assert!(e.to_string().contains("restarting in"), "{e}");
+    let stats = &doin_plugin::host::stats()[&name];
+    assert_eq!((stats.errors, stats.faults_in_row, stats.disabled), (errors, 2, true), "{stats:?}");
+    assert!(stats.retry_at_ms.is_some());
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(
+        matches!(host.call("evaluate", json!({})), Err(PluginError::Exited { .. })),
+        "started again after the backoff"
+    );
+    assert_eq!(doin_plugin::host::stats()[&name].restarts, 2, "started three times");
     host.reset();
     assert!(
         matches!(host.call("evaluate", json!({})), Err(PluginError::Exited { .. })),
@@ -244,4 +262,70 @@ fn numpy_domain_plugin_measures_and_learns() {
     let r = run(&domain, &mut ga, cfg, &mut NoHooks);
     assert_eq!(r.failures, 0);
     assert!(r.best_loss < 0.2, "{r:?}");
+}
+
+/// `misbehave.py MODE` behind a shell that does not `exec` it: the plugin is the shell's child
+/// (a wrapper script, as users write them), in the group the host made.
+fn wrapped(mode: &str) -> PluginSpec {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/misbehave.py");
+    let command =
+        vec!["sh".to_owned(), "-c".to_owned(), format!("python3 {} {mode}; true", script.display())];
+    PluginSpec { limits: limits(), ..PluginSpec::new(format!("wrapped-{mode}"), command) }
+}
+
+/// Waits up to 5 s for `group` to have no process left.
+fn group_gone(group: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if doin_plugin::host::group_members(group).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A plugin behind a wrapper that does not `exec` is still one group: the memory limit covers
+/// the grandchild, and a timeout kills the whole group (no orphan left behind).
+#[test]
+fn a_wrapped_plugin_is_limited_and_killed_as_a_group() {
+    if python_with(&[]).is_none() {
+        return;
+    }
+    let mut host = PluginHost::start(wrapped("memory"), json!({ "protocol": 1 })).unwrap();
+    let group = host.pid().unwrap();
+    let e = host.call("evaluate", json!({})).unwrap_err();
+    assert!(matches!(e, PluginError::Memory { .. }), "the grandchild's memory counts: {e:?}");
+    assert!(group_gone(group), "the group was killed: {:?}", doin_plugin::host::group_members(group));
+
+    let mut host = PluginHost::start(wrapped("hang"), json!({ "protocol": 1 })).unwrap();
+    let group = host.pid().unwrap();
+    assert!(doin_plugin::host::group_members(group).len() >= 2, "the shell and its python child");
+    let e = host.call("evaluate", json!({})).unwrap_err();
+    assert!(matches!(e, PluginError::Timeout { .. }), "{e:?}");
+    assert!(group_gone(group), "no orphan after the timeout: {:?}", doin_plugin::host::group_members(group));
+}
+
+/// `kill_all` (the node's shutdown) frees a call stuck in a hung plugin at once.
+#[test]
+fn kill_all_frees_a_call_in_a_hung_plugin() {
+    if python_with(&[]).is_none() {
+        return;
+    }
+    let spec = PluginSpec {
+        limits: PluginLimits { call_timeout: Duration::from_secs(60), ..limits() },
+        ..wrapped("hang")
+    };
+    let mut host = PluginHost::start(spec, json!({ "protocol": 1 })).unwrap();
+    let group = host.pid().unwrap();
+    let started = std::time::Instant::now();
+    let killer = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        doin_plugin::host::kill_all();
+    });
+    let e = host.call("evaluate", json!({})).unwrap_err();
+    killer.join().unwrap();
+    assert!(matches!(e, PluginError::Exited { .. }), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "not the 60 s time limit");
+    assert!(group_gone(group));
 }

@@ -424,29 +424,34 @@ impl StatsReader {
         Ok(json!({ "per_optimizer": per, "recent": recent }))
     }
 
-    /// `/stats/export`: a consistent copy of the database (SQLite online backup), as bytes.
-    pub fn export(&self) -> Result<Vec<u8>, String> {
+    /// `/stats/export`: writes a consistent copy of the database to `dest` (`VACUUM INTO`: one
+    /// read transaction, so writers go on meanwhile and the copy is never restarted by them),
+    /// replacing it. `started` receives a handle that interrupts the copy from another thread
+    /// (the client went away).
+    pub fn export_to(&self, dest: &Path, started: impl FnOnce(ExportInterrupt)) -> Result<(), String> {
         let c = self.conn()?;
-        let dir = std::env::temp_dir().join(format!("doin-export-{}-{}", std::process::id(), crate_nonce()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let file = dir.join("olap.db");
-        let result = (|| {
-            let mut dst = Connection::open(&file).map_err(|e| e.to_string())?;
-            let backup = rusqlite::backup::Backup::new(&c, &mut dst).map_err(|e| e.to_string())?;
-            backup
-                .run_to_completion(256, std::time::Duration::from_millis(5), None)
-                .map_err(|e| e.to_string())?;
-            drop(backup);
-            drop(dst);
-            std::fs::read(&file).map_err(|e| e.to_string())
-        })();
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        started(ExportInterrupt(c.get_interrupt_handle()));
+        match std::fs::remove_file(dest) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+            _ => {}
+        }
+        let dest = dest.to_str().ok_or("the export path is not UTF-8")?;
+        c.execute("VACUUM INTO ?1", [dest]).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
-fn crate_nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// Interrupts a running [`StatsReader::export_to`].
+pub struct ExportInterrupt(rusqlite::InterruptHandle);
+
+impl std::fmt::Debug for ExportInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExportInterrupt")
+    }
+}
+
+impl ExportInterrupt {
+    /// Stops the copy (it fails with "interrupted").
+    pub fn interrupt(&self) {
+        self.0.interrupt();
+    }
 }
