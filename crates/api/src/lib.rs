@@ -101,9 +101,11 @@ pub struct LiveStatus {
     /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
     /// its gossip is ignored).
     pub peer_scores: BTreeMap<String, f64>,
-    /// Peers banned now: their gossip score fell below the graylist, so they were disconnected
-    /// and are refused for `ban_duration`.
-    pub banned_peers: usize,
+    /// Peers banned now (at most 256 listed): their gossip score fell below the graylist, so
+    /// they were disconnected and are refused for `ban_duration`.
+    pub banned_peers: Vec<String>,
+    /// Peer discovery mechanisms running (kademlia always; mDNS when configured and allowed).
+    pub discovery: Vec<String>,
 }
 
 /// Gossipsub's graylist threshold (`doin_net`'s peer-score parameters).
@@ -395,7 +397,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
             "gossip_ignored": l.gossip_refused.1,
             "evidence_pending": l.evidence_pending,
             "graylisted_peers": l.peer_scores.values().filter(|v| **v < GRAYLIST_SCORE).count(),
-            "banned_peers": l.banned_peers,
+            "banned_peers": l.banned_peers.len(),
         },
         "optimizer_domains": optimizer,
         "evaluator_domains": evaluator,

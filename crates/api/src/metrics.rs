@@ -124,7 +124,7 @@ pub fn text(s: &ApiState) -> String {
         "doin_peers_banned",
         "gauge",
         "Peers disconnected and refused after their gossip score fell below the graylist.",
-        l.banned_peers as f64,
+        l.banned_peers.len() as f64,
     );
     o.one(
         "doin_evidence_pending",

@@ -130,7 +130,8 @@ pub(crate) async fn node(State(s): State<ApiState>) -> ApiResult {
             "predictor_plugin": d.domain_plugin.clone().unwrap_or_default(),
         })).collect::<Vec<_>>(),
         "chain_height": height + 1,
-        "discovery_enabled": false,
+        "discovery_enabled": !l.discovery.is_empty(),
+        "discovery": l.discovery,
         "dashboard_enabled": true,
         "versions": { "doin": env!("CARGO_PKG_VERSION") },
         "usage": { "cpu_s": l.usage.0, "eval_cpu_s": l.usage.1, "rss_mb": l.usage.2 },
@@ -140,10 +141,21 @@ pub(crate) async fn node(State(s): State<ApiState>) -> ApiResult {
 /// `GET /api/peers`.
 pub(crate) async fn peers(State(s): State<ApiState>) -> ApiResult {
     let l = live(&s);
+    // Connected peers with their gossip score, then banned ones (known, not connected).
+    let connected = l
+        .peers
+        .iter()
+        .map(|p| json!({ "peer_id": p, "connected": true, "banned": false, "score": l.peer_scores.get(p) }));
+    let banned =
+        l.banned_peers.iter().filter(|p| !l.peers.contains(p)).map(
+            |p| json!({ "peer_id": p, "connected": false, "banned": true, "score": l.peer_scores.get(p) }),
+        );
+    let peers: Vec<Value> = connected.chain(banned).collect();
     Ok(Json(json!({
         "connected_count": l.peers.len(),
-        "known_count": l.peers.len(),
-        "peers": l.peers.iter().map(|p| json!({ "peer_id": p, "connected": true })).collect::<Vec<_>>(),
+        "known_count": peers.len(),
+        "banned_count": l.banned_peers.len(),
+        "peers": peers,
         "self": { "peer_id": s.peer_id, "address": s.address.to_string(), "port": s.port },
     })))
 }

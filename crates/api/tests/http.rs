@@ -858,3 +858,37 @@ async fn every_error_is_json_with_its_status() {
     let (s, v) = call(&f.state, "GET", "/no/such/thing", None).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 }
+
+/// `/api/peers` tells connected peers from banned ones (known, cut off), with their scores;
+/// `/api/node` names the discovery mechanisms running.
+#[tokio::test]
+async fn peers_and_discovery_are_reported_as_measured() {
+    let f = fixture();
+    {
+        let mut l = f.state.live.write().unwrap();
+        l.peer_scores.insert("12D3KooWpeer".into(), 3.5);
+        l.banned_peers = vec!["12D3KooWflooder".into()];
+        l.discovery = vec!["kademlia".into()];
+    }
+    let (_, v) = call(&f.state, "GET", "/api/peers", None).await;
+    assert_eq!(
+        (v["connected_count"].as_u64(), v["known_count"].as_u64(), v["banned_count"].as_u64()),
+        (Some(1), Some(2), Some(1))
+    );
+    let peers = v["peers"].as_array().unwrap();
+    assert_eq!((peers[0]["connected"].as_bool(), peers[0]["score"].as_f64()), (Some(true), Some(3.5)));
+    assert_eq!(
+        (peers[1]["peer_id"].as_str(), peers[1]["connected"].as_bool()),
+        (Some("12D3KooWflooder"), Some(false))
+    );
+    let (_, v) = call(&f.state, "GET", "/status", None).await;
+    assert_eq!(v["security"]["banned_peers"], 1);
+    let (_, v) = call(&f.state, "GET", "/api/node", None).await;
+    assert_eq!(
+        (v["discovery_enabled"].as_bool(), v["discovery"][0].as_str()),
+        (Some(true), Some("kademlia"))
+    );
+    f.state.live.write().unwrap().discovery.clear();
+    let (_, v) = call(&f.state, "GET", "/api/node", None).await;
+    assert_eq!(v["discovery_enabled"], false);
+}

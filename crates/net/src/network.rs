@@ -140,7 +140,7 @@ enum Command {
     Peers { reply: oneshot::Sender<Vec<PeerId>> },
     TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
     Score { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
-    Banned { reply: oneshot::Sender<usize> },
+    Banned { reply: oneshot::Sender<Vec<PeerId>> },
     Listeners { reply: oneshot::Sender<Vec<Multiaddr>> },
     Metrics { reply: oneshot::Sender<String> },
     Provide { hash: Hash, reply: oneshot::Sender<Result<(), NetError>> },
@@ -208,8 +208,8 @@ impl NetworkHandle {
         self.ask(|reply| Command::Score { peer, reply }).await
     }
 
-    /// Peers banned now (their gossip score fell below the graylist).
-    pub async fn banned(&self) -> Result<usize, NetError> {
+    /// Peers banned now (their gossip score fell below the graylist), at most 4 096.
+    pub async fn banned(&self) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::Banned { reply }).await
     }
 
@@ -473,7 +473,7 @@ impl Actor {
                 let _ = reply.send(self.swarm.behaviour().gossip.peer_score(&peer));
             }
             Command::Banned { reply } => {
-                let _ = reply.send(self.banned.len());
+                let _ = reply.send(self.banned.keys().copied().collect());
             }
             Command::Listeners { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());

@@ -233,6 +233,8 @@ struct Engine {
     evidence: Vec<DoubleVoteEvidence>,
     /// Milliseconds from our commits to their certificates (the latest 4 096).
     cert_latency_ms: std::collections::VecDeque<u64>,
+    /// When each repeating warning (by key) was last logged, and how many were held back since.
+    warned: HashMap<String, (Instant, u64)>,
     /// Revealed commits not sealed on this node's chain yet.
     awaiting_seal: HashSet<Hash>,
     /// A block or a commit arrived: react before the next tick (seal slots are short; a
@@ -363,11 +365,14 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
     // Optimae gossip is checked against the tip's state before it is forwarded.
     let gossip = Arc::new(GossipCheck::new());
     gossip.set_state(store.lock().tip().clone());
+    let net_config_mdns = net_config.mdns_allowed();
     let mut network =
         doin_net::start(&key, net_config, Arc::new(store.clone()), gossip.clone()).await.map_err(other)?;
 
     // The HTTP API on the node's port.
-    let live = Arc::new(std::sync::RwLock::new(doin_api::LiveStatus::default()));
+    let discovery =
+        std::iter::once("kademlia".to_owned()).chain(net_config_mdns.then(|| "mdns".to_owned())).collect();
+    let live = Arc::new(std::sync::RwLock::new(doin_api::LiveStatus { discovery, ..Default::default() }));
     let (submit_tx, mut submit_rx) = mpsc::channel::<doin_api::Submission>(64);
     let tasks = Arc::new(Mutex::new(doin_api::tasks::TaskQueue::new(1024, Duration::from_secs(120))));
     let (completions_tx, mut completions_rx) =
@@ -469,6 +474,7 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
         gossip,
         evidence: Vec::new(),
         cert_latency_ms: std::collections::VecDeque::new(),
+        warned: HashMap::new(),
         awaiting_seal: HashSet::new(),
         poked: false,
         voter,
@@ -517,7 +523,14 @@ async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeErro
                         scores.insert(peer.to_string(), score);
                     }
                 }
-                let banned = net.banned().await.unwrap_or(0);
+                let banned: Vec<String> = net
+                    .banned()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .take(256)
+                    .map(ToString::to_string)
+                    .collect();
                 if let Ok(mut l) = live.write() {
                     l.net_metrics = text;
                     l.peer_scores = scores;
@@ -822,6 +835,33 @@ pub fn parse_peer(text: &str) -> Result<Multiaddr, String> {
 }
 
 impl Engine {
+    /// Whether a warning that may repeat many times a second (keyed by `key`) is logged now:
+    /// once a minute per key, saying how many were held back meanwhile. At most 1 024 keys.
+    fn warn_once_a_minute(&mut self, key: &str) -> bool {
+        let now = Instant::now();
+        if self.warned.len() >= 1024 && !self.warned.contains_key(key) {
+            self.warned.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        match self.warned.get_mut(key) {
+            Some((at, held)) if now.duration_since(*at) < Duration::from_secs(60) => {
+                *held += 1;
+                false
+            }
+            Some((at, held)) => {
+                if *held > 0 {
+                    tracing::warn!(key, held_back = *held, "repeated warnings held back in the last minute");
+                }
+                *at = now;
+                *held = 0;
+                true
+            }
+            None => {
+                self.warned.insert(key.to_owned(), (now, 0));
+                true
+            }
+        }
+    }
+
     fn tip_state(&self) -> State {
         self.store.lock().tip().clone()
     }
@@ -1110,7 +1150,9 @@ impl Engine {
             return;
         };
         if q.first.is_empty() {
-            tracing::warn!(domain, "no eligible evaluators: this domain cannot accept optimae");
+            if self.warn_once_a_minute(&format!("no-evaluators/{domain}")) {
+                tracing::warn!(domain, "no eligible evaluators: this domain cannot accept optimae");
+            }
             return;
         }
         if q.first.contains(&self.me) {
