@@ -272,9 +272,21 @@ impl TrustedNode {
     /// Runs the node until `until` matches a line (at most 60 s); returns its lines, and what
     /// `query` read just before the node was stopped.
     fn run<T>(&self, until: impl Fn(&str) -> bool, query: impl FnOnce() -> T) -> (Vec<String>, T) {
+        self.run_with(&[], until, query)
+    }
+
+    /// [`TrustedNode::run`] with extra `doin node` arguments.
+    fn run_with<T>(
+        &self,
+        extra: &[&str],
+        until: impl Fn(&str) -> bool,
+        query: impl FnOnce() -> T,
+    ) -> (Vec<String>, T) {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_doin"))
-            .args(["node", "--log-level", "warn", "--duration", "60", "--config"])
+            .args(["node", "--log-level", "warn", "--duration", "60"])
+            .args(extra)
+            .arg("--config")
             .arg(self.dir.path().join("node.json"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -326,7 +338,8 @@ fn a_single_trusted_node_records_unverified_champions() {
 }
 
 /// Without a `genesis` file the node writes its development genesis to the data directory and
-/// reads it back: restarted, it is on the same chain, further along. Once the verified champion
+/// reads it back: restarted, it is on the same chain, further along; restarted with
+/// `--reset-chain`, on a new development chain, which later restarts keep. Once the verified champion
 /// reaches `target_performance` the optimizer stops evaluating.
 #[test]
 fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
@@ -364,6 +377,17 @@ fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
     let (second, now) = node.run(grown, tip);
     assert_eq!(genesis(&second).as_deref(), Some(g1.as_str()), "restarted on another chain: {second:?}");
     assert!(now.is_some_and(|t| t > height), "the chain continued from {height}: {now:?} {second:?}");
+    // `--reset-chain` throws the chain away: a new development genesis (written over the old
+    // one, so a later restart stays on it), from block 0.
+    let (third, ()) = node.run_with(&["--reset-chain"], |l| l.starts_with("block "), || ());
+    let g3 = genesis(&third).expect("the node printed its genesis");
+    assert_ne!(g3, g1, "a new chain: {third:?}");
+    assert!(
+        third.iter().any(|l| l.starts_with(&format!("block 0 {g3}"))),
+        "from its genesis block: {third:?}"
+    );
+    let (fourth, ()) = node.run(|l| l.starts_with("block "), || ());
+    assert_eq!(genesis(&fourth), Some(g3), "restarted on the reset chain: {fourth:?}");
 }
 
 fn http_get(port: u16, path: &str) -> String {

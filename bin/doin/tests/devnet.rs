@@ -168,7 +168,9 @@ fn a_node_killed_mid_run_restarts_catches_up_and_rejoins() {
 }
 
 fn fixture(name: &str) -> String {
-    format!("python3 {}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    // cargo's runtime value first: a binary built in another checkout embeds that path.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    format!("python3 {dir}/tests/fixtures/{name}")
 }
 
 fn python_ok() -> bool {

@@ -2,7 +2,10 @@
 //! queue, optimizer, plugin, event and HTTP figures, followed by the network's own registry
 //! (libp2p and gossipsub).
 
-use std::{fmt::Write, sync::atomic::Ordering};
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+};
 
 use axum::{
     extract::State,
@@ -223,36 +226,27 @@ pub fn text(s: &ApiState) -> String {
         g.handler_us.load(Ordering::Relaxed) as f64 / 1e6,
     );
     let c = &g.connections;
-    o.one(
-        "doin_http_connections_open",
-        "gauge",
-        "HTTP connections open.",
-        c.open.load(Ordering::Relaxed) as f64,
-    );
-    o.one(
-        "doin_http_connections_cap",
-        "gauge",
-        "HTTP connections allowed at once.",
-        c.cap.load(Ordering::Relaxed) as f64,
-    );
-    o.one(
-        "doin_http_connections_accepted_total",
-        "counter",
-        "HTTP connections accepted.",
-        c.accepted.load(Ordering::Relaxed) as f64,
-    );
-    o.one(
-        "doin_http_connections_evicted_total",
-        "counter",
-        "Idle HTTP connections closed to make room at the cap.",
-        c.evicted.load(Ordering::Relaxed) as f64,
-    );
-    o.one(
-        "doin_http_connections_refused_total",
-        "counter",
-        "HTTP connections refused at the cap (every open one busy).",
-        c.refused.load(Ordering::Relaxed) as f64,
-    );
+    let load = |a: &AtomicUsize| a.load(Ordering::Relaxed) as f64;
+    let count = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    for (name, kind, help, v) in [
+        ("doin_http_connections_open", "gauge", "HTTP connections open.", load(&c.open)),
+        ("doin_http_connections_cap", "gauge", "HTTP connections allowed at once.", load(&c.cap)),
+        ("doin_http_connections_accepted_total", "counter", "HTTP connections accepted.", count(&c.accepted)),
+        (
+            "doin_http_connections_evicted_total",
+            "counter",
+            "Idle HTTP connections closed to make room at the cap.",
+            count(&c.evicted),
+        ),
+        (
+            "doin_http_connections_refused_total",
+            "counter",
+            "HTTP connections refused at the cap (every open one busy).",
+            count(&c.refused),
+        ),
+    ] {
+        o.one(name, kind, help, v);
+    }
     o.one("doin_process_cpu_seconds_total", "counter", "CPU time of the node process.", l.usage.0);
     o.one("doin_evaluation_cpu_seconds_total", "counter", "CPU time spent on quorum evaluations.", l.usage.1);
     o.one("doin_process_resident_memory_mb", "gauge", "Resident memory of the node process.", l.usage.2);

@@ -16,8 +16,16 @@ use doin_optimize::{
 use doin_plugin::{PluginDomain, PluginError, PluginHost, PluginLimits, PluginOptimizer, PluginSpec};
 use serde_json::json;
 
+/// This package's directory: cargo's runtime `CARGO_MANIFEST_DIR` first (a test binary built in
+/// another checkout of a shared target directory embeds that checkout's path), the build-time
+/// one otherwise.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 /// Python with the given modules, or `None` (a failure under CI, where they are installed).
@@ -44,7 +52,7 @@ fn limits() -> PluginLimits {
 }
 
 fn misbehaving(mode: &str, marker: Option<&std::path::Path>) -> PluginSpec {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/misbehave.py");
+    let script = manifest_dir().join("tests/fixtures/misbehave.py");
     let mut command = vec!["python3".to_owned(), script.display().to_string(), mode.to_owned()];
     if let Some(m) = marker {
         command.push(m.display().to_string());
@@ -267,7 +275,7 @@ fn numpy_domain_plugin_measures_and_learns() {
 /// `misbehave.py MODE` behind a shell that does not `exec` it: the plugin is the shell's child
 /// (a wrapper script, as users write them), in the group the host made.
 fn wrapped(mode: &str) -> PluginSpec {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/misbehave.py");
+    let script = manifest_dir().join("tests/fixtures/misbehave.py");
     let command =
         vec!["sh".to_owned(), "-c".to_owned(), format!("python3 {} {mode}; true", script.display())];
     PluginSpec { limits: limits(), ..PluginSpec::new(format!("wrapped-{mode}"), command) }
