@@ -6,22 +6,21 @@
 //! in small chunks by at most [`EXPORT_STREAMS`] responses at once (the others wait their
 //! turn), so the node's memory does not grow with the cube or with the number of clients.
 
-use axum::{
-    Json,
-    extract::{Query, State},
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-};
-use serde::Deserialize;
-use serde_json::Value;
-
 use std::{
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use doin_tracking::olap::StatsReader;
+use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::{ApiError, ApiResult, ApiState};

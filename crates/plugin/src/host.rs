@@ -308,10 +308,25 @@ fn note(name: &str, f: impl FnOnce(&mut PluginStats)) {
     }
 }
 
+/// When each plugin's unusable answer was last logged (at most one warning per plugin per 10 s;
+/// every one is counted).
+static LAST_WARNED: std::sync::Mutex<std::collections::BTreeMap<String, Instant>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// Counts an error found in a plugin's answer by its caller (a reply whose figures are
-/// unusable): logged and reported like the host's own.
+/// unusable): reported like the host's own, logged at most once per 10 s per plugin.
 pub fn record_error(name: &str, message: &str) {
-    tracing::warn!(plugin = %name, error = %message, "plugin answer unusable");
+    let due = LAST_WARNED.lock().is_ok_and(|mut m| {
+        let now = Instant::now();
+        let due = m.get(name).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
+        if due {
+            m.insert(name.to_owned(), now);
+        }
+        due
+    });
+    if due {
+        tracing::warn!(plugin = %name, error = %message, "plugin answer unusable (counted in its errors)");
+    }
     note(name, |s| {
         s.errors += 1;
         s.last_error = Some(message.to_owned());

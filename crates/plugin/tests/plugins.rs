@@ -24,6 +24,18 @@ fn manifest_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
+/// Plugin tests share this process (`cargo test` runs them as threads): `kill_all` kills every
+/// plugin group in it, so its test runs alone and the others hold the lock shared.
+static PLUGINS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    PLUGINS.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    PLUGINS.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn repo() -> PathBuf {
     manifest_dir().join("../..")
 }
@@ -90,11 +102,13 @@ fn faults_once_then_recovers(mode: &str, expect: impl Fn(&PluginError) -> bool) 
 
 #[test]
 fn a_hanging_plugin_is_killed_at_its_time_limit() {
+    let _plugins = shared();
     faults_once_then_recovers("hang", |e| matches!(e, PluginError::Timeout { .. }));
 }
 
 #[test]
 fn a_crashing_plugin_is_reported_with_its_stderr() {
+    let _plugins = shared();
     faults_once_then_recovers(
         "crash",
         |e| matches!(e, PluginError::Exited { status, stderr, .. } if status.contains('3') && stderr.contains("about to crash")),
@@ -103,11 +117,13 @@ fn a_crashing_plugin_is_reported_with_its_stderr() {
 
 #[test]
 fn a_flooding_plugin_is_killed() {
+    let _plugins = shared();
     faults_once_then_recovers("flood", |e| matches!(e, PluginError::Flood { .. }));
 }
 
 #[test]
 fn garbage_and_wrong_ids_are_malformed_replies() {
+    let _plugins = shared();
     faults_once_then_recovers(
         "garbage",
         |e| matches!(e, PluginError::Malformed { reason, .. } if reason.contains("not JSON")),
@@ -120,11 +136,13 @@ fn garbage_and_wrong_ids_are_malformed_replies() {
 
 #[test]
 fn an_oversized_reply_is_rejected() {
+    let _plugins = shared();
     faults_once_then_recovers("oversized", |e| matches!(e, PluginError::Oversized { limit: 65536, .. }));
 }
 
 #[test]
 fn a_plugin_over_its_memory_limit_is_killed() {
+    let _plugins = shared();
     faults_once_then_recovers(
         "memory",
         |e| matches!(e, PluginError::Memory { limit_mb: 300, rss_mb, .. } if *rss_mb > 300),
@@ -133,6 +151,7 @@ fn a_plugin_over_its_memory_limit_is_killed() {
 
 #[test]
 fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_back_off() {
+    let _plugins = shared();
     if python_with(&[]).is_none() {
         return;
     }
@@ -146,7 +165,9 @@ fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_back_off() {
     let l = limits();
     let backoffs: Vec<u128> = (1..6).map(|f| PluginHost::backoff_after(&l, f).as_millis()).collect();
     assert_eq!(backoffs, [0, 200, 400, 500, 500]);
-    let mut host = PluginHost::start(misbehaving("crash", None), json!({ "protocol": 1 })).unwrap();
+    // A name of its own: the counters are per name and per process, shared with other tests.
+    let spec = PluginSpec { name: "backoff-crash".into(), ..misbehaving("crash", None) };
+    let mut host = PluginHost::start(spec, json!({ "protocol": 1 })).unwrap();
     let name = host.name().to_owned();
     assert!(matches!(host.call("evaluate", json!({})), Err(PluginError::Exited { .. })));
     assert!(!host.in_backoff(), "one crash restarts at once");
@@ -180,6 +201,7 @@ fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_back_off() {
 
 #[test]
 fn domain_faults_become_evaluation_failures() {
+    let _plugins = shared();
     if python_with(&[]).is_none() {
         return;
     }
@@ -192,6 +214,16 @@ fn domain_faults_become_evaluation_failures() {
     let m = domain.evaluate(&[Value::Real(0.1)], None, budget()).unwrap();
     assert_eq!(m.performance, 0.25);
     assert!(matches!(domain.evaluate(&[], None, budget()), Err(EvalError::BadParams(_))));
+
+    // `"performance": null` is the plugin's error: refused, counted and reported, not silent.
+    let domain = PluginDomain::start(misbehaving("null_performance", None), "null", json!({})).unwrap();
+    for _ in 0..3 {
+        let e = domain.evaluate(&[Value::Real(0.1)], None, budget()).unwrap_err();
+        assert!(matches!(&e, EvalError::Failed(m) if m.contains("performance")), "{e:?}");
+    }
+    let stats = &doin_plugin::host::stats()["misbehave-null_performance"];
+    assert_eq!(stats.errors, 3, "{stats:?}");
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("`performance` missing or not finite")));
 }
 
 fn example(name: &str) -> Vec<String> {
@@ -200,6 +232,7 @@ fn example(name: &str) -> Vec<String> {
 
 #[test]
 fn deap_optimizer_plugin_solves_the_quadratic_domain() {
+    let _plugins = shared();
     if python_with(&["deap"]).is_none() {
         return;
     }
@@ -234,6 +267,7 @@ fn deap_optimizer_plugin_solves_the_quadratic_domain() {
 
 #[test]
 fn numpy_domain_plugin_measures_and_learns() {
+    let _plugins = shared();
     if python_with(&["numpy"]).is_none() {
         return;
     }
@@ -297,6 +331,7 @@ fn group_gone(group: u32) -> bool {
 /// the grandchild, and a timeout kills the whole group (no orphan left behind).
 #[test]
 fn a_wrapped_plugin_is_limited_and_killed_as_a_group() {
+    let _plugins = shared();
     if python_with(&[]).is_none() {
         return;
     }
@@ -317,6 +352,7 @@ fn a_wrapped_plugin_is_limited_and_killed_as_a_group() {
 /// `kill_all` (the node's shutdown) frees a call stuck in a hung plugin at once.
 #[test]
 fn kill_all_frees_a_call_in_a_hung_plugin() {
+    let _plugins = exclusive();
     if python_with(&[]).is_none() {
         return;
     }
