@@ -101,7 +101,7 @@ pub struct LiveStatus {
     /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
     /// its gossip is ignored).
     pub peer_scores: BTreeMap<String, f64>,
-    /// Peers banned now (at most 256 listed): their gossip score fell below the graylist, so
+    /// Peers banned now (at most 256 listed): their gossip score fell far below the graylist, so
     /// they were disconnected and are refused for `ban_duration`.
     pub banned_peers: Vec<String>,
     /// Peer discovery mechanisms running (kademlia always; mDNS when configured and allowed).
@@ -749,6 +749,14 @@ async fn tasks_complete(
     let Json(done) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_completion", e.body_text()))?;
     let kind = s.tasks.lock().ok().and_then(|q| q.kind_of(&done.task_id));
+    if kind.is_none() {
+        // An unknown task is that, whatever the body says.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no claimed task {}", done.task_id),
+        ));
+    }
     if kind == Some(tasks::TaskKind::Inference) {
         if done.result.is_none() {
             return Err(ApiError::new(

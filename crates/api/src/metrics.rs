@@ -126,7 +126,7 @@ pub fn text(s: &ApiState) -> String {
     o.one(
         "doin_peers_banned",
         "gauge",
-        "Peers disconnected and refused after their gossip score fell below the graylist.",
+        "Peers disconnected and refused after their gossip score fell far below the graylist.",
         l.banned_peers.len() as f64,
     );
     o.one(

@@ -25,7 +25,7 @@ pub struct Operation {
     pub content_type: &'static str,
     /// Query parameters.
     pub query: &'static [&'static str],
-    /// Error statuses besides 429 (every operation may answer 429 and 500).
+    /// Error statuses besides 414, 429 and 500, which every operation may answer.
     pub errors: &'static [u16],
 }
 
@@ -116,7 +116,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/domains", "Registered domains and champions.", &["domains"]),
     Operation {
         ok: 202,
-        errors: &[400, 413, 422, 503],
+        errors: &[400, 413, 415, 422, 503],
         ..op("post", "/tx", "Submit a signed transaction.", &["id"])
     },
     op("get", "/tasks/pending", "Pending external-evaluator tasks.", &["tasks", "total_pending"]),
@@ -216,6 +216,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/metrics", "One row per verified champion change.", &["metrics"]),
     Operation {
         query: &["type", "limit"],
+        errors: &[400],
         ..op("get", "/api/events", "Recent events, newest first.", &["events", "counts"])
     },
     Operation {
@@ -242,11 +243,78 @@ fn reason(code: u16) -> &'static str {
         404 => "Not found",
         409 => "Conflict (lease expired or task gone)",
         413 => "Body too large",
+        414 => "Query string too long",
+        415 => "Body is not JSON (Content-Type)",
         422 => "Rejected by the node's rules",
         429 => "Rate limited (see Retry-After)",
         500 => "Internal error",
         _ => "Unavailable",
     }
+}
+
+/// The schema of a path or query parameter, by its name: what the handlers parse.
+fn param_schema(name: &str) -> Value {
+    match name {
+        "index" | "from" | "to" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
+        // Clamped by each handler to what it serves.
+        "limit" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
+        "proof" => json!({ "type": "boolean" }),
+        "hash" | "commit" | "id" | "address" => json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
+        // Ids and filters: any string (an unknown one matches nothing).
+        _ => json!({ "type": "string" }),
+    }
+}
+
+/// The request body of a `post` operation.
+fn request_body(path: &str) -> Value {
+    let object = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties });
+    let (required, schema) = match path {
+        // A signed transaction (`doin wallet` builds them); the node checks the kind, signature,
+        // nonce and fees and answers 400 or 422 with the reason.
+        "/tx" => (
+            true,
+            object(
+                &["chain_id", "sender", "nonce", "max_fee", "priority_fee", "kind", "signature"],
+                json!({
+                    "chain_id": { "type": "integer", "minimum": 0 },
+                    "sender": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                    "nonce": { "type": "integer", "minimum": 0 },
+                    "max_fee": {},
+                    "priority_fee": {},
+                    "kind": { "type": "object" },
+                    "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
+                }),
+            ),
+        ),
+        "/tasks/claim" => (
+            false,
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": { "kinds": {
+                    "type": "array", "nullable": true,
+                    "items": { "type": "string", "enum": ["verification", "inference"] },
+                } },
+            }),
+        ),
+        "/tasks/complete" => (
+            true,
+            object(
+                &["task_id", "lease"],
+                json!({
+                    "task_id": { "type": "string" },
+                    "lease": { "type": "string" },
+                    "performance": { "type": "number" },
+                    "result": {},
+                }),
+            ),
+        ),
+        "/inference" => {
+            (true, object(&["domain_id"], json!({ "domain_id": { "type": "string" }, "inputs": {} })))
+        }
+        _ => (false, json!({ "type": "object" })),
+    };
+    json!({ "required": required, "content": { "application/json": { "schema": schema } } })
 }
 
 /// The document.
@@ -257,23 +325,26 @@ pub fn document_value() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": param_schema(name) }))
             .collect();
         params.extend(
-            o.query.iter().map(
-                |q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "string" } }),
-            ),
+            o.query
+                .iter()
+                .map(|q| json!({ "name": q, "in": "query", "required": false, "schema": param_schema(q) })),
         );
         let ok_content = match o.required {
             Some(req) => json!({ "application/json": { "schema": {
                 "type": "object", "required": req,
                 "properties": req.iter().map(|f| (f.to_string(), json!({}))).collect::<Map<String, Value>>(),
             } } }),
+            // An event stream is a sequence of events, not one string: no schema to hold it to.
+            None if o.content_type == "text/event-stream" => json!({ o.content_type: { "schema": {} } }),
             None => json!({ o.content_type: { "schema": { "type": "string" } } }),
         };
         let mut responses = Map::new();
         responses.insert(o.ok.to_string(), json!({ "description": reason(o.ok), "content": ok_content }));
-        for code in o.errors.iter().chain(&[429, 500]) {
+        // Any operation may answer 414 (query string over 2 KiB), 429 and 500.
+        for code in o.errors.iter().chain(&[414, 429, 500]) {
             responses.insert(
                 code.to_string(),
                 json!({
@@ -284,7 +355,7 @@ pub fn document_value() -> Value {
         }
         let mut operation = json!({ "summary": o.summary, "parameters": params, "responses": responses });
         if o.method == "post" {
-            operation["requestBody"] = json!({ "required": o.path == "/tx", "content": { "application/json": { "schema": { "type": "object" } } } });
+            operation["requestBody"] = request_body(o.path);
         }
         let entry = paths.entry(o.path.to_owned()).or_insert_with(|| json!({}));
         entry[o.method] = operation;

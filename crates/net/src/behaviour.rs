@@ -45,8 +45,14 @@ pub struct Behaviour {
     pub autonat: autonat::Behaviour,
 }
 
-/// The gossip score below which a peer is graylisted (its RPCs ignored) and then banned.
+/// The gossip score below which a peer is graylisted (its RPCs ignored; the score decays back).
 pub const GRAYLIST_THRESHOLD: f64 = -80.0;
+
+/// The gossip score below which a peer is also disconnected and banned for `ban_duration`:
+/// far below the graylist (invalid messages cost `-10 × n²` per topic, so about ten in a row),
+/// so that an honest peer caught once or twice on the wrong side of a fork is only graylisted
+/// for a moment, while a flooder (thousands below zero after a few dozen messages) is cut off.
+pub const BAN_THRESHOLD: f64 = -1000.0;
 
 /// Peer-score thresholds: a peer whose invalid messages drive its score below
 /// `graylist_threshold` is ignored.

@@ -41,7 +41,7 @@ pub struct Config {
     pub queue: usize,
     /// Record gossipsub metrics (Prometheus text through `NetworkHandle::metrics`).
     pub metrics: bool,
-    /// How long a peer whose gossip score fell below the graylist stays disconnected and
+    /// How long a peer whose gossip score fell below the ban threshold stays disconnected and
     /// refused.
     pub ban_duration: Duration,
 }
@@ -64,7 +64,7 @@ impl Default for Config {
             requests_per_second: 20,
             queue: 1024,
             metrics: true,
-            ban_duration: Duration::from_secs(600),
+            ban_duration: Duration::from_secs(120),
         }
     }
 }

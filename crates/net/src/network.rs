@@ -383,8 +383,8 @@ impl Actor {
         debug!(target: "net", "network task stopped");
     }
 
-    /// Bans (disconnects and refuses) connected peers whose gossip score is below the graylist,
-    /// and lifts bans that ended.
+    /// Bans (disconnects and refuses) connected peers whose gossip score is below
+    /// [`crate::behaviour::BAN_THRESHOLD`], and lifts bans that ended.
     fn ban_graylisted(&mut self) {
         let now = Instant::now();
         let ended: Vec<PeerId> =
@@ -397,7 +397,7 @@ impl Actor {
             .connected
             .iter()
             .filter_map(|p| self.swarm.behaviour().gossip.peer_score(p).map(|s| (*p, s)))
-            .filter(|(p, s)| *s < crate::behaviour::GRAYLIST_THRESHOLD && !self.banned.contains_key(p))
+            .filter(|(p, s)| *s < crate::behaviour::BAN_THRESHOLD && !self.banned.contains_key(p))
             .collect();
         for (peer, score) in low {
             if self.banned.len() >= MAX_BANNED
@@ -413,7 +413,7 @@ impl Actor {
                 %peer,
                 score,
                 ban_s = self.ban_duration.as_secs(),
-                "gossip score below the graylist: peer disconnected and banned"
+                "gossip score far below the graylist: peer disconnected and banned"
             );
         }
     }
