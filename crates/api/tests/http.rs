@@ -892,3 +892,28 @@ async fn peers_and_discovery_are_reported_as_measured() {
     let (_, v) = call(&f.state, "GET", "/api/node", None).await;
     assert_eq!(v["discovery_enabled"], false);
 }
+
+/// `/status` and `/metrics` report the justified checkpoint of the stored chain (stake-signed
+/// finality votes carried in its blocks) and the finality votes the node holds.
+#[tokio::test]
+async fn finality_is_reported_from_the_chain_and_the_vote_pool() {
+    let f = fixture();
+    let mut chain = TestNet::new(10, 5, 2);
+    while chain.state.meta().justified.height == 0 && chain.state.height() < 40 {
+        chain.voting_heartbeat(Vec::new()).unwrap();
+    }
+    let justified = chain.state.meta().justified.height;
+    assert!(justified > 0, "the votes justified a checkpoint");
+    let mut store =
+        ChainStore::open(&f._dir.path().join("voted.redb"), &chain.spec, StoreOptions::default()).unwrap();
+    store.import_many(&chain.blocks, 8).unwrap();
+    let state = ApiState { store: Arc::new(Mutex::new(store)), ..f.state.clone() };
+    state.live.write().unwrap().finality_votes_pending = 3;
+    let (_, v) = call(&state, "GET", "/status", None).await;
+    assert_eq!(v["security"]["justified_height"], justified, "{v}");
+    assert_eq!(v["security"]["finality_votes_pending"], 3);
+    let (_, _, _, bytes) = raw(&state, "/metrics", [127, 0, 0, 8]).await;
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains(&format!("doin_chain_justified_height {justified}\n")), "{text}");
+    assert!(text.contains("doin_finality_votes_pending 3\n"));
+}
