@@ -111,6 +111,37 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 8570)]
         base_port: u16,
     },
+    /// One node's search without a network: the node's domain (built-in or `--domain-plugin`)
+    /// and optimizer (`--optimizer`, as `optimization_plugin`), evaluated as the node's loop
+    /// does (a batch on the worker pool), until the first figure at or past the target; the
+    /// evaluations each seed needed and their median (one JSON line).
+    Search {
+        /// The domain id (a built-in: `mlp_digits`, `co2_forecast`, a benchmark function, or
+        /// any id with `--domain-plugin`).
+        #[arg(long, default_value = "mlp_digits")]
+        domain: String,
+        /// A domain plugin command (`plugin:COMMAND`), as `domain_plugin`.
+        #[arg(long)]
+        domain_plugin: Option<String>,
+        /// `n_params` of a benchmark function (its dimension).
+        #[arg(long)]
+        dims: Option<usize>,
+        /// `optimization_plugin`: `shade`, `tpe`, `auto`, `cma-es`, `ga` or `plugin:COMMAND`.
+        #[arg(long, default_value = "shade")]
+        optimizer: String,
+        /// The target performance (the domain's own direction: accuracy up, loss down).
+        #[arg(long, default_value_t = 0.97)]
+        target: f64,
+        /// Seeds (runs).
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// Evaluations per run at most.
+        #[arg(long, default_value_t = 500)]
+        budget: usize,
+        /// Worker threads evaluating a batch.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Runs N in-process nodes over libp2p's memory transport and publishes messages from
     /// random nodes: DOIN's gossipsub, then a flooding baseline on the same topology.
     Gossip {
@@ -248,6 +279,9 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             flood(rounds, base_port)
         }
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
+        Bench::Search { domain, domain_plugin, dims, optimizer, target, seeds, budget, workers } => {
+            search(&domain, domain_plugin, dims, &optimizer, target, (seeds, budget, workers))
+        }
         Bench::Adversary { claims, flood, flood_keys, grind_commits, grind_tries } => {
             let started = std::time::Instant::now();
             let scale = doin_node::adversary::Scale { claims, flood, flood_keys, grind_commits, grind_tries };
@@ -394,6 +428,79 @@ fn gossip(nodes: usize, messages: usize, seed: u64) -> anyhow::Result<()> {
         },
     });
     println!("{line}");
+    Ok(())
+}
+
+/// `doin bench search`: evaluations to a target, one node, no network.
+fn search(
+    domain_id: &str,
+    domain_plugin: Option<String>,
+    dims: Option<usize>,
+    optimizer: &str,
+    target: f64,
+    (seeds, budget, workers): (u64, usize, usize),
+) -> anyhow::Result<()> {
+    use doin_node::config::DomainConfig;
+    use doin_optimize::driver::{NoHooks, RunConfig, run};
+    if seeds == 0 || budget == 0 || workers == 0 {
+        bail!("--seeds, --budget and --workers must be at least 1");
+    }
+    let mut config = DomainConfig {
+        domain_id: domain_id.to_owned(),
+        domain_plugin,
+        optimization_plugin: Some(optimizer.to_owned()),
+        ..DomainConfig::default()
+    };
+    if let Some(d) = dims {
+        config.optimization_config.insert("n_params".into(), serde_json::json!(d));
+    }
+    let domain = doin_node::domains::build(&config).map_err(anyhow::Error::msg)?;
+    // The optimizer minimizes the domain's loss; the target in the domain's own terms.
+    let target_loss = if domain.higher_is_better() { -target } else { target };
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    // Evaluations to the target per seed (`usize::MAX`: not reached), for the median.
+    let mut reached: Vec<usize> = Vec::new();
+    let mut kind = String::new();
+    for seed in 0..seeds {
+        let mut opt = doin_node::optimizer::build_optimizer(domain.as_ref(), &config, seed, 1)
+            .map_err(anyhow::Error::msg)?;
+        let batch =
+            doin_node::optimizer::population_of(domain.as_ref(), &config, workers, 1).clamp(1, workers);
+        let r = run(
+            domain.as_ref(),
+            opt.as_mut(),
+            RunConfig { budget, batch, workers, target_loss: Some(target_loss), ..RunConfig::default() },
+            &mut NoHooks,
+        );
+        kind = opt.kind().to_owned();
+        let hit = r.best_loss <= target_loss;
+        reached.push(if hit { r.evaluations } else { usize::MAX });
+        runs.push(serde_json::json!({
+            "seed": seed,
+            "evaluations": r.evaluations,
+            "reached": hit,
+            "best": if domain.higher_is_better() { -r.best_loss } else { r.best_loss },
+        }));
+    }
+    reached.sort_unstable();
+    let median = reached[reached.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "search",
+            "domain": domain_id,
+            "optimizer": optimizer,
+            "ran": kind,
+            "target": target,
+            "budget": budget,
+            "workers": workers,
+            "median_evaluations_to_target": (median != usize::MAX).then_some(median),
+            "reached": reached.iter().filter(|e| **e != usize::MAX).count(),
+            "runs": runs,
+            "wall_s": round3(started.elapsed().as_secs_f64()),
+        })
+    );
     Ok(())
 }
 

@@ -51,6 +51,10 @@ pub(crate) struct DevnetArgs {
     /// as a string), e.g. `n_params=30`. Repeatable.
     #[arg(long = "optimization", value_name = "KEY=VALUE")]
     pub(crate) optimization: Vec<String>,
+    /// Seconds after which an idle chain gets a heartbeat block (`max_block_interval`); a
+    /// converged domain adds one block per interval.
+    #[arg(long, default_value_t = 5.0)]
+    max_block_interval: f64,
     /// Evaluation workers per node.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -168,6 +172,7 @@ impl DevnetArgs {
             evaluators_only,
             base_port,
             dir: None,
+            max_block_interval: 5.0,
             workers: 1,
             verbose: false,
             no_tracking: false,
@@ -214,7 +219,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         domains: vec![domain],
         // Demo tuning (DESIGN §8): blocks every couple of seconds, short seal slots, quorums of 2.
         target_block_time: 2.0,
-        max_block_interval: 5.0,
+        max_block_interval: args.max_block_interval,
         seal_slot: 0.3,
         quorum_timeout: 8.0,
         quorum_min_evaluators: 2,
@@ -238,6 +243,18 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         }
     };
     std::fs::create_dir_all(&dir)?;
+    // A devnet writes a new genesis; nodes on a previous devnet's chain would refuse it and
+    // exit (a second run on one `--dir` printed a summary of nodes that never ran).
+    if let Some(old) = (0..args.nodes).map(|i| dir.join(format!("node{i}/chain.redb"))).find(|p| p.exists()) {
+        bail!(
+            "--dir {}: {} is a previous devnet's chain, and a new devnet writes a new genesis its \
+             nodes would refuse; remove the directory or pick another (to run the old network again: \
+             `doin node --config {}` per node)",
+            dir.display(),
+            old.display(),
+            dir.join("node0.json").display()
+        );
+    }
     let target = args.target.unwrap_or_else(|| demo_target(&args.domain));
     let configs: Vec<NodeConfig> = (0..args.nodes).map(|i| node_config(&args, i, &dir, target)).collect();
 
@@ -456,6 +473,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let tips: Vec<Option<String>> = finals.iter().map(|f| field(f, "tip")).collect();
     let roots: Vec<Option<String>> = finals.iter().map(|f| field(f, "root")).collect();
     let same = |v: &[Option<String>]| v.iter().all(|x| x.is_some() && x == &v[0]);
+    let same_chain = same_chain(&configs, &spec, &finals);
     // Candidate evaluations each optimizing node performed until the network's champion reached
     // the target (as each node saw it), averaged over the optimizing nodes.
     // Only optimizing nodes (the first `nodes - evaluators_only`) count, a node that had not
@@ -494,6 +512,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         "blocks": finals.iter().filter_map(|f| field(f, "height")?.parse::<u64>().ok()).max(),
         "same_tip": same(&tips),
         "same_root": same(&roots),
+        "same_chain": same_chain,
         "accepted": outcomes.values().filter(|a| **a).count(),
         "rejected": outcomes.values().filter(|a| !**a).count(),
         "commits": counts.get("commits").copied().unwrap_or(0),
@@ -547,4 +566,31 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
             "optimization_config": d.optimization_config,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Whether the stopped nodes hold one chain: every node's chain has the same block at the
+/// lowest final height, and no node ended more than 3 blocks behind the highest. (Nodes of a
+/// live chain read the stop at slightly different moments, so their final tips can differ
+/// by the block or two produced meanwhile; `same_tip` says whether they did.)
+fn same_chain(configs: &[NodeConfig], spec: &doin_consensus::GenesisSpec, finals: &[Vec<String>]) -> bool {
+    let heights: Vec<Option<u64>> = finals
+        .iter()
+        .map(|f| f.iter().position(|w| w == "height").and_then(|i| f.get(i + 1)).and_then(|h| h.parse().ok()))
+        .collect();
+    let (Some(low), Some(high)) = (heights.iter().flatten().min(), heights.iter().flatten().max()) else {
+        return false;
+    };
+    if heights.iter().any(Option::is_none) || high - low > 3 {
+        return false;
+    }
+    let mut hashes = configs.iter().map(|c| {
+        let store = doin_storage::ChainStore::open(
+            &c.data_dir.join("chain.redb"),
+            spec,
+            doin_storage::StoreOptions::default(),
+        );
+        store.ok().and_then(|s| s.canonical_hash(*low).ok().flatten())
+    });
+    let first = hashes.next().flatten();
+    first.is_some() && hashes.all(|h| h == first)
 }

@@ -5,8 +5,8 @@ mod bench;
 mod devnet;
 mod flood;
 mod node_cmd;
-mod peer;
 mod plugin_guard;
+mod sim;
 mod snapshot;
 mod wallet;
 
@@ -44,15 +44,15 @@ enum Command {
     /// System benchmarks; each prints one JSON line.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// A deterministic simulation of N nodes on one chain over a simulated network (one JSON
+    /// line).
+    Sim(sim::SimArgs),
     /// State snapshots at finality checkpoints.
     #[command(subcommand)]
     Snapshot(snapshot::Snapshot),
     /// Experiment analytics: sync a node's OLAP cube into PostgreSQL.
     #[command(subcommand)]
     Analytics(analytics::Analytics),
-    /// A minimal chain peer for multi-process network tests.
-    #[command(hide = true)]
-    NetPeer(peer::PeerArgs),
     /// An attacker's gossip flood from throwaway keys, for the adversary tests.
     #[command(hide = true)]
     Flood(flood::FloodArgs),
@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(b) => bench::run(b),
         Command::Snapshot(s) => snapshot::run(s),
         Command::Analytics(a) => analytics::run(a),
-        Command::NetPeer(a) => peer::run(a),
         Command::Flood(a) => flood::run(a),
+        Command::Sim(a) => sim::run(a),
     }
 }

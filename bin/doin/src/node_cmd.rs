@@ -81,6 +81,12 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    if args.adversary.is_some() && !doin_node::ADVERSARIES {
+        anyhow::bail!(
+            "--adversary: this build has no adversaries (test-only misbehaviour is compiled into test \
+             builds, with doin-node's `adversary` feature)"
+        );
+    }
     let adversary = match args.adversary.as_deref() {
         None => None,
         Some("copy-reveals") => Some(doin_node::Adversary::CopyReveals),

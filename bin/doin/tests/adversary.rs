@@ -12,20 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{doin, serial, spawn_lines};
+use common::{doin, http_json, serial, spawn_lines};
 
 fn base_port(offset: u16) -> u16 {
     30_000 + (std::process::id() % 500) as u16 * 60 + offset
-}
-
-fn http_get(port: u16, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    serde_json::from_str(out.split_once("\r\n\r\n")?.1.trim()).ok()
 }
 
 /// The JSON line the flooder printed last (it has exited or been killed).
@@ -68,7 +58,7 @@ fn flooded_run(port: u16) -> (serde_json::Value, u64, serde_json::Value) {
     let mut banned = 0;
     let mut summary = None;
     while started.elapsed() < Duration::from_secs(60) {
-        if let Some(status) = http_get(port, "/status") {
+        if let Some(status) = http_json(port, "/status") {
             banned = banned.max(status["security"]["banned_peers"].as_u64().unwrap_or(0));
         }
         match rx.recv_timeout(Duration::from_millis(500)) {
@@ -121,7 +111,9 @@ fn check_run(s: &serde_json::Value) {
     // after `quorum_timeout` (8 s) instead.
     let escalations = s["escalations"].as_u64().unwrap();
     assert!(escalations * 2 <= s["certified_claims"].as_u64().unwrap(), "{escalations} escalations: {s}");
-    assert_eq!(s["same_tip"], true, "{s}");
+    // One chain (the stop of a live chain can leave a node a block or two ahead: same_chain
+    // allows 3 and checks the lowest final height's block on every node).
+    assert_eq!(s["same_chain"], true, "{s}");
     let rss: Vec<f64> = s["rss_mb"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect();
     assert!(rss.iter().all(|r| *r < 150.0), "memory bounded: {rss:?}");
 }
@@ -132,6 +124,7 @@ fn adversary_devnet(
     port_offset: u16,
     seconds: u32,
     behaviour: &str,
+    extra: &[&str],
 ) -> (serde_json::Value, Vec<u128>, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = base_port(port_offset).to_string();
@@ -139,6 +132,7 @@ fn adversary_devnet(
     let out = doin()
         .args(["devnet", "--nodes", "4", "--target", "0.5", "--duration", &seconds, "--base-port", &port])
         .args(["--dir", dir.path().to_str().unwrap(), "--adversary", &format!("3={behaviour}"), "--verbose"])
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -160,7 +154,7 @@ const INITIAL_STAKE: u128 = 100 * 1_000_000_000;
 #[test]
 fn a_double_voter_is_slashed_end_to_end() {
     let _serial = serial();
-    let (s, stakes, _) = adversary_devnet(40, 12, "double-vote");
+    let (s, stakes, _) = adversary_devnet(40, 12, "double-vote", &[]);
     assert!(stakes[3] * 10 <= INITIAL_STAKE * 9, "the double voter was slashed at least once: {stakes:?}");
     for (i, stake) in stakes.iter().enumerate().take(3) {
         assert!(*stake > stakes[3], "honest node {i} keeps more stake than the double voter: {stakes:?}");
@@ -174,10 +168,11 @@ fn a_double_voter_is_slashed_end_to_end() {
 #[test]
 fn a_double_finality_voter_is_slashed_end_to_end() {
     let _serial = serial();
-    // 30 s: once the quadratic domain has converged (within a second) the chain grows by one
-    // heartbeat per `max_block_interval` (5 s); runs of 20 s ended at 12 – 14 blocks, short of
-    // the two adjacent justified checkpoints (6, 12) and the votes 2 blocks past the second.
-    let (s, stakes, lines) = adversary_devnet(50, 30, "double-finality-vote");
+    // Once the quadratic domain has converged (within a second) the chain grows by one
+    // heartbeat per `max_block_interval`: at the devnet's 5 s, runs of 30 s ended at 13 blocks
+    // on a busy machine, short of the two adjacent justified checkpoints (6, 12) and the votes
+    // 2 blocks past the second. At 1 s, 20 s give about 20 blocks.
+    let (s, stakes, lines) = adversary_devnet(50, 20, "double-finality-vote", &["--max-block-interval", "1"]);
     assert!(
         stakes[3] <= INITIAL_STAKE / 2,
         "the equivocating staker lost at least half its stake: {stakes:?}"

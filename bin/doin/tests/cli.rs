@@ -1,6 +1,9 @@
 //! The `doin` binary as a user runs it.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 #[test]
 fn bench_ledger_prints_one_json_line_with_its_figures() {
@@ -147,6 +150,73 @@ fn bench_optimize_prints_its_figures() {
     assert!(v["overhead_ns_per_eval"].as_f64().unwrap() > 0.0);
 }
 
+/// `doin bench search` runs the node's domain and optimizer to a target, per seed: on a coarse
+/// 4-d Ackley target both optimizers get there, and the line says which ran; an unknown
+/// optimizer is refused by name.
+#[test]
+fn bench_search_counts_evaluations_to_the_target() {
+    let search = |optimizer: &str| {
+        Command::new(env!("CARGO_BIN_EXE_doin"))
+            .args([
+                "bench", "search", "--domain", "ackley", "--dims", "4", "--target", "10", "--seeds", "2",
+                "--budget", "2000",
+            ])
+            .args(["--optimizer", optimizer])
+            .output()
+            .unwrap()
+    };
+    for optimizer in ["tpe", "shade"] {
+        let out = search(optimizer);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert_eq!(v["ran"], optimizer, "{v}");
+        assert_eq!(v["reached"], 2, "{v}");
+        let median = v["median_evaluations_to_target"].as_u64().unwrap();
+        assert!(median > 0 && median < 2000, "{v}");
+        assert!(v["runs"].as_array().unwrap().iter().all(|r| r["best"].as_f64().unwrap() <= 10.0), "{v}");
+    }
+    let out = search("magic");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("magic"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A devnet on a directory that holds a previous devnet's chain is refused by name (its new
+/// genesis would make the old nodes' stores refuse to start), and the old chain is untouched.
+#[test]
+fn a_devnet_refuses_a_directory_with_a_previous_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_doin"))
+            .args([
+                "devnet",
+                "--nodes",
+                "1",
+                "--duration",
+                "1",
+                "--base-port",
+                "23950",
+                "--no-tracking",
+                "--dir",
+                d,
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let genesis = std::fs::read(dir.path().join("genesis.json")).unwrap();
+    let second = run();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("node0/chain.redb") && err.contains("previous devnet"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("genesis.json")).unwrap(), genesis, "the old genesis is kept");
+}
+
 #[test]
 fn keygen_writes_an_owner_only_key_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,14 +276,31 @@ fn a_bad_node_config_stops_with_the_key_named() {
             "`domains[0].synthetic_data_plugin`",
         ),
         (
-            r#"{"domains": [{"domain_id": "quadratic", "param_bounds": {"lr": [0, 1]}}]}"#,
-            "parameter space is defined by the domain",
+            r#"{"domains": [{"domain_id": "quadratic", "param_bounds": {"lr": [0, 1]}}], "data_dir": "DATA"}"#,
+            "param_bounds.\"lr\" is not a parameter of quadratic",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "param_bounds": {"p0": [-30, 0]}}], "data_dir": "DATA"}"#,
+            "param_bounds.p0: [-30, 0] is outside the parameter's range [-20, 20]",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "mlp_digits", "param_bounds": {"hidden_units": [16.5, 64]}}], "data_dir": "DATA"}"#,
+            "param_bounds.hidden_units: [16.5, 64]: an integer parameter takes integer bounds",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "param_bounds": {"p0": [1]}}]}"#,
+            "`domains[0].param_bounds.p0`: [1]: must be [low, high]",
         ),
         (
             r#"{"domains": [{"domain_id": "quadratic", "optimize": false, "evaluate": false}]}"#,
             "would do nothing",
         ),
         (r#"{"data_dir": "DATA"}"#, "nothing to do"),
+        (
+            r#"{"domains": [{"domain_id": "quadratic"}], "listen_addresses": ["10.0.0.1:4001"], "port": 18790, "data_dir": "DATA"}"#,
+            "listen_addresses: \"10.0.0.1:4001\"",
+        ),
+        (r#"{"domains": [{"domain_id": "quadratic"}], "relay_server": "yes"}"#, "`relay_server`"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.json"));
@@ -245,6 +332,125 @@ fn a_bad_node_config_stops_with_the_key_named() {
     );
 }
 
+/// `param_bounds` narrows what the optimizer searches: every round's best candidate (recorded
+/// in the experiment CSV with the bounds) lies inside them, where the domain's own range is
+/// [-20, 20] in every parameter; the claims are committed and certified as usual.
+#[test]
+fn param_bounds_narrow_what_the_optimizer_searches() {
+    let node = TrustedNode::with_domain(serde_json::json!({
+        "param_bounds": { "p0": [5, 6], "p3": [-1, -0.5] },
+        "target_performance": -1e-9,
+        // Rounds of 8 candidates: many recorded before the fifth certificate.
+        "optimization_config": { "population_size": 8 },
+    }));
+    let certificates = std::cell::Cell::new(0);
+    let stats = node.dir.path().join("stats.csv");
+    let (lines, csv) = node.run(
+        |l| {
+            certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
+            certificates.get() >= 5
+        },
+        // Rounds are recorded off the node's loop: wait for a few.
+        || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let csv = std::fs::read_to_string(&stats).unwrap_or_default();
+                if csv.lines().count() > 5 || Instant::now() > deadline {
+                    return csv;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        },
+    );
+    assert!(certificates.get() >= 5, "claims are certified: {lines:?}");
+    let mut rows = 0;
+    for line in csv.lines().skip(1) {
+        // The first JSON array of a row is its `parameters` column (the round's best).
+        let Some(start) = line.find("\"[") else { continue };
+        let end = start + line[start..].find("]\"").unwrap();
+        let params: Vec<f64> = serde_json::from_str(&line[start + 1..=end]).unwrap();
+        assert!((5.0..=6.0).contains(&params[0]) && (-1.0..=-0.5).contains(&params[3]), "{params:?}");
+        assert!(line.contains(r#""{""p0"":[5,6],""p3"":[-1,-0.5]}""#), "the bounds are recorded: {line}");
+        rows += 1;
+    }
+    assert!(rows >= 3, "rounds were recorded: {csv}");
+}
+
+/// `optimize: false`: the node follows its chain (heartbeats) but runs no optimizer — no
+/// candidate evaluated, nothing committed (the same node optimizing commits within a second:
+/// `a_single_trusted_node_records_unverified_champions`).
+#[test]
+fn a_domain_with_optimize_false_is_never_searched() {
+    let node = TrustedNode::with_domain(serde_json::json!({ "optimize": false, "evaluate": true }));
+    let (lines, status) = node.run(|l| l.starts_with("block 4 "), || http_get(node.port, "/status"));
+    assert!(lines.iter().any(|l| l.starts_with("block 4 ")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("commit")), "{lines:?}");
+    // Its development chain stakes it as the domain's evaluator: `evaluate: true` raises no warning.
+    assert!(!lines.iter().any(|l| l.starts_with("warning")), "{lines:?}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["domains"]["quadratic"]["optimize"], false, "{status}");
+    assert_eq!(status["domains"]["quadratic"]["evaluations"], 0, "{status}");
+}
+
+/// `evaluate: false` on a chain that stakes the node as the evaluator of a verified domain: the
+/// node says that its quorums will wait for it (a trusted domain draws none: no warning).
+#[test]
+fn evaluate_false_while_staked_as_evaluator_is_reported() {
+    let verified = serde_json::json!({ "evaluate": false, "synthetic_data_validation": true });
+    let node = TrustedNode::with_domain(verified);
+    let (lines, _) = node.run(|l| l.starts_with("block 1 "), || ());
+    assert!(
+        lines.iter().any(|l| l == "warning quadratic: staked as an evaluator but evaluate is false"),
+        "{lines:?}"
+    );
+}
+
+/// The whole response to `GET path` with extra request header lines.
+fn http_raw(port: u16, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The HTTP and tracking keys take effect on a running node: past `http_burst` requests a
+/// client is throttled (429) at `http_rate_limit`; `cors_origins` allows a listed origin and no
+/// other; `olap_db_path` has the node write the cube that `/stats` serves.
+#[test]
+fn http_and_tracking_keys_take_effect_on_a_running_node() {
+    let node = TrustedNode::with(|dir, config| {
+        config["http_rate_limit"] = 1.into();
+        config["http_burst"] = 20.into();
+        config["cors_origins"] = serde_json::json!(["http://lab.example"]);
+        config["olap_db_path"] = dir.join("olap.db").display().to_string().into();
+    });
+    let (_, (statuses, allowed, other, stats)) = node.run(
+        |l| l.starts_with("certificate quadratic"),
+        || {
+            std::thread::sleep(Duration::from_secs(2));
+            let stats = http_raw(node.port, "/stats", "");
+            let allowed = http_raw(node.port, "/health", "Origin: http://lab.example\r\n");
+            let other = http_raw(node.port, "/health", "Origin: http://elsewhere.example\r\n");
+            let statuses: Vec<String> = (0..40)
+                .map(|_| {
+                    http_raw(node.port, "/health", "").split_whitespace().nth(1).unwrap_or("").to_owned()
+                })
+                .collect();
+            (statuses, allowed, other, stats)
+        },
+    );
+    let throttled = statuses.iter().filter(|s| *s == "429").count();
+    assert!(throttled >= 15, "a burst of 20 at 1/s lets about 20 of 43 through: {statuses:?}");
+    assert!(statuses[..10].iter().all(|s| s == "200"), "{statuses:?}");
+    let allowed = allowed.to_ascii_lowercase();
+    assert!(allowed.contains("access-control-allow-origin: http://lab.example"), "{allowed}");
+    assert!(!other.to_ascii_lowercase().contains("access-control-allow-origin"), "{other}");
+    assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
+    assert!(node.dir.path().join("olap.db").exists());
+}
+
 /// A single node in trusted mode (`synthetic_data_validation: false`, target −100) on a free
 /// port, without a genesis file: its own development chain.
 struct TrustedNode {
@@ -254,6 +460,22 @@ struct TrustedNode {
 
 impl TrustedNode {
     fn new() -> Self {
+        Self::with_domain(serde_json::json!({}))
+    }
+
+    /// [`TrustedNode::new`] with these keys set in its domain's entry, and the experiment
+    /// recorded to `stats.csv`.
+    fn with_domain(keys: serde_json::Value) -> Self {
+        Self::with(|_, config| {
+            for (k, v) in keys.as_object().unwrap() {
+                config["domains"][0][k] = v.clone();
+            }
+        })
+    }
+
+    /// [`TrustedNode::new`] with its config (recording the experiment to `stats.csv`) edited
+    /// by `edit`, which gets the node's directory.
+    fn with(edit: impl FnOnce(&std::path::Path, &mut serde_json::Value)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -265,6 +487,9 @@ impl TrustedNode {
             "domains": [{ "domain_id": "quadratic", "optimize": true, "evaluate": false,
                           "synthetic_data_validation": false, "target_performance": -100.0 }]
         });
+        let mut config = config;
+        config["experiment_stats_file"] = dir.path().join("stats.csv").display().to_string().into();
+        edit(dir.path(), &mut config);
         std::fs::write(dir.path().join("node.json"), config.to_string()).unwrap();
         Self { dir, port }
     }
@@ -326,6 +551,7 @@ fn a_single_trusted_node_records_unverified_champions() {
     let text = lines.join("\n");
     assert!(text.contains("target quadratic reached"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("trusted quadratic")), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("warning")), "{text}");
     assert!(
         text.lines().any(|l| l.starts_with("certificate quadratic") && l.contains("Accept trusted")),
         "{text}"

@@ -13,11 +13,11 @@ use std::{
     collections::BTreeMap,
     path::Path,
     process::Command,
-    sync::mpsc::{Receiver, sync_channel},
+    sync::mpsc::sync_channel,
     time::{Duration, Instant},
 };
 
-use common::{doin, ip, serial, spawn_lines};
+use common::{collect, devnet_setup, ip, lab_missing, rewrite_config, serial, spawn_lines};
 use doin_consensus::GenesisSpec;
 use doin_storage::{ChainStore, StoreOptions};
 
@@ -92,49 +92,16 @@ fn checkpoint(line: &str, word: &str) -> Option<(u64, String)> {
 /// Keys, genesis and configs for six staked nodes (one per host), blocks at least every
 /// 0.5 s so that checkpoints come every few seconds.
 fn setup(dir: &Path) -> (GenesisSpec, Vec<std::path::PathBuf>) {
-    let out = doin()
-        .args(["devnet", "--nodes", "6", "--setup-only", "--no-tracking", "--dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    let genesis_path = v["genesis"].as_str().unwrap().to_owned();
-    let mut genesis: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
-    genesis["params"]["max_block_interval_ms"] = 500.into();
-    genesis["params"]["heartbeat_slot_ms"] = 500.into();
-    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
-    let spec: GenesisSpec = serde_json::from_value(genesis).unwrap();
-    let configs: Vec<std::path::PathBuf> =
-        v["configs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
+    let (spec, configs) = devnet_setup(dir, HOSTS, 500, &[]);
     for (i, path) in configs.iter().enumerate() {
-        let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        c["host"] = addr(i).into();
-        c["port"] = 4100.into();
-        c["bootstrap_peers"] = (0..HOSTS).filter(|j| *j != i).map(|j| format!("{}:4101", addr(j))).collect();
-        std::fs::write(path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+        rewrite_config(path, |c| {
+            c["host"] = addr(i).into();
+            c["port"] = 4100.into();
+            c["bootstrap_peers"] =
+                (0..HOSTS).filter(|j| *j != i).map(|j| format!("{}:4101", addr(j))).collect();
+        });
     }
     (spec, configs)
-}
-
-/// Collects lines until `until` returns true or `deadline` passes; returns whether it held.
-fn collect(
-    rx: &Receiver<Line>,
-    lines: &mut Vec<Line>,
-    deadline: Instant,
-    until: impl Fn(&[Line]) -> bool,
-) -> bool {
-    while Instant::now() < deadline {
-        if until(lines) {
-            return true;
-        }
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            lines.push(l);
-        }
-    }
-    until(lines)
 }
 
 /// The newest finalized height each node printed (by `at`, if given).
@@ -171,9 +138,7 @@ fn run_partition(
     let lab = match Lab::build(tag, side_a) {
         Ok(l) => l,
         Err(e) => {
-            let must = std::env::var("CI").is_ok_and(|v| v == "true") || is_root();
-            assert!(!must, "cannot create network namespaces under CI / as root: {e}");
-            eprintln!("SKIPPED (developer machine without root): cannot create network namespaces ({e})");
+            lab_missing("the partition test", &e);
             return None;
         }
     };
@@ -192,7 +157,7 @@ fn run_partition(
             "--config",
         ])
         .arg(config);
-        children.push(spawn_lines(&mut cmd, i, &tx, false));
+        children.push(spawn_lines(&mut cmd, i, &tx, std::env::var_os("DOIN_DEBUG_LINES").is_some()));
     }
     let mut lines: Vec<Line> = Vec::new();
     // Connected: every node finalizes a checkpoint three times; the time between node 0's
@@ -238,10 +203,6 @@ fn run_partition(
     );
     drop(lab);
     Some((lines, cut_height, cut, healed, spec, dir))
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// No node ever finalized a block off the final chain, nor moved its finalized checkpoint back.

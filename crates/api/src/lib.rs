@@ -65,6 +65,11 @@ pub struct DomainStatus {
     pub domain_plugin: Option<String>,
     /// The optimizer's latest reported candidate: its metrics, evaluations and time.
     pub training: Option<Value>,
+    /// `serving`, `probing` (an evaluation failed; a known-good point is being evaluated) or
+    /// `withdrawn` (cannot evaluate: the node left the domain's quorums).
+    pub standing: String,
+    /// The latest failure of this node's evaluations of the domain.
+    pub evaluation_error: Option<String>,
 }
 
 /// What the node reports about itself, refreshed by its event loop.
@@ -335,6 +340,14 @@ pub fn health_of(
             ));
         } else if calls >= 10 && errors * 2 > calls {
             degraded.push(format!("plugin {name} failing: {errors} of {calls} calls"));
+        }
+    }
+    for (id, d) in &l.domains {
+        if d.standing == "withdrawn" {
+            degraded.push(format!(
+                "cannot evaluate {id}, left its quorums: {}",
+                d.evaluation_error.as_deref().unwrap_or("probes failed")
+            ));
         }
     }
     let status = if !unhealthy.is_empty() {
@@ -615,6 +628,7 @@ async fn account(
         "nonce": acc.nonce,
         "stake": stake.map(|s| s.amount.0.to_string()),
         "roles": stake.map(|s| s.roles.0),
+        "domains": stake.map(|s| s.domains.iter().map(ToString::to_string).collect::<Vec<_>>()),
         "reputation": reputation,
         "height": state.height(),
         "proof": proof,
@@ -841,6 +855,21 @@ mod tests {
             "{v}"
         );
         l.plugins.clear();
+        let withdrawn = DomainStatus {
+            evaluate: true,
+            standing: "withdrawn".into(),
+            evaluation_error: Some("process exited".into()),
+            ..DomainStatus::default()
+        };
+        l.domains.insert("quadratic".into(), withdrawn);
+        let v = h(&l, 50, fresh, 3);
+        assert_eq!(v["reasons"][0], "cannot evaluate quadratic, left its quorums: process exited", "{v}");
+        l.domains.get_mut("quadratic").unwrap().standing = "probing".into();
+        assert_eq!(
+            h(&l, 50, fresh, 3)["status"],
+            "healthy",
+            "a probe alone (a candidate that failed) is no fault"
+        );
         l.peers.clear();
         l.network_height = None;
         assert_eq!(h(&l, 50, fresh, 3)["status"], "degraded", "alone among three stakers");

@@ -170,6 +170,20 @@ pub fn text(s: &ApiState) -> String {
         "Candidates this node's optimizer evaluated.",
         &evals,
     );
+    let withdrawn: Vec<(String, f64)> = l
+        .domains
+        .iter()
+        .filter(|(_, d)| d.evaluate)
+        .map(|(id, d)| {
+            (format!("{{domain=\"{}\"}}", label(id)), f64::from(u8::from(d.standing == "withdrawn")))
+        })
+        .collect();
+    o.metric(
+        "doin_domain_withdrawn",
+        "gauge",
+        "1 when this node cannot evaluate the domain and left its quorums.",
+        &withdrawn,
+    );
     let mut calls = Vec::new();
     let mut errors = Vec::new();
     let mut starts = Vec::new();

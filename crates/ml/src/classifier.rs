@@ -116,6 +116,12 @@ impl Domain for MlpClassifier {
         &self.space
     }
 
+    fn param_names(&self) -> Vec<String> {
+        ["hidden_layers", "hidden_units", "learning_rate", "l2_reg", "dropout", "batch_size", "epochs"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
     fn higher_is_better(&self) -> bool {
         true
     }

@@ -75,6 +75,21 @@ impl Domain for Co2Forecaster {
         &self.space
     }
 
+    fn param_names(&self) -> Vec<String> {
+        [
+            "window",
+            "hidden_layers",
+            "hidden_units",
+            "learning_rate",
+            "l2_reg",
+            "dropout",
+            "batch_size",
+            "epochs",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     fn higher_is_better(&self) -> bool {
         true
     }

@@ -161,10 +161,7 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: mdns.into(),
             relay_client,
-            relay_server: config
-                .relay_server
-                .then(|| relay::Behaviour::new(peer_id, relay::Config::default()))
-                .into(),
+            relay_server: config.relay_server.then(|| relay::Behaviour::new(peer_id, relay_config())).into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
         })
@@ -197,4 +194,16 @@ pub(crate) fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+/// Circuit relay limits. libp2p's defaults (2 minutes and 128 KiB per circuit) are made for
+/// hole punching; a DOIN node behind a NAT syncs and gossips through its relay for as long as
+/// it runs, so a circuit may carry 64 MiB for an hour, with
+/// libp2p's default caps on reservations (128) and circuits (16) bounding what a relay gives.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_circuit_duration: std::time::Duration::from_secs(3600),
+        max_circuit_bytes: 64 << 20,
+        ..relay::Config::default()
+    }
 }

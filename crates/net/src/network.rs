@@ -275,10 +275,14 @@ pub async fn start(
             .subscribe(&topic.ident())
             .map_err(|e| NetError::Config(format!("subscribing to {}: {e}", topic.name())))?;
     }
+    let mut circuits = HashMap::new();
     for addr in &config.listen {
-        swarm
+        let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+        if is_circuit(addr) {
+            circuits.insert(id, (addr.clone(), 0));
+        }
     }
     for addr in &config.bootstrap {
         if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
@@ -308,6 +312,8 @@ pub async fn start(
         provider_queries: HashMap::new(),
         banned: HashMap::new(),
         ban_duration: config.ban_duration,
+        circuits,
+        relisten: Vec::new(),
     };
     let task = tokio::spawn(actor.run());
     Ok(Network { handle: NetworkHandle { commands: cmd_tx, peer_id }, events: ev_rx, task })
@@ -334,6 +340,17 @@ struct Actor {
     /// Banned peers and when their ban ends (at most [`MAX_BANNED`]).
     banned: HashMap<PeerId, Instant>,
     ban_duration: std::time::Duration,
+    /// Listens through a relay (circuit addresses) and how many times each failed in a row.
+    circuits: HashMap<libp2p::core::transport::ListenerId, (Multiaddr, u32)>,
+    /// Circuit listens to try again, and when: a reservation is lost when the relay restarts
+    /// or the connection to it races another dial, and a node behind a NAT must not stay
+    /// unreachable for it.
+    relisten: Vec<(Instant, Multiaddr, u32)>,
+}
+
+/// Whether `addr` listens or dials through a relay.
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
 }
 
 /// Banned peers remembered at once; beyond it the ban that ends first is lifted early.
@@ -342,7 +359,7 @@ const MAX_BANNED: usize = 4096;
 /// The address group of a multiaddr: /16 for IPv4, /32 for IPv6. Loopback, memory and relayed
 /// addresses have none (never limited).
 pub fn address_group(addr: &Multiaddr) -> Option<String> {
-    if addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)) {
+    if is_circuit(addr) {
         return None;
     }
     addr.iter().find_map(|p| match p {
@@ -367,7 +384,10 @@ impl Actor {
         let mut bans = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = bans.tick() => self.ban_graylisted(),
+                _ = bans.tick() => {
+                    self.ban_graylisted();
+                    self.relisten_circuits();
+                }
                 _ = walk.tick() => {
                     if !self.connected.is_empty() {
                         self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
@@ -381,6 +401,32 @@ impl Actor {
             }
         }
         debug!(target: "net", "network task stopped");
+    }
+
+    /// Listens again through relays whose reservation ended, after a backoff of 2, 4, 8, …
+    /// 60 s (reset once a listen through the relay succeeds).
+    fn relisten_circuits(&mut self) {
+        let now = Instant::now();
+        let (due, wait): (Vec<_>, Vec<_>) = self.relisten.drain(..).partition(|(at, _, _)| *at <= now);
+        self.relisten = wait;
+        for (_, addr, failures) in due {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => {
+                    info!(target: "net::relay", %addr, failures, "listening through the relay again");
+                    self.circuits.insert(id, (addr, failures));
+                }
+                Err(error) => {
+                    warn!(target: "net::relay", %addr, %error, "cannot listen through the relay");
+                    self.schedule_relisten(addr, failures + 1);
+                }
+            }
+        }
+    }
+
+    fn schedule_relisten(&mut self, addr: Multiaddr, failures: u32) {
+        let backoff =
+            std::time::Duration::from_secs(1u64 << failures.min(6)).min(std::time::Duration::from_secs(60));
+        self.relisten.push((Instant::now() + backoff, addr, failures));
     }
 
     /// Bans (disconnects and refuses) connected peers whose gossip score is below
@@ -503,8 +549,11 @@ impl Actor {
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr { address, listener_id } => {
                 info!(target: "net", %address, "listening");
+                if let Some((_, failures)) = self.circuits.get_mut(&listener_id) {
+                    *failures = 0;
+                }
                 // A relay hands its addresses to the peers it reserves slots for, so a node
                 // configured as relay treats its own listen addresses as reachable.
                 if self.relay_server
@@ -581,6 +630,22 @@ impl Actor {
                 {
                     let _ = reply.send(found.into_iter().collect());
                 }
+            }
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                if let Err(error) = &reason {
+                    warn!(target: "net", ?addresses, %error, "listener closed");
+                }
+                if let Some((addr, failures)) = self.circuits.remove(&listener_id) {
+                    warn!(target: "net::relay", %addr, failures, "reservation at the relay ended; listening again");
+                    self.schedule_relisten(addr, failures + 1);
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(target: "net", %error, "listener error"),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                info!(target: "net::relay", ?event, "relay client");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(target: "net", ?peer_id, %error, "dial failed");
             }
             _ => {}
         }

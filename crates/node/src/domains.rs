@@ -29,19 +29,24 @@ fn num(map: &std::collections::BTreeMap<String, Json>, key: &str, default: f64) 
     map.get(key).and_then(Json::as_f64).unwrap_or(default)
 }
 
+/// How a domain plugin is supervised: its command, and the domain's own limits — a plugin may
+/// train as long and use as much memory (its whole process group) as `resource_limits` allow
+/// (`max_training_seconds`, default 60; `max_memory_mb`, default 2048), plus 10 s for the
+/// handshake and the evaluation data.
+pub fn plugin_spec(config: &DomainConfig, command: Vec<String>) -> PluginSpec {
+    let mut spec = PluginSpec::new(config.domain_id.as_str(), command);
+    let limits = &config.resource_limits;
+    spec.limits.call_timeout = Duration::from_secs_f64(num(limits, "max_training_seconds", 60.0) + 10.0);
+    spec.limits.max_rss_bytes = (num(limits, "max_memory_mb", 2048.0) * 1048576.0) as u64;
+    spec
+}
+
 /// Builds the domain a config entry names.
 pub fn build(config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
     let c = &config.optimization_config;
     let id = config.domain_id.as_str();
     if let Some(cmd) = config.domain_plugin.as_deref() {
-        let command = plugin_command(cmd)?;
-        let mut spec = PluginSpec::new(id, command);
-        // The domain's own limits: a plugin may train as long and use as much memory (its
-        // whole process group) as `resource_limits` allow, plus a margin for the handshake and
-        // the evaluation data.
-        let limits = &config.resource_limits;
-        spec.limits.call_timeout = Duration::from_secs_f64(num(limits, "max_training_seconds", 60.0) + 10.0);
-        spec.limits.max_rss_bytes = (num(limits, "max_memory_mb", 2048.0) * 1048576.0) as u64;
+        let spec = plugin_spec(config, plugin_command(cmd)?);
         let d = PluginDomain::start(spec, id, Json::Object(c.clone().into_iter().collect()))
             .map_err(|e| e.to_string())?;
         return Ok(Arc::new(d));
@@ -189,11 +194,33 @@ pub fn reproducibility_of(config: &DomainConfig) -> Result<Option<f64>, String> 
     }
 }
 
+/// What the optimizer searches for a configured domain: the domain itself, or the domain within
+/// its `param_bounds` (checked against the domain's parameters here; their shape was checked
+/// with the rest of the config).
+pub fn search_domain(domain: Arc<dyn Domain>, config: &DomainConfig) -> Result<Arc<dyn Domain>, String> {
+    if config.param_bounds.is_empty() {
+        return Ok(domain);
+    }
+    let mut bounds = std::collections::BTreeMap::new();
+    for (name, range) in &config.param_bounds {
+        let pair = range.as_array().and_then(|a| match a.as_slice() {
+            [lo, hi] => Some((lo.as_f64()?, hi.as_f64()?)),
+            _ => None,
+        });
+        let pair = pair.ok_or_else(|| format!("param_bounds.{name}: must be [low, high]"))?;
+        bounds.insert(name.clone(), pair);
+    }
+    let narrowed =
+        doin_optimize::narrowed::Narrowed::new(domain, &bounds).map_err(|e| format!("param_bounds.{e}"))?;
+    Ok(Arc::new(narrowed))
+}
+
 /// The chain's description of `domain` as configured.
 pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) -> Result<DomainSpec, String> {
     let metric =
         |v: f64, what: &str| Metric::from_f64(v).ok_or_else(|| format!("{what} {v} is out of range"));
     let space: &Space = domain.space();
+    let names = domain.param_names();
     let mut params = Vec::with_capacity(space.len());
     for (i, d) in space.dims.iter().enumerate() {
         let kind = match *d {
@@ -211,7 +238,11 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
                 .map_err(|e| e.to_string())?,
             },
         };
-        params.push(ParamSpec { name: BoundedString::new(format!("p{i}")).unwrap_or_default(), kind });
+        let name = names.get(i).cloned().unwrap_or_else(|| format!("p{i}"));
+        params.push(ParamSpec {
+            name: BoundedString::new(name).map_err(|e| format!("parameter {i}: {e}"))?,
+            kind,
+        });
     }
     let tolerance = tolerance_of(config, node)?;
     let direction = if domain.higher_is_better() { Direction::Maximize } else { Direction::Minimize };
@@ -270,6 +301,98 @@ pub fn spec_of(domain: &dyn Domain, config: &DomainConfig, node: &NodeConfig) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_limits_set_the_plugins_supervision_and_the_registered_limits() {
+        let mut c = DomainConfig { domain_id: "quadratic".into(), ..DomainConfig::default() };
+        let spec = plugin_spec(&c, vec!["true".into()]);
+        assert_eq!(
+            (spec.limits.call_timeout, spec.limits.max_rss_bytes),
+            (Duration::from_secs(70), 2048 << 20)
+        );
+        c.resource_limits.insert("max_training_seconds".into(), 3600.into());
+        c.resource_limits.insert("max_memory_mb".into(), 512.into());
+        c.resource_limits.insert("max_epochs".into(), 40.into());
+        let spec = plugin_spec(&c, vec!["true".into()]);
+        assert_eq!(spec.limits.call_timeout, Duration::from_secs(3610), "a plugin may train for an hour");
+        assert_eq!(spec.limits.max_rss_bytes, 512 << 20);
+        let registered = spec_of(build(&c).unwrap().as_ref(), &c, &NodeConfig::default()).unwrap().limits;
+        assert_eq!(
+            (registered.max_wall_ms, registered.max_memory_mb, registered.max_epochs),
+            (3_600_000, 512, 40),
+            "evaluators get the same budget"
+        );
+    }
+
+    /// The node's quorum keys and the domain's `bound`, `baseline` and data keys reach the
+    /// spec the domain registers on chain.
+    #[test]
+    fn quorum_bound_baseline_and_data_keys_shape_the_registered_spec() {
+        let mut c = DomainConfig { domain_id: "quadratic".into(), ..DomainConfig::default() };
+        c.optimization_config.insert("bound".into(), 3.5.into());
+        c.optimization_config.insert("baseline".into(), (-250.0).into());
+        let node = NodeConfig {
+            quorum_min_evaluators: 2,
+            quorum_max_evaluators: 5,
+            quorum_fraction: 0.75,
+            ..NodeConfig::default()
+        };
+        let spec = spec_of(build(&c).unwrap().as_ref(), &c, &node).unwrap();
+        assert_eq!(
+            (spec.quorum.min, spec.quorum.max, spec.quorum.fraction_num, spec.quorum.fraction_den),
+            (2, 5, 3, 4)
+        );
+        assert_eq!(
+            spec.params[0].kind,
+            doin_primitives::domain::ParamKind::Continuous {
+                min: Metric::from_f64(-3.5).unwrap(),
+                max: Metric::from_f64(3.5).unwrap()
+            }
+        );
+        assert_eq!(spec.baseline, Metric::from_f64(-250.0).unwrap());
+        assert_eq!(spec.evaluation.data, DataSource::Synthetic);
+        c.has_synthetic_data = false;
+        let spec = spec_of(build(&c).unwrap().as_ref(), &c, &node).unwrap();
+        assert_eq!(spec.evaluation.data, DataSource::HeldOut);
+        c.synthetic_data_validation = false;
+        let spec = spec_of(build(&c).unwrap().as_ref(), &c, &node).unwrap();
+        assert_eq!(spec.evaluation.data, DataSource::Trusted);
+        // A built-in model names its parameters on chain (what `param_bounds` takes).
+        let mlp = DomainConfig { domain_id: "mlp_digits".into(), ..DomainConfig::default() };
+        let spec = spec_of(build(&mlp).unwrap().as_ref(), &mlp, &node).unwrap();
+        assert_eq!(spec.params[2].name.as_str(), "learning_rate");
+    }
+
+    /// `early_patience` reaches the built-in models: a candidate's training stops after that
+    /// many epochs without a better validation score.
+    #[test]
+    fn early_patience_stops_a_candidates_training() {
+        use doin_optimize::{Value, domain::Budget};
+        let epochs_with = |patience: u32| {
+            let mut c = DomainConfig { domain_id: "mlp_digits".into(), ..DomainConfig::default() };
+            c.optimization_config.insert("early_patience".into(), patience.into());
+            let d = build(&c).unwrap();
+            // One small layer, a high learning rate: validation stops improving early.
+            let params = [
+                Value::Int(1),
+                Value::Int(16),
+                Value::Real(0.03),
+                Value::Real(1e-6),
+                Value::Real(0.0),
+                Value::Int(256),
+                Value::Int(60),
+            ];
+            let budget = Budget {
+                deadline: std::time::Instant::now() + Duration::from_secs(120),
+                max_epochs: 100,
+                max_memory_bytes: 1 << 30,
+            };
+            d.evaluate(&params, None, budget).unwrap().metrics["epochs"]
+        };
+        let (short, long) = (epochs_with(1), epochs_with(60));
+        assert!(short < long, "patience 1 trained {short} epochs, patience 60 {long}");
+        assert_eq!(long, 60.0, "with patience past the epoch count the candidate trains them all");
+    }
 
     #[test]
     fn quorum_fractions_stay_exact() {

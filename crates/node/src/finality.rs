@@ -126,6 +126,7 @@ impl Voter {
 
 /// Fault injection (`--adversary double-finality-vote`): this node's due vote and a second one
 /// for another block at the same height, both to be published. Honest nodes never call it.
+#[cfg(feature = "adversary")]
 pub fn equivocate(state: &State, key: &Keypair, voter: &mut Voter) -> Option<[FinalityVote; 2]> {
     let vote = voter.next_vote(state, key).ok()??;
     let mut body = vote.body.clone();

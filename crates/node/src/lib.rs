@@ -13,7 +13,9 @@ pub mod identity;
 pub mod mempool;
 pub mod node;
 pub mod optimizer;
+pub mod participation;
 pub mod store;
+pub mod tally;
 
 pub use config::{ConfigError, DomainConfig, Loaded, NodeConfig};
-pub use node::{Adversary, NodeError, RunLimits, run};
+pub use node::{ADVERSARIES, Adversary, NodeError, RunLimits, run};

@@ -37,6 +37,17 @@ impl Mempool {
         self.txs.get(id).cloned()
     }
 
+    /// The nonce of `sender`'s next transaction: after its pending ones on `state`.
+    pub fn next_nonce(&self, sender: &Address, state: &State) -> u64 {
+        let mut next = state.account(sender).nonce;
+        if let Some(pending) = self.by_sender.get(sender) {
+            while pending.contains_key(&next) {
+                next += 1;
+            }
+        }
+        next
+    }
+
     /// Admits a transaction, or says why not.
     pub fn insert(&mut self, tx: Transaction, state: &State) -> Result<(), String> {
         let id = tx.id();

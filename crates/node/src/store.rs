@@ -1,6 +1,9 @@
 //! The chain store shared between the network (serving sync requests) and the node (importing).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError,
+    atomic::{AtomicBool, Ordering},
+};
 
 use doin_net::{Status, SyncProvider, sync::BlockSink};
 use doin_primitives::{Block, BlockBody, BlockHeader, Hash};
@@ -8,12 +11,18 @@ use doin_storage::ChainStore;
 
 /// A chain store behind a mutex, cheap to clone.
 #[derive(Clone, Debug)]
-pub struct SharedStore(pub Arc<Mutex<ChainStore>>);
+pub struct SharedStore(pub Arc<Mutex<ChainStore>>, Arc<AtomicBool>);
 
 impl SharedStore {
     /// Wraps a store.
     pub fn new(store: ChainStore) -> Self {
-        Self(Arc::new(Mutex::new(store)))
+        Self(Arc::new(Mutex::new(store)), Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Refuses further imports through [`BlockSink`]: a stopping node's background syncs must
+    /// not move its chain after it reported its final state.
+    pub fn close(&self) {
+        self.1.store(true, Ordering::Relaxed);
     }
 
     /// Locks the store (a panic while holding it does not make it unusable: every write is one
@@ -31,7 +40,9 @@ pub fn status_of(store: &ChainStore) -> Status {
         tip: tip.tip().hash,
         height: tip.height(),
         cumulative_work: tip.meta().cumulative_work,
-        finalized: tip.meta().finalized.height,
+        // The store's own finalized checkpoint: it never moves back in a reorg, and sync must
+        // not look for a common block below it.
+        finalized: store.finalized().height,
         justified: tip.meta().justified.height,
     }
 }
@@ -66,6 +77,9 @@ impl BlockSink for SharedStore {
         self.lock().canonical_hash(height).ok().flatten()
     }
     fn import(&mut self, block: Block) -> Result<(), String> {
+        if self.1.load(Ordering::Relaxed) {
+            return Err("the node is stopping".into());
+        }
         self.lock().import(&block).map(|_| ()).map_err(|e| e.to_string())
     }
 }

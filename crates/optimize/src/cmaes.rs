@@ -372,6 +372,10 @@ impl Optimizer for CmaEs {
         self.core.best.as_ref()
     }
 
+    fn kind(&self) -> &'static str {
+        "cma-es"
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         borsh::to_vec(&self.core).unwrap_or_default()
     }

@@ -89,6 +89,11 @@ pub trait Domain: Send + Sync {
     fn id(&self) -> &str;
     /// The parameter space.
     fn space(&self) -> &Space;
+    /// The parameters' names, in the space's order (what `param_bounds` and the chain's domain
+    /// spec call them); `p0`, `p1`, … unless the domain names them.
+    fn param_names(&self) -> Vec<String> {
+        (0..self.space().len()).map(|i| format!("p{i}")).collect()
+    }
     /// Whether higher performance is better.
     fn higher_is_better(&self) -> bool;
     /// Measures `params` on the optimizer's data (`seed = None`) or on data derived from an

@@ -216,6 +216,10 @@ impl Optimizer for Ga {
         self.core.best.as_ref()
     }
 
+    fn kind(&self) -> &'static str {
+        "ga"
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         borsh::to_vec(&self.core).unwrap_or_default()
     }

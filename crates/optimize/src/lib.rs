@@ -5,19 +5,24 @@
 //! Convention: optimizers minimize a loss; domains that maximize report `-performance`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod auto;
 pub mod bench;
 pub mod cmaes;
 pub mod domain;
 pub mod driver;
 pub mod functions;
 pub mod ga;
+pub mod narrowed;
 pub mod shade;
 pub mod space;
+pub mod tpe;
 
+pub use auto::Auto;
 pub use cmaes::CmaEs;
 pub use ga::{Ga, GaConfig};
 pub use shade::Shade;
 pub use space::{Dim, Space, Value};
+pub use tpe::Tpe;
 
 /// One evaluated candidate: its point in the unit cube and its loss (lower is better;
 /// `f64::INFINITY` for a failed evaluation).
@@ -47,8 +52,59 @@ pub trait Optimizer: Send {
     }
     /// The full state, to resume after a restart.
     fn snapshot(&self) -> Vec<u8>;
+    /// What runs, for logs and status (`auto` says what it chose).
+    fn kind(&self) -> &'static str {
+        "plugin"
+    }
+    /// A moment of the search the node's loop reports (the seed's optimizer hooks); built-in
+    /// optimizers ignore them, a plugin receives those it declared.
+    fn hook(&mut self, _event: &Hook) {}
     /// Restores a snapshot taken by the same optimizer kind.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>;
+}
+
+/// The optimizer hooks the node's loop calls (`on_generation_start`, `on_between_candidates`,
+/// `on_generation_end`, `on_champion_found`: the Python system's names).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hook {
+    /// A batch (a "generation" of the loop) is about to be evaluated.
+    GenerationStart {
+        /// Batches so far.
+        generation: u64,
+    },
+    /// One candidate of the batch was measured.
+    BetweenCandidates {
+        /// Candidates of the batch measured so far.
+        done: usize,
+        /// Candidates in the batch.
+        total: usize,
+    },
+    /// The batch was measured and told.
+    GenerationEnd {
+        /// Batches so far.
+        generation: u64,
+        /// The best loss the optimizer has seen.
+        best_loss: Option<f64>,
+    },
+    /// The network verified a new champion (its point and the loss this node measured for it).
+    ChampionFound {
+        /// Its point in the unit cube.
+        x: Vec<f64>,
+        /// Its loss.
+        loss: f64,
+    },
+}
+
+impl Hook {
+    /// The method a plugin implements for it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::GenerationStart { .. } => "on_generation_start",
+            Self::BetweenCandidates { .. } => "on_between_candidates",
+            Self::GenerationEnd { .. } => "on_generation_end",
+            Self::ChampionFound { .. } => "on_champion_found",
+        }
+    }
 }
 
 /// Keeps the better of a pending migrant and a new one (injection happens at the next

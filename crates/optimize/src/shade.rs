@@ -232,6 +232,10 @@ impl Optimizer for Shade {
         self.core.best.as_ref()
     }
 
+    fn kind(&self) -> &'static str {
+        "shade"
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         borsh::to_vec(&self.core).unwrap_or_default()
     }

@@ -68,6 +68,27 @@ pub fn space_from_json(v: &Json) -> Result<Space, String> {
     Ok(Space { dims })
 }
 
+/// The parameters' names in the JSON form of a space (each entry's optional `name`; `p{i}` when
+/// absent), refusing empty, overlong or repeated names.
+pub fn names_from_json(v: &Json) -> Result<Vec<String>, String> {
+    let items = v.as_array().ok_or("`space` must be an array")?;
+    let mut names = Vec::with_capacity(items.len());
+    for (i, d) in items.iter().enumerate() {
+        let name = match d.get("name") {
+            None | Some(Json::Null) => format!("p{i}"),
+            Some(Json::String(n)) if !n.is_empty() && n.len() <= 64 => n.clone(),
+            Some(other) => {
+                return Err(format!("space[{i}]: `name` {other} is not a string of 1 to 64 bytes"));
+            }
+        };
+        if names.contains(&name) {
+            return Err(format!("space[{i}]: the name {name:?} is used twice"));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
 /// Values as protocol numbers.
 pub fn values_to_json(values: &[Value]) -> Json {
     Json::Array(
@@ -231,6 +252,34 @@ impl Optimizer for PluginOptimizer {
         self.best.as_ref()
     }
 
+    /// Sent only when the plugin's `configure` reply listed the hook's method in `hooks` (a
+    /// plugin that did not ask is not disturbed).
+    fn hook(&mut self, event: &doin_optimize::Hook) {
+        use doin_optimize::Hook;
+        let method = event.method();
+        let wanted = self.with_host(|h| {
+            h.handshake()
+                .and_then(|r| r.get("hooks"))
+                .and_then(Json::as_array)
+                .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(method)))
+        });
+        if wanted != Some(true) {
+            return;
+        }
+        let params = match event {
+            Hook::GenerationStart { generation } => json!({ "generation": generation }),
+            Hook::BetweenCandidates { done, total } => json!({ "done": done, "total": total }),
+            Hook::GenerationEnd { generation, best_loss } => {
+                json!({ "generation": generation, "best_loss": best_loss.filter(|l| l.is_finite()) })
+            }
+            Hook::ChampionFound { x, loss } => json!({
+                "params": values_to_json(&self.space.decode(x)),
+                "loss": Some(*loss).filter(|l| l.is_finite()),
+            }),
+        };
+        let _ = self.call(method, params);
+    }
+
     /// The plugin's `snapshot` state (a string it chose), or empty when it has none.
     fn snapshot(&self) -> Vec<u8> {
         self.with_host(|h| h.call("snapshot", json!({})))
@@ -257,6 +306,7 @@ impl Optimizer for PluginOptimizer {
 pub struct PluginDomain {
     id: String,
     space: Space,
+    names: Vec<String>,
     higher_is_better: bool,
     host: Mutex<PluginHost>,
 }
@@ -273,9 +323,11 @@ impl PluginDomain {
         let host = PluginHost::start(spec, params)?;
         let hs = host.handshake().cloned().unwrap_or(Json::Null);
         let bad = |reason: String| PluginError::Handshake { plugin: host.name().to_owned(), reason };
-        let space = space_from_json(hs.get("space").unwrap_or(&Json::Null)).map_err(bad)?;
+        let space_json = hs.get("space").unwrap_or(&Json::Null);
+        let space = space_from_json(space_json).map_err(bad)?;
+        let names = names_from_json(space_json).map_err(bad)?;
         let higher_is_better = hs.get("higher_is_better").and_then(Json::as_bool).unwrap_or(true);
-        Ok(Self { id: id.to_owned(), space, higher_is_better, host: Mutex::new(host) })
+        Ok(Self { id: id.to_owned(), space, names, higher_is_better, host: Mutex::new(host) })
     }
 
     /// Runs `f` with the supervised process.
@@ -305,6 +357,10 @@ impl Domain for PluginDomain {
 
     fn space(&self) -> &Space {
         &self.space
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        self.names.clone()
     }
 
     fn higher_is_better(&self) -> bool {
@@ -373,5 +429,23 @@ impl Domain for PluginDomain {
             .and_then(Json::as_str)
             .ok_or_else(|| EvalError::Failed("`artifact` missing from the train reply".into()))?;
         hex::decode(artifact).map_err(|e| EvalError::Failed(format!("`artifact` is not hex: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_space_names_its_parameters_or_gets_positional_names() {
+        let v = json!([
+            { "kind": "log", "low": 1e-4, "high": 1e-2, "name": "learning_rate" },
+            { "kind": "int", "low": 1, "high": 3 },
+        ]);
+        assert_eq!(names_from_json(&v).unwrap(), ["learning_rate", "p1"]);
+        let twice = json!([{ "low": 0, "high": 1, "name": "a" }, { "low": 0, "high": 1, "name": "a" }]);
+        assert!(names_from_json(&twice).unwrap_err().contains("used twice"));
+        let bad = json!([{ "low": 0, "high": 1, "name": 7 }]);
+        assert!(names_from_json(&bad).unwrap_err().contains("space[0]"));
     }
 }

@@ -231,10 +231,59 @@ pub struct Incident {
     pub error: PluginError,
 }
 
-enum Line {
+/// What the stdout reader hands the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line (without its newline; invalid UTF-8 replaced).
     Text(String),
+    /// A line longer than the limit: the reader stops.
     Oversized,
+    /// The stream ended.
     Eof,
+}
+
+/// One line of a plugin's stdout, read for the call with id `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineKind {
+    /// Whitespace only: skipped.
+    Blank,
+    /// A `{"log": …}` line: the message, logged.
+    Log(String),
+    /// The call's result.
+    Result(Json),
+    /// The call's `error.message` (or the whole `error` value).
+    Error(String),
+    /// Anything else, and why.
+    Malformed(String),
+}
+
+/// Interprets one line of a plugin's stdout for the call with id `id` (the protocol's JSON
+/// lines: a reply `{"id", "result" | "error"}` or a log `{"log"}`).
+pub fn interpret_line(text: &str, id: u64) -> LineKind {
+    if text.trim().is_empty() {
+        return LineKind::Blank;
+    }
+    let mut value: Json = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return LineKind::Malformed(format!("not JSON ({e})")),
+    };
+    if let Some(msg) = value.get("log") {
+        return LineKind::Log(msg.as_str().map_or_else(|| msg.to_string(), str::to_owned));
+    }
+    match value.get("id").and_then(Json::as_u64) {
+        Some(got) if got == id => {}
+        Some(got) => return LineKind::Malformed(format!("reply id {got}, expected {id}")),
+        None => return LineKind::Malformed("a line that is neither a reply nor a log".into()),
+    }
+    if let Some(err) = value.get("error") {
+        let message =
+            err.get("message").and_then(Json::as_str).map(str::to_owned).unwrap_or_else(|| err.to_string());
+        return LineKind::Error(message);
+    }
+    match value.get_mut("result") {
+        Some(r) => LineKind::Result(r.take()),
+        None => LineKind::Malformed("reply without `result` or `error`".into()),
+    }
 }
 
 struct Process {
@@ -617,7 +666,7 @@ impl PluginHost {
         let max = self.spec.limits.max_reply_bytes;
         thread::Builder::new()
             .name(format!("plugin-{name}-out"))
-            .spawn(move || reader(stdout, max, line_tx))
+            .spawn(move || read_lines(stdout, max, line_tx))
             .map_err(|e| spawn_err(e.to_string()))?;
 
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -712,36 +761,22 @@ impl PluginHost {
                 method: method.into(),
                 reason: format!("{reason} in {:?}", text.chars().take(80).collect::<String>()),
             };
-            if text.trim().is_empty() {
-                continue;
-            }
-            let value: Json =
-                serde_json::from_str(&text).map_err(|e| malformed(format!("not JSON ({e})")))?;
-            if let Some(msg) = value.get("log") {
-                logs += 1;
-                if logs > self.spec.limits.max_log_lines {
-                    return Err(PluginError::Flood { plugin, method: method.into(), lines: logs });
+            match interpret_line(&text, id) {
+                LineKind::Blank => continue,
+                LineKind::Log(message) => {
+                    logs += 1;
+                    if logs > self.spec.limits.max_log_lines {
+                        return Err(PluginError::Flood { plugin, method: method.into(), lines: logs });
+                    }
+                    tracing::info!(plugin = %plugin, message = %message, "plugin log");
+                    continue;
                 }
-                tracing::info!(plugin = %plugin, message = %msg.as_str().unwrap_or_default(), "plugin log");
-                continue;
+                LineKind::Malformed(reason) => return Err(malformed(reason)),
+                LineKind::Error(message) => {
+                    return Err(PluginError::Remote { plugin, method: method.into(), message });
+                }
+                LineKind::Result(r) => return Ok(r),
             }
-            match value.get("id").and_then(Json::as_u64) {
-                Some(got) if got == id => {}
-                Some(got) => return Err(malformed(format!("reply id {got}, expected {id}"))),
-                None => return Err(malformed("a line that is neither a reply nor a log".into())),
-            }
-            if let Some(err) = value.get("error") {
-                let message = err
-                    .get("message")
-                    .and_then(Json::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| err.to_string());
-                return Err(PluginError::Remote { plugin, method: method.into(), message });
-            }
-            return match value.get("result") {
-                Some(r) => Ok(r.clone()),
-                None => Err(malformed("reply without `result` or `error`".into())),
-            };
         }
     }
 }
@@ -763,7 +798,7 @@ fn writer(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
 }
 
 /// Splits stdout into lines of at most `max` bytes; stops at the first longer one.
-fn reader(stdout: impl Read, max: usize, out: SyncSender<Line>) {
+pub fn read_lines(stdout: impl Read, max: usize, out: SyncSender<Line>) {
     let mut r = BufReader::with_capacity(64 * 1024, stdout);
     let mut line = Vec::new();
     loop {

@@ -265,6 +265,31 @@ fn deap_optimizer_plugin_solves_the_quadratic_domain() {
     assert!(again.last_error().is_none());
 }
 
+/// The node's loop hooks reach a Python optimizer plugin through the SDK: only the hooks the
+/// plugin overrides are sent (it declares them at `configure`), with their arguments; the
+/// others cost no call.
+#[test]
+fn optimizer_hooks_reach_the_plugins_that_declare_them() {
+    use doin_optimize::{Dim, Hook, Space};
+    let _plugins = shared();
+    if python_with(&[]).is_none() {
+        return;
+    }
+    let fixture = manifest_dir().join("tests/fixtures/hooked.py").display().to_string();
+    let spec = PluginSpec::new("hooked", vec!["python3".into(), fixture]);
+    let space = Space { dims: vec![Dim::Continuous { lo: -1.0, hi: 1.0 }; 2] };
+    let mut opt = PluginOptimizer::start(spec, space, json!({}), 5).unwrap();
+    let declared = opt.with_host(|h| h.handshake().and_then(|r| r.get("hooks")).cloned()).flatten();
+    assert_eq!(declared, Some(json!(["on_generation_start", "on_champion_found"])));
+    opt.hook(&Hook::GenerationStart { generation: 1 });
+    opt.hook(&Hook::BetweenCandidates { done: 1, total: 2 });
+    opt.hook(&Hook::GenerationEnd { generation: 1, best_loss: Some(0.5) });
+    opt.hook(&Hook::ChampionFound { x: vec![0.75, 0.5], loss: 0.25 });
+    assert!(opt.last_error().is_none(), "{:?}", opt.last_error());
+    let calls: serde_json::Value = serde_json::from_slice(&opt.snapshot()).unwrap();
+    assert_eq!(calls, json!([["start", 1], ["champion", [0.5, 0.0], 0.25]]));
+}
+
 #[test]
 fn numpy_domain_plugin_measures_and_learns() {
     let _plugins = shared();

@@ -75,6 +75,11 @@ pub struct ChainStore {
     /// Lowest height whose state the store can rebuild (0, or a snapshot's height).
     base: u64,
     tip: State,
+    /// The newest finalized checkpoint any canonical tip of this store has carried. A reorg
+    /// onto a heavier branch (a higher justified checkpoint) may carry an older finalized one
+    /// in its state — that branch still holds this checkpoint — but the store's own never
+    /// moves back: what it pruned and which forks it refuses follow this one (persisted).
+    finalized: Checkpoint,
     /// Post-states of recent canonical blocks and side branches, by block hash.
     states: HashMap<Hash, State>,
 }
@@ -189,7 +194,17 @@ impl ChainStore {
         state: State,
     ) -> Self {
         let base = state.height();
-        Self { db, path: path.to_path_buf(), opts, genesis, base, tip: state, states: HashMap::new() }
+        let finalized = state.meta().finalized;
+        Self {
+            db,
+            path: path.to_path_buf(),
+            opts,
+            genesis,
+            base,
+            tip: state,
+            finalized,
+            states: HashMap::new(),
+        }
     }
 
     fn load(db: Database, path: &Path, opts: StoreOptions) -> Result<Self, StorageError> {
@@ -222,8 +237,14 @@ impl ChainStore {
             StorageError::Corrupted { path: shown.clone(), detail: format!("tip state: {e}") }
         })?;
         drop(read);
-        info!(target: "storage", path = %shown, height = header.height, root = %tip.root(), "chain store open");
-        Ok(Self { db, path: path.to_path_buf(), opts, genesis, base, tip, states: HashMap::new() })
+        let stored: Option<Checkpoint> =
+            read_meta(&db, "finalized")?.map(|v| decode(&v, "the finalized checkpoint")).transpose()?;
+        let finalized = match stored {
+            Some(f) if f.height > tip.meta().finalized.height => f,
+            _ => tip.meta().finalized,
+        };
+        info!(target: "storage", path = %shown, height = header.height, root = %tip.root(), finalized = finalized.height, "chain store open");
+        Ok(Self { db, path: path.to_path_buf(), opts, genesis, base, tip, finalized, states: HashMap::new() })
     }
 
     /// The canonical tip state.
@@ -241,9 +262,11 @@ impl ChainStore {
         &self.path
     }
 
-    /// The finalized checkpoint of the canonical chain.
+    /// The finalized checkpoint of the canonical chain: the newest the store's canonical tip
+    /// has ever carried (never moves back, not even in a reorg onto a branch whose state
+    /// finalized less).
     pub fn finalized(&self) -> Checkpoint {
-        self.tip.meta().finalized
+        self.finalized
     }
 
     /// A stored header.
@@ -357,7 +380,13 @@ impl ChainStore {
         let parent_state = if extends_tip {
             self.tip.clone()
         } else {
-            self.state_for(&parent)?.ok_or(ImportError::UnknownParent { hash, parent })?
+            match self.state_for(&parent)? {
+                Some(s) => s,
+                None => {
+                    warn!(target: "storage", %parent, why = %self.why_no_state(&parent), "no post-state for a parent");
+                    return Err(ImportError::UnknownParent { hash, parent });
+                }
+            }
         };
         let (state, receipt) = apply_block(&parent_state, block).map_err(|source| ImportError::Invalid {
             hash,
@@ -474,6 +503,30 @@ impl ChainStore {
         self.states.insert(state.tip().hash, state);
     }
 
+    /// Why [`Self::state_for`] has no state for `hash` (for the log).
+    fn why_no_state(&self, hash: &Hash) -> String {
+        let detail = || -> Result<String, StorageError> {
+            let read = self.db.begin_read()?;
+            let Some(header) = read_header(&read, hash)? else { return Ok("no header".into()) };
+            let canonical =
+                read.open_table(CANONICAL)?.get(header.height)?.map(|v| hash_of(v.value())).transpose()?;
+            let undo = read.open_table(UNDO)?;
+            let missing: Vec<u64> = (header.height + 1..=self.tip.height())
+                .filter(|h| undo.get(*h).ok().flatten().is_none())
+                .collect();
+            Ok(format!(
+                "height {} canonical {} base {} tip {} finalized {} undo missing at {:?}",
+                header.height,
+                canonical == Some(*hash),
+                self.base,
+                self.tip.height(),
+                self.finalized().height,
+                &missing[..missing.len().min(20)]
+            ))
+        };
+        detail().unwrap_or_else(|e| e.to_string())
+    }
+
     /// The post-state of a known block: in memory, or rebuilt for a canonical block above the
     /// store's base by undoing the later canonical blocks' changes from the tip.
     pub fn state_for(&self, hash: &Hash) -> Result<Option<State>, StorageError> {
@@ -525,8 +578,12 @@ impl ChainStore {
 
     /// After a canonical change: drop undo records at or below finality and, in non-archive
     /// mode, bodies more than `keep_bodies` behind it.
-    fn after_finality(&self, txn: &WriteTransaction, state: &State) -> Result<(), StorageError> {
-        let finalized = state.meta().finalized.height;
+    fn after_finality(&mut self, txn: &WriteTransaction, state: &State) -> Result<(), StorageError> {
+        if state.meta().finalized.height > self.finalized.height {
+            self.finalized = state.meta().finalized;
+            txn.open_table(META)?.insert("finalized", encode(&self.finalized).as_slice())?;
+        }
+        let finalized = self.finalized.height;
         let history = state.params().history_len();
         let mut undo = txn.open_table(UNDO)?;
         undo.retain_in(..=finalized, |_, _| false)?;

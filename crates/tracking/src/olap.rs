@@ -160,6 +160,30 @@ impl Olap {
         Ok(conn)
     }
 
+    /// The newest `limit` recorded rounds of `domain` that measured a performance, as
+    /// (parameters JSON, performance): the prior trials a run of the same domain starts from
+    /// (the seed's L3 warm start).
+    pub fn prior_trials(
+        path: &Path,
+        domain: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, f64)>, TrackingError> {
+        let conn = Self::reader(path)?;
+        let e = sql(path);
+        let mut q = conn
+            .prepare(
+                "SELECT parameters, performance FROM fact_round WHERE domain_id = ?1 AND performance IS NOT NULL \
+                 ORDER BY timestamp_utc DESC, round_number DESC LIMIT ?2",
+            )
+            .map_err(&e)?;
+        let rows = q
+            .query_map(rusqlite::params![domain, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
+            })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
     /// Records an experiment and its domain.
     pub fn record_experiment(&mut self, x: &Experiment) -> Result<(), TrackingError> {
         let e = sql(&self.path);

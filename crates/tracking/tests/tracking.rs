@@ -172,3 +172,26 @@ fn unusable_databases_are_reported_and_tracking_goes_on() {
         .collect();
     assert_eq!(numbers, [3, 1], "round 2 was refused while locked; 1 and 3 are intact");
 }
+
+/// A domain's recorded rounds come back as prior trials, newest first, bounded, only the
+/// domain asked for and only rounds that measured something.
+#[test]
+fn prior_trials_are_the_domains_measured_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cube.db");
+    let mut olap = Olap::open(&path).unwrap();
+    let x = experiment();
+    for n in 1..=5 {
+        olap.record_round(&x, &round(n, n as f64)).unwrap();
+    }
+    olap.record_round(&x, &Round { performance: None, ..round(6, 0.0) }).unwrap();
+    let mut other = experiment();
+    (other.experiment_id, other.domain_id) = ("e2".into(), "sphere".into());
+    olap.record_experiment(&other).unwrap();
+    olap.record_round(&other, &Round { experiment_id: "e2".into(), ..round(7, 9.0) }).unwrap();
+    let trials = Olap::prior_trials(&path, "quadratic", 3).unwrap();
+    let perf: Vec<f64> = trials.iter().map(|(_, p)| *p).collect();
+    assert_eq!(perf, [5.0, 4.0, 3.0]);
+    assert_eq!(trials[0].0, "[1.5, \"a,b\"]");
+    assert!(Olap::prior_trials(&path, "none", 3).unwrap().is_empty());
+}

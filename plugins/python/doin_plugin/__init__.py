@@ -38,24 +38,31 @@ __all__ = [
 ]
 
 
-def float_dim(low, high):
-    """A real parameter in [low, high]."""
-    return {"kind": "float", "low": float(low), "high": float(high)}
+def _named(dim, name):
+    if name is not None:
+        dim["name"] = str(name)
+    return dim
 
 
-def log_dim(low, high):
+def float_dim(low, high, name=None):
+    """A real parameter in [low, high]; `name` is what `param_bounds` and the chain call it
+    (default p0, p1, ... by position)."""
+    return _named({"kind": "float", "low": float(low), "high": float(high)}, name)
+
+
+def log_dim(low, high, name=None):
     """A positive real parameter in [low, high] searched on a log scale."""
-    return {"kind": "log", "low": float(low), "high": float(high)}
+    return _named({"kind": "log", "low": float(low), "high": float(high)}, name)
 
 
-def int_dim(low, high):
+def int_dim(low, high, name=None):
     """An integer parameter in [low, high]."""
-    return {"kind": "int", "low": int(low), "high": int(high)}
+    return _named({"kind": "int", "low": int(low), "high": int(high)}, name)
 
 
-def categorical(choices):
+def categorical(choices, name=None):
     """One of `choices` options, passed as its index 0..choices-1."""
-    return {"kind": "categorical", "choices": int(choices)}
+    return _named({"kind": "categorical", "choices": int(choices)}, name)
 
 
 class PluginError(Exception):
@@ -86,6 +93,22 @@ class Optimizer:
 
     def restore(self, state):
         """Resume from a `snapshot` string."""
+
+    # Hooks (the node calls only those a subclass overrides).
+    def on_generation_start(self, generation):
+        """A batch of the node's loop is about to be evaluated (`generation` counts batches)."""
+
+    def on_between_candidates(self, done, total):
+        """`done` of the batch's `total` candidates were measured."""
+
+    def on_generation_end(self, generation, best_loss):
+        """The batch was measured and told; `best_loss` is the node's best so far (or None)."""
+
+    def on_champion_found(self, params, loss):
+        """The network verified a new champion: its parameters and the loss measured here."""
+
+
+_HOOKS = ("on_generation_start", "on_between_candidates", "on_generation_end", "on_champion_found")
 
 
 class Domain:
@@ -142,6 +165,7 @@ def _dispatch(plugin, method, params):
         if isinstance(plugin, Optimizer):
             extra = plugin.configure(params.get("space", []), params.get("config") or {}, params.get("seed", 0))
             reply["role"] = "optimizer"
+            reply["hooks"] = [h for h in _HOOKS if getattr(type(plugin), h) is not getattr(Optimizer, h)]
         else:
             extra = plugin.configure(params.get("config") or {})
             reply["role"] = "domain"
@@ -164,6 +188,18 @@ def _dispatch(plugin, method, params):
             return {"state": plugin.snapshot()}
         if method == "restore":
             plugin.restore(params.get("state"))
+            return {}
+        if method == "on_generation_start":
+            plugin.on_generation_start(int(params.get("generation", 0)))
+            return {}
+        if method == "on_between_candidates":
+            plugin.on_between_candidates(int(params.get("done", 0)), int(params.get("total", 0)))
+            return {}
+        if method == "on_generation_end":
+            plugin.on_generation_end(int(params.get("generation", 0)), params.get("best_loss"))
+            return {}
+        if method == "on_champion_found":
+            plugin.on_champion_found(params.get("params"), params.get("loss"))
             return {}
     else:
         if method == "eval_data":

@@ -56,6 +56,16 @@ pub(crate) fn spawn_lines<K: Copy + Send + 'static>(
         .stderr(if show_stderr { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .unwrap();
+    forward_lines(&mut child, key, tx);
+    Killed(child)
+}
+
+/// Reads `child`'s piped stdout line by line into `tx` as `(key, line, arrival)`.
+pub(crate) fn forward_lines<K: Copy + Send + 'static>(
+    child: &mut Child,
+    key: K,
+    tx: &SyncSender<(K, String, Instant)>,
+) {
     let stdout = child.stdout.take().unwrap();
     let tx = tx.clone();
     std::thread::spawn(move || {
@@ -65,5 +75,87 @@ pub(crate) fn spawn_lines<K: Copy + Send + 'static>(
             }
         }
     });
-    Killed(child)
+}
+
+/// `GET path` on a node's API at 127.0.0.1:`port`, its body as JSON (None on any failure).
+pub(crate) fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    serde_json::from_str(out.split_once("\r\n\r\n")?.1.trim()).ok()
+}
+
+/// Reads a node's JSON config, lets `edit` change it, writes it back.
+pub(crate) fn rewrite_config(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut c);
+    std::fs::write(path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+}
+
+/// Whether the test runs as root.
+pub(crate) fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A namespace lab could not be built: under CI (`CI=true`) or as root that fails the test;
+/// on a developer's laptop without root the test says why it skips.
+pub(crate) fn lab_missing(what: &str, error: &str) {
+    let must = std::env::var("CI").is_ok_and(|v| v == "true") || is_root();
+    assert!(!must, "{what}: cannot create network namespaces under CI / as root: {error}");
+    eprintln!("SKIPPED {what} (developer machine without root): cannot create network namespaces ({error})");
+}
+
+/// `doin devnet --setup-only` for `nodes` staked nodes in `dir` (plus `extra` arguments), with
+/// the genesis changed to blocks at least every `block_ms` (heartbeat slots as long): the
+/// genesis spec and each node's config file.
+pub(crate) fn devnet_setup(
+    dir: &std::path::Path,
+    nodes: usize,
+    block_ms: u64,
+    extra: &[&str],
+) -> (doin_consensus::GenesisSpec, Vec<std::path::PathBuf>) {
+    let out = doin()
+        .args(["devnet", "--nodes", &nodes.to_string(), "--setup-only", "--no-tracking"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let genesis_path = v["genesis"].as_str().unwrap().to_owned();
+    let mut genesis: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
+    genesis["params"]["max_block_interval_ms"] = block_ms.into();
+    genesis["params"]["heartbeat_slot_ms"] = block_ms.into();
+    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
+    let configs = v["configs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
+    (serde_json::from_value(genesis).unwrap(), configs)
+}
+
+/// Collects lines from `rx` into `lines` until `until` holds or `deadline` passes; returns
+/// whether it held. `DOIN_DEBUG_LINES` echoes every line to stderr.
+pub(crate) fn collect<K: std::fmt::Debug>(
+    rx: &std::sync::mpsc::Receiver<(K, String, Instant)>,
+    lines: &mut Vec<(K, String, Instant)>,
+    deadline: Instant,
+    until: impl Fn(&[(K, String, Instant)]) -> bool,
+) -> bool {
+    let echo = std::env::var_os("DOIN_DEBUG_LINES").is_some();
+    while Instant::now() < deadline {
+        if until(lines) {
+            return true;
+        }
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            if echo {
+                eprintln!("[{:?}] {}", l.0, l.1);
+            }
+            lines.push(l);
+        }
+    }
+    until(lines)
 }

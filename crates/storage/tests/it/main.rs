@@ -313,3 +313,59 @@ fn a_damaged_state_record_is_caught_by_the_root_check() {
     assert!(matches!(err, StorageError::Corrupted { .. }), "{err}");
     assert!(err.to_string().contains("differs from the expected"), "{err}");
 }
+
+/// A heavier branch (higher justified checkpoint) may carry an older finalized checkpoint in its
+/// state than the branch it replaces — honest stakers who voted 12 → 18 on one branch vote
+/// 12 → 24 on the other — and still hold the store's finalized block. The store's finalized
+/// checkpoint must not move back with it: undo records below it are gone, so a fork below it
+/// could never be applied (the churn soak found a node stuck on such a fork for good).
+#[test]
+fn a_reorg_onto_a_branch_that_finalized_less_keeps_the_finalized_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut net = TestNet::new(6, 3, 0);
+    // Common chain to height 18: 6 and 12 justified, 6 finalized; checkpoint 18 not voted yet.
+    heartbeats(&mut net, 17);
+    net.heartbeat(vec![]).unwrap();
+    assert_eq!((net.state.meta().justified.height, net.state.meta().finalized.height), (12, 6));
+    let base = (net.state.clone(), net.blocks.clone(), net.now_ms);
+    // Branch A: the votes for 18 are included: 18 justified, 12 finalized.
+    heartbeats(&mut net, 3);
+    assert_eq!((net.state.meta().justified.height, net.state.meta().finalized.height), (18, 12));
+    let chain_a = net.blocks.clone();
+    // Branch B from 18: no votes for 18; at 24 the stakers vote 12 → 24: 24 justified, 6
+    // still finalized on this branch.
+    net.state = base.0;
+    net.blocks = base.1;
+    net.now_ms = base.2 + 250;
+    for _ in 0..6 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    heartbeats(&mut net, 2);
+    assert_eq!((net.state.meta().justified.height, net.state.meta().finalized.height), (24, 6));
+    let chain_b = net.blocks[18..].to_vec();
+
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for b in &chain_a {
+        store.import(b).unwrap();
+    }
+    assert_eq!(store.finalized().height, 12);
+    for b in &chain_b {
+        store.import(b).unwrap();
+    }
+    assert_eq!(store.tip().root(), net.state.root(), "the store moved to the heavier branch");
+    assert_eq!(store.tip().meta().finalized.height, 6, "the branch's own state finalized only 6");
+    assert_eq!(store.finalized().height, 12, "the store's finalized checkpoint did not move back");
+    // The canonical states above it can still be rebuilt from undo records.
+    assert!(store.state_for(&chain_a[12].hash()).unwrap().is_some());
+    // A fork below 12 is refused as below finality, not taken for an unknown parent.
+    let mut fork = TestNet::new(6, 3, 0);
+    heartbeats(&mut fork, 9);
+    fork.now_ms += 777;
+    fork.heartbeat(vec![]).unwrap();
+    let err = store.import(fork.blocks.last().unwrap()).unwrap_err();
+    assert!(matches!(err, ImportError::BelowFinality { finalized: 12, .. }), "{err}");
+    drop(store);
+    let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    assert_eq!(store.finalized().height, 12, "and it survives a restart");
+}

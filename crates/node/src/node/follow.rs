@@ -1,0 +1,391 @@
+//! Chain following and network routing: gossip in, blocks imported and announced, syncs
+//! with peers, and what a new tip means for the pipeline (champions, targets, settled claims).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Engine {
+    pub(super) async fn publish(&self, topic: Topic, msg: GossipMessage) {
+        // Our own messages never pass our validator: admit them, or the votes our commit draws
+        // would be ignored as votes on an unknown commit.
+        self.gossip.admit_own(&msg);
+        let name = topic.name();
+        if let Err(e) = self.net.publish(topic, msg).await {
+            tracing::debug!(topic = name, error = %e, "publish failed (no peers yet?)");
+        }
+    }
+
+    pub(super) async fn on_network(&mut self, ev: NetworkEvent) {
+        match ev {
+            NetworkEvent::Listening(addr) => {
+                let me = self.net.peer_id();
+                if matches!(addr.iter().last(), Some(doin_net::Protocol::P2p(p)) if p == me) {
+                    println!("listening {addr}");
+                } else {
+                    println!("listening {addr}/p2p/{me}");
+                }
+            }
+            NetworkEvent::PeerConnected(peer) => {
+                println!("connected {peer}");
+                self.emit("peer_joined", None, json!({ "peer_id": peer.to_string() }));
+            }
+            NetworkEvent::PeerDisconnected(peer) => {
+                self.emit("peer_left", None, json!({ "peer_id": peer.to_string() }));
+            }
+            NetworkEvent::Subscribed { peer, topic } => {
+                if let Some(Topic::Optimae(domain)) = Topic::parse(&topic)
+                    && let Some(needed) = self
+                        .domains
+                        .get(&domain)
+                        .filter(|rt| rt.waiting_for_peers.is_some())
+                        .map(|rt| rt.peers_needed)
+                {
+                    let listening =
+                        self.net.topic_peers(Topic::Optimae(domain.clone())).await.map_or(0, |p| p.len());
+                    if listening >= needed {
+                        self.stop_waiting(&domain, Some(peer));
+                    }
+                }
+            }
+            NetworkEvent::Gossip { message, from, .. } => match message {
+                GossipMessage::Block(compact) => {
+                    self.on_block(*compact, from);
+                    self.poked = true;
+                }
+                GossipMessage::Transaction(tx) => {
+                    let state = self.tip_state();
+                    if let Err(e) = self.mempool.insert(*tx, &state) {
+                        tracing::debug!(error = %e, "transaction refused");
+                    }
+                }
+                GossipMessage::Commit(c) => {
+                    self.pool_commit(&c);
+                    self.on_commit(*c);
+                    self.poked = true;
+                }
+                GossipMessage::Reveal(r) => {
+                    #[cfg(feature = "adversary")]
+                    if self.adversary == Some(Adversary::CopyReveals) {
+                        self.copy_reveal(&r).await;
+                    }
+                    self.on_reveal(*r, Instant::now());
+                }
+                GossipMessage::Vote(v) => self.on_vote(*v),
+                GossipMessage::Evidence(e) => self.add_evidence(*e),
+                // Admitted into the pool by the gossip check; included by our blocks.
+                GossipMessage::FinalityVote(_) => {}
+                GossipMessage::FinalityEvidence(e) => self.add_finality_evidence(*e),
+            },
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_block(&mut self, compact: CompactBlock, from: PeerId) {
+        let (tip, height) = {
+            let s = self.store.lock();
+            (s.tip().tip().hash, s.tip().height())
+        };
+        let mempool = &self.mempool;
+        let pool = &self.commit_pool;
+        // Certificates we assembled ourselves from the same votes have the same id: most work
+        // blocks rebuild without fetching their bodies.
+        let certs: HashMap<Hash, &Certificate> = if compact.cert_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.certs.values().map(|c| (c.cert.id(), &c.cert)).collect()
+        };
+        match compact.rebuild(
+            |id| mempool.get(id),
+            |id| pool.get(id).map(|(c, _)| c.clone()),
+            |id| certs.get(id).map(|c| (*c).clone()),
+        ) {
+            Ok(block) if compact.header.parent_hash == tip => {
+                let mut sink = self.store.clone();
+                if let Err(e) = sink.import(block) {
+                    tracing::debug!(error = %e, "gossiped block refused");
+                }
+            }
+            _ if compact.header.height > height || compact.header.parent_hash == tip => self.spawn_sync(from),
+            _ => {}
+        }
+    }
+
+    pub(super) fn spawn_sync(&self, peer: PeerId) {
+        if !self.syncing.lock().map(|mut s| s.insert(peer)).unwrap_or(false) {
+            return;
+        }
+        let (handle, mut sink, syncing) = (self.net.clone(), self.store.clone(), self.syncing.clone());
+        tokio::spawn(async move {
+            sync_logged(&handle, peer, &mut sink).await;
+            if let Ok(mut s) = syncing.lock() {
+                s.remove(&peer);
+            }
+        });
+    }
+
+    pub(super) fn poll_peers(&mut self) {
+        let (handle, genesis) = (self.net.clone(), self.store.lock().genesis_hash());
+        let (sink, syncing, bootstrap) = (self.store.clone(), self.syncing.clone(), self.bootstrap.clone());
+        let live = self.live.clone();
+        self.polls = self.polls.wrapping_add(1);
+        let redial_due = self.polls.is_multiple_of(REDIAL_POLLS);
+        tokio::spawn(async move {
+            let peers = handle.peers().await.unwrap_or_default();
+            if let Ok(mut l) = live.write() {
+                l.peers = peers.iter().map(ToString::to_string).collect();
+            }
+            // Bootstrap peers that were not up when we started, or whose connections a network
+            // partition closed (the rest of the network stays connected, so waiting for zero
+            // peers would keep the two sides apart after the link heals): dial them again.
+            if peers.is_empty() || (redial_due && peers.len() < bootstrap.len()) {
+                for addr in bootstrap {
+                    let _ = handle.dial(addr).await;
+                }
+                if peers.is_empty() {
+                    return;
+                }
+            }
+            let best = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await;
+            if let Ok(mut l) = live.write() {
+                l.network_height = best.as_ref().map(|(_, s)| s.height);
+            }
+            let Some((peer, status)) = best else {
+                return;
+            };
+            if !doin_net::sync::is_ahead(&status, &BlockSink::status(&sink)) {
+                return;
+            }
+            if !syncing.lock().map(|mut s| s.insert(peer)).unwrap_or(false) {
+                return;
+            }
+            let mut sink = sink;
+            sync_logged(&handle, peer, &mut sink).await;
+            if let Ok(mut s) = syncing.lock() {
+                s.remove(&peer);
+            }
+        });
+    }
+
+    /// What a block or a commit may call for at once: the new tip's consequences, our reveals
+    /// whose commits it sealed, and a block if we lead the seal slot.
+    pub(super) async fn react(&mut self) {
+        self.on_tip();
+        let state = self.tip_state();
+        self.release_reveals(&state).await;
+        self.produce().await;
+    }
+
+    /// A commit is done (certified, or its certificate refused for good): forget its pipeline
+    /// state, and remember it so a late copy of its messages is not processed again.
+    pub(super) fn forget(&mut self, id: Hash) {
+        self.gossip.settle(&id);
+        if self.done.len() >= MAX_PENDING * 4 {
+            self.done.clear();
+        }
+        self.tallies.remove(&id);
+        self.reveals.remove(&id);
+        self.commits.remove(&id);
+        self.done.insert(id);
+    }
+
+    pub(super) async fn import_and_announce(&mut self, block: Block) {
+        let h = &block.header.body;
+        tracing::debug!(
+            height = h.height,
+            kind = ?h.kind,
+            since_parent_ms = h.timestamp_ms.saturating_sub(self.tip_state().meta().timestamp_ms),
+            commits = block.body.commits.len(),
+            certificates = block.body.certificates.len(),
+            "producing a block"
+        );
+        if let Err(e) = self.store.lock().import(&block) {
+            tracing::warn!(error = %e, "own block refused by the store");
+            return;
+        }
+        let compact = CompactBlock::of(&block);
+        self.publish(Topic::Blocks, GossipMessage::Block(Box::new(compact))).await;
+        self.on_tip();
+    }
+
+    /// Reacts to a new tip: prints it, injects new champions, pauses domains at their target.
+    pub(super) fn on_tip(&mut self) {
+        let (state, tip) = {
+            let s = self.store.lock();
+            (s.tip().clone(), s.tip().tip().hash)
+        };
+        if tip == self.last_tip {
+            return;
+        }
+        self.last_tip = tip;
+        self.recheck_quorums = true;
+        self.gossip.set_state(state.clone());
+        // Evidence the chain has used (or can no longer use) leaves the pool.
+        self.evidence.retain(|e| certs::check_evidence(&state, e).is_ok());
+        self.finality_evidence.retain(|e| doin_consensus::finality::check_evidence(&state, e).is_ok());
+        // The store's finalized checkpoint, not the tip state's: a reorg onto a heavier branch
+        // may carry an older one in its state, and what this node announced stays final.
+        let (justified, finalized) = (state.meta().justified, self.store.lock().finalized());
+        if (justified.height, finalized.height) != self.finality_shown {
+            if justified.height != self.finality_shown.0 {
+                println!("justified {} {}", justified.height, justified.hash);
+            }
+            if finalized.height != self.finality_shown.1 {
+                println!("finalized {} {}", finalized.height, finalized.hash);
+                self.emit(
+                    "finalized",
+                    None,
+                    json!({ "height": finalized.height, "hash": finalized.hash.to_string() }),
+                );
+            }
+            self.finality_shown = (justified.height, finalized.height);
+        }
+        let block = self.store.lock().block(&tip).ok().flatten();
+        let certs = block.as_ref().map_or(0, |b| b.body.certificates.len());
+        println!("block {} {} work {} certs {certs}", state.height(), tip, state.meta().cumulative_work);
+        self.emit(
+            "block",
+            None,
+            json!({
+                "height": state.height(),
+                "hash": tip.to_string(),
+                "kind": block.as_ref().map(|b| format!("{:?}", b.header.body.kind).to_lowercase()),
+                "generator": block.as_ref().map(|b| b.header.body.generator.to_string()),
+                "certificates": certs,
+                "transactions": block.as_ref().map_or(0, |b| b.body.transactions.len()),
+                "cumulative_work": state.meta().cumulative_work as f64 / doin_primitives::FIXED_ONE as f64,
+            }),
+        );
+        self.track_chain(state.height());
+        if let Some(block) = block {
+            for t in block.body.transactions.iter() {
+                self.mempool.remove(&t.id());
+            }
+            for c in block.body.certificates.iter() {
+                let id = c.commit.id();
+                // A certificate is a reveal, too: its parameters are taken.
+                self.params_first.entry(Hash::of(&encode(&c.reveal.body.params))).or_insert(id);
+                self.forget(id);
+                // Our claim settled (champion or not): it stops barring the loop's next
+                // candidates, whose bar is the champion again (a lucky measurement here must
+                // not stall our optimizer).
+                if self.my_claims.remove(&id).is_some() {
+                    self.settle(c.commit.body.domain.as_str());
+                }
+            }
+        }
+        for (id, rt) in self.domains.iter_mut() {
+            let Some(ds) = state.domain(&Self::domain_id(id)) else { continue };
+            let Some(champion) = &ds.champion else { continue };
+            if rt.champion == Some(champion.commit) {
+                continue;
+            }
+            rt.champion = Some(champion.commit);
+            println!(
+                "champion {id} {} by {} at {}",
+                champion.performance.to_f64(),
+                champion.optimizer,
+                champion.height
+            );
+            self.events.emit(
+                "champion",
+                Some(id.as_str()),
+                json!({
+                    "performance": champion.performance.to_f64(),
+                    "optimizer": champion.optimizer.to_string(),
+                    "commit": champion.commit.to_string(),
+                    "height": champion.height,
+                }),
+            );
+            // The champion's parameters, from its certificate on chain.
+            let params = {
+                let s = self.store.lock();
+                s.certificate_location(&champion.commit).ok().flatten().and_then(|(block, i)| {
+                    s.block(&block).ok().flatten().and_then(|b| {
+                        b.body.certificates.get(i as usize).map(|c| c.reveal.body.params.to_vec())
+                    })
+                })
+            };
+            let perf = champion.performance.to_f64();
+            let loss = if rt.domain.higher_is_better() { -perf } else { perf };
+            if let Some(params) = params {
+                let values = rt.domain.space().from_params(&params);
+                rt.champion_values = Some(values.clone());
+                if let Some(ctl) = &rt.control {
+                    let _ = ctl.try_send(Control::Champion(values, loss));
+                }
+            }
+            let reached = ds
+                .spec
+                .target
+                .is_some_and(|t| ds.spec.direction.gain(champion.performance, t).is_some_and(|g| g >= 0));
+            if reached && !rt.target_reached {
+                println!(
+                    "target {id} reached {perf} at height {} evaluations {}",
+                    state.height(),
+                    rt.evaluations.load(Ordering::Relaxed)
+                );
+                self.events.emit(
+                    "target",
+                    Some(id.as_str()),
+                    json!({
+                        "performance": perf,
+                        "height": state.height(),
+                        "evaluations": rt.evaluations.load(Ordering::Relaxed),
+                    }),
+                );
+            }
+            if reached != rt.target_reached {
+                rt.target_reached = reached;
+                rt.sync_pause();
+            }
+        }
+        // Reveals that waited for their commit's seal: look again now it may be here.
+        let waiting: Vec<Hash> = std::mem::take(&mut self.awaiting_seal).into_iter().collect();
+        for id in waiting {
+            if let Some((reveal, _)) = self.reveals.get(&id).cloned() {
+                self.consider(reveal);
+            }
+        }
+        // Forget pipeline state of commits whose reference block left the window. One whose
+        // reference is not on our chain (a block still on its way, or on a fork we may yet
+        // reorg to) stays as long as a claim may wait for its certificate: dropping it at the
+        // first tip change left a quorum member that later reorged to the optimizer's chain
+        // unable to vote, and the claim waited out `quorum_timeout` to escalate.
+        let (window, height, grace) = (state.params().max_reference_age, state.height(), self.claim_deadline);
+        let alive = |id: &Hash, c: &Commit, at: Instant| match state.committed_at(id) {
+            // Included: its certificate window is open.
+            Some(_) => true,
+            None => match state.recent_block(&c.body.reference_block) {
+                Some(r) => height.saturating_sub(r.height) <= window,
+                None => at.elapsed() < grace,
+            },
+        };
+        self.commits.retain(|id, c| alive(id, &c.commit, c.at));
+        // Pooled commits leave once included on our chain, or once they can never be.
+        self.commit_pool.retain(|id, (c, at)| {
+            state.committed_at(id).is_none()
+                && match state.recent_block(&c.body.reference_block) {
+                    Some(r) => height.saturating_sub(r.height) < window,
+                    None => at.elapsed() < grace,
+                }
+        });
+        let commits = &self.commits;
+        self.reveals.retain(|k, _| commits.contains_key(k));
+        self.tallies.retain(|k, _| commits.contains_key(k));
+        self.evaluating.retain(|(k, _)| commits.contains_key(k));
+        self.awaiting_seal.retain(|k| commits.contains_key(k));
+    }
+}
+
+/// One bounded sync from `peer`; a failure is logged with its reason (a node that stays behind
+/// while connected must say why).
+async fn sync_logged(handle: &doin_net::NetworkHandle, peer: PeerId, sink: &mut SharedStore) {
+    match tokio::time::timeout(Duration::from_secs(10), sync_from(handle, peer, sink)).await {
+        Ok(Ok(report)) if report.imported > 0 => {
+            tracing::debug!(%peer, imported = report.imported, common = report.common, "synced");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%peer, %error, "sync failed"),
+        Err(_) => tracing::warn!(%peer, "sync timed out after 10 s"),
+    }
+}

@@ -1,0 +1,431 @@
+//! The node: one event loop that ties the chain store, the network, the optimizer loops and the
+//! evaluators together through the Proof-of-Optimization pipeline (DESIGN §4.1):
+//!
+//! 1. an optimizer loop reports a candidate that beats the verified champion → the node signs
+//!    and gossips a `Commit` (reference block = its tip) on the blocks topic; the seal leader
+//!    of the next slot includes it in a block, the next slot's leader seals it with the block
+//!    after, and only then does the optimizer gossip the `Reveal`;
+//! 2. every node records commits with the time it first saw them; on a reveal it checks that it
+//!    opens the commit, that the commit is sealed on its chain, is the first reveal of these
+//!    parameters and lies in the domain's bounds; if this node is in the commit's first-round
+//!    quorum (drawn with the sealing block's beacon) it evaluates the parameters on data
+//!    derived from its own seed, in the bounded worker pool, and gossips a signed `Vote`;
+//! 3. when every first-round vote is in, every node assembles the `Certificate`; the leader of
+//!    the current seal slot carries it in its next block at once (others only after a grace
+//!    period, so one node produces per slot); the slot leader produces heartbeat blocks when
+//!    the chain is idle;
+//! 4. new tips are imported from gossip (compact blocks) or synced from the best peer, and the
+//!    verified champion of each domain is injected into the local optimizer.
+//!
+//! Progress goes to stdout as one line per event (`listening`, `block`, `champion`, `target`)
+//! for the devnet and tests; diagnostics go to the log.
+//!
+//! This module holds the engine's state; its behaviour is split by responsibility:
+//! [`start`] (wiring and the event loop), [`follow`] (network routing, sync, new tips),
+//! [`pipeline`] (verification), [`claims`] (this node's own claims), [`produce`] (blocks),
+//! [`timers`] (the periodic step), [`finality_votes`], [`participate`] (quorum seats),
+//! [`status`] (API, events, tracking) and [`adversaries`] (test-only misbehaviour).
+
+#[cfg(feature = "adversary")]
+mod adversaries;
+mod claims;
+mod finality_votes;
+mod follow;
+mod participate;
+mod pipeline;
+mod produce;
+mod start;
+mod status;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use doin_consensus::{
+    BlockError, BlockTemplate, GenesisSpec, State, build_block, certs, commits, heartbeat_leader,
+    heartbeat_slot, quorum,
+};
+use doin_net::{
+    CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, PeerId, Topic,
+    sync::{BlockSink, best_peer, sync_from},
+};
+use doin_optimize::{domain::Budget, driver::RunConfig};
+use doin_primitives::{
+    Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, DomainSpec,
+    DoubleVoteEvidence, FinalityEvidence, Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Signed,
+    Transaction, Vote, VoteBody, encode, poo,
+};
+use doin_storage::{ChainStore, StoreOptions};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{
+    config::{DomainConfig, NodeConfig},
+    domains, genesis,
+    gossip_check::GossipCheck,
+    mempool::Mempool,
+    optimizer::{self, Control, Found},
+    participation::{self, EvalHealth, Participation},
+    store::SharedStore,
+    tally,
+};
+
+/// Why the node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The node key.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Something else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Other(e.to_string())
+}
+
+/// How long a run lasts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunLimits {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop cleanly when standard input closes (how `doin devnet` stops its nodes).
+    pub stop_on_stdin_eof: bool,
+    /// Fault injection for end-to-end tests: behave as an adversary.
+    pub adversary: Option<Adversary>,
+}
+
+/// Whether this build carries the test-only adversaries (the `adversary` feature); without it
+/// [`RunLimits::adversary`] is refused.
+pub const ADVERSARIES: bool = cfg!(feature = "adversary");
+
+/// Dishonest behaviours a node can be told to show, so tests can check the network resists
+/// them with real processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adversary {
+    /// Re-commit every parameter set another optimizer reveals, claiming its value, and reveal
+    /// it as its own (copying a published solution).
+    CopyReveals,
+    /// Sign a second, different vote (the measurement halved) after every honest one, sent
+    /// straight to the network (a double voter hoping peers keep whichever suits it).
+    DoubleVote,
+    /// Sign two finality votes for every checkpoint, for different blocks at its height (an
+    /// equivocating staker backing two forks at once).
+    DoubleFinalityVote,
+}
+
+struct DomainRt {
+    domain: Arc<dyn doin_optimize::domain::Domain>,
+    config: DomainConfig,
+    control: Option<std::sync::mpsc::SyncSender<Control>>,
+    /// The optimizer loop's pause flag ([`optimizer::LoopIo::paused`]).
+    paused: Arc<AtomicBool>,
+    champion: Option<Hash>,
+    target_reached: bool,
+    /// Until when the optimizer loop waits for a peer subscribed to the domain's topic (`None`:
+    /// not waiting). A commit gossiped to no one is lost, and the evaluators who missed it can
+    /// never vote, so its quorum never completes.
+    waiting_for_peers: Option<Instant>,
+    /// Peers on the domain's topic the wait ends at: the other staked evaluators, at most
+    /// [`PEERS_ENOUGH`] (a commit published to them directly reaches every quorum member that
+    /// is up; one published to a single relay misses the peers that relay has not meshed yet).
+    peers_needed: usize,
+    /// Candidates the optimizer loop evaluated.
+    evaluations: Arc<std::sync::atomic::AtomicU64>,
+    /// The optimizer's latest report (for `/api/training`).
+    last_found: Option<serde_json::Value>,
+    /// This run's experiment id (32 hex) and the hash of the domain's configuration.
+    experiment: (String, Hash),
+    /// Outcomes of this node's evaluations of the domain (optimizer loop and quorums).
+    health: Arc<EvalHealth>,
+    /// Whether the node can evaluate the domain, and its stake saying so.
+    participation: Participation,
+    /// The latest probe's outcome, once it finished.
+    probe: participation::ProbeSlot,
+    /// Our latest stake transaction for the domain (leaving or rejoining its quorums).
+    stake_tx: Option<Hash>,
+    /// The verified champion's values (the probe's known-good point).
+    champion_values: Option<Vec<doin_optimize::Value>>,
+}
+
+struct SeenCommit {
+    commit: Commit,
+    at: Instant,
+}
+
+struct ReadyCert {
+    cert: Certificate,
+    ready_at: Instant,
+    /// The decisive median (trusted: the claim).
+    median: Metric,
+}
+
+struct Measured {
+    commit: Hash,
+    round: u8,
+    seed: Hash,
+    result: Result<Metric, String>,
+}
+
+impl DomainRt {
+    /// The optimizer loop searches unless the domain reached its target or the node still
+    /// waits for peers on its topic.
+    fn sync_pause(&self) {
+        let withdrawn = self.participation.standing() == crate::participation::Standing::Withdrawn;
+        self.paused
+            .store(self.target_reached || self.waiting_for_peers.is_some() || withdrawn, Ordering::Relaxed);
+    }
+}
+
+/// Whether `member` is staked as an evaluator of `domain` at `state`.
+fn evaluates(state: &State, member: &Address, domain: &doin_primitives::DomainId) -> bool {
+    state.stake(member).is_some_and(|s| s.evaluates(domain))
+}
+
+/// Grace period before a node that does not lead the current seal slot produces a work block
+/// for a certificate (the leader carries it at once). One producer per slot: when the
+/// optimizer produced its own work block at once, it raced the seal leader's block of commits,
+/// the loser's commits were included again at another height with another quorum, and the
+/// members that had voted under the first one timed out the claim (10 escalations in a 15 s
+/// 4-node devnet).
+const OTHERS_GRACE: Duration = Duration::from_millis(1500);
+/// Peer polls (one a second) between redials of bootstrap peers while fewer peers than bootstrap
+/// addresses are connected.
+const REDIAL_POLLS: u64 = 5;
+/// Commits and reveals kept at most (oldest dropped).
+const MAX_PENDING: usize = 4096;
+/// How long an optimizer loop waits for a peer on its domain's topic before it starts alone.
+const PEER_WAIT: Duration = Duration::from_secs(10);
+/// Peers on a domain's topic that are enough to start optimizing (gossipsub's lower mesh
+/// bound): with fewer staked evaluators, all of them.
+const PEERS_ENOUGH: usize = 4;
+
+struct Engine {
+    key: Keypair,
+    me: Address,
+    store: SharedStore,
+    net: NetworkHandle,
+    domains: BTreeMap<String, DomainRt>,
+    commits: HashMap<Hash, SeenCommit>,
+    reveals: HashMap<Hash, (Reveal, Instant)>,
+    /// The commit of the first reveal that carried each parameter set (by parameters hash).
+    params_first: HashMap<Hash, Hash>,
+    /// Each pending commit's votes and where its quorum stands ([`tally`]), bounded.
+    tallies: HashMap<Hash, tally::Tally<Vote>>,
+    evaluating: HashSet<(Hash, u8)>,
+    /// Commits certified on chain recently (bounded; cleared when full).
+    done: HashSet<Hash>,
+    quorum_timeout: Duration,
+    /// This node's commitments not yet settled: domain and when committed.
+    my_claims: HashMap<Hash, (String, Instant)>,
+    /// Per domain, the optimizer's report held back while another optimizer's better claim is
+    /// verified, and since when this domain has held one ([`Standing::Behind`]).
+    held: HashMap<String, (Found, Instant)>,
+    /// How long a commitment of ours may stay unsettled before its optimizer loop stops
+    /// waiting for it (lost reveal, quorum that never formed, orphaned reference).
+    claim_deadline: Duration,
+    /// Our reveals, each held until its commit is sealed on our chain (with when committed).
+    my_reveals: Vec<(Instant, Reveal)>,
+    /// Commits to include in our blocks when we lead a seal slot (any domain), bounded; a full
+    /// pool refuses newcomers rather than evicting.
+    commit_pool: BTreeMap<Hash, (Commit, Instant)>,
+    certs: HashMap<Hash, ReadyCert>,
+    mempool: Mempool,
+    eval_slots: Arc<Semaphore>,
+    measured_tx: mpsc::Sender<Measured>,
+    /// How long a commit may take to be included and sealed (a few seal slots): another
+    /// optimizer's unrevealed commit holds our claims this long at most.
+    seal_wait: Duration,
+    last_tip: Hash,
+    /// The tip moved since the last tick: pending first-round quorums are looked at again (a
+    /// member that left the domain's quorums on the new tip will not vote; `try_certify`
+    /// escalates without waiting for the timeout).
+    recheck_quorums: bool,
+    syncing: Arc<Mutex<HashSet<PeerId>>>,
+    bootstrap: Vec<Multiaddr>,
+    #[cfg(feature = "adversary")]
+    adversary: Option<Adversary>,
+    /// Reveals the copying adversary copied.
+    #[cfg(feature = "adversary")]
+    copied: HashSet<Hash>,
+    /// Nanoseconds spent evaluating other optimizers' candidates.
+    eval_nanos: Arc<std::sync::atomic::AtomicU64>,
+    /// What the HTTP API shows.
+    live: Arc<std::sync::RwLock<doin_api::LiveStatus>>,
+    /// Quorum assignments for external evaluators.
+    tasks: Arc<Mutex<doin_api::tasks::TaskQueue>>,
+    /// Live events for `/events` and the dashboard.
+    events: Arc<doin_api::events::EventBus>,
+    /// Experiment tracking, if configured.
+    tracker: Option<Arc<doin_tracking::Tracker>>,
+    /// This node's balance when it started (rewards earned are measured from it).
+    start_balance: u128,
+    /// Canonical block hashes whose certificates tracking has recorded, by height (recent).
+    tracked: BTreeMap<u64, Hash>,
+    /// The gossip state checks (the network actor runs them; the loop keeps their state).
+    gossip: Arc<GossipCheck>,
+    /// Double-vote evidence to include in our blocks (found here or gossiped), bounded.
+    evidence: Vec<DoubleVoteEvidence>,
+    /// Milliseconds from our commits to their certificates (the latest 4 096).
+    cert_latency_ms: std::collections::VecDeque<u64>,
+    /// When each repeating warning (by key) was last logged, and how many were held back since.
+    warned: HashMap<String, (Instant, u64)>,
+    /// Revealed commits not sealed on this node's chain yet.
+    awaiting_seal: HashSet<Hash>,
+    /// A block or a commit arrived: react before the next tick (seal slots are short; a
+    /// 100 ms tick per step added up to 300 ms to every claim).
+    poked: bool,
+    /// This node's finality votes, with their slashing protection record.
+    voter: crate::finality::Voter,
+    /// Conflicting finality votes to include in our blocks (found here or gossiped), bounded.
+    finality_evidence: Vec<FinalityEvidence>,
+    /// The justified and finalized heights last printed.
+    finality_shown: (u64, u64),
+    /// Peer polls so far.
+    polls: u64,
+    /// The node's data directory (the record of quorums it left).
+    data_dir: std::path::PathBuf,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs a node until Ctrl-C or the run limit.
+pub fn run(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(other)?;
+    runtime.block_on(start::run_async(config, limits))
+}
+
+/// Whether a ready certificate adds no work on `state`: a reject, a trusted domain's accept, or
+/// an accept whose median does not beat the champion by more than the acceptance tolerance
+/// (consensus counts it late). Such certificates ride heartbeat blocks.
+fn adds_no_work(state: &State, c: &ReadyCert) -> bool {
+    let Some(d) = state.domain(&c.cert.commit.body.domain) else { return false };
+    if c.cert.outcome == Outcome::Reject || d.spec.trusted() {
+        return true;
+    }
+    let old = d.champion.as_ref().map_or(d.spec.baseline, |ch| ch.performance);
+    let noise = certs::certificate_noise(&d.spec, &c.cert, c.median);
+    !certs::improves(&d.spec, old, c.median, noise).unwrap_or(false)
+}
+
+/// Where a claim stands against the other claims of its domain that this node knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// Nothing known beats it: commit it.
+    Clear,
+    /// A certificate assembled here accepts a median at least as good: it would land late.
+    Beaten,
+    /// Another optimizer's better claim is in verification: wait for its outcome.
+    Behind,
+}
+
+/// The standing of `claimed` given the medians of accepting certificates assembled here
+/// (`certified`) and the claims of other optimizers still in verification (`in_flight`).
+fn standing(
+    direction: doin_primitives::domain::Direction,
+    claimed: Metric,
+    certified: impl IntoIterator<Item = Metric>,
+    in_flight: impl IntoIterator<Item = Metric>,
+) -> Standing {
+    if certified.into_iter().any(|m| direction.gain(m, claimed).is_some_and(|g| g >= 0)) {
+        Standing::Beaten
+    } else if in_flight.into_iter().any(|c| direction.gain(c, claimed).is_some_and(|g| g > 0)) {
+        Standing::Behind
+    } else {
+        Standing::Clear
+    }
+}
+
+/// How long an optimizer holds a claim behind others' claims in verification, at most: a
+/// quorum's window and an escalation's.
+fn hold_cap(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Duration {
+    2 * tally::window(quorum_timeout, spec)
+}
+
+/// The quorums of `commit` from its reference block, if that block is still recent.
+fn quorums_of(state: &State, commit: &Commit) -> Option<quorum::Quorums> {
+    let b = &commit.body;
+    quorum::quorums_for(state, &b.domain, &b.optimizer, &commit.id())
+}
+
+/// Whether a certificate refused with `e` can never become valid (then its commit is forgotten);
+/// the others depend on which chain the commit is sealed on.
+fn refused_for_good(e: &doin_consensus::CertError) -> bool {
+    use doin_consensus::CertError as E;
+    matches!(
+        e,
+        E::Opening(_)
+            | E::UnknownDomain(_)
+            | E::ParamOutOfBounds { .. }
+            | E::ParamCount { .. }
+            | E::Duplicate(_)
+            | E::Overflow(_)
+    )
+}
+
+/// This node's data seed for round `round` of a commit sealed on `state`'s chain: its seed
+/// group's ([`quorum::group_seed`]), if it is a member of that round's quorum.
+fn member_seed(state: &State, commit: &Commit, round: u8, me: &Address) -> Option<Hash> {
+    let id = commit.id();
+    let beacon = quorum::sealed(state, &id)?.beacon;
+    quorums_of(state, commit)?.seed_of(&beacon, &id, round, me)
+}
+
+fn hex_hash(text: &str) -> Hash {
+    hex::decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map_or(Hash::ZERO, Hash)
+}
+
+/// Runs a closure when dropped.
+struct Defer<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// This process's CPU seconds (user + system) and resident memory in MiB (Linux `/proc`).
+pub fn process_usage() -> (f64, f64) {
+    let cpu = doin_tracking::stat_cpu_seconds("/proc/self/stat");
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
+    });
+    (cpu.unwrap_or(0.0), rss.unwrap_or(0.0))
+}
+
+/// A peer address as users write it: a multiaddr, or `HOST:PORT` of its P2P (TCP) port.
+pub fn parse_peer(text: &str) -> Result<Multiaddr, String> {
+    if text.starts_with('/') {
+        return text.parse::<Multiaddr>().map_err(|e| e.to_string());
+    }
+    let (host, port) = text.rsplit_once(':').ok_or("expected a multiaddr or host:port")?;
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+    let proto = if host.parse::<std::net::Ipv4Addr>().is_ok() { "ip4" } else { "dns" };
+    format!("/{proto}/{host}/tcp/{port}").parse::<Multiaddr>().map_err(|e| e.to_string())
+}
+
+impl Engine {
+    fn tip_state(&self) -> State {
+        self.store.lock().tip().clone()
+    }
+
+    fn domain_id(id: &str) -> doin_primitives::DomainId {
+        doin_primitives::DomainId::new(id).unwrap_or_default()
+    }
+}

@@ -1,0 +1,536 @@
+//! Starting a node: store, genesis, network, HTTP API, tracking and optimizer threads wired
+//! to one event loop, and the loop itself.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
+    if limits.adversary.is_some() && !ADVERSARIES {
+        return Err(other("this build has no adversaries (the `adversary` feature is for test builds)"));
+    }
+    if config.genesis.is_none() && config.domains.is_empty() {
+        return Err(other(
+            "nothing to do: without a `genesis` file this node starts its own development chain, and \
+             with no `domains` it would neither optimize nor evaluate (add a domain, or a genesis to join)",
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| other(format!("data_dir {}: {e}", config.data_dir.display())))?;
+    let (key, created) = crate::identity::load_or_create(&config.identity_path())?;
+    let me = key.address();
+    if created {
+        tracing::info!(address = %me, path = %config.identity_path().display(), "created node key");
+    }
+
+    // Domains this node works on (and those whose quorums it left, unable to evaluate them).
+    // (A new chain, `--reset-chain`, starts with the node in every quorum its stake names.)
+    let left = if config.reset_chain {
+        Default::default()
+    } else {
+        crate::participation::load_left(&config.data_dir)
+    };
+    let mut rts = BTreeMap::new();
+    for d in &config.domains {
+        let domain = domains::build(d).map_err(|e| other(format!("domain {}: {e}", d.domain_id)))?;
+        // `param_bounds` against the domain's parameters, before anything acts (`--reset-chain`).
+        domains::search_domain(domain.clone(), d)
+            .map_err(|e| other(format!("domain {}: {e}", d.domain_id)))?;
+        if !d.synthetic_data_validation {
+            tracing::warn!(
+                domain = %d.domain_id,
+                "TRUSTED MODE: synthetic_data_validation is false; claims are accepted unverified and earn nothing"
+            );
+            println!("trusted {}: claims are accepted without verification and earn nothing", d.domain_id);
+        }
+        rts.insert(
+            d.domain_id.clone(),
+            DomainRt {
+                domain,
+                config: d.clone(),
+                control: None,
+                paused: Arc::default(),
+                champion: None,
+                target_reached: false,
+                waiting_for_peers: None,
+                peers_needed: 1,
+                evaluations: Arc::default(),
+                last_found: None,
+                health: Arc::default(),
+                participation: Participation::new(left.contains(&d.domain_id)),
+                probe: Arc::default(),
+                stake_tx: None,
+                champion_values: None,
+                experiment: (
+                    {
+                        let mut id = [0u8; 16];
+                        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+                        hex::encode(id)
+                    },
+                    Hash::of(serde_json::to_string(d).unwrap_or_default().as_bytes()),
+                ),
+            },
+        );
+    }
+
+    // The development genesis (no `genesis` file) is written to the data directory on the first
+    // start and read back on every later one: rebuilt, it would carry a new timestamp and name
+    // another chain than the one stored.
+    let dev_genesis = config.data_dir.join("genesis.json");
+    let read_spec = |path: &std::path::Path| -> Result<GenesisSpec, NodeError> {
+        let text = std::fs::read(path).map_err(|e| other(format!("genesis {}: {e}", path.display())))?;
+        serde_json::from_slice(&text).map_err(|e| other(format!("genesis {}: {e}", path.display())))
+    };
+    let spec: GenesisSpec = match &config.genesis {
+        Some(path) => read_spec(path)?,
+        None if dev_genesis.exists() && !config.reset_chain => read_spec(&dev_genesis)?,
+        None => genesis::single_node(
+            &config,
+            &me,
+            &rts.values().map(|r| (r.domain.clone(), r.config.clone())).collect::<Vec<_>>(),
+        )
+        .map_err(other)?,
+    };
+    // Destructive steps only once everything above (config, domains, genesis) checked out.
+    if config.reset_chain {
+        let _ = std::fs::remove_file(config.data_dir.join("chain.redb"));
+        crate::participation::forget_left(&config.data_dir);
+    }
+    if config.genesis.is_none() {
+        let text = serde_json::to_vec_pretty(&spec).map_err(other)?;
+        std::fs::write(&dev_genesis, text)
+            .map_err(|e| other(format!("writing the development genesis {}: {e}", dev_genesis.display())))?;
+    }
+    let store = ChainStore::open(&config.data_dir.join("chain.redb"), &spec, StoreOptions::default())
+        .map_err(other)?;
+    let store = SharedStore::new(store);
+    println!("address {me}");
+    println!("genesis {}", store.lock().genesis_hash());
+
+    let listen: Multiaddr =
+        format!("/ip4/{}/tcp/{}", config.host, config.p2p_port()).parse().map_err(other)?;
+    let bootstrap: Vec<Multiaddr> = config
+        .bootstrap_peers
+        .iter()
+        .map(|p| parse_peer(p).map_err(|e| other(format!("bootstrap_peers: {p:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let mut listen = vec![listen];
+    for text in &config.listen_addresses {
+        listen
+            .push(text.parse::<Multiaddr>().map_err(|e| other(format!("listen_addresses: {text:?}: {e}")))?);
+    }
+    let net_config = doin_net::Config {
+        listen,
+        relay_server: config.relay_server,
+        bootstrap: bootstrap.clone(),
+        domains: rts.keys().cloned().collect(),
+        // Multicast stays off on loopback (`::1` too), whatever the config says.
+        enable_mdns: config.discovery_enabled
+            && !config.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        ip_colocation_penalty: false,
+        gossip_heartbeat: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(3),
+        ..doin_net::Config::default()
+    };
+    // Optimae gossip is checked against the tip's state before it is forwarded.
+    let gossip = Arc::new(GossipCheck::new());
+    gossip.set_state(store.lock().tip().clone());
+    let net_config_mdns = net_config.mdns_allowed();
+    let mut network =
+        doin_net::start(&key, net_config, Arc::new(store.clone()), gossip.clone()).await.map_err(other)?;
+
+    // The HTTP API on the node's port.
+    let discovery =
+        std::iter::once("kademlia".to_owned()).chain(net_config_mdns.then(|| "mdns".to_owned())).collect();
+    let live = Arc::new(std::sync::RwLock::new(doin_api::LiveStatus { discovery, ..Default::default() }));
+    let (submit_tx, mut submit_rx) = mpsc::channel::<doin_api::Submission>(64);
+    let tasks = Arc::new(Mutex::new(doin_api::tasks::TaskQueue::new(1024, Duration::from_secs(120))));
+    let (completions_tx, mut completions_rx) =
+        mpsc::channel::<(doin_api::tasks::Task, doin_api::tasks::Completion)>(64);
+    let events = Arc::new(doin_api::events::EventBus::new());
+    let http_addr: std::net::SocketAddr =
+        format!("{}:{}", config.host, config.port).parse().map_err(other)?;
+    let api = doin_api::ApiState {
+        store: store.0.clone(),
+        live: live.clone(),
+        submit: submit_tx,
+        address: me,
+        peer_id: network.handle.peer_id().to_string(),
+        port: config.port,
+        tasks: tasks.clone(),
+        completions: completions_tx,
+        api_key: config.api_key.clone(),
+        events: events.clone(),
+        guard: Arc::new(doin_api::guard::Guard::new(doin_api::guard::Limits {
+            rate_per_s: config.http_rate_limit,
+            burst: config.http_burst,
+            cors_origins: config.cors_origins.clone(),
+        })),
+        started: Instant::now(),
+        stats: config
+            .olap_db_path
+            .clone()
+            .map(|p| doin_api::stats::Stats::new(doin_tracking::olap::StatsReader::new(p)))
+            .transpose()
+            .map_err(|e| other(format!("olap_db_path: no temporary directory for exports: {e}")))?,
+        chain_cache: Arc::default(),
+    };
+    let _http = doin_api::serve(http_addr, api)
+        .await
+        .map_err(|e| other(format!("port {}: cannot serve HTTP on {http_addr}: {e}", config.port)))?;
+    println!("http http://{http_addr}");
+
+    // Experiment tracking (CSV and the SQLite cube) on its own thread; a database that cannot be
+    // opened is reported and the node goes on without it.
+    let tracker = if config.experiment_stats_file.is_some() || config.olap_db_path.is_some() {
+        let (t, problems) =
+            doin_tracking::Tracker::start(config.experiment_stats_file.clone(), config.olap_db_path.clone());
+        for p in problems {
+            tracing::error!(error = %p, "experiment tracking unavailable; the node continues without it");
+            println!("tracking error: {p}");
+        }
+        Some(Arc::new(t))
+    } else {
+        None
+    };
+    let (rounds_tx, mut rounds_rx) = mpsc::channel::<optimizer::RoundInfo>(256);
+    let (found_tx, mut found_rx) = mpsc::channel::<Found>(16);
+    let (measured_tx, mut measured_rx) = mpsc::channel::<Measured>(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let params = store.lock().tip().params().clone();
+    // (A lock taken inside the struct literal below would be held to its end.)
+    let genesis_hash = store.lock().genesis_hash();
+    let voter = crate::finality::Voter::load(&config.data_dir.join("finality-votes.json"), genesis_hash)
+        .map_err(NodeError::Other)?;
+    let mut engine = Engine {
+        key: key.clone(),
+        me,
+        data_dir: config.data_dir.clone(),
+        store: store.clone(),
+        net: network.handle.clone(),
+        domains: rts,
+        commits: HashMap::new(),
+        reveals: HashMap::new(),
+        params_first: HashMap::new(),
+        tallies: HashMap::new(),
+        evaluating: HashSet::new(),
+        done: HashSet::new(),
+        quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
+        my_claims: HashMap::new(),
+        held: HashMap::new(),
+        claim_deadline: Duration::from_millis(
+            2 * params.quorum_timeout_ms.saturating_add(params.max_block_interval_ms),
+        ),
+        my_reveals: Vec::new(),
+        commit_pool: BTreeMap::new(),
+        certs: HashMap::new(),
+        mempool: Mempool::new(10_000, 64),
+        eval_slots: Arc::new(Semaphore::new(config.workers)),
+        measured_tx,
+        seal_wait: Duration::from_millis(params.seal_slot_ms.saturating_mul(4)) + Duration::from_secs(1),
+        last_tip: Hash::ZERO,
+        recheck_quorums: false,
+        syncing: Arc::default(),
+        bootstrap,
+        #[cfg(feature = "adversary")]
+        adversary: limits.adversary,
+        #[cfg(feature = "adversary")]
+        copied: HashSet::new(),
+        eval_nanos: Arc::default(),
+        live: live.clone(),
+        tasks: tasks.clone(),
+        events,
+        tracker: tracker.clone(),
+        start_balance: store.lock().tip().account(&me).balance.0,
+        tracked: BTreeMap::new(),
+        gossip,
+        evidence: Vec::new(),
+        cert_latency_ms: std::collections::VecDeque::new(),
+        warned: HashMap::new(),
+        awaiting_seal: HashSet::new(),
+        poked: false,
+        voter,
+        finality_evidence: Vec::new(),
+        finality_shown: (0, 0),
+        polls: 0,
+    };
+    if let Some(t) = &tracker {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        for (id, rt) in &engine.domains {
+            if !rt.config.optimize {
+                continue;
+            }
+            let c = &rt.config;
+            t.experiment(doin_tracking::Experiment {
+                experiment_id: rt.experiment.0.clone(),
+                domain_id: id.clone(),
+                node_id: me.to_string(),
+                hostname: hostname.clone(),
+                optimizer_plugin: c.optimization_plugin.clone().unwrap_or_else(|| "shade".into()),
+                performance_metric: if rt.domain.higher_is_better() { "performance" } else { "loss" }.into(),
+                higher_is_better: rt.domain.higher_is_better(),
+                optimization_config: serde_json::to_string(&c.optimization_config).unwrap_or_default(),
+                param_bounds: serde_json::to_string(&c.param_bounds).unwrap_or_default(),
+                target_performance: c.target_performance,
+                started_ms: now_ms(),
+                doin_version: env!("CARGO_PKG_VERSION").into(),
+                config_hash: rt.experiment.1.to_string(),
+            });
+        }
+    }
+    // The network's metrics, copied for `/metrics` off the event loop: asking the network task
+    // from the loop could wait on a task that is itself waiting for the loop to take its events.
+    {
+        let (net, live) = (network.handle.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Ok(text) = net.metrics().await else { break };
+                // Connected peers' gossip scores (a flooding peer's falls below the graylist).
+                let mut scores = BTreeMap::new();
+                for peer in net.peers().await.unwrap_or_default().into_iter().take(256) {
+                    if let Ok(Some(score)) = net.score(peer).await {
+                        scores.insert(peer.to_string(), score);
+                    }
+                }
+                let banned: Vec<String> = net
+                    .banned()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .take(256)
+                    .map(ToString::to_string)
+                    .collect();
+                if let Ok(mut l) = live.write() {
+                    l.net_metrics = text;
+                    l.peer_scores = scores;
+                    l.banned_peers = banned;
+                }
+            }
+        });
+    }
+
+    // A domain configured not to evaluate, while the chain has this node in its quorums: they
+    // will wait for votes that never come (the stake's domains serve both roles, so the node
+    // cannot leave only the evaluator's part by itself).
+    {
+        let s = store.lock();
+        let tip = s.tip();
+        for (id, rt) in &engine.domains {
+            let staked = tip.stake(&me).is_some_and(|st| st.evaluates(&Engine::domain_id(id)));
+            // (A trusted domain draws no quorums.)
+            if staked && !rt.config.evaluate && rt.config.synthetic_data_validation {
+                tracing::warn!(
+                    domain = %id,
+                    "staked as an evaluator of the domain but `evaluate` is false: quorums that draw this \
+                     node wait out quorum_timeout; stake without the domain, or evaluate"
+                );
+                println!("warning {id}: staked as an evaluator but evaluate is false");
+            }
+        }
+    }
+
+    // Optimizer loops.
+    let mut threads = Vec::new();
+    for (id, rt) in engine.domains.iter_mut() {
+        if !rt.config.optimize {
+            continue;
+        }
+        let seed =
+            u64::from_le_bytes(Hash::of_encoded(&(me, id.as_str())).0[..8].try_into().unwrap_or_default());
+        let domain_id = doin_primitives::DomainId::new(id.as_str()).unwrap_or_default();
+        let (limits, optimizers, other_evaluators) = {
+            let s = store.lock();
+            let tip = s.tip();
+            // Accounts staked to optimize this domain: the network's population is split
+            // among them (at least this node).
+            let optimizers = tip.stakes().filter(|(_, st)| st.optimizes(&domain_id)).count().max(1);
+            let others = tip.stakes().filter(|(a, st)| **a != me && st.evaluates(&domain_id)).count();
+            (tip.domain(&domain_id).map(|d| d.spec.limits).unwrap_or_default(), optimizers, others)
+        };
+        // The optimizer searches the domain within its `param_bounds`.
+        let search = domains::search_domain(rt.domain.clone(), &rt.config)
+            .map_err(|e| other(format!("domain {id}: {e}")))?;
+        let mut opt = optimizer::build_optimizer(search.as_ref(), &rt.config, seed, optimizers)
+            .map_err(|e| other(format!("domain {id}: {e}")))?;
+        // L3 warm start: the domain's rounds this node recorded before (its experiment cube).
+        if let Some(cube) = tracker.as_ref().and_then(|t| t.olap_path()).filter(|p| p.exists()) {
+            match doin_tracking::olap::Olap::prior_trials(cube, id, optimizer::WARM_START_TRIALS) {
+                Ok(rows) if !rows.is_empty() => {
+                    let taught = optimizer::warm_start(opt.as_mut(), search.as_ref(), &rows);
+                    tracing::info!(domain = %id, rows = rows.len(), taught, "warm start from the experiment cube");
+                    println!("warm start {id}: {taught} prior trials");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(domain = %id, error = %e, "no warm start: the experiment cube is unreadable")
+                }
+            }
+        }
+        let (ctl_tx, ctl_rx) = std::sync::mpsc::sync_channel(8);
+        // Claims need their quorum to hear them: with other evaluators on chain, or peers to
+        // join, the loop starts once enough peers listen on the domain's topic (or after
+        // PEER_WAIT, alone). A lone node with no bootstrap peers optimizes at once.
+        if other_evaluators > 0 || !engine.bootstrap.is_empty() {
+            rt.waiting_for_peers = Some(Instant::now() + PEER_WAIT);
+            rt.peers_needed = other_evaluators.clamp(1, PEERS_ENOUGH);
+            rt.sync_pause();
+            tracing::info!(
+                domain = %id,
+                other_evaluators,
+                peers_needed = rt.peers_needed,
+                "optimizer waits for a peer on the domain's topic"
+            );
+        }
+        rt.control = Some(ctl_tx);
+        let run = RunConfig {
+            batch: config.workers.max(1) * 4,
+            workers: config.workers,
+            max_wall: Duration::from_millis(limits.max_wall_ms),
+            max_epochs: limits.max_epochs,
+            max_memory_bytes: u64::from(limits.max_memory_mb) << 20,
+            ..RunConfig::default()
+        };
+        let (domain, found, stop, counter, paused, health) = (
+            search.clone(),
+            found_tx.clone(),
+            stop.clone(),
+            rt.evaluations.clone(),
+            rt.paused.clone(),
+            rt.health.clone(),
+        );
+        // A plugin domain's process serves verification too, and a process inherits the
+        // niceness of the thread that starts it: its optimizer thread keeps the node's.
+        let shares_process = rt.config.domain_plugin.is_some();
+        let rounds = tracker.is_some().then(|| rounds_tx.clone());
+        let round_size = optimizer::population_of(search.as_ref(), &rt.config, run.batch, optimizers);
+        tracing::info!(domain = %id, optimizers, population = round_size, "optimizer island");
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("optimize-{id}"))
+                .spawn(move || {
+                    if !shares_process {
+                        optimizer::lower_priority();
+                    }
+                    let io = optimizer::LoopIo {
+                        control: ctl_rx,
+                        paused,
+                        found,
+                        rounds,
+                        round_size,
+                        stop,
+                        counter,
+                        health,
+                    };
+                    optimizer::run_loop(domain, opt, run, io)
+                })
+                .map_err(other)?,
+        );
+    }
+    drop(found_tx);
+
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut poll = tokio::time::interval(Duration::from_millis(1000));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let (eof_tx, mut eof_rx) = mpsc::channel::<()>(1);
+    if limits.stop_on_stdin_eof {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 256];
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            let _ = eof_tx.send(()).await;
+        });
+    }
+    engine.on_tip();
+    loop {
+        if limits.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                println!("stopping");
+                break;
+            }
+            Some(()) = eof_rx.recv() => {
+                println!("stopping");
+                break;
+            }
+            ev = network.events.recv() => match ev {
+                Some(ev) => engine.on_network(ev).await,
+                None => return Err(other("network stopped")),
+            },
+            Some(f) = found_rx.recv() => engine.on_found(f, None).await,
+            Some(r) = rounds_rx.recv() => engine.on_round(r),
+            Some(m) = measured_rx.recv() => engine.on_measured(m).await,
+            Some(sub) = submit_rx.recv() => engine.on_submission(sub).await,
+            Some((task, done)) = completions_rx.recv() => engine.on_completion(task, done).await,
+            _ = tick.tick() => {
+                engine.on_tick().await;
+                engine.on_tip();
+            }
+            _ = poll.tick() => engine.poll_peers(),
+        }
+        if std::mem::take(&mut engine.poked) {
+            engine.react().await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    store.close();
+    let eval_s = engine.eval_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let (cpu_s, rss_mb) = process_usage();
+    let tracking_s = engine.tracker.as_ref().map_or(0.0, |t| {
+        t.flush();
+        t.stats.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    });
+    println!("usage cpu_s {cpu_s:.3} eval_s {eval_s:.3} rss_mb {rss_mb:.1} tracking_s {tracking_s:.3}");
+    let refused = engine.gossip.refused();
+    let mut latencies: Vec<u64> = engine.cert_latency_ms.iter().copied().collect();
+    latencies.sort_unstable();
+    println!(
+        "latency claims {} claim_to_cert_p50_ms {} gossip_rejected {} gossip_ignored {}",
+        latencies.len(),
+        latencies.get(latencies.len().saturating_sub(1) / 2).copied().unwrap_or(0),
+        refused.rejected,
+        refused.ignored
+    );
+    network.handle.shutdown().await;
+    // The final state is printed before the optimizer threads are joined: one may be in the
+    // middle of a candidate's training (seconds on a busy machine), and the chain no longer
+    // changes once the event loop and the network stopped.
+    {
+        let s = store.lock();
+        let state = s.tip();
+        println!(
+            "stopped height {} tip {} root {} balance {} reputation {} stake {}",
+            state.height(),
+            state.tip().hash,
+            state.root(),
+            state.account(&me).balance.0,
+            config
+                .domains
+                .iter()
+                .map(|d| state.reputation(&me, &Engine::domain_id(&d.domain_id)))
+                .sum::<u64>(),
+            state.stake(&me).map_or(0, |s| s.amount.0)
+        );
+    }
+    // Optimizer threads finish their candidate and stop; one stuck in a plugin call (a hung
+    // plugin may have minutes left of its time limit) is freed by killing every plugin's
+    // process group after 3 s: the node stops within seconds whatever its plugins do.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if threads.iter().any(|t| !t.is_finished()) {
+        tracing::warn!("plugins still busy at shutdown; killing their process groups");
+    }
+    doin_plugin::host::kill_all();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}

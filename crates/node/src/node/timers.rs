@@ -1,0 +1,98 @@
+//! The periodic step: evidence, finality votes, quorum participation, reveals, deadlines and
+//! escalations, then block production.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Engine {
+    pub(super) async fn on_tick(&mut self) {
+        let state = self.tip_state();
+        self.refresh_live(&state);
+
+        // Double votes the gossip checks caught: slash them through our blocks and gossip the
+        // evidence so that every producer can.
+        for evidence in self.gossip.take_evidence() {
+            let e = &evidence.first.body;
+            println!("double vote by {} on {} round {}", e.evaluator, e.commit, e.round);
+            self.emit(
+                "double_vote",
+                None,
+                json!({ "evaluator": e.evaluator.to_string(), "commit": e.commit.to_string(), "round": e.round }),
+            );
+            self.add_evidence(evidence.clone());
+            self.publish(Topic::Blocks, GossipMessage::Evidence(Box::new(evidence))).await;
+        }
+
+        self.finality_step(&state).await;
+        self.participation_step(&state).await;
+        self.release_reveals(&state).await;
+        let now = Instant::now();
+        // Optimizer loops that waited long enough for peers start alone.
+        let expired: Vec<String> = self
+            .domains
+            .iter()
+            .filter(|(_, rt)| rt.waiting_for_peers.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for domain in expired {
+            self.stop_waiting(&domain, None);
+        }
+        // Our claims that never settled (lost, or their certificate refused) stop barring.
+        let deadline = self.claim_deadline;
+        let expired: Vec<Hash> =
+            self.my_claims.iter().filter(|(_, (_, at))| at.elapsed() >= deadline).map(|(k, _)| *k).collect();
+        for id in expired {
+            if let Some((domain, _)) = self.my_claims.remove(&id) {
+                tracing::info!(commit = %id, domain, "own claim unsettled past the deadline");
+                self.settle(&domain);
+            }
+        }
+        // Held reports whose rival settled (or that were held long enough) are looked at again.
+        let release: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(domain, (f, since))| {
+                let id = Self::domain_id(domain);
+                let Some(spec) = state.domain(&id).map(|d| &d.spec) else { return true };
+                since.elapsed() >= hold_cap(self.quorum_timeout, spec)
+                    || Metric::from_f64(f.measurement.performance)
+                        .is_none_or(|c| self.standing_of(&id, spec, c) != Standing::Behind)
+            })
+            .map(|(domain, _)| domain.clone())
+            .collect();
+        for domain in release {
+            if let Some((f, since)) = self.held.remove(&domain) {
+                self.on_found(f, Some(since)).await;
+            }
+        }
+        // Quorums that ran out of time escalate; on a new tip, every pending one is looked at
+        // (a member may have left the domain's quorums).
+        let recheck = std::mem::take(&mut self.recheck_quorums);
+        let waiting: Vec<Hash> = self
+            .reveals
+            .iter()
+            .filter(|(k, (_, at))| {
+                !self.certs.contains_key(*k)
+                    && !self.tallies.get(*k).is_some_and(tally::Tally::escalated)
+                    && (recheck
+                        || self
+                            .commits
+                            .get(*k)
+                            .and_then(|seen| state.domain(&seen.commit.body.domain))
+                            .is_some_and(|d| self.votes_missing(k, *at, &d.spec)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        // Our escalated claims: lost once too few of their members are left to decide.
+        let escalated: Vec<Hash> = self
+            .my_claims
+            .keys()
+            .filter(|k| self.tallies.get(*k).is_some_and(tally::Tally::escalated))
+            .copied()
+            .collect();
+        for commit in waiting.into_iter().chain(escalated) {
+            self.try_certify(commit);
+        }
+        self.produce().await;
+    }
+}

@@ -1,0 +1,237 @@
+//! The default optimizer: chooses by what an evaluation costs and the dimension.
+//!
+//! Its first batch is random points (what both candidates would start with); the wall time from
+//! asking to telling that batch measures an evaluation's cost. Expensive evaluations (at least
+//! [`EXPENSIVE`] each) in at most [`TPE_MAX_DIM`] dimensions get [`Tpe`], which learns from every
+//! point and spends few evaluations; cheap or high-dimensional ones get [`Shade`], whose
+//! proposals cost nothing and which scales with the dimension. The first batch's results go to
+//! the chosen optimizer (TPE keeps them all; SHADE takes the best as a migrant).
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{Evaluated, Optimizer, Shade, SnapshotError, Tpe};
+
+/// Evaluations at least this long (wall time per evaluation of the first batch) are expensive.
+pub const EXPENSIVE: Duration = Duration::from_millis(100);
+/// TPE's densities thin out beyond this many dimensions; SHADE searches those.
+pub const TPE_MAX_DIM: usize = 32;
+
+/// Which optimizer [`Auto`] chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Model-based (expensive evaluations, few dimensions).
+    Tpe,
+    /// Differential evolution (cheap evaluations or many dimensions).
+    Shade,
+}
+
+impl Choice {
+    /// The name in logs and `optimization_plugin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tpe => "tpe",
+            Self::Shade => "shade",
+        }
+    }
+
+    /// The choice for evaluations of `cost` in `dim` dimensions.
+    pub fn for_cost(cost: Duration, dim: usize) -> Self {
+        if cost >= EXPENSIVE && dim <= TPE_MAX_DIM { Self::Tpe } else { Self::Shade }
+    }
+}
+
+/// Chooses TPE or SHADE after timing the first batch.
+pub struct Auto {
+    dim: usize,
+    seed: u64,
+    island: usize,
+    rng: ChaCha8Rng,
+    chosen: Option<(Choice, Box<dyn Optimizer>)>,
+    /// The first batch's points and when they were asked.
+    first: Vec<Vec<f64>>,
+    asked_at: Option<Instant>,
+    told: Vec<Evaluated>,
+    /// Injected before the choice.
+    migrants: Vec<Evaluated>,
+}
+
+impl std::fmt::Debug for Auto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auto").field("dim", &self.dim).field("chosen", &self.choice()).finish_non_exhaustive()
+    }
+}
+
+impl Auto {
+    /// For `dim` dimensions; SHADE, if chosen, runs an island of `island`.
+    pub fn new(dim: usize, island: usize, seed: u64) -> Self {
+        Self {
+            dim,
+            seed,
+            island,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            chosen: None,
+            first: Vec::new(),
+            asked_at: None,
+            told: Vec::new(),
+            migrants: Vec::new(),
+        }
+    }
+
+    /// What it chose (none before the first batch was told).
+    pub fn choice(&self) -> Option<Choice> {
+        self.chosen.as_ref().map(|(c, _)| *c)
+    }
+
+    fn choose(&mut self, choice: Choice) {
+        let mut opt: Box<dyn Optimizer> = match choice {
+            Choice::Tpe => Box::new(Tpe::new(self.dim, Tpe::default_startup(self.dim), self.seed)),
+            Choice::Shade => Box::new(Shade::new(self.dim, self.island, self.seed)),
+        };
+        let mut known: Vec<Evaluated> = std::mem::take(&mut self.told);
+        known.append(&mut self.migrants);
+        match choice {
+            Choice::Tpe => known.into_iter().for_each(|e| opt.inject(e)),
+            Choice::Shade => {
+                if let Some(best) =
+                    known.into_iter().filter(|e| e.loss.is_finite()).min_by(|a, b| a.loss.total_cmp(&b.loss))
+                {
+                    opt.inject(best);
+                }
+            }
+        }
+        self.first.clear();
+        self.chosen = Some((choice, opt));
+    }
+}
+
+impl Optimizer for Auto {
+    fn ask(&mut self, n: usize) -> Vec<Vec<f64>> {
+        if let Some((_, opt)) = &mut self.chosen {
+            return opt.ask(n);
+        }
+        if self.asked_at.is_some() {
+            // The first batch is still out: nothing more until it is told.
+            return Vec::new();
+        }
+        let xs: Vec<Vec<f64>> =
+            (0..n.max(1)).map(|_| (0..self.dim).map(|_| self.rng.random::<f64>()).collect()).collect();
+        self.first.clone_from(&xs);
+        self.asked_at = Some(Instant::now());
+        xs
+    }
+
+    fn tell(&mut self, results: &[Evaluated]) {
+        if let Some((_, opt)) = &mut self.chosen {
+            opt.tell(results);
+            return;
+        }
+        self.told.extend(results.iter().filter(|r| self.first.contains(&r.x)).cloned());
+        if self.told.len() >= self.first.len() {
+            let spent = self.asked_at.map_or(Duration::ZERO, |t| t.elapsed());
+            let cost = spent / (self.told.len().max(1) as u32);
+            self.choose(Choice::for_cost(cost, self.dim));
+        }
+    }
+
+    fn inject(&mut self, migrant: Evaluated) {
+        match &mut self.chosen {
+            Some((_, opt)) => opt.inject(migrant),
+            None => self.migrants.push(migrant),
+        }
+    }
+
+    fn best(&self) -> Option<&Evaluated> {
+        match &self.chosen {
+            Some((_, opt)) => opt.best(),
+            None => self.told.iter().filter(|e| e.loss.is_finite()).min_by(|a, b| a.loss.total_cmp(&b.loss)),
+        }
+    }
+
+    fn hook(&mut self, event: &crate::Hook) {
+        if let Some((_, opt)) = &mut self.chosen {
+            opt.hook(event);
+        }
+    }
+
+    fn stage(&self) -> u32 {
+        self.chosen.as_ref().map_or(0, |(_, o)| o.stage())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        match &self.chosen {
+            // A tag for the choice, then the chosen optimizer's snapshot.
+            Some((c, opt)) => {
+                let mut out = vec![if *c == Choice::Tpe { 1 } else { 2 }];
+                out.extend(opt.snapshot());
+                out
+            }
+            None => vec![0],
+        }
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let (tag, rest) = bytes.split_first().ok_or_else(|| SnapshotError("an empty snapshot".into()))?;
+        let choice = match tag {
+            0 => return Ok(()),
+            1 => Choice::Tpe,
+            2 => Choice::Shade,
+            t => return Err(SnapshotError(format!("unknown optimizer tag {t}"))),
+        };
+        self.choose(choice);
+        match &mut self.chosen {
+            Some((_, opt)) => opt.restore(rest),
+            None => Ok(()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.choice() {
+            Some(Choice::Tpe) => "auto: tpe",
+            Some(Choice::Shade) => "auto: shade",
+            None => "auto: timing the first batch",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(auto: &mut Auto, each: Duration) {
+        let xs = auto.ask(3);
+        assert!(auto.ask(3).is_empty(), "nothing more while the first batch is out");
+        std::thread::sleep(each * xs.len() as u32);
+        let r: Vec<Evaluated> = xs.into_iter().map(|x| Evaluated { loss: x[0], x }).collect();
+        auto.tell(&r);
+    }
+
+    #[test]
+    fn expensive_evaluations_in_few_dimensions_get_tpe_and_cheap_ones_shade() {
+        let mut slow = Auto::new(4, 20, 1);
+        run(&mut slow, EXPENSIVE + Duration::from_millis(20));
+        assert_eq!(slow.choice(), Some(Choice::Tpe));
+        assert!(slow.best().is_some(), "the first batch was kept");
+        let mut fast = Auto::new(4, 20, 1);
+        run(&mut fast, Duration::ZERO);
+        assert_eq!(fast.choice(), Some(Choice::Shade));
+        assert_eq!(
+            Choice::for_cost(Duration::from_secs(5), TPE_MAX_DIM + 1),
+            Choice::Shade,
+            "too many dimensions"
+        );
+    }
+
+    #[test]
+    fn the_choice_survives_a_snapshot() {
+        let mut a = Auto::new(3, 20, 2);
+        run(&mut a, EXPENSIVE + Duration::from_millis(20));
+        let mut b = Auto::new(3, 20, 9);
+        b.restore(&a.snapshot()).unwrap();
+        assert_eq!(b.choice(), Some(Choice::Tpe));
+        assert_eq!(b.best(), a.best());
+        assert!(Auto::new(3, 20, 9).restore(&[7]).is_err());
+    }
+}

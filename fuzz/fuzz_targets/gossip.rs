@@ -1,0 +1,4 @@
+#![no_main]
+//! `doin_fuzzing::wire::gossip` (its invariants are documented there).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| doin_fuzzing::wire::gossip(data));
