@@ -345,6 +345,10 @@ pub struct State {
     pub(crate) dirty: BTreeSet<StateKey>,
     /// The records the last block (or record update) wrote, for storage.
     pub(crate) last_changes: Arc<Vec<RecordChange>>,
+    /// Whether `last_changes` are the changes of the block that made this state. A state
+    /// rebuilt from records (a store's tip after a restart, a canonical state rebuilt from undo
+    /// records) holds the records it was rebuilt with instead, and misses the block's deletions.
+    pub(crate) block_diff: bool,
 }
 
 /// A record (or its absence) with its proof against a state root.
@@ -575,6 +579,7 @@ impl State {
         let changes = records.iter().map(|(k, v)| (k.key_hash(), v.clone())).collect();
         self.root = self.tree.update(changes)?;
         self.last_changes = Arc::new(records);
+        self.block_diff = true;
         Ok(self.root)
     }
 
@@ -582,6 +587,12 @@ impl State {
     /// order. Storage persists exactly these.
     pub fn last_changes(&self) -> &[RecordChange] {
         &self.last_changes
+    }
+
+    /// Whether [`Self::last_changes`] are exactly the changes of the block that made this state
+    /// (false for a state rebuilt from records: storage must re-apply the block to learn them).
+    pub fn has_block_diff(&self) -> bool {
+        self.block_diff
     }
 
     /// The recent-block window (reference blocks for certificates, finality).
@@ -619,6 +630,7 @@ impl State {
             tree: Default::default(),
             dirty: Default::default(),
             last_changes: Default::default(),
+            block_diff: false,
         }
     }
 
@@ -675,6 +687,8 @@ impl State {
         expected_root: &Hash,
     ) -> Result<Self, RecordError> {
         let root = self.commit_tree()?;
+        // Rebuilt, not made by a block: its changes are the records it was rebuilt with.
+        self.block_diff = false;
         if root != *expected_root {
             return Err(RecordError::Root { got: root, expected: *expected_root });
         }

@@ -23,6 +23,9 @@ use crate::{
     },
 };
 
+/// Side-branch blocks applied again at most to rebuild a post-state a restart forgot.
+pub(crate) const MAX_REPLAY: usize = 512;
+
 /// How a store keeps history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -449,12 +452,36 @@ impl ChainStore {
             unset_canonical(txn, height)?;
         }
         branch.reverse();
+        // Each branch block writes its own changes. A post-state rebuilt from records (the tip a
+        // restart loaded, kept for a switch back) does not know them — written as they were, its
+        // block's deletions were lost and the next restart found the store corrupted — so the
+        // block is applied again on its parent's state.
+        let mut parent: Option<State> = None;
         for hash in &branch {
-            let state = self.states.get(hash).ok_or_else(|| {
-                StorageError::Inconsistent(format!("post-state of branch block {hash} missing"))
-            })?;
             let block = read_block_w(txn, hash)?;
-            set_canonical(txn, &block, state)?;
+            let state = match self.states.get(hash) {
+                Some(s) if s.has_block_diff() => s.clone(),
+                _ => {
+                    let base = match parent.take() {
+                        Some(p) => p,
+                        None => {
+                            // `cursor` is the fork point (committed: the read sees it whole).
+                            self.state_for(&cursor)?.ok_or_else(|| {
+                                StorageError::Inconsistent(format!("the state at the fork point {ancestor} is gone"))
+                            })?
+                        }
+                    };
+                    apply_block(&base, &block)
+                        .map_err(|source| ImportError::Invalid {
+                            hash: *hash,
+                            height: block.header.height,
+                            source: Box::new(source),
+                        })?
+                        .0
+                }
+            };
+            set_canonical(txn, &block, &state)?;
+            parent = Some(state);
         }
         if let Some(state) = self.states.get(&new_tip).cloned() {
             self.after_finality(txn, &state)?;
@@ -541,7 +568,11 @@ impl ChainStore {
         let canonical = read.open_table(CANONICAL)?;
         let is_canonical =
             canonical.get(header.height)?.map(|v| hash_of(v.value())).transpose()? == Some(*hash);
-        if !is_canonical || header.height < self.base || header.height > self.tip.height() {
+        if !is_canonical {
+            drop((canonical, read));
+            return self.replay_side_branch(hash);
+        }
+        if header.height < self.base || header.height > self.tip.height() {
             return Ok(None);
         }
         let undo = read.open_table(UNDO)?;
@@ -562,6 +593,45 @@ impl ChainStore {
         self.tip.with_records(&changes, tip, recent, &header.state_root).map(Some).map_err(|e| {
             StorageError::Inconsistent(format!("rebuilding the state at {}: {e}", header.height))
         })
+    }
+
+    /// The post-state of a stored side block whose state is not in memory (a restart forgot
+    /// it): its branch is applied again from the nearest block whose state is known — one in
+    /// memory, or the canonical block it forks from. Branches below the finalized checkpoint,
+    /// or longer than [`MAX_REPLAY`] blocks, have none.
+    fn replay_side_branch(&self, hash: &Hash) -> Result<Option<State>, StorageError> {
+        let finalized = self.finalized().height;
+        let mut branch = Vec::new();
+        let mut cursor = *hash;
+        let base = loop {
+            if let Some(s) = self.states.get(&cursor) {
+                break s.clone();
+            }
+            let Some(header) = self.header(&cursor)? else { return Ok(None) };
+            if self.canonical_hash(header.height)? == Some(cursor) {
+                match self.state_for(&cursor)? {
+                    Some(s) => break s,
+                    None => return Ok(None),
+                }
+            }
+            if header.height <= finalized || branch.len() >= MAX_REPLAY {
+                return Ok(None);
+            }
+            branch.push(cursor);
+            cursor = header.parent_hash;
+        };
+        let mut state = base;
+        for h in branch.iter().rev() {
+            let Some(block) = self.block(h)? else { return Ok(None) };
+            match apply_block(&state, &block) {
+                Ok((next, _)) => state = next,
+                Err(e) => {
+                    warn!(target: "storage", block = %h, error = %e, "a stored side block does not apply");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(state))
     }
 
     /// The record under `key` in the post-state of block `hash`, with its proof against that

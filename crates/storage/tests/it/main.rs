@@ -369,3 +369,176 @@ fn a_reorg_onto_a_branch_that_finalized_less_keeps_the_finalized_checkpoint() {
     let store = ChainStore::open(&path, &net.spec, archive()).unwrap();
     assert_eq!(store.finalized().height, 12, "and it survives a restart");
 }
+
+/// A restart rebuilds the tip's state from records, and such a state does not know the changes
+/// of the block that made it. Kept for a switch back, it was written as that block's changes
+/// when a reorg returned to its branch: the block's deletions were lost, and the next restart
+/// found the store corrupted (the churn soak did, with expired records). The block must be
+/// applied again instead.
+#[test]
+fn a_reorg_back_onto_the_block_a_restart_loaded_writes_that_blocks_own_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut net = TestNet::new(6, 3, 0);
+    heartbeats(&mut net, 14);
+    // Plain heartbeats until one deletes a record (an expired finality record).
+    let mut before = (net.state.clone(), net.blocks.clone(), net.now_ms);
+    for _ in 0..60 {
+        before = (net.state.clone(), net.blocks.clone(), net.now_ms);
+        net.heartbeat(vec![]).unwrap();
+        if net.state.last_changes().iter().any(|(_, v)| v.is_none()) {
+            break;
+        }
+    }
+    assert!(net.state.last_changes().iter().any(|(_, v)| v.is_none()), "no block deleted a record");
+    // `blocks[i]` is the block at height i + 1: block n is A's last.
+    let a = net.blocks.clone();
+    let n = a.len();
+    let at_a = (net.state.clone(), net.blocks.clone(), net.now_ms);
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for b in &a {
+        store.import(b).unwrap();
+    }
+    drop(store);
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    assert!(!store.tip().has_block_diff(), "a loaded tip knows no block's changes");
+    // Branch B from block n - 1, longer: the store leaves A's tip (the loaded state).
+    let later = net.spec.params.max_block_interval_ms + 250;
+    (net.state, net.blocks, net.now_ms) = (before.0, before.1, before.2 + later);
+    net.heartbeat(vec![]).unwrap();
+    net.heartbeat(vec![]).unwrap();
+    assert_ne!(net.blocks[n - 1].hash(), a[n - 1].hash(), "B forks at n");
+    for b in &net.blocks[n - 1..] {
+        store.import(b).unwrap();
+    }
+    assert_eq!(store.tip().height() as usize, n + 1);
+    // A grows longer again: the store returns to it, through block n.
+    (net.state, net.blocks, net.now_ms) = at_a;
+    for _ in 0..3 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    for b in &net.blocks[n..] {
+        store.import(b).unwrap();
+    }
+    assert_eq!(store.tip().root(), net.state.root());
+    drop(store);
+    let store = ChainStore::open(&path, &net.spec, archive()).expect("the store reopens whole");
+    assert_eq!(store.tip().root(), net.state.root());
+}
+
+/// After a restart a stored side branch has no post-state in memory; a block building on it
+/// (the next block of a branch the node was syncing when it was killed) is applied on the
+/// branch replayed from its fork point, not refused as an orphan forever.
+#[test]
+fn a_side_branch_stored_before_a_restart_can_still_be_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut net = TestNet::new(6, 3, 0);
+    heartbeats(&mut net, 4);
+    let fork = (net.state.clone(), net.blocks.clone(), net.now_ms);
+    for _ in 0..3 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let a = net.blocks.clone();
+    let later = net.spec.params.max_block_interval_ms + 250;
+    (net.state, net.blocks, net.now_ms) = (fork.0, fork.1, fork.2 + later);
+    for _ in 0..4 {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let b = net.blocks.clone();
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for blk in &a {
+        store.import(blk).unwrap();
+    }
+    // B's first blocks (heights 5 and 6) arrive: a shorter side branch, stored.
+    for blk in &b[4..6] {
+        let got = store.import(blk).unwrap();
+        assert!(matches!(got, Imported::Side { .. }), "{got:?} at {}", blk.header.height);
+    }
+    drop(store);
+    let mut store = ChainStore::open(&path, &net.spec, archive()).unwrap();
+    for blk in &b[6..] {
+        store.import(blk).expect("the side branch is replayed from its fork point");
+    }
+    assert_eq!(store.tip().root(), net.state.root(), "and it became canonical");
+}
+
+/// Diagnosis of a store whose tip state fails its root check (`DOIN_INSPECT_DB=path`): replays
+/// the canonical chain from the genesis and prints the state records that differ.
+#[test]
+#[ignore = "a diagnosis tool: DOIN_INSPECT_DB=chain.redb"]
+fn inspect_a_store() {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let Some(path) = std::env::var_os("DOIN_INSPECT_DB") else { return };
+    let db = redb::Database::open(&path).unwrap();
+    let read = db.begin_read().unwrap();
+    let meta = read.open_table(TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+    let spec: doin_consensus::GenesisSpec =
+        serde_json::from_slice(meta.get("genesis_spec").unwrap().unwrap().value()).unwrap();
+    let tip = meta.get("tip").unwrap().unwrap().value().to_vec();
+    let finalized = meta.get("finalized").unwrap().map(|v| v.value().to_vec());
+    eprintln!("tip {} finalized {:?}", hex(&tip), finalized.as_deref().map(hex));
+    let canonical = read.open_table(TableDefinition::<u64, &[u8]>::new("canonical")).unwrap();
+    let headers = read.open_table(TableDefinition::<&[u8], &[u8]>::new("headers")).unwrap();
+    let bodies = read.open_table(TableDefinition::<&[u8], &[u8]>::new("bodies")).unwrap();
+    let undo = read.open_table(TableDefinition::<u64, &[u8]>::new("undo")).unwrap();
+    let (mut state, _) = spec.build().unwrap();
+    let mut changed_at: std::collections::BTreeMap<Vec<u8>, Vec<u64>> = Default::default();
+    let top = canonical.last().unwrap().unwrap().0.value();
+    eprintln!("canonical rows up to {top}; undo rows {:?}", undo.iter().unwrap().map(|r| r.unwrap().0.value()).collect::<Vec<_>>());
+    for h in 1..=top {
+        let hash = canonical.get(h).unwrap().unwrap().value().to_vec();
+        let header: doin_primitives::BlockHeader =
+            borsh::from_slice(headers.get(hash.as_slice()).unwrap().unwrap().value()).unwrap();
+        let Some(body) = bodies.get(hash.as_slice()).unwrap() else {
+            eprintln!("body {h} pruned; stop");
+            return;
+        };
+        let body: doin_primitives::BlockBody = borsh::from_slice(body.value()).unwrap();
+        let block = doin_primitives::Block { header, body };
+        match doin_consensus::apply_block(&state, &block) {
+            Ok((next, _)) => {
+                for (k, _) in next.last_changes() {
+                    changed_at.entry(doin_primitives::encode(k)).or_default().push(h);
+                }
+                state = next;
+            }
+            Err(e) => {
+                eprintln!("block {h} does not apply on the replayed state: {e}");
+                return;
+            }
+        }
+        if hash == tip {
+            eprintln!("the tip is canonical at {h}");
+        }
+    }
+    let table = read.open_table(TableDefinition::<&[u8], &[u8]>::new("state")).unwrap();
+    let mut stored: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    for r in table.iter().unwrap() {
+        let (k, v) = r.unwrap();
+        stored.insert(k.value().to_vec(), v.value().to_vec());
+    }
+    let mut replayed: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    for key in state.keys() {
+        if let Some(v) = state.record(&key) {
+            replayed.insert(doin_primitives::encode(&key), v);
+        }
+    }
+    for (k, v) in &replayed {
+        if stored.get(k) != Some(v) {
+            let key: doin_consensus::StateKey = borsh::from_slice(k).unwrap();
+            eprintln!("differs: {key:?} (stored: {}) changed at {:?}", stored.contains_key(k), changed_at.get(k));
+        }
+    }
+    for k in stored.keys() {
+        if !replayed.contains_key(k) {
+            let key: doin_consensus::StateKey = borsh::from_slice(k).unwrap();
+            eprintln!("stored only: {key:?} changed at {:?}", changed_at.get(k));
+        }
+    }
+    eprintln!("replayed root {}", state.root());
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
