@@ -51,6 +51,13 @@ pub(crate) struct DevnetArgs {
     /// as a string), e.g. `n_params=30`. Repeatable.
     #[arg(long = "optimization", value_name = "KEY=VALUE")]
     pub(crate) optimization: Vec<String>,
+    /// Every optimizing node's optimizer (`optimization_plugin`: shade, tpe, auto, cma-es, ga,
+    /// or `plugin:COMMAND`; default: the node's default).
+    #[arg(long)]
+    pub(crate) optimizer: Option<String>,
+    /// Do not share evaluated trials between the nodes (`share_trials: false`).
+    #[arg(long)]
+    pub(crate) no_share_trials: bool,
     /// Seconds after which an idle chain gets a heartbeat block (`max_block_interval`); a
     /// converged domain adds one block per interval.
     #[arg(long, default_value_t = 5.0)]
@@ -178,6 +185,8 @@ impl DevnetArgs {
             no_tracking: false,
             plugins: Vec::new(),
             optimization: Vec::new(),
+            optimizer: None,
+            no_share_trials: false,
             external: Vec::new(),
             adversaries: Vec::new(),
             setup_only: false,
@@ -199,6 +208,8 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         target_performance: Some(target),
         domain_plugin: plugin,
         external_evaluation: args.external.contains(&i),
+        optimization_plugin: args.optimizer.clone(),
+        share_trials: !args.no_share_trials,
         optimization_config: args
             .optimization
             .iter()
@@ -564,6 +575,8 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
             "domain_plugin": d.domain_plugin,
             "external_evaluation": d.external_evaluation,
             "optimization_config": d.optimization_config,
+            "optimization_plugin": d.optimization_plugin,
+            "share_trials": d.share_trials,
         })).collect::<Vec<_>>(),
     })
 }

@@ -92,9 +92,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some("copy-reveals") => Some(doin_node::Adversary::CopyReveals),
         Some("double-vote") => Some(doin_node::Adversary::DoubleVote),
         Some("double-finality-vote") => Some(doin_node::Adversary::DoubleFinalityVote),
+        Some("inflate-trials") => Some(doin_node::Adversary::InflateTrials),
         Some(other) => {
             anyhow::bail!(
-                "--adversary {other:?}: the behaviours are copy-reveals, double-vote and double-finality-vote"
+                "--adversary {other:?}: the behaviours are copy-reveals, double-vote, double-finality-vote and \
+                 inflate-trials"
             )
         }
     };

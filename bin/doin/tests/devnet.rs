@@ -639,3 +639,57 @@ fn an_evaluator_that_cannot_evaluate_leaves_its_quorums_and_rejoins_once_it_can(
     let status = poll(port + 4, "/status", |s| s["domains"]["quadratic"]["standing"] == "serving");
     assert_eq!(status["domains"]["quadratic"]["standing"], "serving", "{status}");
 }
+
+/// Three TPE nodes share their evaluated trials; the third publishes its trials with every
+/// loss inflated by 1 000. The honest nodes learn each other's trials (their spot checks
+/// agree), catch the liar at its first check, and use none of what it sent.
+#[test]
+fn nodes_learn_each_others_trials_and_catch_a_node_that_inflates_them() {
+    let _serial = serial();
+    let base = base_port(80);
+    let port = base.to_string();
+    let mut devnet = Killed(
+        doin()
+            .args(["devnet", "--nodes", "3", "--optimizer", "tpe", "--target", "-0.000001"])
+            .args(["--duration", "60", "--base-port", &port, "--adversary", "2=inflate-trials"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let up = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", base + 2)).is_err() {
+        assert!(Instant::now() < up, "the nodes' APIs never came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..2u16 {
+        let status = poll(base + 2 * i, "/status", |v| {
+            let t = &v["domains"]["quadratic"]["shared_trials"];
+            t["senders_banned"].as_u64() >= Some(1)
+                && t["trusted_senders"].as_u64() >= Some(1)
+                && t["used"].as_u64() > Some(0)
+        });
+        let t = &status["domains"]["quadratic"]["shared_trials"];
+        assert_eq!(t["enabled"], true, "node {i}: {t}");
+        assert_eq!(t["senders_banned"], 1, "node {i} caught the liar: {t}");
+        assert_eq!(t["trusted_senders"], 1, "node {i} trusts the other honest node: {t}");
+        assert!(t["used"].as_u64() > Some(0) && t["checks_passed"].as_u64() >= Some(1), "node {i}: {t}");
+        assert!(t["published"].as_u64() > Some(0), "node {i} shared its own: {t}");
+        let (_, metrics) = http_text(base + 2 * i, "/metrics");
+        assert!(
+            metrics.contains("doin_shared_trial_senders{domain=\"quadratic\",state=\"banned\"} 1"),
+            "{metrics}"
+        );
+    }
+    let _ = devnet.0.kill();
+}
+
+fn http_text(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
+}

@@ -70,6 +70,27 @@ pub struct DomainStatus {
     pub standing: String,
     /// The latest failure of this node's evaluations of the domain.
     pub evaluation_error: Option<String>,
+    /// What this node's optimizer made of other nodes' trials.
+    pub shared_trials: SharedTrials,
+}
+
+/// Shared search history of one domain, as this node's optimizer loop counted it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SharedTrials {
+    /// `share_trials` is on for the domain.
+    pub enabled: bool,
+    /// Trials received from other nodes (in admitted batches).
+    pub received: u64,
+    /// Trials the optimizer learned (from senders whose claims agreed with its checks).
+    pub used: u64,
+    /// Spot checks of other nodes' claims that agreed with this node's measurement.
+    pub checks_passed: u64,
+    /// Senders caught by a check: every trial of theirs forgotten.
+    pub senders_banned: u64,
+    /// Senders whose trials are used now.
+    pub trusted_senders: u64,
+    /// This node's own trials sent.
+    pub published: u64,
 }
 
 /// What the node reports about itself, refreshed by its event loop.

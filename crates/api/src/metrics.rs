@@ -170,6 +170,29 @@ pub fn text(s: &ApiState) -> String {
         "Candidates this node's optimizer evaluated.",
         &evals,
     );
+    let mut shared = Vec::new();
+    let mut senders = Vec::new();
+    for (id, d) in l.domains.iter().filter(|(_, d)| d.shared_trials.enabled) {
+        let t = &d.shared_trials;
+        for (kind, v) in [("received", t.received), ("used", t.used), ("published", t.published)] {
+            shared.push((format!("{{domain=\"{}\",kind=\"{kind}\"}}", label(id)), v as f64));
+        }
+        for (state, v) in [("trusted", t.trusted_senders), ("banned", t.senders_banned)] {
+            senders.push((format!("{{domain=\"{}\",state=\"{state}\"}}", label(id)), v as f64));
+        }
+    }
+    o.metric(
+        "doin_shared_trials_total",
+        "counter",
+        "Shared trials: received from other nodes, used by the optimizer, published by this node.",
+        &shared,
+    );
+    o.metric(
+        "doin_shared_trial_senders",
+        "gauge",
+        "Other nodes whose trials are used (trusted) or were caught by a check (banned).",
+        &senders,
+    );
     let withdrawn: Vec<(String, f64)> = l
         .domains
         .iter()

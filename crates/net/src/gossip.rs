@@ -3,8 +3,8 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use doin_primitives::{
-    BlockHeader, Commit, DoubleVoteEvidence, FinalityEvidence, FinalityVote, Hash, Reveal, Transaction, Vote,
-    decode, encode,
+    BlockHeader, Commit, DoubleVoteEvidence, FinalityEvidence, FinalityVote, Hash, Reveal, Transaction,
+    TrialBatch, Vote, decode, encode,
 };
 
 /// Largest gossip payload.
@@ -150,6 +150,8 @@ pub enum GossipMessage {
     FinalityVote(Box<FinalityVote>),
     /// Two conflicting finality votes by one key (blocks topic).
     FinalityEvidence(Box<FinalityEvidence>),
+    /// A node's evaluated trials of a domain (its optimae topic): shared search history.
+    Trials(Box<TrialBatch>),
 }
 
 /// Why a gossip message was refused.
@@ -244,6 +246,18 @@ impl GossipMessage {
                     return Err(GossipError::Signature("finality evidence"));
                 }
             }
+            (Self::Trials(t), Topic::Optimae(domain)) => {
+                if t.body.domain.as_str() != domain {
+                    return Err(wrong("trial batch of another domain"));
+                }
+                if t.body.check_shape().is_err() {
+                    return Err(GossipError::TooLarge);
+                }
+                if !t.verify() {
+                    return Err(GossipError::Signature("trial batch"));
+                }
+            }
+            (Self::Trials(_), _) => return Err(wrong("trial batch")),
             (Self::FinalityVote(_), _) => return Err(wrong("finality vote")),
             (Self::FinalityEvidence(_), _) => return Err(wrong("finality evidence")),
             (Self::Evidence(_), _) => return Err(wrong("evidence")),

@@ -16,6 +16,7 @@ pub mod optimizer;
 pub mod participation;
 pub mod store;
 pub mod tally;
+pub mod trials;
 
 pub use config::{ConfigError, DomainConfig, Loaded, NodeConfig};
 pub use node::{ADVERSARIES, Adversary, NodeError, RunLimits, run};

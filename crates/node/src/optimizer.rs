@@ -220,6 +220,8 @@ pub struct LoopIo {
     /// Whether the domain evaluates at all: a batch that failed whole, or a domain that cannot
     /// evaluate now, counts as a failure; a batch with a figure as a success.
     pub health: Arc<crate::participation::EvalHealth>,
+    /// Shared trials with the other nodes searching the domain (none: not shared).
+    pub sharing: Option<crate::trials::share::Sharing>,
 }
 
 /// The data draw a candidate's second opinion is measured on (beyond the optimizer's own data,
@@ -255,7 +257,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 
 /// Runs the loop until `stop` is set. Blocks the calling thread.
 pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
-    let LoopIo { control, paused, found, rounds, round_size, stop, counter, health } = io;
+    let LoopIo { control, paused, found, rounds, round_size, stop, counter, health, mut sharing } = io;
     let mut acc = RoundAcc::default();
     let mut round = 0u64;
     let mut best_so_far: Option<(Vec<Value>, f64)> = None;
@@ -289,6 +291,9 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                 Err(TryRecvError::Disconnected) => return,
             }
         }
+        if let Some(s) = &mut sharing {
+            s.receive(domain.space(), optimizer.as_mut());
+        }
         if paused.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             continue;
@@ -300,7 +305,23 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         }
         batches += 1;
         optimizer.hook(&Hook::GenerationStart { generation: batches });
-        let outcomes = evaluate_batch(domain.as_ref(), &xs, run);
+        // Another node's claim the shared-trial book wants measured here rides with the batch.
+        let check = sharing.as_mut().and_then(crate::trials::share::Sharing::take_check);
+        let started = std::time::Instant::now();
+        let mut outcomes = match &check {
+            Some(c) => {
+                evaluate_batch(domain.as_ref(), &[xs.as_slice(), std::slice::from_ref(c)].concat(), run)
+            }
+            None => evaluate_batch(domain.as_ref(), &xs, run),
+        };
+        let cost_ms =
+            (started.elapsed().as_millis() / outcomes.len().max(1) as u128).min(u128::from(u32::MAX)) as u32;
+        if let (Some(_), Some(s)) = (&check, &mut sharing) {
+            // A check verifies a claim; if it holds, the claim is in the model already.
+            let loss = outcomes.pop().and_then(|o| o.ok()).map(|m| domain.loss(&m));
+            evaluations += 1;
+            s.checked(loss, optimizer.as_mut());
+        }
         match outcomes.iter().find_map(|o| o.as_ref().err()) {
             Some(e) if outcomes.iter().all(Result::is_err) => health.failed(&e.to_string()),
             _ => health.ok(),
@@ -434,6 +455,10 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         }
         let kind = optimizer.kind();
         optimizer.tell(&told);
+        if let Some(s) = &mut sharing {
+            s.record(domain.space(), &told, cost_ms);
+            s.flush(domain.space(), optimizer.as_ref(), std::time::Instant::now());
+        }
         let best_loss = optimizer.best().map(|b| b.loss);
         optimizer.hook(&Hook::GenerationEnd { generation: batches, best_loss });
         if optimizer.kind() != kind {
@@ -526,6 +551,7 @@ mod tests {
             let stop = Arc::new(AtomicBool::new(false));
             let paused = Arc::new(AtomicBool::new(false));
             let io = LoopIo {
+                sharing: None,
                 control,
                 paused: paused.clone(),
                 found: found_tx,

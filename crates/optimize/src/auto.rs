@@ -160,6 +160,37 @@ impl Optimizer for Auto {
         self.chosen.as_ref().map_or(0, |(_, o)| o.stage())
     }
 
+    // Other nodes' trials reach the chosen optimizer; before the choice (one batch) they are
+    // not kept: the node that shares them sends its trust with every batch.
+    fn observe(&mut self, source: u32, trials: &[Evaluated]) {
+        if let Some((_, opt)) = &mut self.chosen {
+            opt.observe(source, trials);
+        }
+    }
+
+    fn trust(&mut self, source: u32, weight: f64) {
+        if let Some((_, opt)) = &mut self.chosen {
+            opt.trust(source, weight);
+        }
+    }
+
+    fn pending_elsewhere(&mut self, source: u32, points: &[Vec<f64>]) {
+        if let Some((_, opt)) = &mut self.chosen {
+            opt.pending_elsewhere(source, points);
+        }
+    }
+
+    fn learns_shared(&self) -> bool {
+        self.chosen.as_ref().is_some_and(|(_, o)| o.learns_shared())
+    }
+
+    fn in_flight(&self) -> Vec<Vec<f64>> {
+        match &self.chosen {
+            Some((_, opt)) => opt.in_flight(),
+            None => self.first.clone(),
+        }
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         match &self.chosen {
             // A tag for the choice, then the chosen optimizer's snapshot.

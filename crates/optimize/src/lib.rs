@@ -61,6 +61,23 @@ pub trait Optimizer: Send {
     fn hook(&mut self, _event: &Hook) {}
     /// Restores a snapshot taken by the same optimizer kind.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError>;
+    /// Trials another node measured (`source` names it): a model-based optimizer learns them,
+    /// weighted by [`Self::trust`]; others ignore them (they learn other nodes' results from
+    /// the chain's champions).
+    fn observe(&mut self, _source: u32, _trials: &[Evaluated]) {}
+    /// How far `source`'s trials are believed, in `[0, 1]`; 0 forgets them all.
+    fn trust(&mut self, _source: u32, _weight: f64) {}
+    /// Points `source` is measuring now (they replace its previous ones): proposals avoid them.
+    fn pending_elsewhere(&mut self, _source: u32, _points: &[Vec<f64>]) {}
+    /// Whether [`Self::observe`] teaches it anything (a model-based optimizer): a node spends
+    /// no checks on other nodes' trials for an optimizer that ignores them.
+    fn learns_shared(&self) -> bool {
+        false
+    }
+    /// Points asked and not told yet (what this node is measuring now, for other nodes).
+    fn in_flight(&self) -> Vec<Vec<f64>> {
+        Vec::new()
+    }
 }
 
 /// The optimizer hooks the node's loop calls (`on_generation_start`, `on_between_candidates`,

@@ -12,8 +12,14 @@
 //! propose one region twice. Migrants (verified champions, other nodes' trials) join the
 //! history like the node's own evaluations.
 //!
+//! Other nodes' trials (shared history) join the densities with their source's weight (how far
+//! the node believes that source, [`Optimizer::trust`]); their points in flight count as bad
+//! like this node's own, so nodes sharing a domain do not propose one region twice. They never
+//! become this optimizer's best (that is measured here) and a source trusted 0 is forgotten.
+//!
 //! Cost per proposal: `candidates × history × d` kernel evaluations; the history is bounded at
-//! [`MAX_HISTORY`] (the best [`MAX_GOOD`] always kept, then the newest).
+//! [`MAX_HISTORY`] (the best [`MAX_GOOD`] always kept, then the newest) and the shared trials at
+//! [`MAX_SHARED`].
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use rand::{Rng, SeedableRng};
@@ -29,6 +35,12 @@ pub const MAX_GOOD: usize = 25;
 pub const CANDIDATES: usize = 24;
 /// Points asked and not told that are remembered (older ones are forgotten).
 const MAX_PENDING: usize = 256;
+/// Other nodes' trials kept at most (the newest), and per source.
+pub const MAX_SHARED: usize = 1_000;
+/// Trials kept per source at most (one source cannot crowd out the others).
+pub const MAX_SHARED_PER_SOURCE: usize = 250;
+/// Points in flight remembered per other node.
+pub const MAX_ELSEWHERE: usize = 16;
 /// Proposals per ask at most: more in flight only dilutes the model (the loop asks again as
 /// soon as these are told).
 pub const MAX_BATCH: usize = 4;
@@ -51,6 +63,12 @@ pub struct Tpe {
     rng: ChaCha8Rng,
     /// Asked, not told yet.
     pending: Vec<Vec<f64>>,
+    /// Other nodes' trials: (source, trial), oldest first.
+    shared: Vec<(u32, Evaluated)>,
+    /// Each source's weight (a source missing or at 0 counts nothing).
+    weights: std::collections::BTreeMap<u32, f64>,
+    /// Points other nodes are measuring, by source.
+    elsewhere: std::collections::BTreeMap<u32, Vec<Vec<f64>>>,
 }
 
 impl Tpe {
@@ -65,7 +83,14 @@ impl Tpe {
             history: Vec::new(),
             best: None,
         };
-        Self { core, rng: ChaCha8Rng::seed_from_u64(seed), pending: Vec::new() }
+        Self {
+            core,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            pending: Vec::new(),
+            shared: Vec::new(),
+            weights: Default::default(),
+            elsewhere: Default::default(),
+        }
     }
 
     /// The usual random start for `dim` dimensions (Optuna's 10, more in many dimensions).
@@ -76,6 +101,21 @@ impl Tpe {
     /// Evaluations in the history.
     pub fn history_len(&self) -> usize {
         self.core.history.len()
+    }
+
+    /// Other nodes' trials held (whatever their weight).
+    pub fn shared_len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Shared trials of sources weighted above 0.
+    fn trusted_shared(&self) -> usize {
+        self.shared.iter().filter(|(s, _)| self.weights.get(s).is_some_and(|w| *w > 0.0)).count()
+    }
+
+    /// Whether a point fits this optimizer's cube.
+    fn fits(&self, x: &[f64]) -> bool {
+        x.len() == self.dim() && x.iter().all(|v| v.is_finite())
     }
 
     fn dim(&self) -> usize {
@@ -90,17 +130,43 @@ impl Tpe {
     /// One proposal from the model.
     fn propose(&mut self) -> Vec<f64> {
         let d = self.dim();
-        let Self { core, rng, pending } = self;
-        let (good, bad) = split(&core.history, pending);
+        let Self { core, rng, pending, shared, weights, elsewhere } = self;
+        let weight = |src: &u32| weights.get(src).copied().unwrap_or(0.0);
+        // Every point with its weight: the own history (1), then the shared trials of sources
+        // weighted above 0; in flight, this node's points (1) and other nodes' (their weight).
+        let points: Vec<(&Evaluated, f64)> = core
+            .history
+            .iter()
+            .map(|e| (e, 1.0))
+            .chain(shared.iter().map(|(src, e)| (e, weight(src))).filter(|(_, w)| *w > 0.0))
+            .collect();
+        let flying: Vec<Weighted<'_>> = pending
+            .iter()
+            .map(|p| (p.as_slice(), 1.0))
+            .chain(
+                elsewhere
+                    .iter()
+                    .flat_map(|(src, ps)| ps.iter().map(move |p| (p.as_slice(), weight(src))))
+                    .filter(|(_, w)| *w > 0.0),
+            )
+            .collect();
+        let (good, bad) = split(&points, &flying);
         let (bw_good, bw_bad) = (bandwidths(&good, d), bandwidths(&bad, d));
+        let total: f64 = good.iter().map(|(_, w)| w).sum();
         let mut best: Option<(f64, Vec<f64>)> = None;
         for _ in 0..CANDIDATES {
-            // Draw from l: the prior with weight 1/(n+1), else a kernel around a good point.
-            let pick = rng.random_range(0..=good.len());
-            let x: Vec<f64> = if pick == good.len() {
-                random_point(rng, d)
-            } else {
-                (0..d).map(|j| truncated_normal(rng, good[pick][j], bw_good[j])).collect()
+            // Draw from l: the prior with weight 1/(W+1), else a kernel around a good point
+            // chosen by weight.
+            let mut pick = rng.random::<f64>() * (total + 1.0) - 1.0;
+            let around = good.iter().find(|(_, w)| {
+                pick -= w;
+                pick < 0.0
+            });
+            let x: Vec<f64> = match around {
+                Some((p, _)) if total > 0.0 => {
+                    (0..d).map(|j| truncated_normal(rng, p[j], bw_good[j])).collect()
+                }
+                _ => random_point(rng, d),
             };
             let score = log_density(&x, &good, &bw_good) - log_density(&x, &bad, &bw_bad);
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
@@ -151,15 +217,21 @@ fn random_point(rng: &mut ChaCha8Rng, d: usize) -> Vec<f64> {
     (0..d).map(|_| rng.random::<f64>()).collect()
 }
 
-/// The good points (the γ-quantile of the history by loss) and the bad ones, the `pending`
-/// points (asked, not told) among the bad.
-fn split<'a>(history: &'a [Evaluated], pending: &'a [Vec<f64>]) -> (Vec<&'a [f64]>, Vec<&'a [f64]>) {
-    let mut order: Vec<&Evaluated> = history.iter().collect();
-    order.sort_by(|a, b| a.loss.total_cmp(&b.loss));
+/// A point of a density and its weight.
+type Weighted<'a> = (&'a [f64], f64);
+
+/// The good points (the γ-quantile of the weighted history by loss) and the bad ones, the
+/// points in flight (asked, not told: `pending`) among the bad.
+fn split<'a>(
+    history: &[(&'a Evaluated, f64)],
+    pending: &[Weighted<'a>],
+) -> (Vec<Weighted<'a>>, Vec<Weighted<'a>>) {
+    let mut order: Vec<(&Evaluated, f64)> = history.to_vec();
+    order.sort_by(|a, b| a.0.loss.total_cmp(&b.0.loss));
     let good = order.len().div_ceil(10).clamp(1, MAX_GOOD).min(order.len());
     let (g, b) = order.split_at(good);
-    let bad = b.iter().map(|e| e.x.as_slice()).chain(pending.iter().map(Vec::as_slice)).collect();
-    (g.iter().map(|e| e.x.as_slice()).collect(), bad)
+    let bad = b.iter().map(|(e, w)| (e.x.as_slice(), *w)).chain(pending.iter().copied()).collect();
+    (g.iter().map(|(e, w)| (e.x.as_slice(), *w)).collect(), bad)
 }
 
 /// Per-dimension kernel bandwidths for `points` in `d` dimensions, as Optuna's multivariate
@@ -167,7 +239,7 @@ fn split<'a>(history: &'a [Evaluated], pending: &'a [Vec<f64>]) -> (Vec<&'a [f64
 /// of 1/100 of the range. (Bandwidths from the points' own spread gathered too early: on a
 /// 4-dimensional sphere they lost to SHADE in 8 of 9 seeds.) The floor bounds precision: TPE
 /// is for coarse targets in expensive domains, SHADE for fine ones.
-fn bandwidths(points: &[&[f64]], d: usize) -> Vec<f64> {
+fn bandwidths(points: &[Weighted<'_>], d: usize) -> Vec<f64> {
     let n = points.len().max(1) as f64;
     vec![(0.2 * n.powf(-1.0 / (d as f64 + 4.0))).max(0.01); d]
 }
@@ -183,16 +255,16 @@ fn truncated_normal(rng: &mut ChaCha8Rng, mu: f64, sigma: f64) -> f64 {
     mu.clamp(0.0, 1.0)
 }
 
-/// `ln` of the mixture density at `x`: a uniform prior (weight 1/(n+1)) and one product of
-/// Gaussians (deviations `sigma` per dimension) truncated to the unit cube per point.
-fn log_density(x: &[f64], points: &[&[f64]], sigma: &[f64]) -> f64 {
-    let n = points.len();
-    let weight = 1.0 / (n as f64 + 1.0);
+/// `ln` of the mixture density at `x`: a uniform prior (weight 1/(W+1), W the points' total
+/// weight) and one product of Gaussians (deviations `sigma` per dimension) truncated to the
+/// unit cube per point, weighted w/(W+1).
+fn log_density(x: &[f64], points: &[Weighted<'_>], sigma: &[f64]) -> f64 {
+    let total: f64 = points.iter().map(|(_, w)| w).sum::<f64>() + 1.0;
     // Log-sum-exp over the kernels and the prior (ln 1 = 0 for the uniform density).
-    let mut terms: Vec<f64> = Vec::with_capacity(n + 1);
-    terms.push(weight.ln());
-    for p in points {
-        let mut s = weight.ln();
+    let mut terms: Vec<f64> = Vec::with_capacity(points.len() + 1);
+    terms.push(-total.ln());
+    for (p, w) in points {
+        let mut s = (w / total).ln();
         for ((xj, mu), sd) in x.iter().zip(p.iter()).zip(sigma) {
             let z = (xj - mu) / sd;
             let mass = phi((1.0 - mu) / sd) - phi(-mu / sd);
@@ -220,11 +292,8 @@ impl Optimizer for Tpe {
         let n = n.min(MAX_BATCH);
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let x = if self.core.history.len() + self.pending.len() < self.core.startup as usize {
-                self.random_point()
-            } else {
-                self.propose()
-            };
+            let known = self.core.history.len() + self.pending.len() + self.trusted_shared();
+            let x = if known < self.core.startup as usize { self.random_point() } else { self.propose() };
             self.core.asked += 1;
             if self.pending.len() >= MAX_PENDING {
                 self.pending.remove(0);
@@ -246,6 +315,55 @@ impl Optimizer for Tpe {
 
     fn inject(&mut self, migrant: Evaluated) {
         self.remember(&migrant);
+    }
+
+    fn observe(&mut self, source: u32, trials: &[Evaluated]) {
+        for t in trials {
+            if !self.fits(&t.x) || t.loss.is_nan() {
+                continue;
+            }
+            let of_source = self.shared.iter().filter(|(s, _)| *s == source).count();
+            if of_source >= MAX_SHARED_PER_SOURCE {
+                if let Some(i) = self.shared.iter().position(|(s, _)| *s == source) {
+                    self.shared.remove(i);
+                }
+            } else if self.shared.len() >= MAX_SHARED {
+                self.shared.remove(0);
+            }
+            let x = t.x.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+            self.shared.push((source, Evaluated { x, loss: t.loss }));
+        }
+    }
+
+    fn trust(&mut self, source: u32, weight: f64) {
+        if weight > 0.0 && weight.is_finite() {
+            self.weights.insert(source, weight.min(1.0));
+        } else {
+            self.weights.remove(&source);
+            self.shared.retain(|(s, _)| *s != source);
+            self.elsewhere.remove(&source);
+        }
+    }
+
+    fn pending_elsewhere(&mut self, source: u32, points: &[Vec<f64>]) {
+        let fit: Vec<Vec<f64>> = points
+            .iter()
+            .filter(|p| self.fits(p))
+            .take(MAX_ELSEWHERE)
+            .map(|p| p.iter().map(|v| v.clamp(0.0, 1.0)).collect())
+            .collect();
+        // Only sources it weighs are remembered: the map stays as small as the trusted set.
+        if self.weights.contains_key(&source) {
+            self.elsewhere.insert(source, fit);
+        }
+    }
+
+    fn learns_shared(&self) -> bool {
+        true
+    }
+
+    fn in_flight(&self) -> Vec<Vec<f64>> {
+        self.pending.iter().rev().take(MAX_ELSEWHERE).cloned().collect()
     }
 
     fn best(&self) -> Option<&Evaluated> {
@@ -311,8 +429,8 @@ mod tests {
 
     #[test]
     fn the_density_ratio_prefers_the_good_region() {
-        let good: [&[f64]; 2] = [&[0.2, 0.2], &[0.25, 0.2]];
-        let bad: [&[f64]; 3] = [&[0.8, 0.8], &[0.9, 0.7], &[0.7, 0.9]];
+        let good: [Weighted<'_>; 2] = [(&[0.2, 0.2], 1.0), (&[0.25, 0.2], 1.0)];
+        let bad: [Weighted<'_>; 3] = [(&[0.8, 0.8], 1.0), (&[0.9, 0.7], 1.0), (&[0.7, 0.9], 1.0)];
         let ratio = |x: &[f64]| log_density(x, &good, &[0.1, 0.1]) - log_density(x, &bad, &[0.1, 0.1]);
         assert!(ratio(&[0.22, 0.2]) > ratio(&[0.8, 0.8]) + 5.0);
     }
@@ -373,6 +491,89 @@ mod tests {
         }
         assert_eq!(t.history_len(), MAX_HISTORY);
         assert!(t.core.history.iter().any(|e| e.loss == -1.0), "the best is kept");
+    }
+
+    /// Another node's trials, trusted, teach the model: a node that joins a search another
+    /// node ran needs fewer evaluations of its own; trusting the source 0 forgets them.
+    #[test]
+    fn shared_trials_of_a_trusted_source_teach_it_and_distrust_forgets_them() {
+        let (mut cold, mut warm) = (0, 0);
+        for seed in 0..7 {
+            let mut other = Tpe::new(4, Tpe::default_startup(4), 100 + seed);
+            let mut trials = Vec::new();
+            for _ in 0..40 {
+                let x = other.ask(1).remove(0);
+                let e = Evaluated { loss: sphere(&x), x };
+                other.tell(std::slice::from_ref(&e));
+                trials.push(e);
+            }
+            cold += evaluations(Box::new(Tpe::new(4, Tpe::default_startup(4), seed)), sphere, 0.01, 400);
+            let mut t = Tpe::new(4, Tpe::default_startup(4), seed);
+            t.trust(9, 1.0);
+            t.observe(9, &trials);
+            assert_eq!(t.shared_len(), 40);
+            assert!(t.best().is_none(), "shared trials are not this node's best");
+            warm += evaluations(Box::new(t), sphere, 0.01, 400);
+        }
+        assert!(warm * 3 < cold * 2, "40 shared trials saved a third: {warm} vs {cold} evaluations");
+        let mut t = Tpe::new(2, 3, 1);
+        t.trust(4, 0.5);
+        t.observe(4, &[Evaluated { x: vec![0.1, 0.1], loss: 0.0 }, Evaluated { x: vec![0.1], loss: 0.0 }]);
+        t.pending_elsewhere(4, &[vec![0.5, 0.5]]);
+        assert_eq!((t.shared_len(), t.elsewhere.len()), (1, 1), "a point of another dimension is dropped");
+        t.trust(4, 0.0);
+        assert_eq!((t.shared_len(), t.elsewhere.len()), (0, 0));
+        t.pending_elsewhere(5, &[vec![0.5, 0.5]]);
+        assert!(t.elsewhere.is_empty(), "an untrusted source's points in flight are not kept");
+    }
+
+    /// Untrusted trials (a source never trusted, or weighted 0) change nothing: the same seed
+    /// proposes the same points with or without them; one source cannot exceed its share.
+    #[test]
+    fn untrusted_trials_change_nothing_and_a_source_is_bounded() {
+        let mut a = Tpe::new(3, 4, 11);
+        let mut b = Tpe::new(3, 4, 11);
+        let lies: Vec<Evaluated> =
+            (0..50).map(|i| Evaluated { x: vec![0.9, 0.9, (i as f64) / 50.0], loss: -1e9 }).collect();
+        b.observe(3, &lies);
+        for _ in 0..10 {
+            let (xa, xb) = (a.ask(2), b.ask(2));
+            assert_eq!(xa, xb);
+            let r: Vec<Evaluated> = xa.iter().map(|x| Evaluated { loss: sphere(x), x: x.clone() }).collect();
+            a.tell(&r);
+            b.tell(&r);
+        }
+        let many: Vec<Evaluated> = (0..MAX_SHARED_PER_SOURCE + 40)
+            .map(|i| Evaluated { x: vec![0.5, 0.5, (i % 100) as f64 / 100.0], loss: 1.0 })
+            .collect();
+        b.trust(3, 1.0);
+        b.observe(3, &many);
+        assert_eq!(b.shared.iter().filter(|(s, _)| *s == 3).count(), MAX_SHARED_PER_SOURCE);
+    }
+
+    /// Points another node measures now count as bad: proposals move away from them.
+    #[test]
+    fn points_in_flight_elsewhere_are_avoided() {
+        let near = |x: &[f64]| x.iter().map(|v| (v - 0.3).powi(2)).sum::<f64>().sqrt();
+        let (mut free, mut avoided) = (0.0, 0.0);
+        for seed in 0..10 {
+            let mut t = Tpe::new(2, 4, seed);
+            for i in 0..30 {
+                let x = vec![(i * 7 % 30) as f64 / 30.0, (i * 11 % 30) as f64 / 30.0];
+                t.inject(Evaluated { loss: sphere(&x), x });
+            }
+            let mut u = Tpe::new(2, 4, seed);
+            u.restore(&t.snapshot()).unwrap();
+            u.trust(1, 1.0);
+            let busy: Vec<Vec<f64>> = (0..MAX_ELSEWHERE)
+                .map(|i| vec![0.3 + 0.01 * (i % 4) as f64, 0.3 + 0.01 * (i / 4) as f64])
+                .collect();
+            u.pending_elsewhere(1, &busy);
+            t.restore(&u.snapshot()).unwrap();
+            free += t.ask(4).iter().map(|x| near(x)).sum::<f64>();
+            avoided += u.ask(4).iter().map(|x| near(x)).sum::<f64>();
+        }
+        assert!(avoided > free * 1.2, "{avoided} vs {free}: proposals kept off the busy region");
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub enum SigTag {
     Gossip,
     /// A finality (checkpoint) vote.
     FinalityVote,
+    /// A batch of shared trials (off chain, gossip only).
+    Trials,
 }
 
 impl SigTag {
@@ -142,6 +144,7 @@ impl SigTag {
             Self::ChannelUpdate => b"doin/channel-update/v1",
             Self::Gossip => b"doin/gossip/v1",
             Self::FinalityVote => b"doin/finality-vote/v1",
+            Self::Trials => b"doin/trials/v1",
         }
     }
 

@@ -21,6 +21,7 @@ pub mod finality;
 pub mod merkle;
 pub mod poo;
 pub mod signed;
+pub mod trials;
 pub mod tx;
 pub mod units;
 pub mod vrf;
@@ -34,5 +35,6 @@ pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
 };
 pub use signed::{Signable, SignatureItem, Signed, verify_batch};
+pub use trials::{SharedTrial, TrialBatch, TrialBatchBody};
 pub use tx::{ChannelUpdate, ChannelUpdateBody, Roles, Transaction, TxBody, TxKind};
 pub use units::{Amount, FIXED_ONE, Metric};

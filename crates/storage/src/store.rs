@@ -467,7 +467,9 @@ impl ChainStore {
                         None => {
                             // `cursor` is the fork point (committed: the read sees it whole).
                             self.state_for(&cursor)?.ok_or_else(|| {
-                                StorageError::Inconsistent(format!("the state at the fork point {ancestor} is gone"))
+                                StorageError::Inconsistent(format!(
+                                    "the state at the fork point {ancestor} is gone"
+                                ))
                             })?
                         }
                     };

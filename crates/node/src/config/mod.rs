@@ -60,6 +60,9 @@ pub struct DomainConfig {
     pub external_evaluation: bool,
     /// `max_training_seconds`, `max_memory_mb`, `max_epochs`.
     pub resource_limits: BTreeMap<String, Json>,
+    /// Share this node's evaluated trials with the other nodes optimizing the domain, and learn
+    /// from theirs (model-based optimizers; checked against this node's own measurements).
+    pub share_trials: bool,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -82,6 +85,7 @@ impl Default for DomainConfig {
             target_performance: None,
             external_evaluation: false,
             resource_limits: BTreeMap::new(),
+            share_trials: true,
             unknown: BTreeMap::new(),
         }
     }

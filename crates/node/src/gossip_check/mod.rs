@@ -38,7 +38,9 @@ use std::{
 
 use doin_consensus::{CertError, State, certs, quorum};
 use doin_net::{GossipMessage, GossipValidator, Refusal, Topic};
-use doin_primitives::{Address, DoubleVoteEvidence, FinalityEvidence, FinalityVote, Hash, Vote, poo};
+use doin_primitives::{
+    Address, DoubleVoteEvidence, FinalityEvidence, FinalityVote, Hash, Vote, poo, trials::MIN_BATCH_GAP_MS,
+};
 
 use crate::finality::{self, FinalityPool};
 
@@ -101,7 +103,14 @@ struct View {
     evidence_seen: HashSet<Hash>,
     /// Finality votes and evidence for our blocks.
     finality: FinalityPool,
+    /// The last trial batch `seq` forwarded per (sender, domain): bounded by the staked
+    /// accounts that may send them ([`MAX_TRIAL_SENDERS`]).
+    trial_seq: HashMap<(Address, String), u64>,
 }
+
+/// (Sender, domain) pairs whose trial batches are tracked at most; a full map forwards no new
+/// sender's batches until it empties (rebuilt from scratch when full, like the evidence ids).
+pub const MAX_TRIAL_SENDERS: usize = 4_096;
 
 /// Counters of what the check refused, for metrics and the adversary benchmark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -261,6 +270,7 @@ impl GossipCheck {
                     Err(err) => Err(reject(err.to_string())),
                 }
             }
+            GossipMessage::Trials(t) => self.write(|v| v.trials(t)),
             GossipMessage::Block(_) | GossipMessage::Transaction(_) => Ok(()),
         }
     }
@@ -294,6 +304,30 @@ fn decrement<K: std::hash::Hash + Eq + Clone>(map: &mut HashMap<K, usize>, key: 
 }
 
 impl View {
+    /// A trial batch is forwarded only from an account with stake or reputation in the domain
+    /// (a throwaway key's is spam: rejected), at most one per [`MIN_BATCH_GAP_MS`] of its own
+    /// clock, never replayed.
+    fn trials(&mut self, t: &doin_primitives::TrialBatch) -> Result<(), Refusal> {
+        let state = self.state.as_ref().ok_or_else(|| ignore("no chain state yet"))?;
+        let sender = t.body.sender;
+        let domain = t.body.domain.clone();
+        let staked = state.stake(&sender).is_some_and(|s| s.amount.0 > 0);
+        if !staked && state.reputation(&sender, &domain) == 0 {
+            return Err(reject("trials from an account with no stake or reputation"));
+        }
+        let key = (sender, domain.as_str().to_owned());
+        if let Some(last) = self.trial_seq.get(&key)
+            && t.body.seq < last.saturating_add(MIN_BATCH_GAP_MS)
+        {
+            return Err(ignore("a trial batch too soon after the sender's last (or replayed)"));
+        }
+        if self.trial_seq.len() >= MAX_TRIAL_SENDERS && !self.trial_seq.contains_key(&key) {
+            self.trial_seq.clear();
+        }
+        self.trial_seq.insert(key, t.body.seq);
+        Ok(())
+    }
+
     /// The refusal of a `what` by `signer` about a commit not pending here: a staked account's
     /// may have overtaken its commit (ignored); a throwaway key's is spam (rejected, penalized).
     fn unknown_commit(&self, what: &str, signer: &Address) -> Refusal {

@@ -170,3 +170,27 @@ fn a_flood_from_throwaway_keys_is_refused_and_evicts_nothing() {
     let (_, reveal) = commit_msg(&net, 5, 1);
     assert_eq!(check.check(&topic(), &GossipMessage::Reveal(Box::new(reveal))), Ok(()));
 }
+
+/// Trial batches: only from an account with stake (or reputation) in the domain — a stranger's
+/// are spam — and at most one per second of the sender's clock, never replayed.
+#[test]
+fn trial_batches_only_from_staked_accounts_and_not_too_often() {
+    let (net, check) = setup();
+    let batch = |who: usize, seq: u64| {
+        let body = doin_primitives::TrialBatchBody {
+            domain: doin_primitives::DomainId::new("quadratic").unwrap(),
+            sender: net.addr(who),
+            seq,
+            trials: vec![doin_primitives::SharedTrial { x: vec![1, 2, 3, 4], loss: Metric(5), cost_ms: 1 }],
+            pending: Vec::new(),
+        };
+        let key = net.key_of(&net.addr(who)).unwrap();
+        GossipMessage::Trials(Box::new(Signed::sign(body, key)))
+    };
+    assert!(is_reject(check.check(&topic(), &batch(8, 1_000))), "an unstaked account's trials are spam");
+    assert_eq!(check.check(&topic(), &batch(5, 10_000)), Ok(()));
+    assert!(is_ignore(check.check(&topic(), &batch(5, 10_000))), "a replay");
+    assert!(is_ignore(check.check(&topic(), &batch(5, 10_500))), "half a second later");
+    assert_eq!(check.check(&topic(), &batch(5, 11_000)), Ok(()));
+    assert_eq!(check.check(&topic(), &batch(0, 10_000)), Ok(()), "an evaluator's own clock");
+}

@@ -63,6 +63,7 @@ impl Engine {
                     self.on_commit(*c);
                     self.poked = true;
                 }
+                GossipMessage::Trials(t) => self.on_trials(*t),
                 GossipMessage::Reveal(r) => {
                     #[cfg(feature = "adversary")]
                     if self.adversary == Some(Adversary::CopyReveals) {

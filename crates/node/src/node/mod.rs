@@ -34,6 +34,7 @@ mod follow;
 mod participate;
 mod pipeline;
 mod produce;
+mod share;
 mod start;
 mod status;
 mod timers;
@@ -125,6 +126,9 @@ pub enum Adversary {
     /// Sign two finality votes for every checkpoint, for different blocks at its height (an
     /// equivocating staker backing two forks at once).
     DoubleFinalityVote,
+    /// Publish its trials with inflated figures (every loss claimed 1 000 better than
+    /// measured: a liar steering the other nodes' model-based optimizers).
+    InflateTrials,
 }
 
 struct DomainRt {
@@ -159,6 +163,12 @@ struct DomainRt {
     stake_tx: Option<Hash>,
     /// The verified champion's values (the probe's known-good point).
     champion_values: Option<Vec<doin_optimize::Value>>,
+    /// Other nodes' trial batches to the optimizer loop (none: the domain does not share).
+    trials_in: Option<std::sync::mpsc::SyncSender<crate::trials::Incoming>>,
+    /// What the loop made of shared trials.
+    sharing: Arc<crate::trials::share::SharingCounters>,
+    /// The `seq` of this node's last trial batch for the domain.
+    trial_seq: u64,
 }
 
 struct SeenCommit {

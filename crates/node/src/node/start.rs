@@ -60,6 +60,9 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 probe: Arc::default(),
                 stake_tx: None,
                 champion_values: None,
+                trials_in: None,
+                sharing: Arc::default(),
+                trial_seq: 0,
                 experiment: (
                     {
                         let mut id = [0u8; 16];
@@ -194,6 +197,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     };
     let (rounds_tx, mut rounds_rx) = mpsc::channel::<optimizer::RoundInfo>(256);
     let (found_tx, mut found_rx) = mpsc::channel::<Found>(16);
+    let (shared_tx, mut shared_rx) = mpsc::channel::<crate::trials::share::Outgoing>(16);
     let (measured_tx, mut measured_rx) = mpsc::channel::<Measured>(64);
     let stop = Arc::new(AtomicBool::new(false));
     let params = store.lock().tip().params().clone();
@@ -392,6 +396,27 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             max_memory_bytes: u64::from(limits.max_memory_mb) << 20,
             ..RunConfig::default()
         };
+        // Shared trials: other nodes' batches in (bounded: a busy loop drops them), this node's
+        // out to be signed and published. The book's checks compare like the domain's quorums.
+        let sharing = if rt.config.share_trials {
+            let tol = domains::tolerance_of(&rt.config, &config).map_err(other)?;
+            let (tx, rx) = std::sync::mpsc::sync_channel(64);
+            rt.trials_in = Some(tx);
+            let book = crate::trials::TrialBook::new(
+                crate::trials::Agreement { absolute: tol.absolute, relative: tol.relative },
+                super::share::check_seed(&key, id),
+            );
+            Some(crate::trials::share::Sharing::new(
+                book,
+                rx,
+                shared_tx.clone(),
+                id.clone(),
+                rt.domain.space().clone(),
+                rt.sharing.clone(),
+            ))
+        } else {
+            None
+        };
         let (domain, found, stop, counter, paused, health) = (
             search.clone(),
             found_tx.clone(),
@@ -422,6 +447,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                         stop,
                         counter,
                         health,
+                        sharing,
                     };
                     optimizer::run_loop(domain, opt, run, io)
                 })
@@ -429,6 +455,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         );
     }
     drop(found_tx);
+    drop(shared_tx);
 
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -464,6 +491,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 None => return Err(other("network stopped")),
             },
             Some(f) = found_rx.recv() => engine.on_found(f, None).await,
+            Some(t) = shared_rx.recv() => engine.on_own_trials(t).await,
             Some(r) = rounds_rx.recv() => engine.on_round(r),
             Some(m) = measured_rx.recv() => engine.on_measured(m).await,
             Some(sub) = submit_rx.recv() => engine.on_submission(sub).await,

@@ -117,6 +117,19 @@ impl Engine {
                     training: rt.last_found.clone(),
                     standing: rt.participation.standing().as_str().to_owned(),
                     evaluation_error: rt.health.last_error(),
+                    shared_trials: {
+                        let c = &rt.sharing;
+                        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                        doin_api::SharedTrials {
+                            enabled: rt.trials_in.is_some(),
+                            received: n(&c.received),
+                            used: n(&c.used),
+                            checks_passed: n(&c.checks_passed),
+                            senders_banned: n(&c.senders_banned),
+                            trusted_senders: n(&c.trusted),
+                            published: n(&c.published),
+                        }
+                    },
                 },
             );
         }

@@ -485,7 +485,10 @@ fn inspect_a_store() {
     let (mut state, _) = spec.build().unwrap();
     let mut changed_at: std::collections::BTreeMap<Vec<u8>, Vec<u64>> = Default::default();
     let top = canonical.last().unwrap().unwrap().0.value();
-    eprintln!("canonical rows up to {top}; undo rows {:?}", undo.iter().unwrap().map(|r| r.unwrap().0.value()).collect::<Vec<_>>());
+    eprintln!(
+        "canonical rows up to {top}; undo rows {:?}",
+        undo.iter().unwrap().map(|r| r.unwrap().0.value()).collect::<Vec<_>>()
+    );
     for h in 1..=top {
         let hash = canonical.get(h).unwrap().unwrap().value().to_vec();
         let header: doin_primitives::BlockHeader =
@@ -527,7 +530,11 @@ fn inspect_a_store() {
     for (k, v) in &replayed {
         if stored.get(k) != Some(v) {
             let key: doin_consensus::StateKey = borsh::from_slice(k).unwrap();
-            eprintln!("differs: {key:?} (stored: {}) changed at {:?}", stored.contains_key(k), changed_at.get(k));
+            eprintln!(
+                "differs: {key:?} (stored: {}) changed at {:?}",
+                stored.contains_key(k),
+                changed_at.get(k)
+            );
         }
     }
     for k in stored.keys() {
