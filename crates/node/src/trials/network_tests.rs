@@ -56,13 +56,12 @@ fn run(seed: u64, honest: usize, share: bool, liar: Liar) -> usize {
     let addr = |i: usize| Address([i as u8 + 1; 32]);
     let mut lies = 0u64;
     for step in 0..BUDGET {
-        for i in 0..honest {
-            let n = &mut nodes[i];
+        for (i, n) in nodes.iter_mut().enumerate() {
             let x = n.opt.ask(1).remove(0);
             let l = loss(&x, i);
             n.evaluations += 1;
             if l <= TARGET {
-                return nodes[i].evaluations;
+                return n.evaluations;
             }
             n.opt.tell(&[Evaluated { x: x.clone(), loss: l }]);
             n.book.measured(l);

@@ -168,7 +168,13 @@ impl Sharing {
 
     /// Sends the queued trials (with the points in flight) once [`FLUSH_TRIALS`] wait or
     /// [`FLUSH_EVERY`] passed; a full channel keeps them for the next try.
+    /// Only a node whose optimizer learns from shared trials publishes its own: the nodes of a
+    /// domain that share are the model-based ones, and a SHADE network gossips nothing extra.
     pub fn flush(&mut self, search: &Space, opt: &dyn Optimizer, now: Instant) {
+        if !opt.learns_shared() {
+            self.outbox.clear();
+            return;
+        }
         let due = self.outbox.len() >= FLUSH_TRIALS
             || (!self.outbox.is_empty() && now.duration_since(self.last_flush) >= FLUSH_EVERY);
         if !due || now.duration_since(self.last_flush) < Duration::from_millis(1_100) {
