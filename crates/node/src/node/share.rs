@@ -43,9 +43,9 @@ impl Engine {
         if t.body.sender == self.me {
             return;
         }
-        let state = self.tip_state();
-        let standing = standing(&state, &t.body.sender, &t.body.domain);
         let Some(tx) = self.domains.get(&domain).and_then(|rt| rt.trials_in.as_ref()) else { return };
+        // Read under the store's lock: no copy of the state per batch.
+        let standing = standing(self.store.lock().tip(), &t.body.sender, &t.body.domain);
         if standing <= 0.0 {
             return;
         }

@@ -469,7 +469,7 @@ fn a_side_branch_stored_before_a_restart_can_still_be_extended() {
 #[ignore = "a diagnosis tool: DOIN_INSPECT_DB=chain.redb"]
 fn inspect_a_store() {
     use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-    let Some(path) = std::env::var_os("DOIN_INSPECT_DB") else { return };
+    let path = std::env::var_os("DOIN_INSPECT_DB").expect("set DOIN_INSPECT_DB to the chain.redb to inspect");
     let db = redb::Database::open(&path).unwrap();
     let read = db.begin_read().unwrap();
     let meta = read.open_table(TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
