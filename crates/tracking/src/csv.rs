@@ -178,7 +178,11 @@ impl CsvWriter {
             opt(r.avg_fitness),
             field(&serde_json::to_string(&r.metrics).unwrap_or_default()),
         ];
-        writeln!(self.out, "{}", row.join(","))
+        // One write per row, newline included: a flush never ends between a row and its newline.
+        let mut line = row.join(",");
+        line.push('\n');
+        self.out
+            .write_all(line.as_bytes())
             .map_err(|source| TrackingError::Csv { path: self.path.display().to_string(), source })
     }
 
