@@ -378,6 +378,129 @@ fn param_bounds_narrow_what_the_optimizer_searches() {
     assert!(rows >= 3, "rounds were recorded: {csv}");
 }
 
+/// The command-line flags take effect over the config's values: `--port` (HTTP), `--data-dir`,
+/// `--identity`, `--stats-file`, `--olap-db` and `--log-level`; an explicit `p2p_port` (not
+/// `port + 1`) is where P2P listens, and a second node given it with `--peers` connects there to
+/// the identity's peer id. A restart with `--log-level warn` on the same data dir logs no
+/// debug or info lines and comes back on the same chain.
+#[test]
+fn command_line_flags_and_p2p_port_take_effect_over_the_config() {
+    let p2p = free_port();
+    let node = TrustedNode::with(|_, c| c["p2p_port"] = p2p.into());
+    let d = node.dir.path();
+    let key = d.join("flag.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_doin")).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    let identity: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (address, peer_id) = (identity["address"].as_str().unwrap(), identity["peer_id"].as_str().unwrap());
+    let http = free_port();
+    let (data, csv, cube) = (d.join("flag-data"), d.join("flag.csv"), d.join("flag.db"));
+    let (http_s, data_s, key_s, csv_s, cube_s) = (
+        http.to_string(),
+        data.display().to_string(),
+        key.display().to_string(),
+        csv.display().to_string(),
+        cube.display().to_string(),
+    );
+    let flags = [
+        "--port",
+        &http_s,
+        "--data-dir",
+        &data_s,
+        "--identity",
+        &key_s,
+        "--stats-file",
+        &csv_s,
+        "--olap-db",
+        &cube_s,
+    ];
+    let certificates = std::cell::Cell::new(0);
+    let (lines, (status, dialer_peers)) = node.run_with(
+        &[&flags[..], &["--log-level", "debug"]].concat(),
+        |l| {
+            certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
+            certificates.get() >= 3
+        },
+        || {
+            let status = http_get(http, "/status");
+            // A second node that knows the first only through `--peers HOST:P2P_PORT`.
+            let dialer = TrustedNode::new();
+            let peer = format!("127.0.0.1:{p2p}");
+            let (_, peers) = dialer.run_with(
+                &["--peers", &peer],
+                |l| l.starts_with("http "),
+                || {
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    loop {
+                        let peers = http_get(dialer.port, "/peers");
+                        if peers.contains(peer_id) || Instant::now() > deadline {
+                            return peers;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                },
+            );
+            (status, peers)
+        },
+    );
+    assert!(certificates.get() >= 3, "{lines:?}");
+    assert!(lines.contains(&format!("address {address}")), "--identity is the node's key: {lines:?}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["domains"]["quadratic"]["converged"], false, "--port serves the API: {status}");
+    assert!(dialer_peers.contains(peer_id), "--peers reached p2p_port {p2p}: {dialer_peers}");
+    assert!(data.join("genesis.json").is_file() && !d.join("data").exists(), "--data-dir holds the chain");
+    assert!(std::fs::read_to_string(&csv).unwrap().lines().count() > 1, "--stats-file records rounds");
+    assert!(std::fs::metadata(&cube).unwrap().len() > 0, "--olap-db holds the cube");
+    let log = std::fs::read_to_string(node.stderr_path()).unwrap();
+    assert!(log.contains(" DEBUG "), "--log-level debug: {}", &log[..log.len().min(2000)]);
+    // Again on the same data dir, at `warn`: the same chain, and the log says no more than warnings.
+    std::fs::write(node.stderr_path(), "").unwrap();
+    let (again, ()) =
+        node.run_with(&[&flags[..], &["--log-level", "warn"]].concat(), |l| l.starts_with("http "), || ());
+    let genesis = |ls: &[String]| ls.iter().find(|l| l.starts_with("genesis ")).cloned();
+    assert_eq!(genesis(&again), genesis(&lines), "the restart is on the same chain");
+    let log = std::fs::read_to_string(node.stderr_path()).unwrap();
+    assert!(!log.contains(" DEBUG ") && !log.contains(" INFO "), "--log-level warn: {log}");
+}
+
+/// `share_trials`: a TPE node publishes its trials on the domain's topic (counted in `/status`
+/// even with no one listening); with `share_trials: false` it publishes none and takes none.
+#[test]
+fn share_trials_false_publishes_and_receives_nothing() {
+    let shared = |share: bool| {
+        // A target it never reaches: the optimizer (and what it publishes) keeps going.
+        let node = TrustedNode::with_domain(serde_json::json!({
+            "optimization_plugin": "tpe", "share_trials": share, "target_performance": -1e-9,
+        }));
+        let certificates = std::cell::Cell::new(0);
+        let (lines, status) = node.run(
+            |l| {
+                certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
+                certificates.get() >= 3
+            },
+            || {
+                // Batches leave at most once a second: wait for the first.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let s: serde_json::Value = serde_json::from_str(&http_get(node.port, "/status")).unwrap();
+                    let t = s["domains"]["quadratic"]["shared_trials"].clone();
+                    if t["published"].as_u64() > Some(0) || Instant::now() > deadline {
+                        return t;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            },
+        );
+        assert!(certificates.get() >= 3, "{lines:?}");
+        status
+    };
+    let on = shared(true);
+    assert_eq!(on["enabled"], true, "{on}");
+    assert!(on["published"].as_u64() > Some(0), "{on}");
+    let off = shared(false);
+    assert_eq!(off["enabled"], false, "{off}");
+    assert_eq!((off["published"].as_u64(), off["received"].as_u64()), (Some(0), Some(0)), "{off}");
+}
+
 /// `optimize: false`: the node follows its chain (heartbeats) but runs no optimizer — no
 /// candidate evaluated, nothing committed (the same node optimizing commits within a second:
 /// `a_single_trusted_node_records_unverified_champions`).
@@ -479,10 +602,7 @@ impl TrustedNode {
     /// by `edit`, which gets the node's directory.
     fn with(edit: impl FnOnce(&std::path::Path, &mut serde_json::Value)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let config = serde_json::json!({
             "host": "127.0.0.1", "port": port, "p2p_port": port + 1, "data_dir": dir.path().join("data"),
             "max_block_interval": 0.5, "seal_slot": 0.2,
@@ -494,6 +614,11 @@ impl TrustedNode {
         edit(dir.path(), &mut config);
         std::fs::write(dir.path().join("node.json"), config.to_string()).unwrap();
         Self { dir, port }
+    }
+
+    /// Where [`TrustedNode::run_with`] writes the node's log (appended run after run).
+    fn stderr_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("stderr.log")
     }
 
     /// Runs the node until `until` matches a line (at most 60 s); returns its lines, and what
@@ -510,13 +635,17 @@ impl TrustedNode {
         query: impl FnOnce() -> T,
     ) -> (Vec<String>, T) {
         use std::io::{BufRead, BufReader};
+        // The node's log goes to `stderr.log` in its directory (`warn` unless `extra` says).
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.stderr_path()).unwrap();
+        let level: &[&str] = if extra.contains(&"--log-level") { &[] } else { &["--log-level", "warn"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_doin"))
-            .args(["node", "--log-level", "warn", "--duration", "60"])
+            .args(["node", "--duration", "60"])
+            .args(level)
             .args(extra)
             .arg("--config")
             .arg(self.dir.path().join("node.json"))
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         // Read on a thread that keeps draining: a closed pipe would kill the node at its next line.
@@ -616,6 +745,11 @@ fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
     );
     let (fourth, ()) = node.run(|l| l.starts_with("block "), || ());
     assert_eq!(genesis(&fourth), Some(g3), "restarted on the reset chain: {fourth:?}");
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn http_get(port: u16, path: &str) -> String {

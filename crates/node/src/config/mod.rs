@@ -485,6 +485,7 @@ const DOMAIN_KEYS: &[&str] = &[
     "target_performance",
     "external_evaluation",
     "resource_limits",
+    "share_trials",
 ];
 /// A check of one config value.
 type ValueCheck = fn(&Json) -> bool;

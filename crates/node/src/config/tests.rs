@@ -26,6 +26,19 @@ fn the_python_example_config_loads_with_warnings_for_what_doin_ignores() {
     }
 }
 
+/// Every field of a domain entry is among the keys a typo's hint lists (a key missing there
+/// would be accepted but never suggested).
+#[test]
+fn the_domain_keys_hint_lists_every_field() {
+    let entry = serde_json::to_value(DomainConfig::default()).unwrap();
+    for k in entry.as_object().unwrap().keys() {
+        assert!(super::DOMAIN_KEYS.contains(&k.as_str()), "{k} is not in DOMAIN_KEYS");
+    }
+    let err =
+        NodeConfig::from_json(r#"{"domains": [{"domain_id": "a", "share_trial": false}]}"#).unwrap_err();
+    assert!(err.to_string().contains("did you mean `share_trials`"), "{err}");
+}
+
 /// Unknown keys, wrong types and the Python keys DOIN cannot honour stop the load, naming
 /// the key; a likely typo gets its correction.
 #[test]
