@@ -279,4 +279,48 @@ mod tests {
         let mut opt = Shade::new(4, 40, 2);
         assert!(run(&d, &mut opt, config(20_000), &mut NoHooks).best_loss < 1e-6);
     }
+
+    /// `workers` (the node's key) bounds how many evaluations of a batch run at once, and more
+    /// than one do run together.
+    #[test]
+    fn workers_bound_how_many_evaluations_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Default)]
+        struct Gauge {
+            now: AtomicUsize,
+            most: AtomicUsize,
+        }
+        impl Domain for Gauge {
+            fn id(&self) -> &str {
+                "gauge"
+            }
+            fn space(&self) -> &crate::Space {
+                static S: std::sync::OnceLock<crate::Space> = std::sync::OnceLock::new();
+                S.get_or_init(|| crate::Space::cube(1, 1.0))
+            }
+            fn higher_is_better(&self) -> bool {
+                false
+            }
+            fn evaluate(
+                &self,
+                _: &[crate::Value],
+                _: Option<&doin_primitives::Hash>,
+                _: Budget,
+            ) -> Result<Measurement, EvalError> {
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(Measurement { performance: 0.0, metrics: Default::default() })
+            }
+        }
+        for workers in [1, 3] {
+            let gauge = Gauge::default();
+            let xs = vec![vec![0.5]; 9];
+            let out = evaluate_batch(&gauge, &xs, RunConfig { workers, ..config(9) });
+            assert!(out.iter().all(Result::is_ok));
+            let most = gauge.most.load(Ordering::SeqCst);
+            assert!(most <= workers && (workers == 1 || most >= 2), "{workers} workers: {most} at once");
+        }
+    }
 }
