@@ -135,6 +135,9 @@ pub(crate) enum Bench {
         /// Seeds (runs).
         #[arg(long, default_value_t = 5)]
         seeds: u64,
+        /// The first seed (runs use `first-seed .. first-seed + seeds`).
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
         /// Evaluations per run at most.
         #[arg(long, default_value_t = 500)]
         budget: usize,
@@ -279,9 +282,17 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             flood(rounds, base_port)
         }
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
-        Bench::Search { domain, domain_plugin, dims, optimizer, target, seeds, budget, workers } => {
-            search(&domain, domain_plugin, dims, &optimizer, target, (seeds, budget, workers))
-        }
+        Bench::Search {
+            domain,
+            domain_plugin,
+            dims,
+            optimizer,
+            target,
+            seeds,
+            first_seed,
+            budget,
+            workers,
+        } => search(&domain, domain_plugin, dims, &optimizer, target, (first_seed, seeds, budget, workers)),
         Bench::Adversary { claims, flood, flood_keys, grind_commits, grind_tries } => {
             let started = std::time::Instant::now();
             let scale = doin_node::adversary::Scale { claims, flood, flood_keys, grind_commits, grind_tries };
@@ -438,7 +449,7 @@ fn search(
     dims: Option<usize>,
     optimizer: &str,
     target: f64,
-    (seeds, budget, workers): (u64, usize, usize),
+    (first_seed, seeds, budget, workers): (u64, u64, usize, usize),
 ) -> anyhow::Result<()> {
     use doin_node::config::DomainConfig;
     use doin_optimize::driver::{NoHooks, RunConfig, run};
@@ -462,7 +473,8 @@ fn search(
     // Evaluations to the target per seed (`usize::MAX`: not reached), for the median.
     let mut reached: Vec<usize> = Vec::new();
     let mut kind = String::new();
-    for seed in 0..seeds {
+    let Some(end) = first_seed.checked_add(seeds) else { bail!("--first-seed + --seeds overflows") };
+    for seed in first_seed..end {
         let mut opt = doin_node::optimizer::build_optimizer(domain.as_ref(), &config, seed, 1)
             .map_err(anyhow::Error::msg)?;
         let batch =
@@ -475,6 +487,12 @@ fn search(
         );
         kind = opt.kind().to_owned();
         let hit = r.best_loss <= target_loss;
+        // Progress on stderr (a run of mlp_digits takes a minute): the JSON line comes at the end.
+        eprintln!(
+            "seed {seed}: {} evaluations, target {}",
+            r.evaluations,
+            if hit { "reached" } else { "missed" }
+        );
         reached.push(if hit { r.evaluations } else { usize::MAX });
         runs.push(serde_json::json!({
             "seed": seed,
@@ -531,6 +549,12 @@ fn optimize(seeds: u64, dim: usize) -> anyhow::Result<()> {
         line[format!("{}_by_optimizer", f.name())] = by.into();
     }
     line["overhead_ns_per_eval"] = round3(bench::overhead_ns_per_eval(1_000_000)).into();
+    // The model-based optimizer's cost per proposal against its history (7 dimensions, as
+    // mlp_digits): linear in the history, bounded by its cap.
+    for history in [100, 300, 1_000] {
+        line[format!("tpe_us_per_proposal_h{history}")] =
+            round3(bench::tpe_ns_per_proposal(7, history, 200) / 1_000.0).into();
+    }
     // Islands: 4 SHADE populations with ring migration vs one, the same total budget
     // (4 × 10 000 × D), 10-D Rastrigin.
     let (budget, runs) = (4 * 10_000 * 10, seeds.min(20));

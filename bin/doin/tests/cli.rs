@@ -148,6 +148,9 @@ fn bench_optimize_prints_its_figures() {
         assert!(v[key].is_u64(), "{key}: {v}");
     }
     assert!(v["overhead_ns_per_eval"].as_f64().unwrap() > 0.0);
+    for history in [100, 300, 1_000] {
+        assert!(v[format!("tpe_us_per_proposal_h{history}")].as_f64().is_some_and(|t| t > 0.0), "{v}");
+    }
 }
 
 /// `doin bench search` runs the node's domain and optimizer to a target, per seed: on a coarse

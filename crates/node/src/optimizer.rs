@@ -149,9 +149,15 @@ pub fn build_optimizer(
     Ok(match config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER) {
         "auto" => {
             let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..config.clone() };
-            Box::new(doin_optimize::Auto::new(d, population_of(domain, &shade, 0, optimizers), seed))
+            Box::new(
+                doin_optimize::Auto::new(d, population_of(domain, &shade, 0, optimizers), seed)
+                    .with_levels(domain.space().levels()),
+            )
         }
-        "tpe" => Box::new(doin_optimize::Tpe::new(d, doin_optimize::Tpe::default_startup(d), seed)),
+        "tpe" => Box::new(
+            doin_optimize::Tpe::new(d, doin_optimize::Tpe::default_startup(d), seed)
+                .with_levels(domain.space().levels()),
+        ),
         "shade" => Box::new(Shade::new(d, island, seed)),
         "cma-es" => Box::new(CmaEs::new(d, population.unwrap_or(0), seed)),
         "ga" | "predictor" => Box::new(Ga::new(

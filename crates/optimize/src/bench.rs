@@ -100,6 +100,26 @@ pub fn overhead_ns_per_eval(evals: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / used.max(1) as f64
 }
 
+/// The model-based optimizer's own cost: nanoseconds per proposal (one `ask(1)` and its
+/// `tell`) of TPE in `dim` dimensions whose history holds `history` evaluations already (a
+/// proposal costs `candidates × history × dim` kernel evaluations: linear in the history, which
+/// is bounded at [`crate::tpe::MAX_HISTORY`]).
+pub fn tpe_ns_per_proposal(dim: usize, history: usize, proposals: usize) -> f64 {
+    let mut tpe = crate::Tpe::new(dim, 2, 1);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
+    for _ in 0..history {
+        let x: Vec<f64> = (0..dim).map(|_| rand::Rng::random::<f64>(&mut rng)).collect();
+        tpe.inject(Evaluated { loss: x.iter().map(|v| v * v).sum(), x });
+    }
+    let start = Instant::now();
+    for _ in 0..proposals {
+        let x = tpe.ask(1).remove(0);
+        // Told with the worst loss yet: the history grows, and the bound keeps it.
+        tpe.tell(&[Evaluated { loss: f64::MAX, x }]);
+    }
+    start.elapsed().as_nanos() as f64 / proposals.max(1) as f64
+}
+
 /// An island run's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IslandRun {

@@ -1,25 +1,31 @@
-//! TPE: the tree-structured Parzen estimator (Bergstra et al., 2011), multivariate, as Optuna's
-//! `TPESampler(multivariate=True, constant_liar=True)` runs it — the sample-efficient choice
-//! for expensive evaluations (training a model), where SHADE would spend its first generation
-//! on random points.
+//! TPE: the tree-structured Parzen estimator (Bergstra et al., 2011) as Optuna's
+//! `TPESampler(constant_liar=True)` runs it — the sample-efficient choice for expensive
+//! evaluations (training a model), where SHADE would spend its first generation on random
+//! points.
 //!
 //! After `startup` random points, the history is split at the γ-quantile of the losses
-//! (`γ(n) = min(⌈n / 10⌉, 25)` good points, the rest bad). Each side becomes a density over the
-//! unit cube: a uniform prior plus one product of truncated Gaussians per point (bandwidths by
-//! Scott's rule on the points' spread per dimension, [`bandwidths`]). Candidates are drawn from the good density and the one
-//! with the largest `log l(x) − log g(x)` is proposed. Points asked and not yet told count as
-//! bad ("constant liar"), so a batch, or several nodes sharing their pending points, does not
-//! propose one region twice. Migrants (verified champions, other nodes' trials) join the
-//! history like the node's own evaluations.
+//! (`γ(n) = min(⌈n / 10⌉, 25)` good points, the rest bad). By default (Optuna's default too)
+//! each dimension gets its own pair of densities ([`Parzen`]): a prior N(0.5, 1) plus one
+//! truncated Gaussian per point whose bandwidth is its larger gap to a neighbour; dimensions
+//! that decode to a few values (integers, categories: [`Tpe::with_levels`]) put each kernel's
+//! mass on whole cells. Per dimension, [`CANDIDATES`] draws from the good density are scored by
+//! `log l(x) − log g(x)` and the best is proposed. [`Tpe::multivariate`] uses one joint density
+//! instead (a uniform prior plus one product of Gaussians per point, Scott's-rule bandwidths:
+//! [`bandwidths`]). On `mlp_digits` (15 seeds to 0.97) per dimension needed a median of 62
+//! evaluations, the joint density 74.
+//!
+//! Points asked and not yet told count as bad ("constant liar"), so a batch, or several nodes
+//! sharing their pending points, does not propose one region twice. Migrants (verified
+//! champions, other nodes' trials) join the history like the node's own evaluations.
 //!
 //! Other nodes' trials (shared history) join the densities with their source's weight (how far
 //! the node believes that source, [`Optimizer::trust`]); their points in flight count as bad
 //! like this node's own, so nodes sharing a domain do not propose one region twice. They never
 //! become this optimizer's best (that is measured here) and a source trusted 0 is forgotten.
 //!
-//! Cost per proposal: `candidates × history × d` kernel evaluations; the history is bounded at
-//! [`MAX_HISTORY`] (the best [`MAX_GOOD`] always kept, then the newest) and the shared trials at
-//! [`MAX_SHARED`].
+//! Cost per proposal: `candidates × history × d` kernel evaluations (per dimension, plus a sort
+//! of the history); the history is bounded at [`MAX_HISTORY`] (the best [`MAX_GOOD`] always
+//! kept, then the newest) and the shared trials at [`MAX_SHARED`].
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use rand::{Rng, SeedableRng};
@@ -60,6 +66,10 @@ struct Core {
 #[derive(Debug)]
 pub struct Tpe {
     core: Core,
+    /// One joint density over the cube (true) or one per dimension (Optuna's default).
+    multivariate: bool,
+    /// Per dimension, how many discrete values it decodes to (0: continuous).
+    levels: Vec<u32>,
     rng: ChaCha8Rng,
     /// Asked, not told yet.
     pending: Vec<Vec<f64>>,
@@ -85,12 +95,31 @@ impl Tpe {
         };
         Self {
             core,
+            multivariate: false,
+            levels: vec![0; dim],
             rng: ChaCha8Rng::seed_from_u64(seed),
             pending: Vec::new(),
             shared: Vec::new(),
             weights: Default::default(),
             elsewhere: Default::default(),
         }
+    }
+
+    /// One joint density over the cube (Optuna's `multivariate=True`) instead of one per
+    /// dimension (its default, and ours: on `mlp_digits` it needed fewer evaluations).
+    pub fn multivariate(mut self, on: bool) -> Self {
+        self.multivariate = on;
+        self
+    }
+
+    /// Dimensions that decode to a few values (integers, categories), as `levels[j]` equal
+    /// cells of `[0, 1]` (0: continuous): their densities put mass on whole cells, as Optuna's
+    /// discrete distributions do, instead of spreading it over one cell's inside.
+    pub fn with_levels(mut self, levels: Vec<u32>) -> Self {
+        if levels.len() == self.dim() {
+            self.levels = levels;
+        }
+        self
     }
 
     /// The usual random start for `dim` dimensions (Optuna's 10, more in many dimensions).
@@ -130,7 +159,7 @@ impl Tpe {
     /// One proposal from the model.
     fn propose(&mut self) -> Vec<f64> {
         let d = self.dim();
-        let Self { core, rng, pending, shared, weights, elsewhere } = self;
+        let Self { core, rng, pending, shared, weights, elsewhere, multivariate, levels } = self;
         let weight = |src: &u32| weights.get(src).copied().unwrap_or(0.0);
         // Every point with its weight: the own history (1), then the shared trials of sources
         // weighted above 0; in flight, this node's points (1) and other nodes' (their weight).
@@ -151,6 +180,14 @@ impl Tpe {
             )
             .collect();
         let (good, bad) = split(&points, &flying);
+        if !*multivariate {
+            return (0..d)
+                .map(|j| {
+                    let l = levels[j];
+                    propose_one(rng, &Parzen::new(&good, j, l), &Parzen::new(&bad, j, l))
+                })
+                .collect();
+        }
         let (bw_good, bw_bad) = (bandwidths(&good, d), bandwidths(&bad, d));
         let total: f64 = good.iter().map(|(_, w)| w).sum();
         let mut best: Option<(f64, Vec<f64>)> = None;
@@ -242,6 +279,114 @@ fn split<'a>(
 fn bandwidths(points: &[Weighted<'_>], d: usize) -> Vec<f64> {
     let n = points.len().max(1) as f64;
     vec![(0.2 * n.powf(-1.0 / (d as f64 + 4.0))).max(0.01); d]
+}
+
+/// One dimension's Parzen estimator as Optuna's univariate TPE builds it: a truncated Gaussian
+/// per point, with its own bandwidth (the larger distance to its neighbours, the cube's ends
+/// and the prior's centre counted as points; clipped to `[1 / min(100, n + 2), 1]`), plus a
+/// prior N(0.5, 1) with weight 1.
+struct Parzen {
+    /// (centre, bandwidth, ln weight) per kernel, the prior last.
+    kernels: Vec<(f64, f64, f64)>,
+    /// Discrete values of the dimension (0: continuous).
+    levels: u32,
+}
+
+/// The cell of `[0, 1]` that `x` falls in, of `levels` equal ones: (start, end).
+fn cell(x: f64, levels: u32) -> (f64, f64) {
+    let l = f64::from(levels);
+    let k = (x * l).floor().clamp(0.0, l - 1.0);
+    (k / l, (k + 1.0) / l)
+}
+
+/// `x` moved to the middle of its cell (unchanged when continuous).
+fn snap(x: f64, levels: u32) -> f64 {
+    if levels == 0 {
+        return x;
+    }
+    let (a, b) = cell(x, levels);
+    (a + b) / 2.0
+}
+
+impl Parzen {
+    fn new(points: &[Weighted<'_>], j: usize, levels: u32) -> Self {
+        let n = points.len();
+        // The prior's centre sits among the points when bandwidths are measured.
+        let mut order: Vec<(f64, usize)> =
+            points.iter().enumerate().map(|(i, (p, _))| (snap(p[j], levels), i)).collect();
+        order.push((0.5, n));
+        order.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let at = |k: usize| order[k].0;
+        let mut sigma = vec![0.0; n + 1];
+        for k in 0..order.len() {
+            let left = if k == 0 { at(0) } else { at(k) - at(k - 1) };
+            let right = if k + 1 == order.len() { 1.0 - at(k) } else { at(k + 1) - at(k) };
+            // Optuna's `consider_endpoints=False`: the outermost kernels use their inner gap.
+            let s = match k {
+                0 if order.len() >= 2 => right,
+                _ if k + 1 == order.len() && order.len() >= 2 => left,
+                _ => left.max(right),
+            };
+            sigma[order[k].1] = s;
+        }
+        let low = 1.0 / (n as f64 + 2.0).min(100.0);
+        let total: f64 = points.iter().map(|(_, w)| w).sum::<f64>() + 1.0;
+        let mut kernels: Vec<(f64, f64, f64)> = points
+            .iter()
+            .zip(&sigma)
+            .map(|((p, w), s)| (snap(p[j], levels), s.clamp(low, 1.0), (w / total).ln()))
+            .collect();
+        kernels.push((0.5, 1.0, (1.0 / total).ln()));
+        Self { kernels, levels }
+    }
+
+    /// A draw: a kernel chosen by weight, then its truncated Gaussian.
+    fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
+        let mut pick = rng.random::<f64>();
+        let (mu, sigma, _) = self
+            .kernels
+            .iter()
+            .find(|(_, _, lw)| {
+                pick -= lw.exp();
+                pick < 0.0
+            })
+            .unwrap_or(&self.kernels[self.kernels.len() - 1]);
+        snap(truncated_normal(rng, *mu, *sigma), self.levels)
+    }
+
+    /// `ln` of the density at `x` (each kernel normalized over `[0, 1]`); for a discrete
+    /// dimension, of the mass on `x`'s cell.
+    fn log_pdf(&self, x: f64) -> f64 {
+        let terms: Vec<f64> = self
+            .kernels
+            .iter()
+            .map(|(mu, sd, lw)| {
+                let mass = phi((1.0 - mu) / sd) - phi(-mu / sd);
+                if self.levels > 0 {
+                    let (a, b) = cell(x, self.levels);
+                    let on = phi((b - mu) / sd) - phi((a - mu) / sd);
+                    return lw + (on.max(1e-300) / mass.max(1e-12)).ln();
+                }
+                let z = (x - mu) / sd;
+                lw - 0.5 * z * z - (sd * (2.0 * std::f64::consts::PI).sqrt() * mass.max(1e-12)).ln()
+            })
+            .collect();
+        let m = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + terms.iter().map(|t| (t - m).exp()).sum::<f64>().ln()
+    }
+}
+
+/// One coordinate: the best of [`CANDIDATES`] draws from `good` by `ln l(x) − ln g(x)`.
+fn propose_one(rng: &mut ChaCha8Rng, good: &Parzen, bad: &Parzen) -> f64 {
+    let mut best = (f64::NEG_INFINITY, 0.5);
+    for _ in 0..CANDIDATES {
+        let x = good.sample(rng);
+        let score = good.log_pdf(x) - bad.log_pdf(x);
+        if score > best.0 {
+            best = (score, x);
+        }
+    }
+    best.1
 }
 
 /// A normal draw around `mu` with deviation `sigma`, kept in `[0, 1]` (redrawn, then clamped).
@@ -449,6 +594,26 @@ mod tests {
         assert!(tpe_wins >= 7, "TPE won {tpe_wins} of 9 ({tpe_total} vs {shade_total} evaluations)");
     }
 
+    /// A dimension of 3 values gets proposals in the middle of its cells, and the model finds
+    /// the good value: after the random start most proposals take it.
+    #[test]
+    fn a_discrete_dimension_is_searched_by_whole_cells() {
+        let mut t = Tpe::new(2, 6, 5).with_levels(vec![3, 0]);
+        let loss = |x: &[f64]| if x[0] >= 2.0 / 3.0 { 0.0 } else { 1.0 } + (x[1] - 0.5).abs();
+        let mut late = Vec::new();
+        for i in 0..40 {
+            let x = t.ask(1).remove(0);
+            if i >= 6 {
+                assert!([1.0 / 6.0, 0.5, 5.0 / 6.0].iter().any(|c| (x[0] - c).abs() < 1e-12), "{x:?}");
+                late.push(x[0]);
+            }
+            t.tell(&[Evaluated { loss: loss(&x), x }]);
+        }
+        let good = late.iter().filter(|v| **v > 2.0 / 3.0).count();
+        assert!(good * 3 > late.len() * 2, "{good} of {} proposals took the good value", late.len());
+        assert_eq!(Tpe::new(2, 6, 5).with_levels(vec![3]).levels, vec![0, 0], "a wrong length is ignored");
+    }
+
     #[test]
     fn a_batch_does_not_propose_one_point_twice_and_stays_in_the_cube() {
         let mut t = Tpe::new(3, 5, 1);
@@ -551,18 +716,27 @@ mod tests {
         assert_eq!(b.shared.iter().filter(|(s, _)| *s == 3).count(), MAX_SHARED_PER_SOURCE);
     }
 
-    /// Points another node measures now count as bad: proposals move away from them.
+    /// Points another node measures now count as bad: proposals move away from them (less
+    /// so per dimension, where a busy point only marks its coordinates).
     #[test]
     fn points_in_flight_elsewhere_are_avoided() {
+        for (multivariate, margin) in [(true, 1.2), (false, 1.1)] {
+            let (free, avoided) = in_flight_distances(multivariate);
+            assert!(avoided > free * margin, "{avoided} vs {free}: proposals kept off the busy region");
+        }
+    }
+
+    /// Summed distances of proposals from a busy region, without and with its points in flight.
+    fn in_flight_distances(multivariate: bool) -> (f64, f64) {
         let near = |x: &[f64]| x.iter().map(|v| (v - 0.3).powi(2)).sum::<f64>().sqrt();
         let (mut free, mut avoided) = (0.0, 0.0);
         for seed in 0..10 {
-            let mut t = Tpe::new(2, 4, seed);
+            let mut t = Tpe::new(2, 4, seed).multivariate(multivariate);
             for i in 0..30 {
                 let x = vec![(i * 7 % 30) as f64 / 30.0, (i * 11 % 30) as f64 / 30.0];
                 t.inject(Evaluated { loss: sphere(&x), x });
             }
-            let mut u = Tpe::new(2, 4, seed);
+            let mut u = Tpe::new(2, 4, seed).multivariate(multivariate);
             u.restore(&t.snapshot()).unwrap();
             u.trust(1, 1.0);
             let busy: Vec<Vec<f64>> = (0..MAX_ELSEWHERE)
@@ -573,7 +747,7 @@ mod tests {
             free += t.ask(4).iter().map(|x| near(x)).sum::<f64>();
             avoided += u.ask(4).iter().map(|x| near(x)).sum::<f64>();
         }
-        assert!(avoided > free * 1.2, "{avoided} vs {free}: proposals kept off the busy region");
+        (free, avoided)
     }
 
     #[test]
