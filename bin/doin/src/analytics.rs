@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use doin_tracking::{
-    olap::{Olap, SCHEMA, TABLES},
+    olap::{Olap, SCHEMA, TABLES, UPGRADE_PG},
     rusqlite::types::ValueRef,
 };
 use serde_json::{Map, Value, json};
@@ -22,6 +22,21 @@ use tokio_postgres::{Client, NoTls, types::ToSql};
 pub(crate) enum Analytics {
     /// Copies a node's OLAP database into PostgreSQL (one JSON line per pass).
     Sync(SyncArgs),
+    /// Which history seeded each run's optimizer (its warm start): per experiment, the trials
+    /// taught from each earlier experiment's rounds and each optimizer's chain optimae (one
+    /// JSON line).
+    Seeds(SeedsArgs),
+}
+
+/// `doin analytics seeds`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SeedsArgs {
+    /// The node's OLAP database (`olap_db_path`).
+    #[arg(long, default_value = "olap.db")]
+    source: PathBuf,
+    /// Only this experiment.
+    #[arg(long)]
+    experiment: Option<String>,
 }
 
 /// `doin analytics sync`.
@@ -52,7 +67,10 @@ const STATE: &str = "CREATE TABLE IF NOT EXISTS doin_sync_state (
 const CHUNK: usize = 400;
 
 pub(crate) fn run(a: Analytics) -> anyhow::Result<()> {
-    let Analytics::Sync(args) = a;
+    let args = match a {
+        Analytics::Sync(args) => args,
+        Analytics::Seeds(args) => return seeds(&args),
+    };
     if !args.source.is_file() {
         bail!("--source {}: no such database (a node writes it at olap_db_path)", args.source.display());
     }
@@ -66,6 +84,7 @@ pub(crate) fn run(a: Analytics) -> anyhow::Result<()> {
             .with_context(|| format!("connecting to PostgreSQL at {}", redact(&args.postgres)))?;
         let connection = tokio::spawn(conn);
         client.batch_execute(SCHEMA).await.context("creating the schema in PostgreSQL")?;
+        client.batch_execute(UPGRADE_PG).await.context("upgrading the schema in PostgreSQL")?;
         client.batch_execute(STATE).await.context("creating doin_sync_state")?;
         let mut pass = 0u64;
         loop {
@@ -84,6 +103,15 @@ pub(crate) fn run(a: Analytics) -> anyhow::Result<()> {
         let _ = connection.await;
         Ok(())
     })
+}
+
+fn seeds(args: &SeedsArgs) -> anyhow::Result<()> {
+    if !args.source.is_file() {
+        bail!("--source {}: no such database (a node writes it at olap_db_path)", args.source.display());
+    }
+    let rows = Olap::warm_starts(&args.source, args.experiment.as_deref())?;
+    println!("{}", json!({ "warm_starts": rows }));
+    Ok(())
 }
 
 fn redact(url: &str) -> String {

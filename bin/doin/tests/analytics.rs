@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, process::Command};
 
 use doin_tracking::{
-    ChainOptimae, Experiment, Olap, Round, Tracker,
+    ChainOptimae, Experiment, Olap, PriorSource, Round, Tracker, WarmSeed,
     olap::TABLES,
     rusqlite::{self, types::ValueRef},
 };
@@ -43,6 +43,7 @@ fn cert(height: u64, hash: &str, optimizer: &str, outcome: &str) -> ChainOptimae
         reward: 32.5,
         experiment_id: "e1".into(),
         config_hash: "cafe".into(),
+        parameters: format!("[{height}.5, 2]"),
     }
 }
 
@@ -93,6 +94,12 @@ fn source(dir: &std::path::Path) -> std::path::PathBuf {
         &[cert(1, "a1", "alice", "Accept"), cert(2, "a2", "bob", "Accept"), cert(3, "a3", "bob", "Reject")],
     )
     .unwrap();
+    // e2's optimizer was seeded by e1's rounds and alice's certificate.
+    let seeds = [
+        WarmSeed { source: PriorSource::Round, source_id: "e1".into(), trials: 30 },
+        WarmSeed { source: PriorSource::Chain, source_id: "alice".into(), trials: 1 },
+    ];
+    o.record_warm_start("e2", &seeds).unwrap();
     db
 }
 
@@ -183,6 +190,13 @@ fn sync_round_trips_every_table_idempotently_and_follows_reorgs() {
         c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
             .await
             .unwrap();
+        // A database an older DOIN synced (schema version 1: chain optimae without parameters):
+        // the sync upgrades it.
+        c.batch_execute(
+            &doin_tracking::olap::SCHEMA.replace("    parameters TEXT NOT NULL DEFAULT '',\n", ""),
+        )
+        .await
+        .unwrap();
         c
     });
 
@@ -205,6 +219,12 @@ fn sync_round_trips_every_table_idempotently_and_follows_reorgs() {
         }
     };
     check("after the first sync");
+    let params: Vec<String> = rt.block_on(async {
+        let rows =
+            pg.query("SELECT parameters FROM fact_chain_optimae ORDER BY block_height", &[]).await.unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    });
+    assert_eq!(params, ["[1.5, 2]", "[2.5, 2]", "[3.5, 2]"], "the upgraded table holds the parameters");
 
     // A reorg at height 2: a2 and a3 are orphaned, b2 replaces them.
     let mut o = Olap::open(&db).unwrap();

@@ -563,7 +563,8 @@ fn an_optimizer_plugin_named_in_the_config_runs_the_search() {
 }
 
 /// `olap_db_path`: a node restarted with the cube its first run recorded starts its optimizer
-/// from those rounds (the L3 warm start) and says how many it learned; without a cube, none.
+/// from those rounds and the chain's optimae (the L3 warm start), says how many it learned, and
+/// `doin analytics seeds` names that history; a first run has none.
 #[test]
 fn a_restarted_node_warm_starts_from_its_cube() {
     let node = TrustedNode::with(|d, c| {
@@ -580,12 +581,31 @@ fn a_restarted_node_warm_starts_from_its_cube() {
         || std::thread::sleep(Duration::from_secs(2)),
     );
     assert!(!first.iter().any(|l| l.starts_with("warm start")), "a first run has no history: {first:?}");
-    let (again, ()) = node.run(|l| l.starts_with("warm start") || l.starts_with("certificate"), || ());
-    let taught = again
-        .iter()
-        .find_map(|l| l.strip_prefix("warm start quadratic: "))
-        .and_then(|l| l.split_whitespace().next()?.parse::<usize>().ok());
-    assert!(taught.is_some_and(|n| n > 0), "{again:?}");
+    // A moment after the warm start: its tracker writes what seeded the run.
+    let (again, ()) =
+        node.run(|l| l.starts_with("warm start"), || std::thread::sleep(Duration::from_secs(1)));
+    let line = again.iter().find_map(|l| l.strip_prefix("warm start quadratic: ")).unwrap_or_default();
+    let numbers: Vec<u64> =
+        line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    // "N prior trials (R recorded rounds, C chain optimae)": both kinds of history taught.
+    assert!(
+        matches!(numbers[..], [n, r, c] if n == r + c && r > 0 && c > 0),
+        "rounds and the chain's optimae seed the run: {again:?}"
+    );
+    // `doin analytics seeds` names the history that seeded the second run.
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["analytics", "seeds", "--source"])
+        .arg(node.dir.path().join("cube.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["warm_starts"].as_array().unwrap();
+    let of = |source: &str| -> u64 {
+        rows.iter().filter(|r| r["source"] == source).map(|r| r["trials"].as_u64().unwrap()).sum()
+    };
+    assert_eq!((of("round"), of("chain")), (numbers[1], numbers[2]), "{v}");
+    assert!(rows.iter().all(|r| r["domain_id"] == "quadratic"), "{v}");
 }
 
 /// `optimize: false`: the node follows its chain (heartbeats) but runs no optimizer — no

@@ -149,15 +149,9 @@ pub fn build_optimizer(
     Ok(match config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER) {
         "auto" => {
             let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..config.clone() };
-            Box::new(
-                doin_optimize::Auto::new(d, population_of(domain, &shade, 0, optimizers), seed)
-                    .with_levels(domain.space().levels()),
-            )
+            Box::new(doin_optimize::Auto::new(d, population_of(domain, &shade, 0, optimizers), seed))
         }
-        "tpe" => Box::new(
-            doin_optimize::Tpe::new(d, doin_optimize::Tpe::default_startup(d), seed)
-                .with_levels(domain.space().levels()),
-        ),
+        "tpe" => Box::new(doin_optimize::Tpe::new(d, doin_optimize::Tpe::default_startup(d), seed)),
         "shade" => Box::new(Shade::new(d, island, seed)),
         "cma-es" => Box::new(CmaEs::new(d, population.unwrap_or(0), seed)),
         "ga" | "predictor" => Box::new(Ga::new(
@@ -185,23 +179,33 @@ pub fn build_optimizer(
 pub const WARM_START_TRIALS: usize = 500;
 
 /// Teaches `optimizer` the prior trials of `domain` (parameters JSON and performance, as the
-/// experiment cube records rounds: [`doin_tracking::olap::Olap::prior_trials`]) — the seed's L3
-/// warm start. Rows whose parameters do not fit the domain's space (another version of the
-/// domain, other `param_bounds`) or whose figure is not finite are skipped. Returns how many
-/// were taught.
-pub fn warm_start(optimizer: &mut dyn Optimizer, domain: &dyn Domain, rows: &[(String, f64)]) -> usize {
-    let mut taught = 0;
-    for (params, performance) in rows.iter().take(WARM_START_TRIALS) {
-        let Ok(json) = serde_json::from_str::<Json>(params) else { continue };
+/// experiment cube holds them: this node's rounds and the chain's verified optimae,
+/// [`doin_tracking::olap::Olap::prior_trials`]) — the seed's L3 warm start. Rows whose
+/// parameters do not fit the domain's space (another version of the domain, other
+/// `param_bounds`) or whose figure is not finite are skipped. Returns what was taught from
+/// each source (an experiment's rounds, an optimizer's certificates), most first.
+pub fn warm_start(
+    optimizer: &mut dyn Optimizer,
+    domain: &dyn Domain,
+    rows: &[doin_tracking::PriorTrial],
+) -> Vec<doin_tracking::WarmSeed> {
+    let mut taught: std::collections::BTreeMap<(doin_tracking::PriorSource, &str), u64> = Default::default();
+    for row in rows {
+        let Ok(json) = serde_json::from_str::<Json>(&row.parameters) else { continue };
         let Ok(values) = doin_plugin::adapters::values_from_json(domain.space(), &json) else { continue };
-        if !performance.is_finite() {
+        if !row.performance.is_finite() {
             continue;
         }
-        let loss = domain.loss(&Measurement { performance: *performance, metrics: Default::default() });
+        let loss = domain.loss(&Measurement { performance: row.performance, metrics: Default::default() });
         optimizer.inject(Evaluated { x: domain.space().encode(&values), loss });
-        taught += 1;
+        *taught.entry((row.source, row.source_id.as_str())).or_default() += 1;
     }
-    taught
+    let mut seeds: Vec<doin_tracking::WarmSeed> = taught
+        .into_iter()
+        .map(|((source, id), trials)| doin_tracking::WarmSeed { source, source_id: id.to_owned(), trials })
+        .collect();
+    seeds.sort_by(|a, b| b.trials.cmp(&a.trials).then(a.source.cmp(&b.source)));
+    seeds
 }
 
 /// How the loop talks to the node.
@@ -654,17 +658,32 @@ mod tests {
     #[test]
     fn a_warm_start_teaches_the_rounds_that_fit() {
         let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 2] }, 0.0);
-        let rows: Vec<(String, f64)> = vec![
-            ("[0.9, 0.9]".into(), 1.8),
-            ("[0.1, 0.2]".into(), 0.3),
-            ("[0.5]".into(), 0.5),      // another space
-            ("[2.0, 0.5]".into(), 2.5), // out of bounds
-            ("not json".into(), 1.0),
-            ("[0.4, 0.4]".into(), f64::NAN),
+        use doin_tracking::{PriorSource, PriorTrial, WarmSeed};
+        let row = |p: &str, performance: f64, source: PriorSource, id: &str| PriorTrial {
+            parameters: p.into(),
+            performance,
+            source,
+            source_id: id.into(),
+        };
+        let rows = vec![
+            row("[0.9, 0.9]", 1.8, PriorSource::Round, "e1"),
+            row("[0.1, 0.2]", 0.3, PriorSource::Round, "e1"),
+            row("[0.5]", 0.5, PriorSource::Round, "e1"), // another space
+            row("[2.0, 0.5]", 2.5, PriorSource::Chain, "a1"), // out of bounds
+            row("not json", 1.0, PriorSource::Chain, "a1"),
+            row("[0.4, 0.4]", f64::NAN, PriorSource::Chain, "a1"),
+            row("[0.3, 0.3]", 0.6, PriorSource::Chain, "a2"),
         ];
         let mut tpe = doin_optimize::Tpe::new(2, 2, 1);
-        assert_eq!(warm_start(&mut tpe, &domain, &rows), 2);
-        assert_eq!(tpe.history_len(), 2);
+        assert_eq!(
+            warm_start(&mut tpe, &domain, &rows),
+            vec![
+                WarmSeed { source: PriorSource::Round, source_id: "e1".into(), trials: 2 },
+                WarmSeed { source: PriorSource::Chain, source_id: "a2".into(), trials: 1 },
+            ],
+            "what was taught, by source"
+        );
+        assert_eq!(tpe.history_len(), 3);
         // The best prior is the round recorded at 1.8 (Identity maximizes: loss −1.8).
         assert_eq!(tpe.best().map(|b| b.loss), Some(-1.8));
     }

@@ -48,8 +48,6 @@ pub struct Auto {
     dim: usize,
     seed: u64,
     island: usize,
-    /// Discrete dimensions, for TPE.
-    levels: Vec<u32>,
     rng: ChaCha8Rng,
     chosen: Option<(Choice, Box<dyn Optimizer>)>,
     /// The first batch's points and when they were asked.
@@ -74,19 +72,12 @@ impl Auto {
             seed,
             island,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            levels: vec![0; dim],
             chosen: None,
             first: Vec::new(),
             asked_at: None,
             told: Vec::new(),
             migrants: Vec::new(),
         }
-    }
-
-    /// The discrete dimensions TPE, if chosen, should know ([`Tpe::with_levels`]).
-    pub fn with_levels(mut self, levels: Vec<u32>) -> Self {
-        self.levels = levels;
-        self
     }
 
     /// What it chose (none before the first batch was told).
@@ -96,10 +87,7 @@ impl Auto {
 
     fn choose(&mut self, choice: Choice) {
         let mut opt: Box<dyn Optimizer> = match choice {
-            Choice::Tpe => Box::new(
-                Tpe::new(self.dim, Tpe::default_startup(self.dim), self.seed)
-                    .with_levels(self.levels.clone()),
-            ),
+            Choice::Tpe => Box::new(Tpe::new(self.dim, Tpe::default_startup(self.dim), self.seed)),
             Choice::Shade => Box::new(Shade::new(self.dim, self.island, self.seed)),
         };
         let mut known: Vec<Evaluated> = std::mem::take(&mut self.told);

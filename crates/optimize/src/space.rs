@@ -96,22 +96,6 @@ impl Space {
         self.dims.is_empty()
     }
 
-    /// Per dimension, how many values it decodes to when that is a countable few (integers,
-    /// categories: equal cells of `[0, 1]`), 0 when continuous or too many to tell apart.
-    pub fn levels(&self) -> Vec<u32> {
-        self.dims
-            .iter()
-            .map(|d| match *d {
-                Dim::Integer { lo, hi } => u32::try_from(hi.saturating_sub(lo).saturating_add(1))
-                    .ok()
-                    .filter(|n| *n <= 1_000)
-                    .unwrap_or(0),
-                Dim::Categorical { n } => u32::try_from(n).unwrap_or(0),
-                Dim::Continuous { .. } | Dim::Log { .. } => 0,
-            })
-            .collect()
-    }
-
     /// Decodes a unit-cube point (coordinates are clamped to `[0, 1]`).
     pub fn decode(&self, x: &[f64]) -> Vec<Value> {
         self.dims
@@ -220,19 +204,5 @@ mod tests {
         let spec = doin_primitives::DomainSpec::example("quadratic", 3);
         let space = Space::of(&spec);
         assert_eq!(space.dims, vec![Dim::Continuous { lo: -10.0, hi: 10.0 }; 3]);
-    }
-
-    #[test]
-    fn levels_count_the_values_of_discrete_dimensions() {
-        let space = Space {
-            dims: vec![
-                Dim::Integer { lo: 1, hi: 3 },
-                Dim::Log { lo: 1e-4, hi: 1.0 },
-                Dim::Categorical { n: 4 },
-                Dim::Integer { lo: 0, hi: 1 << 40 },
-                Dim::Continuous { lo: 0.0, hi: 1.0 },
-            ],
-        };
-        assert_eq!(space.levels(), vec![3, 0, 4, 0, 0]);
     }
 }

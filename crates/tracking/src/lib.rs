@@ -151,6 +151,51 @@ pub struct ChainOptimae {
     pub experiment_id: String,
     /// Config hash from the reveal (hex).
     pub config_hash: String,
+    /// The revealed parameters, decoded by the domain's space (JSON, as `fact_round`'s).
+    pub parameters: String,
+}
+
+/// Where a prior trial of a warm start comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PriorSource {
+    /// A round this node recorded (`fact_round`; the id is its experiment).
+    Round,
+    /// A certificate on the chain (`fact_chain_optimae`; the id is the optimizer's address).
+    Chain,
+}
+
+impl PriorSource {
+    /// The name recorded in `fact_warm_start.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Round => "round",
+            Self::Chain => "chain",
+        }
+    }
+}
+
+/// One prior trial from the cube: parameters (JSON), the figure, and where it comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorTrial {
+    /// Parameters (JSON object by name).
+    pub parameters: String,
+    /// Performance (the domain's own direction).
+    pub performance: f64,
+    /// The table it comes from.
+    pub source: PriorSource,
+    /// The experiment (rounds) or the optimizer's address (chain optimae).
+    pub source_id: String,
+}
+
+/// Trials a warm start took from one source (`fact_warm_start`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WarmSeed {
+    /// The table.
+    pub source: PriorSource,
+    /// The experiment or the optimizer.
+    pub source_id: String,
+    /// Trials taught from it.
+    pub trials: u64,
 }
 
 enum Msg {
@@ -160,6 +205,11 @@ enum Msg {
     Chain {
         from_height: u64,
         rows: Vec<ChainOptimae>,
+    },
+    /// The history that seeded an experiment.
+    WarmStart {
+        experiment_id: String,
+        seeds: Vec<WarmSeed>,
     },
     Flush(std::sync::mpsc::SyncSender<()>),
 }
@@ -282,6 +332,13 @@ impl Tracker {
                                     report("chain rows", &err);
                                 }
                             }
+                            Msg::WarmStart { experiment_id, seeds } => {
+                                if let Some(db) = &mut db
+                                    && let Err(err) = db.record_warm_start(&experiment_id, &seeds)
+                                {
+                                    report("warm start", &err);
+                                }
+                            }
                             Msg::Flush(done) => {
                                 if let Some(w) = &mut csv_writer {
                                     let _ = w.flush();
@@ -317,6 +374,11 @@ impl Tracker {
     /// Records an experiment (before its rounds).
     pub fn experiment(&self, e: Experiment) {
         self.send(Msg::Experiment(e));
+    }
+
+    /// Records the history that seeded an experiment's optimizer (its warm start).
+    pub fn warm_start(&self, experiment_id: String, seeds: Vec<WarmSeed>) {
+        self.send(Msg::WarmStart { experiment_id, seeds });
     }
 
     /// Records a round.

@@ -7,14 +7,22 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, params};
 use serde_json::{Value, json};
 
-use crate::{ChainOptimae, Experiment, Round, TrackingError, csv::Progress, rfc3339};
+use crate::{
+    ChainOptimae, Experiment, PriorSource, PriorTrial, Round, TrackingError, WarmSeed, csv::Progress, rfc3339,
+};
 
 /// Schema version stored in `schema_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The tables, in creation order (also the order sync copies them).
-pub const TABLES: &[&str] =
-    &["dim_domain", "dim_experiment", "fact_round", "fact_experiment_summary", "fact_chain_optimae"];
+pub const TABLES: &[&str] = &[
+    "dim_domain",
+    "dim_experiment",
+    "fact_round",
+    "fact_experiment_summary",
+    "fact_chain_optimae",
+    "fact_warm_start",
+];
 
 /// The schema (SQLite and PostgreSQL both accept it).
 pub const SCHEMA: &str = "
@@ -101,11 +109,25 @@ CREATE TABLE IF NOT EXISTS fact_chain_optimae (
     reward DOUBLE PRECISION NOT NULL,
     experiment_id TEXT NOT NULL,
     config_hash TEXT NOT NULL,
+    parameters TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (block_hash, cert_index)
 );
 CREATE INDEX IF NOT EXISTS fact_chain_optimae_height ON fact_chain_optimae (block_height);
 CREATE INDEX IF NOT EXISTS fact_chain_optimae_optimizer ON fact_chain_optimae (domain_id, optimizer);
+CREATE TABLE IF NOT EXISTS fact_warm_start (
+    experiment_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    trials BIGINT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, source, source_id)
+);
 ";
+
+/// What a database of schema version 1 lacks (PostgreSQL takes `IF NOT EXISTS`; SQLite's
+/// column is added by [`Olap::open`] when missing).
+pub const UPGRADE_PG: &str =
+    "ALTER TABLE fact_chain_optimae ADD COLUMN IF NOT EXISTS parameters TEXT NOT NULL DEFAULT '';";
 
 /// The database.
 #[derive(Debug)]
@@ -140,6 +162,25 @@ impl Olap {
                 conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])
                     .map_err(&e)?;
             }
+            Some(v) if v < SCHEMA_VERSION => {
+                // Version 1: chain optimae without their parameters (old rows keep '').
+                let has: bool = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM pragma_table_info('fact_chain_optimae') WHERE name = 'parameters'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(&e)?
+                    > 0;
+                if !has {
+                    conn.execute_batch(
+                        "ALTER TABLE fact_chain_optimae ADD COLUMN parameters TEXT NOT NULL DEFAULT ''",
+                    )
+                    .map_err(&e)?;
+                }
+                conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])
+                    .map_err(&e)?;
+            }
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(TrackingError::Sqlite {
                     path: path.display().to_string(),
@@ -163,22 +204,87 @@ impl Olap {
     /// The newest `limit` recorded rounds of `domain` that measured a performance, as
     /// (parameters JSON, performance): the prior trials a run of the same domain starts from
     /// (the seed's L3 warm start).
-    pub fn prior_trials(
-        path: &Path,
-        domain: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, f64)>, TrackingError> {
+    pub fn prior_trials(path: &Path, domain: &str, limit: usize) -> Result<Vec<PriorTrial>, TrackingError> {
+        let conn = Self::reader(path)?;
+        let e = sql(path);
+        let mut out = Vec::new();
+        // The rounds this node measured (newest first), then the chain's verified optimae of
+        // every participant (their quorum's median on evaluator data), newest first.
+        let queries = [
+            (
+                "SELECT parameters, performance, experiment_id FROM fact_round \
+                 WHERE domain_id = ?1 AND performance IS NOT NULL \
+                 ORDER BY timestamp_utc DESC, round_number DESC LIMIT ?2",
+                PriorSource::Round,
+            ),
+            (
+                "SELECT parameters, verified_performance, optimizer FROM fact_chain_optimae \
+                 WHERE domain_id = ?1 AND parameters != '' ORDER BY block_height DESC, cert_index LIMIT ?2",
+                PriorSource::Chain,
+            ),
+        ];
+        for (query, source) in queries {
+            let mut q = conn.prepare(query).map_err(&e)?;
+            let rows = q
+                .query_map(rusqlite::params![domain, limit as i64], |r| {
+                    Ok(PriorTrial {
+                        parameters: r.get(0)?,
+                        performance: r.get(1)?,
+                        source,
+                        source_id: r.get(2)?,
+                    })
+                })
+                .map_err(&e)?;
+            out.extend(rows.collect::<Result<Vec<_>, _>>().map_err(&e)?);
+        }
+        Ok(out)
+    }
+
+    /// Records which history seeded `experiment`: trials taught per source.
+    pub fn record_warm_start(&mut self, experiment: &str, seeds: &[WarmSeed]) -> Result<(), TrackingError> {
+        let e = sql(&self.path);
+        let tx = self.conn.transaction().map_err(&e)?;
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO fact_warm_start (experiment_id, source, source_id, trials, recorded_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&e)?;
+            let now = rfc3339(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            );
+            for s in seeds {
+                ins.execute(params![experiment, s.source.as_str(), s.source_id, s.trials as i64, now])
+                    .map_err(&e)?;
+            }
+        }
+        tx.commit().map_err(&e)
+    }
+
+    /// The history that seeded each experiment (of `experiment`, or all): JSON rows.
+    pub fn warm_starts(path: &Path, experiment: Option<&str>) -> Result<Vec<Value>, TrackingError> {
         let conn = Self::reader(path)?;
         let e = sql(path);
         let mut q = conn
             .prepare(
-                "SELECT parameters, performance FROM fact_round WHERE domain_id = ?1 AND performance IS NOT NULL \
-                 ORDER BY timestamp_utc DESC, round_number DESC LIMIT ?2",
+                "SELECT w.experiment_id, x.domain_id, w.source, w.source_id, w.trials, w.recorded_at \
+                 FROM fact_warm_start w LEFT JOIN dim_experiment x ON x.experiment_id = w.experiment_id \
+                 WHERE ?1 IS NULL OR w.experiment_id = ?1 ORDER BY w.recorded_at, w.experiment_id, w.source, w.trials DESC",
             )
             .map_err(&e)?;
         let rows = q
-            .query_map(rusqlite::params![domain, limit as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
+            .query_map([experiment], |r| {
+                Ok(json!({
+                    "experiment_id": r.get::<_, String>(0)?,
+                    "domain_id": r.get::<_, Option<String>>(1)?,
+                    "source": r.get::<_, String>(2)?,
+                    "source_id": r.get::<_, String>(3)?,
+                    "trials": r.get::<_, i64>(4)?,
+                    "recorded_at": r.get::<_, String>(5)?,
+                }))
             })
             .map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
@@ -244,7 +350,12 @@ impl Olap {
             .map_err(&e)?;
         {
             let mut ins = tx
-                .prepare("INSERT OR REPLACE INTO fact_chain_optimae VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")
+                .prepare(
+                    "INSERT OR REPLACE INTO fact_chain_optimae (block_hash, cert_index, block_height, timestamp_utc, \
+                     commit_id, domain_id, optimizer, outcome, reported_performance, verified_performance, improved, \
+                     effective_increment, quorum_agreement, reward, experiment_id, config_hash, parameters) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                )
                 .map_err(&e)?;
             for c in rows {
                 ins.execute(params![
@@ -264,6 +375,7 @@ impl Olap {
                     c.reward,
                     c.experiment_id,
                     c.config_hash,
+                    c.parameters,
                 ])
                 .map_err(&e)?;
             }

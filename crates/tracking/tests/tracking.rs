@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use doin_tracking::{ChainOptimae, Experiment, Olap, Round, Tracker, csv::COLUMNS, olap::StatsReader};
+use doin_tracking::{
+    ChainOptimae, Experiment, Olap, PriorSource, Round, Tracker, WarmSeed, csv::COLUMNS, olap::StatsReader,
+};
 
 fn experiment() -> Experiment {
     Experiment {
@@ -58,6 +60,7 @@ fn cert(height: u64, hash: &str, i: u32, optimizer: &str, outcome: &str) -> Chai
         reward: 3.25,
         experiment_id: "e1".into(),
         config_hash: "ab".into(),
+        parameters: if outcome == "Accept" { format!("[{height}.5, 1]") } else { String::new() },
     }
 }
 
@@ -189,9 +192,80 @@ fn prior_trials_are_the_domains_measured_rounds() {
     (other.experiment_id, other.domain_id) = ("e2".into(), "sphere".into());
     olap.record_experiment(&other).unwrap();
     olap.record_round(&other, &Round { experiment_id: "e2".into(), ..round(7, 9.0) }).unwrap();
+    // The chain's optimae with their parameters (a row recorded before the column: none).
+    olap.apply_chain(
+        1,
+        &[
+            cert(1, "h1", 0, "a1", "Accept"),
+            cert(2, "h2", 0, "a2", "Reject"),
+            cert(3, "h3", 0, "a3", "Accept"),
+        ],
+    )
+    .unwrap();
     let trials = Olap::prior_trials(&path, "quadratic", 3).unwrap();
-    let perf: Vec<f64> = trials.iter().map(|(_, p)| *p).collect();
-    assert_eq!(perf, [5.0, 4.0, 3.0]);
-    assert_eq!(trials[0].0, "[1.5, \"a,b\"]");
+    let got: Vec<(f64, PriorSource, &str)> =
+        trials.iter().map(|t| (t.performance, t.source, t.source_id.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (5.0, PriorSource::Round, "e1"),
+            (4.0, PriorSource::Round, "e1"),
+            (3.0, PriorSource::Round, "e1"),
+            (-51.0, PriorSource::Chain, "a3"),
+            (-51.0, PriorSource::Chain, "a1"),
+        ]
+    );
+    assert_eq!(trials[0].parameters, "[1.5, \"a,b\"]");
+    assert_eq!(trials[3].parameters, "[3.5, 1]");
     assert!(Olap::prior_trials(&path, "none", 3).unwrap().is_empty());
+    // What seeded a run is recorded and read back by experiment.
+    let seeds = [
+        WarmSeed { source: PriorSource::Round, source_id: "e1".into(), trials: 3 },
+        WarmSeed { source: PriorSource::Chain, source_id: "a3".into(), trials: 1 },
+    ];
+    olap.record_warm_start("e9", &seeds).unwrap();
+    let rows = Olap::warm_starts(&path, Some("e9")).unwrap();
+    let sources: Vec<(&str, &str, i64)> = rows
+        .iter()
+        .map(|r| {
+            (r["source"].as_str().unwrap(), r["source_id"].as_str().unwrap(), r["trials"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(sources, [("chain", "a3", 1), ("round", "e1", 3)]);
+    assert!(Olap::warm_starts(&path, Some("e1")).unwrap().is_empty());
+}
+
+/// A cube of schema version 1 (chain optimae without parameters) is upgraded in place when a
+/// node opens it: its rows stay, the column is added, the version recorded.
+#[test]
+fn a_version_one_cube_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cube.db");
+    {
+        let conn = doin_tracking::rusqlite::Connection::open(&path).unwrap();
+        let v1 = doin_tracking::olap::SCHEMA
+            .replace("    parameters TEXT NOT NULL DEFAULT '',\n", "")
+            .replace("CREATE TABLE IF NOT EXISTS schema_version", "CREATE TABLE schema_version");
+        conn.execute_batch(&v1).unwrap();
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)", []).unwrap();
+        conn.execute(
+            "INSERT INTO fact_chain_optimae VALUES ('h', 0, 1, 't', 'c', 'quadratic', 'a', 'Accept', 1, 1, 1, 0, 1, 0, 'e', 'x')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut olap = Olap::open(&path).unwrap();
+    olap.apply_chain(2, &[cert(2, "h2", 0, "a2", "Accept")]).unwrap();
+    drop(olap);
+    let conn = doin_tracking::rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, doin_tracking::olap::SCHEMA_VERSION);
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT block_height, parameters FROM fact_chain_optimae ORDER BY block_height")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, [(1, String::new()), (2, "[2.5, 1]".into())]);
 }

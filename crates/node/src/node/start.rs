@@ -358,13 +358,25 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .map_err(|e| other(format!("domain {id}: {e}")))?;
         let mut opt = optimizer::build_optimizer(search.as_ref(), &rt.config, seed, optimizers)
             .map_err(|e| other(format!("domain {id}: {e}")))?;
-        // L3 warm start: the domain's rounds this node recorded before (its experiment cube).
-        if let Some(cube) = tracker.as_ref().and_then(|t| t.olap_path()).filter(|p| p.exists()) {
+        // L3 warm start: the domain's rounds this node recorded before and the chain's verified
+        // optimae of every participant (its experiment cube); the cube records what seeded it.
+        if let Some((t, cube)) =
+            tracker.as_ref().and_then(|t| Some((t, t.olap_path()?))).filter(|(_, p)| p.exists())
+        {
             match doin_tracking::olap::Olap::prior_trials(cube, id, optimizer::WARM_START_TRIALS) {
                 Ok(rows) if !rows.is_empty() => {
-                    let taught = optimizer::warm_start(opt.as_mut(), search.as_ref(), &rows);
-                    tracing::info!(domain = %id, rows = rows.len(), taught, "warm start from the experiment cube");
-                    println!("warm start {id}: {taught} prior trials");
+                    let seeds = optimizer::warm_start(opt.as_mut(), search.as_ref(), &rows);
+                    let of = |s: doin_tracking::PriorSource| {
+                        seeds.iter().filter(|w| w.source == s).map(|w| w.trials).sum::<u64>()
+                    };
+                    let (rounds, chain) =
+                        (of(doin_tracking::PriorSource::Round), of(doin_tracking::PriorSource::Chain));
+                    tracing::info!(domain = %id, rows = rows.len(), rounds, chain, "warm start from the experiment cube");
+                    println!(
+                        "warm start {id}: {} prior trials ({rounds} recorded rounds, {chain} chain optimae)",
+                        rounds + chain
+                    );
+                    t.warm_start(rt.experiment.0.clone(), seeds);
                 }
                 Ok(_) => {}
                 Err(e) => {
