@@ -271,7 +271,10 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 domain_id: id.clone(),
                 node_id: me.to_string(),
                 hostname: hostname.clone(),
-                optimizer_plugin: c.optimization_plugin.clone().unwrap_or_else(|| "shade".into()),
+                optimizer_plugin: c
+                    .optimization_plugin
+                    .clone()
+                    .unwrap_or_else(|| crate::optimizer::DEFAULT_OPTIMIZER.into()),
                 performance_metric: if rt.domain.higher_is_better() { "performance" } else { "loss" }.into(),
                 higher_is_better: rt.domain.higher_is_better(),
                 optimization_config: serde_json::to_string(&c.optimization_config).unwrap_or_default(),

@@ -112,7 +112,11 @@ impl Engine {
                     best_performance: best,
                     converged: rt.target_reached,
                     evaluations: rt.evaluations.load(Ordering::Relaxed),
-                    optimizer: rt.config.optimization_plugin.clone().unwrap_or_else(|| "shade".into()),
+                    optimizer: rt
+                        .config
+                        .optimization_plugin
+                        .clone()
+                        .unwrap_or_else(|| crate::optimizer::DEFAULT_OPTIMIZER.into()),
                     domain_plugin: rt.config.domain_plugin.clone(),
                     training: rt.last_found.clone(),
                     standing: rt.participation.standing().as_str().to_owned(),
