@@ -496,6 +496,7 @@ fn search(
         reached.push(if hit { r.evaluations } else { usize::MAX });
         runs.push(serde_json::json!({
             "seed": seed,
+            "ran": opt.kind(),
             "evaluations": r.evaluations,
             "reached": hit,
             "best": if domain.higher_is_better() { -r.best_loss } else { r.best_loss },

@@ -96,9 +96,9 @@ const MIN_ISLAND: usize = 20;
 /// The optimizer when `optimization_plugin` names none. `tpe` beats Optuna's TPE on the
 /// built-in ML domains (`doin bench search`, one worker, budget 250: `mlp_digits` to 0.97, 35
 /// seeds, 48 evaluations median against Optuna's 69; `co2_forecast` to an MAE of 0.39 ppm, 15
-/// seeds, 44 against 88), but `auto` — which must also keep SHADE for the cheap benchmark
-/// functions — still decides on the first batch's timing alone and sent some `co2_forecast`
-/// runs to SHADE (median 91). SHADE stays the default until `auto` chooses reliably.
+/// seeds, 44 against 88); `auto` — which must also keep SHADE for the cheap benchmark
+/// functions — times 5 evaluations before it chooses (`co2_forecast`: 70). SHADE stays the
+/// default until the `auto` series on both domains is measured against Optuna.
 pub const DEFAULT_OPTIMIZER: &str = "shade";
 
 /// Candidates per generation of the optimizer `config` builds for `domain` (a round in the
