@@ -504,7 +504,7 @@ fn share_trials_false_publishes_and_receives_nothing() {
     assert_eq!((off["published"].as_u64(), off["received"].as_u64()), (Some(0), Some(0)), "{off}");
 }
 
-/// `optimization_plugin: "auto"` times the first batch and says what it chose: the quadratic
+/// `optimization_plugin: "auto"` times its first evaluations and says what it chose: the quadratic
 /// domain's microsecond evaluations get SHADE (TPE is for evaluations of 0.1 s and more).
 #[test]
 fn auto_says_which_optimizer_it_chose() {

@@ -649,8 +649,11 @@ mod tests {
         }
         assert_eq!(population_of(&domain, &named(Some("tpe")), 8, 1), doin_optimize::tpe::MAX_BATCH);
         let mut auto = build_optimizer(&domain, &named(Some("auto")), 1, 1).unwrap();
-        let xs = auto.ask(4);
-        auto.tell(&xs.into_iter().map(|x| Evaluated { loss: x[0], x }).collect::<Vec<_>>());
+        // It times a few evaluations (two batches of 4 here) before it chooses.
+        for _ in 0..2 {
+            let xs = auto.ask(4);
+            auto.tell(&xs.into_iter().map(|x| Evaluated { loss: x[0], x }).collect::<Vec<_>>());
+        }
         assert_eq!(auto.kind(), "auto: shade", "microsecond evaluations: SHADE");
     }
 
