@@ -346,13 +346,9 @@ fn param_bounds_narrow_what_the_optimizer_searches() {
         // Rounds of 8 candidates: many recorded before the fifth certificate.
         "optimization_config": { "population_size": 8 },
     }));
-    let certificates = std::cell::Cell::new(0);
     let stats = node.dir.path().join("stats.csv");
     let (lines, csv) = node.run(
-        |l| {
-            certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
-            certificates.get() >= 5
-        },
+        certificates(5),
         // Rounds are recorded off the node's loop: wait for a few.
         || {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -365,7 +361,7 @@ fn param_bounds_narrow_what_the_optimizer_searches() {
             }
         },
     );
-    assert!(certificates.get() >= 5, "claims are certified: {lines:?}");
+    assert!(certified(&lines) >= 5, "claims are certified: {lines:?}");
     let mut rows = 0;
     // The tracker appends while the file is read: only whole rows (up to the last newline) count.
     let whole = &csv[..csv.rfind('\n').map_or(0, |i| i + 1)];
@@ -416,14 +412,8 @@ fn command_line_flags_and_p2p_port_take_effect_over_the_config() {
         "--olap-db",
         &cube_s,
     ];
-    let certificates = std::cell::Cell::new(0);
-    let (lines, (status, dialer_peers)) = node.run_with(
-        &[&flags[..], &["--log-level", "debug"]].concat(),
-        |l| {
-            certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
-            certificates.get() >= 3
-        },
-        || {
+    let (lines, (status, dialer_peers)) =
+        node.run_with(&[&flags[..], &["--log-level", "debug"]].concat(), certificates(3), || {
             let status = http_get(http, "/status");
             // A second node that knows the first only through `--peers HOST:P2P_PORT`.
             let dialer = TrustedNode::new();
@@ -443,9 +433,8 @@ fn command_line_flags_and_p2p_port_take_effect_over_the_config() {
                 },
             );
             (status, peers)
-        },
-    );
-    assert!(certificates.get() >= 3, "{lines:?}");
+        });
+    assert!(certified(&lines) >= 3, "{lines:?}");
     assert!(lines.contains(&format!("address {address}")), "--identity is the node's key: {lines:?}");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["domains"]["quadratic"]["converged"], false, "--port serves the API: {status}");
@@ -474,26 +463,19 @@ fn share_trials_false_publishes_and_receives_nothing() {
         let node = TrustedNode::with_domain(serde_json::json!({
             "optimization_plugin": "tpe", "share_trials": share, "target_performance": -1e-9,
         }));
-        let certificates = std::cell::Cell::new(0);
-        let (lines, status) = node.run(
-            |l| {
-                certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
-                certificates.get() >= 3
-            },
-            || {
-                // Batches leave at most once a second: wait for the first.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    let s: serde_json::Value = serde_json::from_str(&http_get(node.port, "/status")).unwrap();
-                    let t = s["domains"]["quadratic"]["shared_trials"].clone();
-                    if t["published"].as_u64() > Some(0) || Instant::now() > deadline {
-                        return t;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
+        let (lines, status) = node.run(certificates(3), || {
+            // Batches leave at most once a second: wait for the first.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let s: serde_json::Value = serde_json::from_str(&http_get(node.port, "/status")).unwrap();
+                let t = s["domains"]["quadratic"]["shared_trials"].clone();
+                if t["published"].as_u64() > Some(0) || Instant::now() > deadline {
+                    return t;
                 }
-            },
-        );
-        assert!(certificates.get() >= 3, "{lines:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        assert!(certified(&lines) >= 3, "{lines:?}");
         status
     };
     let on = shared(true);
@@ -531,34 +513,26 @@ fn an_optimizer_plugin_named_in_the_config_runs_the_search() {
         .join("../../plugins/python/examples/deap_optimizer.py");
     let name = format!("plugin:python3 {}", script.display());
     let node = TrustedNode::with_domain(serde_json::json!({ "optimization_plugin": name }));
-    let certificates = std::cell::Cell::new(0);
-    let (lines, optimizer) = node.run(
-        |l| {
-            certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
-            certificates.get() >= 3
-        },
-        || {
-            // The view is refreshed once a second: wait for a few generations' calls.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let plugins: serde_json::Value =
-                    serde_json::from_str(&http_get(node.port, "/api/plugins")).unwrap();
-                let optimizer = plugins["processes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|p| p["name"].as_str().is_some_and(|n| n.contains("optimizer")))
-                    .cloned();
-                if optimizer.as_ref().is_some_and(|o| o["calls"].as_u64() > Some(3))
-                    || Instant::now() > deadline
-                {
-                    return optimizer.unwrap_or_else(|| panic!("no optimizer process: {plugins}"));
-                }
-                std::thread::sleep(Duration::from_millis(300));
+    let (lines, optimizer) = node.run(certificates(3), || {
+        // The view is refreshed once a second: wait for a few generations' calls.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let plugins: serde_json::Value =
+                serde_json::from_str(&http_get(node.port, "/api/plugins")).unwrap();
+            let optimizer = plugins["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"].as_str().is_some_and(|n| n.contains("optimizer")))
+                .cloned();
+            if optimizer.as_ref().is_some_and(|o| o["calls"].as_u64() > Some(3)) || Instant::now() > deadline
+            {
+                return optimizer.unwrap_or_else(|| panic!("no optimizer process: {plugins}"));
             }
-        },
-    );
-    assert!(certificates.get() >= 3, "{lines:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert!(certified(&lines) >= 3, "{lines:?}");
     assert!(optimizer["calls"].as_u64() > Some(3) && optimizer["errors"] == 0, "{optimizer}");
 }
 
@@ -571,12 +545,8 @@ fn a_restarted_node_warm_starts_from_its_cube() {
         c["olap_db_path"] = d.join("cube.db").display().to_string().into();
         c["domains"][0]["target_performance"] = (-1e-9).into();
     });
-    let certificates = std::cell::Cell::new(0);
     let (first, ()) = node.run(
-        |l| {
-            certificates.set(certificates.get() + usize::from(l.starts_with("certificate quadratic")));
-            certificates.get() >= 3
-        },
+        certificates(3),
         // Rounds reach the cube off the node's loop: give them a moment.
         || std::thread::sleep(Duration::from_secs(2)),
     );
@@ -852,6 +822,20 @@ fn a_node_without_genesis_restarts_on_its_chain_and_stops_at_its_target() {
     );
     let (fourth, ()) = node.run(|l| l.starts_with("block "), || ());
     assert_eq!(genesis(&fourth), Some(g3), "restarted on the reset chain: {fourth:?}");
+}
+
+/// A stop condition for [`TrustedNode::run`]: the `n`th certificate of the quadratic domain.
+fn certificates(n: usize) -> impl Fn(&str) -> bool {
+    let seen = std::cell::Cell::new(0);
+    move |l| {
+        seen.set(seen.get() + usize::from(l.starts_with("certificate quadratic")));
+        seen.get() >= n
+    }
+}
+
+/// The certificate lines among a run's `lines`.
+fn certified(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.starts_with("certificate quadratic")).count()
 }
 
 /// A loopback port free right now.

@@ -215,9 +215,6 @@ impl Engine {
         }
         let mut rows = Vec::new();
         let mut recorded = Vec::new();
-        // The revealed parameters as the cube's rounds hold them (by the domain's space on chain).
-        let spaces: std::collections::HashMap<String, doin_optimize::Space> =
-            s.tip().domains().map(|(id, d)| (id.to_string(), doin_optimize::Space::of(&d.spec))).collect();
         for h in from..=tip_height {
             let Some(hash) = canonical(h) else { break };
             recorded.push((h, hash));
@@ -242,8 +239,11 @@ impl Engine {
                     reward: (r.optimizer_reward.0 + r.bounty_paid.0) as f64 / 1e9,
                     experiment_id: c.reveal.body.experiment.experiment_id.to_string(),
                     config_hash: c.reveal.body.experiment.config_hash.to_string(),
-                    parameters: spaces
-                        .get(r.domain.as_str())
+                    // As the cube's rounds hold them: decoded by the domain's space on chain.
+                    parameters: s
+                        .tip()
+                        .domain(&Self::domain_id(&r.domain))
+                        .map(|d| doin_optimize::Space::of(&d.spec))
                         .filter(|space| space.len() == c.reveal.body.params.len())
                         .map(|space| {
                             doin_plugin::adapters::values_to_json(&space.from_params(&c.reveal.body.params))
