@@ -69,6 +69,9 @@ pub(crate) enum Bench {
         /// the per-run values are listed.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Every optimizing node's `optimization_plugin` (default: the node's, `auto`).
+        #[arg(long)]
+        optimizer: Option<String>,
     },
     /// CEC-style optimizer runs (shifted 30-D functions, 10 000 × D evaluations), optimizer
     /// overhead per evaluation, and islands with migration against one population.
@@ -126,8 +129,9 @@ pub(crate) enum Bench {
         /// `n_params` of a benchmark function (its dimension).
         #[arg(long)]
         dims: Option<usize>,
-        /// `optimization_plugin`: `shade`, `tpe`, `auto`, `cma-es`, `ga` or `plugin:COMMAND`.
-        #[arg(long, default_value = "shade")]
+        /// `optimization_plugin`: `auto` (the node's default), `shade`, `tpe`, `cma-es`, `ga` or
+        /// `plugin:COMMAND`.
+        #[arg(long, default_value = "auto")]
         optimizer: String,
         /// The target performance (the domain's own direction: accuracy up, loss down).
         #[arg(long, default_value_t = 0.97)]
@@ -144,6 +148,11 @@ pub(crate) enum Bench {
         /// Worker threads evaluating a batch.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// After each seed's (cold) run, a second run of the domain (another optimizer seed)
+        /// warm-started from an experiment cube holding the first run's rounds, as a node
+        /// restarted with `olap_db_path` starts: the evaluations both needed.
+        #[arg(long)]
+        warm_start: bool,
     },
     /// Runs N in-process nodes over libp2p's memory transport and publishes messages from
     /// random nodes: DOIN's gossipsub, then a flooding baseline on the same topology.
@@ -292,7 +301,16 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             first_seed,
             budget,
             workers,
-        } => search(&domain, domain_plugin, dims, &optimizer, target, (first_seed, seeds, budget, workers)),
+            warm_start,
+        } => search(
+            &domain,
+            domain_plugin,
+            dims,
+            &optimizer,
+            target,
+            (first_seed, seeds, budget, workers),
+            warm_start,
+        ),
         Bench::Adversary { claims, flood, flood_keys, grind_commits, grind_tries } => {
             let started = std::time::Instant::now();
             let scale = doin_node::adversary::Scale { claims, flood, flood_keys, grind_commits, grind_tries };
@@ -302,20 +320,22 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             println!("{line}");
             Ok(())
         }
-        Bench::Devnet { nodes, evaluators_only, domain, target, timeout_s, base_port, runs } => {
+        Bench::Devnet { nodes, evaluators_only, domain, target, timeout_s, base_port, runs, optimizer } => {
             if runs == 0 {
                 bail!("--runs must be at least 1");
             }
             devnet(
                 || {
-                    crate::devnet::DevnetArgs::for_bench(
+                    let mut args = crate::devnet::DevnetArgs::for_bench(
                         nodes,
                         domain.clone(),
                         evaluators_only,
                         target,
                         timeout_s,
                         base_port,
-                    )
+                    );
+                    args.optimizer.clone_from(&optimizer);
+                    args
                 },
                 runs,
             )
@@ -450,6 +470,7 @@ fn search(
     optimizer: &str,
     target: f64,
     (first_seed, seeds, budget, workers): (u64, u64, usize, usize),
+    warm_start: bool,
 ) -> anyhow::Result<()> {
     use doin_node::config::DomainConfig;
     use doin_optimize::driver::{NoHooks, RunConfig, run};
@@ -470,57 +491,173 @@ fn search(
     let target_loss = if domain.higher_is_better() { -target } else { target };
     let started = std::time::Instant::now();
     let mut runs = Vec::new();
-    // Evaluations to the target per seed (`usize::MAX`: not reached), for the median.
-    let mut reached: Vec<usize> = Vec::new();
+    // Evaluations to the target per seed (`usize::MAX`: not reached), for the medians.
+    let (mut reached, mut warm_reached): (Vec<usize>, Vec<usize>) = Default::default();
     let mut kind = String::new();
     let Some(end) = first_seed.checked_add(seeds) else { bail!("--first-seed + --seeds overflows") };
+    let cubes = tempfile::tempdir()?;
+    // One run: the evaluations it needed (`usize::MAX`: missed), and its record.
+    let mut one =
+        |seed: u64, priors: &[doin_tracking::PriorTrial], record: Option<&mut Vec<doin_tracking::Round>>| {
+            let mut opt = doin_node::optimizer::build_optimizer(domain.as_ref(), &config, seed, 1)
+                .map_err(anyhow::Error::msg)?;
+            let taught: u64 = doin_node::optimizer::warm_start(opt.as_mut(), domain.as_ref(), priors)
+                .iter()
+                .map(|w| w.trials)
+                .sum();
+            let batch =
+                doin_node::optimizer::population_of(domain.as_ref(), &config, workers, 1).clamp(1, workers);
+            let mut recorder = Recorder { inner: opt.as_mut(), rounds: Vec::new() };
+            let r = run(
+                domain.as_ref(),
+                &mut recorder,
+                RunConfig { budget, batch, workers, target_loss: Some(target_loss), ..RunConfig::default() },
+                &mut NoHooks,
+            );
+            if let Some(record) = record {
+                *record = recorder.rounds(domain.as_ref());
+            }
+            kind = opt.kind().to_owned();
+            let hit = r.best_loss <= target_loss;
+            let line = serde_json::json!({
+                "seed": seed,
+                "ran": opt.kind(),
+                "evaluations": r.evaluations,
+                "reached": hit,
+                "best": if domain.higher_is_better() { -r.best_loss } else { r.best_loss },
+                "prior_trials": taught,
+            });
+            anyhow::Ok((if hit { r.evaluations } else { usize::MAX }, line))
+        };
     for seed in first_seed..end {
-        let mut opt = doin_node::optimizer::build_optimizer(domain.as_ref(), &config, seed, 1)
-            .map_err(anyhow::Error::msg)?;
-        let batch =
-            doin_node::optimizer::population_of(domain.as_ref(), &config, workers, 1).clamp(1, workers);
-        let r = run(
-            domain.as_ref(),
-            opt.as_mut(),
-            RunConfig { budget, batch, workers, target_loss: Some(target_loss), ..RunConfig::default() },
-            &mut NoHooks,
-        );
-        kind = opt.kind().to_owned();
-        let hit = r.best_loss <= target_loss;
+        let mut rounds = Vec::new();
+        let (evaluations, mut line) = one(seed, &[], warm_start.then_some(&mut rounds))?;
         // Progress on stderr (a run of mlp_digits takes a minute): the JSON line comes at the end.
-        eprintln!(
-            "seed {seed}: {} evaluations, target {}",
-            r.evaluations,
-            if hit { "reached" } else { "missed" }
-        );
-        reached.push(if hit { r.evaluations } else { usize::MAX });
-        runs.push(serde_json::json!({
-            "seed": seed,
-            "ran": opt.kind(),
-            "evaluations": r.evaluations,
-            "reached": hit,
-            "best": if domain.higher_is_better() { -r.best_loss } else { r.best_loss },
-        }));
+        let said = |e: usize| if e == usize::MAX { "missed".to_owned() } else { format!("{e} evaluations") };
+        eprint!("seed {seed}: {}", said(evaluations));
+        reached.push(evaluations);
+        if warm_start {
+            // The node's path: the rounds go into a cube, a restarted node's warm start reads
+            // them back (`Olap::prior_trials`) and teaches its optimizer.
+            let cube = cubes.path().join(format!("seed-{seed}.db"));
+            let priors = record_cube(&cube, domain_id, optimizer, &rounds)?;
+            let (warm, warm_line) = one(seed.wrapping_add(1 << 32), &priors, None)?;
+            eprint!(", warm-started from its {} rounds: {}", priors.len(), said(warm));
+            warm_reached.push(warm);
+            line["warm"] = warm_line;
+        }
+        eprintln!();
+        runs.push(line);
     }
-    reached.sort_unstable();
-    let median = reached[reached.len() / 2];
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "search",
-            "domain": domain_id,
-            "optimizer": optimizer,
-            "ran": kind,
-            "target": target,
-            "budget": budget,
-            "workers": workers,
-            "median_evaluations_to_target": (median != usize::MAX).then_some(median),
-            "reached": reached.iter().filter(|e| **e != usize::MAX).count(),
-            "runs": runs,
-            "wall_s": round3(started.elapsed().as_secs_f64()),
-        })
-    );
+    let median = |v: &mut Vec<usize>| {
+        v.sort_unstable();
+        let m = v.get(v.len() / 2).copied().filter(|e| *e != usize::MAX);
+        (m, v.iter().filter(|e| **e != usize::MAX).count())
+    };
+    let ((cold, cold_n), (warm, warm_n)) = (median(&mut reached), median(&mut warm_reached));
+    let mut line = serde_json::json!({
+        "bench": "search",
+        "domain": domain_id,
+        "optimizer": optimizer,
+        "ran": kind,
+        "target": target,
+        "budget": budget,
+        "workers": workers,
+        "median_evaluations_to_target": cold,
+        "reached": cold_n,
+        "runs": runs,
+        "wall_s": round3(started.elapsed().as_secs_f64()),
+    });
+    if warm_start {
+        line["warm_median_evaluations_to_target"] = warm.into();
+        line["warm_reached"] = warm_n.into();
+    }
+    println!("{line}");
     Ok(())
+}
+
+/// Writes `rounds` of one experiment into a fresh cube at `path` and reads back the prior
+/// trials a node restarted on it would start `domain` from.
+fn record_cube(
+    path: &std::path::Path,
+    domain: &str,
+    optimizer: &str,
+    rounds: &[doin_tracking::Round],
+) -> anyhow::Result<Vec<doin_tracking::PriorTrial>> {
+    use doin_tracking::olap::Olap;
+    let experiment = doin_tracking::Experiment {
+        experiment_id: "bench-cold-run".into(),
+        domain_id: domain.into(),
+        optimizer_plugin: optimizer.into(),
+        ..Default::default()
+    };
+    let mut olap = Olap::open(path)?;
+    olap.record_experiment(&experiment)?;
+    let rows: Vec<_> = rounds.iter().map(|r| (&experiment, r)).collect();
+    olap.record_rounds(&rows)?;
+    drop(olap);
+    Ok(Olap::prior_trials(path, domain, doin_node::optimizer::WARM_START_TRIALS)?)
+}
+
+/// An optimizer that remembers each told batch's best, as the node's loop records one round
+/// per batch in the experiment cube.
+struct Recorder<'a> {
+    inner: &'a mut dyn doin_optimize::Optimizer,
+    rounds: Vec<doin_optimize::Evaluated>,
+}
+
+impl Recorder<'_> {
+    /// The recorded batches as the cube's rounds (parameters by the domain's space, the
+    /// performance in the domain's direction).
+    fn rounds(&self, domain: &dyn doin_optimize::domain::Domain) -> Vec<doin_tracking::Round> {
+        let sign = if domain.higher_is_better() { -1.0 } else { 1.0 };
+        (1..)
+            .zip(&self.rounds)
+            .map(|(n, e)| doin_tracking::Round {
+                experiment_id: "bench-cold-run".into(),
+                round_number: n,
+                timestamp_ms: n,
+                performance: Some(sign * e.loss),
+                parameters: doin_plugin::adapters::values_to_json(&domain.space().decode(&e.x)).to_string(),
+                ..Default::default()
+            })
+            .collect()
+    }
+}
+
+impl doin_optimize::Optimizer for Recorder<'_> {
+    fn ask(&mut self, n: usize) -> Vec<Vec<f64>> {
+        self.inner.ask(n)
+    }
+    fn tell(&mut self, results: &[doin_optimize::Evaluated]) {
+        if let Some(best) =
+            results.iter().filter(|e| e.loss.is_finite()).min_by(|a, b| a.loss.total_cmp(&b.loss))
+        {
+            self.rounds.push(best.clone());
+        }
+        self.inner.tell(results);
+    }
+    fn inject(&mut self, migrant: doin_optimize::Evaluated) {
+        self.inner.inject(migrant);
+    }
+    fn best(&self) -> Option<&doin_optimize::Evaluated> {
+        self.inner.best()
+    }
+    fn stage(&self) -> u32 {
+        self.inner.stage()
+    }
+    fn hook(&mut self, event: &doin_optimize::Hook) {
+        self.inner.hook(event);
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.inner.snapshot()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), doin_optimize::SnapshotError> {
+        self.inner.restore(bytes)
+    }
 }
 
 fn optimize(seeds: u64, dim: usize) -> anyhow::Result<()> {
@@ -593,7 +730,9 @@ fn optimize(seeds: u64, dim: usize) -> anyhow::Result<()> {
 fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::Result<()> {
     let mut lines = Vec::with_capacity(runs);
     for run in 0..runs {
-        let s = crate::devnet::run_summary(args())?;
+        let a = args();
+        let optimizer = a.optimizer.clone().unwrap_or_else(|| doin_node::optimizer::DEFAULT_OPTIMIZER.into());
+        let s = crate::devnet::run_summary(a)?;
         let nums = |k: &str| -> Vec<f64> {
             s[k].as_array()
                 .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
@@ -607,6 +746,7 @@ fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::
             "bench": "devnet",
             "nodes": s["nodes"],
             "domain": s["domain"],
+            "optimizer": optimizer,
             "target": s["target"],
             "time_to_target_s": s["time_to_target_s"],
             "blocks": s["blocks"],

@@ -578,6 +578,39 @@ fn a_restarted_node_warm_starts_from_its_cube() {
     assert!(rows.iter().all(|r| r["domain_id"] == "quadratic"), "{v}");
 }
 
+/// `warm_start_from`: a domain declared similar seeds the warm start — a node whose first run
+/// optimized `quadratic` (10 parameters in ±20), restarted on a new chain for `sphere` (10 in
+/// ±100) with `warm_start_from: ["quadratic"]`, starts from quadratic's rounds; without a cube
+/// the key is refused at start, naming it.
+#[test]
+fn a_declared_similar_domain_seeds_the_warm_start() {
+    let node = TrustedNode::with(|d, c| {
+        c["olap_db_path"] = d.join("cube.db").display().to_string().into();
+        c["domains"][0]["target_performance"] = (-1e-9).into();
+    });
+    let config = node.dir.path().join("node.json");
+    node.run(certificates(2), || std::thread::sleep(Duration::from_secs(2)));
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    c["domains"][0]["domain_id"] = "sphere".into();
+    c["domains"][0]["warm_start_from"] = serde_json::json!(["quadratic"]);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let (lines, ()) = node.run_with(&["--reset-chain"], |l| l.starts_with("warm start"), || ());
+    let line = lines.iter().find_map(|l| l.strip_prefix("warm start sphere: ")).unwrap_or_default();
+    let rounds: u64 = line
+        .split_once(" recorded rounds")
+        .and_then(|(head, _)| head.rsplit('(').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(rounds > 0 && line.ends_with("with quadratic)"), "quadratic's rounds seed sphere: {lines:?}");
+    // The same key without a cube has nothing to read: refused, by name.
+    c.as_object_mut().unwrap().remove("olap_db_path");
+    std::fs::write(&config, c.to_string()).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_doin")).args(["node", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warm_start_from") && stderr.contains("olap_db_path"), "{stderr}");
+}
+
 /// `optimize: false`: the node follows its chain (heartbeats) but runs no optimizer — no
 /// candidate evaluated, nothing committed (the same node optimizing commits within a second:
 /// `a_single_trusted_node_records_unverified_champions`).

@@ -66,9 +66,10 @@ pub(crate) struct SearchArgs {
     /// End the simulation when the target is reached (what `devnet --until-target` does).
     #[arg(long)]
     pub(crate) until_target: bool,
-    /// The optimizers' `optimization_plugin`: `shade` (the node's default), `tpe`, `auto`
-    /// (choosing by the simulated `--eval-ms` and `--dims` as the node does by the measured
-    /// cost), `cma-es` or `ga`.
+    /// The optimizers' `optimization_plugin`: `shade`, `tpe`, `auto` (the node's default:
+    /// choosing by the simulated `--eval-ms` and `--dims` as the node does by the measured
+    /// cost, so TPE at the default 1 000 ms), `cma-es` or `ga`. SHADE islands by default here:
+    /// the benchmark functions the simulator searches are cheap where they really run.
     #[arg(long, default_value = "shade", value_parser = ["auto", "tpe", "shade", "cma-es", "ga"])]
     pub(crate) optimizer: String,
     /// Seconds after a claim's first vote before its missing votes count as missing (the

@@ -63,6 +63,10 @@ pub struct DomainConfig {
     /// Share this node's evaluated trials with the other nodes optimizing the domain, and learn
     /// from theirs (model-based optimizers; checked against this node's own measurements).
     pub share_trials: bool,
+    /// Domains declared similar to this one (the same parameters: an earlier version of it, the
+    /// same model on other data): their history in the experiment cube (this node's rounds and
+    /// the chain's optimae) seeds this domain's warm start too. Needs `olap_db_path`.
+    pub warm_start_from: Vec<String>,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -86,6 +90,7 @@ impl Default for DomainConfig {
             external_evaluation: false,
             resource_limits: BTreeMap::new(),
             share_trials: true,
+            warm_start_from: Vec::new(),
             unknown: BTreeMap::new(),
         }
     }
@@ -357,6 +362,22 @@ impl NodeConfig {
                 ));
             }
             check_optimization_config(d, &key)?;
+            if d.warm_start_from.len() > MAX_WARM_START_FROM {
+                return Err(bad(key("warm_start_from"), format!("at most {MAX_WARM_START_FROM} domains")));
+            }
+            let mut similar = std::collections::BTreeSet::new();
+            for from in &d.warm_start_from {
+                let why = if from.is_empty() {
+                    "an empty domain id"
+                } else if *from == d.domain_id {
+                    "names the domain itself (its own history seeds it anyway)"
+                } else if !similar.insert(from) {
+                    "names a domain twice"
+                } else {
+                    continue;
+                };
+                return Err(bad(key("warm_start_from"), format!("{from:?}: {why}")));
+            }
             if let Some(t) = d.target_performance
                 && !t.is_finite()
             {
@@ -486,7 +507,10 @@ const DOMAIN_KEYS: &[&str] = &[
     "external_evaluation",
     "resource_limits",
     "share_trials",
+    "warm_start_from",
 ];
+/// Domains one `warm_start_from` names at most.
+pub const MAX_WARM_START_FROM: usize = 16;
 /// A check of one config value.
 type ValueCheck = fn(&Json) -> bool;
 

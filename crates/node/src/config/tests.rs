@@ -77,6 +77,21 @@ fn every_key_is_typed_strictly() {
             "domains[0].optimize",
             "nothing",
         ),
+        (
+            r#"{"domains": [{"domain_id": "a", "warm_start_from": ["a"]}]}"#,
+            "domains[0].warm_start_from",
+            "the domain itself",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "a", "warm_start_from": ["b", "b"]}]}"#,
+            "domains[0].warm_start_from",
+            "twice",
+        ),
+        (
+            r#"{"domains": [{"domain_id": "a", "warm_start_from": [""]}]}"#,
+            "domains[0].warm_start_from",
+            "empty",
+        ),
     ];
     for (text, key, hint) in cases {
         let e = NodeConfig::from_json(text).unwrap_err();

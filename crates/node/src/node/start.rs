@@ -363,10 +363,21 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .map_err(|e| other(format!("domain {id}: {e}")))?;
         // L3 warm start: the domain's rounds this node recorded before and the chain's verified
         // optimae of every participant (its experiment cube); the cube records what seeded it.
+        // Domains declared similar (`warm_start_from`) seed it too.
+        if !rt.config.warm_start_from.is_empty() && tracker.as_ref().and_then(|t| t.olap_path()).is_none() {
+            return Err(other(format!(
+                "domain {id}: warm_start_from reads the experiment cube: set olap_db_path (or --olap-db)"
+            )));
+        }
         if let Some((t, cube)) =
             tracker.as_ref().and_then(|t| Some((t, t.olap_path()?))).filter(|(_, p)| p.exists())
         {
-            match doin_tracking::olap::Olap::prior_trials(cube, id, optimizer::WARM_START_TRIALS) {
+            let rows = std::iter::once(id)
+                .chain(&rt.config.warm_start_from)
+                .map(|d| doin_tracking::olap::Olap::prior_trials(cube, d, optimizer::WARM_START_TRIALS))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|rows| rows.concat());
+            match rows {
                 Ok(rows) if !rows.is_empty() => {
                     let seeds = optimizer::warm_start(opt.as_mut(), search.as_ref(), &rows);
                     let of = |s: doin_tracking::PriorSource| {
@@ -374,9 +385,14 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                     };
                     let (rounds, chain) =
                         (of(doin_tracking::PriorSource::Round), of(doin_tracking::PriorSource::Chain));
+                    let similar = if rt.config.warm_start_from.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", with {}", rt.config.warm_start_from.join(", "))
+                    };
                     tracing::info!(domain = %id, rows = rows.len(), rounds, chain, "warm start from the experiment cube");
                     println!(
-                        "warm start {id}: {} prior trials ({rounds} recorded rounds, {chain} chain optimae)",
+                        "warm start {id}: {} prior trials ({rounds} recorded rounds, {chain} chain optimae{similar})",
                         rounds + chain
                     );
                     t.warm_start(rt.experiment.0.clone(), seeds);
