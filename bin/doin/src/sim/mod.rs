@@ -477,6 +477,11 @@ impl Sim {
                 s.vote(a, b, now, up, &mut self.rng)
             }
             search::QUORUM_TIMER => s.timer(a, b, now, &mut self.rng),
+            search::TRIALS => {
+                let up = self.nodes[s.node_of(b)].up;
+                s.trials_reach(a as u32, b, up);
+                Vec::new()
+            }
             _ => {
                 s.champion_reaches(a, b);
                 Vec::new()

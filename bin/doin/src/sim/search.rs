@@ -17,6 +17,7 @@
 //! commit/reveal messages and their blocks (the seal is a fixed two slots).
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -26,6 +27,7 @@ use doin_consensus::{certs, quorum};
 use doin_node::{
     config::{DomainConfig, NodeConfig},
     tally::{Decision, Round, Tally},
+    trials::{Agreement, Incoming, TrialBook, share},
 };
 use doin_optimize::{
     Evaluated, Optimizer,
@@ -63,6 +65,11 @@ pub(crate) struct SearchArgs {
     /// violation.
     #[arg(long, default_value_t = 0)]
     pub(crate) liars: usize,
+    /// Model-based optimizers (TPE) do not share their trials (the node's `share_trials:
+    /// false`); by default they publish them at the node's rate and learn each other's through
+    /// the node's own trial book (quarantine, spot checks, bans). Liars publish inflated ones.
+    #[arg(long)]
+    pub(crate) no_share_trials: bool,
     /// End the simulation when the target is reached (what `devnet --until-target` does).
     #[arg(long)]
     pub(crate) until_target: bool,
@@ -91,6 +98,13 @@ struct Opt {
     liar: bool,
     /// The champion metric this node knows (it only claims improvements on it).
     champion: Metric,
+    /// Its shared-trial book (none: its optimizer learns nothing from other nodes' trials).
+    book: Option<TrialBook>,
+    /// Trials measured since it last published.
+    outbox: Vec<Evaluated>,
+    /// Its last batch's sequence number, and when it was published (sim ms).
+    seq: u64,
+    published_ms: Option<u64>,
 }
 
 struct Claim {
@@ -147,6 +161,9 @@ pub(crate) struct Figures {
     pub(crate) champion_loss: Option<f64>,
     pub(crate) time_to_target_ms: Option<u64>,
     pub(crate) evaluations_to_target: Option<u64>,
+    /// Shared-trial batches published, and spot checks of other nodes' trials measured.
+    pub(crate) trial_batches: u64,
+    pub(crate) trial_checks: u64,
 }
 
 pub(crate) struct Search {
@@ -172,6 +189,15 @@ pub(crate) struct Search {
     /// A link's median latency and the hops a message takes across the mesh.
     hop_median_ms: f64,
     hops: f64,
+    /// Published trial batches on the wire: the batch, and how many recipients it has still
+    /// to reach (dropped when none).
+    batches: BTreeMap<u32, (Incoming, usize)>,
+    next_batch: u32,
+}
+
+/// Optimizer `i`'s signing address (the trial books' sender key).
+fn opt_address(i: usize) -> Address {
+    Address(Hash::of_parts(&[b"doin/sim/optimizer", &(i as u64).to_le_bytes()]).0)
 }
 
 /// An event the search asks the simulator to schedule: (delay ms, kind, a, b).
@@ -184,6 +210,8 @@ pub(crate) const VOTE: u8 = 6;
 pub(crate) const CHAMPION: u8 = 7;
 /// A claim's quorum timer: `a` the claim.
 pub(crate) const QUORUM_TIMER: u8 = 8;
+/// A shared-trial batch reaches an optimizer: `a` the batch, `b` the optimizer.
+pub(crate) const TRIALS: u8 = 9;
 /// Two seal slots: the commit included, then sealed (the quorum's beacon).
 const SEAL_MS: u64 = 2_000;
 
@@ -224,6 +252,9 @@ impl Search {
         anyhow::ensure!(args.liars <= args.optimizers, "--liars must be at most --optimizers");
         let spec = doin_node::domains::spec_of(domain.as_ref(), &config, &NodeConfig::default())
             .map_err(anyhow::Error::msg)?;
+        let tolerance =
+            doin_node::domains::tolerance_of(&config, &NodeConfig::default()).map_err(anyhow::Error::msg)?;
+        let agreement = Agreement { absolute: tolerance.absolute, relative: tolerance.relative };
         let mut opts = Vec::with_capacity(args.optimizers);
         for i in 0..args.optimizers {
             let optimizer = doin_node::optimizer::build_optimizer(
@@ -236,7 +267,6 @@ impl Search {
             let batch = doin_node::optimizer::population_of(domain.as_ref(), &config, 1, args.optimizers);
             opts.push(Opt {
                 node: first + i,
-                optimizer,
                 batch,
                 asked: Vec::new(),
                 told: Vec::new(),
@@ -244,6 +274,14 @@ impl Search {
                 in_flight: false,
                 liar: i < args.liars,
                 champion: spec.baseline,
+                // The node's book, with its own secret check schedule.
+                book: (!args.no_share_trials && optimizer.learns_shared()).then(|| {
+                    TrialBook::new(agreement, seed.rotate_left(17) ^ ((i as u64 + 1) * 0x9e37_79b9))
+                }),
+                optimizer,
+                outbox: Vec::new(),
+                seq: 0,
+                published_ms: None,
             });
         }
         Ok(Self {
@@ -263,6 +301,8 @@ impl Search {
             seed,
             hop_median_ms,
             hops,
+            batches: BTreeMap::new(),
+            next_batch: 0,
         })
     }
 
@@ -298,14 +338,36 @@ impl Search {
             if !o.told.is_empty() {
                 let told = std::mem::take(&mut o.told);
                 o.optimizer.tell(&told);
+                if o.book.is_some() {
+                    o.outbox.extend(told);
+                    let over = o.outbox.len().saturating_sub(share::FLUSH_TRIALS * 4);
+                    o.outbox.drain(..over);
+                }
             }
             o.asked = o.optimizer.ask(o.batch.max(1));
             o.asked.reverse();
+        }
+        out.extend(self.publish(i, now, rng));
+        // Another node's trial the book wants measured rides as this evaluation (the node
+        // measures it beside its batch: one more evaluation either way).
+        if let Some(check) = self.opts[i].book.as_mut().and_then(TrialBook::next_check) {
+            self.figures.evaluations += 1;
+            self.figures.trial_checks += 1;
+            let loss = self.metric_of(&check.x, None).map(|(l, _)| l);
+            let o = &mut self.opts[i];
+            if let Some(book) = o.book.as_mut() {
+                let effects = book.on_checked(&check, loss.filter(|l| l.is_finite()));
+                share::apply(o.optimizer.as_mut(), effects);
+            }
+            return out;
         }
         let Some(x) = self.opts[i].asked.pop() else { return out };
         self.figures.evaluations += 1;
         if let Some((loss, metric)) = self.metric_of(&x, None) {
             let o = &mut self.opts[i];
+            if let Some(book) = o.book.as_mut() {
+                book.measured(loss);
+            }
             o.told.push(Evaluated { x: x.clone(), loss });
             if o.unclaimed.as_ref().is_none_or(|(l, _, _)| loss < *l) {
                 o.unclaimed = Some((loss, x, metric));
@@ -313,6 +375,57 @@ impl Search {
         }
         out.extend(self.maybe_claim(i, now, rng));
         out
+    }
+
+    /// Optimizer `i` publishes its trials (and its points in flight) to every other optimizer,
+    /// at the node's pace: once [`share::FLUSH_TRIALS`] wait or [`share::FLUSH_EVERY`] passed,
+    /// never twice within 1.1 s. A liar publishes its points with a tenth of their loss.
+    fn publish(&mut self, i: usize, now: u64, rng: &mut Rng) -> Schedule {
+        let optimizers = self.opts.len();
+        let o = &mut self.opts[i];
+        let since = o.published_ms.map_or(u64::MAX, |t| now - t);
+        let every = share::FLUSH_EVERY.as_millis() as u64;
+        let due = o.outbox.len() >= share::FLUSH_TRIALS || (!o.outbox.is_empty() && since >= every);
+        if o.book.is_none() || !due || since < 1_100 || optimizers < 2 {
+            return Vec::new();
+        }
+        let take = o.outbox.len().min(doin_primitives::trials::MAX_BATCH_TRIALS);
+        let mut trials: Vec<Evaluated> = o.outbox.drain(..take).collect();
+        if o.liar {
+            trials.iter_mut().for_each(|t| t.loss = if t.loss > 0.0 { t.loss / 10.0 } else { t.loss * 10.0 });
+        }
+        o.seq += 1;
+        o.published_ms = Some(now);
+        let batch = Incoming {
+            sender: opt_address(i),
+            standing: 1.0,
+            seq: o.seq,
+            trials,
+            pending: o
+                .optimizer
+                .in_flight()
+                .into_iter()
+                .take(doin_primitives::trials::MAX_BATCH_PENDING)
+                .collect(),
+        };
+        let id = self.next_batch;
+        self.next_batch = self.next_batch.wrapping_add(1);
+        self.batches.insert(id, (batch, self.opts.len() - 1));
+        self.figures.trial_batches += 1;
+        (0..self.opts.len()).filter(|j| *j != i).map(|j| (self.hop(rng), TRIALS, id, j as u32)).collect()
+    }
+
+    /// Batch `b` reaches optimizer `j` (lost when its node is down).
+    pub(crate) fn trials_reach(&mut self, b: u32, j: usize, up: bool) {
+        let Some((batch, left)) = self.batches.get_mut(&b) else { return };
+        *left -= 1;
+        let batch = if *left == 0 { self.batches.remove(&b).map(|(b, _)| b) } else { Some(batch.clone()) };
+        let (Some(batch), true) = (batch, up) else { return };
+        let o = &mut self.opts[j];
+        if let Some(book) = o.book.as_mut() {
+            let effects = book.on_batch(batch);
+            share::apply(o.optimizer.as_mut(), effects);
+        }
     }
 
     /// A claim at `now`, if node `i` has no claim in flight and something to claim.
@@ -573,6 +686,12 @@ impl Search {
             "time_to_target_s": f.time_to_target_ms.map(|t| t as f64 / 1000.0),
             "evaluations_to_target_per_optimizer": f.evaluations_to_target.map(|e| e as f64 / optimizers as f64),
             "verification_share_of_cpu": f.verify_evaluations as f64 / (f.evaluations + f.verify_evaluations).max(1) as f64,
+            "shared_trials": {
+                "batches": f.trial_batches,
+                "checks": f.trial_checks,
+                "used": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().used)).sum::<u64>(),
+                "senders_banned": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().senders_banned)).sum::<u64>(),
+            },
             "sim_s": sim_ms as f64 / 1000.0,
         })
     }
