@@ -486,17 +486,36 @@ fn share_trials_false_publishes_and_receives_nothing() {
     assert_eq!((off["published"].as_u64(), off["received"].as_u64()), (Some(0), Some(0)), "{off}");
 }
 
-/// `optimization_plugin: "auto"` times its first evaluations and says what it chose: the quadratic
-/// domain's microsecond evaluations get SHADE (TPE is for evaluations of 0.1 s and more).
+/// The default optimizer, `auto`, times its first evaluations and says what it chose (its log,
+/// and `running` in `/status`): the quadratic domain's microsecond evaluations get SHADE (TPE
+/// is for evaluations of 10 ms and more).
 #[test]
 fn auto_says_which_optimizer_it_chose() {
-    let node = TrustedNode::with_domain(serde_json::json!({ "optimization_plugin": "auto" }));
-    let (lines, ()) =
-        node.run_with(&["--log-level", "info"], |l| l.starts_with("certificate quadratic"), || ());
+    let node = TrustedNode::new();
+    // `/status` is refreshed by the node's periodic step: read it until the choice shows (10 s).
+    let chosen_status = || {
+        let mut status = String::new();
+        for _ in 0..100 {
+            status = http_get(node.port, "/status");
+            if status.contains("\"running\":\"auto: ") && !status.contains("timing the first batch") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        status
+    };
+    let (lines, status) = node.run_with(&["--log-level", "info"], certificates(3), chosen_status);
     assert!(lines.iter().any(|l| l.starts_with("certificate quadratic")), "{lines:?}");
     let log = std::fs::read_to_string(node.stderr_path()).unwrap();
     let chosen = log.lines().find(|l| l.contains("optimizer chosen"));
     assert!(chosen.is_some_and(|l| l.contains("shade")), "{log}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let quadratic = &status["domains"]["quadratic"];
+    assert_eq!(
+        (&quadratic["optimizer"], &quadratic["running"]),
+        (&"auto".into(), &"auto: shade".into()),
+        "{status}"
+    );
 }
 
 /// `optimization_plugin: "plugin:COMMAND"` runs the optimizer as a supervised plugin process:

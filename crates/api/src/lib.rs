@@ -61,6 +61,8 @@ pub struct DomainStatus {
     pub evaluations: u64,
     /// The optimizer (built-in name or plugin command).
     pub optimizer: String,
+    /// What it runs now (`auto: tpe` once `auto` chose; empty until the optimizer starts).
+    pub running: String,
     /// The external domain plugin, if any.
     pub domain_plugin: Option<String>,
     /// The optimizer's latest reported candidate: its metrics, evaluations and time.

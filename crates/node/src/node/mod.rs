@@ -149,6 +149,8 @@ struct DomainRt {
     peers_needed: usize,
     /// Candidates the optimizer loop evaluated.
     evaluations: Arc<std::sync::atomic::AtomicU64>,
+    /// What the optimizer runs now (`auto` says what it chose), once its loop started.
+    running: optimizer::Running,
     /// The optimizer's latest report (for `/api/training`).
     last_found: Option<serde_json::Value>,
     /// This run's experiment id (32 hex) and the hash of the domain's configuration.

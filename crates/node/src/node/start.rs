@@ -54,6 +54,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 waiting_for_peers: None,
                 peers_needed: 1,
                 evaluations: Arc::default(),
+                running: Arc::default(),
                 last_found: None,
                 health: Arc::default(),
                 participation: Participation::new(left.contains(&d.domain_id)),
@@ -448,13 +449,14 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         } else {
             None
         };
-        let (domain, found, stop, counter, paused, health) = (
+        let (domain, found, stop, counter, paused, health, running) = (
             search.clone(),
             found_tx.clone(),
             stop.clone(),
             rt.evaluations.clone(),
             rt.paused.clone(),
             rt.health.clone(),
+            rt.running.clone(),
         );
         // A plugin domain's process serves verification too, and a process inherits the
         // niceness of the thread that starts it: its optimizer thread keeps the node's.
@@ -479,6 +481,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                         counter,
                         health,
                         sharing,
+                        running,
                     };
                     optimizer::run_loop(domain, opt, run, io)
                 })

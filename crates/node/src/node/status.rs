@@ -117,6 +117,7 @@ impl Engine {
                         .optimization_plugin
                         .clone()
                         .unwrap_or_else(|| crate::optimizer::DEFAULT_OPTIMIZER.into()),
+                    running: rt.running.lock().map(|r| r.to_string()).unwrap_or_default(),
                     domain_plugin: rt.config.domain_plugin.clone(),
                     training: rt.last_found.clone(),
                     standing: rt.participation.standing().as_str().to_owned(),

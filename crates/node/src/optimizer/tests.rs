@@ -1,0 +1,324 @@
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver as StdReceiver, SyncSender, sync_channel},
+    },
+    time::Duration,
+};
+
+use doin_optimize::{
+    Dim, Hook, SnapshotError, Space, Value,
+    domain::{Budget, EvalError},
+    driver::RunConfig,
+};
+use doin_primitives::Hash;
+
+use super::*;
+
+/// Performance is the single parameter itself (in [0, 1]), plus `luck` on the optimizer's
+/// own data.
+struct Identity(Space, f64);
+impl Domain for Identity {
+    fn id(&self) -> &str {
+        "identity"
+    }
+    fn space(&self) -> &Space {
+        &self.0
+    }
+    fn higher_is_better(&self) -> bool {
+        true
+    }
+    fn evaluate(&self, params: &[Value], seed: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+        let luck = if seed.is_none() { self.1 } else { 0.0 };
+        Ok(Measurement { performance: params[0].as_f64() + luck, metrics: Default::default() })
+    }
+}
+
+/// Asks exactly the points the test feeds, one per batch; records the hooks it gets.
+struct Scripted(StdReceiver<f64>, Arc<Mutex<Vec<Hook>>>);
+impl Optimizer for Scripted {
+    fn ask(&mut self, _: usize) -> Vec<Vec<f64>> {
+        self.0.recv().map(|x| vec![vec![x]]).unwrap_or_default()
+    }
+    fn hook(&mut self, event: &Hook) {
+        self.1.lock().unwrap().push(event.clone());
+    }
+    fn tell(&mut self, _: &[Evaluated]) {}
+    fn inject(&mut self, _: Evaluated) {}
+    fn best(&self) -> Option<&Evaluated> {
+        None
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&mut self, _: &[u8]) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+}
+
+struct Harness {
+    feed: SyncSender<f64>,
+    ctl: SyncSender<Control>,
+    paused: Arc<AtomicBool>,
+    found: tokio::sync::mpsc::Receiver<Found>,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+    hooks: Arc<Mutex<Vec<Hook>>>,
+}
+
+impl Harness {
+    fn start(luck: f64) -> Self {
+        let (feed, asked) = sync_channel(0);
+        let (ctl, control) = sync_channel(16);
+        let (found_tx, found) = tokio::sync::mpsc::channel(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let io = LoopIo {
+            sharing: None,
+            control,
+            paused: paused.clone(),
+            found: found_tx,
+            rounds: None,
+            round_size: 1,
+            stop: stop.clone(),
+            counter: Default::default(),
+            health: Default::default(),
+            running: Default::default(),
+        };
+        let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
+        let domain: Arc<dyn Domain> = Arc::new(Identity(space, luck));
+        let run = RunConfig { batch: 1, ..RunConfig::default() };
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let log = hooks.clone();
+        let handle = std::thread::spawn(move || run_loop(domain, Box::new(Scripted(asked, log)), run, io));
+        Self { feed, ctl, paused, found, stop, handle, hooks }
+    }
+
+    /// Hands `x` over when the loop asks (so the round before it is done).
+    fn round(&mut self, x: f64) {
+        self.feed.send(x).expect("the loop asks");
+    }
+
+    /// Evaluates `x` and returns the performance claimed for it, if it was reported.
+    fn try_point(&mut self, x: f64) -> Option<f64> {
+        self.round(x);
+        self.round(0.0);
+        self.found.try_recv().ok().map(|f| f.measurement.performance)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.feed);
+        self.handle.join().expect("the loop stops");
+    }
+}
+
+/// A paused loop asks for no candidate, however many messages the node sent meanwhile
+/// (the control channel full), and searches again once the flag clears.
+#[test]
+fn a_paused_loop_does_not_search_and_resumes_when_unpaused() {
+    // Feeds a candidate if the loop asks within `wait`.
+    fn offer(h: &Harness, wait: Duration) -> bool {
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if h.feed.try_send(0.5).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+    let h = Harness::start(0.0);
+    assert!(offer(&h, Duration::from_secs(5)), "a running loop asks");
+    h.paused.store(true, Ordering::Relaxed);
+    // A round already asked for may still be answered; after it, no more asking.
+    let _ = offer(&h, Duration::from_millis(300));
+    while h.ctl.try_send(Control::Settled).is_ok() {}
+    assert!(!offer(&h, Duration::from_millis(500)), "a paused loop asked for a candidate");
+    h.paused.store(false, Ordering::Relaxed);
+    assert!(offer(&h, Duration::from_secs(5)), "the loop searches again once unpaused");
+    h.stop();
+}
+
+/// Every `optimization_plugin` name builds that optimizer; TPE proposes a few points at a
+/// time, `auto` decides after timing its first batch (a cheap domain: SHADE).
+#[test]
+fn each_optimizer_name_builds_that_optimizer() {
+    let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 3] }, 0.0);
+    let named = |name: Option<&str>| DomainConfig {
+        optimization_plugin: name.map(str::to_owned),
+        ..DomainConfig::default()
+    };
+    for (name, kind) in [
+        (None, "auto"),
+        (Some("shade"), "shade"),
+        (Some("tpe"), "tpe"),
+        (Some("cma-es"), "cma-es"),
+        (Some("ga"), "ga"),
+    ] {
+        let opt = build_optimizer(&domain, &named(name), 1, 1).unwrap();
+        // `auto` names its state after the colon (timing, then its choice).
+        assert_eq!(opt.kind().split(':').next(), Some(kind), "{name:?}");
+    }
+    assert_eq!(population_of(&domain, &named(Some("tpe")), 8, 1), doin_optimize::tpe::MAX_BATCH);
+    let mut auto = build_optimizer(&domain, &named(Some("auto")), 1, 1).unwrap();
+    // It times a few evaluations (two batches of 4 here) before it chooses.
+    for _ in 0..2 {
+        let xs = auto.ask(4);
+        auto.tell(&xs.into_iter().map(|x| Evaluated { loss: x[0], x }).collect::<Vec<_>>());
+    }
+    assert_eq!(auto.kind(), "auto: shade", "microsecond evaluations: SHADE");
+}
+
+/// A warm start teaches the optimizer the recorded rounds that fit the domain (others
+/// skipped); TPE then proposes near the best of them.
+#[test]
+fn a_warm_start_teaches_the_rounds_that_fit() {
+    let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 2] }, 0.0);
+    use doin_tracking::{PriorSource, PriorTrial, WarmSeed};
+    let row = |p: &str, performance: f64, source: PriorSource, id: &str| PriorTrial {
+        parameters: p.into(),
+        performance,
+        source,
+        source_id: id.into(),
+    };
+    let rows = vec![
+        row("[0.9, 0.9]", 1.8, PriorSource::Round, "e1"),
+        row("[0.1, 0.2]", 0.3, PriorSource::Round, "e1"),
+        row("[0.5]", 0.5, PriorSource::Round, "e1"), // another space
+        row("[2.0, 0.5]", 2.5, PriorSource::Chain, "a1"), // out of bounds
+        row("not json", 1.0, PriorSource::Chain, "a1"),
+        row("[0.4, 0.4]", f64::NAN, PriorSource::Chain, "a1"),
+        row("[0.3, 0.3]", 0.6, PriorSource::Chain, "a2"),
+    ];
+    let mut tpe = doin_optimize::Tpe::new(2, 2, 1);
+    assert_eq!(
+        warm_start(&mut tpe, &domain, &rows),
+        vec![
+            WarmSeed { source: PriorSource::Round, source_id: "e1".into(), trials: 2 },
+            WarmSeed { source: PriorSource::Chain, source_id: "a2".into(), trials: 1 },
+        ],
+        "what was taught, by source"
+    );
+    assert_eq!(tpe.history_len(), 3);
+    // The best prior is the round recorded at 1.8 (Identity maximizes: loss −1.8).
+    assert_eq!(tpe.best().map(|b| b.loss), Some(-1.8));
+}
+
+/// The domain's population is split among its optimizers, down to a smallest island;
+/// CMA-ES keeps its λ and a plugin its batch.
+#[test]
+fn the_population_is_split_among_the_domains_optimizers() {
+    let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
+    let domain = Identity(space, 0.0);
+    let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..DomainConfig::default() };
+    let sizes: Vec<usize> = [1, 2, 4, 100].iter().map(|k| population_of(&domain, &shade, 4, *k)).collect();
+    // 4 optimizers: 18 of 70 would be below the floor; 100: the floor.
+    assert_eq!(sizes, [70, 35, MIN_ISLAND, MIN_ISLAND]);
+    let mut small = shade.clone();
+    small.optimization_config.insert("population_size".into(), serde_json::json!(6));
+    assert_eq!(population_of(&domain, &small, 4, 4), 6, "an island is never below a small population");
+    let mut ga = DomainConfig { optimization_plugin: Some("ga".into()), ..DomainConfig::default() };
+    ga.optimization_config.insert("population_size".into(), serde_json::json!(40));
+    assert_eq!(population_of(&domain, &ga, 4, 2), 20);
+    let cma = DomainConfig { optimization_plugin: Some("cma-es".into()), ..DomainConfig::default() };
+    assert_eq!(population_of(&domain, &cma, 4, 1), population_of(&domain, &cma, 4, 4));
+    let mut opt = build_optimizer(&domain, &ga, 1, 2).expect("GA builds");
+    assert_eq!(opt.ask(100).len(), 20, "the GA's first generation is the island");
+}
+
+/// `optimization_patience` reaches the GA: after that many generations without improvement
+/// it moves to its next, finer stage (the default waits 8).
+#[test]
+fn optimization_patience_sets_when_the_ga_moves_on() {
+    let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 3] };
+    let domain = Identity(space, 0.0);
+    let stage_after = |patience: Option<u32>, generations: usize| {
+        let mut ga = DomainConfig { optimization_plugin: Some("ga".into()), ..DomainConfig::default() };
+        ga.optimization_config.insert("population_size".into(), serde_json::json!(8));
+        if let Some(p) = patience {
+            ga.optimization_config.insert("optimization_patience".into(), serde_json::json!(p));
+        }
+        let mut opt = build_optimizer(&domain, &ga, 1, 1).expect("GA builds");
+        for _ in 0..generations {
+            // A flat landscape: nothing ever improves.
+            let told: Vec<Evaluated> = opt.ask(8).into_iter().map(|x| Evaluated { x, loss: 1.0 }).collect();
+            opt.tell(&told);
+        }
+        opt.stage()
+    };
+    assert!(stage_after(Some(2), 5) >= 1, "patience 2: a new stage within 5 flat generations");
+    assert_eq!(stage_after(None, 5), 0, "the default patience (8) is still waiting");
+}
+
+/// A candidate lucky on the optimizer's own data is claimed at the mean of its two
+/// measurements, and only if that mean beats the champion's verified figure.
+#[test]
+fn claims_are_the_mean_of_own_data_and_a_second_draw() {
+    let mut h = Harness::start(0.05);
+    h.ctl.send(Control::Champion(vec![Value::Real(0.6)], -0.6)).expect("loop listens");
+    assert_eq!(h.try_point(0.54), None, "0.59 here does not beat 0.6");
+    assert_eq!(h.try_point(0.56), None, "0.61 here, but 0.585 on both draws");
+    let claimed = h.try_point(0.64).expect("0.64 beats the champion on both draws");
+    assert!((claimed - 0.665).abs() < 1e-9, "claimed {claimed}");
+    h.stop();
+}
+
+/// The loop reports each batch's start, its candidates and its end, and every verified
+/// champion, to the optimizer's hooks, in that order.
+#[test]
+fn the_loop_calls_the_optimizer_hooks() {
+    let mut h = Harness::start(0.0);
+    h.round(0.3);
+    h.round(0.4);
+    h.ctl.send(Control::Champion(vec![Value::Real(0.5)], -0.5)).expect("loop listens");
+    // The loop may already wait in `ask` for this round; it reads the control channel
+    // before asking for the next one, so the second hand-over proves the champion was read.
+    h.round(0.45);
+    h.round(0.46);
+    let hooks = h.hooks.clone();
+    h.stop();
+    let log = hooks.lock().unwrap().clone();
+    let batch = |g: u64| {
+        vec![
+            Hook::GenerationStart { generation: g },
+            Hook::BetweenCandidates { done: 1, total: 1 },
+            Hook::GenerationEnd { generation: g, best_loss: None },
+        ]
+    };
+    assert_eq!(log[..6], [batch(1), batch(2)].concat(), "{log:?}");
+    assert!(
+        log.iter().any(|e| matches!(e, Hook::ChampionFound { x, loss } if x == &vec![0.5] && *loss == -0.5)),
+        "the champion, measured here at 0.5: {log:?}"
+    );
+}
+
+/// The bar is the champion's verified figure, not what it scores here: a champion that
+/// scores 0.75 here but was verified at 0.6 does not bar a candidate worth 0.62.
+#[test]
+fn the_bar_is_the_verified_figure() {
+    let mut h = Harness::start(0.05);
+    h.ctl.send(Control::Champion(vec![Value::Real(0.7)], -0.6)).expect("loop listens");
+    let claimed = h.try_point(0.62).expect("0.645 on both draws beats the verified 0.6");
+    assert!((claimed - 0.645).abs() < 1e-9, "claimed {claimed}");
+    h.stop();
+}
+
+/// A claim that settled without becoming champion stops barring candidates between the
+/// champion and that claim; before it settles, only better ones are reported.
+#[test]
+fn a_settled_claim_lowers_the_bar_back_to_the_champion() {
+    let mut h = Harness::start(0.0);
+    h.ctl.send(Control::Champion(vec![Value::Real(0.6)], -0.6)).expect("loop listens");
+    assert_eq!(h.try_point(0.9), Some(0.9));
+    assert_eq!(h.try_point(0.7), None, "0.7 does not beat the pending claim 0.9");
+    h.ctl.send(Control::Settled).expect("loop listens");
+    h.round(0.0);
+    assert_eq!(h.try_point(0.8), Some(0.8), "0.8 beats the champion once 0.9 settled");
+    h.ctl.send(Control::Settled).expect("loop listens");
+    h.round(0.0);
+    assert_eq!(h.try_point(0.6 + 1e-12), None, "a gain below the chain's resolution is not reported");
+    assert_eq!(h.try_point(0.6 + 1e-6), Some(0.6 + 1e-6));
+    h.stop();
+}
