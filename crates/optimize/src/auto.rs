@@ -86,6 +86,19 @@ pub struct Auto {
     batch_told: usize,
     /// Injected before the choice.
     migrants: Vec<Evaluated>,
+    /// Other nodes' trials, trust and points in flight that arrived before the choice, in
+    /// order (TPE learns them when chosen; at most [`MAX_EARLY_SHARED`] trials).
+    early: Vec<Shared>,
+}
+
+/// Shared trials kept before the choice at most.
+pub const MAX_EARLY_SHARED: usize = 1_000;
+
+/// What the node told about other nodes' trials before the choice.
+enum Shared {
+    Observe(u32, Vec<Evaluated>),
+    Trust(u32, f64),
+    Pending(u32, Vec<Vec<f64>>),
 }
 
 impl std::fmt::Debug for Auto {
@@ -109,6 +122,7 @@ impl Auto {
             timed: Vec::new(),
             batch_told: 0,
             migrants: Vec::new(),
+            early: Vec::new(),
         }
     }
 
@@ -124,8 +138,18 @@ impl Auto {
         };
         let mut known: Vec<Evaluated> = std::mem::take(&mut self.told);
         known.append(&mut self.migrants);
+        let early = std::mem::take(&mut self.early);
         match choice {
-            Choice::Tpe => known.into_iter().for_each(|e| opt.inject(e)),
+            Choice::Tpe => {
+                known.into_iter().for_each(|e| opt.inject(e));
+                for e in early {
+                    match e {
+                        Shared::Observe(source, trials) => opt.observe(source, &trials),
+                        Shared::Trust(source, weight) => opt.trust(source, weight),
+                        Shared::Pending(source, points) => opt.pending_elsewhere(source, &points),
+                    }
+                }
+            }
             Choice::Shade => {
                 if let Some(best) =
                     known.into_iter().filter(|e| e.loss.is_finite()).min_by(|a, b| a.loss.total_cmp(&b.loss))
@@ -198,28 +222,48 @@ impl Optimizer for Auto {
         self.chosen.as_ref().map_or(0, |(_, o)| o.stage())
     }
 
-    // Other nodes' trials reach the chosen optimizer; before the choice (one batch) they are
-    // not kept: the node that shares them sends its trust with every batch.
+    // Other nodes' trials reach the chosen optimizer; before the choice they are kept, in
+    // order, for TPE (the nodes of an expensive domain share from their first points on), and
+    // dropped if SHADE is chosen.
     fn observe(&mut self, source: u32, trials: &[Evaluated]) {
-        if let Some((_, opt)) = &mut self.chosen {
-            opt.observe(source, trials);
+        match &mut self.chosen {
+            Some((_, opt)) => opt.observe(source, trials),
+            None => {
+                let kept: usize =
+                    self.early.iter().map(|e| if let Shared::Observe(_, t) = e { t.len() } else { 0 }).sum();
+                let room = MAX_EARLY_SHARED.saturating_sub(kept);
+                if room > 0 {
+                    self.early.push(Shared::Observe(source, trials.iter().take(room).cloned().collect()));
+                }
+            }
         }
     }
 
     fn trust(&mut self, source: u32, weight: f64) {
-        if let Some((_, opt)) = &mut self.chosen {
-            opt.trust(source, weight);
+        match &mut self.chosen {
+            Some((_, opt)) => opt.trust(source, weight),
+            // Only the latest weight of a source matters.
+            None => {
+                self.early.retain(|e| !matches!(e, Shared::Trust(s, _) if *s == source));
+                self.early.push(Shared::Trust(source, weight));
+            }
         }
     }
 
     fn pending_elsewhere(&mut self, source: u32, points: &[Vec<f64>]) {
-        if let Some((_, opt)) = &mut self.chosen {
-            opt.pending_elsewhere(source, points);
+        match &mut self.chosen {
+            Some((_, opt)) => opt.pending_elsewhere(source, points),
+            None => {
+                self.early.retain(|e| !matches!(e, Shared::Pending(s, _) if *s == source));
+                self.early.push(Shared::Pending(source, points.to_vec()));
+            }
         }
     }
 
+    /// While timing: yes (its random points are worth sharing, and what others share waits for
+    /// TPE); then as the chosen optimizer.
     fn learns_shared(&self) -> bool {
-        self.chosen.as_ref().is_some_and(|(_, o)| o.learns_shared())
+        self.chosen.as_ref().is_none_or(|(_, o)| o.learns_shared())
     }
 
     fn in_flight(&self) -> Vec<Vec<f64>> {
@@ -325,6 +369,44 @@ mod tests {
             Choice::Shade,
             "too many dimensions"
         );
+    }
+
+    /// Trials other nodes shared while it was timing teach the TPE it chooses: its proposals
+    /// gather where the shared trials were good (without them they spread over the cube).
+    #[test]
+    fn trials_shared_while_timing_reach_the_chosen_tpe() {
+        let near = |a: &mut Auto| -> f64 {
+            let xs: Vec<Vec<f64>> = (0..20)
+                .flat_map(|_| {
+                    let x = a.ask(1);
+                    a.tell(&x.iter().map(|x| Evaluated { x: x.clone(), loss: 5.0 }).collect::<Vec<_>>());
+                    x
+                })
+                .collect();
+            xs.iter().map(|x| ((x[0] - 0.9).powi(2) + (x[1] - 0.9).powi(2)).sqrt()).sum::<f64>()
+                / xs.len() as f64
+        };
+        let shared: Vec<Evaluated> = (0..40)
+            .map(|i| {
+                let x = vec![(i * 7 % 40) as f64 / 40.0, (i * 13 % 40) as f64 / 40.0];
+                let loss = (x[0] - 0.9).powi(2) + (x[1] - 0.9).powi(2);
+                Evaluated { x, loss }
+            })
+            .collect();
+        let mut taught = Auto::new(2, 20, 3);
+        assert!(taught.learns_shared(), "while timing it takes what others share");
+        taught.trust(1, 1.0);
+        taught.observe(1, &shared);
+        run(&mut taught, EXPENSIVE + Duration::from_millis(5));
+        assert_eq!(taught.choice(), Some(Choice::Tpe));
+        let mut alone = Auto::new(2, 20, 3);
+        run(&mut alone, EXPENSIVE + Duration::from_millis(5));
+        let (with, without) = (near(&mut taught), near(&mut alone));
+        assert!(with < without * 0.7, "mean distance to the shared optimum: {with} taught, {without} alone");
+        let mut fast = Auto::new(2, 20, 3);
+        fast.observe(1, &shared);
+        run(&mut fast, Duration::ZERO);
+        assert!(!fast.learns_shared(), "SHADE learns other nodes' results from champions only");
     }
 
     #[test]

@@ -258,6 +258,12 @@ fn optimization_patience_sets_when_the_ga_moves_on() {
 fn claims_are_the_mean_of_own_data_and_a_second_draw() {
     let mut h = Harness::start(0.05);
     h.ctl.send(Control::Champion(vec![Value::Real(0.6)], -0.6)).expect("loop listens");
+    // The loop may already wait in `ask` for this round; it reads the control channel before
+    // asking for the next one, so the second hand-over proves the champion was read (what the
+    // first point made before that is dropped).
+    h.round(0.0);
+    h.round(0.0);
+    while h.found.try_recv().is_ok() {}
     assert_eq!(h.try_point(0.54), None, "0.59 here does not beat 0.6");
     assert_eq!(h.try_point(0.56), None, "0.61 here, but 0.585 on both draws");
     let claimed = h.try_point(0.64).expect("0.64 beats the champion on both draws");
