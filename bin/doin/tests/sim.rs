@@ -48,29 +48,36 @@ fn gossip_reaches_every_node_cheaply_and_quickly_at_a_thousand_nodes() {
 }
 
 fn search(optimizers: usize, liars: usize, seed: u64) -> serde_json::Value {
+    search_on(
+        optimizers,
+        liars,
+        seed,
+        &["--sim-seconds", "100000", "--domain", "rastrigin", "--target-loss", "5"],
+    )
+}
+
+/// A search until the target by `optimizers` (of them `liars`) beside 8 producers, no
+/// perturbation, on the domain and settings `task` names.
+fn search_on(optimizers: usize, liars: usize, seed: u64, task: &[&str]) -> serde_json::Value {
     let (nodes, k, l, s) =
         ((8 + optimizers).to_string(), optimizers.to_string(), liars.to_string(), seed.to_string());
-    sim(&[
+    let mut args = vec![
         "--nodes",
         &nodes,
         "--producers",
         "8",
-        "--sim-seconds",
-        "100000",
         "--perturb-every-s",
         "0",
         "--optimizers",
         &k,
         "--liars",
         &l,
-        "--domain",
-        "rastrigin",
-        "--target-loss",
-        "5",
         "--until-target",
         "--seed",
         &s,
-    ])
+    ];
+    args.extend_from_slice(task);
+    sim(&args)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -109,21 +116,9 @@ fn four_optimizers_need_a_quarter_of_the_evaluations_each() {
 #[test]
 fn shared_trials_speed_the_model_based_search_and_a_liar_is_caught() {
     let run = |optimizers: usize, liars: usize, share: bool, seed: u64| {
-        let (nodes, k, l, s) =
-            ((8 + optimizers).to_string(), optimizers.to_string(), liars.to_string(), seed.to_string());
-        let mut args = vec![
-            "--nodes",
-            &nodes,
-            "--producers",
-            "8",
+        let mut task = vec![
             "--sim-seconds",
             "20000",
-            "--perturb-every-s",
-            "0",
-            "--optimizers",
-            &k,
-            "--liars",
-            &l,
             "--domain",
             "ackley",
             "--dims",
@@ -132,14 +127,11 @@ fn shared_trials_speed_the_model_based_search_and_a_liar_is_caught() {
             "5",
             "--optimizer",
             "tpe",
-            "--until-target",
-            "--seed",
-            &s,
         ];
         if !share {
-            args.push("--no-share-trials");
+            task.push("--no-share-trials");
         }
-        sim(&args)
+        search_on(optimizers, liars, seed, &task)
     };
     let per = |share: bool| {
         median(
