@@ -145,6 +145,28 @@ fn shared_trials_speed_the_model_based_search_and_a_liar_is_caught() {
     };
     let (shared, alone) = (per(true), per(false));
     assert!(shared * 5.0 < alone * 4.0, "sharing saves a fifth: {shared} vs {alone} evaluations each");
+    // Many senders: checks stay within their budget (two, then one per four own evaluations,
+    // per node) and the chain vouches for certified claimers, so 32 optimizers still need fewer
+    // evaluations each than 8 (without the budget, 32 needed more: checks were ~90 % of the work).
+    let at = |optimizers: usize| {
+        let runs: Vec<serde_json::Value> = (1..=3).map(|seed| run(optimizers, 0, true, seed)).collect();
+        for r in &runs {
+            let s = &r["search"];
+            let (checks, evaluations) =
+                (s["shared_trials"]["checks"].as_u64().unwrap(), s["evaluations"].as_u64().unwrap());
+            assert!(
+                checks <= 2 * optimizers as u64 + evaluations / 5 + 1,
+                "{checks} checks of {evaluations}: {r}"
+            );
+        }
+        median(
+            runs.iter()
+                .map(|r| r["search"]["evaluations_to_target_per_optimizer"].as_f64().unwrap())
+                .collect(),
+        )
+    };
+    let (eight, many) = (at(8), at(32));
+    assert!(many < eight, "evaluations per optimizer: {eight} each of 8, {many} each of 32");
     let lied = run(5, 1, true, 1);
     let r = &lied["search"];
     assert_eq!(r["shared_trials"]["senders_banned"], 4, "each honest node bans the liar: {lied}");

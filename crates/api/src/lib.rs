@@ -89,6 +89,10 @@ pub struct SharedTrials {
     pub checks_passed: u64,
     /// Senders caught by a check: every trial of theirs forgotten.
     pub senders_banned: u64,
+    /// Other nodes' claims measured here (at most a fifth of the evaluations, past two).
+    pub checks: u64,
+    /// Senders trusted without a check of ours: the chain certified one of their claims.
+    pub vouched_senders: u64,
     /// Senders whose trials are used now.
     pub trusted_senders: u64,
     /// This node's own trials sent.

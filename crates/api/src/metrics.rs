@@ -174,23 +174,27 @@ pub fn text(s: &ApiState) -> String {
     let mut senders = Vec::new();
     for (id, d) in l.domains.iter().filter(|(_, d)| d.shared_trials.enabled) {
         let t = &d.shared_trials;
-        for (kind, v) in [("received", t.received), ("used", t.used), ("published", t.published)] {
+        for (kind, v) in
+            [("received", t.received), ("used", t.used), ("published", t.published), ("checked", t.checks)]
+        {
             shared.push((format!("{{domain=\"{}\",kind=\"{kind}\"}}", label(id)), v as f64));
         }
-        for (state, v) in [("trusted", t.trusted_senders), ("banned", t.senders_banned)] {
+        for (state, v) in
+            [("trusted", t.trusted_senders), ("banned", t.senders_banned), ("vouched", t.vouched_senders)]
+        {
             senders.push((format!("{{domain=\"{}\",state=\"{state}\"}}", label(id)), v as f64));
         }
     }
     o.metric(
         "doin_shared_trials_total",
         "counter",
-        "Shared trials: received from other nodes, used by the optimizer, published by this node.",
+        "Shared trials: received from other nodes, used by the optimizer, published by this node, other nodes' claims checked here.",
         &shared,
     );
     o.metric(
         "doin_shared_trial_senders",
         "gauge",
-        "Other nodes whose trials are used (trusted) or were caught by a check (banned).",
+        "Other nodes whose trials are used (trusted), were caught by a check (banned), or were trusted because the chain certified one of their claims (vouched).",
         &senders,
     );
     let withdrawn: Vec<(String, f64)> = l

@@ -9,6 +9,15 @@
 //! of one model can train in milliseconds and others for seconds: one point decided badly (on
 //! `co2_forecast` a one-worker run went to SHADE in about half the seeds). The timed points go
 //! to the chosen optimizer (TPE keeps them all; SHADE takes the best as a migrant).
+//!
+//! A run that starts from prior trials (the warm start: at least [`PRIORS_TO_GUIDE`] injected
+//! before its first point) first re-measures the [`REVISITED`] best priors — their figures
+//! may come from another node's data, an older version of the domain or a similar domain, as
+//! meta-learned initialization does (Feurer, Springenberg and Hutter, AAAI 2015, start
+//! Bayesian optimization from the best configurations of the most similar datasets) — then
+//! times TPE proposals taught the priors instead of random points: random points would spend
+//! the first evaluations of a run that already knows where the good region is. If SHADE is
+//! chosen, that TPE is dropped like the random points' model would be.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +37,12 @@ pub const EXPENSIVE: Duration = Duration::from_millis(10);
 pub const NOT_TRIVIAL: Duration = Duration::from_millis(1);
 /// Evaluations timed before the choice.
 pub const TIMED: usize = 5;
+/// Prior trials (injected before the first point) from which the timed points are TPE
+/// proposals rather than random ones: TPE's default γ takes the best tenth as the good
+/// density, so ten trials make one good point to sample around.
+pub const PRIORS_TO_GUIDE: usize = 10;
+/// The best prior trials (distinct points) a warm-started run measures again first.
+pub const REVISITED: usize = 3;
 /// TPE's densities thin out beyond this many dimensions; SHADE searches those.
 pub const TPE_MAX_DIM: usize = 32;
 
@@ -86,6 +101,10 @@ pub struct Auto {
     batch_told: usize,
     /// Injected before the choice.
     migrants: Vec<Evaluated>,
+    /// A TPE taught the prior trials, proposing the timed points (a warm start).
+    guide: Option<Tpe>,
+    /// The best prior points not yet measured again (a warm start), best last.
+    revisit: Vec<Vec<f64>>,
     /// Other nodes' trials, trust and points in flight that arrived before the choice, in
     /// order (TPE learns them when chosen; at most [`MAX_EARLY_SHARED`] trials).
     early: Vec<Shared>,
@@ -122,6 +141,8 @@ impl Auto {
             timed: Vec::new(),
             batch_told: 0,
             migrants: Vec::new(),
+            guide: None,
+            revisit: Vec::new(),
             early: Vec::new(),
         }
     }
@@ -131,10 +152,22 @@ impl Auto {
         self.chosen.as_ref().map(|(c, _)| *c)
     }
 
+    /// Whether TPE proposals taught the prior trials are being timed (a warm start).
+    pub fn guided(&self) -> bool {
+        self.guide.is_some()
+    }
+
     fn choose(&mut self, choice: Choice) {
-        let mut opt: Box<dyn Optimizer> = match choice {
-            Choice::Tpe => Box::new(Tpe::new(self.dim, Tpe::default_startup(self.dim), self.seed)),
-            Choice::Shade => Box::new(Shade::new(self.dim, self.island, self.seed)),
+        let guide = self.guide.take();
+        let mut opt: Box<dyn Optimizer> = match (choice, guide) {
+            // The guide already knows the priors and every timed point.
+            (Choice::Tpe, Some(guide)) => {
+                self.told.clear();
+                self.migrants.clear();
+                Box::new(guide)
+            }
+            (Choice::Tpe, None) => Box::new(Tpe::new(self.dim, Tpe::default_startup(self.dim), self.seed)),
+            (Choice::Shade, _) => Box::new(Shade::new(self.dim, self.island, self.seed)),
         };
         let mut known: Vec<Evaluated> = std::mem::take(&mut self.told);
         known.append(&mut self.migrants);
@@ -172,8 +205,31 @@ impl Optimizer for Auto {
             // The first batch is still out: nothing more until it is told.
             return Vec::new();
         }
-        let xs: Vec<Vec<f64>> =
-            (0..n.max(1)).map(|_| (0..self.dim).map(|_| self.rng.random::<f64>()).collect()).collect();
+        if self.guide.is_none() && self.told.is_empty() && self.migrants.len() >= PRIORS_TO_GUIDE {
+            let mut guide = Tpe::new(self.dim, Tpe::default_startup(self.dim), self.seed);
+            self.migrants.iter().for_each(|m| guide.inject(m.clone()));
+            self.guide = Some(guide);
+            let mut best: Vec<&Evaluated> = self.migrants.iter().filter(|m| m.loss.is_finite()).collect();
+            best.sort_by(|a, b| a.loss.total_cmp(&b.loss));
+            for m in best {
+                if self.revisit.len() < REVISITED && !self.revisit.contains(&m.x) {
+                    self.revisit.push(m.x.clone());
+                }
+            }
+            self.revisit.reverse();
+        }
+        let n = n.max(1);
+        let xs: Vec<Vec<f64>> = match &mut self.guide {
+            Some(guide) => {
+                let again = self.revisit.len().min(n);
+                let mut xs: Vec<Vec<f64>> = (0..again).filter_map(|_| self.revisit.pop()).collect();
+                if xs.len() < n {
+                    xs.extend(guide.ask(n - xs.len()));
+                }
+                xs
+            }
+            None => (0..n).map(|_| (0..self.dim).map(|_| self.rng.random::<f64>()).collect()).collect(),
+        };
         self.first.clone_from(&xs);
         self.asked_at = Some(Instant::now());
         xs
@@ -186,6 +242,9 @@ impl Optimizer for Auto {
         }
         let before = self.told.len();
         self.told.extend(results.iter().filter(|r| self.first.contains(&r.x)).cloned());
+        if let Some(guide) = &mut self.guide {
+            guide.tell(&self.told[before..]);
+        }
         self.batch_told += self.told.len() - before;
         if self.batch_told >= self.first.len() && self.asked_at.is_some() {
             let spent = self.asked_at.take().map_or(Duration::ZERO, |t| t.elapsed());
@@ -201,7 +260,12 @@ impl Optimizer for Auto {
     fn inject(&mut self, migrant: Evaluated) {
         match &mut self.chosen {
             Some((_, opt)) => opt.inject(migrant),
-            None => self.migrants.push(migrant),
+            None => {
+                if let Some(guide) = &mut self.guide {
+                    guide.inject(migrant.clone());
+                }
+                self.migrants.push(migrant);
+            }
         }
     }
 
@@ -304,6 +368,7 @@ impl Optimizer for Auto {
         match self.choice() {
             Some(Choice::Tpe) => "auto: tpe",
             Some(Choice::Shade) => "auto: shade",
+            None if self.guide.is_some() => "auto: timing TPE proposals taught the prior trials",
             None => "auto: timing the first batch",
         }
     }
@@ -407,6 +472,64 @@ mod tests {
         fast.observe(1, &shared);
         run(&mut fast, Duration::ZERO);
         assert!(!fast.learns_shared(), "SHADE learns other nodes' results from champions only");
+    }
+
+    /// A warm start: with prior trials injected before the first point, the timed points are
+    /// the best priors again, then TPE proposals taught them (near the priors' optimum), and
+    /// the chosen TPE keeps both;
+    /// fewer priors than [`PRIORS_TO_GUIDE`] leave the timed points random.
+    #[test]
+    fn prior_trials_guide_the_timed_points() {
+        let loss = |x: &[f64]| (x[0] - 0.8).powi(2) + (x[1] - 0.2).powi(2);
+        let priors: Vec<Evaluated> = (0..60)
+            .map(|i| {
+                let x = vec![(i * 7 % 60) as f64 / 60.0, (i * 17 % 60) as f64 / 60.0];
+                Evaluated { loss: loss(&x), x }
+            })
+            .collect();
+        let timed = |a: &mut Auto| -> f64 {
+            let mut sum = 0.0;
+            for _ in 0..TIMED {
+                let xs = a.ask(1);
+                std::thread::sleep(EXPENSIVE + Duration::from_millis(5));
+                sum += loss(&xs[0]);
+                a.tell(&[Evaluated { loss: loss(&xs[0]), x: xs[0].clone() }]);
+            }
+            sum / TIMED as f64
+        };
+        let (mut guided, mut random) = (0.0, 0.0);
+        for seed in 0..4 {
+            let mut warm = Auto::new(2, 20, seed);
+            priors.iter().for_each(|p| warm.inject(p.clone()));
+            assert!(warm.kind().contains("timing the first batch"), "nothing asked yet");
+            guided += timed(&mut warm);
+            assert_eq!(warm.choice(), Some(Choice::Tpe));
+            assert!(
+                warm.best().is_some_and(|b| b.loss <= priors.iter().map(|p| p.loss).fold(f64::MAX, f64::min))
+            );
+            let mut cold = Auto::new(2, 20, seed);
+            priors.iter().take(PRIORS_TO_GUIDE - 1).for_each(|p| cold.inject(p.clone()));
+            random += timed(&mut cold);
+            assert!(!cold.guided());
+        }
+        assert!(guided < random * 0.5, "mean loss of the timed points: {guided} guided, {random} random");
+        // The best priors are measured again first, best first, then TPE proposes.
+        let mut warm = Auto::new(2, 20, 1);
+        priors.iter().for_each(|p| warm.inject(p.clone()));
+        let mut ranked = priors.clone();
+        ranked.sort_by(|a, b| a.loss.total_cmp(&b.loss));
+        let first = warm.ask(2);
+        assert_eq!(first, vec![ranked[0].x.clone(), ranked[1].x.clone()]);
+        warm.tell(&first.iter().map(|x| Evaluated { loss: loss(x), x: x.clone() }).collect::<Vec<_>>());
+        let next = warm.ask(2);
+        assert_eq!(next[0], ranked[2].x, "the third best, then a proposal");
+        assert!(
+            !ranked.iter().take(PRIORS_TO_GUIDE).any(|p| p.x == next[1]),
+            "{:?} was not a prior",
+            next[1]
+        );
+        assert!(warm.guided());
+        assert_eq!(warm.kind(), "auto: timing TPE proposals taught the prior trials");
     }
 
     #[test]

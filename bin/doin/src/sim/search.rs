@@ -650,7 +650,10 @@ impl Search {
 
     /// Champion `c` reaches optimizer `j`: a migrant, and the bar its claims must clear.
     pub(crate) fn champion_reaches(&mut self, j: usize, c: usize) {
-        let Some((x, Some(metric))) = self.claims.get(c).map(|cl| (cl.x.clone(), cl.median)) else { return };
+        let Some((x, Some(metric), claimer)) = self.claims.get(c).map(|cl| (cl.x.clone(), cl.median, cl.opt))
+        else {
+            return;
+        };
         let loss = self.loss_of(metric);
         let o = &mut self.opts[j];
         // An older champion arriving after a newer one changes nothing.
@@ -659,6 +662,13 @@ impl Search {
         }
         o.champion = metric;
         o.optimizer.inject(Evaluated { x, loss });
+        // The chain vouches for the claimer's trials, and the certified figure is a bar.
+        if claimer != j
+            && let Some(book) = o.book.as_mut()
+        {
+            let effects = book.certified(opt_address(claimer), loss);
+            share::apply(o.optimizer.as_mut(), effects);
+        }
     }
 
     /// The figures as JSON.
@@ -691,6 +701,10 @@ impl Search {
                 "checks": f.trial_checks,
                 "used": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().used)).sum::<u64>(),
                 "senders_banned": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().senders_banned)).sum::<u64>(),
+                "checks_quarantine": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().checks_quarantine)).sum::<u64>(),
+                "checks_surprise": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().checks_surprise)).sum::<u64>(),
+                "checks_random": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().checks_random)).sum::<u64>(),
+                "vouched": self.opts.iter().filter_map(|o| Some(o.book.as_ref()?.stats().vouched)).sum::<u64>(),
             },
             "sim_s": sim_ms as f64 / 1000.0,
         })

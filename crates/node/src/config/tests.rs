@@ -32,7 +32,7 @@ fn the_python_example_config_loads_with_warnings_for_what_doin_ignores() {
 fn the_domain_keys_hint_lists_every_field() {
     let entry = serde_json::to_value(DomainConfig::default()).unwrap();
     for k in entry.as_object().unwrap().keys() {
-        assert!(super::DOMAIN_KEYS.contains(&k.as_str()), "{k} is not in DOMAIN_KEYS");
+        assert!(super::validate::DOMAIN_KEYS.contains(&k.as_str()), "{k} is not in DOMAIN_KEYS");
     }
     let err =
         NodeConfig::from_json(r#"{"domains": [{"domain_id": "a", "share_trial": false}]}"#).unwrap_err();

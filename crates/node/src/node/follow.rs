@@ -312,7 +312,8 @@ impl Engine {
                 let values = rt.domain.space().from_params(&params);
                 rt.champion_values = Some(values.clone());
                 if let Some(ctl) = &rt.control {
-                    let _ = ctl.try_send(Control::Champion(values, loss));
+                    let by = (champion.optimizer != self.me).then_some(champion.optimizer);
+                    let _ = ctl.try_send(Control::Champion { values, verified: loss, by });
                 }
             }
             let reached = ds

@@ -131,6 +131,8 @@ impl Engine {
                             used: n(&c.used),
                             checks_passed: n(&c.checks_passed),
                             senders_banned: n(&c.senders_banned),
+                            checks: n(&c.checks),
+                            vouched_senders: n(&c.vouched),
                             trusted_senders: n(&c.trusted),
                             published: n(&c.published),
                         }

@@ -70,8 +70,15 @@ struct RoundAcc {
 /// What the node tells the loop.
 #[derive(Debug)]
 pub enum Control {
-    /// The verified champion (values and its loss): inject it, and only report better ones.
-    Champion(Vec<Value>, f64),
+    /// The verified champion: inject it, and only report better ones.
+    Champion {
+        /// Its parameters.
+        values: Vec<Value>,
+        /// Its loss as the quorum verified it.
+        verified: f64,
+        /// Who claimed it (`None`: this node): the trial book vouches for that sender.
+        by: Option<doin_primitives::Address>,
+    },
     /// This node's claim in flight settled (certified as champion, late or rejected, not
     /// committed, or lost): it no longer bars smaller improvements over the champion.
     Settled,
@@ -163,7 +170,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
     while !stop.load(Ordering::Relaxed) {
         loop {
             match control.try_recv() {
-                Ok(Control::Champion(values, verified)) => {
+                Ok(Control::Champion { values, verified, by }) => {
                     // The bar is the verified figure: it is what the chain knows and what the
                     // node's commit rule tests. (A bar measured here instead, like with like,
                     // stalled whole networks: a champion verified low by its quorum's draws but
@@ -176,6 +183,9 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     let loss = own.map_or(verified, |m| domain.loss(&m));
                     optimizer.inject(Evaluated { x: x.clone(), loss });
                     optimizer.hook(&Hook::ChampionFound { x, loss });
+                    if let (Some(s), Some(by)) = (&mut sharing, by) {
+                        s.certified(by, verified, optimizer.as_mut());
+                    }
                 }
                 Ok(Control::Settled) => pending = None,
                 Err(TryRecvError::Empty) => break,

@@ -257,7 +257,9 @@ fn optimization_patience_sets_when_the_ga_moves_on() {
 #[test]
 fn claims_are_the_mean_of_own_data_and_a_second_draw() {
     let mut h = Harness::start(0.05);
-    h.ctl.send(Control::Champion(vec![Value::Real(0.6)], -0.6)).expect("loop listens");
+    h.ctl
+        .send(Control::Champion { values: vec![Value::Real(0.6)], verified: -0.6, by: None })
+        .expect("loop listens");
     // The loop may already wait in `ask` for this round; it reads the control channel before
     // asking for the next one, so the second hand-over proves the champion was read (what the
     // first point made before that is dropped).
@@ -278,7 +280,9 @@ fn the_loop_calls_the_optimizer_hooks() {
     let mut h = Harness::start(0.0);
     h.round(0.3);
     h.round(0.4);
-    h.ctl.send(Control::Champion(vec![Value::Real(0.5)], -0.5)).expect("loop listens");
+    h.ctl
+        .send(Control::Champion { values: vec![Value::Real(0.5)], verified: -0.5, by: None })
+        .expect("loop listens");
     // The loop may already wait in `ask` for this round; it reads the control channel
     // before asking for the next one, so the second hand-over proves the champion was read.
     h.round(0.45);
@@ -305,7 +309,9 @@ fn the_loop_calls_the_optimizer_hooks() {
 #[test]
 fn the_bar_is_the_verified_figure() {
     let mut h = Harness::start(0.05);
-    h.ctl.send(Control::Champion(vec![Value::Real(0.7)], -0.6)).expect("loop listens");
+    h.ctl
+        .send(Control::Champion { values: vec![Value::Real(0.7)], verified: -0.6, by: None })
+        .expect("loop listens");
     let claimed = h.try_point(0.62).expect("0.645 on both draws beats the verified 0.6");
     assert!((claimed - 0.645).abs() < 1e-9, "claimed {claimed}");
     h.stop();
@@ -316,7 +322,9 @@ fn the_bar_is_the_verified_figure() {
 #[test]
 fn a_settled_claim_lowers_the_bar_back_to_the_champion() {
     let mut h = Harness::start(0.0);
-    h.ctl.send(Control::Champion(vec![Value::Real(0.6)], -0.6)).expect("loop listens");
+    h.ctl
+        .send(Control::Champion { values: vec![Value::Real(0.6)], verified: -0.6, by: None })
+        .expect("loop listens");
     assert_eq!(h.try_point(0.9), Some(0.9));
     assert_eq!(h.try_point(0.7), None, "0.7 does not beat the pending claim 0.9");
     h.ctl.send(Control::Settled).expect("loop listens");

@@ -23,6 +23,12 @@
 //!   node's own seed, which senders do not know), so lies hidden behind honest figures are
 //!   caught too.
 //! - **A failed check** forgets every trial of the sender (trust 0) and ignores it from then on.
+//! - **The chain vouches too**: a sender whose claim a quorum certified (the champion this node
+//!   was told of) counts as checked once — the quorum measured more than one spot check does —
+//!   and the certified figure is a bar like this node's own best: claims within the tolerance of
+//!   what the network verified are not surprising. With many nodes this is what keeps checks
+//!   from eating the search (each node would otherwise check every sender, and every claim
+//!   beating its own lagging best).
 //!
 //! Points in flight of trusted senders go to the optimizer so that nodes do not propose one
 //! region twice.
@@ -32,7 +38,7 @@ pub mod share;
 #[cfg(test)]
 mod network_tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use doin_optimize::Evaluated;
 use doin_primitives::Address;
@@ -47,6 +53,13 @@ pub const MAX_QUARANTINE: usize = 64;
 pub const MAX_CHECKS: usize = 16;
 /// A trusted sender's batch is re-checked with probability 1 in this.
 pub const RECHECK_ONE_IN: u32 = 8;
+/// Checks handed out before any own measurement.
+pub const CHECK_ALLOWANCE: u64 = 2;
+/// Own measurements per further check (at most a fifth of the evaluations are checks, past the
+/// allowance). Measured in `doin sim` (Ackley 4-d ≤ 5, TPE, seeds 1–7, evaluations per optimizer
+/// for 8 / 16 / 32 optimizers): no budget 42–49 / 38–45 / 52–62 (checks were ~90 % of the work
+/// at 32); one per 2: 42 / 33 / 26; one per 4: 36 / 29 / 23.
+pub const OWN_PER_CHECK: u64 = 4;
 
 /// A batch of trials from another node, already signature-checked by the shell.
 #[derive(Clone, Debug)]
@@ -130,6 +143,14 @@ pub struct BookStats {
     pub checks_passed: u64,
     /// Senders caught by a check (their trials forgotten).
     pub senders_banned: u64,
+    /// Checks asked of a sender not trusted yet (its best claim).
+    pub checks_quarantine: u64,
+    /// Checks of a trusted sender's claim beating the bar.
+    pub checks_surprise: u64,
+    /// Random re-checks of a trusted sender's ordinary trials.
+    pub checks_random: u64,
+    /// Senders trusted because the chain certified one of their claims (no check of ours).
+    pub vouched: u64,
     /// Batches ignored (replayed, banned sender, full book).
     pub ignored: u64,
 }
@@ -142,8 +163,14 @@ pub struct TrialBook {
     agreement: Agreement,
     rng: ChaCha8Rng,
     next_source: u32,
-    /// The best loss this node measured itself.
+    /// The best loss this node measured itself or the chain verified: a claim beyond it by
+    /// more than the tolerance is surprising.
     best_own: f64,
+    /// Senders the chain vouched for before their first batch (at most [`MAX_SENDERS`]).
+    vouched: BTreeSet<Address>,
+    /// Own measurements told, and checks handed out (the check budget).
+    own: u64,
+    handed: u64,
     stats: BookStats,
 }
 
@@ -158,6 +185,9 @@ impl TrialBook {
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_source: 1,
             best_own: f64::INFINITY,
+            vouched: BTreeSet::new(),
+            own: 0,
+            handed: 0,
             stats: BookStats::default(),
         }
     }
@@ -167,6 +197,11 @@ impl TrialBook {
         self.stats
     }
 
+    /// Checks handed out to be measured.
+    pub fn handed(&self) -> u64 {
+        self.handed
+    }
+
     /// Senders whose trials the optimizer uses now.
     pub fn trusted(&self) -> usize {
         self.senders.values().filter(|s| !s.banned && s.passes > 0).count()
@@ -174,9 +209,67 @@ impl TrialBook {
 
     /// This node measured `loss` itself (its best is what a claim must not beat unchecked).
     pub fn measured(&mut self, loss: f64) {
+        self.own = self.own.saturating_add(1);
+        self.lower_bar(loss);
+    }
+
+    fn lower_bar(&mut self, loss: f64) {
         if loss < self.best_own {
             self.best_own = loss;
         }
+    }
+
+    /// The chain certified `sender`'s claim at `loss` (the verified champion this node was told
+    /// of): the figure is a bar like this node's own best, and the sender counts as checked once
+    /// (its held trials that no longer surprise are used). A sender this node caught lying stays
+    /// ignored: its own measurement contradicted it.
+    pub fn certified(&mut self, sender: Address, loss: f64) -> Vec<Effect> {
+        if loss.is_finite() {
+            self.lower_bar(loss);
+        }
+        let Some(s) = self.senders.get_mut(&sender) else {
+            if self.vouched.len() < MAX_SENDERS {
+                self.vouched.insert(sender);
+            }
+            return Vec::new();
+        };
+        if s.banned || s.passes > 0 {
+            return Vec::new();
+        }
+        s.passes = 1;
+        self.stats.vouched += 1;
+        // Its quarantine check is moot now; surprising claims get their own below.
+        if s.checking {
+            s.checking = false;
+            self.checks.retain(|c| c.sender != sender);
+        }
+        let mut out = vec![Effect::Trust(s.source, s.weight())];
+        out.extend(self.release(sender, None));
+        out
+    }
+
+    /// Uses the trials `sender` holds that no longer beat the bar beyond the tolerance (and the
+    /// one just checked, `checked`); the best of the rest is checked next.
+    fn release(&mut self, sender: Address, checked: Option<&Check>) -> Vec<Effect> {
+        let Some(s) = self.senders.get_mut(&sender) else { return Vec::new() };
+        let (still, released): (Vec<Evaluated>, Vec<Evaluated>) = s.held.drain(..).partition(|t| {
+            !self.agreement.holds(t.loss, self.best_own)
+                && checked.is_none_or(|c| *t != Evaluated { x: c.x.clone(), loss: c.claimed })
+        });
+        if !s.checking
+            && let Some(t) = still.iter().min_by(|a, b| a.loss.total_cmp(&b.loss))
+            && self.checks.len() < MAX_CHECKS
+        {
+            s.checking = true;
+            self.stats.checks_surprise += 1;
+            self.checks.push_back(Check { sender, x: t.x.clone(), claimed: t.loss });
+        }
+        s.held = still.into();
+        if released.is_empty() {
+            return Vec::new();
+        }
+        self.stats.used += released.len() as u64;
+        vec![Effect::Observe(s.source, released)]
     }
 
     /// A batch arrived.
@@ -188,13 +281,15 @@ impl TrialBook {
             }
             let source = self.next_source;
             self.next_source += 1;
+            let vouched = self.vouched.remove(&b.sender);
+            self.stats.vouched += u64::from(vouched);
             self.senders.insert(
                 b.sender,
                 Sender {
                     source,
                     last_seq: 0,
                     standing: 0.0,
-                    passes: 0,
+                    passes: u32::from(vouched),
                     banned: false,
                     checking: false,
                     held: VecDeque::new(),
@@ -228,6 +323,7 @@ impl TrialBook {
                 && self.checks.len() < MAX_CHECKS
             {
                 s.checking = true;
+                self.stats.checks_quarantine += 1;
                 self.checks.push_back(Check { sender: b.sender, x: t.x.clone(), claimed: t.loss });
             }
             return out;
@@ -246,17 +342,22 @@ impl TrialBook {
             s.held.push_back(t);
         }
         let pick = if let Some(t) = s.held.iter().min_by(|a, b| a.loss.total_cmp(&b.loss)) {
-            Some(t.clone())
+            Some((t.clone(), true))
         } else if !plain.is_empty() && self.rng.random_range(0..RECHECK_ONE_IN) == 0 {
-            Some(plain[self.rng.random_range(0..plain.len())].clone())
+            Some((plain[self.rng.random_range(0..plain.len())].clone(), false))
         } else {
             None
         };
-        if let Some(t) = pick
+        if let Some((t, surprise)) = pick
             && !s.checking
             && self.checks.len() < MAX_CHECKS
         {
             s.checking = true;
+            if surprise {
+                self.stats.checks_surprise += 1;
+            } else {
+                self.stats.checks_random += 1;
+            }
             self.checks.push_back(Check { sender: b.sender, x: t.x, claimed: t.loss });
         }
         let trials = plain;
@@ -271,8 +372,16 @@ impl TrialBook {
 
     /// The next claim to measure (the caller measures it as one of its candidates and reports
     /// with [`Self::on_checked`]).
+    /// None while the checks handed out would exceed [`CHECK_ALLOWANCE`] + the own
+    /// measurements / [`OWN_PER_CHECK`]: with many senders, checking each of them (and each
+    /// claim beating this node's best) would otherwise be most of the work. The checks wait.
     pub fn next_check(&mut self) -> Option<Check> {
-        self.checks.pop_front()
+        if self.handed >= CHECK_ALLOWANCE + self.own / OWN_PER_CHECK {
+            return None;
+        }
+        let c = self.checks.pop_front()?;
+        self.handed += 1;
+        Some(c)
     }
 
     /// This node measured a checked claim: `measured` is its loss here (`None`: the
@@ -304,21 +413,7 @@ impl TrialBook {
         let mut out = vec![Effect::Trust(s.source, s.weight())];
         // What no longer beats this node's best (now at least the verified figure) beyond the
         // tolerance is used; claims better still wait for their own check.
-        let (still, released): (Vec<Evaluated>, Vec<Evaluated>) = s.held.drain(..).partition(|t| {
-            !self.agreement.holds(t.loss, self.best_own)
-                && *t != Evaluated { x: check.x.clone(), loss: check.claimed }
-        });
-        if let Some(t) = still.iter().min_by(|a, b| a.loss.total_cmp(&b.loss))
-            && self.checks.len() < MAX_CHECKS
-        {
-            s.checking = true;
-            self.checks.push_back(Check { sender: check.sender, x: t.x.clone(), claimed: t.loss });
-        }
-        s.held = still.into();
-        if !released.is_empty() {
-            self.stats.used += released.len() as u64;
-            out.push(Effect::Observe(s.source, released));
-        }
+        out.extend(self.release(check.sender, Some(check)));
         out
     }
 }
@@ -428,6 +523,56 @@ mod tests {
         assert!(b.on_checked(&c, None).is_empty());
         b.on_batch(batch(1, 2, &[(0.2, 0.4)]));
         assert!(b.next_check().is_some(), "checked again with the next batch");
+    }
+
+    /// A sender whose claim the chain certified counts as checked: its held trials are used
+    /// without a check of ours (before or after its first batch), the certified figure is a bar
+    /// for surprises, and a sender this node caught stays ignored.
+    #[test]
+    fn the_chain_vouches_for_a_certified_claimer() {
+        let mut b = book();
+        b.on_batch(batch(1, 1, &[(0.1, 0.5), (0.2, 0.45)]));
+        let effects = b.certified(addr(1), 0.44);
+        assert_eq!(effects[0], Effect::Trust(1, 0.8));
+        assert!(matches!(&effects[1], Effect::Observe(1, t) if t.len() == 2), "{effects:?}");
+        assert!(b.next_check().is_none(), "its quarantine check is moot");
+        // Vouched before its first batch: used at once; the bar is the certified figure, so a
+        // claim within the tolerance of it is no surprise, one far beyond it is.
+        b.certified(addr(2), 0.3);
+        let effects = b.on_batch(batch(2, 1, &[(0.3, 0.27), (0.4, 0.01)]));
+        assert!(
+            effects.contains(&Effect::Observe(2, vec![Evaluated { x: vec![0.3], loss: 0.27 }])),
+            "{effects:?}"
+        );
+        assert_eq!(b.next_check().map(|c| c.claimed), Some(0.01), "the surprise waits for its check");
+        assert_eq!(b.stats().vouched, 2);
+        // Caught here first: the chain's word does not bring it back.
+        let mut b = book();
+        b.on_batch(batch(3, 1, &[(0.9, 0.01)]));
+        let c = b.next_check().unwrap();
+        b.on_checked(&c, Some(0.6));
+        assert!(b.certified(addr(3), 0.5).is_empty());
+        assert!(b.on_batch(batch(3, 2, &[(0.9, 0.5)])).is_empty());
+    }
+
+    /// Checks are budgeted: [`CHECK_ALLOWANCE`] at first, then one per [`OWN_PER_CHECK`] own
+    /// measurements; the rest wait (their trials stay held, nothing is used unchecked).
+    #[test]
+    fn checks_wait_for_their_budget() {
+        let mut b = book();
+        for i in 0..6u8 {
+            assert!(b.on_batch(batch(10 + i, 1, &[(0.1, 0.5)])).is_empty(), "held until checked");
+        }
+        let handed: Vec<Check> = std::iter::from_fn(|| b.next_check()).collect();
+        assert_eq!(handed.len() as u64, CHECK_ALLOWANCE);
+        for _ in 0..OWN_PER_CHECK - 1 {
+            b.measured(0.9);
+        }
+        assert!(b.next_check().is_none());
+        b.measured(0.9);
+        assert!(b.next_check().is_some(), "one more after {OWN_PER_CHECK} own measurements");
+        assert_eq!(b.handed(), CHECK_ALLOWANCE + 1);
+        assert_eq!(b.stats().checks_quarantine, 6);
     }
 
     /// Distinct addresses for the full-book test.

@@ -49,6 +49,10 @@ pub struct SharingCounters {
     pub checks_passed: AtomicU64,
     /// Senders caught by a check.
     pub senders_banned: AtomicU64,
+    /// Checks of other nodes' claims measured here (passed or not).
+    pub checks: AtomicU64,
+    /// Senders trusted because the chain certified one of their claims.
+    pub vouched: AtomicU64,
     /// Senders whose trials are used now.
     pub trusted: AtomicU64,
     /// Own trials sent.
@@ -155,6 +159,16 @@ impl Sharing {
         }
     }
 
+    /// The chain certified `by`'s claim at `loss` (a verified champion this node was told of):
+    /// the book vouches for the sender and takes the figure as a bar.
+    pub fn certified(&mut self, by: doin_primitives::Address, loss: f64, opt: &mut dyn Optimizer) {
+        let effects = self.book.certified(by, loss);
+        if opt.learns_shared() {
+            apply(opt, effects);
+        }
+        self.publish_counters();
+    }
+
     /// This node's own results: the book learns its best, and they wait for the next batch.
     pub fn record(&mut self, search: &Space, told: &[Evaluated], cost_ms: u32) {
         for e in told.iter().filter(|e| e.loss.is_finite()) {
@@ -211,6 +225,8 @@ impl Sharing {
         c.used.store(s.used, Ordering::Relaxed);
         c.checks_passed.store(s.checks_passed, Ordering::Relaxed);
         c.senders_banned.store(s.senders_banned, Ordering::Relaxed);
+        c.checks.store(self.book.handed(), Ordering::Relaxed);
+        c.vouched.store(s.vouched, Ordering::Relaxed);
         c.trusted.store(self.book.trusted() as u64, Ordering::Relaxed);
     }
 }
