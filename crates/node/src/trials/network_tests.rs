@@ -30,6 +30,10 @@ enum Liar {
     Blatant,
     /// The same after two honest batches.
     Patient,
+    /// After two honest batches, republishes the honest nodes' trials with a bad loss: the
+    /// region they found good is claimed bad (a pessimistic lie steers a model-based optimizer
+    /// away from it).
+    Echo,
 }
 
 struct Node {
@@ -96,18 +100,24 @@ fn run(seed: u64, honest: usize, share: bool, liar: Liar) -> usize {
                 rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 (rng >> 11) as f64 / (1u64 << 53) as f64
             };
+            let echoed: Vec<Evaluated> = batches.iter().flat_map(|b| b.trials.clone()).take(32).collect();
             batches.push(Incoming {
                 sender: addr(99),
                 standing: 1.0,
                 seq: lies,
-                // The patient liar is honest in its first two batches (it passes the quarantine).
-                trials: (0..8)
-                    .map(|_| {
-                        let x: Vec<f64> = (0..DIM).map(|_| r()).collect();
-                        let honest = liar == Liar::Patient && lies <= 2;
-                        Evaluated { loss: if honest { loss(&x, 99) } else { 0.0 }, x }
-                    })
-                    .collect(),
+                // The patient liars are honest in their first two batches (they pass the
+                // quarantine).
+                trials: if liar == Liar::Echo && lies > 2 {
+                    echoed.into_iter().map(|t| Evaluated { loss: 1.0 + t.loss, x: t.x }).collect()
+                } else {
+                    (0..8)
+                        .map(|_| {
+                            let x: Vec<f64> = (0..DIM).map(|_| r()).collect();
+                            let honest = liar != Liar::Blatant && lies <= 2;
+                            Evaluated { loss: if honest { loss(&x, 99) } else { 0.0 }, x }
+                        })
+                        .collect()
+                },
                 pending: Vec::new(),
             });
         }
@@ -147,14 +157,17 @@ fn sharing_speeds_the_search_and_a_liar_barely_slows_it() {
     let total = |share: bool, liar: Liar| seeds.clone().map(|s| run(s, 3, share, liar)).sum::<usize>();
     let (alone, shared) = (total(false, Liar::None), total(true, Liar::None));
     let (lied, patient) = (total(true, Liar::Blatant), total(true, Liar::Patient));
+    let echo = total(true, Liar::Echo);
     let single = seeds.clone().map(|s| run(s, 1, false, Liar::None)).sum::<usize>();
     let perfect = seeds.clone().map(|s| ideal(s, 3)).sum::<usize>();
     eprintln!(
         "evaluations per node, {} seeds: one node {single}; three: alone {alone}, sharing {shared} \
-         (one optimizer asking three at once: {perfect}), with a liar {lied}, a patient liar {patient}",
+         (one optimizer asking three at once: {perfect}), with a liar {lied}, a patient liar {patient}, \
+         a liar calling the honest nodes' points bad {echo}",
         seeds.end
     );
     assert!(shared * 5 < alone * 4, "sharing saves a fifth: {shared} vs {alone} evaluations per node");
     assert!(lied * 10 <= shared * 11, "a liar costs at most 10 %: {lied} vs {shared}");
     assert!(patient * 10 <= shared * 11, "a patient liar costs at most 10 %: {patient} vs {shared}");
+    assert!(echo * 10 <= shared * 11, "a pessimistic liar costs at most 10 %: {echo} vs {shared}");
 }
