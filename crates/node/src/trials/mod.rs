@@ -372,6 +372,7 @@ impl TrialBook {
 
     /// The next claim to measure (the caller measures it as one of its candidates and reports
     /// with [`Self::on_checked`]).
+    ///
     /// None while the checks handed out would exceed [`CHECK_ALLOWANCE`] + the own
     /// measurements / [`OWN_PER_CHECK`]: with many senders, checking each of them (and each
     /// claim beating this node's best) would otherwise be most of the work. The checks wait.

@@ -160,12 +160,14 @@ impl Sharing {
     }
 
     /// The chain certified `by`'s claim at `loss` (a verified champion this node was told of):
-    /// the book vouches for the sender and takes the figure as a bar.
+    /// the book vouches for the sender and takes the figure as a bar. (An optimizer that does
+    /// not learn other nodes' trials gets none, so its book is left alone.)
     pub fn certified(&mut self, by: doin_primitives::Address, loss: f64, opt: &mut dyn Optimizer) {
-        let effects = self.book.certified(by, loss);
-        if opt.learns_shared() {
-            apply(opt, effects);
+        if !opt.learns_shared() {
+            return;
         }
+        let effects = self.book.certified(by, loss);
+        apply(opt, effects);
         self.publish_counters();
     }
 
