@@ -468,6 +468,14 @@ mod tests {
         run(&mut alone, EXPENSIVE + Duration::from_millis(5));
         let (with, without) = (near(&mut taught), near(&mut alone));
         assert!(with < without * 0.7, "mean distance to the shared optimum: {with} taught, {without} alone");
+        // What waits for the choice is bounded.
+        let mut flood = Auto::new(2, 20, 3);
+        for source in 0..40 {
+            flood.observe(source, &shared);
+        }
+        let kept: usize =
+            flood.early.iter().map(|e| if let Shared::Observe(_, t) = e { t.len() } else { 0 }).sum();
+        assert_eq!(kept, MAX_EARLY_SHARED);
         let mut fast = Auto::new(2, 20, 3);
         fast.observe(1, &shared);
         run(&mut fast, Duration::ZERO);

@@ -554,6 +554,12 @@ mod tests {
         b.on_checked(&c, Some(0.6));
         assert!(b.certified(addr(3), 0.5).is_empty());
         assert!(b.on_batch(batch(3, 2, &[(0.9, 0.5)])).is_empty());
+        // Vouched senders not seen yet are bounded like the senders.
+        let mut b = book();
+        for i in 0..(MAX_SENDERS + 10) {
+            b.certified(Address(Hash32::from(i).0), 0.5);
+        }
+        assert_eq!(b.vouched.len(), MAX_SENDERS);
     }
 
     /// Checks are budgeted: [`CHECK_ALLOWANCE`] at first, then one per [`OWN_PER_CHECK`] own
