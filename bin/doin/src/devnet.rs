@@ -113,8 +113,21 @@ struct NodeView {
     stopped: Option<String>,
     usage: Option<(f64, f64, f64, f64)>,
     evaluations_at_target: Option<u64>,
+    /// Candidates it had evaluated when the claim that became the target champion reached it.
+    evaluations_at_claim: Option<u64>,
     /// `latency claims N claim_to_cert_p50_ms X gossip_rejected R gossip_ignored I`.
     latency: Option<Vec<String>>,
+}
+
+impl NodeView {
+    /// `target D reached P at height H claimed_after C evaluations E` (C is `-` when the
+    /// winning commit was never seen here).
+    fn note_target(&mut self, text: &str) {
+        let w: Vec<&str> = text.split_whitespace().collect();
+        let after = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1)?.parse().ok());
+        self.evaluations_at_target = after("evaluations");
+        self.evaluations_at_claim = after("claimed_after");
+    }
 }
 
 /// `usage cpu_s C eval_s E rss_mb R tracking_s T`.
@@ -405,8 +418,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
                         }
                     }
                     Some("target") => {
-                        views[node].evaluations_at_target =
-                            text.split_whitespace().last().and_then(|n| n.parse().ok());
+                        views[node].note_target(&text);
                         if target_at.is_some() {
                             continue;
                         }
@@ -466,8 +478,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
             Ok(Some(Line { node, text }))
                 if text.starts_with("target ") && views[node].evaluations_at_target.is_none() =>
             {
-                views[node].evaluations_at_target =
-                    text.split_whitespace().last().and_then(|n| n.parse().ok());
+                views[node].note_target(&text);
             }
             Ok(Some(_)) | Err(_) => {}
             Ok(None) => break,
@@ -491,6 +502,11 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     // finished a candidate yet with 0.
     let optimizing = &views[..args.nodes - args.evaluators_only];
     let at: Vec<u64> = optimizing.iter().filter_map(|v| v.evaluations_at_target).collect();
+    // The same at the winning claim (its commit first seen), before its verification: the
+    // figure a single node's search reports ("evaluations to the first claim at the target").
+    let at_claim: Vec<u64> = optimizing.iter().filter_map(|v| v.evaluations_at_claim).collect();
+    let evals_to_claim = (!at_claim.is_empty() && at_claim.len() == at.len())
+        .then(|| at_claim.iter().sum::<u64>() as f64 / at_claim.len() as f64);
     let evals_per_node = if !at.is_empty() {
         Some(at.iter().sum::<u64>() as f64 / at.len() as f64)
     } else if !evaluations.is_empty() {
@@ -539,6 +555,8 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         // reached the target (as each node saw it), averaged over the optimizing nodes.
         "evals_per_node_to_target": evals_per_node,
         "evals_by_node": at,
+        "evals_per_node_to_claim": evals_to_claim,
+        "claim_evals_by_node": at_claim,
         "cpu_s": views.iter().map(|v| v.usage.map(|u| u.0)).collect::<Vec<_>>(),
         "eval_s": views.iter().map(|v| v.usage.map(|u| u.1)).collect::<Vec<_>>(),
         "rss_mb": views.iter().map(|v| v.usage.map(|u| u.2)).collect::<Vec<_>>(),

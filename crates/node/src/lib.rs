@@ -10,6 +10,7 @@ pub mod finality;
 pub mod genesis;
 pub mod gossip_check;
 pub mod identity;
+pub mod intake;
 pub mod mempool;
 pub mod node;
 pub mod optimizer;

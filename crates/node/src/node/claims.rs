@@ -52,7 +52,7 @@ impl Engine {
         // and neither completes (a 4-node devnet stalled on such a pair, everyone holding
         // behind it).
         let params_hash = Hash::of(&encode(&params));
-        if self.params_first.contains_key(&params_hash)
+        if self.intake.first_of(&params_hash).is_some()
             || self.my_reveals.iter().any(|(_, r)| Hash::of(&encode(&r.body.params)) == params_hash)
         {
             tracing::debug!(
@@ -170,8 +170,8 @@ impl Engine {
         let cap = hold_cap(self.quorum_timeout, spec);
         let state = self.tip_state();
         let in_flight = self
-            .commits
-            .iter()
+            .intake
+            .commits()
             .filter(|(id, seen)| {
                 let body = &seen.commit.body;
                 body.domain == *domain
@@ -181,14 +181,8 @@ impl Engine {
                     // holds no one.
                     && state.reputation(&body.optimizer, domain) > 0
                     && !self.certs.contains_key(*id)
-                    && match self.reveals.get(*id) {
-                        Some((reveal, at)) => {
-                            at.elapsed() < cap
-                                && self
-                                    .params_first
-                                    .get(&Hash::of(&encode(&reveal.body.params)))
-                                    .is_none_or(|first| first == *id)
-                        }
+                    && match self.intake.reveal_of(id) {
+                        Some((_, at)) => at.elapsed() < cap && !self.intake.is_copy(id),
                         None => seen.at.elapsed() < self.seal_wait,
                     }
                     // Nor claims whose quorum lost too many members to ever decide.
@@ -244,11 +238,7 @@ impl Engine {
             due.into_iter().map(|(_, r)| r).collect()
         };
         for reveal in due {
-            let domain = self
-                .commits
-                .get(&reveal.body.commit)
-                .map(|c| c.commit.body.domain.to_string())
-                .or_else(|| self.gossip.domain_of(&reveal.body.commit));
+            let domain = self.domain_of(&reveal.body.commit);
             // A commit forgotten meanwhile (certified, or its reference aged out) is not revealed.
             let Some(domain) = domain else { continue };
             self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;

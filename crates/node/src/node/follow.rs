@@ -180,13 +180,8 @@ impl Engine {
     /// state, and remember it so a late copy of its messages is not processed again.
     pub(super) fn forget(&mut self, id: Hash) {
         self.gossip.settle(&id);
-        if self.done.len() >= MAX_PENDING * 4 {
-            self.done.clear();
-        }
         self.tallies.remove(&id);
-        self.reveals.remove(&id);
-        self.commits.remove(&id);
-        self.done.insert(id);
+        self.intake.settle(id);
     }
 
     pub(super) async fn import_and_announce(&mut self, block: Block) {
@@ -264,7 +259,7 @@ impl Engine {
             for c in block.body.certificates.iter() {
                 let id = c.commit.id();
                 // A certificate is a reveal, too: its parameters are taken.
-                self.params_first.entry(Hash::of(&encode(&c.reveal.body.params))).or_insert(id);
+                self.intake.certified(id, &c.reveal.body.params);
                 self.forget(id);
                 // Our claim settled (champion or not): it stops barring the loop's next
                 // candidates, whose bar is the champion again (a lucky measurement here must
@@ -321,9 +316,12 @@ impl Engine {
                 .target
                 .is_some_and(|t| ds.spec.direction.gain(champion.performance, t).is_some_and(|g| g >= 0));
             if reached && !rt.target_reached {
+                let claimed_after =
+                    rt.claims_seen_at.iter().find(|(c, _)| *c == champion.commit).map(|(_, n)| *n);
                 println!(
-                    "target {id} reached {perf} at height {} evaluations {}",
+                    "target {id} reached {perf} at height {} claimed_after {} evaluations {}",
                     state.height(),
+                    claimed_after.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                     rt.evaluations.load(Ordering::Relaxed)
                 );
                 self.events.emit(
@@ -333,6 +331,7 @@ impl Engine {
                         "performance": perf,
                         "height": state.height(),
                         "evaluations": rt.evaluations.load(Ordering::Relaxed),
+                        "claimed_after": claimed_after,
                     }),
                 );
             }
@@ -342,11 +341,8 @@ impl Engine {
             }
         }
         // Reveals that waited for their commit's seal: look again now it may be here.
-        let waiting: Vec<Hash> = std::mem::take(&mut self.awaiting_seal).into_iter().collect();
-        for id in waiting {
-            if let Some((reveal, _)) = self.reveals.get(&id).cloned() {
-                self.consider(reveal);
-            }
+        for reveal in self.intake.take_awaiting() {
+            self.consider(reveal);
         }
         // Forget pipeline state of commits whose reference block left the window. One whose
         // reference is not on our chain (a block still on its way, or on a fork we may yet
@@ -362,7 +358,7 @@ impl Engine {
                 None => at.elapsed() < grace,
             },
         };
-        self.commits.retain(|id, c| alive(id, &c.commit, c.at));
+        self.intake.retain(alive);
         // Pooled commits leave once included on our chain, or once they can never be.
         self.commit_pool.retain(|id, (c, at)| {
             state.committed_at(id).is_none()
@@ -371,11 +367,9 @@ impl Engine {
                     None => at.elapsed() < grace,
                 }
         });
-        let commits = &self.commits;
-        self.reveals.retain(|k, _| commits.contains_key(k));
-        self.tallies.retain(|k, _| commits.contains_key(k));
-        self.evaluating.retain(|(k, _)| commits.contains_key(k));
-        self.awaiting_seal.retain(|k| commits.contains_key(k));
+        let intake = &self.intake;
+        self.tallies.retain(|k, _| intake.has_commit(k));
+        self.evaluating.retain(|(k, _)| intake.has_commit(k));
     }
 }
 

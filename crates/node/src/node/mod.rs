@@ -73,6 +73,7 @@ use crate::{
     config::{DomainConfig, NodeConfig},
     domains, genesis,
     gossip_check::GossipCheck,
+    intake::{Intake, Opening, RevealIn},
     mempool::Mempool,
     optimizer::{self, Control, Found},
     participation::{self, EvalHealth, Participation},
@@ -171,12 +172,14 @@ struct DomainRt {
     sharing: Arc<crate::trials::share::SharingCounters>,
     /// The `seq` of this node's last trial batch for the domain.
     trial_seq: u64,
+    /// Candidates the loop had evaluated when each of the domain's latest commits was first
+    /// seen here (at most [`MAX_SEEN_CLAIMS`], oldest dropped): "evaluations to the claim" of
+    /// the one that becomes the champion, printed beside the evaluations to its certificate.
+    claims_seen_at: std::collections::VecDeque<(Hash, u64)>,
 }
 
-struct SeenCommit {
-    commit: Commit,
-    at: Instant,
-}
+/// Commits a node remembers its evaluation count at for each domain.
+const MAX_SEEN_CLAIMS: usize = 64;
 
 struct ReadyCert {
     cert: Certificate,
@@ -231,15 +234,12 @@ struct Engine {
     store: SharedStore,
     net: NetworkHandle,
     domains: BTreeMap<String, DomainRt>,
-    commits: HashMap<Hash, SeenCommit>,
-    reveals: HashMap<Hash, (Reveal, Instant)>,
-    /// The commit of the first reveal that carried each parameter set (by parameters hash).
-    params_first: HashMap<Hash, Hash>,
+    /// The commits and reveals seen and not settled, who revealed each parameter set first
+    /// ([`crate::intake`]).
+    intake: Intake,
     /// Each pending commit's votes and where its quorum stands ([`tally`]), bounded.
     tallies: HashMap<Hash, tally::Tally<Vote>>,
     evaluating: HashSet<(Hash, u8)>,
-    /// Commits certified on chain recently (bounded; cleared when full).
-    done: HashSet<Hash>,
     quorum_timeout: Duration,
     /// This node's commitments not yet settled: domain and when committed.
     my_claims: HashMap<Hash, (String, Instant)>,
@@ -295,8 +295,6 @@ struct Engine {
     cert_latency_ms: std::collections::VecDeque<u64>,
     /// When each repeating warning (by key) was last logged, and how many were held back since.
     warned: HashMap<String, (Instant, u64)>,
-    /// Revealed commits not sealed on this node's chain yet.
-    awaiting_seal: HashSet<Hash>,
     /// A block or a commit arrived: react before the next tick (seal slots are short; a
     /// 100 ms tick per step added up to 300 ms to every claim).
     poked: bool,

@@ -6,80 +6,88 @@ use super::*;
 
 impl Engine {
     pub(super) fn on_commit(&mut self, commit: Commit) {
-        let id = commit.id();
-        if !self.domains.contains_key(commit.body.domain.as_str())
-            || self.commits.contains_key(&id)
-            || self.done.contains(&id)
-        {
+        if !self.domains.contains_key(commit.body.domain.as_str()) {
             return;
         }
-        if self.commits.len() >= MAX_PENDING
-            && let Some(oldest) = self.commits.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| *k)
-        {
-            self.commits.remove(&oldest);
-        }
+        let id = commit.id();
+        let (domain, optimizer, claimed) =
+            (commit.body.domain.to_string(), commit.body.optimizer, commit.body.claimed);
+        self.note_claim_seen(&commit);
+        // Seen before or settled: nothing new.
+        let Some(overtaken) = self.intake.commit(commit, Instant::now()) else { return };
         self.emit(
             "commit",
-            Some(commit.body.domain.as_str()),
-            json!({ "commit": id.to_string(), "optimizer": commit.body.optimizer.to_string(), "claimed": commit.body.claimed.to_f64() }),
+            Some(domain.as_str()),
+            json!({ "commit": id.to_string(), "optimizer": optimizer.to_string(), "claimed": claimed.to_f64() }),
         );
-        self.commits.insert(id, SeenCommit { commit, at: Instant::now() });
-        // A reveal that overtook its commit waits here.
-        if let Some((reveal, _)) = self.reveals.get(&id).cloned() {
+        // A reveal that overtook its commit waited for it.
+        if let Some(reveal) = overtaken {
             self.consider(reveal);
         }
     }
 
-    pub(super) fn on_reveal(&mut self, reveal: Reveal, at: Instant) {
-        let commit = reveal.body.commit;
-        // First revealer wins: the first reveal to carry these parameters, in arrival order, even
-        // before its commit is here or its timing checked (and even when its certificate
-        // overtook it), so a later copy never gets evaluated.
-        if self.params_first.len() >= MAX_PENDING * 4 {
-            self.params_first.clear();
-        }
-        self.params_first.entry(Hash::of(&encode(&reveal.body.params))).or_insert(commit);
-        if self.reveals.contains_key(&commit) || self.done.contains(&commit) {
+    /// Remembers how many candidates our loop had evaluated when a commit first reached us
+    /// (bounded; the count at the claim, not at its certificate).
+    fn note_claim_seen(&mut self, commit: &Commit) {
+        let id = commit.id();
+        if self.intake.has_commit(&id) || self.intake.is_settled(&id) {
             return;
         }
-        if self.reveals.len() >= MAX_PENDING {
-            self.reveals.clear();
+        let Some(rt) = self.domains.get_mut(commit.body.domain.as_str()) else { return };
+        if rt.claims_seen_at.len() >= MAX_SEEN_CLAIMS {
+            rt.claims_seen_at.pop_front();
         }
-        let domain = self
-            .commits
-            .get(&commit)
-            .map(|c| c.commit.body.domain.to_string())
-            .or_else(|| self.gossip.domain_of(&commit));
+        rt.claims_seen_at.push_back((id, rt.evaluations.load(Ordering::Relaxed)));
+    }
+
+    pub(super) fn on_reveal(&mut self, reveal: Reveal, at: Instant) {
+        let commit = reveal.body.commit;
+        let optimizer = reveal.body.optimizer;
+        // First revealer wins: the intake records the first reveal to carry these parameters,
+        // in arrival order, even before its commit is here or its timing checked (and even
+        // when its certificate overtook it), so a later copy never gets evaluated.
+        let ready = match self.intake.reveal(reveal.clone(), at) {
+            RevealIn::Old => return,
+            RevealIn::Waiting => false,
+            RevealIn::Ready => true,
+        };
+        let domain = self.domain_of(&commit);
         self.emit(
             "reveal",
             domain.as_deref(),
-            json!({ "commit": commit.to_string(), "optimizer": reveal.body.optimizer.to_string() }),
+            json!({ "commit": commit.to_string(), "optimizer": optimizer.to_string() }),
         );
-        self.reveals.insert(commit, (reveal.clone(), at));
-        if self.commits.contains_key(&commit) {
+        if ready {
             self.consider(reveal);
         }
+    }
+
+    /// The domain of a commit pending here or admitted by the gossip checks.
+    pub(super) fn domain_of(&self, commit: &Hash) -> Option<String> {
+        self.intake
+            .commit_of(commit)
+            .map(|c| c.commit.body.domain.to_string())
+            .or_else(|| self.gossip.domain_of(commit))
     }
 
     /// Checks a reveal and, when this node is in the quorum, starts evaluating it.
     pub(super) fn consider(&mut self, reveal: Reveal) {
         let commit_id = reveal.body.commit;
-        let Some(seen) = self.commits.get(&commit_id) else { return };
-        let commit = seen.commit.clone();
+        match self.intake.opening(&commit_id) {
+            Opening::Missing => return,
+            Opening::NotOpening => {
+                tracing::info!(commit = %commit_id, "reveal does not open its commit; ignored");
+                return;
+            }
+            Opening::Copy { first } => {
+                tracing::info!(commit = %commit_id, first = %first, "parameters already revealed by an earlier commit; not evaluated");
+                return;
+            }
+            Opening::Open => {}
+        }
+        let Some(commit) = self.intake.commit_of(&commit_id).map(|s| s.commit.clone()) else { return };
         let body = &reveal.body;
-        if body.optimizer != commit.body.optimizer
-            || poo::optimae_hash(&body.params, &body.salt, &body.optimizer) != commit.body.optimae_hash
-        {
-            tracing::info!(commit = %commit_id, "reveal does not open its commit; ignored");
-            return;
-        }
         let domain = commit.body.domain.to_string();
-        let params_hash = Hash::of(&encode(&body.params));
-        let first = self.params_first.get(&params_hash).copied().unwrap_or(commit_id);
-        if first != commit_id {
-            tracing::info!(commit = %commit_id, first = %first, "parameters already revealed by an earlier commit; not evaluated");
-            return;
-        }
         let state = self.tip_state();
         let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
         if let Err(e) = certs::check_params(&spec, &body.params) {
@@ -94,11 +102,8 @@ impl Engine {
             // The optimizer reveals once its commit is sealed on its chain; the sealing block
             // may not have reached us yet: look again when our tip moves (the reveal is already
             // recorded as the first of its parameters, so a copy cannot jump the queue).
-            if self.awaiting_seal.insert(commit_id) {
+            if self.intake.await_seal(commit_id) {
                 tracing::debug!(commit = %commit_id, "commit not sealed on our chain yet; waiting for it");
-            }
-            if self.awaiting_seal.len() > MAX_PENDING {
-                self.awaiting_seal.remove(&commit_id);
             }
             return;
         };
@@ -203,8 +208,11 @@ impl Engine {
                     },
                     &self.key,
                 );
-                let domain =
-                    self.commits.get(&m.commit).map(|c| c.commit.body.domain.to_string()).unwrap_or_default();
+                let domain = self
+                    .intake
+                    .commit_of(&m.commit)
+                    .map(|c| c.commit.body.domain.to_string())
+                    .unwrap_or_default();
                 println!("vote {domain} {} {} round {}", m.commit, measured.to_f64(), m.round);
                 self.publish(Topic::Optimae(domain.clone()), GossipMessage::Vote(Box::new(vote.clone())))
                     .await;
@@ -236,32 +244,29 @@ impl Engine {
         if !self.tallies.entry(commit).or_default().add(round, evaluator, measured, vote, Instant::now()) {
             return;
         }
-        let domain = self
-            .commits
-            .get(&commit)
-            .map(|c| c.commit.body.domain.to_string())
-            .or_else(|| self.gossip.domain_of(&commit));
+        let domain = self.domain_of(&commit);
         self.events.emit("vote", domain.as_deref(), event);
         self.try_certify(commit);
     }
 
     /// Assembles the certificate once every first-round vote is in.
     pub(super) fn try_certify(&mut self, commit_id: Hash) {
+        // In-memory checks first: a reveal without its commit (anyone can gossip one) costs a
+        // map lookup, not a store read, each time the pending reveals are looked at again.
+        let (Some(seen), Some((reveal, revealed_at))) =
+            (self.intake.commit_of(&commit_id), self.intake.reveal_of(&commit_id))
+        else {
+            return;
+        };
         if self.certs.contains_key(&commit_id)
             || self.store.lock().certificate_location(&commit_id).ok().flatten().is_some()
         {
             return;
         }
-        let (Some(seen), Some((reveal, revealed_at))) =
-            (self.commits.get(&commit_id), self.reveals.get(&commit_id))
-        else {
-            return;
-        };
         let revealed_at = *revealed_at;
         // A copy (these parameters were revealed first under another commit) is never
         // certified by this node, in the first round or in an escalation.
-        let params_hash = Hash::of(&encode(&reveal.body.params));
-        if self.params_first.get(&params_hash).is_some_and(|first| *first != commit_id) {
+        if self.intake.is_copy(&commit_id) {
             return;
         }
         let commit = seen.commit.clone();
@@ -384,7 +389,7 @@ impl Engine {
         q: &quorum::Quorums,
         spec: &DomainSpec,
     ) -> bool {
-        let Some(domain) = self.commits.get(commit).map(|c| c.commit.body.domain.clone()) else {
+        let Some(domain) = self.intake.commit_of(commit).map(|c| c.commit.body.domain.clone()) else {
             return false;
         };
         let round = tally::Round {

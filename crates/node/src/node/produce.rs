@@ -7,7 +7,7 @@ use super::*;
 impl Engine {
     /// Keeps a commit (admitted by the gossip checks, or ours) for inclusion in our blocks.
     pub(super) fn pool_commit(&mut self, commit: &Commit) {
-        if self.commit_pool.len() < MAX_PENDING && !self.done.contains(&commit.id()) {
+        if self.commit_pool.len() < MAX_PENDING && !self.intake.is_settled(&commit.id()) {
             self.commit_pool.entry(commit.id()).or_insert_with(|| (commit.clone(), Instant::now()));
         }
     }

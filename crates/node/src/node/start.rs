@@ -64,6 +64,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 trials_in: None,
                 sharing: Arc::default(),
                 trial_seq: 0,
+                claims_seen_at: std::collections::VecDeque::new(),
                 experiment: (
                     {
                         let mut id = [0u8; 16];
@@ -213,12 +214,9 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         store: store.clone(),
         net: network.handle.clone(),
         domains: rts,
-        commits: HashMap::new(),
-        reveals: HashMap::new(),
-        params_first: HashMap::new(),
+        intake: Intake::new(MAX_PENDING),
         tallies: HashMap::new(),
         evaluating: HashSet::new(),
-        done: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
         my_claims: HashMap::new(),
         held: HashMap::new(),
@@ -251,7 +249,6 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         evidence: Vec::new(),
         cert_latency_ms: std::collections::VecDeque::new(),
         warned: HashMap::new(),
-        awaiting_seal: HashSet::new(),
         poked: false,
         voter,
         finality_evidence: Vec::new(),

@@ -72,7 +72,7 @@ impl Engine {
         task: doin_api::tasks::Task,
         done: doin_api::tasks::Completion,
     ) {
-        let Some(commit) = self.commits.get(&hex_hash(&task.commit)).map(|c| c.commit.clone()) else {
+        let Some(commit) = self.intake.commit_of(&hex_hash(&task.commit)).map(|c| c.commit.clone()) else {
             tracing::info!(task = %task.task_id, "completed task's commit is gone; no vote");
             return;
         };
@@ -90,7 +90,7 @@ impl Engine {
     pub(super) fn refresh_live(&self, state: &State) {
         let Ok(mut live) = self.live.write() else { return };
         live.mempool = self.mempool.len();
-        live.pending_commitments = self.commits.len().saturating_sub(self.certs.len());
+        live.pending_commitments = self.intake.len().saturating_sub(self.certs.len());
         live.pending_quorums =
             self.evaluating.len() + self.tallies.values().filter(|t| t.escalated()).count();
         let refused = self.gossip.refused();
@@ -147,7 +147,7 @@ impl Engine {
                 json!({
                     "commit": commit.to_string(),
                     "round": round,
-                    "domain_id": self.commits.get(commit).map(|c| c.commit.body.domain.to_string()),
+                    "domain_id": self.intake.commit_of(commit).map(|c| c.commit.body.domain.to_string()),
                 })
             })
             .collect();

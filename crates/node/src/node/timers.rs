@@ -69,15 +69,17 @@ impl Engine {
         // (a member may have left the domain's quorums).
         let recheck = std::mem::take(&mut self.recheck_quorums);
         let waiting: Vec<Hash> = self
-            .reveals
-            .iter()
+            .intake
+            .reveals()
             .filter(|(k, (_, at))| {
-                !self.certs.contains_key(*k)
+                // Only reveals whose commit we hold can be certified (the rest wait for it).
+                self.intake.has_commit(k)
+                    && !self.certs.contains_key(*k)
                     && !self.tallies.get(*k).is_some_and(tally::Tally::escalated)
                     && (recheck
                         || self
-                            .commits
-                            .get(*k)
+                            .intake
+                            .commit_of(k)
                             .and_then(|seen| state.domain(&seen.commit.body.domain))
                             .is_some_and(|d| self.votes_missing(k, *at, &d.spec)))
             })
