@@ -412,6 +412,73 @@ mod tests {
         assert!(intake.done.len() <= 64 && intake.done_order.len() <= 64);
     }
 
+    /// Random sequences of arrivals, settlements and pruning over a small pool of claims (some
+    /// sharing parameters, some reveals forged): the bounds hold, a reveal judged open is the
+    /// first of its parameters, a copy is never judged open, and a settled commit is not taken
+    /// in again while remembered.
+    #[test]
+    fn random_sequences_keep_the_rules_and_the_bounds() {
+        use rand::{Rng, SeedableRng};
+        let keys: Vec<Keypair> = (1..=4).map(key).collect();
+        let pool: Vec<Claim> =
+            (0..24u8).map(|i| claim(&keys[usize::from(i % 4)], &[i64::from(i % 6), 1], i)).collect();
+        for seed in 0..40u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let (mut intake, t0) = (Intake::new(6), Instant::now());
+            let mut opened: std::collections::BTreeMap<Hash, Hash> = Default::default();
+            for step in 0..300u64 {
+                let now = t0 + Duration::from_millis(step);
+                let c = &pool[rng.random_range(0..pool.len())];
+                let id = c.commit.id();
+                match rng.random_range(0..10) {
+                    0..=2 => {
+                        let settled = intake.is_settled(&id);
+                        let r = intake.commit(c.commit.clone(), now);
+                        assert!(!(settled && r.is_some()), "a settled commit was taken in again");
+                    }
+                    3..=5 => {
+                        intake.reveal(c.reveal.clone(), now);
+                    }
+                    6 => {
+                        let mut forged = pool[rng.random_range(0..pool.len())].reveal.clone();
+                        forged.body.commit = id;
+                        intake.reveal(forged, now);
+                    }
+                    7 => intake.settle(id),
+                    8 => {
+                        let _ = intake.await_seal(id);
+                    }
+                    _ => {
+                        let keep = rng.random_range(0..4) != 0;
+                        intake.retain(|_, _, _| keep);
+                        let _ = intake.take_awaiting();
+                    }
+                }
+                assert!(intake.len() <= 6 && intake.reveals().count() <= 6);
+                assert!(intake.params_first.len() <= 24 && intake.done.len() <= 24);
+                assert!(intake.awaiting_seal.len() <= 6);
+                for (id, (reveal, _)) in intake.reveals() {
+                    let ph = params_hash(&reveal.body.params);
+                    match intake.opening(id) {
+                        Opening::Open => {
+                            assert_eq!(intake.first_of(&ph), Some(*id), "open but not the first");
+                            // Once a parameter set had an owner here, no other commit opens it
+                            // while that owner is remembered.
+                            if let Some(owner) = opened.get(&ph)
+                                && intake.first_of(&ph) == Some(*owner)
+                            {
+                                assert_eq!(owner, id);
+                            }
+                            opened.insert(ph, *id);
+                        }
+                        Opening::Copy { first } => assert_ne!(first, *id),
+                        Opening::NotOpening | Opening::Missing => {}
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn reveals_waiting_for_their_seal_come_back_once_and_leave_with_their_commit() {
         let (mut intake, t) = (Intake::new(8), Instant::now());
