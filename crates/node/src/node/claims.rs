@@ -51,9 +51,9 @@ impl Engine {
         // the order each saw them, so two commits of one set split the quorums between them
         // and neither completes (a 4-node devnet stalled on such a pair, everyone holding
         // behind it).
-        let params_hash = Hash::of(&encode(&params));
+        let params_hash = crate::intake::params_hash(&params);
         if self.intake.first_of(&params_hash).is_some()
-            || self.my_reveals.iter().any(|(_, r)| Hash::of(&encode(&r.body.params)) == params_hash)
+            || self.my_reveals.iter().any(|(_, r)| crate::intake::params_hash(&r.body.params) == params_hash)
         {
             tracing::debug!(
                 domain = f.domain,

@@ -63,7 +63,7 @@ use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
     Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, DomainSpec,
     DoubleVoteEvidence, FinalityEvidence, Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Signed,
-    Transaction, Vote, VoteBody, encode, poo,
+    Transaction, Vote, VoteBody, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;

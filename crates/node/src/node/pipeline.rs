@@ -12,9 +12,9 @@ impl Engine {
         let id = commit.id();
         let (domain, optimizer, claimed) =
             (commit.body.domain.to_string(), commit.body.optimizer, commit.body.claimed);
-        self.note_claim_seen(&commit);
         // Seen before or settled: nothing new.
         let Some(overtaken) = self.intake.commit(commit, Instant::now()) else { return };
+        self.note_claim_seen(&domain, id);
         self.emit(
             "commit",
             Some(domain.as_str()),
@@ -28,12 +28,8 @@ impl Engine {
 
     /// Remembers how many candidates our loop had evaluated when a commit first reached us
     /// (bounded; the count at the claim, not at its certificate).
-    fn note_claim_seen(&mut self, commit: &Commit) {
-        let id = commit.id();
-        if self.intake.has_commit(&id) || self.intake.is_settled(&id) {
-            return;
-        }
-        let Some(rt) = self.domains.get_mut(commit.body.domain.as_str()) else { return };
+    fn note_claim_seen(&mut self, domain: &str, id: Hash) {
+        let Some(rt) = self.domains.get_mut(domain) else { return };
         if rt.claims_seen_at.len() >= MAX_SEEN_CLAIMS {
             rt.claims_seen_at.pop_front();
         }
