@@ -15,6 +15,7 @@ pub mod mempool;
 pub mod node;
 pub mod optimizer;
 pub mod participation;
+pub mod production;
 pub mod store;
 pub mod tally;
 pub mod trials;

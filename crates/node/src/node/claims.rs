@@ -163,8 +163,8 @@ impl Engine {
         claimed: Metric,
     ) -> Standing {
         let certified = self
-            .certs
-            .values()
+            .production
+            .certs()
             .filter(|c| c.cert.commit.body.domain == *domain && c.cert.outcome == Outcome::Accept)
             .map(|c| c.median);
         let cap = hold_cap(self.quorum_timeout, spec);
@@ -180,7 +180,7 @@ impl Engine {
                     // their rejects): a stream of inflated claims from a liar or a newcomer
                     // holds no one.
                     && state.reputation(&body.optimizer, domain) > 0
-                    && !self.certs.contains_key(*id)
+                    && !self.production.has_cert(id)
                     && match self.intake.reveal_of(id) {
                         Some((_, at)) => at.elapsed() < cap && !self.intake.is_copy(id),
                         None => seen.at.elapsed() < self.seal_wait,

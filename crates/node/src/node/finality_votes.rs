@@ -13,7 +13,7 @@ impl Engine {
                 evidence.first.body.target.height, evidence.second.body.target.height
             );
             self.emit("finality_offence", None, json!({ "voter": voter.to_string() }));
-            self.add_finality_evidence(evidence.clone());
+            self.production.add_finality_evidence(evidence.clone());
             self.publish(Topic::Blocks, GossipMessage::FinalityEvidence(Box::new(evidence))).await;
         }
         #[cfg(feature = "adversary")]
@@ -31,16 +31,6 @@ impl Engine {
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot vote for finality"),
-        }
-    }
-
-    /// Keeps finality evidence for our blocks (once each, at most a block's worth).
-    pub(super) fn add_finality_evidence(&mut self, evidence: FinalityEvidence) {
-        let offence = evidence.offence();
-        if self.finality_evidence.len() < doin_primitives::finality::MAX_BLOCK_FINALITY_EVIDENCE
-            && !self.finality_evidence.iter().any(|e| e.offence() == offence)
-        {
-            self.finality_evidence.push(evidence);
         }
     }
 }

@@ -72,10 +72,10 @@ impl Engine {
                     self.on_reveal(*r, Instant::now());
                 }
                 GossipMessage::Vote(v) => self.on_vote(*v),
-                GossipMessage::Evidence(e) => self.add_evidence(*e),
+                GossipMessage::Evidence(e) => self.production.add_evidence(*e),
                 // Admitted into the pool by the gossip check; included by our blocks.
                 GossipMessage::FinalityVote(_) => {}
-                GossipMessage::FinalityEvidence(e) => self.add_finality_evidence(*e),
+                GossipMessage::FinalityEvidence(e) => self.production.add_finality_evidence(*e),
             },
             _ => {}
         }
@@ -87,17 +87,17 @@ impl Engine {
             (s.tip().tip().hash, s.tip().height())
         };
         let mempool = &self.mempool;
-        let pool = &self.commit_pool;
+        let production = &self.production;
         // Certificates we assembled ourselves from the same votes have the same id: most work
         // blocks rebuild without fetching their bodies.
         let certs: HashMap<Hash, &Certificate> = if compact.cert_ids.is_empty() {
             HashMap::new()
         } else {
-            self.certs.values().map(|c| (c.cert.id(), &c.cert)).collect()
+            production.certs().map(|c| (c.cert.id(), &c.cert)).collect()
         };
         match compact.rebuild(
             |id| mempool.get(id),
-            |id| pool.get(id).map(|(c, _)| c.clone()),
+            |id| production.pooled_commit(id).cloned(),
             |id| certs.get(id).map(|c| (*c).clone()),
         ) {
             Ok(block) if compact.header.parent_hash == tip => {
@@ -215,9 +215,9 @@ impl Engine {
         self.last_tip = tip;
         self.recheck_quorums = true;
         self.gossip.set_state(state.clone());
-        // Evidence the chain has used (or can no longer use) leaves the pool.
-        self.evidence.retain(|e| certs::check_evidence(&state, e).is_ok());
-        self.finality_evidence.retain(|e| doin_consensus::finality::check_evidence(&state, e).is_ok());
+        // Evidence the chain has used (or can no longer use) leaves the pool, and so do pooled
+        // commits included on our chain or that never can be.
+        self.production.on_tip(&state, Instant::now(), self.claim_deadline);
         // The store's finalized checkpoint, not the tip state's: a reorg onto a heavier branch
         // may carry an older one in its state, and what this node announced stays final.
         let (justified, finalized) = (state.meta().justified, self.store.lock().finalized());
@@ -359,14 +359,6 @@ impl Engine {
             },
         };
         self.intake.retain(alive);
-        // Pooled commits leave once included on our chain, or once they can never be.
-        self.commit_pool.retain(|id, (c, at)| {
-            state.committed_at(id).is_none()
-                && match state.recent_block(&c.body.reference_block) {
-                    Some(r) => height.saturating_sub(r.height) < window,
-                    None => at.elapsed() < grace,
-                }
-        });
         let intake = &self.intake;
         self.tallies.retain(|k, _| intake.has_commit(k));
         self.evaluating.retain(|(k, _)| intake.has_commit(k));

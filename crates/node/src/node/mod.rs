@@ -51,19 +51,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use doin_consensus::{
-    BlockError, BlockTemplate, GenesisSpec, State, build_block, certs, commits, heartbeat_leader,
-    heartbeat_slot, quorum,
-};
+use doin_consensus::{GenesisSpec, State, certs, quorum};
 use doin_net::{
     CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, PeerId, Topic,
     sync::{BlockSink, best_peer, sync_from},
 };
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
-    Address, Block, BlockBody, BlockKind, BoundedVec, Certificate, Commit, CommitBody, DomainSpec,
-    DoubleVoteEvidence, FinalityEvidence, Hash, Keypair, Metric, Outcome, Reveal, RevealBody, Signed,
-    Transaction, Vote, VoteBody, poo,
+    Address, Block, BoundedVec, Certificate, Commit, CommitBody, DomainSpec, Hash, Keypair, Metric, Outcome,
+    Reveal, RevealBody, Signed, Vote, VoteBody, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
@@ -77,6 +73,7 @@ use crate::{
     mempool::Mempool,
     optimizer::{self, Control, Found},
     participation::{self, EvalHealth, Participation},
+    production::{Production, ReadyCert},
     store::SharedStore,
     tally,
 };
@@ -181,13 +178,6 @@ struct DomainRt {
 /// Commits a node remembers its evaluation count at for each domain.
 const MAX_SEEN_CLAIMS: usize = 64;
 
-struct ReadyCert {
-    cert: Certificate,
-    ready_at: Instant,
-    /// The decisive median (trusted: the claim).
-    median: Metric,
-}
-
 struct Measured {
     commit: Hash,
     round: u8,
@@ -251,10 +241,9 @@ struct Engine {
     claim_deadline: Duration,
     /// Our reveals, each held until its commit is sealed on our chain (with when committed).
     my_reveals: Vec<(Instant, Reveal)>,
-    /// Commits to include in our blocks when we lead a seal slot (any domain), bounded; a full
-    /// pool refuses newcomers rather than evicting.
-    commit_pool: BTreeMap<Hash, (Commit, Instant)>,
-    certs: HashMap<Hash, ReadyCert>,
+    /// What our blocks may carry (pooled commits, certificates assembled here, evidence) and
+    /// when we may produce ([`crate::production`]).
+    production: Production,
     mempool: Mempool,
     eval_slots: Arc<Semaphore>,
     measured_tx: mpsc::Sender<Measured>,
@@ -289,8 +278,6 @@ struct Engine {
     tracked: BTreeMap<u64, Hash>,
     /// The gossip state checks (the network actor runs them; the loop keeps their state).
     gossip: Arc<GossipCheck>,
-    /// Double-vote evidence to include in our blocks (found here or gossiped), bounded.
-    evidence: Vec<DoubleVoteEvidence>,
     /// Milliseconds from our commits to their certificates (the latest 4 096).
     cert_latency_ms: std::collections::VecDeque<u64>,
     /// When each repeating warning (by key) was last logged, and how many were held back since.
@@ -300,8 +287,6 @@ struct Engine {
     poked: bool,
     /// This node's finality votes, with their slashing protection record.
     voter: crate::finality::Voter,
-    /// Conflicting finality votes to include in our blocks (found here or gossiped), bounded.
-    finality_evidence: Vec<FinalityEvidence>,
     /// The justified and finalized heights last printed.
     finality_shown: (u64, u64),
     /// Peer polls so far.
@@ -319,19 +304,6 @@ pub fn run(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(other)?;
     runtime.block_on(start::run_async(config, limits))
-}
-
-/// Whether a ready certificate adds no work on `state`: a reject, a trusted domain's accept, or
-/// an accept whose median does not beat the champion by more than the acceptance tolerance
-/// (consensus counts it late). Such certificates ride heartbeat blocks.
-fn adds_no_work(state: &State, c: &ReadyCert) -> bool {
-    let Some(d) = state.domain(&c.cert.commit.body.domain) else { return false };
-    if c.cert.outcome == Outcome::Reject || d.spec.trusted() {
-        return true;
-    }
-    let old = d.champion.as_ref().map_or(d.spec.baseline, |ch| ch.performance);
-    let noise = certs::certificate_noise(&d.spec, &c.cert, c.median);
-    !certs::improves(&d.spec, old, c.median, noise).unwrap_or(false)
 }
 
 /// Where a claim stands against the other claims of its domain that this node knows.
@@ -372,21 +344,6 @@ fn hold_cap(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Dur
 fn quorums_of(state: &State, commit: &Commit) -> Option<quorum::Quorums> {
     let b = &commit.body;
     quorum::quorums_for(state, &b.domain, &b.optimizer, &commit.id())
-}
-
-/// Whether a certificate refused with `e` can never become valid (then its commit is forgotten);
-/// the others depend on which chain the commit is sealed on.
-fn refused_for_good(e: &doin_consensus::CertError) -> bool {
-    use doin_consensus::CertError as E;
-    matches!(
-        e,
-        E::Opening(_)
-            | E::UnknownDomain(_)
-            | E::ParamOutOfBounds { .. }
-            | E::ParamCount { .. }
-            | E::Duplicate(_)
-            | E::Overflow(_)
-    )
 }
 
 /// This node's data seed for round `round` of a commit sealed on `state`'s chain: its seed

@@ -254,7 +254,7 @@ impl Engine {
         else {
             return;
         };
-        if self.certs.contains_key(&commit_id)
+        if self.production.has_cert(&commit_id)
             || self.store.lock().certificate_location(&commit_id).ok().flatten().is_some()
         {
             return;
@@ -285,12 +285,13 @@ impl Engine {
             // Pending trusted claims this one matches or beats would only land as late: drop them.
             let domain = commit.body.domain.clone();
             let claimed = commit.body.claimed;
-            self.certs.retain(|_, c| {
+            self.production.retain_certs(|c| {
                 c.cert.commit.body.domain != domain
                     || spec.direction.gain(claimed, c.cert.commit.body.claimed).is_none_or(|g| g < 0)
             });
             self.emit_certificate(&cert, claimed, true);
-            self.certs.insert(commit_id, ReadyCert { cert, ready_at: Instant::now(), median: claimed });
+            self.production
+                .add_cert(commit_id, ReadyCert { cert, ready_at: Instant::now(), median: claimed });
             self.poked = true;
             return;
         }
@@ -368,7 +369,7 @@ impl Engine {
         println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
         self.emit_certificate(&cert, median, false);
         let ready_at = Instant::now() + OTHERS_GRACE;
-        self.certs.insert(commit_id, ReadyCert { cert, ready_at, median });
+        self.production.add_cert(commit_id, ReadyCert { cert, ready_at, median });
         self.poked = true;
         if let Ok(mut q) = self.tasks.lock() {
             q.remove(&format!("{commit_id}:0"));
@@ -410,15 +411,5 @@ impl Engine {
         };
         let none = tally::Tally::default();
         self.tallies.get(commit).unwrap_or(&none).timed_out(&round, Instant::now())
-    }
-
-    /// Keeps double-vote evidence for our blocks (once each, at most a block's worth).
-    pub(super) fn add_evidence(&mut self, evidence: DoubleVoteEvidence) {
-        let id = evidence.id();
-        if self.evidence.len() < doin_primitives::block::MAX_BLOCK_EVIDENCE
-            && !self.evidence.iter().any(|e| e.id() == id)
-        {
-            self.evidence.push(evidence);
-        }
     }
 }

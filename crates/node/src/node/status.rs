@@ -90,13 +90,13 @@ impl Engine {
     pub(super) fn refresh_live(&self, state: &State) {
         let Ok(mut live) = self.live.write() else { return };
         live.mempool = self.mempool.len();
-        live.pending_commitments = self.intake.len().saturating_sub(self.certs.len());
+        live.pending_commitments = self.intake.len().saturating_sub(self.production.certs().count());
         live.pending_quorums =
             self.evaluating.len() + self.tallies.values().filter(|t| t.escalated()).count();
         let refused = self.gossip.refused();
         live.gossip_refused = (refused.rejected, refused.ignored);
         live.gossip_pending = self.gossip.pending();
-        live.evidence_pending = self.evidence.len() + self.finality_evidence.len();
+        live.evidence_pending = self.production.evidence_pending();
         live.finality_votes_pending = self.gossip.finality_pooled();
         for (id, rt) in &self.domains {
             let ds = state.domain(&Self::domain_id(id));

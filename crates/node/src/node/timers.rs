@@ -19,7 +19,7 @@ impl Engine {
                 None,
                 json!({ "evaluator": e.evaluator.to_string(), "commit": e.commit.to_string(), "round": e.round }),
             );
-            self.add_evidence(evidence.clone());
+            self.production.add_evidence(evidence.clone());
             self.publish(Topic::Blocks, GossipMessage::Evidence(Box::new(evidence))).await;
         }
 
@@ -74,7 +74,7 @@ impl Engine {
             .filter(|(k, (_, at))| {
                 // Only reveals whose commit we hold can be certified (the rest wait for it).
                 self.intake.has_commit(k)
-                    && !self.certs.contains_key(*k)
+                    && !self.production.has_cert(k)
                     && !self.tallies.get(*k).is_some_and(tally::Tally::escalated)
                     && (recheck
                         || self
