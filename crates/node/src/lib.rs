@@ -14,6 +14,7 @@ pub mod intake;
 pub mod mempool;
 pub mod node;
 pub mod optimizer;
+pub mod own_claims;
 pub mod participation;
 pub mod production;
 pub mod store;

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use doin_primitives::{CommitBody, RevealBody};
 
 impl Engine {
     /// The double voter: a second, different vote for the same commit and round, published
@@ -54,6 +55,7 @@ impl Engine {
             &self.key,
         );
         println!("copy {domain} {} of {}", commit.id(), body.commit);
-        self.publish_commit(commit, reveal).await;
+        self.claims.await_seal(reveal, Instant::now());
+        self.publish_commit(commit).await;
     }
 }

@@ -5,14 +5,12 @@
 use super::*;
 
 impl Engine {
-    /// Commits an optimizer's report (`held_since`: it was held behind others' claims since
-    /// then), holds it, or settles it when it cannot be committed.
+    /// Judges an optimizer's report ([`OwnClaims::judge`]; `held_since`: it was held behind
+    /// others' claims since then) and publishes the commit, or tells the loop it settled.
     pub(super) async fn on_found(&mut self, f: Found, held_since: Option<Instant>) {
-        // A newer report replaces the one held: the loop only reports improvements on it.
-        let held_since = held_since.or_else(|| self.held.remove(&f.domain).map(|(_, since)| since));
-        if let Some(rt) = self.domains.get_mut(&f.domain)
-            && held_since.is_none()
-        {
+        let Some(rt) = self.domains.get_mut(&f.domain) else { return };
+        let target_reached = rt.target_reached;
+        if held_since.is_none() {
             rt.last_found = Some(json!({
                 "performance": f.measurement.performance,
                 "metrics": f.measurement.metrics,
@@ -20,136 +18,79 @@ impl Engine {
                 "timestamp": doin_api::rfc3339(now_ms()),
             }));
         }
-        let Some(rt) = self.domains.get(&f.domain) else { return };
-        if rt.target_reached {
+        if target_reached {
             self.settle(&f.domain);
             return;
         }
+        let Some(rt) = self.domains.get(&f.domain) else { return };
+        let params = BoundedVec::try_from_vec(rt.domain.space().to_params(&f.values)).ok();
+        let experiment = poo::ExperimentMeta {
+            experiment_id: doin_primitives::BoundedString::new(rt.experiment.0.as_str()).unwrap_or_default(),
+            round: 0,
+            config_hash: rt.experiment.1,
+        };
         let state = self.tip_state();
         let id = Self::domain_id(&f.domain);
         let Some(spec) = state.domain(&id).map(|d| d.spec.clone()) else {
             self.settle(&f.domain);
             return;
         };
-        // Only commit what beats the verified champion (or the baseline); a report that is not
-        // committed settles at once, so it does not bar the loop's next ones.
-        let current = state
-            .domain(&id)
-            .and_then(|d| d.champion.as_ref().map(|c| c.performance))
-            .unwrap_or(spec.baseline);
-        let claimed = Metric::from_f64(f.measurement.performance)
-            .filter(|c| certs::improves(&spec, current, *c, 0).unwrap_or(false));
-        let params: Option<poo::Params> =
-            BoundedVec::try_from_vec(rt.domain.space().to_params(&f.values)).ok();
-        let (Some(claimed), Some(params)) = (claimed, params) else {
-            self.settle(&f.domain);
-            return;
-        };
-        // Near the optimum distinct candidates round to the same on-chain parameters. Those
-        // already revealed (by anyone), or in a commit of ours not revealed yet, are never
-        // committed again: evaluators evaluate only the first reveal of a parameter set, in
-        // the order each saw them, so two commits of one set split the quorums between them
-        // and neither completes (a 4-node devnet stalled on such a pair, everyone holding
-        // behind it).
-        let params_hash = crate::intake::params_hash(&params);
-        if self.intake.first_of(&params_hash).is_some()
-            || self.my_reveals.iter().any(|(_, r)| crate::intake::params_hash(&r.body.params) == params_hash)
-        {
-            tracing::debug!(
-                domain = f.domain,
-                "these parameters were committed already; not committed again"
-            );
-            self.settle(&f.domain);
-            return;
-        }
-        // Verification is the network's cost of a claim: one that another optimizer's better
-        // claim, now in verification, would likely make late waits for that claim's outcome
-        // (bounded by `hold_cap`, so a claim that never settles holds no one for long).
-        match self.standing_of(&id, &spec, claimed) {
-            Standing::Clear => {}
-            Standing::Beaten => {
-                tracing::debug!(
-                    domain = f.domain,
-                    claimed = claimed.to_f64(),
-                    "an accepted claim beats this report; not committed"
-                );
-                self.settle(&f.domain);
-                return;
-            }
-            Standing::Behind => {
-                let since = held_since.unwrap_or_else(Instant::now);
-                if since.elapsed() < hold_cap(self.quorum_timeout, &spec) {
-                    if held_since.is_none() {
-                        self.emit("held", Some(f.domain.as_str()), json!({ "claimed": claimed.to_f64() }));
-                    }
-                    tracing::debug!(
-                        domain = f.domain,
-                        claimed = claimed.to_f64(),
-                        "a better claim is in verification; holding this one"
-                    );
-                    self.held.insert(f.domain.clone(), (f, since));
-                    return;
-                }
-                tracing::info!(
-                    domain = f.domain,
-                    held_s = since.elapsed().as_secs(),
-                    "claim held past the cap; committing it"
-                );
-            }
-        }
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
-        let commit = Signed::sign(
-            CommitBody {
-                domain: id.clone(),
-                optimizer: self.me,
-                optimae_hash: poo::optimae_hash(&params, &salt, &self.me),
-                claimed,
-                reference_block: state.tip().hash,
-            },
-            &self.key,
-        );
-        let reveal = Signed::sign(
-            RevealBody {
-                commit: commit.id(),
-                optimizer: self.me,
+        let (domain, evaluations) = (f.domain.clone(), f.evaluations);
+        let mut claims = std::mem::replace(&mut self.claims, OwnClaims::new(0));
+        let decision = claims.judge(
+            f,
+            held_since,
+            Judge {
+                state: &state,
+                key: &self.key,
+                domain: &id,
                 params,
+                experiment,
                 salt,
-                artifact: None,
-                experiment: poo::ExperimentMeta {
-                    experiment_id: doin_primitives::BoundedString::new(rt.experiment.0.as_str())
-                        .unwrap_or_default(),
-                    round: f.evaluations,
-                    config_hash: rt.experiment.1,
-                },
+                taken: &|h| self.intake.first_of(h).is_some(),
+                standing: &|claimed| self.standing_of(&id, &spec, claimed),
+                hold_cap: hold_cap(self.quorum_timeout, &spec),
             },
-            &self.key,
+            Instant::now(),
         );
-        println!(
-            "commit {} {} claimed {} after {} evaluations",
-            f.domain,
-            commit.id(),
-            claimed.to_f64(),
-            f.evaluations
-        );
-        if self.my_claims.len() >= MAX_PENDING {
-            // Claims dropped from the record settle now (nothing would settle them later).
-            let domains: HashSet<String> = self.my_claims.drain().map(|(_, (d, _))| d).collect();
-            for d in domains {
-                self.settle(&d);
+        self.claims = claims;
+        match decision {
+            Decision::Settled(why) => {
+                tracing::debug!(domain, why, "report not committed");
+                self.settle(&domain);
+            }
+            Decision::Held { first, claimed } => {
+                if first {
+                    self.emit("held", Some(domain.as_str()), json!({ "claimed": claimed.to_f64() }));
+                }
+                tracing::debug!(
+                    domain,
+                    claimed = claimed.to_f64(),
+                    "a better claim is in verification; holding this one"
+                );
+            }
+            Decision::Committed { commit, claimed, dropped } => {
+                println!(
+                    "commit {domain} {} claimed {} after {evaluations} evaluations",
+                    commit.id(),
+                    claimed.to_f64()
+                );
+                for d in dropped {
+                    self.settle(&d);
+                }
+                self.publish_commit(*commit).await;
             }
         }
-        self.my_claims.insert(commit.id(), (f.domain.clone(), Instant::now()));
-        self.publish_commit(commit, reveal).await;
     }
 
-    /// Gossips our commit for inclusion (on the blocks topic: any seal leader may include it)
-    /// and keeps its reveal until the commit is sealed on our chain.
-    pub(super) async fn publish_commit(&mut self, commit: Commit, reveal: Reveal) {
+    /// Gossips our commit for inclusion (on the blocks topic: any seal leader may include it);
+    /// its reveal waits in [`OwnClaims`] until the commit is sealed on our chain.
+    pub(super) async fn publish_commit(&mut self, commit: Commit) {
         self.pool_commit(&commit);
         self.on_commit(commit.clone());
         self.publish(Topic::Blocks, GossipMessage::Commit(Box::new(commit))).await;
-        self.my_reveals.push((Instant::now(), reveal));
         self.poked = true;
     }
 
@@ -226,21 +167,12 @@ impl Engine {
         }
     }
 
-    /// Gossips our reveals whose commits are sealed on our chain (their quorums are drawn).
+    /// Gossips our reveals whose commits are sealed on our chain (their quorums are drawn);
+    /// those whose commits never were within the claim deadline are dropped.
     pub(super) async fn release_reveals(&mut self, state: &State) {
-        // Reveals whose commits are sealed on our chain (their quorums are drawn); those whose
-        // commits never were within the claim deadline are dropped.
-        let deadline = self.claim_deadline;
-        let due: Vec<Reveal> = {
-            let (due, keep): (Vec<_>, Vec<_>) =
-                self.my_reveals.drain(..).partition(|(_, r)| quorum::sealed(state, &r.body.commit).is_some());
-            self.my_reveals = keep.into_iter().filter(|(at, _)| at.elapsed() < deadline).collect();
-            due.into_iter().map(|(_, r)| r).collect()
-        };
-        for reveal in due {
-            let domain = self.domain_of(&reveal.body.commit);
+        for reveal in self.claims.due_reveals(state, Instant::now(), self.claim_deadline) {
             // A commit forgotten meanwhile (certified, or its reference aged out) is not revealed.
-            let Some(domain) = domain else { continue };
+            let Some(domain) = self.domain_of(&reveal.body.commit) else { continue };
             self.publish(Topic::Optimae(domain), GossipMessage::Reveal(Box::new(reveal.clone()))).await;
             self.on_reveal(reveal, Instant::now());
         }

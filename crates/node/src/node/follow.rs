@@ -264,7 +264,7 @@ impl Engine {
                 // Our claim settled (champion or not): it stops barring the loop's next
                 // candidates, whose bar is the champion again (a lucky measurement here must
                 // not stall our optimizer).
-                if self.my_claims.remove(&id).is_some() {
+                if self.claims.settled(&id).is_some() {
                     self.settle(c.commit.body.domain.as_str());
                 }
             }

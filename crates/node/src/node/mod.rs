@@ -39,9 +39,6 @@ mod start;
 mod status;
 mod timers;
 
-#[cfg(test)]
-mod tests;
-
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
@@ -58,8 +55,8 @@ use doin_net::{
 };
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
-    Address, Block, BoundedVec, Certificate, Commit, CommitBody, DomainSpec, Hash, Keypair, Metric, Outcome,
-    Reveal, RevealBody, Signed, Vote, VoteBody, poo,
+    Address, Block, BoundedVec, Certificate, Commit, DomainSpec, Hash, Keypair, Metric, Outcome, Reveal,
+    Signed, Vote, VoteBody, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
@@ -72,6 +69,7 @@ use crate::{
     intake::{Intake, Opening, RevealIn},
     mempool::Mempool,
     optimizer::{self, Control, Found},
+    own_claims::{Decision, Judge, OwnClaims, Standing, hold_cap, standing},
     participation::{self, EvalHealth, Participation},
     production::{Production, ReadyCert},
     store::SharedStore,
@@ -231,16 +229,12 @@ struct Engine {
     tallies: HashMap<Hash, tally::Tally<Vote>>,
     evaluating: HashSet<(Hash, u8)>,
     quorum_timeout: Duration,
-    /// This node's commitments not yet settled: domain and when committed.
-    my_claims: HashMap<Hash, (String, Instant)>,
-    /// Per domain, the optimizer's report held back while another optimizer's better claim is
-    /// verified, and since when this domain has held one ([`Standing::Behind`]).
-    held: HashMap<String, (Found, Instant)>,
+    /// This node's claims not yet settled, reports held and reveals waiting for their seal
+    /// ([`crate::own_claims`]).
+    claims: OwnClaims,
     /// How long a commitment of ours may stay unsettled before its optimizer loop stops
     /// waiting for it (lost reveal, quorum that never formed, orphaned reference).
     claim_deadline: Duration,
-    /// Our reveals, each held until its commit is sealed on our chain (with when committed).
-    my_reveals: Vec<(Instant, Reveal)>,
     /// What our blocks may carry (pooled commits, certificates assembled here, evidence) and
     /// when we may produce ([`crate::production`]).
     production: Production,
@@ -304,40 +298,6 @@ pub fn run(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(other)?;
     runtime.block_on(start::run_async(config, limits))
-}
-
-/// Where a claim stands against the other claims of its domain that this node knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Standing {
-    /// Nothing known beats it: commit it.
-    Clear,
-    /// A certificate assembled here accepts a median at least as good: it would land late.
-    Beaten,
-    /// Another optimizer's better claim is in verification: wait for its outcome.
-    Behind,
-}
-
-/// The standing of `claimed` given the medians of accepting certificates assembled here
-/// (`certified`) and the claims of other optimizers still in verification (`in_flight`).
-fn standing(
-    direction: doin_primitives::domain::Direction,
-    claimed: Metric,
-    certified: impl IntoIterator<Item = Metric>,
-    in_flight: impl IntoIterator<Item = Metric>,
-) -> Standing {
-    if certified.into_iter().any(|m| direction.gain(m, claimed).is_some_and(|g| g >= 0)) {
-        Standing::Beaten
-    } else if in_flight.into_iter().any(|c| direction.gain(c, claimed).is_some_and(|g| g > 0)) {
-        Standing::Behind
-    } else {
-        Standing::Clear
-    }
-}
-
-/// How long an optimizer holds a claim behind others' claims in verification, at most: a
-/// quorum's window and an escalation's.
-fn hold_cap(quorum_timeout: Duration, spec: &doin_primitives::DomainSpec) -> Duration {
-    2 * tally::window(quorum_timeout, spec)
 }
 
 /// The quorums of `commit` from its reference block, if that block is still recent.

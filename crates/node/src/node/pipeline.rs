@@ -342,7 +342,7 @@ impl Engine {
                     // at the claim deadline, and the optimizer claims again — other parameters:
                     // these were revealed, and a parameter set belongs to its first revealer (a
                     // new commit draws its quorum from evaluators that can evaluate).
-                    if let Some((domain, _)) = self.my_claims.remove(&commit_id) {
+                    if let Some(domain) = self.claims.settled(&commit_id) {
                         println!(
                             "claim lost {domain} {commit_id} (escalation members left the domain's quorums)"
                         );
@@ -360,7 +360,7 @@ impl Engine {
             outcome,
         };
         let mine = commit.body.optimizer == self.me;
-        if let Some((_, at)) = self.my_claims.get(&commit_id).filter(|_| mine) {
+        if let Some(at) = self.claims.committed_at(&commit_id).filter(|_| mine) {
             if self.cert_latency_ms.len() >= 4096 {
                 self.cert_latency_ms.pop_front();
             }

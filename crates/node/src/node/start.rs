@@ -218,12 +218,10 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         tallies: HashMap::new(),
         evaluating: HashSet::new(),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
-        my_claims: HashMap::new(),
-        held: HashMap::new(),
+        claims: OwnClaims::new(MAX_PENDING),
         claim_deadline: Duration::from_millis(
             2 * params.quorum_timeout_ms.saturating_add(params.max_block_interval_ms),
         ),
-        my_reveals: Vec::new(),
         production: Production::new(MAX_PENDING),
         mempool: Mempool::new(10_000, 64),
         eval_slots: Arc::new(Semaphore::new(config.workers)),

@@ -38,32 +38,22 @@ impl Engine {
             self.stop_waiting(&domain, None);
         }
         // Our claims that never settled (lost, or their certificate refused) stop barring.
-        let deadline = self.claim_deadline;
-        let expired: Vec<Hash> =
-            self.my_claims.iter().filter(|(_, (_, at))| at.elapsed() >= deadline).map(|(k, _)| *k).collect();
-        for id in expired {
-            if let Some((domain, _)) = self.my_claims.remove(&id) {
-                tracing::info!(commit = %id, domain, "own claim unsettled past the deadline");
-                self.settle(&domain);
-            }
+        for (id, domain) in self.claims.expire(Instant::now(), self.claim_deadline) {
+            tracing::info!(commit = %id, domain, "own claim unsettled past the deadline");
+            self.settle(&domain);
         }
         // Held reports whose rival settled (or that were held long enough) are looked at again.
-        let release: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(domain, (f, since))| {
-                let id = Self::domain_id(domain);
-                let Some(spec) = state.domain(&id).map(|d| &d.spec) else { return true };
-                since.elapsed() >= hold_cap(self.quorum_timeout, spec)
-                    || Metric::from_f64(f.measurement.performance)
-                        .is_none_or(|c| self.standing_of(&id, spec, c) != Standing::Behind)
-            })
-            .map(|(domain, _)| domain.clone())
-            .collect();
-        for domain in release {
-            if let Some((f, since)) = self.held.remove(&domain) {
-                self.on_found(f, Some(since)).await;
-            }
+        let mut claims = std::mem::replace(&mut self.claims, OwnClaims::new(0));
+        let release = claims.release_held(|domain, f, since| {
+            let id = Self::domain_id(domain);
+            let Some(spec) = state.domain(&id).map(|d| &d.spec) else { return true };
+            since.elapsed() >= hold_cap(self.quorum_timeout, spec)
+                || Metric::from_f64(f.measurement.performance)
+                    .is_none_or(|c| self.standing_of(&id, spec, c) != Standing::Behind)
+        });
+        self.claims = claims;
+        for (f, since) in release {
+            self.on_found(f, Some(since)).await;
         }
         // Quorums that ran out of time escalate; on a new tip, every pending one is looked at
         // (a member may have left the domain's quorums).
@@ -87,8 +77,8 @@ impl Engine {
             .collect();
         // Our escalated claims: lost once too few of their members are left to decide.
         let escalated: Vec<Hash> = self
-            .my_claims
-            .keys()
+            .claims
+            .pending()
             .filter(|k| self.tallies.get(*k).is_some_and(tally::Tally::escalated))
             .copied()
             .collect();
