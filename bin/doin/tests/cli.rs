@@ -817,6 +817,32 @@ fn a_single_trusted_node_records_unverified_champions() {
         "{text}"
     );
     assert!(!text.lines().any(|l| l.starts_with("vote")), "no quorum votes: {text}");
+    // The target line says after how many evaluations the winning claim was seen: at least the
+    // count its commit was made after, at most the count when the target was reached.
+    let target = text.lines().find(|l| l.starts_with("target quadratic reached")).unwrap();
+    let field = |line: &str, key: &str| -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == key).unwrap_or_else(|| panic!("no {key}: {line}"));
+        words[at + 1].parse().unwrap_or_else(|_| panic!("{key} is not a count: {line}"))
+    };
+    let (claimed_after, evaluations) = (field(target, "claimed_after"), field(target, "evaluations"));
+    let winner = text
+        .lines()
+        .take_while(|l| !l.starts_with("target quadratic reached"))
+        .filter(|l| l.starts_with("champion quadratic "))
+        .last()
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no champion line: {text}"));
+    // Trusted: the champion's figure is its claim.
+    let commit = text
+        .lines()
+        .find(|l| l.starts_with("commit quadratic ") && l.contains(&format!(" claimed {winner} ")))
+        .unwrap_or_else(|| panic!("no commit claiming {winner}: {text}"));
+    let committed_after = field(commit, "after");
+    assert!(
+        (1..=evaluations).contains(&claimed_after) && committed_after <= claimed_after,
+        "commit after {committed_after}, claimed_after {claimed_after}, evaluations {evaluations}: {text}"
+    );
     let v: serde_json::Value = serde_json::from_str(&domains).unwrap();
     let d = &v["domains"][0];
     assert_eq!(d["verification"], "trusted", "{v}");
