@@ -1,19 +1,22 @@
 //! `doin sim`: a deterministic, discrete-event simulation of N nodes following and producing one
-//! chain over a simulated gossip network, in simulated time. Blocks are built and applied by
-//! the real consensus code (`build_block`, `apply_block`, the stake-weighted heartbeat leader
-//! of each slot); the network is a random mesh of degree `--mesh` (gossipsub's D) with
+//! chain over a simulated gossip network, in simulated time. Each producer's blocks come from
+//! the node's own block producer (`doin_node::production::Production`, the engine's sans-I/O
+//! core) and every block is applied by the real consensus code (`apply_block`); the slot rule
+//! is checked on its own (a producer that produces out of its slot, or not in it, is a
+//! violation). The network is a random mesh of degree `--mesh` (gossipsub's D) with
 //! log-normal link latency and loss; perturbations crash and restart nodes (their chain kept),
 //! partition and heal the network, slow a node's links tenfold, and skew clocks. Prints one
 //! JSON line.
 //!
 //! What it models of a node is the chain-following core: fork choice, catching up on missing
-//! ancestors from the peer that sent a block, heartbeat production, finality votes. With
+//! ancestors from the peer that sent a block, block production, finality votes. With
 //! `--optimizers K` it also runs the search (`search.rs`): K nodes optimize a built-in domain
 //! with the node's own optimizer, their claims are re-measured by a quorum of the staked nodes
 //! and judged by the consensus rules, and verified champions migrate between the optimizers.
 //! Claims are judged by the node's own quorum tally (`doin_node::tally`) fed with simulated
-//! votes; the commit and reveal messages are a modelled seal delay: the rest of the node's
-//! engine is not a sans-I/O state machine yet (issue 19).
+//! votes; the commit and reveal messages are a modelled seal delay: the simulated nodes do not
+//! run the node's intake (`doin_node::intake`) and own claims (`doin_node::own_claims`) over
+//! simulated gossip yet, so claims do not ride the simulated chain.
 //!
 //! Everything comes from `--seed`: a run repeats bit for bit, and `digest` (of every block and
 //! every node's final tip) is equal across two runs of one seed.
@@ -27,12 +30,12 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use doin_consensus::{
-    Allocation, BlockTemplate, GenesisSpec, GenesisStake, ProtocolParams, State, apply_block, build_block,
-    heartbeat_leader, heartbeat_slot, testkit,
+    Allocation, GenesisSpec, GenesisStake, ProtocolParams, State, apply_block, heartbeat_leader,
+    heartbeat_slot, testkit,
 };
+use doin_node::{mempool::Mempool, production::Production};
 use doin_primitives::{
-    Amount, BlockBody, BlockKind, BoundedVec, Checkpoint, FinalityVote, FinalityVoteBody, Hash, Keypair,
-    Roles, Signed,
+    Amount, BlockKind, Checkpoint, FinalityVote, FinalityVoteBody, Hash, Keypair, Roles, Signed,
 };
 
 mod search;
@@ -125,6 +128,9 @@ struct Node {
     slow_until: u64,
     side: u8,
     peers: Vec<u32>,
+    /// The node's block producer ([`Production`]: the engine's own) and its mempool.
+    production: Production,
+    mempool: Mempool,
 }
 
 impl Node {
@@ -178,6 +184,9 @@ struct Sim {
     lags: Vec<u64>,
     /// Optimizers, claims and their verification (with `--optimizers`).
     search: Option<search::Search>,
+    /// The instant that stands for simulated time 0 (producers take an `Instant`; only
+    /// differences between them matter, so runs repeat).
+    epoch: Instant,
 }
 
 const PROPAGATION_BUCKETS: usize = 60_000;
@@ -350,30 +359,39 @@ impl Sim {
         if ts < state.meta().timestamp_ms + state.params().max_block_interval_ms {
             return;
         }
-        let Some(slot) = heartbeat_slot(state, ts) else { return };
-        if heartbeat_leader(state, slot) != Some(self.keys[n].address()) {
-            return;
-        }
-        let votes = doin_consensus::finality::includable(state, &self.votes, 256);
-        let body = BlockBody {
-            finality_votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
-            ..BlockBody::default()
+        // The node's own producer decides and builds; the slot rule, checked here on its own,
+        // says whether it had to.
+        let leads = heartbeat_slot(state, ts)
+            .is_some_and(|slot| heartbeat_leader(state, slot) == Some(self.keys[n].address()));
+        let instant = self.epoch + std::time::Duration::from_millis(now);
+        let votes = self.votes.make_contiguous();
+        let node = &mut self.nodes[n];
+        let produced = node.production.produce(state, &self.keys[n], ts, instant, &mut node.mempool, votes);
+        let block = match produced.block {
+            Some(block) if leads => block,
+            Some(block) => {
+                self.violations
+                    .push(format!("node {n} produced {} out of its slot at {now} ms", block.hash()));
+                return;
+            }
+            None if leads => {
+                self.violations.push(format!("node {n} led its slot at {now} ms and produced nothing"));
+                return;
+            }
+            None => return,
         };
-        let template =
-            BlockTemplate { key: &self.keys[n], timestamp_ms: ts, kind: BlockKind::Heartbeat, body };
-        let (block, next, _) = match build_block(state, template) {
-            Ok(b) => b,
+        // What every validator does with it.
+        let next = match apply_block(state, &block) {
+            Ok((next, _)) if block.header.body.kind == BlockKind::Heartbeat => next,
+            Ok(_) => {
+                self.violations.push(format!("block {} of an idle chain is not a heartbeat", block.hash()));
+                return;
+            }
             Err(e) => {
-                self.violations.push(format!("node {n} could not build its heartbeat at {now} ms: {e}"));
+                self.violations.push(format!("an honest heartbeat was refused: {e}"));
                 return;
             }
         };
-        // What every validator does with it: the same state, coins conserved.
-        match apply_block(state, &block) {
-            Ok((applied, _)) if applied.root() == next.root() => {}
-            Ok(_) => self.violations.push(format!("block {} applies to another root", block.hash())),
-            Err(e) => self.violations.push(format!("an honest heartbeat was refused: {e}")),
-        }
         if next.accounted_supply() != Some(next.meta().supply.minted.0) {
             self.violations.push(format!("coins not conserved at height {}", next.height()));
         }
@@ -604,6 +622,8 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
                 slow_until: 0,
                 side: 0,
                 peers,
+                production: Production::new(64),
+                mempool: Mempool::new(64, 16),
             })
             .collect(),
         queue: BinaryHeap::new(),
@@ -623,6 +643,7 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         lags: Vec::new(),
         below_finality: 0,
         search,
+        epoch: Instant::now(),
         args,
     };
     if let Some(s) = &sim.search {
@@ -726,7 +747,7 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
             "violations": sim.violations.iter().take(5).collect::<Vec<_>>(),
             "digest": digest.finalize().to_hex().to_string(),
             "search": sim.search.as_ref().map(|s| s.json(end)),
-            "modelled": "chain following, heartbeat production and finality votes with the real consensus code (votes reach producers at once); optimizers, evaluators' measurements, quorum votes, escalation and the verdict with the node's tally and consensus code; the claim's commit and reveal as a two-slot seal delay",
+            "modelled": "chain following and finality votes with the real consensus code, block production by the node's own producer (votes reach producers at once); optimizers, evaluators' measurements, quorum votes, escalation and the verdict with the node's tally and consensus code; the claim's commit and reveal as a two-slot seal delay",
         })
     );
     Ok(())

@@ -22,7 +22,8 @@
 //!
 //! This module holds the engine's state; its behaviour is split by responsibility:
 //! [`start`] (wiring and the event loop), [`follow`] (network routing, sync, new tips),
-//! [`pipeline`] (verification), [`claims`] (this node's own claims), [`produce`] (blocks),
+//! [`pipeline`] (verification), [`claims`] (this node's own claims: the shell of
+//! [`crate::own_claims`]), [`produce`] (blocks: the shell of [`crate::production`]),
 //! [`timers`] (the periodic step), [`finality_votes`], [`participate`] (quorum seats),
 //! [`status`] (API, events, tracking) and [`adversaries`] (test-only misbehaviour).
 
