@@ -7,6 +7,7 @@ pub mod adversary;
 pub mod config;
 pub mod domains;
 pub mod finality;
+pub mod following;
 pub mod genesis;
 pub mod gossip_check;
 pub mod identity;

@@ -203,37 +203,26 @@ impl Engine {
         self.on_tip();
     }
 
-    /// Reacts to a new tip: prints it, injects new champions, pauses domains at their target.
+    /// Reacts to a new tip ([`Following::on_tip`]): prints it, injects new champions, pauses
+    /// domains at their target.
     pub(super) fn on_tip(&mut self) {
-        let (state, tip) = {
+        let (state, finalized) = {
             let s = self.store.lock();
-            (s.tip().clone(), s.tip().tip().hash)
+            (s.tip().clone(), s.finalized())
         };
-        if tip == self.last_tip {
-            return;
-        }
-        self.last_tip = tip;
+        let Some(news) = self.following.on_tip(&state, finalized) else { return };
+        let tip = news.hash;
         self.recheck_quorums = true;
         self.gossip.set_state(state.clone());
         // Evidence the chain has used (or can no longer use) leaves the pool, and so do pooled
         // commits included on our chain or that never can be.
         self.production.on_tip(&state, Instant::now(), self.claim_deadline);
-        // The store's finalized checkpoint, not the tip state's: a reorg onto a heavier branch
-        // may carry an older one in its state, and what this node announced stays final.
-        let (justified, finalized) = (state.meta().justified, self.store.lock().finalized());
-        if (justified.height, finalized.height) != self.finality_shown {
-            if justified.height != self.finality_shown.0 {
-                println!("justified {} {}", justified.height, justified.hash);
-            }
-            if finalized.height != self.finality_shown.1 {
-                println!("finalized {} {}", finalized.height, finalized.hash);
-                self.emit(
-                    "finalized",
-                    None,
-                    json!({ "height": finalized.height, "hash": finalized.hash.to_string() }),
-                );
-            }
-            self.finality_shown = (justified.height, finalized.height);
+        if let Some(j) = news.justified {
+            println!("justified {} {}", j.height, j.hash);
+        }
+        if let Some(f) = news.finalized {
+            println!("finalized {} {}", f.height, f.hash);
+            self.emit("finalized", None, json!({ "height": f.height, "hash": f.hash.to_string() }));
         }
         let block = self.store.lock().block(&tip).ok().flatten();
         let certs = block.as_ref().map_or(0, |b| b.body.certificates.len());
@@ -269,24 +258,17 @@ impl Engine {
                 }
             }
         }
-        for (id, rt) in self.domains.iter_mut() {
-            let Some(ds) = state.domain(&Self::domain_id(id)) else { continue };
-            let Some(champion) = &ds.champion else { continue };
-            if rt.champion == Some(champion.commit) {
-                continue;
-            }
-            rt.champion = Some(champion.commit);
-            println!(
-                "champion {id} {} by {} at {}",
-                champion.performance.to_f64(),
-                champion.optimizer,
-                champion.height
-            );
+        let targets: HashMap<doin_primitives::DomainId, bool> = news.targets.into_iter().collect();
+        for (did, champion) in news.champions {
+            let id = did.as_str().to_owned();
+            let Some(rt) = self.domains.get_mut(&id) else { continue };
+            let perf = champion.performance.to_f64();
+            println!("champion {id} {perf} by {} at {}", champion.optimizer, champion.height);
             self.events.emit(
                 "champion",
                 Some(id.as_str()),
                 json!({
-                    "performance": champion.performance.to_f64(),
+                    "performance": perf,
                     "optimizer": champion.optimizer.to_string(),
                     "commit": champion.commit.to_string(),
                     "height": champion.height,
@@ -301,7 +283,6 @@ impl Engine {
                     })
                 })
             };
-            let perf = champion.performance.to_f64();
             let loss = if rt.domain.higher_is_better() { -perf } else { perf };
             if let Some(params) = params {
                 let values = rt.domain.space().from_params(&params);
@@ -311,11 +292,8 @@ impl Engine {
                     let _ = ctl.try_send(Control::Champion { values, verified: loss, by });
                 }
             }
-            let reached = ds
-                .spec
-                .target
-                .is_some_and(|t| ds.spec.direction.gain(champion.performance, t).is_some_and(|g| g >= 0));
-            if reached && !rt.target_reached {
+            let Some(&reached) = targets.get(&did) else { continue };
+            if reached {
                 let claimed_after =
                     rt.claims_seen_at.iter().find(|(c, _)| *c == champion.commit).map(|(_, n)| *n);
                 println!(
@@ -335,29 +313,17 @@ impl Engine {
                     }),
                 );
             }
-            if reached != rt.target_reached {
-                rt.target_reached = reached;
-                rt.sync_pause();
-            }
+            rt.target_reached = reached;
+            rt.sync_pause();
         }
         // Reveals that waited for their commit's seal: look again now it may be here.
         for reveal in self.intake.take_awaiting() {
             self.consider(reveal);
         }
-        // Forget pipeline state of commits whose reference block left the window. One whose
-        // reference is not on our chain (a block still on its way, or on a fork we may yet
-        // reorg to) stays as long as a claim may wait for its certificate: dropping it at the
-        // first tip change left a quorum member that later reorged to the optimizer's chain
-        // unable to vote, and the claim waited out `quorum_timeout` to escalate.
-        let (window, height, grace) = (state.params().max_reference_age, state.height(), self.claim_deadline);
-        let alive = |id: &Hash, c: &Commit, at: Instant| match state.committed_at(id) {
-            // Included: its certificate window is open.
-            Some(_) => true,
-            None => match state.recent_block(&c.body.reference_block) {
-                Some(r) => height.saturating_sub(r.height) <= window,
-                None => at.elapsed() < grace,
-            },
-        };
+        // Forget pipeline state of commits whose reference block left the window
+        // ([`commit_alive`]).
+        let (now, grace) = (Instant::now(), self.claim_deadline);
+        let alive = |id: &Hash, c: &Commit, at: Instant| commit_alive(&state, id, c, at, now, grace);
         self.intake.retain(alive);
         let intake = &self.intake;
         self.tallies.retain(|k, _| intake.has_commit(k));

@@ -21,7 +21,8 @@
 //! for the devnet and tests; diagnostics go to the log.
 //!
 //! This module holds the engine's state; its behaviour is split by responsibility:
-//! [`start`] (wiring and the event loop), [`follow`] (network routing, sync, new tips),
+//! [`start`] (wiring and the event loop), [`follow`] (network routing, sync, and the shell of
+//! [`crate::following`]),
 //! [`pipeline`] (verification), [`claims`] (this node's own claims: the shell of
 //! [`crate::own_claims`]), [`produce`] (blocks: the shell of [`crate::production`]),
 //! [`timers`] (the periodic step), [`finality_votes`], [`participate`] (quorum seats),
@@ -65,7 +66,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::{
     config::{DomainConfig, NodeConfig},
-    domains, genesis,
+    domains,
+    following::{Following, commit_alive},
+    genesis,
     gossip_check::GossipCheck,
     intake::{Intake, Opening, RevealIn},
     mempool::Mempool,
@@ -134,7 +137,7 @@ struct DomainRt {
     control: Option<std::sync::mpsc::SyncSender<Control>>,
     /// The optimizer loop's pause flag ([`optimizer::LoopIo::paused`]).
     paused: Arc<AtomicBool>,
-    champion: Option<Hash>,
+    /// Whether the champion reaches the target ([`crate::following`] says when it changes).
     target_reached: bool,
     /// Until when the optimizer loop waits for a peer subscribed to the domain's topic (`None`:
     /// not waiting). A commit gossiped to no one is lost, and the evaluators who missed it can
@@ -245,7 +248,8 @@ struct Engine {
     /// How long a commit may take to be included and sealed (a few seal slots): another
     /// optimizer's unrevealed commit holds our claims this long at most.
     seal_wait: Duration,
-    last_tip: Hash,
+    /// The tip, finality and champions last seen ([`crate::following`]).
+    following: Following,
     /// The tip moved since the last tick: pending first-round quorums are looked at again (a
     /// member that left the domain's quorums on the new tip will not vote; `try_certify`
     /// escalates without waiting for the timeout).
@@ -282,8 +286,6 @@ struct Engine {
     poked: bool,
     /// This node's finality votes, with their slashing protection record.
     voter: crate::finality::Voter,
-    /// The justified and finalized heights last printed.
-    finality_shown: (u64, u64),
     /// Peer polls so far.
     polls: u64,
     /// The node's data directory (the record of quorums it left).

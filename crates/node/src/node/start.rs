@@ -49,7 +49,6 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 config: d.clone(),
                 control: None,
                 paused: Arc::default(),
-                champion: None,
                 target_reached: false,
                 waiting_for_peers: None,
                 peers_needed: 1,
@@ -207,6 +206,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let genesis_hash = store.lock().genesis_hash();
     let voter = crate::finality::Voter::load(&config.data_dir.join("finality-votes.json"), genesis_hash)
         .map_err(NodeError::Other)?;
+    let following = Following::new(rts.keys().map(|d| Engine::domain_id(d)));
     let mut engine = Engine {
         key: key.clone(),
         me,
@@ -227,7 +227,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         eval_slots: Arc::new(Semaphore::new(config.workers)),
         measured_tx,
         seal_wait: Duration::from_millis(params.seal_slot_ms.saturating_mul(4)) + Duration::from_secs(1),
-        last_tip: Hash::ZERO,
+        following,
         recheck_quorums: false,
         syncing: Arc::default(),
         bootstrap,
@@ -247,7 +247,6 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         warned: HashMap::new(),
         poked: false,
         voter,
-        finality_shown: (0, 0),
         polls: 0,
     };
     if let Some(t) = &tracker {
