@@ -126,12 +126,16 @@ impl OwnClaims {
             return Decision::Settled("no improvement on the champion");
         };
         // Near the optimum distinct candidates round to the same on-chain parameters:
-        // evaluators evaluate only the first reveal of a parameter set, so two commits of one
-        // set split the quorums between them and neither completes.
+        // evaluators evaluate only the first reveal of a parameter set, in the order each saw
+        // them, so two commits of one set split the quorums between them and neither completes
+        // (a 4-node devnet stalled on such a pair, everyone holding behind it).
         let hash = params_hash(&params);
         if (j.taken)(&hash) || self.reveals.iter().any(|(_, r)| params_hash(&r.body.params) == hash) {
             return Decision::Settled("these parameters were committed already");
         }
+        // Verification is the network's cost of a claim: one that another optimizer's better
+        // claim, now in verification, would likely make late waits for that claim's outcome
+        // (bounded by the hold cap, so a claim that never settles holds no one for long).
         match (j.standing)(claimed) {
             Standing::Clear => {}
             Standing::Beaten => return Decision::Settled("an accepted claim beats this report"),
