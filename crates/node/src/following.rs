@@ -6,7 +6,7 @@
 //! emits, injects champions and pauses optimizer loops by what comes out.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
@@ -39,7 +39,7 @@ pub struct Following {
     shown: (u64, u64),
     /// Per followed domain, the champion's commit last reported and whether it reached the
     /// target.
-    domains: HashMap<DomainId, (Option<Hash>, bool)>,
+    domains: BTreeMap<DomainId, (Option<Hash>, bool)>,
 }
 
 impl Following {
@@ -76,13 +76,9 @@ impl Following {
             news.finalized = Some(finalized);
         }
         self.shown = (justified.height, finalized.height);
-        let mut ids: Vec<&DomainId> = self.domains.keys().collect();
-        ids.sort();
-        let ids: Vec<DomainId> = ids.into_iter().cloned().collect();
-        for id in ids {
-            let Some(ds) = state.domain(&id) else { continue };
+        for (id, (seen, reached)) in &mut self.domains {
+            let Some(ds) = state.domain(id) else { continue };
             let Some(champion) = &ds.champion else { continue };
-            let Some((seen, reached)) = self.domains.get_mut(&id) else { continue };
             if *seen == Some(champion.commit) {
                 continue;
             }
@@ -94,7 +90,7 @@ impl Following {
                 .is_some_and(|t| ds.spec.direction.gain(champion.performance, t).is_some_and(|g| g >= 0));
             if now_reached != *reached {
                 *reached = now_reached;
-                news.targets.push((id, now_reached));
+                news.targets.push((id.clone(), now_reached));
             }
         }
         Some(news)

@@ -112,14 +112,11 @@ impl OwnClaims {
     /// is in verification (for at most `hold_cap`).
     pub fn judge(&mut self, f: Found, held_since: Option<Instant>, j: Judge<'_>, now: Instant) -> Decision {
         let held_since = held_since.or_else(|| self.held.remove(&f.domain).map(|(_, since)| since));
-        let Some(spec) = j.state.domain(j.domain).map(|d| &d.spec) else {
+        let Some(d) = j.state.domain(j.domain) else {
             return Decision::Settled("domain not on chain");
         };
-        let current = j
-            .state
-            .domain(j.domain)
-            .and_then(|d| d.champion.as_ref().map(|c| c.performance))
-            .unwrap_or(spec.baseline);
+        let spec = &d.spec;
+        let current = d.champion.as_ref().map_or(spec.baseline, |c| c.performance);
         let claimed = Metric::from_f64(f.measurement.performance)
             .filter(|c| certs::improves(spec, current, *c, 0).unwrap_or(false));
         let (Some(claimed), Some(params)) = (claimed, j.params) else {

@@ -38,6 +38,8 @@ impl Engine {
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
         let (domain, evaluations) = (f.domain.clone(), f.evaluations);
+        // The judge asks the engine (intake, certificates, gossip checks) while the record
+        // changes: it is taken out for the call (`standing_of` does not read it).
         let mut claims = std::mem::replace(&mut self.claims, OwnClaims::new(0));
         let decision = claims.judge(
             f,

@@ -43,6 +43,8 @@ impl Engine {
             self.settle(&domain);
         }
         // Held reports whose rival settled (or that were held long enough) are looked at again.
+        // The record is taken out while the engine answers for each report (`standing_of`
+        // does not read it).
         let mut claims = std::mem::replace(&mut self.claims, OwnClaims::new(0));
         let release = claims.release_held(|domain, f, since| {
             let id = Self::domain_id(domain);
