@@ -21,6 +21,7 @@ pub mod production;
 pub mod store;
 pub mod tally;
 pub mod trials;
+pub mod verification;
 
 pub use config::{ConfigError, DomainConfig, Loaded, NodeConfig};
 pub use node::{ADVERSARIES, Adversary, NodeError, RunLimits, run};

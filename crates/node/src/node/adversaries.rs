@@ -29,7 +29,7 @@ impl Engine {
         if body.optimizer == self.me || !self.copied.insert(body.commit) || self.copied.len() > MAX_PENDING {
             return;
         }
-        let Some(seen) = self.intake.commit_of(&body.commit) else { return };
+        let Some(seen) = self.verification.intake().commit_of(&body.commit) else { return };
         let (domain, claimed) = (seen.commit.body.domain.clone(), seen.commit.body.claimed);
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);

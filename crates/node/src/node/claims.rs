@@ -51,7 +51,7 @@ impl Engine {
                 params,
                 experiment,
                 salt,
-                taken: &|h| self.intake.first_of(h).is_some(),
+                taken: &|h| self.verification.intake().first_of(h).is_some(),
                 standing: &|claimed| self.standing_of(&id, &spec, claimed),
                 hold_cap: hold_cap(self.quorum_timeout, &spec),
             },
@@ -113,7 +113,8 @@ impl Engine {
         let cap = hold_cap(self.quorum_timeout, spec);
         let state = self.tip_state();
         let in_flight = self
-            .intake
+            .verification
+            .intake()
             .commits()
             .filter(|(id, seen)| {
                 let body = &seen.commit.body;
@@ -124,12 +125,12 @@ impl Engine {
                     // holds no one.
                     && state.reputation(&body.optimizer, domain) > 0
                     && !self.production.has_cert(id)
-                    && match self.intake.reveal_of(id) {
-                        Some((_, at)) => at.elapsed() < cap && !self.intake.is_copy(id),
+                    && match self.verification.intake().reveal_of(id) {
+                        Some((_, at)) => at.elapsed() < cap && !self.verification.intake().is_copy(id),
                         None => seen.at.elapsed() < self.seal_wait,
                     }
                     // Nor claims whose quorum lost too many members to ever decide.
-                    && !quorums_of(&state, &seen.commit).is_some_and(|q| self.undecidable(&state, id, &q, spec))
+                    && !self.verification.undecidable(&state, id)
             })
             .map(|(_, seen)| seen.commit.body.claimed);
         match standing(spec.direction, claimed, certified, in_flight) {

@@ -180,8 +180,7 @@ impl Engine {
     /// state, and remember it so a late copy of its messages is not processed again.
     pub(super) fn forget(&mut self, id: Hash) {
         self.gossip.settle(&id);
-        self.tallies.remove(&id);
-        self.intake.settle(id);
+        self.verification.forget(id);
     }
 
     pub(super) async fn import_and_announce(&mut self, block: Block) {
@@ -248,8 +247,8 @@ impl Engine {
             for c in block.body.certificates.iter() {
                 let id = c.commit.id();
                 // A certificate is a reveal, too: its parameters are taken.
-                self.intake.certified(id, &c.reveal.body.params);
-                self.forget(id);
+                self.verification.certified(id, &c.reveal.body.params);
+                self.gossip.settle(&id);
                 // Our claim settled (champion or not): it stops barring the loop's next
                 // candidates, whose bar is the champion again (a lucky measurement here must
                 // not stall our optimizer).
@@ -317,17 +316,14 @@ impl Engine {
             rt.sync_pause();
         }
         // Reveals that waited for their commit's seal: look again now it may be here.
-        for reveal in self.intake.take_awaiting() {
-            self.consider(reveal);
+        for commit in self.verification.take_awaiting() {
+            self.consider(commit);
         }
         // Forget pipeline state of commits whose reference block left the window
         // ([`commit_alive`]).
         let (now, grace) = (Instant::now(), self.claim_deadline);
         let alive = |id: &Hash, c: &Commit, at: Instant| commit_alive(&state, id, c, at, now, grace);
-        self.intake.retain(alive);
-        let intake = &self.intake;
-        self.tallies.retain(|k, _| intake.has_commit(k));
-        self.evaluating.retain(|(k, _)| intake.has_commit(k));
+        self.verification.retain(alive);
     }
 }
 

@@ -50,15 +50,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use doin_consensus::{GenesisSpec, State, certs, quorum};
+use doin_consensus::{GenesisSpec, State};
 use doin_net::{
     CompactBlock, GossipMessage, Multiaddr, NetworkEvent, NetworkHandle, PeerId, Topic,
     sync::{BlockSink, best_peer, sync_from},
 };
 use doin_optimize::{domain::Budget, driver::RunConfig};
 use doin_primitives::{
-    Address, Block, BoundedVec, Certificate, Commit, DomainSpec, Hash, Keypair, Metric, Outcome, Reveal,
-    Signed, Vote, VoteBody, poo,
+    Address, Block, BoundedVec, Certificate, Commit, Hash, Keypair, Metric, Outcome, Reveal, Signed, Vote,
+    VoteBody, poo,
 };
 use doin_storage::{ChainStore, StoreOptions};
 use serde_json::json;
@@ -70,7 +70,7 @@ use crate::{
     following::{Following, commit_alive},
     genesis,
     gossip_check::GossipCheck,
-    intake::{Intake, Opening, RevealIn},
+    intake::RevealIn,
     mempool::Mempool,
     optimizer::{self, Control, Found},
     own_claims::{Decision, Judge, OwnClaims, Standing, hold_cap, standing},
@@ -78,6 +78,7 @@ use crate::{
     production::{Production, ReadyCert},
     store::SharedStore,
     tally,
+    verification::{Considered, Evaluation, Ignored, Verdict, Verification, member_seed},
 };
 
 /// Why the node stopped with an error.
@@ -197,11 +198,6 @@ impl DomainRt {
     }
 }
 
-/// Whether `member` is staked as an evaluator of `domain` at `state`.
-fn evaluates(state: &State, member: &Address, domain: &doin_primitives::DomainId) -> bool {
-    state.stake(member).is_some_and(|s| s.evaluates(domain))
-}
-
 /// Grace period before a node that does not lead the current seal slot produces a work block
 /// for a certificate (the leader carries it at once). One producer per slot: when the
 /// optimizer produced its own work block at once, it raced the seal leader's block of commits,
@@ -226,12 +222,9 @@ struct Engine {
     store: SharedStore,
     net: NetworkHandle,
     domains: BTreeMap<String, DomainRt>,
-    /// The commits and reveals seen and not settled, who revealed each parameter set first
-    /// ([`crate::intake`]).
-    intake: Intake,
-    /// Each pending commit's votes and where its quorum stands ([`tally`]), bounded.
-    tallies: HashMap<Hash, tally::Tally<Vote>>,
-    evaluating: HashSet<(Hash, u8)>,
+    /// Other optimizers' claims in verification: commits and reveals seen, who revealed each
+    /// parameter set first, votes, evaluations owed ([`crate::verification`]).
+    verification: Verification,
     quorum_timeout: Duration,
     /// This node's claims not yet settled, reports held and reveals waiting for their seal
     /// ([`crate::own_claims`]).
@@ -301,20 +294,6 @@ pub fn run(config: NodeConfig, limits: RunLimits) -> Result<(), NodeError> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(other)?;
     runtime.block_on(start::run_async(config, limits))
-}
-
-/// The quorums of `commit` from its reference block, if that block is still recent.
-fn quorums_of(state: &State, commit: &Commit) -> Option<quorum::Quorums> {
-    let b = &commit.body;
-    quorum::quorums_for(state, &b.domain, &b.optimizer, &commit.id())
-}
-
-/// This node's data seed for round `round` of a commit sealed on `state`'s chain: its seed
-/// group's ([`quorum::group_seed`]), if it is a member of that round's quorum.
-fn member_seed(state: &State, commit: &Commit, round: u8, me: &Address) -> Option<Hash> {
-    let id = commit.id();
-    let beacon = quorum::sealed(state, &id)?.beacon;
-    quorums_of(state, commit)?.seed_of(&beacon, &id, round, me)
 }
 
 fn hex_hash(text: &str) -> Hash {

@@ -1,5 +1,7 @@
-//! The verification pipeline: commits and reveals seen, quorum evaluations run, votes
-//! gathered, certificates assembled (with escalation), double votes caught.
+//! The verification pipeline's shell: the decisions are [`crate::verification`]'s; here
+//! commits, reveals and votes from gossip go in with the time, evaluations run in the worker
+//! pool (or go to external evaluators as tasks), votes are signed and gossiped, certificates
+//! go to the block producer, and everything is printed and emitted as events.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -13,7 +15,7 @@ impl Engine {
         let (domain, optimizer, claimed) =
             (commit.body.domain.to_string(), commit.body.optimizer, commit.body.claimed);
         // Seen before or settled: nothing new.
-        let Some(overtaken) = self.intake.commit(commit, Instant::now()) else { return };
+        let Some(overtaken) = self.verification.commit(commit, Instant::now()) else { return };
         self.note_claim_seen(&domain, id);
         self.emit(
             "commit",
@@ -21,8 +23,8 @@ impl Engine {
             json!({ "commit": id.to_string(), "optimizer": optimizer.to_string(), "claimed": claimed.to_f64() }),
         );
         // A reveal that overtook its commit waited for it.
-        if let Some(reveal) = overtaken {
-            self.consider(reveal);
+        if overtaken.is_some() {
+            self.consider(id);
         }
     }
 
@@ -42,7 +44,7 @@ impl Engine {
         // First revealer wins: the intake records the first reveal to carry these parameters,
         // in arrival order, even before its commit is here or its timing checked (and even
         // when its certificate overtook it), so a later copy never gets evaluated.
-        let ready = match self.intake.reveal(reveal.clone(), at) {
+        let ready = match self.verification.reveal(reveal, at) {
             RevealIn::Old => return,
             RevealIn::Waiting => false,
             RevealIn::Ready => true,
@@ -54,86 +56,73 @@ impl Engine {
             json!({ "commit": commit.to_string(), "optimizer": optimizer.to_string() }),
         );
         if ready {
-            self.consider(reveal);
+            self.consider(commit);
         }
     }
 
     /// The domain of a commit pending here or admitted by the gossip checks.
     pub(super) fn domain_of(&self, commit: &Hash) -> Option<String> {
-        self.intake
+        self.verification
+            .intake()
             .commit_of(commit)
             .map(|c| c.commit.body.domain.to_string())
             .or_else(|| self.gossip.domain_of(commit))
     }
 
-    /// Checks a reveal and, when this node is in the quorum, starts evaluating it.
-    pub(super) fn consider(&mut self, reveal: Reveal) {
-        let commit_id = reveal.body.commit;
-        match self.intake.opening(&commit_id) {
-            Opening::Missing => return,
-            Opening::NotOpening => {
-                tracing::info!(commit = %commit_id, "reveal does not open its commit; ignored");
-                return;
-            }
-            Opening::Copy { first } => {
-                tracing::info!(commit = %commit_id, first = %first, "parameters already revealed by an earlier commit; not evaluated");
-                return;
-            }
-            Opening::Open => {}
-        }
-        let Some(commit) = self.intake.commit_of(&commit_id).map(|s| s.commit.clone()) else { return };
-        let body = &reveal.body;
-        let domain = commit.body.domain.to_string();
+    /// Considers a reveal ([`Verification::consider`]) and, when this node is in its quorum,
+    /// starts evaluating it.
+    pub(super) fn consider(&mut self, commit_id: Hash) {
         let state = self.tip_state();
-        let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
-        if let Err(e) = certs::check_params(&spec, &body.params) {
-            tracing::info!(commit = %commit_id, error = %e, "reveal out of bounds; ignored");
-            return;
-        }
-        if spec.trusted() {
-            self.try_certify(commit_id);
-            return;
-        }
-        let Some(q) = quorums_of(&state, &commit) else {
-            // The optimizer reveals once its commit is sealed on its chain; the sealing block
-            // may not have reached us yet: look again when our tip moves (the reveal is already
-            // recorded as the first of its parameters, so a copy cannot jump the queue).
-            if self.intake.await_seal(commit_id) {
-                tracing::debug!(commit = %commit_id, "commit not sealed on our chain yet; waiting for it");
+        match self.verification.consider(&state, &commit_id) {
+            Considered::Ignored(Ignored::Missing | Ignored::UnknownDomain) => {}
+            Considered::Ignored(Ignored::NotOpening) => {
+                tracing::info!(commit = %commit_id, "reveal does not open its commit; ignored");
             }
-            return;
-        };
-        if q.first.is_empty() {
-            if self.warn_once_a_minute(&format!("no-evaluators/{domain}")) {
-                tracing::warn!(domain, "no eligible evaluators: this domain cannot accept optimae");
+            Considered::Ignored(Ignored::Copy { first }) => {
+                tracing::info!(commit = %commit_id, first = %first, "parameters already revealed by an earlier commit; not evaluated");
             }
-            return;
+            Considered::Ignored(Ignored::OutOfBounds(error)) => {
+                tracing::info!(commit = %commit_id, error, "reveal out of bounds; ignored");
+            }
+            Considered::AwaitingSeal { first } => {
+                if first {
+                    tracing::debug!(commit = %commit_id, "commit not sealed on our chain yet; waiting for it");
+                }
+            }
+            Considered::NoEvaluators => {
+                let domain = self.domain_of(&commit_id).unwrap_or_default();
+                if self.warn_once_a_minute(&format!("no-evaluators/{domain}")) {
+                    tracing::warn!(domain, "no eligible evaluators: this domain cannot accept optimae");
+                }
+            }
+            Considered::Checked { evaluate } => {
+                if evaluate {
+                    self.start_evaluation(&commit_id, 0);
+                }
+                self.try_certify(commit_id);
+            }
         }
-        if q.first.contains(&self.me) {
-            self.start_evaluation(&commit, &reveal, 0, &spec);
-        }
-        self.try_certify(commit_id);
     }
 
     /// Evaluates a revealed candidate in the worker pool (round 0: first quorum; 1: escalation).
-    pub(super) fn start_evaluation(
-        &mut self,
-        commit: &Commit,
-        reveal: &Reveal,
-        round: u8,
-        spec: &doin_primitives::DomainSpec,
-    ) {
-        let commit_id = commit.id();
-        let Some(rt) = self.domains.get(commit.body.domain.as_str()) else { return };
-        if !rt.config.evaluate || !self.evaluating.insert((commit_id, round)) {
+    pub(super) fn start_evaluation(&mut self, commit_id: &Hash, round: u8) {
+        let state = self.tip_state();
+        let Some(domain) = self.domain_of(commit_id) else { return };
+        let Some(rt) = self.domains.get(domain.as_str()) else { return };
+        let Some(limits) = state.domain(&Self::domain_id(&domain)).map(|d| d.spec.limits) else { return };
+        if !rt.config.evaluate {
             return;
         }
         // The round's seed group's data: a member drawn again for the escalation measures on
         // its escalation group's data (shared with other members, so that they check it).
-        let Some(seed) = member_seed(&self.tip_state(), commit, round, &self.me) else { return };
+        let Some(Evaluation { commit, params, seed, .. }) =
+            self.verification.evaluation(&state, commit_id, round)
+        else {
+            return;
+        };
+        let commit_id = *commit_id;
         let domain_impl = rt.domain.clone();
-        let values = domain_impl.space().from_params(&reveal.body.params);
-        let limits = spec.limits;
+        let values = domain_impl.space().from_params(&params);
         if rt.config.external_evaluation {
             let task = doin_api::tasks::Task {
                 task_id: format!("{commit_id}:{round}"),
@@ -204,11 +193,7 @@ impl Engine {
                     },
                     &self.key,
                 );
-                let domain = self
-                    .intake
-                    .commit_of(&m.commit)
-                    .map(|c| c.commit.body.domain.to_string())
-                    .unwrap_or_default();
+                let domain = self.domain_of(&m.commit).unwrap_or_default();
                 println!("vote {domain} {} {} round {}", m.commit, measured.to_f64(), m.round);
                 self.publish(Topic::Optimae(domain.clone()), GossipMessage::Vote(Box::new(vote.clone())))
                     .await;
@@ -226,18 +211,14 @@ impl Engine {
 
     pub(super) fn on_vote(&mut self, vote: Vote) {
         let commit = vote.body.commit;
-        if !self.tallies.contains_key(&commit) && self.tallies.len() >= MAX_PENDING {
-            return;
-        }
         let b = &vote.body;
-        let (round, evaluator, measured) = (b.round, b.evaluator, b.measured);
         let event = json!({
             "commit": commit.to_string(),
-            "evaluator": evaluator.to_string(),
-            "measured": measured.to_f64(),
-            "round": round,
+            "evaluator": b.evaluator.to_string(),
+            "measured": b.measured.to_f64(),
+            "round": b.round,
         });
-        if !self.tallies.entry(commit).or_default().add(round, evaluator, measured, vote, Instant::now()) {
+        if !self.verification.vote(vote, Instant::now()) {
             return;
         }
         let domain = self.domain_of(&commit);
@@ -245,171 +226,92 @@ impl Engine {
         self.try_certify(commit);
     }
 
-    /// Assembles the certificate once every first-round vote is in.
+    /// Assembles the certificate once the votes allow ([`Verification::certify`]) and hands it
+    /// to the block producer; says so when the claim escalates or is lost.
     pub(super) fn try_certify(&mut self, commit_id: Hash) {
-        // In-memory checks first: a reveal without its commit (anyone can gossip one) costs a
-        // map lookup, not a store read, each time the pending reveals are looked at again.
-        let (Some(seen), Some((reveal, revealed_at))) =
-            (self.intake.commit_of(&commit_id), self.intake.reveal_of(&commit_id))
-        else {
-            return;
-        };
-        if self.production.has_cert(&commit_id)
-            || self.store.lock().certificate_location(&commit_id).ok().flatten().is_some()
-        {
-            return;
-        }
-        let revealed_at = *revealed_at;
-        // A copy (these parameters were revealed first under another commit) is never
-        // certified by this node, in the first round or in an escalation.
-        if self.intake.is_copy(&commit_id) {
-            return;
-        }
-        let commit = seen.commit.clone();
         let state = self.tip_state();
-        let Some(spec) = state.domain(&commit.body.domain).map(|d| d.spec.clone()) else { return };
-        if spec.trusted() {
-            // Trusted mode: the claim is the certificate's figure, no quorum is asked.
-            let cert = Certificate {
-                commit: commit.clone(),
-                reveal: reveal.clone(),
-                votes: BoundedVec::default(),
-                escalation: BoundedVec::default(),
-                outcome: Outcome::Accept,
+        let verdict = {
+            let (production, store) = (&self.production, &self.store);
+            let landed = |id: &Hash| {
+                production.has_cert(id) || store.lock().certificate_location(id).ok().flatten().is_some()
             };
-            println!(
-                "certificate {} {commit_id} Accept trusted {}",
-                commit.body.domain,
-                commit.body.claimed.to_f64()
-            );
-            // Pending trusted claims this one matches or beats would only land as late: drop them.
-            let domain = commit.body.domain.clone();
-            let claimed = commit.body.claimed;
-            self.production.retain_certs(|c| {
-                c.cert.commit.body.domain != domain
-                    || spec.direction.gain(claimed, c.cert.commit.body.claimed).is_none_or(|g| g < 0)
-            });
-            self.emit_certificate(&cert, claimed, true);
-            self.production
-                .add_cert(commit_id, ReadyCert { cert, ready_at: Instant::now(), median: claimed });
-            self.poked = true;
-            return;
-        }
-        let Some(q) = quorums_of(&state, &commit) else { return };
-        let round = tally::Round {
-            first: &q.first,
-            escalation: &q.escalation,
-            spec: &spec,
-            revealed_at,
-            quorum_timeout: self.quorum_timeout,
+            self.verification.certify(&state, &commit_id, Instant::now(), landed)
         };
-        let domain = commit.body.domain.clone();
-        let tally = self.tallies.entry(commit_id).or_default();
-        let (median, votes, escalation) =
-            match tally.decide(&round, Instant::now(), |a| evaluates(&state, a, &domain)) {
-                tally::Decision::Wait => return,
-                tally::Decision::Certify { median, first, escalation } => (median, first, escalation),
-                tally::Decision::Escalate(why) => {
-                    // Disagreement or a missing vote: a larger quorum decides by quorum_fraction.
-                    let voted = q.first.iter().filter(|a| tally.voted(0, a)).count();
-                    let text = match why {
-                        tally::Why::Disagreeing => "disagreeing",
-                        tally::Why::MemberLeft => "a member left the domain's quorums",
-                        tally::Why::TimedOut => "timed out",
-                    };
-                    println!(
-                        "escalate {domain} {commit_id} ({voted} of {} first-round votes, {text})",
-                        q.first.len()
-                    );
-                    self.emit(
-                        "escalation",
-                        Some(domain.as_str()),
-                        json!({
-                            "commit": commit_id.to_string(),
-                            "votes": voted,
-                            "quorum": q.first.len(),
-                            "reason": why.as_str(),
-                        }),
-                    );
-                    if q.escalation.contains(&self.me) {
-                        let reveal = reveal.clone();
-                        self.start_evaluation(&commit, &reveal, 1, &spec);
-                    }
-                    return;
+        match verdict {
+            Verdict::Wait => {}
+            Verdict::Trusted { cert } => {
+                let (domain, claimed) = (cert.commit.body.domain.clone(), cert.commit.body.claimed);
+                println!("certificate {domain} {commit_id} Accept trusted {}", claimed.to_f64());
+                // Pending trusted claims this one matches or beats would only land as late: drop them.
+                if let Some(spec) = state.domain(&domain).map(|d| &d.spec) {
+                    self.production.retain_certs(|c| {
+                        c.cert.commit.body.domain != domain
+                            || spec.direction.gain(claimed, c.cert.commit.body.claimed).is_none_or(|g| g < 0)
+                    });
                 }
-                tally::Decision::Undecidable => {
-                    // Too few members are left to decide: our own claim is lost now rather than
-                    // at the claim deadline, and the optimizer claims again — other parameters:
-                    // these were revealed, and a parameter set belongs to its first revealer (a
-                    // new commit draws its quorum from evaluators that can evaluate).
-                    if let Some(domain) = self.claims.settled(&commit_id) {
-                        println!(
-                            "claim lost {domain} {commit_id} (escalation members left the domain's quorums)"
-                        );
-                        self.settle(&domain);
-                    }
-                    return;
-                }
-            };
-        let outcome = certs::outcome(&spec, commit.body.claimed, median).unwrap_or(Outcome::Reject);
-        let cert = Certificate {
-            commit: commit.clone(),
-            reveal: reveal.clone(),
-            votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
-            escalation: BoundedVec::try_from_vec(escalation).unwrap_or_default(),
-            outcome,
-        };
-        let mine = commit.body.optimizer == self.me;
-        if let Some(at) = self.claims.committed_at(&commit_id).filter(|_| mine) {
-            if self.cert_latency_ms.len() >= 4096 {
-                self.cert_latency_ms.pop_front();
+                self.emit_certificate(&cert, claimed, true);
+                self.production
+                    .add_cert(commit_id, ReadyCert { cert, ready_at: Instant::now(), median: claimed });
+                self.poked = true;
             }
-            self.cert_latency_ms.push_back(at.elapsed().as_millis() as u64);
+            Verdict::Escalated { why, voted, quorum, evaluate } => {
+                // Disagreement or a missing vote: a larger quorum decides by quorum_fraction.
+                let domain = self.domain_of(&commit_id).unwrap_or_default();
+                let text = match why {
+                    tally::Why::Disagreeing => "disagreeing",
+                    tally::Why::MemberLeft => "a member left the domain's quorums",
+                    tally::Why::TimedOut => "timed out",
+                };
+                println!("escalate {domain} {commit_id} ({voted} of {quorum} first-round votes, {text})");
+                self.emit(
+                    "escalation",
+                    Some(domain.as_str()),
+                    json!({
+                        "commit": commit_id.to_string(),
+                        "votes": voted,
+                        "quorum": quorum,
+                        "reason": why.as_str(),
+                    }),
+                );
+                if evaluate {
+                    self.start_evaluation(&commit_id, 1);
+                }
+            }
+            Verdict::Undecidable => {
+                // Too few members are left to decide: our own claim is lost now rather than at
+                // the claim deadline, and the optimizer claims again — other parameters: these
+                // were revealed, and a parameter set belongs to its first revealer (a new commit
+                // draws its quorum from evaluators that can evaluate).
+                if let Some(domain) = self.claims.settled(&commit_id) {
+                    println!(
+                        "claim lost {domain} {commit_id} (escalation members left the domain's quorums)"
+                    );
+                    self.settle(&domain);
+                }
+            }
+            Verdict::Certified { cert, median } => {
+                let mine = cert.commit.body.optimizer == self.me;
+                if let Some(at) = self.claims.committed_at(&commit_id).filter(|_| mine) {
+                    if self.cert_latency_ms.len() >= 4096 {
+                        self.cert_latency_ms.pop_front();
+                    }
+                    self.cert_latency_ms.push_back(at.elapsed().as_millis() as u64);
+                }
+                println!(
+                    "certificate {} {commit_id} {:?} median {}",
+                    cert.commit.body.domain,
+                    cert.outcome,
+                    median.to_f64()
+                );
+                self.emit_certificate(&cert, median, false);
+                let ready_at = Instant::now() + OTHERS_GRACE;
+                self.production.add_cert(commit_id, ReadyCert { cert, ready_at, median });
+                self.poked = true;
+                if let Ok(mut q) = self.tasks.lock() {
+                    q.remove(&format!("{commit_id}:0"));
+                    q.remove(&format!("{commit_id}:1"));
+                }
+            }
         }
-        println!("certificate {} {commit_id} {outcome:?} median {}", commit.body.domain, median.to_f64());
-        self.emit_certificate(&cert, median, false);
-        let ready_at = Instant::now() + OTHERS_GRACE;
-        self.production.add_cert(commit_id, ReadyCert { cert, ready_at, median });
-        self.poked = true;
-        if let Ok(mut q) = self.tasks.lock() {
-            q.remove(&format!("{commit_id}:0"));
-            q.remove(&format!("{commit_id}:1"));
-        }
-    }
-
-    /// Whether the escalation of `commit` could no longer decide (at `state`): fewer of its
-    /// members have voted or are still staked evaluators of the domain than it needs.
-    pub(super) fn undecidable(
-        &self,
-        state: &State,
-        commit: &Hash,
-        q: &quorum::Quorums,
-        spec: &DomainSpec,
-    ) -> bool {
-        let Some(domain) = self.intake.commit_of(commit).map(|c| c.commit.body.domain.clone()) else {
-            return false;
-        };
-        let round = tally::Round {
-            first: &q.first,
-            escalation: &q.escalation,
-            spec,
-            revealed_at: Instant::now(),
-            quorum_timeout: self.quorum_timeout,
-        };
-        let none = tally::Tally::default();
-        self.tallies.get(commit).unwrap_or(&none).undecidable(&round, |a| evaluates(state, a, &domain))
-    }
-
-    /// Whether the first round of `commit` (revealed at `revealed_at`) timed out.
-    pub(super) fn votes_missing(&self, commit: &Hash, revealed_at: Instant, spec: &DomainSpec) -> bool {
-        let round = tally::Round {
-            first: &[],
-            escalation: &[],
-            spec,
-            revealed_at,
-            quorum_timeout: self.quorum_timeout,
-        };
-        let none = tally::Tally::default();
-        self.tallies.get(commit).unwrap_or(&none).timed_out(&round, Instant::now())
     }
 }

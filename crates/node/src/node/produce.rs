@@ -7,7 +7,7 @@ use super::*;
 impl Engine {
     /// Keeps a commit (admitted by the gossip checks, or ours) for inclusion in our blocks.
     pub(super) fn pool_commit(&mut self, commit: &Commit) {
-        let settled = self.intake.is_settled(&commit.id());
+        let settled = self.verification.intake().is_settled(&commit.id());
         self.production.pool_commit(commit, Instant::now(), settled);
     }
 

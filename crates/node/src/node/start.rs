@@ -214,9 +214,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         store: store.clone(),
         net: network.handle.clone(),
         domains: rts,
-        intake: Intake::new(MAX_PENDING),
-        tallies: HashMap::new(),
-        evaluating: HashSet::new(),
+        verification: Verification::new(me, Duration::from_millis(params.quorum_timeout_ms), MAX_PENDING),
         quorum_timeout: Duration::from_millis(params.quorum_timeout_ms),
         claims: OwnClaims::new(MAX_PENDING),
         claim_deadline: Duration::from_millis(

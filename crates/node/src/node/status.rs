@@ -72,7 +72,9 @@ impl Engine {
         task: doin_api::tasks::Task,
         done: doin_api::tasks::Completion,
     ) {
-        let Some(commit) = self.intake.commit_of(&hex_hash(&task.commit)).map(|c| c.commit.clone()) else {
+        let Some(commit) =
+            self.verification.intake().commit_of(&hex_hash(&task.commit)).map(|c| c.commit.clone())
+        else {
             tracing::info!(task = %task.task_id, "completed task's commit is gone; no vote");
             return;
         };
@@ -90,9 +92,9 @@ impl Engine {
     pub(super) fn refresh_live(&self, state: &State) {
         let Ok(mut live) = self.live.write() else { return };
         live.mempool = self.mempool.len();
-        live.pending_commitments = self.intake.len().saturating_sub(self.production.certs().count());
-        live.pending_quorums =
-            self.evaluating.len() + self.tallies.values().filter(|t| t.escalated()).count();
+        live.pending_commitments =
+            self.verification.intake().len().saturating_sub(self.production.certs().count());
+        live.pending_quorums = self.verification.evaluating().count() + self.verification.escalations();
         let refused = self.gossip.refused();
         live.gossip_refused = (refused.rejected, refused.ignored);
         live.gossip_pending = self.gossip.pending();
@@ -141,13 +143,13 @@ impl Engine {
             );
         }
         live.evaluating = self
-            .evaluating
-            .iter()
+            .verification
+            .evaluating()
             .map(|(commit, round)| {
                 json!({
                     "commit": commit.to_string(),
                     "round": round,
-                    "domain_id": self.intake.commit_of(commit).map(|c| c.commit.body.domain.to_string()),
+                    "domain_id": self.verification.intake().commit_of(commit).map(|c| c.commit.body.domain.to_string()),
                 })
             })
             .collect();

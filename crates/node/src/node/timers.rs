@@ -60,31 +60,15 @@ impl Engine {
         // Quorums that ran out of time escalate; on a new tip, every pending one is looked at
         // (a member may have left the domain's quorums).
         let recheck = std::mem::take(&mut self.recheck_quorums);
-        let waiting: Vec<Hash> = self
-            .intake
-            .reveals()
-            .filter(|(k, (_, at))| {
-                // Only reveals whose commit we hold can be certified (the rest wait for it).
-                self.intake.has_commit(k)
-                    && !self.production.has_cert(k)
-                    && !self.tallies.get(*k).is_some_and(tally::Tally::escalated)
-                    && (recheck
-                        || self
-                            .intake
-                            .commit_of(k)
-                            .and_then(|seen| state.domain(&seen.commit.body.domain))
-                            .is_some_and(|d| self.votes_missing(k, *at, &d.spec)))
-            })
-            .map(|(k, _)| *k)
-            .collect();
         // Our escalated claims: lost once too few of their members are left to decide.
-        let escalated: Vec<Hash> = self
-            .claims
-            .pending()
-            .filter(|k| self.tallies.get(*k).is_some_and(tally::Tally::escalated))
-            .copied()
-            .collect();
-        for commit in waiting.into_iter().chain(escalated) {
+        let due = self.verification.due(
+            &state,
+            recheck,
+            Instant::now(),
+            |k| self.production.has_cert(k),
+            self.claims.pending().copied(),
+        );
+        for commit in due {
             self.try_certify(commit);
         }
         self.produce().await;
