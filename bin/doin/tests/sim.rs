@@ -239,8 +239,9 @@ fn crashed_quorum_members_escalate_claims_and_the_escalations_decide() {
 }
 
 /// The safety checks fire: with evaluators that accept claims unmeasured, the liars' claims
-/// land and are counted as accepted fakes; a node deaf to others' blocks ends on its own tip;
-/// equivocating finality voters finalize conflicting blocks.
+/// land and are counted as accepted fakes; a node deaf to others' blocks ends on its own tip; a
+/// producer that produces out of its slot is named; equivocating finality voters finalize
+/// conflicting blocks.
 #[test]
 fn the_safety_checks_catch_a_deliberate_defect() {
     let s = sim(&[
@@ -277,6 +278,21 @@ fn the_safety_checks_catch_a_deliberate_defect() {
     ]);
     let violations = s["violations"].to_string();
     assert!(violations.contains("tips at the end"), "{s}");
+    // A producer whose slot rule is broken (it produces in every slot, with a valid block the
+    // consensus rules accept) is caught by the simulator's own check of the slot rule.
+    let s = sim(&[
+        "--nodes",
+        "50",
+        "--sim-seconds",
+        "300",
+        "--perturb-every-s",
+        "0",
+        "--fault",
+        "eager-producer",
+        "--seed",
+        "1",
+    ]);
+    assert!(s["violations"].to_string().contains("out of its slot"), "{s}");
     // Finality: 40 % of the stake voting on both sides of partitions (no slashing protection)
     // gives each side two thirds: conflicting finalized blocks, caught; the same run with
     // honest voters finalizes as far and conflicts nowhere.

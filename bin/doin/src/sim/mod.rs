@@ -76,8 +76,9 @@ pub(crate) struct SimArgs {
     /// A deliberate defect, to show the safety checks catch it (tests of the checker):
     /// `rubber-stamp` (evaluators accept every claim unmeasured), `deaf-node` (node 0 ignores
     /// every block from others), `equivocate` (40 % of the producers vote finality on every
-    /// branch, as if without slashing protection).
-    #[arg(long, hide = true, value_parser = ["rubber-stamp", "deaf-node", "equivocate"])]
+    /// branch, as if without slashing protection), `eager-producer` (node 0's producer acts as
+    /// if it led every heartbeat slot).
+    #[arg(long, hide = true, value_parser = ["rubber-stamp", "deaf-node", "equivocate", "eager-producer"])]
     fault: Option<String>,
 }
 
@@ -364,9 +365,17 @@ impl Sim {
         let leads = heartbeat_slot(state, ts)
             .is_some_and(|slot| heartbeat_leader(state, slot) == Some(self.keys[n].address()));
         let instant = self.epoch + std::time::Duration::from_millis(now);
+        // The `eager-producer` fault: node 0's producer believes it leads every slot (it
+        // produces with the slot leader's key, as a producer with a broken slot rule would).
+        let key = match heartbeat_slot(state, ts).and_then(|slot| heartbeat_leader(state, slot)) {
+            Some(leader) if n == 0 && self.args.fault.as_deref() == Some("eager-producer") => {
+                self.keys.iter().find(|k| k.address() == leader).unwrap_or(&self.keys[n])
+            }
+            _ => &self.keys[n],
+        };
         let votes = self.votes.make_contiguous();
         let node = &mut self.nodes[n];
-        let produced = node.production.produce(state, &self.keys[n], ts, instant, &mut node.mempool, votes);
+        let produced = node.production.produce(state, key, ts, instant, &mut node.mempool, votes);
         let block = match produced.block {
             Some(block) if leads => block,
             Some(block) => {
