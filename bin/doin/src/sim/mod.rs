@@ -265,6 +265,7 @@ impl Sim {
             }
             self.nodes[n].tip = b;
             self.follow_finality(n, b);
+            self.chain_on_tip(now, n);
         }
         self.gossip(now, n, b, from);
     }
@@ -346,9 +347,11 @@ impl Sim {
     }
 
     /// A producer's slot timer: a heartbeat if the chain at its tip is idle long enough and it
-    /// leads the slot.
+    /// leads the slot; with claims on the chain, every half second (as the node's producer is
+    /// poked), blocks that include and seal commits or carry certificates too.
     fn tick(&mut self, now: u64, n: usize) {
-        let slot_ms = self.blocks[0].state.params().heartbeat_slot_ms.max(1);
+        let chain = self.search.as_ref().is_some_and(|s| s.chain.is_some());
+        let slot_ms = if chain { 500 } else { self.blocks[0].state.params().heartbeat_slot_ms.max(1) };
         self.push(now + slot_ms, 1, n as u32, 0);
         if !self.nodes[n].up {
             return;
@@ -356,14 +359,22 @@ impl Sim {
         self.vote(n);
         let tip = self.nodes[n].tip;
         let ts = (self.genesis_ms + now).saturating_add_signed(self.nodes[n].skew_ms);
-        let state = &self.blocks[tip].state;
-        if ts < state.meta().timestamp_ms + state.params().max_block_interval_ms {
+        let idle = {
+            let state = &self.blocks[tip].state;
+            ts >= state.meta().timestamp_ms + state.params().max_block_interval_ms
+        };
+        if !idle && !chain {
             return;
         }
-        // The node's own producer decides and builds; the slot rule, checked here on its own,
-        // says whether it had to.
-        let leads = heartbeat_slot(state, ts)
-            .is_some_and(|slot| heartbeat_leader(state, slot) == Some(self.keys[n].address()));
+        if chain {
+            self.chain_before_produce(n);
+        }
+        let state = &self.blocks[tip].state;
+        // The node's own producer decides and builds; the slot rules, checked here on their
+        // own, say whether it had to.
+        let leads = idle
+            && heartbeat_slot(state, ts)
+                .is_some_and(|slot| heartbeat_leader(state, slot) == Some(self.keys[n].address()));
         let instant = self.epoch + std::time::Duration::from_millis(now);
         // The `eager-producer` fault: node 0's producer believes it leads every slot (it
         // produces with the slot leader's key, as a producer with a broken slot rule would).
@@ -376,28 +387,51 @@ impl Sim {
         let votes = self.votes.make_contiguous();
         let node = &mut self.nodes[n];
         let produced = node.production.produce(state, key, ts, instant, &mut node.mempool, votes);
+        let sealing = state.meta().commits_in_tip > 0;
         let block = match produced.block {
-            Some(block) if leads => block,
             Some(block) => {
-                self.violations
-                    .push(format!("node {n} produced {} out of its slot at {now} ms", block.hash()));
-                return;
+                let body = &block.body;
+                let plain = body.commits.is_empty() && body.certificates.is_empty() && !sealing;
+                if plain && !leads {
+                    self.violations
+                        .push(format!("node {n} produced {} out of its slot at {now} ms", block.hash()));
+                    return;
+                }
+                if (!body.commits.is_empty() || sealing)
+                    && !doin_consensus::commits::may_seal(
+                        state,
+                        &self.keys[n].address(),
+                        ts,
+                        body.commits.len(),
+                    )
+                {
+                    self.violations.push(format!(
+                        "node {n} included or sealed commits out of its seal slot at {now} ms"
+                    ));
+                    return;
+                }
+                block
             }
-            None if leads => {
+            None if leads && !sealing => {
                 self.violations.push(format!("node {n} led its slot at {now} ms and produced nothing"));
                 return;
             }
-            None => return,
+            None => {
+                if chain {
+                    self.chain_forget(n, &produced.forgotten);
+                }
+                return;
+            }
         };
         // What every validator does with it.
         let next = match apply_block(state, &block) {
-            Ok((next, _)) if block.header.body.kind == BlockKind::Heartbeat => next,
+            Ok((next, _)) if chain || block.header.body.kind == BlockKind::Heartbeat => next,
             Ok(_) => {
                 self.violations.push(format!("block {} of an idle chain is not a heartbeat", block.hash()));
                 return;
             }
             Err(e) => {
-                self.violations.push(format!("an honest heartbeat was refused: {e}"));
+                self.violations.push(format!("an honest block was refused: {e}"));
                 return;
             }
         };
@@ -416,6 +450,10 @@ impl Sim {
             }
         }
         self.lags.push(next.height().saturating_sub(fin.height));
+        if chain {
+            self.chain_forget(n, &produced.forgotten);
+            self.chain_on_block(now, &block, &next);
+        }
         let hash = block.hash();
         let b = self.blocks.len();
         self.index.insert(hash, b);
@@ -493,6 +531,10 @@ impl Sim {
 
     /// A search event (kinds 5–7) at `now`; what it asks for goes into the queue.
     fn search_event(&mut self, now: u64, kind: u8, a: usize, b: usize) {
+        if (search::chain::COMMIT_AT..=search::chain::DUE).contains(&kind) {
+            self.chain_event(now, kind, a, b);
+            return;
+        }
         let Some(s) = self.search.as_mut() else { return };
         let schedule = match kind {
             search::EVALUATED => {
@@ -516,6 +558,9 @@ impl Sim {
         };
         for (delay, kind, a, b) in schedule {
             self.push(now + delay, kind, a, b);
+        }
+        if kind == search::EVALUATED {
+            self.chain_claims(now);
         }
     }
 
@@ -579,6 +624,16 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut rng = Rng(args.seed);
     let keys: Vec<Keypair> = (0..args.nodes).map(testkit::key).collect();
     let interval_ms = (args.block_interval_s * 1000.0) as u64;
+    // With claims on the chain, the domain is registered at genesis, the producers evaluate it
+    // and the optimizers are staked to optimize it (they produce blocks when they lead a slot).
+    let on_chain = search.as_ref().filter(|_| args.search.claims == "chain");
+    let domain = on_chain
+        .map(|s| -> anyhow::Result<_> {
+            let id = doin_primitives::DomainId::new(&args.search.domain).map_err(anyhow::Error::msg)?;
+            Ok((id.clone(), doin_primitives::DomainSpec { id, ..s.spec.clone() }))
+        })
+        .transpose()?;
+    let staked = producers + if domain.is_some() { args.search.optimizers } else { 0 };
     let spec = GenesisSpec {
         chain_id: 99,
         timestamp_ms: 1_700_000_000_000,
@@ -589,20 +644,27 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         },
         allocations: keys
             .iter()
-            .take(producers)
+            .take(staked)
             .map(|k| Allocation { address: k.address(), balance: Amount::doin(1_000) })
             .collect(),
         stakes: keys
             .iter()
-            .take(producers)
-            .map(|k| GenesisStake {
+            .take(staked)
+            .enumerate()
+            .map(|(i, k)| GenesisStake {
                 address: k.address(),
-                amount: Amount::doin(100),
-                roles: Roles::EVALUATOR,
-                domains: Vec::new(),
+                amount: Amount::doin(if i < producers { 100 } else { 10 }),
+                roles: if i < producers { Roles::EVALUATOR } else { Roles::OPTIMIZER },
+                domains: domain.iter().map(|(id, _)| id.clone()).collect(),
             })
             .collect(),
-        domains: Vec::new(),
+        domains: domain
+            .iter()
+            .map(|(_, spec)| doin_consensus::GenesisDomain {
+                spec: spec.clone(),
+                bounty: Amount::doin(1_000),
+            })
+            .collect(),
     };
     let (state, genesis) = spec.build().context("the simulation's genesis")?;
     let peers = mesh(args.nodes, args.mesh, &mut rng);
@@ -655,12 +717,20 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         epoch: Instant::now(),
         args,
     };
+    if let Some((id, _)) = domain {
+        let evaluators: Vec<doin_primitives::Address> =
+            sim.keys.iter().take(producers).map(|k| k.address()).collect();
+        let interval = std::time::Duration::from_millis(interval_ms);
+        if let Some(s) = sim.search.as_mut() {
+            s.chain = Some(search::chain::Chain::new(id, &evaluators, staked, interval, s));
+        }
+    }
     if let Some(s) = &sim.search {
         for (delay, kind, a, b) in s.start(&mut sim.rng) {
             sim.push(delay, kind, a, b);
         }
     }
-    for n in 0..producers {
+    for n in 0..staked {
         let first = sim.rng.below(1000) as u64;
         sim.push(first, 1, n as u32, 0);
     }

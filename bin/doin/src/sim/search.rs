@@ -37,6 +37,8 @@ use doin_primitives::{Address, DomainSpec, Hash, Metric, Outcome};
 
 use super::Rng;
 
+pub(crate) mod chain;
+
 #[derive(Debug, Args, Clone)]
 pub(crate) struct SearchArgs {
     /// Optimizing nodes (0: no search). They are the nodes after the producers; the producers
@@ -83,11 +85,23 @@ pub(crate) struct SearchArgs {
     /// node's `quorum_timeout`; the devnet's 8 s).
     #[arg(long, default_value_t = 8.0)]
     pub(crate) quorum_timeout_s: f64,
+    /// How claims travel: `chain` — as the node sends them: the optimizer's own-claims core
+    /// signs a commit, staked nodes pool it and their block producers include and seal it on
+    /// the simulated chain, the reveal follows the seal, every evaluator node runs the node's
+    /// verification pipeline (intake, quorum drawn from the sealing block's beacon, its seed
+    /// group's data, signed votes), certificates ride blocks and champions are read from the
+    /// chain; `modelled` — a two-slot seal delay and one tally per claim (faster).
+    #[arg(long, default_value = "modelled", value_parser = ["chain", "modelled"])]
+    pub(crate) claims: String,
 }
 
 /// One optimizing node.
 struct Opt {
     node: usize,
+    /// Its node's own claims (with `--claims chain`).
+    own: doin_node::own_claims::OwnClaims,
+    /// The chain champion it last took in (with `--claims chain`).
+    chain_champion: Option<Hash>,
     optimizer: Box<dyn Optimizer>,
     batch: usize,
     asked: Vec<Vec<f64>>,
@@ -169,7 +183,7 @@ pub(crate) struct Figures {
 pub(crate) struct Search {
     args: SearchArgs,
     domain: Arc<dyn Domain>,
-    spec: DomainSpec,
+    pub(crate) spec: DomainSpec,
     opts: Vec<Opt>,
     claims: Vec<Claim>,
     /// The network's verified champion's metric.
@@ -193,6 +207,10 @@ pub(crate) struct Search {
     /// to reach (dropped when none).
     batches: BTreeMap<u32, (Incoming, usize)>,
     next_batch: u32,
+    /// Claims on the simulated chain (`--claims chain`).
+    pub(crate) chain: Option<chain::Chain>,
+    /// Optimizers with something to claim (`--claims chain`: the simulator's claim path).
+    wanted: Vec<usize>,
 }
 
 /// Optimizer `i`'s signing address (the trial books' sender key).
@@ -267,6 +285,8 @@ impl Search {
             let batch = doin_node::optimizer::population_of(domain.as_ref(), &config, 1, args.optimizers);
             opts.push(Opt {
                 node: first + i,
+                own: doin_node::own_claims::OwnClaims::new(16),
+                chain_champion: None,
                 batch,
                 asked: Vec::new(),
                 told: Vec::new(),
@@ -303,6 +323,8 @@ impl Search {
             hops,
             batches: BTreeMap::new(),
             next_batch: 0,
+            chain: None,
+            wanted: Vec::new(),
         })
     }
 
@@ -373,7 +395,11 @@ impl Search {
                 o.unclaimed = Some((loss, x, metric));
             }
         }
-        out.extend(self.maybe_claim(i, now, rng));
+        if self.chain.is_some() {
+            self.wanted.push(i);
+        } else {
+            out.extend(self.maybe_claim(i, now, rng));
+        }
         out
     }
 
