@@ -217,6 +217,16 @@ fn crashed_quorum_members_escalate_claims_and_the_escalations_decide() {
     };
     let calm = run("0", "1");
     assert_eq!(calm["search"]["escalations"], 0, "{calm}");
+    // Claims ride the chain: every commit was included by a seal leader, its reveal followed
+    // the seal, a quorum of 3 evaluator nodes measured and voted, and each settled claim's
+    // certificate is in a block (accepted or not).
+    let (r, chain) = (&calm["search"], &calm["search"]["on_chain"]);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let settled = n(&r["accepted"]) + n(&r["rejected"]);
+    assert_eq!(n(&chain["certificates"]), settled, "{calm}");
+    assert!(n(&chain["commits_included"]) >= settled && n(&chain["reveals"]) >= settled, "{calm}");
+    assert!(n(&chain["votes"]) >= 3 * settled, "{calm}");
+    assert_eq!(n(&chain["commits"]), n(&r["claims"]), "{calm}");
     let mut escalations = 0;
     for seed in ["1", "2", "3"] {
         let s = run("2", seed);

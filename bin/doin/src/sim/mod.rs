@@ -10,13 +10,12 @@
 //!
 //! What it models of a node is the chain-following core: fork choice, catching up on missing
 //! ancestors from the peer that sent a block, block production, finality votes. With
-//! `--optimizers K` it also runs the search (`search.rs`): K nodes optimize a built-in domain
-//! with the node's own optimizer, their claims are re-measured by a quorum of the staked nodes
-//! and judged by the consensus rules, and verified champions migrate between the optimizers.
-//! Claims are judged by the node's own quorum tally (`doin_node::tally`) fed with simulated
-//! votes; the commit and reveal messages are a modelled seal delay: the simulated nodes do not
-//! run the node's intake (`doin_node::intake`) and own claims (`doin_node::own_claims`) over
-//! simulated gossip yet, so claims do not ride the simulated chain.
+//! `--optimizers K` it also runs the search (`search.rs`): K staked nodes optimize a built-in
+//! domain registered at genesis with the node's own optimizer, and their claims ride the
+//! simulated chain (`search/chain.rs`): the node's own claims core commits, the producers
+//! include and seal the commits, every evaluator node runs the node's verification pipeline
+//! (`doin_node::verification`) on its own tip, votes cross the mesh, certificates ride blocks,
+//! and optimizers take the chain's champion in from their own tips.
 //!
 //! Everything comes from `--seed`: a run repeats bit for bit, and `digest` (of every block and
 //! every node's final tip) is equal across two runs of one seed.
@@ -541,18 +540,9 @@ impl Sim {
                 let up = self.nodes[s.node_of(a)].up;
                 s.evaluated(a, now, up, &mut self.rng)
             }
-            search::VOTE => {
-                let up = self.nodes[s.voter_node(a, b)].up;
-                s.vote(a, b, now, up, &mut self.rng)
-            }
-            search::QUORUM_TIMER => s.timer(a, b, now, &mut self.rng),
-            search::TRIALS => {
+            _ => {
                 let up = self.nodes[s.node_of(b)].up;
                 s.trials_reach(a as u32, b, up);
-                Vec::new()
-            }
-            _ => {
-                s.champion_reaches(a, b);
                 Vec::new()
             }
         };
@@ -611,7 +601,7 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         Some(search::Search::new(
             args.search.clone(),
             producers,
-            (0..producers).collect(),
+            producers,
             args.seed,
             rubber_stamp,
             // A message crosses the mesh in about log_D(N) hops.
@@ -626,8 +616,8 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
     let interval_ms = (args.block_interval_s * 1000.0) as u64;
     // With claims on the chain, the domain is registered at genesis, the producers evaluate it
     // and the optimizers are staked to optimize it (they produce blocks when they lead a slot).
-    let on_chain = search.as_ref().filter(|_| args.search.claims == "chain");
-    let domain = on_chain
+    let domain = search
+        .as_ref()
         .map(|s| -> anyhow::Result<_> {
             let id = doin_primitives::DomainId::new(&args.search.domain).map_err(anyhow::Error::msg)?;
             Ok((id.clone(), doin_primitives::DomainSpec { id, ..s.spec.clone() }))
@@ -826,7 +816,7 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
             "violations": sim.violations.iter().take(5).collect::<Vec<_>>(),
             "digest": digest.finalize().to_hex().to_string(),
             "search": sim.search.as_ref().map(|s| s.json(end)),
-            "modelled": "chain following and finality votes with the real consensus code, block production by the node's own producer (votes reach producers at once); optimizers, evaluators' measurements, quorum votes, escalation and the verdict with the node's tally and consensus code; the claim's commit and reveal as a two-slot seal delay",
+            "modelled": "chain following and finality votes with the real consensus code, block production by the node's own producer (finality votes reach producers at once); optimizers with the node's optimizer and trial book; claims by the node's own claims, production and verification cores and the consensus rules, their messages other than blocks as one delay across the mesh",
         })
     );
     Ok(())

@@ -73,6 +73,8 @@ pub(crate) struct Chain {
     /// commits.
     counted: HashSet<Hash>,
     escalated: HashSet<Hash>,
+    /// Commits some block included (once each).
+    included: HashSet<Hash>,
     /// The node's claim deadline.
     deadline: Duration,
     /// Staked nodes (producers, then optimizers).
@@ -97,6 +99,7 @@ impl Chain {
             points: std::collections::HashMap::new(),
             verifiers: evaluators.iter().map(|a| Verification::new(*a, timeout, 256)).collect(),
             counted: HashSet::new(),
+            included: HashSet::new(),
             escalated: HashSet::new(),
             deadline: 2 * (timeout + block_interval),
             staked,
@@ -115,8 +118,7 @@ impl Sim {
 
     /// One message's way across the mesh.
     fn hop_ms(&mut self) -> u64 {
-        let (median, hops) = self.search.as_ref().map_or((50.0, 1.0), |s| (s.hop_median_ms, s.hops));
-        (self.rng.lognormal(median, 0.5).max(1.0) * hops) as u64
+        self.search.as_ref().map_or(0, |s| s.hop(&mut self.rng))
     }
 
     /// Optimizers that asked to claim (after an evaluation) claim through their nodes' own
@@ -464,6 +466,7 @@ impl Sim {
     pub(crate) fn chain_on_block(&mut self, now: u64, block: &Block, next: &State) {
         let Some(s) = self.search.as_mut() else { return };
         let Some(chain) = s.chain.as_mut() else { return };
+        chain.included.extend(block.body.commits.iter().map(|c| c.id()));
         for cert in block.body.certificates.iter() {
             let id = cert.commit.id();
             if !chain.counted.insert(id) {
@@ -510,5 +513,19 @@ impl Sim {
             s.figures.time_to_target_ms = Some(now);
             s.figures.evaluations_to_target = Some(s.figures.evaluations);
         }
+    }
+}
+
+impl Chain {
+    /// What went over the simulated wire and onto the chain, as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "commits": self.commits.len(),
+            "commits_included": self.included.len(),
+            "reveals": self.reveals.len(),
+            "evaluations": self.evals.len(),
+            "votes": self.votes.len(),
+            "certificates": self.counted.len(),
+        })
     }
 }
