@@ -19,6 +19,10 @@
 //!
 //! Everything comes from `--seed`: a run repeats bit for bit, and `digest` (of every block and
 //! every node's final tip) is equal across two runs of one seed.
+//!
+//! Layout: this file holds the arguments, the state and the event loop; [`network`] the mesh,
+//! block delivery and the perturbations; [`produce`] finality votes and block production;
+//! [`search`] the optimizers and their shared trials; `search/chain.rs` the claims on chain.
 
 use std::{
     cmp::Reverse,
@@ -28,15 +32,13 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use doin_consensus::{
-    Allocation, GenesisSpec, GenesisStake, ProtocolParams, State, apply_block, heartbeat_leader,
-    heartbeat_slot, testkit,
-};
+use doin_consensus::{Allocation, GenesisSpec, GenesisStake, ProtocolParams, State, testkit};
 use doin_node::{mempool::Mempool, production::Production};
-use doin_primitives::{
-    Amount, BlockKind, Checkpoint, FinalityVote, FinalityVoteBody, Hash, Keypair, Roles, Signed,
-};
+use doin_primitives::{Amount, Checkpoint, FinalityVote, Hash, Keypair, Roles};
 
+mod network;
+use network::mesh;
+mod produce;
 mod search;
 
 #[derive(Debug, Args)]
@@ -207,327 +209,6 @@ impl Sim {
         (x.work, x.height, Reverse(x.hash)) > (y.work, y.height, Reverse(y.hash))
     }
 
-    /// Sends block `b` from node `from` to its mesh peers (but `except`).
-    fn gossip(&mut self, now: u64, from: usize, b: usize, except: Option<usize>) {
-        let peers = self.nodes[from].peers.clone();
-        for p in peers {
-            let p = p as usize;
-            if Some(p) == except {
-                continue;
-            }
-            self.transmissions += 1;
-            if self.rng.unit() < self.args.loss
-                || (self.partitioned && self.nodes[p].side != self.nodes[from].side)
-            {
-                continue;
-            }
-            let mut ms = self.rng.lognormal(self.args.latency_ms, 0.5).max(1.0) as u64;
-            if self.nodes[p].slow_until > now || self.nodes[from].slow_until > now {
-                ms *= 10;
-            }
-            if self.latencies.len() < 100_000 {
-                self.latencies.push(ms);
-            }
-            self.push_from(now + ms, 0, p as u32, b as u32, from as u32);
-        }
-    }
-
-    /// Node `n` receives block `b` at `now` (from `from`): catch up on its ancestors, adopt it
-    /// if it is the better tip, forward it.
-    fn receive(&mut self, now: u64, n: usize, b: usize, from: Option<usize>) {
-        if !self.nodes[n].up || self.nodes[n].has(b) {
-            return;
-        }
-        if n == 0 && from.is_some() && self.args.fault.as_deref() == Some("deaf-node") {
-            return;
-        }
-        self.deliveries += 1;
-        let delay = now.saturating_sub(self.blocks[b].produced_ms) as usize;
-        self.propagation[delay.min(PROPAGATION_BUCKETS - 1)] += 1;
-        // Missing ancestors come from the sender (sync), all at once.
-        let mut x = b;
-        while x != usize::MAX && !self.nodes[n].has(x) {
-            self.nodes[n].mark(x);
-            x = self.blocks[x].parent;
-        }
-        let old = self.nodes[n].tip;
-        // Like the chain store, never move to a chain that forks below the finalized checkpoint.
-        if self.better(b, old) && !self.on_chain(b, self.nodes[n].finalized) {
-            self.below_finality += 1;
-        } else if self.better(b, old) {
-            // A switch that does not extend the old tip is a reorg of its depth.
-            let ancestor = self.common_ancestor(old, b);
-            let depth = self.blocks[old].height - self.blocks[ancestor].height;
-            if depth > 0 {
-                self.reorgs += 1;
-                self.max_reorg = self.max_reorg.max(depth);
-            }
-            self.nodes[n].tip = b;
-            self.follow_finality(n, b);
-            self.chain_on_tip(now, n);
-        }
-        self.gossip(now, n, b, from);
-    }
-
-    /// Whether checkpoint `c` is on the chain of block `b`.
-    fn on_chain(&self, b: usize, c: Checkpoint) -> bool {
-        let mut x = b;
-        while x != usize::MAX && self.blocks[x].height > c.height {
-            x = self.blocks[x].parent;
-        }
-        c.height == 0 || (x != usize::MAX && self.blocks[x].hash == c.hash)
-    }
-
-    /// Node `n` moved to tip `b` (which `receive` checked holds its finalized checkpoint).
-    fn follow_finality(&mut self, n: usize, b: usize) {
-        let old = self.nodes[n].finalized;
-        let new = self.blocks[b].state.meta().finalized;
-        if new.height > old.height {
-            self.nodes[n].finalized = new;
-        }
-    }
-
-    /// Staker `n`'s finality vote on its tip, if one is due (the node's `Voter`: once its chain
-    /// is 2 blocks past a checkpoint, from the justified checkpoint, never twice for a target).
-    /// Under the `equivocate` fault, the first 40 % of the producers vote on every producer's
-    /// tip, conflicting targets included (no slashing protection).
-    fn vote(&mut self, n: usize) {
-        let producers = self.args.producers.clamp(1, self.nodes.len());
-        if self.args.fault.as_deref() == Some("equivocate") && n * 5 < producers * 2 {
-            let mut tips: Vec<usize> = (0..producers).map(|p| self.nodes[p].tip).collect();
-            tips.sort_unstable();
-            tips.dedup();
-            for tip in tips {
-                self.vote_on(n, tip, true);
-            }
-            return;
-        }
-        self.vote_on(n, self.nodes[n].tip, false);
-    }
-
-    fn vote_on(&mut self, n: usize, tip: usize, equivocate: bool) {
-        let state = &self.blocks[tip].state;
-        let Some(target) = doin_consensus::finality::checkpoint_below(state, state.height(), 2) else {
-            return;
-        };
-        let source = state.meta().justified;
-        if target == 0 || target <= source.height || (!equivocate && target <= self.nodes[n].voted) {
-            return;
-        }
-        let Some(hash) = state.recent_hash_at(target) else { return };
-        let body = FinalityVoteBody {
-            chain_id: state.meta().chain_id,
-            voter: self.keys[n].address(),
-            source,
-            target: Checkpoint { height: target, hash },
-        };
-        if equivocate && self.votes.iter().any(|v| v.body == body) {
-            return;
-        }
-        self.nodes[n].voted = self.nodes[n].voted.max(target);
-        if self.votes.len() >= 4096 {
-            self.votes.pop_front();
-        }
-        self.votes.push_back(Signed::sign(body, &self.keys[n]));
-    }
-
-    fn common_ancestor(&self, mut a: usize, mut b: usize) -> usize {
-        while a != b {
-            if self.blocks[a].height >= self.blocks[b].height {
-                a = self.blocks[a].parent;
-            } else {
-                b = self.blocks[b].parent;
-            }
-            if a == usize::MAX || b == usize::MAX {
-                return 0;
-            }
-        }
-        a
-    }
-
-    /// A producer's slot timer: a heartbeat if the chain at its tip is idle long enough and it
-    /// leads the slot; with claims on the chain, every half second (as the node's producer is
-    /// poked), blocks that include and seal commits or carry certificates too.
-    fn tick(&mut self, now: u64, n: usize) {
-        let chain = self.search.as_ref().is_some_and(|s| s.chain.is_some());
-        let slot_ms = if chain { 500 } else { self.blocks[0].state.params().heartbeat_slot_ms.max(1) };
-        self.push(now + slot_ms, 1, n as u32, 0);
-        if !self.nodes[n].up {
-            return;
-        }
-        self.vote(n);
-        let tip = self.nodes[n].tip;
-        let ts = (self.genesis_ms + now).saturating_add_signed(self.nodes[n].skew_ms);
-        let idle = {
-            let state = &self.blocks[tip].state;
-            ts >= state.meta().timestamp_ms + state.params().max_block_interval_ms
-        };
-        if !idle && !chain {
-            return;
-        }
-        if chain {
-            self.chain_before_produce(n);
-        }
-        let state = &self.blocks[tip].state;
-        // The node's own producer decides and builds; the slot rules, checked here on their
-        // own, say whether it had to.
-        let leads = idle
-            && heartbeat_slot(state, ts)
-                .is_some_and(|slot| heartbeat_leader(state, slot) == Some(self.keys[n].address()));
-        let instant = self.epoch + std::time::Duration::from_millis(now);
-        // The `eager-producer` fault: node 0's producer believes it leads every slot (it
-        // produces with the slot leader's key, as a producer with a broken slot rule would).
-        let key = match heartbeat_slot(state, ts).and_then(|slot| heartbeat_leader(state, slot)) {
-            Some(leader) if n == 0 && self.args.fault.as_deref() == Some("eager-producer") => {
-                self.keys.iter().find(|k| k.address() == leader).unwrap_or(&self.keys[n])
-            }
-            _ => &self.keys[n],
-        };
-        let votes = self.votes.make_contiguous();
-        let node = &mut self.nodes[n];
-        let produced = node.production.produce(state, key, ts, instant, &mut node.mempool, votes);
-        let sealing = state.meta().commits_in_tip > 0;
-        let block = match produced.block {
-            Some(block) => {
-                let body = &block.body;
-                let plain = body.commits.is_empty() && body.certificates.is_empty() && !sealing;
-                if plain && !leads {
-                    self.violations
-                        .push(format!("node {n} produced {} out of its slot at {now} ms", block.hash()));
-                    return;
-                }
-                if (!body.commits.is_empty() || sealing)
-                    && !doin_consensus::commits::may_seal(
-                        state,
-                        &self.keys[n].address(),
-                        ts,
-                        body.commits.len(),
-                    )
-                {
-                    self.violations.push(format!(
-                        "node {n} included or sealed commits out of its seal slot at {now} ms"
-                    ));
-                    return;
-                }
-                block
-            }
-            None if leads && !sealing => {
-                self.violations.push(format!("node {n} led its slot at {now} ms and produced nothing"));
-                return;
-            }
-            None => {
-                if chain {
-                    self.chain_forget(n, &produced.forgotten);
-                }
-                return;
-            }
-        };
-        // What every validator does with it.
-        let next = match apply_block(state, &block) {
-            Ok((next, _)) if chain || block.header.body.kind == BlockKind::Heartbeat => next,
-            Ok(_) => {
-                self.violations.push(format!("block {} of an idle chain is not a heartbeat", block.hash()));
-                return;
-            }
-            Err(e) => {
-                self.violations.push(format!("an honest block was refused: {e}"));
-                return;
-            }
-        };
-        if next.accounted_supply() != Some(next.meta().supply.minted.0) {
-            self.violations.push(format!("coins not conserved at height {}", next.height()));
-        }
-        let fin = next.meta().finalized;
-        if fin.height > 0 {
-            match self.finalized.get(&fin.height) {
-                Some(h) if *h != fin.hash => {
-                    self.violations.push(format!("conflicting finalized blocks at height {}", fin.height));
-                }
-                _ => {
-                    self.finalized.insert(fin.height, fin.hash);
-                }
-            }
-        }
-        self.lags.push(next.height().saturating_sub(fin.height));
-        if chain {
-            self.chain_forget(n, &produced.forgotten);
-            self.chain_on_block(now, &block, &next);
-        }
-        let hash = block.hash();
-        let b = self.blocks.len();
-        self.index.insert(hash, b);
-        self.blocks.push(Blk {
-            hash,
-            parent: tip,
-            height: block.header.body.height,
-            work: block.header.body.cumulative_work,
-            produced_ms: now,
-            state: next,
-        });
-        self.receive(now, n, b, None);
-    }
-
-    /// A random perturbation at `now` (none in the calm last 20 % of the run).
-    fn perturb(&mut self, now: u64, end: u64) {
-        let mean = (self.args.perturb_every_s * 1000.0) as u64;
-        let next = now + (self.rng.unit() * 2.0 * mean as f64) as u64 + 1;
-        // The last perturbation's heal (≤ 60 s) and restart (≤ 30 s) also come before the calm.
-        if next + 60_000 < end * 4 / 5 {
-            self.push(next, 4, 0, 0);
-        }
-        let n = self.rng.below(self.nodes.len());
-        match self.rng.below(4) {
-            0 if self.nodes[n].up => {
-                self.nodes[n].up = false;
-                self.perturbations[0] += 1;
-                let back = now + 5_000 + self.rng.below(25_000) as u64;
-                self.push(back, 2, n as u32, 0);
-            }
-            1 if !self.partitioned => {
-                self.partitioned = true;
-                self.perturbations[2] += 1;
-                let share = 2 + self.rng.below(2) as u64; // a half or a third on one side
-                for (i, node) in self.nodes.iter_mut().enumerate() {
-                    node.side = u8::from((i as u64 * 7919 + now).is_multiple_of(share));
-                }
-                let heal = now + 10_000 + self.rng.below(50_000) as u64;
-                self.push(heal, 3, 0, 0);
-            }
-            2 => {
-                self.nodes[n].slow_until = now + 5_000 + self.rng.below(25_000) as u64;
-                self.perturbations[5] += 1;
-            }
-            _ => {
-                self.nodes[n].skew_ms = self.rng.below(4_001) as i64 - 2_000;
-                self.perturbations[4] += 1;
-            }
-        }
-    }
-
-    /// A restarted node asks its peers for their tips (what `poll_peers` does).
-    fn restart(&mut self, now: u64, n: usize) {
-        self.nodes[n].up = true;
-        self.perturbations[1] += 1;
-        let peers = self.nodes[n].peers.clone();
-        for p in peers {
-            let tip = self.nodes[p as usize].tip;
-            if self.nodes[p as usize].up {
-                let rtt = self.rng.lognormal(self.args.latency_ms, 0.5) as u64 * 2;
-                self.push(now + rtt, 0, n as u32, tip as u32);
-            }
-        }
-    }
-
-    fn heal(&mut self, now: u64) {
-        self.partitioned = false;
-        self.perturbations[3] += 1;
-        // Peers exchange tips after a heal (their status polls).
-        for n in 0..self.nodes.len() {
-            let tip = self.nodes[n].tip;
-            self.gossip(now, n, tip, None);
-        }
-    }
-
     /// A search event (kinds 5–7) at `now`; what it asks for goes into the queue.
     fn search_event(&mut self, now: u64, kind: u8, a: usize, b: usize) {
         if (search::chain::COMMIT_AT..=search::chain::DUE).contains(&kind) {
@@ -566,24 +247,6 @@ impl Sim {
         }
         0
     }
-}
-
-/// A random mesh where every node has at least `d` peers (links are both ways; a node takes
-/// no new link past `2d`).
-fn mesh(n: usize, d: usize, rng: &mut Rng) -> Vec<Vec<u32>> {
-    let mut peers: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for i in 0..n {
-        let mut tries = 0;
-        while peers[i].len() < d.min(n - 1) && tries < 100 {
-            tries += 1;
-            let j = rng.below(n);
-            if j != i && !peers[i].contains(&(j as u32)) && peers[j].len() < d * 2 {
-                peers[i].push(j as u32);
-                peers[j].push(i as u32);
-            }
-        }
-    }
-    peers
 }
 
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
