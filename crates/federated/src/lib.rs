@@ -1,0 +1,21 @@
+//! Federated training (DESIGN §6): what a contributor may send ([`update`]: shape, finite
+//! weights, size, the job and round it belongs to, replays — each refusal named), how a
+//! supervisor combines the updates of a round ([`aggregate`]: FedAvg weighted by samples,
+//! coordinate-wise trimmed mean and median, Krum, MultiKrum, and the loss-scored rule that
+//! scores each contribution by the loss change it causes on seeded data), the model of the
+//! built-in federated domain ([`model`]: an MLP whose parameters are one flat vector, trained
+//! by SGD) and the label-skewed split federated benchmarks use ([`split`]).
+//!
+//! Everything here is sans-I/O and deterministic for a given seed: the node's shell moves the
+//! artifacts, signs and schedules.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod aggregate;
+pub mod experiment;
+pub mod model;
+pub mod split;
+pub mod update;
+
+pub use aggregate::{Aggregated, Rule, aggregate};
+pub use model::Mlp;
+pub use update::{Admission, Update, UpdateError};
