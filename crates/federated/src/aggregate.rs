@@ -226,16 +226,17 @@ fn loss_scored(
         }
         // Leave-one-out means from the weighted sum, one pass each.
         let total: f64 = active.iter().map(|i| c[*i].weight).sum();
+        let mut loo = vec![0.0f32; params];
         for &i in &active {
             let rest = total - c[i].weight;
-            let loo: Vec<f32> = if rest > 0.0 {
-                mean.iter()
-                    .zip(c[i].delta)
-                    .map(|(m, d)| ((f64::from(*m) * total - c[i].weight * f64::from(*d)) / rest) as f32)
-                    .collect()
+            if rest > 0.0 {
+                let (w, scale) = (c[i].weight, total / rest);
+                for ((l, m), d) in loo.iter_mut().zip(&mean).zip(c[i].delta) {
+                    *l = ((f64::from(*m) - w / total * f64::from(*d)) * scale) as f32;
+                }
             } else {
-                vec![0.0; params]
-            };
+                loo.iter_mut().for_each(|l| *l = 0.0);
+            }
             scores[i] = Some(loss(&loo) - base);
         }
         // Judged per unit of say (the score over the contribution's share of the weight), so a

@@ -10,6 +10,8 @@ use doin_primitives::{
 };
 use doin_storage::{ChainStore, StoreOptions, snapshot};
 
+mod fl;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Bench {
     /// Applies blocks of signed transfers on one core (signature checks, state updates and
@@ -43,6 +45,14 @@ pub(crate) enum Bench {
         /// Work directory (a temporary directory inside it is used and removed).
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
+    },
+    /// Federated training on the Flower digits setup, in one process: every aggregation rule
+    /// clean and under two attacks, the default rule's overhead per round, and the time to
+    /// aggregate 100 updates of 10 MB.
+    Fl {
+        /// Seeds (medians over 1..=seeds).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
     },
     /// Runs a devnet to the domain's target and reports time, blocks, verification CPU share,
     /// idle memory and evaluations per optimizing node.
@@ -280,6 +290,7 @@ fn flood(rounds: usize, base_port: u16) -> anyhow::Result<()> {
 pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ledger { blocks, txs_per_block, accounts } => ledger(blocks, txs_per_block, accounts),
+        Bench::Fl { seeds } => fl::run(seeds),
         Bench::Storage { blocks, txs_per_block, group, snapshot_accounts, dir } => {
             storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
         }
