@@ -274,34 +274,27 @@ fn the_safety_checks_catch_a_deliberate_defect() {
     ]);
     assert!(s["search"]["accepted_fakes"].as_u64().unwrap() > 0, "{s}");
     assert!(s["safety_violations"].as_u64().unwrap() > 0, "{s}");
-    let s = sim(&[
-        "--nodes",
-        "50",
-        "--sim-seconds",
-        "300",
-        "--perturb-every-s",
-        "0",
-        "--fault",
-        "deaf-node",
-        "--seed",
-        "1",
-    ]);
+    // 50 quiet nodes for 5 minutes with one defect.
+    let faulty = |fault: &str| {
+        sim(&[
+            "--nodes",
+            "50",
+            "--sim-seconds",
+            "300",
+            "--perturb-every-s",
+            "0",
+            "--fault",
+            fault,
+            "--seed",
+            "1",
+        ])
+    };
+    let s = faulty("deaf-node");
     let violations = s["violations"].to_string();
     assert!(violations.contains("tips at the end"), "{s}");
     // A producer whose slot rule is broken (it produces in every slot, with a valid block the
     // consensus rules accept) is caught by the simulator's own check of the slot rule.
-    let s = sim(&[
-        "--nodes",
-        "50",
-        "--sim-seconds",
-        "300",
-        "--perturb-every-s",
-        "0",
-        "--fault",
-        "eager-producer",
-        "--seed",
-        "1",
-    ]);
+    let s = faulty("eager-producer");
     assert!(s["violations"].to_string().contains("out of its slot"), "{s}");
     // Finality: 40 % of the stake voting on both sides of partitions (no slashing protection)
     // gives each side two thirds: conflicting finalized blocks, caught; the same run with
