@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::{
     aggregate::{Contribution, Reputation, Rule, aggregate},
     model::Mlp,
+    payout::Inputs,
     split,
     update::{Admission, Update},
 };
@@ -90,6 +91,9 @@ pub struct Outcome {
     pub attackers_quarantined: usize,
     /// Honest contributors quarantined at least once.
     pub honest_quarantined: usize,
+    /// The attackers' share of all rounds' pools ([`crate::payout`]; inputs: the score as
+    /// quality, rows as compute — declared —, the update's bytes, full uptime).
+    pub attacker_payout_share: f64,
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -115,6 +119,7 @@ pub fn run(setup: &Setup, data: &Tabular) -> Result<Outcome, String> {
     let coupled = matches!(setup.rule, Rule::LossScored { .. });
     let (mut overhead, mut attackers_kept, mut honest_dropped) = (0.0f64, 0u64, 0u64);
     let (mut attacker_scores, mut honest_scores) = (Vec::new(), Vec::new());
+    let (mut paid, mut paid_attackers) = (0u128, 0u128);
     for round in 0..setup.rounds {
         // Local training (not overhead).
         let mut deltas: Vec<Vec<f32>> = parts
@@ -194,6 +199,28 @@ pub fn run(setup: &Setup, data: &Tabular) -> Result<Outcome, String> {
                 reputation.record(who[*i], round, kept, score);
             }
         }
+        // The round's pool: 10⁶ units split by the seed's formula over the published inputs.
+        let inputs: Vec<Inputs> = admitted
+            .iter()
+            .enumerate()
+            .map(|(k, (i, _))| Inputs {
+                contributor: who[*i],
+                compute_ms: parts[*i].len() as u64,
+                quality_micro: match (result.kept[k], result.scores[k]) {
+                    (true, Some(s)) => (s * 1e6) as i64,
+                    (true, None) => 1,
+                    (false, _) => 0,
+                },
+                bytes: 4 * deltas[*i].len() as u64,
+                uptime_ppm: crate::payout::PPM,
+            })
+            .collect();
+        for (p, (i, _)) in crate::payout::payouts(1_000_000, &inputs).iter().zip(&admitted) {
+            paid += p.amount;
+            if *i < attackers && setup.attack != Attack::None {
+                paid_attackers += p.amount;
+            }
+        }
         global.iter_mut().zip(&result.delta).for_each(|(g, d)| *g += d);
     }
     let accuracy = mlp.quality(&global, data, test).accuracy;
@@ -210,6 +237,7 @@ pub fn run(setup: &Setup, data: &Tabular) -> Result<Outcome, String> {
         honest_score: mean(&honest_scores),
         attackers_quarantined,
         honest_quarantined,
+        attacker_payout_share: if paid == 0 { 0.0 } else { paid_attackers as f64 / paid as f64 },
     })
 }
 
@@ -249,8 +277,12 @@ mod tests {
         assert_eq!((flip.attackers_quarantined, flip.honest_quarantined), (2, 0), "{flip:?}");
         // Their mean score (the loss change they cause) is harmful, the honest ones' helpful.
         assert!(flip.attacker_score.unwrap() < -0.02 && flip.honest_score.unwrap() > 0.0, "{flip:?}");
+        // Two of ten contributors, paid (almost) nothing: at most a probation round's share.
+        assert!(flip.attacker_payout_share < 0.02, "{flip:?}");
         let alie = run(&Setup::flower(Rule::DEFAULT, 2, Attack::Alie { z: 1.0 }, 1), &data).unwrap();
         assert!(alie.accuracy >= clean.accuracy - 0.02, "{alie:?} vs {clean:?}");
+        // Their scores are not positive where it counts: they earn far less than their 20 %.
+        assert!(alie.attacker_payout_share < 0.1, "{alie:?}");
         let fedavg = run(&Setup::flower(Rule::FedAvg, 2, Attack::SignFlip { scale: 5.0 }, 1), &data).unwrap();
         assert!(fedavg.accuracy < 0.5, "{fedavg:?}");
     }

@@ -4,7 +4,9 @@
 //! coordinate-wise trimmed mean and median, Krum, MultiKrum, and the loss-scored rule that
 //! scores each contribution by the loss change it causes on seeded data), the model of the
 //! built-in federated domain ([`model`]: an MLP whose parameters are one flat vector, trained
-//! by SGD) and the label-skewed split federated benchmarks use ([`split`]).
+//! by SGD), how a round's pool is split among its contributors ([`payout`]: the seed's
+//! 40/35/15/10 score, 80 % base and 20 % bonuses, integer only) and the label-skewed split
+//! federated benchmarks use ([`split`]).
 //!
 //! Everything here is sans-I/O and deterministic for a given seed: the node's shell moves the
 //! artifacts, signs and schedules.
@@ -13,6 +15,7 @@
 pub mod aggregate;
 pub mod experiment;
 pub mod model;
+pub mod payout;
 pub mod split;
 pub mod update;
 

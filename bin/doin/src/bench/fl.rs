@@ -54,6 +54,7 @@ pub(crate) fn run(seeds: u64) -> anyhow::Result<()> {
                             "kept": sum(&|o| o.attackers_kept),
                             "quarantined": sum(&|o| o.attackers_quarantined as u64),
                             "mean_score": median(outcomes.iter().filter_map(|o| o.attacker_score).collect()),
+                            "payout_share": median(outcomes.iter().map(|o| o.attacker_payout_share).collect()),
                         }),
                     );
                     default.insert(
