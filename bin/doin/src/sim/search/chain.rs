@@ -75,6 +75,9 @@ pub(crate) struct Chain {
     escalated: HashSet<Hash>,
     /// Commits some block included (once each).
     included: HashSet<Hash>,
+    /// The parameter sets revealed so far (by hash): what an optimizer node's intake knows is
+    /// taken (first revealer wins, so a commit of them would never be evaluated).
+    revealed: HashSet<Hash>,
     /// The node's claim deadline.
     deadline: Duration,
     /// Staked nodes (producers, then optimizers).
@@ -100,6 +103,7 @@ impl Chain {
             verifiers: evaluators.iter().map(|a| Verification::new(*a, timeout, 256)).collect(),
             counted: HashSet::new(),
             included: HashSet::new(),
+            revealed: HashSet::new(),
             escalated: HashSet::new(),
             deadline: 2 * (timeout + block_interval),
             staked,
@@ -134,11 +138,8 @@ impl Sim {
     fn chain_claim(&mut self, now: u64, i: usize) {
         let at = self.instant(now);
         let Some(s) = self.search.as_mut() else { return };
-        let Some((domain_id, deadline, staked)) =
-            s.chain.as_ref().map(|c| (c.domain_id.clone(), c.deadline, c.staked))
-        else {
-            return;
-        };
+        let Some(chain) = s.chain.as_ref() else { return };
+        let (domain_id, deadline, staked) = (chain.domain_id.clone(), chain.deadline, chain.staked);
         let node = s.opts[i].node;
         if !self.nodes[node].up {
             return;
@@ -182,7 +183,7 @@ impl Sim {
             params,
             experiment: poo::ExperimentMeta::default(),
             salt,
-            taken: &|_| false,
+            taken: &|h| s.chain.as_ref().is_some_and(|c| c.revealed.contains(h)),
             standing: &|_| Standing::Clear,
             hold_cap: Duration::ZERO,
         };
@@ -449,6 +450,7 @@ impl Sim {
         let evaluators = chain.verifiers.len();
         let first = chain.reveals.len() as u32;
         let count = reveals.len() as u32;
+        chain.revealed.extend(reveals.iter().map(|r| doin_node::intake::params_hash(&r.body.params)));
         chain.reveals.extend(reveals);
         for r in first..first + count {
             for m in 0..evaluators {
