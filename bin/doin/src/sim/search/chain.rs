@@ -187,10 +187,13 @@ impl Sim {
             standing: &|_| Standing::Clear,
             hold_cap: Duration::ZERO,
         };
-        let Decision::Committed { commit, .. } = s.opts[i].own.judge(found, None, judge, at) else { return };
+        let decision = s.opts[i].own.judge(found, None, judge, at);
+        // Committed or settled (no gain on the tip's champion, or parameters taken), the
+        // report is done with, as the node's loop is told.
         if !fake {
             s.opts[i].unclaimed = None;
         }
+        let Decision::Committed { commit, .. } = decision else { return };
         s.figures.claims += 1;
         s.figures.fake_claims += u64::from(fake);
         let Some(chain) = s.chain.as_mut() else { return };
