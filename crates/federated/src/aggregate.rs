@@ -74,6 +74,22 @@ impl Rule {
     }
 }
 
+impl From<doin_primitives::domain::Aggregation> for Rule {
+    /// The rule a federated domain names on chain, with this crate's parameters (f = 2 for the
+    /// Krum family, β = 0.2, the default loss-scored rule).
+    fn from(a: doin_primitives::domain::Aggregation) -> Self {
+        use doin_primitives::domain::Aggregation as A;
+        match a {
+            A::FedAvg => Rule::FedAvg,
+            A::TrimmedMean => Rule::TrimmedMean { beta: 0.2 },
+            A::CoordinateMedian => Rule::Median,
+            A::Krum => Rule::Krum { f: 2 },
+            A::MultiKrum => Rule::MultiKrum { f: 2, m: 0 },
+            A::LossScored => Rule::DEFAULT,
+        }
+    }
+}
+
 /// One admitted update and its weight (rows × reputation).
 #[derive(Clone, Copy, Debug)]
 pub struct Contribution<'a> {

@@ -167,6 +167,11 @@ pub enum Aggregation {
     CoordinateMedian,
     /// Krum.
     Krum,
+    /// MultiKrum: the mean of the updates with the best Krum scores.
+    MultiKrum,
+    /// Leave-one-out loss scoring with outlier rejection, weights coupled to contributor
+    /// reputation (the default; `doin_federated::aggregate`).
+    LossScored,
 }
 
 /// What kind of work a domain asks for.

@@ -92,3 +92,16 @@ fn repeat_offenders_are_quarantined_and_earn_their_way_back() {
     assert_eq!(rep.quarantines(&who), 2);
     assert!(rep.quarantined(&who, 14) && !rep.quarantined(&who, 15), "twice as long");
 }
+
+/// Every rule a domain can name on chain maps to a rule here, with the name it reports.
+#[test]
+fn every_on_chain_aggregation_names_a_rule() {
+    use doin_primitives::domain::Aggregation as A;
+    let names: Vec<&str> =
+        [A::FedAvg, A::TrimmedMean, A::CoordinateMedian, A::Krum, A::MultiKrum, A::LossScored]
+            .into_iter()
+            .map(|a| Rule::from(a).name())
+            .collect();
+    assert_eq!(names, ["fedavg", "trimmed_mean", "coordinate_median", "krum", "multikrum", "loss_scored"]);
+    assert_eq!(Rule::from(A::LossScored), Rule::DEFAULT);
+}
