@@ -990,3 +990,30 @@ fn a_plugin_group_dies_with_its_node() {
         doin_plugin::host::group_members(group)
     );
 }
+
+/// `doin bench fl` prints one JSON line with the figures issue 21 names, every rule's row, and
+/// the default rule outlasting FedAvg under the sign-flip attack (a short run: 6 rounds, one
+/// seed, 1 MB updates for the timing).
+#[test]
+fn bench_fl_prints_every_rule_and_the_default_outlasts_fedavg_under_attack() {
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["bench", "fl", "--seeds", "1", "--rounds", "6", "--update-mb", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    for key in ["clean_accuracy", "attacked_accuracy", "alie_accuracy", "round_overhead_ms"] {
+        assert!(v[key].as_f64().is_some(), "{key}: {v}");
+    }
+    for rule in ["fedavg", "coordinate_median", "trimmed_mean", "krum", "multikrum", "loss_scored"] {
+        assert!(v["rules"][rule]["sign_flip"].as_f64().is_some(), "{rule}: {v}");
+    }
+    let (ours, fedavg) =
+        (v["attacked_accuracy"].as_f64().unwrap(), v["rules"]["fedavg"]["sign_flip"].as_f64().unwrap());
+    assert!(ours > fedavg + 0.3, "loss-scored {ours} vs FedAvg {fedavg} under attack: {v}");
+    assert!(v["aggregate_100_updates"]["loss_scored_s"].as_f64().unwrap() > 0.0, "{v}");
+    let bad =
+        Command::new(env!("CARGO_BIN_EXE_doin")).args(["bench", "fl", "--rounds", "0"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--rounds"));
+}

@@ -13,8 +13,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Runs the benchmark over seeds `1..=seeds` and prints one JSON line.
-pub(crate) fn run(seeds: u64) -> anyhow::Result<()> {
+/// Runs the benchmark over seeds `1..=seeds`, `rounds` rounds each, times the aggregation of
+/// 100 updates of `update_mb` MB, and prints one JSON line.
+pub(crate) fn run(seeds: u64, rounds: u64, update_mb: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!((1..=100).contains(&update_mb), "--update-mb must be in 1..=100");
     let data = doin_ml::data::digits().map_err(anyhow::Error::msg)?;
     let rules = [
         Rule::FedAvg,
@@ -35,7 +38,9 @@ pub(crate) fn run(seeds: u64) -> anyhow::Result<()> {
         let mut row = serde_json::Map::new();
         for (name, attackers, attack) in attacks {
             let outcomes = (1..=seeds.max(1))
-                .map(|seed| experiment::run(&Setup::flower(rule, attackers, attack, seed), &data))
+                .map(|seed| {
+                    experiment::run(&Setup { rounds, ..Setup::flower(rule, attackers, attack, seed) }, &data)
+                })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(anyhow::Error::msg)?;
             let accuracy = median(outcomes.iter().map(|o| o.accuracy).collect());
@@ -70,9 +75,9 @@ pub(crate) fn run(seeds: u64) -> anyhow::Result<()> {
         }
         table.insert(rule.name().into(), serde_json::Value::Object(row));
     }
-    // 100 updates of 10 MB (2.5 M weights) each, on one core.
-    let aggregate = experiment::aggregation_seconds(Rule::DEFAULT, 100, 2_500_000);
-    let fedavg = experiment::aggregation_seconds(Rule::FedAvg, 100, 2_500_000);
+    // 100 updates of `update_mb` MB (250 000 weights a MB) each, on one core.
+    let aggregate = experiment::aggregation_seconds(Rule::DEFAULT, 100, update_mb * 250_000);
+    let fedavg = experiment::aggregation_seconds(Rule::FedAvg, 100, update_mb * 250_000);
     let get = |k: &str| default.get(k).cloned().unwrap_or_default();
     println!(
         "{}",
@@ -85,8 +90,10 @@ pub(crate) fn run(seeds: u64) -> anyhow::Result<()> {
             "attacked_accuracy": get("sign_flip_accuracy"),
             "alie_accuracy": get("alie_accuracy"),
             "round_overhead_ms": get("sign_flip_overhead_ms"),
-            "aggregate_100x10mb_s": aggregate,
-            "fedavg_100x10mb_s": fedavg,
+            "aggregate_100x10mb_s": (update_mb == 10).then_some(aggregate),
+            "fedavg_100x10mb_s": (update_mb == 10).then_some(fedavg),
+            "aggregate_100_updates": { "update_mb": update_mb, "loss_scored_s": aggregate, "fedavg_s": fedavg },
+            "rounds": rounds,
             "default_rule": default,
             "rules": table,
         })

@@ -53,6 +53,12 @@ pub(crate) enum Bench {
         /// Seeds (medians over 1..=seeds).
         #[arg(long, default_value_t = 3)]
         seeds: u64,
+        /// Rounds per run (the Flower setup: 20).
+        #[arg(long, default_value_t = 20)]
+        rounds: u64,
+        /// Size of each of the 100 updates the aggregation timing combines, MB.
+        #[arg(long, default_value_t = 10)]
+        update_mb: usize,
     },
     /// Runs a devnet to the domain's target and reports time, blocks, verification CPU share,
     /// idle memory and evaluations per optimizing node.
@@ -290,7 +296,7 @@ fn flood(rounds: usize, base_port: u16) -> anyhow::Result<()> {
 pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ledger { blocks, txs_per_block, accounts } => ledger(blocks, txs_per_block, accounts),
-        Bench::Fl { seeds } => fl::run(seeds),
+        Bench::Fl { seeds, rounds, update_mb } => fl::run(seeds, rounds, update_mb),
         Bench::Storage { blocks, txs_per_block, group, snapshot_accounts, dir } => {
             storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
         }
