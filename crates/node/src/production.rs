@@ -140,14 +140,16 @@ impl Production {
     }
 
     /// A new tip: evidence the chain used (or can no longer use) leaves; pooled commits leave
-    /// once included, or once they can never be (reference older than the window; a reference
-    /// not on this chain, after `grace`: it may be a block still on its way).
+    /// once certified, or once they can never be included (reference older than the window; a
+    /// reference not on this chain, after `grace`: it may be a block still on its way). An included commit stays
+    /// while its reference is recent: a reorg to a branch without its block must find it
+    /// pooled again (dropped at inclusion, the optimizer's claim was lost to every reorg).
     pub fn on_tip(&mut self, state: &State, now: Instant, grace: std::time::Duration) {
         self.evidence.retain(|e| certs::check_evidence(state, e).is_ok());
         self.finality_evidence.retain(|e| doin_consensus::finality::check_evidence(state, e).is_ok());
         let (window, height) = (state.params().max_reference_age, state.height());
         self.commit_pool.retain(|id, (c, at)| {
-            state.committed_at(id).is_none()
+            state.record(&doin_consensus::StateKey::Certified(*id)).is_none()
                 && match state.recent_block(&c.body.reference_block) {
                     Some(r) => height.saturating_sub(r.height) < window,
                     None => now.saturating_duration_since(*at) < grace,
@@ -176,8 +178,9 @@ impl Production {
                     }
                 }
                 // A reference not on our chain may be a block still on its way (or on a fork
-                // we may reorg to): kept until `on_tip` ages it out.
-                Err(CertError::Reference(_)) => {}
+                // we may reorg to), and a commit this chain includes may be needed again after
+                // a reorg: kept until `on_tip` ages them out.
+                Err(CertError::Reference(_) | CertError::Duplicate("commit already included")) => {}
                 Err(e) => {
                     tracing::debug!(commit = %id, error = %e, "pooled commit cannot be included; dropped");
                     refused.push(*id);

@@ -108,6 +108,44 @@ fn the_seal_leader_includes_and_seals_pooled_commits() {
     assert!(full.pooled_commit(&other.id()).is_none());
 }
 
+/// A commit stays pooled once its block is in: after a reorg to a branch without that block,
+/// the seal leader includes it again (it was dropped at inclusion, and the claim was lost to
+/// every reorg); on the including branch it is not included twice; once its certificate
+/// landed it leaves.
+#[test]
+fn an_included_commit_survives_a_reorg_that_orphans_its_block() {
+    let mut net = TestNet::new(8, 4, 3);
+    let (commit, reveal) = net.commit_reveal(4, vec![1, 2, 3, 4], m(2.0));
+    let now = Instant::now();
+    let mut pools = Production::new(16);
+    pools.pool_commit(&commit, now, false);
+    let before = net.state.clone();
+    let ts = net.state.meta().timestamp_ms + 1;
+    let produced = each_produces(&net, &pools, ts, now);
+    let block = apply(&mut net, produced);
+    assert_eq!(block.body.commits.len(), 1);
+    pools.on_tip(&net.state, now, Duration::from_secs(60));
+    assert_eq!(pools.pooled_commits(), 1, "kept while its reference is recent");
+    // On the including branch: sealed by the next leader, never included twice.
+    let sealing = each_produces(&net, &pools, net.state.meta().timestamp_ms + 1, now);
+    assert!(sealing.iter().all(|(_, p)| p.block.as_ref().is_some_and(|b| b.body.commits.is_empty())));
+    assert_eq!(pools.includable_commits(&net.state).len(), 0);
+    assert_eq!(pools.pooled_commits(), 1, "a commit this chain includes is skipped, not dropped");
+    // The reorg: back on the parent, the seal leader includes it again.
+    let mut fork = TestNet::new(8, 4, 3);
+    fork.state = before;
+    pools.on_tip(&fork.state, now, Duration::from_secs(60));
+    let produced = each_produces(&fork, &pools, ts + 7, now);
+    let again = apply(&mut fork, produced);
+    assert_eq!(again.body.commits.iter().map(|c| c.id()).collect::<Vec<_>>(), vec![commit.id()]);
+    // Certified on the first branch: it leaves the pool.
+    apply(&mut net, sealing);
+    let cert = net.sealed_certificate(commit.clone(), reveal, |_| m(2.0));
+    net.work_block(0, vec![cert]).expect("the certificate lands");
+    pools.on_tip(&net.state, now, Duration::from_secs(60));
+    assert_eq!(pools.pooled_commits(), 0, "certified: it leaves");
+}
+
 /// A certificate assembled here rides the seal leader's block at once and anyone else's once
 /// it is ready; a work block carries it and the champion moves.
 #[test]
