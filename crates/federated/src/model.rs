@@ -36,11 +36,6 @@ impl Mlp {
         self.sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
     }
 
-    /// Inputs per row.
-    pub fn inputs(&self) -> usize {
-        self.sizes[0]
-    }
-
     /// Glorot-uniform weights and zero biases, from `seed`.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

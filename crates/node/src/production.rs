@@ -209,6 +209,14 @@ impl Production {
     ) -> Produced {
         let me = key.address();
         let mut out = Produced::default();
+        // Certificates this chain has landed are done with (the pipeline forgets them).
+        self.certs.retain(|id, _| {
+            let landed = state.record(&doin_consensus::StateKey::Certified(*id)).is_some();
+            if landed {
+                out.forgotten.push(*id);
+            }
+            !landed
+        });
         // The seal leader of this slot: the only one who may include commits, or produce the
         // block after a block that included some (which it does at once). It produces only in
         // the first half of its slot, so that its block reaches the next slot's leader before

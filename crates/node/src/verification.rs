@@ -407,11 +407,6 @@ impl Verification {
     pub fn escalations(&self) -> usize {
         self.tallies.values().filter(|t| t.escalated()).count()
     }
-
-    /// The first-round members that have voted on `commit` (tests and status).
-    pub fn voted(&self, commit: &Hash, round: u8, member: &Address) -> bool {
-        self.tallies.get(commit).is_some_and(|t| t.voted(round, member))
-    }
 }
 
 #[cfg(test)]

@@ -72,9 +72,6 @@ impl Sim {
         if !idle && !chain {
             return;
         }
-        if chain {
-            self.chain_before_produce(n);
-        }
         let state = &self.blocks[tip].state;
         // The node's own producer decides and builds; the slot rules, checked here on their
         // own, say whether it had to.

@@ -138,6 +138,21 @@ pub(crate) struct Search {
     wanted: Vec<usize>,
 }
 
+/// `domain`'s loss and metric at `values`, on the data of `seed` (`None`: noise-free).
+fn measure(
+    domain: &dyn Domain,
+    values: &[doin_optimize::Value],
+    seed: Option<&Hash>,
+) -> Option<(f64, Metric)> {
+    let m = domain.evaluate(values, seed, Budget::new(Duration::from_secs(60), 100)).ok()?;
+    Some((domain.loss(&m), Metric::from_f64(m.performance)?))
+}
+
+/// The loss of a verified figure on `domain` (lower is better).
+fn loss_of(domain: &dyn Domain, m: Metric) -> f64 {
+    if domain.higher_is_better() { -m.to_f64() } else { m.to_f64() }
+}
+
 /// Optimizer `i`'s signing address (the trial books' sender key).
 fn opt_address(i: usize) -> Address {
     Address(Hash::of_parts(&[b"doin/sim/optimizer", &(i as u64).to_le_bytes()]).0)
@@ -250,10 +265,7 @@ impl Search {
     }
 
     fn metric_of(&self, x: &[f64], seed: Option<&Hash>) -> Option<(f64, Metric)> {
-        let values = self.domain.space().decode(x);
-        let m =
-            self.domain.evaluate(&values, seed, Budget::new(std::time::Duration::from_secs(60), 100)).ok()?;
-        Some((self.domain.loss(&m), Metric::from_f64(m.performance)?))
+        measure(self.domain.as_ref(), &self.domain.space().decode(x), seed)
     }
 
     /// Optimizer `i` finishes one evaluation (or waits, when its node is down).
@@ -371,7 +383,7 @@ impl Search {
     }
 
     fn loss_of(&self, m: Metric) -> f64 {
-        if self.domain.higher_is_better() { -m.to_f64() } else { m.to_f64() }
+        loss_of(self.domain.as_ref(), m)
     }
 
     fn performance_of(&self, loss: f64) -> f64 {

@@ -22,16 +22,13 @@ use doin_consensus::{State, StateKey};
 use doin_node::{
     optimizer::Found,
     own_claims::{Decision, Judge, Standing},
-    production::ReadyCert,
+    production::{Production, ReadyCert},
     tally,
     verification::{Considered, Evaluation, Verdict, Verification},
 };
-use doin_optimize::{
-    Evaluated,
-    domain::{Budget, Measurement},
-};
+use doin_optimize::{Evaluated, domain::Measurement};
 use doin_primitives::{
-    Block, BoundedVec, Commit, DomainId, Hash, Metric, Outcome, Reveal, Signed, Vote, VoteBody, poo,
+    Block, BoundedVec, Commit, DomainId, Hash, Outcome, Reveal, Signed, Vote, VoteBody, poo,
 };
 
 use super::{Search, opt_address};
@@ -113,6 +110,11 @@ impl Chain {
 
 fn certified_on(state: &State, id: &Hash) -> bool {
     state.record(&StateKey::Certified(*id)).is_some()
+}
+
+/// Whether a certificate for a commit waits in `production` or landed on `state`'s chain.
+fn landed<'a>(production: &'a Production, state: &'a State) -> impl Fn(&Hash) -> bool + 'a {
+    move |id| production.has_cert(id) || certified_on(state, id)
 }
 
 impl Sim {
@@ -287,11 +289,8 @@ impl Sim {
         let measured = if s.rubber_stamp {
             Some(e.commit.body.claimed)
         } else {
-            let values = s.domain.space().from_params(&e.params);
-            s.domain
-                .evaluate(&values, Some(&e.seed), Budget::new(Duration::from_secs(60), 100))
-                .ok()
-                .and_then(|r| Metric::from_f64(r.performance))
+            super::measure(s.domain.as_ref(), &s.domain.space().from_params(&e.params), Some(&e.seed))
+                .map(|(_, m)| m)
         };
         s.figures.verify_evaluations += 1;
         let Some(measured) = measured else { return };
@@ -337,8 +336,7 @@ impl Sim {
         let at = self.instant(now);
         let Some(chain) = self.search.as_mut().and_then(|s| s.chain.as_mut()) else { return };
         let state = &self.blocks[self.nodes[m].tip].state;
-        let production = &self.nodes[m].production;
-        let landed = |id: &Hash| production.has_cert(id) || certified_on(state, id);
+        let landed = landed(&self.nodes[m].production, state);
         let due = chain.verifiers[m].due(state, false, at, landed, std::iter::empty());
         for id in due {
             self.certify(now, m, id);
@@ -350,9 +348,8 @@ impl Sim {
         let at = self.instant(now);
         let Some(chain) = self.search.as_mut().and_then(|s| s.chain.as_mut()) else { return };
         let state = &self.blocks[self.nodes[m].tip].state;
-        let production = &self.nodes[m].production;
-        let landed = |id: &Hash| production.has_cert(id) || certified_on(state, id);
-        match chain.verifiers[m].certify(state, &id, at, landed) {
+        let verdict = chain.verifiers[m].certify(state, &id, at, landed(&self.nodes[m].production, state));
+        match verdict {
             Verdict::Certified { cert, median } => {
                 let ready = ReadyCert { cert, ready_at: at + OTHERS_GRACE, median };
                 self.nodes[m].production.add_cert(id, ready);
@@ -371,13 +368,6 @@ impl Sim {
             // deadline (the members here do nothing more for it).
             Verdict::Undecidable | Verdict::Wait => {}
         }
-    }
-
-    /// Staked node `n` is about to produce: certificates that landed on its chain leave its
-    /// producer (and its pipeline).
-    pub(crate) fn chain_before_produce(&mut self, n: usize) {
-        let state = &self.blocks[self.nodes[n].tip].state;
-        self.nodes[n].production.retain_certs(|c| !certified_on(state, &c.cert.commit.id()));
     }
 
     /// Commits a producer forgot (their certificates landed, or were refused for good).
@@ -435,11 +425,7 @@ impl Sim {
         if let Some(c) = champion.filter(|c| o.chain_champion != Some(c.commit)) {
             o.chain_champion = Some(c.commit);
             if let Some(p) = chain.points.get(&c.commit) {
-                let loss = if s.domain.higher_is_better() {
-                    -c.performance.to_f64()
-                } else {
-                    c.performance.to_f64()
-                };
+                let loss = super::loss_of(s.domain.as_ref(), c.performance);
                 let x = s.domain.space().encode(&s.domain.space().decode(&p.x));
                 o.optimizer.inject(Evaluated { x, loss });
                 if p.opt != i
@@ -494,11 +480,7 @@ impl Sim {
             // A lie is a claim its point does not live up to (on the noise-free figure).
             if chain.points.get(&id).is_some_and(|p| p.fake) {
                 let values = s.domain.space().from_params(&cert.reveal.body.params);
-                let truth = s
-                    .domain
-                    .evaluate(&values, None, Budget::new(Duration::from_secs(60), 100))
-                    .ok()
-                    .and_then(|m| Metric::from_f64(m.performance));
+                let truth = super::measure(s.domain.as_ref(), &values, None).map(|(_, m)| m);
                 let claimed = cert.commit.body.claimed;
                 if truth.is_none_or(|t| {
                     doin_consensus::certs::outcome(&s.spec, claimed, t) != Some(Outcome::Accept)
