@@ -301,6 +301,7 @@ fn tx_infos(body: &BlockBody) -> Vec<TxInfo> {
 enum Signer {
     Header,
     ChannelUpdate(Hash),
+    Contribution(Hash, usize),
     Commit(usize),
     Reveal(usize),
     Vote(usize, usize, Address),
@@ -315,6 +316,9 @@ impl std::fmt::Display for Signer {
         match self {
             Self::Header => write!(f, "the block header"),
             Self::ChannelUpdate(tx) => write!(f, "the channel update in transaction {tx}"),
+            Self::Contribution(tx, j) => {
+                write!(f, "contribution {j} of the federated round in transaction {tx}")
+            }
             Self::Commit(i) => write!(f, "certificate {i} commit"),
             Self::Reveal(i) => write!(f, "certificate {i} reveal"),
             Self::Vote(i, j, who) => write!(f, "certificate {i} vote {j} by {who:?}"),
@@ -352,6 +356,11 @@ fn verify_signatures(
             &tx.kind
         {
             push(&mut items, u.signature_item(), Signer::ChannelUpdate(info.id));
+        }
+        if let TxKind::FederatedRound { round } = &tx.kind {
+            for (j, c) in round.contributions.iter().enumerate() {
+                push(&mut items, c.update.signature_item(), Signer::Contribution(info.id, j));
+            }
         }
     }
     for (i, c) in body.certificates.iter().enumerate() {

@@ -137,6 +137,7 @@ impl GenesisSpec {
                     champion: None,
                     bounty_left: d.bounty,
                     stats: DomainStats::default(),
+                    federated: None,
                 },
             );
         }

@@ -54,6 +54,33 @@ impl StakeRecord {
     pub fn optimizes(&self, domain: &DomainId) -> bool {
         self.roles.contains(Roles::OPTIMIZER) && self.domains.contains(domain)
     }
+
+    /// Whether this stake lets its owner supervise `domain`'s federated rounds.
+    pub fn supervises(&self, domain: &DomainId) -> bool {
+        self.roles.contains(Roles::SUPERVISOR) && self.domains.contains(domain)
+    }
+
+    /// Whether this stake registers its owner as a contributor to `domain`'s federated rounds.
+    pub fn contributes(&self, domain: &DomainId) -> bool {
+        self.roles.contains(Roles::CONTRIBUTOR) && self.domains.contains(domain)
+    }
+}
+
+/// Where a federated domain's training stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct FederatedState {
+    /// Rounds recorded so far (the next round's number).
+    pub rounds: u64,
+    /// Hash of the current global model (zero before the first round).
+    pub model: Hash,
+    /// Its quality on its round's scoring rows (micro units of the metric).
+    pub model_quality_micro: i64,
+    /// Supervisor of the last round.
+    pub supervisor: Address,
+    /// Height of the last round.
+    pub height: u64,
+    /// Paid to contributors over all rounds.
+    pub paid: Amount,
 }
 
 /// Reputation of an account in one domain, decaying with a half-life in blocks.
@@ -121,6 +148,8 @@ pub struct DomainState {
     pub bounty_left: Amount,
     /// Counters.
     pub stats: DomainStats,
+    /// Federated training progress (federated domains only).
+    pub federated: Option<FederatedState>,
 }
 
 /// A payer-posted close waiting out its challenge window.

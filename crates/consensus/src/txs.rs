@@ -141,6 +141,7 @@ pub(crate) fn apply_tx(
                     champion: None,
                     bounty_left: *bounty,
                     stats: DomainStats::default(),
+                    federated: None,
                 },
             );
         }
@@ -223,6 +224,7 @@ pub(crate) fn apply_tx(
             state.anchors.insert(*height, record);
             state.touch(StateKey::Anchor(*height));
         }
+        TxKind::FederatedRound { round } => crate::federated::apply_round(state, sender, round, ctx.height)?,
     }
     Ok(TxReceipt { id, weight, burned, tip })
 }

@@ -15,10 +15,11 @@
 pub mod aggregate;
 pub mod experiment;
 pub mod model;
-pub mod payout;
 pub mod split;
 pub mod update;
 
 pub use aggregate::{Aggregated, Rule, aggregate};
+/// How a round's pool is split: consensus owns the formula (`doin_consensus::payout`).
+pub use doin_consensus::payout;
 pub use model::Mlp;
 pub use update::{Admission, Update, UpdateError};

@@ -130,6 +130,8 @@ pub enum SigTag {
     FinalityVote,
     /// A batch of shared trials (off chain, gossip only).
     Trials,
+    /// A contributor's federated update receipt.
+    FederatedUpdate,
 }
 
 impl SigTag {
@@ -145,6 +147,7 @@ impl SigTag {
             Self::Gossip => b"doin/gossip/v1",
             Self::FinalityVote => b"doin/finality-vote/v1",
             Self::Trials => b"doin/trials/v1",
+            Self::FederatedUpdate => b"doin/federated-update/v1",
         }
     }
 

@@ -321,6 +321,9 @@ impl DomainSpec {
             "must be in (0, 1]",
         )?;
         range("reproducibility", self.reproducibility.is_none_or(|t| t.0 >= 0), "must be >= 0")?;
+        if let DomainKind::Federated { round_blocks, .. } = self.kind {
+            range("round_blocks", round_blocks >= 1, "must be >= 1")?;
+        }
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod domain;
+pub mod federated;
 pub mod finality;
 pub mod merkle;
 pub mod poo;
@@ -30,6 +31,7 @@ pub use block::{Block, BlockBody, BlockHeader, BlockKind, HeaderBody};
 pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};
 pub use crypto::{Address, Hash, Keypair, SigTag, Signature};
 pub use domain::{DomainId, DomainSpec};
+pub use federated::{FederatedRound, RoundContribution, SignedUpdate, UpdateBody};
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,

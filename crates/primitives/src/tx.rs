@@ -7,6 +7,7 @@ use crate::{
     codec::{BoundedBytes, BoundedString, BoundedVec, encode},
     crypto::{Address, Hash, SigTag},
     domain::{DomainId, DomainSpec},
+    federated::FederatedRound,
     signed::{Signable, Signed},
     units::Amount,
 };
@@ -61,6 +62,8 @@ impl TxBody {
                 3_000
             }
             TxKind::Anchor { .. } => 2_000,
+            // Consensus checks a signature per contribution and pays each.
+            TxKind::FederatedRound { round } => 10_000 + 2_000 * round.contributions.len() as u64,
         };
         // The signature's 64 bytes count too.
         base + encoded_len as u64 + 64
@@ -132,6 +135,12 @@ pub enum TxKind {
         /// Where it was published (URL, file, foreign transaction id).
         external_ref: BoundedBytes<256>,
     },
+    /// A supervisor's record of a finished federated round; pays the round's pool to its
+    /// contributors by the published formula.
+    FederatedRound {
+        /// The round.
+        round: Box<FederatedRound>,
+    },
 }
 
 /// The roles a staked account serves, as bit flags.
@@ -149,13 +158,16 @@ impl Roles {
     pub const INFERENCE: Self = Self(8);
     /// Relays only.
     pub const RELAY: Self = Self(16);
+    /// Trains federated rounds on its own data (the Co-Train seed's registered node).
+    pub const CONTRIBUTOR: Self = Self(32);
 
-    const NAMES: [(Self, &'static str); 5] = [
+    const NAMES: [(Self, &'static str); 6] = [
         (Self::OPTIMIZER, "optimizer"),
         (Self::EVALUATOR, "evaluator"),
         (Self::SUPERVISOR, "supervisor"),
         (Self::INFERENCE, "inference"),
         (Self::RELAY, "relay"),
+        (Self::CONTRIBUTOR, "contributor"),
     ];
 
     /// Whether every role of `other` is in `self`.
@@ -190,7 +202,7 @@ impl<'de> Deserialize<'de> for Roles {
         for name in names {
             let role = Self::NAMES.iter().find(|(_, n)| *n == name).map(|(r, _)| *r).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "unknown role {name:?}: expected optimizer, evaluator, supervisor, inference or relay"
+                    "unknown role {name:?}: expected optimizer, evaluator, supervisor, inference, relay or contributor"
                 ))
             })?;
             roles = roles.with(role);

@@ -2,6 +2,7 @@
 
 mod certificates;
 mod chain;
+mod federated;
 mod finality;
 mod genesis;
 mod properties;

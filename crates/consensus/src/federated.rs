@@ -1,0 +1,156 @@
+//! Federated rounds as consensus state: who may record a round, what each contribution must
+//! carry, and the payout of the round's pool by [`crate::payout`] from exactly the published
+//! inputs (so any node, or a test, recomputes every payout from the transaction alone).
+//!
+//! Rules (`docs/design.md` §21b), each refused with its reason:
+//! - the domain is federated; the sender is staked as its supervisor;
+//! - rounds are numbered from 0 without gaps, each starts from the domain's current model, and
+//!   a domain records at most one round per block;
+//! - every contribution is signed by its contributor (checked with the block's signatures), is
+//!   for this domain, round and base model, comes from an account staked as a contributor to
+//!   the domain, never from the supervisor itself, once per contributor, with rows > 0,
+//!   uptime ≤ 100 % and a bounded quality;
+//! - declared compute is capped at the domain's `max_wall_ms`; an update the rule did not keep
+//!   counts with a quality of at most 0 (so it earns nothing);
+//! - the pool is the domain's `bounty_per_accept`, capped by the escrow left; what the formula
+//!   pays leaves the escrow, so coins are conserved.
+
+use doin_primitives::{
+    Address, Amount, FederatedRound, Hash, domain::DomainKind, federated::RoundContribution,
+};
+
+use crate::{
+    error::TxError,
+    payout::{self, Inputs, PPM},
+    state::{FederatedState, State},
+};
+
+/// Largest quality a contribution may record, micro units (10⁶ nats of loss change: far past any
+/// real model's).
+pub const MAX_QUALITY_MICRO: i64 = 1_000_000_000_000;
+
+fn rejected(msg: impl Into<String>) -> TxError {
+    TxError::Rejected(msg.into())
+}
+
+/// The payout inputs consensus uses for one recorded contribution (compute capped at
+/// `max_wall_ms`, quality at most 0 when the rule did not keep it).
+pub fn inputs_of(c: &RoundContribution, max_wall_ms: u64) -> Inputs {
+    let u = &c.update.body;
+    Inputs {
+        contributor: u.contributor,
+        compute_ms: u.compute_ms.min(max_wall_ms),
+        quality_micro: if c.kept { c.quality_micro } else { c.quality_micro.min(0) },
+        bytes: u.bytes,
+        uptime_ppm: u64::from(c.uptime_ppm),
+    }
+}
+
+/// Checks `round` against `state` and returns the payouts it makes (contributor, amount), in
+/// the order of its contributions. Signatures are the block's to check.
+pub fn check_round(
+    state: &State,
+    supervisor: Address,
+    round: &FederatedRound,
+    height: u64,
+) -> Result<Vec<(Address, Amount)>, TxError> {
+    let domain = state
+        .domain(&round.domain)
+        .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
+    if !matches!(domain.spec.kind, DomainKind::Federated { .. }) {
+        return Err(rejected(format!("domain {:?} is not a federated domain", round.domain)));
+    }
+    if !state.stake(&supervisor).is_some_and(|s| s.supervises(&round.domain)) {
+        return Err(rejected(format!("sender is not staked as a supervisor of {:?}", round.domain)));
+    }
+    let fed = domain.federated.clone().unwrap_or_default();
+    if round.round != fed.rounds {
+        return Err(rejected(format!(
+            "round {} recorded, the domain's next round is {}",
+            round.round, fed.rounds
+        )));
+    }
+    if fed.rounds > 0 && round.base != fed.model {
+        return Err(rejected(format!(
+            "round starts from model {}, the domain's model is {}",
+            round.base, fed.model
+        )));
+    }
+    if fed.rounds > 0 && height <= fed.height {
+        return Err(rejected(format!(
+            "a round of {:?} was already recorded at height {}",
+            round.domain, fed.height
+        )));
+    }
+    if round.model == Hash::ZERO || round.model == round.base {
+        return Err(rejected("the round's model must be a new, non-zero hash"));
+    }
+    if round.contributions.is_empty() {
+        return Err(rejected("a round records at least one contribution"));
+    }
+    let max_wall_ms = domain.spec.limits.max_wall_ms;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut inputs = Vec::with_capacity(round.contributions.len());
+    for (i, c) in round.contributions.iter().enumerate() {
+        let u = &c.update.body;
+        let refuse = |why: String| rejected(format!("contribution {i} ({:?}): {why}", u.contributor));
+        if u.domain != round.domain || u.round != round.round || u.base != round.base {
+            return Err(refuse(format!(
+                "signed for {:?} round {} from model {}, not this round",
+                u.domain, u.round, u.base
+            )));
+        }
+        if u.contributor == supervisor {
+            return Err(refuse("the supervisor cannot be paid as a contributor of its own round".into()));
+        }
+        if !seen.insert(u.contributor) {
+            return Err(refuse("a second contribution from one contributor".into()));
+        }
+        if !state.stake(&u.contributor).is_some_and(|s| s.contributes(&round.domain)) {
+            return Err(refuse("not staked as a contributor to the domain".into()));
+        }
+        if u.samples == 0 {
+            return Err(refuse("declares 0 training rows".into()));
+        }
+        if u64::from(c.uptime_ppm) > PPM {
+            return Err(refuse(format!("uptime {} ppm is above 10^6", c.uptime_ppm)));
+        }
+        if c.quality_micro.unsigned_abs() > MAX_QUALITY_MICRO as u64 {
+            return Err(refuse(format!("quality {} is out of range", c.quality_micro)));
+        }
+        inputs.push(inputs_of(c, max_wall_ms));
+    }
+    let pool = domain.spec.bounty_per_accept.min(domain.bounty_left);
+    Ok(payout::payouts(pool.0, &inputs).into_iter().map(|p| (p.contributor, Amount(p.amount))).collect())
+}
+
+/// Applies a checked round: pays its contributors from the escrow and records the new model.
+pub(crate) fn apply_round(
+    state: &mut State,
+    supervisor: Address,
+    round: &FederatedRound,
+    height: u64,
+) -> Result<(), TxError> {
+    let payouts = check_round(state, supervisor, round, height)?;
+    let mut paid = Amount::ZERO;
+    for (to, amount) in &payouts {
+        state.credit(*to, *amount).ok_or(TxError::Overflow("contributor balance"))?;
+        paid = paid.checked_add(*amount).ok_or(TxError::Overflow("round payout"))?;
+    }
+    let mut domain = state
+        .domain(&round.domain)
+        .cloned()
+        .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
+    domain.bounty_left = domain.bounty_left.checked_sub(paid).ok_or(TxError::Overflow("bounty escrow"))?;
+    let before = domain.federated.clone().unwrap_or_default();
+    domain.federated = Some(FederatedState {
+        rounds: round.round + 1,
+        model: round.model,
+        model_quality_micro: round.model_quality_micro,
+        supervisor,
+        height,
+        paid: before.paid.checked_add(paid).ok_or(TxError::Overflow("federated paid"))?,
+    });
+    state.set_domain(round.domain.clone(), domain);
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Federated rounds as consensus state: the payout a round makes equals the formula applied to
+//! its published inputs, coins are conserved, and every abuse of the round transaction is
+//! refused with its reason while the state stays as it was.
+
+use doin_consensus::{
+    BlockError, TxError,
+    federated::inputs_of,
+    payout,
+    testkit::{TestNet, domain_id},
+};
+use doin_primitives::{
+    Amount, BoundedVec, DomainSpec, FederatedRound, Hash, Keypair, Roles, RoundContribution, Signed, TxKind,
+    UpdateBody,
+    domain::{Aggregation, DomainKind},
+    tx::Capabilities,
+};
+
+const SUPERVISOR: usize = 1;
+const CONTRIBUTORS: std::ops::Range<usize> = 2..7;
+const OUTSIDER: usize = 7;
+
+/// A net whose test domain is federated (pool 3 DOIN a round from a 10 DOIN escrow), with a
+/// staked supervisor and five staked contributors.
+fn federated_net() -> TestNet {
+    let mut spec = DomainSpec::example("fed", 4);
+    spec.kind = DomainKind::Federated { aggregation: Aggregation::LossScored, round_blocks: 5 };
+    spec.bounty_per_accept = Amount::doin(3);
+    spec.limits.max_wall_ms = 10_000;
+    let mut net = TestNet::with_domain(8, 0, 0, TestNet::new(1, 0, 0).spec.params, spec);
+    let stake = |net: &TestNet, i: usize, roles: Roles| {
+        net.tx(
+            i,
+            TxKind::Stake {
+                amount: Amount::doin(10),
+                roles,
+                domains: BoundedVec::try_from_vec(vec![domain_id()]).unwrap(),
+                preferences: Capabilities { cpu_cores: 2, bandwidth_mbps: 100, ..Default::default() },
+            },
+        )
+    };
+    let mut txs = vec![stake(&net, SUPERVISOR, Roles::SUPERVISOR)];
+    txs.extend(CONTRIBUTORS.map(|i| stake(&net, i, Roles::CONTRIBUTOR)));
+    net.heartbeat(txs).unwrap();
+    net
+}
+
+fn model(round: u64) -> Hash {
+    Hash::of_encoded(&("model", round))
+}
+
+fn signed_update(key: &Keypair, round: u64, base: Hash, compute_ms: u64) -> Signed<UpdateBody> {
+    Signed::sign(
+        UpdateBody {
+            domain: domain_id(),
+            round,
+            base,
+            weights: Hash::of_encoded(&("weights", key.address(), round)),
+            contributor: key.address(),
+            samples: 120,
+            compute_ms,
+            bytes: 4 * 50_890,
+        },
+        key,
+    )
+}
+
+fn contribution(keys: &[Keypair], i: usize, round: u64, base: Hash, quality_micro: i64) -> RoundContribution {
+    RoundContribution {
+        update: signed_update(&keys[i], round, base, 1_000 + 100 * i as u64),
+        quality_micro,
+        uptime_ppm: 1_000_000,
+        kept: quality_micro > 0,
+    }
+}
+
+fn round_of(round: u64, base: Hash, contributions: Vec<RoundContribution>) -> FederatedRound {
+    FederatedRound {
+        domain: domain_id(),
+        round,
+        base,
+        model: model(round + 1),
+        model_quality_micro: 900_000,
+        contributions: BoundedVec::try_from_vec(contributions).unwrap(),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn record(
+    net: &mut TestNet,
+    from: usize,
+    round: FederatedRound,
+) -> Result<doin_consensus::block::Receipt, BlockError> {
+    let tx = net.tx(from, TxKind::FederatedRound { round: Box::new(round) });
+    net.heartbeat(vec![tx])
+}
+
+/// Asserts the round is refused naming `why`, and the state root is untouched.
+fn refused(net: &mut TestNet, from: usize, round: FederatedRound, why: &str) {
+    let root = net.state.root();
+    let err = record(net, from, round).unwrap_err();
+    match &err {
+        BlockError::Transaction { source: TxError::Rejected(msg), .. } => {
+            assert!(msg.contains(why), "{msg:?} lacks {why:?}")
+        }
+        other => assert!(other.to_string().contains(why), "{other} lacks {why:?}"),
+    }
+    assert_eq!(net.state.root(), root, "a refused round changed the state");
+}
+
+#[test]
+fn a_round_pays_its_contributors_by_the_formula_and_conserves_coins() {
+    let mut net = federated_net();
+    let keys = net.keys.clone();
+    let qualities = [40_000, 25_000, 10_000, -30_000, 0];
+    let contributions: Vec<_> =
+        CONTRIBUTORS.zip(qualities).map(|(i, q)| contribution(&keys, i, 0, Hash::ZERO, q)).collect();
+    let round = round_of(0, Hash::ZERO, contributions);
+    let before: Vec<Amount> = CONTRIBUTORS.map(|i| net.state.account(&net.addr(i)).balance).collect();
+    let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
+    let r = record(&mut net, SUPERVISOR, round.clone()).unwrap();
+
+    // The payout recomputed from the transaction's published inputs alone.
+    let inputs: Vec<_> = round.contributions.iter().map(|c| inputs_of(c, 10_000)).collect();
+    let expected = payout::payouts(Amount::doin(3).0, &inputs);
+    for ((i, b), p) in CONTRIBUTORS.zip(&before).zip(&expected) {
+        let mut now = net.state.account(&net.addr(i)).balance.0;
+        if r.generator == net.addr(i) {
+            now -= r.generator_reward.0;
+        }
+        assert_eq!(now - b.0, p.amount, "contributor {i}");
+    }
+    assert_eq!(expected.iter().map(|p| p.amount).sum::<u128>(), Amount::doin(3).0);
+    assert_eq!(
+        (expected[3].amount, expected[4].amount),
+        (0, 0),
+        "harmful and worthless updates earn nothing"
+    );
+    assert!(expected[0].amount > expected[1].amount && expected[1].amount > expected[2].amount);
+    let d = net.state.domain(&domain_id()).unwrap();
+    assert_eq!(d.bounty_left.0, escrow.0 - Amount::doin(3).0);
+    let fed = d.federated.clone().unwrap();
+    assert_eq!(
+        (fed.rounds, fed.model, fed.supervisor, fed.paid),
+        (1, model(1), net.addr(SUPERVISOR), Amount::doin(3))
+    );
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+
+    // The next round continues from the recorded model; the escrow caps the pool (3 + 3 + 3 + 1).
+    for round in 1..4u64 {
+        let c = vec![contribution(&keys, 2, round, model(round), 5_000)];
+        record(&mut net, SUPERVISOR, round_of(round, model(round), c)).unwrap();
+    }
+    let d = net.state.domain(&domain_id()).unwrap();
+    assert_eq!((d.bounty_left, d.federated.as_ref().unwrap().paid), (Amount::ZERO, Amount::doin(10)));
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}
+
+#[test]
+fn a_dropped_update_earns_nothing_and_declared_compute_is_capped() {
+    let mut net = federated_net();
+    let keys = net.keys.clone();
+    let mut dropped = contribution(&keys, 2, 0, Hash::ZERO, 50_000);
+    dropped.kept = false;
+    let mut greedy = contribution(&keys, 3, 0, Hash::ZERO, 10_000);
+    greedy.update = signed_update(&keys[3], 0, Hash::ZERO, u64::MAX);
+    let honest = contribution(&keys, 4, 0, Hash::ZERO, 10_000);
+    let round = round_of(0, Hash::ZERO, vec![dropped.clone(), greedy.clone(), honest.clone()]);
+    let inputs: Vec<_> = round.contributions.iter().map(|c| inputs_of(c, 10_000)).collect();
+    assert_eq!(inputs[0].quality_micro, 0);
+    assert_eq!(inputs[1].compute_ms, 10_000);
+    let p = payout::payouts(Amount::doin(3).0, &inputs);
+    assert_eq!(p[0].amount, 0, "the rule dropped it: it earns nothing whatever quality is recorded");
+    record(&mut net, SUPERVISOR, round).unwrap();
+}
+
+#[test]
+fn every_abuse_of_a_round_is_refused_by_name() {
+    let mut net = federated_net();
+    let keys = net.keys.clone();
+    let ok = || contribution(&keys, 2, 0, Hash::ZERO, 10_000);
+
+    // Only a staked supervisor records rounds.
+    refused(&mut net, OUTSIDER, round_of(0, Hash::ZERO, vec![ok()]), "not staked as a supervisor");
+    refused(
+        &mut net,
+        2,
+        round_of(0, Hash::ZERO, vec![contribution(&keys, 3, 0, Hash::ZERO, 1)]),
+        "not staked as a supervisor",
+    );
+    // The supervisor cannot pay itself, an unregistered account, or one contributor twice.
+    let mut own = ok();
+    own.update = signed_update(&keys[SUPERVISOR], 0, Hash::ZERO, 1);
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![own]), "supervisor cannot be paid");
+    let stranger = contribution(&keys, OUTSIDER, 0, Hash::ZERO, 10_000);
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![stranger]), "not staked as a contributor");
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok(), ok()]), "second contribution");
+    // A contribution the contributor did not sign (the supervisor forges one).
+    let mut forged = ok();
+    forged.update.body.samples = 10_000;
+    refused(
+        &mut net,
+        SUPERVISOR,
+        round_of(0, Hash::ZERO, vec![forged]),
+        "contribution 0 of the federated round",
+    );
+    // Shape of the record.
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![]), "at least one contribution");
+    let mut late = ok();
+    late.uptime_ppm = 2_000_000;
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![late]), "uptime");
+    let mut huge = ok();
+    huge.quality_micro = i64::MIN;
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![huge]), "out of range");
+    refused(&mut net, SUPERVISOR, round_of(1, Hash::ZERO, vec![ok()]), "next round is 0");
+    let other_round = contribution(&keys, 2, 5, Hash::ZERO, 10_000);
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![other_round]), "not this round");
+
+    // Round 0 is recorded; replaying it, skipping ahead or starting from another model is refused.
+    record(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok()])).unwrap();
+    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok()]), "next round is 1");
+    let stale = contribution(&keys, 2, 1, Hash::ZERO, 10_000);
+    refused(&mut net, SUPERVISOR, round_of(1, Hash::ZERO, vec![stale]), "the domain's model is");
+    // Two rounds of one domain in one block.
+    let r1 = round_of(1, model(1), vec![contribution(&keys, 2, 1, model(1), 10_000)]);
+    let mut r2 = round_of(2, model(2), vec![contribution(&keys, 3, 2, model(2), 10_000)]);
+    r2.model = model(3);
+    let t1 = net.tx(SUPERVISOR, TxKind::FederatedRound { round: Box::new(r1) });
+    let t2 = net.tx_with_nonce(SUPERVISOR, t1.nonce + 1, TxKind::FederatedRound { round: Box::new(r2) });
+    let root = net.state.root();
+    let err = net.heartbeat(vec![t1, t2]).unwrap_err();
+    assert!(err.to_string().contains("already recorded at height"), "{err}");
+    assert_eq!(net.state.root(), root);
+
+    // Not a federated domain: a fresh net whose domain is an optimization domain.
+    let mut plain = TestNet::new(4, 0, 0);
+    let c = contribution(&plain.keys.clone(), 2, 0, Hash::ZERO, 1);
+    refused(&mut plain, 1, round_of(0, Hash::ZERO, vec![c]), "not a federated domain");
+}

@@ -1,0 +1,86 @@
+//! Federated training objects: a contributor's signed update receipt and the supervisor's
+//! record of a finished round (DESIGN §6, `docs/design.md` §21b).
+//!
+//! The weights themselves never go on chain. A contributor signs an [`UpdateBody`] naming the
+//! domain, the round, the global model it trained from and the hash of the weights it sent; the
+//! supervisor gathers the signed receipts of the updates it aggregated into a [`FederatedRound`]
+//! transaction with its own measurements of each (the loss-change quality and uptime), and
+//! consensus pays the round's pool by the published formula from exactly these inputs.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    codec::BoundedVec,
+    crypto::{Address, Hash, SigTag},
+    domain::DomainId,
+    signed::{Signable, Signed},
+};
+
+/// Most contributions one round records.
+pub const MAX_ROUND_CONTRIBUTIONS: usize = 128;
+
+/// A contributor's signed statement of one update it sent.
+pub type SignedUpdate = Signed<UpdateBody>;
+
+/// What a contributor signs for one update.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct UpdateBody {
+    /// The federated domain (the job).
+    pub domain: DomainId,
+    /// The round it was trained for.
+    pub round: u64,
+    /// Hash of the global model it trained from.
+    pub base: Hash,
+    /// Hash of the update's weights as sent (little-endian `f32`s).
+    pub weights: Hash,
+    /// The contributor (signer, and who is paid).
+    pub contributor: Address,
+    /// Training rows it declares it used.
+    pub samples: u32,
+    /// Local training time it declares, ms (capped by consensus at the domain's
+    /// `max_wall_ms`).
+    pub compute_ms: u64,
+    /// Size of the update as sent, bytes (the supervisor checks it against what arrived).
+    pub bytes: u64,
+}
+
+impl Signable for UpdateBody {
+    const TAG: SigTag = SigTag::FederatedUpdate;
+    fn signer(&self) -> &Address {
+        &self.contributor
+    }
+}
+
+/// One contribution as the round records it: the contributor's signed receipt and the
+/// supervisor's measurements of it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RoundContribution {
+    /// The contributor's signed receipt.
+    pub update: SignedUpdate,
+    /// Quality measured by the supervisor: the loss change (micro-nats) the update causes on
+    /// the round's seeded scoring rows; negative for a harmful update, 0 for a dropped one.
+    pub quality_micro: i64,
+    /// Share of the round the contributor was reachable, ppm (≤ 10⁶).
+    pub uptime_ppm: u32,
+    /// Whether the aggregation rule kept the update.
+    pub kept: bool,
+}
+
+/// A finished round: the new global model and what each contribution was worth.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct FederatedRound {
+    /// The federated domain.
+    pub domain: DomainId,
+    /// The round number (the domain's next round).
+    pub round: u64,
+    /// Hash of the global model the round started from (the domain's current one).
+    pub base: Hash,
+    /// Hash of the new global model.
+    pub model: Hash,
+    /// Quality of the new global model on the round's scoring rows (micro units of the
+    /// domain's metric).
+    pub model_quality_micro: i64,
+    /// The contributions aggregated (in any order; each contributor once).
+    pub contributions: BoundedVec<RoundContribution, MAX_ROUND_CONTRIBUTIONS>,
+}
