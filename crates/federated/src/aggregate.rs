@@ -310,6 +310,12 @@ impl Reputation {
         self.standing.get(who).is_some_and(|(_, until, _)| round < *until)
     }
 
+    /// The round `who`'s quarantine ends (it may contribute again), if it is quarantined in
+    /// `round`.
+    pub fn quarantined_until(&self, who: &Address, round: u64) -> Option<u64> {
+        self.standing.get(who).map(|(_, until, _)| *until).filter(|until| round < *until)
+    }
+
     /// Quarantines `who` has had.
     pub fn quarantines(&self, who: &Address) -> u32 {
         self.standing.get(who).map_or(0, |(_, _, q)| *q)

@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod experiment;
 pub mod model;
 pub mod split;
+pub mod supervisor;
 pub mod update;
 
 pub use aggregate::{Aggregated, Rule, aggregate};
