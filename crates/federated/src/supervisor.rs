@@ -192,7 +192,7 @@ pub fn to_bytes(w: &[f32]) -> Vec<u8> {
 
 /// `f32`s of little-endian bytes (`None` unless whole).
 pub fn from_bytes(b: &[u8]) -> Option<Vec<f32>> {
-    (b.len() % 4 == 0)
+    b.len().is_multiple_of(4)
         .then(|| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
@@ -357,7 +357,7 @@ impl Job {
         if let Some(until) = self.reputation.quarantined_until(&u.contributor, self.round) {
             return Err(Refusal::Quarantined(u.contributor, until));
         }
-        if u.bytes != weights.len() as u64 || weights.len() % 4 != 0 {
+        if u.bytes != weights.len() as u64 || !weights.len().is_multiple_of(4) {
             return Err(Refusal::Bytes { declared: u.bytes, got: weights.len() as u64 });
         }
         let got = Hash::of(weights);
