@@ -3,6 +3,7 @@
 mod analytics;
 mod bench;
 mod devnet;
+mod fl;
 mod flood;
 mod node_cmd;
 mod plugin_guard;
@@ -33,6 +34,9 @@ enum Command {
     /// Domains on chain: register one with a bounty, list them.
     #[command(subcommand)]
     Domain(wallet::DomainCmd),
+    /// Federated training as a contributor: split data, join a job, its status.
+    #[command(subcommand)]
+    Fl(fl::Fl),
     /// A node's status (its `/status` endpoint).
     Status(wallet::NodeUrl),
     /// Creates a node key (mode 0600) and prints its address and peer id.
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::PluginGuard(a) => plugin_guard::run(a),
         Command::Wallet(w) => wallet::run(w),
+        Command::Fl(f) => fl::run(f),
         Command::Status(n) => wallet::status(n),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {

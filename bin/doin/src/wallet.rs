@@ -17,7 +17,7 @@ use doin_primitives::{
 pub(crate) struct NodeUrl {
     /// The node's HTTP address.
     #[arg(long, default_value = "127.0.0.1:8470")]
-    node: String,
+    pub(crate) node: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +75,7 @@ pub(crate) enum Wallet {
 }
 
 /// One HTTP/1.1 request over plain TCP; returns the status and the body.
-fn http(
+pub(crate) fn http(
     node: &str,
     method: &str,
     path: &str,
@@ -99,7 +99,7 @@ fn http(
     Ok((status, value))
 }
 
-fn get(node: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn get(node: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     let (status, v) = http(node, "GET", path, None)?;
     if status != 200 {
         bail!("{path}: HTTP {status}: {v}");
@@ -107,7 +107,7 @@ fn get(node: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     Ok(v)
 }
 
-fn parse_amount(text: &str) -> anyhow::Result<Amount> {
+pub(crate) fn parse_amount(text: &str) -> anyhow::Result<Amount> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     if frac.len() > 9 || whole.is_empty() && frac.is_empty() {
         bail!("amount {text:?}: at most 9 decimal places");
@@ -139,7 +139,7 @@ fn address(text: &str) -> anyhow::Result<Address> {
 }
 
 /// Signs `kind` from `key` with the account's next nonce and submits it.
-fn submit(node: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<()> {
+pub(crate) fn submit(node: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<()> {
     let me = key.address();
     let account = get(node, &format!("/accounts/{me}"))?;
     let status = get(node, "/chain/status")?;

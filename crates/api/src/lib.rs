@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod events;
 pub mod guard;
 pub mod inference;
+pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -183,6 +184,8 @@ pub struct ApiState {
     pub stats: Option<stats::Stats>,
     /// The chain views' summaries of recent blocks.
     pub chain_cache: Arc<Mutex<views::ChainCache>>,
+    /// The federated jobs this node supervises (`/api/job*`, `/api/cluster`), if any.
+    pub jobs: Option<Arc<dyn jobs::JobApi>>,
 }
 
 impl ApiState {
@@ -268,6 +271,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/chain", get(views::chain))
         .route("/api/plugins", get(views::plugins))
         .route("/api/economics", get(views::economics))
+        .route("/api/jobs", get(jobs::list))
+        .route("/api/job/{id}/model", get(jobs::model))
+        .route("/api/job/{id}/update", post(jobs::update))
+        .route("/api/cluster/{id}", get(jobs::cluster))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

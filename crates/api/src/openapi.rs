@@ -231,6 +231,35 @@ pub const OPERATIONS: &[Operation] = &[
         "Supply, fees, balances, stakes, rewards, bounties, channels.",
         &["supply", "base_fee", "top_balances", "rewards", "bounties", "channels"],
     ),
+    op("get", "/api/jobs", "Federated jobs this node supervises (QuackMesh).", &["jobs"]),
+    Operation {
+        errors: &[404],
+        ..op(
+            "get",
+            "/api/job/{id}/model",
+            "The open round's global model (hex little-endian f32) and training recipe.",
+            &["job", "round", "model_hash", "sizes", "weights", "lr", "batch"],
+        )
+    },
+    Operation {
+        ok: 202,
+        errors: &[400, 404, 413, 422],
+        ..op(
+            "post",
+            "/api/job/{id}/update",
+            "A contributor's signed update {update, weights}; refusals are named.",
+            &["job", "round", "admitted"],
+        )
+    },
+    Operation {
+        errors: &[404],
+        ..op(
+            "get",
+            "/api/cluster/{id}",
+            "The round, its deadline, contributors' standing, reputation, quarantine and payouts.",
+            &["job", "round", "contributors"],
+        )
+    },
 ];
 
 fn reason(code: u16) -> &'static str {

@@ -81,6 +81,7 @@ fn fixture() -> Fixture {
         started: std::time::Instant::now(),
         stats: Some(doin_api::stats::Stats::new(stats_db(dir.path())).unwrap()),
         chain_cache: Arc::default(),
+        jobs: None,
     };
     Fixture { _dir: dir, chain, state, done }
 }

@@ -192,7 +192,8 @@ pub fn to_bytes(w: &[f32]) -> Vec<u8> {
 
 /// `f32`s of little-endian bytes (`None` unless whole).
 pub fn from_bytes(b: &[u8]) -> Option<Vec<f32>> {
-    b.len().is_multiple_of(4)
+    b.len()
+        .is_multiple_of(4)
         .then(|| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 

@@ -70,26 +70,43 @@ pub fn devnet(
     } else {
         timestamp_ms
     };
+    let params = params(config);
+    // Federated jobs: registered with their escrow; the first node supervises them.
+    let mut registered = genesis_domains(config, domains)?;
+    let mut jobs = Vec::new();
+    for job in &config.federated_jobs {
+        let spec = crate::federated::spec_of(job, params.target_block_time_ms as f64 / 1000.0)
+            .map_err(|e| format!("federated_jobs {:?}: {e}", job.job_id))?;
+        jobs.push(spec.id.clone());
+        registered.push(GenesisDomain { spec, bounty: crate::federated::bounty_of(job) });
+    }
     Ok(GenesisSpec {
         chain_id: 1337,
         timestamp_ms: ts,
-        params: params(config),
+        params,
         allocations: nodes.iter().map(|a| Allocation { address: *a, balance: Amount::doin(1_000) }).collect(),
         stakes: nodes
             .iter()
             .enumerate()
-            .map(|(i, a)| GenesisStake {
-                address: *a,
-                amount: Amount::doin(100),
-                roles: if i < optimizers {
+            .map(|(i, a)| {
+                let roles = if i < optimizers {
                     Roles(Roles::OPTIMIZER.0 | Roles::EVALUATOR.0)
                 } else {
                     Roles::EVALUATOR
-                },
-                domains: ids.clone(),
+                };
+                let mut domains = ids.clone();
+                if i == 0 && !jobs.is_empty() {
+                    domains.extend(jobs.iter().cloned());
+                }
+                GenesisStake {
+                    address: *a,
+                    amount: Amount::doin(100),
+                    roles: if i == 0 && !jobs.is_empty() { roles.with(Roles::SUPERVISOR) } else { roles },
+                    domains,
+                }
             })
             .collect(),
-        domains: genesis_domains(config, domains)?,
+        domains: registered,
     })
 }
 

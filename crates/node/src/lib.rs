@@ -6,6 +6,7 @@
 pub mod adversary;
 pub mod config;
 pub mod domains;
+pub mod federated;
 pub mod finality;
 pub mod following;
 pub mod genesis;

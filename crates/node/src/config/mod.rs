@@ -96,6 +96,63 @@ impl Default for DomainConfig {
     }
 }
 
+/// A federated training job this node supervises (`federated_jobs[]`): registered as a
+/// federated domain on the development chain this node creates (with a genesis file, the
+/// domain and this node's supervisor stake must be in it).
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederatedJobConfig {
+    /// The job's domain id.
+    pub job_id: String,
+    /// The model: `mlp_digits` (the built-in digits MLP).
+    pub model: String,
+    /// Hidden layer sizes.
+    pub hidden: Vec<usize>,
+    /// `fed_avg`, `trimmed_mean`, `coordinate_median`, `krum`, `multi_krum` or `loss_scored`.
+    pub aggregation: doin_primitives::domain::Aggregation,
+    /// Updates a round needs before its adaptive deadline may close it (k of n).
+    pub min_updates: usize,
+    /// Updates that close a round at once.
+    pub max_updates: usize,
+    /// The adaptive deadline's MAD multiplier.
+    pub deadline_k: f64,
+    /// Shortest wait after a round opens, seconds.
+    pub min_wait: f64,
+    /// Longest wait (stragglers miss the round), seconds; also the cap on declared compute.
+    pub max_wait: f64,
+    /// DOIN paid to a round's contributors (from the escrow).
+    pub pool_per_round: f64,
+    /// DOIN escrowed for the job's rounds at registration.
+    pub bounty: f64,
+    /// Contributors' local SGD learning rate.
+    pub lr: f64,
+    /// Contributors' local SGD batch.
+    pub batch: usize,
+    /// Seeds the initial model and the test split.
+    pub seed: u64,
+}
+
+impl Default for FederatedJobConfig {
+    fn default() -> Self {
+        Self {
+            job_id: String::new(),
+            model: "mlp_digits".into(),
+            hidden: vec![64],
+            aggregation: doin_primitives::domain::Aggregation::LossScored,
+            min_updates: 8,
+            max_updates: 64,
+            deadline_k: 3.0,
+            min_wait: 1.0,
+            max_wait: 60.0,
+            pool_per_round: 1.0,
+            bounty: 100.0,
+            lr: 0.2,
+            batch: 16,
+            seed: 1,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default)]
@@ -170,6 +227,8 @@ pub struct NodeConfig {
     pub http_burst: f64,
     /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Federated training jobs this node supervises.
+    pub federated_jobs: Vec<FederatedJobConfig>,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -210,6 +269,7 @@ impl Default for NodeConfig {
             http_rate_limit: 50.0,
             http_burst: 100.0,
             cors_origins: Vec::new(),
+            federated_jobs: Vec::new(),
             unknown: BTreeMap::new(),
         }
     }

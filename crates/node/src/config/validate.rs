@@ -101,8 +101,64 @@ impl NodeConfig {
                 ));
             }
         }
+        for (i, j) in self.federated_jobs.iter().enumerate() {
+            check_job(i, j)?;
+            if seen.contains(&j.job_id) || self.federated_jobs[..i].iter().any(|o| o.job_id == j.job_id) {
+                return Err(bad(
+                    format!("federated_jobs[{i}].job_id"),
+                    format!("{:?} is already a domain or job of this config", j.job_id),
+                ));
+            }
+        }
         Ok(Loaded { config: self, warnings })
     }
+}
+
+/// The checks of `federated_jobs[i]`.
+fn check_job(i: usize, j: &super::FederatedJobConfig) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("federated_jobs[{i}].{k}");
+    let id_ok = !j.job_id.is_empty()
+        && j.job_id.len() <= 64
+        && j.job_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if !id_ok {
+        return Err(bad(key("job_id"), format!("{:?} must be 1-64 characters of [a-z0-9_.-]", j.job_id)));
+    }
+    if j.model != "mlp_digits" {
+        return Err(bad(
+            key("model"),
+            format!(
+                "{:?} is not available to federated jobs: the built-in \"mlp_digits\" (digits, 64 inputs, \
+                 10 classes) is",
+                j.model
+            ),
+        ));
+    }
+    if j.hidden.len() > 4 || j.hidden.iter().any(|h| !(1..=1024).contains(h)) {
+        return Err(bad(key("hidden"), "at most 4 layers of 1..=1024 units"));
+    }
+    if !(1..=128).contains(&j.min_updates) {
+        return Err(bad(key("min_updates"), "must be in 1..=128"));
+    }
+    if !(j.min_updates..=128).contains(&j.max_updates) {
+        return Err(bad(key("max_updates"), "must be in min_updates..=128 (a round records 128 at most)"));
+    }
+    let range = |k: &str, v: f64, lo: f64, hi: f64| {
+        if v.is_finite() && v >= lo && v <= hi {
+            Ok(())
+        } else {
+            Err(bad(key(k), format!("{v} must be in [{lo}, {hi}]")))
+        }
+    };
+    range("deadline_k", j.deadline_k, 0.0, 100.0)?;
+    range("min_wait", j.min_wait, 0.01, 86_400.0)?;
+    range("max_wait", j.max_wait, j.min_wait, 86_400.0)?;
+    range("pool_per_round", j.pool_per_round, 0.0, 1e9)?;
+    range("bounty", j.bounty, j.pool_per_round, 1e9)?;
+    range("lr", j.lr, 1e-6, 10.0)?;
+    if !(1..=1024).contains(&j.batch) {
+        return Err(bad(key("batch"), "must be in 1..=1024"));
+    }
+    Ok(())
 }
 
 /// The checks of `domains[i]` (`api_key` is the top-level key external evaluation needs).
@@ -263,6 +319,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "http_rate_limit",
     "http_burst",
     "cors_origins",
+    "federated_jobs",
 ];
 /// Keys of a `domains[]` entry.
 pub(super) const DOMAIN_KEYS: &[&str] = &[

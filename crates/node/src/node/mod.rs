@@ -26,6 +26,7 @@
 //! [`pipeline`] (verification), [`claims`] (this node's own claims: the shell of
 //! [`crate::own_claims`]), [`produce`] (blocks: the shell of [`crate::production`]),
 //! [`timers`] (the periodic step), [`finality_votes`], [`participate`] (quorum seats),
+//! [`rounds`] (federated rounds: the shell of [`crate::federated`]),
 //! [`status`] (API, events, tracking) and [`adversaries`] (test-only misbehaviour).
 
 #[cfg(feature = "adversary")]
@@ -36,6 +37,7 @@ mod follow;
 mod participate;
 mod pipeline;
 mod produce;
+mod rounds;
 mod share;
 mod start;
 mod status;
@@ -283,6 +285,8 @@ struct Engine {
     polls: u64,
     /// The node's data directory (the record of quorums it left).
     data_dir: std::path::PathBuf,
+    /// Federated jobs this node supervises ([`crate::federated`]), shared with the HTTP API.
+    jobs: Option<Arc<crate::federated::Jobs>>,
 }
 
 fn now_ms() -> u64 {

@@ -8,10 +8,11 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     if limits.adversary.is_some() && !ADVERSARIES {
         return Err(other("this build has no adversaries (the `adversary` feature is for test builds)"));
     }
-    if config.genesis.is_none() && config.domains.is_empty() {
+    if config.genesis.is_none() && config.domains.is_empty() && config.federated_jobs.is_empty() {
         return Err(other(
             "nothing to do: without a `genesis` file this node starts its own development chain, and \
-             with no `domains` it would neither optimize nor evaluate (add a domain, or a genesis to join)",
+             with no `domains` or `federated_jobs` it would neither optimize, evaluate nor supervise \
+             (add a domain or a job, or a genesis to join)",
         ));
     }
     std::fs::create_dir_all(&config.data_dir)
@@ -151,6 +152,21 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let (completions_tx, mut completions_rx) =
         mpsc::channel::<(doin_api::tasks::Task, doin_api::tasks::Completion)>(64);
     let events = Arc::new(doin_api::events::EventBus::new());
+    let jobs = if config.federated_jobs.is_empty() {
+        None
+    } else {
+        let jobs = crate::federated::Jobs::new(
+            &config.federated_jobs,
+            store.clone(),
+            events.clone(),
+            &config.data_dir,
+        )
+        .map_err(|e| other(format!("federated_jobs: {e}")))?;
+        for (job, model) in jobs.behind() {
+            println!("fl behind {job}: the chain's model {model} is not checkpointed here");
+        }
+        Some(Arc::new(jobs))
+    };
     let http_addr: std::net::SocketAddr =
         format!("{}:{}", config.host, config.port).parse().map_err(other)?;
     let api = doin_api::ApiState {
@@ -177,6 +193,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .transpose()
             .map_err(|e| other(format!("olap_db_path: no temporary directory for exports: {e}")))?,
         chain_cache: Arc::default(),
+        jobs: jobs.clone().map(|j| j as Arc<dyn doin_api::jobs::JobApi>),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
@@ -246,6 +263,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         poked: false,
         voter,
         polls: 0,
+        jobs,
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")

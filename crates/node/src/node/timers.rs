@@ -71,6 +71,7 @@ impl Engine {
         for commit in due {
             self.try_certify(commit);
         }
+        self.rounds_step(&state).await;
         self.produce().await;
     }
 }

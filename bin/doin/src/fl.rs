@@ -1,0 +1,296 @@
+//! `doin fl`: federated training from the contributor's side, through a supervising node's
+//! QuackMesh-shaped API.
+//!
+//! - `split` deals the built-in digits training rows to N contributors with Dirichlet label
+//!   skew (the Flower benchmark's split), one CSV per contributor;
+//! - `join` registers the key as a contributor of a job (a stake with the contributor role and
+//!   the machine's capacity: the Co-Train seed's registration) and contributes to rounds: fetch
+//!   the global model, one local epoch of SGD on its own CSV, sign the update, send it;
+//! - `status` prints the job's cluster view (round, contributors, reputation, payouts).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use doin_federated::{Mlp, split, supervisor};
+use doin_ml::data::Tabular;
+use doin_primitives::{
+    BoundedVec, DomainId, Hash, Keypair, Roles, Signed, TxKind, UpdateBody, tx::Capabilities,
+};
+use rand::{SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+use crate::wallet::{self, NodeUrl};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Fl {
+    /// Writes the digits training rows dealt to N contributors (label-skewed), one CSV each
+    /// (64 features, then the label), leaving out the job's test rows.
+    Split {
+        /// Contributors.
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        /// Dirichlet concentration (smaller: more skew).
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f64,
+        /// The job's `seed` (its test rows are left out) and the split's.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Registers as a contributor of a job and trains its rounds on local data.
+    Join {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The job (federated domain) id.
+        #[arg(long)]
+        job: String,
+        /// The contributor's key file (created if missing).
+        #[arg(long)]
+        key: PathBuf,
+        /// The local training data: CSV rows of 64 features and a label 0-9.
+        #[arg(long)]
+        data: PathBuf,
+        /// Rounds to contribute to, then exit.
+        #[arg(long, default_value_t = 10)]
+        rounds: u64,
+        /// Stake bonded at registration, DOIN (the account must hold it).
+        #[arg(long, default_value = "1")]
+        stake: String,
+        /// CPU cores declared at registration.
+        #[arg(long, default_value_t = 1)]
+        cpu_cores: u32,
+        /// Bandwidth declared at registration, Mbit/s.
+        #[arg(long, default_value_t = 100)]
+        bandwidth_mbps: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// The job's round, contributors, reputation, quarantines and payouts.
+    Status {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// The job id.
+        #[arg(long)]
+        job: String,
+    },
+}
+
+/// Rows of a contributor CSV.
+fn read_csv(path: &std::path::Path) -> anyhow::Result<Tabular> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() != 65 {
+            bail!(
+                "{}:{}: {} columns, 65 expected (64 features, then the label)",
+                path.display(),
+                n + 1,
+                cells.len()
+            );
+        }
+        for c in &cells[..64] {
+            let v: f32 = c.parse().with_context(|| format!("{}:{}: feature {c:?}", path.display(), n + 1))?;
+            if !v.is_finite() {
+                bail!("{}:{}: feature {c:?} is not finite", path.display(), n + 1);
+            }
+            x.push(v);
+        }
+        let label: i64 = cells[64].parse().with_context(|| format!("{}:{}: label", path.display(), n + 1))?;
+        if !(0..10).contains(&label) {
+            bail!("{}:{}: label {label} is not in 0..=9", path.display(), n + 1);
+        }
+        y.push(label);
+    }
+    if y.is_empty() {
+        bail!("{}: no rows", path.display());
+    }
+    Ok(Tabular { x, y, features: 64, classes: 10 })
+}
+
+fn split_cmd(clients: usize, alpha: f64, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    if !((1..=1000).contains(&clients) && alpha > 0.0 && alpha.is_finite()) {
+        bail!("--clients must be 1..=1000 and --alpha > 0");
+    }
+    let data = doin_ml::data::digits().map_err(anyhow::Error::msg)?;
+    // The job's test rows (the node's split by the job's seed) are left out.
+    let mut rows: Vec<usize> = (0..data.rows()).collect();
+    rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let train = &rows[360.min(rows.len() / 2)..];
+    let parts = split::dirichlet(train, &data.y, clients, alpha, 10, seed ^ 0x5eed);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (i, part) in parts.iter().enumerate() {
+        let mut text = String::new();
+        for r in part {
+            let row = &data.x[r * data.features..(r + 1) * data.features];
+            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            text.push_str(&format!("{},{}\n", cells.join(","), data.y[*r]));
+        }
+        std::fs::write(out.join(format!("client-{i}.csv")), text)?;
+    }
+    println!(
+        "{}",
+        json!({ "clients": clients, "rows": parts.iter().map(Vec::len).collect::<Vec<_>>(), "out": out })
+    );
+    Ok(())
+}
+
+/// `GET path`, waiting out the node's rate limit (HTTP 429) instead of failing.
+fn get_patiently(node: &str, path: &str) -> anyhow::Result<Value> {
+    for _ in 0..30 {
+        let (code, v) = wallet::http(node, "GET", path, None)?;
+        match code {
+            200 => return Ok(v),
+            429 => std::thread::sleep(Duration::from_secs(1)),
+            _ => bail!("{path}: HTTP {code}: {v}"),
+        }
+    }
+    bail!("{path}: still rate-limited after 30 s")
+}
+
+fn hash_of(v: &Value) -> anyhow::Result<Hash> {
+    let bytes = hex::decode(v.as_str().context("a hash")?)?;
+    Ok(Hash(bytes.try_into().map_err(|_| anyhow::anyhow!("a hash of 32 bytes"))?))
+}
+
+/// Stakes `key` as a contributor of `job` unless it already is; waits until the chain has it.
+fn register(
+    node: &str,
+    key: &Keypair,
+    job: &DomainId,
+    stake: &str,
+    capabilities: Capabilities,
+) -> anyhow::Result<()> {
+    let me = key.address();
+    // `/accounts/{address}`: `roles` as bit flags, `domains` of the stake.
+    let staked = |v: &Value| {
+        v["roles"].as_u64().is_some_and(|r| r & u64::from(Roles::CONTRIBUTOR.0) != 0)
+            && v["domains"].as_array().is_some_and(|d| d.iter().any(|x| x == job.as_str()))
+    };
+    if staked(&wallet::get(node, &format!("/accounts/{me}"))?) {
+        return Ok(());
+    }
+    let account = wallet::get(node, &format!("/accounts/{me}"))?;
+    let mut domains: Vec<DomainId> = account["domains"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x.as_str()).filter_map(|x| DomainId::new(x).ok()).collect())
+        .unwrap_or_default();
+    domains.push(job.clone());
+    let kind = TxKind::Stake {
+        amount: wallet::parse_amount(stake)?,
+        // Roles the account already serves stay.
+        roles: Roles(account["roles"].as_u64().unwrap_or(0) as u8).with(Roles::CONTRIBUTOR),
+        domains: BoundedVec::try_from_vec(domains).map_err(|e| anyhow::anyhow!("domains: {e}"))?,
+        preferences: capabilities,
+    };
+    wallet::submit(node, key, kind)?;
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while std::time::Instant::now() < until {
+        if staked(&wallet::get(node, &format!("/accounts/{me}"))?) {
+            println!("{}", json!({ "registered": me.to_string(), "job": job.as_str() }));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("the registration (stake) of {me} was not included within 120 s")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn join(
+    node: &str,
+    job: &str,
+    key: &Keypair,
+    data: &Tabular,
+    rounds: u64,
+    stake: &str,
+    capabilities: Capabilities,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let domain = DomainId::new(job).map_err(|e| anyhow::anyhow!("--job {job:?}: {e}"))?;
+    register(node, key, &domain, stake, capabilities)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut done = 0u64;
+    let mut last: Option<u64> = None;
+    let all: Vec<usize> = (0..data.rows()).collect();
+    while done < rounds {
+        if std::time::Instant::now() > deadline {
+            bail!("gave up after {} s with {done} of {rounds} rounds contributed", timeout.as_secs());
+        }
+        // Poll the small job list; fetch the model only for a new open round.
+        let jobs = get_patiently(node, "/api/jobs")?;
+        let entry = jobs["jobs"].as_array().and_then(|j| j.iter().find(|e| e["job"] == job)).cloned();
+        let Some(entry) = entry else { bail!("the node supervises no job {job:?}") };
+        let open = entry["round"].as_u64().context("round")?;
+        if last.is_some_and(|l| open <= l) || entry["closed"].as_bool() == Some(true) {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let m = get_patiently(node, &format!("/api/job/{job}/model"))?;
+        let round = m["round"].as_u64().context("round")?;
+        let base = hash_of(&m["model_hash"])?;
+        let sizes: Vec<usize> = serde_json::from_value(m["sizes"].clone()).context("sizes")?;
+        let global = supervisor::from_bytes(&hex::decode(m["weights"].as_str().context("weights")?)?)
+            .context("weights: not whole f32s")?;
+        if supervisor::weights_hash(&global) != base {
+            bail!("the node sent a model whose hash is not the one it names");
+        }
+        let mlp = Mlp::new(&sizes).map_err(anyhow::Error::msg)?;
+        if mlp.params() != global.len() || sizes.first() != Some(&data.features) {
+            bail!("the job's model {sizes:?} does not fit this data ({} features)", data.features);
+        }
+        let started = std::time::Instant::now();
+        let mut w = global.clone();
+        let seed = u64::from_le_bytes(key.address().0[..8].try_into().unwrap_or_default()) ^ round;
+        let lr = m["lr"].as_f64().unwrap_or(0.2) as f32;
+        let batch = m["batch"].as_u64().unwrap_or(16) as usize;
+        mlp.sgd_epoch(&mut w, data, &all, lr, batch, &mut ChaCha8Rng::seed_from_u64(seed));
+        let delta: Vec<f32> = w.iter().zip(&global).map(|(a, b)| a - b).collect();
+        let bytes = supervisor::to_bytes(&delta);
+        let body = UpdateBody {
+            domain: domain.clone(),
+            round,
+            base,
+            weights: Hash::of(&bytes),
+            contributor: key.address(),
+            samples: data.rows() as u32,
+            compute_ms: started.elapsed().as_millis() as u64,
+            bytes: bytes.len() as u64,
+        };
+        let request = json!({ "update": Signed::sign(body, key), "weights": hex::encode(&bytes) });
+        let (code, v) =
+            wallet::http(node, "POST", &format!("/api/job/{job}/update"), Some(&request.to_string()))?;
+        if code == 429 {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        last = Some(round);
+        if code == 202 {
+            done += 1;
+            println!("{}", json!({ "round": round, "admitted": v["admitted"], "contributed": done }));
+        } else {
+            println!("{}", json!({ "round": round, "refused": v["detail"], "status": code }));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run(cmd: Fl) -> anyhow::Result<()> {
+    match cmd {
+        Fl::Split { clients, alpha, seed, out } => split_cmd(clients, alpha, seed, &out),
+        Fl::Join { node, job, key, data, rounds, stake, cpu_cores, bandwidth_mbps, timeout } => {
+            let (key, _) = doin_node::identity::load_or_create(&key)?;
+            let data = read_csv(&data)?;
+            let capabilities = Capabilities { cpu_cores, bandwidth_mbps, ..Capabilities::default() };
+            join(&node.node, &job, &key, &data, rounds, &stake, capabilities, Duration::from_secs(timeout))
+        }
+        Fl::Status { node, job } => {
+            println!("{}", wallet::get(&node.node, &format!("/api/cluster/{job}"))?);
+            Ok(())
+        }
+    }
+}

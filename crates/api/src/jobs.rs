@@ -1,0 +1,130 @@
+//! The QuackMesh-shaped federated job API (`../shared/seeds/quackmesh-readme.md`): a job is a
+//! federated domain this node supervises.
+//!
+//! - `GET /api/jobs` — the jobs, their rounds and models;
+//! - `GET /api/job/{id}/model` — the open round's global model (`weights`: hex of little-endian
+//!   `f32`s; `model_hash` = BLAKE3 of those bytes) and the local training recipe;
+//! - `POST /api/job/{id}/update` — `{"update": <signed UpdateBody>, "weights": hex}`; refused
+//!   with `422 {error: "refused", detail: <reason>}` (signature, job, round, base model,
+//!   weights hash, size, shape, non-finite weight, rows, duplicate, registration, quarantine),
+//!   `413` when over the body limit;
+//! - `GET /api/cluster/{id}` — the round, its deadline, and every contributor's standing,
+//!   reputation, quarantine and the payouts the chain made.
+//!
+//! Updates are signed by their contributor (no API key: the signature is the credential); the
+//! per-IP rate limit of every endpoint applies.
+
+use axum::{
+    Json,
+    extract::{Path, State, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use doin_primitives::SignedUpdate;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{ApiError, ApiResult, ApiState, MAX_BODY_BYTES};
+
+/// Why a job request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// No such job on this node.
+    NotFound(String),
+    /// The update was refused; the reason.
+    Refused(String),
+}
+
+/// What the node's supervisor offers the HTTP edge.
+pub trait JobApi: Send + Sync + std::fmt::Debug {
+    /// Every job.
+    fn list(&self) -> Value;
+    /// The open round's model of `job`.
+    fn model(&self, job: &str) -> Result<Value, JobError>;
+    /// Takes in an update of `job`.
+    fn submit(&self, job: &str, update: SignedUpdate, weights: Vec<u8>) -> Result<Value, JobError>;
+    /// The job's round and contributors.
+    fn cluster(&self, job: &str) -> Result<Value, JobError>;
+}
+
+/// The body of `POST /api/job/{id}/update`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The contributor's signed statement.
+    pub update: SignedUpdate,
+    /// Hex of the weights' little-endian `f32`s.
+    pub weights: String,
+}
+
+fn jobs(s: &ApiState) -> Result<&dyn JobApi, ApiError> {
+    s.jobs.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_jobs",
+            "this node supervises no federated job (`federated_jobs`)",
+        )
+    })
+}
+
+fn answer(r: Result<Value, JobError>) -> ApiResult {
+    match r {
+        Ok(v) => Ok(Json(v)),
+        Err(JobError::NotFound(job)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_job",
+            format!("this node supervises no job {job:?}"),
+        )),
+        Err(JobError::Refused(why)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", why)),
+    }
+}
+
+/// `GET /api/jobs`.
+pub async fn list(State(s): State<ApiState>) -> ApiResult {
+    Ok(Json(jobs(&s).map_or_else(|_| json!({ "jobs": [] }), |j| j.list())))
+}
+
+/// `GET /api/job/{id}/model`.
+pub async fn model(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult {
+    answer(jobs(&s)?.model(&job))
+}
+
+/// `GET /api/cluster/{id}`.
+pub async fn cluster(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult {
+    answer(jobs(&s)?.cluster(&job))
+}
+
+/// `POST /api/job/{id}/update`.
+pub async fn update(
+    State(s): State<ApiState>,
+    Path(job): Path<String>,
+    body: Result<Json<UpdateRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the update is over {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_update", e.body_text()).into_response(),
+    };
+    let weights = match hex::decode(&request.weights) {
+        Ok(w) => w,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_update", format!("weights: not hex: {e}"))
+                .into_response();
+        }
+    };
+    let api = match jobs(&s) {
+        Ok(j) => j,
+        Err(e) => return e.into_response(),
+    };
+    match answer(api.submit(&job, request.update, weights)) {
+        Ok(v) => (StatusCode::ACCEPTED, v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

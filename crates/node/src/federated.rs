@@ -1,0 +1,437 @@
+//! The node's federated jobs (`federated_jobs[]`, `docs/design.md` §21b): the registered
+//! domain a job becomes, and [`Jobs`] — the supervisor's jobs shared between the HTTP edge
+//! (QuackMesh's `/api/job*`, `/api/cluster`) and the engine's periodic step, which closes due
+//! rounds into [`FederatedRound`] records to sign and follows the chain to adopt recorded
+//! models.
+//!
+//! Every recorded round's model is written to `DATA_DIR/federated/JOB/round-N.f32` (the
+//! checkpoint), so a restarted supervisor resumes at the chain's round with the chain's model
+//! (its hash is checked); a supervisor that lacks the chain's model says so and waits.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use doin_api::{
+    events::EventBus,
+    jobs::{JobApi, JobError},
+};
+use doin_consensus::{State, federated::inputs_of, payout};
+use doin_federated::{
+    Rule,
+    supervisor::{Job, JobSpec, from_bytes, to_bytes, weights_hash},
+};
+use doin_ml::data::Tabular;
+use doin_primitives::{
+    Amount, BoundedString, BoundedVec, DomainId, DomainSpec, FIXED_ONE, FederatedRound, Hash, Metric,
+    SignedUpdate,
+    domain::{
+        DataSource, Direction, DomainKind, EvaluationSpec, ParamKind, ParamSpec, QuorumRule, ResourceLimits,
+    },
+};
+use rand::{SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+use crate::{config::FederatedJobConfig, store::SharedStore};
+
+/// Digits rows held out for measuring the global model.
+const TEST_ROWS: usize = 360;
+
+/// DOIN as an amount (rounded down to base units).
+fn doin(v: f64) -> Amount {
+    Amount((v * 1e9).max(0.0) as u128)
+}
+
+/// The federated domain a job registers: the training recipe as its parameters (the learning
+/// rate and batch contributors use), accuracy as its metric, the job's rule and round length,
+/// `pool_per_round` paid per round, declared compute capped at `max_wait`.
+pub fn spec_of(job: &FederatedJobConfig, target_block_time_s: f64) -> Result<DomainSpec, String> {
+    let name = |s: &str| BoundedString::new(s).map_err(|e| e.to_string());
+    let metric = |v: f64| Metric::from_f64(v).ok_or_else(|| format!("{v} is out of range"));
+    let round_blocks = (job.max_wait / target_block_time_s.max(0.001)).ceil().clamp(1.0, 1e6) as u32;
+    let spec = DomainSpec {
+        id: name(&job.job_id)?,
+        metric: name("accuracy")?,
+        direction: Direction::Maximize,
+        params: BoundedVec::try_from_vec(vec![
+            ParamSpec {
+                name: name("lr")?,
+                kind: ParamKind::LogContinuous { min: metric(1e-6)?, max: metric(10.0)? },
+            },
+            ParamSpec { name: name("batch")?, kind: ParamKind::Integer { min: 1, max: 1024 } },
+        ])
+        .map_err(|e| e.to_string())?,
+        evaluation: EvaluationSpec {
+            data: DataSource::HeldOut,
+            recipe: BoundedString::new(format!("federated:{}", job.model)).map_err(|e| e.to_string())?,
+            retrain: true,
+        },
+        tolerance: metric(0.01)?,
+        acceptance_tolerance: Metric(0),
+        relative_tolerance_ppm: 0,
+        relative_acceptance_ppm: 0,
+        scale: Metric(FIXED_ONE),
+        baseline: Metric(0),
+        weight: FIXED_ONE as u64,
+        quorum: QuorumRule::default(),
+        target: None,
+        limits: ResourceLimits {
+            max_wall_ms: (job.max_wait * 1000.0) as u64,
+            max_epochs: 1,
+            max_memory_mb: 2048,
+        },
+        bounty_per_accept: doin(job.pool_per_round),
+        kind: DomainKind::Federated { aggregation: job.aggregation, round_blocks },
+        reproducibility: None,
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// The escrow a job registers with (DOIN → amount).
+pub fn bounty_of(job: &FederatedJobConfig) -> Amount {
+    doin(job.bounty)
+}
+
+/// One job and what the node knows about its data and chain standing.
+#[derive(Debug)]
+struct Runtime {
+    job: Job,
+    domain: DomainId,
+    /// Training rows the supervisor scores on, and the held-out test rows.
+    train: Vec<usize>,
+    test: Vec<usize>,
+    /// A round recorded on chain this job cannot continue from (the model hash it lacks).
+    behind: Option<Hash>,
+    /// Payouts of the last recorded round (contributor → amount), and all rounds' totals.
+    last_payouts: Vec<(String, Amount)>,
+    earned: BTreeMap<String, Amount>,
+    /// Accepted rounds' accuracy on the test rows.
+    history: Vec<(u64, f64)>,
+    /// The chain's total paid to the job's contributors when last looked at.
+    paid_seen: Amount,
+}
+
+/// The supervisor's jobs.
+#[derive(Debug)]
+pub struct Jobs {
+    jobs: Mutex<BTreeMap<String, Runtime>>,
+    data: Arc<Tabular>,
+    store: SharedStore,
+    events: Arc<EventBus>,
+    dir: PathBuf,
+    started: std::time::Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn checkpoint_path(dir: &Path, job: &str, round: u64) -> PathBuf {
+    dir.join(job).join(format!("round-{round}.f32"))
+}
+
+impl Jobs {
+    /// The jobs of `configs`, resumed at the chain's round from the data directory's
+    /// checkpoints (`data_dir/federated`).
+    pub fn new(
+        configs: &[FederatedJobConfig],
+        store: SharedStore,
+        events: Arc<EventBus>,
+        data_dir: &Path,
+    ) -> Result<Self, String> {
+        let data = Arc::new(doin_ml::data::digits()?);
+        let dir = data_dir.join("federated");
+        let started = std::time::Instant::now();
+        let now = 0;
+        let mut jobs = BTreeMap::new();
+        for c in configs {
+            let domain = DomainId::new(c.job_id.clone()).map_err(|e| e.to_string())?;
+            let mut sizes = vec![data.features];
+            sizes.extend(&c.hidden);
+            sizes.push(data.classes);
+            let spec = JobSpec {
+                domain: domain.clone(),
+                rule: Rule::from(c.aggregation),
+                sizes,
+                min_updates: c.min_updates,
+                max_updates: c.max_updates,
+                max_samples: data.rows() as u32,
+                deadline_k: c.deadline_k,
+                min_wait_ms: (c.min_wait * 1000.0) as u64,
+                max_wait_ms: (c.max_wait * 1000.0) as u64,
+                lr: c.lr as f32,
+                batch: c.batch,
+                seed: c.seed,
+            };
+            let mut rows: Vec<usize> = (0..data.rows()).collect();
+            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(c.seed));
+            let (test, train) = rows.split_at(TEST_ROWS.min(rows.len() / 2));
+            // Resume from the chain's round when its model is checkpointed here.
+            let fed =
+                store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
+            let (job, behind) = if fed.rounds == 0 {
+                (Job::new(spec, 0, None, now)?, None)
+            } else {
+                let path = checkpoint_path(&dir, &c.job_id, fed.rounds);
+                let model = std::fs::read(&path).ok().and_then(|b| from_bytes(&b));
+                match model {
+                    Some(m) if weights_hash(&m) == fed.model => {
+                        (Job::new(spec, fed.rounds, Some(m), now)?, None)
+                    }
+                    _ => (Job::new(spec, 0, None, now)?, Some(fed.model)),
+                }
+            };
+            jobs.insert(
+                c.job_id.clone(),
+                Runtime {
+                    job,
+                    domain,
+                    train: train.to_vec(),
+                    test: test.to_vec(),
+                    behind,
+                    last_payouts: Vec::new(),
+                    earned: BTreeMap::new(),
+                    history: Vec::new(),
+                    paid_seen: fed.paid,
+                },
+            );
+        }
+        Ok(Self { jobs: Mutex::new(jobs), data, store, events, dir, started })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Jobs whose chain round is ahead of this node's checkpoints.
+    pub fn behind(&self) -> Vec<(String, Hash)> {
+        lock(&self.jobs).iter().filter_map(|(id, rt)| rt.behind.map(|h| (id.clone(), h))).collect()
+    }
+
+    /// The periodic step on the tip `state`: adopts rounds the chain recorded (checkpoint,
+    /// payouts, events) and closes due rounds this node may supervise, returning their records
+    /// to sign and submit. `supervises(domain)`: whether this node's stake lets it.
+    pub fn step(&self, state: &State, supervises: impl Fn(&DomainId) -> bool) -> Vec<FederatedRound> {
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        let mut jobs = lock(&self.jobs);
+        for (id, rt) in jobs.iter_mut() {
+            let Some(d) = state.domain(&rt.domain) else { continue };
+            let fed = d.federated.clone().unwrap_or_default();
+            let max_wall_ms = d.spec.limits.max_wall_ms;
+            match rt.job.recorded(fed.rounds, fed.model, now) {
+                Ok(Some(closed)) => {
+                    let round = closed.record.round;
+                    self.checkpoint(id, fed.rounds, &closed.model);
+                    let inputs: Vec<_> =
+                        closed.record.contributions.iter().map(|c| inputs_of(c, max_wall_ms)).collect();
+                    // The round's pool is what the chain paid for it (the formula pays it whole).
+                    let pool = fed.paid.checked_sub(rt.paid_seen).unwrap_or_default();
+                    rt.paid_seen = fed.paid;
+                    let paid = payout::payouts(pool.0, &inputs);
+                    rt.last_payouts =
+                        paid.iter().map(|p| (p.contributor.to_string(), Amount(p.amount))).collect();
+                    for p in &paid {
+                        let e = rt.earned.entry(p.contributor.to_string()).or_default();
+                        *e = e.checked_add(Amount(p.amount)).unwrap_or(*e);
+                    }
+                    rt.history.push((round, closed.accuracy));
+                    if rt.history.len() > 1_000 {
+                        rt.history.remove(0);
+                    }
+                    println!(
+                        "fl round {id} {round} accuracy {:.4} contributors {}",
+                        closed.accuracy,
+                        inputs.len()
+                    );
+                    self.events.emit(
+                        "checkpoint:created",
+                        Some(id),
+                        json!({ "round": round, "model_hash": closed.record.model.to_string(), "accuracy": closed.accuracy }),
+                    );
+                    self.events.emit(
+                        "rewards:distributed",
+                        Some(id),
+                        json!({
+                            "round": round,
+                            "payouts": paid.iter().map(|p| json!({
+                                "contributor": p.contributor.to_string(),
+                                "score_ppm": p.score_ppm,
+                                "amount": p.amount as f64 / 1e9,
+                            })).collect::<Vec<_>>(),
+                        }),
+                    );
+                }
+                Ok(None) => {}
+                Err(model) => {
+                    if rt.behind != Some(model) {
+                        tracing::warn!(job = %id, rounds = fed.rounds, model = %model, "the chain recorded a round this node has no model for");
+                        println!("fl behind {id}: the chain is at round {} with model {model}", fed.rounds);
+                    }
+                    rt.behind = Some(model);
+                    continue;
+                }
+            }
+            // A closed round the chain has not taken within the longest wait starts over.
+            if let Some(c) = rt.job.closed()
+                && now.saturating_sub(c.at_ms) > rt.job.spec().max_wait_ms
+            {
+                tracing::warn!(job = %id, round = c.record.round, "the chain did not record the closed round; reopening");
+                rt.job.reopen(now);
+            }
+            if !supervises(&rt.domain) || rt.behind.is_some() || !rt.job.due(now) {
+                continue;
+            }
+            // The scoring rows come from the tip's beacon, unknown to contributors when they sent.
+            let seed = u64::from_le_bytes(state.meta().beacon.0[..8].try_into().unwrap_or_default());
+            let (train, test) = (rt.train.clone(), rt.test.clone());
+            if let Some(closed) = rt.job.close(seed, &self.data, &train, &test, now) {
+                let r = &closed.record;
+                let kept = r.contributions.iter().filter(|c| c.kept).count();
+                self.events.emit(
+                    "training:metrics_update",
+                    Some(id),
+                    json!({
+                        "round": r.round,
+                        "accuracy": closed.accuracy,
+                        "loss": -(r.model_quality_micro as f64) / 1e6,
+                        "contributors": r.contributions.len(),
+                        "kept": kept,
+                    }),
+                );
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    fn checkpoint(&self, job: &str, round: u64, model: &[f32]) {
+        let path = checkpoint_path(&self.dir, job, round);
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, to_bytes(model))?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::error!(job, round, path = %path.display(), error = %e, "cannot write the round's checkpoint");
+        }
+    }
+
+    fn registered(&self, domain: &DomainId, who: &doin_primitives::Address) -> bool {
+        self.store.lock().tip().stake(who).is_some_and(|s| s.contributes(domain))
+    }
+}
+
+impl JobApi for Jobs {
+    fn list(&self) -> Value {
+        let jobs = lock(&self.jobs);
+        json!({
+            "jobs": jobs.iter().map(|(id, rt)| {
+                let (round, _, hash) = rt.job.model();
+                json!({
+                    "job": id,
+                    "round": round,
+                    "model_hash": hash.to_string(),
+                    "admitted": rt.job.admitted(),
+                    "closed": rt.job.closed().is_some(),
+                    "accuracy": rt.job.accuracy(),
+                    "rule": rt.job.spec().rule.name(),
+                    "behind": rt.behind.map(|h| h.to_string()),
+                })
+            }).collect::<Vec<_>>(),
+        })
+    }
+
+    fn model(&self, job: &str) -> Result<Value, JobError> {
+        let jobs = lock(&self.jobs);
+        let rt = jobs.get(job).ok_or_else(|| JobError::NotFound(job.into()))?;
+        let (round, weights, hash) = rt.job.model();
+        let spec = rt.job.spec();
+        Ok(json!({
+            "job": job,
+            "round": round,
+            "model_hash": hash.to_string(),
+            "sizes": spec.sizes,
+            "lr": spec.lr,
+            "batch": spec.batch,
+            "closed": rt.job.closed().is_some(),
+            "weights": hex::encode(to_bytes(weights)),
+        }))
+    }
+
+    fn submit(&self, job: &str, update: SignedUpdate, weights: Vec<u8>) -> Result<Value, JobError> {
+        let now = self.now_ms();
+        let mut jobs = lock(&self.jobs);
+        let rt = jobs.get_mut(job).ok_or_else(|| JobError::NotFound(job.into()))?;
+        let who = update.contributor;
+        let round = update.round;
+        let registered = self.registered(&rt.domain, &who);
+        match rt.job.submit(update, &weights, registered, now) {
+            Ok(admitted) => {
+                self.events.emit(
+                    "gradient:received",
+                    Some(job),
+                    json!({ "contributor": who.to_string(), "round": round, "bytes": weights.len(), "admitted": admitted }),
+                );
+                Ok(json!({ "job": job, "round": round, "admitted": admitted }))
+            }
+            Err(e) => {
+                tracing::info!(job, contributor = %who, error = %e, "federated update refused");
+                self.events.emit(
+                    "gradient:refused",
+                    Some(job),
+                    json!({ "contributor": who.to_string(), "round": round, "reason": e.to_string() }),
+                );
+                Err(JobError::Refused(e.to_string()))
+            }
+        }
+    }
+
+    fn cluster(&self, job: &str) -> Result<Value, JobError> {
+        let jobs = lock(&self.jobs);
+        let rt = jobs.get(job).ok_or_else(|| JobError::NotFound(job.into()))?;
+        let (round, _, hash) = rt.job.model();
+        let now = self.now_ms();
+        let store = self.store.lock();
+        let stakes = store.tip();
+        let contributors: Vec<Value> = rt
+            .job
+            .standings()
+            .map(|(a, s, reputation, quarantined)| {
+                let capabilities = stakes.stake(a).map(|st| &st.capabilities);
+                json!({
+                    "contributor": a.to_string(),
+                    "rounds": s.rounds,
+                    "kept": s.kept,
+                    "strikes": s.strikes,
+                    "last_quality": s.last_quality_micro as f64 / 1e6,
+                    "reputation": reputation,
+                    "quarantined": quarantined,
+                    "quarantines": rt.job.quarantines(a),
+                    "earned": rt.earned.get(&a.to_string()).map_or(0.0, |x| x.0 as f64 / 1e9),
+                    "cpu_cores": capabilities.map(|c| c.cpu_cores),
+                    "bandwidth_mbps": capabilities.map(|c| c.bandwidth_mbps),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "job": job,
+            "round": round,
+            "model_hash": hash.to_string(),
+            "admitted": rt.job.admitted(),
+            "deadline_in_s": (rt.job.deadline_ms() as f64 - now as f64) / 1000.0,
+            "accuracy": rt.job.accuracy(),
+            "history": rt.history.iter().map(|(r, a)| json!({ "round": r, "accuracy": a })).collect::<Vec<_>>(),
+            "last_payouts": rt.last_payouts.iter().map(|(a, x)| json!({ "contributor": a, "amount": x.0 as f64 / 1e9 })).collect::<Vec<_>>(),
+            "behind": rt.behind.map(|h| h.to_string()),
+            "contributors": contributors,
+        }))
+    }
+}
