@@ -80,6 +80,11 @@ pub(crate) enum Fl {
     },
 }
 
+/// An error waiting cannot cure (the job is not there, or does not fit this data).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Fatal(String);
+
 /// Rows of a contributor CSV.
 fn read_csv(path: &std::path::Path) -> anyhow::Result<Tabular> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -221,14 +226,49 @@ fn join(
         if std::time::Instant::now() > deadline {
             bail!("gave up after {} s with {done} of {rounds} rounds contributed", timeout.as_secs());
         }
+        match contribute(node, job, key, &domain, data, &all, last) {
+            Ok(Some((round, code, v))) => {
+                last = Some(round);
+                if code == 202 {
+                    done += 1;
+                    println!("{}", json!({ "round": round, "admitted": v["admitted"], "contributed": done }));
+                } else {
+                    println!("{}", json!({ "round": round, "refused": v["detail"], "status": code }));
+                }
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) if e.is::<Fatal>() => return Err(e),
+            // The supervisor restarting, a response cut short: wait and try again.
+            Err(e) => {
+                println!("{}", json!({ "waiting": format!("{e:#}") }));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One attempt: `None` while there is no new open round; else the round, the HTTP status and
+/// the answer to the update sent.
+fn contribute(
+    node: &str,
+    job: &str,
+    key: &Keypair,
+    domain: &DomainId,
+    data: &Tabular,
+    all: &[usize],
+    last: Option<u64>,
+) -> anyhow::Result<Option<(u64, u16, Value)>> {
+    {
         // Poll the small job list; fetch the model only for a new open round.
         let jobs = get_patiently(node, "/api/jobs")?;
         let entry = jobs["jobs"].as_array().and_then(|j| j.iter().find(|e| e["job"] == job)).cloned();
-        let Some(entry) = entry else { bail!("the node supervises no job {job:?}") };
+        let Some(entry) = entry else {
+            return Err(Fatal(format!("the node supervises no job {job:?}")).into());
+        };
         let open = entry["round"].as_u64().context("round")?;
         if last.is_some_and(|l| open <= l) || entry["closed"].as_bool() == Some(true) {
-            std::thread::sleep(Duration::from_millis(500));
-            continue;
+            return Ok(None);
         }
         let m = get_patiently(node, &format!("/api/job/{job}/model"))?;
         let round = m["round"].as_u64().context("round")?;
@@ -237,18 +277,22 @@ fn join(
         let global = supervisor::from_bytes(&hex::decode(m["weights"].as_str().context("weights")?)?)
             .context("weights: not whole f32s")?;
         if supervisor::weights_hash(&global) != base {
-            bail!("the node sent a model whose hash is not the one it names");
+            return Err(Fatal("the node sent a model whose hash is not the one it names".into()).into());
         }
         let mlp = Mlp::new(&sizes).map_err(anyhow::Error::msg)?;
         if mlp.params() != global.len() || sizes.first() != Some(&data.features) {
-            bail!("the job's model {sizes:?} does not fit this data ({} features)", data.features);
+            return Err(Fatal(format!(
+                "the job's model {sizes:?} does not fit this data ({} features)",
+                data.features
+            ))
+            .into());
         }
         let started = std::time::Instant::now();
         let mut w = global.clone();
         let seed = u64::from_le_bytes(key.address().0[..8].try_into().unwrap_or_default()) ^ round;
         let lr = m["lr"].as_f64().unwrap_or(0.2) as f32;
         let batch = m["batch"].as_u64().unwrap_or(16) as usize;
-        mlp.sgd_epoch(&mut w, data, &all, lr, batch, &mut ChaCha8Rng::seed_from_u64(seed));
+        mlp.sgd_epoch(&mut w, data, all, lr, batch, &mut ChaCha8Rng::seed_from_u64(seed));
         let delta: Vec<f32> = w.iter().zip(&global).map(|(a, b)| a - b).collect();
         let bytes = supervisor::to_bytes(&delta);
         let body = UpdateBody {
@@ -265,18 +309,10 @@ fn join(
         let (code, v) =
             wallet::http(node, "POST", &format!("/api/job/{job}/update"), Some(&request.to_string()))?;
         if code == 429 {
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
+            return Ok(None);
         }
-        last = Some(round);
-        if code == 202 {
-            done += 1;
-            println!("{}", json!({ "round": round, "admitted": v["admitted"], "contributed": done }));
-        } else {
-            println!("{}", json!({ "round": round, "refused": v["detail"], "status": code }));
-        }
+        Ok(Some((round, code, v)))
     }
-    Ok(())
 }
 
 pub(crate) fn run(cmd: Fl) -> anyhow::Result<()> {

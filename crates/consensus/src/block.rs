@@ -167,13 +167,13 @@ pub fn heartbeat_leader(state: &State, slot: u64) -> Option<Address> {
     slot_leader(state, b"doin/heartbeat-leader", slot)
 }
 
-/// The stake-weighted draw over all stakers with seed `H(tag ‖ tip beacon ‖ slot)`; `None` when
-/// nobody is staked.
+/// The stake-weighted draw over all validators (stakers other than contributors only) with
+/// seed `H(tag ‖ tip beacon ‖ slot)`; `None` when nobody is staked.
 pub(crate) fn slot_leader(state: &State, tag: &[u8], slot: u64) -> Option<Address> {
     let candidates: Vec<quorum::Candidate> = state
         .stakes
         .iter()
-        .filter(|(_, s)| s.amount > Amount::ZERO)
+        .filter(|(_, s)| s.validates())
         .map(|(a, s)| quorum::Candidate { address: *a, weight: s.amount.0 })
         .collect();
     let seed = Hash::of_parts(&[tag, &state.meta.beacon.0, &slot.to_le_bytes()]);

@@ -121,7 +121,8 @@ pub fn check_vote(state: &State, vote: &FinalityVote) -> Result<u128, FinalityEr
     if state.finality_voted(&v.voter, v.target.height).is_some() {
         return Err(FinalityError::AlreadyCounted { voter: v.voter, height: v.target.height });
     }
-    let stake = state.stake(&v.voter).map_or(0, |s| s.amount.0);
+    // Only validators' stake counts (a contributor-only stake is not in the active total).
+    let stake = state.stake(&v.voter).filter(|s| s.validates()).map_or(0, |s| s.amount.0);
     if stake == 0 {
         return Err(FinalityError::NoStake(v.voter));
     }

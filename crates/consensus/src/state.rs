@@ -60,6 +60,13 @@ impl StakeRecord {
         self.roles.contains(Roles::SUPERVISOR) && self.domains.contains(domain)
     }
 
+    /// Whether this stake makes its owner a validator: drawn for block slots and weighed in
+    /// finality. An account staked only as a federated contributor (a trainer, not a node)
+    /// is neither, so contributors joining a job never stall blocks or finality.
+    pub fn validates(&self) -> bool {
+        self.amount > Amount::ZERO && self.roles.0 & !Roles::CONTRIBUTOR.0 != 0
+    }
+
     /// Whether this stake registers its owner as a contributor to `domain`'s federated rounds.
     pub fn contributes(&self, domain: &DomainId) -> bool {
         self.roles.contains(Roles::CONTRIBUTOR) && self.domains.contains(domain)
@@ -1006,9 +1013,9 @@ impl State {
         stake.saturating_add(pending)
     }
 
-    /// Total active stake: the weight finality thresholds are taken of.
+    /// Total active stake: the weight finality thresholds are taken of (validators' only).
     pub fn active_stake(&self) -> u128 {
-        self.stakes.values().fold(0u128, |t, s| t.saturating_add(s.amount.0))
+        self.stakes.values().filter(|s| s.validates()).fold(0u128, |t, s| t.saturating_add(s.amount.0))
     }
 
     /// Stake that voted the finality link `source → target` on this chain so far.

@@ -316,6 +316,21 @@ impl Reputation {
         self.standing.get(who).map(|(_, until, _)| *until).filter(|until| round < *until)
     }
 
+    /// Every recorded contributor: reputation, the round its quarantine ends, quarantines.
+    pub fn entries(&self) -> Vec<(Address, f64, u64, u32)> {
+        let mut v: Vec<_> = self.standing.iter().map(|(a, (r, u, q))| (*a, *r, *u, *q)).collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    /// Restores entries saved by [`Reputation::entries`] (reputation clamped to `[0.1, 1]`).
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = (Address, f64, u64, u32)>) {
+        for (a, r, until, q) in entries {
+            let r = if r.is_finite() { r.clamp(0.1, 1.0) } else { 0.1 };
+            self.standing.insert(a, (r, until, q));
+        }
+    }
+
     /// Quarantines `who` has had.
     pub fn quarantines(&self, who: &Address) -> u32 {
         self.standing.get(who).map_or(0, |(_, _, q)| *q)

@@ -162,6 +162,21 @@ pub struct Standing {
     pub recent: VecDeque<u64>,
 }
 
+/// One contributor as a supervisor saves it across restarts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saved {
+    /// The contributor.
+    pub address: Address,
+    /// Its reputation.
+    pub reputation: f64,
+    /// The round its quarantine ends.
+    pub until: u64,
+    /// Quarantines it has had.
+    pub quarantines: u32,
+    /// Its standing.
+    pub standing: Standing,
+}
+
 /// A supervisor's job.
 #[derive(Debug)]
 pub struct Job {
@@ -280,6 +295,34 @@ impl Job {
     /// Quarantines `who` has had.
     pub fn quarantines(&self, who: &Address) -> u32 {
         self.reputation.quarantines(who)
+    }
+
+    /// What a restarted supervisor must not forget: every contributor's reputation, quarantine
+    /// and standing.
+    pub fn saved(&self) -> Vec<Saved> {
+        let reputation: BTreeMap<Address, (f64, u64, u32)> =
+            self.reputation.entries().into_iter().map(|(a, r, u, q)| (a, (r, u, q))).collect();
+        let mut who: Vec<Address> = reputation.keys().chain(self.standing.keys()).copied().collect();
+        who.sort();
+        who.dedup();
+        who.into_iter()
+            .map(|address| {
+                let (reputation, until, quarantines) =
+                    reputation.get(&address).copied().unwrap_or((1.0, 0, 0));
+                let standing = self.standing.get(&address).cloned().unwrap_or_default();
+                Saved { address, reputation, until, quarantines, standing }
+            })
+            .collect()
+    }
+
+    /// Restores what [`Job::saved`] returned.
+    pub fn restore(&mut self, saved: Vec<Saved>) {
+        for s in saved {
+            if s.quarantines > 0 || s.reputation < 1.0 {
+                self.reputation.restore([(s.address, s.reputation, s.until, s.quarantines)]);
+            }
+            self.standing.insert(s.address, s.standing);
+        }
     }
 
     /// Takes in `update` with `weights` (its bytes as sent) at `now_ms`; `registered` says

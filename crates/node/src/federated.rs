@@ -4,9 +4,11 @@
 //! rounds into [`FederatedRound`] records to sign and follows the chain to adopt recorded
 //! models.
 //!
-//! Every recorded round's model is written to `DATA_DIR/federated/JOB/round-N.f32` (the
-//! checkpoint), so a restarted supervisor resumes at the chain's round with the chain's model
-//! (its hash is checked); a supervisor that lacks the chain's model says so and waits.
+//! Every closed round's model is written to `DATA_DIR/federated/JOB/MODEL_HASH.f32` before
+//! its record is submitted, so whatever the chain records is checkpointed (a supervisor killed
+//! between the block and its next step loses nothing): a restarted supervisor resumes at the
+//! chain's round from the file named by the chain's model hash (checked); one that lacks the
+//! chain's model says so and waits. Candidates the chain did not take are deleted.
 
 use std::{
     collections::BTreeMap,
@@ -21,7 +23,7 @@ use doin_api::{
 use doin_consensus::{State, federated::inputs_of, payout};
 use doin_federated::{
     Rule,
-    supervisor::{Job, JobSpec, from_bytes, to_bytes, weights_hash},
+    supervisor::{Job, JobSpec, Saved, Standing, from_bytes, to_bytes, weights_hash},
 };
 use doin_ml::data::Tabular;
 use doin_primitives::{
@@ -130,8 +132,63 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn checkpoint_path(dir: &Path, job: &str, round: u64) -> PathBuf {
-    dir.join(job).join(format!("round-{round}.f32"))
+fn standing_path(dir: &Path, job: &str) -> PathBuf {
+    dir.join(job).join("standing.json")
+}
+
+/// Contributors' reputation, quarantines and standing as saved (`standing.json`).
+fn saved_json(saved: &[Saved]) -> Value {
+    Value::Array(
+        saved
+            .iter()
+            .map(|s| {
+                json!({
+                    "address": s.address.to_string(),
+                    "reputation": s.reputation,
+                    "until": s.until,
+                    "quarantines": s.quarantines,
+                    "rounds": s.standing.rounds,
+                    "kept": s.standing.kept,
+                    "strikes": s.standing.strikes,
+                    "last_quality_micro": s.standing.last_quality_micro,
+                    "recent": s.standing.recent,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Reads `standing.json` back; entries that do not parse are skipped (logged).
+fn saved_from(v: &Value) -> Vec<Saved> {
+    let entry = |e: &Value| -> Option<Saved> {
+        let address = doin_primitives::Address(hex::decode(e["address"].as_str()?).ok()?.try_into().ok()?);
+        Some(Saved {
+            address,
+            reputation: e["reputation"].as_f64()?,
+            until: e["until"].as_u64()?,
+            quarantines: u32::try_from(e["quarantines"].as_u64()?).ok()?,
+            standing: Standing {
+                rounds: e["rounds"].as_u64()?,
+                kept: e["kept"].as_u64()?,
+                strikes: u32::try_from(e["strikes"].as_u64()?).ok()?,
+                last_quality_micro: e["last_quality_micro"].as_i64()?,
+                recent: e["recent"].as_array()?.iter().filter_map(Value::as_u64).collect(),
+            },
+        })
+    };
+    let all = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    let parsed: Vec<Saved> = all.iter().filter_map(entry).collect();
+    if parsed.len() != all.len() {
+        tracing::warn!(
+            skipped = all.len() - parsed.len(),
+            "standing.json entries that do not parse were skipped"
+        );
+    }
+    parsed
+}
+
+fn checkpoint_path(dir: &Path, job: &str, model: &Hash) -> PathBuf {
+    dir.join(job).join(format!("{model}.f32"))
 }
 
 impl Jobs {
@@ -173,10 +230,10 @@ impl Jobs {
             // Resume from the chain's round when its model is checkpointed here.
             let fed =
                 store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
-            let (job, behind) = if fed.rounds == 0 {
+            let (mut job, behind) = if fed.rounds == 0 {
                 (Job::new(spec, 0, None, now)?, None)
             } else {
-                let path = checkpoint_path(&dir, &c.job_id, fed.rounds);
+                let path = checkpoint_path(&dir, &c.job_id, &fed.model);
                 let model = std::fs::read(&path).ok().and_then(|b| from_bytes(&b));
                 match model {
                     Some(m) if weights_hash(&m) == fed.model => {
@@ -185,6 +242,15 @@ impl Jobs {
                     _ => (Job::new(spec, 0, None, now)?, Some(fed.model)),
                 }
             };
+            // Reputation and quarantines survive a restart.
+            if let Ok(text) = std::fs::read(standing_path(&dir, &c.job_id)) {
+                match serde_json::from_slice::<Value>(&text) {
+                    Ok(v) => job.restore(saved_from(&v)),
+                    Err(e) => {
+                        tracing::warn!(job = %c.job_id, error = %e, "standing.json is not JSON; starting without it");
+                    }
+                }
+            }
             jobs.insert(
                 c.job_id.clone(),
                 Runtime {
@@ -226,7 +292,6 @@ impl Jobs {
             match rt.job.recorded(fed.rounds, fed.model, now) {
                 Ok(Some(closed)) => {
                     let round = closed.record.round;
-                    self.checkpoint(id, fed.rounds, &closed.model);
                     let inputs: Vec<_> =
                         closed.record.contributions.iter().map(|c| inputs_of(c, max_wall_ms)).collect();
                     // The round's pool is what the chain paid for it (the formula pays it whole).
@@ -240,6 +305,11 @@ impl Jobs {
                         *e = e.checked_add(Amount(p.amount)).unwrap_or(*e);
                     }
                     rt.history.push((round, closed.accuracy));
+                    let saved = saved_json(&rt.job.saved());
+                    if let Err(e) = write_durably(&standing_path(&self.dir, id), saved.to_string().as_bytes())
+                    {
+                        tracing::error!(job = %id, error = %e, "cannot save the contributors' standing");
+                    }
                     if rt.history.len() > 1_000 {
                         rt.history.remove(0);
                     }
@@ -281,6 +351,7 @@ impl Jobs {
                 && now.saturating_sub(c.at_ms) > rt.job.spec().max_wait_ms
             {
                 tracing::warn!(job = %id, round = c.record.round, "the chain did not record the closed round; reopening");
+                let _ = std::fs::remove_file(checkpoint_path(&self.dir, id, &c.record.model));
                 rt.job.reopen(now);
             }
             if !supervises(&rt.domain) || rt.behind.is_some() || !rt.job.due(now) {
@@ -291,6 +362,12 @@ impl Jobs {
             let (train, test) = (rt.train.clone(), rt.test.clone());
             if let Some(closed) = rt.job.close(seed, &self.data, &train, &test, now) {
                 let r = &closed.record;
+                if let Err(e) = self.checkpoint(id, &r.model, &closed.model) {
+                    // Without its checkpoint a recorded round could not be resumed: not submitted.
+                    tracing::error!(job = %id, round = r.round, error = %e, "cannot write the round's checkpoint; reopening");
+                    rt.job.reopen(now);
+                    continue;
+                }
                 let kept = r.contributions.iter().filter(|c| c.kept).count();
                 self.events.emit(
                     "training:metrics_update",
@@ -309,24 +386,26 @@ impl Jobs {
         out
     }
 
-    fn checkpoint(&self, job: &str, round: u64, model: &[f32]) {
-        let path = checkpoint_path(&self.dir, job, round);
-        let write = || -> std::io::Result<()> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, to_bytes(model))?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
-            tracing::error!(job, round, path = %path.display(), error = %e, "cannot write the round's checkpoint");
-        }
+    /// Writes `model` (hash `hash`) durably.
+    fn checkpoint(&self, job: &str, hash: &Hash, model: &[f32]) -> std::io::Result<()> {
+        write_durably(&checkpoint_path(&self.dir, job, hash), &to_bytes(model))
     }
 
     fn registered(&self, domain: &DomainId, who: &doin_primitives::Address) -> bool {
         self.store.lock().tip().stake(who).is_some_and(|s| s.contributes(domain))
     }
+}
+
+/// Writes a file through a synced temporary and a rename (never half-written).
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 impl JobApi for Jobs {

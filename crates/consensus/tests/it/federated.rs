@@ -236,3 +236,21 @@ fn every_abuse_of_a_round_is_refused_by_name() {
     let c = contribution(&plain.keys.clone(), 2, 0, Hash::ZERO, 1);
     refused(&mut plain, 1, round_of(0, Hash::ZERO, vec![c]), "not a federated domain");
 }
+
+/// Contributors train; they run no node: an account staked only as a contributor is never drawn
+/// to lead a block slot and its stake is not in finality's total, so a crowd of contributors
+/// cannot stall blocks or finality.
+#[test]
+fn contributor_stakes_lead_no_slot_and_weigh_nothing_in_finality() {
+    let net = federated_net();
+    let contributors: Vec<_> = CONTRIBUTORS.map(|i| net.addr(i)).collect();
+    for slot in 0..500 {
+        let leader = doin_consensus::heartbeat_leader(&net.state, slot).unwrap();
+        assert!(!contributors.contains(&leader), "slot {slot} led by a contributor");
+        let sealer = doin_consensus::seal_leader(&net.state, slot).unwrap();
+        assert!(!contributors.contains(&sealer), "seal slot {slot} led by a contributor");
+    }
+    let validators: u128 = net.state.stakes().filter(|(_, s)| s.validates()).map(|(_, s)| s.amount.0).sum();
+    assert_eq!(net.state.active_stake(), validators);
+    assert_eq!(net.state.active_stake(), Amount::doin(10).0, "only the supervisor's stake");
+}

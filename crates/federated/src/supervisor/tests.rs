@@ -116,6 +116,13 @@ fn every_bad_update_is_refused_by_name_and_nothing_is_kept() {
     let u = update_of(&job, &key(3), &good, 10);
     let err = job.submit(u.0, &u.1, true, 10).unwrap_err();
     assert!(err.to_string().contains("quarantined until round"), "{err}");
+    // A restarted supervisor restores what it saved: the quarantine holds.
+    let mut restarted = Job::new(spec(), 0, None, 0).unwrap();
+    restarted.restore(job.saved());
+    assert_eq!(restarted.saved(), job.saved());
+    let u = update_of(&restarted, &key(3), &good, 10);
+    let err = restarted.submit(u.0, &u.1, true, 10).unwrap_err();
+    assert!(err.to_string().contains("quarantined until round"), "{err}");
 }
 
 /// Ten contributors with label-skewed digits, two of them sending their update sign-flipped

@@ -1,0 +1,369 @@
+//! Federated training between real processes: a supervising `doin node`, eight honest
+//! contributors (`doin fl join`, one process each), two sign-flipping attackers and a vandal
+//! sending malformed updates (from this test, each signing with its own key). Checked: every
+//! bad update is refused over HTTP with its reason and nothing is stored; the supervisor is
+//! SIGKILLed mid-run with three contributors, restarted on its data directory, resumes from the
+//! chain's round and its checkpoint, and the job finishes; the final model is accurate despite
+//! the attackers, who are quarantined and paid ~nothing; and every contributor's balance change
+//! equals the payout formula applied to the round records in the chain's blocks.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    path::Path,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Killed, doin, http_json, serial};
+use doin_consensus::{federated::inputs_of, payout};
+use doin_federated::{Mlp, supervisor};
+use doin_primitives::{Address, Hash, Keypair, Signed, Transaction, TxKind, UpdateBody, tx::string};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+const PORT: u16 = 18_760;
+const JOB: &str = "fl_digits";
+/// `DOIN_FL_ATTACK=0` runs without the two attackers, `DOIN_FL_KILL=0` without the kills
+/// (README's measurements); both default to on.
+fn flag(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v != "0")
+}
+
+/// Rounds the job runs (`DOIN_FL_ROUNDS` overrides: README's 20-round figure).
+fn rounds_wanted() -> u64 {
+    std::env::var("DOIN_FL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
+}
+const HONEST: usize = 8;
+
+fn post(path: &str, body: &str) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A server may answer (413) before reading an oversized body: ignore a broken pipe.
+    let _ = s.write_all(body.as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap_or(("", ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, serde_json::from_str(rest.trim()).unwrap_or(Value::Null))
+}
+
+fn start_node(config: &Path) -> Killed {
+    let child = doin()
+        .args(["node", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Killed(child);
+    let until = Instant::now() + Duration::from_secs(60);
+    while http_json(PORT, "/api/jobs").is_none() {
+        assert!(Instant::now() < until, "the node's API did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node
+}
+
+fn account(a: &Address) -> Value {
+    http_json(PORT, &format!("/accounts/{a}")).unwrap_or(Value::Null)
+}
+
+fn balance(a: &Address) -> u128 {
+    account(a)["balance"].as_str().and_then(|b| b.parse().ok()).unwrap()
+}
+
+fn wait(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The chain's recorded rounds of the job.
+fn chain_rounds() -> u64 {
+    http_json(PORT, "/api/jobs").and_then(|v| v["jobs"][0]["round"].as_u64()).unwrap_or(0)
+}
+
+/// `key`'s signed update of `delta` for the open round, as the JSON body to POST.
+fn update_body(
+    key: &Keypair,
+    round: u64,
+    base: Hash,
+    delta: &[f32],
+    samples: u32,
+) -> (Signed<UpdateBody>, String) {
+    let bytes = supervisor::to_bytes(delta);
+    let body = UpdateBody {
+        domain: string(JOB),
+        round,
+        base,
+        weights: Hash::of(&bytes),
+        contributor: key.address(),
+        samples,
+        compute_ms: 10,
+        bytes: bytes.len() as u64,
+    };
+    let signed = Signed::sign(body, key);
+    let text = json!({ "update": signed, "weights": hex::encode(&bytes) }).to_string();
+    (signed, text)
+}
+
+/// The open round, its model hash and weights.
+fn model() -> Option<(u64, Hash, Vec<f32>, bool)> {
+    let m = http_json(PORT, &format!("/api/job/{JOB}/model"))?;
+    let hash = Hash(hex::decode(m["model_hash"].as_str()?).ok()?.try_into().ok()?);
+    let w = supervisor::from_bytes(&hex::decode(m["weights"].as_str()?).ok()?)?;
+    Some((m["round"].as_u64()?, hash, w, m["closed"].as_bool()?))
+}
+
+fn read_rows(path: &Path) -> doin_ml::data::Tabular {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let cells: Vec<f32> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        x.extend_from_slice(&cells[..64]);
+        y.push(cells[64] as i64);
+    }
+    doin_ml::data::Tabular { x, y, features: 64, classes: 10 }
+}
+
+/// An attacker: trains honestly on its rows, sends the update sign-flipped × 5, every round.
+fn attacker(
+    key: Keypair,
+    data: doin_ml::data::Tabular,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mlp = Mlp::new(&[64, 64, 10]).unwrap();
+        let rows: Vec<usize> = (0..data.rows()).collect();
+        let mut last = None;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(300));
+            let Some((round, base, global, closed)) = model() else { continue };
+            if closed || last == Some(round) {
+                continue;
+            }
+            let mut w = global.clone();
+            mlp.sgd_epoch(&mut w, &data, &rows, 0.2, 16, &mut ChaCha8Rng::seed_from_u64(round));
+            let delta: Vec<f32> = w.iter().zip(&global).map(|(a, b)| -5.0 * (a - b)).collect();
+            let (_, body) = update_body(&key, round, base, &delta, data.rows() as u32);
+            let (code, _) = post(&format!("/api/job/{JOB}/update"), &body);
+            if code == 202 || code == 422 {
+                last = Some(round);
+            }
+        }
+    })
+}
+
+#[test]
+fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_supervisor() {
+    let _slot = serial();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.json");
+    std::fs::write(
+        &config,
+        json!({
+            "port": PORT,
+            "data_dir": dir.path().join("node"),
+            "target_block_time": 1,
+            "max_block_interval": 1,
+            "http_rate_limit": 10_000,
+            "http_burst": 10_000,
+            "federated_jobs": [{
+                "job_id": JOB, "min_updates": 6, "max_updates": 11, "min_wait": 1, "max_wait": 15,
+                "pool_per_round": 1, "bounty": 100
+            }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut node = start_node(&config);
+    let data = dir.path().join("data");
+    let out = doin().args(["fl", "split", "--clients", "10", "--out"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Thirteen identities (8 honest, 2 attackers, 3 vandals), funded one at a time from the node's
+    // key, then registered as contributors (`fl join --rounds 0`: stake with the role).
+    let keys: Vec<(std::path::PathBuf, Keypair)> = (0..13)
+        .map(|i| {
+            let path = dir.path().join(format!("k{i}.key"));
+            let (key, _) = doin_node::identity::load_or_create(&path).unwrap();
+            (path, key)
+        })
+        .collect();
+    let node_key = dir.path().join("node").join("node.key");
+    for (_, k) in &keys {
+        let out = doin()
+            .args(["wallet", "transfer", "--node", &format!("127.0.0.1:{PORT}"), "--key"])
+            .arg(&node_key)
+            .args(["--to", &k.address().to_string(), "--amount", "5"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        wait("a transfer", 30, || account(&k.address())["balance"].as_str().is_some_and(|b| b != "0"));
+    }
+    let csv = |i: usize| data.join(format!("client-{}", i % 10)).with_extension("csv");
+    let join = |i: usize, rounds: u64| {
+        let mut cmd = doin();
+        cmd.args(["fl", "join", "--node", &format!("127.0.0.1:{PORT}"), "--job", JOB, "--key"])
+            .arg(&keys[i].0)
+            .arg("--data")
+            .arg(csv(i))
+            .args(["--rounds", &rounds.to_string(), "--timeout", "400"]);
+        cmd
+    };
+    let registrations: Vec<_> = (0..13).map(|i| join(i, 0).output().unwrap()).collect();
+    for (i, r) in registrations.iter().enumerate() {
+        assert!(r.status.success(), "registration {i}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+    let registered: Vec<u128> = keys.iter().map(|(_, k)| balance(&k.address())).collect();
+    assert_eq!(chain_rounds(), 0);
+
+    // Vandals: every malformed update refused by name, nothing admitted; two blameworthy
+    // refusals quarantine a sender (hence three vandals).
+    let (vandal, vandal2, vandal3) = (&keys[10].1, &keys[11].1, &keys[12].1);
+    let (round, base, global, _) = model().unwrap();
+    let n = global.len();
+    let admitted = || http_json(PORT, "/api/jobs").unwrap()["jobs"][0]["admitted"].as_u64().unwrap();
+    let refused = |body: String, status: u16, why: &str| {
+        let (code, v) = post(&format!("/api/job/{JOB}/update"), &body);
+        assert_eq!(code, status, "{why}: {v}");
+        assert!(v["detail"].as_str().unwrap_or_default().contains(why), "{v} lacks {why:?}");
+        assert_eq!(admitted(), 0, "{why}: something was admitted");
+    };
+    let zeros = vec![0.0f32; n];
+    let mut nan = zeros.clone();
+    nan[7] = f32::NAN;
+    refused(update_body(vandal, round, base, &nan, 10).1, 422, "weight 7 is not finite");
+    refused(update_body(vandal, round, base, &zeros[1..], 10).1, 422, "weights, the model has");
+    let (signed, _) = update_body(vandal2, round, base, &zeros, 10);
+    let tampered = json!({ "update": signed, "weights": hex::encode(supervisor::to_bytes(&vec![1.0; n])) });
+    refused(tampered.to_string(), 422, "hash to");
+    let (mut u, _) = update_body(vandal2, round, base, &zeros, 10);
+    u.body.domain = string("another_job");
+    let other_job = json!({ "update": Signed::sign(u.body.clone(), vandal2), "weights": hex::encode(supervisor::to_bytes(&zeros)) });
+    refused(other_job.to_string(), 422, "this job is");
+    refused(update_body(vandal2, round + 3, base, &zeros, 10).1, 422, "the open round is 0");
+    refused(update_body(vandal3, round, Hash([1; 32]), &zeros, 10).1, 422, "trained from model");
+    refused(update_body(vandal3, round, base, &vec![0.0; 80_000], 10).1, 413, "over");
+    refused("{\"update\": 3}".into(), 400, "update");
+    let (mut forged, _) = update_body(vandal3, round, base, &zeros, 10);
+    forged.body.samples = 1_000;
+    let forged = json!({ "update": forged, "weights": hex::encode(supervisor::to_bytes(&zeros)) });
+    refused(forged.to_string(), 422, "signature");
+    let stranger = Keypair::from_seed([77; 32]);
+    refused(update_body(&stranger, round, base, &zeros, 10).1, 422, "not registered");
+    let cluster = http_json(PORT, &format!("/api/cluster/{JOB}")).unwrap();
+    let standing_of = |k: &Keypair| {
+        cluster["contributors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["contributor"] == k.address().to_string())
+            .cloned()
+    };
+    let v = standing_of(vandal).unwrap();
+    assert!(v["strikes"] == 2 && v["quarantined"] == true, "the vandal was scored down: {v}");
+    assert!(standing_of(&stranger).is_none(), "an unregistered sender left a trace");
+    refused(update_body(vandal, round, base, &zeros, 10).1, 422, "quarantined");
+
+    eprintln!("registered and refused vandals after {:?}", started.elapsed());
+    // Rounds: eight honest processes and two attackers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacking = if flag("DOIN_FL_ATTACK") { 8..10 } else { 8..8 };
+    let attackers: Vec<_> =
+        attacking.clone().map(|i| attacker(keys[i].1.clone(), read_rows(&csv(i)), stop.clone())).collect();
+    let mut honest: Vec<Killed> = (0..HONEST)
+        .map(|i| {
+            Killed(join(i, rounds_wanted() + 2).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        })
+        .collect();
+
+    // Mid-run: SIGKILL the supervisor and three contributors; restart the supervisor.
+    wait("round 4", 240, || chain_rounds() >= 4);
+    let before = chain_rounds();
+    let kills = if flag("DOIN_FL_KILL") { 3 } else { 0 };
+    if kills > 0 {
+        node.0.kill().unwrap();
+        node.0.wait().unwrap();
+    }
+    for c in honest.iter_mut().take(kills) {
+        c.0.kill().unwrap();
+    }
+    eprintln!("killed the supervisor at round {before} after {:?}", started.elapsed());
+    let node = if kills > 0 { start_node(&config) } else { node };
+    let resumed = http_json(PORT, "/api/jobs").unwrap();
+    assert!(resumed["jobs"][0]["behind"].is_null(), "the restarted supervisor lacks its model: {resumed}");
+    assert!(resumed["jobs"][0]["round"].as_u64().unwrap() >= before, "{resumed}");
+    wait("the job to finish", 400, || chain_rounds() >= rounds_wanted());
+    stop.store(true, Ordering::Relaxed);
+    attackers.into_iter().for_each(|a| a.join().unwrap());
+
+    eprintln!("{} rounds after {:?}", rounds_wanted(), started.elapsed());
+    let cluster = http_json(PORT, &format!("/api/cluster/{JOB}")).unwrap();
+    let accuracy = cluster["accuracy"].as_f64().unwrap();
+    eprintln!("final accuracy {accuracy}");
+    // Undefended FedAvg ends near 0.10 under this attack; 12 rounds (three contributors lost
+    // at round 4) stop short of the 20-round figure README quotes.
+    assert!(accuracy >= 0.80, "final accuracy {accuracy} with two sign-flipping attackers: {cluster}");
+    let standing: BTreeMap<String, Value> = cluster["contributors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["contributor"].as_str().unwrap().to_owned(), c.clone()))
+        .collect();
+    for (_, k) in &keys[attacking.clone()] {
+        let s = &standing[&k.address().to_string()];
+        assert!(s["quarantines"].as_u64().unwrap() >= 1, "attacker not quarantined: {s}");
+    }
+
+    // Payouts: each contributor's balance change since registration equals the formula applied
+    // to the round records in the chain's blocks (1 DOIN a round from a 100 DOIN escrow).
+    let height = http_json(PORT, "/chain/status").unwrap()["tip_index"].as_u64().unwrap();
+    let mut expected: BTreeMap<Address, u128> = BTreeMap::new();
+    let mut rounds = 0;
+    for i in 1..=height {
+        let block = http_json(PORT, &format!("/chain/block/{i}")).unwrap();
+        for t in block["transactions"].as_array().unwrap() {
+            let tx: Transaction = serde_json::from_value(t.clone()).unwrap();
+            if let TxKind::FederatedRound { round } = &tx.kind {
+                rounds += 1;
+                let inputs: Vec<_> = round.contributions.iter().map(|c| inputs_of(c, 15_000)).collect();
+                for p in payout::payouts(1_000_000_000, &inputs) {
+                    *expected.entry(p.contributor).or_default() += p.amount;
+                }
+            }
+        }
+    }
+    assert!(rounds >= rounds_wanted(), "{rounds} round records in blocks");
+    let mut paid_attackers = 0;
+    let mut paid_all = 0;
+    for (i, (_, k)) in keys.iter().enumerate() {
+        let gained = balance(&k.address()) - registered[i];
+        assert_eq!(gained, expected.get(&k.address()).copied().unwrap_or(0), "contributor {i}");
+        paid_all += gained;
+        if attacking.contains(&i) {
+            paid_attackers += gained;
+        }
+    }
+    assert!(paid_all > 0);
+    eprintln!("attackers earned {paid_attackers} of {paid_all}");
+    assert!(paid_attackers * 100 <= paid_all * 2, "attackers earned {paid_attackers} of {paid_all}");
+    drop(node);
+}
