@@ -101,7 +101,8 @@ def main():
     work = tempfile.mkdtemp(prefix="doin-dash-")
     base = f"http://127.0.0.1:{args.base_port}"
     devnet = subprocess.Popen(
-        [args.doin, "devnet", "--nodes", "3", "--duration", "180", "--base-port", str(args.base_port),
+        [args.doin, "devnet", "--nodes", "3", "--fl-contributors", "4", "--duration", "180",
+         "--base-port", str(args.base_port),
          "--dir", os.path.join(work, "devnet")],
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "devnet.err"), "w"),
     )
@@ -124,7 +125,7 @@ def main():
         target = page["targetId"] if page else cdp.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         cdp.session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         cdp.send("Emulation.setDeviceMetricsOverride",
-                 {"width": 1440, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+                 {"width": 1440, "height": 1500, "deviceScaleFactor": 1, "mobile": False})
         cdp.send("Page.enable")
         cdp.send("Page.navigate", {"url": base + "/dashboard"})
 
@@ -142,7 +143,8 @@ def main():
             d = shown()
             height, peers = int(d.get("height", 0)), int(d.get("peers", 0))
             points = min(int(d.get("plotPoints", 0)), int(d.get("points", 0)))
-            ready = height > 0 and peers >= 2 and points >= 2 and d.get("live") == "1"
+            fl_rows = int(d.get("flRows", 0))
+            ready = height > 0 and peers >= 2 and points >= 2 and d.get("live") == "1" and fl_rows >= 2
             if ready and first is None:
                 first = height
             # Live: the height the page shows moves on while it stays open.
@@ -150,13 +152,14 @@ def main():
                 break
             if time.time() > deadline:
                 fail(f"the dashboard showed {d} after 60 s (want height > 0 and rising, peers >= 2, "
-                     f">= 2 plot points, live event stream)")
+                     f">= 2 plot points, live event stream, >= 2 federated contributor rows)")
             time.sleep(0.5)
         time.sleep(1.0)
         png = base64.b64decode(cdp.send("Page.captureScreenshot", {"format": "png"})["data"])
         with open(args.out, "wb") as f:
             f.write(png)
         print(json.dumps({"dashboard_check": "ok", "height": height, "peers": peers, "plot_points": points,
+                          "fl_rows": fl_rows,
                           "screenshot": os.path.abspath(args.out), "bytes": len(png)}))
     finally:
         if cdp:

@@ -38,6 +38,11 @@ pub(crate) struct DevnetArgs {
     /// Stop once the target is reached and all nodes agree on the tip.
     #[arg(long)]
     pub(crate) until_target: bool,
+    /// Contributors training the federated job `fl_digits` (supervised by node 0) beside the
+    /// optimization domain: each a `doin fl join` process with its own key, funded and
+    /// registered in the genesis, on its own label-skewed digits shard.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) fl_contributors: usize,
     /// Nodes that only evaluate (the first `nodes - evaluators_only` optimize too).
     #[arg(long, default_value_t = 0)]
     evaluators_only: usize,
@@ -190,6 +195,7 @@ impl DevnetArgs {
             duration: Some(timeout_s),
             until_target: true,
             evaluators_only,
+            fl_contributors: 0,
             base_port,
             dir: None,
             max_block_interval: 5.0,
@@ -253,9 +259,23 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         api_key: args.external.contains(&i).then(|| "devnet".to_owned()),
         experiment_stats_file: (!args.no_tracking).then(|| dir.join(format!("node{i}/stats.csv"))),
         olap_db_path: (!args.no_tracking).then(|| dir.join(format!("node{i}/olap.db"))),
+        federated_jobs: if i == 0 && args.fl_contributors > 0 {
+            vec![doin_node::config::FederatedJobConfig {
+                job_id: FL_JOB.into(),
+                min_updates: (args.fl_contributors * 8 / 10).max(1),
+                max_updates: args.fl_contributors.min(128),
+                max_wait: 20.0,
+                ..Default::default()
+            }]
+        } else {
+            Vec::new()
+        },
         ..NodeConfig::default()
     }
 }
+
+/// The devnet's federated job.
+const FL_JOB: &str = "fl_digits";
 
 async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let temp;
@@ -298,6 +318,28 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         0,
     )
     .map_err(anyhow::Error::msg)?;
+    // Federated contributors: keys, funds and their registration (a contributor stake) at genesis.
+    let mut spec = spec;
+    let mut fl_keys = Vec::new();
+    if args.fl_contributors > 0 {
+        let fl_dir = dir.join("fl");
+        crate::fl::split_to(args.fl_contributors, 0.5, 1, &fl_dir.join("data"))?;
+        for i in 0..args.fl_contributors {
+            let path = fl_dir.join(format!("contributor{i}.key"));
+            let (key, _) = identity::load_or_create(&path).context("contributor key")?;
+            spec.allocations.push(doin_consensus::Allocation {
+                address: key.address(),
+                balance: doin_primitives::Amount::doin(5),
+            });
+            spec.stakes.push(doin_consensus::GenesisStake {
+                address: key.address(),
+                amount: doin_primitives::Amount::doin(1),
+                roles: doin_primitives::Roles::CONTRIBUTOR,
+                domains: vec![doin_primitives::DomainId::new(FL_JOB).map_err(|e| anyhow::anyhow!("{e}"))?],
+            });
+            fl_keys.push((path, fl_dir.join("data").join(format!("client-{i}.csv"))));
+        }
+    }
     std::fs::write(dir.join("genesis.json"), serde_json::to_vec_pretty(&spec)?)?;
     let config_paths: Vec<PathBuf> = (0..args.nodes).map(|i| dir.join(format!("node{i}.json"))).collect();
     for (c, path) in configs.iter().zip(&config_paths) {
@@ -344,6 +386,40 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         children.push(child);
     }
     drop(tx);
+    let mut fl_children = Vec::new();
+    for (i, (key, data)) in fl_keys.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("fl/contributor{i}.log")))?;
+        let child = Command::new(&exe)
+            .args([
+                "fl",
+                "join",
+                "--node",
+                &format!("127.0.0.1:{}", args.base_port),
+                "--job",
+                FL_JOB,
+                "--key",
+            ])
+            .arg(key)
+            .arg("--data")
+            .arg(data)
+            .args(["--rounds", "1000000", "--timeout", "31536000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a contributor")?;
+        fl_children.push(child);
+    }
+    if !fl_children.is_empty() {
+        eprintln!(
+            "devnet: federated job {FL_JOB}: {} contributors, supervised by node 0 (http://127.0.0.1:{}/api/cluster/{FL_JOB}); logs in {}/fl",
+            fl_children.len(),
+            args.base_port,
+            dir.display()
+        );
+    }
+    let mut fl_round: Option<(u64, f64)> = None;
     eprintln!(
         "devnet: {} nodes, domain {} (target {target}), data in {}",
         args.nodes,
@@ -415,6 +491,14 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
                         if champion.as_ref() != Some(&c) {
                             eprintln!("devnet: t={:.1}s champion {c}", started.elapsed().as_secs_f64());
                             champion = Some(c);
+                        }
+                    }
+                    Some("fl") => {
+                        // `fl round JOB N accuracy A contributors K`
+                        let w: Vec<&str> = text.split_whitespace().collect();
+                        if let (Some(r), Some(a)) = (w.get(3).and_then(|x| x.parse().ok()), w.get(5).and_then(|x| x.parse().ok())) {
+                            fl_round = Some((r, a));
+                            eprintln!("devnet: t={:.1}s {text}", started.elapsed().as_secs_f64());
                         }
                     }
                     Some("target") => {
@@ -561,7 +645,14 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         "eval_s": views.iter().map(|v| v.usage.map(|u| u.1)).collect::<Vec<_>>(),
         "rss_mb": views.iter().map(|v| v.usage.map(|u| u.2)).collect::<Vec<_>>(),
         "tracking_s": views.iter().map(|v| v.usage.map(|u| u.3)).collect::<Vec<_>>(),
+        "federated": (args.fl_contributors > 0).then(|| serde_json::json!({
+            "job": FL_JOB,
+            "contributors": args.fl_contributors,
+            "rounds": fl_round.map(|r| r.0 + 1),
+            "accuracy": fl_round.map(|r| r.1),
+        })),
     });
+    drop(fl_children);
     Ok(summary)
 }
 
@@ -585,6 +676,7 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
         "experiment_stats_file": c.experiment_stats_file,
         "olap_db_path": c.olap_db_path,
         "log_level": "info",
+        "federated_jobs": c.federated_jobs,
         "domains": c.domains.iter().map(|d| serde_json::json!({
             "domain_id": d.domain_id,
             "optimize": d.optimize,

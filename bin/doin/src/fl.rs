@@ -118,7 +118,14 @@ fn read_csv(path: &std::path::Path) -> anyhow::Result<Tabular> {
     Ok(Tabular { x, y, features: 64, classes: 10 })
 }
 
-fn split_cmd(clients: usize, alpha: f64, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
+/// Writes `clients` label-skewed shards of the digits training rows (the job's test rows, by
+/// `seed`, left out) as `out/client-I.csv`; returns their row counts.
+pub(crate) fn split_to(
+    clients: usize,
+    alpha: f64,
+    seed: u64,
+    out: &std::path::Path,
+) -> anyhow::Result<Vec<usize>> {
     if !((1..=1000).contains(&clients) && alpha > 0.0 && alpha.is_finite()) {
         bail!("--clients must be 1..=1000 and --alpha > 0");
     }
@@ -138,11 +145,7 @@ fn split_cmd(clients: usize, alpha: f64, seed: u64, out: &std::path::Path) -> an
         }
         std::fs::write(out.join(format!("client-{i}.csv")), text)?;
     }
-    println!(
-        "{}",
-        json!({ "clients": clients, "rows": parts.iter().map(Vec::len).collect::<Vec<_>>(), "out": out })
-    );
-    Ok(())
+    Ok(parts.iter().map(Vec::len).collect())
 }
 
 /// `GET path`, waiting out the node's rate limit (HTTP 429) instead of failing.
@@ -217,6 +220,14 @@ fn join(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let domain = DomainId::new(job).map_err(|e| anyhow::anyhow!("--job {job:?}: {e}"))?;
+    // A node still starting (as in a devnet): wait for its API, up to a minute.
+    let up = std::time::Instant::now() + Duration::from_secs(60);
+    while let Err(e) = wallet::http(node, "GET", "/api/jobs", None) {
+        if std::time::Instant::now() > up {
+            return Err(e.context("the node's API did not answer within 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     register(node, key, &domain, stake, capabilities)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut done = 0u64;
@@ -317,7 +328,11 @@ fn contribute(
 
 pub(crate) fn run(cmd: Fl) -> anyhow::Result<()> {
     match cmd {
-        Fl::Split { clients, alpha, seed, out } => split_cmd(clients, alpha, seed, &out),
+        Fl::Split { clients, alpha, seed, out } => {
+            let rows = split_to(clients, alpha, seed, &out)?;
+            println!("{}", json!({ "clients": clients, "rows": rows, "out": out }));
+            Ok(())
+        }
         Fl::Join { node, job, key, data, rounds, stake, cpu_cores, bandwidth_mbps, timeout } => {
             let (key, _) = doin_node::identity::load_or_create(&key)?;
             let data = read_csv(&data)?;
