@@ -106,9 +106,6 @@ pub fn check_round(
         if !seen.insert(u.contributor) {
             return Err(refuse("a second contribution from one contributor".into()));
         }
-        if !state.stake(&u.contributor).is_some_and(|s| s.contributes(&round.domain)) {
-            return Err(refuse("not staked as a contributor to the domain".into()));
-        }
         if u.samples == 0 {
             return Err(refuse("declares 0 training rows".into()));
         }
@@ -118,7 +115,11 @@ pub fn check_round(
         if c.quality_micro.unsigned_abs() > MAX_QUALITY_MICRO as u64 {
             return Err(refuse(format!("quality {} is out of range", c.quality_micro)));
         }
-        inputs.push(inputs_of(c, max_wall_ms));
+        let mut input = inputs_of(c, max_wall_ms);
+        if !state.stake(&u.contributor).is_some_and(|s| s.contributes(&round.domain)) {
+            input.quality_micro = input.quality_micro.min(0);
+        }
+        inputs.push(input);
     }
     let pool = domain.spec.bounty_per_accept.min(domain.bounty_left);
     Ok(payout::payouts(pool.0, &inputs).into_iter().map(|p| (p.contributor, Amount(p.amount))).collect())

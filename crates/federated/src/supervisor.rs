@@ -14,7 +14,9 @@
 //!   `max_wait` with whatever came (stragglers miss the round).
 //! - **Close** ([`Job::close`]): the domain's rule aggregates (weights: rows × reputation), each
 //!   contribution's quality is its score on the round's seeded scoring rows (leave-one-out for
-//!   the loss-scored rule, its own loss change for the others), reputation records it, and the
+//!   the loss-scored rule, its own loss change for the others; recorded as at most 0 for a
+//!   contributor whose reputation is below [`PAID_REPUTATION`]: probation earns nothing),
+//!   reputation records it, and the
 //!   [`FederatedRound`] names the new model's hash. The model is adopted only when the chain has
 //!   recorded the round ([`Job::recorded`]), so a round the chain refuses changes nothing.
 
@@ -39,6 +41,8 @@ use crate::{
 const HISTORY: usize = 16;
 /// Rounds the uptime share looks back over.
 const UPTIME_ROUNDS: u64 = 10;
+/// Reputation a contributor needs for its contributions to be paid.
+pub const PAID_REPUTATION: f64 = 0.5;
 /// Scoring rows drawn per round.
 const SCORING_ROWS: usize = 200;
 
@@ -380,6 +384,11 @@ impl Job {
     }
 
     fn check(&self, u: &SignedUpdate, weights: &[u8], registered: bool) -> Result<Vec<f32>, Refusal> {
+        // First: a sender the chain does not know leaves no trace (strangers cannot fill the
+        // standing map with fresh keys).
+        if !registered {
+            return Err(Refusal::NotRegistered(u.contributor));
+        }
         if u.domain != self.spec.domain {
             return Err(Refusal::WrongJob {
                 expected: self.spec.domain.to_string(),
@@ -394,9 +403,6 @@ impl Job {
         }
         if u.base != self.model_hash {
             return Err(Refusal::WrongBase { round: self.round, expected: self.model_hash, got: u.base });
-        }
-        if !registered {
-            return Err(Refusal::NotRegistered(u.contributor));
         }
         if let Some(until) = self.reputation.quarantined_until(&u.contributor, self.round) {
             return Err(Refusal::Quarantined(u.contributor, until));
@@ -476,12 +482,17 @@ impl Job {
             let who = p.update.contributor;
             let score = result.scores[k].unwrap_or_else(|| base_loss - loss(&p.delta));
             let kept = result.kept[k];
+            // A contributor below `PAID_REPUTATION` (on probation after a quarantine, or after
+            // dropped updates) is scored but recorded with a quality of at most 0: it earns
+            // nothing until it has rebuilt its standing.
+            let paid = self.reputation.of(&who) >= PAID_REPUTATION;
             self.reputation.record(who, self.round, kept, Some(score));
-            let quality_micro = ((score * 1e6).round() as i64).clamp(-1_000_000_000_000, 1_000_000_000_000);
+            let measured = ((score * 1e6).round() as i64).clamp(-1_000_000_000_000, 1_000_000_000_000);
+            let quality_micro = if paid { measured } else { measured.min(0) };
             let s = self.standing.entry(who).or_default();
             s.rounds += 1;
             s.kept += u64::from(kept);
-            s.last_quality_micro = quality_micro;
+            s.last_quality_micro = measured;
             s.recent.push_back(self.round);
             let since = self.round.saturating_sub(UPTIME_ROUNDS - 1);
             s.recent.retain(|r| *r >= since);

@@ -171,6 +171,20 @@ fn a_dropped_update_earns_nothing_and_declared_compute_is_capped() {
     let p = payout::payouts(Amount::doin(3).0, &inputs);
     assert_eq!(p[0].amount, 0, "the rule dropped it: it earns nothing whatever quality is recorded");
     record(&mut net, SUPERVISOR, round).unwrap();
+
+    // An account not staked as a contributor (never registered, or unstaked just before the
+    // record) earns nothing, and does not void the round of the others.
+    let stranger = contribution(&keys, OUTSIDER, 1, model(1), 90_000);
+    let honest = contribution(&keys, 4, 1, model(1), 10_000);
+    let before = net.state.account(&net.addr(OUTSIDER)).balance;
+    let honest_before = net.state.account(&net.addr(4)).balance;
+    let r = record(&mut net, SUPERVISOR, round_of(1, model(1), vec![stranger, honest])).unwrap();
+    assert_ne!(r.generator, net.addr(OUTSIDER));
+    assert_eq!(net.state.account(&net.addr(OUTSIDER)).balance, before, "an unregistered account was paid");
+    let gained = net.state.account(&net.addr(4)).balance.0 - honest_before.0;
+    let generator_part = if r.generator == net.addr(4) { r.generator_reward.0 } else { 0 };
+    assert_eq!(gained - generator_part, Amount::doin(3).0, "the registered contributor takes the pool");
+    assert_eq!(net.state.domain(&domain_id()).unwrap().federated.as_ref().unwrap().rounds, 2);
 }
 
 #[test]
@@ -191,8 +205,6 @@ fn every_abuse_of_a_round_is_refused_by_name() {
     let mut own = ok();
     own.update = signed_update(&keys[SUPERVISOR], 0, Hash::ZERO, 1);
     refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![own]), "supervisor cannot be paid");
-    let stranger = contribution(&keys, OUTSIDER, 0, Hash::ZERO, 10_000);
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![stranger]), "not staked as a contributor");
     refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok(), ok()]), "second contribution");
     // A contribution the contributor did not sign (the supervisor forges one).
     let mut forged = ok();
