@@ -338,6 +338,15 @@ impl Jobs {
                 }
                 Ok(None) => {}
                 Err(model) => {
+                    // The chain recorded a model this node closed earlier (its record included
+                    // after the round was reopened): resume from its checkpoint.
+                    if let Some(job) = self.resume(rt, fed.rounds, &model, now) {
+                        rt.job = job;
+                        rt.behind = None;
+                        rt.paid_seen = fed.paid;
+                        println!("fl resumed {id} at round {} from checkpoint {model}", fed.rounds);
+                        continue;
+                    }
                     if rt.behind != Some(model) {
                         tracing::warn!(job = %id, rounds = fed.rounds, model = %model, "the chain recorded a round this node has no model for");
                         println!("fl behind {id}: the chain is at round {} with model {model}", fed.rounds);
@@ -350,8 +359,8 @@ impl Jobs {
             if let Some(c) = rt.job.closed()
                 && now.saturating_sub(c.at_ms) > rt.job.spec().max_wait_ms
             {
+                // Its checkpoint stays: the record may still be included later.
                 tracing::warn!(job = %id, round = c.record.round, "the chain did not record the closed round; reopening");
-                let _ = std::fs::remove_file(checkpoint_path(&self.dir, id, &c.record.model));
                 rt.job.reopen(now);
             }
             if !supervises(&rt.domain) || rt.behind.is_some() || !rt.job.due(now) {
@@ -384,6 +393,19 @@ impl Jobs {
             }
         }
         out
+    }
+
+    /// A job at the chain's `rounds` from the checkpoint of `model`, with `rt`'s contributors'
+    /// standing, if that checkpoint is here and hashes right.
+    fn resume(&self, rt: &Runtime, rounds: u64, model: &Hash, now: u64) -> Option<Job> {
+        let path = checkpoint_path(&self.dir, rt.domain.as_str(), model);
+        let weights = std::fs::read(path).ok().and_then(|b| from_bytes(&b))?;
+        if weights_hash(&weights) != *model {
+            return None;
+        }
+        let mut job = Job::new(rt.job.spec().clone(), rounds, Some(weights), now).ok()?;
+        job.restore(rt.job.saved());
+        Some(job)
     }
 
     /// Writes `model` (hash `hash`) durably.

@@ -334,6 +334,21 @@ pub fn parse_peer(text: &str) -> Result<Multiaddr, String> {
 }
 
 impl Engine {
+    /// A transaction of this node's account with its next nonce, offering twice the base fee
+    /// and a tip of 1.
+    fn own_tx(&self, state: &State, kind: doin_primitives::TxKind) -> doin_primitives::Transaction {
+        let base = state.meta().base_fee.0;
+        let body = doin_primitives::TxBody {
+            chain_id: state.meta().chain_id,
+            sender: self.me,
+            nonce: self.mempool.next_nonce(&self.me, state),
+            max_fee: doin_primitives::Amount(base.saturating_mul(2).max(base + 2)),
+            priority_fee: doin_primitives::Amount(1),
+            kind,
+        };
+        Signed::sign(body, &self.key)
+    }
+
     fn tip_state(&self) -> State {
         self.store.lock().tip().clone()
     }

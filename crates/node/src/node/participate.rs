@@ -124,21 +124,13 @@ impl Engine {
             tracing::warn!(domain, "cannot rejoin: the stake names the most domains it may");
             return;
         };
-        let base = state.meta().base_fee.0;
-        let body = doin_primitives::TxBody {
-            chain_id: state.meta().chain_id,
-            sender: self.me,
-            nonce: self.mempool.next_nonce(&self.me, state),
-            max_fee: doin_primitives::Amount(base.saturating_mul(2).max(base + 2)),
-            priority_fee: doin_primitives::Amount(1),
-            kind: doin_primitives::TxKind::Stake {
-                amount: doin_primitives::Amount::ZERO,
-                roles: stake.roles,
-                domains,
-                preferences: stake.capabilities.clone(),
-            },
+        let kind = doin_primitives::TxKind::Stake {
+            amount: doin_primitives::Amount::ZERO,
+            roles: stake.roles,
+            domains,
+            preferences: stake.capabilities.clone(),
         };
-        let tx = Signed::sign(body, &self.key);
+        let tx = self.own_tx(state, kind);
         let id = tx.id();
         if let Err(e) = self.mempool.insert(tx.clone(), state) {
             tracing::warn!(domain, error = %e, "stake transaction refused by our own mempool");

@@ -13,16 +13,7 @@ impl Engine {
         for record in records {
             let (domain, round) = (record.domain.to_string(), record.round);
             let contributions = record.contributions.len();
-            let base = state.meta().base_fee.0;
-            let body = doin_primitives::TxBody {
-                chain_id: state.meta().chain_id,
-                sender: self.me,
-                nonce: self.mempool.next_nonce(&self.me, state),
-                max_fee: doin_primitives::Amount(base.saturating_mul(2).max(base + 2)),
-                priority_fee: doin_primitives::Amount(1),
-                kind: doin_primitives::TxKind::FederatedRound { round: Box::new(record) },
-            };
-            let tx = Signed::sign(body, &self.key);
+            let tx = self.own_tx(state, doin_primitives::TxKind::FederatedRound { round: Box::new(record) });
             let id = tx.id();
             if let Err(e) = self.mempool.insert(tx.clone(), state) {
                 tracing::warn!(job = domain, round, error = %e, "federated round refused by our own mempool");
