@@ -39,6 +39,8 @@ pub enum JobError {
 pub trait JobApi: Send + Sync + std::fmt::Debug {
     /// Every job.
     fn list(&self) -> Value;
+    /// Whether this node supervises `job`.
+    fn exists(&self, job: &str) -> bool;
     /// The open round's model of `job`.
     fn model(&self, job: &str) -> Result<Value, JobError>;
     /// Takes in an update of `job`.
@@ -100,6 +102,12 @@ pub async fn update(
     Path(job): Path<String>,
     body: Result<Json<UpdateRequest>, JsonRejection>,
 ) -> Response {
+    // An unknown job is 404 whatever the body.
+    let api = match jobs(&s) {
+        Ok(j) if j.exists(&job) => j,
+        Ok(_) => return answer(Err(JobError::NotFound(job))).into_response(),
+        Err(e) => return e.into_response(),
+    };
     let request = match body {
         Ok(Json(r)) => r,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -118,10 +126,6 @@ pub async fn update(
             return ApiError::new(StatusCode::BAD_REQUEST, "bad_update", format!("weights: not hex: {e}"))
                 .into_response();
         }
-    };
-    let api = match jobs(&s) {
-        Ok(j) => j,
-        Err(e) => return e.into_response(),
     };
     match answer(api.submit(&job, request.update, weights)) {
         Ok(v) => (StatusCode::ACCEPTED, v).into_response(),

@@ -315,6 +315,34 @@ fn request_body(path: &str) -> Value {
                 }),
             ),
         ),
+        // A contributor's signed update and its weights (`doin fl join` builds them).
+        "/api/job/{id}/update" => {
+            let hex64 = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
+            let count = json!({ "type": "integer", "minimum": 0 });
+            (
+                true,
+                object(
+                    &["update", "weights"],
+                    json!({
+                        "update": object(
+                            &["domain", "round", "base", "weights", "contributor", "samples", "compute_ms", "bytes", "signature"],
+                            json!({
+                                "domain": { "type": "string", "pattern": "^[a-z0-9_.-]{1,64}$" },
+                                "round": count,
+                                "base": hex64,
+                                "weights": hex64,
+                                "contributor": hex64,
+                                "samples": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 },
+                                "compute_ms": count,
+                                "bytes": count,
+                                "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
+                            }),
+                        ),
+                        "weights": { "type": "string", "pattern": "^([0-9a-f]{2})*$" },
+                    }),
+                ),
+            )
+        }
         "/tasks/claim" => (
             false,
             json!({

@@ -431,6 +431,10 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl JobApi for Jobs {
+    fn exists(&self, job: &str) -> bool {
+        lock(&self.jobs).contains_key(job)
+    }
+
     fn list(&self) -> Value {
         let jobs = lock(&self.jobs);
         json!({
