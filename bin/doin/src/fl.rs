@@ -17,7 +17,7 @@ use doin_ml::data::Tabular;
 use doin_primitives::{
     BoundedVec, DomainId, Hash, Keypair, Roles, Signed, TxKind, UpdateBody, tx::Capabilities,
 };
-use rand::{SeedableRng, seq::SliceRandom};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
@@ -131,10 +131,8 @@ pub(crate) fn split_to(
     }
     let data = doin_ml::data::digits().map_err(anyhow::Error::msg)?;
     // The job's test rows (the node's split by the job's seed) are left out.
-    let mut rows: Vec<usize> = (0..data.rows()).collect();
-    rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let train = &rows[360.min(rows.len() / 2)..];
-    let parts = split::dirichlet(train, &data.y, clients, alpha, 10, seed ^ 0x5eed);
+    let (_, train) = split::holdout(data.rows(), seed);
+    let parts = split::dirichlet(&train, &data.y, clients, alpha, 10, seed ^ 0x5eed);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (i, part) in parts.iter().enumerate() {
         let mut text = String::new();

@@ -5,6 +5,19 @@
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
+/// Rows a federated job holds out to measure its global model (the digits benchmark's 360).
+pub const HOLDOUT_ROWS: usize = 360;
+
+/// A job's split of `rows` rows by its `seed`: (held-out test rows, training rows). The
+/// supervisor measures on the first; contributors' shards (`doin fl split`) come from the second,
+/// so both sides must use this one function.
+pub fn holdout(rows: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let train = order.split_off(HOLDOUT_ROWS.min(rows / 2));
+    (order, train)
+}
+
 /// A standard normal draw (Box–Muller).
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());

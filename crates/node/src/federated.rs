@@ -33,14 +33,9 @@ use doin_primitives::{
         DataSource, Direction, DomainKind, EvaluationSpec, ParamKind, ParamSpec, QuorumRule, ResourceLimits,
     },
 };
-use rand::{SeedableRng, seq::SliceRandom};
-use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use crate::{config::FederatedJobConfig, store::SharedStore};
-
-/// Digits rows held out for measuring the global model.
-const TEST_ROWS: usize = 360;
 
 /// DOIN as an amount (rounded down to base units).
 fn doin(v: f64) -> Amount {
@@ -224,9 +219,7 @@ impl Jobs {
                 batch: c.batch,
                 seed: c.seed,
             };
-            let mut rows: Vec<usize> = (0..data.rows()).collect();
-            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(c.seed));
-            let (test, train) = rows.split_at(TEST_ROWS.min(rows.len() / 2));
+            let (test, train) = doin_federated::split::holdout(data.rows(), c.seed);
             // Resume from the chain's round when its model is checkpointed here.
             let fed =
                 store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
@@ -256,8 +249,8 @@ impl Jobs {
                 Runtime {
                     job,
                     domain,
-                    train: train.to_vec(),
-                    test: test.to_vec(),
+                    train,
+                    test,
                     behind,
                     last_payouts: Vec::new(),
                     earned: BTreeMap::new(),
