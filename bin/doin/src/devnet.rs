@@ -389,7 +389,14 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let mut fl_children = Vec::new();
     for (i, (key, data)) in fl_keys.iter().enumerate() {
         let log = std::fs::File::create(dir.join(format!("fl/contributor{i}.log")))?;
+        // Under `doin plugin-guard` (its own process group): killed with the group however the
+        // devnet ends, SIGTERM and SIGKILL included, where `kill_on_drop` runs only on a clean exit.
         let child = Command::new(&exe)
+            .arg("plugin-guard")
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .arg(&exe)
             .args([
                 "fl",
                 "join",
@@ -406,10 +413,10 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .context("starting a contributor")?;
-        fl_children.push(child);
+        fl_children.push(Group(child));
     }
     if !fl_children.is_empty() {
         eprintln!(
@@ -654,6 +661,18 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     });
     drop(fl_children);
     Ok(summary)
+}
+
+/// A child leading its own process group, killed with the group when dropped (the devnet
+/// returning or failing); when the devnet process itself dies, the guard at its head does it.
+struct Group(tokio::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 /// The config file a devnet node reads (the same format users write).
