@@ -5,7 +5,9 @@
 //!   skew (the Flower benchmark's split), one CSV per contributor;
 //! - `join` registers the key as a contributor of a job (a stake with the contributor role and
 //!   the machine's capacity: the Co-Train seed's registration) and contributes to rounds: fetch
-//!   the global model, one local epoch of SGD on its own CSV, sign the update, send it;
+//!   the global model, one local epoch of SGD on its own CSV — or the contributor's own code,
+//!   a `doin_plugin.Client` plugin (`--plugin`, Flower's `NumPyClient` shape) —, sign the
+//!   update, send it;
 //! - `status` prints the job's cluster view (round, contributors, reputation, payouts).
 
 use std::{path::PathBuf, time::Duration};
@@ -14,6 +16,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use doin_federated::{Mlp, split, supervisor};
 use doin_ml::data::Tabular;
+use doin_plugin::{ClientError, PluginClient, PluginSpec};
 use doin_primitives::{
     BoundedVec, DomainId, Hash, Keypair, Roles, Signed, TxKind, UpdateBody, tx::Capabilities,
 };
@@ -51,9 +54,17 @@ pub(crate) enum Fl {
         /// The contributor's key file (created if missing).
         #[arg(long)]
         key: PathBuf,
-        /// The local training data: CSV rows of 64 features and a label 0-9.
+        /// The local training data for the built-in model: CSV rows of 64 features and a label
+        /// 0-9.
+        #[arg(long, required_unless_present = "plugin", conflicts_with = "plugin")]
+        data: Option<PathBuf>,
+        /// Train with a contributor plugin instead (`python3 my_client.py ARGS…`: a
+        /// `doin_plugin.Client` with `get_parameters / fit / evaluate`, which reads its own data).
         #[arg(long)]
-        data: PathBuf,
+        plugin: Option<String>,
+        /// Longest a plugin's `fit` may take, seconds (killed and restarted beyond).
+        #[arg(long, default_value_t = 300)]
+        fit_timeout: u64,
         /// Rounds to contribute to, then exit.
         #[arg(long, default_value_t = 10)]
         rounds: u64,
@@ -207,11 +218,70 @@ fn register(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// What trains a contributor's rounds.
+enum Trainer {
+    /// The built-in model, one SGD epoch over these rows.
+    Builtin(Tabular),
+    /// The contributor's own code.
+    Plugin(Box<PluginClient>),
+}
+
+impl Trainer {
+    /// Trains from `global` (a network of `sizes`); the trained weights and the examples used.
+    fn fit(
+        &mut self,
+        global: &[f32],
+        sizes: &[usize],
+        config: Value,
+        seed: u64,
+    ) -> anyhow::Result<(Vec<f32>, u32)> {
+        match self {
+            Trainer::Builtin(data) => {
+                let mlp = Mlp::new(sizes).map_err(anyhow::Error::msg)?;
+                if mlp.params() != global.len() || sizes.first() != Some(&data.features) {
+                    return Err(Fatal(format!(
+                        "the job's model {sizes:?} does not fit this data ({} features)",
+                        data.features
+                    ))
+                    .into());
+                }
+                let mut w = global.to_vec();
+                let lr = config["lr"].as_f64().unwrap_or(0.2) as f32;
+                let batch = config["batch"].as_u64().unwrap_or(16) as usize;
+                let all: Vec<usize> = (0..data.rows()).collect();
+                mlp.sgd_epoch(&mut w, data, &all, lr, batch, &mut ChaCha8Rng::seed_from_u64(seed));
+                Ok((w, data.rows() as u32))
+            }
+            Trainer::Plugin(client) => {
+                // The global model on the contributor's own data first (Flower's evaluate).
+                let before = client.evaluate(global, sizes, config.clone()).map_err(plugin_error)?;
+                let fit = client.fit(global, sizes, config.clone()).map_err(plugin_error)?;
+                println!(
+                    "{}",
+                    json!({ "round": config["round"], "local_loss": before.loss,
+                            "local_metrics": before.metrics, "fit_metrics": fit.metrics })
+                );
+                Ok((fit.weights, u32::try_from(fit.examples).unwrap_or(u32::MAX)))
+            }
+        }
+    }
+}
+
+/// A plugin that answers with something unusable will not mend by itself: fatal. A crash or an
+/// error of its own is retried next round (the host restarts it).
+fn plugin_error(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Reply { .. } => Fatal(e.to_string()).into(),
+        ClientError::Plugin(e) => anyhow::Error::new(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn join(
     node: &str,
     job: &str,
     key: &Keypair,
-    data: &Tabular,
+    trainer: &mut Trainer,
     rounds: u64,
     stake: &str,
     capabilities: Capabilities,
@@ -226,16 +296,21 @@ fn join(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    if let Trainer::Plugin(client) = trainer {
+        // A plugin whose model does not fit the job is refused before the stake is bonded.
+        let m = get_patiently(node, &format!("/api/job/{job}/model"))?;
+        let sizes: Vec<usize> = serde_json::from_value(m["sizes"].clone()).context("sizes")?;
+        client.check_shapes(&sizes).map_err(plugin_error)?;
+    }
     register(node, key, &domain, stake, capabilities)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut done = 0u64;
     let mut last: Option<u64> = None;
-    let all: Vec<usize> = (0..data.rows()).collect();
     while done < rounds {
         if std::time::Instant::now() > deadline {
             bail!("gave up after {} s with {done} of {rounds} rounds contributed", timeout.as_secs());
         }
-        match contribute(node, job, key, &domain, data, &all, last) {
+        match contribute(node, job, key, &domain, trainer, last) {
             Ok(Some((round, code, v))) => {
                 last = Some(round);
                 if code == 202 {
@@ -264,8 +339,7 @@ fn contribute(
     job: &str,
     key: &Keypair,
     domain: &DomainId,
-    data: &Tabular,
-    all: &[usize],
+    trainer: &mut Trainer,
     last: Option<u64>,
 ) -> anyhow::Result<Option<(u64, u16, Value)>> {
     {
@@ -289,19 +363,19 @@ fn contribute(
             return Err(Fatal("the node sent a model whose hash is not the one it names".into()).into());
         }
         let mlp = Mlp::new(&sizes).map_err(anyhow::Error::msg)?;
-        if mlp.params() != global.len() || sizes.first() != Some(&data.features) {
-            return Err(Fatal(format!(
-                "the job's model {sizes:?} does not fit this data ({} features)",
-                data.features
-            ))
-            .into());
+        if mlp.params() != global.len() {
+            return Err(Fatal(format!("the job's model {sizes:?} is not {} weights", global.len())).into());
         }
         let started = std::time::Instant::now();
-        let mut w = global.clone();
         let seed = u64::from_le_bytes(key.address().0[..8].try_into().unwrap_or_default()) ^ round;
-        let lr = m["lr"].as_f64().unwrap_or(0.2) as f32;
-        let batch = m["batch"].as_u64().unwrap_or(16) as usize;
-        mlp.sgd_epoch(&mut w, data, all, lr, batch, &mut ChaCha8Rng::seed_from_u64(seed));
+        let config = json!({
+            "round": round,
+            "lr": m["lr"].as_f64().unwrap_or(0.2),
+            "batch": m["batch"].as_u64().unwrap_or(16),
+            "seed": seed,
+            "sizes": sizes,
+        });
+        let (w, samples) = trainer.fit(&global, &sizes, config, seed)?;
         let delta: Vec<f32> = w.iter().zip(&global).map(|(a, b)| a - b).collect();
         let bytes = supervisor::to_bytes(&delta);
         let body = UpdateBody {
@@ -310,7 +384,7 @@ fn contribute(
             base,
             weights: Hash::of(&bytes),
             contributor: key.address(),
-            samples: data.rows() as u32,
+            samples,
             compute_ms: started.elapsed().as_millis() as u64,
             bytes: bytes.len() as u64,
         };
@@ -331,11 +405,47 @@ pub(crate) fn run(cmd: Fl) -> anyhow::Result<()> {
             println!("{}", json!({ "clients": clients, "rows": rows, "out": out }));
             Ok(())
         }
-        Fl::Join { node, job, key, data, rounds, stake, cpu_cores, bandwidth_mbps, timeout } => {
+        Fl::Join {
+            node,
+            job,
+            key,
+            data,
+            plugin,
+            fit_timeout,
+            rounds,
+            stake,
+            cpu_cores,
+            bandwidth_mbps,
+            timeout,
+        } => {
             let (key, _) = doin_node::identity::load_or_create(&key)?;
-            let data = read_csv(&data)?;
+            let mut trainer = match (data, plugin) {
+                (Some(data), _) => Trainer::Builtin(read_csv(&data)?),
+                (None, Some(cmd)) => {
+                    let command = doin_node::domains::plugin_command(&cmd).map_err(anyhow::Error::msg)?;
+                    let mut spec = PluginSpec::new(format!("fl-client-{job}"), command);
+                    spec.limits.call_timeout = Duration::from_secs(fit_timeout.max(1));
+                    // Parameters travel as JSON numbers (~12 bytes each).
+                    spec.limits.max_reply_bytes = 256 << 20;
+                    Trainer::Plugin(Box::new(PluginClient::start(spec, &job).context("starting --plugin")?))
+                }
+                (None, None) => bail!("give --data or --plugin"),
+            };
             let capabilities = Capabilities { cpu_cores, bandwidth_mbps, ..Capabilities::default() };
-            join(&node.node, &job, &key, &data, rounds, &stake, capabilities, Duration::from_secs(timeout))
+            let result = join(
+                &node.node,
+                &job,
+                &key,
+                &mut trainer,
+                rounds,
+                &stake,
+                capabilities,
+                Duration::from_secs(timeout),
+            );
+            if let Trainer::Plugin(client) = &mut trainer {
+                client.shutdown();
+            }
+            result
         }
         Fl::Status { node, job } => {
             println!("{}", wallet::get(&node.node, &format!("/api/cluster/{job}"))?);

@@ -121,7 +121,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::PluginGuard(a) => plugin_guard::run(a),
         Command::Wallet(w) => wallet::run(w),
-        Command::Fl(f) => fl::run(f),
+        Command::Fl(f) => {
+            // A contributor plugin (`fl join --plugin`) dies with this process.
+            use_plugin_guard();
+            fl::run(f)
+        }
         Command::Status(n) => wallet::status(n),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {

@@ -1,5 +1,6 @@
 //! Federated training between real processes: a supervising `doin node`, eight honest
-//! contributors (`doin fl join`, one process each), two sign-flipping attackers and a vandal
+//! contributors (`doin fl join`, one process each; the last trains with the Python SDK's NumPy
+//! client plugin, `--plugin`, where python3 with NumPy is present), two sign-flipping attackers and a vandal
 //! sending malformed updates (from this test, each signing with its own key). Checked: every
 //! bad update is refused over HTTP with its reason and nothing is stored; the supervisor is
 //! SIGKILLed mid-run with three contributors, restarted on its data directory, resumes from the
@@ -42,6 +43,8 @@ fn rounds_wanted() -> u64 {
     std::env::var("DOIN_FL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
 }
 const HONEST: usize = 8;
+/// The honest contributor that trains through a plugin (not among the three killed).
+const PLUGIN_CLIENT: usize = 7;
 
 fn post(path: &str, body: &str) -> (u16, Value) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap();
@@ -219,13 +222,20 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
         wait("a transfer", 30, || account(&k.address())["balance"].as_str().is_some_and(|b| b != "0"));
     }
     let csv = |i: usize| data.join(format!("client-{}", i % 10)).with_extension("csv");
+    // Honest contributor 7 runs the SDK's NumPy client (Flower's NumPyClient shape).
+    let python = common::python_with(&["numpy"]);
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/python/examples/numpy_fl_client.py");
     let join = |i: usize, rounds: u64| {
         let mut cmd = doin();
         cmd.args(["fl", "join", "--node", &format!("127.0.0.1:{PORT}"), "--job", JOB, "--key"])
-            .arg(&keys[i].0)
-            .arg("--data")
-            .arg(csv(i))
-            .args(["--rounds", &rounds.to_string(), "--timeout", "400"]);
+            .arg(&keys[i].0);
+        if i == PLUGIN_CLIENT && python.is_some() {
+            cmd.arg("--plugin").arg(format!("python3 {} {}", script.display(), csv(i).display()));
+        } else {
+            cmd.arg("--data").arg(csv(i));
+        }
+        cmd.args(["--rounds", &rounds.to_string(), "--timeout", "400"]);
         cmd
     };
     let registrations: Vec<_> = (0..13).map(|i| join(i, 0).output().unwrap()).collect();
@@ -334,6 +344,14 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
         let s = &standing[&k.address().to_string()];
         assert!(s["quarantines"].as_u64().unwrap() >= 1, "attacker not quarantined: {s}");
     }
+    // The plugin-trained contributor's updates counted like the built-in ones.
+    let plugin = &standing[&keys[PLUGIN_CLIENT].1.address().to_string()];
+    assert!(
+        plugin["rounds"].as_u64().unwrap() * 2 >= rounds_wanted()
+            && plugin["earned"].as_f64().unwrap() > 0.0
+            && plugin["quarantined"] == false,
+        "the NumPy client plugin's updates: {plugin}"
+    );
 
     // Payouts: each contributor's balance change since registration equals the formula applied
     // to the round records in the chain's blocks (1 DOIN a round from a 100 DOIN escrow).

@@ -13,7 +13,9 @@ use doin_optimize::{
     domain::{Budget, Domain, EvalError, Quadratic},
     driver::{NoHooks, RunConfig, run},
 };
-use doin_plugin::{PluginDomain, PluginError, PluginHost, PluginLimits, PluginOptimizer, PluginSpec};
+use doin_plugin::{
+    PluginClient, PluginDomain, PluginError, PluginHost, PluginLimits, PluginOptimizer, PluginSpec,
+};
 use serde_json::json;
 
 /// This package's directory: cargo's runtime `CARGO_MANIFEST_DIR` first (a test binary built in
@@ -397,4 +399,76 @@ fn kill_all_frees_a_call_in_a_hung_plugin() {
     assert!(matches!(e, PluginError::Exited { .. }), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "not the 60 s time limit");
     assert!(group_gone(group));
+}
+
+/// Rows "64 features, label" of three separable classes (the feature block a label lights up).
+fn client_csv(path: &std::path::Path) {
+    let mut text = String::new();
+    for r in 0..120 {
+        let label = r % 3;
+        let cells: Vec<String> = (0..64)
+            .map(|f| if f / 16 == label { format!("{}", 8 + (r * 7 + f) % 8) } else { "0".into() })
+            .collect();
+        text.push_str(&format!("{},{label}\n", cells.join(",")));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn numpy_client_plugin_trains_the_jobs_model_in_the_flower_shape() {
+    let _plugins = shared();
+    let Some(_) = python_with(&["numpy"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("client.csv");
+    client_csv(&csv);
+    let mut command = example("numpy_fl_client.py");
+    command.push(csv.display().to_string());
+    let spec = PluginSpec {
+        limits: PluginLimits { call_timeout: Duration::from_secs(30), max_reply_bytes: 16 << 20, ..limits() },
+        ..PluginSpec::new("client", command)
+    };
+    let mut client = PluginClient::start(spec, "fl_test").unwrap();
+    let sizes = [64, 16, 3];
+    // This client builds its model from the job's sizes.
+    client.check_shapes(&sizes).unwrap();
+
+    let params: usize = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    let global: Vec<f32> = (0..params).map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.2).collect();
+    let config = json!({ "round": 0, "lr": 0.05, "batch": 16, "seed": 7, "sizes": sizes });
+    let before = client.evaluate(&global, &sizes, config.clone()).unwrap();
+    let fit = client.fit(&global, &sizes, config.clone()).unwrap();
+    assert_eq!(fit.weights.len(), params);
+    assert_eq!(fit.examples, 120);
+    assert!(fit.weights.iter().all(|w| w.is_finite()));
+    // Biases of the output layer sit last: the layout round-trips in the model's order.
+    assert_ne!(fit.weights[params - 3..], global[params - 3..]);
+    let after = client.evaluate(&fit.weights, &sizes, config).unwrap();
+    assert!(after.loss < before.loss * 0.8, "one epoch of SGD: loss {} -> {}", before.loss, after.loss);
+    assert!(after.metrics["accuracy"].as_f64().unwrap() > 0.9, "{:?}", after.metrics);
+    client.shutdown();
+}
+
+#[test]
+fn a_client_plugins_unusable_updates_are_refused_by_name() {
+    let _plugins = shared();
+    if python_with(&["numpy"]).is_none() {
+        return;
+    }
+    let sizes = [2, 1];
+    let global = vec![0.1f32, 0.2, 0.3];
+    let config = json!({ "round": 0 });
+    for (mode, why) in
+        [("short", "1 tensors, the job's model has 2"), ("nan", "not finite"), ("zero", "num_examples")]
+    {
+        let script = manifest_dir().join("tests/fixtures/bad_client.py");
+        let command = vec!["python3".to_owned(), script.display().to_string(), mode.to_owned()];
+        let spec = PluginSpec { limits: limits(), ..PluginSpec::new(format!("bad-{mode}"), command) };
+        let mut client = PluginClient::start(spec, "fl_test").unwrap();
+        // Its model (one tensor of 3) is not the job's: refused before anything is signed.
+        let err = client.check_shapes(&sizes).unwrap_err().to_string();
+        assert!(err.contains("[[3]]") && err.contains("[[2,1],[1]]"), "{err}");
+        let err = client.fit(&global, &sizes, config.clone()).unwrap_err().to_string();
+        assert!(err.contains(why), "{mode}: {err}");
+        client.shutdown();
+    }
 }

@@ -1,8 +1,9 @@
 """DOIN plugin SDK, protocol version 1 (standard library only).
 
 A plugin is a program that reads one JSON request per line on stdin and writes one JSON reply
-per line on stdout (see docs/plugins.md in the DOIN repository). Subclass `Optimizer` or
-`Domain`, implement the methods you need, and call `serve(YourPlugin())`:
+per line on stdout (see docs/plugins.md in the DOIN repository). Subclass `Optimizer`,
+`Domain` or `Client` (a federated contributor, Flower's `NumPyClient` shape), implement the
+methods you need, and call `serve(YourPlugin())`:
 
     from doin_plugin import Domain, serve, float_dim
 
@@ -28,6 +29,7 @@ __all__ = [
     "PROTOCOL",
     "Optimizer",
     "Domain",
+    "Client",
     "serve",
     "log",
     "float_dim",
@@ -137,6 +139,66 @@ class Domain:
         raise PluginError("train is not implemented")
 
 
+class Client:
+    """A federated contributor, shaped like Flower's `NumPyClient` so a Flower client ports by
+    changing its base class: `doin fl join --plugin "python3 my_client.py ..."` runs it, sends
+    the job's global model to `fit` every round, signs what `fit` returns (as an update: the
+    difference to the global model) with the contributor's key and submits it.
+
+    Parameters are a list of arrays, one per tensor in the job's model order (for the built-in
+    MLP: each layer's weights, shape (inputs, outputs), then its biases): NumPy `float32` arrays
+    when NumPy is installed, else flat lists of floats. `config` carries `round`, `lr`,
+    `batch`, `seed` and `sizes` (the job's layer sizes)."""
+
+    def configure(self, config):
+        """`config`: {"job": id}. Return extra handshake fields, or None."""
+        return {}
+
+    def get_parameters(self, config):
+        """This client's model parameters (its shapes are checked against the job's before the
+        contributor registers)."""
+        raise PluginError("get_parameters is not implemented")
+
+    def fit(self, parameters, config):
+        """Train from `parameters` on local data; return (parameters, num_examples, metrics)."""
+        raise PluginError("fit is not implemented")
+
+    def evaluate(self, parameters, config):
+        """Measure `parameters` on local data; return (loss, num_examples, metrics)."""
+        raise PluginError("evaluate is not implemented")
+
+
+def _arrays(tensors):
+    """Protocol tensors ({"shape", "data"}) as NumPy arrays, or flat lists without NumPy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return [list(map(float, t["data"])) for t in tensors]
+    return [np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]) for t in tensors]
+
+
+def _tensors(arrays):
+    """Arrays (NumPy or nested lists) as protocol tensors."""
+    out = []
+    for a in arrays:
+        if hasattr(a, "shape") and hasattr(a, "ravel"):
+            out.append({"shape": [int(d) for d in a.shape], "data": [_finite(v, "a parameter") for v in a.ravel().tolist()]})
+        else:
+            flat, stack = [], [a]
+            while stack:
+                x = stack.pop()
+                if isinstance(x, (list, tuple)):
+                    stack.extend(reversed(x))
+                else:
+                    flat.append(_finite(x, "a parameter"))
+            out.append({"shape": [len(flat)], "data": flat})
+    return out
+
+
+def _metrics(m):
+    return {str(k): float(v) for k, v in (m or {}).items()}
+
+
 def log(message):
     """Send a log line to the node."""
     _write({"log": str(message)})
@@ -150,10 +212,10 @@ def _write(obj):
     _out.flush()
 
 
-def _finite(x):
+def _finite(x, what="performance"):
     x = float(x)
     if x != x or x in (float("inf"), float("-inf")):
-        raise PluginError("performance is not finite")
+        raise PluginError("%s is not finite" % what)
     return x
 
 
@@ -162,7 +224,10 @@ def _dispatch(plugin, method, params):
         if params.get("protocol") != PROTOCOL:
             raise PluginError("protocol %r is not %d" % (params.get("protocol"), PROTOCOL))
         reply = {"protocol": PROTOCOL, "name": type(plugin).__name__}
-        if isinstance(plugin, Optimizer):
+        if isinstance(plugin, Client):
+            extra = plugin.configure(params.get("config") or {})
+            reply["role"] = "client"
+        elif isinstance(plugin, Optimizer):
             extra = plugin.configure(params.get("space", []), params.get("config") or {}, params.get("seed", 0))
             reply["role"] = "optimizer"
             reply["hooks"] = [h for h in _HOOKS if getattr(type(plugin), h) is not getattr(Optimizer, h)]
@@ -175,7 +240,18 @@ def _dispatch(plugin, method, params):
         return reply
     if method == "shutdown":
         return {}
-    if isinstance(plugin, Optimizer):
+    if isinstance(plugin, Client):
+        config = params.get("config") or {}
+        if method == "get_parameters":
+            return {"parameters": _tensors(plugin.get_parameters(config))}
+        if method == "fit":
+            out = plugin.fit(_arrays(params.get("parameters") or []), config)
+            arrays, n, metrics = (tuple(out) + ({},))[:3]
+            return {"parameters": _tensors(arrays), "num_examples": int(n), "metrics": _metrics(metrics)}
+        if method == "evaluate":
+            loss, n, metrics = (tuple(plugin.evaluate(_arrays(params.get("parameters") or []), config)) + ({},))[:3]
+            return {"loss": _finite(loss, "loss"), "num_examples": int(n), "metrics": _metrics(metrics)}
+    elif isinstance(plugin, Optimizer):
         if method == "ask":
             return {"candidates": [list(map(float, c)) for c in plugin.ask(int(params.get("n", 1)))]}
         if method == "tell":

@@ -159,3 +159,15 @@ pub(crate) fn collect<K: std::fmt::Debug>(
     }
     until(lines)
 }
+
+/// Whether python3 imports `modules`; `None` on a developer's machine without them (said on
+/// stderr), a failure under CI, which installs them.
+pub(crate) fn python_with(modules: &[&str]) -> Option<()> {
+    let probe = format!("import sys, {}", modules.join(", "));
+    let ok = Command::new("python3").args(["-c", &probe]).output().is_ok_and(|o| o.status.success());
+    assert!(ok || std::env::var_os("CI").is_none(), "CI must provide python3 with {modules:?}");
+    if !ok {
+        eprintln!("python3 with {modules:?} not available on this machine: that part is skipped");
+    }
+    ok.then_some(())
+}
