@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, process::Command};
 
 use doin_tracking::{
-    ChainOptimae, Experiment, Olap, PriorSource, Round, Tracker, WarmSeed,
+    ChainContribution, ChainOptimae, Experiment, Olap, PriorSource, Round, Tracker, WarmSeed,
     olap::TABLES,
     rusqlite::{self, types::ValueRef},
 };
@@ -92,6 +92,7 @@ fn source(dir: &std::path::Path) -> std::path::PathBuf {
     o.apply_chain(
         0,
         &[cert(1, "a1", "alice", "Accept"), cert(2, "a2", "bob", "Accept"), cert(3, "a3", "bob", "Reject")],
+        &[contribution(1, "a1", 0, "dan"), contribution(1, "a1", 1, "eve"), contribution(2, "a2", 0, "dan")],
     )
     .unwrap();
     // e2's optimizer was seeded by e1's rounds and alice's certificate.
@@ -101,6 +102,27 @@ fn source(dir: &std::path::Path) -> std::path::PathBuf {
     ];
     o.record_warm_start("e2", &seeds).unwrap();
     db
+}
+
+/// A contribution to a federated round recorded at `height`.
+fn contribution(height: u64, hash: &str, i: u32, who: &str) -> ChainContribution {
+    ChainContribution {
+        block_height: height,
+        block_hash: hash.into(),
+        contribution_index: i,
+        timestamp_ms: 1_795_000_000_000 + height * 1000,
+        domain_id: "fl_digits".into(),
+        round: height - 1,
+        contributor: who.into(),
+        quality: 0.0125,
+        kept: true,
+        compute_ms: 90,
+        samples: 140,
+        bytes: 36_136,
+        uptime: 0.9,
+        payout: 0.5,
+        ..ChainContribution::default()
+    }
 }
 
 fn sync(url: &str, db: &std::path::Path) -> serde_json::Value {
@@ -228,11 +250,13 @@ fn sync_round_trips_every_table_idempotently_and_follows_reorgs() {
 
     // A reorg at height 2: a2 and a3 are orphaned, b2 replaces them.
     let mut o = Olap::open(&db).unwrap();
-    o.apply_chain(2, &[cert(2, "b2", "carol", "Accept")]).unwrap();
+    o.apply_chain(2, &[cert(2, "b2", "carol", "Accept")], &[contribution(2, "b2", 0, "fay")]).unwrap();
     drop(o);
     let third = sync(&scoped, &db);
     assert_eq!(third["deleted"]["fact_chain_optimae"], 2, "{third}");
     assert_eq!(third["written"]["fact_chain_optimae"], 1, "{third}");
+    assert_eq!(third["deleted"]["fact_federated_contribution"], 1, "{third}");
+    assert_eq!(third["written"]["fact_federated_contribution"], 1, "{third}");
     check("after the reorg");
 
     // The acceptance questions answer alike.

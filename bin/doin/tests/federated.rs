@@ -188,6 +188,7 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
             "max_block_interval": 1,
             "http_rate_limit": 10_000,
             "http_burst": 10_000,
+            "olap_db_path": dir.path().join("olap.db"),
             "federated_jobs": [{
                 "job_id": JOB, "min_updates": 6, "max_updates": 11, "min_wait": 1, "max_wait": 15,
                 "pool_per_round": 1, "bounty": 100
@@ -383,6 +384,29 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
         }
     }
     assert!(paid_all > 0);
+    // The OLAP cube holds every contribution with the payout its receipt records.
+    let olap_paid = || -> BTreeMap<String, f64> {
+        let m = http_json(PORT, &format!("/stats/chain-metrics?domain_id={JOB}")).unwrap_or(Value::Null);
+        m["per_contributor"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        (
+                            x["contributor"].as_str().unwrap_or("").to_owned(),
+                            x["payouts"].as_f64().unwrap_or(0.0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let chain_paid: BTreeMap<String, f64> =
+        expected.iter().map(|(a, x)| (a.to_string(), *x as f64 / 1e9)).collect();
+    let matches = |cube: &BTreeMap<String, f64>| {
+        chain_paid.iter().all(|(a, x)| cube.get(a).is_some_and(|y| (x - y).abs() < 1e-6))
+    };
+    wait("the OLAP cube's federated contributions", 30, || matches(&olap_paid()));
     eprintln!("attackers earned {paid_attackers} of {paid_all}");
     assert!(paid_attackers * 100 <= paid_all * 2, "attackers earned {paid_attackers} of {paid_all}");
     drop(node);

@@ -166,8 +166,8 @@ pub const OPERATIONS: &[Operation] = &[
         ..op(
             "get",
             "/stats/chain-metrics",
-            "Accepted results per optimizer and recent certificates.",
-            &["per_optimizer", "recent"],
+            "Accepted results per optimizer, recent certificates, federated contributions per contributor.",
+            &["per_optimizer", "recent", "per_contributor"],
         )
     },
     Operation {

@@ -116,7 +116,7 @@ fn stats_db(dir: &std::path::Path) -> doin_tracking::olap::StatsReader {
         outcome: "Accept".into(),
         ..Default::default()
     };
-    o.apply_chain(0, &[c]).unwrap();
+    o.apply_chain(0, &[c], &[]).unwrap();
     doin_tracking::olap::StatsReader::new(path)
 }
 

@@ -125,13 +125,14 @@ pub fn check_round(
     Ok(payout::payouts(pool.0, &inputs).into_iter().map(|p| (p.contributor, Amount(p.amount))).collect())
 }
 
-/// Applies a checked round: pays its contributors from the escrow and records the new model.
+/// Applies a checked round: pays its contributors from the escrow and records the new model;
+/// returns the payouts (for the receipt).
 pub(crate) fn apply_round(
     state: &mut State,
     supervisor: Address,
     round: &FederatedRound,
     height: u64,
-) -> Result<(), TxError> {
+) -> Result<Vec<(Address, Amount)>, TxError> {
     let payouts = check_round(state, supervisor, round, height)?;
     let mut paid = Amount::ZERO;
     for (to, amount) in &payouts {
@@ -153,5 +154,5 @@ pub(crate) fn apply_round(
         paid: before.paid.checked_add(paid).ok_or(TxError::Overflow("federated paid"))?,
     });
     state.set_domain(round.domain.clone(), domain);
-    Ok(())
+    Ok(payouts)
 }

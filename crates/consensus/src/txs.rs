@@ -31,6 +31,9 @@ pub struct TxReceipt {
     pub burned: Amount,
     /// Tip to the generator.
     pub tip: Amount,
+    /// What the transaction paid out of escrow (a federated round: its contributors' payouts,
+    /// as the payout formula lists them).
+    pub paid: Vec<(Address, Amount)>,
 }
 
 fn rejected(msg: impl Into<String>) -> TxError {
@@ -81,6 +84,7 @@ pub(crate) fn apply_tx(
     state.burn(burned).ok_or(TxError::Overflow("burned supply"))?;
 
     let sender = body.sender;
+    let mut paid = Vec::new();
     match &body.kind {
         TxKind::Transfer { to, amount } => {
             debit(state, sender, *amount)?;
@@ -224,9 +228,11 @@ pub(crate) fn apply_tx(
             state.anchors.insert(*height, record);
             state.touch(StateKey::Anchor(*height));
         }
-        TxKind::FederatedRound { round } => crate::federated::apply_round(state, sender, round, ctx.height)?,
+        TxKind::FederatedRound { round } => {
+            paid = crate::federated::apply_round(state, sender, round, ctx.height)?;
+        }
     }
-    Ok(TxReceipt { id, weight, burned, tip })
+    Ok(TxReceipt { id, weight, burned, tip, paid })
 }
 
 fn channel_for(state: &State, update: &ChannelUpdate) -> Result<(Hash, Channel), TxError> {

@@ -6,8 +6,10 @@ use redb::TableDefinition;
 /// (2026-12-02): block headers carry a VRF proof, the chain meta a beacon and domain specs
 /// relative tolerances (issue 17); version-1 chains cannot be read or continued. Version 3:
 /// commits bound on chain. Version 4: finality by stake (votes and evidence in block bodies,
-/// justified checkpoint in the chain meta, finality records in the state).
-pub const SCHEMA_VERSION: u32 = 4;
+/// justified checkpoint in the chain meta, finality records in the state). Version 5: federated
+/// rounds (round transactions, the contributor role, domains' federated state, receipts with
+/// the payouts a transaction made).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

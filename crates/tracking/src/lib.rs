@@ -1,7 +1,7 @@
 //! Experiment tracking (DESIGN §8): every optimization round becomes a CSV row (the Python
 //! system's columns) and a `fact_round` row in a SQLite OLAP star schema, from round one; every
-//! certificate on the canonical chain becomes a `fact_chain_optimae` row, kept right across
-//! reorgs. Writing happens on the tracker's own thread behind a bounded queue, so a slow,
+//! certificate on the canonical chain becomes a `fact_chain_optimae` row and every contribution
+//! to a federated round a `fact_federated_contribution` row, kept right across reorgs. Writing happens on the tracker's own thread behind a bounded queue, so a slow,
 //! missing or locked database is reported and never stalls the node's consensus work.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -155,6 +155,48 @@ pub struct ChainOptimae {
     pub parameters: String,
 }
 
+/// One contribution to a federated round on the canonical chain (`fact_federated_contribution`):
+/// the inputs the payout formula took from the round record and what it paid.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChainContribution {
+    /// Block height.
+    pub block_height: u64,
+    /// Block hash (hex).
+    pub block_hash: String,
+    /// The round transaction's position in the block.
+    pub tx_index: u32,
+    /// The contribution's position in the round.
+    pub contribution_index: u32,
+    /// Block time, Unix ms.
+    pub timestamp_ms: u64,
+    /// The job (federated domain).
+    pub domain_id: String,
+    /// Round number.
+    pub round: u64,
+    /// The supervisor that recorded it.
+    pub supervisor: String,
+    /// The contributor.
+    pub contributor: String,
+    /// Measured quality (loss change it caused), the supervisor's measurement.
+    pub quality: f64,
+    /// Whether the aggregate kept it.
+    pub kept: bool,
+    /// Compute the contributor declared, ms.
+    pub compute_declared_ms: u64,
+    /// Compute the formula counted (capped at the domain's `max_wall_ms`), ms.
+    pub compute_ms: u64,
+    /// Rows it declared training on.
+    pub samples: u64,
+    /// Bytes of its update.
+    pub bytes: u64,
+    /// Uptime over recent rounds, 0..1.
+    pub uptime: f64,
+    /// What the round paid it, DOIN.
+    pub payout: f64,
+    /// The round's new model hash (hex).
+    pub model_hash: String,
+}
+
 /// Where a prior trial of a warm start comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PriorSource {
@@ -205,6 +247,7 @@ enum Msg {
     Chain {
         from_height: u64,
         rows: Vec<ChainOptimae>,
+        contributions: Vec<ChainContribution>,
     },
     /// The history that seeded an experiment.
     WarmStart {
@@ -325,9 +368,9 @@ impl Tracker {
                                 }
                                 experiments.insert(e.experiment_id.clone(), e);
                             }
-                            Msg::Chain { from_height, rows } => {
+                            Msg::Chain { from_height, rows, contributions } => {
                                 if let Some(db) = &mut db
-                                    && let Err(err) = db.apply_chain(from_height, &rows)
+                                    && let Err(err) = db.apply_chain(from_height, &rows, &contributions)
                                 {
                                     report("chain rows", &err);
                                 }
@@ -386,10 +429,10 @@ impl Tracker {
         self.send(Msg::Round(r));
     }
 
-    /// The canonical chain's certificates from `from_height` on (replacing what was recorded
-    /// from there: a reorg).
-    pub fn chain(&self, from_height: u64, rows: Vec<ChainOptimae>) {
-        self.send(Msg::Chain { from_height, rows });
+    /// The canonical chain's certificates and federated contributions from `from_height` on
+    /// (replacing what was recorded from there: a reorg).
+    pub fn chain(&self, from_height: u64, rows: Vec<ChainOptimae>, contributions: Vec<ChainContribution>) {
+        self.send(Msg::Chain { from_height, rows, contributions });
     }
 
     /// Waits until everything queued so far is written.

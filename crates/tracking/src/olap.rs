@@ -1,5 +1,6 @@
 //! The SQLite OLAP star schema: `dim_experiment`, `dim_domain`, `fact_round`,
-//! `fact_experiment_summary`, `fact_chain_optimae`, with a schema version and indexes. WAL mode,
+//! `fact_experiment_summary`, `fact_chain_optimae`, `fact_federated_contribution`, with a schema
+//! version and indexes. WAL mode,
 //! so readers (`/stats`, exports) never block the writer.
 
 use std::path::{Path, PathBuf};
@@ -8,11 +9,12 @@ use rusqlite::{Connection, OpenFlags, params};
 use serde_json::{Value, json};
 
 use crate::{
-    ChainOptimae, Experiment, PriorSource, PriorTrial, Round, TrackingError, WarmSeed, csv::Progress, rfc3339,
+    ChainContribution, ChainOptimae, Experiment, PriorSource, PriorTrial, Round, TrackingError, WarmSeed,
+    csv::Progress, rfc3339,
 };
 
 /// Schema version stored in `schema_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The tables, in creation order (also the order sync copies them).
 pub const TABLES: &[&str] = &[
@@ -22,6 +24,7 @@ pub const TABLES: &[&str] = &[
     "fact_experiment_summary",
     "fact_chain_optimae",
     "fact_warm_start",
+    "fact_federated_contribution",
 ];
 
 /// The schema (SQLite and PostgreSQL both accept it).
@@ -122,6 +125,29 @@ CREATE TABLE IF NOT EXISTS fact_warm_start (
     recorded_at TEXT NOT NULL,
     PRIMARY KEY (experiment_id, source, source_id)
 );
+CREATE TABLE IF NOT EXISTS fact_federated_contribution (
+    block_hash TEXT NOT NULL,
+    tx_index BIGINT NOT NULL,
+    contribution_index BIGINT NOT NULL,
+    block_height BIGINT NOT NULL,
+    timestamp_utc TEXT NOT NULL,
+    domain_id TEXT NOT NULL,
+    round BIGINT NOT NULL,
+    supervisor TEXT NOT NULL,
+    contributor TEXT NOT NULL,
+    quality DOUBLE PRECISION NOT NULL,
+    kept INTEGER NOT NULL,
+    compute_declared_ms BIGINT NOT NULL,
+    compute_ms BIGINT NOT NULL,
+    samples BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    uptime DOUBLE PRECISION NOT NULL,
+    payout DOUBLE PRECISION NOT NULL,
+    model_hash TEXT NOT NULL,
+    PRIMARY KEY (block_hash, tx_index, contribution_index)
+);
+CREATE INDEX IF NOT EXISTS fact_federated_contribution_height ON fact_federated_contribution (block_height);
+CREATE INDEX IF NOT EXISTS fact_federated_contribution_contributor ON fact_federated_contribution (domain_id, contributor);
 ";
 
 /// What a database of schema version 1 lacks (PostgreSQL takes `IF NOT EXISTS`; SQLite's
@@ -163,7 +189,8 @@ impl Olap {
                     .map_err(&e)?;
             }
             Some(v) if v < SCHEMA_VERSION => {
-                // Version 1: chain optimae without their parameters (old rows keep '').
+                // Version 2 lacks fact_federated_contribution (created above). Version 1: chain
+                // optimae without their parameters (old rows keep '').
                 let has: bool = conn
                     .query_row(
                         "SELECT COUNT(*) FROM pragma_table_info('fact_chain_optimae') WHERE name = 'parameters'",
@@ -343,11 +370,51 @@ impl Olap {
 
     /// Replaces the chain rows from `from_height` on with `rows` (a reorg removes the orphaned
     /// rows; re-applying the same rows changes nothing).
-    pub fn apply_chain(&mut self, from_height: u64, rows: &[ChainOptimae]) -> Result<(), TrackingError> {
+    pub fn apply_chain(
+        &mut self,
+        from_height: u64,
+        rows: &[ChainOptimae],
+        contributions: &[ChainContribution],
+    ) -> Result<(), TrackingError> {
         let e = sql(&self.path);
         let tx = self.conn.transaction().map_err(&e)?;
         tx.execute("DELETE FROM fact_chain_optimae WHERE block_height >= ?1", [from_height as i64])
             .map_err(&e)?;
+        tx.execute("DELETE FROM fact_federated_contribution WHERE block_height >= ?1", [from_height as i64])
+            .map_err(&e)?;
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO fact_federated_contribution (block_hash, tx_index, contribution_index, \
+                     block_height, timestamp_utc, domain_id, round, supervisor, contributor, quality, kept, \
+                     compute_declared_ms, compute_ms, samples, bytes, uptime, payout, model_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                )
+                .map_err(&e)?;
+            for c in contributions {
+                ins.execute(params![
+                    c.block_hash,
+                    c.tx_index,
+                    c.contribution_index,
+                    c.block_height as i64,
+                    rfc3339(c.timestamp_ms),
+                    c.domain_id,
+                    c.round as i64,
+                    c.supervisor,
+                    c.contributor,
+                    c.quality,
+                    c.kept,
+                    c.compute_declared_ms as i64,
+                    c.compute_ms as i64,
+                    c.samples as i64,
+                    c.bytes as i64,
+                    c.uptime,
+                    c.payout,
+                    c.model_hash,
+                ])
+                .map_err(&e)?;
+            }
+        }
         {
             let mut ins = tx
                 .prepare(
@@ -536,7 +603,8 @@ impl StatsReader {
         Ok(json!({ "rounds": r }))
     }
 
-    /// `/stats/chain-metrics?domain_id=`: accepted results per optimizer and the certificates.
+    /// `/stats/chain-metrics?domain_id=`: accepted results per optimizer and the certificates;
+    /// federated contributions per contributor.
     pub fn chain_metrics(&self, domain: Option<&str>) -> Result<Value, String> {
         let c = self.conn()?;
         let d = domain.unwrap_or("%");
@@ -557,7 +625,18 @@ impl StatsReader {
             &[&d],
         )
         .map_err(|e| e.to_string())?;
-        Ok(json!({ "per_optimizer": per, "recent": recent }))
+        // Federated jobs: each contributor's rounds, kept updates, inputs and payouts.
+        let per_contributor = rows(
+            &c,
+            "SELECT domain_id, contributor, COUNT(*) AS rounds, SUM(kept) AS kept,
+                    AVG(quality) AS mean_quality, SUM(compute_ms) AS compute_ms, SUM(samples) AS samples,
+                    SUM(bytes) AS bytes, AVG(uptime) AS mean_uptime, SUM(payout) AS payouts
+             FROM fact_federated_contribution WHERE domain_id LIKE ?1
+             GROUP BY domain_id, contributor ORDER BY domain_id, payouts DESC",
+            &[&d],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(json!({ "per_optimizer": per, "recent": recent, "per_contributor": per_contributor }))
     }
 
     /// `/stats/export`: writes a consistent copy of the database to `dest` (`VACUUM INTO`: one

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use doin_tracking::{
-    ChainOptimae, Experiment, Olap, PriorSource, Round, Tracker, WarmSeed, csv::COLUMNS, olap::StatsReader,
+    ChainContribution, ChainOptimae, Experiment, Olap, PriorSource, Round, Tracker, WarmSeed, csv::COLUMNS,
+    olap::StatsReader,
 };
 
 fn experiment() -> Experiment {
@@ -110,17 +111,48 @@ fn rounds_are_written_from_round_one_to_csv_and_cube() {
     assert_eq!(v, doin_tracking::SCHEMA_VERSION);
 }
 
+fn contribution(height: u64, hash: &str, i: u32, who: &str, payout: f64) -> ChainContribution {
+    ChainContribution {
+        block_height: height,
+        block_hash: hash.into(),
+        contribution_index: i,
+        domain_id: "fl_digits".into(),
+        round: height,
+        contributor: who.into(),
+        quality: 0.01,
+        kept: payout > 0.0,
+        compute_ms: 100,
+        samples: 50,
+        bytes: 36_136,
+        uptime: 1.0,
+        payout,
+        ..ChainContribution::default()
+    }
+}
+
 #[test]
 fn a_reorg_removes_the_orphaned_chain_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("olap.db");
     let mut o = Olap::open(&db).unwrap();
-    o.apply_chain(0, &[cert(1, "a1", 0, "alice", "Accept"), cert(2, "a2", 0, "bob", "Accept")]).unwrap();
-    o.apply_chain(3, &[cert(3, "a3", 0, "alice", "Reject")]).unwrap();
+    o.apply_chain(
+        0,
+        &[cert(1, "a1", 0, "alice", "Accept"), cert(2, "a2", 0, "bob", "Accept")],
+        &[
+            contribution(1, "a1", 0, "dan", 0.6),
+            contribution(1, "a1", 1, "eve", 0.0),
+            contribution(2, "a2", 0, "dan", 0.5),
+        ],
+    )
+    .unwrap();
+    o.apply_chain(3, &[cert(3, "a3", 0, "alice", "Reject")], &[]).unwrap();
     // A fork from height 2: a2 and a3 are orphaned, b2 and b3 replace them.
-    o.apply_chain(2, &[cert(2, "b2", 0, "carol", "Accept"), cert(3, "b3", 0, "carol", "Accept")]).unwrap();
+    let fork = [contribution(2, "b2", 0, "dan", 0.25), contribution(3, "b3", 0, "fay", 1.0)];
+    o.apply_chain(2, &[cert(2, "b2", 0, "carol", "Accept"), cert(3, "b3", 0, "carol", "Accept")], &fork)
+        .unwrap();
     // Re-applying the same rows changes nothing.
-    o.apply_chain(2, &[cert(2, "b2", 0, "carol", "Accept"), cert(3, "b3", 0, "carol", "Accept")]).unwrap();
+    o.apply_chain(2, &[cert(2, "b2", 0, "carol", "Accept"), cert(3, "b3", 0, "carol", "Accept")], &fork)
+        .unwrap();
     let r = StatsReader::new(db);
     let m = r.chain_metrics(Some("quadratic")).unwrap();
     let hashes: Vec<&str> =
@@ -133,6 +165,27 @@ fn a_reorg_removes_the_orphaned_chain_rows() {
         .map(|x| (x["optimizer"].as_str().unwrap().to_owned(), x["accepted"].as_i64().unwrap()))
         .collect();
     assert_eq!(per, BTreeMap::from([("alice".to_owned(), 1), ("carol".to_owned(), 2)]));
+    // Federated contributions: a2's is gone, b2's and b3's counted once.
+    let m = r.chain_metrics(Some("fl_digits")).unwrap();
+    let paid: BTreeMap<String, (i64, f64)> = m["per_contributor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["contributor"].as_str().unwrap().to_owned(),
+                (x["rounds"].as_i64().unwrap(), x["payouts"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paid,
+        BTreeMap::from([
+            ("dan".to_owned(), (2, 0.85)),
+            ("eve".to_owned(), (1, 0.0)),
+            ("fay".to_owned(), (1, 1.0))
+        ])
+    );
 }
 
 #[test]
@@ -200,6 +253,7 @@ fn prior_trials_are_the_domains_measured_rounds() {
             cert(2, "h2", 0, "a2", "Reject"),
             cert(3, "h3", 0, "a3", "Accept"),
         ],
+        &[],
     )
     .unwrap();
     let trials = Olap::prior_trials(&path, "quadratic", 3).unwrap();
@@ -255,7 +309,7 @@ fn a_version_one_cube_is_upgraded_in_place() {
         .unwrap();
     }
     let mut olap = Olap::open(&path).unwrap();
-    olap.apply_chain(2, &[cert(2, "h2", 0, "a2", "Accept")]).unwrap();
+    olap.apply_chain(2, &[cert(2, "h2", 0, "a2", "Accept")], &[]).unwrap();
     drop(olap);
     let conn = doin_tracking::rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0)).unwrap();
