@@ -259,7 +259,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         api_key: args.external.contains(&i).then(|| "devnet".to_owned()),
         experiment_stats_file: (!args.no_tracking).then(|| dir.join(format!("node{i}/stats.csv"))),
         olap_db_path: (!args.no_tracking).then(|| dir.join(format!("node{i}/olap.db"))),
-        federated_jobs: if i == 0 && args.fl_contributors > 0 {
+        federated_jobs: if i < genesis::SUPERVISORS && args.fl_contributors > 0 {
             vec![doin_node::config::FederatedJobConfig {
                 job_id: FL_JOB.into(),
                 min_updates: (args.fl_contributors * 8 / 10).max(1),
@@ -391,8 +391,8 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         let log = std::fs::File::create(dir.join(format!("fl/contributor{i}.log")))?;
         // Under `doin plugin-guard` (its own process group): killed with the group however the
         // devnet ends, SIGTERM and SIGKILL included, where `kill_on_drop` runs only on a clean exit.
-        let child = Command::new(&exe)
-            .arg("plugin-guard")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("plugin-guard")
             .arg("--parent")
             .arg(std::process::id().to_string())
             .arg("--")
@@ -409,7 +409,12 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
             .arg(key)
             .arg("--data")
             .arg(data)
-            .args(["--rounds", "1000000", "--timeout", "31536000"])
+            .args(["--rounds", "1000000", "--timeout", "31536000"]);
+        // Node 1 stands by as the job's second supervisor.
+        if args.nodes > 1 {
+            cmd.args(["--fallback", &format!("127.0.0.1:{}", args.base_port + 2)]);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))

@@ -51,6 +51,10 @@ pub(crate) enum Fl {
         /// The job (federated domain) id.
         #[arg(long)]
         job: String,
+        /// Another node supervising the job (repeatable): tried in turn when the current one
+        /// does not answer (a standby supervisor takes over a stalled job).
+        #[arg(long, value_name = "HOST:PORT")]
+        fallback: Vec<String>,
         /// The contributor's key file (created if missing).
         #[arg(long)]
         key: PathBuf,
@@ -278,7 +282,7 @@ fn plugin_error(e: ClientError) -> anyhow::Error {
 
 #[allow(clippy::too_many_arguments)]
 fn join(
-    node: &str,
+    nodes: &[String],
     job: &str,
     key: &Keypair,
     trainer: &mut Trainer,
@@ -288,14 +292,23 @@ fn join(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let domain = DomainId::new(job).map_err(|e| anyhow::anyhow!("--job {job:?}: {e}"))?;
-    // A node still starting (as in a devnet): wait for its API, up to a minute.
+    // The supervisor in use: the first that answers; the next when it stops answering.
+    let mut at = 0usize;
+    // A node still starting (as in a devnet): wait for an API, up to a minute.
     let up = std::time::Instant::now() + Duration::from_secs(60);
-    while let Err(e) = wallet::http(node, "GET", "/api/jobs", None) {
+    let started = std::time::Instant::now();
+    while let Err(e) = wallet::http(&nodes[at], "GET", "/api/jobs", None) {
         if std::time::Instant::now() > up {
-            return Err(e.context("the node's API did not answer within 60 s"));
+            return Err(e.context("no node's API answered within 60 s"));
+        }
+        // The first node (the job's supervisor) is given 20 s to start before the others.
+        if started.elapsed() > Duration::from_secs(20) {
+            at = (at + 1) % nodes.len();
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let node = nodes[at].clone();
+    let node = node.as_str();
     if let Trainer::Plugin(client) = trainer {
         // A plugin whose model does not fit the job is refused before the stake is bonded.
         let m = get_patiently(node, &format!("/api/job/{job}/model"))?;
@@ -306,11 +319,18 @@ fn join(
     let deadline = std::time::Instant::now() + timeout;
     let mut done = 0u64;
     let mut last: Option<u64> = None;
+    let mut failing = 0u32;
+    // The last global model fetched: offered to a supervisor that lacks it (a standby taking
+    // over from one that vanished right after recording it).
+    let mut held: Option<(Hash, Vec<u8>)> = None;
     while done < rounds {
         if std::time::Instant::now() > deadline {
             bail!("gave up after {} s with {done} of {rounds} rounds contributed", timeout.as_secs());
         }
-        match contribute(node, job, key, &domain, trainer, last) {
+        let node = nodes[at].as_str();
+        let attempt = contribute(node, job, key, &domain, trainer, last, &mut held);
+        failing = if attempt.is_err() { failing + 1 } else { 0 };
+        match attempt {
             Ok(Some((round, code, v))) => {
                 last = Some(round);
                 if code == 202 {
@@ -322,9 +342,15 @@ fn join(
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(500)),
             Err(e) if e.is::<Fatal>() => return Err(e),
-            // The supervisor restarting, a response cut short: wait and try again.
+            // The supervisor restarting, a response cut short: wait and try again; after 5 s
+            // in a row, the next supervisor (a standby takes a stalled job over).
             Err(e) => {
-                println!("{}", json!({ "waiting": format!("{e:#}") }));
+                println!("{}", json!({ "waiting": format!("{e:#}"), "node": node }));
+                if failing >= 5 && nodes.len() > 1 {
+                    at = (at + 1) % nodes.len();
+                    failing = 0;
+                    println!("{}", json!({ "failover": nodes[at] }));
+                }
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
@@ -341,6 +367,7 @@ fn contribute(
     domain: &DomainId,
     trainer: &mut Trainer,
     last: Option<u64>,
+    held: &mut Option<(Hash, Vec<u8>)>,
 ) -> anyhow::Result<Option<(u64, u16, Value)>> {
     {
         // Poll the small job list; fetch the model only for a new open round.
@@ -349,6 +376,13 @@ fn contribute(
         let Some(entry) = entry else {
             return Err(Fatal(format!("the node supervises no job {job:?}")).into());
         };
+        if let (Some(missing), Some((hash, bytes))) = (entry["behind"].as_str(), held.as_ref())
+            && *missing == hash.to_string()
+        {
+            let offer = json!({ "weights": hex::encode(bytes) }).to_string();
+            let (code, v) = wallet::http(node, "POST", &format!("/api/job/{job}/model"), Some(&offer))?;
+            println!("{}", json!({ "offered_model": hash.to_string(), "status": code, "answer": v }));
+        }
         let open = entry["round"].as_u64().context("round")?;
         if last.is_some_and(|l| open <= l) || entry["closed"].as_bool() == Some(true) {
             return Ok(None);
@@ -357,11 +391,12 @@ fn contribute(
         let round = m["round"].as_u64().context("round")?;
         let base = hash_of(&m["model_hash"])?;
         let sizes: Vec<usize> = serde_json::from_value(m["sizes"].clone()).context("sizes")?;
-        let global = supervisor::from_bytes(&hex::decode(m["weights"].as_str().context("weights")?)?)
-            .context("weights: not whole f32s")?;
+        let bytes = hex::decode(m["weights"].as_str().context("weights")?)?;
+        let global = supervisor::from_bytes(&bytes).context("weights: not whole f32s")?;
         if supervisor::weights_hash(&global) != base {
             return Err(Fatal("the node sent a model whose hash is not the one it names".into()).into());
         }
+        *held = Some((base, bytes));
         let mlp = Mlp::new(&sizes).map_err(anyhow::Error::msg)?;
         if mlp.params() != global.len() {
             return Err(Fatal(format!("the job's model {sizes:?} is not {} weights", global.len())).into());
@@ -382,7 +417,7 @@ fn contribute(
             domain: domain.clone(),
             round,
             base,
-            weights: Hash::of(&bytes),
+            weights: Hash::of_artifact(&bytes),
             contributor: key.address(),
             samples,
             compute_ms: started.elapsed().as_millis() as u64,
@@ -408,6 +443,7 @@ pub(crate) fn run(cmd: Fl) -> anyhow::Result<()> {
         Fl::Join {
             node,
             job,
+            fallback,
             key,
             data,
             plugin,
@@ -432,8 +468,9 @@ pub(crate) fn run(cmd: Fl) -> anyhow::Result<()> {
                 (None, None) => bail!("give --data or --plugin"),
             };
             let capabilities = Capabilities { cpu_cores, bandwidth_mbps, ..Capabilities::default() };
+            let nodes: Vec<String> = std::iter::once(node.node).chain(fallback).collect();
             let result = join(
-                &node.node,
+                &nodes,
                 &job,
                 &key,
                 &mut trainer,

@@ -115,7 +115,7 @@ fn update_body(
         domain: string(JOB),
         round,
         base,
-        weights: Hash::of(&bytes),
+        weights: Hash::of_artifact(&bytes),
         contributor: key.address(),
         samples,
         compute_ms: 10,
@@ -278,6 +278,14 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     forged.body.samples = 1_000;
     let forged = json!({ "update": forged, "weights": hex::encode(supervisor::to_bytes(&zeros)) });
     refused(forged.to_string(), 422, "signature");
+    // A model offered to a supervisor that lacks none is refused; for an unknown job, 404.
+    let offer = json!({ "weights": hex::encode(supervisor::to_bytes(&zeros)) }).to_string();
+    let (code, v) = post(&format!("/api/job/{JOB}/model"), &offer);
+    assert!(
+        code == 422 && v["detail"].as_str().unwrap_or("").contains("lacks no recorded model"),
+        "{code} {v}"
+    );
+    assert_eq!(post("/api/job/nope/model", &offer).0, 404);
     let stranger = Keypair::from_seed([77; 32]);
     refused(update_body(&stranger, round, base, &zeros, 10).1, 422, "not registered");
     let cluster = http_json(PORT, &format!("/api/cluster/{JOB}")).unwrap();
@@ -410,4 +418,91 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     eprintln!("attackers earned {paid_attackers} of {paid_all}");
     assert!(paid_attackers * 100 <= paid_all * 2, "attackers earned {paid_attackers} of {paid_all}");
     drop(node);
+}
+
+/// A supervisor that vanishes is replaced without losing the model: three `doin node`s of a
+/// devnet, node 0 running the job and node 1 standing by (both staked as its supervisors, node
+/// 1 fetching every recorded model as an artifact); four contributors with node 1 as their
+/// fallback. Node 0 is SIGKILLed; once it has recorded nothing for three rounds' length, node 1
+/// takes the job over from the last recorded model and the rounds go on.
+#[test]
+fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
+    let _slot = serial();
+    const BASE: u16 = 18_800;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, configs) = common::devnet_setup(
+        dir.path(),
+        3,
+        1000,
+        &["--fl-contributors", "4", "--base-port", &BASE.to_string()],
+    );
+    // Rounds of 2 blocks: a stalled job may be taken over 6 blocks after its last round.
+    let genesis_path = dir.path().join("genesis.json");
+    let mut genesis: Value = serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
+    for d in genesis["domains"].as_array_mut().unwrap() {
+        if d["spec"]["id"] == JOB {
+            d["spec"]["kind"]["round_blocks"] = 2.into();
+        }
+    }
+    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
+    let mut nodes: Vec<Option<Killed>> = configs
+        .iter()
+        .map(|c| {
+            Some(Killed(
+                doin()
+                    .args(["node", "--config"])
+                    .arg(c)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ))
+        })
+        .collect();
+    let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
+    let mut contributors: Vec<Killed> = (0..4)
+        .map(|i| {
+            Killed(
+                doin()
+                    .args(["fl", "join", "--node", &format!("127.0.0.1:{BASE}"), "--job", JOB])
+                    .args(["--fallback", &format!("127.0.0.1:{}", BASE + 2), "--key"])
+                    .arg(dir.path().join(format!("fl/contributor{i}.key")))
+                    .arg("--data")
+                    .arg(dir.path().join(format!("fl/data/client-{i}.csv")))
+                    .args(["--rounds", "1000", "--timeout", "400"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+
+    // Node 0 runs the job; node 1 follows it, holding every recorded model.
+    wait("four rounds by node 0", 180, || jobs_at(0).is_some_and(|j| j["round"].as_u64() >= Some(4)));
+    let first = jobs_at(0).unwrap()["supervisor"].clone();
+    wait("node 1 to hold the recorded model", 60, || {
+        let (a, b) = (jobs_at(0).unwrap(), jobs_at(1).unwrap_or(Value::Null));
+        b["behind"].is_null() && b["model_hash"] == a["model_hash"] && b["round"] == a["round"]
+    });
+    assert_eq!(jobs_at(1).unwrap()["supervisor"], first, "node 1 does not record while node 0 runs");
+
+    nodes[0].take().unwrap().0.kill().unwrap();
+    let before = jobs_at(1).unwrap();
+    let (round_at_kill, model_at_kill) = (before["round"].as_u64().unwrap(), before["model_hash"].clone());
+    eprintln!("killed node 0 at round {round_at_kill}");
+    wait("node 1 to take the job over", 240, || {
+        jobs_at(1).is_some_and(|j| j["supervisor"] != first && j["round"].as_u64() >= Some(round_at_kill + 3))
+    });
+    let after = jobs_at(1).unwrap();
+    eprintln!("after the takeover: {after}");
+    assert!(after["behind"].is_null(), "{after}");
+    // The rounds went on from the model recorded before the kill (consensus checks each round's
+    // base against the recorded model): nothing was lost.
+    assert_ne!(after["model_hash"], model_at_kill);
+    let cluster = http_json(BASE + 2, &format!("/api/cluster/{JOB}")).unwrap();
+    let accuracy = cluster["accuracy"].as_f64().unwrap_or(0.0);
+    assert!(accuracy >= 0.8, "accuracy {accuracy} after the takeover: {cluster}");
+    contributors.clear();
+    drop(nodes);
 }

@@ -8,6 +8,9 @@
 //!   with `422 {error: "refused", detail: <reason>}` (signature, job, round, base model,
 //!   weights hash, size, shape, non-finite weight, rows, duplicate, registration, quarantine),
 //!   `413` when over the body limit;
+//! - `POST /api/job/{id}/model` — `{"weights": hex}`: a recorded model this node lacks
+//!   (`behind` in `/api/jobs`), offered by whoever holds it (a contributor that fetched it from
+//!   the previous supervisor); installed only if it hashes to the model the chain recorded;
 //! - `GET /api/cluster/{id}` — the round, its deadline, and every contributor's standing,
 //!   reputation, quarantine and the payouts the chain made.
 //!
@@ -47,6 +50,16 @@ pub trait JobApi: Send + Sync + std::fmt::Debug {
     fn submit(&self, job: &str, update: SignedUpdate, weights: Vec<u8>) -> Result<Value, JobError>;
     /// The job's round and contributors.
     fn cluster(&self, job: &str) -> Result<Value, JobError>;
+    /// Takes in the recorded model `job` lacks, if `weights` is it.
+    fn offer_model(&self, job: &str, weights: Vec<u8>) -> Result<Value, JobError>;
+}
+
+/// The body of `POST /api/job/{id}/model`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOffer {
+    /// Hex of the model's little-endian `f32`s.
+    pub weights: String,
 }
 
 /// The body of `POST /api/job/{id}/update`.
@@ -94,6 +107,36 @@ pub async fn model(State(s): State<ApiState>, Path(job): Path<String>) -> ApiRes
 /// `GET /api/cluster/{id}`.
 pub async fn cluster(State(s): State<ApiState>, Path(job): Path<String>) -> ApiResult {
     answer(jobs(&s)?.cluster(&job))
+}
+
+/// `POST /api/job/{id}/model`.
+pub async fn offer_model(
+    State(s): State<ApiState>,
+    Path(job): Path<String>,
+    body: Result<Json<ModelOffer>, JsonRejection>,
+) -> Response {
+    let api = match jobs(&s) {
+        Ok(j) if j.exists(&job) => j,
+        Ok(_) => return answer(Err(JobError::NotFound(job))).into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let weights = match body.map(|Json(b)| hex::decode(&b.weights)) {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_model", format!("weights: not hex: {e}"))
+                .into_response();
+        }
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the model is over {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_model", e.body_text()).into_response(),
+    };
+    answer(api.offer_model(&job, weights)).into_response()
 }
 
 /// `POST /api/job/{id}/update`.

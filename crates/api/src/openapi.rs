@@ -242,6 +242,15 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
+        errors: &[400, 404, 413, 422],
+        ..op(
+            "post",
+            "/api/job/{id}/model",
+            "A recorded model this node lacks, offered by a holder {weights}; installed only if it hashes to the chain's.",
+            &["job", "installed"],
+        )
+    },
+    Operation {
         ok: 202,
         errors: &[400, 404, 413, 422],
         ..op(
@@ -314,6 +323,11 @@ fn request_body(path: &str) -> Value {
                     "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
                 }),
             ),
+        ),
+        // A recorded model offered to a supervisor that lacks it.
+        "/api/job/{id}/model" => (
+            true,
+            object(&["weights"], json!({ "weights": { "type": "string", "pattern": "^([0-9a-f]{2})*$" } })),
         ),
         // A contributor's signed update and its weights (`doin fl join` builds them).
         "/api/job/{id}/update" => {

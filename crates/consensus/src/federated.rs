@@ -46,6 +46,22 @@ pub fn inputs_of(c: &RoundContribution, max_wall_ms: u64) -> Inputs {
     }
 }
 
+/// Blocks after a job's last recorded round during which only the supervisor that recorded it
+/// may record the next: three rounds' length (`round_blocks`), at least 3. Another staked
+/// supervisor takes over a job whose supervisor stopped — not one that is running.
+pub fn takeover_blocks(spec: &doin_primitives::DomainSpec) -> u64 {
+    match spec.kind {
+        DomainKind::Federated { round_blocks, .. } => u64::from(round_blocks).saturating_mul(3).max(3),
+        _ => 3,
+    }
+}
+
+/// Who may record a job's next round alone, and until which height (exclusive): the supervisor
+/// of its last round, for [`takeover_blocks`] after it. `None` before the first round.
+pub fn lease(spec: &doin_primitives::DomainSpec, fed: &FederatedState) -> Option<(Address, u64)> {
+    (fed.rounds > 0).then(|| (fed.supervisor, fed.height.saturating_add(takeover_blocks(spec))))
+}
+
 /// Checks `round` against `state` and returns the payouts it makes (contributor, amount), in
 /// the order of its contributions. Signatures are the block's to check.
 pub fn check_round(
@@ -80,6 +96,17 @@ pub fn check_round(
         return Err(rejected(format!(
             "a round of {:?} was already recorded at height {}",
             round.domain, fed.height
+        )));
+    }
+    if let Some((holder, until)) = lease(&domain.spec, &fed)
+        && holder != supervisor
+        && height < until
+    {
+        return Err(rejected(format!(
+            "supervisor {holder} holds {:?} (round {} at height {}); another may take over from height {until}",
+            round.domain,
+            fed.rounds - 1,
+            fed.height
         )));
     }
     if round.model == Hash::ZERO || round.model == round.base {

@@ -199,9 +199,10 @@ pub struct Job {
     accuracy: Option<f64>,
 }
 
-/// The hash of a weight vector as sent: BLAKE3 of its little-endian `f32`s.
+/// The hash of a weight vector as sent: its little-endian `f32`s as an artifact
+/// ([`Hash::of_artifact`]: what the chain records and providers serve it by).
 pub fn weights_hash(w: &[f32]) -> Hash {
-    Hash::of(&to_bytes(w))
+    Hash::of_artifact(&to_bytes(w))
 }
 
 /// Little-endian bytes of `w`.
@@ -410,7 +411,7 @@ impl Job {
         if u.bytes != weights.len() as u64 || !weights.len().is_multiple_of(4) {
             return Err(Refusal::Bytes { declared: u.bytes, got: weights.len() as u64 });
         }
-        let got = Hash::of(weights);
+        let got = Hash::of_artifact(weights);
         if got != u.weights {
             return Err(Refusal::WeightsHash { signed: u.weights, got });
         }

@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use crate::{NetworkHandle, SyncRequest, SyncResponse, sync::SyncError};
 
 /// Chunk size.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+pub const CHUNK_BYTES: usize = doin_primitives::ARTIFACT_CHUNK_BYTES;
 /// The chunk index that asks for the manifest (the list of chunk hashes).
 pub const MANIFEST_CHUNK: u32 = u32::MAX;
 
@@ -28,11 +28,16 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// Splits `bytes` into chunks and computes the hash.
+    /// Splits `bytes` into chunks and computes the hash ([`Hash::of_artifact`]).
     pub fn new(bytes: &[u8]) -> Self {
         let chunks: Vec<Vec<u8>> = bytes.chunks(CHUNK_BYTES).map(<[u8]>::to_vec).collect();
         let manifest: Vec<u8> = chunks.iter().flat_map(|c| Hash::of(c).0).collect();
         Self { hash: Hash::of(&manifest), manifest, chunks }
+    }
+
+    /// The manifest of `bytes` (what [`Artifact::new`] computes, without copying the chunks).
+    pub fn manifest_of(bytes: &[u8]) -> Vec<u8> {
+        bytes.chunks(CHUNK_BYTES).flat_map(|c| Hash::of(c).0).collect()
     }
 
     /// What a provider answers for `chunk` (the manifest for [`MANIFEST_CHUNK`]).

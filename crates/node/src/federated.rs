@@ -8,7 +8,10 @@
 //! its record is submitted, so whatever the chain records is checkpointed (a supervisor killed
 //! between the block and its next step loses nothing): a restarted supervisor resumes at the
 //! chain's round from the file named by the chain's model hash (checked); one that lacks the
-//! chain's model says so and waits. Candidates the chain did not take are deleted.
+//! chain's model says so and fetches it: every recorded model is served as an artifact
+//! ([`crate::artifacts`], content address = the hash the chain records) and announced in the
+//! DHT, so a standby supervisor follows the job round by round and can take it over (consensus
+//! lets it once the job's supervisor has recorded nothing for three rounds' length).
 
 use std::{
     collections::BTreeMap,
@@ -35,7 +38,7 @@ use doin_primitives::{
 };
 use serde_json::{Value, json};
 
-use crate::{config::FederatedJobConfig, store::SharedStore};
+use crate::{artifacts::Artifacts, config::FederatedJobConfig, store::SharedStore};
 
 /// DOIN as an amount (rounded down to base units).
 fn doin(v: f64) -> Amount {
@@ -121,6 +124,10 @@ pub struct Jobs {
     events: Arc<EventBus>,
     dir: PathBuf,
     started: std::time::Instant,
+    /// Recorded models served to peers.
+    artifacts: Arc<Artifacts>,
+    /// Served models not yet announced in the DHT (the engine's shell announces them).
+    announce: Mutex<Vec<Hash>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -194,6 +201,7 @@ impl Jobs {
         store: SharedStore,
         events: Arc<EventBus>,
         data_dir: &Path,
+        artifacts: Arc<Artifacts>,
     ) -> Result<Self, String> {
         let data = Arc::new(doin_ml::data::digits()?);
         let dir = data_dir.join("federated");
@@ -259,7 +267,73 @@ impl Jobs {
                 },
             );
         }
-        Ok(Self { jobs: Mutex::new(jobs), data, store, events, dir, started })
+        let jobs = Self {
+            jobs: Mutex::new(jobs),
+            data,
+            store,
+            events,
+            dir,
+            started,
+            artifacts,
+            announce: Mutex::new(Vec::new()),
+        };
+        let resumed: Vec<(String, Hash)> = lock(&jobs.jobs)
+            .iter()
+            .filter(|(_, rt)| rt.job.model().0 > 0)
+            .map(|(id, rt)| (id.clone(), rt.job.model().2))
+            .collect();
+        for (id, model) in resumed {
+            jobs.serve(&id, &model);
+        }
+        Ok(jobs)
+    }
+
+    /// Serves the checkpoint of `model` to peers and queues its announcement.
+    fn serve(&self, job: &str, model: &Hash) {
+        let path = checkpoint_path(&self.dir, job, model);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                if self.artifacts.add(&path, &bytes) == *model {
+                    lock(&self.announce).push(*model);
+                } else {
+                    tracing::error!(job, %model, "a checkpoint's content differs from its name; not served");
+                }
+            }
+            Err(e) => tracing::warn!(job, %model, error = %e, "cannot serve a checkpoint"),
+        }
+    }
+
+    /// Models served since the last call, to announce as provider records.
+    pub fn take_announcements(&self) -> Vec<Hash> {
+        std::mem::take(&mut *lock(&self.announce))
+    }
+
+    /// Whether `model` of `job` is checkpointed here (`None`: no such job).
+    pub fn holds(&self, job: &str, model: &Hash) -> Option<bool> {
+        lock(&self.jobs).contains_key(job).then(|| checkpoint_path(&self.dir, job, model).exists())
+    }
+
+    /// Where fetched models are assembled.
+    pub fn download_dir(&self) -> PathBuf {
+        self.dir.join("downloads")
+    }
+
+    /// Installs a fetched model of `job` as its checkpoint, if it is the model `model` names
+    /// (whole `f32`s of the job's size, hashing to it); the next step resumes from it.
+    pub fn install(&self, job: &str, model: &Hash, bytes: &[u8]) -> Result<(), String> {
+        let params = {
+            let jobs = lock(&self.jobs);
+            let rt = jobs.get(job).ok_or_else(|| format!("no job {job:?}"))?;
+            rt.job.model().1.len()
+        };
+        let weights = from_bytes(bytes).ok_or("not whole f32s")?;
+        if weights.len() != params {
+            return Err(format!("{} weights, the job's model has {params}", weights.len()));
+        }
+        if weights_hash(&weights) != *model {
+            return Err(format!("the bytes hash to {}, not {model}", weights_hash(&weights)));
+        }
+        self.checkpoint(job, model, &weights).map_err(|e| format!("writing the checkpoint: {e}"))
     }
 
     fn now_ms(&self) -> u64 {
@@ -298,6 +372,7 @@ impl Jobs {
                         *e = e.checked_add(Amount(p.amount)).unwrap_or(*e);
                     }
                     rt.history.push((round, closed.accuracy));
+                    self.serve(id, &closed.record.model);
                     let saved = saved_json(&rt.job.saved());
                     if let Err(e) = write_durably(&standing_path(&self.dir, id), saved.to_string().as_bytes())
                     {
@@ -337,11 +412,12 @@ impl Jobs {
                         rt.job = job;
                         rt.behind = None;
                         rt.paid_seen = fed.paid;
+                        self.serve(id, &model);
                         println!("fl resumed {id} at round {} from checkpoint {model}", fed.rounds);
                         continue;
                     }
                     if rt.behind != Some(model) {
-                        tracing::warn!(job = %id, rounds = fed.rounds, model = %model, "the chain recorded a round this node has no model for");
+                        tracing::info!(job = %id, rounds = fed.rounds, model = %model, supervisor = %fed.supervisor, "the chain recorded a round this node has no model for; fetching it");
                         println!("fl behind {id}: the chain is at round {} with model {model}", fed.rounds);
                     }
                     rt.behind = Some(model);
@@ -370,6 +446,9 @@ impl Jobs {
                     rt.job.reopen(now);
                     continue;
                 }
+                // Served before its record goes out: a standby fetches it while the record
+                // waits for a block, so the model outlives this node.
+                self.serve(id, &r.model);
                 let kept = r.contributions.iter().filter(|c| c.kept).count();
                 self.events.emit(
                     "training:metrics_update",
@@ -424,15 +503,33 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl JobApi for Jobs {
+    fn offer_model(&self, job: &str, weights: Vec<u8>) -> Result<Value, JobError> {
+        let behind = lock(&self.jobs).get(job).ok_or_else(|| JobError::NotFound(job.into()))?.behind;
+        let Some(model) = behind else {
+            return Err(JobError::Refused("this node lacks no recorded model of the job".into()));
+        };
+        self.install(job, &model, &weights)
+            .map_err(|e| JobError::Refused(format!("not model {model}: {e}")))?;
+        tracing::info!(job, %model, "installed a recorded model a holder offered");
+        Ok(json!({ "job": job, "installed": model.to_string() }))
+    }
+
     fn exists(&self, job: &str) -> bool {
         lock(&self.jobs).contains_key(job)
     }
 
     fn list(&self) -> Value {
         let jobs = lock(&self.jobs);
+        let store = self.store.lock();
+        let tip = store.tip();
         json!({
             "jobs": jobs.iter().map(|(id, rt)| {
                 let (round, _, hash) = rt.job.model();
+                // Who records the job's rounds now (the chain's last recorder), and until which
+                // height no other supervisor may.
+                let lease = tip.domain(&rt.domain).and_then(|d| {
+                    doin_consensus::federated::lease(&d.spec, &d.federated.clone().unwrap_or_default())
+                });
                 json!({
                     "job": id,
                     "round": round,
@@ -442,6 +539,8 @@ impl JobApi for Jobs {
                     "accuracy": rt.job.accuracy(),
                     "rule": rt.job.spec().rule.name(),
                     "behind": rt.behind.map(|h| h.to_string()),
+                    "supervisor": lease.map(|l| l.0.to_string()),
+                    "takeover_height": lease.map(|l| l.1),
                 })
             }).collect::<Vec<_>>(),
         })

@@ -52,6 +52,10 @@ pub fn single_node(
     devnet(config, &[*me], 1, domains, 0)
 }
 
+/// Devnet nodes staked as supervisors of the federated jobs: node 0 runs them, node 1 follows
+/// each recorded round (fetching its model) and takes a job over when node 0 stops.
+pub const SUPERVISORS: usize = 2;
+
 /// A chain that funds and stakes `nodes`: the first `optimizers` as optimizers and evaluators,
 /// the rest as evaluators only; `timestamp_ms = 0` means now.
 pub fn devnet(
@@ -71,7 +75,8 @@ pub fn devnet(
         timestamp_ms
     };
     let params = params(config);
-    // Federated jobs: registered with their escrow; the first node supervises them.
+    // Federated jobs: registered with their escrow; the first node supervises them, the second
+    // (if any) stands by to take a stalled job over.
     let mut registered = genesis_domains(config, domains)?;
     let mut jobs = Vec::new();
     for job in &config.federated_jobs {
@@ -95,13 +100,14 @@ pub fn devnet(
                     Roles::EVALUATOR
                 };
                 let mut domains = ids.clone();
-                if i == 0 && !jobs.is_empty() {
+                let supervises = i < SUPERVISORS && !jobs.is_empty();
+                if supervises {
                     domains.extend(jobs.iter().cloned());
                 }
                 GenesisStake {
                     address: *a,
                     amount: Amount::doin(100),
-                    roles: if i == 0 && !jobs.is_empty() { roles.with(Roles::SUPERVISOR) } else { roles },
+                    roles: if supervises { roles.with(Roles::SUPERVISOR) } else { roles },
                     domains,
                 }
             })

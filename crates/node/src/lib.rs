@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod adversary;
+pub mod artifacts;
 pub mod config;
 pub mod domains;
 pub mod federated;

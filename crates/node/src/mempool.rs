@@ -32,6 +32,11 @@ impl Mempool {
         self.txs.is_empty()
     }
 
+    /// Every held transaction, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Transaction> {
+        self.txs.values()
+    }
+
     /// A held transaction.
     pub fn get(&self, id: &Hash) -> Option<Transaction> {
         self.txs.get(id).cloned()

@@ -15,6 +15,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize)]
 pub struct Hash(pub [u8; 32]);
 
+/// Chunk size of content-addressed artifacts.
+pub const ARTIFACT_CHUNK_BYTES: usize = 1024 * 1024;
+
 impl Hash {
     /// The all-zero hash (parent of genesis, "none").
     pub const ZERO: Self = Self([0u8; 32]);
@@ -22,6 +25,17 @@ impl Hash {
     /// Hashes `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The content address of an artifact (a model, an update): `bytes` in chunks of
+    /// [`ARTIFACT_CHUNK_BYTES`], hashed over the concatenation of the chunks' hashes (the
+    /// artifact's manifest), so a downloader checks every chunk on arrival.
+    pub fn of_artifact(bytes: &[u8]) -> Self {
+        let mut manifest = blake3::Hasher::new();
+        for chunk in bytes.chunks(ARTIFACT_CHUNK_BYTES) {
+            manifest.update(blake3::hash(chunk).as_bytes());
+        }
+        Self(*manifest.finalize().as_bytes())
     }
 
     /// Hashes the concatenation of `parts` (no separators: callers pass fixed-size parts or

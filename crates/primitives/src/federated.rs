@@ -32,7 +32,7 @@ pub struct UpdateBody {
     pub round: u64,
     /// Hash of the global model it trained from.
     pub base: Hash,
-    /// Hash of the update's weights as sent (little-endian `f32`s).
+    /// Artifact hash ([`Hash::of_artifact`]) of the update's weights as sent (little-endian `f32`s).
     pub weights: Hash,
     /// The contributor (signer, and who is paid).
     pub contributor: Address,

@@ -29,7 +29,7 @@ pub mod vrf;
 
 pub use block::{Block, BlockBody, BlockHeader, BlockKind, HeaderBody};
 pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};
-pub use crypto::{Address, Hash, Keypair, SigTag, Signature};
+pub use crypto::{ARTIFACT_CHUNK_BYTES, Address, Hash, Keypair, SigTag, Signature};
 pub use domain::{DomainId, DomainSpec};
 pub use federated::{FederatedRound, RoundContribution, SignedUpdate, UpdateBody};
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};

@@ -130,6 +130,10 @@ fn a_round_pays_its_contributors_by_the_formula_and_conserves_coins() {
         assert_eq!(now - b.0, p.amount, "contributor {i}");
     }
     assert_eq!(expected.iter().map(|p| p.amount).sum::<u128>(), Amount::doin(3).0);
+    // The receipt records exactly these payouts (what the OLAP cube reads).
+    let paid: Vec<(doin_primitives::Address, u128)> =
+        r.transactions[0].paid.iter().map(|(a, x)| (*a, x.0)).collect();
+    assert_eq!(paid, expected.iter().map(|p| (p.contributor, p.amount)).collect::<Vec<_>>());
     assert_eq!(
         (expected[3].amount, expected[4].amount),
         (0, 0),
@@ -252,6 +256,40 @@ fn every_abuse_of_a_round_is_refused_by_name() {
 /// Contributors train; they run no node: an account staked only as a contributor is never drawn
 /// to lead a block slot and its stake is not in finality's total, so a crowd of contributors
 /// cannot stall blocks or finality.
+#[test]
+fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
+    let mut net = federated_net();
+    let keys = net.keys.clone();
+    // A second staked supervisor of the job.
+    let stake = net.tx(
+        OUTSIDER,
+        TxKind::Stake {
+            amount: Amount::doin(10),
+            roles: Roles::SUPERVISOR,
+            domains: BoundedVec::try_from_vec(vec![domain_id()]).unwrap(),
+            preferences: Capabilities::default(),
+        },
+    );
+    net.heartbeat(vec![stake]).unwrap();
+    let round = |r: u64, base: Hash| round_of(r, base, vec![contribution(&keys, 2, r, base, 10_000)]);
+    record(&mut net, SUPERVISOR, round(0, Hash::ZERO)).unwrap();
+    let recorded_at = net.state.height();
+    let spec = net.state.domain(&domain_id()).unwrap().spec.clone();
+    let until = recorded_at + doin_consensus::federated::takeover_blocks(&spec);
+    assert_eq!(until, recorded_at + 15, "three rounds of 5 blocks");
+    // While the job's supervisor is running, another cannot record its next round.
+    refused(&mut net, OUTSIDER, round(1, model(1)), "holds");
+    while net.state.height() + 1 < until {
+        net.heartbeat(vec![]).unwrap();
+    }
+    // Once it has recorded nothing for three rounds' length, another supervisor takes over...
+    record(&mut net, OUTSIDER, round(1, model(1))).unwrap();
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!((fed.rounds, fed.supervisor), (2, net.addr(OUTSIDER)));
+    // ...and now holds the job: the first supervisor, back, follows.
+    refused(&mut net, SUPERVISOR, round(2, model(2)), "holds");
+}
+
 #[test]
 fn contributor_stakes_lead_no_slot_and_weigh_nothing_in_finality() {
     let net = federated_net();

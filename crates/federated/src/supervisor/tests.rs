@@ -32,7 +32,7 @@ fn update_of(job: &Job, key: &Keypair, delta: &[f32], samples: u32) -> (SignedUp
         domain: job.spec().domain.clone(),
         round,
         base,
-        weights: Hash::of(&bytes),
+        weights: Hash::of_artifact(&bytes),
         contributor: key.address(),
         samples,
         compute_ms: 50,

@@ -376,6 +376,9 @@ async fn artifacts_are_found_through_provider_records_and_fetched_from_several_h
         (0..(3 * 1024 * 1024 + 12_345u32)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let artifact = doin_net::artifact::Artifact::new(&bytes);
     assert_eq!(artifact.chunks.len(), 4);
+    // The content address the chain records (a federated model) is the artifact's.
+    assert_eq!(artifact.hash, Hash::of_artifact(&bytes));
+    assert_eq!(artifact.manifest, doin_net::artifact::Artifact::manifest_of(&bytes));
     let (a, a_addr) = node(40, vec![], Arc::new(Holder(artifact.clone()))).await;
     let (b, b_addr) = node(41, vec![a_addr.clone()], Arc::new(Holder(artifact.clone()))).await;
     let (c, _) = node(42, vec![a_addr, b_addr], Arc::new(NoChain)).await;

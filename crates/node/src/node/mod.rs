@@ -287,6 +287,9 @@ struct Engine {
     data_dir: std::path::PathBuf,
     /// Federated jobs this node supervises ([`crate::federated`]), shared with the HTTP API.
     jobs: Option<Arc<crate::federated::Jobs>>,
+    /// Recorded models being fetched (or last tried), by hash: one download at a time each,
+    /// retried after a backoff.
+    fl_fetches: Arc<std::sync::Mutex<std::collections::BTreeMap<Hash, std::time::Instant>>>,
 }
 
 fn now_ms() -> u64 {

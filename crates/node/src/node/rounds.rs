@@ -1,15 +1,33 @@
 //! Federated rounds: the shell of [`crate::federated`]. Each tick the supervisor's jobs adopt
 //! what the chain recorded and close due rounds; each closed round's record goes out as a
 //! signed `FederatedRound` transaction through our own mempool and the transactions topic.
+//! Recorded models are announced as artifacts; a model the chain recorded and this node lacks
+//! is fetched from its holders (the job's supervisor first) and installed as a checkpoint.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use doin_primitives::DomainId;
+
+/// Wait before a failed model download is tried again.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
 
 impl Engine {
     pub(super) async fn rounds_step(&mut self, state: &State) {
         let Some(jobs) = self.jobs.clone() else { return };
         let stake = state.stake(&self.me).cloned();
-        let records = jobs.step(state, |d| stake.as_ref().is_some_and(|s| s.supervises(d)));
+        // This node closes a round only when consensus would take its record at the next
+        // height: staked as a supervisor of the job, and holding the job (its last round was
+        // ours) or the job's supervisor has stalled past the takeover height.
+        let (me, next) = (self.me, state.height() + 1);
+        let may_record = |d: &DomainId| {
+            stake.as_ref().is_some_and(|s| s.supervises(d))
+                && state.domain(d).is_some_and(|dom| {
+                    let fed = dom.federated.clone().unwrap_or_default();
+                    doin_consensus::federated::lease(&dom.spec, &fed)
+                        .is_none_or(|(holder, until)| holder == me || next >= until)
+                })
+        };
+        let records = jobs.step(state, may_record);
         for record in records {
             let (domain, round) = (record.domain.to_string(), record.round);
             let contributions = record.contributions.len();
@@ -21,6 +39,75 @@ impl Engine {
             }
             tracing::info!(job = domain, round, contributions, tx = %id, "federated round closed");
             self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(tx))).await;
+        }
+        for model in jobs.take_announcements() {
+            if let Err(e) = self.net.provide(model).await {
+                tracing::warn!(%model, error = %e, "cannot announce a federated model");
+            }
+        }
+        self.fetch_models(&jobs, state);
+    }
+
+    /// Starts a download of every model a job lacks (not already under way): those the chain
+    /// recorded, and those of round records still waiting in the mempool (fetched while their
+    /// supervisor is surely up, so a standby has the model when it must take over).
+    fn fetch_models(&self, jobs: &Arc<crate::federated::Jobs>, state: &State) {
+        let mut wanted: Vec<(String, Hash, Option<doin_primitives::Address>)> = jobs
+            .behind()
+            .into_iter()
+            .map(|(job, model)| {
+                let supervisor = DomainId::new(job.clone())
+                    .ok()
+                    .and_then(|d| state.domain(&d).and_then(|d| d.federated.clone()))
+                    .map(|f| f.supervisor);
+                (job, model, supervisor)
+            })
+            .collect();
+        for tx in self.mempool.iter() {
+            if let doin_primitives::TxKind::FederatedRound { round } = &tx.body.kind
+                && jobs.holds(round.domain.as_str(), &round.model) == Some(false)
+                && tx.body.sender != self.me
+            {
+                wanted.push((round.domain.to_string(), round.model, Some(tx.body.sender)));
+            }
+        }
+        for (job, model, supervisor) in wanted {
+            {
+                let mut fetches = self.fl_fetches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                fetches.retain(|_, at| at.elapsed() < FETCH_RETRY * 12);
+                if fetches.get(&model).is_some_and(|at| at.elapsed() < FETCH_RETRY) {
+                    continue;
+                }
+                fetches.insert(model, std::time::Instant::now());
+            }
+            // The job's supervisor holds it; the DHT names any other holder.
+            let holder = supervisor.and_then(|a| doin_net::PeerId::from_bytes(&a.peer_id_bytes()).ok());
+            let (net, jobs, fetches) = (self.net.clone(), jobs.clone(), self.fl_fetches.clone());
+            tokio::spawn(async move {
+                let dir = jobs.download_dir();
+                let extra: Vec<doin_net::PeerId> = holder.into_iter().collect();
+                let installed = match doin_net::artifact::fetch(&net, model, &dir, &extra).await {
+                    Ok(d) => {
+                        let result = match tokio::fs::read(&d.path).await {
+                            Ok(bytes) => jobs.install(&job, &model, &bytes),
+                            Err(e) => Err(format!("reading the download: {e}")),
+                        };
+                        let _ = tokio::fs::remove_file(&d.path).await;
+                        let _ = tokio::fs::remove_dir_all(dir.join(format!("{model}.parts"))).await;
+                        result.map(|()| d.providers)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match installed {
+                    Ok(providers) => {
+                        tracing::info!(job, %model, providers, "fetched a recorded federated model");
+                        fetches.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&model);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job, %model, error = %e, "cannot fetch a recorded federated model yet")
+                    }
+                }
+            });
         }
     }
 }

@@ -140,8 +140,11 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let gossip = Arc::new(GossipCheck::new());
     gossip.set_state(store.lock().tip().clone());
     let net_config_mdns = net_config.mdns_allowed();
+    // Peers fetch the chain and the artifacts this node holds (federated models).
+    let artifacts = Arc::new(crate::artifacts::Artifacts::new());
+    let provider = crate::artifacts::Provider { store: store.clone(), artifacts: artifacts.clone() };
     let mut network =
-        doin_net::start(&key, net_config, Arc::new(store.clone()), gossip.clone()).await.map_err(other)?;
+        doin_net::start(&key, net_config, Arc::new(provider), gossip.clone()).await.map_err(other)?;
 
     // The HTTP API on the node's port.
     let discovery =
@@ -160,6 +163,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             store.clone(),
             events.clone(),
             &config.data_dir,
+            artifacts.clone(),
         )
         .map_err(|e| other(format!("federated_jobs: {e}")))?;
         for (job, model) in jobs.behind() {
@@ -264,6 +268,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         voter,
         polls: 0,
         jobs,
+        fl_fetches: Default::default(),
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
