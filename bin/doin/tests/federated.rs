@@ -43,15 +43,23 @@ fn rounds_wanted() -> u64 {
     std::env::var("DOIN_FL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
 }
 const HONEST: usize = 8;
+/// A user who may create jobs (`api_users`).
+const ALICE: &str = "alice-key-0123456789";
 /// The honest contributor that trains through a plugin (not among the three killed).
 const PLUGIN_CLIENT: usize = 7;
 
 fn post(path: &str, body: &str) -> (u16, Value) {
+    post_as(None, path, body)
+}
+
+/// `post` with an `x-api-key`.
+fn post_as(key: Option<&str>, path: &str, body: &str) -> (u16, Value) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let key = key.map(|k| format!("x-api-key: {k}\r\n")).unwrap_or_default();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{key}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -189,6 +197,10 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
             "http_rate_limit": 10_000,
             "http_burst": 10_000,
             "olap_db_path": dir.path().join("olap.db"),
+            "api_users": [
+                { "user": "alice", "key": ALICE, "create_jobs": true },
+                { "user": "bob", "key": "bob-key-0123456789" },
+            ],
             "federated_jobs": [{
                 "job_id": JOB, "min_updates": 6, "max_updates": 11, "min_wait": 1, "max_wait": 15,
                 "pool_per_round": 1, "bounty": 100
@@ -278,6 +290,35 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     forged.body.samples = 1_000;
     let forged = json!({ "update": forged, "weights": hex::encode(supervisor::to_bytes(&zeros)) });
     refused(forged.to_string(), 422, "signature");
+    // Jobs created over HTTP: only by a user allowed to, each field checked.
+    let extra =
+        json!({ "job_id": "fl_extra", "min_updates": 2, "max_updates": 4, "pool_per_round": 1, "bounty": 5 });
+    assert_eq!(post_as(None, "/api/job", &extra.to_string()).0, 401);
+    assert_eq!(post_as(Some("bob-key-0123456789"), "/api/job", &extra.to_string()).0, 403);
+    let (code, v) =
+        post_as(Some(ALICE), "/api/job", &json!({ "job_id": "fl_x", "model": "resnet" }).to_string());
+    assert!(code == 400 && v["detail"].as_str().unwrap_or("").starts_with("model:"), "{code} {v}");
+    let (code, v) = post_as(Some(ALICE), "/api/job", &json!({ "job_id": "fl_x", "gpus": 8 }).to_string());
+    assert!(code == 400 && v["detail"].as_str().unwrap_or("").contains("gpus"), "{code} {v}");
+    let (code, v) = post_as(Some(ALICE), "/api/job", &json!({ "job_id": JOB }).to_string());
+    assert!(code == 422 && v["detail"].as_str().unwrap_or("").contains("already"), "{code} {v}");
+    let (code, v) = post_as(Some(ALICE), "/api/job", &extra.to_string());
+    assert_eq!((code, v["status"].as_str()), (202, Some("registering")), "{v}");
+    let extra_job = || {
+        http_json(PORT, "/api/jobs").and_then(|v| {
+            v["jobs"].as_array().and_then(|j| j.iter().find(|e| e["job"] == "fl_extra").cloned())
+        })
+    };
+    wait("the created job on chain", 30, || extra_job().is_some_and(|j| j["registered"] == true));
+    assert_eq!(extra_job().unwrap()["owner"], "alice");
+    // The node registered it with the escrow and staked itself as its supervisor.
+    let supervisor = doin_node::identity::load_or_create(&node_key).unwrap().0.address();
+    let stake = account(&supervisor);
+    assert!(
+        stake["domains"].as_array().unwrap().iter().any(|d| d == "fl_extra")
+            && stake["roles"].as_u64().unwrap() & u64::from(doin_primitives::Roles::SUPERVISOR.0) != 0,
+        "{stake}"
+    );
     // A model offered to a supervisor that lacks none is refused; for an unknown job, 404.
     let offer = json!({ "weights": hex::encode(supervisor::to_bytes(&zeros)) }).to_string();
     let (code, v) = post(&format!("/api/job/{JOB}/model"), &offer);
@@ -330,6 +371,11 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     }
     let node = if kills > 0 { start_node(&config) } else { node };
     let resumed = http_json(PORT, "/api/jobs").unwrap();
+    assert_eq!(
+        extra_job().map(|j| j["owner"].clone()),
+        Some(json!("alice")),
+        "a created job survives a restart"
+    );
     assert!(resumed["jobs"][0]["behind"].is_null(), "the restarted supervisor lacks its model: {resumed}");
     assert!(resumed["jobs"][0]["round"].as_u64().unwrap() >= before, "{resumed}");
     wait("the job to finish", 400, || chain_rounds() >= rounds_wanted());

@@ -1,5 +1,6 @@
-//! What every request passes through: per-client rate limits (token buckets keyed by IP,
-//! answered 429 with `Retry-After`), a query-size limit, a handler timeout, optional CORS and
+//! What every request passes through: per-client rate limits (token buckets keyed by IP, or by
+//! user for a request carrying a configured user's `x-api-key`; answered 429 with
+//! `Retry-After`), a query-size limit, a handler timeout, optional CORS and
 //! the HTTP counters `/metrics` reports.
 
 use std::{
@@ -37,19 +38,46 @@ pub struct Limits {
     pub burst: f64,
     /// Origins allowed by CORS; empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// Users with their own API key and limits (`api_users`).
+    pub users: Vec<User>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { rate_per_s: 50.0, burst: 100.0, cors_origins: Vec::new() }
+        Self { rate_per_s: 50.0, burst: 100.0, cors_origins: Vec::new(), users: Vec::new() }
     }
+}
+
+/// A user of the HTTP API (QuackMesh's per-user API keys): requests with its key count against
+/// its own bucket, wherever they come from; `create_jobs` lets it `POST /api/job`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    /// Name (shown as a job's owner).
+    pub name: String,
+    /// Its `x-api-key`.
+    pub key: String,
+    /// Sustained requests per second.
+    pub rate_per_s: f64,
+    /// Burst.
+    pub burst: f64,
+    /// May create federated jobs.
+    pub create_jobs: bool,
+}
+
+/// Who a bucket belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// An address without a user key.
+    Ip(IpAddr),
+    /// A configured user (by name).
+    User(String),
 }
 
 /// Token buckets per client and the HTTP counters.
 #[derive(Debug)]
 pub struct Guard {
     limits: Limits,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<Client, (f64, Instant)>>,
     /// Requests answered, by status class (index 1 = 1xx … 5 = 5xx).
     pub responses: [AtomicU64; 6],
     /// Requests refused with 429.
@@ -76,22 +104,43 @@ impl Guard {
         }
     }
 
+    /// The user whose key `key` is.
+    pub fn user(&self, key: Option<&str>) -> Option<&User> {
+        let key = key?;
+        self.limits.users.iter().find(|u| u.key == key)
+    }
+
     /// Takes a token for `ip`; `Err(seconds until one is available)` when the bucket is empty.
     pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&ip) {
+        self.take_for(Client::Ip(ip), now).map(|_| ())
+    }
+
+    /// Takes a token for `client` (a user: at its own rate); `Err(seconds until one is
+    /// available)` when the bucket is empty, else the rate that applied.
+    pub fn take_for(&self, client: Client, now: Instant) -> Result<f64, u64> {
+        let (rate, burst) = match &client {
+            Client::User(name) => self
+                .limits
+                .users
+                .iter()
+                .find(|u| &u.name == name)
+                .map_or((self.limits.rate_per_s, self.limits.burst), |u| (u.rate_per_s, u.burst)),
+            Client::Ip(_) => (self.limits.rate_per_s, self.limits.burst),
+        };
+        let Ok(mut buckets) = self.buckets.lock() else { return Ok(rate) };
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
             let mut ages: Vec<Instant> = buckets.values().map(|(_, t)| *t).collect();
             ages.sort_unstable();
             let cutoff = ages[ages.len() / 2];
             buckets.retain(|_, (_, t)| *t > cutoff);
         }
-        let (rate, burst) = (self.limits.rate_per_s.max(0.001), self.limits.burst.max(1.0));
-        let (tokens, last) = buckets.entry(ip).or_insert((burst, now));
+        let (rate, burst) = (rate.max(0.001), burst.max(1.0));
+        let (tokens, last) = buckets.entry(client).or_insert((burst, now));
         *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
-            Ok(())
+            Ok(rate)
         } else {
             Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
         }
@@ -114,15 +163,17 @@ pub(crate) async fn guard(State(s): State<ApiState>, req: Request, next: Next) -
     let g = &s.guard;
     let origin = req.headers().get(header::ORIGIN).cloned();
     let started = Instant::now();
-    let response = if let Err(wait) = g.take(client_ip(&req), started) {
+    let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    let (client, rate) = match g.user(key) {
+        Some(u) => (Client::User(u.name.clone()), u.rate_per_s),
+        None => (Client::Ip(client_ip(&req)), g.limits.rate_per_s),
+    };
+    let response = if let Err(wait) = g.take_for(client, started) {
         g.rate_limited.fetch_add(1, Ordering::Relaxed);
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!(
-                "more than {} requests per second from this client; retry in {wait} s",
-                g.limits.rate_per_s
-            ),
+            format!("more than {rate} requests per second from this client; retry in {wait} s"),
         )
         .into_response();
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
@@ -208,7 +259,7 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_the_rate_and_are_per_client() {
-        let g = Guard::new(Limits { rate_per_s: 2.0, burst: 3.0, cors_origins: Vec::new() });
+        let g = Guard::new(Limits { rate_per_s: 2.0, burst: 3.0, ..Limits::default() });
         let (a, b) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
         let t0 = Instant::now();
         for _ in 0..3 {
@@ -218,5 +269,31 @@ mod tests {
         assert!(g.take(b, t0).is_ok(), "another client is unaffected");
         assert!(g.take(a, t0 + Duration::from_millis(500)).is_ok(), "one token after 0.5 s at 2/s");
         assert!(g.take(a, t0 + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn a_users_key_has_its_own_bucket_and_rate_wherever_it_comes_from() {
+        let alice = User {
+            name: "alice".into(),
+            key: "k".repeat(20),
+            rate_per_s: 1.0,
+            burst: 2.0,
+            create_jobs: false,
+        };
+        let g = Guard::new(Limits {
+            rate_per_s: 100.0,
+            burst: 100.0,
+            users: vec![alice.clone()],
+            ..Limits::default()
+        });
+        assert_eq!(g.user(Some(&alice.key)), Some(&alice));
+        assert_eq!(g.user(Some("not-a-key")), None, "an unknown key is just a client by address");
+        let t0 = Instant::now();
+        let user = || Client::User("alice".into());
+        assert_eq!(g.take_for(user(), t0), Ok(1.0));
+        assert_eq!(g.take_for(user(), t0), Ok(1.0));
+        assert_eq!(g.take_for(user(), t0), Err(1), "alice's burst of 2 is spent");
+        assert!(g.take(IpAddr::from([127, 0, 0, 1]), t0).is_ok(), "addresses keep their own buckets");
+        assert_eq!(g.take_for(user(), t0 + Duration::from_secs(1)), Ok(1.0), "one token a second");
     }
 }

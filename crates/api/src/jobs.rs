@@ -1,6 +1,10 @@
 //! The QuackMesh-shaped federated job API (`../shared/seeds/quackmesh-readme.md`): a job is a
 //! federated domain this node supervises.
 //!
+//! - `POST /api/job` — creates a job (the `federated_jobs[]` entry's fields as JSON) for a user
+//!   whose `x-api-key` may (`api_users[].create_jobs`) or with the node's `api_key`: the node
+//!   registers the federated domain with its escrow from its own balance, stakes itself as its
+//!   supervisor and runs it (kept across restarts);
 //! - `GET /api/jobs` — the jobs, their rounds and models;
 //! - `GET /api/job/{id}/model` — the open round's global model (`weights`: hex of little-endian
 //!   `f32`s; `model_hash` = BLAKE3 of those bytes) and the local training recipe;
@@ -36,6 +40,8 @@ pub enum JobError {
     NotFound(String),
     /// The update was refused; the reason.
     Refused(String),
+    /// The request is not a valid job; the reason.
+    Invalid(String),
 }
 
 /// What the node's supervisor offers the HTTP edge.
@@ -52,6 +58,8 @@ pub trait JobApi: Send + Sync + std::fmt::Debug {
     fn cluster(&self, job: &str) -> Result<Value, JobError>;
     /// Takes in the recorded model `job` lacks, if `weights` is it.
     fn offer_model(&self, job: &str, weights: Vec<u8>) -> Result<Value, JobError>;
+    /// Creates a job from its configuration (JSON), owned by `owner`.
+    fn create(&self, owner: &str, config: Value) -> Result<Value, JobError>;
 }
 
 /// The body of `POST /api/job/{id}/model`.
@@ -91,6 +99,52 @@ fn answer(r: Result<Value, JobError>) -> ApiResult {
             format!("this node supervises no job {job:?}"),
         )),
         Err(JobError::Refused(why)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", why)),
+        Err(JobError::Invalid(why)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_job", why)),
+    }
+}
+
+/// `POST /api/job`.
+pub async fn create(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let owner = match (s.guard.user(key), &s.api_key) {
+        (Some(u), _) if u.create_jobs => u.name.clone(),
+        (Some(u), _) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_allowed",
+                format!("user {:?} may not create jobs (api_users[].create_jobs)", u.name),
+            )
+            .into_response();
+        }
+        (None, Some(node_key)) if key == Some(node_key.as_str()) => "operator".to_owned(),
+        _ => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_api_key",
+                "creating a job needs the x-api-key of a user with create_jobs (api_users) or the node's api_key",
+            )
+            .into_response();
+        }
+    };
+    let config = match body {
+        Ok(Json(v)) => v,
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_job", e.body_text()).into_response(),
+    };
+    let Some(api) = s.jobs.as_deref() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_jobs",
+            "this node runs no federated supervisor",
+        )
+        .into_response();
+    };
+    match answer(api.create(&owner, config)) {
+        Ok(v) => (StatusCode::ACCEPTED, v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -272,6 +272,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/plugins", get(views::plugins))
         .route("/api/economics", get(views::economics))
         .route("/api/jobs", get(jobs::list))
+        .route("/api/job", post(jobs::create))
         .route("/api/job/{id}/model", get(jobs::model).post(jobs::offer_model))
         .route("/api/job/{id}/update", post(jobs::update))
         .route("/api/cluster/{id}", get(jobs::cluster))

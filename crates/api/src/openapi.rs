@@ -233,6 +233,16 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op("get", "/api/jobs", "Federated jobs this node supervises (QuackMesh).", &["jobs"]),
     Operation {
+        ok: 202,
+        errors: &[400, 401, 403, 422, 503],
+        ..op(
+            "post",
+            "/api/job",
+            "Create a federated job (x-api-key of a user with create_jobs, or the node's api_key): registered with its escrow, supervised here.",
+            &["job", "owner", "status"],
+        )
+    },
+    Operation {
         errors: &[404],
         ..op(
             "get",
@@ -321,6 +331,29 @@ fn request_body(path: &str) -> Value {
                     "priority_fee": {},
                     "kind": { "type": "object" },
                     "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
+                }),
+            ),
+        ),
+        // A job: `federated_jobs[]`' fields (the node checks each and refuses unknown ones).
+        "/api/job" => (
+            true,
+            object(
+                &["job_id"],
+                json!({
+                    "job_id": { "type": "string" },
+                    "model": { "type": "string" },
+                    "hidden": { "type": "array", "items": { "type": "integer", "minimum": 0 } },
+                    "aggregation": { "type": "string" },
+                    "min_updates": { "type": "integer", "minimum": 0 },
+                    "max_updates": { "type": "integer", "minimum": 0 },
+                    "deadline_k": { "type": "number" },
+                    "min_wait": { "type": "number" },
+                    "max_wait": { "type": "number" },
+                    "pool_per_round": { "type": "number" },
+                    "bounty": { "type": "number" },
+                    "lr": { "type": "number" },
+                    "batch": { "type": "integer", "minimum": 0 },
+                    "seed": { "type": "integer", "minimum": 0 },
                 }),
             ),
         ),

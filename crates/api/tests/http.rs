@@ -517,7 +517,7 @@ async fn events_stream_and_metrics() {
 #[tokio::test]
 async fn a_flooding_client_is_throttled_while_others_are_served() {
     let mut f = fixture();
-    f.state.guard = Arc::new(Guard::new(Limits { rate_per_s: 5.0, burst: 20.0, cors_origins: Vec::new() }));
+    f.state.guard = Arc::new(Guard::new(Limits { rate_per_s: 5.0, burst: 20.0, ..Limits::default() }));
     let mut limited = 0;
     let mut retry = None;
     for _ in 0..60 {

@@ -100,6 +100,8 @@ pub fn bounty_of(job: &FederatedJobConfig) -> Amount {
 #[derive(Debug)]
 struct Runtime {
     job: Job,
+    /// Who created it over HTTP (`None`: the config file's).
+    owner: Option<String>,
     domain: DomainId,
     /// Training rows the supervisor scores on, and the held-out test rows.
     train: Vec<usize>,
@@ -113,6 +115,8 @@ struct Runtime {
     history: Vec<(u64, f64)>,
     /// The chain's total paid to the job's contributors when last looked at.
     paid_seen: Amount,
+    /// Why its registration could not be submitted (a job created over HTTP).
+    problem: Option<String>,
 }
 
 /// The supervisor's jobs.
@@ -128,6 +132,93 @@ pub struct Jobs {
     artifacts: Arc<Artifacts>,
     /// Served models not yet announced in the DHT (the engine's shell announces them).
     announce: Mutex<Vec<Hash>>,
+    /// Jobs created over HTTP whose domain and stake the engine has yet to submit.
+    creations: Mutex<Vec<FederatedJobConfig>>,
+    /// Every job created over HTTP, with its owner (`DATA_DIR/federated/jobs.json`).
+    created: Mutex<Vec<(FederatedJobConfig, String)>>,
+}
+
+/// Jobs created over HTTP at most (a node supervises a bounded number).
+pub const MAX_CREATED: usize = 64;
+
+fn created_path(dir: &Path) -> PathBuf {
+    dir.join("jobs.json")
+}
+
+/// The jobs created over HTTP, as saved; an unreadable file is reported and ignored.
+fn created_from(dir: &Path) -> Vec<(FederatedJobConfig, String)> {
+    let Ok(text) = std::fs::read(created_path(dir)) else { return Vec::new() };
+    match serde_json::from_slice::<Vec<(FederatedJobConfig, String)>>(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "federated/jobs.json does not parse; jobs created over HTTP are not resumed");
+            Vec::new()
+        }
+    }
+}
+
+/// A job's runtime, resumed at the chain's round from `dir`'s checkpoint when there is one.
+fn runtime(
+    c: &FederatedJobConfig,
+    owner: Option<String>,
+    data: &Tabular,
+    dir: &Path,
+    store: &SharedStore,
+    now: u64,
+) -> Result<Runtime, String> {
+    let domain = DomainId::new(c.job_id.clone()).map_err(|e| e.to_string())?;
+    let mut sizes = vec![data.features];
+    sizes.extend(&c.hidden);
+    sizes.push(data.classes);
+    let spec = JobSpec {
+        domain: domain.clone(),
+        rule: Rule::from(c.aggregation),
+        sizes,
+        min_updates: c.min_updates,
+        max_updates: c.max_updates,
+        max_samples: data.rows() as u32,
+        deadline_k: c.deadline_k,
+        min_wait_ms: (c.min_wait * 1000.0) as u64,
+        max_wait_ms: (c.max_wait * 1000.0) as u64,
+        lr: c.lr as f32,
+        batch: c.batch,
+        seed: c.seed,
+    };
+    let (test, train) = doin_federated::split::holdout(data.rows(), c.seed);
+    // Resume from the chain's round when its model is checkpointed here.
+    let fed = store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
+    let (mut job, behind) = if fed.rounds == 0 {
+        (Job::new(spec, 0, None, now)?, None)
+    } else {
+        let path = checkpoint_path(dir, &c.job_id, &fed.model);
+        let model = std::fs::read(&path).ok().and_then(|b| from_bytes(&b));
+        match model {
+            Some(m) if weights_hash(&m) == fed.model => (Job::new(spec, fed.rounds, Some(m), now)?, None),
+            _ => (Job::new(spec, 0, None, now)?, Some(fed.model)),
+        }
+    };
+    // Reputation and quarantines survive a restart.
+    if let Ok(text) = std::fs::read(standing_path(dir, &c.job_id)) {
+        match serde_json::from_slice::<Value>(&text) {
+            Ok(v) => job.restore(saved_from(&v)),
+            Err(e) => {
+                tracing::warn!(job = %c.job_id, error = %e, "standing.json is not JSON; starting without it");
+            }
+        }
+    }
+    Ok(Runtime {
+        job,
+        domain,
+        train,
+        test,
+        behind,
+        last_payouts: Vec::new(),
+        earned: BTreeMap::new(),
+        history: Vec::new(),
+        paid_seen: fed.paid,
+        owner,
+        problem: None,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -208,64 +299,16 @@ impl Jobs {
         let started = std::time::Instant::now();
         let now = 0;
         let mut jobs = BTreeMap::new();
-        for c in configs {
-            let domain = DomainId::new(c.job_id.clone()).map_err(|e| e.to_string())?;
-            let mut sizes = vec![data.features];
-            sizes.extend(&c.hidden);
-            sizes.push(data.classes);
-            let spec = JobSpec {
-                domain: domain.clone(),
-                rule: Rule::from(c.aggregation),
-                sizes,
-                min_updates: c.min_updates,
-                max_updates: c.max_updates,
-                max_samples: data.rows() as u32,
-                deadline_k: c.deadline_k,
-                min_wait_ms: (c.min_wait * 1000.0) as u64,
-                max_wait_ms: (c.max_wait * 1000.0) as u64,
-                lr: c.lr as f32,
-                batch: c.batch,
-                seed: c.seed,
-            };
-            let (test, train) = doin_federated::split::holdout(data.rows(), c.seed);
-            // Resume from the chain's round when its model is checkpointed here.
-            let fed =
-                store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
-            let (mut job, behind) = if fed.rounds == 0 {
-                (Job::new(spec, 0, None, now)?, None)
-            } else {
-                let path = checkpoint_path(&dir, &c.job_id, &fed.model);
-                let model = std::fs::read(&path).ok().and_then(|b| from_bytes(&b));
-                match model {
-                    Some(m) if weights_hash(&m) == fed.model => {
-                        (Job::new(spec, fed.rounds, Some(m), now)?, None)
-                    }
-                    _ => (Job::new(spec, 0, None, now)?, Some(fed.model)),
-                }
-            };
-            // Reputation and quarantines survive a restart.
-            if let Ok(text) = std::fs::read(standing_path(&dir, &c.job_id)) {
-                match serde_json::from_slice::<Value>(&text) {
-                    Ok(v) => job.restore(saved_from(&v)),
-                    Err(e) => {
-                        tracing::warn!(job = %c.job_id, error = %e, "standing.json is not JSON; starting without it");
-                    }
-                }
+        // Jobs created over HTTP, kept across restarts (a config file entry of the same id wins).
+        let created = created_from(&dir);
+        for (c, owner) in
+            configs.iter().map(|c| (c, None)).chain(created.iter().map(|(c, o)| (c, Some(o.clone()))))
+        {
+            if jobs.contains_key(&c.job_id) {
+                continue;
             }
-            jobs.insert(
-                c.job_id.clone(),
-                Runtime {
-                    job,
-                    domain,
-                    train,
-                    test,
-                    behind,
-                    last_payouts: Vec::new(),
-                    earned: BTreeMap::new(),
-                    history: Vec::new(),
-                    paid_seen: fed.paid,
-                },
-            );
+            let rt = runtime(c, owner, &data, &dir, &store, now)?;
+            jobs.insert(c.job_id.clone(), rt);
         }
         let jobs = Self {
             jobs: Mutex::new(jobs),
@@ -276,6 +319,8 @@ impl Jobs {
             started,
             artifacts,
             announce: Mutex::new(Vec::new()),
+            creations: Mutex::new(Vec::new()),
+            created: Mutex::new(created),
         };
         let resumed: Vec<(String, Hash)> = lock(&jobs.jobs)
             .iter()
@@ -502,7 +547,59 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+impl Jobs {
+    /// Jobs created over HTTP whose domain and supervisor stake are to be submitted.
+    pub fn take_creations(&self) -> Vec<FederatedJobConfig> {
+        std::mem::take(&mut *lock(&self.creations))
+    }
+
+    /// A created job whose registration could not be submitted: said in `/api/jobs`.
+    pub fn creation_failed(&self, job: &str, why: String) {
+        tracing::warn!(job, error = %why, "cannot register a job created over HTTP");
+        if let Some(rt) = lock(&self.jobs).get_mut(job) {
+            rt.problem = Some(why);
+        }
+    }
+}
+
 impl JobApi for Jobs {
+    fn create(&self, owner: &str, config: Value) -> Result<Value, JobError> {
+        let c: FederatedJobConfig =
+            serde_json::from_value(config).map_err(|e| JobError::Invalid(format!("the job: {e}")))?;
+        crate::config::check_job_request(&c).map_err(JobError::Invalid)?;
+        let domain =
+            DomainId::new(c.job_id.clone()).map_err(|e| JobError::Invalid(format!("job_id: {e}")))?;
+        let mut jobs = lock(&self.jobs);
+        if jobs.contains_key(&c.job_id) {
+            return Err(JobError::Refused(format!("job {:?} already runs on this node", c.job_id)));
+        }
+        let mut created = lock(&self.created);
+        if created.len() >= MAX_CREATED {
+            return Err(JobError::Refused(format!(
+                "this node already runs {MAX_CREATED} jobs created over HTTP"
+            )));
+        }
+        if self.store.lock().tip().domain(&domain).is_some() {
+            return Err(JobError::Refused(format!(
+                "a domain {:?} is already registered on the chain",
+                c.job_id
+            )));
+        }
+        let rt = runtime(&c, Some(owner.to_owned()), &self.data, &self.dir, &self.store, self.now_ms())
+            .map_err(JobError::Invalid)?;
+        created.push((c.clone(), owner.to_owned()));
+        let text = serde_json::to_vec_pretty(&*created).unwrap_or_default();
+        if let Err(e) = write_durably(&created_path(&self.dir), &text) {
+            created.pop();
+            return Err(JobError::Refused(format!("cannot save the job: {e}")));
+        }
+        jobs.insert(c.job_id.clone(), rt);
+        lock(&self.creations).push(c.clone());
+        self.events.emit("job:created", Some(&c.job_id), json!({ "owner": owner, "bounty": c.bounty }));
+        tracing::info!(job = %c.job_id, owner, bounty = c.bounty, "federated job created over HTTP");
+        Ok(json!({ "job": c.job_id, "owner": owner, "status": "registering" }))
+    }
+
     fn offer_model(&self, job: &str, weights: Vec<u8>) -> Result<Value, JobError> {
         let behind = lock(&self.jobs).get(job).ok_or_else(|| JobError::NotFound(job.into()))?.behind;
         let Some(model) = behind else {
@@ -541,6 +638,10 @@ impl JobApi for Jobs {
                     "behind": rt.behind.map(|h| h.to_string()),
                     "supervisor": lease.map(|l| l.0.to_string()),
                     "takeover_height": lease.map(|l| l.1),
+                    "owner": rt.owner,
+                    // Not on chain yet (a job created over HTTP), or why it could not be.
+                    "registered": tip.domain(&rt.domain).is_some(),
+                    "problem": rt.problem,
                 })
             }).collect::<Vec<_>>(),
         })

@@ -96,6 +96,34 @@ impl Default for DomainConfig {
     }
 }
 
+/// A user of the HTTP API (`api_users[]`): its own `x-api-key`, rate limit and rights.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiUserConfig {
+    /// Name (a job's owner).
+    pub user: String,
+    /// The key it sends as `x-api-key` (16 characters at least).
+    pub key: String,
+    /// Sustained requests per second (default 10).
+    #[serde(default = "ApiUserConfig::default_rate")]
+    pub rate_per_s: f64,
+    /// Burst (default 20).
+    #[serde(default = "ApiUserConfig::default_burst")]
+    pub burst: f64,
+    /// May create federated jobs (`POST /api/job`).
+    #[serde(default)]
+    pub create_jobs: bool,
+}
+
+impl ApiUserConfig {
+    fn default_rate() -> f64 {
+        10.0
+    }
+    fn default_burst() -> f64 {
+        20.0
+    }
+}
+
 /// A federated training job this node supervises (`federated_jobs[]`): registered as a
 /// federated domain on the development chain this node creates (with a genesis file, the
 /// domain and this node's supervisor stake must be in it).
@@ -229,6 +257,8 @@ pub struct NodeConfig {
     pub cors_origins: Vec<String>,
     /// Federated training jobs this node supervises.
     pub federated_jobs: Vec<FederatedJobConfig>,
+    /// Users of the HTTP API with their own keys and limits.
+    pub api_users: Vec<ApiUserConfig>,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -270,6 +300,7 @@ impl Default for NodeConfig {
             http_burst: 100.0,
             cors_origins: Vec::new(),
             federated_jobs: Vec::new(),
+            api_users: Vec::new(),
             unknown: BTreeMap::new(),
         }
     }
@@ -309,6 +340,7 @@ impl NodeConfig {
 }
 
 mod validate;
+pub use validate::check_job_request;
 
 pub use validate::MAX_WARM_START_FROM;
 use validate::failing_key;

@@ -164,6 +164,20 @@ fn bad_values_name_their_key() {
         ("{", "(file)"),
         (r#"{"seal_slot": 0}"#, "seal_slot"),
         (r#"{"reveal_delay": 2.0}"#, "reveal_delay"),
+        (r#"{"api_users": [{"user": "a", "key": "short"}]}"#, "api_users[0].key"),
+        (r#"{"api_users": [{"user": "", "key": "0123456789abcdef"}]}"#, "api_users[0].user"),
+        (
+            r#"{"api_users": [{"user": "a", "key": "0123456789abcdef"}, {"user": "b", "key": "0123456789abcdef"}]}"#,
+            "api_users[1].key",
+        ),
+        (
+            r#"{"api_key": "0123456789abcdef", "api_users": [{"user": "a", "key": "0123456789abcdef"}]}"#,
+            "api_users[0].key",
+        ),
+        (
+            r#"{"api_users": [{"user": "a", "key": "0123456789abcdef", "rate_per_s": 0}]}"#,
+            "api_users[0].rate_per_s",
+        ),
     ];
     for (text, key) in cases {
         let e = NodeConfig::from_json(text).unwrap_err();

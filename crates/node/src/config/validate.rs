@@ -56,6 +56,26 @@ impl NodeConfig {
         if self.http_burst < 1.0 {
             return Err(bad("http_burst", format!("{} must be at least 1", self.http_burst)));
         }
+        for (i, u) in self.api_users.iter().enumerate() {
+            let key = |k: &str| format!("api_users[{i}].{k}");
+            if u.user.is_empty() || u.user.len() > 64 {
+                return Err(bad(key("user"), "must be 1-64 characters"));
+            }
+            if u.key.len() < 16 || u.key.len() > 256 || !u.key.is_ascii() {
+                return Err(bad(key("key"), "must be 16-256 ASCII characters"));
+            }
+            if self.api_users[..i].iter().any(|o| o.user == u.user) {
+                return Err(bad(key("user"), format!("{:?} is listed twice", u.user)));
+            }
+            if self.api_users[..i].iter().any(|o| o.key == u.key) || self.api_key.as_deref() == Some(&u.key) {
+                return Err(bad(key("key"), "is another user's key or the node's api_key"));
+            }
+            positive(&key("rate_per_s"), u.rate_per_s, 1e6)?;
+            positive(&key("burst"), u.burst, 1e6)?;
+            if u.burst < 1.0 {
+                return Err(bad(key("burst"), format!("{} must be at least 1", u.burst)));
+            }
+        }
         positive("seal_slot", self.seal_slot, 3600.0)?;
         if self.unknown.contains_key("reveal_delay") {
             return Err(bad(
@@ -112,6 +132,12 @@ impl NodeConfig {
         }
         Ok(Loaded { config: self, warnings })
     }
+}
+
+/// The checks of a job created over HTTP (`POST /api/job`): those of a `federated_jobs[]`
+/// entry, naming the field.
+pub fn check_job_request(j: &super::FederatedJobConfig) -> Result<(), String> {
+    check_job(0, j).map_err(|e| format!("{}: {}", e.key.trim_start_matches("federated_jobs[0]."), e.problem))
 }
 
 /// The checks of `federated_jobs[i]`.
@@ -320,6 +346,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "http_burst",
     "cors_origins",
     "federated_jobs",
+    "api_users",
 ];
 /// Keys of a `domains[]` entry.
 pub(super) const DOMAIN_KEYS: &[&str] = &[

@@ -27,6 +27,7 @@ impl Engine {
                         .is_none_or(|(holder, until)| holder == me || next >= until)
                 })
         };
+        self.register_created_jobs(&jobs, state).await;
         let records = jobs.step(state, may_record);
         for record in records {
             let (domain, round) = (record.domain.to_string(), record.round);
@@ -46,6 +47,61 @@ impl Engine {
             }
         }
         self.fetch_models(&jobs, state);
+    }
+
+    /// Submits the domain (with its escrow, from this node's balance) and this node's
+    /// supervisor stake of every job created over HTTP since the last step; both go in one
+    /// block in nonce order, the registration first.
+    async fn register_created_jobs(&mut self, jobs: &Arc<crate::federated::Jobs>, state: &State) {
+        use doin_primitives::{Amount, BoundedVec, Roles, TxKind};
+        for c in jobs.take_creations() {
+            let block_s = state.params().target_block_time_ms as f64 / 1000.0;
+            let spec = match crate::federated::spec_of(&c, block_s) {
+                Ok(s) => s,
+                Err(e) => {
+                    jobs.creation_failed(&c.job_id, e);
+                    continue;
+                }
+            };
+            let id = spec.id.clone();
+            let register = self.own_tx(
+                state,
+                TxKind::RegisterDomain { spec: Box::new(spec), bounty: crate::federated::bounty_of(&c) },
+            );
+            if let Err(e) = self.mempool.insert(register.clone(), state) {
+                jobs.creation_failed(&c.job_id, format!("registering the domain: {e}"));
+                continue;
+            }
+            let mine = state.stake(&self.me).cloned();
+            let mut domains: Vec<DomainId> = mine.as_ref().map(|s| s.domains.to_vec()).unwrap_or_default();
+            domains.push(id);
+            let Ok(domains) = BoundedVec::try_from_vec(domains) else {
+                jobs.creation_failed(
+                    &c.job_id,
+                    "this node's stake lists the most domains a stake may".into(),
+                );
+                self.mempool.remove(&register.id());
+                continue;
+            };
+            let stake = self.own_tx(
+                state,
+                TxKind::Stake {
+                    // A first stake bonds 1 DOIN; an existing one gains the role and the domain.
+                    amount: if mine.is_some() { Amount::ZERO } else { Amount::doin(1) },
+                    roles: mine.as_ref().map_or(Roles::SUPERVISOR, |s| s.roles.with(Roles::SUPERVISOR)),
+                    domains,
+                    preferences: mine.map(|s| s.capabilities).unwrap_or_default(),
+                },
+            );
+            if let Err(e) = self.mempool.insert(stake.clone(), state) {
+                jobs.creation_failed(&c.job_id, format!("staking as its supervisor: {e}"));
+                self.mempool.remove(&register.id());
+                continue;
+            }
+            tracing::info!(job = %c.job_id, register = %register.id(), stake = %stake.id(), "submitted a created job's domain and supervisor stake");
+            self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(register))).await;
+            self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(stake))).await;
+        }
     }
 
     /// Starts a download of every model a job lacks (not already under way): those the chain

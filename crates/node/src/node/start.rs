@@ -155,9 +155,8 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let (completions_tx, mut completions_rx) =
         mpsc::channel::<(doin_api::tasks::Task, doin_api::tasks::Completion)>(64);
     let events = Arc::new(doin_api::events::EventBus::new());
-    let jobs = if config.federated_jobs.is_empty() {
-        None
-    } else {
+    // The federated supervisor: the config's jobs and those created over HTTP (`POST /api/job`).
+    let jobs = {
         let jobs = crate::federated::Jobs::new(
             &config.federated_jobs,
             store.clone(),
@@ -188,6 +187,17 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             rate_per_s: config.http_rate_limit,
             burst: config.http_burst,
             cors_origins: config.cors_origins.clone(),
+            users: config
+                .api_users
+                .iter()
+                .map(|u| doin_api::guard::User {
+                    name: u.user.clone(),
+                    key: u.key.clone(),
+                    rate_per_s: u.rate_per_s,
+                    burst: u.burst,
+                    create_jobs: u.create_jobs,
+                })
+                .collect(),
         })),
         started: Instant::now(),
         stats: config
