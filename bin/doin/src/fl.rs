@@ -18,7 +18,7 @@ use doin_federated::{Mlp, split, supervisor};
 use doin_ml::data::Tabular;
 use doin_plugin::{ClientError, PluginClient, PluginSpec};
 use doin_primitives::{
-    BoundedVec, DomainId, Hash, Keypair, Roles, Signed, TxKind, UpdateBody, tx::Capabilities,
+    BoundedVec, DomainId, Hash, HeartbeatBody, Keypair, Roles, Signed, TxKind, UpdateBody, tx::Capabilities,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -323,11 +323,21 @@ fn join(
     // The last global model fetched: offered to a supervisor that lacks it (a standby taking
     // over from one that vanished right after recording it).
     let mut held: Option<(Hash, Vec<u8>)> = None;
+    let mut beat_at: Option<std::time::Instant> = None;
     while done < rounds {
         if std::time::Instant::now() > deadline {
             bail!("gave up after {} s with {done} of {rounds} rounds contributed", timeout.as_secs());
         }
         let node = nodes[at].as_str();
+        // A heartbeat every 5 s: the supervisor shows this contributor online.
+        if beat_at.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            beat_at = Some(std::time::Instant::now());
+            match heartbeat(node, job, key, &domain) {
+                Ok((200, _)) => {}
+                Ok((code, v)) => println!("{}", json!({ "heartbeat": code, "answer": v })),
+                Err(e) => println!("{}", json!({ "heartbeat": format!("{e:#}") })),
+            }
+        }
         let attempt = contribute(node, job, key, &domain, trainer, last, &mut held);
         failing = if attempt.is_err() { failing + 1 } else { 0 };
         match attempt {
@@ -356,6 +366,21 @@ fn join(
         }
     }
     Ok(())
+}
+
+/// How often a contributor says it is still there.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// Sends a signed heartbeat.
+fn heartbeat(node: &str, job: &str, key: &Keypair, domain: &DomainId) -> anyhow::Result<(u16, Value)> {
+    let sent_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let beat =
+        Signed::sign(HeartbeatBody { domain: domain.clone(), contributor: key.address(), sent_ms }, key);
+    let body = serde_json::to_string(&beat)?;
+    wallet::http(node, "POST", &format!("/api/job/{job}/heartbeat"), Some(&body))
 }
 
 /// One attempt: `None` while there is no new open round; else the round, the HTTP status and

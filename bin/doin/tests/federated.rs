@@ -290,6 +290,22 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     forged.body.samples = 1_000;
     let forged = json!({ "update": forged, "weights": hex::encode(supervisor::to_bytes(&zeros)) });
     refused(forged.to_string(), 422, "signature");
+    // Heartbeats: a registered contributor's is taken once (a replay is refused), a stranger's
+    // and one from far off the supervisor's clock are refused.
+    let beat = |k: &Keypair, sent_ms: u64| {
+        let b = doin_primitives::HeartbeatBody { domain: string(JOB), contributor: k.address(), sent_ms };
+        post(&format!("/api/job/{JOB}/heartbeat"), &serde_json::to_string(&Signed::sign(b, k)).unwrap())
+    };
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let (code, v) = beat(vandal3, now_ms);
+    assert!(code == 200 && v["online"].as_u64() >= Some(1), "{code} {v}");
+    let (code, v) = beat(vandal3, now_ms);
+    assert!(code == 422 && v["detail"].as_str().unwrap_or("").contains("replay"), "{code} {v}");
+    let (code, v) = beat(vandal3, now_ms + 3_600_000);
+    assert!(code == 422 && v["detail"].as_str().unwrap_or("").contains("clock"), "{code} {v}");
+    let (code, v) = beat(&Keypair::from_seed([78; 32]), now_ms + 1);
+    assert!(code == 422 && v["detail"].as_str().unwrap_or("").contains("not registered"), "{code} {v}");
     // Jobs created over HTTP: only by a user allowed to, each field checked.
     let extra =
         json!({ "job_id": "fl_extra", "min_updates": 2, "max_updates": 4, "pool_per_round": 1, "bounty": 5 });
@@ -399,6 +415,9 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
         let s = &standing[&k.address().to_string()];
         assert!(s["quarantines"].as_u64().unwrap() >= 1, "attacker not quarantined: {s}");
     }
+    // Contributors still running send heartbeats: shown online.
+    let online = |i: usize| standing[&keys[i].1.address().to_string()]["online"] == true;
+    assert!((3..HONEST).all(online), "honest contributors online: {cluster}");
     // The plugin-trained contributor's updates counted like the built-in ones.
     let plugin = &standing[&keys[PLUGIN_CLIENT].1.address().to_string()];
     assert!(

@@ -15,6 +15,8 @@
 //! - `POST /api/job/{id}/model` — `{"weights": hex}`: a recorded model this node lacks
 //!   (`behind` in `/api/jobs`), offered by whoever holds it (a contributor that fetched it from
 //!   the previous supervisor); installed only if it hashes to the model the chain recorded;
+//! - `POST /api/job/{id}/heartbeat` — a registered contributor's signed heartbeat
+//!   (`node:joined` when it comes online, `node:left` after three rounds' wait without one);
 //! - `GET /api/cluster/{id}` — the round, its deadline, and every contributor's standing,
 //!   reputation, quarantine and the payouts the chain made.
 //!
@@ -58,6 +60,8 @@ pub trait JobApi: Send + Sync + std::fmt::Debug {
     fn cluster(&self, job: &str) -> Result<Value, JobError>;
     /// Takes in the recorded model `job` lacks, if `weights` is it.
     fn offer_model(&self, job: &str, weights: Vec<u8>) -> Result<Value, JobError>;
+    /// A contributor's heartbeat.
+    fn heartbeat(&self, job: &str, beat: doin_primitives::SignedHeartbeat) -> Result<Value, JobError>;
     /// Creates a job from its configuration (JSON), owned by `owner`.
     fn create(&self, owner: &str, config: Value) -> Result<Value, JobError>;
 }
@@ -191,6 +195,23 @@ pub async fn offer_model(
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_model", e.body_text()).into_response(),
     };
     answer(api.offer_model(&job, weights)).into_response()
+}
+
+/// `POST /api/job/{id}/heartbeat`.
+pub async fn heartbeat(
+    State(s): State<ApiState>,
+    Path(job): Path<String>,
+    body: Result<Json<doin_primitives::SignedHeartbeat>, JsonRejection>,
+) -> Response {
+    let api = match jobs(&s) {
+        Ok(j) if j.exists(&job) => j,
+        Ok(_) => return answer(Err(JobError::NotFound(job))).into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match body {
+        Ok(Json(beat)) => answer(api.heartbeat(&job, beat)).into_response(),
+        Err(e) => ApiError::new(StatusCode::BAD_REQUEST, "bad_heartbeat", e.body_text()).into_response(),
+    }
 }
 
 /// `POST /api/job/{id}/update`.

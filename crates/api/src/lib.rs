@@ -275,6 +275,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/job", post(jobs::create))
         .route("/api/job/{id}/model", get(jobs::model).post(jobs::offer_model))
         .route("/api/job/{id}/update", post(jobs::update))
+        .route("/api/job/{id}/heartbeat", post(jobs::heartbeat))
         .route("/api/cluster/{id}", get(jobs::cluster))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

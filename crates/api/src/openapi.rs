@@ -261,6 +261,15 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
+        errors: &[400, 404, 422],
+        ..op(
+            "post",
+            "/api/job/{id}/heartbeat",
+            "A registered contributor's signed heartbeat {domain, contributor, sent_ms, signature}.",
+            &["job", "online"],
+        )
+    },
+    Operation {
         ok: 202,
         errors: &[400, 404, 413, 422],
         ..op(
@@ -354,6 +363,19 @@ fn request_body(path: &str) -> Value {
                     "lr": { "type": "number" },
                     "batch": { "type": "integer", "minimum": 0 },
                     "seed": { "type": "integer", "minimum": 0 },
+                }),
+            ),
+        ),
+        // A contributor's signed heartbeat.
+        "/api/job/{id}/heartbeat" => (
+            true,
+            object(
+                &["domain", "contributor", "sent_ms", "signature"],
+                json!({
+                    "domain": { "type": "string", "pattern": "^[a-z0-9_.-]{1,64}$" },
+                    "contributor": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                    "sent_ms": { "type": "integer", "minimum": 0 },
+                    "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
                 }),
             ),
         ),

@@ -117,7 +117,21 @@ struct Runtime {
     paid_seen: Amount,
     /// Why its registration could not be submitted (a job created over HTTP).
     problem: Option<String>,
+    /// Registered contributors heard from: when (node clock, ms), the last heartbeat's own
+    /// time, and whether they count as online.
+    seen: BTreeMap<doin_primitives::Address, Seen>,
 }
+
+/// A contributor's liveness as the supervisor sees it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    at_ms: u64,
+    last_sent_ms: u64,
+    online: bool,
+}
+
+/// Heartbeats from further than this from the supervisor's clock are refused, ms.
+const HEARTBEAT_SKEW_MS: u64 = 120_000;
 
 /// The supervisor's jobs.
 #[derive(Debug)]
@@ -218,6 +232,7 @@ fn runtime(
         paid_seen: fed.paid,
         owner,
         problem: None,
+        seen: BTreeMap::new(),
     })
 }
 
@@ -398,6 +413,18 @@ impl Jobs {
         let mut out = Vec::new();
         let mut jobs = lock(&self.jobs);
         for (id, rt) in jobs.iter_mut() {
+            // Contributors not heard from for three rounds' wait (at least 30 s) have left.
+            let quiet = rt.job.spec().max_wait_ms.saturating_mul(3).max(30_000);
+            for (who, s) in
+                rt.seen.iter_mut().filter(|(_, s)| s.online && now.saturating_sub(s.at_ms) > quiet)
+            {
+                s.online = false;
+                self.events.emit(
+                    "node:left",
+                    Some(id),
+                    json!({ "contributor": who.to_string(), "silent_s": now.saturating_sub(s.at_ms) / 1000 }),
+                );
+            }
             let Some(d) = state.domain(&rt.domain) else { continue };
             let fed = d.federated.clone().unwrap_or_default();
             let max_wall_ms = d.spec.limits.max_wall_ms;
@@ -548,6 +575,34 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Jobs {
+    /// Marks `who` heard from now; `node:joined` when it was not online.
+    fn seen(&self, job: &str, rt: &mut Runtime, who: doin_primitives::Address, sent_ms: Option<u64>) {
+        let now = self.now_ms();
+        let entry = rt.seen.entry(who).or_default();
+        entry.at_ms = now;
+        if let Some(t) = sent_ms {
+            entry.last_sent_ms = t;
+        }
+        if !entry.online {
+            entry.online = true;
+            let capabilities = self
+                .store
+                .lock()
+                .tip()
+                .stake(&who)
+                .map(|s| (s.capabilities.cpu_cores, s.capabilities.bandwidth_mbps));
+            self.events.emit(
+                "node:joined",
+                Some(job),
+                json!({
+                    "contributor": who.to_string(),
+                    "cpu_cores": capabilities.map(|c| c.0),
+                    "bandwidth_mbps": capabilities.map(|c| c.1),
+                }),
+            );
+        }
+    }
+
     /// Jobs created over HTTP whose domain and supervisor stake are to be submitted.
     pub fn take_creations(&self) -> Vec<FederatedJobConfig> {
         std::mem::take(&mut *lock(&self.creations))
@@ -563,6 +618,41 @@ impl Jobs {
 }
 
 impl JobApi for Jobs {
+    fn heartbeat(&self, job: &str, beat: doin_primitives::SignedHeartbeat) -> Result<Value, JobError> {
+        let mut jobs = lock(&self.jobs);
+        let rt = jobs.get_mut(job).ok_or_else(|| JobError::NotFound(job.into()))?;
+        let refuse = |why: &str| Err(JobError::Refused(why.to_owned()));
+        if !beat.verify() {
+            return refuse("the heartbeat's signature does not verify");
+        }
+        if beat.domain != rt.domain {
+            return Err(JobError::Refused(format!(
+                "a heartbeat for {:?}, this job is {job:?}",
+                beat.domain.as_str()
+            )));
+        }
+        // Only registered contributors are tracked: strangers cannot fill the map.
+        if !self.registered(&rt.domain, &beat.contributor) {
+            return refuse(
+                "the sender is not registered as a contributor of this job (a stake with the role)",
+            );
+        }
+        let wall = doin_api::now_ms();
+        if beat.sent_ms.abs_diff(wall) > HEARTBEAT_SKEW_MS {
+            return Err(JobError::Refused(format!(
+                "sent_ms {} is more than {} s from this node's clock ({wall})",
+                beat.sent_ms,
+                HEARTBEAT_SKEW_MS / 1000
+            )));
+        }
+        if rt.seen.get(&beat.contributor).is_some_and(|s| beat.sent_ms <= s.last_sent_ms) {
+            return refuse("not newer than the contributor's last heartbeat (a replay)");
+        }
+        self.seen(job, rt, beat.contributor, Some(beat.sent_ms));
+        let online = rt.seen.values().filter(|s| s.online).count();
+        Ok(json!({ "job": job, "round": rt.job.model().0, "online": online }))
+    }
+
     fn create(&self, owner: &str, config: Value) -> Result<Value, JobError> {
         let c: FederatedJobConfig =
             serde_json::from_value(config).map_err(|e| JobError::Invalid(format!("the job: {e}")))?;
@@ -673,6 +763,7 @@ impl JobApi for Jobs {
         let registered = self.registered(&rt.domain, &who);
         match rt.job.submit(update, &weights, registered, now) {
             Ok(admitted) => {
+                self.seen(job, rt, who, None);
                 self.events.emit(
                     "gradient:received",
                     Some(job),
@@ -714,6 +805,8 @@ impl JobApi for Jobs {
                     "quarantined": quarantined,
                     "quarantines": rt.job.quarantines(a),
                     "earned": rt.earned.get(&a.to_string()).map_or(0.0, |x| x.0 as f64 / 1e9),
+                    "online": rt.seen.get(a).is_some_and(|s| s.online),
+                    "last_seen_s": rt.seen.get(a).map(|s| now.saturating_sub(s.at_ms) as f64 / 1000.0),
                     "cpu_cores": capabilities.map(|c| c.cpu_cores),
                     "bandwidth_mbps": capabilities.map(|c| c.bandwidth_mbps),
                 })

@@ -146,6 +146,8 @@ pub enum SigTag {
     Trials,
     /// A contributor's federated update receipt.
     FederatedUpdate,
+    /// A contributor's heartbeat to a job's supervisor (off chain).
+    FederatedHeartbeat,
 }
 
 impl SigTag {
@@ -162,6 +164,7 @@ impl SigTag {
             Self::FinalityVote => b"doin/finality-vote/v1",
             Self::Trials => b"doin/trials/v1",
             Self::FederatedUpdate => b"doin/federated-update/v1",
+            Self::FederatedHeartbeat => b"doin/federated-heartbeat/v1",
         }
     }
 

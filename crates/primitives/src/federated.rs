@@ -52,6 +52,29 @@ impl Signable for UpdateBody {
     }
 }
 
+/// A contributor's "still here" to a job's supervisor (the Co-Train seed's heartbeats; off
+/// chain): the supervisor marks it online, and offline after three rounds' wait without one.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct HeartbeatBody {
+    /// The job.
+    pub domain: DomainId,
+    /// The contributor (signer).
+    pub contributor: Address,
+    /// When it was sent, Unix ms (the supervisor takes it within ±2 minutes of its own clock,
+    /// and each contributor's increasing: a replay is refused).
+    pub sent_ms: u64,
+}
+
+impl Signable for HeartbeatBody {
+    const TAG: SigTag = SigTag::FederatedHeartbeat;
+    fn signer(&self) -> &Address {
+        &self.contributor
+    }
+}
+
+/// A signed heartbeat.
+pub type SignedHeartbeat = Signed<HeartbeatBody>;
+
 /// One contribution as the round records it: the contributor's signed receipt and the
 /// supervisor's measurements of it.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]

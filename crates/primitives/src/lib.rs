@@ -31,7 +31,9 @@ pub use block::{Block, BlockBody, BlockHeader, BlockKind, HeaderBody};
 pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};
 pub use crypto::{ARTIFACT_CHUNK_BYTES, Address, Hash, Keypair, SigTag, Signature};
 pub use domain::{DomainId, DomainSpec};
-pub use federated::{FederatedRound, RoundContribution, SignedUpdate, UpdateBody};
+pub use federated::{
+    FederatedRound, HeartbeatBody, RoundContribution, SignedHeartbeat, SignedUpdate, UpdateBody,
+};
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
