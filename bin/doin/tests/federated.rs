@@ -153,11 +153,36 @@ fn read_rows(path: &Path) -> doin_ml::data::Tabular {
     doin_ml::data::Tabular { x, y, features: 64, classes: 10 }
 }
 
-/// An attacker: trains honestly on its rows, sends the update sign-flipped × 5, every round.
+/// `DOIN_FL_ATTACK=alie`: the attackers collude "a little is enough"-style instead of
+/// sign-flipping (README's measurement; CI runs the sign flip).
+fn alie() -> bool {
+    std::env::var("DOIN_FL_ATTACK").is_ok_and(|v| v == "alie")
+}
+
+/// The colluders' honest deltas by round (ALIE): each waits for the others' to estimate the
+/// spread.
+type Pool = Arc<std::sync::Mutex<BTreeMap<u64, Vec<Vec<f32>>>>>;
+
+/// The ALIE update from the colluders' honest deltas: per coordinate, mean − z·std (z = 1),
+/// a shift small enough to sit inside the honest spread.
+fn alie_delta(deltas: &[Vec<f32>]) -> Vec<f32> {
+    let n = deltas.len() as f32;
+    (0..deltas[0].len())
+        .map(|j| {
+            let mean = deltas.iter().map(|d| d[j]).sum::<f32>() / n;
+            let var = deltas.iter().map(|d| (d[j] - mean).powi(2)).sum::<f32>() / n;
+            mean - var.sqrt()
+        })
+        .collect()
+}
+
+/// An attacker: trains honestly on its rows, sends the update sign-flipped × 5 (or, with
+/// `pool`, the colluders' ALIE shift), every round.
 fn attacker(
     key: Keypair,
     data: doin_ml::data::Tabular,
     stop: Arc<AtomicBool>,
+    pool: Option<(Pool, usize)>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mlp = Mlp::new(&[64, 64, 10]).unwrap();
@@ -171,7 +196,22 @@ fn attacker(
             }
             let mut w = global.clone();
             mlp.sgd_epoch(&mut w, &data, &rows, 0.2, 16, &mut ChaCha8Rng::seed_from_u64(round));
-            let delta: Vec<f32> = w.iter().zip(&global).map(|(a, b)| -5.0 * (a - b)).collect();
+            let honest: Vec<f32> = w.iter().zip(&global).map(|(a, b)| a - b).collect();
+            let delta: Vec<f32> = match &pool {
+                None => honest.iter().map(|d| -5.0 * d).collect(),
+                Some((pool, colluders)) => {
+                    pool.lock().unwrap().entry(round).or_default().push(honest);
+                    let until = Instant::now() + Duration::from_secs(3);
+                    let deltas = loop {
+                        let got = pool.lock().unwrap().get(&round).cloned().unwrap_or_default();
+                        if got.len() >= *colluders || Instant::now() > until {
+                            break got;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    };
+                    alie_delta(&deltas)
+                }
+            };
             let (_, body) = update_body(&key, round, base, &delta, data.rows() as u32);
             let (code, _) = post(&format!("/api/job/{JOB}/update"), &body);
             if code == 202 || code == 422 {
@@ -363,8 +403,12 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     // Rounds: eight honest processes and two attackers.
     let stop = Arc::new(AtomicBool::new(false));
     let attacking = if flag("DOIN_FL_ATTACK") { 8..10 } else { 8..8 };
-    let attackers: Vec<_> =
-        attacking.clone().map(|i| attacker(keys[i].1.clone(), read_rows(&csv(i)), stop.clone())).collect();
+    let colluders: Pool = Arc::default();
+    let pool = |a: &std::ops::Range<usize>| alie().then(|| (colluders.clone(), a.len()));
+    let attackers: Vec<_> = attacking
+        .clone()
+        .map(|i| attacker(keys[i].1.clone(), read_rows(&csv(i)), stop.clone(), pool(&attacking)))
+        .collect();
     let mut honest: Vec<Killed> = (0..HONEST)
         .map(|i| {
             Killed(join(i, rounds_wanted() + 2).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
@@ -413,7 +457,10 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
         .collect();
     for (_, k) in &keys[attacking.clone()] {
         let s = &standing[&k.address().to_string()];
-        assert!(s["quarantines"].as_u64().unwrap() >= 1, "attacker not quarantined: {s}");
+        eprintln!("attacker standing: {s}");
+        // Sign-flipped updates are refused outright (strikes, quarantine); ALIE's sit inside the
+        // honest spread and are scored by the loss change they cause instead.
+        assert!(alie() || s["quarantines"].as_u64().unwrap() >= 1, "attacker not quarantined: {s}");
     }
     // Contributors still running send heartbeats: shown online.
     let online = |i: usize| standing[&keys[i].1.address().to_string()]["online"] == true;
@@ -481,7 +528,13 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     };
     wait("the OLAP cube's federated contributions", 30, || matches(&olap_paid()));
     eprintln!("attackers earned {paid_attackers} of {paid_all}");
-    assert!(paid_attackers * 100 <= paid_all * 2, "attackers earned {paid_attackers} of {paid_all}");
+    if alie() {
+        // ALIE updates are near-honest and earn by the improvement they measure: less than the
+        // attackers' share of identities (2 of 10).
+        assert!(paid_attackers * 10 < paid_all * 2, "attackers earned {paid_attackers} of {paid_all}");
+    } else {
+        assert!(paid_attackers * 100 <= paid_all * 2, "attackers earned {paid_attackers} of {paid_all}");
+    }
     drop(node);
 }
 

@@ -152,6 +152,26 @@ pub async fn create(
     }
 }
 
+/// The job API for a request about `job`: an unknown job is 404 whatever the body.
+#[allow(clippy::result_large_err)]
+fn known<'a>(s: &'a ApiState, job: &str) -> Result<&'a dyn JobApi, Response> {
+    match jobs(s) {
+        Ok(j) if j.exists(job) => Ok(j),
+        Ok(_) => Err(answer(Err(JobError::NotFound(job.into()))).into_response()),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// A body over the limit.
+fn too_large(what: &str) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the {what} is over {MAX_BODY_BYTES} bytes"),
+    )
+    .into_response()
+}
+
 /// `GET /api/jobs`.
 pub async fn list(State(s): State<ApiState>) -> ApiResult {
     Ok(Json(jobs(&s).map_or_else(|_| json!({ "jobs": [] }), |j| j.list())))
@@ -173,10 +193,9 @@ pub async fn offer_model(
     Path(job): Path<String>,
     body: Result<Json<ModelOffer>, JsonRejection>,
 ) -> Response {
-    let api = match jobs(&s) {
-        Ok(j) if j.exists(&job) => j,
-        Ok(_) => return answer(Err(JobError::NotFound(job))).into_response(),
-        Err(e) => return e.into_response(),
+    let api = match known(&s, &job) {
+        Ok(j) => j,
+        Err(r) => return r,
     };
     let weights = match body.map(|Json(b)| hex::decode(&b.weights)) {
         Ok(Ok(w)) => w,
@@ -184,14 +203,7 @@ pub async fn offer_model(
             return ApiError::new(StatusCode::BAD_REQUEST, "bad_model", format!("weights: not hex: {e}"))
                 .into_response();
         }
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the model is over {MAX_BODY_BYTES} bytes"),
-            )
-            .into_response();
-        }
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large("model"),
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_model", e.body_text()).into_response(),
     };
     answer(api.offer_model(&job, weights)).into_response()
@@ -203,10 +215,9 @@ pub async fn heartbeat(
     Path(job): Path<String>,
     body: Result<Json<doin_primitives::SignedHeartbeat>, JsonRejection>,
 ) -> Response {
-    let api = match jobs(&s) {
-        Ok(j) if j.exists(&job) => j,
-        Ok(_) => return answer(Err(JobError::NotFound(job))).into_response(),
-        Err(e) => return e.into_response(),
+    let api = match known(&s, &job) {
+        Ok(j) => j,
+        Err(r) => return r,
     };
     match body {
         Ok(Json(beat)) => answer(api.heartbeat(&job, beat)).into_response(),
@@ -220,22 +231,13 @@ pub async fn update(
     Path(job): Path<String>,
     body: Result<Json<UpdateRequest>, JsonRejection>,
 ) -> Response {
-    // An unknown job is 404 whatever the body.
-    let api = match jobs(&s) {
-        Ok(j) if j.exists(&job) => j,
-        Ok(_) => return answer(Err(JobError::NotFound(job))).into_response(),
-        Err(e) => return e.into_response(),
+    let api = match known(&s, &job) {
+        Ok(j) => j,
+        Err(r) => return r,
     };
     let request = match body {
         Ok(Json(r)) => r,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the update is over {MAX_BODY_BYTES} bytes"),
-            )
-            .into_response();
-        }
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large("update"),
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_update", e.body_text()).into_response(),
     };
     let weights = match hex::decode(&request.weights) {
