@@ -344,28 +344,43 @@ fn request_body(path: &str) -> Value {
             ),
         ),
         // A job: `federated_jobs[]`' fields (the node checks each and refuses unknown ones).
-        "/api/job" => (
-            true,
-            object(
+        "/api/job" => {
+            let number = |lo: f64, hi: f64| json!({ "type": "number", "minimum": lo, "maximum": hi });
+            let int = |lo: u64, hi: u64| json!({ "type": "integer", "minimum": lo, "maximum": hi });
+            let mut schema = object(
                 &["job_id"],
                 json!({
-                    "job_id": { "type": "string" },
-                    "model": { "type": "string" },
-                    "hidden": { "type": "array", "items": { "type": "integer", "minimum": 0 } },
-                    "aggregation": { "type": "string" },
-                    "min_updates": { "type": "integer", "minimum": 0 },
-                    "max_updates": { "type": "integer", "minimum": 0 },
-                    "deadline_k": { "type": "number" },
-                    "min_wait": { "type": "number" },
-                    "max_wait": { "type": "number" },
-                    "pool_per_round": { "type": "number" },
-                    "bounty": { "type": "number" },
-                    "lr": { "type": "number" },
-                    "batch": { "type": "integer", "minimum": 0 },
-                    "seed": { "type": "integer", "minimum": 0 },
+                    "job_id": { "type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$" },
+                    "model": { "type": "string", "enum": ["mlp_digits"] },
+                    "hidden": { "type": "array", "maxItems": 4, "items": int(1, 1024) },
+                    "aggregation": {
+                        "type": "string",
+                        "enum": ["fed_avg", "trimmed_mean", "coordinate_median", "krum", "multi_krum", "loss_scored"],
+                    },
+                    "min_updates": int(1, 128),
+                    "max_updates": int(1, 128),
+                    "deadline_k": number(0.0, 100.0),
+                    "min_wait": number(0.01, 86_400.0),
+                    "max_wait": number(0.01, 86_400.0),
+                    "pool_per_round": number(0.0, 1e9),
+                    "bounty": number(0.0, 1e9),
+                    "lr": number(1e-6, 10.0),
+                    "batch": int(1, 1024),
+                    "seed": int(0, u64::MAX),
                 }),
-            ),
-        ),
+            );
+            schema["additionalProperties"] = json!(false);
+            (true, schema)
+        }
+        // A recorded model offered to a supervisor that lacks it (unknown fields refused).
+        "/api/job/{id}/model" => {
+            let mut schema = object(
+                &["weights"],
+                json!({ "weights": { "type": "string", "pattern": "^([0-9a-f]{2})*$" } }),
+            );
+            schema["additionalProperties"] = json!(false);
+            (true, schema)
+        }
         // A contributor's signed heartbeat.
         "/api/job/{id}/heartbeat" => (
             true,
@@ -374,43 +389,38 @@ fn request_body(path: &str) -> Value {
                 json!({
                     "domain": { "type": "string", "pattern": "^[a-z0-9_.-]{1,64}$" },
                     "contributor": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
-                    "sent_ms": { "type": "integer", "minimum": 0 },
+                    "sent_ms": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
                     "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
                 }),
             ),
-        ),
-        // A recorded model offered to a supervisor that lacks it.
-        "/api/job/{id}/model" => (
-            true,
-            object(&["weights"], json!({ "weights": { "type": "string", "pattern": "^([0-9a-f]{2})*$" } })),
         ),
         // A contributor's signed update and its weights (`doin fl join` builds them).
         "/api/job/{id}/update" => {
             let hex64 = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
             let count = json!({ "type": "integer", "minimum": 0 });
-            (
-                true,
-                object(
-                    &["update", "weights"],
-                    json!({
-                        "update": object(
-                            &["domain", "round", "base", "weights", "contributor", "samples", "compute_ms", "bytes", "signature"],
-                            json!({
-                                "domain": { "type": "string", "pattern": "^[a-z0-9_.-]{1,64}$" },
-                                "round": count,
-                                "base": hex64,
-                                "weights": hex64,
-                                "contributor": hex64,
-                                "samples": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 },
-                                "compute_ms": count,
-                                "bytes": count,
-                                "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
-                            }),
-                        ),
-                        "weights": { "type": "string", "pattern": "^([0-9a-f]{2})*$" },
-                    }),
-                ),
-            )
+            let mut schema = object(
+                &["update", "weights"],
+                json!({
+                    "update": object(
+                        &["domain", "round", "base", "weights", "contributor", "samples", "compute_ms", "bytes", "signature"],
+                        json!({
+                            "domain": { "type": "string", "pattern": "^[a-z0-9_.-]{1,64}$" },
+                            "round": count,
+                            "base": hex64,
+                            "weights": hex64,
+                            "contributor": hex64,
+                            "samples": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 },
+                            "compute_ms": count,
+                            "bytes": count,
+                            "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
+                        }),
+                    ),
+                    "weights": { "type": "string", "pattern": "^([0-9a-f]{2})*$" },
+                }),
+            );
+            // The envelope's unknown fields are refused (the signed statement's are not read).
+            schema["additionalProperties"] = json!(false);
+            (true, schema)
         }
         "/tasks/claim" => (
             false,
@@ -451,7 +461,15 @@ pub fn document_value() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": param_schema(name) }))
+            .map(|name| {
+                // A federated job's id is a domain id, not a hash.
+                let schema = if o.path.starts_with("/api/job/") || o.path.starts_with("/api/cluster/") {
+                    json!({ "type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$" })
+                } else {
+                    param_schema(name)
+                };
+                json!({ "name": name, "in": "path", "required": true, "schema": schema })
+            })
             .collect();
         params.extend(
             o.query

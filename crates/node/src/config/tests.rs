@@ -165,6 +165,7 @@ fn bad_values_name_their_key() {
         (r#"{"seal_slot": 0}"#, "seal_slot"),
         (r#"{"reveal_delay": 2.0}"#, "reveal_delay"),
         (r#"{"api_users": [{"user": "a", "key": "short"}]}"#, "api_users[0].key"),
+        (r#"{"federated_jobs": [{"job_id": ".."}]}"#, "federated_jobs[0].job_id"),
         (r#"{"api_users": [{"user": "", "key": "0123456789abcdef"}]}"#, "api_users[0].user"),
         (
             r#"{"api_users": [{"user": "a", "key": "0123456789abcdef"}, {"user": "b", "key": "0123456789abcdef"}]}"#,

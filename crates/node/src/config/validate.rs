@@ -143,11 +143,15 @@ pub fn check_job_request(j: &super::FederatedJobConfig) -> Result<(), String> {
 /// The checks of `federated_jobs[i]`.
 fn check_job(i: usize, j: &super::FederatedJobConfig) -> Result<(), ConfigError> {
     let key = |k: &str| format!("federated_jobs[{i}].{k}");
-    let id_ok = !j.job_id.is_empty()
-        && j.job_id.len() <= 64
+    // It names the job's directory under `DATA_DIR/federated`: no leading dot (`..`).
+    let id_ok = j.job_id.len() <= 64
+        && j.job_id.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && j.job_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
     if !id_ok {
-        return Err(bad(key("job_id"), format!("{:?} must be 1-64 characters of [a-z0-9_.-]", j.job_id)));
+        return Err(bad(
+            key("job_id"),
+            format!("{:?} must be 1-64 characters of [a-z0-9_.-], starting with a letter or digit", j.job_id),
+        ));
     }
     if j.model != "mlp_digits" {
         return Err(bad(
