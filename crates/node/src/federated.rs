@@ -400,6 +400,11 @@ impl Jobs {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Whether this node runs no job (most nodes: the engine's step skips the federated work).
+    pub fn is_empty(&self) -> bool {
+        lock(&self.jobs).is_empty()
+    }
+
     /// Jobs whose chain round is ahead of this node's checkpoints.
     pub fn behind(&self) -> Vec<(String, Hash)> {
         lock(&self.jobs).iter().filter_map(|(id, rt)| rt.behind.map(|h| (id.clone(), h))).collect()

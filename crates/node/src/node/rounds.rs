@@ -108,6 +108,10 @@ impl Engine {
     /// recorded, and those of round records still waiting in the mempool (fetched while their
     /// supervisor is surely up, so a standby has the model when it must take over).
     fn fetch_models(&self, jobs: &Arc<crate::federated::Jobs>, state: &State) {
+        if jobs.is_empty() {
+            // No job: no model to fetch, and no reason to scan the mempool every tick.
+            return;
+        }
         let mut wanted: Vec<(String, Hash, Option<doin_primitives::Address>)> = jobs
             .behind()
             .into_iter()
