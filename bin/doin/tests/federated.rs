@@ -604,6 +604,12 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
         b["behind"].is_null() && b["model_hash"] == a["model_hash"] && b["round"] == a["round"]
     });
     assert_eq!(jobs_at(1).unwrap()["supervisor"], first, "node 1 does not record while node 0 runs");
+    // Node 1 (staked as an evaluator of the job) audited node 0's rounds: each was paid by its
+    // re-measurement (the aggregate reproduced bit for bit), none by the supervisor's word.
+    let audit = jobs_at(0).unwrap()["audit"].clone();
+    eprintln!("audits before the kill: {audit}");
+    assert!(audit["audited"].as_u64().unwrap() >= 2, "{audit}");
+    assert_eq!((audit["unaudited"].as_u64(), audit["rejected"].as_u64()), (Some(0), Some(0)), "{audit}");
 
     nodes[0].take().unwrap().0.kill().unwrap();
     let before = jobs_at(1).unwrap();

@@ -88,6 +88,39 @@ pub struct FederatedState {
     pub height: u64,
     /// Paid to contributors over all rounds.
     pub paid: Amount,
+    /// The last recorded round while its audit quorum re-measures it (its pool not yet paid).
+    pub pending: Option<Box<PendingRound>>,
+    /// Rounds settled by their audit quorum's majority (paid by the quorum's measurements).
+    pub audited: u64,
+    /// Rounds paid by the supervisor's own measurements: no evaluator was eligible to audit.
+    pub unaudited: u64,
+    /// Rounds whose quorum did not decide by the deadline: their pool stayed in the escrow.
+    pub unpaid: u64,
+    /// Rounds the quorum found were not the aggregate of their updates: unpaid, the model
+    /// rewound to the round's base, the supervisor slashed.
+    pub rejected: u64,
+    /// Rounds settled so far (all outcomes), the last one's number and what it paid.
+    pub settled: u64,
+    /// See `settled`.
+    pub last_settled_round: u64,
+    /// See `settled`.
+    pub last_paid: Vec<(Address, Amount)>,
+}
+
+/// A recorded round waiting for its audit (`docs/design.md` §21c).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct PendingRound {
+    /// The record as included.
+    pub record: doin_primitives::FederatedRound,
+    /// Its supervisor.
+    pub supervisor: Address,
+    /// Inclusion height: the quorum is drawn from the evaluators eligible there, with the
+    /// beacon after the next block.
+    pub height: u64,
+    /// The domain's model quality before the round (restored if the round is rejected).
+    pub previous_quality_micro: i64,
+    /// Votes of quorum members so far, in arrival order.
+    pub votes: Vec<(Address, doin_primitives::RoundVote)>,
 }
 
 /// Reputation of an account in one domain, decaying with a half-life in blocks.

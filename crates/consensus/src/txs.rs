@@ -31,9 +31,12 @@ pub struct TxReceipt {
     pub burned: Amount,
     /// Tip to the generator.
     pub tip: Amount,
-    /// What the transaction paid out of escrow (a federated round: its contributors' payouts,
-    /// as the payout formula lists them).
+    /// What the transaction paid out of escrow (a federated round's contributors, as the payout
+    /// formula lists them, when the transaction settled the round).
     pub paid: Vec<(Address, Amount)>,
+    /// Federated rounds the transaction settled (a round record, or the audit vote that decided
+    /// a round), with the qualities they were paid by.
+    pub settled: Vec<crate::federated::Settled>,
 }
 
 fn rejected(msg: impl Into<String>) -> TxError {
@@ -85,6 +88,7 @@ pub(crate) fn apply_tx(
 
     let sender = body.sender;
     let mut paid = Vec::new();
+    let mut settled = Vec::new();
     match &body.kind {
         TxKind::Transfer { to, amount } => {
             debit(state, sender, *amount)?;
@@ -229,10 +233,18 @@ pub(crate) fn apply_tx(
             state.touch(StateKey::Anchor(*height));
         }
         TxKind::FederatedRound { round } => {
-            paid = crate::federated::apply_round(state, sender, round, ctx.height)?;
+            let applied = crate::federated::apply_round(state, sender, round, ctx.height)?;
+            paid = applied.paid;
+            settled = applied.settled;
+        }
+        TxKind::FederatedVote { vote } => {
+            if let Some(s) = crate::federated::audit::apply_vote(state, sender, vote)? {
+                paid = s.paid.clone();
+                settled.push(s);
+            }
         }
     }
-    Ok(TxReceipt { id, weight, burned, tip, paid })
+    Ok(TxReceipt { id, weight, burned, tip, paid, settled })
 }
 
 fn channel_for(state: &State, update: &ChannelUpdate) -> Result<(Hash, Channel), TxError> {

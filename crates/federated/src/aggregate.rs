@@ -112,7 +112,7 @@ pub struct Aggregated {
 }
 
 /// The weighted mean of the contributions `keep` selects (zeros when none weigh anything).
-fn weighted_mean(c: &[Contribution<'_>], keep: &[bool], params: usize) -> Vec<f32> {
+pub(crate) fn weighted_mean(c: &[Contribution<'_>], keep: &[bool], params: usize) -> Vec<f32> {
     let mut sum = vec![0.0f64; params];
     let mut total = 0.0;
     for (x, _) in c.iter().zip(keep).filter(|(_, k)| **k) {

@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod aggregate;
+pub mod audit;
 pub mod experiment;
 pub mod model;
 pub mod split;

@@ -217,6 +217,24 @@ pub fn from_bytes(b: &[u8]) -> Option<Vec<f32>> {
         .then(|| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
+/// The rows a round is scored on: `SCORING_ROWS` of `train` drawn by `seed`.
+pub fn scoring_rows(train: &[usize], seed: u64) -> Vec<usize> {
+    let mut scoring = train.to_vec();
+    scoring.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    scoring.truncate(SCORING_ROWS);
+    scoring
+}
+
+/// A reputation as the say a record carries, ppm.
+pub fn say_ppm(reputation: f64) -> u32 {
+    (reputation.clamp(0.0, 1.0) * PPM as f64).round() as u32
+}
+
+/// A contribution's weight in the rule: its (capped) rows times its recorded say.
+pub fn weight_of(rows: u32, say_ppm: u32) -> f64 {
+    f64::from(rows) * (f64::from(say_ppm) / PPM as f64)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -460,21 +478,21 @@ impl Job {
         }
         self.pending.sort_by_key(|p| p.update.contributor);
         self.pending.truncate(MAX_ROUND_CONTRIBUTIONS);
-        let mut scoring = train.to_vec();
-        scoring.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        scoring.truncate(SCORING_ROWS);
+        let scoring = scoring_rows(train, seed);
         let (mlp, global) = (&self.mlp, &self.model);
         let mut loss = |d: &[f32]| -> f64 {
             let w: Vec<f32> = global.iter().zip(d).map(|(g, x)| g + x).collect();
             mlp.quality(&w, data, &scoring).loss
         };
+        // The say is recorded in ppm and the weight computed from the recorded value, so an
+        // auditor recomputes the aggregate bit for bit.
+        let says: Vec<u32> =
+            self.pending.iter().map(|p| say_ppm(self.reputation.of(&p.update.contributor))).collect();
         let contributions: Vec<Contribution<'_>> = self
             .pending
             .iter()
-            .map(|p| Contribution {
-                delta: &p.delta,
-                weight: f64::from(p.rows) * self.reputation.of(&p.update.contributor),
-            })
+            .zip(&says)
+            .map(|(p, say)| Contribution { delta: &p.delta, weight: weight_of(p.rows, *say) })
             .collect();
         let result = aggregate(self.spec.rule, &contributions, global.len(), &mut loss);
         let base_loss = loss(&vec![0.0; global.len()]);
@@ -504,6 +522,7 @@ impl Job {
                 quality_micro,
                 uptime_ppm: (present.min(window) * PPM / window) as u32,
                 kept,
+                say_ppm: says[k],
             });
         }
         let model: Vec<f32> = global.iter().zip(&result.delta).map(|(g, d)| g + d).collect();
@@ -536,7 +555,14 @@ impl Job {
     /// record. A chain that recorded someone else's round (another supervisor) leaves this job
     /// behind: `Err` names the model it lacks.
     pub fn recorded(&mut self, rounds: u64, model: Hash, now_ms: u64) -> Result<Option<Closed>, Hash> {
-        if rounds <= self.round {
+        // Behind the job: the chain's audit rejected a round this job had adopted (the model
+        // rewound to that round's base).
+        let fresh = rounds == 0 && model == Hash::ZERO;
+        if rounds < self.round || (rounds == self.round && model != self.model_hash && !fresh) {
+            self.closed = None;
+            return Err(model);
+        }
+        if rounds == self.round {
             return Ok(None);
         }
         match self.closed.take() {

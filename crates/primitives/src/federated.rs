@@ -88,6 +88,9 @@ pub struct RoundContribution {
     pub uptime_ppm: u32,
     /// Whether the aggregation rule kept the update.
     pub kept: bool,
+    /// The say the rule gave it, ppm (≤ 10⁶): its weight is `samples × say`. With the kept
+    /// flags and the updates this fixes the aggregate, so an evaluator recomputes the model.
+    pub say_ppm: u32,
 }
 
 /// A finished round: the new global model and what each contribution was worth.
@@ -106,4 +109,23 @@ pub struct FederatedRound {
     pub model_quality_micro: i64,
     /// The contributions aggregated (in any order; each contributor once).
     pub contributions: BoundedVec<RoundContribution, MAX_ROUND_CONTRIBUTIONS>,
+}
+
+/// An evaluator's re-measurement of a recorded round from its artifacts (the base model, the
+/// updates its receipts name, the new model): the transaction's sender is the evaluator.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RoundVote {
+    /// The federated domain.
+    pub domain: DomainId,
+    /// The round re-measured.
+    pub round: u64,
+    /// The model its record names.
+    pub model: Hash,
+    /// Whether the record's model is, bit for bit, the rule's aggregate of the recorded updates
+    /// with their recorded say and kept flags.
+    pub aggregate_ok: bool,
+    /// The model's quality on the audit's scoring rows (micro units).
+    pub model_quality_micro: i64,
+    /// Each contribution's loss change on the audit's scoring rows, in the record's order.
+    pub qualities: BoundedVec<i64, MAX_ROUND_CONTRIBUTIONS>,
 }

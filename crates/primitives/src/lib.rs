@@ -32,7 +32,7 @@ pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, en
 pub use crypto::{ARTIFACT_CHUNK_BYTES, Address, Hash, Keypair, SigTag, Signature};
 pub use domain::{DomainId, DomainSpec};
 pub use federated::{
-    FederatedRound, HeartbeatBody, RoundContribution, SignedHeartbeat, SignedUpdate, UpdateBody,
+    FederatedRound, HeartbeatBody, RoundContribution, RoundVote, SignedHeartbeat, SignedUpdate, UpdateBody,
 };
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
 pub use poo::{

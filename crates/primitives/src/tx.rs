@@ -7,7 +7,7 @@ use crate::{
     codec::{BoundedBytes, BoundedString, BoundedVec, encode},
     crypto::{Address, Hash, SigTag},
     domain::{DomainId, DomainSpec},
-    federated::FederatedRound,
+    federated::{FederatedRound, RoundVote},
     signed::{Signable, Signed},
     units::Amount,
 };
@@ -64,6 +64,7 @@ impl TxBody {
             TxKind::Anchor { .. } => 2_000,
             // Consensus checks a signature per contribution and pays each.
             TxKind::FederatedRound { round } => 10_000 + 2_000 * round.contributions.len() as u64,
+            TxKind::FederatedVote { vote } => 5_000 + 100 * vote.qualities.len() as u64,
         };
         // The signature's 64 bytes count too.
         base + encoded_len as u64 + 64
@@ -140,6 +141,12 @@ pub enum TxKind {
     FederatedRound {
         /// The round.
         round: Box<FederatedRound>,
+    },
+    /// An evaluator of a recorded round's audit quorum reports its re-measurement; the round's
+    /// pool is paid by the quorum's median qualities once a majority agrees.
+    FederatedVote {
+        /// The re-measurement.
+        vote: Box<RoundVote>,
     },
 }
 

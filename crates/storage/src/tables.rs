@@ -8,8 +8,9 @@ use redb::TableDefinition;
 /// commits bound on chain. Version 4: finality by stake (votes and evidence in block bodies,
 /// justified checkpoint in the chain meta, finality records in the state). Version 5: federated
 /// rounds (round transactions, the contributor role, domains' federated state, receipts with
-/// the payouts a transaction made).
-pub const SCHEMA_VERSION: u32 = 5;
+/// the payouts a transaction made). Version 6: audited rounds (pending rounds and their votes
+/// in the federated state, contributions' say, receipts with the rounds a transaction settled).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

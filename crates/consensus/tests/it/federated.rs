@@ -22,11 +22,17 @@ const OUTSIDER: usize = 7;
 /// A net whose test domain is federated (pool 3 DOIN a round from a 10 DOIN escrow), with a
 /// staked supervisor and five staked contributors.
 fn federated_net() -> TestNet {
+    federated_net_with(0)
+}
+
+/// [`federated_net`] with `evaluators` more accounts (from index 8) staked as the domain's
+/// evaluators: its rounds then wait for their audit quorum.
+fn federated_net_with(evaluators: usize) -> TestNet {
     let mut spec = DomainSpec::example("fed", 4);
     spec.kind = DomainKind::Federated { aggregation: Aggregation::LossScored, round_blocks: 5 };
     spec.bounty_per_accept = Amount::doin(3);
     spec.limits.max_wall_ms = 10_000;
-    let mut net = TestNet::with_domain(8, 0, 0, TestNet::new(1, 0, 0).spec.params, spec);
+    let mut net = TestNet::with_domain(8 + evaluators, 0, 0, TestNet::new(1, 0, 0).spec.params, spec);
     let stake = |net: &TestNet, i: usize, roles: Roles| {
         net.tx(
             i,
@@ -40,6 +46,7 @@ fn federated_net() -> TestNet {
     };
     let mut txs = vec![stake(&net, SUPERVISOR, Roles::SUPERVISOR)];
     txs.extend(CONTRIBUTORS.map(|i| stake(&net, i, Roles::CONTRIBUTOR)));
+    txs.extend((8..8 + evaluators).map(|i| stake(&net, i, Roles::EVALUATOR)));
     net.heartbeat(txs).unwrap();
     net
 }
@@ -70,6 +77,7 @@ fn contribution(keys: &[Keypair], i: usize, round: u64, base: Hash, quality_micr
         quality_micro,
         uptime_ppm: 1_000_000,
         kept: quality_micro > 0,
+        say_ppm: 1_000_000,
     }
 }
 
@@ -303,4 +311,163 @@ fn contributor_stakes_lead_no_slot_and_weigh_nothing_in_finality() {
     let validators: u128 = net.state.stakes().filter(|(_, s)| s.validates()).map(|(_, s)| s.amount.0).sum();
     assert_eq!(net.state.active_stake(), validators);
     assert_eq!(net.state.active_stake(), Amount::doin(10).0, "only the supervisor's stake");
+}
+
+/// The account indices of the pending round's audit quorum.
+fn quorum(net: &TestNet) -> Vec<usize> {
+    let (members, _) =
+        doin_consensus::federated::audit::quorum_of(&net.state, &domain_id()).expect("quorum drawn");
+    members.iter().map(|a| net.keys.iter().position(|k| k.address() == *a).unwrap()).collect()
+}
+
+fn vote(round: &FederatedRound, ok: bool, qualities: &[i64]) -> TxKind {
+    TxKind::FederatedVote {
+        vote: Box::new(doin_primitives::RoundVote {
+            domain: domain_id(),
+            round: round.round,
+            model: round.model,
+            aggregate_ok: ok,
+            model_quality_micro: 800_000,
+            qualities: BoundedVec::try_from_vec(qualities.to_vec()).unwrap(),
+        }),
+    }
+}
+
+/// Asserts the block with `tx` is refused naming `why`, the state root untouched.
+fn refused_tx(net: &mut TestNet, from: usize, kind: TxKind, why: &str) {
+    let tx = net.tx(from, kind);
+    let root = net.state.root();
+    let err = net.heartbeat(vec![tx]).unwrap_err();
+    assert!(err.to_string().contains(why) || format!("{err:?}").contains(why), "{err} lacks {why:?}");
+    assert_eq!(net.state.root(), root, "a refused transaction changed the state");
+}
+
+/// With evaluators staked, a round's pool waits for its audit quorum and is paid by the
+/// quorum's median measurements, not the supervisor's: a supervisor that inflates one
+/// contributor's quality (and deflates another's) pays neither by its figures. Votes from
+/// outside the quorum, twice, too early, of the wrong length or for another model are refused;
+/// the next round waits for the audit.
+#[test]
+fn an_audit_quorum_pays_by_its_medians_not_the_supervisors_figures() {
+    let mut net = federated_net_with(4);
+    let keys = net.keys.clone();
+    // The supervisor's figures: contributor 5 (truly harmful) inflated to the best, 2 (truly
+    // the best) deflated to nothing.
+    let claimed = [1, 25_000, 10_000, 90_000, 0];
+    let truth = [[40_000, 25_000, 10_000, -30_000, 0], [44_000, 21_000, 12_000, -26_000, 2_000]];
+    let contributions: Vec<_> =
+        CONTRIBUTORS.zip(claimed).map(|(i, q)| contribution(&keys, i, 0, Hash::ZERO, q)).collect();
+    let round = round_of(0, Hash::ZERO, contributions);
+    let before: Vec<Amount> = CONTRIBUTORS.map(|i| net.state.account(&net.addr(i)).balance).collect();
+    let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
+    let r = record(&mut net, SUPERVISOR, round.clone()).unwrap();
+    assert!(
+        r.transactions[0].paid.is_empty() && r.transactions[0].settled.is_empty(),
+        "paid before the audit"
+    );
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!((fed.rounds, fed.model, fed.pending.is_some()), (1, model(1), true));
+    assert_eq!(net.state.domain(&domain_id()).unwrap().bounty_left, escrow);
+
+    // The quorum is drawn from the beacon after the next block: a vote before it is refused.
+    refused_tx(&mut net, 8, vote(&round, true, &truth[0]), "is drawn once the block after height");
+    net.heartbeat(Vec::new()).unwrap();
+    let members = quorum(&net);
+    assert_eq!(members.len(), 3, "a quorum of 3 of the 4 evaluators");
+    assert!(members.iter().all(|m| (8..12).contains(m)), "only evaluators: {members:?}");
+    let outsider = (8..12).find(|i| !members.contains(i)).unwrap();
+    refused_tx(&mut net, outsider, vote(&round, true, &truth[0]), "not in the audit quorum");
+    refused_tx(&mut net, 3, vote(&round, true, &truth[0]), "not in the audit quorum");
+    refused_tx(&mut net, members[0], vote(&round, true, &truth[0][..4]), "4 qualities for a round of 5");
+    let mut other = round.clone();
+    other.model = Hash([3; 32]);
+    refused_tx(&mut net, members[0], vote(&other, true, &truth[0]), "the round awaiting its audit is 0");
+    // The next round waits for the audit.
+    let next = round_of(1, model(1), vec![contribution(&keys, 2, 1, model(1), 5_000)]);
+    refused(&mut net, SUPERVISOR, next, "awaits its audit until height");
+
+    net.heartbeat(vec![net.tx(members[0], vote(&round, true, &truth[0]))]).unwrap();
+    assert!(
+        net.state.domain(&domain_id()).unwrap().federated.as_ref().unwrap().pending.is_some(),
+        "one vote of three decided"
+    );
+    refused_tx(&mut net, members[0], vote(&round, true, &truth[1]), "already voted");
+    let r = net.heartbeat(vec![net.tx(members[1], vote(&round, true, &truth[1]))]).unwrap();
+
+    // Paid by the medians of the two agreeing votes (the mean of the middle pair).
+    let median: Vec<i64> = (0..5).map(|i| (truth[0][i] + truth[1][i]) / 2).collect();
+    let mut audited = round.clone();
+    let mut cs = audited.contributions.clone().into_inner();
+    cs.iter_mut().zip(&median).for_each(|(c, q)| c.quality_micro = *q);
+    audited.contributions = BoundedVec::try_from_vec(cs).unwrap();
+    let inputs: Vec<_> = audited.contributions.iter().map(|c| inputs_of(c, 10_000)).collect();
+    let expected = payout::payouts(Amount::doin(3).0, &inputs);
+    let receipt = &r.transactions[0];
+    assert_eq!(receipt.settled.len(), 1);
+    assert_eq!(receipt.settled[0].outcome, doin_consensus::federated::RoundOutcome::Audited);
+    assert_eq!(
+        receipt.paid.iter().map(|(a, x)| (*a, x.0)).collect::<Vec<_>>(),
+        expected.iter().map(|p| (p.contributor, p.amount)).collect::<Vec<_>>()
+    );
+    for ((i, b), p) in CONTRIBUTORS.zip(&before).zip(&expected) {
+        let mut now = net.state.account(&net.addr(i)).balance.0;
+        if r.generator == net.addr(i) {
+            now -= r.generator_reward.0;
+        }
+        assert_eq!(now - b.0, p.amount, "contributor {i}");
+    }
+    assert_eq!(expected[3].amount, 0, "the inflated, harmful contributor earns nothing");
+    assert!(expected[0].amount > expected[1].amount, "the deflated best contributor earns the most");
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!((fed.pending.is_none(), fed.audited, fed.unaudited, fed.paid), (true, 1, 0, Amount::doin(3)));
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+    // A late vote has nothing to vote on.
+    refused_tx(&mut net, members[2], vote(&round, true, &truth[0]), "awaits an audit");
+}
+
+/// A majority finding that the recorded model is not the aggregate of its updates rejects the
+/// round: nothing paid, the job's model back at the round's base, the supervisor slashed by the
+/// pool; the round is recorded again from that base. A round whose quorum stays silent past
+/// its deadline is settled unpaid by the next round's record.
+#[test]
+fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
+    let mut net = federated_net_with(4);
+    let keys = net.keys.clone();
+    let round = round_of(0, Hash::ZERO, vec![contribution(&keys, 2, 0, Hash::ZERO, 5_000)]);
+    record(&mut net, SUPERVISOR, round.clone()).unwrap();
+    net.heartbeat(Vec::new()).unwrap();
+    let members = quorum(&net);
+    let stake = net.state.stake(&net.addr(SUPERVISOR)).unwrap().amount;
+    let balance = net.state.account(&net.addr(2)).balance;
+    net.heartbeat(vec![net.tx(members[0], vote(&round, false, &[5_000]))]).unwrap();
+    let r = net.heartbeat(vec![net.tx(members[1], vote(&round, false, &[5_000]))]).unwrap();
+    let settled = &r.transactions[0].settled[0];
+    assert_eq!(
+        (settled.outcome, settled.slashed),
+        (doin_consensus::federated::RoundOutcome::Rejected, Amount::doin(3))
+    );
+    assert!(r.transactions[0].paid.is_empty());
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!((fed.rounds, fed.rejected, fed.paid, fed.pending.is_none()), (0, 1, Amount::ZERO, true));
+    assert_eq!(net.state.stake(&net.addr(SUPERVISOR)).unwrap().amount.0, stake.0 - Amount::doin(3).0);
+    assert_eq!(net.state.account(&net.addr(2)).balance, balance, "a rejected round paid");
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+
+    // Recorded again; this time nobody votes. Past the deadline (3 × 5 blocks) the next round's
+    // record settles it unpaid, and waits for its own audit.
+    let again = round_of(0, Hash::ZERO, vec![contribution(&keys, 3, 0, Hash::ZERO, 5_000)]);
+    record(&mut net, SUPERVISOR, again).unwrap();
+    let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
+    for _ in 0..13 {
+        net.heartbeat(Vec::new()).unwrap();
+    }
+    let next = round_of(1, model(1), vec![contribution(&keys, 2, 1, model(1), 5_000)]);
+    refused(&mut net, SUPERVISOR, next.clone(), "awaits its audit until height");
+    net.heartbeat(Vec::new()).unwrap();
+    let r = record(&mut net, SUPERVISOR, next).unwrap();
+    assert_eq!(r.transactions[0].settled[0].outcome, doin_consensus::federated::RoundOutcome::Unpaid);
+    let d = net.state.domain(&domain_id()).unwrap();
+    let fed = d.federated.clone().unwrap();
+    assert_eq!((fed.rounds, fed.unpaid, fed.pending.as_ref().map(|p| p.record.round)), (2, 1, Some(1)));
+    assert_eq!(d.bounty_left, escrow, "an unaudited round's pool stays in the escrow");
 }

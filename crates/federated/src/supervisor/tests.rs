@@ -216,3 +216,81 @@ fn the_deadline_adapts_to_past_arrivals() {
     // The 4th update came 700 ms after opening every round: median 700, MAD 0.
     assert_eq!(job.deadline_ms(), 31_000 + 700);
 }
+
+/// An auditor with the round's artifacts reproduces an honest supervisor's model bit for bit
+/// and scores the sign-flippers negative and the honest contributors positive on rows of its
+/// own seed; a record whose model, kept flags or say differ from the aggregate fails.
+#[test]
+fn an_auditor_reproduces_honest_rounds_and_catches_a_changed_record() {
+    let data = doin_ml::data::digits().unwrap();
+    let rows: Vec<usize> = (0..data.rows()).collect();
+    let (test, train_rows) = rows.split_at(360);
+    let parts = split::dirichlet(train_rows, &data.y, 10, 0.5, 10, 7);
+    let keys: Vec<Keypair> = (0..10).map(key).collect();
+    let mut job = Job::new(spec(), 0, None, 0).unwrap();
+    let mlp = Mlp::new(&job.spec().sizes).unwrap();
+    let mut now = 0;
+    for iteration in 0..3u64 {
+        let (round, base, _) = job.model();
+        let base = base.to_vec();
+        let mut deltas = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let mut delta = train(&job, &data, &parts[i], iteration * 100 + i as u64);
+            if i < 2 {
+                delta.iter_mut().for_each(|v| *v *= -5.0);
+            }
+            let (u, b) = update_of(&job, k, &delta, parts[i].len() as u32);
+            if job.submit(u, &b, true, now).is_ok() {
+                deltas.insert(k.address(), delta);
+            }
+        }
+        now += 500;
+        let record = job.close(round, &data, train_rows, test, now).unwrap().record.clone();
+        let updates: Vec<Vec<f32>> =
+            record.contributions.iter().map(|c| deltas[&c.update.body.contributor].clone()).collect();
+        let audit = |r: &FederatedRound| {
+            crate::audit::audit(
+                job.spec().rule,
+                &mlp,
+                10_000,
+                &base,
+                r,
+                &updates,
+                &data,
+                train_rows,
+                99 + iteration,
+            )
+        };
+        let a = audit(&record);
+        assert!(a.aggregate_ok, "round {round}: an honest aggregate did not reproduce");
+        let honest: i64 = record
+            .contributions
+            .iter()
+            .zip(&a.qualities)
+            .filter(|(c, _)| keys[2..].iter().any(|k| k.address() == c.update.body.contributor))
+            .map(|(_, q)| *q)
+            .sum();
+        assert!(honest > 0, "round {round}: honest contributions scored {honest} in all");
+        for (c, q) in record.contributions.iter().zip(&a.qualities) {
+            if keys[..2].iter().any(|k| k.address() == c.update.body.contributor) {
+                assert!(*q < 0, "round {round}: a sign-flipper scored {q}");
+            }
+        }
+        // A record that is not the aggregate of its updates.
+        let mut other = record.clone();
+        other.model = Hash([7; 32]);
+        assert!(!audit(&other).aggregate_ok, "another model passed");
+        let mut flags = record.contributions.clone().into_inner();
+        flags[0].kept = !flags[0].kept;
+        let mut other = record.clone();
+        other.contributions = BoundedVec::try_from_vec(flags).unwrap();
+        assert!(!audit(&other).aggregate_ok, "a changed kept flag passed");
+        let mut says = record.contributions.clone().into_inner();
+        let last = says.len() - 1;
+        says[last].say_ppm /= 2;
+        let mut other = record.clone();
+        other.contributions = BoundedVec::try_from_vec(says).unwrap();
+        assert!(!audit(&other).aggregate_ok, "a changed say passed");
+        job.recorded(round + 1, record.model, now).unwrap();
+    }
+}

@@ -17,14 +17,17 @@ impl Engine {
         let stake = state.stake(&self.me).cloned();
         // This node closes a round only when consensus would take its record at the next
         // height: staked as a supervisor of the job, and holding the job (its last round was
-        // ours) or the job's supervisor has stalled past the takeover height.
+        // ours) or the job's supervisor has stalled past the takeover height, and its last
+        // round's audit decided.
         let (me, next) = (self.me, state.height() + 1);
         let may_record = |d: &DomainId| {
             stake.as_ref().is_some_and(|s| s.supervises(d))
                 && state.domain(d).is_some_and(|dom| {
                     let fed = dom.federated.clone().unwrap_or_default();
-                    doin_consensus::federated::lease(&dom.spec, &fed)
-                        .is_none_or(|(holder, until)| holder == me || next >= until)
+                    // The last round's audit is decided, or past its deadline.
+                    doin_consensus::federated::audit::after_expiry(&dom.spec, &fed, next).is_ok()
+                        && doin_consensus::federated::lease(&dom.spec, &fed)
+                            .is_none_or(|(holder, until)| holder == me || next >= until)
                 })
         };
         self.register_created_jobs(&jobs, state).await;
@@ -47,6 +50,69 @@ impl Engine {
             }
         }
         self.fetch_models(&jobs, state);
+        self.audit_rounds(&jobs, state).await;
+    }
+
+    /// Submits the votes of finished audits, and starts the audit of every pending round whose
+    /// quorum drew this node: the updates (and a base model not held here) are fetched from
+    /// the round's supervisor and the DHT's providers, then re-measured off the engine's task.
+    async fn audit_rounds(&mut self, jobs: &Arc<crate::federated::Jobs>, state: &State) {
+        for vote in jobs.take_votes() {
+            let (job, round, ok) = (vote.domain.to_string(), vote.round, vote.aggregate_ok);
+            let tx = self.own_tx(state, doin_primitives::TxKind::FederatedVote { vote: Box::new(vote) });
+            if let Err(e) = self.mempool.insert(tx.clone(), state) {
+                tracing::warn!(job, round, error = %e, "audit vote refused by our own mempool");
+                continue;
+            }
+            tracing::info!(job, round, aggregate_ok = ok, tx = %tx.id(), "federated round audited");
+            self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(tx))).await;
+        }
+        for task in jobs.audits_due(state, &self.me) {
+            let (net, jobs) = (self.net.clone(), jobs.clone());
+            tokio::spawn(async move {
+                let holder = doin_net::PeerId::from_bytes(&task.supervisor.peer_id_bytes()).ok();
+                let extra: Vec<doin_net::PeerId> = holder.into_iter().collect();
+                let dir = jobs.download_dir();
+                let fetch = |hash: Hash| {
+                    let (net, dir, extra) = (net.clone(), dir.clone(), extra.clone());
+                    async move {
+                        let d = doin_net::artifact::fetch(&net, hash, &dir, &extra)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let bytes = tokio::fs::read(&d.path).await.map_err(|e| e.to_string());
+                        let _ = tokio::fs::remove_file(&d.path).await;
+                        let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;
+                        bytes
+                    }
+                };
+                let result = async {
+                    let base = match &task.base {
+                        Some(b) => b.clone(),
+                        None => doin_federated::supervisor::from_bytes(&fetch(task.record.base).await?)
+                            .ok_or("the base model is not whole f32s")?,
+                    };
+                    let mut updates = Vec::with_capacity(task.record.contributions.len());
+                    for c in task.record.contributions.iter() {
+                        updates.push(fetch(c.update.body.weights).await?);
+                    }
+                    jobs.audit(&task, &base, &updates)
+                }
+                .await;
+                match result {
+                    Ok(v) => {
+                        tracing::info!(
+                            job = task.job,
+                            round = task.record.round,
+                            aggregate_ok = v.aggregate_ok,
+                            "audited a federated round"
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = task.job, round = task.record.round, error = %e, "cannot audit a federated round yet")
+                    }
+                }
+            });
+        }
     }
 
     /// Submits the domain (with its escrow, from this node's balance) and this node's

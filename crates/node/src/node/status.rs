@@ -270,8 +270,9 @@ impl Engine {
     }
 }
 
-/// The `fact_federated_contribution` rows of a block: every contribution of its federated
-/// round transactions, with the payout its receipt records.
+/// The `fact_federated_contribution` rows of a block: every contribution of each federated
+/// round its transactions settled (a record paid at once, an audit vote that decided a round,
+/// a record that settled an expired one), with the quality it was paid by and its payout.
 fn federated_rows(
     s: &doin_storage::ChainStore,
     height: u64,
@@ -279,33 +280,35 @@ fn federated_rows(
     receipt: &doin_consensus::Receipt,
 ) -> Vec<doin_tracking::ChainContribution> {
     let mut out = Vec::new();
-    for (i, (tx, r)) in block.body.transactions.iter().zip(&receipt.transactions).enumerate() {
-        let doin_primitives::TxKind::FederatedRound { round } = &tx.body.kind else { continue };
-        let max_wall_ms = s.tip().domain(&round.domain).map_or(u64::MAX, |d| d.spec.limits.max_wall_ms);
-        for (j, c) in round.contributions.iter().enumerate() {
-            let u = &c.update.body;
-            // A contributor appears once in a round (consensus refuses a second receipt).
-            let payout = r.paid.iter().find(|(a, _)| *a == u.contributor).map_or(0, |(_, x)| x.0);
-            out.push(doin_tracking::ChainContribution {
-                block_height: height,
-                block_hash: block.hash().to_string(),
-                tx_index: i as u32,
-                contribution_index: j as u32,
-                timestamp_ms: block.header.body.timestamp_ms,
-                domain_id: round.domain.as_str().to_owned(),
-                round: round.round,
-                supervisor: tx.body.sender.to_string(),
-                contributor: u.contributor.to_string(),
-                quality: c.quality_micro as f64 / 1e6,
-                kept: c.kept,
-                compute_declared_ms: u.compute_ms,
-                compute_ms: u.compute_ms.min(max_wall_ms),
-                samples: u64::from(u.samples),
-                bytes: u.bytes,
-                uptime: f64::from(c.uptime_ppm) / 1e6,
-                payout: payout as f64 / 1e9,
-                model_hash: round.model.to_string(),
-            });
+    for (i, r) in receipt.transactions.iter().enumerate() {
+        for (k, settled) in r.settled.iter().enumerate() {
+            let round = &settled.record;
+            let max_wall_ms = s.tip().domain(&round.domain).map_or(u64::MAX, |d| d.spec.limits.max_wall_ms);
+            for (j, c) in round.contributions.iter().enumerate() {
+                let u = &c.update.body;
+                // A contributor appears once in a round (consensus refuses a second receipt).
+                let payout = settled.paid.iter().find(|(a, _)| *a == u.contributor).map_or(0, |(_, x)| x.0);
+                out.push(doin_tracking::ChainContribution {
+                    block_height: height,
+                    block_hash: block.hash().to_string(),
+                    tx_index: i as u32,
+                    contribution_index: (k * doin_primitives::federated::MAX_ROUND_CONTRIBUTIONS + j) as u32,
+                    timestamp_ms: block.header.body.timestamp_ms,
+                    domain_id: round.domain.as_str().to_owned(),
+                    round: round.round,
+                    supervisor: settled.supervisor.to_string(),
+                    contributor: u.contributor.to_string(),
+                    quality: c.quality_micro as f64 / 1e6,
+                    kept: c.kept,
+                    compute_declared_ms: u.compute_ms,
+                    compute_ms: u.compute_ms.min(max_wall_ms),
+                    samples: u64::from(u.samples),
+                    bytes: u.bytes,
+                    uptime: f64::from(c.uptime_ppm) / 1e6,
+                    payout: payout as f64 / 1e9,
+                    model_hash: round.model.to_string(),
+                });
+            }
         }
     }
     out

@@ -23,7 +23,7 @@ use doin_api::{
     events::EventBus,
     jobs::{JobApi, JobError},
 };
-use doin_consensus::{State, federated::inputs_of, payout};
+use doin_consensus::State;
 use doin_federated::{
     Rule,
     supervisor::{Job, JobSpec, Saved, Standing, from_bytes, to_bytes, weights_hash},
@@ -39,6 +39,8 @@ use doin_primitives::{
 use serde_json::{Value, json};
 
 use crate::{artifacts::Artifacts, config::FederatedJobConfig, store::SharedStore};
+
+pub mod audit;
 
 /// DOIN as an amount (rounded down to base units).
 fn doin(v: f64) -> Amount {
@@ -113,8 +115,8 @@ struct Runtime {
     earned: BTreeMap<String, Amount>,
     /// Accepted rounds' accuracy on the test rows.
     history: Vec<(u64, f64)>,
-    /// The chain's total paid to the job's contributors when last looked at.
-    paid_seen: Amount,
+    /// The chain's count of settled rounds when last looked at.
+    settled_seen: u64,
     /// Why its registration could not be submitted (a job created over HTTP).
     problem: Option<String>,
     /// Registered contributors heard from: when (node clock, ms), the last heartbeat's own
@@ -150,6 +152,10 @@ pub struct Jobs {
     creations: Mutex<Vec<FederatedJobConfig>>,
     /// Every job created over HTTP, with its owner (`DATA_DIR/federated/jobs.json`).
     created: Mutex<Vec<(FederatedJobConfig, String)>>,
+    /// Round audits this node started ([`audit`]).
+    audits: Mutex<audit::AuditLog>,
+    /// Audit votes to submit.
+    votes: Mutex<Vec<doin_primitives::RoundVote>>,
 }
 
 /// Jobs created over HTTP at most (a node supervises a bounded number).
@@ -229,7 +235,7 @@ fn runtime(
         last_payouts: Vec::new(),
         earned: BTreeMap::new(),
         history: Vec::new(),
-        paid_seen: fed.paid,
+        settled_seen: fed.settled,
         owner,
         problem: None,
         seen: BTreeMap::new(),
@@ -336,6 +342,8 @@ impl Jobs {
             announce: Mutex::new(Vec::new()),
             creations: Mutex::new(Vec::new()),
             created: Mutex::new(created),
+            audits: Mutex::new(Default::default()),
+            votes: Mutex::new(Vec::new()),
         };
         let resumed: Vec<(String, Hash)> = lock(&jobs.jobs)
             .iter()
@@ -432,24 +440,12 @@ impl Jobs {
             }
             let Some(d) = state.domain(&rt.domain) else { continue };
             let fed = d.federated.clone().unwrap_or_default();
-            let max_wall_ms = d.spec.limits.max_wall_ms;
             match rt.job.recorded(fed.rounds, fed.model, now) {
                 Ok(Some(closed)) => {
                     let round = closed.record.round;
-                    let inputs: Vec<_> =
-                        closed.record.contributions.iter().map(|c| inputs_of(c, max_wall_ms)).collect();
-                    // The round's pool is what the chain paid for it (the formula pays it whole).
-                    let pool = fed.paid.checked_sub(rt.paid_seen).unwrap_or_default();
-                    rt.paid_seen = fed.paid;
-                    let paid = payout::payouts(pool.0, &inputs);
-                    rt.last_payouts =
-                        paid.iter().map(|p| (p.contributor.to_string(), Amount(p.amount))).collect();
-                    for p in &paid {
-                        let e = rt.earned.entry(p.contributor.to_string()).or_default();
-                        *e = e.checked_add(Amount(p.amount)).unwrap_or(*e);
-                    }
                     rt.history.push((round, closed.accuracy));
                     self.serve(id, &closed.record.model);
+                    self.prune_updates(id, round);
                     let saved = saved_json(&rt.job.saved());
                     if let Err(e) = write_durably(&standing_path(&self.dir, id), saved.to_string().as_bytes())
                     {
@@ -461,24 +457,12 @@ impl Jobs {
                     println!(
                         "fl round {id} {round} accuracy {:.4} contributors {}",
                         closed.accuracy,
-                        inputs.len()
+                        closed.record.contributions.len()
                     );
                     self.events.emit(
                         "checkpoint:created",
                         Some(id),
                         json!({ "round": round, "model_hash": closed.record.model.to_string(), "accuracy": closed.accuracy }),
-                    );
-                    self.events.emit(
-                        "rewards:distributed",
-                        Some(id),
-                        json!({
-                            "round": round,
-                            "payouts": paid.iter().map(|p| json!({
-                                "contributor": p.contributor.to_string(),
-                                "score_ppm": p.score_ppm,
-                                "amount": p.amount as f64 / 1e9,
-                            })).collect::<Vec<_>>(),
-                        }),
                     );
                 }
                 Ok(None) => {}
@@ -488,7 +472,6 @@ impl Jobs {
                     if let Some(job) = self.resume(rt, fed.rounds, &model, now) {
                         rt.job = job;
                         rt.behind = None;
-                        rt.paid_seen = fed.paid;
                         self.serve(id, &model);
                         println!("fl resumed {id} at round {} from checkpoint {model}", fed.rounds);
                         continue;
@@ -500,6 +483,30 @@ impl Jobs {
                     rt.behind = Some(model);
                     continue;
                 }
+            }
+            // Rounds settle when recorded (no auditor), or when their audit quorum decides.
+            if fed.settled != rt.settled_seen {
+                rt.settled_seen = fed.settled;
+                rt.last_payouts = fed.last_paid.iter().map(|(a, x)| (a.to_string(), *x)).collect();
+                for (a, x) in &fed.last_paid {
+                    let e = rt.earned.entry(a.to_string()).or_default();
+                    *e = e.checked_add(*x).unwrap_or(*e);
+                }
+                self.events.emit(
+                    "rewards:distributed",
+                    Some(id),
+                    json!({
+                        "round": fed.last_settled_round,
+                        "audited": fed.audited,
+                        "unaudited": fed.unaudited,
+                        "unpaid": fed.unpaid,
+                        "rejected": fed.rejected,
+                        "payouts": fed.last_paid.iter().map(|(a, x)| json!({
+                            "contributor": a.to_string(),
+                            "amount": x.0 as f64 / 1e9,
+                        })).collect::<Vec<_>>(),
+                    }),
+                );
             }
             // A closed round the chain has not taken within the longest wait starts over.
             if let Some(c) = rt.job.closed()
@@ -548,7 +555,12 @@ impl Jobs {
     /// standing, if that checkpoint is here and hashes right.
     fn resume(&self, rt: &Runtime, rounds: u64, model: &Hash, now: u64) -> Option<Job> {
         let path = checkpoint_path(&self.dir, rt.domain.as_str(), model);
-        let weights = std::fs::read(path).ok().and_then(|b| from_bytes(&b))?;
+        let weights = if rounds == 0 {
+            // A rejected first round: back to the job's initial model.
+            Job::new(rt.job.spec().clone(), 0, None, now).ok()?.model().1.to_vec()
+        } else {
+            std::fs::read(path).ok().and_then(|b| from_bytes(&b))?
+        };
         if weights_hash(&weights) != *model {
             return None;
         }
@@ -737,6 +749,18 @@ impl JobApi for Jobs {
                     // Not on chain yet (a job created over HTTP), or why it could not be.
                     "registered": tip.domain(&rt.domain).is_some(),
                     "problem": rt.problem,
+                    // How the chain settled the job's rounds (docs/design.md §21c).
+                    "audit": tip.domain(&rt.domain).and_then(|d| d.federated.as_ref()).map(|f| json!({
+                        "audited": f.audited,
+                        "unaudited": f.unaudited,
+                        "unpaid": f.unpaid,
+                        "rejected": f.rejected,
+                        "pending": f.pending.as_ref().map(|p| json!({
+                            "round": p.record.round,
+                            "height": p.height,
+                            "votes": p.votes.len(),
+                        })),
+                    })),
                 })
             }).collect::<Vec<_>>(),
         })
@@ -769,6 +793,7 @@ impl JobApi for Jobs {
         match rt.job.submit(update, &weights, registered, now) {
             Ok(admitted) => {
                 self.seen(job, rt, who, None);
+                self.keep_update(job, round, &weights);
                 self.events.emit(
                     "gradient:received",
                     Some(job),

@@ -13,7 +13,9 @@
 //! - declared compute is capped at the domain's `max_wall_ms`; an update the rule did not keep
 //!   counts with a quality of at most 0 (so it earns nothing);
 //! - the pool is the domain's `bounty_per_accept`, capped by the escrow left; what the formula
-//!   pays leaves the escrow, so coins are conserved.
+//!   pays leaves the escrow, so coins are conserved;
+//! - with evaluators staked for the domain, the round waits for its audit ([`audit`]): paid by
+//!   the quorum's measurements, or rejected; the next round waits for it until its deadline.
 
 use doin_primitives::{
     Address, Amount, FederatedRound, Hash, domain::DomainKind, federated::RoundContribution,
@@ -21,26 +23,37 @@ use doin_primitives::{
 
 use crate::{
     error::TxError,
-    payout::{self, Inputs, PPM},
-    state::{FederatedState, State},
+    payout::{Inputs, PPM},
+    state::{FederatedState, PendingRound, State},
 };
+
+pub mod audit;
+
+pub use audit::{RoundOutcome, Settled};
 
 /// Largest quality a contribution may record, micro units (10⁶ nats of loss change: far past any
 /// real model's).
 pub const MAX_QUALITY_MICRO: i64 = 1_000_000_000_000;
 
-fn rejected(msg: impl Into<String>) -> TxError {
+pub(crate) fn rejected(msg: impl Into<String>) -> TxError {
     TxError::Rejected(msg.into())
 }
 
+/// The least say (ppm) a contribution needs to be paid: a contributor the rule weighs less (on
+/// probation after a quarantine, or after dropped updates) earns nothing until it has rebuilt
+/// its standing, whoever measured its quality.
+pub const PAID_SAY_PPM: u32 = 500_000;
+
 /// The payout inputs consensus uses for one recorded contribution (compute capped at
-/// `max_wall_ms`, quality at most 0 when the rule did not keep it).
+/// `max_wall_ms`, quality at most 0 when the rule did not keep it or its say is below
+/// [`PAID_SAY_PPM`]).
 pub fn inputs_of(c: &RoundContribution, max_wall_ms: u64) -> Inputs {
     let u = &c.update.body;
+    let paid = c.kept && c.say_ppm >= PAID_SAY_PPM;
     Inputs {
         contributor: u.contributor,
         compute_ms: u.compute_ms.min(max_wall_ms),
-        quality_micro: if c.kept { c.quality_micro } else { c.quality_micro.min(0) },
+        quality_micro: if paid { c.quality_micro } else { c.quality_micro.min(0) },
         bytes: u.bytes,
         uptime_ppm: u64::from(c.uptime_ppm),
     }
@@ -62,14 +75,14 @@ pub fn lease(spec: &doin_primitives::DomainSpec, fed: &FederatedState) -> Option
     (fed.rounds > 0).then(|| (fed.supervisor, fed.height.saturating_add(takeover_blocks(spec))))
 }
 
-/// Checks `round` against `state` and returns the payouts it makes (contributor, amount), in
-/// the order of its contributions. Signatures are the block's to check.
+/// Checks `round` against `state` at `height` (after settling an expired pending round, as
+/// applying it would). Signatures are the block's to check.
 pub fn check_round(
     state: &State,
     supervisor: Address,
     round: &FederatedRound,
     height: u64,
-) -> Result<Vec<(Address, Amount)>, TxError> {
+) -> Result<(), TxError> {
     let domain = state
         .domain(&round.domain)
         .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
@@ -79,7 +92,7 @@ pub fn check_round(
     if !state.stake(&supervisor).is_some_and(|s| s.supervises(&round.domain)) {
         return Err(rejected(format!("sender is not staked as a supervisor of {:?}", round.domain)));
     }
-    let fed = domain.federated.clone().unwrap_or_default();
+    let fed = audit::after_expiry(&domain.spec, &domain.federated.clone().unwrap_or_default(), height)?;
     if round.round != fed.rounds {
         return Err(rejected(format!(
             "round {} recorded, the domain's next round is {}",
@@ -115,9 +128,7 @@ pub fn check_round(
     if round.contributions.is_empty() {
         return Err(rejected("a round records at least one contribution"));
     }
-    let max_wall_ms = domain.spec.limits.max_wall_ms;
     let mut seen = std::collections::BTreeSet::new();
-    let mut inputs = Vec::with_capacity(round.contributions.len());
     for (i, c) in round.contributions.iter().enumerate() {
         let u = &c.update.body;
         let refuse = |why: String| rejected(format!("contribution {i} ({:?}): {why}", u.contributor));
@@ -142,44 +153,85 @@ pub fn check_round(
         if c.quality_micro.unsigned_abs() > MAX_QUALITY_MICRO as u64 {
             return Err(refuse(format!("quality {} is out of range", c.quality_micro)));
         }
-        let mut input = inputs_of(c, max_wall_ms);
-        if !state.stake(&u.contributor).is_some_and(|s| s.contributes(&round.domain)) {
-            input.quality_micro = input.quality_micro.min(0);
+        if u64::from(c.say_ppm) > PPM {
+            return Err(refuse(format!("say {} ppm is above 10^6", c.say_ppm)));
         }
-        inputs.push(input);
     }
-    let pool = domain.spec.bounty_per_accept.min(domain.bounty_left);
-    Ok(payout::payouts(pool.0, &inputs).into_iter().map(|p| (p.contributor, Amount(p.amount))).collect())
+    Ok(())
 }
 
-/// Applies a checked round: pays its contributors from the escrow and records the new model;
-/// returns the payouts (for the receipt).
+/// What applying a round transaction did: the rounds it settled (an expired pending one, and
+/// itself when nobody can audit it) and what they paid.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Rounds settled, in order.
+    pub settled: Vec<Settled>,
+    /// Payouts, in order.
+    pub paid: Vec<(Address, Amount)>,
+}
+
+/// Applies a round: settles an expired pending round of the domain first, records the new
+/// model, and either holds the round for its audit quorum or — no evaluator eligible — pays it
+/// by the supervisor's measurements at once.
 pub(crate) fn apply_round(
     state: &mut State,
     supervisor: Address,
     round: &FederatedRound,
     height: u64,
-) -> Result<Vec<(Address, Amount)>, TxError> {
-    let payouts = check_round(state, supervisor, round, height)?;
-    let mut paid = Amount::ZERO;
-    for (to, amount) in &payouts {
-        state.credit(*to, *amount).ok_or(TxError::Overflow("contributor balance"))?;
-        paid = paid.checked_add(*amount).ok_or(TxError::Overflow("round payout"))?;
+) -> Result<Applied, TxError> {
+    check_round(state, supervisor, round, height)?;
+    let mut applied = Applied::default();
+    let domain = state
+        .domain(&round.domain)
+        .cloned()
+        .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
+    if let Some(p) = domain.federated.as_ref().and_then(|f| f.pending.clone()) {
+        // Expired (check_round refuses otherwise): settled by the votes in hand.
+        let verdict = audit::decide(&p, usize::MAX, true).unwrap_or(audit::Verdict::Unpaid);
+        let mut cleared = domain.clone();
+        if let Some(f) = cleared.federated.as_mut() {
+            f.pending = None;
+        }
+        state.set_domain(round.domain.clone(), cleared);
+        let PendingRound { record, supervisor, previous_quality_micro, .. } = *p;
+        let (s, paid) = audit::settle(state, record, supervisor, previous_quality_micro, verdict)?;
+        applied.settled.push(s);
+        applied.paid.extend(paid);
     }
+    let auditors = audit::candidates(state, round, &supervisor);
     let mut domain = state
         .domain(&round.domain)
         .cloned()
         .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
-    domain.bounty_left = domain.bounty_left.checked_sub(paid).ok_or(TxError::Overflow("bounty escrow"))?;
     let before = domain.federated.clone().unwrap_or_default();
+    let previous_quality_micro = before.model_quality_micro;
     domain.federated = Some(FederatedState {
         rounds: round.round + 1,
         model: round.model,
         model_quality_micro: round.model_quality_micro,
         supervisor,
         height,
-        paid: before.paid.checked_add(paid).ok_or(TxError::Overflow("federated paid"))?,
+        pending: (!auditors.is_empty()).then(|| {
+            Box::new(PendingRound {
+                record: round.clone(),
+                supervisor,
+                height,
+                previous_quality_micro,
+                votes: Vec::new(),
+            })
+        }),
+        ..before
     });
     state.set_domain(round.domain.clone(), domain);
-    Ok(payouts)
+    if auditors.is_empty() {
+        let verdict = audit::Verdict::Paid {
+            qualities: round.contributions.iter().map(|c| c.quality_micro).collect(),
+            model_quality_micro: round.model_quality_micro,
+            outcome: RoundOutcome::Unaudited,
+        };
+        let (s, paid) = audit::settle(state, round.clone(), supervisor, previous_quality_micro, verdict)?;
+        applied.settled.push(s);
+        applied.paid.extend(paid);
+    }
+    Ok(applied)
 }
