@@ -318,7 +318,9 @@ fn join(
     register(node, key, &domain, stake, capabilities)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut done = 0u64;
-    let mut last: Option<u64> = None;
+    // The last round contributed to, and when the supervisor opened it (a round reopened —
+    // its record not taken, or rejected by its audit — is contributed to again).
+    let mut last: Option<Opened> = None;
     let mut failing = 0u32;
     // The last global model fetched: offered to a supervisor that lacks it (a standby taking
     // over from one that vanished right after recording it).
@@ -341,8 +343,8 @@ fn join(
         let attempt = contribute(node, job, key, &domain, trainer, last, &mut held);
         failing = if attempt.is_err() { failing + 1 } else { 0 };
         match attempt {
-            Ok(Some((round, code, v))) => {
-                last = Some(round);
+            Ok(Some(((round, opened), code, v))) => {
+                last = Some((round, opened));
                 if code == 202 {
                     done += 1;
                     println!("{}", json!({ "round": round, "admitted": v["admitted"], "contributed": done }));
@@ -383,17 +385,20 @@ fn heartbeat(node: &str, job: &str, key: &Keypair, domain: &DomainId) -> anyhow:
     wallet::http(node, "POST", &format!("/api/job/{job}/heartbeat"), Some(&body))
 }
 
-/// One attempt: `None` while there is no new open round; else the round, the HTTP status and
-/// the answer to the update sent.
+/// A round and when its supervisor opened it (node clock, ms).
+type Opened = (u64, u64);
+
+/// One attempt: `None` while there is no new open round; else the round (with when it was
+/// opened), the HTTP status and the answer to the update sent.
 fn contribute(
     node: &str,
     job: &str,
     key: &Keypair,
     domain: &DomainId,
     trainer: &mut Trainer,
-    last: Option<u64>,
+    last: Option<Opened>,
     held: &mut Option<(Hash, Vec<u8>)>,
-) -> anyhow::Result<Option<(u64, u16, Value)>> {
+) -> anyhow::Result<Option<(Opened, u16, Value)>> {
     {
         // Poll the small job list; fetch the model only for a new open round.
         let jobs = get_patiently(node, "/api/jobs")?;
@@ -409,7 +414,10 @@ fn contribute(
             println!("{}", json!({ "offered_model": hash.to_string(), "status": code, "answer": v }));
         }
         let open = entry["round"].as_u64().context("round")?;
-        if last.is_some_and(|l| open <= l) || entry["closed"].as_bool() == Some(true) {
+        let opened = entry["opened_ms"].as_u64().unwrap_or(0);
+        if last.is_some_and(|(round, at)| open < round || (open == round && opened == at))
+            || entry["closed"].as_bool() == Some(true)
+        {
             return Ok(None);
         }
         let m = get_patiently(node, &format!("/api/job/{job}/model"))?;
@@ -454,7 +462,7 @@ fn contribute(
         if code == 429 {
             return Ok(None);
         }
-        Ok(Some((round, code, v)))
+        Ok(Some(((round, opened), code, v)))
     }
 }
 

@@ -93,10 +93,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some("double-vote") => Some(doin_node::Adversary::DoubleVote),
         Some("double-finality-vote") => Some(doin_node::Adversary::DoubleFinalityVote),
         Some("inflate-trials") => Some(doin_node::Adversary::InflateTrials),
+        Some("tamper-round-model") => Some(doin_node::Adversary::TamperRoundModel),
         Some(other) => {
             anyhow::bail!(
-                "--adversary {other:?}: the behaviours are copy-reveals, double-vote, double-finality-vote and \
-                 inflate-trials"
+                "--adversary {other:?}: the behaviours are copy-reveals, double-vote, double-finality-vote, \
+                 inflate-trials and tamper-round-model"
             )
         }
     };

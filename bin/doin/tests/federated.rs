@@ -630,3 +630,78 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     contributors.clear();
     drop(nodes);
 }
+
+/// A supervisor that records models which are not the aggregate of their updates
+/// (`--adversary tamper-round-model`) is caught by its round's audit quorum (node 1, staked as
+/// an evaluator of the job): every such round is rejected — nothing paid, the job's model back
+/// at the round's base, the supervisor's stake slashed by the pool each time.
+#[test]
+fn a_supervisor_recording_a_false_aggregate_is_rejected_and_slashed() {
+    let _slot = serial();
+    const BASE: u16 = 18_840;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, configs) = common::devnet_setup(
+        dir.path(),
+        3,
+        1000,
+        &["--fl-contributors", "4", "--base-port", &BASE.to_string()],
+    );
+    let node = |i: usize, adversary: bool| {
+        let mut cmd = doin();
+        cmd.args(["node", "--config"]).arg(&configs[i]);
+        if adversary {
+            cmd.args(["--adversary", "tamper-round-model"]);
+        }
+        Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    };
+    let nodes: Vec<Killed> = (0..3).map(|i| node(i, i == 0)).collect();
+    let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
+    let supervisor =
+        doin_node::identity::load_or_create(&dir.path().join("node0/node.key")).unwrap().0.address();
+    let contributors: Vec<Killed> = (0..4)
+        .map(|i| {
+            Killed(
+                doin()
+                    .args(["fl", "join", "--node", &format!("127.0.0.1:{BASE}"), "--job", JOB, "--key"])
+                    .arg(dir.path().join(format!("fl/contributor{i}.key")))
+                    .arg("--data")
+                    .arg(dir.path().join(format!("fl/data/client-{i}.csv")))
+                    .args(["--rounds", "1000", "--timeout", "400"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let stake_of = |a: &Address| {
+        http_json(BASE + 2, &format!("/accounts/{a}"))
+            .and_then(|v| v["stake"].as_str().and_then(|s| s.parse::<u128>().ok()))
+    };
+    wait("node 1's API", 60, || stake_of(&supervisor).is_some());
+    let stake_before = stake_of(&supervisor).unwrap();
+    wait("two rejected rounds", 240, || {
+        jobs_at(1).is_some_and(|j| j["audit"]["rejected"].as_u64().unwrap_or(0) >= 2)
+    });
+    let job = jobs_at(1).unwrap();
+    eprintln!("after the rejections: {job}");
+    let audit = &job["audit"];
+    assert_eq!((audit["audited"].as_u64(), audit["unaudited"].as_u64()), (Some(0), Some(0)), "{audit}");
+    // Each rejection rewound the job: no round of the tampering supervisor stands.
+    let rejected = audit["rejected"].as_u64().unwrap();
+    let fed_rounds = http_json(BASE + 2, "/api/jobs").unwrap()["jobs"][0]["round"].as_u64().unwrap();
+    assert!(fed_rounds <= 1, "a tampered round stands: round {fed_rounds}");
+    // Slashed by the pool (1 DOIN) per rejected round; contributors were paid nothing.
+    let stake_after = stake_of(&supervisor).unwrap();
+    assert!(
+        stake_before - stake_after >= u128::from(rejected) * 1_000_000_000,
+        "{stake_before} → {stake_after}"
+    );
+    let cluster = http_json(BASE + 2, &format!("/api/cluster/{JOB}")).unwrap();
+    assert!(
+        cluster["last_payouts"].as_array().is_none_or(|p| p.is_empty()),
+        "a rejected round paid: {cluster}"
+    );
+    drop(contributors);
+    drop(nodes);
+}

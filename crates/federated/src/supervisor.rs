@@ -303,6 +303,11 @@ impl Job {
         self.closed.as_ref()
     }
 
+    /// When the open round opened (the caller's clock, ms).
+    pub fn opened_ms(&self) -> u64 {
+        self.opened_ms
+    }
+
     /// Accuracy of the current model on the test rows (after the first recorded round).
     pub fn accuracy(&self) -> Option<f64> {
         self.accuracy

@@ -33,10 +33,14 @@ pub struct AuditTask {
     pub seed: Hash,
     /// The base model when held here.
     pub base: Option<Vec<f32>>,
+    /// The record's inclusion height.
+    pub height: u64,
 }
 
-/// Audits under way or done: (job, round) → when started, and whether its vote is queued.
-pub type AuditLog = std::collections::BTreeMap<(String, u64), (Instant, bool)>;
+/// Audits under way or done: (job, round, inclusion height) → when started, and whether its
+/// vote is queued (a round rejected and recorded again — even with the same record — is a new
+/// audit).
+pub type AuditLog = std::collections::BTreeMap<(String, u64, u64), (Instant, bool)>;
 
 impl Jobs {
     /// Keeps an admitted update as an artifact for the round's auditors; returns its content
@@ -88,7 +92,7 @@ impl Jobs {
             if !members.contains(me) {
                 continue;
             }
-            let key = (id.clone(), p.record.round);
+            let key = (id.clone(), p.record.round, p.height);
             if log.get(&key).is_some_and(|(at, done)| *done || at.elapsed() < RETRY) {
                 continue;
             }
@@ -107,6 +111,7 @@ impl Jobs {
                 supervisor: p.supervisor,
                 seed,
                 base,
+                height: p.height,
             });
         }
         // Bounded: audits of rounds long settled are forgotten.
@@ -158,7 +163,7 @@ impl Jobs {
             model_quality_micro: a.model_quality_micro,
             qualities: BoundedVec::try_from_vec(a.qualities).map_err(|e| e.to_string())?,
         };
-        if let Some(e) = lock(&self.audits).get_mut(&(task.job.clone(), task.record.round)) {
+        if let Some(e) = lock(&self.audits).get_mut(&(task.job.clone(), task.record.round, task.height)) {
             e.1 = true;
         }
         self.events.emit(

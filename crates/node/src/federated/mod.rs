@@ -442,6 +442,7 @@ impl Jobs {
             let fed = d.federated.clone().unwrap_or_default();
             match rt.job.recorded(fed.rounds, fed.model, now) {
                 Ok(Some(closed)) => {
+                    rt.behind = None;
                     let round = closed.record.round;
                     rt.history.push((round, closed.accuracy));
                     self.serve(id, &closed.record.model);
@@ -465,7 +466,8 @@ impl Jobs {
                         json!({ "round": round, "model_hash": closed.record.model.to_string(), "accuracy": closed.accuracy }),
                     );
                 }
-                Ok(None) => {}
+                // The chain no longer names a model this job lacks (a rejected round rewound it).
+                Ok(None) => rt.behind = None,
                 Err(model) => {
                     // The chain recorded a model this node closed earlier (its record included
                     // after the round was reopened): resume from its checkpoint.
@@ -740,6 +742,10 @@ impl JobApi for Jobs {
                     "model_hash": hash.to_string(),
                     "admitted": rt.job.admitted(),
                     "closed": rt.job.closed().is_some(),
+                    // When the open round opened (node clock): a round reopened over the same
+                    // model — its record not taken, or rejected by its audit — is new to
+                    // contributors that sent for it before.
+                    "opened_ms": rt.job.opened_ms(),
                     "accuracy": rt.job.accuracy(),
                     "rule": rt.job.spec().rule.name(),
                     "behind": rt.behind.map(|h| h.to_string()),

@@ -132,6 +132,9 @@ pub enum Adversary {
     /// Publish its trials with inflated figures (every loss claimed 1 000 better than
     /// measured: a liar steering the other nodes' model-based optimizers).
     InflateTrials,
+    /// As a federated supervisor, record every round with a model that is not the aggregate of
+    /// its updates (a supervisor steering the job's model).
+    TamperRoundModel,
 }
 
 struct DomainRt {

@@ -33,6 +33,15 @@ impl Engine {
         self.register_created_jobs(&jobs, state).await;
         let records = jobs.step(state, may_record);
         for record in records {
+            #[cfg(feature = "adversary")]
+            let record = if self.adversary == Some(Adversary::TamperRoundModel) {
+                doin_primitives::FederatedRound {
+                    model: Hash::of_parts(&[b"tampered", &record.model.0]),
+                    ..record
+                }
+            } else {
+                record
+            };
             let (domain, round) = (record.domain.to_string(), record.round);
             let contributions = record.contributions.len();
             let tx = self.own_tx(state, doin_primitives::TxKind::FederatedRound { round: Box::new(record) });
