@@ -333,9 +333,9 @@ fn request_body(path: &str) -> Value {
             object(
                 &["chain_id", "sender", "nonce", "max_fee", "priority_fee", "kind", "signature"],
                 json!({
-                    "chain_id": { "type": "integer", "minimum": 0 },
+                    "chain_id": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
                     "sender": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
-                    "nonce": { "type": "integer", "minimum": 0 },
+                    "nonce": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
                     "max_fee": {},
                     "priority_fee": {},
                     "kind": { "type": "object" },
@@ -397,7 +397,7 @@ fn request_body(path: &str) -> Value {
         // A contributor's signed update and its weights (`doin fl join` builds them).
         "/api/job/{id}/update" => {
             let hex64 = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
-            let count = json!({ "type": "integer", "minimum": 0 });
+            let count = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX });
             let mut schema = object(
                 &["update", "weights"],
                 json!({
