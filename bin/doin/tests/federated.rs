@@ -621,6 +621,12 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     let after = jobs_at(1).unwrap();
     eprintln!("after the takeover: {after}");
     assert!(after["behind"].is_null(), "{after}");
+    // At most two rounds go unpaid: the one pending at the kill (its updates died with node 0,
+    // so node 1 could not audit it) and node 1's first, for which node 0 — still staked as the
+    // job's evaluator — was drawn and stayed silent. Node 0 is then not drawn again; with no
+    // evaluator left the next rounds are paid by the supervisor's word.
+    let audit = &after["audit"];
+    assert!(audit["unpaid"].as_u64().unwrap() <= 2 && audit["unaudited"].as_u64().unwrap() >= 1, "{audit}");
     // The rounds went on from the model recorded before the kill (consensus checks each round's
     // base against the recorded model): nothing was lost.
     assert_ne!(after["model_hash"], model_at_kill);

@@ -105,6 +105,9 @@ pub struct FederatedState {
     pub last_settled_round: u64,
     /// See `settled`.
     pub last_paid: Vec<(Address, Amount)>,
+    /// Evaluators drawn for an audit that expired without their vote, and the height until
+    /// which they are not drawn again for this domain (a stopped node stops being drawn).
+    pub absent: Vec<(Address, u64)>,
 }
 
 /// A recorded round waiting for its audit (`docs/design.md` §21c).

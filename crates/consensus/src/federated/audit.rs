@@ -93,14 +93,38 @@ fn excluded(record: &FederatedRound, supervisor: &Address, a: &Address) -> bool 
     a == supervisor || record.contributions.iter().any(|c| c.update.body.contributor == *a)
 }
 
+/// Blocks an evaluator that let an audit expire without its vote is not drawn again for the
+/// domain: ten audit windows.
+pub fn absence_blocks(spec: &doin_primitives::DomainSpec) -> u64 {
+    super::takeover_blocks(spec).saturating_mul(10)
+}
+
+fn absent_at(fed: &FederatedState, a: &Address, height: u64) -> bool {
+    fed.absent.iter().any(|(who, until)| who == a && *until > height)
+}
+
 /// Evaluators eligible now to audit `record` by `supervisor` (staked as evaluators of the
-/// domain, neither the supervisor nor a contributor of the round).
+/// domain, neither the supervisor nor a contributor of the round, not absent).
 pub fn candidates(state: &State, record: &FederatedRound, supervisor: &Address) -> Vec<Candidate> {
     let members = state.evaluators(&record.domain);
+    let fed = state.domain(&record.domain).and_then(|d| d.federated.clone()).unwrap_or_default();
+    let height = state.height();
     quorum::eligible_at(state, &record.domain, members.iter())
         .into_iter()
-        .filter(|c| !excluded(record, supervisor, &c.address))
+        .filter(|c| !excluded(record, supervisor, &c.address) && !absent_at(&fed, &c.address, height))
         .collect()
+}
+
+/// Marks the members of `domain`'s pending quorum that did not vote as absent from `height`
+/// (its audit expired); forgets absences that are over.
+pub(crate) fn mark_absent(state: &State, domain: &DomainId, fed: &mut FederatedState, height: u64) {
+    let Some(p) = fed.pending.as_ref() else { return };
+    let until = state.domain(domain).map_or(height, |d| height.saturating_add(absence_blocks(&d.spec)));
+    let silent: Vec<Address> = quorum_of(state, domain)
+        .map(|(members, _)| members.into_iter().filter(|m| !p.votes.iter().any(|(a, _)| a == m)).collect())
+        .unwrap_or_default();
+    fed.absent.retain(|(a, u)| *u > height && !silent.contains(a));
+    fed.absent.extend(silent.into_iter().map(|a| (a, until)));
 }
 
 /// The pending round's quorum and seed, once the block after its inclusion exists (`None`
@@ -110,10 +134,11 @@ pub fn quorum_of(state: &State, domain: &DomainId) -> Option<(Vec<Address>, Hash
     let p = d.federated.as_ref()?.pending.as_ref()?;
     let inclusion = state.recent_at(p.height)?;
     let beacon = state.recent_at(p.height.checked_add(1)?)?.beacon;
+    let fed = d.federated.as_ref()?;
     let candidates: Vec<Candidate> = inclusion
         .eligible(domain)
         .iter()
-        .filter(|c| !excluded(&p.record, &p.supervisor, &c.address))
+        .filter(|c| !excluded(&p.record, &p.supervisor, &c.address) && !absent_at(fed, &c.address, p.height))
         .copied()
         .collect();
     let k = quorum::quorum_size(candidates.len(), &d.spec.quorum);

@@ -190,6 +190,8 @@ pub(crate) fn apply_round(
         let verdict = audit::decide(&p, usize::MAX, true).unwrap_or(audit::Verdict::Unpaid);
         let mut cleared = domain.clone();
         if let Some(f) = cleared.federated.as_mut() {
+            // Members that let it expire are not drawn for a while (a stopped node).
+            audit::mark_absent(state, &round.domain, f, height);
             f.pending = None;
         }
         state.set_domain(round.domain.clone(), cleared);

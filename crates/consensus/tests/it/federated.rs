@@ -458,7 +458,9 @@ fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
     let again = round_of(0, Hash::ZERO, vec![contribution(&keys, 3, 0, Hash::ZERO, 5_000)]);
     record(&mut net, SUPERVISOR, again).unwrap();
     let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
-    for _ in 0..13 {
+    net.heartbeat(Vec::new()).unwrap();
+    let silent = quorum(&net);
+    for _ in 0..12 {
         net.heartbeat(Vec::new()).unwrap();
     }
     let next = round_of(1, model(1), vec![contribution(&keys, 2, 1, model(1), 5_000)]);
@@ -470,4 +472,11 @@ fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
     let fed = d.federated.clone().unwrap();
     assert_eq!((fed.rounds, fed.unpaid, fed.pending.as_ref().map(|p| p.record.round)), (2, 1, Some(1)));
     assert_eq!(d.bounty_left, escrow, "an unaudited round's pool stays in the escrow");
+    // The silent members are not drawn again for a while: the next quorum is the one evaluator
+    // left (a stopped node stops holding rounds up).
+    assert_eq!(fed.absent.len(), 3, "{:?}", fed.absent);
+    net.heartbeat(Vec::new()).unwrap();
+    let next = quorum(&net);
+    assert_eq!(next.len(), 1);
+    assert!(!silent.contains(&next[0]), "a silent member drawn again: {next:?} of {silent:?}");
 }
