@@ -538,6 +538,28 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     drop(node);
 }
 
+/// The four contributors of a `devnet_setup` layout (`--fl-contributors 4`), joined to node 0
+/// at `base` (and to node 1 as the fallback when `fallback`).
+fn devnet_contributors(dir: &Path, base: u16, fallback: bool) -> Vec<Killed> {
+    (0..4)
+        .map(|i| {
+            let mut cmd = doin();
+            cmd.args(["fl", "join", "--node", &format!("127.0.0.1:{base}"), "--job", JOB]);
+            if fallback {
+                cmd.args(["--fallback", &format!("127.0.0.1:{}", base + 2)]);
+            }
+            cmd.arg("--key")
+                .arg(dir.join(format!("fl/contributor{i}.key")))
+                .arg("--data")
+                .arg(dir.join(format!("fl/data/client-{i}.csv")))
+                .args(["--rounds", "1000", "--timeout", "400"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            Killed(cmd.spawn().unwrap())
+        })
+        .collect()
+}
+
 /// A supervisor that vanishes is replaced without losing the model: three `doin node`s of a
 /// devnet, node 0 running the job and node 1 standing by (both staked as its supervisors, node
 /// 1 fetching every recorded model as an artifact); four contributors with node 1 as their
@@ -578,23 +600,7 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
         })
         .collect();
     let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
-    let mut contributors: Vec<Killed> = (0..4)
-        .map(|i| {
-            Killed(
-                doin()
-                    .args(["fl", "join", "--node", &format!("127.0.0.1:{BASE}"), "--job", JOB])
-                    .args(["--fallback", &format!("127.0.0.1:{}", BASE + 2), "--key"])
-                    .arg(dir.path().join(format!("fl/contributor{i}.key")))
-                    .arg("--data")
-                    .arg(dir.path().join(format!("fl/data/client-{i}.csv")))
-                    .args(["--rounds", "1000", "--timeout", "400"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let mut contributors = devnet_contributors(dir.path(), BASE, true);
 
     // Node 0 runs the job; node 1 follows it, holding every recorded model.
     wait("four rounds by node 0", 180, || jobs_at(0).is_some_and(|j| j["round"].as_u64() >= Some(4)));
@@ -664,22 +670,7 @@ fn a_supervisor_recording_a_false_aggregate_is_rejected_and_slashed() {
     let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
     let supervisor =
         doin_node::identity::load_or_create(&dir.path().join("node0/node.key")).unwrap().0.address();
-    let contributors: Vec<Killed> = (0..4)
-        .map(|i| {
-            Killed(
-                doin()
-                    .args(["fl", "join", "--node", &format!("127.0.0.1:{BASE}"), "--job", JOB, "--key"])
-                    .arg(dir.path().join(format!("fl/contributor{i}.key")))
-                    .arg("--data")
-                    .arg(dir.path().join(format!("fl/data/client-{i}.csv")))
-                    .args(["--rounds", "1000", "--timeout", "400"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let contributors = devnet_contributors(dir.path(), BASE, false);
     let stake_of = |a: &Address| {
         http_json(BASE + 2, &format!("/accounts/{a}"))
             .and_then(|v| v["stake"].as_str().and_then(|s| s.parse::<u128>().ok()))

@@ -125,17 +125,32 @@ fn every_bad_update_is_refused_by_name_and_nothing_is_kept() {
     assert!(err.to_string().contains("quarantined until round"), "{err}");
 }
 
+/// The digits with 360 test rows, the rest split over ten label-skewed contributors (and their
+/// keys).
+struct Digits {
+    data: Tabular,
+    test: Vec<usize>,
+    train: Vec<usize>,
+    parts: Vec<Vec<usize>>,
+    keys: Vec<Keypair>,
+}
+
+fn digits() -> Digits {
+    let data = doin_ml::data::digits().unwrap();
+    let rows: Vec<usize> = (0..data.rows()).collect();
+    let (test, train) = rows.split_at(360);
+    let parts = split::dirichlet(train, &data.y, 10, 0.5, 10, 7);
+    Digits { test: test.to_vec(), train: train.to_vec(), parts, keys: (0..10).map(key).collect(), data }
+}
+
 /// Ten contributors with label-skewed digits, two of them sending their update sign-flipped
 /// × 5: the records put the attackers' contributions as dropped and non-positive, the honest
 /// ones kept; the model improves; the attackers end quarantined; the chain's adoption opens the
 /// next round, and a round the chain did not take leaves the model as it was.
 #[test]
 fn rounds_drop_sign_flippers_and_advance_only_when_recorded() {
-    let data = doin_ml::data::digits().unwrap();
-    let rows: Vec<usize> = (0..data.rows()).collect();
-    let (test, train_rows) = rows.split_at(360);
-    let parts = split::dirichlet(train_rows, &data.y, 10, 0.5, 10, 7);
-    let keys: Vec<Keypair> = (0..10).map(key).collect();
+    let Digits { data, test, train: train_rows, parts, keys } = digits();
+    let (test, train_rows) = (&test[..], &train_rows[..]);
     let mut job = Job::new(spec(), 0, None, 0).unwrap();
     let mut now = 0;
     let mut first_accuracy = None;
@@ -222,11 +237,8 @@ fn the_deadline_adapts_to_past_arrivals() {
 /// own seed; a record whose model, kept flags or say differ from the aggregate fails.
 #[test]
 fn an_auditor_reproduces_honest_rounds_and_catches_a_changed_record() {
-    let data = doin_ml::data::digits().unwrap();
-    let rows: Vec<usize> = (0..data.rows()).collect();
-    let (test, train_rows) = rows.split_at(360);
-    let parts = split::dirichlet(train_rows, &data.y, 10, 0.5, 10, 7);
-    let keys: Vec<Keypair> = (0..10).map(key).collect();
+    let Digits { data, test, train: train_rows, parts, keys } = digits();
+    let (test, train_rows) = (&test[..], &train_rows[..]);
     let mut job = Job::new(spec(), 0, None, 0).unwrap();
     let mlp = Mlp::new(&job.spec().sizes).unwrap();
     let mut now = 0;
