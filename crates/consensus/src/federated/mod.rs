@@ -99,7 +99,9 @@ pub fn check_round(
             round.round, fed.rounds
         )));
     }
-    if fed.rounds > 0 && round.base != fed.model {
+    // Before the first round the base is the supervisor's (the initial model is not on chain);
+    // once a model is recorded — even by a round 0 that was then rejected — rounds start there.
+    if fed.model != Hash::ZERO && round.base != fed.model {
         return Err(rejected(format!(
             "round starts from model {}, the domain's model is {}",
             round.base, fed.model

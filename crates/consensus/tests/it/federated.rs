@@ -480,3 +480,26 @@ fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
     assert_eq!(next.len(), 1);
     assert!(!silent.contains(&next[0]), "a silent member drawn again: {next:?} of {silent:?}");
 }
+
+/// A rejected first round pins the job's initial model: the round is recorded again only from
+/// the base the rejected record named (the supervisor cannot swap the starting model).
+#[test]
+fn a_rejected_first_round_pins_its_base() {
+    let mut net = federated_net_with(4);
+    let keys = net.keys.clone();
+    let initial = Hash::of_encoded(&"initial model");
+    let round = round_of(0, initial, vec![contribution(&keys, 2, 0, initial, 5_000)]);
+    record(&mut net, SUPERVISOR, round.clone()).unwrap();
+    net.heartbeat(Vec::new()).unwrap();
+    let members = quorum(&net);
+    for m in &members[..2] {
+        net.heartbeat(vec![net.tx(*m, vote(&round, false, &[5_000]))]).unwrap();
+    }
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!((fed.rounds, fed.model, fed.rejected), (0, initial, 1));
+    let other = Hash::of_encoded(&"another initial model");
+    let swapped = round_of(0, other, vec![contribution(&keys, 2, 0, other, 5_000)]);
+    refused(&mut net, SUPERVISOR, swapped, "round starts from model");
+    let again = round_of(0, initial, vec![contribution(&keys, 3, 0, initial, 5_000)]);
+    record(&mut net, SUPERVISOR, again).unwrap();
+}
