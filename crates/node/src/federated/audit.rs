@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use doin_consensus::{State, federated::audit::quorum_of};
-use doin_federated::supervisor::{Job, from_bytes, weights_hash};
+use doin_federated::supervisor::{from_bytes, weights_hash};
 use doin_primitives::{Address, BoundedVec, FederatedRound, Hash, RoundVote};
 
 use super::{Jobs, checkpoint_path, lock, write_durably};
@@ -43,8 +43,8 @@ pub struct AuditTask {
 pub type AuditLog = std::collections::BTreeMap<(String, u64, u64), (Instant, bool)>;
 
 impl Jobs {
-    /// Keeps an admitted update as an artifact for the round's auditors; returns its content
-    /// address to announce.
+    /// Keeps an admitted update as an artifact for the round's auditors and queues its
+    /// announcement.
     pub(super) fn keep_update(&self, job: &str, round: u64, weights: &[u8]) {
         let hash = Hash::of_artifact(weights);
         let path = self.dir.join(job).join("updates").join(round.to_string()).join(format!("{hash}.f32"));
@@ -98,7 +98,7 @@ impl Jobs {
             }
             log.insert(key, (Instant::now(), false));
             let base = if p.record.round == 0 {
-                Job::new(rt.job.spec().clone(), 0, None, 0).ok().map(|j| j.model().1.to_vec())
+                super::initial_model(rt.job.spec())
             } else {
                 std::fs::read(checkpoint_path(&self.dir, id, &p.record.base))
                     .ok()

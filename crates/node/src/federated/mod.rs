@@ -301,6 +301,11 @@ fn saved_from(v: &Value) -> Vec<Saved> {
     parsed
 }
 
+/// The job's initial model (round 0's base, seeded by its spec).
+fn initial_model(spec: &JobSpec) -> Option<Vec<f32>> {
+    Job::new(spec.clone(), 0, None, 0).ok().map(|j| j.model().1.to_vec())
+}
+
 fn checkpoint_path(dir: &Path, job: &str, model: &Hash) -> PathBuf {
     dir.join(job).join(format!("{model}.f32"))
 }
@@ -559,7 +564,7 @@ impl Jobs {
         let path = checkpoint_path(&self.dir, rt.domain.as_str(), model);
         let weights = if rounds == 0 {
             // A rejected first round: back to the job's initial model.
-            Job::new(rt.job.spec().clone(), 0, None, now).ok()?.model().1.to_vec()
+            initial_model(rt.job.spec())?
         } else {
             std::fs::read(path).ok().and_then(|b| from_bytes(&b))?
         };

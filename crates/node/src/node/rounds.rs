@@ -84,15 +84,7 @@ impl Engine {
                 let dir = jobs.download_dir();
                 let fetch = |hash: Hash| {
                     let (net, dir, extra) = (net.clone(), dir.clone(), extra.clone());
-                    async move {
-                        let d = doin_net::artifact::fetch(&net, hash, &dir, &extra)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let bytes = tokio::fs::read(&d.path).await.map_err(|e| e.to_string());
-                        let _ = tokio::fs::remove_file(&d.path).await;
-                        let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;
-                        bytes
-                    }
+                    async move { fetch_bytes(&net, hash, &dir, &extra).await.map(|(bytes, _)| bytes) }
                 };
                 let result = async {
                     let base = match &task.base {
@@ -221,17 +213,9 @@ impl Engine {
             tokio::spawn(async move {
                 let dir = jobs.download_dir();
                 let extra: Vec<doin_net::PeerId> = holder.into_iter().collect();
-                let installed = match doin_net::artifact::fetch(&net, model, &dir, &extra).await {
-                    Ok(d) => {
-                        let result = match tokio::fs::read(&d.path).await {
-                            Ok(bytes) => jobs.install(&job, &model, &bytes),
-                            Err(e) => Err(format!("reading the download: {e}")),
-                        };
-                        let _ = tokio::fs::remove_file(&d.path).await;
-                        let _ = tokio::fs::remove_dir_all(dir.join(format!("{model}.parts"))).await;
-                        result.map(|()| d.providers)
-                    }
-                    Err(e) => Err(e.to_string()),
+                let installed = match fetch_bytes(&net, model, &dir, &extra).await {
+                    Ok((bytes, providers)) => jobs.install(&job, &model, &bytes).map(|()| providers),
+                    Err(e) => Err(e),
                 };
                 match installed {
                     Ok(providers) => {
@@ -245,4 +229,19 @@ impl Engine {
             });
         }
     }
+}
+
+/// Fetches the artifact `hash` from its DHT providers plus `extra`, into `dir`, and returns its
+/// bytes and how many providers served it; the download's files are removed.
+async fn fetch_bytes(
+    net: &doin_net::NetworkHandle,
+    hash: Hash,
+    dir: &std::path::Path,
+    extra: &[doin_net::PeerId],
+) -> Result<(Vec<u8>, usize), String> {
+    let d = doin_net::artifact::fetch(net, hash, dir, extra).await.map_err(|e| e.to_string())?;
+    let bytes = tokio::fs::read(&d.path).await.map_err(|e| format!("reading the download: {e}"));
+    let _ = tokio::fs::remove_file(&d.path).await;
+    let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;
+    Ok((bytes?, d.providers))
 }
