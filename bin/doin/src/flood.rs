@@ -84,6 +84,7 @@ fn bogus(domain: &DomainId, messages: usize, keys: usize) -> Vec<GossipMessage> 
                         round: 0,
                         measured: Metric(0),
                         data_hash: Hash::ZERO,
+                        artifact_measured: None,
                     },
                     key,
                 ))),

@@ -5,6 +5,7 @@ mod bench;
 mod devnet;
 mod fl;
 mod flood;
+mod infer;
 mod node_cmd;
 mod plugin_guard;
 mod sim;
@@ -37,6 +38,9 @@ enum Command {
     /// Federated training as a contributor: split data, join a job, its status.
     #[command(subcommand)]
     Fl(fl::Fl),
+    /// Predictions from a domain's verified champion model, receipts checked (one JSON line per
+    /// node).
+    Infer(infer::InferArgs),
     /// A node's status (its `/status` endpoint).
     Status(wallet::NodeUrl),
     /// Creates a node key (mode 0600) and prints its address and peer id.
@@ -127,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             fl::run(f)
         }
         Command::Status(n) => wallet::status(n),
+        Command::Infer(a) => infer::run(a),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {
             if out.exists() {

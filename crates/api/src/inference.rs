@@ -1,9 +1,15 @@
-//! `POST /inference` and `GET /inference/{task_id}`: inference from the current champion. A
-//! request (with the node's API key) becomes an `Inference` task in the pull queue carrying the
-//! champion's parameters and the request's inputs; a worker (the node's external evaluator, for
-//! example a GPU box running the domain's plugin) claims it after any verification work,
-//! computes the answer with the champion's model and completes it with a `result`, which the
-//! requester then reads. Nothing of it goes on chain.
+//! `POST /inference` and `GET /inference/{task_id}`: inference from the current champion.
+//!
+//! - **Served** (a domain this node serves, [`InferenceApi::serves`]): the node runs the
+//!   champion's verified model itself and answers `200` at once with the outputs, the optimae and
+//!   artifact they came from, the quorum's measured quality of that artifact, and a receipt the
+//!   node signs over the exact inputs and outputs. No API key: anyone may ask (the per-IP rate
+//!   limit applies).
+//! - **Queued** (other domains, with the node's API key): the request becomes an `Inference`
+//!   task in the pull queue carrying the champion's parameters and the request's inputs; a
+//!   worker (the node's external evaluator, for example a GPU box running the domain's plugin)
+//!   claims it after any verification work and completes it with a `result`, which the requester
+//!   reads at `GET /inference/{task_id}`. That answer is the worker's word, not checked.
 
 use axum::{
     Json,
@@ -19,6 +25,77 @@ use crate::{ApiError, ApiResult, ApiState, check_key, store, tasks};
 
 /// Largest `inputs` accepted, bytes of JSON.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// Most rows one served request may carry.
+pub const MAX_ROWS: usize = 1024;
+
+/// Why a served answer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeError {
+    /// The champion has no model whose quality a quorum measured.
+    NoModel(String),
+    /// The model could not be fetched or run here now.
+    Unavailable(String),
+    /// Every inference slot stayed busy past the wait.
+    Busy(String),
+    /// The inputs do not fit the model.
+    BadInput(String),
+}
+
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        match e {
+            ServeError::NoModel(d) => ApiError::new(StatusCode::CONFLICT, "no_model", d),
+            ServeError::Unavailable(d) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", d)
+            }
+            ServeError::Busy(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", d),
+            ServeError::BadInput(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_inputs", d),
+        }
+    }
+}
+
+/// What the node's inference server offers the HTTP edge.
+pub trait InferenceApi: Send + Sync + std::fmt::Debug {
+    /// Whether this node answers `domain` itself.
+    fn serves(&self, domain: &str) -> bool;
+    /// Answers `rows` with `domain`'s champion model: `{outputs, predictions?, optimae,
+    /// artifact, model_quality, height, receipt}`.
+    fn answer(
+        &self,
+        domain: String,
+        rows: Vec<Vec<f64>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ServeError>> + Send>>;
+}
+
+/// The request's inputs as rows of numbers: an array of rows, or one row.
+fn rows_of(inputs: &Value) -> Result<Vec<Vec<f64>>, ApiError> {
+    let bad = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_inputs", d);
+    let row = |v: &Value, i: usize| -> Result<Vec<f64>, ApiError> {
+        v.as_array()
+            .ok_or_else(|| bad(format!("inputs[{i}] is not an array of numbers")))?
+            .iter()
+            .enumerate()
+            .map(|(j, x)| x.as_f64().ok_or_else(|| bad(format!("inputs[{i}][{j}] is not a number"))))
+            .collect()
+    };
+    let all = inputs.as_array().ok_or_else(|| bad("inputs must be an array (one row, or rows)".into()))?;
+    if all.is_empty() {
+        return Err(bad("inputs is empty".into()));
+    }
+    let rows = if all.iter().all(Value::is_number) {
+        vec![row(inputs, 0)?]
+    } else {
+        all.iter().enumerate().map(|(i, r)| row(r, i)).collect::<Result<Vec<_>, _>>()?
+    };
+    if rows.len() > MAX_ROWS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "inputs_too_large",
+            format!("{} rows, at most {MAX_ROWS}", rows.len()),
+        ));
+    }
+    Ok(rows)
+}
 
 /// The request.
 #[derive(Debug, Deserialize)]
@@ -39,41 +116,71 @@ fn in_units(kind: &ParamKind, v: i64) -> f64 {
     }
 }
 
-/// `POST /inference` → `202 {task_id, status, champion}`.
+/// Refuses inputs over [`MAX_INPUT_BYTES`] of JSON.
+fn check_size(inputs: &Value) -> Result<(), ApiError> {
+    if serde_json::to_vec(inputs).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_INPUT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "inputs_too_large",
+            format!("inputs over {MAX_INPUT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The domain on chain and its champion: `404 unknown_domain`, `409 no_champion`.
+fn champion_of<'a>(
+    domain: Option<&'a doin_consensus::state::DomainState>,
+    name: &str,
+) -> Result<(&'a doin_consensus::state::DomainState, &'a doin_consensus::state::Champion), ApiError> {
+    let domain = domain.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_domain", format!("no domain {name} on chain"))
+    })?;
+    let champion = domain.champion.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "no_champion", format!("domain {name} has no champion yet"))
+    })?;
+    Ok((domain, champion))
+}
+
+/// `POST /inference` → `200 {outputs, …, receipt}` (served) or `202 {task_id, status, champion}`
+/// (queued).
 pub(crate) async fn submit(
     State(s): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<Request>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    // A domain this node serves is answered here, with no API key.
+    if let Ok(Json(req)) = &body
+        && let Some(server) = s.inference.clone().filter(|i| i.serves(&req.domain_id))
+    {
+        let result = async {
+            check_size(&req.inputs)?;
+            let rows = rows_of(&req.inputs)?;
+            {
+                let st = store(&s);
+                let state = st.tip();
+                let id = doin_primitives::DomainId::new(req.domain_id.as_str())
+                    .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_domain", "not a domain id"))?;
+                champion_of(state.domain(&id), &req.domain_id)?;
+            }
+            server.answer(req.domain_id.clone(), rows).await.map_err(ApiError::from)
+        }
+        .await;
+        return match result {
+            Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let result = (|| -> Result<Value, ApiError> {
         check_key(&s, &headers)?;
         let Json(req) =
             body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-        if serde_json::to_vec(&req.inputs).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_INPUT_BYTES {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "inputs_too_large",
-                format!("inputs over {MAX_INPUT_BYTES} bytes"),
-            ));
-        }
+        check_size(&req.inputs)?;
         let st = store(&s);
         let state = st.tip();
         let id = doin_primitives::DomainId::new(req.domain_id.as_str())
             .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_domain", "not a domain id"))?;
-        let domain = state.domain(&id).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_domain",
-                format!("no domain {} on chain", req.domain_id),
-            )
-        })?;
-        let champion = domain.champion.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "no_champion",
-                format!("domain {} has no champion yet", req.domain_id),
-            )
-        })?;
+        let (domain, champion) = champion_of(state.domain(&id), &req.domain_id)?;
         let (block, index) = st
             .certificate_location(&champion.commit)
             .map_err(ApiError::internal)?

@@ -186,6 +186,8 @@ pub struct ApiState {
     pub chain_cache: Arc<Mutex<views::ChainCache>>,
     /// The federated jobs this node supervises (`/api/job*`, `/api/cluster`), if any.
     pub jobs: Option<Arc<dyn jobs::JobApi>>,
+    /// The node's inference server (`POST /inference` for the domains it serves), if any.
+    pub inference: Option<Arc<dyn inference::InferenceApi>>,
 }
 
 impl ApiState {
@@ -692,6 +694,8 @@ async fn domains(State(s): State<ApiState>) -> ApiResult {
                     "optimizer": c.optimizer.to_string(),
                     "commit": c.commit.to_string(),
                     "height": c.height,
+                    "artifact": c.artifact.map(|a| a.to_string()),
+                    "model_quality": c.model_quality.map(|q| q.to_f64()),
                 })),
             })
         })

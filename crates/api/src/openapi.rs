@@ -130,11 +130,12 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         ok: 202,
-        errors: &[400, 401, 403, 404, 409, 413, 503],
+        errors: &[400, 401, 403, 404, 409, 413, 422, 503],
         ..op(
             "post",
             "/inference",
-            "Inference from the domain's champion (x-api-key): queued for a worker.",
+            "Inference from the domain's champion: answered here (200, with a signed receipt) for a \
+             domain this node serves, otherwise queued for a worker (202, x-api-key).",
             &["task_id", "status", "champion"],
         )
     },
@@ -504,6 +505,14 @@ pub fn document_value() -> Value {
         let entry = paths.entry(o.path.to_owned()).or_insert_with(|| json!({}));
         entry[o.method] = operation;
     }
+    // `POST /inference` also answers 200: a domain this node serves is answered at once.
+    paths["/inference"]["post"]["responses"]["200"] = json!({
+        "description": reason(200),
+        "content": { "application/json": { "schema": {
+            "type": "object",
+            "required": ["domain_id", "optimae", "artifact", "model_quality", "height", "outputs", "receipt"],
+        } } },
+    });
     json!({
         "openapi": "3.0.3",
         "info": { "title": "DOIN node API", "version": env!("CARGO_PKG_VERSION") },

@@ -305,6 +305,8 @@ pub(crate) async fn optimization(State(s): State<ApiState>) -> ApiResult {
                     "optimizer": c.optimizer.to_string(),
                     "commit": c.commit.to_string(),
                     "performance": c.performance.to_f64(),
+                    "artifact": c.artifact.map(|a| a.to_string()),
+                    "model_quality": c.model_quality.map(|q| q.to_f64()),
                 })),
                 "improvements": d.stats.improvements,
                 "rejected": d.stats.rejected,

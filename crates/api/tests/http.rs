@@ -82,6 +82,7 @@ fn fixture() -> Fixture {
         stats: Some(doin_api::stats::Stats::new(stats_db(dir.path())).unwrap()),
         chain_cache: Arc::default(),
         jobs: None,
+        inference: None,
     };
     Fixture { _dir: dir, chain, state, done }
 }

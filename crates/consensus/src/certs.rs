@@ -64,6 +64,21 @@ pub fn median(values: &[Metric]) -> Metric {
     v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or_default()
 }
 
+/// The quality of a reveal's model artifact: the median of the deciding votes' measurements of
+/// it, when more than half of them measured it (an artifact most of its quorum could not fetch
+/// or run has no quality, and is not served). A vote measuring an artifact the reveal does not
+/// attach is refused.
+pub fn model_quality(attached: bool, deciding: &[Vote]) -> Result<Option<Metric>, CertError> {
+    let figures: Vec<Metric> = deciding.iter().filter_map(|v| v.artifact_measured).collect();
+    if !attached {
+        if let Some(i) = deciding.iter().position(|v| v.artifact_measured.is_some()) {
+            return Err(vote_err(i, "measures a model artifact the reveal does not attach"));
+        }
+        return Ok(None);
+    }
+    Ok((figures.len() * 2 > deciding.len()).then(|| median(&figures)))
+}
+
 fn vote_err(index: usize, reason: impl Into<String>) -> CertError {
     CertError::Vote { index, reason: reason.into() }
 }
@@ -311,6 +326,10 @@ pub(crate) fn apply_certificate(
         let (agreeing, outliers) = group_check(spec, &q, cert, cert.votes.iter().collect(), Vec::new());
         (m, agreeing, outliers)
     };
+    let model_quality = model_quality(
+        reveal.artifact.is_some(),
+        if cert.escalated() { &cert.escalation } else { &cert.votes },
+    )?;
     let noise = certificate_noise(spec, cert, decisive_median);
     // 7. Outcome: over-claim beyond the tolerance at the median is a reject; with a relative
     //    tolerance a claim off by a constant factor is refused at any scale.
@@ -401,6 +420,7 @@ pub(crate) fn apply_certificate(
                     optimizer: commit.optimizer,
                     params_hash,
                     artifact: reveal.artifact,
+                    model_quality,
                     height,
                 });
                 // Unverified claims draw nothing from the escrow.

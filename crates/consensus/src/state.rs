@@ -157,6 +157,10 @@ pub struct Champion {
     pub params_hash: Hash,
     /// Model artifact, if any.
     pub artifact: Option<Hash>,
+    /// The artifact's quality: the median of the deciding quorum's measurements of it on the
+    /// domain's held-out data, when a majority of that quorum measured it (otherwise `None`,
+    /// and no node serves the artifact).
+    pub model_quality: Option<Metric>,
     /// Height it was accepted at.
     pub height: u64,
 }

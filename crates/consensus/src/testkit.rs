@@ -188,7 +188,14 @@ impl TestNet {
     pub fn vote(&self, evaluator: &Address, commit: Hash, round: u8, measured: Metric) -> Vote {
         let key = self.key_of(evaluator).unwrap_or_else(|| panic!("no key for {evaluator:?}"));
         Signed::sign(
-            VoteBody { commit, evaluator: *evaluator, round, measured, data_hash: Hash::of(&commit.0) },
+            VoteBody {
+                commit,
+                evaluator: *evaluator,
+                round,
+                measured,
+                data_hash: Hash::of(&commit.0),
+                artifact_measured: None,
+            },
             key,
         )
     }

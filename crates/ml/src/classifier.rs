@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use doin_optimize::{
     Dim, Space, Value,
-    domain::{Budget, Domain, EvalError, Measurement},
+    domain::{Budget, Domain, EvalError, Inference, Measurement},
 };
 use doin_primitives::Hash;
 
 use crate::{
     data::{self, Tabular},
+    model::{Model, argmax},
     net::{self, Targets, Task, TrainConfig},
     params::Params,
 };
@@ -92,6 +93,34 @@ impl MlpClassifier {
         }
     }
 
+    /// The held-out rows a published model is measured on ([`data::model_split`]): features and
+    /// labels (what a client checks served answers against).
+    pub fn held_out(&self) -> (Vec<Vec<f64>>, Vec<i64>) {
+        let split = data::model_split(self.data.rows(), Self::ID);
+        let f = self.data.features;
+        let rows = split
+            .test
+            .iter()
+            .map(|&i| self.data.x[i * f..(i + 1) * f].iter().map(|v| f64::from(*v)).collect());
+        (rows.collect(), split.test.iter().map(|&i| self.data.y[i]).collect())
+    }
+
+    /// A model artifact of this domain's shape.
+    fn model(&self, artifact: &[u8]) -> Result<Model, EvalError> {
+        let m = Model::from_bytes(artifact).map_err(EvalError::BadParams)?;
+        if m.inputs() != self.data.features || m.outputs() != self.data.classes {
+            return Err(EvalError::BadParams(format!(
+                "the model maps {} inputs to {} outputs; {} takes {} features to {} classes",
+                m.inputs(),
+                m.outputs(),
+                Self::ID,
+                self.data.features,
+                self.data.classes
+            )));
+        }
+        Ok(m)
+    }
+
     fn accuracy(&self, logits: &[f32], idx: &[usize]) -> f64 {
         let n = self.data.classes;
         let correct = idx
@@ -124,6 +153,52 @@ impl Domain for MlpClassifier {
 
     fn higher_is_better(&self) -> bool {
         true
+    }
+
+    fn has_model(&self) -> bool {
+        true
+    }
+
+    /// Trains on the fixed model split's training rows (never its held-out rows).
+    fn train(&self, params: &[Value], seed: Option<&Hash>, budget: Budget) -> Result<Vec<u8>, EvalError> {
+        let split = data::model_split(self.data.rows(), Self::ID);
+        let config = self.config(params, crate::seed_u64(seed))?;
+        let trained = net::train(self.training_data(), &split.train, &split.val, &config, &budget)?;
+        Ok(trained.model.export()?.to_bytes())
+    }
+
+    /// Accuracy on the model split's held-out rows, by the artifact's own forward pass.
+    fn measure_artifact(&self, artifact: &[u8]) -> Result<f64, EvalError> {
+        let m = self.model(artifact)?;
+        let split = data::model_split(self.data.rows(), Self::ID);
+        let f = self.data.features;
+        let correct = split
+            .test
+            .iter()
+            .filter(|&&i| argmax(&m.forward(&self.data.x[i * f..(i + 1) * f])) as i64 == self.data.y[i])
+            .count();
+        Ok(correct as f64 / split.test.len().max(1) as f64)
+    }
+
+    fn infer(&self, artifact: &[u8], rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
+        let m = self.model(artifact)?;
+        let mut outputs = Vec::with_capacity(rows.len());
+        let mut labels = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if row.len() != self.data.features {
+                return Err(EvalError::BadParams(format!(
+                    "row {i} has {} features; {} takes {}",
+                    row.len(),
+                    Self::ID,
+                    self.data.features
+                )));
+            }
+            let x: Vec<f32> = row.iter().map(|v| *v as f32).collect();
+            let out = m.forward(&x);
+            labels.push(argmax(&out) as u32);
+            outputs.push(out.into_iter().map(f64::from).collect());
+        }
+        Ok(Inference { outputs, labels: Some(labels) })
     }
 
     fn evaluate(

@@ -116,6 +116,18 @@ fn rng_for(seed: Option<&Hash>, domain: &str) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(Hash::of(&material).0)
 }
 
+/// The fixed split a domain's published model is trained on: a fifth of the rows, drawn once
+/// from the domain's name, is held out (a published model never trains on it, and evaluators
+/// measure the model there); the model validates on an eighth of the rest and trains on the
+/// remainder. Every node draws the same split.
+pub fn model_split(rows: usize, domain: &str) -> Split {
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut rng_for(Some(&Hash::of(b"doin/model-split")), domain));
+    let (test, rest) = order.split_at(rows / 5);
+    let v = rest.len() / 8;
+    Split { train: rest[v..].to_vec(), val: rest[..v].to_vec(), test: test.to_vec() }
+}
+
 /// `k` shuffled cross-validation folds: fold `i` tests on the `i`-th slice of a seeded shuffle
 /// (every row is tested exactly once), validates on an eighth of the rest and trains on the
 /// remainder. Fixed for the optimizer, drawn from an evaluator's seed.

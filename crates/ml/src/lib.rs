@@ -7,6 +7,7 @@
 pub mod classifier;
 pub mod data;
 pub mod forecaster;
+pub mod model;
 pub mod net;
 mod params;
 

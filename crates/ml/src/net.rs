@@ -52,6 +52,26 @@ impl Mlp {
         }
         self.out.forward(x)
     }
+
+    /// The network's weights as a [`Model`](crate::model::Model) artifact.
+    pub fn export(&self) -> Result<crate::model::Model, EvalError> {
+        let layer = |l: &Linear| -> Result<crate::model::Layer, EvalError> {
+            let [inputs, outputs] = l.weight.val().dims();
+            let weight = to_vec(l.weight.val())?;
+            let bias = match &l.bias {
+                Some(b) => b
+                    .val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .map_err(|e| EvalError::Failed(format!("reading a bias: {e:?}")))?,
+                None => vec![0.0; outputs],
+            };
+            Ok(crate::model::Layer { inputs, outputs, weight, bias })
+        };
+        let layers =
+            self.hidden.iter().chain(std::iter::once(&self.out)).map(layer).collect::<Result<_, _>>()?;
+        Ok(crate::model::Model { layers })
+    }
 }
 
 /// What is learned.

@@ -67,6 +67,44 @@ fn classifier_search_beats_the_majority_class_on_held_out_data() {
 }
 
 #[test]
+fn a_trained_artifact_answers_like_its_measurement_and_never_saw_its_held_out_rows() {
+    let domain = MlpClassifier::new(3).unwrap();
+    // Two hidden layers of 64, lr 3e-3, no weight decay or dropout, batch 32, 20 epochs.
+    let params = [
+        Value::Int(2),
+        Value::Int(64),
+        Value::Real(3e-3),
+        Value::Real(1e-6),
+        Value::Real(0.0),
+        Value::Int(32),
+        Value::Int(20),
+    ];
+    let bytes = domain.train(&params, None, budget()).unwrap();
+    assert_eq!(bytes, domain.train(&params, None, budget()).unwrap(), "training is deterministic");
+    let quality = domain.measure_artifact(&bytes).unwrap();
+    assert!(quality > 0.9, "{quality}");
+    // The answers to the held-out rows are as accurate as the measurement says, exactly.
+    let (rows, labels) = domain.held_out();
+    let answer = domain.infer(&bytes, &rows).unwrap();
+    let predicted = answer.labels.unwrap();
+    let correct = predicted.iter().zip(&labels).filter(|(p, y)| i64::from(**p) == **y).count();
+    assert_eq!(correct as f64 / labels.len() as f64, quality);
+    assert_eq!(answer.outputs.len(), rows.len());
+    assert_eq!(answer.outputs[0].len(), 10);
+    // A model that would have trained on the held-out rows is not what `train` returns: the
+    // held-out rows are a fixed fifth nobody's published model learns from.
+    assert_eq!(rows.len(), domain.held_out().0.len());
+    assert!((rows.len() as f64 / 1797.0 - 0.2).abs() < 0.01, "{}", rows.len());
+    // Wrong shapes and foreign bytes are refused by name.
+    assert!(
+        matches!(domain.infer(&bytes, &[vec![0.0; 3]]), Err(EvalError::BadParams(e)) if e.contains("3 features"))
+    );
+    assert!(
+        matches!(domain.measure_artifact(b"not a model"), Err(EvalError::BadParams(e)) if e.contains("magic"))
+    );
+}
+
+#[test]
 fn forecaster_search_beats_the_naive_forecast_on_held_out_data() {
     let domain = Co2Forecaster::new(3).unwrap();
     let (m, values) = short_search(&domain, 12, 25);

@@ -73,13 +73,28 @@ async fn chunk(handle: &NetworkHandle, peer: PeerId, hash: Hash, index: u32) -> 
     }
 }
 
+/// Largest artifact [`fetch`] downloads.
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
 /// Downloads artifact `hash` into `dir/<hash>` (chunks in `dir/<hash>.parts/`), from the
-/// providers found in the DHT plus `extra` peers.
+/// providers found in the DHT plus `extra` peers; at most [`MAX_ARTIFACT_BYTES`].
 pub async fn fetch(
     handle: &NetworkHandle,
     hash: Hash,
     dir: &Path,
     extra: &[PeerId],
+) -> Result<Download, SyncError> {
+    fetch_bounded(handle, hash, dir, extra, MAX_ARTIFACT_BYTES).await
+}
+
+/// [`fetch`], refusing (before downloading a chunk) an artifact whose manifest names more than
+/// `max_bytes` of chunks.
+pub async fn fetch_bounded(
+    handle: &NetworkHandle,
+    hash: Hash,
+    dir: &Path,
+    extra: &[PeerId],
+    max_bytes: u64,
 ) -> Result<Download, SyncError> {
     let io = |what: &str, e: std::io::Error| SyncError::Import { height: 0, reason: format!("{what}: {e}") };
     let mut providers = handle.providers(hash).await?;
@@ -107,6 +122,15 @@ pub async fn fetch(
         height: 0,
         reason: format!("no provider served artifact {hash}'s manifest"),
     })?;
+    if (manifest.len() / 32) as u64 * CHUNK_BYTES as u64 > max_bytes.next_multiple_of(CHUNK_BYTES as u64) {
+        return Err(SyncError::Import {
+            height: 0,
+            reason: format!(
+                "artifact {hash} has {} chunks, over the limit of {max_bytes} bytes",
+                manifest.len() / 32
+            ),
+        });
+    }
     let hashes: Vec<Hash> = manifest.chunks(32).map(|c| Hash(c.try_into().unwrap_or([0; 32]))).collect();
     let parts = dir.join(format!("{hash}.parts"));
     tokio::fs::create_dir_all(&parts).await.map_err(|e| io("creating the download directory", e))?;

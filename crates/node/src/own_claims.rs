@@ -60,8 +60,9 @@ pub enum Decision {
     /// Held behind a better claim in verification (`first`: it was not held before).
     Held { first: bool, claimed: Metric },
     /// Committed: publish the commit; the reveal waits for the seal here. `dropped`: domains
-    /// whose claims left a full record (their loops go on).
-    Committed { commit: Box<Commit>, claimed: Metric, dropped: Vec<String> },
+    /// whose claims left a full record (their loops go on); `artifact`: the model the reveal
+    /// names, for the engine to serve to the quorum.
+    Committed { commit: Box<Commit>, claimed: Metric, dropped: Vec<String>, artifact: Option<Vec<u8>> },
 }
 
 /// What a report is judged with, besides the record here.
@@ -162,7 +163,7 @@ impl OwnClaims {
                 optimizer: me,
                 params,
                 salt: j.salt,
-                artifact: None,
+                artifact: f.artifact.as_deref().map(Hash::of_artifact),
                 experiment: poo::ExperimentMeta { round: f.evaluations, ..j.experiment },
             },
             j.key,
@@ -176,7 +177,7 @@ impl OwnClaims {
         }
         self.claims.insert(commit.id(), (f.domain, now));
         self.await_seal(reveal, now);
-        Decision::Committed { commit: Box::new(commit), claimed, dropped }
+        Decision::Committed { commit: Box::new(commit), claimed, dropped, artifact: f.artifact }
     }
 
     /// Keeps a reveal of ours until its commit is sealed on our chain.

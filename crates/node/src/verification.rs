@@ -104,6 +104,8 @@ pub struct Evaluation {
     pub round: u8,
     /// This node's seed group's data seed for that round.
     pub seed: Hash,
+    /// The model artifact the reveal attaches, to measure too.
+    pub artifact: Option<Hash>,
 }
 
 /// What trying to certify a commit came to.
@@ -227,7 +229,13 @@ impl Verification {
         if !self.evaluating.insert((*commit, round)) {
             return None;
         }
-        Some(Evaluation { commit: seen.commit.clone(), params: reveal.body.params.clone(), round, seed })
+        Some(Evaluation {
+            commit: seen.commit.clone(),
+            params: reveal.body.params.clone(),
+            round,
+            seed,
+            artifact: reveal.body.artifact,
+        })
     }
 
     /// A vote arrived at `now` (signature and membership checked by the shell's gossip
@@ -235,6 +243,14 @@ impl Verification {
     pub fn vote(&mut self, vote: Vote, now: Instant) -> bool {
         let commit = vote.body.commit;
         if !self.tallies.contains_key(&commit) && self.tallies.len() >= self.limit {
+            return false;
+        }
+        // A measurement of a model the reveal does not attach would make the certificate invalid
+        // (consensus refuses it): such a vote is dropped, as is one with a figure for a reveal
+        // not seen yet (honest members vote only after the reveal reached them).
+        if vote.body.artifact_measured.is_some()
+            && self.intake.reveal_of(&commit).is_none_or(|(r, _)| r.body.artifact.is_none())
+        {
             return false;
         }
         let (round, evaluator, measured) = (vote.body.round, vote.body.evaluator, vote.body.measured);

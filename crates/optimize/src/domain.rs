@@ -22,6 +22,15 @@ pub struct Measurement {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// A model's answer to input rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inference {
+    /// One output vector per row (logits for classifiers).
+    pub outputs: Vec<Vec<f64>>,
+    /// The predicted class per row, for classifiers.
+    pub labels: Option<Vec<u32>>,
+}
+
 /// Limits one evaluation runs under. Domains check the deadline and epochs cooperatively and
 /// refuse a candidate whose memory estimate is over the limit before they start it.
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +116,21 @@ pub trait Domain: Send + Sync {
     /// Trains the model `params` describe and returns it as an artifact (for inference);
     /// domains without a model say [`EvalError::Unsupported`].
     fn train(&self, _params: &[Value], _seed: Option<&Hash>, _budget: Budget) -> Result<Vec<u8>, EvalError> {
+        Err(EvalError::Unsupported(format!("domain {} has no trained artifact", self.id())))
+    }
+    /// Whether [`Domain::train`], [`Domain::measure_artifact`] and [`Domain::infer`] work.
+    fn has_model(&self) -> bool {
+        false
+    }
+    /// Measures a trained model artifact (from [`Domain::train`]) on the domain's held-out data:
+    /// the figure an evaluator votes for a reveal's artifact. Deterministic: every honest
+    /// evaluator gets the same figure from the same bytes.
+    fn measure_artifact(&self, _artifact: &[u8]) -> Result<f64, EvalError> {
+        Err(EvalError::Unsupported(format!("domain {} has no trained artifact", self.id())))
+    }
+    /// Runs a trained model artifact on input rows: one output vector per row (and a label per
+    /// row for classifiers). Deterministic, so another node can re-execute an answer.
+    fn infer(&self, _artifact: &[u8], _rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
         Err(EvalError::Unsupported(format!("domain {} has no trained artifact", self.id())))
     }
     /// The loss an optimizer minimizes for a measurement.

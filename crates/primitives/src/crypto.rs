@@ -148,6 +148,8 @@ pub enum SigTag {
     FederatedUpdate,
     /// A contributor's heartbeat to a job's supervisor (off chain).
     FederatedHeartbeat,
+    /// A serving node's inference receipt (off chain; evidence when it lies).
+    InferenceReceipt,
 }
 
 impl SigTag {
@@ -165,6 +167,7 @@ impl SigTag {
             Self::Trials => b"doin/trials/v1",
             Self::FederatedUpdate => b"doin/federated-update/v1",
             Self::FederatedHeartbeat => b"doin/federated-heartbeat/v1",
+            Self::InferenceReceipt => b"doin/inference-receipt/v1",
         }
     }
 

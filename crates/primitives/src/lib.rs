@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod domain;
 pub mod federated;
 pub mod finality;
+pub mod inference;
 pub mod merkle;
 pub mod poo;
 pub mod signed;
@@ -35,6 +36,7 @@ pub use federated::{
     FederatedRound, HeartbeatBody, RoundContribution, RoundVote, SignedHeartbeat, SignedUpdate, UpdateBody,
 };
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
+pub use inference::{InferenceReceipt, InferenceReceiptBody, rows_hash};
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
 };

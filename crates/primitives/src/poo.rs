@@ -102,6 +102,9 @@ pub struct VoteBody {
     pub measured: Metric,
     /// Hash of the evaluation data the evaluator built from its seed.
     pub data_hash: Hash,
+    /// The reveal's model artifact measured on the domain's held-out data (`None`: the reveal
+    /// attaches none, or this evaluator could not fetch or run it).
+    pub artifact_measured: Option<Metric>,
 }
 
 impl Signable for VoteBody {

@@ -116,6 +116,7 @@ mod tests {
                 round: 0,
                 measured: Metric(measured),
                 data_hash: Hash::ZERO,
+                artifact_measured: None,
             },
             &kp,
         )

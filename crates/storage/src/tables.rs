@@ -10,7 +10,9 @@ use redb::TableDefinition;
 /// rounds (round transactions, the contributor role, domains' federated state, receipts with
 /// the payouts a transaction made). Version 6: audited rounds (pending rounds and their votes
 /// in the federated state, contributions' say, receipts with the rounds a transaction settled).
-pub const SCHEMA_VERSION: u32 = 6;
+/// Version 7: champions' models (votes measure a reveal's model artifact; a champion records
+/// the quorum's measured model quality).
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

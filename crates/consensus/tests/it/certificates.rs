@@ -219,7 +219,14 @@ fn double_vote_is_slashed_once() {
     let key = net.keys[2].clone();
     let vote = |measured| {
         Signed::sign(
-            VoteBody { commit, evaluator, round: 0, measured, data_hash: doin_primitives::Hash::ZERO },
+            VoteBody {
+                commit,
+                evaluator,
+                round: 0,
+                measured,
+                data_hash: doin_primitives::Hash::ZERO,
+                artifact_measured: None,
+            },
             &key,
         )
     };
@@ -492,7 +499,14 @@ fn slashing_reaches_unbonding_stake() {
     let commit = doin_primitives::Hash::of(b"c");
     let vote = |x| {
         Signed::sign(
-            VoteBody { commit, evaluator, round: 0, measured: m(x), data_hash: doin_primitives::Hash::ZERO },
+            VoteBody {
+                commit,
+                evaluator,
+                round: 0,
+                measured: m(x),
+                data_hash: doin_primitives::Hash::ZERO,
+                artifact_measured: None,
+            },
             &key,
         )
     };
@@ -713,4 +727,63 @@ fn seed_groups_catch_a_member_that_votes_without_evaluating() {
     assert!(!c.outliers.contains(&lazy) && !c.outliers.contains(&partner));
     assert_eq!(c.agreeing, vec![q.first[2], q.first[3]]);
     assert_eq!(c.evaluator_rewards.len(), 2);
+}
+
+/// A first-round certificate of optimizer 5's claim whose reveal attaches `artifact`, every
+/// member measuring 50.0 and member `i`'s measurement of the artifact being `figures[i]`.
+fn model_certificate(
+    net: &mut TestNet,
+    artifact: Option<doin_primitives::Hash>,
+    figures: &[Option<Metric>],
+) -> doin_primitives::Certificate {
+    let (commit, reveal) = net.commit_reveal(5, vec![ONE, ONE, ONE, ONE], m(50.0));
+    let key = net.key_of(&net.addr(5)).unwrap().clone();
+    let reveal = Signed::sign(doin_primitives::RevealBody { artifact, ..reveal.body }, &key);
+    net.include(vec![commit.clone()]).unwrap();
+    let votes: Vec<_> = net
+        .quorums(&commit)
+        .first
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let body =
+                VoteBody { artifact_measured: figures[i], ..net.vote(a, commit.id(), 0, m(50.0)).body };
+            Signed::sign(body, net.key_of(a).unwrap())
+        })
+        .collect();
+    let outcome = doin_consensus::testkit::outcome_for(&net.state, &commit, &votes);
+    doin_primitives::Certificate {
+        commit,
+        reveal,
+        votes: BoundedVec::try_from_vec(votes).unwrap(),
+        escalation: BoundedVec::new(),
+        outcome,
+    }
+}
+
+#[test]
+fn a_champions_model_has_the_quality_its_quorum_measured_or_none() {
+    let model = doin_primitives::Hash::of(b"model");
+    // Two of three members measured the model: its quality is their (lower) median.
+    let mut t = net();
+    let cert = model_certificate(&mut t, Some(model), &[Some(m(0.95)), None, Some(m(0.93))]);
+    t.work_block(9, vec![cert]).unwrap();
+    let champ = t.state.domain(&domain_id()).unwrap().champion.clone().unwrap();
+    assert_eq!((champ.artifact, champ.model_quality), (Some(model), Some(m(0.93))));
+    assert_eq!(champ.performance, m(50.0), "the claim's figure is the parameters' measurement");
+    // One of three: the model is on chain but has no quality (no node serves it).
+    let mut t = net();
+    let cert = model_certificate(&mut t, Some(model), &[None, Some(m(0.95)), None]);
+    t.work_block(9, vec![cert]).unwrap();
+    let champ = t.state.domain(&domain_id()).unwrap().champion.clone().unwrap();
+    assert_eq!((champ.artifact, champ.model_quality), (Some(model), None));
+    // No model attached: a vote measuring one is forged, and the certificate is refused.
+    let mut t = net();
+    let cert = model_certificate(&mut t, None, &[None, None, Some(m(0.99))]);
+    let err = cert_err(t.work_block(9, vec![cert]).unwrap_err());
+    assert!(
+        matches!(&err, CertError::Vote { index: 2, reason } if reason.contains("does not attach")),
+        "{err}"
+    );
+    assert!(t.state.domain(&domain_id()).unwrap().champion.is_none());
 }

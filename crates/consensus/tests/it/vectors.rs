@@ -153,6 +153,7 @@ fn generate() -> Vec<Vector> {
                 round: 0,
                 measured: m(x),
                 data_hash: doin_primitives::Hash::ZERO,
+                artifact_measured: None,
             },
             &key,
         )

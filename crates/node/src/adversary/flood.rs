@@ -40,6 +40,7 @@ pub(super) fn flood(spec: &DomainSpec, n: usize, keys: usize) -> KindReport {
                     round: 0,
                     measured: perf(0.0),
                     data_hash: Hash::ZERO,
+                    artifact_measured: None,
                 },
                 key,
             ))),

@@ -67,6 +67,10 @@ pub struct DomainConfig {
     /// same model on other data): their history in the experiment cube (this node's rounds and
     /// the chain's optimae) seeds this domain's warm start too. Needs `olap_db_path`.
     pub warm_start_from: Vec<String>,
+    /// Answer `POST /inference` for this domain from its verified champion's model (built-in
+    /// domains with a model; the model is fetched from its providers and kept under
+    /// `models/`). Off: requests become tasks for external workers (`/tasks/*`).
+    pub serve_inference: bool,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -91,6 +95,7 @@ impl Default for DomainConfig {
             resource_limits: BTreeMap::new(),
             share_trials: true,
             warm_start_from: Vec::new(),
+            serve_inference: true,
             unknown: BTreeMap::new(),
         }
     }

@@ -370,6 +370,7 @@ pub(super) const DOMAIN_KEYS: &[&str] = &[
     "resource_limits",
     "share_trials",
     "warm_start_from",
+    "serve_inference",
 ];
 /// Domains one `warm_start_from` names at most.
 pub const MAX_WARM_START_FROM: usize = 16;

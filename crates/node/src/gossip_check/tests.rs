@@ -113,6 +113,7 @@ fn votes_only_from_quorum_members_once_and_a_double_vote_becomes_evidence() {
         round: 0,
         measured: Metric(0),
         data_hash: Hash::ZERO,
+        artifact_measured: None,
     };
     assert!(is_reject(send(GossipMessage::Vote(Box::new(Signed::sign(body, &stranger))))));
     let unknown = GossipMessage::Vote(Box::new(net.vote(&member, Hash::of(b"made up"), 0, Metric(0))));
@@ -159,6 +160,7 @@ fn a_flood_from_throwaway_keys_is_refused_and_evicts_nothing() {
                     round: 0,
                     measured: Metric(0),
                     data_hash: Hash::ZERO,
+                    artifact_measured: None,
                 },
                 &key,
             ))),

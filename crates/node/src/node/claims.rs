@@ -73,7 +73,15 @@ impl Engine {
                     "a better claim is in verification; holding this one"
                 );
             }
-            Decision::Committed { commit, claimed, dropped } => {
+            Decision::Committed { commit, claimed, dropped, artifact } => {
+                // The model the reveal names is served before the reveal is out (it waits for
+                // the commit's seal): the quorum fetches it from here.
+                if let Some(bytes) = artifact {
+                    match self.models.put(bytes).await {
+                        Ok(hash) => println!("model {domain} {hash} for commit {}", commit.id()),
+                        Err(e) => tracing::warn!(domain, error = %e, "keeping the claim's model failed"),
+                    }
+                }
                 println!(
                     "commit {domain} {} claimed {} after {evaluations} evaluations",
                     commit.id(),

@@ -262,7 +262,12 @@ impl Engine {
             let id = did.as_str().to_owned();
             let Some(rt) = self.domains.get_mut(&id) else { continue };
             let perf = champion.performance.to_f64();
-            println!("champion {id} {perf} by {} at {}", champion.optimizer, champion.height);
+            let model = match (champion.artifact, champion.model_quality) {
+                (Some(a), Some(q)) => format!(" model {a} quality {}", q.to_f64()),
+                (Some(a), None) => format!(" model {a} unmeasured"),
+                _ => String::new(),
+            };
+            println!("champion {id} {perf} by {} at {}{model}", champion.optimizer, champion.height);
             self.events.emit(
                 "champion",
                 Some(id.as_str()),
@@ -271,8 +276,22 @@ impl Engine {
                     "optimizer": champion.optimizer.to_string(),
                     "commit": champion.commit.to_string(),
                     "height": champion.height,
+                    "artifact": champion.artifact.map(|a| a.to_string()),
+                    "model_quality": champion.model_quality.map(|q| q.to_f64()),
                 }),
             );
+            // A model this node serves is fetched now, not on the first request.
+            if let (Some(artifact), Some(_)) = (champion.artifact, champion.model_quality)
+                && rt.config.serve_inference
+                && rt.domain.has_model()
+            {
+                let models = self.models.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = models.fetch(artifact).await {
+                        tracing::warn!(%artifact, error = %e, "could not fetch the champion's model yet");
+                    }
+                });
+            }
             // The champion's parameters, from its certificate on chain.
             let params = {
                 let s = self.store.lock();

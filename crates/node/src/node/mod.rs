@@ -191,6 +191,9 @@ struct Measured {
     round: u8,
     seed: Hash,
     result: Result<Metric, String>,
+    /// The reveal's model artifact measured on the domain's held-out data, if it attaches one
+    /// and it could be fetched and run.
+    artifact: Option<Metric>,
 }
 
 impl DomainRt {
@@ -293,6 +296,8 @@ struct Engine {
     /// Recorded models being fetched (or last tried), by hash: one download at a time each,
     /// retried after a backoff.
     fl_fetches: Arc<std::sync::Mutex<std::collections::BTreeMap<Hash, std::time::Instant>>>,
+    /// Trained model artifacts: our claims', those measured here, the champions served.
+    models: Arc<crate::models::Models>,
 }
 
 fn now_ms() -> u64 {

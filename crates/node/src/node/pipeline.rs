@@ -115,7 +115,7 @@ impl Engine {
         }
         // The round's seed group's data: a member drawn again for the escalation measures on
         // its escalation group's data (shared with other members, so that they check it).
-        let Some(Evaluation { commit, params, seed, .. }) =
+        let Some(Evaluation { commit, params, seed, artifact, .. }) =
             self.verification.evaluation(&state, commit_id, round)
         else {
             return;
@@ -149,8 +149,10 @@ impl Engine {
         }
         let (slots, tx, nanos, health) =
             (self.eval_slots.clone(), self.measured_tx.clone(), self.eval_nanos.clone(), rt.health.clone());
+        let (models, measure_with) = (self.models.clone(), domain_impl.clone());
         tokio::spawn(async move {
             let Ok(_permit) = slots.acquire_owned().await else { return };
+            let measured_nanos = nanos.clone();
             let result = tokio::task::spawn_blocking(move || {
                 // CPU time of this thread, not wall time: on a busy machine an evaluation waits
                 // for the CPU, and wall time would overstate verification's share.
@@ -176,11 +178,20 @@ impl Engine {
                 Ok(_) => health.ok(),
                 Err(e) => health.failed(e),
             }
-            let _ = tx.send(Measured { commit: commit_id, round, seed, result }).await;
+            let artifact = match artifact {
+                Some(hash) if result.is_ok() && measure_with.has_model() => {
+                    measure_artifact(&models, measure_with, hash, measured_nanos).await
+                }
+                _ => None,
+            };
+            let _ = tx.send(Measured { commit: commit_id, round, seed, result, artifact }).await;
         });
     }
 
     pub(super) async fn on_measured(&mut self, m: Measured) {
+        if let Some(a) = m.artifact {
+            tracing::debug!(commit = %m.commit, quality = a.to_f64(), "measured the reveal's model");
+        }
         match m.result {
             Ok(measured) => {
                 let vote = Signed::sign(
@@ -190,6 +201,7 @@ impl Engine {
                         round: m.round,
                         measured,
                         data_hash: Hash::of(&m.seed.0),
+                        artifact_measured: m.artifact,
                     },
                     &self.key,
                 );
@@ -312,6 +324,42 @@ impl Engine {
                     q.remove(&format!("{commit_id}:1"));
                 }
             }
+        }
+    }
+}
+
+/// A reveal's model artifact measured on its domain's held-out data: fetched from its providers
+/// (and then kept and served here), run on a blocking thread; `None` when it cannot be fetched
+/// or is not a model of the domain (the vote then says nothing about it).
+async fn measure_artifact(
+    models: &crate::models::Models,
+    domain: Arc<dyn doin_optimize::domain::Domain>,
+    hash: Hash,
+    nanos: Arc<std::sync::atomic::AtomicU64>,
+) -> Option<Metric> {
+    let bytes = match models.fetch(hash).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(artifact = %hash, error = %e, "the reveal's model could not be fetched; voting without it");
+            return None;
+        }
+    };
+    let measured = tokio::task::spawn_blocking(move || {
+        let started = doin_tracking::thread_cpu_nanos();
+        let r = domain.measure_artifact(&bytes);
+        nanos.fetch_add(doin_tracking::thread_cpu_nanos().saturating_sub(started), Ordering::Relaxed);
+        r
+    })
+    .await;
+    match measured {
+        Ok(Ok(q)) => Metric::from_f64(q),
+        Ok(Err(e)) => {
+            tracing::warn!(artifact = %hash, error = %e, "the reveal's model does not run; voting without it");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(artifact = %hash, error = %e, "measuring the reveal's model panicked");
+            None
         }
     }
 }

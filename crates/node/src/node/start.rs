@@ -145,6 +145,24 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let provider = crate::artifacts::Provider { store: store.clone(), artifacts: artifacts.clone() };
     let mut network =
         doin_net::start(&key, net_config, Arc::new(provider), gossip.clone()).await.map_err(other)?;
+    // Trained models (claims', measured, served), kept under `models/` and announced.
+    let models = Arc::new(
+        crate::models::Models::open(&config.data_dir, artifacts.clone(), network.handle.clone())
+            .map_err(|e| other(format!("models directory: {e}")))?,
+    );
+    {
+        let models = models.clone();
+        tokio::spawn(async move { models.announce().await });
+    }
+    let serving = {
+        let served: BTreeMap<String, Arc<dyn doin_optimize::domain::Domain>> = rts
+            .iter()
+            .filter(|(_, rt)| rt.config.serve_inference && rt.domain.has_model())
+            .map(|(id, rt)| (id.clone(), rt.domain.clone()))
+            .collect();
+        (!served.is_empty())
+            .then(|| crate::serving::Serving::new(store.clone(), models.clone(), served, key.clone()))
+    };
 
     // The HTTP API on the node's port.
     let discovery =
@@ -208,6 +226,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .map_err(|e| other(format!("olap_db_path: no temporary directory for exports: {e}")))?,
         chain_cache: Arc::default(),
         jobs: jobs.clone().map(|j| j as Arc<dyn doin_api::jobs::JobApi>),
+        inference: serving.map(|s| Arc::new(s) as Arc<dyn doin_api::inference::InferenceApi>),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
@@ -279,6 +298,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         polls: 0,
         jobs,
         fl_fetches: Default::default(),
+        models,
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")

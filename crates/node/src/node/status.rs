@@ -85,7 +85,8 @@ impl Engine {
         let performance = done.performance.unwrap_or(f64::NAN);
         let result = Metric::from_f64(performance).ok_or_else(|| "performance out of range".to_owned());
         tracing::info!(task = %task.task_id, performance, "external evaluation completed");
-        self.on_measured(Measured { commit: commit.id(), round: task.round, seed, result }).await;
+        self.on_measured(Measured { commit: commit.id(), round: task.round, seed, result, artifact: None })
+            .await;
     }
 
     /// Refreshes what the HTTP API shows.

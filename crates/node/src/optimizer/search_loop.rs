@@ -14,7 +14,7 @@ use std::{
 
 use doin_optimize::{
     Evaluated, Hook, Optimizer, Value,
-    domain::{Domain, EvalError, Measurement},
+    domain::{Budget, Domain, EvalError, Measurement},
     driver::{RunConfig, evaluate_batch, evaluate_one},
 };
 use tokio::sync::mpsc::Sender;
@@ -33,6 +33,9 @@ pub struct Found {
     pub measurement: Measurement,
     /// Candidates evaluated so far by this loop.
     pub evaluations: u64,
+    /// The model these parameters train ([`Domain::train`]), for domains that have one: the
+    /// reveal attaches its hash, evaluators measure it, and the champion's is served.
+    pub artifact: Option<Vec<u8>>,
 }
 
 /// One round (a generation: one ask/evaluate/tell) of the loop, for experiment tracking.
@@ -147,6 +150,23 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 }
 
 /// Runs the loop until `stop` is set. Blocks the calling thread.
+/// The model `values` train, if the domain has one (its failure costs the claim only its model).
+fn train_artifact(domain: &dyn Domain, values: &[Value], run: RunConfig) -> Option<Vec<u8>> {
+    let budget = Budget {
+        deadline: std::time::Instant::now() + run.max_wall,
+        max_epochs: run.max_epochs,
+        max_memory_bytes: run.max_memory_bytes,
+    };
+    match domain.train(values, None, budget) {
+        Ok(bytes) => Some(bytes),
+        Err(EvalError::Unsupported(_)) => None,
+        Err(e) => {
+            tracing::warn!(domain = domain.id(), error = %e, "training the claim's model failed; claiming without one");
+            None
+        }
+    }
+}
+
 pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
     let LoopIo { control, paused, found, rounds, round_size, stop, counter, health, mut sharing, running } =
         io;
@@ -343,7 +363,9 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             if estimate < champion_loss - MIN_GAIN && pending.is_none_or(|p| estimate < p - MIN_GAIN) {
                 pending = Some(estimate);
                 let values = domain.space().decode(&told[i].x);
-                let msg = Found { domain: domain.id().to_owned(), values, measurement: m, evaluations };
+                let artifact = train_artifact(domain.as_ref(), &values, run);
+                let msg =
+                    Found { domain: domain.id().to_owned(), values, measurement: m, evaluations, artifact };
                 if found.try_send(msg).is_err() {
                     // The node is busy; the next improvement will be reported.
                     pending = None;

@@ -13,6 +13,7 @@ fn found(domain: &str, performance: f64, evaluations: u64) -> Found {
         values: Vec::new(),
         measurement: Measurement { performance, metrics: Default::default() },
         evaluations,
+        artifact: None,
     }
 }
 
@@ -67,7 +68,7 @@ fn a_commit_is_revealed_only_once_sealed() {
     let mut net = TestNet::new(8, 4, 3);
     let mut claims = OwnClaims::new(16);
     let now = Instant::now();
-    let Decision::Committed { commit, claimed, dropped } =
+    let Decision::Committed { commit, claimed, dropped, .. } =
         judge(&mut claims, &net, found("quad", 2.0, 7), &[1, 2, 3, 4], None, Standing::Clear, now)
     else {
         panic!("an improvement on the baseline is committed")

@@ -147,6 +147,62 @@ fn agreeing_votes_certify_a_certificate_the_chain_accepts() {
     assert!(v.evaluating().next().is_none());
 }
 
+/// A member's measurement of a model the reveal does not attach is dropped (it would make the
+/// certificate invalid); with a model attached, the figures travel into a certificate the chain
+/// accepts, and the champion's model gets their median.
+#[test]
+fn model_figures_are_taken_only_for_reveals_that_attach_a_model() {
+    let with_figure = |net: &TestNet, a: &doin_primitives::Address, id: Hash, figure: f64| {
+        let body = doin_primitives::VoteBody {
+            artifact_measured: Some(m(figure)),
+            ..net.vote(a, id, 0, m(1.0)).body
+        };
+        Signed::sign(body, net.key_of(a).unwrap())
+    };
+    let t0 = Instant::now();
+    let none = |_: &Hash| false;
+    // No model: every vote carrying a figure is refused; plain votes certify.
+    let mut net = net();
+    let (commit, reveal) = sealed_claim(&mut net, vec![1, 2, 3, 4], 1.0);
+    let (id, q) = (commit.id(), net.quorums(&commit));
+    let mut v = at(&net, 0);
+    v.commit(commit.clone(), t0);
+    assert!(!v.vote(with_figure(&net, &q.first[0], id, 0.9), t0), "a figure before the reveal");
+    v.reveal(reveal, t0);
+    for a in &q.first {
+        assert!(!v.vote(with_figure(&net, a, id, 0.9), t0), "a figure for no model");
+        assert!(v.vote(net.vote(a, id, 0, m(1.0)), t0));
+    }
+    let Verdict::Certified { cert, .. } = v.certify(&net.state, &id, t0, none) else {
+        panic!("plain votes certify")
+    };
+    net.work_block(0, vec![cert]).expect("the chain accepts it");
+
+    // A model attached: the figures are kept and the chain records their median.
+    let mut net = self::net();
+    let (commit, reveal) = net.commit_reveal(7, vec![1, 2, 3, 4], m(1.0));
+    let model = Hash::of(b"model");
+    let reveal =
+        Signed::sign(doin_primitives::RevealBody { artifact: Some(model), ..reveal.body }, &net.keys[7]);
+    net.include(vec![commit.clone()]).unwrap();
+    let (id, q) = (commit.id(), net.quorums(&commit));
+    let mut v = at(&net, 0);
+    v.commit(commit.clone(), t0);
+    v.reveal(reveal, t0);
+    for (n, a) in q.first.iter().enumerate() {
+        assert!(v.vote(with_figure(&net, a, id, 0.9 + n as f64 / 100.0), t0));
+    }
+    let Verdict::Certified { cert, .. } = v.certify(&net.state, &id, t0, none) else {
+        panic!("the votes agree")
+    };
+    net.work_block(0, vec![cert]).expect("the chain accepts it");
+    let champion = net.state.domain(&doin_consensus::testkit::domain_id()).unwrap().champion.clone().unwrap();
+    let mut figures: Vec<Metric> = (0..q.first.len()).map(|n| m(0.9 + n as f64 / 100.0)).collect();
+    figures.sort();
+    assert_eq!(champion.model_quality, Some(figures[(figures.len() - 1) / 2]));
+    assert_eq!(champion.artifact, Some(model));
+}
+
 /// A disagreeing first round escalates once, and the escalation decides by its quorum
 /// fraction; a first round missing a vote escalates only once the timeout has passed, and is
 /// due for a look at that point.

@@ -177,6 +177,7 @@ impl Sim {
             values,
             measurement: Measurement { performance, metrics: Default::default() },
             evaluations: s.figures.evaluations,
+            artifact: None,
         };
         let judge = Judge {
             state,
@@ -300,6 +301,7 @@ impl Sim {
             round: e.round,
             measured,
             data_hash: Hash::of(&e.seed.0),
+            artifact_measured: None,
         };
         let vote = Signed::sign(body, &self.keys[m]);
         let Some(chain) = self.search.as_mut().and_then(|s| s.chain.as_mut()) else { return };

@@ -1,0 +1,137 @@
+//! `doin infer`: predictions from a domain's verified champion model, asked of one or more
+//! nodes. Every answer's receipt is checked here: signed by the node, over exactly the rows
+//! sent and the outputs received. With `--held-out` (built-in `mlp_digits`) the domain's
+//! held-out rows are sent and the answers' accuracy is set beside the quality the quorum
+//! measured for the model. One JSON line per node.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use doin_primitives::{InferenceReceipt, rows_hash};
+use serde_json::{Value, json};
+
+use crate::wallet::http;
+
+/// Rows per request (the node takes at most 64 KiB of inputs).
+const BATCH: usize = 128;
+
+#[derive(Debug, Args)]
+pub(crate) struct InferArgs {
+    /// The nodes' HTTP addresses (comma-separated): each is asked.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8470")]
+    node: Vec<String>,
+    /// The domain.
+    #[arg(long)]
+    domain: String,
+    /// Input rows as JSON: one row (`[1, 2, …]`) or rows (`[[…], […]]`).
+    #[arg(long, conflicts_with = "held_out")]
+    inputs: Option<String>,
+    /// Send the domain's held-out rows (`mlp_digits`) and report the answers' accuracy.
+    #[arg(long)]
+    held_out: bool,
+}
+
+/// One answer, its receipt checked.
+struct Answer {
+    body: Value,
+    outputs: Vec<Vec<f64>>,
+    predictions: Option<Vec<i64>>,
+}
+
+fn ask(node: &str, domain: &str, rows: &[Vec<f64>]) -> anyhow::Result<Answer> {
+    let request = json!({ "domain_id": domain, "inputs": rows }).to_string();
+    let (status, body) = http(node, "POST", "/inference", Some(&request))?;
+    if status != 200 {
+        bail!("{node}: HTTP {status}: {body}");
+    }
+    let outputs: Vec<Vec<f64>> =
+        serde_json::from_value(body["outputs"].clone()).context("the answer has no outputs")?;
+    let receipt: InferenceReceipt =
+        serde_json::from_value(body["receipt"].clone()).context("the answer has no receipt")?;
+    if !receipt.verify() {
+        bail!("{node}: the receipt's signature does not verify");
+    }
+    if receipt.body.inputs != rows_hash(rows) {
+        bail!("{node}: the receipt is for other inputs than were sent");
+    }
+    if receipt.body.outputs != rows_hash(&outputs) {
+        bail!("{node}: the receipt is for other outputs than were received");
+    }
+    if body["optimae"].as_str() != Some(receipt.body.optimae.to_string().as_str())
+        || body["artifact"].as_str() != Some(receipt.body.artifact.to_string().as_str())
+    {
+        bail!("{node}: the receipt names another model than the answer");
+    }
+    let predictions = serde_json::from_value(body["predictions"].clone()).ok();
+    Ok(Answer { body, outputs, predictions })
+}
+
+pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
+    let (rows, labels): (Vec<Vec<f64>>, Option<Vec<i64>>) = if a.held_out {
+        if a.domain != doin_ml::MlpClassifier::ID {
+            bail!("--held-out needs the built-in {} domain", doin_ml::MlpClassifier::ID);
+        }
+        let (rows, labels) = doin_ml::MlpClassifier::new(1).map_err(anyhow::Error::msg)?.held_out();
+        (rows, Some(labels))
+    } else {
+        let text = a.inputs.as_deref().context("give --inputs JSON or --held-out")?;
+        let v: Value = serde_json::from_str(text).context("--inputs is not JSON")?;
+        let rows = match serde_json::from_value::<Vec<Vec<f64>>>(v.clone()) {
+            Ok(rows) => rows,
+            Err(_) => {
+                vec![serde_json::from_value::<Vec<f64>>(v).context("--inputs: a row or rows of numbers")?]
+            }
+        };
+        (rows, None)
+    };
+    let mut failed = 0;
+    for node in &a.node {
+        let mut answers = Vec::new();
+        let mut error = None;
+        for batch in rows.chunks(BATCH) {
+            match ask(node, &a.domain, batch) {
+                Ok(answer) => answers.push(answer),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            failed += 1;
+            println!("{}", json!({ "node": node, "error": e }));
+            continue;
+        }
+        let first = &answers[0].body;
+        let same_model = answers.iter().all(|x| x.body["artifact"] == first["artifact"]);
+        let predictions: Vec<i64> =
+            answers.iter().flat_map(|x| x.predictions.clone().unwrap_or_default()).collect();
+        let mut line = json!({
+            "node": node,
+            "domain_id": a.domain,
+            "optimae": first["optimae"],
+            "artifact": first["artifact"],
+            "model_quality": first["model_quality"],
+            "height": first["height"],
+            "rows": rows.len(),
+            "receipts_checked": answers.len(),
+            "one_model": same_model,
+        });
+        match &labels {
+            Some(labels) => {
+                let correct = predictions.iter().zip(labels).filter(|(p, y)| p == y).count();
+                line["accuracy"] = json!(correct as f64 / labels.len().max(1) as f64);
+            }
+            None => {
+                line["outputs"] = json!(answers.iter().flat_map(|x| x.outputs.clone()).collect::<Vec<_>>());
+                if !predictions.is_empty() {
+                    line["predictions"] = json!(predictions);
+                }
+            }
+        }
+        println!("{line}");
+    }
+    if failed > 0 {
+        bail!("{failed} of {} nodes did not answer", a.node.len());
+    }
+    Ok(())
+}
