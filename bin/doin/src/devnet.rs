@@ -60,6 +60,10 @@ pub(crate) struct DevnetArgs {
     /// or `plugin:COMMAND`; default: the node's default).
     #[arg(long)]
     pub(crate) optimizer: Option<String>,
+    /// DOIN every node charges per inference request on the domain (`inference_price`; the
+    /// domain must have a model, e.g. mlp_digits). Requests then carry channel updates.
+    #[arg(long)]
+    pub(crate) inference_price: Option<f64>,
     /// Do not share evaluated trials between the nodes (`share_trials: false`).
     #[arg(long)]
     pub(crate) no_share_trials: bool,
@@ -206,6 +210,7 @@ impl DevnetArgs {
             optimization: Vec::new(),
             optimizer: None,
             no_share_trials: false,
+            inference_price: None,
             external: Vec::new(),
             adversaries: Vec::new(),
             setup_only: false,
@@ -229,6 +234,7 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         external_evaluation: args.external.contains(&i),
         optimization_plugin: args.optimizer.clone(),
         share_trials: !args.no_share_trials,
+        inference_price: args.inference_price.unwrap_or(0.0),
         optimization_config: args
             .optimization
             .iter()
@@ -711,6 +717,8 @@ fn config_json(c: &NodeConfig) -> serde_json::Value {
             "optimization_config": d.optimization_config,
             "optimization_plugin": d.optimization_plugin,
             "share_trials": d.share_trials,
+            "serve_inference": d.serve_inference,
+            "inference_price": d.inference_price,
         })).collect::<Vec<_>>(),
     })
 }

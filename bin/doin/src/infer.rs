@@ -9,7 +9,10 @@ use clap::Args;
 use doin_primitives::{InferenceReceipt, rows_hash};
 use serde_json::{Value, json};
 
-use crate::wallet::http;
+use crate::{
+    channel::{Payer, header, parse_channel},
+    wallet::http_with,
+};
 
 /// Rows per request (the node takes at most 64 KiB of inputs).
 const BATCH: usize = 128;
@@ -28,6 +31,23 @@ pub(crate) struct InferArgs {
     /// Send the domain's held-out rows (`mlp_digits`) and report the answers' accuracy.
     #[arg(long)]
     held_out: bool,
+    /// Pay through this channel (each request adds the node's price to its total; the price
+    /// comes from the node's `402`). With one node only.
+    #[arg(long, requires = "key")]
+    channel: Option<String>,
+    /// The payer's key file (with `--channel`).
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
+}
+
+/// Pays requests through one channel.
+struct Paying {
+    payer: Payer,
+    channel: doin_primitives::Hash,
+    /// The node's price, once a `402` said it.
+    price: Option<doin_primitives::Amount>,
+    /// Base units paid by this run.
+    spent: u128,
 }
 
 /// One answer, its receipt checked.
@@ -37,9 +57,31 @@ struct Answer {
     predictions: Option<Vec<i64>>,
 }
 
-fn ask(node: &str, domain: &str, rows: &[Vec<f64>]) -> anyhow::Result<Answer> {
+fn ask(node: &str, domain: &str, rows: &[Vec<f64>], paying: &mut Option<Paying>) -> anyhow::Result<Answer> {
     let request = json!({ "domain_id": domain, "inputs": rows }).to_string();
-    let (status, body) = http(node, "POST", "/inference", Some(&request))?;
+    let (mut status, mut body) = match paying.as_mut() {
+        Some(p) if p.price.is_some() => {
+            let price = p.price.unwrap_or_default();
+            let update = p.payer.pay(p.channel, price)?;
+            p.spent += price.0;
+            http_with(node, "POST", "/inference", Some(&request), &[("x-doin-payment", &header(&update))])?
+        }
+        _ => http_with(node, "POST", "/inference", Some(&request), &[])?,
+    };
+    // Unpaid, and the node charges: pay its price and ask again.
+    if status == 402
+        && body["error"] == "payment_required"
+        && let Some(p) = paying.as_mut()
+    {
+        let price = doin_primitives::Amount(
+            body["price"].as_str().and_then(|v| v.parse().ok()).context("a 402 without a price")?,
+        );
+        p.price = Some(price);
+        let update = p.payer.pay(p.channel, price)?;
+        p.spent += price.0;
+        (status, body) =
+            http_with(node, "POST", "/inference", Some(&request), &[("x-doin-payment", &header(&update))])?;
+    }
     if status != 200 {
         bail!("{node}: HTTP {status}: {body}");
     }
@@ -83,12 +125,21 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
         };
         (rows, None)
     };
+    let mut paying = match (&a.channel, &a.key) {
+        (Some(c), Some(k)) => {
+            if a.node.len() != 1 {
+                bail!("--channel pays one node: give one --node");
+            }
+            Some(Paying { payer: Payer::open(k)?, channel: parse_channel(c)?, price: None, spent: 0 })
+        }
+        _ => None,
+    };
     let mut failed = 0;
     for node in &a.node {
         let mut answers = Vec::new();
         let mut error = None;
         for batch in rows.chunks(BATCH) {
-            match ask(node, &a.domain, batch) {
+            match ask(node, &a.domain, batch, &mut paying) {
                 Ok(answer) => answers.push(answer),
                 Err(e) => {
                     error = Some(e.to_string());
@@ -116,6 +167,9 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
             "receipts_checked": answers.len(),
             "one_model": same_model,
         });
+        if let Some(p) = &paying {
+            line["paid"] = json!({ "channel": p.channel.to_string(), "spent": p.spent.to_string(), "price": p.price.map(|x| x.0.to_string()) });
+        }
         match &labels {
             Some(labels) => {
                 let correct = predictions.iter().zip(labels).filter(|(p, y)| p == y).count();

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod bench;
+mod channel;
 mod devnet;
 mod fl;
 mod flood;
@@ -41,6 +42,9 @@ enum Command {
     /// Predictions from a domain's verified champion model, receipts checked (one JSON line per
     /// node).
     Infer(infer::InferArgs),
+    /// Payment channels: open one to a serving node, sign updates, see it, close it.
+    #[command(subcommand)]
+    Channel(channel::Channel),
     /// A node's status (its `/status` endpoint).
     Status(wallet::NodeUrl),
     /// Creates a node key (mode 0600) and prints its address and peer id.
@@ -132,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Status(n) => wallet::status(n),
         Command::Infer(a) => infer::run(a),
+        Command::Channel(c) => channel::run(c),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {
             if out.exists() {

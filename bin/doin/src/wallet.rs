@@ -81,12 +81,24 @@ pub(crate) fn http(
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    http_with(node, method, path, body, &[])
+}
+
+/// [`http`] with extra headers.
+pub(crate) fn http_with(
+    node: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let mut stream = TcpStream::connect(node).with_context(|| format!("connecting to the node at {node}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     let body = body.unwrap_or("");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut raw = Vec::new();
@@ -126,20 +138,31 @@ pub(crate) fn parse_amount(text: &str) -> anyhow::Result<Amount> {
         .context("amount too large")
 }
 
-fn key_of(path: &std::path::Path) -> anyhow::Result<Keypair> {
+pub(crate) fn key_of(path: &std::path::Path) -> anyhow::Result<Keypair> {
     if !path.exists() {
         bail!("key file {} does not exist (create one with `doin keygen`)", path.display());
     }
     Ok(doin_node::identity::load_or_create(path)?.0)
 }
 
-fn address(text: &str) -> anyhow::Result<Address> {
+pub(crate) fn address(text: &str) -> anyhow::Result<Address> {
     let bytes = hex::decode(text).with_context(|| format!("address {text:?} is not hex"))?;
     Ok(Address(bytes.try_into().map_err(|_| anyhow::anyhow!("address {text:?} is not 32 bytes"))?))
 }
 
-/// Signs `kind` from `key` with the account's next nonce and submits it.
+/// Signs `kind` from `key` with the account's next nonce and submits it; prints its id.
 pub(crate) fn submit(node: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<()> {
+    let (id, nonce) = submit_tx(node, key, kind)?;
+    println!("{}", serde_json::json!({ "submitted": id.to_string(), "nonce": nonce }));
+    Ok(())
+}
+
+/// Signs `kind` from `key` with the account's next nonce and submits it: its id and nonce.
+pub(crate) fn submit_tx(
+    node: &str,
+    key: &Keypair,
+    kind: TxKind,
+) -> anyhow::Result<(doin_primitives::Hash, u64)> {
     let me = key.address();
     let account = get(node, &format!("/accounts/{me}"))?;
     let status = get(node, "/chain/status")?;
@@ -163,8 +186,7 @@ pub(crate) fn submit(node: &str, key: &Keypair, kind: TxKind) -> anyhow::Result<
             v["detail"].as_str().unwrap_or(&v.to_string())
         );
     }
-    println!("{}", serde_json::json!({ "submitted": v["id"], "nonce": nonce }));
-    Ok(())
+    Ok((tx.id(), nonce))
 }
 
 pub(crate) fn run(w: Wallet) -> anyhow::Result<()> {

@@ -17,25 +17,12 @@ const BASE: u16 = 18960;
 
 /// `POST /inference` with `body` on node port `port`: status and JSON body.
 fn post(port: u16, body: &str) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "POST /inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        status,
-        serde_json::from_str(out.split_once("\r\n\r\n").map_or("", |x| x.1).trim()).unwrap_or(Value::Null),
-    )
+    post_to(port, "/inference", body)
 }
 
 #[test]
 fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = sync_channel(4096);
     let mut cmd = doin();
@@ -94,4 +81,165 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0].as_array().unwrap().len(), 10);
     assert!(body["predictions"][0].as_u64().unwrap() < 10);
+}
+
+/// Runs `doin ARGS`, asserting success; its last stdout line as JSON.
+fn doin_json(args: &[&str]) -> Value {
+    let out = doin().args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "doin {args:?}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// The payer answers three paid requests' worth of updates, then — while the payee is down —
+/// posts a close with its first, cheapest update. The payee comes back within the challenge
+/// window, finds its best update in its log (kept across the restart) and challenges: the
+/// channel settles at that update, long before the payer's close would have.
+#[test]
+fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
+    use doin_primitives::{Amount, ChannelUpdateBody, Signed, TxBody, TxKind};
+    let _serial = common::serial();
+    const P: u16 = 18980;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, configs) = common::devnet_setup(
+        dir.path(),
+        3,
+        2_000,
+        &["--domain", "mlp_digits", "--inference-price", "0.001", "--base-port", &P.to_string()],
+    );
+    let (tx, rx) = sync_channel(8192);
+    let node = |i: usize| {
+        let mut cmd = doin();
+        cmd.args(["node", "--config"])
+            .arg(&configs[i])
+            .arg("--stop-on-stdin-eof")
+            .stdin(std::process::Stdio::piped());
+        spawn_lines(&mut cmd, i, &tx, std::env::var_os("DOIN_DEBUG_LINES").is_some())
+    };
+    let mut nodes: Vec<Option<common::Killed>> = (0..3).map(|i| Some(node(i))).collect();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !common::http_json(P, "/domains")
+        .is_some_and(|d| d["domains"][0]["champion"]["model_quality"].is_number())
+    {
+        assert!(Instant::now() < deadline, "no champion with a measured model within 240 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The payer (node 2's account) opens a channel to node 0 and pays for three answers.
+    let payee = common::http_json(P, "/api/channels").unwrap()["payee"].as_str().unwrap().to_owned();
+    let key = dir.path().join("node2/node.key");
+    let key = key.to_str().unwrap();
+    let (n0, n2) = (format!("127.0.0.1:{P}"), format!("127.0.0.1:{}", P + 4));
+    let opened =
+        doin_json(&["channel", "open", "--node", &n2, "--key", key, "--payee", &payee, "--deposit", "1"]);
+    let channel = opened["channel"].as_str().unwrap().to_owned();
+    while common::http_json(P, &format!("/channels/{channel}")).is_none_or(|c| c["id"].is_null()) {
+        assert!(Instant::now() < deadline + Duration::from_secs(60), "the channel never opened");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let paid = doin_json(&[
+        "infer",
+        "--held-out",
+        "--domain",
+        "mlp_digits",
+        "--node",
+        &n0,
+        "--channel",
+        &channel,
+        "--key",
+        key,
+    ]);
+    assert_eq!(paid["paid"]["spent"], "3000000", "{paid}");
+    assert_eq!(paid["receipts_checked"], 3);
+    let book = common::http_json(P, "/api/channels").unwrap();
+    assert_eq!(book["channels"][0]["best_nonce"], 3, "{book}");
+    assert_eq!(book["earned_open"], "3000000", "{book}");
+
+    // The payee goes down; the payer closes with its first update.
+    nodes[0] = None;
+    let payer = doin_node::identity::load_or_create(std::path::Path::new(key)).unwrap().0;
+    let update = Signed::sign(
+        ChannelUpdateBody {
+            channel: common_hash(&channel),
+            payer: payer.address(),
+            nonce: 1,
+            paid_total: Amount(1_000_000),
+        },
+        &payer,
+    );
+    let get = |path: &str| common::http_json(P + 2, path).unwrap();
+    let account = get(&format!("/accounts/{}", payer.address()));
+    let base: u128 = get("/fees")["base_fee"].as_str().unwrap().parse().unwrap();
+    let body = TxBody {
+        chain_id: get("/chain/status")["chain_id"].as_u64().unwrap(),
+        sender: payer.address(),
+        nonce: account["nonce"].as_u64().unwrap(),
+        max_fee: Amount(base * 2 + 2),
+        priority_fee: Amount(1),
+        kind: TxKind::CloseChannel { final_update: update },
+    };
+    let close = serde_json::to_string(&Signed::sign(body, &payer)).unwrap();
+    let (status, answer) = post_to(P + 2, "/tx", &close);
+    assert_eq!(status, 202, "{answer}");
+    let closing_deadline = loop {
+        let c = get(&format!("/channels/{channel}"));
+        if let Some(d) = c["closing"]["deadline"].as_u64() {
+            break d;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(120), "the payer's close never landed: {c}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Back within the window: the payee challenges from its log, and the channel settles.
+    nodes[0] = Some(node(0));
+    let mut lines = Vec::new();
+    let challenged = common::collect(&rx, &mut lines, Instant::now() + Duration::from_secs(90), |ls| {
+        ls.iter().any(|(i, l, _)| *i == 0 && l.starts_with(&format!("channel challenge {channel}")))
+    });
+    assert!(challenged, "the restarted payee never challenged");
+    let settled_at = loop {
+        let height = get("/chain/status")["tip_index"].as_u64().unwrap();
+        if common::http_json(P + 2, &format!("/channels/{channel}")).is_none_or(|c| c["id"].is_null()) {
+            break height;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(240),
+            "the challenge never settled the channel"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        settled_at < closing_deadline,
+        "settled by the challenge ({settled_at}), not the window ({closing_deadline})"
+    );
+    let book = loop {
+        let b = common::http_json(P, "/api/channels").unwrap();
+        if b["settled"] == 1 {
+            break b;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(book["earned_settled"], "3000000", "settled at the best update, not the payer's: {book}");
+    drop(nodes);
+}
+
+fn common_hash(hex_id: &str) -> doin_primitives::Hash {
+    doin_primitives::Hash(hex::decode(hex_id).unwrap().try_into().unwrap())
+}
+
+/// `POST path` with a JSON body on node port `port`.
+fn post_to(port: u16, path: &str, body: &str) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        status,
+        serde_json::from_str(out.split_once("\r\n\r\n").map_or("", |x| x.1).trim()).unwrap_or(Value::Null),
+    )
 }

@@ -25,6 +25,9 @@ use crate::{ApiError, ApiResult, ApiState, check_key, store, tasks};
 
 /// Largest `inputs` accepted, bytes of JSON.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// Input rows of numbers.
+type Rows = Vec<Vec<f64>>;
+
 /// Most rows one served request may carry.
 pub const MAX_ROWS: usize = 1024;
 
@@ -39,6 +42,18 @@ pub enum ServeError {
     Busy(String),
     /// The inputs do not fit the model.
     BadInput(String),
+    /// The payment was missing or refused (`402`, or `400 bad_payment`): its name, why, the
+    /// domain's price (base units) and the payee to open a channel to.
+    Payment {
+        /// `payment_required`, `bad_payment`, `wrong_channel`, `stale_payment` or `underpaid`.
+        error: &'static str,
+        /// Why.
+        detail: String,
+        /// The price per request, base units.
+        price: u128,
+        /// The serving node's address.
+        payee: String,
+    },
 }
 
 impl From<ServeError> for ApiError {
@@ -50,21 +65,61 @@ impl From<ServeError> for ApiError {
             }
             ServeError::Busy(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", d),
             ServeError::BadInput(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_inputs", d),
+            ServeError::Payment { error, detail, .. } => {
+                let status = if error == "bad_payment" {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::PAYMENT_REQUIRED
+                };
+                ApiError::new(status, error, detail)
+            }
         }
     }
 }
+
+impl ServeError {
+    /// The HTTP response: a payment error carries the price and the payee besides the error.
+    fn into_response(self) -> Response {
+        let extra = match &self {
+            ServeError::Payment { price, payee, .. } => {
+                Some(json!({ "price": price.to_string(), "payee": payee }))
+            }
+            _ => None,
+        };
+        let e = ApiError::from(self);
+        match extra {
+            Some(extra) => {
+                let mut body = json!({ "error": e.error, "detail": e.detail });
+                body["price"] = extra["price"].clone();
+                body["payee"] = extra["payee"].clone();
+                (e.status, Json(body)).into_response()
+            }
+            None => e.into_response(),
+        }
+    }
+}
+
+/// The header a paid request carries its channel update in (hex of the signed update's
+/// canonical encoding).
+pub const PAYMENT_HEADER: &str = "x-doin-payment";
 
 /// What the node's inference server offers the HTTP edge.
 pub trait InferenceApi: Send + Sync + std::fmt::Debug {
     /// Whether this node answers `domain` itself.
     fn serves(&self, domain: &str) -> bool;
-    /// Answers `rows` with `domain`'s champion model: `{outputs, predictions?, optimae,
-    /// artifact, model_quality, height, receipt}`.
+    /// Answers `rows` with `domain`'s champion model, paid by `payment` (the bytes of a signed
+    /// channel update) when the domain charges: `{outputs, predictions?, optimae, artifact,
+    /// model_quality, height, receipt}`.
     fn answer(
         &self,
         domain: String,
         rows: Vec<Vec<f64>>,
+        payment: Option<Vec<u8>>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ServeError>> + Send>>;
+    /// The channels this node is paid through and what they paid (`GET /api/channels`).
+    fn channels(&self) -> Value;
+    /// Closes `channel` as its payee with the best update held (`POST /api/channel/{id}/close`).
+    fn close_channel(&self, channel: &str) -> Result<Value, String>;
 }
 
 /// The request's inputs as rows of numbers: an array of rows, or one row.
@@ -153,20 +208,33 @@ pub(crate) async fn submit(
     if let Ok(Json(req)) = &body
         && let Some(server) = s.inference.clone().filter(|i| i.serves(&req.domain_id))
     {
-        let result = async {
+        let checked = (|| -> Result<(Rows, Option<Vec<u8>>), ApiError> {
             check_size(&req.inputs)?;
             let rows = rows_of(&req.inputs)?;
-            {
-                let st = store(&s);
-                let state = st.tip();
-                let id = doin_primitives::DomainId::new(req.domain_id.as_str())
-                    .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_domain", "not a domain id"))?;
-                champion_of(state.domain(&id), &req.domain_id)?;
-            }
-            server.answer(req.domain_id.clone(), rows).await.map_err(ApiError::from)
-        }
-        .await;
-        return match result {
+            let payment = match headers.get(PAYMENT_HEADER) {
+                None => None,
+                Some(h) => {
+                    Some(h.to_str().ok().and_then(|t| hex::decode(t.trim()).ok()).ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_payment",
+                            format!("{PAYMENT_HEADER} is not hex"),
+                        )
+                    })?)
+                }
+            };
+            let st = store(&s);
+            let state = st.tip();
+            let id = doin_primitives::DomainId::new(req.domain_id.as_str())
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_domain", "not a domain id"))?;
+            champion_of(state.domain(&id), &req.domain_id)?;
+            Ok((rows, payment))
+        })();
+        let (rows, payment) = match checked {
+            Ok(x) => x,
+            Err(e) => return e.into_response(),
+        };
+        return match server.answer(req.domain_id.clone(), rows, payment).await {
             Ok(v) => (StatusCode::OK, Json(v)).into_response(),
             Err(e) => e.into_response(),
         };

@@ -273,6 +273,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/chain", get(views::chain))
         .route("/api/plugins", get(views::plugins))
         .route("/api/economics", get(views::economics))
+        .route("/api/channels", get(views::channels))
+        .route("/api/channel/{id}/close", post(views::close_channel))
         .route("/api/jobs", get(jobs::list))
         .route("/api/job", post(jobs::create))
         .route("/api/job/{id}/model", get(jobs::model).post(jobs::offer_model))
@@ -749,7 +751,7 @@ fn check_key(s: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiErr
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "no_api_key",
-            "this node has no api_key configured, so it hands no tasks to external evaluators",
+            "this node has no api_key configured: what needs the operator's key (tasks for external evaluators, queued inference, closing a channel) is refused",
         ));
     };
     match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {

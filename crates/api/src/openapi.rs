@@ -243,6 +243,22 @@ pub const OPERATIONS: &[Operation] = &[
             &["job", "owner", "status"],
         )
     },
+    op(
+        "get",
+        "/api/channels",
+        "The payment channels paying this node for inference: best update held, earnings, prices.",
+        &["payee", "prices", "channels", "earned_open", "earned_settled"],
+    ),
+    Operation {
+        ok: 202,
+        errors: &[400, 401, 403, 404],
+        ..op(
+            "post",
+            "/api/channel/{id}/close",
+            "Closes a channel paying this node (x-api-key) with the best update held.",
+            &["channel"],
+        )
+    },
     Operation {
         errors: &[404],
         ..op(

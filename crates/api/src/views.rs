@@ -5,6 +5,7 @@ use axum::{
     Json,
     extract::{Path, Query, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
 };
 use doin_consensus::Receipt;
 use doin_primitives::{Block, Hash, Outcome};
@@ -477,6 +478,16 @@ pub(crate) async fn plugins(State(s): State<ApiState>) -> ApiResult {
 /// `GET /api/economics`: supply, fees, the largest balances and stakes, bounties, channels and
 /// the rewards paid in the scanned blocks.
 pub(crate) async fn economics(State(s): State<ApiState>) -> ApiResult {
+    // Before the store's lock is taken here: the inference server reads the store itself.
+    let inference = s.inference.as_ref().map(|i| {
+        let c = i.channels();
+        json!({
+            "prices": c["prices"],
+            "earned_open": doin(c["earned_open"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)),
+            "earned_settled": doin(c["earned_settled"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)),
+            "paying_channels": c["channels"].as_array().map_or(0, Vec::len),
+        })
+    });
     let st = store(&s);
     let state = st.tip();
     let meta = state.meta();
@@ -525,5 +536,38 @@ pub(crate) async fn economics(State(s): State<ApiState>) -> ApiResult {
             "bounty_per_accept": doin(d.spec.bounty_per_accept.0),
         })).collect::<Vec<_>>(),
         "channels": channels,
+        "inference": inference,
     })))
+}
+
+/// `GET /api/channels`: the channels paying this node for inference and what they paid.
+pub(crate) async fn channels(State(s): State<ApiState>) -> ApiResult {
+    Ok(Json(match &s.inference {
+        Some(i) => i.channels(),
+        None => json!({
+            "payee": s.address.to_string(), "prices": {}, "channels": [],
+            "earned_open": "0", "earned_settled": "0", "settled": 0,
+        }),
+    }))
+}
+
+/// `POST /api/channel/{id}/close` (`x-api-key`): this node, as the channel's payee, closes it
+/// with the best update it holds (settled at once on chain).
+pub(crate) async fn close_channel(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = (|| -> Result<Value, ApiError> {
+        crate::check_key(&s, &headers)?;
+        parse_hash(&id, "channel id")?;
+        let i = s.inference.as_ref().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "this node is paid through no channel")
+        })?;
+        i.close_channel(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))
+    })();
+    match result {
+        Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
 }

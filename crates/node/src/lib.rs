@@ -5,6 +5,7 @@
 
 pub mod adversary;
 pub mod artifacts;
+pub mod channels;
 pub mod config;
 pub mod domains;
 pub mod federated;

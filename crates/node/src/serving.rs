@@ -6,16 +6,41 @@
 //! for it at most [`SLOT_WAIT`], then is told the node is busy), so inference takes at most one
 //! core and never the evaluation slots verification runs on. Every answer carries a receipt the
 //! node signs over the exact inputs and outputs ([`doin_primitives::InferenceReceipt`]).
+//!
+//! A domain with an `inference_price` charges per request: the request's channel update is
+//! checked before the model runs and taken (and logged) after it answered, so a request that
+//! fails is not charged and a payment is never taken twice ([`crate::channels`]).
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use doin_api::inference::{InferenceApi, ServeError};
+use doin_consensus::State;
 use doin_optimize::domain::{Domain, EvalError};
-use doin_primitives::{DomainId, InferenceReceiptBody, Keypair, Signed, rows_hash};
+use doin_primitives::{Amount, DomainId, Hash, InferenceReceiptBody, Keypair, Signed, rows_hash};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::{models::Models, store::SharedStore};
+use crate::{
+    channels::{ChannelBook, Checked, Due, PayError, log::Log},
+    models::Models,
+    store::SharedStore,
+};
+
+/// A domain served, and its price per request.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Served {
+    /// The domain's implementation (its model's forward pass).
+    pub domain: Arc<dyn Domain>,
+    /// Base units per request (0: free).
+    pub price: Amount,
+}
 
 /// How long a request waits for the inference slot.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
@@ -24,9 +49,13 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 struct Inner {
     store: SharedStore,
     models: Arc<Models>,
-    domains: BTreeMap<String, Arc<dyn Domain>>,
+    domains: BTreeMap<String, Served>,
     key: Keypair,
     slot: Semaphore,
+    /// The channels paying this node, and their log.
+    book: Mutex<(ChannelBook, Log)>,
+    /// The tip height the book was last looked at for.
+    looked_at: std::sync::atomic::AtomicU64,
 }
 
 /// The inference server.
@@ -35,14 +64,55 @@ pub struct Serving(Arc<Inner>);
 
 impl Serving {
     /// Serves `domains` (by on-chain id) from the chain in `store`, with models from `models`,
-    /// signing receipts with `key`.
+    /// signing receipts with `key`; the channel book is replayed from `data_dir`.
     pub fn new(
         store: SharedStore,
         models: Arc<Models>,
-        domains: BTreeMap<String, Arc<dyn Domain>>,
+        domains: BTreeMap<String, Served>,
         key: Keypair,
-    ) -> Self {
-        Self(Arc::new(Inner { store, models, domains, key, slot: Semaphore::new(1) }))
+        data_dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let mut book = ChannelBook::new(key.address());
+        let (log, skipped) = Log::open(data_dir, &mut book)?;
+        if skipped > 0 {
+            tracing::warn!(skipped, "channels.log: unreadable lines skipped");
+        }
+        let book = Mutex::new((book, log));
+        Ok(Self(Arc::new(Inner {
+            store,
+            models,
+            domains,
+            key,
+            slot: Semaphore::new(1),
+            book,
+            looked_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+        })))
+    }
+
+    /// What the channel book asks to send at the tip `state`; settled channels are logged.
+    pub fn channels_due(&self, state: &State) -> Vec<Due> {
+        let height = state.tip().height;
+        if self.0.looked_at.swap(height, std::sync::atomic::Ordering::Relaxed) == height {
+            return Vec::new();
+        }
+        let mut guard = self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (book, log) = &mut *guard;
+        let (due, gone) = book.due(state, height);
+        for (channel, paid) in gone {
+            tracing::info!(%channel, paid = paid.0, "payment channel settled");
+            if let Err(e) = log.settled(&channel, paid) {
+                tracing::error!(error = %e, "channels.log: cannot record a settled channel");
+            }
+        }
+        if let Err(e) = log.sync() {
+            tracing::error!(error = %e, "channels.log: cannot sync");
+        }
+        due
+    }
+
+    /// Paid into open channels, paid by settled ones, open channel count.
+    pub fn earnings(&self) -> (Amount, Amount, usize) {
+        self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.earnings()
     }
 }
 
@@ -53,14 +123,29 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
-    async fn answer(&self, name: String, rows: Vec<Vec<f64>>) -> Result<Value, ServeError> {
-        let domain = self.domains.get(&name).cloned().ok_or_else(|| ServeError::NoModel(name.clone()))?;
+    fn pay_error(&self, e: &PayError, price: Amount) -> ServeError {
+        ServeError::Payment {
+            error: e.name(),
+            detail: e.to_string(),
+            price: price.0,
+            payee: self.key.address().to_string(),
+        }
+    }
+
+    async fn answer(
+        &self,
+        name: String,
+        rows: Vec<Vec<f64>>,
+        payment: Option<Vec<u8>>,
+    ) -> Result<Value, ServeError> {
+        let served = self.domains.get(&name).cloned().ok_or_else(|| ServeError::NoModel(name.clone()))?;
+        let (domain, price) = (served.domain, served.price);
         let id = DomainId::new(name.as_str()).map_err(|e| ServeError::BadInput(e.to_string()))?;
-        let (champion, height) = {
+        let (champion, height, state) = {
             let store = self.store.lock();
             let tip = store.tip();
             let champion = tip.domain(&id).and_then(|d| d.champion.clone());
-            (champion, tip.tip().height)
+            (champion, tip.tip().height, tip.clone())
         };
         let champion =
             champion.ok_or_else(|| ServeError::NoModel(format!("domain {name} has no champion yet")))?;
@@ -69,6 +154,16 @@ impl Inner {
                 "the champion {} of {name} has no model a quorum measured",
                 champion.commit
             )));
+        };
+        // The payment is checked before the model runs (nothing is taken yet).
+        let checked: Option<Checked> = match (price > Amount::ZERO, payment) {
+            (false, _) => None,
+            (true, None) => return Err(self.pay_error(&PayError::Required, price)),
+            (true, Some(bytes)) => {
+                let update = ChannelBook::decode(&bytes).map_err(|e| self.pay_error(&e, price))?;
+                let book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                Some(book.0.check(&state, update, price).map_err(|e| self.pay_error(&e, price))?)
+            }
         };
         let bytes = self.models.fetch(artifact).await.map_err(ServeError::Unavailable)?;
         let _slot = tokio::time::timeout(SLOT_WAIT, self.slot.acquire())
@@ -85,6 +180,20 @@ impl Inner {
                 EvalError::BadParams(why) => ServeError::BadInput(why),
                 other => ServeError::Unavailable(other.to_string()),
             })?;
+        // Answered: the payment is taken (unless another request of the channel took a newer
+        // one meanwhile) and logged before the answer leaves.
+        let payment = match &checked {
+            None => None,
+            Some(c) => {
+                let mut guard = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (book, log) = &mut *guard;
+                book.take(c).map_err(|e| self.pay_error(&e, price))?;
+                if let Err(e) = log.taken(&c.update) {
+                    tracing::error!(error = %e, "channels.log: cannot record a payment");
+                }
+                Some(c.update.id())
+            }
+        };
         let receipt = Signed::sign(
             InferenceReceiptBody {
                 server: self.key.address(),
@@ -95,6 +204,7 @@ impl Inner {
                 outputs: rows_hash(&answer.outputs),
                 height,
                 issued_ms: doin_api::now_ms(),
+                payment,
             },
             &self.key,
         );
@@ -108,6 +218,12 @@ impl Inner {
             "outputs": answer.outputs,
             "predictions": answer.labels,
             "receipt": receipt,
+            "paid": checked.map(|c| json!({
+                "channel": c.update.body.channel.to_string(),
+                "nonce": c.update.body.nonce,
+                "paid_total": c.update.body.paid_total.0.to_string(),
+                "charged": c.adds.0.to_string(),
+            })),
         }))
     }
 }
@@ -121,8 +237,62 @@ impl InferenceApi for Serving {
         &self,
         domain: String,
         rows: Vec<Vec<f64>>,
+        payment: Option<Vec<u8>>,
     ) -> Pin<Box<dyn Future<Output = Result<Value, ServeError>> + Send>> {
         let inner = self.0.clone();
-        Box::pin(async move { inner.answer(domain, rows).await })
+        Box::pin(async move { inner.answer(domain, rows, payment).await })
+    }
+
+    fn channels(&self) -> Value {
+        let state = self.0.store.lock().tip().clone();
+        let guard = self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let book = &guard.0;
+        let mut open: Vec<Value> = state
+            .channels()
+            .filter(|(_, c)| c.payee == self.0.key.address())
+            .map(|(id, c)| {
+                let best = book.best(id);
+                json!({
+                    "channel": id.to_string(),
+                    "payer": c.payer.to_string(),
+                    "deposit": c.deposit.0.to_string(),
+                    "expiry_height": c.expiry_height,
+                    "opened_at": c.opened_at,
+                    "closing": c.closing.as_ref().map(|cl| json!({
+                        "nonce": cl.nonce,
+                        "paid_total": cl.paid_total.0.to_string(),
+                        "deadline": cl.deadline,
+                    })),
+                    "best_nonce": best.map_or(0, |u| u.body.nonce),
+                    "paid_total": best.map_or(Amount::ZERO, |u| u.body.paid_total).0.to_string(),
+                })
+            })
+            .collect();
+        open.truncate(1000);
+        let (earned_open, earned_settled, _) = book.earnings();
+        json!({
+            "payee": self.0.key.address().to_string(),
+            "prices": self.0.domains.iter().map(|(d, s)| (d.clone(), json!(s.price.0.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "channels": open,
+            "earned_open": earned_open.0.to_string(),
+            "earned_settled": earned_settled.0.to_string(),
+            "settled": book.settled().len(),
+        })
+    }
+
+    fn close_channel(&self, channel: &str) -> Result<Value, String> {
+        let id = hex::decode(channel)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Hash)
+            .ok_or_else(|| format!("{channel:?} is not a channel id"))?;
+        let mut guard = self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !guard.0.request_close(&id) {
+            return Err(format!("no payment through channel {id} is held here"));
+        }
+        let best = guard.0.best(&id).map(|u| (u.body.nonce, u.body.paid_total.0));
+        Ok(
+            json!({ "channel": id.to_string(), "closing_with": best.map(|(n, p)| json!({ "nonce": n, "paid_total": p.to_string() })) }),
+        )
     }
 }

@@ -35,6 +35,8 @@ pub struct InferenceReceiptBody {
     pub height: u64,
     /// When the answer was given (ms since the Unix epoch, the server's clock).
     pub issued_ms: u64,
+    /// The id of the channel update that paid for the answer, if it was paid.
+    pub payment: Option<Hash>,
 }
 
 impl Signable for InferenceReceiptBody {
@@ -77,6 +79,7 @@ mod tests {
             outputs: rows_hash(&[vec![0.5]]),
             height: 9,
             issued_ms: 1,
+            payment: None,
         };
         let r = Signed::sign(body.clone(), &key);
         assert!(r.verify());

@@ -71,6 +71,9 @@ pub struct DomainConfig {
     /// domains with a model; the model is fetched from its providers and kept under
     /// `models/`). Off: requests become tasks for external workers (`/tasks/*`).
     pub serve_inference: bool,
+    /// DOIN charged per served inference request (each request carries a payment-channel update
+    /// adding at least this to the channel's total; `0`: free).
+    pub inference_price: f64,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -96,6 +99,7 @@ impl Default for DomainConfig {
             share_trials: true,
             warm_start_from: Vec::new(),
             serve_inference: true,
+            inference_price: 0.0,
             unknown: BTreeMap::new(),
         }
     }

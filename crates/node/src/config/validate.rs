@@ -236,6 +236,15 @@ fn check_domain(
         ));
     }
     check_optimization_config(d, &key)?;
+    if !d.inference_price.is_finite() || d.inference_price < 0.0 || d.inference_price > 1e9 {
+        return Err(bad(key("inference_price"), "a price in DOIN from 0 to 1e9 per request"));
+    }
+    if d.inference_price > 0.0 && !d.serve_inference {
+        return Err(bad(
+            key("inference_price"),
+            "a price needs serve_inference: true (this node would not serve the domain)",
+        ));
+    }
     if d.warm_start_from.len() > MAX_WARM_START_FROM {
         return Err(bad(key("warm_start_from"), format!("at most {MAX_WARM_START_FROM} domains")));
     }
@@ -371,6 +380,7 @@ pub(super) const DOMAIN_KEYS: &[&str] = &[
     "share_trials",
     "warm_start_from",
     "serve_inference",
+    "inference_price",
 ];
 /// Domains one `warm_start_from` names at most.
 pub const MAX_WARM_START_FROM: usize = 16;

@@ -35,6 +35,7 @@ mod claims;
 mod finality_votes;
 mod follow;
 mod participate;
+mod payments;
 mod pipeline;
 mod produce;
 mod rounds;
@@ -298,6 +299,8 @@ struct Engine {
     fl_fetches: Arc<std::sync::Mutex<std::collections::BTreeMap<Hash, std::time::Instant>>>,
     /// Trained model artifacts: our claims', those measured here, the champions served.
     models: Arc<crate::models::Models>,
+    /// The inference server and the channels paying it, if this node serves a domain.
+    serving: Option<crate::serving::Serving>,
 }
 
 fn now_ms() -> u64 {

@@ -155,13 +155,36 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         tokio::spawn(async move { models.announce().await });
     }
     let serving = {
-        let served: BTreeMap<String, Arc<dyn doin_optimize::domain::Domain>> = rts
-            .iter()
-            .filter(|(_, rt)| rt.config.serve_inference && rt.domain.has_model())
-            .map(|(id, rt)| (id.clone(), rt.domain.clone()))
-            .collect();
-        (!served.is_empty())
-            .then(|| crate::serving::Serving::new(store.clone(), models.clone(), served, key.clone()))
+        let mut served = BTreeMap::new();
+        for (id, rt) in &rts {
+            let price = doin_primitives::Amount((rt.config.inference_price * 1e9).round() as u128);
+            if !rt.domain.has_model() {
+                if price > doin_primitives::Amount::ZERO {
+                    return Err(other(format!(
+                        "domain {id}: inference_price is set, but {id} has no model to serve (built-in \
+                         domains with a model: mlp_digits)"
+                    )));
+                }
+                continue;
+            }
+            if rt.config.serve_inference {
+                served.insert(id.clone(), crate::serving::Served { domain: rt.domain.clone(), price });
+            }
+        }
+        if served.is_empty() {
+            None
+        } else {
+            Some(
+                crate::serving::Serving::new(
+                    store.clone(),
+                    models.clone(),
+                    served,
+                    key.clone(),
+                    &config.data_dir,
+                )
+                .map_err(|e| other(format!("channels.log: {e}")))?,
+            )
+        }
     };
 
     // The HTTP API on the node's port.
@@ -226,7 +249,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .map_err(|e| other(format!("olap_db_path: no temporary directory for exports: {e}")))?,
         chain_cache: Arc::default(),
         jobs: jobs.clone().map(|j| j as Arc<dyn doin_api::jobs::JobApi>),
-        inference: serving.map(|s| Arc::new(s) as Arc<dyn doin_api::inference::InferenceApi>),
+        inference: serving.clone().map(|s| Arc::new(s) as Arc<dyn doin_api::inference::InferenceApi>),
     };
     let _http = doin_api::serve(http_addr, api)
         .await
@@ -299,6 +322,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         jobs,
         fl_fetches: Default::default(),
         models,
+        serving,
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")

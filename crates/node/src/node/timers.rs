@@ -72,6 +72,7 @@ impl Engine {
             self.try_certify(commit);
         }
         self.rounds_step(&state).await;
+        self.channels_step(&state).await;
         self.produce().await;
     }
 }
