@@ -45,6 +45,33 @@ pub struct Served {
 /// How long a request waits for the inference slot.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
+/// The receipt of an answer: `model` is (optimae, artifact, height); `inputs` the rows' hash;
+/// `payment` the id of the update that paid.
+pub fn sign_receipt(
+    key: &Keypair,
+    domain: DomainId,
+    model: (Hash, Hash, u64),
+    inputs: Hash,
+    outputs: &[Vec<f64>],
+    payment: Option<Hash>,
+) -> doin_primitives::InferenceReceipt {
+    let (optimae, artifact, height) = model;
+    Signed::sign(
+        InferenceReceiptBody {
+            server: key.address(),
+            domain,
+            optimae,
+            artifact,
+            inputs,
+            outputs: rows_hash(outputs),
+            height,
+            issued_ms: doin_api::now_ms(),
+            payment,
+        },
+        key,
+    )
+}
+
 /// What an answer needs from the node.
 struct Inner {
     store: SharedStore,
@@ -56,6 +83,8 @@ struct Inner {
     book: Mutex<(ChannelBook, Log)>,
     /// The tip height the book was last looked at for.
     looked_at: std::sync::atomic::AtomicU64,
+    /// Payments' signatures, checked in batches.
+    verifier: crate::channels::verify::Verifier,
 }
 
 /// The inference server.
@@ -86,6 +115,7 @@ impl Serving {
             slot: Semaphore::new(1),
             book,
             looked_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            verifier: crate::channels::verify::Verifier::start(),
         })))
     }
 
@@ -160,7 +190,7 @@ impl Inner {
             (false, _) => None,
             (true, None) => return Err(self.pay_error(&PayError::Required, price)),
             (true, Some(bytes)) => {
-                let update = ChannelBook::decode(&bytes).map_err(|e| self.pay_error(&e, price))?;
+                let update = self.verifier.verify(bytes).await.map_err(|e| self.pay_error(&e, price))?;
                 let book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 Some(book.0.check(&state, update, price).map_err(|e| self.pay_error(&e, price))?)
             }
@@ -194,19 +224,13 @@ impl Inner {
                 Some(c.update.id())
             }
         };
-        let receipt = Signed::sign(
-            InferenceReceiptBody {
-                server: self.key.address(),
-                domain: id,
-                optimae: champion.commit,
-                artifact,
-                inputs,
-                outputs: rows_hash(&answer.outputs),
-                height,
-                issued_ms: doin_api::now_ms(),
-                payment,
-            },
+        let receipt = sign_receipt(
             &self.key,
+            id,
+            (champion.commit, artifact, height),
+            inputs,
+            &answer.outputs,
+            payment,
         );
         Ok(json!({
             "domain_id": name,

@@ -11,6 +11,7 @@ use doin_primitives::{
 use doin_storage::{ChainStore, StoreOptions, snapshot};
 
 mod fl;
+mod inference;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Bench {
@@ -88,6 +89,17 @@ pub(crate) enum Bench {
         /// Every optimizing node's `optimization_plugin` (default: the node's, `auto`).
         #[arg(long)]
         optimizer: Option<String>,
+    },
+    /// The node's inference serving pipeline for the `mlp_digits` model (one row per request,
+    /// one thread): bare forward pass, free and paid requests (payment checked, taken and
+    /// logged; receipt signed), and channel updates taken per second on one core.
+    Inference {
+        /// Requests of each kind.
+        #[arg(long, default_value_t = 5_000)]
+        requests: usize,
+        /// Channel updates for the per-core rate.
+        #[arg(long, default_value_t = 50_000)]
+        updates: u64,
     },
     /// CEC-style optimizer runs (shifted 30-D functions, 10 000 × D evaluations), optimizer
     /// overhead per evaluation, and islands with migration against one population.
@@ -308,6 +320,7 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             flood(rounds, base_port)
         }
         Bench::Optimize { seeds, dim } => optimize(seeds, dim),
+        Bench::Inference { requests, updates } => inference::run(requests.max(1), updates.max(1)),
         Bench::Search {
             domain,
             domain_plugin,

@@ -12,6 +12,7 @@
 //! when asked. Bounded: [`MAX_CHANNELS`] channels, each opened on chain with a deposit.
 
 pub mod log;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -114,10 +115,15 @@ impl ChannelBook {
         Self { me, entries: HashMap::new(), settled: BTreeMap::new() }
     }
 
-    /// Decodes a payment header's bytes.
+    /// Decodes a payment header's bytes, without checking the signature.
+    pub fn decode_unverified(bytes: &[u8]) -> Result<ChannelUpdate, PayError> {
+        doin_primitives::decode(bytes, MAX_UPDATE_BYTES, "channel update")
+            .map_err(|e| PayError::Malformed(format!("not a channel update: {e}")))
+    }
+
+    /// Decodes a payment header's bytes and checks the signature.
     pub fn decode(bytes: &[u8]) -> Result<ChannelUpdate, PayError> {
-        let update: ChannelUpdate = doin_primitives::decode(bytes, MAX_UPDATE_BYTES, "channel update")
-            .map_err(|e| PayError::Malformed(format!("not a channel update: {e}")))?;
+        let update = Self::decode_unverified(bytes)?;
         if !update.verify() {
             return Err(PayError::Malformed("the update's signature does not verify".into()));
         }
