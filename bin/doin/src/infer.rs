@@ -2,7 +2,10 @@
 //! nodes. Every answer's receipt is checked here: signed by the node, over exactly the rows
 //! sent and the outputs received. With `--held-out` (built-in `mlp_digits`) the domain's
 //! held-out rows are sent and the answers' accuracy is set beside the quality the quorum
-//! measured for the model. One JSON line per node.
+//! measured for the model. With `--check-with NODE` a random fraction of the answers is
+//! re-executed on another node: the built-in models are deterministic, so an answer whose
+//! outputs differ from the same model's elsewhere is wrong, and the two signed receipts with
+//! the inputs are the evidence (`--evidence FILE`). One JSON line per node.
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -38,6 +41,40 @@ pub(crate) struct InferArgs {
     /// The payer's key file (with `--channel`).
     #[arg(long)]
     key: Option<std::path::PathBuf>,
+    /// Re-execute a sampled fraction of the answers on this other node and compare: the models
+    /// are deterministic, so an honest server's outputs match bit for bit.
+    #[arg(long)]
+    check_with: Option<String>,
+    /// The fraction of answers re-executed (drawn from this machine's randomness, so a server
+    /// cannot tell which answers will be checked).
+    #[arg(long, default_value_t = 0.1)]
+    check_fraction: f64,
+    /// Where to write the evidence of wrong answers (both receipts and the inputs).
+    #[arg(long)]
+    evidence: Option<std::path::PathBuf>,
+}
+
+/// What re-executing one answer on another node showed.
+enum Check {
+    /// The same outputs.
+    Agrees,
+    /// The checker ran another model (the champion changed between the two requests).
+    OtherModel,
+    /// Other outputs from the same model: the server's answer is wrong.
+    Disagrees(Value),
+}
+
+/// Re-executes `rows` on `checker` and compares with `answer`'s receipt.
+fn check(checker: &str, domain: &str, rows: &[Vec<f64>], answer: &Answer) -> anyhow::Result<Check> {
+    let again = ask(checker, domain, rows, &mut None)?;
+    let (ours, theirs) = (&answer.body["receipt"], &again.body["receipt"]);
+    if ours["artifact"] != theirs["artifact"] {
+        return Ok(Check::OtherModel);
+    }
+    if ours["outputs"] == theirs["outputs"] {
+        return Ok(Check::Agrees);
+    }
+    Ok(Check::Disagrees(json!({ "receipt": ours, "checker_receipt": theirs, "inputs": rows })))
 }
 
 /// Pays requests through one channel.
@@ -134,13 +171,32 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let mut failed = 0;
+    if !(0.0..=1.0).contains(&a.check_fraction) {
+        bail!("--check-fraction {} is not between 0 and 1", a.check_fraction);
+    }
+    let (mut failed, mut wrong_total) = (0, 0);
     for node in &a.node {
         let mut answers = Vec::new();
         let mut error = None;
+        let (mut checked, mut other_model, mut wrong) = (0, 0, Vec::new());
         for batch in rows.chunks(BATCH) {
             match ask(node, &a.domain, batch, &mut paying) {
-                Ok(answer) => answers.push(answer),
+                Ok(answer) => {
+                    if let Some(checker) = &a.check_with
+                        && rand::random::<f64>() < a.check_fraction
+                    {
+                        match check(checker, &a.domain, batch, &answer) {
+                            Ok(Check::Agrees) => checked += 1,
+                            Ok(Check::OtherModel) => other_model += 1,
+                            Ok(Check::Disagrees(evidence)) => {
+                                checked += 1;
+                                wrong.push(evidence);
+                            }
+                            Err(e) => eprintln!("re-execution on {checker} failed: {e}"),
+                        }
+                    }
+                    answers.push(answer);
+                }
                 Err(e) => {
                     error = Some(e.to_string());
                     break;
@@ -167,6 +223,18 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
             "receipts_checked": answers.len(),
             "one_model": same_model,
         });
+        if let Some(checker) = &a.check_with {
+            line["checked"] = json!({ "with": checker, "answers": checked, "other_model": other_model, "wrong": wrong.len() });
+            if !wrong.is_empty() {
+                wrong_total += wrong.len();
+                if let Some(path) = &a.evidence {
+                    std::fs::write(
+                        path,
+                        serde_json::to_vec_pretty(&json!({ "server": node, "wrong": wrong }))?,
+                    )?;
+                }
+            }
+        }
         if let Some(p) = &paying {
             line["paid"] = json!({ "channel": p.channel.to_string(), "spent": p.spent.to_string(), "price": p.price.map(|x| x.0.to_string()) });
         }
@@ -186,6 +254,9 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
     }
     if failed > 0 {
         bail!("{failed} of {} nodes did not answer", a.node.len());
+    }
+    if wrong_total > 0 {
+        bail!("{wrong_total} re-executed answers differ from what their server signed: wrong answers");
     }
     Ok(())
 }

@@ -94,10 +94,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some("double-finality-vote") => Some(doin_node::Adversary::DoubleFinalityVote),
         Some("inflate-trials") => Some(doin_node::Adversary::InflateTrials),
         Some("tamper-round-model") => Some(doin_node::Adversary::TamperRoundModel),
+        Some("wrong-answers") => Some(doin_node::Adversary::WrongAnswers),
         Some(other) => {
             anyhow::bail!(
                 "--adversary {other:?}: the behaviours are copy-reveals, double-vote, double-finality-vote, \
-                 inflate-trials and tamper-round-model"
+                 inflate-trials, tamper-round-model and wrong-answers"
             )
         }
     };

@@ -26,7 +26,9 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = sync_channel(4096);
     let mut cmd = doin();
-    cmd.args(["devnet", "--nodes", "3", "--domain", "mlp_digits", "--duration", "300", "--base-port"])
+    // Node 3 lies: it answers with altered outputs under honestly signed receipts.
+    cmd.args(["devnet", "--nodes", "4", "--adversary", "3=wrong-answers", "--domain", "mlp_digits"])
+        .args(["--duration", "300", "--base-port"])
         .arg(BASE.to_string())
         .arg("--dir")
         .arg(dir.path());
@@ -43,9 +45,11 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
     };
     eprintln!("champion {champion}");
 
-    let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", BASE + 2 * i)).collect();
+    let nodes: Vec<String> = (0..4).map(|i| format!("127.0.0.1:{}", BASE + 2 * i)).collect();
+    // The honest nodes, every answer re-executed on node 1: none is flagged.
     let out = doin()
-        .args(["infer", "--held-out", "--domain", "mlp_digits", "--node", &nodes.join(",")])
+        .args(["infer", "--held-out", "--domain", "mlp_digits", "--node", &nodes[..3].join(",")])
+        .args(["--check-with", &nodes[1], "--check-fraction", "1"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -64,7 +68,30 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
         let (accuracy, quality) = (a["accuracy"].as_f64().unwrap(), a["model_quality"].as_f64().unwrap());
         assert!((accuracy - quality).abs() <= 5e-10, "accuracy {accuracy} vs quorum {quality}");
         assert!(accuracy > 0.9, "{accuracy}");
+        assert_eq!(a["checked"]["answers"], 3, "{a}");
+        assert_eq!(a["checked"]["wrong"], 0, "an honest server is never flagged: {a}");
     }
+
+    // The lying node: every answer re-executed on node 0 differs from what it signed, and the
+    // two receipts with the inputs are written as evidence.
+    let evidence = dir.path().join("evidence.json");
+    let out = doin()
+        .args(["infer", "--held-out", "--domain", "mlp_digits", "--node", &nodes[3]])
+        .args(["--check-with", &nodes[0], "--check-fraction", "1", "--evidence"])
+        .arg(&evidence)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "wrong answers make `doin infer` fail:\n{stdout}");
+    let liar: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(liar["checked"]["wrong"], 3, "{liar}");
+    assert!(liar["accuracy"].as_f64().unwrap() < 0.2, "the top two classes swapped: {liar}");
+    let evidence: Value = serde_json::from_slice(&std::fs::read(&evidence).unwrap()).unwrap();
+    let first = &evidence["wrong"][0];
+    let liar_key = common::http_json(BASE + 6, "/status").unwrap()["address"].clone();
+    assert_eq!(first["receipt"]["server"], liar_key, "{first}");
+    assert_eq!(first["receipt"]["artifact"], first["checker_receipt"]["artifact"]);
+    assert_ne!(first["receipt"]["outputs"], first["checker_receipt"]["outputs"]);
 
     // Bad requests are refused by name, and nothing is served for them.
     let (status, body) = post(BASE, r#"{"domain_id": "mlp_digits", "inputs": [1, 2, 3]}"#);

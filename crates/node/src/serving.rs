@@ -72,6 +72,23 @@ pub fn sign_receipt(
     )
 }
 
+/// Test builds' lying server: the two largest outputs of every row swapped (and the labels
+/// following them), the receipt then signed over these outputs.
+#[cfg(feature = "adversary")]
+fn wrong_answer(mut a: doin_optimize::domain::Inference) -> doin_optimize::domain::Inference {
+    for (r, row) in a.outputs.iter_mut().enumerate() {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|x, y| row[*y].total_cmp(&row[*x]));
+        if let [first, second, ..] = order[..] {
+            row.swap(first, second);
+            if let Some(l) = a.labels.as_mut().and_then(|l| l.get_mut(r)) {
+                *l = second as u32;
+            }
+        }
+    }
+    a
+}
+
 /// What an answer needs from the node.
 struct Inner {
     store: SharedStore,
@@ -85,6 +102,9 @@ struct Inner {
     looked_at: std::sync::atomic::AtomicU64,
     /// Payments' signatures, checked in batches.
     verifier: crate::channels::verify::Verifier,
+    /// Test builds: answer wrongly ([`crate::Adversary::WrongAnswers`]).
+    #[cfg(feature = "adversary")]
+    lies: bool,
 }
 
 /// The inference server.
@@ -116,7 +136,18 @@ impl Serving {
             book,
             looked_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             verifier: crate::channels::verify::Verifier::start(),
+            #[cfg(feature = "adversary")]
+            lies: false,
         })))
+    }
+
+    /// Test builds: this server answers wrongly.
+    #[cfg(feature = "adversary")]
+    pub fn lying(self) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) => Self(Arc::new(Inner { lies: true, ..inner })),
+            Err(shared) => Self(shared),
+        }
     }
 
     /// What the channel book asks to send at the tip `state`; settled channels are logged.
@@ -203,6 +234,8 @@ impl Inner {
             })?
             .map_err(|_| ServeError::Unavailable("the node is stopping".into()))?;
         let inputs = rows_hash(&rows);
+        #[cfg(feature = "adversary")]
+        let lies = self.lies;
         let answer = tokio::task::spawn_blocking(move || domain.infer(&bytes, &rows))
             .await
             .map_err(|e| ServeError::Unavailable(format!("inference panicked: {e}")))?
@@ -210,6 +243,8 @@ impl Inner {
                 EvalError::BadParams(why) => ServeError::BadInput(why),
                 other => ServeError::Unavailable(other.to_string()),
             })?;
+        #[cfg(feature = "adversary")]
+        let answer = if lies { wrong_answer(answer) } else { answer };
         // Answered: the payment is taken (unless another request of the channel took a newer
         // one meanwhile) and logged before the answer leaves.
         let payment = match &checked {

@@ -136,6 +136,9 @@ pub enum Adversary {
     /// As a federated supervisor, record every round with a model that is not the aggregate of
     /// its updates (a supervisor steering the job's model).
     TamperRoundModel,
+    /// As an inference server, answer with altered outputs (the two largest swapped in every
+    /// row) under an honestly signed receipt (a server saving work or steering its clients).
+    WrongAnswers,
 }
 
 struct DomainRt {

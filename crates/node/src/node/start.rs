@@ -174,16 +174,18 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         if served.is_empty() {
             None
         } else {
-            Some(
-                crate::serving::Serving::new(
-                    store.clone(),
-                    models.clone(),
-                    served,
-                    key.clone(),
-                    &config.data_dir,
-                )
-                .map_err(|e| other(format!("channels.log: {e}")))?,
+            let serving = crate::serving::Serving::new(
+                store.clone(),
+                models.clone(),
+                served,
+                key.clone(),
+                &config.data_dir,
             )
+            .map_err(|e| other(format!("channels.log: {e}")))?;
+            #[cfg(feature = "adversary")]
+            let serving =
+                if limits.adversary == Some(Adversary::WrongAnswers) { serving.lying() } else { serving };
+            Some(serving)
         }
     };
 
