@@ -54,6 +54,21 @@ impl MlpClassifier {
         }
     }
 
+    /// A good, quick configuration (two hidden layers of 64, learning rate 3e-3, weight decay
+    /// 1e-6, no dropout, batches of 32, 20 epochs): a model like a devnet's champions, for
+    /// benchmarks and tests.
+    pub fn reference_params() -> Vec<Value> {
+        vec![
+            Value::Int(2),
+            Value::Int(64),
+            Value::Real(3e-3),
+            Value::Real(1e-6),
+            Value::Real(0.0),
+            Value::Int(32),
+            Value::Int(20),
+        ]
+    }
+
     /// The training configuration `params` describe.
     pub fn config(&self, params: &[Value], seed: u64) -> Result<TrainConfig, EvalError> {
         let p = Params::new(&self.space, params)?;

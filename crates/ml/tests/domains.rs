@@ -69,16 +69,7 @@ fn classifier_search_beats_the_majority_class_on_held_out_data() {
 #[test]
 fn a_trained_artifact_answers_like_its_measurement_and_never_saw_its_held_out_rows() {
     let domain = MlpClassifier::new(3).unwrap();
-    // Two hidden layers of 64, lr 3e-3, no weight decay or dropout, batch 32, 20 epochs.
-    let params = [
-        Value::Int(2),
-        Value::Int(64),
-        Value::Real(3e-3),
-        Value::Real(1e-6),
-        Value::Real(0.0),
-        Value::Int(32),
-        Value::Int(20),
-    ];
+    let params = MlpClassifier::reference_params();
     let bytes = domain.train(&params, None, budget()).unwrap();
     assert_eq!(bytes, domain.train(&params, None, budget()).unwrap(), "training is deterministic");
     let quality = domain.measure_artifact(&bytes).unwrap();

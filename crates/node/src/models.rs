@@ -22,8 +22,10 @@ pub const MAX_MODEL_BYTES: u64 = 64 << 20;
 pub const MAX_FILES: usize = 64;
 /// Models kept in memory.
 const IN_MEMORY: usize = 8;
-/// How long one download may take.
+/// How long one download may take (serving; an evaluator gives a reveal's model less).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Downloads at once.
+const DOWNLOADS: usize = 4;
 
 /// The node's model artifacts.
 #[derive(Debug)]
@@ -32,8 +34,8 @@ pub struct Models {
     artifacts: Arc<Artifacts>,
     net: NetworkHandle,
     memory: Mutex<VecDeque<(Hash, Arc<Vec<u8>>)>>,
-    /// One download at a time (a second request for the same model waits and finds it).
-    downloading: tokio::sync::Mutex<()>,
+    /// Downloads at once, bounded (one slow or unserved model does not hold up the others).
+    downloading: tokio::sync::Semaphore,
 }
 
 fn file_of(dir: &Path, hash: &Hash) -> PathBuf {
@@ -62,7 +64,13 @@ impl Models {
                 }
             }
         }
-        Ok(Self { dir, artifacts, net, memory: Mutex::default(), downloading: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            dir,
+            artifacts,
+            net,
+            memory: Mutex::default(),
+            downloading: tokio::sync::Semaphore::new(DOWNLOADS),
+        })
     }
 
     /// Announces every model held (after a start: the DHT forgot us).
@@ -143,19 +151,27 @@ impl Models {
 
     /// The model `hash`: held here, or downloaded from its providers (and then held).
     pub async fn fetch(&self, hash: Hash) -> Result<Arc<Vec<u8>>, String> {
+        self.fetch_within(hash, FETCH_TIMEOUT).await
+    }
+
+    /// [`Models::fetch`], giving up after `timeout` (waiting for a download slot included).
+    pub async fn fetch_within(&self, hash: Hash, timeout: Duration) -> Result<Arc<Vec<u8>>, String> {
+        tokio::time::timeout(timeout, self.download(hash))
+            .await
+            .map_err(|_| format!("fetching model {hash} took over {} s", timeout.as_secs()))?
+    }
+
+    async fn download(&self, hash: Hash) -> Result<Arc<Vec<u8>>, String> {
         if let Some(b) = self.get(&hash) {
             return Ok(b);
         }
-        let _one = self.downloading.lock().await;
+        let _slot = self.downloading.acquire().await.map_err(|_| "the node is stopping".to_owned())?;
         if let Some(b) = self.get(&hash) {
             return Ok(b);
         }
         let dir = self.dir.join("downloads");
         let download = doin_net::artifact::fetch_bounded(&self.net, hash, &dir, &[], MAX_MODEL_BYTES);
-        let d = tokio::time::timeout(FETCH_TIMEOUT, download)
-            .await
-            .map_err(|_| format!("fetching model {hash} took over {} s", FETCH_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("fetching model {hash}: {e}"))?;
+        let d = download.await.map_err(|e| format!("fetching model {hash}: {e}"))?;
         let bytes = tokio::fs::read(&d.path).await.map_err(|e| format!("reading the download: {e}"));
         let _ = tokio::fs::remove_file(&d.path).await;
         let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;

@@ -20,7 +20,7 @@ use doin_node::{
     },
     serving::sign_receipt,
 };
-use doin_optimize::{Value, domain::Domain};
+use doin_optimize::domain::Domain;
 use doin_primitives::{Amount, ChannelUpdate, ChannelUpdateBody, DomainId, Hash, Signed, TxKind, rows_hash};
 use serde_json::json;
 
@@ -56,16 +56,7 @@ fn updates(net: &TestNet, channel: Hash, n: u64, price: Amount) -> Vec<Vec<u8>> 
 
 pub(crate) fn run(requests: usize, updates_n: u64) -> anyhow::Result<()> {
     let domain = doin_ml::MlpClassifier::new(3).map_err(anyhow::Error::msg)?;
-    // A model like the devnet's champions: two hidden layers of 64.
-    let params = [
-        Value::Int(2),
-        Value::Int(64),
-        Value::Real(3e-3),
-        Value::Real(1e-6),
-        Value::Real(0.0),
-        Value::Int(32),
-        Value::Int(20),
-    ];
+    let params = doin_ml::MlpClassifier::reference_params();
     let model = domain
         .train(&params, None, doin_optimize::domain::Budget::new(std::time::Duration::from_secs(120), 0))
         .map_err(|e| anyhow::anyhow!("training the model: {e}"))?;

@@ -149,9 +149,16 @@ impl Engine {
         }
         let (slots, tx, nanos, health) =
             (self.eval_slots.clone(), self.measured_tx.clone(), self.eval_nanos.clone(), rt.health.clone());
-        let (models, measure_with) = (self.models.clone(), domain_impl.clone());
+        let measure_with = domain_impl.clone();
+        // The reveal's model is fetched while the parameters are measured, outside the
+        // evaluation slots: a claimer naming a model nobody serves costs a vote its figure for
+        // the model after [`MEASURE_FETCH`], never an evaluation slot.
+        let prefetch = artifact.filter(|_| measure_with.has_model()).map(|hash| {
+            let models = self.models.clone();
+            tokio::spawn(async move { (hash, models.fetch_within(hash, MEASURE_FETCH).await) })
+        });
         tokio::spawn(async move {
-            let Ok(_permit) = slots.acquire_owned().await else { return };
+            let Ok(permit) = slots.acquire_owned().await else { return };
             let measured_nanos = nanos.clone();
             let result = tokio::task::spawn_blocking(move || {
                 // CPU time of this thread, not wall time: on a busy machine an evaluation waits
@@ -174,14 +181,18 @@ impl Engine {
             })
             .await
             .unwrap_or_else(|e| Err(format!("evaluation panicked: {e}")));
+            drop(permit);
             match &result {
                 Ok(_) => health.ok(),
                 Err(e) => health.failed(e),
             }
-            let artifact = match artifact {
-                Some(hash) if result.is_ok() && measure_with.has_model() => {
-                    measure_artifact(&models, measure_with, hash, measured_nanos).await
-                }
+            let artifact = match prefetch {
+                Some(fetch) if result.is_ok() => match fetch.await {
+                    Ok((hash, fetched)) => {
+                        measure_artifact(fetched, measure_with, hash, measured_nanos).await
+                    }
+                    Err(_) => None,
+                },
                 _ => None,
             };
             let _ = tx.send(Measured { commit: commit_id, round, seed, result, artifact }).await;
@@ -328,16 +339,19 @@ impl Engine {
     }
 }
 
-/// A reveal's model artifact measured on its domain's held-out data: fetched from its providers
-/// (and then kept and served here), run on a blocking thread; `None` when it cannot be fetched
-/// or is not a model of the domain (the vote then says nothing about it).
+/// How long an evaluator waits for a reveal's model before voting without a figure for it.
+const MEASURE_FETCH: Duration = Duration::from_secs(10);
+
+/// A reveal's model artifact (fetched from its providers, and then kept and served here)
+/// measured on its domain's held-out data on a blocking thread; `None` when it could not be
+/// fetched or is not a model of the domain (the vote then says nothing about it).
 async fn measure_artifact(
-    models: &crate::models::Models,
+    fetched: Result<Arc<Vec<u8>>, String>,
     domain: Arc<dyn doin_optimize::domain::Domain>,
     hash: Hash,
     nanos: Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<Metric> {
-    let bytes = match models.fetch(hash).await {
+    let bytes = match fetched {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(artifact = %hash, error = %e, "the reveal's model could not be fetched; voting without it");
