@@ -96,6 +96,36 @@ fn a_trained_artifact_answers_like_its_measurement_and_never_saw_its_held_out_ro
 }
 
 #[test]
+fn a_trained_forecaster_answers_in_ppmv_like_its_measurement() {
+    let domain = Co2Forecaster::new(3).unwrap();
+    // A window of 52 weeks, one layer of 32, lr 3e-3, batch 64, 30 epochs.
+    let params = [
+        Value::Int(52),
+        Value::Int(1),
+        Value::Int(32),
+        Value::Real(3e-3),
+        Value::Real(1e-6),
+        Value::Real(0.0),
+        Value::Int(64),
+        Value::Int(30),
+    ];
+    let bytes = domain.train(&params, None, budget()).unwrap();
+    let quality = domain.measure_artifact(&bytes).unwrap();
+    let (rows, targets) = domain.held_out(52);
+    let naive = targets.iter().map(|t| t.abs()).sum::<f64>() / targets.len() as f64;
+    assert!(-quality < naive, "the model ({}) beats no change ({naive})", -quality);
+    // Its answers, in ppmv, are exactly as far off as the measurement says.
+    let answer = domain.infer(&bytes, &rows).unwrap();
+    assert!(answer.labels.is_none());
+    let mae = answer.outputs.iter().zip(&targets).map(|(o, t)| (o[0] - t).abs()).sum::<f64>()
+        / targets.len() as f64;
+    assert!((mae + quality).abs() < 1e-9, "{mae} vs {quality}");
+    assert!(
+        matches!(domain.infer(&bytes, &[vec![0.0; 3]]), Err(EvalError::BadParams(e)) if e.contains("takes 52"))
+    );
+}
+
+#[test]
 fn forecaster_search_beats_the_naive_forecast_on_held_out_data() {
     let domain = Co2Forecaster::new(3).unwrap();
     let (m, values) = short_search(&domain, 12, 25);
