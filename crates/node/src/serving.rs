@@ -170,11 +170,6 @@ impl Serving {
         }
         due
     }
-
-    /// Paid into open channels, paid by settled ones, open channel count.
-    pub fn earnings(&self) -> (Amount, Amount, usize) {
-        self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.earnings()
-    }
 }
 
 impl std::fmt::Debug for Inner {
