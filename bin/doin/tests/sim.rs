@@ -110,7 +110,9 @@ fn four_optimizers_need_a_quarter_of_the_evaluations_each() {
 
 /// Shared trials: four TPE optimizers that publish their trials and learn each other's through
 /// the node's trial book (quarantine, spot checks) need fewer evaluations each than four that
-/// share only the verified champions (4-dimensional Ackley to a loss of 5, seeds 1–3, medians);
+/// share only the verified champions (4-dimensional Ackley to a loss of 5, seeds 1–15, medians:
+/// single runs range 40 – 130 evaluations, and three seeds' medians were once within the fifth
+/// by chance after an unrelated encoding change moved every run's randomness);
 /// an optimizer publishing inflated trials (a tenth of the loss it measured) is caught by every
 /// honest node's check, and none of its lies is accepted; a run repeats bit for bit.
 #[test]
@@ -134,14 +136,13 @@ fn shared_trials_speed_the_model_based_search_and_a_liar_is_caught() {
         search_on(optimizers, liars, seed, &task)
     };
     let per = |share: bool| {
-        median(
-            (1..=3)
-                .map(|seed| {
-                    let s = run(4, 0, share, seed);
-                    s["search"]["evaluations_to_target_per_optimizer"].as_f64().unwrap_or(f64::INFINITY)
-                })
-                .collect(),
-        )
+        let v: Vec<f64> = (1..=15)
+            .map(|seed| {
+                let s = run(4, 0, share, seed);
+                s["search"]["evaluations_to_target_per_optimizer"].as_f64().unwrap_or(f64::INFINITY)
+            })
+            .collect();
+        median(v)
     };
     let (shared, alone) = (per(true), per(false));
     assert!(shared * 5.0 < alone * 4.0, "sharing saves a fifth: {shared} vs {alone} evaluations each");
