@@ -135,6 +135,19 @@ impl Payer {
         Ok(Signed::sign(body, &self.key))
     }
 
+    /// Goes on from the update the payee holds (`nonce`, `paid_total`) when it is ahead of this
+    /// record (the record was lost or restored from an older copy); false if it is not ahead.
+    pub(crate) fn resume(&mut self, channel: Hash, nonce: u64, paid_total: u128) -> anyhow::Result<bool> {
+        if nonce <= self.last(&channel).nonce {
+            return Ok(false);
+        }
+        self.sent.insert(channel.to_string(), Sent { nonce, paid_total: paid_total.to_string() });
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.sent)?)?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(true)
+    }
+
     /// The update last signed for `channel`, signed again (the same content).
     fn latest(&self, channel: Hash) -> Option<ChannelUpdate> {
         let last = self.sent.get(&channel.to_string())?;

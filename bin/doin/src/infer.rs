@@ -119,6 +119,25 @@ fn ask(node: &str, domain: &str, rows: &[Vec<f64>], paying: &mut Option<Paying>)
         (status, body) =
             http_with(node, "POST", "/inference", Some(&request), &[("x-doin-payment", &header(&update))])?;
     }
+    // Our record is behind what the payee holds (lost or restored from an old copy): go on from
+    // the payee's best update, once.
+    if status == 402
+        && body["error"] == "stale_payment"
+        && let (Some(p), Some(nonce), Some(total)) = (
+            paying.as_mut(),
+            body["held"]["nonce"].as_u64(),
+            body["held"]["paid_total"].as_str().and_then(|t| t.parse::<u128>().ok()),
+        )
+        && p.payer.resume(p.channel, nonce, total)?
+    {
+        // The stale update was not charged.
+        let price = p.price.unwrap_or_default();
+        p.spent = p.spent.saturating_sub(price.0);
+        let update = p.payer.pay(p.channel, price)?;
+        p.spent += price.0;
+        (status, body) =
+            http_with(node, "POST", "/inference", Some(&request), &[("x-doin-payment", &header(&update))])?;
+    }
     if status != 200 {
         bail!("{node}: HTTP {status}: {body}");
     }

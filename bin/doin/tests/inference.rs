@@ -118,10 +118,12 @@ fn doin_json(args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
-/// The payer answers three paid requests' worth of updates, then — while the payee is down —
-/// posts a close with its first, cheapest update. The payee comes back within the challenge
+/// The payer pays for three answers, loses its record and resumes from the update the payee
+/// holds for a fourth, then — while the payee is down — posts a close with its first, cheapest
+/// update. The payee comes back within the challenge
 /// window, finds its best update in its log (kept across the restart) and challenges: the
-/// channel settles at that update, long before the payer's close would have.
+/// channel settles at that update (4 000 000, not 1 000 000), long before the payer's close
+/// would have.
 #[test]
 fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
     use doin_primitives::{Amount, ChannelUpdateBody, Signed, TxBody, TxKind};
@@ -180,6 +182,30 @@ fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
     let book = common::http_json(P, "/api/channels").unwrap();
     assert_eq!(book["channels"][0]["best_nonce"], 3, "{book}");
     assert_eq!(book["earned_open"], "3000000", "{book}");
+    // The payer loses its record: its next update (nonce 1 again) is stale, the 402 names the
+    // update held, and `doin infer` goes on from it — one more answer, paid once.
+    std::fs::remove_file(format!("{key}.channels.json")).unwrap();
+    let row = format!("[{}]", vec!["0"; 64].join(","));
+    let again = doin_json(&[
+        "infer",
+        "--domain",
+        "mlp_digits",
+        "--node",
+        &n0,
+        "--inputs",
+        &row,
+        "--channel",
+        &channel,
+        "--key",
+        key,
+    ]);
+    assert_eq!(again["paid"]["spent"], "1000000", "{again}");
+    let book = common::http_json(P, "/api/channels").unwrap();
+    assert_eq!(
+        (&book["channels"][0]["best_nonce"], &book["earned_open"]),
+        (&4.into(), &"4000000".into()),
+        "{book}"
+    );
 
     // The payee goes down; the payer closes with its first update.
     nodes[0] = None;
@@ -244,7 +270,7 @@ fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_eq!(book["earned_settled"], "3000000", "settled at the best update, not the payer's: {book}");
+    assert_eq!(book["earned_settled"], "4000000", "settled at the best update, not the payer's: {book}");
     drop(nodes);
 }
 

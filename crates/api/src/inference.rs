@@ -53,6 +53,9 @@ pub enum ServeError {
         price: u128,
         /// The serving node's address.
         payee: String,
+        /// For an update of a channel paying this node: the best update held (nonce, total),
+        /// so a payer that lost its record can go on from it.
+        held: Option<(u64, u128)>,
     },
 }
 
@@ -81,9 +84,11 @@ impl ServeError {
     /// The HTTP response: a payment error carries the price and the payee besides the error.
     fn into_response(self) -> Response {
         let extra = match &self {
-            ServeError::Payment { price, payee, .. } => {
-                Some(json!({ "price": price.to_string(), "payee": payee }))
-            }
+            ServeError::Payment { price, payee, held, .. } => Some(json!({
+                "price": price.to_string(),
+                "payee": payee,
+                "held": held.map(|(n, p)| json!({ "nonce": n, "paid_total": p.to_string() })),
+            })),
             _ => None,
         };
         let e = ApiError::from(self);
@@ -92,6 +97,9 @@ impl ServeError {
                 let mut body = json!({ "error": e.error, "detail": e.detail });
                 body["price"] = extra["price"].clone();
                 body["payee"] = extra["payee"].clone();
+                if !extra["held"].is_null() {
+                    body["held"] = extra["held"].clone();
+                }
                 (e.status, Json(body)).into_response()
             }
             None => e.into_response(),

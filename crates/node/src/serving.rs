@@ -179,12 +179,23 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
-    fn pay_error(&self, e: &PayError, price: Amount) -> ServeError {
+    /// A refused payment; `book` and `update` add the best update held for the update's channel
+    /// (when the update is the channel payer's, signature checked).
+    fn pay_error(
+        &self,
+        e: &PayError,
+        price: Amount,
+        held: Option<(&ChannelBook, &doin_primitives::ChannelUpdate)>,
+    ) -> ServeError {
+        let held = held
+            .and_then(|(book, u)| book.best(&u.body.channel).filter(|b| b.body.payer == u.body.payer))
+            .map(|b| (b.body.nonce, b.body.paid_total.0));
         ServeError::Payment {
             error: e.name(),
             detail: e.to_string(),
             price: price.0,
             payee: self.key.address().to_string(),
+            held,
         }
     }
 
@@ -214,11 +225,15 @@ impl Inner {
         // The payment is checked before the model runs (nothing is taken yet).
         let checked: Option<Checked> = match (price > Amount::ZERO, payment) {
             (false, _) => None,
-            (true, None) => return Err(self.pay_error(&PayError::Required, price)),
+            (true, None) => return Err(self.pay_error(&PayError::Required, price, None)),
             (true, Some(bytes)) => {
-                let update = self.verifier.verify(bytes).await.map_err(|e| self.pay_error(&e, price))?;
+                let update =
+                    self.verifier.verify(bytes).await.map_err(|e| self.pay_error(&e, price, None))?;
                 let book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                Some(book.0.check(&state, update, price).map_err(|e| self.pay_error(&e, price))?)
+                match book.0.check(&state, update.clone(), price) {
+                    Ok(c) => Some(c),
+                    Err(e) => return Err(self.pay_error(&e, price, Some((&book.0, &update)))),
+                }
             }
         };
         let bytes = self.models.fetch(artifact).await.map_err(ServeError::Unavailable)?;
@@ -247,7 +262,9 @@ impl Inner {
             Some(c) => {
                 let mut guard = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (book, log) = &mut *guard;
-                book.take(c).map_err(|e| self.pay_error(&e, price))?;
+                if let Err(e) = book.take(c) {
+                    return Err(self.pay_error(&e, price, Some((book, &c.update))));
+                }
                 if let Err(e) = log.taken(&c.update) {
                     tracing::error!(error = %e, "channels.log: cannot record a payment");
                 }
