@@ -167,11 +167,7 @@ pub(crate) fn header(update: &ChannelUpdate) -> String {
 }
 
 pub(crate) fn parse_channel(text: &str) -> anyhow::Result<Hash> {
-    hex::decode(text)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(Hash)
-        .with_context(|| format!("channel {text:?} is not a 32-byte hex id"))
+    text.parse().with_context(|| format!("channel {text:?} is not a 32-byte hex id"))
 }
 
 pub(crate) fn run(c: Channel) -> anyhow::Result<()> {

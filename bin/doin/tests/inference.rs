@@ -212,7 +212,7 @@ fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
     let payer = doin_node::identity::load_or_create(std::path::Path::new(key)).unwrap().0;
     let update = Signed::sign(
         ChannelUpdateBody {
-            channel: common_hash(&channel),
+            channel: channel.parse().unwrap(),
             payer: payer.address(),
             nonce: 1,
             paid_total: Amount(1_000_000),
@@ -272,10 +272,6 @@ fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
     };
     assert_eq!(book["earned_settled"], "4000000", "settled at the best update, not the payer's: {book}");
     drop(nodes);
-}
-
-fn common_hash(hex_id: &str) -> doin_primitives::Hash {
-    doin_primitives::Hash(hex::decode(hex_id).unwrap().try_into().unwrap())
 }
 
 /// `POST path` with a JSON body on node port `port`.

@@ -78,7 +78,9 @@ impl Models {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(hash) = name.to_str().and_then(|n| n.strip_suffix(".bin")).and_then(parse_hash) else {
+            let Some(hash) =
+                name.to_str().and_then(|n| n.strip_suffix(".bin")).and_then(|n| n.parse::<Hash>().ok())
+            else {
                 continue;
             };
             if let Err(e) = self.net.provide(hash).await {
@@ -182,8 +184,4 @@ impl Models {
         self.put(bytes).await?;
         self.get(&hash).ok_or_else(|| format!("model {hash} vanished after its download"))
     }
-}
-
-fn parse_hash(text: &str) -> Option<Hash> {
-    hex::decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash)
 }

@@ -352,11 +352,7 @@ impl InferenceApi for Serving {
     }
 
     fn close_channel(&self, channel: &str) -> Result<Value, String> {
-        let id = hex::decode(channel)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .map(Hash)
-            .ok_or_else(|| format!("{channel:?} is not a channel id"))?;
+        let id: Hash = channel.parse().map_err(|_| format!("{channel:?} is not a channel id"))?;
         let mut guard = self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !guard.0.request_close(&id) {
             return Err(format!("no payment through channel {id} is held here"));

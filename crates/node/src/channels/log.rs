@@ -32,10 +32,6 @@ pub struct Log {
     dirty: bool,
 }
 
-fn parse_hash(text: &str) -> Option<Hash> {
-    hex::decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash)
-}
-
 impl Log {
     /// Opens (creating) the log in `data_dir`, replaying it into `book`; returns the log and
     /// the count of lines skipped as unreadable.
@@ -54,7 +50,7 @@ impl Log {
                         .is_some(),
                     Some(("s", rest)) => rest
                         .split_once(' ')
-                        .and_then(|(c, a)| Some((parse_hash(c)?, a.parse::<u128>().ok()?)))
+                        .and_then(|(c, a)| Some((c.parse::<Hash>().ok()?, a.parse::<u128>().ok()?)))
                         .map(|(c, a)| book.restore_settled(c, Amount(a)))
                         .is_some(),
                     _ => false,
