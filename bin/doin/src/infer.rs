@@ -5,11 +5,12 @@
 //! measured for the model. With `--check-with NODE` a random fraction of the answers is
 //! re-executed on another node: the built-in models are deterministic, so an answer whose
 //! outputs differ from the same model's elsewhere is wrong, and the two signed receipts with
-//! the inputs are the evidence (`--evidence FILE`). One JSON line per node.
+//! the inputs and both answers are the evidence (`--evidence FILE`), which `doin dispute send`
+//! takes on chain. One JSON line per node.
 
 use anyhow::{Context, bail};
 use clap::Args;
-use doin_primitives::{InferenceReceipt, rows_hash};
+use doin_primitives::{InferenceReceipt, answers_root};
 use serde_json::{Value, json};
 
 use crate::{
@@ -49,7 +50,8 @@ pub(crate) struct InferArgs {
     /// cannot tell which answers will be checked).
     #[arg(long, default_value_t = 0.1)]
     check_fraction: f64,
-    /// Where to write the evidence of wrong answers (both receipts and the inputs).
+    /// Where to write the evidence of wrong answers (both receipts, the inputs, both outputs):
+    /// `doin dispute send --evidence FILE` disputes it on chain.
     #[arg(long)]
     evidence: Option<std::path::PathBuf>,
 }
@@ -71,10 +73,17 @@ fn check(checker: &str, domain: &str, rows: &[Vec<f64>], answer: &Answer) -> any
     if ours["artifact"] != theirs["artifact"] {
         return Ok(Check::OtherModel);
     }
-    if ours["outputs"] == theirs["outputs"] {
+    // The same inputs under both roots: equal roots are equal outputs, bit for bit.
+    if ours["answers"] == theirs["answers"] {
         return Ok(Check::Agrees);
     }
-    Ok(Check::Disagrees(json!({ "receipt": ours, "checker_receipt": theirs, "inputs": rows })))
+    Ok(Check::Disagrees(json!({
+        "receipt": ours,
+        "checker_receipt": theirs,
+        "inputs": rows,
+        "outputs": answer.outputs,
+        "checker_outputs": again.outputs,
+    })))
 }
 
 /// Pays requests through one channel.
@@ -148,11 +157,8 @@ fn ask(node: &str, domain: &str, rows: &[Vec<f64>], paying: &mut Option<Paying>)
     if !receipt.verify() {
         bail!("{node}: the receipt's signature does not verify");
     }
-    if receipt.body.inputs != rows_hash(rows) {
-        bail!("{node}: the receipt is for other inputs than were sent");
-    }
-    if receipt.body.outputs != rows_hash(&outputs) {
-        bail!("{node}: the receipt is for other outputs than were received");
+    if receipt.body.rows as usize != rows.len() || receipt.body.answers != answers_root(rows, &outputs) {
+        bail!("{node}: the receipt is for other inputs or outputs than were sent and received");
     }
     if body["optimae"].as_str() != Some(receipt.body.optimae.to_string().as_str())
         || body["artifact"].as_str() != Some(receipt.body.artifact.to_string().as_str())

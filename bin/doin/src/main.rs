@@ -4,6 +4,7 @@ mod analytics;
 mod bench;
 mod channel;
 mod devnet;
+mod dispute;
 mod fl;
 mod flood;
 mod infer;
@@ -45,6 +46,9 @@ enum Command {
     /// Payment channels: open one to a serving node, sign updates, see it, close it.
     #[command(subcommand)]
     Channel(channel::Channel),
+    /// Disputes of wrong inference answers: send the evidence `doin infer` wrote, follow one.
+    #[command(subcommand)]
+    Dispute(dispute::Dispute),
     /// A node's status (its `/status` endpoint).
     Status(wallet::NodeUrl),
     /// Creates a node key (mode 0600) and prints its address and peer id.
@@ -137,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(n) => wallet::status(n),
         Command::Infer(a) => infer::run(a),
         Command::Channel(c) => channel::run(c),
+        Command::Dispute(d) => dispute::run(d),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {
             if out.exists() {

@@ -92,6 +92,24 @@ pub(crate) fn http_with(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (status, raw) = request(node, method, path, body, headers)?;
+    let text = String::from_utf8_lossy(&raw);
+    let value = serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::String(text.into_owned()));
+    Ok((status, value))
+}
+
+/// A `GET` whose body is bytes (a model).
+pub(crate) fn http_raw(node: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    request(node, "GET", path, None, &[])
+}
+
+fn request(
+    node: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(node).with_context(|| format!("connecting to the node at {node}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     let body = body.unwrap_or("");
@@ -102,13 +120,15 @@ pub(crate) fn http_with(
         body.len()
     )?;
     let mut raw = Vec::new();
-    stream.take(16 << 20).read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    stream.take(80 << 20).read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
     let status: u16 =
         head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
-    let value = serde_json::from_str(rest.trim()).unwrap_or(serde_json::Value::String(rest.to_owned()));
-    Ok((status, value))
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        bail!("{path}: chunked responses are not supported");
+    }
+    Ok((status, raw[split + 4..].to_vec()))
 }
 
 pub(crate) fn get(node: &str, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -163,11 +183,22 @@ pub(crate) fn submit_tx(
     key: &Keypair,
     kind: TxKind,
 ) -> anyhow::Result<(doin_primitives::Hash, u64)> {
+    submit_tx_at(node, key, kind, 0)
+}
+
+/// [`submit_tx`] with the account's next nonce plus `ahead` (transactions sent one after the
+/// other before the first is in a block).
+pub(crate) fn submit_tx_at(
+    node: &str,
+    key: &Keypair,
+    kind: TxKind,
+    ahead: u64,
+) -> anyhow::Result<(doin_primitives::Hash, u64)> {
     let me = key.address();
     let account = get(node, &format!("/accounts/{me}"))?;
     let status = get(node, "/chain/status")?;
     let fees = get(node, "/fees")?;
-    let nonce = account["nonce"].as_u64().context("account nonce")?;
+    let nonce = account["nonce"].as_u64().context("account nonce")? + ahead;
     let base: u128 = fees["base_fee"].as_str().and_then(|s| s.parse().ok()).unwrap_or(10);
     let chain_id = status["chain_id"].as_u64().unwrap_or(1337);
     let body = TxBody {

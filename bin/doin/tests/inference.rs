@@ -91,7 +91,87 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
     let liar_key = common::http_json(BASE + 6, "/status").unwrap()["address"].clone();
     assert_eq!(first["receipt"]["server"], liar_key, "{first}");
     assert_eq!(first["receipt"]["artifact"], first["checker_receipt"]["artifact"]);
-    assert_ne!(first["receipt"]["outputs"], first["checker_receipt"]["outputs"]);
+    assert_ne!(first["receipt"]["answers"], first["checker_receipt"]["answers"]);
+
+    // The evidence goes on chain. Node 2's operator runs the model itself (downloaded from node
+    // 0), finds node 3's receipt wrong and disputes its first wrong row; the quorum (nodes 0 and
+    // 1: never the server or the disputer) re-executes it and node 3 is slashed.
+    let disputer = dir.path().join("node2/node.key");
+    let disputer = disputer.to_str().unwrap();
+    let evidence_path = dir.path().join("evidence.json");
+    let account = |addr: &str| common::http_json(BASE, &format!("/accounts/{addr}")).unwrap();
+    let units = |v: &Value| v.as_str().unwrap().parse::<u128>().unwrap();
+    let liar_addr = liar_key.as_str().unwrap().to_owned();
+    let liar_stake = units(&account(&liar_addr)["stake"]);
+    let sent = doin_json(&[
+        "dispute",
+        "send",
+        "--evidence",
+        evidence_path.to_str().unwrap(),
+        "--key",
+        disputer,
+        "--node",
+        &nodes[0],
+    ]);
+    assert_eq!(
+        (sent["lied"].as_str(), sent["server"].as_str()),
+        (Some("server"), Some(liar_addr.as_str())),
+        "{sent}"
+    );
+    let upheld = settled(sent["dispute"].as_str().unwrap());
+    eprintln!("dispute {upheld}");
+    assert_eq!(upheld["outcome"]["outcome"], "upheld", "{upheld}");
+    let slashed = units(&upheld["outcome"]["slashed"]);
+    assert_eq!(slashed, liar_stake / 10, "10 % of the liar's stake");
+    assert_eq!(units(&account(&liar_addr)["stake"]), liar_stake - slashed);
+    let quorum: Vec<&str> =
+        upheld["quorum"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(!quorum.contains(&liar_addr.as_str()), "the server is never in its own quorum");
+    assert!(upheld["votes"].as_array().unwrap().iter().all(|v| v["wrong"] == true), "{upheld}");
+
+    // An honest server is never slashed: a client that disputes node 1's right answer anyway
+    // (`--row`, without running the model) loses its bond to node 1.
+    let row = format!("[{}]", vec!["3"; 64].join(","));
+    let (status, honest) = post(BASE + 2, &format!(r#"{{"domain_id": "mlp_digits", "inputs": [{row}]}}"#));
+    assert_eq!(status, 200, "{honest}");
+    let false_claim = dir.path().join("false.json");
+    let entry = serde_json::json!({
+        "receipt": honest["receipt"], "checker_receipt": honest["receipt"],
+        "inputs": [serde_json::from_str::<Value>(&row).unwrap()],
+        "outputs": honest["outputs"], "checker_outputs": honest["outputs"],
+    });
+    std::fs::write(&false_claim, serde_json::json!({ "wrong": [entry] }).to_string()).unwrap();
+    let honest_addr = common::http_json(BASE + 2, "/status").unwrap()["address"].as_str().unwrap().to_owned();
+    let (honest_stake, honest_balance) =
+        (units(&account(&honest_addr)["stake"]), units(&account(&honest_addr)["balance"]));
+    let out = doin()
+        .args(["dispute", "send", "--evidence", false_claim.to_str().unwrap(), "--key", disputer])
+        .args(["--node", &nodes[0]])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "run locally, the model agrees with the answer: nothing is disputed");
+    let forced = doin_json(&[
+        "dispute",
+        "send",
+        "--evidence",
+        false_claim.to_str().unwrap(),
+        "--key",
+        disputer,
+        "--node",
+        &nodes[0],
+        "--row",
+        "0",
+    ]);
+    let refused = settled(forced["dispute"].as_str().unwrap());
+    eprintln!("dispute {refused}");
+    assert_eq!(refused["outcome"]["outcome"], "refused", "{refused}");
+    assert_eq!(units(&account(&honest_addr)["stake"]), honest_stake, "the honest server keeps its stake");
+    let bond = (common::http_json(BASE, "/disputes").unwrap()["params"]["dispute_bond"].as_f64().unwrap()
+        * 1e9) as u128;
+    assert!(
+        units(&account(&honest_addr)["balance"]) >= honest_balance + bond,
+        "the bond paid the honest server"
+    );
 
     // Bad requests are refused by name, and nothing is served for them.
     let (status, body) = post(BASE, r#"{"domain_id": "mlp_digits", "inputs": [1, 2, 3]}"#);
@@ -108,6 +188,20 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0].as_array().unwrap().len(), 10);
     assert!(body["predictions"][0].as_u64().unwrap() < 10);
+}
+
+/// Waits (at most 120 s) until dispute `id` on node 0 is settled; its JSON.
+fn settled(id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(d) =
+            common::http_json(BASE, &format!("/disputes/{id}")).filter(|d| !d["outcome"].is_null())
+        {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "dispute {id} not settled within 120 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Runs `doin ARGS`, asserting success; its last stdout line as JSON.

@@ -128,6 +128,27 @@ pub trait InferenceApi: Send + Sync + std::fmt::Debug {
     fn channels(&self) -> Value;
     /// Closes `channel` as its payee with the best update held (`POST /api/channel/{id}/close`).
     fn close_channel(&self, channel: &str) -> Result<Value, String>;
+    /// The model artifact `hash`, if this node holds it (`GET /api/model/{artifact}`).
+    fn model(&self, hash: &doin_primitives::Hash) -> Option<std::sync::Arc<Vec<u8>>>;
+}
+
+/// `GET /api/model/{artifact}`: the bytes of a model this node holds (the champions it serves,
+/// the models its quorum seats measured), for a client to run or check answers itself.
+pub(crate) async fn model(State(s): State<ApiState>, Path(artifact): Path<String>) -> Response {
+    let hash = match crate::views::parse_hash(&artifact, "artifact") {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    match s.inference.as_ref().and_then(|i| i.model(&hash)) {
+        Some(bytes) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes.as_ref().clone())
+                .into_response()
+        }
+        None => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_model", format!("this node holds no model {hash}"))
+                .into_response()
+        }
+    }
 }
 
 /// The request's inputs as rows of numbers: an array of rows, or one row.

@@ -101,6 +101,27 @@ pub const OPERATIONS: &[Operation] = &[
         errors: &[400, 404],
         ..op("get", "/channels/{id}", "An open payment channel.", &["id", "payer", "payee", "deposit"])
     },
+    op(
+        "get",
+        "/disputes",
+        "Disputes of inference answers: pending (quorum, votes, deadline) and the latest settled.",
+        &["pending", "settled", "params"],
+    ),
+    Operation {
+        errors: &[400, 404],
+        ..op(
+            "get",
+            "/disputes/{id}",
+            "One dispute of an inference receipt: server, disputer, quorum, votes, outcome.",
+            &["id", "server", "disputer", "domain", "quorum", "votes", "outcome", "deadline"],
+        )
+    },
+    Operation {
+        required: None,
+        content_type: "application/octet-stream",
+        errors: &[400, 404],
+        ..op("get", "/api/model/{artifact}", "A model artifact this node holds (bytes; check the hash).", &[])
+    },
     op("get", "/fees", "Fee market.", &["enabled", "base_fee"]),
     op("get", "/peers", "Connected peers.", &["self", "peers"]),
     Operation {
@@ -333,7 +354,9 @@ fn param_schema(name: &str) -> Value {
         // Clamped by each handler to what it serves.
         "limit" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
         "proof" => json!({ "type": "boolean" }),
-        "hash" | "commit" | "id" | "address" => json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
+        "hash" | "commit" | "id" | "address" | "artifact" => {
+            json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
+        }
         // Ids and filters: any string (an unknown one matches nothing).
         _ => json!({ "type": "string" }),
     }

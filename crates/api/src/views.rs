@@ -18,7 +18,7 @@ use crate::{ApiError, ApiResult, ApiState, block_json, doin, fixed, live, rfc333
 /// Blocks the chain views scan back from the tip at most.
 pub const SCAN_BLOCKS: u64 = 2000;
 
-fn parse_hash(text: &str, what: &'static str) -> Result<Hash, ApiError> {
+pub(crate) fn parse_hash(text: &str, what: &'static str) -> Result<Hash, ApiError> {
     let bytes = hex::decode(text).map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_hash", format!("a {what} is 64 hex characters"))
     })?;
@@ -105,6 +105,62 @@ pub(crate) async fn channel(State(s): State<ApiState>, Path(id): Path<String>) -
             "closing": c.closing,
         }))),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no open channel {id}"))),
+    }
+}
+
+fn dispute_json(state: &doin_consensus::State, id: &Hash, d: &doin_consensus::disputes::Dispute) -> Value {
+    let window = state.params().dispute_window_blocks;
+    json!({
+        "id": id.to_string(),
+        "server": d.server.to_string(),
+        "disputer": d.disputer.to_string(),
+        "domain": d.domain.to_string(),
+        "optimae": d.optimae.to_string(),
+        "artifact": d.artifact.to_string(),
+        "bond": doin(d.bond.0),
+        "height": d.height,
+        "quorum_drawn_at": d.draw_height(),
+        "deadline": d.deadline(window),
+        "quorum": d.quorum.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "votes": d.votes.iter().map(|(a, wrong)| json!({ "member": a.to_string(), "wrong": wrong })).collect::<Vec<_>>(),
+        "outcome": d.outcome,
+        "settled_at": (d.settled_at > 0).then_some(d.settled_at),
+    })
+}
+
+/// Settled disputes `GET /disputes` lists (the latest by settlement height).
+const SETTLED_SHOWN: usize = 100;
+
+/// `GET /disputes`: pending disputes of inference receipts and the latest settled.
+pub(crate) async fn disputes(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let tip = st.tip();
+    let pending: Vec<Value> =
+        tip.disputes().filter(|(_, d)| d.outcome.is_none()).map(|(id, d)| dispute_json(tip, id, d)).collect();
+    let mut settled: Vec<_> = tip.disputes().filter(|(_, d)| d.outcome.is_some()).collect();
+    settled.sort_by_key(|(_, d)| std::cmp::Reverse(d.settled_at));
+    let settled: Vec<Value> =
+        settled.into_iter().take(SETTLED_SHOWN).map(|(id, d)| dispute_json(tip, id, d)).collect();
+    let p = tip.params();
+    Ok(Json(json!({
+        "pending": pending,
+        "settled": settled,
+        "params": {
+            "dispute_bond": doin(p.dispute_bond.0),
+            "dispute_slash_ppm": p.dispute_slash_ppm,
+            "dispute_window_blocks": p.dispute_window_blocks,
+        },
+    })))
+}
+
+/// `GET /disputes/{id}`.
+pub(crate) async fn dispute(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_hash(&id, "dispute id")?;
+    let st = store(&s);
+    let tip = st.tip();
+    match tip.dispute(&id) {
+        Some(d) => Ok(Json(dispute_json(tip, &id, d))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dispute {id}"))),
     }
 }
 

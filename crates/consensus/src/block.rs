@@ -525,7 +525,7 @@ fn execute(
 }
 
 /// Start-of-block housekeeping: expired commit records, matured unbonding, channel expiries and
-/// challenge deadlines.
+/// challenge deadlines, dispute quorums and deadlines.
 fn begin_block(s: &mut State, height: u64) -> Result<(), BlockError> {
     s.prune_expired(height);
     while let Some((key, amount)) = s.unbonding.get_min().map(|(k, v)| (*k, *v)) {
@@ -562,6 +562,7 @@ fn begin_block(s: &mut State, height: u64) -> Result<(), BlockError> {
         let paid = channel.closing.as_ref().map_or(Amount::ZERO, |c| c.paid_total);
         txs::settle(s, id, &channel, paid).map_err(|_| BlockError::Overflow("channel settlement"))?;
     }
+    crate::disputes::begin_block(s, height).map_err(|_| BlockError::Overflow("dispute settlement"))?;
     Ok(())
 }
 

@@ -414,6 +414,16 @@ pub(crate) fn apply_certificate(
                 if !spec.trusted() {
                     state.adjust_reputation(commit.optimizer, &commit.domain, params.rep_accept, 0);
                 }
+                // The displaced model stays disputable for the window (its served receipts).
+                let until = height.saturating_add(params.dispute_window_blocks);
+                domain.past_models.retain(|m| m.until >= height);
+                if let Some(Champion { commit, artifact: Some(artifact), model_quality: Some(_), .. }) =
+                    domain.champion.take()
+                {
+                    domain.past_models.push(crate::state::PastModel { optimae: commit, artifact, until });
+                    let excess = domain.past_models.len().saturating_sub(crate::state::MAX_PAST_MODELS);
+                    domain.past_models.drain(..excess);
+                }
                 domain.champion = Some(Champion {
                     performance: decisive_median,
                     commit: commit_id,

@@ -138,6 +138,7 @@ impl GenesisSpec {
                     bounty_left: d.bounty,
                     stats: DomainStats::default(),
                     federated: None,
+                    past_models: Vec::new(),
                 },
             );
         }

@@ -15,6 +15,7 @@
 pub mod block;
 pub mod certs;
 pub mod commits;
+pub mod disputes;
 pub mod economics;
 pub mod error;
 pub mod federated;

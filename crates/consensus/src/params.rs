@@ -93,6 +93,15 @@ pub struct ProtocolParams {
     pub max_block_bytes: u32,
     /// Blocks a payer-initiated channel close can be challenged. Default 100.
     pub challenge_window_blocks: u64,
+    /// Bond a disputer of an inference receipt locks: back when upheld or undecided, to the
+    /// server when refused. Default 1 DOIN.
+    pub dispute_bond: Amount,
+    /// Share of a server's stake slashed for an upheld dispute, parts per million (half to the
+    /// disputer, half burned). Default 100 000.
+    pub dispute_slash_ppm: u32,
+    /// Blocks a displaced champion's model stays disputable, and a dispute's quorum has to
+    /// vote. Default 100.
+    pub dispute_window_blocks: u64,
 }
 
 impl Default for ProtocolParams {
@@ -137,6 +146,9 @@ impl Default for ProtocolParams {
             max_block_certs: 64,
             max_block_bytes: 4 * 1024 * 1024,
             challenge_window_blocks: 100,
+            dispute_bond: Amount::doin(1),
+            dispute_slash_ppm: 100_000,
+            dispute_window_blocks: 100,
         }
     }
 }
@@ -183,6 +195,13 @@ impl ProtocolParams {
         check(self.reject_burn_ppm <= 1_000_000, "reject_burn_ppm", "must be at most 1 000 000")?;
         check(self.double_vote_slash_ppm <= 1_000_000, "double_vote_slash_ppm", "must be at most 1 000 000")?;
         check(self.finality_slash_ppm <= 1_000_000, "finality_slash_ppm", "must be at most 1 000 000")?;
+        check(self.dispute_slash_ppm <= 1_000_000, "dispute_slash_ppm", "must be at most 1 000 000")?;
+        check(self.dispute_bond.0 >= 1, "dispute_bond", "must be at least 1 base unit")?;
+        check(
+            (3..=100_000).contains(&self.dispute_window_blocks),
+            "dispute_window_blocks",
+            "must be in 3..=100000",
+        )?;
         check(self.reputation_half_life_blocks >= 1, "reputation_half_life_blocks", "must be at least 1")?;
         check(
             self.rep_factor_floor >= 1 && self.rep_factor_floor <= FIXED_ONE as u64,

@@ -197,6 +197,23 @@ pub struct DomainState {
     pub stats: DomainStats,
     /// Federated training progress (federated domains only).
     pub federated: Option<FederatedState>,
+    /// Champion models displaced within `dispute_window_blocks`: receipts naming them can
+    /// still be disputed (at most [`MAX_PAST_MODELS`], newest last).
+    pub past_models: Vec<PastModel>,
+}
+
+/// Most displaced champion models a domain keeps disputable.
+pub const MAX_PAST_MODELS: usize = 16;
+
+/// A displaced champion's model, disputable until a height.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct PastModel {
+    /// The champion's commit id.
+    pub optimae: Hash,
+    /// Its model artifact.
+    pub artifact: Hash,
+    /// Last height at which a receipt naming it may be disputed.
+    pub until: u64,
 }
 
 /// A payer-posted close waiting out its challenge window.
@@ -341,6 +358,8 @@ pub enum StateKey {
     FinalityVoted(Address, u64),
     /// A finality offence already slashed (`FinalityEvidence::offence`; kept for good).
     FinalitySlashed(Hash),
+    /// A dispute of an inference receipt, by the receipt's hash (kept for good once settled).
+    Dispute(Hash),
 }
 
 impl StateKey {
@@ -411,10 +430,13 @@ pub struct State {
     pub(crate) finality_tallies: OrdMap<(u64, u64), u128>,
     pub(crate) finality_voted: OrdMap<(Address, u64), Hash>,
     pub(crate) finality_slashed: OrdSet<Hash>,
+    pub(crate) disputes: OrdMap<Hash, crate::disputes::Dispute>,
     // Derived indexes (not in the root; rebuilt from the records above).
     pub(crate) evaluators: OrdMap<DomainId, OrdSet<Address>>,
     pub(crate) channel_expiries: OrdSet<(u64, Hash)>,
     pub(crate) channel_deadlines: OrdSet<(u64, Hash)>,
+    pub(crate) dispute_draws: OrdSet<(u64, Hash)>,
+    pub(crate) dispute_deadlines: OrdSet<(u64, Hash)>,
     pub(crate) expiries: OrdSet<(u64, StateKey)>,
     pub(crate) recent: Vector<RecentBlock>,
     pub(crate) tree: NodeStore,
@@ -512,6 +534,14 @@ impl State {
     pub fn domains(&self) -> impl Iterator<Item = (&DomainId, &DomainState)> {
         self.domains.iter()
     }
+    /// A dispute of an inference receipt (pending or settled).
+    pub fn dispute(&self, id: &Hash) -> Option<&crate::disputes::Dispute> {
+        self.disputes.get(id)
+    }
+    /// Disputes in id order.
+    pub fn disputes(&self) -> impl Iterator<Item = (&Hash, &crate::disputes::Dispute)> {
+        self.disputes.iter()
+    }
     /// A payment channel.
     pub fn channel(&self, id: &Hash) -> Option<&Channel> {
         self.channels.get(id)
@@ -581,6 +611,7 @@ impl State {
             StateKey::FinalityTally(a, b) => self.finality_tallies.get(&(*a, *b)).map(encode),
             StateKey::FinalityVoted(v, h) => self.finality_voted.get(&(*v, *h)).map(encode),
             StateKey::FinalitySlashed(o) => self.finality_slashed.contains(o).then(|| vec![1u8]),
+            StateKey::Dispute(id) => self.disputes.get(id).map(encode),
         }
     }
 
@@ -609,6 +640,7 @@ impl State {
         keys.extend(self.finality_tallies.keys().map(|(a, b)| StateKey::FinalityTally(*a, *b)));
         keys.extend(self.finality_voted.keys().map(|(v, h)| StateKey::FinalityVoted(*v, *h)));
         keys.extend(self.finality_slashed.iter().map(|o| StateKey::FinalitySlashed(*o)));
+        keys.extend(self.disputes.keys().map(|id| StateKey::Dispute(*id)));
         keys
     }
 
@@ -638,6 +670,9 @@ impl State {
         }
         for d in self.domains.values() {
             total = total.checked_add(d.bounty_left.0)?;
+        }
+        for d in self.disputes.values().filter(|d| d.outcome.is_none()) {
+            total = total.checked_add(d.bond.0)?;
         }
         Some(total)
     }
@@ -698,9 +733,12 @@ impl State {
             finality_tallies: Default::default(),
             finality_voted: Default::default(),
             finality_slashed: Default::default(),
+            disputes: Default::default(),
             evaluators: Default::default(),
             channel_expiries: Default::default(),
             channel_deadlines: Default::default(),
+            dispute_draws: Default::default(),
+            dispute_deadlines: Default::default(),
             expiries: Default::default(),
             recent: Default::default(),
             tree: Default::default(),
@@ -913,6 +951,10 @@ impl State {
                     self.finality_slashed.remove(o);
                 }
             }
+            StateKey::Dispute(id) => {
+                let dispute = dec(&key, &value)?;
+                self.set_dispute(*id, dispute);
+            }
         }
         self.touch(key);
         Ok(())
@@ -1002,6 +1044,30 @@ impl State {
             }
         }
         self.touch(StateKey::Channel(id));
+    }
+
+    /// Writes a dispute, keeping its draw and deadline entries in step.
+    pub(crate) fn set_dispute(&mut self, id: Hash, dispute: Option<crate::disputes::Dispute>) {
+        let window = self.params.dispute_window_blocks;
+        if let Some(old) = self.disputes.get(&id) {
+            self.dispute_draws.remove(&(old.draw_height(), id));
+            self.dispute_deadlines.remove(&(old.deadline(window), id));
+        }
+        match dispute {
+            Some(d) => {
+                if d.outcome.is_none() {
+                    if d.quorum.is_empty() {
+                        self.dispute_draws.insert((d.draw_height(), id));
+                    }
+                    self.dispute_deadlines.insert((d.deadline(window), id));
+                }
+                self.disputes.insert(id, d);
+            }
+            None => {
+                self.disputes.remove(&id);
+            }
+        }
+        self.touch(StateKey::Dispute(id));
     }
 
     pub(crate) fn burn(&mut self, amount: Amount) -> Option<()> {

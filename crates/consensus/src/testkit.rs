@@ -344,6 +344,44 @@ impl TestNet {
         self.work_block(generator, vec![cert])
     }
 
+    /// Makes `optimizer`'s improving claim to `loss` the champion (in a work block by
+    /// `generator`), its reveal attaching the model `artifact` and every quorum member measuring
+    /// the model at `quality`.
+    pub fn model_champion(
+        &mut self,
+        generator: usize,
+        optimizer: usize,
+        loss: f64,
+        artifact: Hash,
+        quality: Metric,
+    ) -> Result<Receipt, BlockError> {
+        let m = Metric((loss * FIXED_ONE as f64) as i64);
+        let x = (loss.sqrt() * FIXED_ONE as f64 / 2.0) as i64;
+        let (commit, reveal) = self.commit_reveal(optimizer, vec![x, x, x, x], m);
+        let reveal =
+            Signed::sign(RevealBody { artifact: Some(artifact), ..reveal.body }, &self.keys[optimizer]);
+        self.include(vec![commit.clone()])?;
+        let votes: Vec<Vote> = self
+            .quorums(&commit)
+            .first
+            .iter()
+            .map(|a| {
+                let body =
+                    VoteBody { artifact_measured: Some(quality), ..self.vote(a, commit.id(), 0, m).body };
+                Signed::sign(body, self.key_of(a).unwrap_or_else(|| panic!("no key for {a:?}")))
+            })
+            .collect();
+        let outcome = outcome_for(&self.state, &commit, &votes);
+        let cert = Certificate {
+            commit,
+            reveal,
+            votes: BoundedVec::try_from_vec(votes).unwrap_or_default(),
+            escalation: BoundedVec::new(),
+            outcome,
+        };
+        self.work_block(generator, vec![cert])
+    }
+
     /// An improving certificate by `optimizer` whose quorum measures exactly the claim.
     pub fn improving_certificate(&mut self, optimizer: usize, loss: f64) -> Certificate {
         self.try_improving_certificate(optimizer, loss)

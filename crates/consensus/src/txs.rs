@@ -150,6 +150,7 @@ pub(crate) fn apply_tx(
                     bounty_left: *bounty,
                     stats: DomainStats::default(),
                     federated: None,
+                    past_models: Vec::new(),
                 },
             );
         }
@@ -242,6 +243,12 @@ pub(crate) fn apply_tx(
                 paid = s.paid.clone();
                 settled.push(s);
             }
+        }
+        TxKind::DisputeInference { dispute } => {
+            crate::disputes::apply_dispute(state, sender, dispute, ctx.height)?;
+        }
+        TxKind::DisputeVote { dispute, wrong } => {
+            crate::disputes::apply_vote(state, sender, dispute, *wrong, ctx.height)?;
         }
     }
     Ok(TxReceipt { id, weight, burned, tip, paid, settled })

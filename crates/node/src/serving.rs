@@ -22,7 +22,7 @@ use std::{
 use doin_api::inference::{InferenceApi, ServeError};
 use doin_consensus::State;
 use doin_optimize::domain::{Domain, EvalError};
-use doin_primitives::{Amount, DomainId, Hash, InferenceReceiptBody, Keypair, Signed, rows_hash};
+use doin_primitives::{Amount, DomainId, Hash, InferenceReceiptBody, Keypair, Signed, answers_root};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -45,13 +45,13 @@ pub struct Served {
 /// How long a request waits for the inference slot.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
-/// The receipt of an answer: `model` is (optimae, artifact, height); `inputs` the rows' hash;
-/// `payment` the id of the update that paid.
+/// The receipt of an answer: `model` is (optimae, artifact, height); `inputs` the rows asked,
+/// `outputs` the rows answered; `payment` the id of the update that paid.
 pub fn sign_receipt(
     key: &Keypair,
     domain: DomainId,
     model: (Hash, Hash, u64),
-    inputs: Hash,
+    inputs: &[Vec<f64>],
     outputs: &[Vec<f64>],
     payment: Option<Hash>,
 ) -> doin_primitives::InferenceReceipt {
@@ -62,8 +62,8 @@ pub fn sign_receipt(
             domain,
             optimae,
             artifact,
-            inputs,
-            outputs: rows_hash(outputs),
+            rows: u32::try_from(inputs.len()).unwrap_or(u32::MAX),
+            answers: answers_root(inputs, outputs),
             height,
             issued_ms: doin_api::now_ms(),
             payment,
@@ -243,16 +243,18 @@ impl Inner {
                 ServeError::Busy(format!("the inference slot stayed busy for {} s", SLOT_WAIT.as_secs()))
             })?
             .map_err(|_| ServeError::Unavailable("the node is stopping".into()))?;
-        let inputs = rows_hash(&rows);
         #[cfg(feature = "adversary")]
         let lies = self.lies;
-        let answer = tokio::task::spawn_blocking(move || domain.infer(&bytes, &rows))
-            .await
-            .map_err(|e| ServeError::Unavailable(format!("inference panicked: {e}")))?
-            .map_err(|e| match e {
-                EvalError::BadParams(why) => ServeError::BadInput(why),
-                other => ServeError::Unavailable(other.to_string()),
-            })?;
+        let (rows, answer) = tokio::task::spawn_blocking(move || {
+            let answer = domain.infer(&bytes, &rows);
+            (rows, answer)
+        })
+        .await
+        .map_err(|e| ServeError::Unavailable(format!("inference panicked: {e}")))?;
+        let answer = answer.map_err(|e| match e {
+            EvalError::BadParams(why) => ServeError::BadInput(why),
+            other => ServeError::Unavailable(other.to_string()),
+        })?;
         #[cfg(feature = "adversary")]
         let answer = if lies { wrong_answer(answer) } else { answer };
         // Answered: the payment is taken (unless another request of the channel took a newer
@@ -271,14 +273,8 @@ impl Inner {
                 Some(c.update.id())
             }
         };
-        let receipt = sign_receipt(
-            &self.key,
-            id,
-            (champion.commit, artifact, height),
-            inputs,
-            &answer.outputs,
-            payment,
-        );
+        let receipt =
+            sign_receipt(&self.key, id, (champion.commit, artifact, height), &rows, &answer.outputs, payment);
         Ok(json!({
             "domain_id": name,
             "optimae": champion.commit.to_string(),
@@ -312,6 +308,10 @@ impl InferenceApi for Serving {
     ) -> Pin<Box<dyn Future<Output = Result<Value, ServeError>> + Send>> {
         let inner = self.0.clone();
         Box::pin(async move { inner.answer(domain, rows, payment).await })
+    }
+
+    fn model(&self, hash: &Hash) -> Option<Arc<Vec<u8>>> {
+        self.0.models.get(hash)
     }
 
     fn channels(&self) -> Value {

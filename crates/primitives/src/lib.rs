@@ -36,7 +36,7 @@ pub use federated::{
     FederatedRound, HeartbeatBody, RoundContribution, RoundVote, SignedHeartbeat, SignedUpdate, UpdateBody,
 };
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
-pub use inference::{InferenceReceipt, InferenceReceiptBody, rows_hash};
+pub use inference::{InferenceDispute, InferenceReceipt, InferenceReceiptBody, answers_root, row_bits};
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
 };

@@ -8,6 +8,7 @@ use crate::{
     crypto::{Address, Hash, SigTag},
     domain::{DomainId, DomainSpec},
     federated::{FederatedRound, RoundVote},
+    inference::InferenceDispute,
     signed::{Signable, Signed},
     units::Amount,
 };
@@ -65,6 +66,9 @@ impl TxBody {
             // Consensus checks a signature per contribution and pays each.
             TxKind::FederatedRound { round } => 10_000 + 2_000 * round.contributions.len() as u64,
             TxKind::FederatedVote { vote } => 5_000 + 100 * vote.qualities.len() as u64,
+            // Consensus checks the receipt's signature and the row's Merkle path.
+            TxKind::DisputeInference { .. } => 20_000,
+            TxKind::DisputeVote { .. } => 3_000,
         };
         // The signature's 64 bytes count too.
         base + encoded_len as u64 + 64
@@ -147,6 +151,19 @@ pub enum TxKind {
     FederatedVote {
         /// The re-measurement.
         vote: Box<RoundVote>,
+    },
+    /// Disputes one row of an answer a staked server signed a receipt for: locks the sender's
+    /// `dispute_bond` until a quorum of the domain's evaluators has re-executed the row.
+    DisputeInference {
+        /// The receipt, the row and its Merkle path.
+        dispute: Box<InferenceDispute>,
+    },
+    /// A member of a dispute's quorum reports its re-execution of the disputed row.
+    DisputeVote {
+        /// The dispute's id ([`InferenceDispute::id`]).
+        dispute: Hash,
+        /// Whether the model's output differs from the server's.
+        wrong: bool,
     },
 }
 

@@ -12,7 +12,7 @@ use redb::TableDefinition;
 /// in the federated state, contributions' say, receipts with the rounds a transaction settled).
 /// Version 7: champions' models (votes measure a reveal's model artifact; a champion records
 /// the quorum's measured model quality).
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

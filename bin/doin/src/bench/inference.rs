@@ -21,7 +21,7 @@ use doin_node::{
     serving::sign_receipt,
 };
 use doin_optimize::domain::Domain;
-use doin_primitives::{Amount, ChannelUpdate, ChannelUpdateBody, DomainId, Hash, Signed, TxKind, rows_hash};
+use doin_primitives::{Amount, ChannelUpdate, ChannelUpdateBody, DomainId, Hash, Signed, TxKind};
 use serde_json::json;
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
@@ -89,9 +89,8 @@ pub(crate) fn run(requests: usize, updates_n: u64) -> anyhow::Result<()> {
     for i in 0..requests {
         let t = Instant::now();
         let input = row(i);
-        let inputs = rows_hash(&input);
         let answer = domain.infer(&model, &input).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _receipt = sign_receipt(&key, id.clone(), model_ref, inputs, &answer.outputs, None);
+        let _receipt = sign_receipt(&key, id.clone(), model_ref, &input, &answer.outputs, None);
         free.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let free_s = started.elapsed().as_secs_f64();
@@ -102,12 +101,11 @@ pub(crate) fn run(requests: usize, updates_n: u64) -> anyhow::Result<()> {
         let update = ChannelBook::decode(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let checked = book.check(&net.state, update, price).map_err(|e| anyhow::anyhow!("{e}"))?;
         let input = row(i);
-        let inputs = rows_hash(&input);
         let answer = domain.infer(&model, &input).map_err(|e| anyhow::anyhow!("{e}"))?;
         book.take(&checked).map_err(|e| anyhow::anyhow!("{e}"))?;
         log.taken(&checked.update)?;
         let _receipt =
-            sign_receipt(&key, id.clone(), model_ref, inputs, &answer.outputs, Some(checked.update.id()));
+            sign_receipt(&key, id.clone(), model_ref, &input, &answer.outputs, Some(checked.update.id()));
         paid.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let paid_s = started.elapsed().as_secs_f64();

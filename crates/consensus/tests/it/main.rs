@@ -2,6 +2,7 @@
 
 mod certificates;
 mod chain;
+mod disputes;
 mod federated;
 mod finality;
 mod genesis;

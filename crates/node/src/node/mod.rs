@@ -26,12 +26,14 @@
 //! [`pipeline`] (verification), [`claims`] (this node's own claims: the shell of
 //! [`crate::own_claims`]), [`produce`] (blocks: the shell of [`crate::production`]),
 //! [`timers`] (the periodic step), [`finality_votes`], [`participate`] (quorum seats),
-//! [`rounds`] (federated rounds: the shell of [`crate::federated`]),
+//! [`rounds`] (federated rounds: the shell of [`crate::federated`]), [`disputes`] (inference
+//! disputes this node's quorum seats re-execute),
 //! [`status`] (API, events, tracking) and [`adversaries`] (test-only misbehaviour).
 
 #[cfg(feature = "adversary")]
 mod adversaries;
 mod claims;
+mod disputes;
 mod finality_votes;
 mod follow;
 mod participate;
@@ -304,6 +306,8 @@ struct Engine {
     models: Arc<crate::models::Models>,
     /// The inference server and the channels paying it, if this node serves a domain.
     serving: Option<crate::serving::Serving>,
+    /// Disputes of inference answers this node re-executes as a quorum member.
+    arbiter: disputes::Arbiter,
 }
 
 fn now_ms() -> u64 {

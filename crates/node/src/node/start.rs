@@ -325,6 +325,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         fl_fetches: Default::default(),
         models,
         serving,
+        arbiter: Default::default(),
     };
     if let Some(t) = &tracker {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -73,6 +73,7 @@ impl Engine {
         }
         self.rounds_step(&state).await;
         self.channels_step(&state).await;
+        self.disputes_step(&state).await;
         self.produce().await;
     }
 }

@@ -1,0 +1,149 @@
+//! `doin dispute`: turns the evidence `doin infer --check-with` wrote into a dispute on chain.
+//! The two receipts of an answer disagree, so one server lied; this command settles which by
+//! running the model itself — downloaded from a node (`GET /api/model/{artifact}`), checked
+//! against the hash both receipts name — with the domain's deterministic forward pass, and
+//! disputes the first row whose signed output differs from the model's (the receipt, the row
+//! and its Merkle path: `DisputeInference`, locking the chain's `dispute_bond`). A quorum of
+//! the domain's evaluators re-executes the row; `doin dispute status` follows it.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use doin_primitives::{Hash, InferenceDispute, InferenceReceipt, TxKind, answers_root, row_bits};
+use serde_json::{Value, json};
+
+use crate::wallet::{get, http_raw, key_of, submit_tx_at};
+
+/// `doin dispute …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Dispute {
+    /// Disputes the wrong answers in an evidence file (`doin infer --evidence`).
+    Send(SendArgs),
+    /// A dispute's state on chain (pending with its quorum and votes, or its outcome).
+    Status {
+        /// The dispute id (printed by `send`).
+        id: String,
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        node: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// The evidence file.
+    #[arg(long)]
+    evidence: std::path::PathBuf,
+    /// The disputer's key file (pays the fee and locks the bond).
+    #[arg(long)]
+    key: std::path::PathBuf,
+    /// The node to download the model from and submit through.
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    node: String,
+    /// Dispute this row of the server's receipt without running the model here (when it cannot
+    /// be downloaded): the bond is lost to the server if its answer was right.
+    #[arg(long)]
+    row: Option<usize>,
+    /// Dispute every wrong answer in the evidence (each slashes the server again); by default
+    /// the first.
+    #[arg(long)]
+    all: bool,
+}
+
+/// The first row of `outputs` that differs from the model's own `expected` (as `f32` bits).
+fn first_wrong(outputs: &[Vec<f64>], expected: &[Vec<f64>]) -> Option<usize> {
+    (0..outputs.len()).find(|&i| expected.get(i).map(|e| row_bits(e)) != Some(row_bits(&outputs[i])))
+}
+
+/// One disagreeing answer of the evidence: the receipt to dispute, with its inputs and outputs
+/// (`row`: that row of the server's receipt, unchecked).
+fn dispute_of(
+    entry: &Value,
+    node: &str,
+    row: Option<usize>,
+) -> anyhow::Result<Option<(InferenceDispute, &'static str)>> {
+    let inputs: Vec<Vec<f64>> =
+        serde_json::from_value(entry["inputs"].clone()).context("evidence: inputs")?;
+    let mut sides = Vec::new();
+    for (r, o, who) in [("receipt", "outputs", "server"), ("checker_receipt", "checker_outputs", "checker")] {
+        let receipt: InferenceReceipt =
+            serde_json::from_value(entry[r].clone()).with_context(|| format!("evidence: {r}"))?;
+        let outputs: Vec<Vec<f64>> =
+            serde_json::from_value(entry[o].clone()).with_context(|| format!("evidence: {o}"))?;
+        if !receipt.verify() || receipt.body.answers != answers_root(&inputs, &outputs) {
+            bail!("evidence: the {who}'s receipt does not sign these inputs and outputs");
+        }
+        sides.push((receipt, outputs, who));
+    }
+    if let Some(row) = row {
+        let (receipt, outputs, who) = sides.swap_remove(0);
+        let d = InferenceDispute::new(receipt, &inputs, &outputs, row)
+            .with_context(|| format!("the answer has no row {row} (or it is too wide)"))?;
+        return Ok(Some((d, who)));
+    }
+    let body = &sides[0].0.body;
+    if sides[1].0.body.artifact != body.artifact {
+        bail!("evidence: the two receipts name different models; nothing to compare");
+    }
+    let (status, bytes) = http_raw(node, &format!("/api/model/{}", body.artifact))?;
+    if status != 200 {
+        bail!("{node} does not serve model {} (HTTP {status})", body.artifact);
+    }
+    if Hash::of_artifact(&bytes) != body.artifact {
+        bail!("{node} sent other bytes than model {}", body.artifact);
+    }
+    let config = doin_node::config::DomainConfig { domain_id: body.domain.to_string(), ..Default::default() };
+    let domain = doin_node::domains::build(&config).map_err(anyhow::Error::msg)?;
+    let expected =
+        domain.infer(&bytes, &inputs).map_err(|e| anyhow::anyhow!("running the model: {e}"))?.outputs;
+    for (receipt, outputs, who) in sides {
+        if let Some(row) = first_wrong(&outputs, &expected) {
+            let d = InferenceDispute::new(receipt, &inputs, &outputs, row)
+                .context("the row is too wide for a dispute")?;
+            return Ok(Some((d, who)));
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) fn run(d: Dispute) -> anyhow::Result<()> {
+    match d {
+        Dispute::Send(a) => {
+            let key = key_of(&a.key)?;
+            let evidence: Value = serde_json::from_slice(
+                &std::fs::read(&a.evidence).with_context(|| format!("reading {}", a.evidence.display()))?,
+            )
+            .context("the evidence is not JSON")?;
+            let entries = evidence["wrong"].as_array().context("evidence: no `wrong` answers")?;
+            let mut sent = 0;
+            for entry in entries {
+                if sent > 0 && !a.all {
+                    break;
+                }
+                match dispute_of(entry, &a.node, a.row)? {
+                    Some((d, who)) => {
+                        let (id, row, server) = (d.id(), d.row, d.receipt.body.server);
+                        let kind = TxKind::DisputeInference { dispute: Box::new(d) };
+                        let (tx, _) = submit_tx_at(&a.node, &key, kind, sent)?;
+                        sent += 1;
+                        println!(
+                            "{}",
+                            json!({ "dispute": id.to_string(), "tx": tx.to_string(), "server": server.to_string(), "lied": who, "row": row })
+                        );
+                    }
+                    None => {
+                        println!("{}", json!({ "dispute": null, "detail": "both answers match the model" }))
+                    }
+                }
+            }
+            if sent == 0 {
+                bail!("nothing to dispute: every answer in the evidence matches the model");
+            }
+            Ok(())
+        }
+        Dispute::Status { id, node } => {
+            let id: Hash = id.parse().map_err(|e| anyhow::anyhow!("dispute id: {e}"))?;
+            println!("{}", get(&node, &format!("/disputes/{id}"))?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Disputes of inference answers, as a member of their quorum (`docs/design.md` §22d): for
+//! every pending dispute on the tip whose quorum drew this node, the disputed row is
+//! re-executed on the named model off the engine's task — fetched from its providers if not
+//! held — and the finding goes out as a signed `DisputeVote`. The built-in models' forward pass
+//! is deterministic, so the server's output must match ours bit for bit; a row the model cannot
+//! take (its width) is an answer the server could not have given: wrong. A model this node
+//! cannot fetch or run gets no vote.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// How long a member tries to fetch a disputed model.
+const FETCH: Duration = Duration::from_secs(30);
+
+/// Disputes this node re-executes or voted on, and the findings waiting to be sent.
+#[derive(Default)]
+pub(super) struct Arbiter {
+    /// Dispute ids started here (pruned to those still pending on chain).
+    started: HashSet<Hash>,
+    /// Finished re-executions: (dispute, wrong).
+    found: Arc<Mutex<Vec<(Hash, bool)>>>,
+}
+
+impl Engine {
+    pub(super) async fn disputes_step(&mut self, state: &State) {
+        let found = std::mem::take(
+            &mut *self.arbiter.found.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (id, wrong) in found {
+            let tx = self.own_tx(state, doin_primitives::TxKind::DisputeVote { dispute: id, wrong });
+            if let Err(e) = self.mempool.insert(tx.clone(), state) {
+                tracing::warn!(dispute = %id, error = %e, "dispute vote refused by our own mempool");
+                continue;
+            }
+            println!("dispute vote {id} wrong {wrong} tx {}", tx.id());
+            tracing::info!(dispute = %id, wrong, tx = %tx.id(), "dispute: re-executed the row, voting");
+            self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(tx))).await;
+        }
+        let me = self.me;
+        self.arbiter.started.retain(|id| state.dispute(id).is_some_and(|d| d.outcome.is_none()));
+        let due: Vec<(Hash, doin_consensus::disputes::Dispute)> = state
+            .disputes()
+            .filter(|(id, d)| {
+                d.outcome.is_none()
+                    && d.quorum.contains(&me)
+                    && !d.votes.iter().any(|(a, _)| *a == me)
+                    && !self.arbiter.started.contains(*id)
+            })
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        for (id, d) in due {
+            let Some(domain) = self.domains.get(d.domain.as_str()).map(|rt| rt.domain.clone()) else {
+                tracing::warn!(dispute = %id, domain = %d.domain, "drawn for a dispute of a domain this node does not run");
+                self.arbiter.started.insert(id);
+                continue;
+            };
+            self.arbiter.started.insert(id);
+            let (models, found) = (self.models.clone(), self.arbiter.found.clone());
+            tokio::spawn(async move {
+                let bytes = match models.fetch_within(d.artifact, FETCH).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(dispute = %id, model = %d.artifact, error = %e, "cannot fetch a disputed model: not voting");
+                        return;
+                    }
+                };
+                let input: Vec<f64> = d.input.iter().map(|b| f64::from(f32::from_bits(*b))).collect();
+                let out = tokio::task::spawn_blocking(move || domain.infer(&bytes, &[input])).await;
+                let wrong = match out {
+                    Ok(Ok(answer)) => {
+                        answer.outputs.first().map(|o| doin_primitives::row_bits(o)) != Some(d.output.clone())
+                    }
+                    Ok(Err(doin_optimize::domain::EvalError::BadParams(why))) => {
+                        tracing::info!(dispute = %id, why, "the disputed row does not fit the model");
+                        true
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(dispute = %id, error = %e, "cannot run a disputed model: not voting");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(dispute = %id, error = %e, "re-execution panicked: not voting");
+                        return;
+                    }
+                };
+                found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, wrong));
+            });
+        }
+    }
+}
