@@ -89,6 +89,10 @@ pub(crate) struct DevnetArgs {
     /// `devnet`) instead of evaluating in-process. Repeatable.
     #[arg(long = "external")]
     external: Vec<usize>,
+    /// `N=THREADS`: node N gives the marketplace's capability challenges this many threads
+    /// (`market_threads`; default: the machine's cores). Repeatable.
+    #[arg(long = "market-threads", value_name = "N=THREADS")]
+    market_threads: Vec<String>,
     /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`, `double-vote`,
     /// `double-finality-vote`), for tests.
     #[arg(long = "adversary", value_name = "N=BEHAVIOUR", hide = true)]
@@ -213,6 +217,7 @@ impl DevnetArgs {
             inference_price: None,
             external: Vec::new(),
             adversaries: Vec::new(),
+            market_threads: Vec::new(),
             setup_only: false,
         }
     }
@@ -265,6 +270,13 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         api_key: args.external.contains(&i).then(|| "devnet".to_owned()),
         experiment_stats_file: (!args.no_tracking).then(|| dir.join(format!("node{i}/stats.csv"))),
         olap_db_path: (!args.no_tracking).then(|| dir.join(format!("node{i}/olap.db"))),
+        market_threads: args
+            .market_threads
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| n.trim().parse::<usize>().ok() == Some(i))
+            .and_then(|(_, t)| t.trim().parse().ok())
+            .unwrap_or_else(|| NodeConfig::default().market_threads),
         federated_jobs: if i < genesis::SUPERVISORS && args.fl_contributors > 0 {
             vec![doin_node::config::FederatedJobConfig {
                 job_id: FL_JOB.into(),

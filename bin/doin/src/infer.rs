@@ -87,7 +87,7 @@ fn check(checker: &str, domain: &str, rows: &[Vec<f64>], answer: &Answer) -> any
 }
 
 /// Pays requests through one channel.
-struct Paying {
+pub(crate) struct Paying {
     payer: Payer,
     channel: doin_primitives::Hash,
     /// The node's price, once a `402` said it.
@@ -96,14 +96,26 @@ struct Paying {
     spent: u128,
 }
 
+impl Paying {
+    /// Pays through `channel` with `payer`'s updates (the price learnt from the first `402`).
+    pub(crate) fn new(payer: Payer, channel: doin_primitives::Hash) -> Self {
+        Self { payer, channel, price: None, spent: 0 }
+    }
+}
+
 /// One answer, its receipt checked.
-struct Answer {
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) body: Value,
     outputs: Vec<Vec<f64>>,
     predictions: Option<Vec<i64>>,
 }
 
-fn ask(node: &str, domain: &str, rows: &[Vec<f64>], paying: &mut Option<Paying>) -> anyhow::Result<Answer> {
+pub(crate) fn ask(
+    node: &str,
+    domain: &str,
+    rows: &[Vec<f64>],
+    paying: &mut Option<Paying>,
+) -> anyhow::Result<Answer> {
     let request = json!({ "domain_id": domain, "inputs": rows }).to_string();
     let (mut status, mut body) = match paying.as_mut() {
         Some(p) if p.price.is_some() => {
@@ -192,7 +204,7 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
             if a.node.len() != 1 {
                 bail!("--channel pays one node: give one --node");
             }
-            Some(Paying { payer: Payer::open(k)?, channel: parse_channel(c)?, price: None, spent: 0 })
+            Some(Paying::new(Payer::open(k)?, parse_channel(c)?))
         }
         _ => None,
     };

@@ -8,6 +8,7 @@ mod dispute;
 mod fl;
 mod flood;
 mod infer;
+mod market;
 mod node_cmd;
 mod plugin_guard;
 mod sim;
@@ -46,6 +47,12 @@ enum Command {
     /// Payment channels: open one to a serving node, sign updates, see it, close it.
     #[command(subcommand)]
     Channel(channel::Channel),
+    /// The resource marketplace: offer this node to a market, see what it measured.
+    #[command(subcommand)]
+    Market(market::Market),
+    /// Jobs through a market (PoUW's `submit_task(task, fee)`): matched by score, run there.
+    #[command(subcommand)]
+    Task(market::Task),
     /// Disputes of wrong inference answers: send the evidence `doin infer` wrote, follow one.
     #[command(subcommand)]
     Dispute(dispute::Dispute),
@@ -142,6 +149,8 @@ fn main() -> anyhow::Result<()> {
         Command::Infer(a) => infer::run(a),
         Command::Channel(c) => channel::run(c),
         Command::Dispute(d) => dispute::run(d),
+        Command::Market(m) => market::market(m),
+        Command::Task(t) => market::task(t),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {
             if out.exists() {

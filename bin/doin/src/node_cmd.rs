@@ -95,10 +95,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some("inflate-trials") => Some(doin_node::Adversary::InflateTrials),
         Some("tamper-round-model") => Some(doin_node::Adversary::TamperRoundModel),
         Some("wrong-answers") => Some(doin_node::Adversary::WrongAnswers),
+        Some("fake-capability") => Some(doin_node::Adversary::FakeCapability),
         Some(other) => {
             anyhow::bail!(
                 "--adversary {other:?}: the behaviours are copy-reveals, double-vote, double-finality-vote, \
-                 inflate-trials, tamper-round-model and wrong-answers"
+                 inflate-trials, tamper-round-model, wrong-answers and fake-capability"
             )
         }
     };

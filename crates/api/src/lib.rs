@@ -11,6 +11,7 @@ pub mod events;
 pub mod guard;
 pub mod inference;
 pub mod jobs;
+pub mod market;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -188,6 +189,8 @@ pub struct ApiState {
     pub jobs: Option<Arc<dyn jobs::JobApi>>,
     /// The node's inference server (`POST /inference` for the domains it serves), if any.
     pub inference: Option<Arc<dyn inference::InferenceApi>>,
+    /// The node's marketplace (`/api/market*`), if any.
+    pub market: Option<Arc<dyn market::MarketApi>>,
 }
 
 impl ApiState {
@@ -284,6 +287,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/job/{id}/update", post(jobs::update))
         .route("/api/job/{id}/heartbeat", post(jobs::heartbeat))
         .route("/api/cluster/{id}", get(jobs::cluster))
+        .route("/api/market", get(market::view))
+        .route("/api/market/offer", post(market::offer))
+        .route("/api/market/challenge", post(market::challenge))
+        .route("/api/market/task", post(market::submit))
+        .route("/api/market/task/{id}", get(market::task))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

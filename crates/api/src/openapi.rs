@@ -117,6 +117,46 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
+        errors: &[503],
+        ..op(
+            "get",
+            "/api/market",
+            "The marketplace: offers with what this node's challenges measured, recent matches, the score's weights.",
+            &["market", "reference_hashes_per_s", "offers", "tasks", "weights"],
+        )
+    },
+    Operation {
+        errors: &[400, 403, 409, 422, 503],
+        ..op(
+            "post",
+            "/api/market/offer",
+            "A staked provider's signed offer; admitted once this node's challenge measured it.",
+            &["provider", "status"],
+        )
+    },
+    Operation {
+        errors: &[400, 422, 503],
+        ..op(
+            "post",
+            "/api/market/challenge",
+            "Answers a capability challenge with this node's signed work (one at a time).",
+            &["body", "signature"],
+        )
+    },
+    Operation {
+        errors: &[400, 404, 409, 422, 503],
+        ..op(
+            "post",
+            "/api/market/task",
+            "Matches a job (PoUW submit_task: kind, domain, minimums, fee) to the best-scoring provider.",
+            &["task_id", "provider", "api", "score", "candidates", "refused"],
+        )
+    },
+    Operation {
+        errors: &[400, 404, 503],
+        ..op("get", "/api/market/task/{id}", "A matched task.", &["task_id", "provider", "score"])
+    },
+    Operation {
         required: None,
         content_type: "application/octet-stream",
         errors: &[400, 404],
@@ -482,6 +522,40 @@ fn request_body(path: &str) -> Value {
                     "lease": { "type": "string" },
                     "performance": { "type": "number" },
                     "result": {},
+                }),
+            ),
+        ),
+        "/api/market/offer" => (
+            true,
+            object(
+                &["body", "signature"],
+                json!({ "body": object(&["provider", "api", "price", "domains", "issued_ms"], json!({
+                    "provider": { "type": "string" }, "api": { "type": "string" }, "price": {},
+                    "domains": { "type": "array", "items": { "type": "string" } },
+                    "issued_ms": { "type": "integer", "minimum": 0 },
+                })), "signature": { "type": "string" } }),
+            ),
+        ),
+        "/api/market/challenge" => (
+            true,
+            object(
+                &["seed", "units", "iterations", "mem_mb"],
+                json!({
+                    "seed": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                    "units": { "type": "integer", "minimum": 0, "maximum": 64 },
+                    "iterations": { "type": "integer", "minimum": 0, "maximum": 1_048_576 },
+                    "mem_mb": { "type": "integer", "minimum": 0, "maximum": 256 },
+                }),
+            ),
+        ),
+        "/api/market/task" => (
+            true,
+            object(
+                &["kind", "domain_id", "fee"],
+                json!({
+                    "kind": { "type": "string" }, "domain_id": { "type": "string" },
+                    "min_cores": { "type": "number" }, "min_mem_mb": { "type": "integer", "minimum": 0 },
+                    "fee": {},
                 }),
             ),
         ),

@@ -83,6 +83,7 @@ fn fixture() -> Fixture {
         chain_cache: Arc::default(),
         jobs: None,
         inference: None,
+        market: None,
     };
     Fixture { _dir: dir, chain, state, done }
 }

@@ -150,6 +150,10 @@ pub enum SigTag {
     FederatedHeartbeat,
     /// A serving node's inference receipt (off chain; evidence when it lies).
     InferenceReceipt,
+    /// A provider's answer to a capability challenge (off chain, the resource marketplace).
+    CapabilityAnswer,
+    /// A provider's offer to a marketplace (off chain).
+    MarketOffer,
 }
 
 impl SigTag {
@@ -168,6 +172,8 @@ impl SigTag {
             Self::FederatedUpdate => b"doin/federated-update/v1",
             Self::FederatedHeartbeat => b"doin/federated-heartbeat/v1",
             Self::InferenceReceipt => b"doin/inference-receipt/v1",
+            Self::CapabilityAnswer => b"doin/capability-answer/v1",
+            Self::MarketOffer => b"doin/market-offer/v1",
         }
     }
 

@@ -20,6 +20,7 @@ pub mod domain;
 pub mod federated;
 pub mod finality;
 pub mod inference;
+pub mod market;
 pub mod merkle;
 pub mod poo;
 pub mod signed;

@@ -268,6 +268,12 @@ pub struct NodeConfig {
     pub federated_jobs: Vec<FederatedJobConfig>,
     /// Users of the HTTP API with their own keys and limits.
     pub api_users: Vec<ApiUserConfig>,
+    /// Threads this node gives a marketplace's capability challenge (what it offers; 0: it
+    /// answers none and cannot be matched). Default: the machine's cores.
+    pub market_threads: usize,
+    /// Memory (MiB) this node's market proves of each provider it admits (it recomputes the
+    /// table itself). Default 64.
+    pub market_check_mem_mb: u32,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -310,6 +316,8 @@ impl Default for NodeConfig {
             cors_origins: Vec::new(),
             federated_jobs: Vec::new(),
             api_users: Vec::new(),
+            market_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            market_check_mem_mb: 64,
             unknown: BTreeMap::new(),
         }
     }

@@ -93,6 +93,12 @@ impl NodeConfig {
         if !(1..=64).contains(&self.workers) {
             return Err(bad("workers", "must be in 1..=64"));
         }
+        if self.market_threads > 256 {
+            return Err(bad("market_threads", "must be in 0..=256"));
+        }
+        if !(1..=doin_primitives::market::MAX_MEM_MB).contains(&self.market_check_mem_mb) {
+            return Err(bad("market_check_mem_mb", "must be in 1..=256"));
+        }
         if !self.fee_market_enabled {
             // A chain parameter: it sets the development chain this node creates, and a chain
             // of a genesis file has its own.
@@ -360,6 +366,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "cors_origins",
     "federated_jobs",
     "api_users",
+    "market_threads",
+    "market_check_mem_mb",
 ];
 /// Keys of a `domains[]` entry.
 pub(super) const DOMAIN_KEYS: &[&str] = &[

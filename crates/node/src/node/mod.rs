@@ -141,6 +141,9 @@ pub enum Adversary {
     /// As an inference server, answer with altered outputs (the two largest swapped in every
     /// row) under an honestly signed receipt (a server saving work or steering its clients).
     WrongAnswers,
+    /// As a marketplace provider, answer capability challenges without doing the work (one
+    /// honest unit, the rest made up: a machine posing as faster than it is).
+    FakeCapability,
 }
 
 struct DomainRt {

@@ -189,6 +189,17 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         }
     };
 
+    // The marketplace: this node answers capability challenges and admits providers' offers.
+    let market = crate::market::Market::new(
+        key.clone(),
+        store.clone(),
+        config.market_threads,
+        config.market_check_mem_mb,
+    );
+    #[cfg(feature = "adversary")]
+    let market = if limits.adversary == Some(Adversary::FakeCapability) { market.faking() } else { market };
+    tokio::spawn(market.clone().run_checks());
+
     // The HTTP API on the node's port.
     let discovery =
         std::iter::once("kademlia".to_owned()).chain(net_config_mdns.then(|| "mdns".to_owned())).collect();
@@ -252,6 +263,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         chain_cache: Arc::default(),
         jobs: jobs.clone().map(|j| j as Arc<dyn doin_api::jobs::JobApi>),
         inference: serving.clone().map(|s| Arc::new(s) as Arc<dyn doin_api::inference::InferenceApi>),
+        market: Some(Arc::new(market) as Arc<dyn doin_api::market::MarketApi>),
     };
     let _http = doin_api::serve(http_addr, api)
         .await

@@ -1,0 +1,221 @@
+//! End-to-end: the resource marketplace. Node 0 is the market; nodes 1 – 3 offer themselves.
+//! Node 1 gives the market one thread, node 2 two; node 3 answers challenges without doing the
+//! work (and asks the lowest price). The market measures each with its own challenges, fails the
+//! liar, and matches jobs by the measured figures: a job needing more cores than the smaller
+//! machine measured lands on the larger one, a job whose fee excludes the dearer provider lands
+//! on the cheaper honest one, the liar is never matched; `doin task submit` runs the job on the
+//! matched provider and checks its receipt.
+
+mod common;
+
+use std::{
+    sync::mpsc::sync_channel,
+    time::{Duration, Instant},
+};
+
+use common::{doin, spawn_lines};
+use serde_json::Value;
+
+const BASE: u16 = 19020;
+
+fn doin_out(args: &[&str]) -> (bool, String) {
+    let out = doin().args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn submit(args: &[&str]) -> Value {
+    let (ok, out) = doin_out(args);
+    assert!(ok, "doin {args:?}:\n{out}");
+    serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
+}
+
+#[test]
+fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = sync_channel(4096);
+    let mut cmd = doin();
+    cmd.args(["devnet", "--nodes", "4", "--domain", "mlp_digits", "--target", "0.5"])
+        .args(["--adversary", "3=fake-capability", "--market-threads", "1=1", "--market-threads", "2=2"])
+        .args(["--duration", "240", "--base-port"])
+        .arg(BASE.to_string())
+        .arg("--dir")
+        .arg(dir.path());
+    let _devnet = spawn_lines(&mut cmd, 0, &tx, std::env::var_os("DOIN_DEBUG_LINES").is_some());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while common::http_json(BASE, "/domains")
+        .is_none_or(|d| !d["domains"][0]["champion"]["model_quality"].is_number())
+    {
+        assert!(Instant::now() < deadline, "no champion with a model within 180 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let market = format!("127.0.0.1:{BASE}");
+    let addr =
+        |i: u16| common::http_json(BASE + 2 * i, "/status").unwrap()["address"].as_str().unwrap().to_owned();
+    let (one, two, liar) = (addr(1), addr(2), addr(3));
+    // A stranger's offer (unsigned by the provider it names) and an unstaked key are refused.
+    let stranger = dir.path().join("stranger.key");
+    assert!(doin().args(["keygen", "--out"]).arg(&stranger).output().unwrap().status.success());
+    let (ok, out) = doin_out(&[
+        "market",
+        "offer",
+        "--node",
+        &market,
+        "--key",
+        stranger.to_str().unwrap(),
+        "--api",
+        "127.0.0.1:9",
+        "--domains",
+        "mlp_digits",
+    ]);
+    assert!(!ok && out.contains("not_staked"), "{out}");
+    for (i, price) in [(1u16, "0.002"), (2, "0.001"), (3, "0.0001")] {
+        let key = dir.path().join(format!("node{i}/node.key"));
+        let api = format!("127.0.0.1:{}", BASE + 2 * i);
+        let (ok, out) = doin_out(&[
+            "market",
+            "offer",
+            "--node",
+            &market,
+            "--key",
+            key.to_str().unwrap(),
+            "--api",
+            &api,
+            "--price",
+            price,
+            "--domains",
+            "mlp_digits",
+        ]);
+        assert!(ok, "{out}");
+    }
+    // Every offer checked: the two honest providers measured, the liar failed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let v = common::http_json(BASE, "/api/market").unwrap();
+        if v["offers"].as_array().unwrap().iter().all(|o| o["status"] != "unchecked") {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "offers not checked within 60 s: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("market {view}");
+    let offer =
+        |a: &str| view["offers"].as_array().unwrap().iter().find(|o| o["provider"] == a).unwrap().clone();
+    let (o1, o2, o3) = (offer(&one), offer(&two), offer(&liar));
+    assert_eq!((o1["status"].as_str(), o2["status"].as_str()), (Some("passed"), Some("passed")), "{view}");
+    assert_eq!(o3["status"], "failed", "{o3}");
+    assert!(o3["failure"].as_str().unwrap().contains("the work was not done"), "{o3}");
+    assert!(o3["measured"].is_null());
+    let cores = |o: &Value| o["measured"]["cores"].as_f64().unwrap();
+    let (c1, c2) = (cores(&o1), cores(&o2));
+    assert!(c1 > 0.2 && c2 > 0.2, "{c1} {c2}");
+    assert_eq!(o1["measured"]["mem_mb"], 64);
+    assert_eq!(o1["cached_models"].as_array().unwrap().len(), 1, "it serves the champion's model: {o1}");
+
+    // A job needing more cores than the smaller machine measured lands on the larger one.
+    let (big, small, more) =
+        if c2 > c1 { (&two, &one, (c1 + c2) / 2.0) } else { (&one, &two, (c1 + c2) / 2.0) };
+    let row = format!("[{}]", vec!["3"; 64].join(","));
+    let more = format!("{more:.4}");
+    let m = submit(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--domain",
+        "mlp_digits",
+        "--inputs",
+        &row,
+        "--fee",
+        "0.01",
+        "--min-cores",
+        &more,
+        "--match-only",
+    ]);
+    assert_eq!(m["provider"].as_str(), Some(big.as_str()), "{m}");
+    let refused: Vec<&Value> = m["refused"].as_array().unwrap().iter().collect();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["provider"] == small.as_str() && r["why"].as_str().unwrap().contains("cores")),
+        "{m}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["provider"] == liar.as_str() && r["why"].as_str().unwrap().contains("failed")),
+        "{m}"
+    );
+    // A fee below node 1's price: node 2 (the liar asks less, but failed its challenge).
+    let m = submit(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--domain",
+        "mlp_digits",
+        "--inputs",
+        &row,
+        "--fee",
+        "0.0015",
+        "--match-only",
+    ]);
+    assert_eq!(m["provider"].as_str(), Some(two.as_str()), "{m}");
+    assert_eq!(m["candidates"].as_array().unwrap().len(), 1, "only node 2 is eligible: {m}");
+    // Nothing fits: the refusal names each provider's reason.
+    let (ok, out) = doin_out(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--domain",
+        "mlp_digits",
+        "--inputs",
+        &row,
+        "--fee",
+        "0.01",
+        "--min-cores",
+        "64",
+    ]);
+    assert!(!ok && out.contains("no_provider") && out.contains("the job needs 64.00"), "{out}");
+    let (ok, out) = doin_out(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--kind",
+        "evaluation",
+        "--domain",
+        "mlp_digits",
+        "--inputs",
+        &row,
+        "--fee",
+        "0.01",
+    ]);
+    assert!(!ok && out.contains("unsupported_kind"), "{out}");
+    // The job runs on the matched provider; its receipt is checked and names it.
+    let ran = submit(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--domain",
+        "mlp_digits",
+        "--inputs",
+        &row,
+        "--fee",
+        "0.0015",
+    ]);
+    assert_eq!(ran["provider"].as_str(), Some(two.as_str()), "{ran}");
+    assert_eq!(ran["receipt_checked"], true);
+    assert!(ran["predictions"][0].as_u64().unwrap() < 10, "{ran}");
+    let task = common::http_json(BASE, &format!("/api/market/task/{}", ran["task"])).unwrap();
+    assert_eq!(task["provider"].as_str(), Some(two.as_str()), "{task}");
+    // Its load counts: node 2 has had jobs matched.
+    let v = common::http_json(BASE, "/api/market").unwrap();
+    let o2 = v["offers"].as_array().unwrap().iter().find(|o| o["provider"] == two.as_str()).unwrap().clone();
+    assert!(o2["recent_jobs"].as_u64().unwrap() >= 2, "{o2}");
+}

@@ -1,0 +1,671 @@
+//! The resource marketplace (`docs/design.md` §22e): capabilities measured by challenges, not
+//! declared; jobs matched by a documented score ([`score`]).
+//!
+//! - As a **provider**, the node answers a capability challenge ([`doin_primitives::market`])
+//!   on `market_threads` threads, one challenge at a time (a second waits at most
+//!   [`SOLVE_WAIT`], then is told the node is busy): the node's scheduler for market work, apart
+//!   from the evaluation slots and the inference slot, so it never starves verification.
+//! - As a **market**, it admits a staked provider's signed offer (at most [`MAX_OFFERS`]; a
+//!   stale or unsigned one is refused), then challenges the provider's API with fresh randomness
+//!   of its own: `UNITS` hash chains, timed from its side (cores = the provider's hashes a
+//!   second over this node's own single-core rate) and checked by sampling `SAMPLES` of them;
+//!   then a memory pass of `market_check_mem_mb` it recomputes in full. A wrong unit or memory
+//!   result fails the provider (never matched until a later check passes). Checks repeat every
+//!   [`RECHECK`]; a measurement older than [`FRESH`] does not count.
+//! - A **task** (`POST /api/market/task`, PoUW's `submit_task(task, fee)`) is matched to the
+//!   eligible provider with the highest score; the answer names it, its API, the score's terms
+//!   and why each other provider was not chosen. The client then runs the job there (`doin task
+//!   submit` sends the inference request and checks its receipt).
+
+pub(crate) mod http;
+pub mod score;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use doin_api::market::{MarketApi, MarketError};
+use doin_primitives::{
+    Address, Amount, BoundedVec, DomainId, Hash, Keypair, Signed,
+    market::{CapabilityAnswer, CapabilityAnswerBody, Challenge, MarketOffer, check_answer, memory, unit},
+};
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::store::SharedStore;
+
+/// Offers a market keeps at most.
+pub const MAX_OFFERS: usize = 1024;
+/// Tasks a market remembers (oldest dropped).
+pub const MAX_TASKS: usize = 4096;
+/// How old an offer's signature may be.
+pub const OFFER_AGE: Duration = Duration::from_secs(600);
+/// How often a provider is challenged again.
+pub const RECHECK: Duration = Duration::from_secs(600);
+/// How long a measurement counts.
+pub const FRESH: Duration = Duration::from_secs(1800);
+/// Work units per challenge.
+pub const UNITS: u32 = 16;
+/// Units recomputed to check an answer.
+pub const SAMPLES: usize = 4;
+/// How long a challenge waits for the solving slot.
+pub const SOLVE_WAIT: Duration = Duration::from_secs(2);
+/// Challenges a node answers a minute at most (from anyone): a stranger cannot keep its market
+/// threads busy.
+pub const CHALLENGES_PER_MIN: usize = 6;
+/// Seconds of one core's work a challenge asks for.
+const CHALLENGE_CORE_S: f64 = 1.0;
+/// How long a provider may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The window `recent_jobs` counts matches in.
+const LOAD_WINDOW_MS: u64 = 600_000;
+
+/// A provider's state at this market.
+#[derive(Debug, Clone, PartialEq)]
+enum Status {
+    /// Not challenged yet (or its offer changed).
+    Unchecked,
+    /// Its latest challenge passed.
+    Passed,
+    /// Its latest challenge failed: why.
+    Failed(String),
+}
+
+/// What a check measured.
+#[derive(Debug, Clone, PartialEq)]
+struct Measured {
+    cores: f64,
+    mem_mb: u32,
+    hashes_per_s: f64,
+    wall_ms: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    offer: MarketOffer,
+    status: Status,
+    measured: Option<Measured>,
+    /// When its last check finished (ms), 0 never.
+    checked_ms: u64,
+    in_flight: bool,
+    /// Models it held at its last check.
+    cached: BTreeSet<Hash>,
+    /// When jobs were matched to it (the last [`LOAD_WINDOW_MS`]).
+    matched_ms: VecDeque<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    offers: BTreeMap<Address, Entry>,
+    tasks: VecDeque<Value>,
+    next_task: u64,
+    checks: u64,
+    failed_checks: u64,
+}
+
+/// The marketplace: this node's provider side and its market side.
+#[derive(Debug, Clone)]
+pub struct Market(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    key: Keypair,
+    store: SharedStore,
+    threads: usize,
+    check_mem_mb: u32,
+    solving: Semaphore,
+    /// When the challenges of the last minute were answered.
+    answered: Mutex<VecDeque<Instant>>,
+    book: Mutex<Book>,
+    /// This node's single-thread BLAKE3 steps a second (the unit cores are counted in): the
+    /// best of its measurements (one before each check), so a busy moment does not inflate
+    /// every provider's cores.
+    reference_hps: Mutex<f64>,
+    /// Test builds: answer challenges without doing the work.
+    #[cfg(feature = "adversary")]
+    fakes: bool,
+}
+
+fn now_ms() -> u64 {
+    doin_api::now_ms()
+}
+
+fn bad(error: &'static str, detail: impl Into<String>) -> MarketError {
+    (400, error, detail.into())
+}
+
+/// This machine's single-thread rate of challenge steps (hashes a second): the fastest of many
+/// short bursts over ~50 ms, so a moment of contention does not lower it (a lowered reference
+/// would inflate every provider's cores).
+pub fn reference_rate() -> f64 {
+    const BURST: u32 = 2048;
+    let seed = Hash::of(b"doin/reference-rate");
+    let (started, mut best) = (Instant::now(), 0.0f64);
+    while started.elapsed() < Duration::from_millis(50) {
+        let t = Instant::now();
+        let _ = unit(&seed, 0, BURST);
+        best = best.max(f64::from(BURST) / t.elapsed().as_secs_f64().max(1e-9));
+    }
+    best
+}
+
+/// Solves `c` on `threads` threads (units spread over them), then the memory pass.
+fn solve(c: &Challenge, threads: usize, fake: bool) -> (Vec<Hash>, Hash) {
+    let n = c.units as usize;
+    let mut units = vec![Hash::ZERO; n];
+    let per = n.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        for (t, chunk) in units.chunks_mut(per).enumerate() {
+            s.spawn(move || {
+                for (k, out) in chunk.iter_mut().enumerate() {
+                    let i = (t * per + k) as u32;
+                    *out = if fake && i > 0 {
+                        Hash::of(&i.to_le_bytes())
+                    } else {
+                        unit(&c.seed, i, c.iterations)
+                    };
+                }
+            });
+        }
+    });
+    (units, memory(&c.seed, c.mem_mb))
+}
+
+impl Market {
+    /// A marketplace signing with `key`, reading the chain from `store`; `threads` answer
+    /// challenges (0: none), `check_mem_mb` is proved of providers.
+    pub fn new(key: Keypair, store: SharedStore, threads: usize, check_mem_mb: u32) -> Self {
+        Self(Arc::new(Inner {
+            key,
+            store,
+            threads,
+            check_mem_mb,
+            solving: Semaphore::new(1),
+            answered: Mutex::new(VecDeque::new()),
+            book: Mutex::new(Book::default()),
+            reference_hps: Mutex::new(reference_rate()),
+            #[cfg(feature = "adversary")]
+            fakes: false,
+        }))
+    }
+
+    /// Test builds: this provider answers challenges without doing the work.
+    #[cfg(feature = "adversary")]
+    pub fn faking(self) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) => Self(Arc::new(Inner { fakes: true, ..inner })),
+            Err(shared) => Self(shared),
+        }
+    }
+
+    /// The single-thread rate, measured once more (the best so far is kept).
+    fn reference(&self, measure: bool) -> f64 {
+        let fresh = if measure { reference_rate() } else { 0.0 };
+        let mut r = self.0.reference_hps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *r = r.max(fresh);
+        *r
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks the providers that are due, one at a time, until the node stops.
+    pub async fn run_checks(self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let due = {
+                let mut book = self.book();
+                let now = now_ms();
+                let due = book
+                    .offers
+                    .iter()
+                    .filter(|(_, e)| {
+                        !e.in_flight
+                            && (e.status == Status::Unchecked
+                                || now.saturating_sub(e.checked_ms) >= RECHECK.as_millis() as u64)
+                    })
+                    .map(|(a, e)| (*a, e.offer.body.clone()))
+                    .next();
+                if let Some((a, _)) = &due
+                    && let Some(e) = book.offers.get_mut(a)
+                {
+                    e.in_flight = true;
+                }
+                due
+            };
+            let Some((provider, offer)) = due else { continue };
+            let result = self.check(&provider, offer.api.as_str(), &offer.domains).await;
+            let mut book = self.book();
+            book.checks += 1;
+            let Some(e) = book.offers.get_mut(&provider) else { continue };
+            e.in_flight = false;
+            e.checked_ms = now_ms();
+            match result {
+                Ok((m, cached)) => {
+                    tracing::info!(%provider, cores = m.cores, mem_mb = m.mem_mb, "market: provider measured");
+                    e.status = Status::Passed;
+                    e.measured = Some(m);
+                    e.cached = cached;
+                }
+                Err(why) => {
+                    tracing::warn!(%provider, why, "market: provider failed its challenge");
+                    e.status = Status::Failed(why);
+                    e.measured = None;
+                    book.failed_checks += 1;
+                }
+            }
+        }
+    }
+
+    async fn post_challenge(&self, api: &str, c: &Challenge) -> Result<(CapabilityAnswer, Duration), String> {
+        let started = Instant::now();
+        let body = serde_json::to_string(c).map_err(|e| e.to_string())?;
+        let (status, bytes) =
+            http::call(api, "POST", "/api/market/challenge", Some(&body), ANSWER_TIMEOUT).await?;
+        let wall = started.elapsed();
+        if status != 200 {
+            return Err(format!(
+                "the challenge was answered HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        let answer =
+            serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not an answer: {e}"))?;
+        Ok((answer, wall))
+    }
+
+    /// Challenges `provider` at `api`: cores, memory, the models it holds.
+    async fn check(
+        &self,
+        provider: &Address,
+        api: &str,
+        domains: &[DomainId],
+    ) -> Result<(Measured, BTreeSet<Hash>), String> {
+        let fresh = || Hash(rand::rng().random());
+        let reference = tokio::task::spawn_blocking({
+            let me = self.clone();
+            move || me.reference(true)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        // One core's second of work, in UNITS chains.
+        let iterations = ((reference * CHALLENGE_CORE_S) / f64::from(UNITS))
+            .clamp(1.0, f64::from(doin_primitives::market::MAX_ITERATIONS)) as u32;
+        let work = Challenge { seed: fresh(), units: UNITS, iterations, mem_mb: 0 };
+        let (answer, wall) = self.post_challenge(api, &work).await?;
+        let mut samples: Vec<u32> = (0..UNITS).collect();
+        {
+            let mut rng = rand::rng();
+            for i in (1..samples.len()).rev() {
+                samples.swap(i, rng.random_range(0..=i));
+            }
+        }
+        samples.truncate(SAMPLES);
+        let (p, c) = (*provider, work.clone());
+        tokio::task::spawn_blocking(move || check_answer(&answer, &p, &c, &samples))
+            .await
+            .map_err(|e| e.to_string())??;
+        let hashes_per_s = f64::from(UNITS) * f64::from(iterations) / wall.as_secs_f64().max(1e-6);
+        let cores = hashes_per_s / reference;
+        let mem = Challenge { seed: fresh(), units: 0, iterations: 0, mem_mb: self.0.check_mem_mb };
+        let (answer, _) = self.post_challenge(api, &mem).await?;
+        let (p, c) = (*provider, mem.clone());
+        tokio::task::spawn_blocking(move || check_answer(&answer, &p, &c, &[]))
+            .await
+            .map_err(|e| e.to_string())??;
+        // The models it holds: each served domain's champion, probed.
+        let state = self.0.store.lock().tip().clone();
+        let mut cached = BTreeSet::new();
+        for d in domains {
+            let Some(artifact) = state.domain(d).and_then(|x| x.champion.as_ref()).and_then(|c| c.artifact)
+            else {
+                continue;
+            };
+            if let Ok((200, _)) =
+                http::call(api, "GET", &format!("/api/model/{artifact}"), None, Duration::from_secs(10)).await
+            {
+                cached.insert(artifact);
+            }
+        }
+        Ok((
+            Measured { cores, mem_mb: self.0.check_mem_mb, hashes_per_s, wall_ms: wall.as_millis() as u64 },
+            cached,
+        ))
+    }
+
+    fn entry_json(a: &Address, e: &Entry, now: u64) -> Value {
+        json!({
+            "provider": a.to_string(),
+            "api": e.offer.body.api.as_str(),
+            "price": e.offer.body.price.0.to_string(),
+            "domains": e.offer.body.domains.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "status": match &e.status { Status::Unchecked => "unchecked", Status::Passed => "passed", Status::Failed(_) => "failed" },
+            "failure": match &e.status { Status::Failed(why) => Some(why.clone()), _ => None },
+            "measured": e.measured.as_ref().map(|m| json!({
+                "cores": m.cores, "mem_mb": m.mem_mb, "hashes_per_s": m.hashes_per_s, "wall_ms": m.wall_ms,
+            })),
+            "checked_s_ago": (e.checked_ms > 0).then(|| now.saturating_sub(e.checked_ms) / 1000),
+            "cached_models": e.cached.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "recent_jobs": e.matched_ms.iter().filter(|t| now.saturating_sub(**t) < LOAD_WINDOW_MS).count(),
+        })
+    }
+}
+
+/// The task a client submits.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskRequest {
+    kind: String,
+    domain_id: String,
+    #[serde(default)]
+    min_cores: f64,
+    #[serde(default)]
+    min_mem_mb: u32,
+    /// DOIN, as a number or a decimal string.
+    fee: Value,
+}
+
+fn fee_units(v: &Value) -> Result<u128, MarketError> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(bad("bad_fee", "fee is DOIN, a number or a decimal string")),
+    };
+    let f: f64 = text.parse().map_err(|_| bad("bad_fee", format!("fee {text:?} is not a number")))?;
+    if !(f.is_finite() && (0.0..=1e12).contains(&f)) {
+        return Err(bad("bad_fee", format!("fee {text} is not in [0, 1e12] DOIN")));
+    }
+    Ok((f * 1e9).round() as u128)
+}
+
+impl MarketApi for Market {
+    fn offer(&self, body: Value) -> Result<Value, MarketError> {
+        let offer: MarketOffer =
+            serde_json::from_value(body).map_err(|e| bad("bad_offer", format!("not a signed offer: {e}")))?;
+        if !offer.verify() {
+            return Err((403, "bad_signature", "the offer is not signed by its provider".into()));
+        }
+        let b = &offer.body;
+        let now = now_ms();
+        if now.abs_diff(b.issued_ms) > OFFER_AGE.as_millis() as u64 {
+            return Err(bad(
+                "stale_offer",
+                format!("issued {} s from now; at most 600", now.abs_diff(b.issued_ms) / 1000),
+            ));
+        }
+        let api = b.api.as_str();
+        let port_ok =
+            api.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            return Err(bad("bad_offer", format!("api {api:?} is not host:port")));
+        }
+        if self.0.store.lock().tip().stake(&b.provider).is_none_or(|s| s.amount == Amount::ZERO) {
+            return Err((403, "not_staked", format!("provider {} has no stake on chain", b.provider)));
+        }
+        let mut book = self.book();
+        let provider = b.provider;
+        match book.offers.get_mut(&provider) {
+            Some(e) => {
+                if b.issued_ms <= e.offer.body.issued_ms {
+                    return Err((409, "stale_offer", "an offer at least as new is held".into()));
+                }
+                if e.offer.body.api != b.api {
+                    e.status = Status::Unchecked;
+                    e.measured = None;
+                }
+                e.offer = offer;
+            }
+            None => {
+                if book.offers.len() >= MAX_OFFERS {
+                    return Err((503, "market_full", format!("{MAX_OFFERS} offers held")));
+                }
+                book.offers.insert(
+                    provider,
+                    Entry {
+                        offer,
+                        status: Status::Unchecked,
+                        measured: None,
+                        checked_ms: 0,
+                        in_flight: false,
+                        cached: BTreeSet::new(),
+                        matched_ms: VecDeque::new(),
+                    },
+                );
+            }
+        }
+        let e = &book.offers[&provider];
+        Ok(
+            json!({ "provider": provider.to_string(), "status": if e.status == Status::Passed { "passed" } else { "checking" } }),
+        )
+    }
+
+    fn challenge(&self, body: Value) -> Pin<Box<dyn Future<Output = Result<Value, MarketError>> + Send>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let c: Challenge = serde_json::from_value(body)
+                .map_err(|e| bad("bad_challenge", format!("not a challenge: {e}")))?;
+            c.check().map_err(|e| bad("bad_challenge", e))?;
+            if inner.threads == 0 {
+                return Err((
+                    503,
+                    "no_market_threads",
+                    "this node gives the market no threads (market_threads: 0)".into(),
+                ));
+            }
+            {
+                let mut answered = inner.answered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while answered.front().is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    answered.pop_front();
+                }
+                if answered.len() >= CHALLENGES_PER_MIN {
+                    return Err((
+                        503,
+                        "challenge_rate",
+                        format!("{CHALLENGES_PER_MIN} challenges answered in the last minute; try later"),
+                    ));
+                }
+                answered.push_back(Instant::now());
+            }
+            let _slot = tokio::time::timeout(SOLVE_WAIT, inner.solving.acquire())
+                .await
+                .map_err(|_| (503, "busy", "another challenge is being solved".to_string()))?
+                .map_err(|_| (503, "busy", "the node is stopping".to_string()))?;
+            #[cfg(feature = "adversary")]
+            let fake = inner.fakes;
+            #[cfg(not(feature = "adversary"))]
+            let fake = false;
+            let (threads, key) = (inner.threads, inner.key.clone());
+            let answer = tokio::task::spawn_blocking(move || {
+                let (units, memory) = solve(&c, threads, fake);
+                Signed::sign(
+                    CapabilityAnswerBody {
+                        provider: key.address(),
+                        challenge: c,
+                        units: BoundedVec::try_from_vec(units).unwrap_or_default(),
+                        memory,
+                    },
+                    &key,
+                )
+            })
+            .await
+            .map_err(|e| (500, "internal", e.to_string()))?;
+            serde_json::to_value(answer).map_err(|e| (500, "internal", e.to_string()))
+        })
+    }
+
+    fn view(&self) -> Value {
+        let book = self.book();
+        let now = now_ms();
+        json!({
+            "market": self.0.key.address().to_string(),
+            "reference_hashes_per_s": self.reference(false),
+            "market_threads": self.0.threads,
+            "check_mem_mb": self.0.check_mem_mb,
+            "checks": book.checks,
+            "failed_checks": book.failed_checks,
+            "offers": book.offers.iter().map(|(a, e)| Self::entry_json(a, e, now)).collect::<Vec<_>>(),
+            "tasks": book.tasks.iter().rev().take(20).cloned().collect::<Vec<_>>(),
+            "weights": {
+                "fit": score::WEIGHTS.fit, "price": score::WEIGHTS.price, "reputation": score::WEIGHTS.reputation,
+                "load": score::WEIGHTS.load, "cached": score::WEIGHTS.cached,
+            },
+        })
+    }
+
+    fn submit(&self, body: Value) -> Result<Value, MarketError> {
+        let req: TaskRequest =
+            serde_json::from_value(body).map_err(|e| bad("bad_task", format!("not a task: {e}")))?;
+        if req.kind != "inference" {
+            return Err((
+                422,
+                "unsupported_kind",
+                format!(
+                    "kind {:?}: this market matches inference jobs (evaluations and federated rounds are drawn by the chain)",
+                    req.kind
+                ),
+            ));
+        }
+        if !(req.min_cores.is_finite() && (0.0..=1024.0).contains(&req.min_cores)) {
+            return Err(bad("bad_task", "min_cores must be in [0, 1024]"));
+        }
+        let fee = fee_units(&req.fee)?;
+        let domain = DomainId::new(req.domain_id.as_str()).map_err(|e| bad("bad_task", e.to_string()))?;
+        let state = self.0.store.lock().tip().clone();
+        let champion_model = state
+            .domain(&domain)
+            .ok_or((404, "unknown_domain", format!("no domain {domain} on chain")))?
+            .champion
+            .as_ref()
+            .and_then(|c| c.artifact);
+        let need = score::Need { min_cores: req.min_cores, min_mem_mb: req.min_mem_mb, fee };
+        let now = now_ms();
+        let mut book = self.book();
+        let mut scored = Vec::new();
+        let mut refused = Vec::new();
+        for (a, e) in &book.offers {
+            let why = match (&e.status, &e.measured) {
+                _ if !e.offer.body.domains.contains(&domain) => Some(format!("does not serve {domain}")),
+                (Status::Failed(why), _) => Some(format!("failed its challenge: {why}")),
+                (_, None) => Some("not measured yet".into()),
+                _ if now.saturating_sub(e.checked_ms) > FRESH.as_millis() as u64 => {
+                    Some("its measurement is stale".into())
+                }
+                _ if state.stake(a).is_none_or(|s| s.amount == Amount::ZERO) => {
+                    Some("no longer staked".into())
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                refused.push(json!({ "provider": a.to_string(), "why": why }));
+                continue;
+            }
+            let Some(m) = &e.measured else { continue };
+            let p = score::Provider {
+                cores: m.cores,
+                mem_mb: m.mem_mb,
+                price: e.offer.body.price.0,
+                reputation: state.reputation(a, &domain) as f64 / doin_primitives::FIXED_ONE as f64,
+                recent_jobs: e.matched_ms.iter().filter(|t| now.saturating_sub(**t) < LOAD_WINDOW_MS).count()
+                    as u32,
+                cached: champion_model.is_some_and(|m| e.cached.contains(&m)),
+            };
+            match score::score(&need, &p) {
+                Ok(s) => scored.push((s, *a)),
+                Err(why) => refused.push(json!({ "provider": a.to_string(), "why": why })),
+            }
+        }
+        scored.sort_by(|(x, a), (y, b)| y.total.total_cmp(&x.total).then(a.cmp(b)));
+        let Some((best, provider)) = scored.first().copied() else {
+            let why: Vec<String> = refused
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r["provider"].as_str().unwrap_or_default(),
+                        r["why"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            let why =
+                if why.is_empty() { "no provider has offered itself".to_owned() } else { why.join("; ") };
+            return Err((409, "no_provider", format!("no provider fits the task: {why}")));
+        };
+        let id = book.next_task;
+        book.next_task += 1;
+        let e = book.offers.get_mut(&provider).ok_or((500, "internal", "provider vanished".to_string()))?;
+        e.matched_ms.push_back(now);
+        while e.matched_ms.front().is_some_and(|t| now.saturating_sub(*t) >= LOAD_WINDOW_MS) {
+            e.matched_ms.pop_front();
+        }
+        let task = json!({
+            "task_id": id,
+            "kind": req.kind,
+            "domain_id": domain.to_string(),
+            "fee": fee.to_string(),
+            "min_cores": req.min_cores,
+            "min_mem_mb": req.min_mem_mb,
+            "provider": provider.to_string(),
+            "api": e.offer.body.api.as_str(),
+            "price": e.offer.body.price.0.to_string(),
+            "score": best,
+            "candidates": scored.iter().take(5).map(|(s, a)| json!({ "provider": a.to_string(), "score": s })).collect::<Vec<_>>(),
+            "refused": refused,
+            "matched_ms": now,
+        });
+        book.tasks.push_back(task.clone());
+        while book.tasks.len() > MAX_TASKS {
+            book.tasks.pop_front();
+        }
+        Ok(task)
+    }
+
+    fn task(&self, id: u64) -> Option<Value> {
+        self.book().tasks.iter().find(|t| t["task_id"] == id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_solved_challenge_checks_and_a_faked_one_fails_its_samples() {
+        let key = Keypair::from_seed([9; 32]);
+        let c = Challenge { seed: Hash::of(b"s"), units: 16, iterations: 200, mem_mb: 1 };
+        for threads in [1, 3, 16, 40] {
+            let (units, memory) = solve(&c, threads, false);
+            let a = Signed::sign(
+                CapabilityAnswerBody {
+                    provider: key.address(),
+                    challenge: c.clone(),
+                    units: BoundedVec::try_from_vec(units).unwrap(),
+                    memory,
+                },
+                &key,
+            );
+            check_answer(&a, &key.address(), &c, &(0..16).collect::<Vec<_>>()).unwrap();
+        }
+        let (units, memory) = solve(&c, 2, true);
+        let fake = Signed::sign(
+            CapabilityAnswerBody {
+                provider: key.address(),
+                challenge: c.clone(),
+                units: BoundedVec::try_from_vec(units).unwrap(),
+                memory,
+            },
+            &key,
+        );
+        assert!(check_answer(&fake, &key.address(), &c, &[0]).is_ok(), "the one honest unit");
+        assert!(check_answer(&fake, &key.address(), &c, &[0, 5]).is_err());
+        assert!(reference_rate() > 1e4);
+        assert_eq!(fee_units(&json!("0.5")).unwrap(), 500_000_000);
+        assert_eq!(fee_units(&json!(2)).unwrap(), 2_000_000_000);
+        assert!(fee_units(&json!("-1")).is_err() && fee_units(&json!([1])).is_err());
+    }
+}
