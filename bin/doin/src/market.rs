@@ -141,8 +141,10 @@ pub(crate) fn task(t: Task) -> anyhow::Result<()> {
                     serde_json::from_value::<Vec<f64>>(v).context("--inputs: a row or rows of numbers")?,
                 ],
             };
+            let fee: f64 =
+                a.fee.parse().with_context(|| format!("--fee {:?} is not a number of DOIN", a.fee))?;
             let request = json!({
-                "kind": a.kind, "domain_id": a.domain, "fee": a.fee,
+                "kind": a.kind, "domain_id": a.domain, "fee": fee,
                 "min_cores": a.min_cores, "min_mem_mb": a.min_mem_mb,
             });
             let (status, matched) = http(&a.node, "POST", "/api/market/task", Some(&request.to_string()))?;

@@ -291,7 +291,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/market/offer", post(market::offer))
         .route("/api/market/challenge", post(market::challenge))
         .route("/api/market/task", post(market::submit))
-        .route("/api/market/task/{id}", get(market::task))
+        .route("/api/market/task/{n}", get(market::task))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

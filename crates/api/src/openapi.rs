@@ -135,12 +135,12 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
-        errors: &[400, 422, 503],
+        errors: &[400, 403, 429, 503],
         ..op(
             "post",
             "/api/market/challenge",
             "Answers a capability challenge with this node's signed work (one at a time).",
-            &["body", "signature"],
+            &["provider", "challenge", "units", "memory", "signature"],
         )
     },
     Operation {
@@ -154,7 +154,7 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         errors: &[400, 404, 503],
-        ..op("get", "/api/market/task/{id}", "A matched task.", &["task_id", "provider", "score"])
+        ..op("get", "/api/market/task/{n}", "A matched task.", &["task_id", "provider", "score"])
     },
     Operation {
         required: None,
@@ -390,7 +390,7 @@ fn reason(code: u16) -> &'static str {
 /// The schema of a path or query parameter, by its name: what the handlers parse.
 fn param_schema(name: &str) -> Value {
     match name {
-        "index" | "from" | "to" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
+        "index" | "from" | "to" | "n" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
         // Clamped by each handler to what it serves.
         "limit" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
         "proof" => json!({ "type": "boolean" }),
@@ -405,6 +405,7 @@ fn param_schema(name: &str) -> Value {
 /// The request body of a `post` operation.
 fn request_body(path: &str) -> Value {
     let object = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties });
+    let closed = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties, "additionalProperties": false });
     let (required, schema) = match path {
         // A signed transaction (`doin wallet` builds them); the node checks the kind, signature,
         // nonce and fees and answers 400 or 422 with the reason.
@@ -528,12 +529,17 @@ fn request_body(path: &str) -> Value {
         "/api/market/offer" => (
             true,
             object(
-                &["body", "signature"],
-                json!({ "body": object(&["provider", "api", "price", "domains", "issued_ms"], json!({
-                    "provider": { "type": "string" }, "api": { "type": "string" }, "price": {},
-                    "domains": { "type": "array", "items": { "type": "string" } },
-                    "issued_ms": { "type": "integer", "minimum": 0 },
-                })), "signature": { "type": "string" } }),
+                &["provider", "api", "price", "domains", "issued_ms", "signature"],
+                json!({
+                    "provider": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                    "api": { "type": "string", "maxLength": 128 },
+                    "price": { "type": "string", "pattern": "^[0-9]{1,30}$" },
+                    "domains": { "type": "array", "maxItems": 32, "items": {
+                        "type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$",
+                    } },
+                    "issued_ms": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+                    "signature": { "type": "string", "pattern": "^[0-9a-f]{128}$" },
+                }),
             ),
         ),
         "/api/market/challenge" => (
@@ -550,12 +556,14 @@ fn request_body(path: &str) -> Value {
         ),
         "/api/market/task" => (
             true,
-            object(
+            closed(
                 &["kind", "domain_id", "fee"],
                 json!({
-                    "kind": { "type": "string" }, "domain_id": { "type": "string" },
-                    "min_cores": { "type": "number" }, "min_mem_mb": { "type": "integer", "minimum": 0 },
-                    "fee": {},
+                    "kind": { "type": "string", "enum": ["inference"] },
+                    "domain_id": { "type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$" },
+                    "min_cores": { "type": "number", "minimum": 0, "maximum": 1024 },
+                    "min_mem_mb": { "type": "integer", "minimum": 0, "maximum": u32::MAX },
+                    "fee": { "type": "number", "minimum": 0, "maximum": 1e12 },
                 }),
             ),
         ),

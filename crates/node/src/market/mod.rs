@@ -3,7 +3,7 @@
 //!
 //! - As a **provider**, the node answers a capability challenge ([`doin_primitives::market`])
 //!   on `market_threads` threads, one challenge at a time (a second waits at most
-//!   [`SOLVE_WAIT`], then is told the node is busy): the node's scheduler for market work, apart
+//!   [`SOLVE_WAIT`], then `429 busy`; at most [`CHALLENGES_PER_MIN`] a minute): the node's scheduler for market work, apart
 //!   from the evaluation slots and the inference slot, so it never starves verification.
 //! - As a **market**, it admits a staked provider's signed offer (at most [`MAX_OFFERS`]; a
 //!   stale or unsigned one is refused), then challenges the provider's API with fresh randomness
@@ -60,6 +60,9 @@ pub const SOLVE_WAIT: Duration = Duration::from_secs(2);
 pub const CHALLENGES_PER_MIN: usize = 6;
 /// Seconds of one core's work a challenge asks for.
 const CHALLENGE_CORE_S: f64 = 1.0;
+/// Failed checks in a row after which an offer is dropped (a provider that keeps failing, or
+/// points at nothing, stops costing the market a check every [`RECHECK`]).
+pub const MAX_FAILURES: u32 = 3;
 /// How long a provider may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The window `recent_jobs` counts matches in.
@@ -93,6 +96,8 @@ struct Entry {
     /// When its last check finished (ms), 0 never.
     checked_ms: u64,
     in_flight: bool,
+    /// Failed checks in a row.
+    failures: u32,
     /// Models it held at its last check.
     cached: BTreeSet<Hash>,
     /// When jobs were matched to it (the last [`LOAD_WINDOW_MS`]).
@@ -240,7 +245,12 @@ impl Market {
                 due
             };
             let Some((provider, offer)) = due else { continue };
-            let result = self.check(&provider, offer.api.as_str(), &offer.domains).await;
+            let staked = self.0.store.lock().tip().stake(&provider).is_some_and(|s| s.amount > Amount::ZERO);
+            let result = if staked {
+                self.check(&provider, offer.api.as_str(), &offer.domains).await
+            } else {
+                Err("no longer staked".into())
+            };
             let mut book = self.book();
             book.checks += 1;
             let Some(e) = book.offers.get_mut(&provider) else { continue };
@@ -249,6 +259,7 @@ impl Market {
             match result {
                 Ok((m, cached)) => {
                     tracing::info!(%provider, cores = m.cores, mem_mb = m.mem_mb, "market: provider measured");
+                    e.failures = 0;
                     e.status = Status::Passed;
                     e.measured = Some(m);
                     e.cached = cached;
@@ -257,7 +268,13 @@ impl Market {
                     tracing::warn!(%provider, why, "market: provider failed its challenge");
                     e.status = Status::Failed(why);
                     e.measured = None;
+                    e.failures += 1;
+                    let drop = e.failures >= MAX_FAILURES;
                     book.failed_checks += 1;
+                    if drop {
+                        tracing::info!(%provider, "market: offer dropped after {MAX_FAILURES} failed checks");
+                        book.offers.remove(&provider);
+                    }
                 }
             }
         }
@@ -367,19 +384,14 @@ struct TaskRequest {
     min_cores: f64,
     #[serde(default)]
     min_mem_mb: u32,
-    /// DOIN, as a number or a decimal string.
+    /// DOIN.
     fee: Value,
 }
 
 fn fee_units(v: &Value) -> Result<u128, MarketError> {
-    let text = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return Err(bad("bad_fee", "fee is DOIN, a number or a decimal string")),
-    };
-    let f: f64 = text.parse().map_err(|_| bad("bad_fee", format!("fee {text:?} is not a number")))?;
+    let f = v.as_f64().ok_or_else(|| bad("bad_fee", "fee is DOIN, a number"))?;
     if !(f.is_finite() && (0.0..=1e12).contains(&f)) {
-        return Err(bad("bad_fee", format!("fee {text} is not in [0, 1e12] DOIN")));
+        return Err(bad("bad_fee", format!("fee {f} is not in [0, 1e12] DOIN")));
     }
     Ok((f * 1e9).round() as u128)
 }
@@ -433,6 +445,7 @@ impl MarketApi for Market {
                         measured: None,
                         checked_ms: 0,
                         in_flight: false,
+                        failures: 0,
                         cached: BTreeSet::new(),
                         matched_ms: VecDeque::new(),
                     },
@@ -465,7 +478,7 @@ impl MarketApi for Market {
                 }
                 if answered.len() >= CHALLENGES_PER_MIN {
                     return Err((
-                        503,
+                        429,
                         "challenge_rate",
                         format!("{CHALLENGES_PER_MIN} challenges answered in the last minute; try later"),
                     ));
@@ -474,8 +487,8 @@ impl MarketApi for Market {
             }
             let _slot = tokio::time::timeout(SOLVE_WAIT, inner.solving.acquire())
                 .await
-                .map_err(|_| (503, "busy", "another challenge is being solved".to_string()))?
-                .map_err(|_| (503, "busy", "the node is stopping".to_string()))?;
+                .map_err(|_| (429, "busy", "another challenge is being solved".to_string()))?
+                .map_err(|_| (503, "stopping", "the node is stopping".to_string()))?;
             #[cfg(feature = "adversary")]
             let fake = inner.fakes;
             #[cfg(not(feature = "adversary"))]
@@ -664,8 +677,8 @@ mod tests {
         assert!(check_answer(&fake, &key.address(), &c, &[0]).is_ok(), "the one honest unit");
         assert!(check_answer(&fake, &key.address(), &c, &[0, 5]).is_err());
         assert!(reference_rate() > 1e4);
-        assert_eq!(fee_units(&json!("0.5")).unwrap(), 500_000_000);
+        assert_eq!(fee_units(&json!(0.5)).unwrap(), 500_000_000);
         assert_eq!(fee_units(&json!(2)).unwrap(), 2_000_000_000);
-        assert!(fee_units(&json!("-1")).is_err() && fee_units(&json!([1])).is_err());
+        assert!(fee_units(&json!(-1)).is_err() && fee_units(&json!("1")).is_err());
     }
 }
