@@ -304,6 +304,13 @@ fn a_bad_node_config_stops_with_the_key_named() {
             "listen_addresses: \"10.0.0.1:4001\"",
         ),
         (r#"{"domains": [{"domain_id": "quadratic"}], "relay_server": "yes"}"#, "`relay_server`"),
+        (r#"{"domains": [{"domain_id": "quadratic"}], "market_threads": 999}"#, "`market_threads`"),
+        (r#"{"domains": [{"domain_id": "quadratic"}], "market_check_mem_mb": 0}"#, "`market_check_mem_mb`"),
+        // A price on a domain without a model to serve: refused, not silently free.
+        (
+            r#"{"domains": [{"domain_id": "quadratic", "inference_price": 0.01}], "port": 18792, "data_dir": "DATA"}"#,
+            "inference_price is set, but quadratic has no model",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.json"));

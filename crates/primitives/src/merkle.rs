@@ -9,18 +9,28 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
     if leaves.is_empty() {
         return Hash::ZERO;
     }
-    let mut level: Vec<Hash> = leaves.iter().map(|l| Hash::of_parts(&[&[0u8], &l.0])).collect();
+    let mut level = leaf_level(leaves);
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [a, b] => Hash::of_parts(&[&[1u8], &a.0, &b.0]),
-                [a] => *a,
-                _ => Hash::ZERO,
-            })
-            .collect();
+        level = parents(&level);
     }
     level[0]
+}
+
+/// The leaves hashed under the leaf prefix.
+fn leaf_level(leaves: &[Hash]) -> Vec<Hash> {
+    leaves.iter().map(|l| Hash::of_parts(&[&[0u8], &l.0])).collect()
+}
+
+/// The level above `level`: pairs hashed under the inner prefix, an odd last node carried up.
+fn parents(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [a, b] => Hash::of_parts(&[&[1u8], &a.0, &b.0]),
+            [a] => *a,
+            _ => Hash::ZERO,
+        })
+        .collect()
 }
 
 /// The path proving `leaves[index]` under [`merkle_root`]: the sibling at each level where
@@ -29,21 +39,13 @@ pub fn merkle_path(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
     if index >= leaves.len() {
         return None;
     }
-    let mut level: Vec<Hash> = leaves.iter().map(|l| Hash::of_parts(&[&[0u8], &l.0])).collect();
+    let mut level = leaf_level(leaves);
     let (mut i, mut path) = (index, Vec::new());
     while level.len() > 1 {
-        let sibling = i ^ 1;
-        if sibling < level.len() {
-            path.push(level[sibling]);
+        if let Some(sibling) = level.get(i ^ 1) {
+            path.push(*sibling);
         }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [a, b] => Hash::of_parts(&[&[1u8], &a.0, &b.0]),
-                [a] => *a,
-                _ => Hash::ZERO,
-            })
-            .collect();
+        level = parents(&level);
         i /= 2;
     }
     Some(path)

@@ -651,29 +651,18 @@ mod tests {
     fn a_solved_challenge_checks_and_a_faked_one_fails_its_samples() {
         let key = Keypair::from_seed([9; 32]);
         let c = Challenge { seed: Hash::of(b"s"), units: 16, iterations: 200, mem_mb: 1 };
-        for threads in [1, 3, 16, 40] {
-            let (units, memory) = solve(&c, threads, false);
-            let a = Signed::sign(
-                CapabilityAnswerBody {
-                    provider: key.address(),
-                    challenge: c.clone(),
-                    units: BoundedVec::try_from_vec(units).unwrap(),
-                    memory,
-                },
+        let answer = |threads: usize, fake: bool| {
+            let (units, memory) = solve(&c, threads, fake);
+            let units = BoundedVec::try_from_vec(units).unwrap();
+            Signed::sign(
+                CapabilityAnswerBody { provider: key.address(), challenge: c.clone(), units, memory },
                 &key,
-            );
-            check_answer(&a, &key.address(), &c, &(0..16).collect::<Vec<_>>()).unwrap();
+            )
+        };
+        for threads in [1, 3, 16, 40] {
+            check_answer(&answer(threads, false), &key.address(), &c, &(0..16).collect::<Vec<_>>()).unwrap();
         }
-        let (units, memory) = solve(&c, 2, true);
-        let fake = Signed::sign(
-            CapabilityAnswerBody {
-                provider: key.address(),
-                challenge: c.clone(),
-                units: BoundedVec::try_from_vec(units).unwrap(),
-                memory,
-            },
-            &key,
-        );
+        let fake = answer(2, true);
         assert!(check_answer(&fake, &key.address(), &c, &[0]).is_ok(), "the one honest unit");
         assert!(check_answer(&fake, &key.address(), &c, &[0, 5]).is_err());
         assert!(reference_rate() > 1e4);
