@@ -172,6 +172,12 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
         units(&account(&honest_addr)["balance"]) >= honest_balance + bond,
         "the bond paid the honest server"
     );
+    let metrics = common::http_text(BASE, "/metrics").unwrap();
+    for line in
+        ["doin_inference_disputes{outcome=\"upheld\"} 1", "doin_inference_disputes{outcome=\"refused\"} 1"]
+    {
+        assert!(metrics.contains(line), "{line} not in /metrics");
+    }
 
     // Bad requests are refused by name, and nothing is served for them.
     let (status, body) = post(BASE, r#"{"domain_id": "mlp_digits", "inputs": [1, 2, 3]}"#);

@@ -114,6 +114,14 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
     assert!(c1 > 0.2 && c2 > 0.2, "{c1} {c2}");
     assert_eq!(o1["measured"]["mem_mb"], 64);
     assert_eq!(o1["cached_models"].as_array().unwrap().len(), 1, "it serves the champion's model: {o1}");
+    let metrics = common::http_text(BASE, "/metrics").unwrap();
+    for line in ["doin_market_offers{status=\"passed\"} 2", "doin_market_offers{status=\"failed\"} 1"] {
+        assert!(metrics.contains(line), "{line} not in /metrics");
+    }
+    let metrics = common::http_text(BASE, "/metrics").unwrap();
+    for line in ["doin_market_offers{status=\"passed\"} 2", "doin_market_offers{status=\"failed\"} 1"] {
+        assert!(metrics.contains(line), "{line} not in /metrics");
+    }
 
     // A job needing more cores than the smaller machine measured lands on the larger one.
     let (big, small, more) =

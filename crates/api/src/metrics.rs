@@ -92,6 +92,59 @@ pub fn text(s: &ApiState) -> String {
         o.metric("doin_domain_champion_performance", "gauge", "Verified champion performance.", &champions);
         o.metric("doin_domain_improvements", "counter", "Accepted improvements on chain.", &improvements);
         o.metric("doin_domain_rejected", "counter", "Rejected optimae on chain.", &rejected);
+        let mut disputes = std::collections::BTreeMap::from([
+            ("pending", 0.0),
+            ("upheld", 0.0),
+            ("refused", 0.0),
+            ("undecided", 0.0),
+        ]);
+        for (_, d) in state.disputes() {
+            let key = match d.outcome {
+                None => "pending",
+                Some(doin_consensus::disputes::DisputeOutcome::Upheld { .. }) => "upheld",
+                Some(doin_consensus::disputes::DisputeOutcome::Refused) => "refused",
+                Some(doin_consensus::disputes::DisputeOutcome::Undecided) => "undecided",
+            };
+            *disputes.entry(key).or_default() += 1.0;
+        }
+        let disputes: Vec<(String, f64)> =
+            disputes.into_iter().map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), v)).collect();
+        o.metric(
+            "doin_inference_disputes",
+            "gauge",
+            "Disputes of inference receipts on chain, by outcome.",
+            &disputes,
+        );
+    }
+    if let Some(m) = &s.market {
+        let v = m.view();
+        let mut offers =
+            std::collections::BTreeMap::from([("unchecked", 0.0), ("passed", 0.0), ("failed", 0.0)]);
+        for o in v["offers"].as_array().into_iter().flatten() {
+            if let Some(n) = o["status"].as_str().and_then(|st| offers.get_mut(st)) {
+                *n += 1.0;
+            }
+        }
+        let offers: Vec<(String, f64)> =
+            offers.into_iter().map(|(k, v)| (format!("{{status=\"{k}\"}}"), v)).collect();
+        o.metric(
+            "doin_market_offers",
+            "gauge",
+            "Providers' offers this market holds, by check status.",
+            &offers,
+        );
+        o.one(
+            "doin_market_checks",
+            "counter",
+            "Capability checks this market ran.",
+            v["checks"].as_f64().unwrap_or(0.0),
+        );
+        o.one(
+            "doin_market_failed_checks",
+            "counter",
+            "Capability checks a provider failed.",
+            v["failed_checks"].as_f64().unwrap_or(0.0),
+        );
     }
     o.one("doin_peers", "gauge", "Connected peers.", l.peers.len() as f64);
     o.one("doin_mempool_transactions", "gauge", "Transactions waiting in the mempool.", l.mempool as f64);

@@ -88,6 +88,17 @@ pub(crate) fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(out.split_once("\r\n\r\n")?.1.trim()).ok()
 }
 
+/// `GET path` on a node's port: the body as text (`/metrics`).
+pub(crate) fn http_text(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_owned())
+}
+
 /// Reads a node's JSON config, lets `edit` change it, writes it back.
 pub(crate) fn rewrite_config(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
