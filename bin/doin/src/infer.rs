@@ -181,6 +181,17 @@ pub(crate) fn ask(
     Ok(Answer { body, outputs, predictions })
 }
 
+/// `--inputs` JSON as rows: one row (`[1, 2, …]`) or rows (`[[…], […]]`).
+pub(crate) fn parse_rows(text: &str) -> anyhow::Result<Vec<Vec<f64>>> {
+    let v: Value = serde_json::from_str(text).context("--inputs is not JSON")?;
+    match serde_json::from_value::<Vec<Vec<f64>>>(v.clone()) {
+        Ok(rows) => Ok(rows),
+        Err(_) => {
+            Ok(vec![serde_json::from_value::<Vec<f64>>(v).context("--inputs: a row or rows of numbers")?])
+        }
+    }
+}
+
 pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
     let (rows, labels): (Vec<Vec<f64>>, Option<Vec<i64>>) = if a.held_out {
         if a.domain != doin_ml::MlpClassifier::ID {
@@ -189,15 +200,7 @@ pub(crate) fn run(a: InferArgs) -> anyhow::Result<()> {
         let (rows, labels) = doin_ml::MlpClassifier::new(1).map_err(anyhow::Error::msg)?.held_out();
         (rows, Some(labels))
     } else {
-        let text = a.inputs.as_deref().context("give --inputs JSON or --held-out")?;
-        let v: Value = serde_json::from_str(text).context("--inputs is not JSON")?;
-        let rows = match serde_json::from_value::<Vec<Vec<f64>>>(v.clone()) {
-            Ok(rows) => rows,
-            Err(_) => {
-                vec![serde_json::from_value::<Vec<f64>>(v).context("--inputs: a row or rows of numbers")?]
-            }
-        };
-        (rows, None)
+        (parse_rows(a.inputs.as_deref().context("give --inputs JSON or --held-out")?)?, None)
     };
     let mut paying = match (&a.channel, &a.key) {
         (Some(c), Some(k)) => {

@@ -7,11 +7,11 @@
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use doin_primitives::{BoundedString, BoundedVec, DomainId, Signed, market::MarketOfferBody};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     channel::{Payer, parse_channel},
-    infer::{Paying, ask},
+    infer::{Paying, ask, parse_rows},
     wallet::{get, http, key_of, parse_amount},
 };
 
@@ -134,13 +134,7 @@ pub(crate) fn task(t: Task) -> anyhow::Result<()> {
             Ok(())
         }
         Task::Submit(a) => {
-            let v: Value = serde_json::from_str(&a.inputs).context("--inputs is not JSON")?;
-            let rows = match serde_json::from_value::<Vec<Vec<f64>>>(v.clone()) {
-                Ok(rows) => rows,
-                Err(_) => vec![
-                    serde_json::from_value::<Vec<f64>>(v).context("--inputs: a row or rows of numbers")?,
-                ],
-            };
+            let rows = parse_rows(&a.inputs)?;
             let fee: f64 =
                 a.fee.parse().with_context(|| format!("--fee {:?} is not a number of DOIN", a.fee))?;
             let request = json!({

@@ -92,7 +92,7 @@ impl Dispute {
     }
     /// The height at which a dispute still pending settles by the votes in hand.
     pub fn deadline(&self, window: u64) -> u64 {
-        self.height.saturating_add(window.max(3))
+        self.height.saturating_add(window)
     }
 }
 
@@ -232,7 +232,7 @@ pub(crate) fn apply_vote(
 }
 
 /// Settles `d`: upheld (`wrong`) or refused.
-fn settle(state: &mut State, id: Hash, mut d: Dispute, wrong: bool, height: u64) -> Result<(), TxError> {
+fn settle(state: &mut State, id: Hash, d: Dispute, wrong: bool, height: u64) -> Result<(), TxError> {
     let overflow = || TxError::Overflow("dispute settlement");
     let outcome = if wrong {
         let stake = state.slashable(&d.server);
@@ -249,12 +249,18 @@ fn settle(state: &mut State, id: Hash, mut d: Dispute, wrong: bool, height: u64)
         state.credit(d.server, d.bond).ok_or_else(overflow)?;
         DisputeOutcome::Refused
     };
+    close(state, id, d, outcome, height);
+    Ok(())
+}
+
+/// Records `outcome` at `height` and drops the rows (kept for good, so a receipt is punished at
+/// most once).
+fn close(state: &mut State, id: Hash, mut d: Dispute, outcome: DisputeOutcome, height: u64) {
     d.outcome = Some(outcome);
     d.settled_at = height;
     d.input = Vec::new();
     d.output = Vec::new();
     state.set_dispute(id, Some(d));
-    Ok(())
 }
 
 /// Start of block `height`: draws the quorums now drawable, and settles the disputes whose
@@ -309,12 +315,8 @@ pub(crate) fn begin_block(state: &mut State, height: u64) -> Result<(), TxError>
     Ok(())
 }
 
-fn undecided(state: &mut State, id: Hash, mut d: Dispute, height: u64) -> Result<(), TxError> {
+fn undecided(state: &mut State, id: Hash, d: Dispute, height: u64) -> Result<(), TxError> {
     state.credit(d.disputer, d.bond).ok_or(TxError::Overflow("dispute bond"))?;
-    d.outcome = Some(DisputeOutcome::Undecided);
-    d.settled_at = height;
-    d.input = Vec::new();
-    d.output = Vec::new();
-    state.set_dispute(id, Some(d));
+    close(state, id, d, DisputeOutcome::Undecided, height);
     Ok(())
 }

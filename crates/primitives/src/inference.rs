@@ -62,6 +62,11 @@ pub fn row_bits(row: &[f64]) -> Vec<u32> {
     row.iter().map(|v| (*v as f32).to_bits()).collect()
 }
 
+/// The numbers of a row given as `f32` bits ([`row_bits`]'s inverse).
+pub fn row_values(bits: &[u32]) -> Vec<f64> {
+    bits.iter().map(|b| f64::from(f32::from_bits(*b))).collect()
+}
+
 /// The leaf of one answered row: the input's length and bits, then the output's.
 pub fn answer_leaf(input: &[u32], output: &[u32]) -> Hash {
     let mut bytes = Vec::with_capacity(16 + 4 * (input.len() + output.len()));
@@ -140,7 +145,7 @@ impl InferenceDispute {
 
     /// The disputed input as numbers.
     pub fn input_row(&self) -> Vec<f64> {
-        self.input.iter().map(|b| f64::from(f32::from_bits(*b))).collect()
+        row_values(&self.input)
     }
 }
 

@@ -37,7 +37,9 @@ pub use federated::{
     FederatedRound, HeartbeatBody, RoundContribution, RoundVote, SignedHeartbeat, SignedUpdate, UpdateBody,
 };
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
-pub use inference::{InferenceDispute, InferenceReceipt, InferenceReceiptBody, answers_root, row_bits};
+pub use inference::{
+    InferenceDispute, InferenceReceipt, InferenceReceiptBody, answers_root, row_bits, row_values,
+};
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,
 };

@@ -194,7 +194,7 @@ mod tests {
         // Half the units made up: a sample among them fails.
         let liar = answer(&key, &c, 4);
         assert!(check_answer(&liar, &key.address(), &c, &[5]).unwrap_err().contains("unit 5 is wrong"));
-        // Another seed, another signer, a skipped memory pass.
+        // Another seed, another signer, a memory pass left out.
         let other = Challenge { seed: Hash::of(b"other"), ..c.clone() };
         assert!(
             check_answer(&honest, &key.address(), &other, &[0]).unwrap_err().contains("another challenge")

@@ -104,6 +104,13 @@ struct Entry {
     matched_ms: VecDeque<u64>,
 }
 
+impl Entry {
+    /// Jobs matched to it in the last [`LOAD_WINDOW_MS`].
+    fn recent_jobs(&self, now: u64) -> usize {
+        self.matched_ms.iter().filter(|t| now.saturating_sub(**t) < LOAD_WINDOW_MS).count()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Book {
     offers: BTreeMap<Address, Entry>,
@@ -193,7 +200,8 @@ impl Market {
             solving: Semaphore::new(1),
             answered: Mutex::new(VecDeque::new()),
             book: Mutex::new(Book::default()),
-            reference_hps: Mutex::new(reference_rate()),
+            // Measured before the first check (not at start-up).
+            reference_hps: Mutex::new(0.0),
             #[cfg(feature = "adversary")]
             fakes: false,
         }))
@@ -316,14 +324,10 @@ impl Market {
             .clamp(1.0, f64::from(doin_primitives::market::MAX_ITERATIONS)) as u32;
         let work = Challenge { seed: fresh(), units: UNITS, iterations, mem_mb: 0 };
         let (answer, wall) = self.post_challenge(api, &work).await?;
-        let mut samples: Vec<u32> = (0..UNITS).collect();
-        {
-            let mut rng = rand::rng();
-            for i in (1..samples.len()).rev() {
-                samples.swap(i, rng.random_range(0..=i));
-            }
-        }
-        samples.truncate(SAMPLES);
+        let samples: Vec<u32> = rand::seq::index::sample(&mut rand::rng(), UNITS as usize, SAMPLES)
+            .iter()
+            .map(|i| i as u32)
+            .collect();
         let (p, c) = (*provider, work.clone());
         tokio::task::spawn_blocking(move || check_answer(&answer, &p, &c, &samples))
             .await
@@ -369,7 +373,7 @@ impl Market {
             })),
             "checked_s_ago": (e.checked_ms > 0).then(|| now.saturating_sub(e.checked_ms) / 1000),
             "cached_models": e.cached.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "recent_jobs": e.matched_ms.iter().filter(|t| now.saturating_sub(**t) < LOAD_WINDOW_MS).count(),
+            "recent_jobs": e.recent_jobs(now),
         })
     }
 }
@@ -584,8 +588,7 @@ impl MarketApi for Market {
                 mem_mb: m.mem_mb,
                 price: e.offer.body.price.0,
                 reputation: state.reputation(a, &domain) as f64 / doin_primitives::FIXED_ONE as f64,
-                recent_jobs: e.matched_ms.iter().filter(|t| now.saturating_sub(**t) < LOAD_WINDOW_MS).count()
-                    as u32,
+                recent_jobs: e.recent_jobs(now) as u32,
                 cached: champion_model.is_some_and(|m| e.cached.contains(&m)),
             };
             match score::score(&need, &p) {

@@ -64,7 +64,7 @@ impl Engine {
                         return;
                     }
                 };
-                let input: Vec<f64> = d.input.iter().map(|b| f64::from(f32::from_bits(*b))).collect();
+                let input = doin_primitives::row_values(&d.input);
                 let out = tokio::task::spawn_blocking(move || domain.infer(&bytes, &[input])).await;
                 let wrong = match out {
                     Ok(Ok(answer)) => {
