@@ -85,6 +85,11 @@ pub(crate) struct DevnetArgs {
     /// (for example a plugin that lies, in tests). Repeatable.
     #[arg(long = "plugin", value_name = "N=COMMAND")]
     plugins: Vec<String>,
+    /// Every node runs `--domain` as this external domain plugin (`domain_plugin`), for a
+    /// domain that is not built in: for example `--domain regressor --domain-plugin "python3
+    /// plugins/python/examples/numpy_domain.py" --target -0.03`.
+    #[arg(long, value_name = "COMMAND")]
+    domain_plugin: Option<String>,
     /// Node N hands its quorum assignments to external evaluators (`/tasks/*`, API key
     /// `devnet`) instead of evaluating in-process. Repeatable.
     #[arg(long = "external")]
@@ -174,7 +179,12 @@ pub(crate) fn run_summary(args: DevnetArgs) -> anyhow::Result<serde_json::Value>
         bail!("--optimization {o:?}: expected KEY=VALUE");
     }
     if args.plugins.iter().any(|p| p.starts_with("0=")) {
-        bail!("--plugin: node 0 defines the devnet's domain and must run the built-in one");
+        bail!(
+            "--plugin: node 0 defines the devnet's domain and must run the built-in one (or --domain-plugin)"
+        );
+    }
+    if args.domain_plugin.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        bail!("--domain-plugin: the command is empty");
     }
     if args.evaluators_only >= args.nodes {
         bail!("--evaluators-only must leave at least one optimizing node");
@@ -211,6 +221,7 @@ impl DevnetArgs {
             verbose: false,
             no_tracking: false,
             plugins: Vec::new(),
+            domain_plugin: None,
             optimization: Vec::new(),
             optimizer: None,
             no_share_trials: false,
@@ -229,7 +240,8 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         .iter()
         .filter_map(|p| p.split_once('='))
         .find(|(n, _)| n.trim().parse::<usize>().ok() == Some(i))
-        .map(|(_, cmd)| format!("plugin:{}", cmd.trim()));
+        .map(|(_, cmd)| format!("plugin:{}", cmd.trim()))
+        .or_else(|| args.domain_plugin.as_ref().map(|cmd| format!("plugin:{}", cmd.trim())));
     let domain = DomainConfig {
         domain_id: args.domain.clone(),
         optimize: i < args.nodes - args.evaluators_only,

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use doin_primitives::{Hash, InferenceDispute, InferenceReceipt, TxKind, answers_root, row_bits};
+use doin_primitives::{Hash, InferenceDispute, InferenceReceipt, TxKind, answers_root, same_output};
 use serde_json::{Value, json};
 
 use crate::wallet::{get, http_raw, key_of, submit_tx_at};
@@ -49,9 +49,10 @@ pub(crate) struct SendArgs {
     all: bool,
 }
 
-/// The first row of `outputs` that differs from the model's own `expected` (as `f32` bits).
-fn first_wrong(outputs: &[Vec<f64>], expected: &[Vec<f64>]) -> Option<usize> {
-    (0..outputs.len()).find(|&i| expected.get(i).map(|e| row_bits(e)) != Some(row_bits(&outputs[i])))
+/// The first row of `outputs` that differs from the model's own `expected` (as `f32`, or beyond
+/// the domain's `tolerance`).
+fn first_wrong(outputs: &[Vec<f64>], expected: &[Vec<f64>], tolerance: f64) -> Option<usize> {
+    (0..outputs.len()).find(|&i| !expected.get(i).is_some_and(|e| same_output(e, &outputs[i], tolerance)))
 }
 
 /// One disagreeing answer of the evidence: the receipt to dispute, with its inputs and outputs
@@ -96,7 +97,7 @@ fn dispute_of(
     let expected =
         domain.infer(&bytes, &inputs).map_err(|e| anyhow::anyhow!("running the model: {e}"))?.outputs;
     for (receipt, outputs, who) in sides {
-        if let Some(row) = first_wrong(&outputs, &expected) {
+        if let Some(row) = first_wrong(&outputs, &expected, domain.inference_tolerance()) {
             let d = InferenceDispute::new(receipt, &inputs, &outputs, row)
                 .context("the row is too wide for a dispute")?;
             return Ok(Some((d, who)));

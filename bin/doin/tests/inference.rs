@@ -392,3 +392,151 @@ fn post_to(port: u16, path: &str, body: &str) -> (u16, Value) {
         serde_json::from_str(out.split_once("\r\n\r\n").map_or("", |x| x.1).trim()).unwrap_or(Value::Null),
     )
 }
+
+/// A counter or gauge without labels from `/metrics`.
+fn metric(port: u16, name: &str) -> f64 {
+    let text = common::http_text(port, "/metrics").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// A domain that is not built in: every node runs the Python SDK's NumPy regressor plugin, whose
+/// `train` returns the model, `measure` scores it on held-out rows and `infer` runs it. The
+/// network's champion is such a model, measured by the quorum through the plugin; every node
+/// serves it through the plugin's `infer`, synchronously, asynchronously (`GET
+/// /inference/{task_id}`) and to many clients at once through the batching queue.
+#[test]
+fn a_plugin_domains_champion_is_a_model_every_node_serves_through_the_plugin() {
+    if common::python_with(&["numpy"]).is_none() {
+        return;
+    }
+    let _serial = common::serial();
+    const P: u16 = 19100;
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/python/examples/numpy_domain.py");
+    let (tx, _rx) = sync_channel(4096);
+    let mut cmd = doin();
+    // Optimizers pause once the champion reaches the target, so the model stays put while the
+    // test asks for answers.
+    cmd.args(["devnet", "--nodes", "3", "--domain", "regressor", "--target", "-0.05"])
+        .arg("--domain-plugin")
+        .arg(format!("python3 {}", plugin.display()))
+        .args(["--duration", "300", "--base-port", &P.to_string()])
+        .arg("--dir")
+        .arg(dir.path());
+    let _devnet = spawn_lines(&mut cmd, 0, &tx, std::env::var_os("DOIN_DEBUG_LINES").is_some());
+    // The champion at the target with a measured model, the same on all three nodes for 3 s
+    // (claims in flight when the target was reached may still land; forks resolve).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut since: Option<(Value, Instant)> = None;
+    let champion = loop {
+        let cs: Vec<Value> = (0..3)
+            .filter_map(|i| common::http_json(P + 2 * i, "/domains"))
+            .map(|d| d["domains"][0]["champion"].clone())
+            .collect();
+        let agreed = cs.len() == 3
+            && cs.iter().all(|c| {
+                c["model_quality"].is_number()
+                    && c["performance"].as_f64().is_some_and(|p| p >= -0.05)
+                    && c["artifact"] == cs[0]["artifact"]
+            });
+        since = match (agreed, since) {
+            (false, _) => None,
+            (true, Some((c, t))) if c["artifact"] == cs[0]["artifact"] => Some((c, t)),
+            (true, _) => Some((cs[0].clone(), Instant::now())),
+        };
+        if let Some((c, t)) = &since
+            && t.elapsed() >= Duration::from_secs(3)
+        {
+            break c.clone();
+        }
+        assert!(Instant::now() < deadline, "no settled plugin champion with a measured model within 240 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("champion {champion}");
+    // The quorum's figure is the plugin's held-out −MSE of a model that learnt something (a
+    // constant predictor scores about −0.6).
+    let quality = champion["model_quality"].as_f64().unwrap();
+    assert!(quality > -0.3 && quality < 0.0, "{champion}");
+
+    // Every node answers through the plugin, from the same model, and a re-execution on node 1
+    // agrees (within the plugin's declared tolerance).
+    let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", P + 2 * i)).collect();
+    let rows = "[[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8],[0,0,0,0,0,0,0,0],[-0.5,0.5,-0.5,0.5,0,0,0,0]]";
+    let out = doin()
+        .args(["infer", "--domain", "regressor", "--inputs", rows, "--node", &nodes.join(",")])
+        .args(["--check-with", &nodes[1], "--check-fraction", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "doin infer failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), 3, "{stdout}");
+    for a in &answers {
+        assert_eq!(a["artifact"], champion["artifact"], "{a}");
+        assert_eq!(a["outputs"], answers[0]["outputs"], "one model, one answer: {a}");
+        assert_eq!(a["outputs"].as_array().unwrap().len(), 3, "{a}");
+        assert_eq!(a["checked"]["wrong"], 0, "{a}");
+    }
+    // The model learnt the task: y = sin(3 x0) + x1 x2 − 0.5 x3² is 0 at the origin.
+    let at_origin = answers[0]["outputs"][1][0].as_f64().unwrap();
+    assert!(at_origin.abs() < 0.3, "{at_origin}");
+
+    // Asynchronously: 202 and a task id at once, the same answer at GET /inference/{task_id}.
+    let one = r#""inputs": [[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]]"#;
+    let (status, job) = post(P + 4, &format!(r#"{{"domain_id": "regressor", {one}, "async": true}}"#));
+    assert_eq!(status, 202, "{job}");
+    let task = job["task_id"].as_str().unwrap().to_owned();
+    assert!(task.starts_with("job-") && task.len() == 36, "an unguessable id: {task}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let v = common::http_json(P + 4, &format!("/inference/{task}")).unwrap();
+        if v["status"] != "pending" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the job stayed pending: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["status"], "done", "{done}");
+    // The same answer up to the plugin's declared tolerance (NumPy's matrix product of one row
+    // and of three may differ in the last bits).
+    let (a, b) =
+        (done["result"]["outputs"][0][0].as_f64().unwrap(), answers[0]["outputs"][0][0].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+    assert!(done["result"]["receipt"]["signature"].is_string(), "{done}");
+    let unknown = common::http_json(P + 4, "/inference/job-00000000000000000000000000000000").unwrap();
+    assert_eq!(unknown["error"], "not_found", "{unknown}");
+
+    // Refused by name: a row the model cannot take (the plugin's BadInput), an expiry out of range.
+    let (status, v) = post(P, r#"{"domain_id": "regressor", "inputs": [[0.1, 0.2]]}"#);
+    assert_eq!((status, v["error"].as_str()), (422, Some("bad_inputs")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("8 inputs"), "{v}");
+    let (status, v) = post(P, &format!(r#"{{"domain_id": "regressor", {one}, "expires_in_ms": 0}}"#));
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+
+    // Many clients at once: every request answered with its own rows' answer, counted by the
+    // queue (requests that wait together share one pass through the plugin).
+    let (batches, requests) = (metric(P, "doin_inference_batches"), metric(P, "doin_inference_requests"));
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let x = f64::from(i) / 12.0 - 0.5;
+                let row = format!("[{x},0,0,0,0,0,0,0]");
+                let (status, v) =
+                    post(P, &format!(r#"{{"domain_id": "regressor", "inputs": [{row},{row}]}}"#));
+                assert_eq!(status, 200, "{v}");
+                assert_eq!(v["outputs"][0], v["outputs"][1], "{v}");
+                v["outputs"][0][0].as_f64().unwrap()
+            })
+        })
+        .collect();
+    let outs: Vec<f64> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(outs.windows(2).any(|w| w[0] != w[1]), "each client got its own rows' answer: {outs:?}");
+    let (batches, requests) =
+        (metric(P, "doin_inference_batches") - batches, metric(P, "doin_inference_requests") - requests);
+    assert_eq!(requests, 12.0);
+    assert!((1.0..=12.0).contains(&batches), "{batches} passes");
+    eprintln!("12 concurrent requests answered in {batches} passes through the plugin");
+}

@@ -4,12 +4,18 @@
 //!   champion's verified model itself and answers `200` at once with the outputs, the optimae and
 //!   artifact they came from, the quorum's measured quality of that artifact, and a receipt the
 //!   node signs over the exact inputs and outputs. No API key: anyone may ask (the per-IP rate
-//!   limit applies).
+//!   limit applies). Requests wait in the node's inference queue (the operator's, with the API
+//!   key, first, then paid, then free) at most `expires_in_ms` (default 5 s) before they are
+//!   answered `503 expired`; requests for one model that wait together run as one batch. With
+//!   `"async": true` the answer is `202 {task_id}` at once and the result is read at
+//!   `GET /inference/{task_id}` (default expiry 60 s, result kept 10 min).
 //! - **Queued** (other domains, with the node's API key): the request becomes an `Inference`
 //!   task in the pull queue carrying the champion's parameters and the request's inputs; a
 //!   worker (the node's external evaluator, for example a GPU box running the domain's plugin)
 //!   claims it after any verification work and completes it with a `result`, which the requester
 //!   reads at `GET /inference/{task_id}`. That answer is the worker's word, not checked.
+
+use std::time::Duration;
 
 use axum::{
     Json,
@@ -38,45 +44,58 @@ pub enum ServeError {
     NoModel(String),
     /// The model could not be fetched or run here now.
     Unavailable(String),
-    /// Every inference slot stayed busy past the wait.
+    /// The queue is full.
     Busy(String),
+    /// The request waited past its expiry for the inference slot.
+    Expired(String),
     /// The inputs do not fit the model.
     BadInput(String),
-    /// The payment was missing or refused (`402`, or `400 bad_payment`): its name, why, the
-    /// domain's price (base units) and the payee to open a channel to.
-    Payment {
-        /// `payment_required`, `bad_payment`, `wrong_channel`, `stale_payment` or `underpaid`.
-        error: &'static str,
-        /// Why.
-        detail: String,
-        /// The price per request, base units.
-        price: u128,
-        /// The serving node's address.
-        payee: String,
-        /// For an update of a channel paying this node: the best update held (nonce, total),
-        /// so a payer that lost its record can go on from it.
-        held: Option<(u64, u128)>,
-    },
+    /// The payment was missing or refused (`402`, or `400 bad_payment`).
+    Payment(Box<PaymentRefused>),
 }
 
-impl From<ServeError> for ApiError {
-    fn from(e: ServeError) -> Self {
-        match e {
-            ServeError::NoModel(d) => ApiError::new(StatusCode::CONFLICT, "no_model", d),
-            ServeError::Unavailable(d) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", d)
-            }
-            ServeError::Busy(d) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", d),
-            ServeError::BadInput(d) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_inputs", d),
-            ServeError::Payment { error, detail, .. } => {
-                let status = if error == "bad_payment" {
+/// Why a payment was refused, and how to pay instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRefused {
+    /// `payment_required`, `bad_payment`, `wrong_channel`, `stale_payment` or `underpaid`.
+    pub error: &'static str,
+    /// Why.
+    pub detail: String,
+    /// The price per request, base units.
+    pub price: u128,
+    /// The serving node's address (the payee to open a channel to).
+    pub payee: String,
+    /// For an update of a channel paying this node: the best update held (nonce, total), so a
+    /// payer that lost its record can go on from it.
+    pub held: Option<(u64, u128)>,
+}
+
+impl ServeError {
+    /// The HTTP status, the error's name and why.
+    pub fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ServeError::NoModel(d) => (StatusCode::CONFLICT, "no_model", d.clone()),
+            ServeError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", d.clone()),
+            ServeError::Busy(d) => (StatusCode::SERVICE_UNAVAILABLE, "busy", d.clone()),
+            ServeError::Expired(d) => (StatusCode::SERVICE_UNAVAILABLE, "expired", d.clone()),
+            ServeError::BadInput(d) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_inputs", d.clone()),
+            ServeError::Payment(p) => {
+                let PaymentRefused { error, detail, .. } = p.as_ref();
+                let status = if *error == "bad_payment" {
                     StatusCode::BAD_REQUEST
                 } else {
                     StatusCode::PAYMENT_REQUIRED
                 };
-                ApiError::new(status, error, detail)
+                (status, error, detail.clone())
             }
         }
+    }
+}
+
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        let (status, error, detail) = e.parts();
+        ApiError::new(status, error, detail)
     }
 }
 
@@ -84,10 +103,10 @@ impl ServeError {
     /// The HTTP response: a payment error carries the price and the payee besides the error.
     fn into_response(self) -> Response {
         let extra = match &self {
-            ServeError::Payment { price, payee, held, .. } => Some(json!({
-                "price": price.to_string(),
-                "payee": payee,
-                "held": held.map(|(n, p)| json!({ "nonce": n, "paid_total": p.to_string() })),
+            ServeError::Payment(p) => Some(json!({
+                "price": p.price.to_string(),
+                "payee": p.payee,
+                "held": p.held.map(|(n, t)| json!({ "nonce": n, "paid_total": t.to_string() })),
             })),
             _ => None,
         };
@@ -111,19 +130,47 @@ impl ServeError {
 /// canonical encoding).
 pub const PAYMENT_HEADER: &str = "x-doin-payment";
 
+/// How long a request waits for the inference slot unless it says (`expires_in_ms`).
+pub const SYNC_EXPIRY: Duration = Duration::from_secs(5);
+/// The same for an asynchronous job.
+pub const ASYNC_EXPIRY: Duration = Duration::from_secs(60);
+/// The longest expiry a request may ask for.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(600);
+
+/// One request for a served domain.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The domain.
+    pub domain: String,
+    /// The input rows.
+    pub rows: Vec<Vec<f64>>,
+    /// The bytes of a signed channel update, when the domain charges.
+    pub payment: Option<Vec<u8>>,
+    /// The request carried the node's API key: its operator's requests go first.
+    pub operator: bool,
+    /// How long it may wait for the inference slot before it is answered `expired`.
+    pub expires_in: Duration,
+}
+
+/// A boxed future of the inference server.
+pub type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 /// What the node's inference server offers the HTTP edge.
 pub trait InferenceApi: Send + Sync + std::fmt::Debug {
     /// Whether this node answers `domain` itself.
     fn serves(&self, domain: &str) -> bool;
-    /// Answers `rows` with `domain`'s champion model, paid by `payment` (the bytes of a signed
-    /// channel update) when the domain charges: `{outputs, predictions?, optimae, artifact,
-    /// model_quality, height, receipt}`.
-    fn answer(
-        &self,
-        domain: String,
-        rows: Vec<Vec<f64>>,
-        payment: Option<Vec<u8>>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ServeError>> + Send>>;
+    /// Answers the request with the domain's champion model, paid by its payment when the
+    /// domain charges: `{outputs, predictions?, optimae, artifact, model_quality, height,
+    /// receipt}`.
+    fn answer(&self, ask: Ask) -> Pending<Result<Value, ServeError>>;
+    /// Queues the request as an asynchronous job (its payment checked now, taken when
+    /// answered): `{task_id, status}`; the answer is read at [`InferenceApi::job`].
+    fn submit(&self, ask: Ask) -> Pending<Result<Value, ServeError>>;
+    /// An asynchronous job's `{task_id, status, result, error?, detail?}`.
+    fn job(&self, task_id: &str) -> Option<Value>;
+    /// The queue's counters: `waiting`, `batches`, `requests`, `expired`, `refused`, `jobs`,
+    /// `jobs_pending`.
+    fn queue(&self) -> Value;
     /// The channels this node is paid through and what they paid (`GET /api/channels`).
     fn channels(&self) -> Value;
     /// Closes `channel` as its payee with the best update held (`POST /api/channel/{id}/close`).
@@ -187,6 +234,13 @@ pub(crate) struct Request {
     domain_id: String,
     #[serde(default)]
     inputs: Value,
+    /// Served domains: answer `202 {task_id}` at once and keep the answer for
+    /// `GET /inference/{task_id}`.
+    #[serde(default, rename = "async")]
+    run_async: bool,
+    /// Served domains: how long the request may wait for the inference slot.
+    #[serde(default)]
+    expires_in_ms: Option<u64>,
 }
 
 /// On-chain integer parameters in the domain's units (nano-units for reals, indices for
@@ -239,6 +293,15 @@ pub(crate) async fn submit(
     {
         let checked = (|| -> Result<(Rows, Option<Vec<u8>>), ApiError> {
             check_size(&req.inputs)?;
+            if let Some(ms) = req.expires_in_ms
+                && !(1..=MAX_EXPIRY.as_millis() as u64).contains(&ms)
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("expires_in_ms {ms} is not between 1 and {}", MAX_EXPIRY.as_millis()),
+                ));
+            }
             let rows = rows_of(&req.inputs)?;
             let payment = match headers.get(PAYMENT_HEADER) {
                 None => None,
@@ -263,9 +326,23 @@ pub(crate) async fn submit(
             Ok(x) => x,
             Err(e) => return e.into_response(),
         };
-        return match server.answer(req.domain_id.clone(), rows, payment).await {
-            Ok(v) => (StatusCode::OK, Json(v)).into_response(),
-            Err(e) => e.into_response(),
+        let default = if req.run_async { ASYNC_EXPIRY } else { SYNC_EXPIRY };
+        let ask = Ask {
+            domain: req.domain_id.clone(),
+            rows,
+            payment,
+            operator: headers.contains_key("x-api-key") && check_key(&s, &headers).is_ok(),
+            expires_in: req.expires_in_ms.map_or(default, Duration::from_millis),
+        };
+        return match req.run_async {
+            false => match server.answer(ask).await {
+                Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+                Err(e) => e.into_response(),
+            },
+            true => match server.submit(ask).await {
+                Ok(v) => (StatusCode::ACCEPTED, Json(v)).into_response(),
+                Err(e) => e.into_response(),
+            },
         };
     }
     let result = (|| -> Result<Value, ApiError> {
@@ -331,6 +408,10 @@ pub(crate) async fn submit(
 
 /// `GET /inference/{task_id}` → `{task_id, status, result}`.
 pub(crate) async fn status(State(s): State<ApiState>, Path(task_id): Path<String>) -> ApiResult {
+    // An asynchronous job of a served domain.
+    if let Some(v) = s.inference.as_ref().and_then(|i| i.job(&task_id)) {
+        return Ok(Json(v));
+    }
     let state =
         s.tasks.lock().map_err(|_| ApiError::internal("task queue lock poisoned"))?.inference(&task_id);
     let (status, result) = match state {

@@ -116,6 +116,31 @@ pub fn text(s: &ApiState) -> String {
             &disputes,
         );
     }
+    if let Some(i) = &s.inference {
+        let q = i.queue();
+        let n = |k: &str| q[k].as_f64().unwrap_or(0.0);
+        o.one("doin_inference_waiting", "gauge", "Inference requests waiting for the slot.", n("waiting"));
+        o.one("doin_inference_batches", "counter", "Forward passes the inference slot ran.", n("batches"));
+        o.one(
+            "doin_inference_requests",
+            "counter",
+            "Inference requests those passes answered.",
+            n("requests"),
+        );
+        o.one(
+            "doin_inference_expired",
+            "counter",
+            "Inference requests that waited past their expiry.",
+            n("expired"),
+        );
+        o.one("doin_inference_refused", "counter", "Inference requests refused: queue full.", n("refused"));
+        o.one(
+            "doin_inference_jobs_pending",
+            "gauge",
+            "Asynchronous inference jobs pending.",
+            n("jobs_pending"),
+        );
+    }
     if let Some(m) = &s.market {
         let v = m.view();
         let mut offers =

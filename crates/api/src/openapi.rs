@@ -196,7 +196,8 @@ pub const OPERATIONS: &[Operation] = &[
             "post",
             "/inference",
             "Inference from the domain's champion: answered here (200, with a signed receipt) for a \
-             domain this node serves, otherwise queued for a worker (202, x-api-key).",
+             domain this node serves, or 202 with a task_id for an asynchronous request (\"async\": \
+             true); otherwise queued for a worker (202, x-api-key).",
             &["task_id", "status", "champion"],
         )
     },
@@ -567,9 +568,18 @@ fn request_body(path: &str) -> Value {
                 }),
             ),
         ),
-        "/inference" => {
-            (true, object(&["domain_id"], json!({ "domain_id": { "type": "string" }, "inputs": {} })))
-        }
+        "/inference" => (
+            true,
+            object(
+                &["domain_id"],
+                json!({
+                    "domain_id": { "type": "string" },
+                    "inputs": {},
+                    "async": { "type": "boolean" },
+                    "expires_in_ms": { "type": "integer", "minimum": 1, "maximum": 600000 },
+                }),
+            ),
+        ),
         _ => (false, json!({ "type": "object" })),
     };
     json!({ "required": required, "content": { "application/json": { "schema": schema } } })

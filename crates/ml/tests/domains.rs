@@ -82,6 +82,16 @@ fn a_trained_artifact_answers_like_its_measurement_and_never_saw_its_held_out_ro
     assert_eq!(correct as f64 / labels.len() as f64, quality);
     assert_eq!(answer.outputs.len(), rows.len());
     assert_eq!(answer.outputs[0].len(), 10);
+    // A row's answer is the same bits alone, in the whole batch and in another batch (the node
+    // batches concurrent requests; a dispute re-executes one row and compares bits).
+    let bits = |o: &[f64]| o.iter().map(|x| (*x as f32).to_bits()).collect::<Vec<_>>();
+    let reversed: Vec<Vec<f64>> = rows[..37].iter().rev().cloned().collect();
+    let other = domain.infer(&bytes, &reversed).unwrap();
+    for i in [0, 1, 17, 36] {
+        let alone = domain.infer(&bytes, std::slice::from_ref(&rows[i])).unwrap();
+        assert_eq!(bits(&alone.outputs[0]), bits(&answer.outputs[i]), "row {i} alone");
+        assert_eq!(bits(&other.outputs[36 - i]), bits(&answer.outputs[i]), "row {i} in another batch");
+    }
     // A model that would have trained on the held-out rows is not what `train` returns: the
     // held-out rows are a fixed fifth nobody's published model learns from.
     assert_eq!(rows.len(), domain.held_out().0.len());

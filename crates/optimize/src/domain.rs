@@ -133,6 +133,13 @@ pub trait Domain: Send + Sync {
     fn infer(&self, _artifact: &[u8], _rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
         Err(EvalError::Unsupported(format!("domain {} has no trained artifact", self.id())))
     }
+    /// How far an output of [`Domain::infer`] may be from another node's for the same model and
+    /// row and still count as the same answer: 0 (the default) means equal as `f32` — the
+    /// built-in models' forward passes are deterministic; a plugin declares its own bound
+    /// (`inference_tolerance`) when its model runs on hardware that is not.
+    fn inference_tolerance(&self) -> f64 {
+        0.0
+    }
     /// The loss an optimizer minimizes for a measurement.
     fn loss(&self, m: &Measurement) -> f64 {
         if self.higher_is_better() { -m.performance } else { m.performance }

@@ -110,6 +110,23 @@ impl Domain for Narrowed {
         self.inner.train(params, seed, budget)
     }
 
+    // The model is the inner domain's whatever the bounds: narrowing a search must not lose it.
+    fn has_model(&self) -> bool {
+        self.inner.has_model()
+    }
+
+    fn measure_artifact(&self, artifact: &[u8]) -> Result<f64, EvalError> {
+        self.inner.measure_artifact(artifact)
+    }
+
+    fn infer(&self, artifact: &[u8], rows: &[Vec<f64>]) -> Result<crate::domain::Inference, EvalError> {
+        self.inner.infer(artifact, rows)
+    }
+
+    fn inference_tolerance(&self) -> f64 {
+        self.inner.inference_tolerance()
+    }
+
     fn loss(&self, m: &Measurement) -> f64 {
         self.inner.loss(m)
     }
@@ -126,6 +143,52 @@ mod tests {
 
     fn bounds(items: &[(&str, f64, f64)]) -> BTreeMap<String, (f64, f64)> {
         items.iter().map(|(n, lo, hi)| ((*n).to_owned(), (*lo, *hi))).collect()
+    }
+
+    /// A quadratic with a "model": its answer to a row is the row's sum.
+    struct Modelled(Quadratic);
+
+    impl Domain for Modelled {
+        fn id(&self) -> &str {
+            self.0.id()
+        }
+        fn space(&self) -> &Space {
+            self.0.space()
+        }
+        fn higher_is_better(&self) -> bool {
+            self.0.higher_is_better()
+        }
+        fn evaluate(&self, p: &[Value], s: Option<&Hash>, b: Budget) -> Result<Measurement, EvalError> {
+            self.0.evaluate(p, s, b)
+        }
+        fn has_model(&self) -> bool {
+            true
+        }
+        fn measure_artifact(&self, artifact: &[u8]) -> Result<f64, EvalError> {
+            Ok(artifact.len() as f64)
+        }
+        fn infer(&self, _: &[u8], rows: &[Vec<f64>]) -> Result<crate::domain::Inference, EvalError> {
+            Ok(crate::domain::Inference {
+                outputs: rows.iter().map(|r| vec![r.iter().sum()]).collect(),
+                labels: None,
+            })
+        }
+        fn inference_tolerance(&self) -> f64 {
+            0.25
+        }
+    }
+
+    /// Narrowing a search keeps the domain's model (a narrowed `mlp_digits` once claimed
+    /// without one).
+    #[test]
+    fn a_narrowed_domain_keeps_its_model() {
+        let d =
+            Narrowed::new(Arc::new(Modelled(Quadratic::new(4, 10.0, 1, 0.0))), &bounds(&[("p0", 1.0, 2.0)]))
+                .unwrap();
+        assert!(d.has_model());
+        assert_eq!(d.measure_artifact(b"abc"), Ok(3.0));
+        assert_eq!(d.infer(b"", &[vec![1.0, 2.0]]).unwrap().outputs, vec![vec![3.0]]);
+        assert_eq!(d.inference_tolerance(), 0.25);
     }
 
     #[test]

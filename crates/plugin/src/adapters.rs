@@ -6,7 +6,7 @@ use std::{sync::Mutex, time::Instant};
 
 use doin_optimize::{
     Dim, Evaluated, Optimizer, SnapshotError, Space, Value,
-    domain::{Budget, Domain, EvalError, Measurement},
+    domain::{Budget, Domain, EvalError, Inference, Measurement},
 };
 use doin_primitives::Hash;
 use serde_json::{Value as Json, json};
@@ -300,16 +300,39 @@ impl Optimizer for PluginOptimizer {
     }
 }
 
+/// How long measuring a model artifact on the held-out data may take.
+pub const MEASURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long one inference call (a batch of rows) may take.
+pub const INFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most numbers in one output row of a plugin's `infer`.
+pub const MAX_OUTPUTS: usize = 4096;
+/// Largest `inference_tolerance` a plugin may declare.
+pub const MAX_TOLERANCE: f64 = 1.0;
+
 /// A domain run by a plugin process: the plugin declares its space and direction in the
-/// handshake; evaluations are serialized through the one process.
+/// handshake; evaluations are serialized through the one process. A plugin that declares
+/// `model: true` has trained models: `train` returns one, `load` hands one to the plugin (once
+/// per process and model), `measure` scores the loaded model on the plugin's held-out data and
+/// `infer` runs it on rows. Models run in a second process of the plugin (started at the first
+/// such call), so serving a request never waits for an evaluation's training.
 #[derive(Debug)]
 pub struct PluginDomain {
     id: String,
     space: Space,
     names: Vec<String>,
     higher_is_better: bool,
+    model: bool,
+    tolerance: f64,
     host: Mutex<PluginHost>,
+    /// How to start the model process.
+    spec: PluginSpec,
+    configure: Json,
+    /// The model process, and the model it holds (its hash and the process's start count).
+    models: Mutex<Option<(PluginHost, Loaded)>>,
 }
+
+/// The model a plugin process holds: its hash and the process's start count when loaded.
+type Loaded = Option<(Hash, u32)>;
 
 impl PluginDomain {
     /// Starts the plugin for domain `id` with the user's configuration.
@@ -320,14 +343,36 @@ impl PluginDomain {
             "domain_id": id,
             "config": config,
         });
-        let host = PluginHost::start(spec, params)?;
+        let host = PluginHost::start(spec.clone(), params.clone())?;
         let hs = host.handshake().cloned().unwrap_or(Json::Null);
         let bad = |reason: String| PluginError::Handshake { plugin: host.name().to_owned(), reason };
         let space_json = hs.get("space").unwrap_or(&Json::Null);
         let space = space_from_json(space_json).map_err(bad)?;
         let names = names_from_json(space_json).map_err(bad)?;
         let higher_is_better = hs.get("higher_is_better").and_then(Json::as_bool).unwrap_or(true);
-        Ok(Self { id: id.to_owned(), space, names, higher_is_better, host: Mutex::new(host) })
+        let model = match hs.get("model") {
+            None | Some(Json::Null) => false,
+            Some(Json::Bool(b)) => *b,
+            Some(other) => return Err(bad(format!("`model` {other} is not true or false"))),
+        };
+        let tolerance = match hs.get("inference_tolerance") {
+            None | Some(Json::Null) => 0.0,
+            Some(v) => v.as_f64().filter(|t| (0.0..=MAX_TOLERANCE).contains(t)).ok_or_else(|| {
+                bad(format!("`inference_tolerance` {v} is not a number in [0, {MAX_TOLERANCE}]"))
+            })?,
+        };
+        Ok(Self {
+            id: id.to_owned(),
+            space,
+            names,
+            higher_is_better,
+            model,
+            tolerance,
+            host: Mutex::new(host),
+            spec,
+            configure: params,
+            models: Mutex::new(None),
+        })
     }
 
     /// Runs `f` with the supervised process.
@@ -337,7 +382,16 @@ impl PluginDomain {
 
     fn call(&self, method: &str, params: Json, budget: &Budget) -> Result<Json, EvalError> {
         let mut host = self.host.lock().map_err(|_| EvalError::Failed("plugin host poisoned".into()))?;
-        let left = budget.deadline.saturating_duration_since(Instant::now());
+        Self::call_on(&mut host, method, params, budget.deadline)
+    }
+
+    fn call_on(
+        host: &mut PluginHost,
+        method: &str,
+        params: Json,
+        deadline: Instant,
+    ) -> Result<Json, EvalError> {
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(EvalError::Timeout);
         }
@@ -345,9 +399,88 @@ impl PluginDomain {
             PluginError::Timeout { .. } => EvalError::Timeout,
             PluginError::Memory { .. } => EvalError::ResourceLimit(e.to_string()),
             PluginError::Backoff { retry_in, .. } => EvalError::Unavailable(retry_in, e.to_string()),
+            // The SDK names an input the model cannot take `BadInput`.
+            PluginError::Remote { ref message, .. } if message.starts_with("BadInput:") => {
+                EvalError::BadParams(message.trim_start_matches("BadInput:").trim().to_owned())
+            }
             other => EvalError::Failed(other.to_string()),
         })
     }
+
+    /// Calls `method` about the model `artifact` in the model process, first handing the model
+    /// to it unless it holds it already (since its last start).
+    fn with_model(
+        &self,
+        artifact: &[u8],
+        method: &str,
+        mut params: Json,
+        timeout: std::time::Duration,
+    ) -> Result<Json, EvalError> {
+        if !self.model {
+            return Err(EvalError::Unsupported(format!("plugin domain {} declares no model", self.id)));
+        }
+        let hash = Hash::of(artifact);
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.models.lock().map_err(|_| EvalError::Failed("plugin host poisoned".into()))?;
+        if guard.is_none() {
+            let host = PluginHost::start(self.spec.clone(), self.configure.clone())
+                .map_err(|e| EvalError::Failed(format!("starting the model process: {e}")))?;
+            *guard = Some((host, None));
+        }
+        let Some((host, loaded)) = guard.as_mut() else {
+            return Err(EvalError::Failed("plugin model process missing".into()));
+        };
+        if *loaded != Some((hash, host.starts())) {
+            *loaded = None;
+            let load = json!({ "model": hash.to_string(), "artifact": hex::encode(artifact) });
+            Self::call_on(host, "load", load, deadline)?;
+            // A restart during `load` leaves the new process without the model: loaded again
+            // at the next call.
+            *loaded = Some((hash, host.starts()));
+        }
+        params["model"] = json!(hash.to_string());
+        Self::call_on(host, method, params, deadline)
+    }
+
+    /// The model process's pid (once started).
+    pub fn model_pid(&self) -> Option<u32> {
+        self.models.lock().ok()?.as_ref()?.0.pid()
+    }
+
+    fn malformed(&self, method: &str, reason: String) -> EvalError {
+        let name = self.with_host(|h| h.name().to_owned()).unwrap_or_else(|| self.id.clone());
+        crate::host::record_error(&name, &format!("`{method}`: {reason}"));
+        EvalError::Failed(format!("plugin {}: `{method}` {reason}", self.id))
+    }
+}
+
+/// A plugin's `infer` reply for `rows` rows: `outputs` (one array of finite numbers per row) and
+/// optional `labels` (one non-negative integer per row).
+pub fn inference_from_json(reply: &Json, rows: usize) -> Result<Inference, String> {
+    let list = reply.get("outputs").and_then(Json::as_array).ok_or("no `outputs` array")?;
+    if list.len() != rows {
+        return Err(format!("{} output rows for {rows} input rows", list.len()));
+    }
+    let mut outputs = Vec::with_capacity(rows);
+    for (i, row) in list.iter().enumerate() {
+        let row = row.as_array().ok_or(format!("outputs[{i}] is not an array"))?;
+        if row.is_empty() || row.len() > MAX_OUTPUTS {
+            return Err(format!("outputs[{i}] has {} numbers (1..={MAX_OUTPUTS} allowed)", row.len()));
+        }
+        let row: Option<Vec<f64>> = row.iter().map(|x| x.as_f64().filter(|x| x.is_finite())).collect();
+        outputs.push(row.ok_or(format!("outputs[{i}] holds something not a finite number"))?);
+    }
+    let labels = match reply.get("labels") {
+        None | Some(Json::Null) => None,
+        Some(Json::Array(l)) if l.len() == rows => Some(
+            l.iter()
+                .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or("`labels` holds something not a class index")?,
+        ),
+        Some(_) => return Err(format!("`labels` is not an array of {rows} class indices")),
+    };
+    Ok(Inference { outputs, labels })
 }
 
 impl Domain for PluginDomain {
@@ -429,6 +562,31 @@ impl Domain for PluginDomain {
             .and_then(Json::as_str)
             .ok_or_else(|| EvalError::Failed("`artifact` missing from the train reply".into()))?;
         hex::decode(artifact).map_err(|e| EvalError::Failed(format!("`artifact` is not hex: {e}")))
+    }
+
+    fn has_model(&self) -> bool {
+        self.model
+    }
+
+    fn measure_artifact(&self, artifact: &[u8]) -> Result<f64, EvalError> {
+        let reply = self.with_model(artifact, "measure", json!({}), MEASURE_TIMEOUT)?;
+        reply
+            .get("performance")
+            .and_then(Json::as_f64)
+            .filter(|p| p.is_finite())
+            .ok_or_else(|| self.malformed("measure", "reply has no finite `performance`".into()))
+    }
+
+    fn infer(&self, artifact: &[u8], rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
+        if rows.iter().flatten().any(|x| !x.is_finite()) {
+            return Err(EvalError::BadParams("an input is not a finite number".into()));
+        }
+        let reply = self.with_model(artifact, "infer", json!({ "rows": rows }), INFER_TIMEOUT)?;
+        inference_from_json(&reply, rows.len()).map_err(|reason| self.malformed("infer", reason))
+    }
+
+    fn inference_tolerance(&self) -> f64 {
+        self.tolerance
     }
 }
 

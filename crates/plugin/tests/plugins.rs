@@ -317,6 +317,39 @@ fn numpy_domain_plugin_measures_and_learns() {
     // Training returns the model's weights.
     let artifact = domain.train(&good, None, long()).unwrap();
     assert!(artifact.starts_with(b"PK"), "an npz archive");
+    // The trained model is measured on the held-out rows and answers rows, deterministically.
+    assert!(domain.has_model());
+    assert_eq!(domain.inference_tolerance(), 1e-5);
+    let weak = domain.train(&bad, None, long()).unwrap();
+    let (q_good, q_weak) =
+        (domain.measure_artifact(&artifact).unwrap(), domain.measure_artifact(&weak).unwrap());
+    assert!(q_good > q_weak + 0.1, "{q_good} vs {q_weak}");
+    assert_eq!(domain.measure_artifact(&artifact).unwrap(), q_good, "measured twice, same figure");
+    let rows: Vec<Vec<f64>> =
+        (0..5).map(|i| (0..8).map(|j| ((i * 8 + j) as f64 / 40.0) - 0.5).collect()).collect();
+    let a = domain.infer(&artifact, &rows).unwrap();
+    assert_eq!(a.outputs.len(), 5);
+    assert!(a.outputs.iter().all(|o| o.len() == 1 && o[0].is_finite()));
+    // Row by row gives the batch's answer within the declared tolerance (what a dispute's
+    // re-execution compares; NumPy's products may differ in the last bits by batch size), and
+    // the other model answers otherwise.
+    for (i, row) in rows.iter().enumerate() {
+        let alone = domain.infer(&artifact, std::slice::from_ref(row)).unwrap().outputs[0].clone();
+        assert!(doin_primitives::same_output(&alone, &a.outputs[i], 1e-5), "{alone:?} vs {:?}", a.outputs[i]);
+    }
+    assert_ne!(domain.infer(&weak, &rows).unwrap().outputs, a.outputs);
+    // A row the model cannot take is the caller's error; bytes that are no model are refused.
+    let e = domain.infer(&artifact, &[vec![0.0; 7]]).unwrap_err();
+    assert!(matches!(e, EvalError::BadParams(ref why) if why.contains("8 inputs")), "{e:?}");
+    let e = domain.measure_artifact(b"not a model").unwrap_err();
+    assert!(e.to_string().contains("not a model of this domain"), "{e}");
+    // After the process is killed and restarted, the model is handed over again.
+    let pid = domain.model_pid().unwrap();
+    assert_ne!(Some(pid), domain.with_host(|h| h.pid()).flatten(), "models run in a process of their own");
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let again = (0..3).find_map(|_| domain.infer(&artifact, &rows).ok()).expect("answers after a restart");
+    assert_eq!(again.outputs, a.outputs);
+    assert_ne!(domain.model_pid(), Some(pid), "restarted");
     // A short search through the host improves on random candidates.
     let mut ga = Ga::new(5, GaConfig { population: 8, ..GaConfig::default() }, 1);
     let cfg = RunConfig {

@@ -67,6 +67,17 @@ pub fn row_values(bits: &[u32]) -> Vec<f64> {
     bits.iter().map(|b| f64::from(f32::from_bits(*b))).collect()
 }
 
+/// Whether `a` and `b` are the same answer to one row: equal as `f32` (what receipts commit
+/// to), or, for a domain whose inference is not bit-deterministic, every number within
+/// `tolerance` of the other's.
+pub fn same_output(a: &[f64], b: &[f64], tolerance: f64) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let (x, y) = (*x as f32, *y as f32);
+            x.to_bits() == y.to_bits() || (f64::from(x) - f64::from(y)).abs() <= tolerance
+        })
+}
+
 /// The leaf of one answered row: the input's length and bits, then the output's.
 pub fn answer_leaf(input: &[u32], output: &[u32]) -> Hash {
     let mut bytes = Vec::with_capacity(16 + 4 * (input.len() + output.len()));
@@ -153,6 +164,17 @@ impl InferenceDispute {
 mod tests {
     use super::*;
     use crate::Keypair;
+
+    #[test]
+    fn outputs_are_the_same_as_f32_or_within_the_domains_tolerance() {
+        let a = [0.1, 2.0];
+        assert!(same_output(&a, &[0.1 + 1e-12, 2.0], 0.0), "equal as f32");
+        assert!(!same_output(&a, &[0.1001, 2.0], 0.0));
+        assert!(same_output(&a, &[0.1001, 2.0], 1e-3));
+        assert!(!same_output(&a, &[0.102, 2.0], 1e-3));
+        assert!(!same_output(&a, &[0.1], 1.0), "another width is another answer");
+        assert!(!same_output(&[f64::NAN], &[0.0], 1.0));
+    }
 
     #[test]
     fn a_receipt_binds_inputs_to_outputs_under_the_servers_key() {

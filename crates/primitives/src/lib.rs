@@ -38,7 +38,7 @@ pub use federated::{
 };
 pub use finality::{Checkpoint, FinalityEvidence, FinalityVote, FinalityVoteBody};
 pub use inference::{
-    InferenceDispute, InferenceReceipt, InferenceReceiptBody, answers_root, row_bits, row_values,
+    InferenceDispute, InferenceReceipt, InferenceReceiptBody, answers_root, row_bits, row_values, same_output,
 };
 pub use poo::{
     Certificate, Commit, CommitBody, DoubleVoteEvidence, Outcome, Reveal, RevealBody, Vote, VoteBody,

@@ -37,6 +37,7 @@ __all__ = [
     "int_dim",
     "categorical",
     "PluginError",
+    "BadInput",
 ]
 
 
@@ -69,6 +70,12 @@ def categorical(choices, name=None):
 
 class PluginError(Exception):
     """Raise to answer a request with an error message (the process keeps running)."""
+
+
+class BadInput(PluginError):
+    """Raise from `infer` when a row does not fit the model (wrong width, a value it cannot
+    take): the node answers the request 422, and a dispute over such a row counts the server's
+    answer as wrong."""
 
 
 class Optimizer:
@@ -138,6 +145,30 @@ class Domain:
         """Train the model `params` describe and return it as bytes (for inference)."""
         raise PluginError("train is not implemented")
 
+    # A domain with a model overrides `train`, `measure` and `infer` (and usually `load`): its
+    # verified champion is then a model the network measures and serves.
+
+    # How far an `infer` output may be from another machine's for the same model and row and
+    # still be the same answer. 0: equal as float32 (deterministic CPU code). Raise it when the
+    # model runs where results vary in the last bits (GPU kernels, other BLAS builds).
+    inference_tolerance = 0.0
+
+    def load(self, artifact):
+        """Turn `train`'s bytes into a model object (kept by the SDK: `measure` and `infer`
+        receive it). Default: the bytes themselves."""
+        return artifact
+
+    def measure(self, model):
+        """The model's performance on the domain's held-out data: deterministic, so every
+        honest evaluator gets the same figure from the same bytes."""
+        raise PluginError("measure is not implemented")
+
+    def infer(self, model, rows):
+        """Run the model on `rows` (lists of numbers): one list of output numbers per row, or
+        (outputs, labels) with one class index per row. Deterministic (see
+        `inference_tolerance`); raise `BadInput` for a row the model cannot take."""
+        raise PluginError("infer is not implemented")
+
 
 class Client:
     """A federated contributor, shaped like Flower's `NumPyClient` so a Flower client ports by
@@ -205,6 +236,9 @@ def log(message):
 
 
 _out = sys.stdout
+# Models the node handed over (`load`), by hash; the node re-sends one it needs again.
+_models = {}
+_MAX_MODELS = 4
 
 
 def _write(obj):
@@ -236,6 +270,10 @@ def _dispatch(plugin, method, params):
             reply["role"] = "domain"
             reply["space"] = plugin.space
             reply["higher_is_better"] = bool(plugin.higher_is_better)
+            has_model = all(getattr(type(plugin), m) is not getattr(Domain, m) for m in ("train", "measure", "infer"))
+            reply["model"] = has_model
+            if has_model:
+                reply["inference_tolerance"] = float(plugin.inference_tolerance)
         reply.update(extra or {})
         return reply
     if method == "shutdown":
@@ -292,6 +330,32 @@ def _dispatch(plugin, method, params):
         if method == "train":
             blob = plugin.train(params["params"], params.get("seed"))
             return {"artifact": bytes(blob).hex()}
+        if method == "load":
+            _models[params["model"]] = plugin.load(bytes.fromhex(params["artifact"]))
+            while len(_models) > _MAX_MODELS:  # bounded: the oldest goes
+                _models.pop(next(iter(_models)))
+            return {}
+        if method in ("measure", "infer"):
+            if params.get("model") not in _models:
+                raise PluginError("model %r is not loaded" % params.get("model"))
+            model = _models[params["model"]]
+            if method == "measure":
+                return {"performance": _finite(plugin.measure(model))}
+            out = plugin.infer(model, params.get("rows") or [])
+            labels = None
+            if isinstance(out, tuple):
+                out, labels = out
+            if hasattr(out, "tolist"):
+                out = out.tolist()
+            outputs = []
+            for row in out:
+                row = row.tolist() if hasattr(row, "tolist") else row
+                row = row if isinstance(row, (list, tuple)) else [row]  # a scalar output per row
+                outputs.append([_finite(v, "an output") for v in row])
+            reply = {"outputs": outputs}
+            if labels is not None:
+                reply["labels"] = [int(x) for x in (labels.tolist() if hasattr(labels, "tolist") else labels)]
+            return reply
     raise PluginError("unknown method %r" % method)
 
 
@@ -316,7 +380,8 @@ def serve(plugin, stdin=None):
             result = _dispatch(plugin, method, params)
             _write({"id": rid, "result": result})
         except Exception as e:  # noqa: BLE001 - every failure becomes an error reply
-            traceback.print_exc(file=sys.stderr)
+            if not isinstance(e, PluginError):  # a PluginError is a deliberate answer
+                traceback.print_exc(file=sys.stderr)
             _write({"id": rid, "error": {"message": "%s: %s" % (type(e).__name__, e)}})
         if method == "shutdown":
             break

@@ -10,6 +10,11 @@ generated from its seed (`eval_data`), so nobody can tune to the evaluators' sam
 Searched: hidden width, learning rate (log), L2 weight decay (log), batch size, epochs.
 Performance = -validation MSE (higher is better).
 
+The champion is a model: `train` returns its weights (an .npz archive), `measure` scores them on
+a fixed held-out set and `infer` runs them on rows of 8 inputs — in NumPy float32 whatever
+trained it, so the answers are the same on every machine up to `inference_tolerance` (BLAS
+builds may differ in the last bits).
+
 Run by the node as: python3 plugins/python/examples/numpy_domain.py
 """
 
@@ -23,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from doin_plugin import Domain, PluginError, float_dim, int_dim, log_dim, serve  # noqa: E402
+from doin_plugin import BadInput, Domain, PluginError, int_dim, log_dim, serve  # noqa: E402
 
 try:  # optional
     import torch  # type: ignore
@@ -106,15 +111,26 @@ def train_torch(params, data, limits, seed):
             raise PluginError("time limit reached while training")
     with torch.no_grad():
         mse = torch.nn.functional.mse_loss(model(xv), yv).item()
-    return mse, [p.detach().cpu().numpy() for p in model.parameters()]
+    # Saved in the NumPy path's layout: weights (inputs, outputs).
+    w1, b1, w2, b2 = (p.detach().cpu().numpy() for p in model.parameters())
+    return mse, [w1.T.copy(), b1, w2.T.copy(), b2]
+
+
+def forward(weights, x):
+    """The model's answer for rows `x`, in float32 NumPy (the same code on every machine)."""
+    w1, b1, w2, b2 = weights
+    return np.maximum(x @ w1 + b1, 0) @ w2 + b2
 
 
 class NeuralRegressor(Domain):
     space = [int_dim(4, 128), log_dim(1e-4, 3e-1), log_dim(1e-6, 1e-1), int_dim(8, 256), int_dim(1, 60)]
     higher_is_better = True
+    inference_tolerance = 1e-5
 
     def configure(self, config):
         self.own = make_data(b"optimizer-data")
+        # Held-out rows no optimizer trains on: what a trained model is measured on.
+        _, _, self.held_x, self.held_y = make_data(b"held-out", n=2000)
         self.cache = {}
         backend = "numpy" if torch is None else "torch"
         if torch is not None:
@@ -146,6 +162,25 @@ class NeuralRegressor(Domain):
         buf = io.BytesIO()
         np.savez(buf, *weights)
         return buf.getvalue()
+
+    def load(self, artifact):
+        try:
+            with np.load(io.BytesIO(artifact), allow_pickle=False) as z:
+                weights = [z["arr_%d" % i].astype(np.float32) for i in range(4)]
+        except (OSError, ValueError, KeyError) as e:
+            raise PluginError("not a model of this domain: %s" % e)
+        w1, b1, w2, b2 = weights
+        if w1.ndim != 2 or w1.shape[0] != FEATURES or b1.shape != (w1.shape[1],) or w2.shape != (w1.shape[1], 1) or b2.shape != (1,):
+            raise PluginError("not a model of this domain: shapes %s" % [w.shape for w in weights])
+        return weights
+
+    def measure(self, model):
+        return -float(np.mean((forward(model, self.held_x) - self.held_y) ** 2))
+
+    def infer(self, model, rows):
+        if any(len(r) != FEATURES for r in rows):
+            raise BadInput("each row needs %d inputs" % FEATURES)
+        return forward(model, np.asarray(rows, dtype=np.float32))
 
 
 if __name__ == "__main__":

@@ -65,11 +65,12 @@ impl Engine {
                     }
                 };
                 let input = doin_primitives::row_values(&d.input);
+                let tolerance = domain.inference_tolerance();
                 let out = tokio::task::spawn_blocking(move || domain.infer(&bytes, &[input])).await;
                 let wrong = match out {
-                    Ok(Ok(answer)) => {
-                        answer.outputs.first().map(|o| doin_primitives::row_bits(o)) != Some(d.output.clone())
-                    }
+                    Ok(Ok(answer)) => !answer.outputs.first().is_some_and(|o| {
+                        doin_primitives::same_output(o, &doin_primitives::row_values(&d.output), tolerance)
+                    }),
                     Ok(Err(doin_optimize::domain::EvalError::BadParams(why))) => {
                         tracing::info!(dispute = %id, why, "the disputed row does not fit the model");
                         true

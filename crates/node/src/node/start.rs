@@ -162,7 +162,8 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 if price > doin_primitives::Amount::ZERO {
                     return Err(other(format!(
                         "domain {id}: inference_price is set, but {id} has no model to serve (built-in \
-                         domains with a model: mlp_digits)"
+                         domains with a model: mlp_digits, co2_forecast; a domain plugin has one \
+                         when it implements train, measure and infer)"
                     )));
                 }
                 continue;

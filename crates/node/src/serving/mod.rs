@@ -2,29 +2,30 @@
 //! with a model, `serve_inference` on), answered from the chain's champion for the domain —
 //! only a champion whose model artifact a quorum measured (`model_quality` on chain). The
 //! artifact is fetched from its providers once and kept ([`crate::models`]); the answer is
-//! computed by the domain's deterministic forward pass on one inference slot (a request waits
-//! for it at most [`SLOT_WAIT`], then is told the node is busy), so inference takes at most one
-//! core and never the evaluation slots verification runs on. Every answer carries a receipt the
-//! node signs over the exact inputs and outputs ([`doin_primitives::InferenceReceipt`]).
+//! computed by the domain's deterministic forward pass on one inference slot, through a queue
+//! with priorities, expiries and batching ([`queue`]), so inference takes at most one core and
+//! never the evaluation slots verification runs on. Slow models are asked asynchronously
+//! ([`jobs`]). Every answer carries a receipt the node signs over the exact inputs and outputs
+//! ([`doin_primitives::InferenceReceipt`]).
 //!
 //! A domain with an `inference_price` charges per request: the request's channel update is
 //! checked before the model runs and taken (and logged) after it answered, so a request that
 //! fails is not charged and a payment is never taken twice ([`crate::channels`]).
 
+pub mod jobs;
+pub mod queue;
+
 use std::{
     collections::BTreeMap,
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Instant,
 };
 
-use doin_api::inference::{InferenceApi, ServeError};
+use doin_api::inference::{Ask, InferenceApi, Pending, ServeError};
 use doin_consensus::State;
-use doin_optimize::domain::{Domain, EvalError};
+use doin_optimize::domain::Domain;
 use doin_primitives::{Amount, DomainId, Hash, InferenceReceiptBody, Keypair, Signed, answers_root};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 use crate::{
     channels::{ChannelBook, Checked, Due, PayError, log::Log},
@@ -41,9 +42,6 @@ pub struct Served {
     /// Base units per request (0: free).
     pub price: Amount,
 }
-
-/// How long a request waits for the inference slot.
-pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
 /// The receipt of an answer: `model` is (optimae, artifact, height); `inputs` the rows asked,
 /// `outputs` the rows answered; `payment` the id of the update that paid.
@@ -95,7 +93,10 @@ struct Inner {
     models: Arc<Models>,
     domains: BTreeMap<String, Served>,
     key: Keypair,
-    slot: Semaphore,
+    /// Requests waiting for the inference slot.
+    queue: Arc<queue::Queue>,
+    /// Asynchronous jobs.
+    jobs: Mutex<jobs::Jobs>,
     /// The channels paying this node, and their log.
     book: Mutex<(ChannelBook, Log)>,
     /// The tip height the book was last looked at for.
@@ -127,12 +128,15 @@ impl Serving {
             tracing::warn!(skipped, "channels.log: unreadable lines skipped");
         }
         let book = Mutex::new((book, log));
+        let queue = Arc::new(queue::Queue::default());
+        tokio::spawn(queue::work(queue.clone()));
         Ok(Self(Arc::new(Inner {
             store,
             models,
             domains,
             key,
-            slot: Semaphore::new(1),
+            queue,
+            jobs: Mutex::new(jobs::Jobs::default()),
             book,
             looked_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             verifier: crate::channels::verify::Verifier::start(),
@@ -190,22 +194,20 @@ impl Inner {
         let held = held
             .and_then(|(book, u)| book.best(&u.body.channel).filter(|b| b.body.payer == u.body.payer))
             .map(|b| (b.body.nonce, b.body.paid_total.0));
-        ServeError::Payment {
+        ServeError::Payment(Box::new(doin_api::inference::PaymentRefused {
             error: e.name(),
             detail: e.to_string(),
             price: price.0,
             payee: self.key.address().to_string(),
             held,
-        }
+        }))
     }
 
-    async fn answer(
-        &self,
-        name: String,
-        rows: Vec<Vec<f64>>,
-        payment: Option<Vec<u8>>,
-    ) -> Result<Value, ServeError> {
-        let served = self.domains.get(&name).cloned().ok_or_else(|| ServeError::NoModel(name.clone()))?;
+    /// Checks a request before it queues: the domain served, its champion's measured model,
+    /// the payment (nothing taken yet); fetches the model.
+    async fn prepare(&self, ask: &Ask) -> Result<Prepared, ServeError> {
+        let name = &ask.domain;
+        let served = self.domains.get(name).cloned().ok_or_else(|| ServeError::NoModel(name.clone()))?;
         let (domain, price) = (served.domain, served.price);
         let id = DomainId::new(name.as_str()).map_err(|e| ServeError::BadInput(e.to_string()))?;
         let (champion, height, state) = {
@@ -223,12 +225,12 @@ impl Inner {
             )));
         };
         // The payment is checked before the model runs (nothing is taken yet).
-        let checked: Option<Checked> = match (price > Amount::ZERO, payment) {
+        let checked: Option<Checked> = match (price > Amount::ZERO, &ask.payment) {
             (false, _) => None,
             (true, None) => return Err(self.pay_error(&PayError::Required, price, None)),
             (true, Some(bytes)) => {
                 let update =
-                    self.verifier.verify(bytes).await.map_err(|e| self.pay_error(&e, price, None))?;
+                    self.verifier.verify(bytes.clone()).await.map_err(|e| self.pay_error(&e, price, None))?;
                 let book = self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match book.0.check(&state, update.clone(), price) {
                     Ok(c) => Some(c),
@@ -237,28 +239,37 @@ impl Inner {
             }
         };
         let bytes = self.models.fetch(artifact).await.map_err(ServeError::Unavailable)?;
-        let _slot = tokio::time::timeout(SLOT_WAIT, self.slot.acquire())
-            .await
-            .map_err(|_| {
-                ServeError::Busy(format!("the inference slot stayed busy for {} s", SLOT_WAIT.as_secs()))
-            })?
-            .map_err(|_| ServeError::Unavailable("the node is stopping".into()))?;
+        Ok(Prepared { id, domain, price, champion, artifact, quality, height, checked, bytes })
+    }
+
+    /// Queues a prepared request: what the worker will answer.
+    fn enqueue(
+        &self,
+        ask: Ask,
+        p: &Prepared,
+    ) -> Result<tokio::sync::oneshot::Receiver<queue::Outcome>, ServeError> {
+        let priority = match (ask.operator, &p.checked) {
+            (true, _) => queue::Priority::Operator,
+            (false, Some(_)) => queue::Priority::Paid,
+            (false, None) => queue::Priority::Free,
+        };
+        self.queue.push(
+            priority,
+            Instant::now() + ask.expires_in,
+            p.domain.clone(),
+            p.artifact,
+            p.bytes.clone(),
+            ask.rows,
+        )
+    }
+
+    /// The answer to a request the worker ran: the payment taken (unless another request of
+    /// the channel took a newer one meanwhile) and logged, the receipt signed.
+    fn finish(&self, p: Prepared, outcome: queue::Outcome) -> Result<Value, ServeError> {
+        let (rows, answer) = outcome?;
         #[cfg(feature = "adversary")]
-        let lies = self.lies;
-        let (rows, answer) = tokio::task::spawn_blocking(move || {
-            let answer = domain.infer(&bytes, &rows);
-            (rows, answer)
-        })
-        .await
-        .map_err(|e| ServeError::Unavailable(format!("inference panicked: {e}")))?;
-        let answer = answer.map_err(|e| match e {
-            EvalError::BadParams(why) => ServeError::BadInput(why),
-            other => ServeError::Unavailable(other.to_string()),
-        })?;
-        #[cfg(feature = "adversary")]
-        let answer = if lies { wrong_answer(answer) } else { answer };
-        // Answered: the payment is taken (unless another request of the channel took a newer
-        // one meanwhile) and logged before the answer leaves.
+        let answer = if self.lies { wrong_answer(answer) } else { answer };
+        let Prepared { id, price, champion, artifact, quality, height, checked, domain, .. } = p;
         let payment = match &checked {
             None => None,
             Some(c) => {
@@ -273,10 +284,16 @@ impl Inner {
                 Some(c.update.id())
             }
         };
-        let receipt =
-            sign_receipt(&self.key, id, (champion.commit, artifact, height), &rows, &answer.outputs, payment);
+        let receipt = sign_receipt(
+            &self.key,
+            id.clone(),
+            (champion.commit, artifact, height),
+            &rows,
+            &answer.outputs,
+            payment,
+        );
         Ok(json!({
-            "domain_id": name,
+            "domain_id": id.as_str(),
             "optimae": champion.commit.to_string(),
             "artifact": artifact.to_string(),
             "model_quality": quality.to_f64(),
@@ -284,6 +301,7 @@ impl Inner {
             "height": height,
             "outputs": answer.outputs,
             "predictions": answer.labels,
+            "inference_tolerance": domain.inference_tolerance(),
             "receipt": receipt,
             "paid": checked.map(|c| json!({
                 "channel": c.update.body.channel.to_string(),
@@ -293,6 +311,54 @@ impl Inner {
             })),
         }))
     }
+
+    async fn answer(&self, ask: Ask) -> Result<Value, ServeError> {
+        let prepared = self.prepare(&ask).await?;
+        let rx = self.enqueue(ask, &prepared)?;
+        let outcome = rx.await.map_err(|_| ServeError::Unavailable("the node is stopping".into()))?;
+        self.finish(prepared, outcome)
+    }
+
+    async fn submit(self: Arc<Self>, ask: Ask) -> Result<Value, ServeError> {
+        let prepared = self.prepare(&ask).await?;
+        let task_id =
+            self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).open(Instant::now())?;
+        let rx = match self.enqueue(ask, &prepared) {
+            Ok(rx) => rx,
+            Err(e) => {
+                self.end_job(&task_id, Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let (inner, id, domain) = (self.clone(), task_id.clone(), prepared.id.to_string());
+        tokio::spawn(async move {
+            let outcome = rx.await.map_err(|_| ServeError::Unavailable("the node is stopping".into()));
+            let answer = outcome.and_then(|o| inner.finish(prepared, o));
+            inner.end_job(&id, answer);
+        });
+        Ok(json!({ "task_id": task_id, "status": "pending", "domain_id": domain }))
+    }
+
+    fn end_job(&self, id: &str, answer: Result<Value, ServeError>) {
+        let state = match answer {
+            Ok(v) => jobs::JobState::Done(v),
+            Err(e) => jobs::JobState::Failed(e),
+        };
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finish(id, state, Instant::now());
+    }
+}
+
+/// A request checked and ready to queue.
+struct Prepared {
+    id: DomainId,
+    domain: Arc<dyn Domain>,
+    price: Amount,
+    champion: doin_consensus::state::Champion,
+    artifact: Hash,
+    quality: doin_primitives::Metric,
+    height: u64,
+    checked: Option<Checked>,
+    bytes: Arc<Vec<u8>>,
 }
 
 impl InferenceApi for Serving {
@@ -300,14 +366,33 @@ impl InferenceApi for Serving {
         self.0.domains.contains_key(domain)
     }
 
-    fn answer(
-        &self,
-        domain: String,
-        rows: Vec<Vec<f64>>,
-        payment: Option<Vec<u8>>,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, ServeError>> + Send>> {
+    fn answer(&self, ask: Ask) -> Pending<Result<Value, ServeError>> {
         let inner = self.0.clone();
-        Box::pin(async move { inner.answer(domain, rows, payment).await })
+        Box::pin(async move { inner.answer(ask).await })
+    }
+
+    fn submit(&self, ask: Ask) -> Pending<Result<Value, ServeError>> {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.submit(ask).await })
+    }
+
+    fn job(&self, task_id: &str) -> Option<Value> {
+        self.0.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).view(task_id)
+    }
+
+    fn queue(&self) -> Value {
+        let st = &self.0.queue.stats;
+        let (jobs, jobs_pending) =
+            self.0.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).counts();
+        json!({
+            "waiting": self.0.queue.waiting(),
+            "batches": st.batches.load(Ordering::Relaxed),
+            "requests": st.requests.load(Ordering::Relaxed),
+            "expired": st.expired.load(Ordering::Relaxed),
+            "refused": st.refused.load(Ordering::Relaxed),
+            "jobs": jobs,
+            "jobs_pending": jobs_pending,
+        })
     }
 
     fn model(&self, hash: &Hash) -> Option<Arc<Vec<u8>>> {
