@@ -17,7 +17,7 @@ const BASE: u16 = 18960;
 
 /// `POST /inference` with `body` on node port `port`: status and JSON body.
 fn post(port: u16, body: &str) -> (u16, Value) {
-    post_to(port, "/inference", body)
+    common::http_post(port, "/inference", body)
 }
 
 #[test]
@@ -331,7 +331,7 @@ fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
         kind: TxKind::CloseChannel { final_update: update },
     };
     let close = serde_json::to_string(&Signed::sign(body, &payer)).unwrap();
-    let (status, answer) = post_to(P + 2, "/tx", &close);
+    let (status, answer) = common::http_post(P + 2, "/tx", &close);
     assert_eq!(status, 202, "{answer}");
     let closing_deadline = loop {
         let c = get(&format!("/channels/{channel}"));
@@ -372,25 +372,6 @@ fn a_payee_down_during_a_payers_stale_close_still_settles_at_its_best_update() {
     };
     assert_eq!(book["earned_settled"], "4000000", "settled at the best update, not the payer's: {book}");
     drop(nodes);
-}
-
-/// `POST path` with a JSON body on node port `port`.
-fn post_to(port: u16, path: &str, body: &str) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        status,
-        serde_json::from_str(out.split_once("\r\n\r\n").map_or("", |x| x.1).trim()).unwrap_or(Value::Null),
-    )
 }
 
 /// A counter or gauge without labels from `/metrics`.

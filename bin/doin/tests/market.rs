@@ -226,4 +226,64 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
     let v = common::http_json(BASE, "/api/market").unwrap();
     let o2 = v["offers"].as_array().unwrap().iter().find(|o| o["provider"] == two.as_str()).unwrap().clone();
     assert!(o2["recent_jobs"].as_u64().unwrap() >= 2, "{o2}");
+
+    // Offers refused by name: a forged signature (the price changed after signing), a stale
+    // one, an older one than the market holds, an API that is not host:port.
+    use doin_primitives::{Amount, BoundedString, BoundedVec, DomainId, Signed, market::MarketOfferBody};
+    let key1 = doin_node::identity::load_or_create(&dir.path().join("node1/node.key")).unwrap().0;
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let offer = |api: &str, issued_ms: u64| {
+        let body = MarketOfferBody {
+            provider: key1.address(),
+            api: BoundedString::new(api).unwrap(),
+            price: Amount(2_000_000),
+            domains: BoundedVec::try_from_vec(vec![DomainId::new("mlp_digits").unwrap()]).unwrap(),
+            issued_ms,
+        };
+        serde_json::to_value(Signed::sign(body, &key1)).unwrap()
+    };
+    let send = |v: &Value| common::http_post(BASE, "/api/market/offer", &v.to_string());
+    let api1 = format!("127.0.0.1:{}", BASE + 2);
+    let mut forged = offer(&api1, now_ms);
+    forged["price"] = serde_json::json!("1");
+    let (status, v) = send(&forged);
+    assert_eq!((status, v["error"].as_str()), (403, Some("bad_signature")), "{v}");
+    let (status, v) = send(&offer(&api1, now_ms - 11 * 60 * 1000));
+    assert_eq!((status, v["error"].as_str()), (400, Some("stale_offer")), "{v}");
+    let held = common::http_json(BASE, "/api/market").unwrap()["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["provider"] == one.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(held["status"], "passed");
+    let (status, v) = send(&offer(&api1, now_ms - 9 * 60 * 1000));
+    assert_eq!((status, v["error"].as_str()), (409, Some("stale_offer")), "an older offer than held: {v}");
+    let (status, v) = send(&offer("http://127.0.0.1", now_ms + 1));
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_offer")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("host:port"), "{v}");
+    let after = common::http_json(BASE, "/api/market").unwrap();
+    let o1 =
+        after["offers"].as_array().unwrap().iter().find(|o| o["provider"] == one.as_str()).unwrap().clone();
+    assert_eq!(
+        (o1["status"].as_str(), &o1["api"]),
+        (Some("passed"), &held["api"]),
+        "the refusals left it as it was"
+    );
+
+    // A provider answers at most 6 challenges a minute, whoever asks: a stranger cannot keep
+    // its market threads busy (the market's own checks count too).
+    let tiny = r#"{"seed": "0101010101010101010101010101010101010101010101010101010101010101", "units": 1, "iterations": 1, "mem_mb": 0}"#;
+    let statuses: Vec<(u16, Value)> =
+        (0..7).map(|_| common::http_post(BASE + 2, "/api/market/challenge", tiny)).collect();
+    let limited: Vec<&(u16, Value)> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "{statuses:?}");
+    assert!(limited.iter().all(|(_, v)| v["error"] == "challenge_rate"), "{statuses:?}");
+    assert!(statuses.iter().all(|(s, _)| *s == 200 || *s == 429), "{statuses:?}");
+    let answered = statuses.iter().find(|(s, _)| *s == 200);
+    if let Some((_, v)) = answered {
+        assert_eq!(v["provider"], one.as_str(), "answered and signed by the provider: {v}");
+    }
 }

@@ -120,6 +120,38 @@ struct Book {
     failed_checks: u64,
 }
 
+impl Book {
+    /// Records a check of `provider` that ended at `now`: measured, or failed (why); an offer
+    /// that failed [`MAX_FAILURES`] checks in a row is dropped.
+    fn record(&mut self, provider: &Address, result: Result<(Measured, BTreeSet<Hash>), String>, now: u64) {
+        self.checks += 1;
+        let Some(e) = self.offers.get_mut(provider) else { return };
+        e.in_flight = false;
+        e.checked_ms = now;
+        match result {
+            Ok((m, cached)) => {
+                tracing::info!(%provider, cores = m.cores, mem_mb = m.mem_mb, "market: provider measured");
+                e.failures = 0;
+                e.status = Status::Passed;
+                e.measured = Some(m);
+                e.cached = cached;
+            }
+            Err(why) => {
+                tracing::warn!(%provider, why, "market: provider failed its challenge");
+                e.status = Status::Failed(why);
+                e.measured = None;
+                e.failures += 1;
+                let drop = e.failures >= MAX_FAILURES;
+                self.failed_checks += 1;
+                if drop {
+                    tracing::info!(%provider, "market: offer dropped after {MAX_FAILURES} failed checks");
+                    self.offers.remove(provider);
+                }
+            }
+        }
+    }
+}
+
 /// The marketplace: this node's provider side and its market side.
 #[derive(Debug, Clone)]
 pub struct Market(Arc<Inner>);
@@ -259,32 +291,7 @@ impl Market {
             } else {
                 Err("no longer staked".into())
             };
-            let mut book = self.book();
-            book.checks += 1;
-            let Some(e) = book.offers.get_mut(&provider) else { continue };
-            e.in_flight = false;
-            e.checked_ms = now_ms();
-            match result {
-                Ok((m, cached)) => {
-                    tracing::info!(%provider, cores = m.cores, mem_mb = m.mem_mb, "market: provider measured");
-                    e.failures = 0;
-                    e.status = Status::Passed;
-                    e.measured = Some(m);
-                    e.cached = cached;
-                }
-                Err(why) => {
-                    tracing::warn!(%provider, why, "market: provider failed its challenge");
-                    e.status = Status::Failed(why);
-                    e.measured = None;
-                    e.failures += 1;
-                    let drop = e.failures >= MAX_FAILURES;
-                    book.failed_checks += 1;
-                    if drop {
-                        tracing::info!(%provider, "market: offer dropped after {MAX_FAILURES} failed checks");
-                        book.offers.remove(&provider);
-                    }
-                }
-            }
+            self.book().record(&provider, result, now_ms());
         }
     }
 
@@ -672,5 +679,52 @@ mod tests {
         assert_eq!(fee_units(&json!(0.5)).unwrap(), 500_000_000);
         assert_eq!(fee_units(&json!(2)).unwrap(), 2_000_000_000);
         assert!(fee_units(&json!(-1)).is_err() && fee_units(&json!("1")).is_err());
+    }
+
+    /// A provider that keeps failing is dropped after three failed checks in a row; a pass in
+    /// between starts the count again.
+    #[test]
+    fn an_offer_is_dropped_after_three_failed_checks_in_a_row() {
+        let key = Keypair::from_seed([3; 32]);
+        let body = doin_primitives::market::MarketOfferBody {
+            provider: key.address(),
+            api: doin_primitives::BoundedString::new("127.0.0.1:9").unwrap(),
+            price: Amount(1),
+            domains: BoundedVec::default(),
+            issued_ms: 1,
+        };
+        let entry = Entry {
+            offer: Signed::sign(body, &key),
+            status: Status::Unchecked,
+            measured: None,
+            checked_ms: 0,
+            in_flight: true,
+            failures: 0,
+            cached: BTreeSet::new(),
+            matched_ms: VecDeque::new(),
+        };
+        let mut book = Book::default();
+        book.offers.insert(key.address(), entry);
+        let a = key.address();
+        let passed =
+            || Ok((Measured { cores: 1.0, mem_mb: 64, hashes_per_s: 1e6, wall_ms: 100 }, BTreeSet::new()));
+        book.record(&a, Err("the work was not done".into()), 10);
+        book.record(&a, Err("timeout".into()), 20);
+        assert_eq!(book.offers[&a].failures, 2);
+        assert!(matches!(book.offers[&a].status, Status::Failed(ref why) if why == "timeout"));
+        book.record(&a, passed(), 30);
+        let e = &book.offers[&a];
+        assert_eq!((e.failures, &e.status, e.checked_ms, e.in_flight), (0, &Status::Passed, 30, false));
+        for t in 0..2 {
+            book.record(&a, Err("unreachable".into()), 40 + t);
+        }
+        assert!(book.offers.contains_key(&a), "two in a row: kept");
+        book.record(&a, Err("unreachable".into()), 50);
+        assert!(!book.offers.contains_key(&a), "three in a row: dropped");
+        assert_eq!((book.checks, book.failed_checks), (6, 5));
+        // A check of an offer no longer held is counted and changes nothing.
+        book.record(&a, passed(), 60);
+        assert_eq!(book.checks, 7);
+        assert!(book.offers.is_empty());
     }
 }
