@@ -144,7 +144,11 @@ def main():
             height, peers = int(d.get("height", 0)), int(d.get("peers", 0))
             points = min(int(d.get("plotPoints", 0)), int(d.get("points", 0)))
             fl_rows = int(d.get("flRows", 0))
-            ready = height > 0 and peers >= 2 and points >= 2 and d.get("live") == "1" and fl_rows >= 2
+            # The inference/marketplace cards rendered from their endpoints (the devnet's
+            # quadratic domain has no model: nothing served, the market present).
+            serving_cards = d.get("serving") == "0" and d.get("market") == "1"
+            ready = (height > 0 and peers >= 2 and points >= 2 and d.get("live") == "1" and fl_rows >= 2
+                     and serving_cards)
             if ready and first is None:
                 first = height
             # Live: the height the page shows moves on while it stays open.
@@ -152,14 +156,15 @@ def main():
                 break
             if time.time() > deadline:
                 fail(f"the dashboard showed {d} after 60 s (want height > 0 and rising, peers >= 2, "
-                     f">= 2 plot points, live event stream, >= 2 federated contributor rows)")
+                     f">= 2 plot points, live event stream, >= 2 federated contributor rows, "
+                     f"the inference and marketplace cards)")
             time.sleep(0.5)
         time.sleep(1.0)
         png = base64.b64decode(cdp.send("Page.captureScreenshot", {"format": "png"})["data"])
         with open(args.out, "wb") as f:
             f.write(png)
         print(json.dumps({"dashboard_check": "ok", "height": height, "peers": peers, "plot_points": points,
-                          "fl_rows": fl_rows,
+                          "fl_rows": fl_rows, "serving_cards": serving_cards,
                           "screenshot": os.path.abspath(args.out), "bytes": len(png)}))
     finally:
         if cdp:

@@ -307,6 +307,12 @@ pub const OPERATIONS: &[Operation] = &[
     },
     op(
         "get",
+        "/api/inference",
+        "The domains this node serves (price per request, base units) and its inference queue: waiting, passes run, requests answered, expired, refused, asynchronous jobs.",
+        &["serving", "prices", "queue"],
+    ),
+    op(
+        "get",
         "/api/channels",
         "The payment channels paying this node for inference: best update held, earnings, prices.",
         &["payee", "prices", "channels", "earned_open", "earned_settled"],

@@ -607,6 +607,18 @@ pub(crate) async fn channels(State(s): State<ApiState>) -> ApiResult {
     }))
 }
 
+/// `GET /api/inference`: what this node serves (domain → price, base units) and its inference
+/// queue's counters (zeros when it serves nothing).
+pub(crate) async fn inference(State(s): State<ApiState>) -> ApiResult {
+    Ok(Json(match &s.inference {
+        Some(i) => json!({ "serving": true, "prices": i.channels()["prices"].clone(), "queue": i.queue() }),
+        None => json!({
+            "serving": false, "prices": {},
+            "queue": { "waiting": 0, "batches": 0, "requests": 0, "expired": 0, "refused": 0, "jobs": 0, "jobs_pending": 0 },
+        }),
+    }))
+}
+
 /// `POST /api/channel/{id}/close` (`x-api-key`): this node, as the channel's payee, closes it
 /// with the best update it holds (settled at once on chain).
 pub(crate) async fn close_channel(
