@@ -109,7 +109,7 @@ pub(crate) struct DevnetArgs {
     setup_only: bool,
 }
 
-fn demo_target(domain: &str) -> f64 {
+pub(crate) fn demo_target(domain: &str) -> f64 {
     match domain {
         "quadratic" => -100.0,
         "mlp_digits" => 0.95,
@@ -711,7 +711,7 @@ impl Drop for Group {
 }
 
 /// The config file a devnet node reads (the same format users write).
-fn config_json(c: &NodeConfig) -> serde_json::Value {
+pub(crate) fn config_json(c: &NodeConfig) -> serde_json::Value {
     serde_json::json!({
         "host": c.host,
         "port": c.port,

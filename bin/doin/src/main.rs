@@ -9,6 +9,7 @@ mod fl;
 mod flood;
 mod infer;
 mod market;
+mod network;
 mod node_cmd;
 mod plugin_guard;
 mod sim;
@@ -32,6 +33,10 @@ enum Command {
     Node(node_cmd::NodeArgs),
     /// Starts N node processes on loopback with a genesis that funds and stakes them.
     Devnet(devnet::DevnetArgs),
+    /// A network of several machines: `network init` writes its genesis and each machine's
+    /// config and key.
+    #[command(subcommand)]
+    Network(network::Network),
     /// Balances, transfers and stakes through a node's HTTP API.
     #[command(subcommand)]
     Wallet(wallet::Wallet),
@@ -150,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         Command::Channel(c) => channel::run(c),
         Command::Dispute(d) => dispute::run(d),
         Command::Market(m) => market::market(m),
+        Command::Network(n) => network::run(n),
         Command::Task(t) => market::task(t),
         Command::Domain(d) => wallet::domain(d),
         Command::Keygen { out } => {

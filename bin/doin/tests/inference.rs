@@ -5,7 +5,6 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
     sync::mpsc::sync_channel,
     time::{Duration, Instant},
 };

@@ -62,3 +62,136 @@ fn five_processes_converge_on_one_tip() {
     };
     eprintln!("all five nodes printed block {} {}", common.0, common.1);
 }
+
+/// `doin network init` as its README recipe: one command writes the genesis and three configs,
+/// three `doin node --config` processes form a network and reach the quadratic target with
+/// verification on (every node ends with the same champion). A node started from another
+/// genesis and pointed at them is named by the network's `/status` and `/health`, and says so
+/// itself. `init` refuses what cannot form a network, naming it.
+#[test]
+fn network_init_writes_a_network_that_reaches_its_target_and_names_a_foreign_genesis() {
+    let _slot = serial();
+    const P: u16 = 19240;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("net");
+    let init = |args: &[&str]| doin().args(["network", "init"]).args(args).output().unwrap();
+    let out = init(&[
+        "--machines",
+        "3",
+        "--host",
+        "127.0.0.1",
+        "--base-port",
+        &P.to_string(),
+        "--dir",
+        d.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(written["configs"].as_array().unwrap().len(), 3, "{written}");
+    let genesis: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("genesis.json")).unwrap()).unwrap();
+    assert_eq!(genesis["stakes"].as_array().unwrap().len(), 3);
+    assert_eq!(genesis["chain_id"], 7070);
+    let node1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("node1.json")).unwrap()).unwrap();
+    assert_eq!(node1["port"], P + 2);
+    assert_eq!(
+        node1["bootstrap_peers"],
+        serde_json::json!([format!("127.0.0.1:{}", P + 1), format!("127.0.0.1:{}", P + 5)])
+    );
+    assert_eq!(node1["quorum_min_evaluators"], 2, "quorums from the machines there are");
+
+    // Refused by name: nothing is written over an existing network, and machines that cannot
+    // form one.
+    let refused = |args: &[&str], why: &str| {
+        let out = init(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+    };
+    refused(&["--machines", "3", "--dir", d.to_str().unwrap()], "genesis.json exists");
+    let other = dir.path().join("other");
+    let o = other.to_str().unwrap();
+    refused(&["--machines", "0", "--dir", o], "between 1 and 256");
+    refused(&["--machines", "3", "--hosts", "10.0.0.1,10.0.0.2", "--dir", o], "names 2 hosts for 3 machines");
+    let file = dir.path().join("machines.json");
+    std::fs::write(&file, r#"{"machines": [{"host": "127.0.0.1", "roles": ["miner"]}]}"#).unwrap();
+    refused(&["--machines", file.to_str().unwrap(), "--dir", o], "role \"miner\"");
+    std::fs::write(&file, r#"{"machines": [{"host": "127.0.0.1", "roles": ["evaluator"]}]}"#).unwrap();
+    refused(&["--machines", file.to_str().unwrap(), "--dir", o], "no machine optimizes");
+    assert!(!other.join("genesis.json").exists());
+
+    let (tx, rx) = sync_channel(1 << 16);
+    let _nodes: Vec<_> = (0..3)
+        .map(|i| {
+            spawn_lines(
+                doin().arg("node").arg("--config").arg(d.join(format!("node{i}.json"))),
+                i,
+                &tx,
+                false,
+            )
+        })
+        .collect();
+    // The target (−100 on quadratic), verified, and the same champion on every node.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let champion = loop {
+        let cs: Vec<serde_json::Value> = (0..3)
+            .filter_map(|i| common::http_json(P + 2 * i, "/domains"))
+            .map(|v| v["domains"][0]["champion"].clone())
+            .collect();
+        if cs.len() == 3
+            && cs[0]["performance"].as_f64().is_some_and(|p| p >= -100.0)
+            && cs.iter().all(|c| c["commit"] == cs[0]["commit"])
+        {
+            break cs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the network did not reach its target within 150 s: {cs:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("champion {champion}");
+    let cert = common::http_json(P, "/api/chain?limit=50").unwrap();
+    assert!(
+        cert["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["certificates"].as_array().unwrap())
+            .any(|c| c["outcome"] == "Accept"),
+        "champions come from certificates a quorum signed: {cert}"
+    );
+
+    // A node of another network (its own genesis), told of node 0: both sides name it.
+    let out = init(&["--machines", "1", "--base-port", &(P + 20).to_string(), "--dir", o]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _stranger = spawn_lines(
+        doin()
+            .arg("node")
+            .arg("--config")
+            .arg(other.join("node0.json"))
+            .args(["--peers", &format!("127.0.0.1:{}", P + 1)]),
+        9,
+        &tx,
+        false,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut said, mut named) = (false, None);
+    while !(said && named.is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "the foreign genesis was not named within 60 s (said {said}, named {named:?})"
+        );
+        while let Ok((who, line, _)) = rx.try_recv() {
+            said |= who == 9 && line.contains("is on another network");
+        }
+        let s = common::http_json(P, "/status").unwrap();
+        if s["peers_on_other_genesis"].as_array().is_some_and(|a| !a.is_empty()) {
+            named = Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let s = named.unwrap();
+    let theirs = common::http_json(P + 20, "/status").unwrap()["genesis"].clone();
+    assert_ne!(theirs, s["genesis"]);
+    assert_eq!(s["peers_on_other_genesis"][0]["genesis"], theirs, "{s}");
+    assert_eq!(s["status"], "degraded", "{s}");
+    assert!(s["health_reasons"].to_string().contains("another network"), "{s}");
+}

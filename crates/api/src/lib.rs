@@ -132,6 +132,9 @@ pub struct LiveStatus {
     pub finality_votes_pending: usize,
     /// The tip height of the best peer at the last poll (`None`: no peer answered).
     pub network_height: Option<u64>,
+    /// Connected peers that answered from another genesis at the last poll (another network):
+    /// their libp2p id and genesis hash (at most 64).
+    pub other_genesis: Vec<(String, String)>,
     /// Gossip scores of connected peers (libp2p id → score; below −80 a peer is graylisted:
     /// its gossip is ignored).
     pub peer_scores: BTreeMap<String, f64>,
@@ -362,6 +365,13 @@ pub fn health_of(
     if l.peers.is_empty() && stakers > 1 {
         degraded.push(format!("no peers ({stakers} accounts are staked on this chain)"));
     }
+    if let Some((peer, genesis)) = l.other_genesis.first() {
+        degraded.push(format!(
+            "{} connected peers are on another network (peer {peer} has genesis {genesis}): every \
+             machine must start from the same genesis.json",
+            l.other_genesis.len()
+        ));
+    }
     let behind = l.network_height.map_or(0, |n| n.saturating_sub(height));
     if behind > BEHIND_UNHEALTHY {
         unhealthy.push(format!("{behind} blocks behind the network"));
@@ -483,6 +493,8 @@ async fn status(State(s): State<ApiState>) -> ApiResult {
             "tip_hash": state.tip().hash.to_string(),
             "state_root": state.root().to_string(),
         },
+        "genesis": st.genesis_hash().to_string(),
+        "peers_on_other_genesis": l.other_genesis.iter().map(|(p, g)| json!({ "peer_id": p, "genesis": g })).collect::<Vec<_>>(),
         "mempool": l.mempool,
     })))
 }

@@ -75,7 +75,8 @@ async fn headers(
 }
 
 /// Asks `peers` for their status and returns the one whose chain fork choice prefers (higher
-/// justified checkpoint, then cumulative work, then height) on our genesis; peers that do not
+/// justified checkpoint, then cumulative work, then height) on our genesis, and the peers that
+/// answered from another genesis (another network: with their genesis); peers that do not
 /// answer within `timeout` are skipped. All are asked at once: a peer that never answers (a
 /// flooder, a client that speaks gossip only) costs the poll nothing beyond `timeout` — asked
 /// one after the other, each silent peer added its whole timeout to every poll, and a node that
@@ -85,18 +86,20 @@ pub async fn best_peer(
     peers: &[PeerId],
     genesis: Hash,
     timeout: std::time::Duration,
-) -> Option<(PeerId, Status)> {
+) -> (Option<(PeerId, Status)>, Vec<(PeerId, Hash)>) {
     let asked = peers.iter().map(|peer| async move {
         let answer = tokio::time::timeout(timeout, handle.request(*peer, SyncRequest::Status)).await;
         (*peer, answer)
     });
     let answers = futures::future::join_all(asked).await;
     let mut best: Option<(PeerId, Status)> = None;
+    let mut other = Vec::new();
     for (peer, answer) in answers {
         let Ok(Ok(SyncResponse::Status(s))) = answer else {
             continue;
         };
         if s.genesis != genesis {
+            other.push((peer, s.genesis));
             continue;
         }
         let better = best.as_ref().is_none_or(|(_, b)| is_ahead(&s, b));
@@ -104,7 +107,7 @@ pub async fn best_peer(
             best = Some((peer, s));
         }
     }
-    best
+    (best, other)
 }
 
 /// Whether a chain with status `remote` is worth syncing from for a node at `local`, in fork

@@ -146,9 +146,17 @@ impl Engine {
                     return;
                 }
             }
-            let best = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await;
+            let (best, mut other) = best_peer(&handle, &peers, genesis, Duration::from_secs(2)).await;
+            other.truncate(64);
             if let Ok(mut l) = live.write() {
                 l.network_height = best.as_ref().map(|(_, s)| s.height);
+                for (peer, theirs) in &other {
+                    if !l.other_genesis.iter().any(|(p, _)| *p == peer.to_string()) {
+                        tracing::warn!(%peer, genesis = %theirs, ours = %genesis, "a peer is on another network: every machine must start from the same genesis.json");
+                        println!("peer {peer} is on another network: its genesis {theirs}, ours {genesis}");
+                    }
+                }
+                l.other_genesis = other.iter().map(|(p, g)| (p.to_string(), g.to_string())).collect();
             }
             let Some((peer, status)) = best else {
                 return;
