@@ -95,6 +95,8 @@ pub struct Provider {
     pub store: SharedStore,
     /// Files served.
     pub artifacts: Arc<Artifacts>,
+    /// The state snapshot served to late joiners.
+    pub snapshots: Arc<crate::snapshots::Snapshots>,
 }
 
 impl SyncProvider for Provider {
@@ -114,10 +116,10 @@ impl SyncProvider for Provider {
         self.store.body(hash)
     }
     fn snapshot_manifest(&self) -> Option<Vec<u8>> {
-        self.store.snapshot_manifest()
+        self.snapshots.manifest()
     }
     fn snapshot_chunk(&self, index: u32) -> Option<Vec<u8>> {
-        self.store.snapshot_chunk(index)
+        self.snapshots.chunk(index)
     }
     fn artifact_chunk(&self, hash: &Hash, chunk: u32) -> Option<(u32, Vec<u8>)> {
         self.artifacts.chunk(hash, chunk)

@@ -24,6 +24,7 @@ pub mod own_claims;
 pub mod participation;
 pub mod production;
 pub mod serving;
+pub mod snapshots;
 pub mod store;
 pub mod tally;
 pub mod trials;

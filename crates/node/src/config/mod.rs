@@ -274,6 +274,11 @@ pub struct NodeConfig {
     /// Memory (MiB) this node's market proves of each provider it admits (it recomputes the
     /// table itself). Default 64.
     pub market_check_mem_mb: u32,
+    /// Keep every block body (an archive node); otherwise bodies more than `keep_bodies`
+    /// blocks behind finality are dropped (headers, the state and receipts stay).
+    pub archive: bool,
+    /// Bodies kept behind the finalized checkpoint (default 10 000; at least 16).
+    pub keep_bodies: u64,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -318,6 +323,8 @@ impl Default for NodeConfig {
             api_users: Vec::new(),
             market_threads: std::thread::available_parallelism().map_or(1, usize::from),
             market_check_mem_mb: 64,
+            archive: false,
+            keep_bodies: 10_000,
             unknown: BTreeMap::new(),
         }
     }

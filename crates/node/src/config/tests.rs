@@ -163,6 +163,8 @@ fn bad_values_name_their_key() {
         ("[1, 2]", "(file)"),
         ("{", "(file)"),
         (r#"{"seal_slot": 0}"#, "seal_slot"),
+        (r#"{"keep_bodies": 8}"#, "keep_bodies"),
+        (r#"{"archive": "yes"}"#, "archive"),
         (r#"{"reveal_delay": 2.0}"#, "reveal_delay"),
         (r#"{"api_users": [{"user": "a", "key": "short"}]}"#, "api_users[0].key"),
         (r#"{"federated_jobs": [{"job_id": ".."}]}"#, "federated_jobs[0].job_id"),

@@ -99,6 +99,12 @@ impl NodeConfig {
         if !(1..=doin_primitives::market::MAX_MEM_MB).contains(&self.market_check_mem_mb) {
             return Err(bad("market_check_mem_mb", "must be in 1..=256"));
         }
+        if self.keep_bodies < 16 {
+            return Err(bad(
+                "keep_bodies",
+                "must be at least 16 (the blocks a reorg below finality cannot need)",
+            ));
+        }
         if !self.fee_market_enabled {
             // A chain parameter: it sets the development chain this node creates, and a chain
             // of a genesis file has its own.
@@ -368,6 +374,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api_users",
     "market_threads",
     "market_check_mem_mb",
+    "archive",
+    "keep_bodies",
 ];
 /// Keys of a `domains[]` entry.
 pub(super) const DOMAIN_KEYS: &[&str] = &[

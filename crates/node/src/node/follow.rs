@@ -229,6 +229,7 @@ impl Engine {
         }
         if let Some(f) = news.finalized {
             println!("finalized {} {}", f.height, f.hash);
+            self.snapshots.on_finalized(&self.store, f.height);
             self.emit("finalized", None, json!({ "height": f.height, "hash": f.hash.to_string() }));
         }
         let block = self.store.lock().block(&tip).ok().flatten();

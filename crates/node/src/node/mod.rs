@@ -300,6 +300,8 @@ struct Engine {
     polls: u64,
     /// The node's data directory (the record of quorums it left).
     data_dir: std::path::PathBuf,
+    /// The snapshot served to late joiners, refreshed as finality moves.
+    snapshots: Arc<crate::snapshots::Snapshots>,
     /// Federated jobs this node supervises ([`crate::federated`]), shared with the HTTP API.
     jobs: Option<Arc<crate::federated::Jobs>>,
     /// Recorded models being fetched (or last tried), by hash: one download at a time each,

@@ -105,8 +105,9 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         std::fs::write(&dev_genesis, text)
             .map_err(|e| other(format!("writing the development genesis {}: {e}", dev_genesis.display())))?;
     }
-    let store = ChainStore::open(&config.data_dir.join("chain.redb"), &spec, StoreOptions::default())
-        .map_err(other)?;
+    let options =
+        StoreOptions { archive: config.archive, keep_bodies: config.keep_bodies, ..StoreOptions::default() };
+    let store = ChainStore::open(&config.data_dir.join("chain.redb"), &spec, options).map_err(other)?;
     let store = SharedStore::new(store);
     println!("address {me}");
     println!("genesis {}", store.lock().genesis_hash());
@@ -142,7 +143,12 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let net_config_mdns = net_config.mdns_allowed();
     // Peers fetch the chain and the artifacts this node holds (federated models).
     let artifacts = Arc::new(crate::artifacts::Artifacts::new());
-    let provider = crate::artifacts::Provider { store: store.clone(), artifacts: artifacts.clone() };
+    let snapshots = Arc::new(crate::snapshots::Snapshots::new(&config.data_dir));
+    let provider = crate::artifacts::Provider {
+        store: store.clone(),
+        artifacts: artifacts.clone(),
+        snapshots: snapshots.clone(),
+    };
     let mut network =
         doin_net::start(&key, net_config, Arc::new(provider), gossip.clone()).await.map_err(other)?;
     // Trained models (claims', measured, served), kept under `models/` and announced.
@@ -299,6 +305,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         key: key.clone(),
         me,
         data_dir: config.data_dir.clone(),
+        snapshots,
         store: store.clone(),
         net: network.handle.clone(),
         domains: rts,
