@@ -36,6 +36,11 @@ pub(crate) struct NodeArgs {
     /// Log level (error, warn, info, debug, trace) or a filter.
     #[arg(long)]
     log_level: Option<String>,
+    /// A checkpoint you trust, HEIGHT:HASH (from a node you trust: its `/chain/status`
+    /// `finalized_height` and `finalized_hash`): with an empty data directory, the node joins from
+    /// its peers' snapshot, checked against it, instead of replaying the whole chain.
+    #[arg(long)]
+    checkpoint: Option<String>,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
@@ -71,6 +76,9 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     if args.olap_db.is_some() {
         config.olap_db_path = args.olap_db;
+    }
+    if args.checkpoint.is_some() {
+        config.checkpoint = args.checkpoint;
     }
     config.reset_chain |= args.reset_chain;
     if let Some(l) = args.log_level {

@@ -195,3 +195,103 @@ fn network_init_writes_a_network_that_reaches_its_target_and_names_a_foreign_gen
     assert_eq!(s["status"], "degraded", "{s}");
     assert!(s["health_reasons"].to_string().contains("another network"), "{s}");
 }
+
+/// Joining late: three nodes keep only 16 bodies behind finality, so block 1's body is gone
+/// and nobody could replay the chain from genesis. A fresh node given a checkpoint it trusts
+/// (node 0's finalized block) fetches the peers' snapshot, ties it to the checkpoint by headers,
+/// imports it and syncs the rest: it ends on the network's tip and state root. A node that
+/// trusts another block at that height refuses the peers' snapshot, naming both.
+#[test]
+fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
+    let _slot = serial();
+    const P: u16 = 19260;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, configs) = devnet_setup(dir.path(), 3, 300, &["--base-port", &P.to_string()]);
+    for c in &configs {
+        rewrite_config(c, |v| v["keep_bodies"] = 16.into());
+    }
+    let (tx, rx) = sync_channel(1 << 16);
+    let _nodes: Vec<_> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| spawn_lines(doin().arg("node").arg("--config").arg(c), i, &tx, false))
+        .collect();
+    // Finality far enough that the first bodies are pruned, and a snapshot served.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let s = common::http_json(P, "/chain/status");
+        if let Some(s) = s.filter(|s| s["finalized_height"].as_u64().is_some_and(|f| f >= 30))
+            && dir.path().join("node0/snapshot/manifest.json").exists()
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no finality at 30 with a snapshot within 180 s");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let pruned = common::http_json(P, "/chain/block/1").unwrap();
+    assert_eq!(pruned["error"], "not_found", "block 1's body is pruned: {pruned}");
+    let checkpoint = format!("{}:{}", status["finalized_height"], status["finalized_hash"].as_str().unwrap());
+
+    // A fresh follower: no chain, no stake, the network's genesis, node 0 as its peer.
+    let late = |name: &str, port: u16| {
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::copy(&configs[2], &path).unwrap();
+        rewrite_config(&path, |v| {
+            v["port"] = port.into();
+            v["data_dir"] = dir.path().join(name).to_str().unwrap().into();
+            v["identity"] = dir.path().join(format!("{name}.key")).to_str().unwrap().into();
+            v["domains"] = serde_json::json!([]);
+            v["bootstrap_peers"] = serde_json::json!([format!("127.0.0.1:{}", P + 1)]);
+        });
+        path
+    };
+    // Trusting another block at that height: refused by name, nothing written.
+    let wrong = format!("{}:{}", status["finalized_height"], "ab".repeat(32));
+    let out = doin()
+        .arg("node")
+        .arg("--config")
+        .arg(late("liar_trust", P + 30))
+        .args(["--checkpoint", &wrong, "--duration", "60"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("contradicts the trusted checkpoint") && text.contains(&"ab".repeat(32)), "{text}");
+    assert!(!dir.path().join("liar_trust/chain.redb").exists(), "nothing imported");
+
+    let started = Instant::now();
+    let _late = spawn_lines(
+        doin().arg("node").arg("--config").arg(late("late", P + 20)).args(["--checkpoint", &checkpoint]),
+        7,
+        &tx,
+        false,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut joined = None;
+    while joined.is_none() {
+        let (who, line, _) = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the late node says it joined from a snapshot within 60 s");
+        if who == 7 && line.starts_with("joined from snapshot height") {
+            joined = Some(line);
+        }
+    }
+    let joined = joined.unwrap();
+    eprintln!("{joined} ({:.1} s after start)", started.elapsed().as_secs_f64());
+    let height: u64 = joined.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(height >= 14, "the snapshot is of a finalized checkpoint past the pruned bodies: {joined}");
+    // Then it follows the chain: the same tip and state root as node 0 at one moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, b) = (common::http_json(P + 20, "/chain/status"), common::http_json(P, "/chain/status"));
+        if let (Some(a), Some(b)) = (&a, &b)
+            && a["tip_hash"] == b["tip_hash"]
+            && a["state_root"] == b["state_root"]
+            && a["chain_height"].as_u64() > status["chain_height"].as_u64()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the late node did not reach the network's tip: {a:?} vs {b:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -15,6 +15,7 @@ pub mod genesis;
 pub mod gossip_check;
 pub mod identity;
 pub mod intake;
+pub mod join;
 pub mod market;
 pub mod mempool;
 pub mod models;

@@ -1,7 +1,9 @@
 //! The snapshot this node serves to late joiners: the state at its finalized checkpoint, written
 //! as hashed chunks plus a manifest (`doin_storage::snapshot`) under `DATA_DIR/snapshot`, and
 //! refreshed as finality moves — at most every [`MIN_INTERVAL`] and [`MIN_BLOCKS`] finalized
-//! blocks, one export at a time, off the node's loop (the state is cloned under the store's lock
+//! blocks, but always before finality has moved half of `keep_bodies` past the served one (a
+//! joiner syncs on from the snapshot's height, so the bodies above it must still be there), one
+//! export at a time, off the node's loop (the state is cloned under the store's lock
 //! and written outside it). A new export is written beside the served one and swapped in by a
 //! rename, so a peer never reads a half-written snapshot (one fetching across the swap gets a
 //! chunk that no longer matches its manifest, and retries). Peers ask for the manifest and
@@ -29,16 +31,20 @@ pub const MIN_BLOCKS: u64 = 16;
 #[derive(Debug)]
 pub struct Snapshots {
     dir: PathBuf,
+    /// Bodies the store keeps behind finality (`None`: an archive keeps all).
+    keep_bodies: Option<u64>,
     exporting: AtomicBool,
     /// The height and time of the last export.
     last: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Snapshots {
-    /// Serves `data_dir/snapshot` (what a previous run exported, until the next export).
-    pub fn new(data_dir: &std::path::Path) -> Self {
+    /// Serves `data_dir/snapshot` (what a previous run exported, until the next export) for a
+    /// store that keeps `keep_bodies` bodies behind finality (`None`: all).
+    pub fn new(data_dir: &std::path::Path, keep_bodies: Option<u64>) -> Self {
         Self {
             dir: doin_storage::snapshot::default_dir(data_dir),
+            keep_bodies,
             exporting: AtomicBool::new(false),
             last: Mutex::new(None),
         }
@@ -47,11 +53,11 @@ impl Snapshots {
     /// Exports the finalized checkpoint's state when it is due (see the module's rule); the
     /// export runs on a blocking thread.
     pub fn on_finalized(self: &Arc<Self>, store: &SharedStore, height: u64) {
-        let due = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_none_or(|(h, at)| height >= h + MIN_BLOCKS && at.elapsed() >= MIN_INTERVAL);
+        let due =
+            self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none_or(|(h, at)| {
+                (height >= h + MIN_BLOCKS && at.elapsed() >= MIN_INTERVAL)
+                    || self.keep_bodies.is_some_and(|k| height >= h + (k / 2).max(1))
+            });
         if !due || self.exporting.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -139,7 +145,7 @@ mod tests {
             ChainStore::open(&dir.path().join("chain.redb"), &net.spec, StoreOptions::default()).unwrap();
         let genesis = store.genesis_hash();
         let store = SharedStore::new(store);
-        let snaps = Snapshots::new(dir.path());
+        let snaps = Snapshots::new(dir.path(), Some(16));
         assert!(snaps.manifest().is_none() && snaps.chunk(0).is_none(), "nothing exported yet");
         let m = snaps.export(&store).unwrap();
         assert_eq!((m.height, m.block_hash), (0, genesis));

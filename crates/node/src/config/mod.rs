@@ -279,6 +279,9 @@ pub struct NodeConfig {
     pub archive: bool,
     /// Bodies kept behind the finalized checkpoint (default 10 000; at least 16).
     pub keep_bodies: u64,
+    /// A checkpoint this node trusts, `HEIGHT:HASH`: with no chain in `data_dir` yet, the node
+    /// joins from its peers' snapshot checked against it ([`crate::join`]).
+    pub checkpoint: Option<String>,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -325,6 +328,7 @@ impl Default for NodeConfig {
             market_check_mem_mb: 64,
             archive: false,
             keep_bodies: 10_000,
+            checkpoint: None,
             unknown: BTreeMap::new(),
         }
     }

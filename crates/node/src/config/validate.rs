@@ -99,6 +99,12 @@ impl NodeConfig {
         if !(1..=doin_primitives::market::MAX_MEM_MB).contains(&self.market_check_mem_mb) {
             return Err(bad("market_check_mem_mb", "must be in 1..=256"));
         }
+        if let Some(c) = &self.checkpoint {
+            c.parse::<crate::join::Trusted>().map_err(|e| bad("checkpoint", e))?;
+            if self.genesis.is_none() {
+                return Err(bad("checkpoint", "joining from a snapshot needs the network's `genesis` file"));
+            }
+        }
         if self.keep_bodies < 16 {
             return Err(bad(
                 "keep_bodies",
@@ -376,6 +382,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "market_check_mem_mb",
     "archive",
     "keep_bodies",
+    "checkpoint",
 ];
 /// Keys of a `domains[]` entry.
 pub(super) const DOMAIN_KEYS: &[&str] = &[

@@ -107,7 +107,40 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     }
     let options =
         StoreOptions { archive: config.archive, keep_bodies: config.keep_bodies, ..StoreOptions::default() };
-    let store = ChainStore::open(&config.data_dir.join("chain.redb"), &spec, options).map_err(other)?;
+    let store_path = config.data_dir.join("chain.redb");
+    // Late joining: no chain here yet and a checkpoint trusted: the state comes from the peers'
+    // snapshot (checked against the checkpoint), the rest by syncing as usual.
+    if let Some(text) = &config.checkpoint {
+        let trusted: crate::join::Trusted = text.parse().map_err(|e| other(format!("checkpoint: {e}")))?;
+        if store_path.exists() {
+            tracing::info!("checkpoint: this data directory has a chain already; it goes on from there");
+        } else {
+            let bootstrap: Vec<Multiaddr> = config
+                .bootstrap_peers
+                .iter()
+                .map(|p| parse_peer(p).map_err(|e| other(format!("bootstrap_peers: {p:?}: {e}"))))
+                .collect::<Result<_, _>>()?;
+            println!("joining from a snapshot, trusting block {} at height {}", trusted.hash, trusted.height);
+            let joined = crate::join::Join {
+                key: &key,
+                host: &config.host,
+                bootstrap: &bootstrap,
+                spec: &spec,
+                trusted,
+                data_dir: &config.data_dir,
+                store_path: &store_path,
+                options,
+            }
+            .run()
+            .await
+            .map_err(|e| other(format!("joining from a snapshot: {e}")))?;
+            println!(
+                "joined from snapshot height {} records {} from {} peers in {:.2} s",
+                joined.import.height, joined.import.records, joined.peers, joined.seconds
+            );
+        }
+    }
+    let store = ChainStore::open(&store_path, &spec, options).map_err(other)?;
     let store = SharedStore::new(store);
     println!("address {me}");
     println!("genesis {}", store.lock().genesis_hash());
@@ -143,7 +176,10 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let net_config_mdns = net_config.mdns_allowed();
     // Peers fetch the chain and the artifacts this node holds (federated models).
     let artifacts = Arc::new(crate::artifacts::Artifacts::new());
-    let snapshots = Arc::new(crate::snapshots::Snapshots::new(&config.data_dir));
+    let snapshots = Arc::new(crate::snapshots::Snapshots::new(
+        &config.data_dir,
+        (!config.archive).then_some(config.keep_bodies),
+    ));
     let provider = crate::artifacts::Provider {
         store: store.clone(),
         artifacts: artifacts.clone(),
