@@ -133,6 +133,21 @@ fn bench_storage_prints_its_figures() {
     assert_eq!(v["txs"], 60);
 }
 
+/// The late joiner's path over loopback libp2p: the joined store has the server's state root.
+#[test]
+fn bench_join_fetches_ties_and_imports_a_served_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doin"))
+        .args(["bench", "join", "--accounts", "500", "--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(v["same_state_root"], true, "{v}");
+    assert!(v["records"].as_u64().unwrap() >= 500, "{v}");
+    assert!(v["fetch_mb"].as_f64().unwrap() > 0.0 && v["join_s"].as_f64().unwrap() > 0.0, "{v}");
+}
+
 #[test]
 fn bench_optimize_prints_its_figures() {
     let out = Command::new(env!("CARGO_BIN_EXE_doin"))

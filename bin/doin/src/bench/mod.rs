@@ -12,6 +12,7 @@ use doin_storage::{ChainStore, StoreOptions, snapshot};
 
 mod fl;
 mod inference;
+mod join;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Bench {
@@ -27,6 +28,16 @@ pub(crate) enum Bench {
         /// Distinct sending accounts.
         #[arg(long, default_value_t = 4_000)]
         accounts: usize,
+    },
+    /// A late joiner on loopback: a snapshot of a state with `--accounts` accounts served by a
+    /// node's provider over libp2p, fetched, tied to the trusted checkpoint, verified, imported.
+    Join {
+        /// Accounts in the state.
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Work directory (a temporary directory inside it is used and removed).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
     },
     /// Imports a chain of signed-transfer blocks into a fresh store (validation and durable
     /// group commits included), then restores a verified snapshot of a large state.
@@ -313,6 +324,7 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
             storage(blocks, txs_per_block, group, snapshot_accounts, &dir)
         }
         Bench::Gossip { nodes, messages, seed } => gossip(nodes, messages, seed),
+        Bench::Join { accounts, dir } => join::join(accounts, &dir),
         Bench::Flood { rounds, base_port } => {
             if rounds == 0 {
                 bail!("--rounds must be at least 1");
