@@ -210,27 +210,43 @@ fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
     for c in &configs {
         rewrite_config(c, |v| v["keep_bodies"] = 16.into());
     }
+    // Anchor checkpoints every 10 blocks (the default 100 is minutes of a test).
+    rewrite_config(&dir.path().join("genesis.json"), |g| g["params"]["anchor_interval"] = 10.into());
     let (tx, rx) = sync_channel(1 << 16);
     let _nodes: Vec<_> = configs
         .iter()
         .enumerate()
         .map(|(i, c)| spawn_lines(doin().arg("node").arg("--config").arg(c), i, &tx, false))
         .collect();
-    // Finality far enough that the first bodies are pruned, and a snapshot served.
+    // Finality far enough that the first bodies are pruned, a snapshot served, and an anchor
+    // checkpoint recorded on chain by its block's generator (published at GET /anchors).
     let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
+    let (status, anchor) = loop {
         let s = common::http_json(P, "/chain/status");
-        if let Some(s) = s.filter(|s| s["finalized_height"].as_u64().is_some_and(|f| f >= 30))
+        let anchored = common::http_json(P, "/anchors").and_then(|a| {
+            a["checkpoints"]
+                .as_array()?
+                .iter()
+                .find(|c| !c["anchor"].is_null() && c["height"].as_u64() >= Some(20))
+                .cloned()
+        });
+        if let (Some(s), Some(a)) =
+            (s.filter(|s| s["finalized_height"].as_u64().is_some_and(|f| f >= 30)), anchored)
             && dir.path().join("node0/snapshot/manifest.json").exists()
         {
-            break s;
+            break (s, a);
         }
-        assert!(Instant::now() < deadline, "no finality at 30 with a snapshot within 180 s");
+        assert!(Instant::now() < deadline, "no finality at 30 with a snapshot and an anchor within 180 s");
         std::thread::sleep(Duration::from_millis(300));
     };
     let pruned = common::http_json(P, "/chain/block/1").unwrap();
     assert_eq!(pruned["error"], "not_found", "block 1's body is pruned: {pruned}");
-    let checkpoint = format!("{}:{}", status["finalized_height"], status["finalized_hash"].as_str().unwrap());
+    let addresses: Vec<serde_json::Value> =
+        (0..3).map(|i| common::http_json(P + 2 * i, "/status").unwrap()["address"].clone()).collect();
+    assert!(addresses.contains(&anchor["anchor"]["by"]), "anchored by a node of the network: {anchor}");
+    assert!(anchor["anchor"]["external_ref"].as_str().unwrap().ends_with("/anchors"), "{anchor}");
+    // The joiner trusts that anchor.
+    let checkpoint = format!("{}:{}", anchor["height"], anchor["hash"].as_str().unwrap());
 
     // A fresh follower: no chain, no stake, the network's genesis, node 0 as its peer.
     let late = |name: &str, port: u16| {

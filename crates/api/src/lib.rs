@@ -284,6 +284,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/economics", get(views::economics))
         .route("/api/channels", get(views::channels))
         .route("/api/inference", get(views::inference))
+        .route("/anchors", get(views::anchors))
         .route("/api/channel/{id}/close", post(views::close_channel))
         .route("/api/jobs", get(jobs::list))
         .route("/api/job", post(jobs::create))

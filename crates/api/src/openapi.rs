@@ -307,6 +307,12 @@ pub const OPERATIONS: &[Operation] = &[
     },
     op(
         "get",
+        "/anchors",
+        "The finalized checkpoint, the finalized anchor checkpoints (latest 100) and their on-chain anchor records: a joining node's trusted checkpoint.",
+        &["finalized", "anchor_interval", "checkpoints"],
+    ),
+    op(
+        "get",
         "/api/inference",
         "The domains this node serves (price per request, base units) and its inference queue: waiting, passes run, requests answered, expired, refused, asynchronous jobs.",
         &["serving", "prices", "queue"],

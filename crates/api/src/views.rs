@@ -607,6 +607,32 @@ pub(crate) async fn channels(State(s): State<ApiState>) -> ApiResult {
     }))
 }
 
+/// `GET /anchors`: the finalized checkpoint, the finalized anchor checkpoints (the latest 100)
+/// and their on-chain anchor records — what a joining node may take as its trusted checkpoint.
+pub(crate) async fn anchors(State(s): State<ApiState>) -> ApiResult {
+    let st = store(&s);
+    let tip = st.tip();
+    let finalized = st.finalized();
+    let anchored: std::collections::BTreeMap<u64, Value> = tip
+        .anchors()
+        .map(|(h, a)| {
+            let external = String::from_utf8_lossy(a.external_ref.as_bytes()).into_owned();
+            (*h, json!({ "by": a.by.to_string(), "external_ref": external, "recorded_at": a.recorded_at }))
+        })
+        .collect();
+    let checkpoints: Vec<Value> = tip
+        .checkpoints()
+        .rev()
+        .take(100)
+        .map(|(h, hash)| json!({ "height": h, "hash": hash.to_string(), "anchor": anchored.get(h) }))
+        .collect();
+    Ok(Json(json!({
+        "finalized": { "height": finalized.height, "hash": finalized.hash.to_string() },
+        "anchor_interval": tip.params().anchor_interval,
+        "checkpoints": checkpoints,
+    })))
+}
+
 /// `GET /api/inference`: what this node serves (domain → price, base units) and its inference
 /// queue's counters (zeros when it serves nothing).
 pub(crate) async fn inference(State(s): State<ApiState>) -> ApiResult {

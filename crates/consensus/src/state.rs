@@ -554,6 +554,11 @@ impl State {
     pub fn unbonding(&self) -> impl Iterator<Item = (&(u64, Address), &Amount)> {
         self.unbonding.iter()
     }
+    /// Finalized anchor checkpoints (multiples of `anchor_interval`) by height.
+    pub fn checkpoints(&self) -> impl DoubleEndedIterator<Item = (&u64, &Hash)> {
+        self.checkpoints.iter()
+    }
+
     /// Anchor records by checkpoint height.
     pub fn anchors(&self) -> impl Iterator<Item = (&u64, &AnchorRecord)> {
         self.anchors.iter()

@@ -180,6 +180,7 @@ impl Engine {
     pub(super) async fn react(&mut self) {
         self.on_tip();
         let state = self.tip_state();
+        self.anchor(&state).await;
         self.release_reveals(&state).await;
         self.produce().await;
     }

@@ -32,6 +32,7 @@
 
 #[cfg(feature = "adversary")]
 mod adversaries;
+mod anchors;
 mod claims;
 mod disputes;
 mod finality_votes;
@@ -302,6 +303,9 @@ struct Engine {
     data_dir: std::path::PathBuf,
     /// The snapshot served to late joiners, refreshed as finality moves.
     snapshots: Arc<crate::snapshots::Snapshots>,
+    /// The highest anchor checkpoint this node recorded on chain, and where it publishes them
+    /// (its `GET /anchors`).
+    anchored: (u64, String),
     /// Federated jobs this node supervises ([`crate::federated`]), shared with the HTTP API.
     jobs: Option<Arc<crate::federated::Jobs>>,
     /// Recorded models being fetched (or last tried), by hash: one download at a time each,

@@ -342,6 +342,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         me,
         data_dir: config.data_dir.clone(),
         snapshots,
+        anchored: (0, format!("http://{}:{}/anchors", config.host, config.port)),
         store: store.clone(),
         net: network.handle.clone(),
         domains: rts,
