@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Killed, doin, serial, spawn_lines};
+use common::{Killed, doin, http_request as http, serial, spawn_lines};
 
 /// A port range per test so tests in parallel do not collide.
 fn base_port(offset: u16) -> u16 {
@@ -436,26 +436,6 @@ fn wallet_and_status_work_against_a_running_devnet() {
     .unwrap_err();
     assert!(e.contains("not hex"), "{e}");
     let _ = devnet.0.kill();
-}
-
-/// One HTTP request to a node (plain HTTP/1.1 on loopback).
-fn http(port: u16, method: &str, path: &str, body: &str, key: Option<&str>) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let key = key.map(|k| format!("x-api-key: {k}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, rest) = out.split_once("\r\n\r\n").unwrap();
-    (
-        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        serde_json::from_str(rest.trim()).unwrap_or_default(),
-    )
 }
 
 #[test]

@@ -46,20 +46,24 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
 
     let nodes: Vec<String> = (0..4).map(|i| format!("127.0.0.1:{}", BASE + 2 * i)).collect();
     // The honest nodes, every answer re-executed on node 1: none is flagged.
-    let out = doin()
-        .args(["infer", "--held-out", "--domain", "mlp_digits", "--node", &nodes[..3].join(",")])
-        .args(["--check-with", &nodes[1], "--check-fraction", "1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "doin infer failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(answers.len(), 3, "{stdout}");
+    let answers = doin_lines(&[
+        "infer",
+        "--held-out",
+        "--domain",
+        "mlp_digits",
+        "--node",
+        &nodes[..3].join(","),
+        "--check-with",
+        &nodes[1],
+        "--check-fraction",
+        "1",
+    ]);
+    assert_eq!(answers.len(), 3, "{answers:?}");
     for a in &answers {
         eprintln!("{a}");
         // One model everywhere: the same optimae and artifact from every node.
-        assert_eq!(a["optimae"], answers[0]["optimae"], "{stdout}");
-        assert_eq!(a["artifact"], answers[0]["artifact"], "{stdout}");
+        assert_eq!(a["optimae"], answers[0]["optimae"], "{answers:?}");
+        assert_eq!(a["artifact"], answers[0]["artifact"], "{answers:?}");
         assert_eq!(a["artifact"], champion["artifact"], "the champion's model: {champion}");
         assert_eq!(a["receipts_checked"], 3, "359 rows in batches of 128, every receipt checked");
         assert_eq!(a["one_model"], true);
@@ -209,12 +213,17 @@ fn settled(id: &str) -> Value {
     }
 }
 
-/// Runs `doin ARGS`, asserting success; its last stdout line as JSON.
-fn doin_json(args: &[&str]) -> Value {
+/// Runs `doin ARGS`, asserting success; its stdout lines as JSON.
+fn doin_lines(args: &[&str]) -> Vec<Value> {
     let out = doin().args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "doin {args:?}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Runs `doin ARGS`, asserting success; its last stdout line as JSON.
+fn doin_json(args: &[&str]) -> Value {
+    doin_lines(args).pop().unwrap()
 }
 
 /// The payer pays for three answers, loses its record and resumes from the update the payee
@@ -445,15 +454,20 @@ fn a_plugin_domains_champion_is_a_model_every_node_serves_through_the_plugin() {
     // agrees (within the plugin's declared tolerance).
     let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", P + 2 * i)).collect();
     let rows = "[[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8],[0,0,0,0,0,0,0,0],[-0.5,0.5,-0.5,0.5,0,0,0,0]]";
-    let out = doin()
-        .args(["infer", "--domain", "regressor", "--inputs", rows, "--node", &nodes.join(",")])
-        .args(["--check-with", &nodes[1], "--check-fraction", "1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "doin infer failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(answers.len(), 3, "{stdout}");
+    let answers = doin_lines(&[
+        "infer",
+        "--domain",
+        "regressor",
+        "--inputs",
+        rows,
+        "--node",
+        &nodes.join(","),
+        "--check-with",
+        &nodes[1],
+        "--check-fraction",
+        "1",
+    ]);
+    assert_eq!(answers.len(), 3, "{answers:?}");
     for a in &answers {
         assert_eq!(a["artifact"], champion["artifact"], "{a}");
         assert_eq!(a["outputs"], answers[0]["outputs"], "one model, one answer: {a}");

@@ -88,15 +88,22 @@ pub(crate) fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(out.split_once("\r\n\r\n")?.1.trim()).ok()
 }
 
-/// `POST path` with a JSON `body` on a node's port: the status and the JSON body (`Null` when
-/// it is not JSON).
-pub(crate) fn http_post(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
+/// One HTTP request to a node's port (plain HTTP/1.1 on loopback), with the `x-api-key` header
+/// when `key` is given: the status and the JSON body (`Null` when it is not JSON).
+pub(crate) fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let key = key.map(|k| format!("x-api-key: {k}\r\n")).unwrap_or_default();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -105,6 +112,11 @@ pub(crate) fn http_post(port: u16, path: &str, body: &str) -> (u16, serde_json::
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let json = out.split_once("\r\n\r\n").map_or("", |x| x.1).trim();
     (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+}
+
+/// `POST path` with a JSON `body` on a node's port: the status and the JSON body.
+pub(crate) fn http_post(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
+    http_request(port, "POST", path, body, None)
 }
 
 /// `GET path` on a node's port: the body as text (`/metrics`).
