@@ -69,6 +69,9 @@ impl Snapshots {
                     records = m.records,
                     "snapshot exported for late joiners"
                 ),
+                Err(e) if e.contains("below this store's first block") => {
+                    tracing::info!(reason = %e, "no snapshot to export yet")
+                }
                 Err(e) => tracing::warn!(error = %e, "snapshot export failed"),
             }
             me.exporting.store(false, Ordering::Release);
@@ -85,7 +88,12 @@ impl Snapshots {
             } else {
                 checkpoint.hash
             };
-            let header = s.header(&hash).map_err(|e| e.to_string())?.ok_or("checkpoint header missing")?;
+            // A node that joined from a snapshot may hold a finalized checkpoint below its base
+            // until finality moves on: nothing to export yet.
+            let header = s.header(&hash).map_err(|e| e.to_string())?.ok_or(format!(
+                "the finalized checkpoint {} is below this store's first block",
+                checkpoint.height
+            ))?;
             let state = s
                 .state_for(&hash)
                 .map_err(|e| e.to_string())?
