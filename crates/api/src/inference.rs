@@ -168,6 +168,8 @@ pub trait InferenceApi: Send + Sync + std::fmt::Debug {
     fn submit(&self, ask: Ask) -> Pending<Result<Value, ServeError>>;
     /// An asynchronous job's `{task_id, status, result, error?, detail?}`.
     fn job(&self, task_id: &str) -> Option<Value>;
+    /// The price per request of each domain served (base units, as strings).
+    fn prices(&self) -> Value;
     /// The queue's counters: `waiting`, `batches`, `requests`, `expired`, `refused`, `jobs`,
     /// `jobs_pending`.
     fn queue(&self) -> Value;

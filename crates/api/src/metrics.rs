@@ -107,39 +107,25 @@ pub fn text(s: &ApiState) -> String {
             };
             *disputes.entry(key).or_default() += 1.0;
         }
-        let disputes: Vec<(String, f64)> =
-            disputes.into_iter().map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), v)).collect();
         o.metric(
             "doin_inference_disputes",
             "gauge",
             "Disputes of inference receipts on chain, by outcome.",
-            &disputes,
+            &labelled("outcome", disputes),
         );
     }
     if let Some(i) = &s.inference {
         let q = i.queue();
-        let n = |k: &str| q[k].as_f64().unwrap_or(0.0);
-        o.one("doin_inference_waiting", "gauge", "Inference requests waiting for the slot.", n("waiting"));
-        o.one("doin_inference_batches", "counter", "Forward passes the inference slot ran.", n("batches"));
-        o.one(
-            "doin_inference_requests",
-            "counter",
-            "Inference requests those passes answered.",
-            n("requests"),
-        );
-        o.one(
-            "doin_inference_expired",
-            "counter",
-            "Inference requests that waited past their expiry.",
-            n("expired"),
-        );
-        o.one("doin_inference_refused", "counter", "Inference requests refused: queue full.", n("refused"));
-        o.one(
-            "doin_inference_jobs_pending",
-            "gauge",
-            "Asynchronous inference jobs pending.",
-            n("jobs_pending"),
-        );
+        for (key, kind, help) in [
+            ("waiting", "gauge", "Inference requests waiting for the slot."),
+            ("batches", "counter", "Forward passes the inference slot ran."),
+            ("requests", "counter", "Inference requests those passes answered."),
+            ("expired", "counter", "Inference requests that waited past their expiry."),
+            ("refused", "counter", "Inference requests refused: queue full."),
+            ("jobs_pending", "gauge", "Asynchronous inference jobs pending."),
+        ] {
+            o.one(&format!("doin_inference_{key}"), kind, help, q[key].as_f64().unwrap_or(0.0));
+        }
     }
     if let Some(m) = &s.market {
         let v = m.view();
@@ -150,13 +136,11 @@ pub fn text(s: &ApiState) -> String {
                 *n += 1.0;
             }
         }
-        let offers: Vec<(String, f64)> =
-            offers.into_iter().map(|(k, v)| (format!("{{status=\"{k}\"}}"), v)).collect();
         o.metric(
             "doin_market_offers",
             "gauge",
             "Providers' offers this market holds, by check status.",
-            &offers,
+            &labelled("status", offers),
         );
         o.one(
             "doin_market_checks",
@@ -381,4 +365,9 @@ pub fn text(s: &ApiState) -> String {
 /// The handler.
 pub(crate) async fn render(State(s): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text(&s)).into_response()
+}
+
+/// Counts by label value as `{label="value"}` series.
+fn labelled(label: &str, counts: std::collections::BTreeMap<&str, f64>) -> Vec<(String, f64)> {
+    counts.into_iter().map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v)).collect()
 }

@@ -637,7 +637,7 @@ pub(crate) async fn anchors(State(s): State<ApiState>) -> ApiResult {
 /// queue's counters (zeros when it serves nothing).
 pub(crate) async fn inference(State(s): State<ApiState>) -> ApiResult {
     Ok(Json(match &s.inference {
-        Some(i) => json!({ "serving": true, "prices": i.channels()["prices"].clone(), "queue": i.queue() }),
+        Some(i) => json!({ "serving": true, "prices": i.prices(), "queue": i.queue() }),
         None => json!({
             "serving": false, "prices": {},
             "queue": { "waiting": 0, "batches": 0, "requests": 0, "expired": 0, "refused": 0, "jobs": 0, "jobs_pending": 0 },

@@ -61,7 +61,8 @@ pub enum SyncError {
     },
 }
 
-async fn headers(
+/// Canonical headers from `from` (at most `count`) of `peer`'s chain.
+pub async fn headers(
     handle: &NetworkHandle,
     peer: PeerId,
     from: u64,
@@ -87,17 +88,9 @@ pub async fn best_peer(
     genesis: Hash,
     timeout: std::time::Duration,
 ) -> (Option<(PeerId, Status)>, Vec<(PeerId, Hash)>) {
-    let asked = peers.iter().map(|peer| async move {
-        let answer = tokio::time::timeout(timeout, handle.request(*peer, SyncRequest::Status)).await;
-        (*peer, answer)
-    });
-    let answers = futures::future::join_all(asked).await;
     let mut best: Option<(PeerId, Status)> = None;
     let mut other = Vec::new();
-    for (peer, answer) in answers {
-        let Ok(Ok(SyncResponse::Status(s))) = answer else {
-            continue;
-        };
+    for (peer, s) in statuses(handle, peers, timeout).await {
         if s.genesis != genesis {
             other.push((peer, s.genesis));
             continue;
@@ -108,6 +101,27 @@ pub async fn best_peer(
         }
     }
     (best, other)
+}
+
+/// The statuses of `peers`, all asked at once; peers that do not answer within `timeout` are
+/// left out.
+pub async fn statuses(
+    handle: &NetworkHandle,
+    peers: &[PeerId],
+    timeout: std::time::Duration,
+) -> Vec<(PeerId, Status)> {
+    let asked = peers.iter().map(|peer| async move {
+        let answer = tokio::time::timeout(timeout, handle.request(*peer, SyncRequest::Status)).await;
+        (*peer, answer)
+    });
+    futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .filter_map(|(peer, answer)| match answer {
+            Ok(Ok(SyncResponse::Status(s))) => Some((peer, s)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether a chain with status `remote` is worth syncing from for a node at `local`, in fork

@@ -20,10 +20,7 @@ use std::{
 };
 
 use doin_consensus::GenesisSpec;
-use doin_net::{
-    Multiaddr, PeerId,
-    protocol::{MAX_HEADERS, SyncRequest, SyncResponse},
-};
+use doin_net::{Multiaddr, PeerId, protocol::MAX_HEADERS};
 use doin_primitives::{BlockHeader, Hash, Keypair};
 use doin_storage::{
     StoreOptions,
@@ -80,11 +77,9 @@ async fn linked_headers(
     let mut next = from;
     while next <= to {
         let count = (to - next + 1).min(u64::from(MAX_HEADERS)) as u32;
-        let page = match handle.request(peer, SyncRequest::Headers { from: next, count }).await {
-            Ok(SyncResponse::Headers(h)) => h,
-            Ok(other) => return Err(format!("peer {peer}: headers from {next}: {other:?}")),
-            Err(e) => return Err(format!("peer {peer}: headers from {next}: {e}")),
-        };
+        let page = doin_net::sync::headers(handle, peer, next, count)
+            .await
+            .map_err(|e| format!("peer {peer}: headers from {next}: {e}"))?;
         if page.is_empty() {
             return Err(format!("peer {peer} has no block at height {next}"));
         }
@@ -181,15 +176,11 @@ async fn fetch_and_import(
         tokio::time::sleep(Duration::from_secs(1)).await;
         let connected = handle.peers().await.unwrap_or_default();
         let mut ours = Vec::new();
-        for peer in connected {
-            match tokio::time::timeout(Duration::from_secs(3), handle.request(peer, SyncRequest::Status))
-                .await
-            {
-                Ok(Ok(SyncResponse::Status(s))) if s.genesis == genesis => ours.push(peer),
-                Ok(Ok(SyncResponse::Status(s))) => {
-                    tracing::warn!(%peer, theirs = %s.genesis, ours = %genesis, "a bootstrap peer is on another network")
-                }
-                _ => {}
+        for (peer, s) in doin_net::sync::statuses(handle, &connected, Duration::from_secs(3)).await {
+            if s.genesis == genesis {
+                ours.push(peer);
+            } else {
+                tracing::warn!(%peer, theirs = %s.genesis, ours = %genesis, "a bootstrap peer is on another network");
             }
         }
         if !ours.is_empty() {

@@ -36,6 +36,9 @@ pub struct Snapshots {
     exporting: AtomicBool,
     /// The height and time of the last export.
     last: Mutex<Option<(u64, Instant)>>,
+    /// The served snapshot's chunk files in manifest order (read from its manifest once: the
+    /// manifest carries the genesis spec and can be megabytes).
+    files: Mutex<Option<Vec<String>>>,
 }
 
 impl Snapshots {
@@ -47,6 +50,7 @@ impl Snapshots {
             keep_bodies,
             exporting: AtomicBool::new(false),
             last: Mutex::new(None),
+            files: Mutex::new(None),
         }
     }
 
@@ -109,7 +113,10 @@ impl Snapshots {
         if self.dir.exists() {
             std::fs::rename(&self.dir, &old).map_err(|e| format!("moving the old snapshot aside: {e}"))?;
         }
+        let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         std::fs::rename(&fresh, &self.dir).map_err(|e| format!("swapping the snapshot in: {e}"))?;
+        *files = Some(manifest.chunks.iter().map(|c| c.file.clone()).collect());
+        drop(files);
         let _ = std::fs::remove_dir_all(&old);
         *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((manifest.height, Instant::now()));
@@ -123,12 +130,18 @@ impl Snapshots {
 
     /// Chunk `index` of the served snapshot (as its manifest names it).
     pub fn chunk(&self, index: u32) -> Option<Vec<u8>> {
-        let manifest: Manifest = serde_json::from_slice(&self.manifest()?).ok()?;
-        let info = manifest.chunks.get(usize::try_from(index).ok()?)?;
-        if info.file.contains('/') || info.file.contains("..") {
+        let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if files.is_none() {
+            // A previous run's export: its manifest read once.
+            let manifest: Manifest = serde_json::from_slice(&self.manifest()?).ok()?;
+            *files = Some(manifest.chunks.into_iter().map(|c| c.file).collect());
+        }
+        let file = files.as_ref()?.get(usize::try_from(index).ok()?)?.clone();
+        drop(files);
+        if file.contains('/') || file.contains("..") {
             return None;
         }
-        std::fs::read(self.dir.join(&info.file)).ok()
+        std::fs::read(self.dir.join(file)).ok()
     }
 
     /// The served snapshot's height, if one is served.

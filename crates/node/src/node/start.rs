@@ -107,6 +107,11 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     }
     let options =
         StoreOptions { archive: config.archive, keep_bodies: config.keep_bodies, ..StoreOptions::default() };
+    let bootstrap: Vec<Multiaddr> = config
+        .bootstrap_peers
+        .iter()
+        .map(|p| parse_peer(p).map_err(|e| other(format!("bootstrap_peers: {p:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
     let store_path = config.data_dir.join("chain.redb");
     // Late joining: no chain here yet and a checkpoint trusted: the state comes from the peers'
     // snapshot (checked against the checkpoint), the rest by syncing as usual.
@@ -115,11 +120,6 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         if store_path.exists() {
             tracing::info!("checkpoint: this data directory has a chain already; it goes on from there");
         } else {
-            let bootstrap: Vec<Multiaddr> = config
-                .bootstrap_peers
-                .iter()
-                .map(|p| parse_peer(p).map_err(|e| other(format!("bootstrap_peers: {p:?}: {e}"))))
-                .collect::<Result<_, _>>()?;
             println!("joining from a snapshot, trusting block {} at height {}", trusted.hash, trusted.height);
             let joined = crate::join::Join {
                 key: &key,
@@ -147,11 +147,6 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
 
     let listen: Multiaddr =
         format!("/ip4/{}/tcp/{}", config.host, config.p2p_port()).parse().map_err(other)?;
-    let bootstrap: Vec<Multiaddr> = config
-        .bootstrap_peers
-        .iter()
-        .map(|p| parse_peer(p).map_err(|e| other(format!("bootstrap_peers: {p:?}: {e}"))))
-        .collect::<Result<_, _>>()?;
     let mut listen = vec![listen];
     for text in &config.listen_addresses {
         listen

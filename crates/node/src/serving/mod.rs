@@ -380,6 +380,10 @@ impl InferenceApi for Serving {
         self.0.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).view(task_id)
     }
 
+    fn prices(&self) -> Value {
+        Value::Object(self.0.domains.iter().map(|(d, s)| (d.clone(), json!(s.price.0.to_string()))).collect())
+    }
+
     fn queue(&self) -> Value {
         let st = &self.0.queue.stats;
         let (jobs, jobs_pending) =
@@ -428,7 +432,7 @@ impl InferenceApi for Serving {
         let (earned_open, earned_settled, _) = book.earnings();
         json!({
             "payee": self.0.key.address().to_string(),
-            "prices": self.0.domains.iter().map(|(d, s)| (d.clone(), json!(s.price.0.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "prices": self.prices(),
             "channels": open,
             "earned_open": earned_open.0.to_string(),
             "earned_settled": earned_settled.0.to_string(),
