@@ -210,6 +210,8 @@ fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
     for c in &configs {
         rewrite_config(c, |v| v["keep_bodies"] = 16.into());
     }
+    // Node 1 is an archive: it keeps every body whatever `keep_bodies` says.
+    rewrite_config(&configs[1], |v| v["archive"] = true.into());
     // Anchor checkpoints every 10 blocks (the default 100 is minutes of a test).
     rewrite_config(&dir.path().join("genesis.json"), |g| g["params"]["anchor_interval"] = 10.into());
     let (tx, rx) = sync_channel(1 << 16);
@@ -241,6 +243,8 @@ fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
     };
     let pruned = common::http_json(P, "/chain/block/1").unwrap();
     assert_eq!(pruned["error"], "not_found", "block 1's body is pruned: {pruned}");
+    let archived = common::http_json(P + 2, "/chain/block/1").unwrap();
+    assert_eq!(archived["header"]["index"], 1, "the archive node keeps block 1: {archived}");
     let addresses: Vec<serde_json::Value> =
         (0..3).map(|i| common::http_json(P + 2 * i, "/status").unwrap()["address"].clone()).collect();
     assert!(addresses.contains(&anchor["anchor"]["by"]), "anchored by a node of the network: {anchor}");
