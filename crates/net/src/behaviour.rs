@@ -92,7 +92,11 @@ fn gossip(
     config: &Config,
     registry: Option<&mut prometheus_client::registry::Registry>,
 ) -> Result<gossipsub::Behaviour, NetError> {
+    // Peer exchange: a peer pruned from a full mesh is handed others to connect to (dialed by
+    // id; their addresses come from kademlia), accepted only from peers scoring
+    // `accept_px_threshold` or more.
     let gconfig = gossipsub::ConfigBuilder::default()
+        .do_px()
         .heartbeat_interval(config.gossip_heartbeat)
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()

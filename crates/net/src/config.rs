@@ -20,6 +20,10 @@ pub struct Config {
     pub enable_mdns: bool,
     /// Act as a relay for peers behind NAT.
     pub relay_server: bool,
+    /// Addresses at which others reach this node although it does not listen on them itself (a
+    /// public address forwarded to it, a port mapping): announced to peers (identify, kademlia)
+    /// as confirmed external addresses.
+    pub external: Vec<Multiaddr>,
     /// Penalize many peers sharing one IP (off for loopback networks and tests).
     pub ip_colocation_penalty: bool,
     /// Established connections at most.
@@ -54,6 +58,7 @@ impl Default for Config {
             domains: Vec::new(),
             enable_mdns: false,
             relay_server: false,
+            external: Vec::new(),
             ip_colocation_penalty: true,
             max_connections: 128,
             max_outbound_per_group: 2,

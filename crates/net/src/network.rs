@@ -11,8 +11,10 @@ use std::{
 use doin_primitives::{BlockBody, BlockHeader, Hash, Keypair};
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, request_response, swarm::SwarmEvent,
+    Multiaddr, PeerId, Swarm, dcutr, gossipsub, identify, identity, kad, mdns, request_response,
+    swarm::SwarmEvent,
 };
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -130,6 +132,14 @@ pub enum NetworkEvent {
     },
     /// Now listening on an address.
     Listening(Multiaddr),
+    /// A hole punch (DCUtR) through a relayed connection ended: `Ok` when a direct connection
+    /// to the peer now stands beside the relayed one.
+    HolePunch {
+        /// The peer on the other side of the relay.
+        peer: PeerId,
+        /// Why it failed, if it did.
+        result: Result<(), String>,
+    },
 }
 
 enum Command {
@@ -275,6 +285,20 @@ pub async fn start(
             .subscribe(&topic.ident())
             .map_err(|e| NetError::Config(format!("subscribing to {}: {e}", topic.name())))?;
     }
+    for addr in &config.external {
+        if is_circuit(addr) {
+            return Err(NetError::Config(format!(
+                "external address {addr} goes through a relay: listen through it instead"
+            )));
+        }
+        swarm.add_external_address(addr.clone());
+    }
+    let hole_punches = Family::<Vec<(String, String)>, Counter>::default();
+    registry.register(
+        "hole_punches",
+        "Hole punches (DCUtR) through relayed connections, by result",
+        hole_punches.clone(),
+    );
     let mut circuits = HashMap::new();
     for addr in &config.listen {
         let id = swarm
@@ -314,6 +338,8 @@ pub async fn start(
         ban_duration: config.ban_duration,
         circuits,
         relisten: Vec::new(),
+        walked: false,
+        hole_punches,
     };
     let task = tokio::spawn(actor.run());
     Ok(Network { handle: NetworkHandle { commands: cmd_tx, peer_id }, events: ev_rx, task })
@@ -346,6 +372,10 @@ struct Actor {
     /// or the connection to it races another dial, and a node behind a NAT must not stay
     /// unreachable for it.
     relisten: Vec<(Instant, Multiaddr, u32)>,
+    /// Whether the first walk (at the first identified peer) ran.
+    walked: bool,
+    /// `doin_net_hole_punches_total{result}`.
+    hole_punches: Family<Vec<(String, String)>, Counter>,
 }
 
 /// Whether `addr` listens or dials through a relay.
@@ -604,6 +634,27 @@ impl Actor {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
+                // The first peer that told us its addresses is where discovery starts: look
+                // up our own id now rather than at the next walk (up to 30 s away).
+                if !self.walked {
+                    self.walked = true;
+                    let me = *self.swarm.local_peer_id();
+                    self.swarm.behaviour_mut().kad.get_closest_peers(me);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
+                let result = result.map(|_| ()).map_err(|e| e.to_string());
+                match &result {
+                    Ok(()) => {
+                        info!(target: "net::relay", peer = %remote_peer_id, "hole punched: direct connection")
+                    }
+                    Err(error) => {
+                        info!(target: "net::relay", peer = %remote_peer_id, %error, "hole punching failed")
+                    }
+                }
+                let label = if result.is_ok() { "direct" } else { "failed" };
+                self.hole_punches.get_or_create(&vec![("result".to_owned(), label.to_owned())]).inc();
+                self.emit(NetworkEvent::HolePunch { peer: remote_peer_id, result });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {

@@ -504,3 +504,24 @@ async fn quic_on_loopback_carries_requests_and_gossip() {
     let got = next_gossip(&mut b, 10, |e| matches!(e, NetworkEvent::Gossip { .. })).await;
     assert!(matches!(got, Some(NetworkEvent::Gossip { message, .. }) if message == msg));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_knows_one_peer_finds_the_others_through_it() {
+    let (a, a_addr) = node(61, vec![], Arc::new(NoChain)).await;
+    let (b, _) = node(62, vec![a_addr.clone()], Arc::new(NoChain)).await;
+    connected(&b, &a).await;
+    // C knows only A; kademlia's walk through A's routing table finds B.
+    let (c, _) = node(63, vec![a_addr], Arc::new(NoChain)).await;
+    let mut met = false;
+    for _ in 0..200 {
+        met = c.handle.peers().await.unwrap().contains(&b.handle.peer_id());
+        if met {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(met, "C did not find B through A within 10 s");
+    for n in [a, b, c] {
+        n.handle.shutdown().await;
+    }
+}

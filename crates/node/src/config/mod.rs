@@ -224,6 +224,12 @@ pub struct NodeConfig {
     pub listen_addresses: Vec<String>,
     /// Serve as a circuit relay (v2) for peers that cannot be reached directly.
     pub relay_server: bool,
+    /// Also listen on QUIC (`/ip4/host/udp/p2p_port/quic-v1`) beside TCP: one UDP socket for
+    /// every connection, so hole punching through NATs works far more often than with TCP.
+    pub quic: bool,
+    /// Addresses at which others reach this node although it does not listen on them (a
+    /// public IP forwarded to `host`, a port mapping): announced to peers as its own.
+    pub external_addresses: Vec<String>,
     /// Development-chain parameters (used when this node creates the genesis).
     pub initial_threshold: f64,
     /// Target block time in seconds (development chain).
@@ -304,6 +310,8 @@ impl Default for NodeConfig {
             discovery_enabled: false,
             listen_addresses: Vec::new(),
             relay_server: false,
+            quic: false,
+            external_addresses: Vec::new(),
             initial_threshold: 1e-6,
             target_block_time: 600.0,
             quorum_min_evaluators: 3,

@@ -164,6 +164,13 @@ fn bad_values_name_their_key() {
         ("{", "(file)"),
         (r#"{"seal_slot": 0}"#, "seal_slot"),
         (r#"{"keep_bodies": 8}"#, "keep_bodies"),
+        (r#"{"listen_addresses": ["10.0.0.1:4001"]}"#, "listen_addresses[0]"),
+        (r#"{"external_addresses": ["/ip4/203.0.113.5"]}"#, "external_addresses[0]"),
+        (
+            r#"{"external_addresses": ["/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"]}"#,
+            "external_addresses[0]",
+        ),
+        (r#"{"quic": "on"}"#, "quic"),
         (r#"{"archive": "yes"}"#, "archive"),
         (r#"{"reveal_delay": 2.0}"#, "reveal_delay"),
         (r#"{"api_users": [{"user": "a", "key": "short"}]}"#, "api_users[0].key"),

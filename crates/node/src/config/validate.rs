@@ -105,6 +105,26 @@ impl NodeConfig {
                 return Err(bad("checkpoint", "joining from a snapshot needs the network's `genesis` file"));
             }
         }
+        for (i, text) in self.listen_addresses.iter().enumerate() {
+            text.parse::<doin_net::Multiaddr>().map_err(|e| {
+                bad(format!("listen_addresses[{i}]"), format!("{text:?} is not a multiaddr: {e}"))
+            })?;
+        }
+        for (i, text) in self.external_addresses.iter().enumerate() {
+            let key = format!("external_addresses[{i}]");
+            let addr = text
+                .parse::<doin_net::Multiaddr>()
+                .map_err(|e| bad(&key, format!("{text:?} is not a multiaddr: {e}")))?;
+            if addr.iter().any(|p| matches!(p, doin_net::Protocol::P2pCircuit)) {
+                return Err(bad(
+                    key,
+                    "goes through a relay: put a relay's circuit in `listen_addresses` instead",
+                ));
+            }
+            if !addr.iter().any(|p| matches!(p, doin_net::Protocol::Tcp(_) | doin_net::Protocol::QuicV1)) {
+                return Err(bad(key, format!("{text:?} names no TCP port or QUIC endpoint")));
+            }
+        }
         if self.keep_bodies < 16 {
             return Err(bad(
                 "keep_bodies",
@@ -358,6 +378,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "discovery_enabled",
     "listen_addresses",
     "relay_server",
+    "quic",
+    "external_addresses",
     "initial_threshold",
     "target_block_time",
     "quorum_min_evaluators",

@@ -29,6 +29,10 @@ impl Engine {
                 println!("connected {peer}");
                 self.emit("peer_joined", None, json!({ "peer_id": peer.to_string() }));
             }
+            NetworkEvent::HolePunch { peer, result } => match result {
+                Ok(()) => println!("hole punched {peer}"),
+                Err(e) => println!("hole punching with {peer} failed: {e}"),
+            },
             NetworkEvent::PeerDisconnected(peer) => {
                 self.emit("peer_left", None, json!({ "peer_id": peer.to_string() }));
             }

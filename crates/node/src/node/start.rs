@@ -148,13 +148,21 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let listen: Multiaddr =
         format!("/ip4/{}/tcp/{}", config.host, config.p2p_port()).parse().map_err(other)?;
     let mut listen = vec![listen];
-    for text in &config.listen_addresses {
+    if config.quic {
         listen
-            .push(text.parse::<Multiaddr>().map_err(|e| other(format!("listen_addresses: {text:?}: {e}")))?);
+            .push(format!("/ip4/{}/udp/{}/quic-v1", config.host, config.p2p_port()).parse().map_err(other)?);
     }
+    let multiaddrs = |key: &str, texts: &[String]| -> Result<Vec<Multiaddr>, NodeError> {
+        texts
+            .iter()
+            .map(|t| t.parse::<Multiaddr>().map_err(|e| other(format!("{key}: {t:?}: {e}"))))
+            .collect()
+    };
+    listen.extend(multiaddrs("listen_addresses", &config.listen_addresses)?);
     let net_config = doin_net::Config {
         listen,
         relay_server: config.relay_server,
+        external: multiaddrs("external_addresses", &config.external_addresses)?,
         bootstrap: bootstrap.clone(),
         domains: rts.keys().cloned().collect(),
         // Multicast stays off on loopback (`::1` too), whatever the config says.
