@@ -315,3 +315,98 @@ fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The seed's own workflow on three loopback nodes: every node searches with an external
+/// Python optimizer (the DEAP example, `optimization_plugin: "plugin:…"`) on an external Python
+/// domain (the SDK's NumPy/PyTorch regressor, `domain_plugin`). Claims are verified by quorums
+/// measuring through the plugin, and verified champions migrate between the nodes' optimizers:
+/// every node's DEAP process is handed (`inject`) a champion another node found, and none of
+/// its calls failed.
+#[test]
+fn deap_optimizers_on_a_python_domain_exchange_champions_across_three_nodes() {
+    if common::python_with(&["numpy", "deap"]).is_none() {
+        return;
+    }
+    let _slot = serial();
+    const P: u16 = 19340;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/python/examples");
+    let domain = format!("python3 {}", examples.join("numpy_domain.py").display());
+    let optimizer = format!("plugin:python3 {}", examples.join("deap_optimizer.py").display());
+    let dir = tempfile::tempdir().unwrap();
+    // A target no model reaches: the search goes on, so champions keep changing hands.
+    let (_, configs) = devnet_setup(
+        dir.path(),
+        3,
+        500,
+        &[
+            "--base-port",
+            &P.to_string(),
+            "--domain",
+            "regressor",
+            "--domain-plugin",
+            &domain,
+            "--optimizer",
+            &optimizer,
+            "--target",
+            "-0.000001",
+            "--optimization",
+            "population=8",
+        ],
+    );
+    let (tx, rx) = sync_channel(1 << 16);
+    let _children: Vec<_> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, path)| spawn_lines(doin().arg("node").arg("--config").arg(path), i, &tx, false))
+        .collect();
+    let mut addresses: BTreeMap<usize, String> = BTreeMap::new();
+    // Per node: the nodes whose champions migrated into its optimizer.
+    let mut migrants: BTreeMap<usize, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut champions: Vec<(usize, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = |addresses: &BTreeMap<usize, String>,
+                migrants: &BTreeMap<usize, std::collections::BTreeSet<String>>| {
+        addresses.len() == 3
+            && (0..3).all(|i| {
+                migrants.get(&i).is_some_and(|from| from.iter().any(|a| Some(a) != addresses.get(&i)))
+            })
+    };
+    while !done(&addresses, &migrants) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((who, line, _)) = rx.recv_timeout(left.min(Duration::from_secs(1))) else {
+            assert!(
+                Instant::now() < deadline,
+                "within 300 s every node's optimizer gets another node's champion: migrants {migrants:?}, \
+                 champions {champions:?}"
+            );
+            continue;
+        };
+        if let Some(a) = line.strip_prefix("address ") {
+            addresses.insert(who, a.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("migrant regressor from ") {
+            let mut words = rest.split(' ');
+            let by = words.next().unwrap_or_default().to_owned();
+            assert_eq!(words.next(), Some("into"), "{line}");
+            assert_eq!(words.next(), Some("plugin"), "the DEAP plugin is the optimizer: {line}");
+            migrants.entry(who).or_default().insert(by);
+        } else if line.starts_with("champion regressor ") {
+            champions.push((who, line));
+        }
+    }
+    eprintln!("migrants {migrants:?}\nchampions {champions:?}");
+    // Migrants came from the network, not from the node itself, and every node's DEAP process
+    // answered every call (inject included) without a failure.
+    for i in 0..3u16 {
+        let from = &migrants[&usize::from(i)];
+        assert!(!from.contains(&addresses[&usize::from(i)]), "node {i} got its own champion as a migrant");
+        let plugins = common::http_json(P + 2 * i, "/api/plugins").expect("/api/plugins answers");
+        let deap = plugins["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str().is_some_and(|n| n.contains("optimizer")))
+            .unwrap_or_else(|| panic!("node {i}: no optimizer process: {plugins}"))
+            .clone();
+        assert!(deap["calls"].as_u64() > Some(3) && deap["errors"] == 0, "node {i}: {deap}");
+    }
+}

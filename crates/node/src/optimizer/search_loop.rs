@@ -202,6 +202,10 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     evaluations += 1;
                     let loss = own.map_or(verified, |m| domain.loss(&m));
                     optimizer.inject(Evaluated { x: x.clone(), loss });
+                    if let Some(by) = by {
+                        // Another node's champion migrated into this node's optimizer.
+                        println!("migrant {} from {by} into {} loss {loss}", domain.id(), optimizer.kind());
+                    }
                     optimizer.hook(&Hook::ChampionFound { x, loss });
                     if let (Some(s), Some(by)) = (&mut sharing, by) {
                         s.certified(by, verified, optimizer.as_mut());
