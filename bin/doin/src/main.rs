@@ -12,6 +12,7 @@ mod market;
 mod network;
 mod node_cmd;
 mod plugin_guard;
+mod pouw;
 mod sim;
 mod snapshot;
 mod wallet;
@@ -63,6 +64,10 @@ enum Command {
     Dispute(dispute::Dispute),
     /// A node's status (its `/status` endpoint).
     Status(wallet::NodeUrl),
+    /// The PoUW seed's operator surface: stake-and-register (prints the ticket), status,
+    /// health-metrics, economic-status, ticket.
+    #[command(subcommand)]
+    Pouw(pouw::Pouw),
     /// Creates a node key (mode 0600) and prints its address and peer id.
     Keygen {
         /// Where to write the key.
@@ -151,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             fl::run(f)
         }
         Command::Status(n) => wallet::status(n),
+        Command::Pouw(c) => pouw::run(c),
         Command::Infer(a) => infer::run(a),
         Command::Channel(c) => channel::run(c),
         Command::Dispute(d) => dispute::run(d),

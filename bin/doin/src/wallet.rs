@@ -194,6 +194,25 @@ pub(crate) fn submit_tx_at(
     kind: TxKind,
     ahead: u64,
 ) -> anyhow::Result<(doin_primitives::Hash, u64)> {
+    let tx = sign_tx(node, key, kind, ahead)?;
+    let (code, v) = http(node, "POST", "/tx", Some(&serde_json::to_string(&tx)?))?;
+    if code != 202 {
+        bail!(
+            "the node refused the transaction (HTTP {code}): {}",
+            v["detail"].as_str().unwrap_or(&v.to_string())
+        );
+    }
+    Ok((tx.id(), tx.body.nonce))
+}
+
+/// Signs `kind` from `key` with the account's next nonce plus `ahead`, the chain id and fees
+/// the node reports.
+pub(crate) fn sign_tx(
+    node: &str,
+    key: &Keypair,
+    kind: TxKind,
+    ahead: u64,
+) -> anyhow::Result<doin_primitives::Transaction> {
     let me = key.address();
     let account = get(node, &format!("/accounts/{me}"))?;
     let status = get(node, "/chain/status")?;
@@ -209,15 +228,7 @@ pub(crate) fn submit_tx_at(
         priority_fee: Amount(1),
         kind,
     };
-    let tx = Signed::sign(body, key);
-    let (code, v) = http(node, "POST", "/tx", Some(&serde_json::to_string(&tx)?))?;
-    if code != 202 {
-        bail!(
-            "the node refused the transaction (HTTP {code}): {}",
-            v["detail"].as_str().unwrap_or(&v.to_string())
-        );
-    }
-    Ok((tx.id(), nonce))
+    Ok(Signed::sign(body, key))
 }
 
 pub(crate) fn run(w: Wallet) -> anyhow::Result<()> {

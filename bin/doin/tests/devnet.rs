@@ -682,3 +682,144 @@ fn http_text(port: u16, path: &str) -> (u16, String) {
     let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, out.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
 }
+
+/// The PoUW seed's operator surface on a running devnet: `doin pouw stake-and-register` stakes
+/// a new account as MINER + VERIFIER with the seed's preferences and prints the ticket once a
+/// block holds it; a second stake supersedes it; `economic-status` shows the stake, its ticket
+/// and preferences; `status` and `health-metrics` of a working node report measured figures;
+/// a PEER-only stake, a non-stake transaction and an unknown ticket are refused by name.
+#[test]
+fn pouw_stake_and_register_returns_a_ticket_and_status_health_and_economics_are_measured() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_port(90);
+    let (port, d) = (base.to_string(), dir.path().to_str().unwrap().to_owned());
+    let mut devnet = Killed(
+        doin()
+            .args(["devnet", "--nodes", "2", "--target", "0.5", "--duration", "90", "--base-port", &port])
+            .args(["--dir", &d])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let node = format!("127.0.0.1:{base}");
+    // node 0 mines: it claims, votes and generates blocks; wait for some of each.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(v) = run_json(&["pouw", "status", "--node", &node])
+            && v["stats"]["blocks_mined"].as_u64() > Some(0)
+            && v["stats"]["claims_accepted"].as_u64() > Some(0)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "node 0 mined nothing within 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(status["role"], "MINER", "{status}");
+    assert_eq!(status["roles"], serde_json::json!(["MINER", "VERIFIER", "EVALUATOR"]), "{status}");
+    assert_eq!((status["is_running"].as_bool(), status["is_mining"].as_bool()), (Some(true), Some(true)));
+    assert!(status["blockchain_height"].as_u64() > Some(0) && status["peer_count"].is_u64(), "{status}");
+    let health = run_json(&["pouw", "health-metrics", "--node", &node]).unwrap();
+    let rate = health["success_rate"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&rate), "{health}");
+    assert!(health["cpu_usage"].as_f64() > Some(0.0) && health["memory_mb"].as_f64() > Some(1.0), "{health}");
+    assert!(health["memory_usage"].as_f64().is_some_and(|m| m > 0.0 && m < 100.0), "{health}");
+    assert!(["healthy", "degraded"].contains(&health["status"].as_str().unwrap()), "{health}");
+    let mine = run_json(&["pouw", "economic-status", "--node", &node]).unwrap();
+    assert_eq!(mine["is_staked"], true, "{mine}");
+    assert!(mine["rewards"]["total"].as_f64() > Some(0.0), "node 0 earned rewards: {mine}");
+
+    // A new account, funded by node 1, stakes as MINER and VERIFIER.
+    let key = dir.path().join("miner.key");
+    let k = run_json(&["keygen", "--out", key.to_str().unwrap()]).unwrap();
+    let who = k["address"].as_str().unwrap().to_owned();
+    let funder = dir.path().join("node1/node.key");
+    let funder = funder.to_str().unwrap();
+    run_json(&["wallet", "transfer", "--node", &node, "--key", funder, "--to", &who, "--amount", "20"])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run_json(&["wallet", "balance", "--node", &node, "--address", &who]).unwrap()["balance"]
+        != "20000000000"
+    {
+        assert!(Instant::now() < deadline, "the funding transfer never landed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let key = key.to_str().unwrap();
+    let stake = |amount: &str, roles: &str, extra: &[&str]| {
+        let mut args = vec![
+            "pouw",
+            "stake-and-register",
+            "--node",
+            &node,
+            "--key",
+            key,
+            "--amount",
+            amount,
+            "--role",
+            roles,
+        ];
+        args.extend_from_slice(extra);
+        run_json(&args)
+    };
+    let ticket = stake(
+        "5",
+        "MINER,VERIFIER",
+        &["--preferences", r#"{"gpu_memory": "8GB", "cpu_cores": 4, "bandwidth": "1Gbps"}"#],
+    )
+    .unwrap();
+    assert_eq!(ticket["status"], "active", "{ticket}");
+    assert_eq!(ticket["staker"], who.as_str());
+    assert_eq!(ticket["roles"], serde_json::json!(["MINER", "VERIFIER", "EVALUATOR"]), "{ticket}");
+    assert_eq!(ticket["stake_amount"], 5.0);
+    assert!(ticket["block_height"].as_u64() > Some(0), "{ticket}");
+    assert_eq!(ticket["preferences"]["gpu_mem_mb"], 8192, "{ticket}");
+    assert_eq!(ticket["preferences"]["bandwidth_mbps"], 1000, "{ticket}");
+    let first = ticket["ticket_id"].as_str().unwrap().to_owned();
+    let econ = run_json(&["pouw", "economic-status", "--node", &node, "--address", &who]).unwrap();
+    assert_eq!(
+        (econ["is_staked"].as_bool(), econ["stake"]["ticket_id"].as_str()),
+        (Some(true), Some(first.as_str()))
+    );
+    assert!(econ["balance"].as_f64().is_some_and(|b| b < 15.0 && b > 14.0), "20 − 5 − fees: {econ}");
+
+    // A second stake adds to the first and takes over its ticket.
+    let second = stake("1", "SUPERVISOR", &[]).unwrap();
+    assert_eq!((second["status"].as_str(), second["stake_amount"].as_f64()), (Some("active"), Some(6.0)));
+    assert_eq!(second["roles"], serde_json::json!(["SUPERVISOR", "MINER"]), "{second}");
+    let old = run_json(&["pouw", "ticket", "--node", &node, &first]).unwrap();
+    assert_eq!(old["status"], "superseded", "{old}");
+    assert_eq!(old["current_ticket"], second["ticket_id"], "{old}");
+
+    // Unstaking all of it ends the ticket.
+    run_json(&["wallet", "unstake", "--node", &node, "--key", key, "--amount", "6"]).unwrap();
+    let current = second["ticket_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = run_json(&["pouw", "ticket", "--node", &node, current]).unwrap();
+        if t["status"] == "ended" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the unstake never ended the ticket: {t}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let econ = run_json(&["pouw", "economic-status", "--node", &node, "--address", &who]).unwrap();
+    assert_eq!(econ["is_staked"], false, "{econ}");
+    assert!(econ["unbonding"][0]["amount"] == 6.0, "the stake unbonds: {econ}");
+
+    // Refusals, by name.
+    let e = stake("1", "PEER", &[]).unwrap_err();
+    assert!(e.contains("needs no stake"), "{e}");
+    let e = stake("1", "MINER", &["--preferences", r#"{"uptime_guarantee": 0.99}"#]).unwrap_err();
+    assert!(e.contains("preferences.uptime_guarantee"), "{e}");
+    let (code, body) = http(base, "GET", &format!("/pouw/ticket/{}", "ab".repeat(32)), "", None);
+    assert_eq!((code, body["error"].as_str()), (404, Some("not_found")), "{body}");
+    // A transaction of another kind is not a stake (refused before it reaches the mempool).
+    let transfer = serde_json::json!({
+        "chain_id": 1337, "sender": who, "nonce": 0, "max_fee": "20", "priority_fee": "1",
+        "kind": {"type": "transfer", "to": who, "amount": "1"}, "signature": "00".repeat(64),
+    });
+    let (code, body) = http(base, "POST", "/pouw/stake_and_register", &transfer.to_string(), None);
+    assert_eq!((code, body["error"].as_str()), (400, Some("not_a_stake")), "{body}");
+    let _ = devnet.0.kill();
+}

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod market;
 pub mod metrics;
 pub mod openapi;
+pub mod pouw;
 pub mod server;
 pub mod stats;
 pub mod tasks;
@@ -143,6 +144,8 @@ pub struct LiveStatus {
     pub banned_peers: Vec<String>,
     /// Peer discovery mechanisms running (kademlia always; mDNS when configured and allowed).
     pub discovery: Vec<String>,
+    /// When the node's event loop last refreshed this (ms since the epoch; 0: never).
+    pub refreshed_ms: u64,
 }
 
 /// Gossipsub's graylist threshold (`doin_net`'s peer-score parameters).
@@ -285,6 +288,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/channels", get(views::channels))
         .route("/api/inference", get(views::inference))
         .route("/anchors", get(views::anchors))
+        .route("/pouw/status", get(pouw::status))
+        .route("/pouw/health_metrics", get(pouw::health_metrics))
+        .route("/pouw/economic_status", get(pouw::economic_status))
+        .route("/pouw/stake_and_register", post(pouw::stake_and_register))
+        .route("/pouw/ticket/{ticket_id}", get(pouw::ticket))
         .route("/api/channel/{id}/close", post(views::close_channel))
         .route("/api/jobs", get(jobs::list))
         .route("/api/job", post(jobs::create))
@@ -734,35 +742,45 @@ async fn submit_tx(
     State(s): State<ApiState>,
     body: Result<Json<Transaction>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let tx = match body {
-        Ok(Json(tx)) => tx,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body is over {MAX_BODY_BYTES} bytes"),
-            )
-            .into_response();
-        }
+    let result = async { hand_over(&s, signed_tx(body)?).await }.await;
+    match result {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A signed transaction from a request body, or why the body is not one.
+pub(crate) fn signed_tx(
+    body: Result<Json<Transaction>, axum::extract::rejection::JsonRejection>,
+) -> Result<Transaction, ApiError> {
+    match body {
+        Ok(Json(tx)) => Ok(tx),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is over {MAX_BODY_BYTES} bytes"),
+        )),
         Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            return ApiError::new(e.status(), "bad_content_type", e.body_text()).into_response();
+            Err(ApiError::new(e.status(), "bad_content_type", e.body_text()))
         }
-        Err(e) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "bad_transaction", e.body_text()).into_response();
-        }
-    };
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_transaction", e.body_text())),
+    }
+}
+
+/// Hands a signed transaction to the node (mempool checks, then gossip): its id, or why not.
+pub(crate) async fn hand_over(s: &ApiState, tx: Transaction) -> Result<Hash, ApiError> {
     let (reply, answer) = oneshot::channel();
     if s.submit.try_send(Submission { tx, reply }).is_err() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node's submission queue is full")
-            .into_response();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the node's submission queue is full",
+        ));
     }
     match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
-        Ok(Ok(Ok(id))) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))).into_response(),
-        Ok(Ok(Err(reason))) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason).into_response()
-        }
-        _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node did not answer in time")
-            .into_response(),
+        Ok(Ok(Ok(id))) => Ok(id),
+        Ok(Ok(Err(reason))) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason)),
+        _ => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node did not answer in time")),
     }
 }
 

@@ -313,6 +313,58 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/pouw/status",
+        "PoUW get_status: role (the seed's names mapped from the on-chain stake), is_running / is_mining / is_training, blockchain height, mempool, peers, security alerts and the node's own work in the scanned blocks.",
+        &[
+            "node_id",
+            "role",
+            "roles",
+            "is_running",
+            "is_mining",
+            "blockchain_height",
+            "mempool_size",
+            "peer_count",
+            "security_alerts",
+            "stats",
+        ],
+    ),
+    op(
+        "get",
+        "/pouw/health_metrics",
+        "PoUW get_health_metrics: CPU use (percent of one core over the window since the previous call), memory use, the success rate of the node's claims and quorum votes, and the health verdict with its reasons.",
+        &["status", "reasons", "cpu_usage", "memory_mb", "success_rate", "peer_count"],
+    ),
+    Operation {
+        query: &["address"],
+        errors: &[400],
+        ..op(
+            "get",
+            "/pouw/economic_status",
+            "PoUW get_economic_status: balance, stake and its ticket, unbonding, reputation and rewards earned in the scanned blocks — of this node's account or of `address`.",
+            &["address", "balance", "is_staked", "stake", "unbonding", "rewards", "slashed"],
+        )
+    },
+    Operation {
+        ok: 202,
+        errors: &[400, 413, 415, 422, 503],
+        ..op(
+            "post",
+            "/pouw/stake_and_register",
+            "PoUW stake_and_register: a signed Stake transaction naming at least one role; answers the pending ticket.",
+            &["ticket_id", "status", "staker", "roles"],
+        )
+    },
+    Operation {
+        errors: &[400, 404],
+        ..op(
+            "get",
+            "/pouw/ticket/{ticket_id}",
+            "A staking ticket: active, superseded (a later stake replaced it) or ended (unstaked); 404 while no block holds it.",
+            &["ticket_id", "status"],
+        )
+    },
+    op(
+        "get",
         "/api/inference",
         "The domains this node serves (price per request, base units) and its inference queue: waiting, passes run, requests answered, expired, refused, asynchronous jobs.",
         &["serving", "prices", "queue"],
@@ -422,7 +474,7 @@ fn request_body(path: &str) -> Value {
     let (required, schema) = match path {
         // A signed transaction (`doin wallet` builds them); the node checks the kind, signature,
         // nonce and fees and answers 400 or 422 with the reason.
-        "/tx" => (
+        "/tx" | "/pouw/stake_and_register" => (
             true,
             object(
                 &["chain_id", "sender", "nonce", "max_fee", "priority_fee", "kind", "signature"],

@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use doin_consensus::Receipt;
-use doin_primitives::{Block, Hash, Outcome};
+use doin_primitives::{Address, Block, Hash, Outcome};
 use doin_storage::ChainStore;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -265,6 +265,39 @@ struct BlockSummary {
     burned: u128,
     to_optimizers: u128,
     to_evaluators: u128,
+    /// Who generated the block and what it received.
+    generator: (Address, u128),
+    /// Certificates: the optimizer, whether its claim was accepted, its reward.
+    claims: Vec<(Address, bool, u128)>,
+    /// Quorum votes: the evaluator, whether it agreed with the median, its reward.
+    votes: Vec<(Address, bool, u128)>,
+    /// Keys slashed and the amount burned.
+    slashes: Vec<(Address, u128)>,
+}
+
+/// One account's part in the scanned blocks (PoUW's economic status and success rate).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Work {
+    /// Blocks scanned.
+    pub blocks: u64,
+    /// Blocks this account generated, and what they paid it.
+    pub blocks_generated: u64,
+    /// Reward as block generator.
+    pub as_generator: u128,
+    /// Its claims accepted and rejected by their quorums.
+    pub claims_accepted: u64,
+    /// See [`Work::claims_accepted`].
+    pub claims_rejected: u64,
+    /// Reward for accepted claims.
+    pub as_optimizer: u128,
+    /// Its quorum votes within tolerance of the median, and the outliers.
+    pub votes_agreeing: u64,
+    /// See [`Work::votes_agreeing`].
+    pub votes_outlying: u64,
+    /// Reward for votes.
+    pub as_evaluator: u128,
+    /// Burned from its stake for double votes.
+    pub slashed: u128,
 }
 
 /// Summaries of the last [`SCAN_BLOCKS`] canonical blocks, brought up to date per request by
@@ -295,10 +328,20 @@ impl ChainCache {
                 burned: receipt.fees_burned.0,
                 to_optimizers: 0,
                 to_evaluators: 0,
+                generator: (receipt.generator, receipt.generator_reward.0),
+                claims: Vec::new(),
+                votes: Vec::new(),
+                slashes: receipt.slashes.iter().map(|(a, m)| (*a, m.0)).collect(),
             };
             for r in &receipt.certificates {
                 b.to_optimizers += r.optimizer_reward.0;
                 b.to_evaluators += r.evaluator_rewards.iter().map(|(_, a)| a.0).sum::<u128>();
+                b.claims.push((r.optimizer, r.outcome == Outcome::Accept, r.optimizer_reward.0));
+                let reward_of = |a: &Address| {
+                    r.evaluator_rewards.iter().filter(|(e, _)| e == a).map(|(_, m)| m.0).sum::<u128>()
+                };
+                b.votes.extend(r.agreeing.iter().map(|a| (*a, true, reward_of(a))));
+                b.votes.extend(r.outliers.iter().map(|a| (*a, false, reward_of(a))));
                 if r.outcome == Outcome::Accept && r.improved {
                     b.champions.push(ChampionChange {
                         domain: r.domain.clone(),
@@ -321,6 +364,37 @@ impl ChainCache {
             self.blocks.pop_front();
         }
     }
+}
+
+/// What `who` did and earned in the last [`SCAN_BLOCKS`] blocks.
+pub fn work_of(s: &ApiState, st: &ChainStore, who: &Address) -> Work {
+    let Ok(mut cache) = s.chain_cache.lock() else { return Work::default() };
+    cache.update(st);
+    let mut w = Work { blocks: cache.blocks.len() as u64, ..Work::default() };
+    for b in &cache.blocks {
+        if b.generator.0 == *who {
+            w.blocks_generated += 1;
+            w.as_generator += b.generator.1;
+        }
+        for (_, accepted, reward) in b.claims.iter().filter(|(a, _, _)| a == who) {
+            if *accepted {
+                w.claims_accepted += 1;
+            } else {
+                w.claims_rejected += 1;
+            }
+            w.as_optimizer += reward;
+        }
+        for (_, agreeing, reward) in b.votes.iter().filter(|(a, _, _)| a == who) {
+            if *agreeing {
+                w.votes_agreeing += 1;
+            } else {
+                w.votes_outlying += 1;
+            }
+            w.as_evaluator += reward;
+        }
+        w.slashed += b.slashes.iter().filter(|(a, _)| a == who).map(|(_, m)| m).sum::<u128>();
+    }
+    w
 }
 
 /// Champion changes in the last [`SCAN_BLOCKS`] blocks, oldest first.

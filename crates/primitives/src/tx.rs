@@ -205,6 +205,52 @@ impl Roles {
     }
 }
 
+/// The PoUW seed's roles (`../shared/seeds/pouw-node.md`) and the DOIN roles each stands for:
+/// a MINER searches and claims (optimizer); a SUPERVISOR coordinates federated training and
+/// mines too (supervisor + optimizer); a VERIFIER validates others' work and an EVALUATOR
+/// measures model quality — in DOIN both are the evaluator quorum's re-measurement (every
+/// node checks signatures and blocks whatever its role); a PEER needs no stake: any running
+/// node follows the chain and relays gossip.
+pub const POUW_ROLES: [(&str, Roles); 5] = [
+    ("MINER", Roles::OPTIMIZER),
+    ("SUPERVISOR", Roles(Roles::SUPERVISOR.0 | Roles::OPTIMIZER.0)),
+    ("VERIFIER", Roles::EVALUATOR),
+    ("EVALUATOR", Roles::EVALUATOR),
+    ("PEER", Roles(0)),
+];
+
+impl Roles {
+    /// A role by its PoUW name in capitals (`MINER`, `SUPERVISOR`, …), its DOIN name
+    /// (`optimizer`, `supervisor`, …, any case), or a PoUW name DOIN does not use in any case
+    /// (`miner`, `verifier`, `peer`).
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim();
+        let pouw = |n: &str| POUW_ROLES.iter().find(|(p, _)| *p == n).map(|(_, r)| *r);
+        let lower = name.to_ascii_lowercase();
+        pouw(name)
+            .or_else(|| Self::NAMES.iter().find(|(_, n)| *n == lower).map(|(r, _)| *r))
+            .or_else(|| pouw(&name.to_ascii_uppercase()))
+    }
+
+    /// The PoUW roles these DOIN roles fill (`PEER` alone for none).
+    pub fn pouw_names(self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        if self.contains(Self::SUPERVISOR) {
+            names.push("SUPERVISOR");
+        }
+        if self.contains(Self::OPTIMIZER) {
+            names.push("MINER");
+        }
+        if self.contains(Self::EVALUATOR) {
+            names.extend(["VERIFIER", "EVALUATOR"]);
+        }
+        if names.is_empty() {
+            names.push("PEER");
+        }
+        names
+    }
+}
+
 impl std::fmt::Debug for Roles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = Self::NAMES.iter().filter(|(r, _)| self.contains(*r)).map(|(_, n)| *n).collect();
@@ -297,5 +343,21 @@ mod tests {
         assert_eq!(serde_json::from_str::<Roles>(&json).unwrap(), r);
         let err = serde_json::from_str::<Roles>(r#"["miner"]"#).unwrap_err();
         assert!(err.to_string().contains("unknown role \"miner\""));
+    }
+
+    #[test]
+    fn pouw_roles_map_to_doin_roles_and_back() {
+        assert_eq!(Roles::parse("miner"), Some(Roles::OPTIMIZER));
+        assert_eq!(Roles::parse("VERIFIER"), Some(Roles::EVALUATOR));
+        assert_eq!(Roles::parse("SUPERVISOR"), Some(Roles::SUPERVISOR.with(Roles::OPTIMIZER)));
+        assert_eq!(Roles::parse("supervisor"), Some(Roles::SUPERVISOR));
+        assert_eq!(Roles::parse("evaluator"), Some(Roles::EVALUATOR));
+        assert_eq!(Roles::parse("peer"), Some(Roles(0)));
+        assert_eq!(Roles::parse("inference"), Some(Roles::INFERENCE));
+        assert_eq!(Roles::parse("oracle"), None);
+        assert_eq!(Roles::OPTIMIZER.with(Roles::EVALUATOR).pouw_names(), ["MINER", "VERIFIER", "EVALUATOR"]);
+        assert_eq!(Roles::SUPERVISOR.pouw_names(), ["SUPERVISOR"]);
+        assert_eq!(Roles::INFERENCE.pouw_names(), ["PEER"]);
+        assert_eq!(Roles(0).pouw_names(), ["PEER"]);
     }
 }

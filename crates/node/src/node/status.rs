@@ -92,6 +92,7 @@ impl Engine {
     /// Refreshes what the HTTP API shows.
     pub(super) fn refresh_live(&self, state: &State) {
         let Ok(mut live) = self.live.write() else { return };
+        live.refreshed_ms = doin_api::now_ms();
         live.mempool = self.mempool.len();
         live.pending_commitments =
             self.verification.intake().len().saturating_sub(self.production.certs().count());
