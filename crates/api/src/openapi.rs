@@ -459,7 +459,7 @@ fn param_schema(name: &str) -> Value {
         // Clamped by each handler to what it serves.
         "limit" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
         "proof" => json!({ "type": "boolean" }),
-        "hash" | "commit" | "id" | "address" | "artifact" => {
+        "hash" | "commit" | "id" | "address" | "artifact" | "ticket_id" => {
             json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
         }
         // Ids and filters: any string (an unknown one matches nothing).

@@ -224,6 +224,14 @@ pub(crate) fn apply_tx(
                     return Err(rejected(format!("height {height} is not a finalized anchor checkpoint")));
                 }
             }
+            // Validators record anchors (the node that generated the checkpoint's block sends
+            // one), once: a second record would only replace who published it and where.
+            if state.stake(&sender).is_none() {
+                return Err(rejected("only a staked account records anchors"));
+            }
+            if let Some(first) = state.anchors.get(height) {
+                return Err(rejected(format!("checkpoint {height} is already anchored (by {})", first.by)));
+            }
             let record = AnchorRecord {
                 block_hash: *block_hash,
                 external_ref: external_ref.clone(),

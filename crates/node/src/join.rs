@@ -126,6 +126,8 @@ pub struct Join<'a> {
     pub store_path: &'a Path,
     /// Its options.
     pub options: StoreOptions,
+    /// How long to wait for a peer on this genesis ([`PEER_WAIT`] for a node).
+    pub peer_wait: Duration,
 }
 
 impl Join<'_> {
@@ -168,7 +170,7 @@ async fn fetch_and_import(
 ) -> Result<(ImportReport, usize, (usize, u64)), String> {
     let (bootstrap, trusted) = (join.bootstrap, join.trusted);
     // Peers on this genesis (others are named and left alone).
-    let deadline = Instant::now() + PEER_WAIT;
+    let deadline = Instant::now() + join.peer_wait;
     let peers: Vec<PeerId> = loop {
         for addr in bootstrap {
             let _ = handle.dial(addr.clone()).await;
@@ -189,7 +191,7 @@ async fn fetch_and_import(
         if Instant::now() > deadline {
             return Err(format!(
                 "no peer on this genesis ({genesis}) answered within {} s: cannot fetch a snapshot",
-                PEER_WAIT.as_secs()
+                join.peer_wait.as_secs()
             ));
         }
     };

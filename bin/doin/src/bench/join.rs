@@ -65,6 +65,7 @@ pub(super) fn join(accounts: usize, dir: &std::path::Path) -> anyhow::Result<()>
             data_dir: &joiner,
             store_path: &store_path,
             options: StoreOptions::default(),
+            peer_wait: doin_node::join::PEER_WAIT,
         }
         .run()
         .await

@@ -92,9 +92,15 @@ fn checkpoints_justify_with_two_thirds_of_stake_and_finalize_when_adjacent() {
         block_hash: hash,
         external_ref: BoundedBytes::try_from_vec(b"file:///anchors.log".to_vec()).unwrap(),
     };
-    let err = net.heartbeat(vec![net.tx(7, anchor(12, c12))]).unwrap_err();
+    let err = net.heartbeat(vec![net.tx(2, anchor(12, c12))]).unwrap_err();
     assert!(err.to_string().contains("not a finalized anchor checkpoint"), "{err}");
-    net.heartbeat(vec![net.tx(7, anchor(6, c6))]).unwrap();
+    // Only validators record anchors, and each checkpoint once.
+    let err = net.heartbeat(vec![net.tx(7, anchor(6, c6))]).unwrap_err();
+    assert!(err.to_string().contains("only a staked account records anchors"), "{err}");
+    net.heartbeat(vec![net.tx(2, anchor(6, c6))]).unwrap();
+    assert_eq!(net.state.anchors().find(|(h, _)| **h == 6).map(|(_, a)| a.by), Some(net.addr(2)));
+    let err = net.heartbeat(vec![net.tx(3, anchor(6, c6))]).unwrap_err();
+    assert!(err.to_string().contains("checkpoint 6 is already anchored"), "{err}");
     // Votes expire with their window: the tallies of old links are gone a window later.
     let window = net.spec.params.history_len();
     while net.state.height() < 12 + window + 1 {

@@ -130,6 +130,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 data_dir: &config.data_dir,
                 store_path: &store_path,
                 options,
+                peer_wait: crate::join::PEER_WAIT,
             }
             .run()
             .await
