@@ -39,8 +39,12 @@ pub(crate) struct NodeArgs {
     /// A checkpoint you trust, HEIGHT:HASH (from a node you trust: its `/chain/status`
     /// `finalized_height` and `finalized_hash`): with an empty data directory, the node joins from
     /// its peers' snapshot, checked against it, instead of replaying the whole chain.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "checkpoint_from")]
     checkpoint: Option<String>,
+    /// HOST:PORT of a node you trust: its finalized checkpoint (`GET /anchors`) becomes the
+    /// checkpoint this node joins from (as `--checkpoint`).
+    #[arg(long, value_name = "HOST:PORT")]
+    checkpoint_from: Option<String>,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
@@ -79,6 +83,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     if args.checkpoint.is_some() {
         config.checkpoint = args.checkpoint;
+    }
+    if let Some(node) = &args.checkpoint_from {
+        let checkpoint = checkpoint_of(node)?;
+        println!("trusting checkpoint {checkpoint} from {node}");
+        config.checkpoint = Some(checkpoint);
     }
     config.reset_chain |= args.reset_chain;
     if let Some(l) = args.log_level {
@@ -130,4 +139,16 @@ pub(crate) fn init_logs(level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+/// The finalized checkpoint a trusted node reports at `GET /anchors`, as `HEIGHT:HASH`.
+fn checkpoint_of(node: &str) -> anyhow::Result<String> {
+    let anchors =
+        crate::wallet::get(node, "/anchors").with_context(|| format!("--checkpoint-from {node}"))?;
+    let f = &anchors["finalized"];
+    match (f["height"].as_u64(), f["hash"].as_str()) {
+        (Some(0), _) => anyhow::bail!("--checkpoint-from {node}: that node has finalized nothing yet"),
+        (Some(h), Some(hash)) => Ok(format!("{h}:{hash}")),
+        _ => anyhow::bail!("--checkpoint-from {node}: no finalized checkpoint in its /anchors: {anchors}"),
+    }
 }

@@ -281,23 +281,33 @@ fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
 
     let started = Instant::now();
     let _late = spawn_lines(
-        doin().arg("node").arg("--config").arg(late("late", P + 20)).args(["--checkpoint", &checkpoint]),
+        doin()
+            .arg("node")
+            .arg("--config")
+            .arg(late("late", P + 20))
+            .args(["--checkpoint-from", &format!("127.0.0.1:{P}")]),
         7,
         &tx,
         false,
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut joined = None;
+    let (mut joined, mut trusted) = (None, None);
     while joined.is_none() {
         let (who, line, _) = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the late node says it joined from a snapshot within 60 s");
         if who == 7 && line.starts_with("joined from snapshot height") {
             joined = Some(line);
+        } else if who == 7 && line.starts_with("trusting checkpoint ") {
+            trusted = Some(line);
         }
     }
     let joined = joined.unwrap();
     eprintln!("{joined} ({:.1} s after start)", started.elapsed().as_secs_f64());
+    // `--checkpoint-from` took node 0's finalized checkpoint, at or past the anchor above.
+    let trusted = trusted.expect("the late node names the checkpoint it trusts");
+    let h: u64 = trusted.split_whitespace().nth(2).and_then(|c| c.split(':').next()?.parse().ok()).unwrap();
+    assert!(h >= anchor["height"].as_u64().unwrap(), "{trusted} vs {checkpoint}");
     let height: u64 = joined.split_whitespace().nth(4).unwrap().parse().unwrap();
     assert!(height >= 14, "the snapshot is of a finalized checkpoint past the pruned bodies: {joined}");
     // Then it follows the chain: the same tip and state root as node 0 at one moment.
