@@ -202,6 +202,24 @@ fn a_plugin_error_reply_is_not_a_fault_and_repeated_faults_back_off() {
 }
 
 #[test]
+fn a_domain_handshake_with_a_tolerance_above_one_or_a_non_boolean_model_is_refused() {
+    if python_with(&[]).is_none() {
+        return;
+    }
+    let _g = shared();
+    for (mode, says) in [
+        ("handshake_tolerance", "`inference_tolerance` 2.5 is not a number in [0, 1]"),
+        ("handshake_model", "`model` \"yes\" is not true or false"),
+    ] {
+        let err = PluginDomain::start(misbehaving(mode, None), "misbehave", json!({}))
+            .err()
+            .unwrap_or_else(|| panic!("{mode}: the handshake was accepted"));
+        assert!(matches!(err, PluginError::Handshake { .. }), "{mode}: {err}");
+        assert!(err.to_string().contains(says), "{mode}: {err}");
+    }
+}
+
+#[test]
 fn domain_faults_become_evaluation_failures() {
     let _plugins = shared();
     if python_with(&[]).is_none() {
