@@ -414,6 +414,21 @@ async fn artifacts_are_found_through_provider_records_and_fetched_from_several_h
     // An unknown artifact has no provider.
     let err = doin_net::artifact::fetch(&c.handle, Hash::of(b"nothing"), dir.path(), &[]).await.unwrap_err();
     assert!(err.to_string().contains("no provider"), "{err}");
+    // A caller's bound (a node's 64 MiB model cap) refuses a larger artifact from its manifest,
+    // before any chunk is fetched.
+    let small = tempfile::tempdir().unwrap();
+    let err = doin_net::artifact::fetch_bounded(&c.handle, artifact.hash, small.path(), &[], 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("over the limit of 1048576 bytes"), "{err}");
+    assert!(
+        std::fs::read_dir(small.path()).unwrap().flatten().all(|e| !e
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".parts")
+            || std::fs::read_dir(e.path()).unwrap().next().is_none()),
+        "no chunk was fetched"
+    );
 }
 
 struct Blocks(Vec<Block>);
