@@ -316,7 +316,7 @@ fn a_bad_node_config_stops_with_the_key_named() {
         (r#"{"data_dir": "DATA"}"#, "nothing to do"),
         (
             r#"{"domains": [{"domain_id": "quadratic"}], "listen_addresses": ["10.0.0.1:4001"], "port": 18790, "data_dir": "DATA"}"#,
-            "listen_addresses: \"10.0.0.1:4001\"",
+            "`listen_addresses[0]`: \"10.0.0.1:4001\" is not a multiaddr",
         ),
         (r#"{"domains": [{"domain_id": "quadratic"}], "relay_server": "yes"}"#, "`relay_server`"),
         (r#"{"domains": [{"domain_id": "quadratic"}], "market_threads": 999}"#, "`market_threads`"),

@@ -22,6 +22,21 @@ use crate::{ApiError, ApiState};
 /// A refused market request: status, error name, why.
 pub type MarketError = (u16, &'static str, String);
 
+/// A market's counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MarketCounts {
+    /// Offers not checked yet.
+    pub unchecked: u64,
+    /// Offers whose provider passed its capability check.
+    pub passed: u64,
+    /// Offers whose provider failed it.
+    pub failed: u64,
+    /// Capability checks run.
+    pub checks: u64,
+    /// Checks a provider failed.
+    pub failed_checks: u64,
+}
+
 /// What the node's marketplace offers the HTTP edge.
 pub trait MarketApi: Send + Sync + std::fmt::Debug {
     /// Admits a signed offer (JSON of a `MarketOffer`).
@@ -33,6 +48,9 @@ pub trait MarketApi: Send + Sync + std::fmt::Debug {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, MarketError>> + Send>>;
     /// Every offer, what was measured, the tasks matched.
     fn view(&self) -> Value;
+    /// What `/metrics` shows, without building the view: offers by check status (unchecked,
+    /// passed, failed), checks run, checks failed.
+    fn counts(&self) -> MarketCounts;
     /// Matches a task to a provider.
     fn submit(&self, body: Value) -> Result<Value, MarketError>;
     /// A matched task.

@@ -128,31 +128,24 @@ pub fn text(s: &ApiState) -> String {
         }
     }
     if let Some(m) = &s.market {
-        let v = m.view();
-        let mut offers =
-            std::collections::BTreeMap::from([("unchecked", 0.0), ("passed", 0.0), ("failed", 0.0)]);
-        for o in v["offers"].as_array().into_iter().flatten() {
-            if let Some(n) = o["status"].as_str().and_then(|st| offers.get_mut(st)) {
-                *n += 1.0;
-            }
-        }
+        let c = m.counts();
+        let offers = std::collections::BTreeMap::from([
+            ("unchecked", c.unchecked as f64),
+            ("passed", c.passed as f64),
+            ("failed", c.failed as f64),
+        ]);
         o.metric(
             "doin_market_offers",
             "gauge",
             "Providers' offers this market holds, by check status.",
             &labelled("status", offers),
         );
-        o.one(
-            "doin_market_checks",
-            "counter",
-            "Capability checks this market ran.",
-            v["checks"].as_f64().unwrap_or(0.0),
-        );
+        o.one("doin_market_checks", "counter", "Capability checks this market ran.", c.checks as f64);
         o.one(
             "doin_market_failed_checks",
             "counter",
             "Capability checks a provider failed.",
-            v["failed_checks"].as_f64().unwrap_or(0.0),
+            c.failed_checks as f64,
         );
     }
     o.one("doin_peers", "gauge", "Connected peers.", l.peers.len() as f64);

@@ -542,6 +542,23 @@ impl MarketApi for Market {
         })
     }
 
+    fn counts(&self) -> doin_api::market::MarketCounts {
+        let book = self.book();
+        let mut c = doin_api::market::MarketCounts {
+            checks: book.checks,
+            failed_checks: book.failed_checks,
+            ..Default::default()
+        };
+        for e in book.offers.values() {
+            match e.status {
+                Status::Unchecked => c.unchecked += 1,
+                Status::Passed => c.passed += 1,
+                Status::Failed(_) => c.failed += 1,
+            }
+        }
+        c
+    }
+
     fn submit(&self, body: Value) -> Result<Value, MarketError> {
         let req: TaskRequest =
             serde_json::from_value(body).map_err(|e| bad("bad_task", format!("not a task: {e}")))?;
