@@ -22,7 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Killed, collect, devnet_setup, ip, lab_missing, rewrite_config, serial, spawn_lines};
+use common::{
+    Killed, collect, configure_lab_node, devnet_setup, ip, lab_missing, peer_id_of, serial, spawn_lines,
+};
 
 /// The namespaces; removed on drop.
 struct Lab {
@@ -130,10 +132,10 @@ impl Nodes {
         let debug = std::env::var_os("DOIN_DEBUG_LINES").is_some();
         self.children.push(spawn_lines(&mut cmd, name, &self.tx, debug));
         let listened = collect(&self.rx, &mut self.lines, Instant::now() + Duration::from_secs(30), |l| {
-            peer_id(l, name).is_some()
+            peer_id_of(l, name).is_some()
         });
         assert!(listened, "{name} did not listen:\n{}", self.tails());
-        peer_id(&self.lines, name).unwrap()
+        peer_id_of(&self.lines, name).unwrap()
     }
 
     /// Waits up to `secs` for `done`.
@@ -158,28 +160,9 @@ impl Nodes {
     }
 }
 
-/// The peer id in a node's first `listening …/p2p/ID` line.
-fn peer_id(lines: &[Line], who: char) -> Option<String> {
-    lines.iter().find_map(|(w, l, _)| {
-        (*w == who).then(|| l.strip_prefix("listening ")?.split("/p2p/").nth(1).map(str::to_owned)).flatten()
-    })
-}
-
 /// Whether `who` printed `word ID` (`connected`, `hole punched`) for the peer `id`.
 fn printed(lines: &[Line], who: char, word: &str, id: &str) -> bool {
     lines.iter().any(|(w, x, _)| *w == who && x.strip_prefix(word).is_some_and(|r| r.trim_start() == id))
-}
-
-/// Rewrites one node's config: its host, P2P port 4101, and `extra` keys.
-fn configure(path: &Path, host: &str, extra: serde_json::Value) {
-    rewrite_config(path, |c| {
-        c["host"] = host.into();
-        c["port"] = 4100.into();
-        c["bootstrap_peers"] = serde_json::json!([]);
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-    });
 }
 
 /// Seed S, hosts B, C, D on networks 10.81–84 joined by router W; host E on 192.168.85.2
@@ -234,21 +217,21 @@ fn a_node_told_one_peer_finds_the_rest_and_reaches_a_nated_host_at_its_external_
     let dir = tempfile::tempdir().unwrap();
     let (_, configs) = devnet_setup(dir.path(), 5, 500, &[]);
     let mut nodes = Nodes::new();
-    configure(&configs[0], "10.81.0.2", serde_json::json!({}));
+    configure_lab_node(&configs[0], "10.81.0.2", serde_json::json!({}));
     let s = nodes.start(&lab, "s", 's', &configs[0]);
     let seed = format!("/ip4/10.81.0.2/tcp/4101/p2p/{s}");
     let told_seed = serde_json::json!({ "bootstrap_peers": [seed] });
     let mut ids = Vec::new();
     for (i, (host, name)) in [("b", 'b'), ("c", 'c')].into_iter().enumerate() {
-        configure(&configs[1 + i], &format!("10.{}.0.2", 82 + i), told_seed.clone());
+        configure_lab_node(&configs[1 + i], &format!("10.{}.0.2", 82 + i), told_seed.clone());
         ids.push(nodes.start(&lab, host, name, &configs[1 + i]));
     }
     let mut e_config = told_seed.clone();
     e_config["external_addresses"] = serde_json::json!(["/ip4/10.85.0.2/tcp/4999"]);
-    configure(&configs[4], "192.168.85.2", e_config);
+    configure_lab_node(&configs[4], "192.168.85.2", e_config);
     let e = nodes.start(&lab, "e", 'e', &configs[4]);
     assert!(nodes.wait(30, |l| printed(l, 's', "connected", &e)), "E did not reach S:\n{}", nodes.tails());
-    configure(&configs[3], "10.84.0.2", told_seed);
+    configure_lab_node(&configs[3], "10.84.0.2", told_seed);
     nodes.start(&lab, "d", 'd', &configs[3]);
 
     let (b, c) = (ids[0].clone(), ids[1].clone());
@@ -317,7 +300,7 @@ fn hosts_behind_two_nats_punch_a_direct_connection_through_a_relay() {
     let dir = tempfile::tempdir().unwrap();
     let (_, configs) = devnet_setup(dir.path(), 3, 500, &[]);
     let mut nodes = Nodes::new();
-    configure(
+    configure_lab_node(
         &configs[0],
         "10.91.0.1",
         serde_json::json!({
@@ -329,7 +312,7 @@ fn hosts_behind_two_nats_punch_a_direct_connection_through_a_relay() {
     let r = nodes.start(&lab, "r", 'r', &configs[0]);
     // A reaches R over TCP and QUIC (R tells it the public address and port its NAT gives
     // each) and listens through R.
-    configure(
+    configure_lab_node(
         &configs[1],
         "192.168.91.2",
         serde_json::json!({
@@ -346,7 +329,7 @@ fn hosts_behind_two_nats_punch_a_direct_connection_through_a_relay() {
         l.iter().any(|(w, x, _)| *w == 'a' && x.starts_with("listening ") && x.contains("p2p-circuit"))
     };
     assert!(nodes.wait(30, reserved), "A got no reservation at R:\n{}", nodes.tails());
-    configure(
+    configure_lab_node(
         &configs[2],
         "192.168.92.2",
         serde_json::json!({

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Killed, collect, devnet_setup, ip, lab_missing, rewrite_config, spawn_lines};
+use common::{Killed, collect, configure_lab_node, devnet_setup, ip, lab_missing, peer_id_of, spawn_lines};
 
 struct Lab(String);
 
@@ -52,25 +52,6 @@ impl Drop for Lab {
 
 /// One line a node printed: (node, line, when).
 type Line = (char, String, Instant);
-
-/// Rewrites one node's config: its host and P2P port 4101, and `extra` keys.
-fn configure(path: &Path, host: &str, extra: serde_json::Value) {
-    rewrite_config(path, |c| {
-        c["host"] = host.into();
-        c["port"] = 4100.into();
-        c["bootstrap_peers"] = serde_json::json!([]);
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-    });
-}
-
-/// The peer id in a node's first `listening …/p2p/ID` line.
-fn peer_id(lines: &[Line], who: char) -> Option<String> {
-    lines.iter().find_map(|(w, l, _)| {
-        (*w == who).then(|| l.strip_prefix("listening ")?.split("/p2p/").nth(1).map(str::to_owned)).flatten()
-    })
-}
 
 /// The last lines each node printed, for a failure message.
 fn tails(lines: &[Line]) -> String {
@@ -124,32 +105,32 @@ fn hosts_without_a_route_connect_through_a_relay() {
     };
     let deadline = |s| Instant::now() + Duration::from_secs(s);
 
-    configure(
+    configure_lab_node(
         r_conf,
         "10.78.1.1",
         serde_json::json!({"relay_server": true, "listen_addresses": ["/ip4/10.78.2.1/tcp/4101"]}),
     );
     spawn('r', r_conf);
     assert!(
-        collect(&rx, &mut lines, deadline(30), |l| peer_id(l, 'r').is_some()),
+        collect(&rx, &mut lines, deadline(30), |l| peer_id_of(l, 'r').is_some()),
         "R did not listen:\n{}",
         tails(&lines)
     );
-    let r_id = peer_id(&lines, 'r').unwrap();
+    let r_id = peer_id_of(&lines, 'r').unwrap();
 
     let circuit = format!("/ip4/10.78.1.1/tcp/4101/p2p/{r_id}/p2p-circuit");
-    configure(
+    configure_lab_node(
         a_conf,
         "10.78.1.2",
         serde_json::json!({"listen_addresses": [circuit], "bootstrap_peers": [format!("/ip4/10.78.1.1/tcp/4101/p2p/{r_id}")]}),
     );
     spawn('a', a_conf);
     assert!(
-        collect(&rx, &mut lines, deadline(30), |l| peer_id(l, 'a').is_some()),
+        collect(&rx, &mut lines, deadline(30), |l| peer_id_of(l, 'a').is_some()),
         "A did not listen:\n{}",
         tails(&lines)
     );
-    let a_id = peer_id(&lines, 'a').unwrap();
+    let a_id = peer_id_of(&lines, 'a').unwrap();
     // A's reservation at R must be in place before C dials A through R.
     let reserved = |l: &[Line]| {
         l.iter().any(|(w, x, _)| *w == 'a' && x.starts_with("listening ") && x.contains("p2p-circuit"))
@@ -161,14 +142,14 @@ fn hosts_without_a_route_connect_through_a_relay() {
     );
 
     let via_relay = format!("/ip4/10.78.2.1/tcp/4101/p2p/{r_id}/p2p-circuit/p2p/{a_id}");
-    configure(c_conf, "10.78.2.2", serde_json::json!({"bootstrap_peers": [via_relay]}));
+    configure_lab_node(c_conf, "10.78.2.2", serde_json::json!({"bootstrap_peers": [via_relay]}));
     spawn('c', c_conf);
     assert!(
-        collect(&rx, &mut lines, deadline(30), |l| peer_id(l, 'c').is_some()),
+        collect(&rx, &mut lines, deadline(30), |l| peer_id_of(l, 'c').is_some()),
         "C did not listen:\n{}",
         tails(&lines)
     );
-    let c_id = peer_id(&lines, 'c').unwrap();
+    let c_id = peer_id_of(&lines, 'c').unwrap();
 
     // C connects to A (through R: there is no other route), A sees C, and C ends on a tip A
     // printed too, at height 15 or more.

@@ -214,3 +214,23 @@ pub(crate) fn python_with(modules: &[&str]) -> Option<()> {
     }
     ok.then_some(())
 }
+
+/// Rewrites a node's config for a namespace lab: its host, P2P port 4101 (HTTP 4100), no
+/// bootstrap peers, then the `extra` keys.
+pub(crate) fn configure_lab_node(path: &std::path::Path, host: &str, extra: serde_json::Value) {
+    rewrite_config(path, |c| {
+        c["host"] = host.into();
+        c["port"] = 4100.into();
+        c["bootstrap_peers"] = serde_json::json!([]);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+    });
+}
+
+/// The peer id in node `who`'s first `listening …/p2p/ID` line.
+pub(crate) fn peer_id_of<K: PartialEq>(lines: &[(K, String, Instant)], who: K) -> Option<String> {
+    lines.iter().find_map(|(w, l, _)| {
+        (*w == who).then(|| l.strip_prefix("listening ")?.split("/p2p/").nth(1).map(str::to_owned)).flatten()
+    })
+}
