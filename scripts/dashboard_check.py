@@ -147,8 +147,10 @@ def main():
             # The inference/marketplace cards rendered from their endpoints (the devnet's
             # quadratic domain has no model: nothing served, the market present).
             serving_cards = d.get("serving") == "0" and d.get("market") == "1"
+            # The PoUW card: node 0 (supervising the federated job, and mining) generated blocks.
+            pouw_card = d.get("pouwRole") in ("SUPERVISOR", "MINER") and int(d.get("blocksMined", 0)) > 0
             ready = (height > 0 and peers >= 2 and points >= 2 and d.get("live") == "1" and fl_rows >= 2
-                     and serving_cards)
+                     and serving_cards and pouw_card)
             if ready and first is None:
                 first = height
             # Live: the height the page shows moves on while it stays open.
@@ -157,14 +159,14 @@ def main():
             if time.time() > deadline:
                 fail(f"the dashboard showed {d} after 60 s (want height > 0 and rising, peers >= 2, "
                      f">= 2 plot points, live event stream, >= 2 federated contributor rows, "
-                     f"the inference and marketplace cards)")
+                     f"the inference and marketplace cards, the PoUW card of a node that mined blocks)")
             time.sleep(0.5)
         time.sleep(1.0)
         png = base64.b64decode(cdp.send("Page.captureScreenshot", {"format": "png"})["data"])
         with open(args.out, "wb") as f:
             f.write(png)
         print(json.dumps({"dashboard_check": "ok", "height": height, "peers": peers, "plot_points": points,
-                          "fl_rows": fl_rows, "serving_cards": serving_cards,
+                          "fl_rows": fl_rows, "serving_cards": serving_cards, "pouw_card": pouw_card,
                           "screenshot": os.path.abspath(args.out), "bytes": len(png)}))
     finally:
         if cdp:
