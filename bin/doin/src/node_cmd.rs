@@ -41,6 +41,9 @@ pub(crate) struct NodeArgs {
     /// its peers' snapshot, checked against it, instead of replaying the whole chain.
     #[arg(long, conflicts_with = "checkpoint_from")]
     checkpoint: Option<String>,
+    /// Keep every block body (an archive node; config `archive`), whatever `keep_bodies` says.
+    #[arg(long)]
+    archive: bool,
     /// HOST:PORT of a node you trust: its finalized checkpoint (`GET /anchors`) becomes the
     /// checkpoint this node joins from (as `--checkpoint`).
     #[arg(long, value_name = "HOST:PORT")]
@@ -84,6 +87,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.checkpoint.is_some() {
         config.checkpoint = args.checkpoint;
     }
+    config.archive |= args.archive;
     if let Some(node) = &args.checkpoint_from {
         let checkpoint = checkpoint_of(node)?;
         println!("trusting checkpoint {checkpoint} from {node}");

@@ -210,15 +210,21 @@ fn a_late_node_joins_from_a_snapshot_checked_against_its_trusted_checkpoint() {
     for c in &configs {
         rewrite_config(c, |v| v["keep_bodies"] = 16.into());
     }
-    // Node 1 is an archive: it keeps every body whatever `keep_bodies` says.
-    rewrite_config(&configs[1], |v| v["archive"] = true.into());
+    // Node 1 is an archive (`--archive`): it keeps every body whatever `keep_bodies` says.
     // Anchor checkpoints every 10 blocks (the default 100 is minutes of a test).
     rewrite_config(&dir.path().join("genesis.json"), |g| g["params"]["anchor_interval"] = 10.into());
     let (tx, rx) = sync_channel(1 << 16);
     let _nodes: Vec<_> = configs
         .iter()
         .enumerate()
-        .map(|(i, c)| spawn_lines(doin().arg("node").arg("--config").arg(c), i, &tx, false))
+        .map(|(i, c)| {
+            let mut cmd = doin();
+            cmd.arg("node").arg("--config").arg(c);
+            if i == 1 {
+                cmd.arg("--archive");
+            }
+            spawn_lines(&mut cmd, i, &tx, false)
+        })
         .collect();
     // Finality far enough that the first bodies are pruned, a snapshot served, and an anchor
     // checkpoint recorded on chain by its block's generator (published at GET /anchors).
