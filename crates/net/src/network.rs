@@ -338,7 +338,6 @@ pub async fn start(
         ban_duration: config.ban_duration,
         circuits,
         relisten: Vec::new(),
-        walked: false,
         hole_punches,
     };
     let task = tokio::spawn(actor.run());
@@ -372,8 +371,6 @@ struct Actor {
     /// or the connection to it races another dial, and a node behind a NAT must not stay
     /// unreachable for it.
     relisten: Vec<(Instant, Multiaddr, u32)>,
-    /// Whether the first walk (at the first identified peer) ran.
-    walked: bool,
     /// `doin_net_hole_punches_total{result}`.
     hole_punches: Family<Vec<(String, String)>, Counter>,
 }
@@ -633,13 +630,6 @@ impl Actor {
                 // kad does not learn addresses from identify by itself.
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-                // The first peer that told us its addresses is where discovery starts: look
-                // up our own id now rather than at the next walk (up to 30 s away).
-                if !self.walked {
-                    self.walked = true;
-                    let me = *self.swarm.local_peer_id();
-                    self.swarm.behaviour_mut().kad.get_closest_peers(me);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
