@@ -690,11 +690,7 @@ async fn account(
     };
     let acc = state.account(&address);
     let stake = state.stake(&address);
-    let reputation: BTreeMap<String, f64> = state
-        .domains()
-        .map(|(id, _)| (id.to_string(), fixed(u128::from(state.reputation(&address, id)))))
-        .filter(|(_, r)| *r > 0.0)
-        .collect();
+    let reputation = reputation_of(state, &address);
     Ok(Json(json!({
         "address": address.to_string(),
         "balance": acc.balance.0.to_string(),
@@ -706,6 +702,15 @@ async fn account(
         "height": state.height(),
         "proof": proof,
     })))
+}
+
+/// An account's reputation per domain (those above zero).
+fn reputation_of(state: &doin_consensus::State, who: &Address) -> BTreeMap<String, f64> {
+    state
+        .domains()
+        .map(|(id, _)| (id.to_string(), fixed(u128::from(state.reputation(who, id)))))
+        .filter(|(_, r)| *r > 0.0)
+        .collect()
 }
 
 async fn domains(State(s): State<ApiState>) -> ApiResult {

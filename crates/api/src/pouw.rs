@@ -19,9 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    ApiError, ApiResult, ApiState, LiveStatus, doin, fixed, hand_over, health_of, live, now_ms, signed_tx,
-    store,
-    views::{Work, parse_hash, work_of},
+    ApiError, ApiResult, ApiState, LiveStatus, doin, hand_over, health_of, live, now_ms, reputation_of,
+    signed_tx, store,
+    views::{Work, inference_earnings, parse_hash, work_of},
 };
 
 /// The event loop refreshes the live status every second or so; this long without a refresh
@@ -53,7 +53,7 @@ pub(crate) async fn stake_and_register(
                  PEER needs no stake — every running node follows the chain and relays gossip",
             ));
         }
-        let ticket = json!({
+        let mut ticket = json!({
             "staker": tx.body.sender.to_string(),
             "stake_amount": doin(amount.0),
             "roles": roles.pouw_names(),
@@ -61,8 +61,7 @@ pub(crate) async fn stake_and_register(
             "domains": domains.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "preferences": preferences,
         });
-        let id = hand_over(&s, tx.clone()).await?;
-        let mut ticket = ticket;
+        let id = hand_over(&s, tx).await?;
         ticket["ticket_id"] = id.to_string().into();
         ticket["status"] = "pending".into();
         Ok(ticket)
@@ -102,12 +101,11 @@ pub(crate) async fn ticket(State(s): State<ApiState>, Path(id): Path<String>) ->
         })));
     }
     let location = st.transaction_location(&hash).map_err(ApiError::internal)?;
-    let Some((block, index)) = location.filter(|(b, _)| {
-        st.header(b)
-            .ok()
-            .flatten()
-            .is_some_and(|h| st.canonical_hash(h.body.height).ok().flatten() == Some(*b))
-    }) else {
+    let canonical = location.and_then(|(block, index)| {
+        let height = st.header(&block).ok().flatten()?.body.height;
+        (st.canonical_hash(height).ok().flatten() == Some(block)).then_some((block, index, height))
+    });
+    let Some((block, index, height)) = canonical else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -116,7 +114,6 @@ pub(crate) async fn ticket(State(s): State<ApiState>, Path(id): Path<String>) ->
             ),
         ));
     };
-    let height = st.header(&block).ok().flatten().map(|h| h.body.height);
     // The body may have been pruned: then only the block is known.
     let staker = st
         .block(&block)
@@ -287,11 +284,7 @@ pub(crate) async fn economic_status(
         None => s.address,
     };
     // Before the store's lock is taken here: the inference server reads the store itself.
-    let inference =
-        (who == s.address).then(|| s.inference.as_ref().map(|i| i.channels())).flatten().map(|c| {
-            let amount = |k: &str| doin(c[k].as_str().and_then(|v| v.parse().ok()).unwrap_or(0));
-            json!({ "earned_open": amount("earned_open"), "earned_settled": amount("earned_settled") })
-        });
+    let inference = (who == s.address).then(|| inference_earnings(&s)).flatten();
     let st = store(&s);
     let w = work_of(&s, &st, &who);
     let state = st.tip();
@@ -311,12 +304,6 @@ pub(crate) async fn economic_status(
         .filter(|((_, a), _)| *a == who)
         .map(|((release, _), amount)| json!({ "release_height": release, "amount": doin(amount.0) }))
         .collect();
-    let reputation: serde_json::Map<String, Value> = state
-        .domains()
-        .map(|(id, _)| (id.to_string(), fixed(u128::from(state.reputation(&who, id)))))
-        .filter(|(_, r)| *r > 0.0)
-        .map(|(k, v)| (k, v.into()))
-        .collect();
     let total = w.as_generator + w.as_optimizer + w.as_evaluator;
     Ok(Json(json!({
         "address": who.to_string(),
@@ -324,7 +311,7 @@ pub(crate) async fn economic_status(
         "is_staked": stake.is_some(),
         "stake": stake,
         "unbonding": unbonding,
-        "reputation": reputation,
+        "reputation": reputation_of(state, &who),
         "rewards": {
             "blocks_scanned": w.blocks,
             "as_block_generator": doin(w.as_generator),

@@ -366,6 +366,19 @@ impl ChainCache {
     }
 }
 
+/// Adds `who`'s entries of `entries` (address, held, reward) to the held / not-held counts and
+/// the reward.
+fn tally(entries: &[(Address, bool, u128)], who: &Address, counts: (&mut u64, &mut u64), reward: &mut u128) {
+    for (_, held, r) in entries.iter().filter(|(a, _, _)| a == who) {
+        if *held {
+            *counts.0 += 1;
+        } else {
+            *counts.1 += 1;
+        }
+        *reward += r;
+    }
+}
+
 /// What `who` did and earned in the last [`SCAN_BLOCKS`] blocks.
 pub fn work_of(s: &ApiState, st: &ChainStore, who: &Address) -> Work {
     let Ok(mut cache) = s.chain_cache.lock() else { return Work::default() };
@@ -376,22 +389,8 @@ pub fn work_of(s: &ApiState, st: &ChainStore, who: &Address) -> Work {
             w.blocks_generated += 1;
             w.as_generator += b.generator.1;
         }
-        for (_, accepted, reward) in b.claims.iter().filter(|(a, _, _)| a == who) {
-            if *accepted {
-                w.claims_accepted += 1;
-            } else {
-                w.claims_rejected += 1;
-            }
-            w.as_optimizer += reward;
-        }
-        for (_, agreeing, reward) in b.votes.iter().filter(|(a, _, _)| a == who) {
-            if *agreeing {
-                w.votes_agreeing += 1;
-            } else {
-                w.votes_outlying += 1;
-            }
-            w.as_evaluator += reward;
-        }
+        tally(&b.claims, who, (&mut w.claims_accepted, &mut w.claims_rejected), &mut w.as_optimizer);
+        tally(&b.votes, who, (&mut w.votes_agreeing, &mut w.votes_outlying), &mut w.as_evaluator);
         w.slashed += b.slashes.iter().filter(|(a, _)| a == who).map(|(_, m)| m).sum::<u128>();
     }
     w
@@ -605,19 +604,27 @@ pub(crate) async fn plugins(State(s): State<ApiState>) -> ApiResult {
     Ok(Json(json!({ "plugins": per_domain, "processes": l.plugins })))
 }
 
+/// What this node earned serving inference (prices, DOIN in open and settled channels, paying
+/// channels); `None` when it serves none. Call it before taking the store's lock: the inference
+/// server reads the store itself.
+pub(crate) fn inference_earnings(s: &ApiState) -> Option<Value> {
+    s.inference.as_ref().map(|i| {
+        let c = i.channels();
+        let amount = |k: &str| doin(c[k].as_str().and_then(|v| v.parse().ok()).unwrap_or(0));
+        json!({
+            "prices": c["prices"],
+            "earned_open": amount("earned_open"),
+            "earned_settled": amount("earned_settled"),
+            "paying_channels": c["channels"].as_array().map_or(0, Vec::len),
+        })
+    })
+}
+
 /// `GET /api/economics`: supply, fees, the largest balances and stakes, bounties, channels and
 /// the rewards paid in the scanned blocks.
 pub(crate) async fn economics(State(s): State<ApiState>) -> ApiResult {
     // Before the store's lock is taken here: the inference server reads the store itself.
-    let inference = s.inference.as_ref().map(|i| {
-        let c = i.channels();
-        json!({
-            "prices": c["prices"],
-            "earned_open": doin(c["earned_open"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)),
-            "earned_settled": doin(c["earned_settled"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)),
-            "paying_channels": c["channels"].as_array().map_or(0, Vec::len),
-        })
-    });
+    let inference = inference_earnings(&s);
     let st = store(&s);
     let state = st.tip();
     let meta = state.meta();
