@@ -310,6 +310,11 @@ fn hosts_behind_two_nats_punch_a_direct_connection_through_a_relay() {
         }),
     );
     let r = nodes.start(&lab, "r", 'r', &configs[0]);
+    // `quic: true`: R also listens on QUIC at its host address and P2P port.
+    let quic = |l: &[Line]| {
+        l.iter().any(|(w, x, _)| *w == 'r' && x.starts_with("listening /ip4/10.91.0.1/udp/4101/quic-v1"))
+    };
+    assert!(nodes.wait(10, quic), "R does not listen on QUIC:\n{}", nodes.tails());
     // A reaches R over TCP and QUIC (R tells it the public address and port its NAT gives
     // each) and listens through R.
     configure_lab_node(
