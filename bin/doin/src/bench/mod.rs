@@ -541,14 +541,24 @@ fn search(
     // One run: the evaluations it needed (`usize::MAX`: missed), and its record.
     let mut one =
         |seed: u64, priors: &[doin_tracking::PriorTrial], record: Option<&mut Vec<doin_tracking::Round>>| {
-            let mut opt = doin_node::optimizer::build_optimizer(domain.as_ref(), &config, seed, 1)
-                .map_err(anyhow::Error::msg)?;
+            let mut opt = doin_node::optimizer::build_optimizer(
+                domain.as_ref(),
+                &config,
+                seed,
+                doin_node::optimizer::Place::ALONE,
+            )
+            .map_err(anyhow::Error::msg)?;
             let taught: u64 = doin_node::optimizer::warm_start(opt.as_mut(), domain.as_ref(), priors)
                 .iter()
                 .map(|w| w.trials)
                 .sum();
-            let batch =
-                doin_node::optimizer::population_of(domain.as_ref(), &config, workers, 1).clamp(1, workers);
+            let batch = doin_node::optimizer::population_of(
+                domain.as_ref(),
+                &config,
+                workers,
+                doin_node::optimizer::Place::ALONE,
+            )
+            .clamp(1, workers);
             let mut recorder = Recorder { inner: opt.as_mut(), rounds: Vec::new() };
             let r = run(
                 domain.as_ref(),

@@ -51,9 +51,10 @@ pub(crate) struct SearchArgs {
     /// violation.
     #[arg(long, default_value_t = 0)]
     pub(crate) liars: usize,
-    /// Model-based optimizers (TPE) do not share their trials (the node's `share_trials:
-    /// false`); by default they publish them at the node's rate and learn each other's through
-    /// the node's own trial book (quarantine, spot checks, bans). Liars publish inflated ones.
+    /// Optimizers do not share their trials (the node's `share_trials: false`: SHADE runs
+    /// islands of its own); by default TPE and SHADE publish them at the node's rate and learn
+    /// each other's through the node's own trial book (quarantine, spot checks, bans). Liars
+    /// publish inflated ones.
     #[arg(long)]
     pub(crate) no_share_trials: bool,
     /// End the simulation when the target is reached (what `devnet --until-target` does).
@@ -119,6 +120,8 @@ pub(crate) struct Search {
     domain: Arc<dyn Domain>,
     pub(crate) spec: DomainSpec,
     opts: Vec<Opt>,
+    /// The network's population when shared trials split it into islands (`Place::islands`).
+    population: Option<usize>,
     pub(crate) figures: Figures,
     pub(crate) done: bool,
     /// Every certificate's commit and outcome, hashed (the search's part of the digest).
@@ -189,6 +192,7 @@ impl Search {
             ..DomainConfig::default()
         };
         config.optimization_config.insert("n_params".into(), serde_json::json!(args.dims));
+        config.share_trials = !args.no_share_trials;
         let domain = doin_node::domains::build(&config).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             doin_node::domains::tolerance_profile(&args.domain, 0.0).is_some()
@@ -208,14 +212,12 @@ impl Search {
         let agreement = Agreement { absolute: tolerance.absolute, relative: tolerance.relative };
         let mut opts = Vec::with_capacity(args.optimizers);
         for i in 0..args.optimizers {
-            let optimizer = doin_node::optimizer::build_optimizer(
-                domain.as_ref(),
-                &config,
-                seed ^ (i as u64 + 1),
-                args.optimizers,
-            )
-            .map_err(anyhow::Error::msg)?;
-            let batch = doin_node::optimizer::population_of(domain.as_ref(), &config, 1, args.optimizers);
+            // Optimizer `i` is ranked `i` (the node ranks by address; the order is all that counts).
+            let place = doin_node::optimizer::Place::new(args.optimizers, i);
+            let optimizer =
+                doin_node::optimizer::build_optimizer(domain.as_ref(), &config, seed ^ (i as u64 + 1), place)
+                    .map_err(anyhow::Error::msg)?;
+            let batch = doin_node::optimizer::population_of(domain.as_ref(), &config, 1, place);
             opts.push(Opt {
                 node: first + i,
                 own: doin_node::own_claims::OwnClaims::new(16),
@@ -235,10 +237,15 @@ impl Search {
                 published_ms: None,
             });
         }
+        let population = config
+            .share_trials
+            .then(|| doin_node::optimizer::network_population(domain.as_ref(), &config))
+            .flatten();
         Ok(Self {
             args,
             domain,
             spec,
+            population,
             opts,
             figures: Figures::default(),
             done: false,
@@ -355,9 +362,19 @@ impl Search {
         };
         let id = self.next_batch;
         self.next_batch = self.next_batch.wrapping_add(1);
-        self.batches.insert(id, (batch, self.opts.len() - 1));
         self.figures.trial_batches += 1;
-        (0..self.opts.len()).filter(|j| *j != i).map(|j| (self.hop(rng), TRIALS, id, j as u32)).collect()
+        // The node gossips to all; a split population's optimizers read their island's only.
+        let readers: Vec<usize> = (0..optimizers).filter(|j| *j != i && self.reads(*j, i)).collect();
+        self.batches.insert(id, (batch, readers.len()));
+        readers.into_iter().map(|j| (self.hop(rng), TRIALS, id, j as u32)).collect()
+    }
+
+    /// Whether optimizer `j` takes optimizer `i`'s trials (`Sharing::only_from` in the node).
+    fn reads(&self, j: usize, i: usize) -> bool {
+        match self.population {
+            Some(p) => doin_node::optimizer::Place::new(self.opts.len(), j).same_island(p, i),
+            None => true,
+        }
     }
 
     /// Batch `b` reaches optimizer `j` (lost when its node is down).

@@ -481,16 +481,25 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         let (limits, optimizers, other_evaluators) = {
             let s = store.lock();
             let tip = s.tip();
-            // Accounts staked to optimize this domain: the network's population is split
-            // among them (at least this node).
-            let optimizers = tip.stakes().filter(|(_, st)| st.optimizes(&domain_id)).count().max(1);
+            // Accounts staked to optimize this domain, in address order: the network's
+            // population is split among them (this node counts as one, staked or not).
+            let mut optimizers: Vec<doin_primitives::Address> =
+                tip.stakes().filter(|(_, st)| st.optimizes(&domain_id)).map(|(a, _)| *a).collect();
+            if !optimizers.contains(&me) {
+                optimizers.push(me);
+            }
+            optimizers.sort();
             let others = tip.stakes().filter(|(a, st)| **a != me && st.evaluates(&domain_id)).count();
             (tip.domain(&domain_id).map(|d| d.spec.limits).unwrap_or_default(), optimizers, others)
         };
+        let place = optimizer::Place::new(
+            optimizers.len(),
+            optimizers.iter().position(|a| *a == me).unwrap_or_default(),
+        );
         // The optimizer searches the domain within its `param_bounds`.
         let search = domains::search_domain(rt.domain.clone(), &rt.config)
             .map_err(|e| other(format!("domain {id}: {e}")))?;
-        let mut opt = optimizer::build_optimizer(search.as_ref(), &rt.config, seed, optimizers)
+        let mut opt = optimizer::build_optimizer(search.as_ref(), &rt.config, seed, place)
             .map_err(|e| other(format!("domain {id}: {e}")))?;
         // L3 warm start: the domain's rounds this node recorded before and the chain's verified
         // optimae of every participant (its experiment cube); the cube records what seeded it.
@@ -568,14 +577,24 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 crate::trials::Agreement { absolute: tol.absolute, relative: tol.relative },
                 super::share::check_seed(&key, id),
             );
-            Some(crate::trials::share::Sharing::new(
+            let sharing = crate::trials::share::Sharing::new(
                 book,
                 rx,
                 shared_tx.clone(),
                 id.clone(),
                 rt.domain.space().clone(),
                 rt.sharing.clone(),
-            ))
+            );
+            // A split population takes trials from its own island's optimizers only.
+            Some(match optimizer::network_population(search.as_ref(), &rt.config) {
+                Some(population) if place.optimizers > 1 => sharing.only_from(
+                    (0..optimizers.len())
+                        .filter(|r| place.same_island(population, *r))
+                        .map(|r| optimizers[r])
+                        .collect(),
+                ),
+                _ => sharing,
+            })
         } else {
             None
         };
@@ -592,8 +611,14 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         // niceness of the thread that starts it: its optimizer thread keeps the node's.
         let shares_process = rt.config.domain_plugin.is_some();
         let rounds = tracker.is_some().then(|| rounds_tx.clone());
-        let round_size = optimizer::population_of(search.as_ref(), &rt.config, run.batch, optimizers);
-        tracing::info!(domain = %id, optimizers, population = round_size, "optimizer island");
+        let round_size = optimizer::population_of(search.as_ref(), &rt.config, run.batch, place);
+        tracing::info!(
+            domain = %id,
+            optimizers = place.optimizers,
+            rank = place.rank,
+            population = round_size,
+            "optimizer island"
+        );
         threads.push(
             std::thread::Builder::new()
                 .name(format!("optimize-{id}"))

@@ -46,48 +46,132 @@ const MIN_ISLAND: usize = 20;
 /// SHADE still solves the cheap benchmark functions (`doin bench optimize`).
 pub const DEFAULT_OPTIMIZER: &str = "auto";
 
-/// Candidates per generation of the optimizer `config` builds for `domain` (a round in the
-/// experiment record), on a node that is one of `optimizers` staked for the domain.
-///
-/// `population_size` (or the optimizer's usual size) is the domain's population across the
-/// network: a population-based optimizer (SHADE, GA) runs an island of `1 / optimizers` of it
-/// (at least [`MIN_ISLAND`]), and the islands share their best through the chain's champions.
-/// So a generation costs the network the same evaluations however many optimizers share it,
-/// and each optimizer's part shrinks as optimizers join. CMA-ES keeps its λ; TPE proposes a
-/// few points at a time; `auto` and a plugin size their own rounds (`batch`).
-pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize, optimizers: usize) -> usize {
+/// Where a node stands among the accounts staked to optimize a domain: how many there are, and
+/// its `rank` in the order of their addresses (the chain's stake table: every node computes the
+/// same ranks). Population-based optimizers split the domain's population by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// Optimizers staked for the domain (at least this node).
+    pub optimizers: usize,
+    /// This node's rank among them (`0..optimizers`).
+    pub rank: usize,
+}
+
+impl Place {
+    /// The only optimizer.
+    pub const ALONE: Self = Self { optimizers: 1, rank: 0 };
+
+    /// `rank` of `optimizers` (a rank past the end is taken as the last).
+    pub fn new(optimizers: usize, rank: usize) -> Self {
+        let optimizers = optimizers.max(1);
+        Self { optimizers, rank: rank.min(optimizers - 1) }
+    }
+
+    /// How shared trials split a population of `population`: into `islands` of the
+    /// [`MIN_ISLAND`] members or more each (one per optimizer while there are few), the
+    /// optimizers of an island running its population together. Returns (islands, this node's
+    /// island).
+    pub fn islands(&self, population: usize) -> (usize, usize) {
+        let islands = self.optimizers.min((population / MIN_ISLAND).max(1));
+        (islands, self.rank % islands)
+    }
+
+    /// Whether the optimizer ranked `other` searches the same island as this node (its shared
+    /// trials are for this node's population).
+    pub fn same_island(&self, population: usize, other: usize) -> bool {
+        let (islands, mine) = self.islands(population);
+        other % islands == mine
+    }
+
+    /// (The island's population, the optimizers sharing it.)
+    fn island(&self, population: usize) -> (usize, usize) {
+        let (islands, mine) = self.islands(population);
+        let peers = (self.optimizers - 1 - mine) / islands + 1;
+        (population.div_ceil(islands), peers)
+    }
+}
+
+/// The population a population-based optimizer `config` names for `domain` (the network's,
+/// before any split): `population_size`, or the optimizer's usual size.
+pub fn network_population(domain: &dyn Domain, config: &DomainConfig) -> Option<usize> {
     let d = domain.space().len();
     let configured = config.optimization_config.get("population_size").and_then(Json::as_f64);
     let configured = configured.map(|p| p.clamp(4.0, 10_000.0) as usize);
-    let island = |p: usize| p.div_ceil(optimizers.max(1)).max(MIN_ISLAND.min(p));
     match config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER) {
-        "shade" => island(configured.unwrap_or_else(|| Shade::default_population(d))),
-        "tpe" => batch.clamp(1, doin_optimize::tpe::MAX_BATCH),
-        "cma-es" => configured.unwrap_or(4 + (3.0 * (d.max(1) as f64).ln()).floor() as usize),
-        "ga" | "predictor" => island(configured.unwrap_or(GaConfig::default().population as usize)),
+        "shade" => Some(configured.unwrap_or_else(|| Shade::default_population(d))),
+        "ga" | "predictor" => Some(configured.unwrap_or(GaConfig::default().population as usize)),
+        _ => None,
+    }
+}
+
+/// Candidates per generation of the optimizer `config` builds for `domain` (a round in the
+/// experiment record), on a node at `place` among the domain's optimizers.
+///
+/// `population_size` (or the optimizer's usual size) is the domain's population across the
+/// network, so a generation costs the network the same evaluations however many optimizers
+/// share it, and each optimizer's part shrinks as optimizers join:
+/// - a GA, or SHADE without `share_trials`, runs an island of `1 / optimizers` of it (at least
+///   [`MIN_ISLAND`]), the islands sharing their best through the chain's champions;
+/// - SHADE with `share_trials` splits it into at most `population / MIN_ISLAND` islands
+///   ([`Place::islands`]) whose optimizers run the island's population together
+///   ([`Shade::shared`]: each measures its share of a generation, and their shared trials
+///   enter the population). Measured in `doin sim` (10-dimensional Rastrigin, docs/design.md
+///   §12d): independent islands are what makes 2 – 4 optimizers better than one by more than
+///   their number; sharing within islands is what keeps it so at 8 – 32, where islands of
+///   their own would each need [`MIN_ISLAND`] members and the network's population would grow
+///   with the optimizers.
+///
+/// CMA-ES keeps its λ; TPE proposes a few points at a time; `auto` and a plugin size their own
+/// rounds (`batch`).
+pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize, place: Place) -> usize {
+    let d = domain.space().len();
+    let island = |p: usize| p.div_ceil(place.optimizers).max(MIN_ISLAND.min(p));
+    let population = network_population(domain, config);
+    match (config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER), population) {
+        ("shade", Some(p)) if config.share_trials => {
+            let (island, peers) = place.island(p);
+            island.div_ceil(peers)
+        }
+        ("shade" | "ga" | "predictor", Some(p)) => island(p),
+        ("tpe", _) => batch.clamp(1, doin_optimize::tpe::MAX_BATCH),
+        ("cma-es", _) => {
+            let configured = config.optimization_config.get("population_size").and_then(Json::as_f64);
+            configured.map_or(4 + (3.0 * (d.max(1) as f64).ln()).floor() as usize, |p| {
+                p.clamp(4.0, 10_000.0) as usize
+            })
+        }
         _ => batch,
     }
 }
 
-/// Builds the configured optimizer for `domain` on a node that is one of `optimizers` staked
-/// for it (the island's population: [`population_of`]).
+/// Builds the configured optimizer for `domain` on a node at `place` among the domain's
+/// optimizers (the island's population: [`population_of`]).
 pub fn build_optimizer(
     domain: &dyn Domain,
     config: &DomainConfig,
     seed: u64,
-    optimizers: usize,
+    place: Place,
 ) -> Result<Box<dyn Optimizer>, String> {
     let d = domain.space().len();
     let c = &config.optimization_config;
     let get = |k: &str| c.get(k).and_then(Json::as_f64);
     let population = get("population_size").map(|p| p.clamp(4.0, 10_000.0) as usize);
-    let island = population_of(domain, config, 0, optimizers);
+    let island = population_of(domain, config, 0, place);
     Ok(match config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER) {
         "auto" => {
-            let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..config.clone() };
-            Box::new(doin_optimize::Auto::new(d, population_of(domain, &shade, 0, optimizers), seed))
+            // Its SHADE is an island of its own (it shares no trials with other nodes' SHADE).
+            let shade = DomainConfig {
+                optimization_plugin: Some("shade".into()),
+                share_trials: false,
+                ..config.clone()
+            };
+            Box::new(doin_optimize::Auto::new(d, population_of(domain, &shade, 0, place), seed))
         }
         "tpe" => Box::new(doin_optimize::Tpe::new(d, doin_optimize::Tpe::default_startup(d), seed)),
+        "shade" if config.share_trials => {
+            let (island, peers) = place.island(network_population(domain, config).unwrap_or(island));
+            Box::new(Shade::new(d, island, seed).shared(peers))
+        }
         "shade" => Box::new(Shade::new(d, island, seed)),
         "cma-es" => Box::new(CmaEs::new(d, population.unwrap_or(0), seed)),
         "ga" | "predictor" => Box::new(Ga::new(

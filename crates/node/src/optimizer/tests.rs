@@ -157,12 +157,12 @@ fn each_optimizer_name_builds_that_optimizer() {
         (Some("cma-es"), "cma-es"),
         (Some("ga"), "ga"),
     ] {
-        let opt = build_optimizer(&domain, &named(name), 1, 1).unwrap();
+        let opt = build_optimizer(&domain, &named(name), 1, Place::ALONE).unwrap();
         // `auto` names its state after the colon (timing, then its choice).
         assert_eq!(opt.kind().split(':').next(), Some(kind), "{name:?}");
     }
-    assert_eq!(population_of(&domain, &named(Some("tpe")), 8, 1), doin_optimize::tpe::MAX_BATCH);
-    let mut auto = build_optimizer(&domain, &named(Some("auto")), 1, 1).unwrap();
+    assert_eq!(population_of(&domain, &named(Some("tpe")), 8, Place::ALONE), doin_optimize::tpe::MAX_BATCH);
+    let mut auto = build_optimizer(&domain, &named(Some("auto")), 1, Place::ALONE).unwrap();
     // It times a few evaluations (two batches of 4 here) before it chooses.
     for _ in 0..2 {
         let xs = auto.ask(4);
@@ -212,20 +212,52 @@ fn a_warm_start_teaches_the_rounds_that_fit() {
 fn the_population_is_split_among_the_domains_optimizers() {
     let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
     let domain = Identity(space, 0.0);
-    let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..DomainConfig::default() };
-    let sizes: Vec<usize> = [1, 2, 4, 100].iter().map(|k| population_of(&domain, &shade, 4, *k)).collect();
+    let first = |k: usize| Place::new(k, 0);
+    let islands = DomainConfig {
+        optimization_plugin: Some("shade".into()),
+        share_trials: false,
+        ..DomainConfig::default()
+    };
+    let sizes: Vec<usize> =
+        [1, 2, 4, 100].iter().map(|k| population_of(&domain, &islands, 4, first(*k))).collect();
     // 4 optimizers: 18 of 70 would be below the floor; 100: the floor.
     assert_eq!(sizes, [70, 35, MIN_ISLAND, MIN_ISLAND]);
-    let mut small = shade.clone();
+    let mut small = islands.clone();
     small.optimization_config.insert("population_size".into(), serde_json::json!(6));
-    assert_eq!(population_of(&domain, &small, 4, 4), 6, "an island is never below a small population");
+    assert_eq!(population_of(&domain, &small, 4, first(4)), 6, "an island is never below a small population");
     let mut ga = DomainConfig { optimization_plugin: Some("ga".into()), ..DomainConfig::default() };
     ga.optimization_config.insert("population_size".into(), serde_json::json!(40));
-    assert_eq!(population_of(&domain, &ga, 4, 2), 20);
+    assert_eq!(population_of(&domain, &ga, 4, first(2)), 20);
     let cma = DomainConfig { optimization_plugin: Some("cma-es".into()), ..DomainConfig::default() };
-    assert_eq!(population_of(&domain, &cma, 4, 1), population_of(&domain, &cma, 4, 4));
-    let mut opt = build_optimizer(&domain, &ga, 1, 2).expect("GA builds");
+    assert_eq!(population_of(&domain, &cma, 4, first(1)), population_of(&domain, &cma, 4, first(4)));
+    let mut opt = build_optimizer(&domain, &ga, 1, first(2)).expect("GA builds");
     assert_eq!(opt.ask(100).len(), 20, "the GA's first generation is the island");
+}
+
+/// With shared trials SHADE's 70 members split into 3 islands (70 / 20) of 24; an island's
+/// optimizers measure their share of its generation and learn each other's trials, the other
+/// islands' they do not read.
+#[test]
+fn shared_trials_split_shade_into_islands_run_together() {
+    let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
+    let domain = Identity(space, 0.0);
+    let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..DomainConfig::default() };
+    assert!(shade.share_trials, "sharing is the default");
+    assert_eq!(network_population(&domain, &shade), Some(70));
+    let generation = |k: usize, r: usize| population_of(&domain, &shade, 4, Place::new(k, r));
+    assert_eq!(generation(1, 0), 70, "alone: the whole population");
+    assert_eq!((generation(2, 0), generation(2, 1)), (35, 35), "two islands of 35, one optimizer each");
+    assert_eq!(Place::new(10, 4).islands(70), (3, 1));
+    // 10 optimizers on 3 islands of 24: ranks 0, 3, 6, 9 share island 0; 1, 4, 7 island 1.
+    assert_eq!((generation(10, 0), generation(10, 1)), (6, 8));
+    assert!(Place::new(10, 4).same_island(70, 7) && !Place::new(10, 4).same_island(70, 6));
+    let mut opt = build_optimizer(&domain, &shade, 1, Place::new(10, 1)).expect("SHADE builds");
+    assert!(opt.learns_shared(), "an island run together learns its optimizers' trials");
+    assert_eq!(opt.ask(100).len(), 8, "its first generation is its share of the island");
+    let alone = build_optimizer(&domain, &shade, 1, Place::ALONE).expect("SHADE builds");
+    assert!(!alone.learns_shared(), "alone, nothing to learn");
+    let islands = DomainConfig { share_trials: false, ..shade };
+    assert!(!build_optimizer(&domain, &islands, 1, Place::new(10, 1)).expect("builds").learns_shared());
 }
 
 /// `optimization_patience` reaches the GA: after that many generations without improvement
@@ -240,7 +272,7 @@ fn optimization_patience_sets_when_the_ga_moves_on() {
         if let Some(p) = patience {
             ga.optimization_config.insert("optimization_patience".into(), serde_json::json!(p));
         }
-        let mut opt = build_optimizer(&domain, &ga, 1, 1).expect("GA builds");
+        let mut opt = build_optimizer(&domain, &ga, 1, Place::ALONE).expect("GA builds");
         for _ in 0..generations {
             // A flat landscape: nothing ever improves.
             let told: Vec<Evaluated> = opt.ask(8).into_iter().map(|x| Evaluated { x, loss: 1.0 }).collect();

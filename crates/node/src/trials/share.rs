@@ -71,6 +71,8 @@ pub struct Sharing {
     outbox: Vec<(Vec<f64>, f64, u32)>,
     last_flush: Instant,
     check: Option<Check>,
+    /// Senders whose trials are for this node's population (`None`: every sender's).
+    island: Option<std::collections::BTreeSet<doin_primitives::Address>>,
 }
 
 impl std::fmt::Debug for Sharing {
@@ -116,7 +118,15 @@ impl Sharing {
             outbox: Vec::new(),
             last_flush: Instant::now(),
             check: None,
+            island: None,
         }
+    }
+
+    /// Takes trials only from these senders (the optimizers of this node's island of a split
+    /// population, `optimizer::Place::islands`); the others' batches are dropped unread.
+    pub fn only_from(mut self, senders: std::collections::BTreeSet<doin_primitives::Address>) -> Self {
+        self.island = Some(senders);
+        self
     }
 
     /// Takes the batches that arrived and applies what the book makes of them. An optimizer
@@ -124,7 +134,7 @@ impl Sharing {
     pub fn receive(&mut self, search: &Space, opt: &mut dyn Optimizer) {
         for _ in 0..RECEIVE_PER_TURN {
             let Ok(mut batch) = self.incoming.try_recv() else { break };
-            if !opt.learns_shared() {
+            if !opt.learns_shared() || self.island.as_ref().is_some_and(|s| !s.contains(&batch.sender)) {
                 continue;
             }
             batch.trials = batch
@@ -184,8 +194,9 @@ impl Sharing {
 
     /// Sends the queued trials (with the points in flight) once [`FLUSH_TRIALS`] wait or
     /// [`FLUSH_EVERY`] passed; a full channel keeps them for the next try.
-    /// Only a node whose optimizer learns from shared trials publishes its own: the nodes of a
-    /// domain that share are the model-based ones, and a SHADE network gossips nothing extra.
+    /// Only a node whose optimizer learns from shared trials publishes its own (TPE, SHADE
+    /// islands run together): an optimizer of its own (CMA-ES, GA, a lone SHADE) gossips
+    /// nothing extra.
     pub fn flush(&mut self, search: &Space, opt: &dyn Optimizer, now: Instant) {
         if !opt.learns_shared() {
             self.outbox.clear();
