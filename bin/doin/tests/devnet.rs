@@ -683,6 +683,78 @@ fn nodes_learn_each_others_trials_and_catch_a_node_that_inflates_them() {
     let _ = devnet.0.kill();
 }
 
+/// Four SHADE nodes with a population of 40 run two islands of 20, two optimizers each (ranks
+/// by address, docs/design.md §12d): every node shares trials with its island mate only — it
+/// trusts or bans exactly one sender, never the other island's — and the node publishing
+/// inflated trials is banned by its island mate alone.
+#[test]
+fn shade_islands_run_together_share_trials_within_the_island_only() {
+    let _serial = serial();
+    let base = base_port(100);
+    let port = base.to_string();
+    let mut devnet = Killed(
+        doin()
+            .args(["devnet", "--nodes", "4", "--optimizer", "shade", "--optimization", "population_size=40"])
+            // A target no loss reaches (the quadratic's performance is at most 0): the loops
+            // run the whole time (SHADE reaches any finite target in half a second).
+            .args(["--target", "1", "--duration", "60", "--base-port", &port])
+            .args(["--adversary", "2=inflate-trials"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let up = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", base + 6)).is_err() {
+        assert!(Instant::now() < up, "the nodes' APIs never came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The liar's mate may first trust it (the chain certifies its honest claims) and ban it at
+    // a later check: wait for the settled picture.
+    let honest = [0u16, 1, 3];
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let seen = loop {
+        let seen: Vec<serde_json::Value> = honest
+            .iter()
+            .map(|i| {
+                http(base + 2 * i, "GET", "/status", "", None).1["domains"]["quadratic"]["shared_trials"]
+                    .clone()
+            })
+            .collect();
+        let count = |t: &serde_json::Value, k: &str| t[k].as_u64().unwrap_or(0);
+        let settled = seen.iter().all(|t| {
+            count(t, "published") > 0 && count(t, "trusted_senders") + count(t, "senders_banned") == 1
+        }) && seen.iter().map(|t| count(t, "senders_banned")).sum::<u64>() == 1;
+        if settled || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for (i, t) in honest.iter().zip(&seen) {
+        assert!(t["published"].as_u64() > Some(0), "node {i} shares its own trials: {t}");
+        let (trusted, ban) = (t["trusted_senders"].as_u64().unwrap(), t["senders_banned"].as_u64().unwrap());
+        assert_eq!(trusted + ban, 1, "node {i} reads its island mate only: {seen:?}");
+    }
+    let banned: u64 = seen.iter().map(|t| t["senders_banned"].as_u64().unwrap()).sum();
+    assert_eq!(banned, 1, "the liar's island mate bans it; the other island never reads it: {seen:?}");
+    // Ten seconds on, the population converged (to the wire's grid): the honest mates' checks
+    // of each other still agree, and they still learn each other's trials.
+    std::thread::sleep(Duration::from_secs(10));
+    let later: Vec<serde_json::Value> = honest
+        .iter()
+        .map(|i| {
+            http(base + 2 * i, "GET", "/status", "", None).1["domains"]["quadratic"]["shared_trials"].clone()
+        })
+        .collect();
+    let banned: u64 = later.iter().map(|t| t["senders_banned"].as_u64().unwrap()).sum();
+    assert_eq!(banned, 1, "no honest node is banned at convergence: {later:?}");
+    assert!(
+        later.iter().zip(&seen).any(|(l, s)| l["used"].as_u64() > s["used"].as_u64()),
+        "the honest island keeps learning: {later:?}"
+    );
+    let _ = devnet.0.kill();
+}
+
 fn http_text(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -70,6 +70,19 @@ struct Shared {
 /// A trial of the first, uniform part of a shared population (it has no target).
 const NO_TARGET: usize = usize::MAX;
 
+/// Steps per unit of the grid shared trials travel on (`doin_primitives::trials`: 16 bits per
+/// dimension). A shared population measures only points of the grid, so the point another
+/// node checks is the point that was measured: off the grid, a population converged below
+/// one step (a loss of 1e-9 on a quadratic) claims losses its rounded points do not have, and
+/// honest nodes' spot checks ban each other (seen in the devnet test before this).
+const GRID: f64 = 65_535.0;
+
+fn on_grid(x: &mut [f64]) {
+    for v in x {
+        *v = (v.clamp(0.0, 1.0) * GRID).round() / GRID;
+    }
+}
+
 impl Shade {
     /// A new optimizer for `dim` dimensions with population `np` (≥ 4), seeded.
     pub fn new(dim: usize, np: usize, seed: u64) -> Self {
@@ -142,6 +155,9 @@ impl Shade {
                     loss: None,
                 })
                 .collect();
+            if shared {
+                self.trials.iter_mut().for_each(|t| on_grid(&mut t.x));
+            }
             return;
         }
         let mut order: Vec<usize> = (0..np).collect();
@@ -161,6 +177,9 @@ impl Shade {
             }
         };
         self.trials = targets.into_iter().map(|i| self.trial_for(i, &order)).collect();
+        if self.shared.is_some() {
+            self.trials.iter_mut().for_each(|t| on_grid(&mut t.x));
+        }
     }
 
     /// A current-to-pbest/1/bin trial for member `i` (`order`: the members by loss).
