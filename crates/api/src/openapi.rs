@@ -104,8 +104,8 @@ pub const OPERATIONS: &[Operation] = &[
     op(
         "get",
         "/disputes",
-        "Disputes of inference answers: pending (quorum, votes, deadline) and the latest settled.",
-        &["pending", "settled", "params"],
+        "Disputes of inference answers: pending (quorum, votes, deadline), the latest settled, and the evaluators left out of a domain's dispute quorums for a missed deadline.",
+        &["pending", "settled", "absent", "params"],
     ),
     Operation {
         errors: &[400, 404],

@@ -142,9 +142,21 @@ pub(crate) async fn disputes(State(s): State<ApiState>) -> ApiResult {
     let settled: Vec<Value> =
         settled.into_iter().take(SETTLED_SHOWN).map(|(id, d)| dispute_json(tip, id, d)).collect();
     let p = tip.params();
+    // Evaluators left out of a domain's dispute quorums for letting one reach its deadline
+    // without their vote (`doin_consensus::disputes::ABSENCE_WINDOWS`).
+    let height = tip.height();
+    let absent: Vec<Value> = tip
+        .domains()
+        .flat_map(|(id, d)| {
+            d.dispute_absent.iter().filter(|(_, until)| *until > height).map(move |(a, until)| {
+                json!({ "domain": id.to_string(), "evaluator": a.to_string(), "until": until })
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "pending": pending,
         "settled": settled,
+        "absent": absent,
         "params": {
             "dispute_bond": doin(p.dispute_bond.0),
             "dispute_slash_ppm": p.dispute_slash_ppm,

@@ -118,6 +118,33 @@ fn excluded(d: &Dispute, a: &Address) -> bool {
     *a == d.server || *a == d.disputer
 }
 
+/// Dispute windows a member that let a dispute reach its deadline without its vote is not
+/// drawn for the domain's disputes (a stopped or withholding evaluator stops being drawn; the
+/// federated audits' rule, §21c).
+pub const ABSENCE_WINDOWS: u64 = 10;
+
+/// Whether `a` is absent from `domain`'s dispute quorums at `height`.
+pub fn absent(state: &State, domain: &DomainId, a: &Address, height: u64) -> bool {
+    state
+        .domain(domain)
+        .is_some_and(|d| d.dispute_absent.iter().any(|(who, until)| who == a && *until > height))
+}
+
+/// Marks the members of `d`'s quorum that did not vote as absent until `height` + the
+/// absence; forgets absences that are over.
+fn mark_absent(state: &mut State, d: &Dispute, height: u64) {
+    let until = height.saturating_add(state.params.dispute_window_blocks.saturating_mul(ABSENCE_WINDOWS));
+    let silent: Vec<Address> =
+        d.quorum.iter().filter(|m| !d.votes.iter().any(|(a, _)| a == *m)).copied().collect();
+    let Some(mut ds) = state.domain(&d.domain).cloned() else { return };
+    if silent.is_empty() && ds.dispute_absent.iter().all(|(_, u)| *u > height) {
+        return;
+    }
+    ds.dispute_absent.retain(|(a, u)| *u > height && !silent.contains(a));
+    ds.dispute_absent.extend(silent.into_iter().map(|a| (a, until)));
+    state.set_domain(d.domain.clone(), ds);
+}
+
 /// Applies a `DisputeInference` from `sender` at `height`.
 pub(crate) fn apply_dispute(
     state: &mut State,
@@ -279,8 +306,12 @@ pub(crate) fn begin_block(state: &mut State, height: u64) -> Result<(), TxError>
         let drawn = (|| {
             let inclusion = state.recent_at(d.height)?;
             let beacon = state.recent_at(d.height.checked_add(1)?)?.beacon;
-            let candidates: Vec<Candidate> =
-                inclusion.eligible(&d.domain).iter().filter(|c| !excluded(&d, &c.address)).copied().collect();
+            let candidates: Vec<Candidate> = inclusion
+                .eligible(&d.domain)
+                .iter()
+                .filter(|c| !excluded(&d, &c.address) && !absent(state, &d.domain, &c.address, height))
+                .copied()
+                .collect();
             let spec = &state.domain(&d.domain)?.spec;
             let k = quorum::quorum_size(candidates.len(), &spec.quorum);
             Some(quorum::draw(&candidates, k, &seed(&beacon, &id)))
@@ -304,6 +335,7 @@ pub(crate) fn begin_block(state: &mut State, height: u64) -> Result<(), TxError>
         if d.outcome.is_some() || d.deadline(window) != at {
             continue;
         }
+        mark_absent(state, &d, height);
         let against = d.votes.iter().filter(|(_, w)| *w).count();
         let cast = d.votes.len();
         match against.cmp(&(cast - against)) {

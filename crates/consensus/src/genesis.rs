@@ -139,6 +139,7 @@ impl GenesisSpec {
                     stats: DomainStats::default(),
                     federated: None,
                     past_models: Vec::new(),
+                    dispute_absent: Vec::new(),
                 },
             );
         }

@@ -200,6 +200,10 @@ pub struct DomainState {
     /// Champion models displaced within `dispute_window_blocks`: receipts naming them can
     /// still be disputed (at most [`MAX_PAST_MODELS`], newest last).
     pub past_models: Vec<PastModel>,
+    /// Evaluators drawn for a dispute of this domain that reached its deadline without their
+    /// vote, and the height until which they are not drawn for its disputes again (at most one
+    /// entry per evaluator; expired ones are dropped when the next absence is recorded).
+    pub dispute_absent: Vec<(Address, u64)>,
 }
 
 /// Most displaced champion models a domain keeps disputable.

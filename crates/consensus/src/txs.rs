@@ -151,6 +151,7 @@ pub(crate) fn apply_tx(
                     stats: DomainStats::default(),
                     federated: None,
                     past_models: Vec::new(),
+                    dispute_absent: Vec::new(),
                 },
             );
         }

@@ -11,8 +11,10 @@ use redb::TableDefinition;
 /// the payouts a transaction made). Version 6: audited rounds (pending rounds and their votes
 /// in the federated state, contributions' say, receipts with the rounds a transaction settled).
 /// Version 7: champions' models (votes measure a reveal's model artifact; a champion records
-/// the quorum's measured model quality).
-pub const SCHEMA_VERSION: u32 = 8;
+/// the quorum's measured model quality). Version 8: inference disputes (disputes in the state,
+/// receipts committing per row). Version 9: domains record the evaluators absent from their
+/// disputes' quorums.
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

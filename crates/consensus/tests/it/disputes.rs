@@ -189,6 +189,44 @@ fn a_quorum_that_does_not_decide_returns_the_bond_at_the_deadline() {
     assert!(net.state.dispute(&id).unwrap().outcome.is_none());
 }
 
+/// Members that let a dispute reach its deadline without voting are not drawn for the domain's
+/// disputes for `ABSENCE_WINDOWS` windows (a stopped or withholding evaluator stops stalling
+/// them); a member that voted is not marked.
+#[test]
+fn members_silent_until_the_deadline_are_not_drawn_again_for_a_while() {
+    use doin_consensus::disputes::{ABSENCE_WINDOWS, absent};
+    let mut net = net();
+    let (id, members) = disputed(&mut net);
+    assert!(members.len() >= 2, "a quorum of two or more: {members:?}");
+    // One member votes (its finding alone decides nothing), the others stay silent.
+    vote(&mut net, members[0], id, false).unwrap();
+    let window = net.state.params().dispute_window_blocks;
+    let height = net.state.dispute(&id).unwrap().height;
+    while net.state.height() < height + window {
+        net.heartbeat(vec![]).unwrap();
+    }
+    let d = net.state.dispute(&id).unwrap();
+    assert!(d.outcome.is_some(), "settled at the deadline: {d:?}");
+    let now = net.state.height();
+    let silent: Vec<usize> = members[1..].to_vec();
+    for m in &silent {
+        assert!(absent(&net.state, &domain_id(), &net.addr(*m), now), "member {m} did not vote");
+        assert!(!absent(&net.state, &domain_id(), &net.addr(*m), now + window * ABSENCE_WINDOWS));
+    }
+    assert!(!absent(&net.state, &domain_id(), &net.addr(members[0]), now), "the voter is not absent");
+    // The next dispute's quorum leaves the silent members out.
+    let other = dispute_of(receipt(&net, CHAMPION, champion(&net), model()), 1);
+    let next = other.id();
+    dispute(&mut net, CLIENT, other).unwrap();
+    net.heartbeat(vec![]).unwrap();
+    net.heartbeat(vec![]).unwrap();
+    let d = net.state.dispute(&next).unwrap();
+    let drawn: Vec<usize> = d.quorum.iter().map(|a| (0..10).find(|i| net.addr(*i) == *a).unwrap()).collect();
+    assert!(drawn.iter().all(|m| !silent.contains(m)), "absent members drawn: {drawn:?} (silent {silent:?})");
+    assert!(!drawn.is_empty() || d.outcome.is_some(), "drawn from the others, or undecided with none: {d:?}");
+    conserved(&net);
+}
+
 #[test]
 fn every_abuse_of_a_dispute_is_refused_by_name() {
     let mut net = net();

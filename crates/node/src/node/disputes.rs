@@ -4,7 +4,10 @@
 //! held — and the finding goes out as a signed `DisputeVote`. The built-in models' forward pass
 //! is deterministic, so the server's output must match ours bit for bit; a row the model cannot
 //! take (its width) is an answer the server could not have given: wrong. A model this node
-//! cannot fetch or run gets no vote.
+//! cannot fetch or run gets no vote now; the member tries again [`RETRY_BLOCKS`] blocks after
+//! an attempt ended while its vote is not on chain (a fetch that failed, a vote lost on the
+//! way), until the dispute settles — a member silent at the deadline is not drawn for the
+//! domain's disputes for a while (`doin_consensus::disputes::ABSENCE_WINDOWS`).
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -12,13 +15,21 @@ use super::*;
 /// How long a member tries to fetch a disputed model.
 const FETCH: Duration = Duration::from_secs(30);
 
+/// A finished attempt: the dispute and the finding (`Some(wrong)`; `None`: the model could not
+/// be fetched or run).
+type Finding = (Hash, Option<bool>);
+
+/// Blocks after an attempt ended before a member whose vote is not on chain tries again.
+pub(super) const RETRY_BLOCKS: u64 = 5;
+
 /// Disputes this node re-executes or voted on, and the findings waiting to be sent.
 #[derive(Default)]
 pub(super) struct Arbiter {
-    /// Dispute ids started here (pruned to those still pending on chain).
-    started: HashSet<Hash>,
-    /// Finished re-executions: (dispute, wrong).
-    found: Arc<Mutex<Vec<(Hash, bool)>>>,
+    /// Dispute ids attempted here (pruned to those still pending on chain): `None` while the
+    /// attempt runs, then the height it ended at.
+    started: HashMap<Hash, Option<u64>>,
+    /// Finished attempts.
+    found: Arc<Mutex<Vec<Finding>>>,
 }
 
 impl Engine {
@@ -26,7 +37,10 @@ impl Engine {
         let found = std::mem::take(
             &mut *self.arbiter.found.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        let height = state.height();
         for (id, wrong) in found {
+            self.arbiter.started.insert(id, Some(height));
+            let Some(wrong) = wrong else { continue };
             let tx = self.own_tx(state, doin_primitives::TxKind::DisputeVote { dispute: id, wrong });
             if let Err(e) = self.mempool.insert(tx.clone(), state) {
                 tracing::warn!(dispute = %id, error = %e, "dispute vote refused by our own mempool");
@@ -37,30 +51,39 @@ impl Engine {
             self.publish(Topic::Txs, GossipMessage::Transaction(Box::new(tx))).await;
         }
         let me = self.me;
-        self.arbiter.started.retain(|id| state.dispute(id).is_some_and(|d| d.outcome.is_none()));
+        self.arbiter.started.retain(|id, _| state.dispute(id).is_some_and(|d| d.outcome.is_none()));
+        let started = &self.arbiter.started;
         let due: Vec<(Hash, doin_consensus::disputes::Dispute)> = state
             .disputes()
             .filter(|(id, d)| {
                 d.outcome.is_none()
                     && d.quorum.contains(&me)
                     && !d.votes.iter().any(|(a, _)| *a == me)
-                    && !self.arbiter.started.contains(*id)
+                    && match started.get(*id) {
+                        None => true,
+                        Some(None) => false,
+                        Some(Some(ended)) => height >= ended.saturating_add(RETRY_BLOCKS),
+                    }
             })
             .map(|(id, d)| (*id, d.clone()))
             .collect();
         for (id, d) in due {
             let Some(domain) = self.domains.get(d.domain.as_str()).map(|rt| rt.domain.clone()) else {
                 tracing::warn!(dispute = %id, domain = %d.domain, "drawn for a dispute of a domain this node does not run");
-                self.arbiter.started.insert(id);
+                // Nothing will change that: no retry.
+                self.arbiter.started.insert(id, None);
                 continue;
             };
-            self.arbiter.started.insert(id);
+            if self.arbiter.started.insert(id, None).is_some() {
+                tracing::info!(dispute = %id, "dispute: no vote of ours on chain yet, trying again");
+            }
             let (models, found) = (self.models.clone(), self.arbiter.found.clone());
             tokio::spawn(async move {
                 let bytes = match models.fetch_within(d.artifact, FETCH).await {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::warn!(dispute = %id, model = %d.artifact, error = %e, "cannot fetch a disputed model: not voting");
+                        tracing::warn!(dispute = %id, model = %d.artifact, error = %e, "cannot fetch a disputed model: not voting now");
+                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, None));
                         return;
                     }
                 };
@@ -68,20 +91,20 @@ impl Engine {
                 let tolerance = domain.inference_tolerance();
                 let out = tokio::task::spawn_blocking(move || domain.infer(&bytes, &[input])).await;
                 let wrong = match out {
-                    Ok(Ok(answer)) => !answer.outputs.first().is_some_and(|o| {
+                    Ok(Ok(answer)) => Some(!answer.outputs.first().is_some_and(|o| {
                         doin_primitives::same_output(o, &doin_primitives::row_values(&d.output), tolerance)
-                    }),
+                    })),
                     Ok(Err(doin_optimize::domain::EvalError::BadParams(why))) => {
                         tracing::info!(dispute = %id, why, "the disputed row does not fit the model");
-                        true
+                        Some(true)
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(dispute = %id, error = %e, "cannot run a disputed model: not voting");
-                        return;
+                        tracing::warn!(dispute = %id, error = %e, "cannot run a disputed model: not voting now");
+                        None
                     }
                     Err(e) => {
-                        tracing::warn!(dispute = %id, error = %e, "re-execution panicked: not voting");
-                        return;
+                        tracing::warn!(dispute = %id, error = %e, "re-execution panicked: not voting now");
+                        None
                     }
                 };
                 found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, wrong));
