@@ -286,27 +286,64 @@ pub struct SnapshotFetch {
     pub bytes: u64,
 }
 
-/// Downloads a peer's snapshot into `dir`: the manifest (written as `manifest.json`), then
-/// every chunk, spread over `peers` and retried on the next peer on failure. `chunks_of` reads
-/// the chunk list (file name, BLAKE3) from the manifest; each chunk is verified against it
-/// before it is written, and chunks already present with the right hash are kept (resumable).
-/// The caller then verifies the whole snapshot against a trusted header before using it.
+/// Peers asked for their snapshot manifest at most (a manifest can be megabytes).
+pub const MANIFEST_PEERS: usize = 8;
+
+/// A manifest some peers serve: its height, bytes, chunk list and the peers serving it.
+type Offer = (u64, Vec<u8>, Vec<(String, Hash)>, Vec<PeerId>);
+
+/// Downloads the newest snapshot the peers serve into `dir`: the manifests of up to
+/// [`MANIFEST_PEERS`] peers are read (`read` gives a manifest's height and its chunk list: file
+/// name, BLAKE3), the highest wins (a peer that exported less recently — an archive node
+/// exports once a minute at most — would otherwise hand a joiner an older state than its
+/// neighbours have), and its manifest is written as `manifest.json` once every chunk, spread
+/// over the peers serving that same manifest and retried on the next of them on failure, is
+/// verified against it and written; chunks already present with the right hash are kept
+/// (resumable). The caller then verifies the whole snapshot against a trusted header before
+/// using it.
 pub async fn fetch_snapshot(
     handle: &NetworkHandle,
     peers: &[PeerId],
     dir: &std::path::Path,
-    chunks_of: impl FnOnce(&[u8]) -> Result<Vec<(String, Hash)>, String>,
+    read: impl Fn(&[u8]) -> Result<(u64, Vec<(String, Hash)>), String>,
 ) -> Result<SnapshotFetch, SyncError> {
-    let first = *peers
-        .first()
-        .ok_or_else(|| SyncError::Import { height: 0, reason: "no peer to fetch a snapshot from".into() })?;
     let io = |what: &str, e: std::io::Error| SyncError::Import { height: 0, reason: format!("{what}: {e}") };
-    let manifest = match handle.request(first, SyncRequest::SnapshotManifest).await? {
-        SyncResponse::Bytes(b) => b,
-        SyncResponse::Error(e) => return Err(SyncError::BadPeer { peer: first, reason: e }),
-        _ => return Err(SyncError::BadPeer { peer: first, reason: "expected a snapshot manifest".into() }),
+    // The newest first once sorted (then the most served).
+    let mut offers: Vec<Offer> = Vec::new();
+    let mut last_error = None;
+    for peer in peers.iter().take(MANIFEST_PEERS) {
+        let bytes = match handle.request(*peer, SyncRequest::SnapshotManifest).await {
+            Ok(SyncResponse::Bytes(b)) => b,
+            Ok(SyncResponse::Error(e)) => {
+                last_error = Some(SyncError::BadPeer { peer: *peer, reason: e });
+                continue;
+            }
+            Ok(_) => {
+                last_error =
+                    Some(SyncError::BadPeer { peer: *peer, reason: "expected a snapshot manifest".into() });
+                continue;
+            }
+            Err(e) => {
+                last_error = Some(SyncError::Net(e));
+                continue;
+            }
+        };
+        if let Some(offer) = offers.iter_mut().find(|o| o.1 == bytes) {
+            offer.3.push(*peer);
+            continue;
+        }
+        match read(&bytes) {
+            Ok((height, chunks)) => offers.push((height, bytes, chunks, vec![*peer])),
+            Err(reason) => last_error = Some(SyncError::BadPeer { peer: *peer, reason }),
+        }
+    }
+    offers.sort_by(|a, b| b.0.cmp(&a.0).then(b.3.len().cmp(&a.3.len())));
+    let Some((_, manifest, chunks, peers)) = offers.into_iter().next() else {
+        return Err(last_error
+            .unwrap_or(SyncError::Import { height: 0, reason: "no peer to fetch a snapshot from".into() }));
     };
-    let chunks = chunks_of(&manifest).map_err(|reason| SyncError::BadPeer { peer: first, reason })?;
+    let first = peers[0];
+    let peers = peers.as_slice();
     tokio::fs::create_dir_all(dir).await.map_err(|e| io("creating the snapshot directory", e))?;
     let mut report = SnapshotFetch { chunks: chunks.len(), ..SnapshotFetch::default() };
     for (index, (file, hash)) in chunks.iter().enumerate() {

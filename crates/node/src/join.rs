@@ -196,10 +196,10 @@ async fn fetch_and_import(
         }
     };
     let dir = join.data_dir.join("snapshot.fetch");
-    let chunks_of = |bytes: &[u8]| -> Result<Vec<(String, Hash)>, String> {
+    let chunks_of = |bytes: &[u8]| -> Result<(u64, Vec<(String, Hash)>), String> {
         let m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| format!("not a snapshot manifest: {e}"))?;
-        Ok(m.chunks.into_iter().map(|c| (c.file, c.hash)).collect())
+        Ok((m.height, m.chunks.into_iter().map(|c| (c.file, c.hash)).collect()))
     };
     let fetch = doin_net::sync::fetch_snapshot(handle, &peers, &dir, chunks_of)
         .await

@@ -163,9 +163,9 @@ async fn spammer_is_graylisted_within_ten_messages_and_honest_traffic_flows() {
 /// A chain store served to peers and filled by sync, optionally with a snapshot directory.
 struct Store(Arc<Mutex<ChainStore>>, Option<std::path::PathBuf>);
 
-fn chunk_list(manifest: &[u8]) -> Result<Vec<(String, Hash)>, String> {
+fn chunk_list(manifest: &[u8]) -> Result<(u64, Vec<(String, Hash)>), String> {
     let m: doin_storage::snapshot::Manifest = serde_json::from_slice(manifest).map_err(|e| e.to_string())?;
-    Ok(m.chunks.into_iter().map(|c| (c.file, c.hash)).collect())
+    Ok((m.height, m.chunks.into_iter().map(|c| (c.file, c.hash)).collect()))
 }
 
 fn status_of(store: &ChainStore) -> Status {
@@ -202,7 +202,7 @@ impl SyncProvider for Store {
     }
     fn snapshot_chunk(&self, index: u32) -> Option<Vec<u8>> {
         let dir = self.1.as_ref()?;
-        let list = chunk_list(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
+        let (_, list) = chunk_list(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
         std::fs::read(dir.join(&list.get(index as usize)?.0)).ok()
     }
 }
@@ -327,15 +327,28 @@ async fn a_new_node_restores_a_peers_snapshot_then_replays_recent_blocks() {
     assert_eq!(checkpoint.height, 18, "stakers vote each checkpoint in the block after it");
     let served = dir.path().join("served");
     full.export_snapshot(&served).unwrap();
+    // Another peer of the same chain exported earlier (at its checkpoint of block 20's chain):
+    // asked first, it still loses to the newer snapshot.
+    let (_, older) = stored_chain(20, 5, &dir.path().join("old.redb"));
+    assert_eq!(older.genesis_hash(), full.genesis_hash());
+    assert!(older.finalized().height < checkpoint.height);
+    let stale = dir.path().join("stale");
+    older.export_snapshot(&stale).unwrap();
+    let (old_server, old_addr) =
+        node(32, vec![], Arc::new(Store(Arc::new(Mutex::new(older)), Some(stale)))).await;
     let full = Arc::new(Mutex::new(full));
     let (server, server_addr) = node(30, vec![], Arc::new(Store(full.clone(), Some(served.clone())))).await;
-    let (client, _) = node(31, vec![server_addr], Arc::new(NoChain)).await;
+    let (client, _) = node(31, vec![server_addr, old_addr], Arc::new(NoChain)).await;
     connected(&client, &server).await;
-    let peers = [server.handle.peer_id()];
+    connected(&client, &old_server).await;
     let fetched = dir.path().join("fetched");
-    let report = doin_net::sync::fetch_snapshot(&client.handle, &peers, &fetched, chunk_list).await.unwrap();
+    let both = [old_server.handle.peer_id(), server.handle.peer_id()];
+    let report = doin_net::sync::fetch_snapshot(&client.handle, &both, &fetched, chunk_list).await.unwrap();
     assert_eq!(report.fetched, report.chunks);
     assert!(report.bytes > 0);
+    let got = chunk_list(&std::fs::read(fetched.join("manifest.json")).unwrap()).unwrap().0;
+    assert_eq!(got, checkpoint.height, "the newest snapshot the peers serve");
+    let peers = [server.handle.peer_id()];
     // Resumable: a second run finds every chunk present and verified.
     let again = doin_net::sync::fetch_snapshot(&client.handle, &peers, &fetched, chunk_list).await.unwrap();
     assert_eq!(again.fetched, 0);
@@ -353,7 +366,7 @@ async fn a_new_node_restores_a_peers_snapshot_then_replays_recent_blocks() {
     assert_eq!((replay.common, replay.imported), (18, 12));
     assert_eq!(sink.0.lock().unwrap().tip().root(), full.lock().unwrap().tip().root());
     // A peer serving a damaged chunk is caught before anything is written.
-    let m = chunk_list(&std::fs::read(served.join("manifest.json")).unwrap()).unwrap();
+    let (_, m) = chunk_list(&std::fs::read(served.join("manifest.json")).unwrap()).unwrap();
     let mut bytes = std::fs::read(served.join(&m[0].0)).unwrap();
     bytes[10] ^= 1;
     std::fs::write(served.join(&m[0].0), bytes).unwrap();
