@@ -186,6 +186,9 @@ pub enum DomainKind {
         aggregation: Aggregation,
         /// Blocks per round at most.
         round_blocks: u32,
+        /// Hash of the job's initial model (`weights_hash` of round 0's base): the first round
+        /// must start from it, so no supervisor chooses the starting point.
+        initial_model: crate::Hash,
     },
 }
 
@@ -321,8 +324,9 @@ impl DomainSpec {
             "must be in (0, 1]",
         )?;
         range("reproducibility", self.reproducibility.is_none_or(|t| t.0 >= 0), "must be >= 0")?;
-        if let DomainKind::Federated { round_blocks, .. } = self.kind {
+        if let DomainKind::Federated { round_blocks, initial_model, .. } = self.kind {
             range("round_blocks", round_blocks >= 1, "must be >= 1")?;
+            range("initial_model", initial_model != crate::Hash::ZERO, "must name the job's initial model")?;
         }
         Ok(())
     }
@@ -402,9 +406,23 @@ mod tests {
         let mut bad = spec.clone();
         bad.quorum.max = 100;
         assert!(bad.validate().unwrap_err().to_string().contains("quorum_max"));
-        let mut bad = spec;
+        let mut bad = spec.clone();
         bad.id = BoundedString::new("Bad Id").unwrap();
         assert!(matches!(bad.validate(), Err(DomainSpecError::BadId(_))));
+        // A federated job names its initial model.
+        let mut fed = spec;
+        fed.kind = DomainKind::Federated {
+            aggregation: Aggregation::FedAvg,
+            round_blocks: 3,
+            initial_model: crate::Hash::of(b"initial"),
+        };
+        fed.validate().unwrap();
+        fed.kind = DomainKind::Federated {
+            aggregation: Aggregation::FedAvg,
+            round_blocks: 3,
+            initial_model: crate::Hash::ZERO,
+        };
+        assert!(fed.validate().unwrap_err().to_string().contains("initial_model"));
     }
 
     #[test]

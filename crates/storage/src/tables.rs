@@ -13,7 +13,7 @@ use redb::TableDefinition;
 /// Version 7: champions' models (votes measure a reveal's model artifact; a champion records
 /// the quorum's measured model quality). Version 8: inference disputes (disputes in the state,
 /// receipts committing per row). Version 9: domains record the evaluators absent from their
-/// disputes' quorums.
+/// disputes' quorums; federated domains register their initial model.
 pub const SCHEMA_VERSION: u32 = 9;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).

@@ -99,12 +99,16 @@ pub fn check_round(
             round.round, fed.rounds
         )));
     }
-    // Before the first round the base is the supervisor's (the initial model is not on chain);
-    // once a model is recorded — even by a round 0 that was then rejected — rounds start there.
-    if fed.model != Hash::ZERO && round.base != fed.model {
+    // The first round starts from the initial model the domain registered; once a model is
+    // recorded — even by a round 0 that was then rejected — rounds start there.
+    let start = match (fed.model, &domain.spec.kind) {
+        (Hash::ZERO, DomainKind::Federated { initial_model, .. }) => *initial_model,
+        (model, _) => model,
+    };
+    if round.base != start {
         return Err(rejected(format!(
-            "round starts from model {}, the domain's model is {}",
-            round.base, fed.model
+            "round starts from model {}, the domain's model is {start}",
+            round.base
         )));
     }
     if fed.rounds > 0 && height <= fed.height {

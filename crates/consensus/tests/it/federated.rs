@@ -29,7 +29,11 @@ fn federated_net() -> TestNet {
 /// evaluators: its rounds then wait for their audit quorum.
 fn federated_net_with(evaluators: usize) -> TestNet {
     let mut spec = DomainSpec::example("fed", 4);
-    spec.kind = DomainKind::Federated { aggregation: Aggregation::LossScored, round_blocks: 5 };
+    spec.kind = DomainKind::Federated {
+        aggregation: Aggregation::LossScored,
+        round_blocks: 5,
+        initial_model: initial(),
+    };
     spec.bounty_per_accept = Amount::doin(3);
     spec.limits.max_wall_ms = 10_000;
     let mut net = TestNet::with_domain(8 + evaluators, 0, 0, TestNet::new(1, 0, 0).spec.params, spec);
@@ -49,6 +53,11 @@ fn federated_net_with(evaluators: usize) -> TestNet {
     txs.extend((8..8 + evaluators).map(|i| stake(&net, i, Roles::EVALUATOR)));
     net.heartbeat(txs).unwrap();
     net
+}
+
+/// The initial model the test job registers.
+fn initial() -> Hash {
+    Hash::of_encoded(&"initial model")
 }
 
 fn model(round: u64) -> Hash {
@@ -121,8 +130,8 @@ fn a_round_pays_its_contributors_by_the_formula_and_conserves_coins() {
     let keys = net.keys.clone();
     let qualities = [40_000, 25_000, 10_000, -30_000, 0];
     let contributions: Vec<_> =
-        CONTRIBUTORS.zip(qualities).map(|(i, q)| contribution(&keys, i, 0, Hash::ZERO, q)).collect();
-    let round = round_of(0, Hash::ZERO, contributions);
+        CONTRIBUTORS.zip(qualities).map(|(i, q)| contribution(&keys, i, 0, initial(), q)).collect();
+    let round = round_of(0, initial(), contributions);
     let before: Vec<Amount> = CONTRIBUTORS.map(|i| net.state.account(&net.addr(i)).balance).collect();
     let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
     let r = record(&mut net, SUPERVISOR, round.clone()).unwrap();
@@ -171,12 +180,12 @@ fn a_round_pays_its_contributors_by_the_formula_and_conserves_coins() {
 fn a_dropped_update_earns_nothing_and_declared_compute_is_capped() {
     let mut net = federated_net();
     let keys = net.keys.clone();
-    let mut dropped = contribution(&keys, 2, 0, Hash::ZERO, 50_000);
+    let mut dropped = contribution(&keys, 2, 0, initial(), 50_000);
     dropped.kept = false;
-    let mut greedy = contribution(&keys, 3, 0, Hash::ZERO, 10_000);
-    greedy.update = signed_update(&keys[3], 0, Hash::ZERO, u64::MAX);
-    let honest = contribution(&keys, 4, 0, Hash::ZERO, 10_000);
-    let round = round_of(0, Hash::ZERO, vec![dropped.clone(), greedy.clone(), honest.clone()]);
+    let mut greedy = contribution(&keys, 3, 0, initial(), 10_000);
+    greedy.update = signed_update(&keys[3], 0, initial(), u64::MAX);
+    let honest = contribution(&keys, 4, 0, initial(), 10_000);
+    let round = round_of(0, initial(), vec![dropped.clone(), greedy.clone(), honest.clone()]);
     let inputs: Vec<_> = round.contributions.iter().map(|c| inputs_of(c, 10_000)).collect();
     assert_eq!(inputs[0].quality_micro, 0);
     assert_eq!(inputs[1].compute_ms, 10_000);
@@ -203,47 +212,47 @@ fn a_dropped_update_earns_nothing_and_declared_compute_is_capped() {
 fn every_abuse_of_a_round_is_refused_by_name() {
     let mut net = federated_net();
     let keys = net.keys.clone();
-    let ok = || contribution(&keys, 2, 0, Hash::ZERO, 10_000);
+    let ok = || contribution(&keys, 2, 0, initial(), 10_000);
 
     // Only a staked supervisor records rounds.
-    refused(&mut net, OUTSIDER, round_of(0, Hash::ZERO, vec![ok()]), "not staked as a supervisor");
+    refused(&mut net, OUTSIDER, round_of(0, initial(), vec![ok()]), "not staked as a supervisor");
     refused(
         &mut net,
         2,
-        round_of(0, Hash::ZERO, vec![contribution(&keys, 3, 0, Hash::ZERO, 1)]),
+        round_of(0, initial(), vec![contribution(&keys, 3, 0, initial(), 1)]),
         "not staked as a supervisor",
     );
     // The supervisor cannot pay itself, an unregistered account, or one contributor twice.
     let mut own = ok();
-    own.update = signed_update(&keys[SUPERVISOR], 0, Hash::ZERO, 1);
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![own]), "supervisor cannot be paid");
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok(), ok()]), "second contribution");
+    own.update = signed_update(&keys[SUPERVISOR], 0, initial(), 1);
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![own]), "supervisor cannot be paid");
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![ok(), ok()]), "second contribution");
     // A contribution the contributor did not sign (the supervisor forges one).
     let mut forged = ok();
     forged.update.body.samples = 10_000;
     refused(
         &mut net,
         SUPERVISOR,
-        round_of(0, Hash::ZERO, vec![forged]),
+        round_of(0, initial(), vec![forged]),
         "contribution 0 of the federated round",
     );
     // Shape of the record.
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![]), "at least one contribution");
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![]), "at least one contribution");
     let mut late = ok();
     late.uptime_ppm = 2_000_000;
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![late]), "uptime");
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![late]), "uptime");
     let mut huge = ok();
     huge.quality_micro = i64::MIN;
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![huge]), "out of range");
-    refused(&mut net, SUPERVISOR, round_of(1, Hash::ZERO, vec![ok()]), "next round is 0");
-    let other_round = contribution(&keys, 2, 5, Hash::ZERO, 10_000);
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![other_round]), "not this round");
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![huge]), "out of range");
+    refused(&mut net, SUPERVISOR, round_of(1, initial(), vec![ok()]), "next round is 0");
+    let other_round = contribution(&keys, 2, 5, initial(), 10_000);
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![other_round]), "not this round");
 
     // Round 0 is recorded; replaying it, skipping ahead or starting from another model is refused.
-    record(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok()])).unwrap();
-    refused(&mut net, SUPERVISOR, round_of(0, Hash::ZERO, vec![ok()]), "next round is 1");
-    let stale = contribution(&keys, 2, 1, Hash::ZERO, 10_000);
-    refused(&mut net, SUPERVISOR, round_of(1, Hash::ZERO, vec![stale]), "the domain's model is");
+    record(&mut net, SUPERVISOR, round_of(0, initial(), vec![ok()])).unwrap();
+    refused(&mut net, SUPERVISOR, round_of(0, initial(), vec![ok()]), "next round is 1");
+    let stale = contribution(&keys, 2, 1, initial(), 10_000);
+    refused(&mut net, SUPERVISOR, round_of(1, initial(), vec![stale]), "the domain's model is");
     // Two rounds of one domain in one block.
     let r1 = round_of(1, model(1), vec![contribution(&keys, 2, 1, model(1), 10_000)]);
     let mut r2 = round_of(2, model(2), vec![contribution(&keys, 3, 2, model(2), 10_000)]);
@@ -257,8 +266,8 @@ fn every_abuse_of_a_round_is_refused_by_name() {
 
     // Not a federated domain: a fresh net whose domain is an optimization domain.
     let mut plain = TestNet::new(4, 0, 0);
-    let c = contribution(&plain.keys.clone(), 2, 0, Hash::ZERO, 1);
-    refused(&mut plain, 1, round_of(0, Hash::ZERO, vec![c]), "not a federated domain");
+    let c = contribution(&plain.keys.clone(), 2, 0, initial(), 1);
+    refused(&mut plain, 1, round_of(0, initial(), vec![c]), "not a federated domain");
 }
 
 /// Contributors train; they run no node: an account staked only as a contributor is never drawn
@@ -280,7 +289,7 @@ fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
     );
     net.heartbeat(vec![stake]).unwrap();
     let round = |r: u64, base: Hash| round_of(r, base, vec![contribution(&keys, 2, r, base, 10_000)]);
-    record(&mut net, SUPERVISOR, round(0, Hash::ZERO)).unwrap();
+    record(&mut net, SUPERVISOR, round(0, initial())).unwrap();
     let recorded_at = net.state.height();
     let spec = net.state.domain(&domain_id()).unwrap().spec.clone();
     let until = recorded_at + doin_consensus::federated::takeover_blocks(&spec);
@@ -356,8 +365,8 @@ fn an_audit_quorum_pays_by_its_medians_not_the_supervisors_figures() {
     let claimed = [1, 25_000, 10_000, 90_000, 0];
     let truth = [[40_000, 25_000, 10_000, -30_000, 0], [44_000, 21_000, 12_000, -26_000, 2_000]];
     let contributions: Vec<_> =
-        CONTRIBUTORS.zip(claimed).map(|(i, q)| contribution(&keys, i, 0, Hash::ZERO, q)).collect();
-    let round = round_of(0, Hash::ZERO, contributions);
+        CONTRIBUTORS.zip(claimed).map(|(i, q)| contribution(&keys, i, 0, initial(), q)).collect();
+    let round = round_of(0, initial(), contributions);
     let before: Vec<Amount> = CONTRIBUTORS.map(|i| net.state.account(&net.addr(i)).balance).collect();
     let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
     let r = record(&mut net, SUPERVISOR, round.clone()).unwrap();
@@ -433,7 +442,7 @@ fn an_audit_quorum_pays_by_its_medians_not_the_supervisors_figures() {
 fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
     let mut net = federated_net_with(4);
     let keys = net.keys.clone();
-    let round = round_of(0, Hash::ZERO, vec![contribution(&keys, 2, 0, Hash::ZERO, 5_000)]);
+    let round = round_of(0, initial(), vec![contribution(&keys, 2, 0, initial(), 5_000)]);
     record(&mut net, SUPERVISOR, round.clone()).unwrap();
     net.heartbeat(Vec::new()).unwrap();
     let members = quorum(&net);
@@ -455,7 +464,7 @@ fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
 
     // Recorded again; this time nobody votes. Past the deadline (3 × 5 blocks) the next round's
     // record settles it unpaid, and waits for its own audit.
-    let again = round_of(0, Hash::ZERO, vec![contribution(&keys, 3, 0, Hash::ZERO, 5_000)]);
+    let again = round_of(0, initial(), vec![contribution(&keys, 3, 0, initial(), 5_000)]);
     record(&mut net, SUPERVISOR, again).unwrap();
     let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
     net.heartbeat(Vec::new()).unwrap();
@@ -481,14 +490,16 @@ fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
     assert!(!silent.contains(&next[0]), "a silent member drawn again: {next:?} of {silent:?}");
 }
 
-/// A rejected first round pins the job's initial model: the round is recorded again only from
-/// the base the rejected record named (the supervisor cannot swap the starting model).
+/// The first round starts from the initial model the domain registered: another base is
+/// refused from the start, and a rejected first round does not unpin it.
 #[test]
-fn a_rejected_first_round_pins_its_base() {
+fn the_first_round_starts_from_the_registered_initial_model() {
     let mut net = federated_net_with(4);
     let keys = net.keys.clone();
-    let initial = Hash::of_encoded(&"initial model");
-    let round = round_of(0, initial, vec![contribution(&keys, 2, 0, initial, 5_000)]);
+    let other = Hash::of_encoded(&"another initial model");
+    let swapped = round_of(0, other, vec![contribution(&keys, 2, 0, other, 5_000)]);
+    refused(&mut net, SUPERVISOR, swapped.clone(), "round starts from model");
+    let round = round_of(0, initial(), vec![contribution(&keys, 2, 0, initial(), 5_000)]);
     record(&mut net, SUPERVISOR, round.clone()).unwrap();
     net.heartbeat(Vec::new()).unwrap();
     let members = quorum(&net);
@@ -496,10 +507,8 @@ fn a_rejected_first_round_pins_its_base() {
         net.heartbeat(vec![net.tx(*m, vote(&round, false, &[5_000]))]).unwrap();
     }
     let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
-    assert_eq!((fed.rounds, fed.model, fed.rejected), (0, initial, 1));
-    let other = Hash::of_encoded(&"another initial model");
-    let swapped = round_of(0, other, vec![contribution(&keys, 2, 0, other, 5_000)]);
+    assert_eq!((fed.rounds, fed.model, fed.rejected), (0, initial(), 1));
     refused(&mut net, SUPERVISOR, swapped, "round starts from model");
-    let again = round_of(0, initial, vec![contribution(&keys, 3, 0, initial, 5_000)]);
+    let again = round_of(0, initial(), vec![contribution(&keys, 3, 0, initial(), 5_000)]);
     record(&mut net, SUPERVISOR, again).unwrap();
 }

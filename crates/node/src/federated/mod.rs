@@ -86,7 +86,11 @@ pub fn spec_of(job: &FederatedJobConfig, target_block_time_s: f64) -> Result<Dom
             max_memory_mb: 2048,
         },
         bounty_per_accept: doin(job.pool_per_round),
-        kind: DomainKind::Federated { aggregation: job.aggregation, round_blocks },
+        kind: DomainKind::Federated {
+            aggregation: job.aggregation,
+            round_blocks,
+            initial_model: initial_hash(job)?,
+        },
         reproducibility: None,
     };
     spec.validate().map_err(|e| e.to_string())?;
@@ -187,23 +191,7 @@ fn runtime(
     now: u64,
 ) -> Result<Runtime, String> {
     let domain = DomainId::new(c.job_id.clone()).map_err(|e| e.to_string())?;
-    let mut sizes = vec![data.features];
-    sizes.extend(&c.hidden);
-    sizes.push(data.classes);
-    let spec = JobSpec {
-        domain: domain.clone(),
-        rule: Rule::from(c.aggregation),
-        sizes,
-        min_updates: c.min_updates,
-        max_updates: c.max_updates,
-        max_samples: data.rows() as u32,
-        deadline_k: c.deadline_k,
-        min_wait_ms: (c.min_wait * 1000.0) as u64,
-        max_wait_ms: (c.max_wait * 1000.0) as u64,
-        lr: c.lr as f32,
-        batch: c.batch,
-        seed: c.seed,
-    };
+    let spec = job_spec(c, data, domain.clone());
     let (test, train) = doin_federated::split::holdout(data.rows(), c.seed);
     // Resume from the chain's round when its model is checkpointed here.
     let fed = store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
@@ -299,6 +287,35 @@ fn saved_from(v: &Value) -> Vec<Saved> {
         );
     }
     parsed
+}
+
+/// The supervisor's spec of job `c` on `data`.
+fn job_spec(c: &FederatedJobConfig, data: &Tabular, domain: DomainId) -> JobSpec {
+    let mut sizes = vec![data.features];
+    sizes.extend(&c.hidden);
+    sizes.push(data.classes);
+    JobSpec {
+        domain,
+        rule: Rule::from(c.aggregation),
+        sizes,
+        min_updates: c.min_updates,
+        max_updates: c.max_updates,
+        max_samples: data.rows() as u32,
+        deadline_k: c.deadline_k,
+        min_wait_ms: (c.min_wait * 1000.0) as u64,
+        max_wait_ms: (c.max_wait * 1000.0) as u64,
+        lr: c.lr as f32,
+        batch: c.batch,
+        seed: c.seed,
+    }
+}
+
+/// The hash of job `c`'s initial model (its model's shape on the digits data, seeded by
+/// `seed`): registered with the domain, so round 0 starts from it whoever supervises.
+pub fn initial_hash(c: &FederatedJobConfig) -> Result<Hash, String> {
+    let domain = DomainId::new(c.job_id.clone()).map_err(|e| e.to_string())?;
+    let spec = job_spec(c, &doin_ml::data::digits()?, domain);
+    Ok(Job::new(spec, 0, None, 0)?.model().2)
 }
 
 /// The job's initial model (round 0's base, seeded by its spec).
