@@ -10,8 +10,9 @@
 //! (crowding, Thomsen 2004: a trial replaces what it resembles, so the population keeps its
 //! niches instead of collapsing on the best few points). So the network spends one
 //! population's evaluations per generation however many nodes share it, and each node's
-//! share falls with the nodes; islands (the unshared default) each need a population of
-//! their own and stall when small.
+//! share falls with the nodes; islands that share nothing but champions each need a
+//! population of their own and stall when small. (The node splits a network's optimizers
+//! into a few such shared islands: `doin_node::optimizer::Place`.)
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use rand::{Rng, SeedableRng};
