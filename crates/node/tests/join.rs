@@ -121,6 +121,22 @@ async fn join(
     (result, store_path)
 }
 
+/// Runs [`join`] and asserts it was refused naming `why`, with no chain written.
+async fn refused(
+    dir: &Path,
+    name: &str,
+    spec: &GenesisSpec,
+    server: &Multiaddr,
+    trusted: Trusted,
+    peer_wait: Duration,
+    why: &str,
+) {
+    let (r, path) = join(dir, name, spec, server, trusted, peer_wait).await;
+    let e = r.map(|_| ()).unwrap_err();
+    assert!(e.contains(why), "{e}");
+    assert!(!path.exists(), "a refused join leaves no chain");
+}
+
 #[test]
 fn a_join_refuses_each_lie_by_name_and_joins_the_honest_snapshot() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -143,50 +159,38 @@ fn a_join_refuses_each_lie_by_name_and_joins_the_honest_snapshot() {
         let (honest, _h1) = serve(1, provider(|_| {})).await;
 
         // The peers' chain has another block at the trusted height.
-        let (r, path) =
-            join(dir.path(), "a", &spec, &honest, Trusted { height: 10, hash: Hash([7; 32]) }, wait).await;
-        let e = r.unwrap_err();
-        assert!(e.contains("the snapshot contradicts the trusted checkpoint"), "{e}");
-        assert!(!path.exists(), "a refused join leaves no chain");
+        let wrong = Trusted { height: 10, hash: Hash([7; 32]) };
+        refused(
+            dir.path(),
+            "a",
+            &spec,
+            &honest,
+            wrong,
+            wait,
+            "the snapshot contradicts the trusted checkpoint",
+        )
+        .await;
 
         // A checkpoint further from the snapshot than a join checks.
         let far = Trusted { height: 18 + MAX_SPAN + 1, hash: Hash([7; 32]) };
-        let (r, path) = join(dir.path(), "b", &spec, &honest, far, wait).await;
-        let e = r.unwrap_err();
-        assert!(e.contains(&format!("at most {MAX_SPAN}")), "{e}");
-        assert!(!path.exists());
+        refused(dir.path(), "b", &spec, &honest, far, wait, &format!("at most {MAX_SPAN}")).await;
 
         // A manifest naming a block its headers do not link to the checkpoint.
         let (unlinked, _h2) = serve(2, provider(|m| m.block_hash = Hash([9; 32]))).await;
-        let (r, path) =
-            join(dir.path(), "c", &spec, &unlinked, Trusted { height: 10, hash: at(10) }, wait).await;
-        let e = r.unwrap_err();
-        assert!(e.contains("not the block their headers link to the checkpoint"), "{e}");
-        assert!(!path.exists());
+        let ten = Trusted { height: 10, hash: at(10) };
+        let why = "not the block their headers link to the checkpoint";
+        refused(dir.path(), "c", &spec, &unlinked, ten, wait, why).await;
 
         // A manifest of another genesis from a peer on ours.
         let (foreign, _h3) = serve(3, provider(|m| m.genesis = Hash([5; 32]))).await;
-        let (r, path) =
-            join(dir.path(), "d", &spec, &foreign, Trusted { height: 10, hash: at(10) }, wait).await;
-        let e = r.unwrap_err();
-        assert!(e.contains("the peers' snapshot is of another chain"), "{e}");
-        assert!(!path.exists());
+        refused(dir.path(), "d", &spec, &foreign, ten, wait, "the peers' snapshot is of another chain").await;
 
         // A joiner on another genesis finds no peer to fetch from.
         let mut other = spec.clone();
         other.chain_id += 1;
-        let (r, path) = join(
-            dir.path(),
-            "e",
-            &other,
-            &honest,
-            Trusted { height: 0, hash: Hash([1; 32]) },
-            Duration::from_secs(3),
-        )
-        .await;
-        let e = r.unwrap_err();
-        assert!(e.contains("no peer on this genesis"), "{e}");
-        assert!(!path.exists());
+        let genesis = Trusted { height: 0, hash: Hash([1; 32]) };
+        refused(dir.path(), "e", &other, &honest, genesis, Duration::from_secs(3), "no peer on this genesis")
+            .await;
 
         // The honest snapshot, tied to a checkpoint below it and to one above it.
         for (name, h) in [("f", 10), ("g", 25)] {

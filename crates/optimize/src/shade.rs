@@ -122,11 +122,6 @@ impl Shade {
         self
     }
 
-    /// Trials this node measures per generation.
-    pub fn generation_size(&self) -> usize {
-        self.shared.as_ref().map_or(self.core.np as usize, |s| s.generation)
-    }
-
     /// The usual population size for `dim` dimensions.
     pub fn default_population(dim: usize) -> usize {
         (10 * dim).clamp(20, 100)
@@ -235,20 +230,15 @@ impl Shade {
         let np = self.core.np as usize;
         if self.shared.is_some() && self.trials.iter().any(|t| t.target == NO_TARGET) {
             // Uniform points of a shared population that is filling up.
-            let told: Vec<Evaluated> = self
-                .trials
-                .iter()
-                .map(|t| Evaluated { x: t.x.clone(), loss: t.loss.unwrap_or(f64::INFINITY) })
-                .collect();
-            for t in told {
-                self.admit(None, t);
+            for t in std::mem::take(&mut self.trials) {
+                self.admit(None, Evaluated { x: t.x, loss: t.loss.unwrap_or(f64::INFINITY) });
             }
         } else if self.core.population.is_empty() {
             self.core.population = self.trials.iter().map(|t| t.x.clone()).collect();
             self.core.losses = self.trials.iter().map(|t| t.loss.unwrap_or(f64::INFINITY)).collect();
         } else {
             let (mut s_f, mut s_cr, mut w) = (Vec::new(), Vec::new(), Vec::new());
-            for t in &self.trials {
+            for t in std::mem::take(&mut self.trials) {
                 let loss = t.loss.unwrap_or(f64::INFINITY);
                 let old = self.core.losses[t.target];
                 if loss <= old {
@@ -258,13 +248,7 @@ impl Shade {
                         s_cr.push(t.cr);
                         w.push(old - loss);
                     }
-                    self.core.population[t.target] = t.x.clone();
-                    self.core.losses[t.target] = loss;
-                    if let Some(sh) = self.shared.as_mut()
-                        && let Some(s) = sh.sources.get_mut(t.target)
-                    {
-                        *s = None;
-                    }
+                    self.set_member(t.target, t.x, loss, None);
                 }
             }
             while self.core.archive.len() > np {
@@ -292,13 +276,7 @@ impl Shade {
             && let Some(worst) = (0..np).max_by(|a, b| self.core.losses[*a].total_cmp(&self.core.losses[*b]))
             && loss < self.core.losses[worst]
         {
-            self.core.population[worst] = x;
-            self.core.losses[worst] = loss;
-            if let Some(sh) = self.shared.as_mut()
-                && let Some(s) = sh.sources.get_mut(worst)
-            {
-                *s = None;
-            }
+            self.set_member(worst, x, loss, None);
         }
         self.core.generation += 1;
         self.start_generation();
@@ -322,18 +300,25 @@ impl Shade {
             return;
         };
         if t.loss < self.core.losses[near] {
-            let old = std::mem::replace(&mut self.core.population[near], t.x);
-            self.core.losses[near] = t.loss;
+            // A measured member goes to the archive (a forgotten one, a distrusted sender's,
+            // does not).
             if self.core.losses[near].is_finite() {
-                self.core.archive.push(old);
+                self.core.archive.push(self.core.population[near].clone());
                 if self.core.archive.len() > np {
                     let k = self.rng.random_range(0..self.core.archive.len());
                     self.core.archive.swap_remove(k);
                 }
             }
-            if let Some(s) = sh.sources.get_mut(near) {
-                *s = source;
-            }
+            self.set_member(near, t.x, t.loss, source);
+        }
+    }
+
+    /// Member `k` becomes `x` at `loss`, measured by `source` (`None`: this node).
+    fn set_member(&mut self, k: usize, x: Vec<f64>, loss: f64, source: Option<u32>) {
+        self.core.population[k] = x;
+        self.core.losses[k] = loss;
+        if let Some(s) = self.shared.as_mut().and_then(|sh| sh.sources.get_mut(k)) {
+            *s = source;
         }
     }
 
@@ -522,7 +507,6 @@ mod tests {
     fn a_shared_population_takes_trials_in_and_forgets_a_distrusted_source() {
         let mut opt = Shade::new(2, 4, 1).shared(2);
         assert!(opt.learns_shared());
-        assert_eq!(opt.generation_size(), 2);
         let xs = opt.ask(10);
         assert_eq!(xs.len(), 2, "its share of the first, uniform generation");
         opt.tell(&xs.iter().map(|x| Evaluated { x: x.clone(), loss: 5.0 }).collect::<Vec<_>>());

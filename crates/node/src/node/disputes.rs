@@ -32,6 +32,19 @@ pub(super) struct Arbiter {
     found: Arc<Mutex<Vec<Finding>>>,
 }
 
+impl Arbiter {
+    /// Whether a re-execution of dispute `id` should start at `height` (this node is a member
+    /// and its vote is not on chain): never tried, or the last attempt ended [`RETRY_BLOCKS`]
+    /// ago — never while one runs.
+    fn due(&self, id: &Hash, height: u64) -> bool {
+        match self.started.get(id) {
+            None => true,
+            Some(None) => false,
+            Some(Some(ended)) => height >= ended.saturating_add(RETRY_BLOCKS),
+        }
+    }
+}
+
 impl Engine {
     pub(super) async fn disputes_step(&mut self, state: &State) {
         let found = std::mem::take(
@@ -52,18 +65,14 @@ impl Engine {
         }
         let me = self.me;
         self.arbiter.started.retain(|id, _| state.dispute(id).is_some_and(|d| d.outcome.is_none()));
-        let started = &self.arbiter.started;
+        let arbiter = &self.arbiter;
         let due: Vec<(Hash, doin_consensus::disputes::Dispute)> = state
             .disputes()
             .filter(|(id, d)| {
                 d.outcome.is_none()
                     && d.quorum.contains(&me)
                     && !d.votes.iter().any(|(a, _)| *a == me)
-                    && match started.get(*id) {
-                        None => true,
-                        Some(None) => false,
-                        Some(Some(ended)) => height >= ended.saturating_add(RETRY_BLOCKS),
-                    }
+                    && arbiter.due(id, height)
             })
             .map(|(id, d)| (*id, d.clone()))
             .collect();
@@ -110,5 +119,24 @@ impl Engine {
                 found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, wrong));
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member tries a dispute once, not again while the attempt runs, and again
+    /// `RETRY_BLOCKS` after an attempt ended without its vote reaching the chain.
+    #[test]
+    fn a_failed_attempt_is_retried_after_the_retry_blocks_only() {
+        let mut a = Arbiter::default();
+        let id = Hash::of(b"dispute");
+        assert!(a.due(&id, 10), "never tried");
+        a.started.insert(id, None);
+        assert!(!a.due(&id, 10) && !a.due(&id, 1_000), "an attempt runs");
+        a.started.insert(id, Some(12));
+        assert!(!a.due(&id, 12 + RETRY_BLOCKS - 1));
+        assert!(a.due(&id, 12 + RETRY_BLOCKS), "ended without a vote on chain: again");
     }
 }

@@ -91,12 +91,17 @@ impl Place {
     }
 }
 
+/// `optimization_config.population_size`, within 4 ..= 10 000.
+fn configured_population(config: &DomainConfig) -> Option<usize> {
+    let p = config.optimization_config.get("population_size").and_then(Json::as_f64)?;
+    Some(p.clamp(4.0, 10_000.0) as usize)
+}
+
 /// The population a population-based optimizer `config` names for `domain` (the network's,
 /// before any split): `population_size`, or the optimizer's usual size.
 pub fn network_population(domain: &dyn Domain, config: &DomainConfig) -> Option<usize> {
     let d = domain.space().len();
-    let configured = config.optimization_config.get("population_size").and_then(Json::as_f64);
-    let configured = configured.map(|p| p.clamp(4.0, 10_000.0) as usize);
+    let configured = configured_population(config);
     match config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER) {
         "shade" => Some(configured.unwrap_or_else(|| Shade::default_population(d))),
         "ga" | "predictor" => Some(configured.unwrap_or(GaConfig::default().population as usize)),
@@ -135,10 +140,7 @@ pub fn population_of(domain: &dyn Domain, config: &DomainConfig, batch: usize, p
         ("shade" | "ga" | "predictor", Some(p)) => island(p),
         ("tpe", _) => batch.clamp(1, doin_optimize::tpe::MAX_BATCH),
         ("cma-es", _) => {
-            let configured = config.optimization_config.get("population_size").and_then(Json::as_f64);
-            configured.map_or(4 + (3.0 * (d.max(1) as f64).ln()).floor() as usize, |p| {
-                p.clamp(4.0, 10_000.0) as usize
-            })
+            configured_population(config).unwrap_or(4 + (3.0 * (d.max(1) as f64).ln()).floor() as usize)
         }
         _ => batch,
     }
@@ -155,7 +157,6 @@ pub fn build_optimizer(
     let d = domain.space().len();
     let c = &config.optimization_config;
     let get = |k: &str| c.get(k).and_then(Json::as_f64);
-    let population = get("population_size").map(|p| p.clamp(4.0, 10_000.0) as usize);
     let island = population_of(domain, config, 0, place);
     Ok(match config.optimization_plugin.as_deref().unwrap_or(DEFAULT_OPTIMIZER) {
         "auto" => {
@@ -169,11 +170,12 @@ pub fn build_optimizer(
         }
         "tpe" => Box::new(doin_optimize::Tpe::new(d, doin_optimize::Tpe::default_startup(d), seed)),
         "shade" if config.share_trials => {
-            let (island, peers) = place.island(network_population(domain, config).unwrap_or(island));
+            let (island, peers) =
+                place.island(configured_population(config).unwrap_or(Shade::default_population(d)));
             Box::new(Shade::new(d, island, seed).shared(peers))
         }
         "shade" => Box::new(Shade::new(d, island, seed)),
-        "cma-es" => Box::new(CmaEs::new(d, population.unwrap_or(0), seed)),
+        "cma-es" => Box::new(CmaEs::new(d, configured_population(config).unwrap_or(0), seed)),
         "ga" | "predictor" => Box::new(Ga::new(
             d,
             GaConfig {
