@@ -617,6 +617,51 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     assert!(audit["audited"].as_u64().unwrap() >= 2, "{audit}");
     assert_eq!((audit["unaudited"].as_u64(), audit["rejected"].as_u64()), (Some(0), Some(0)), "{audit}");
 
+    // The job's verified model (the newest audited round's) answers inference on the nodes
+    // running the job: node 1 answers, `doin infer` checks the receipt and re-executes the rows
+    // on node 0, which must give the same outputs bit for bit from the same model.
+    let verified_before = jobs_at(1).unwrap()["verified"].clone();
+    assert!(
+        verified_before["model_hash"].is_string(),
+        "no verified model after audited rounds: {verified_before}"
+    );
+    let digits = doin_ml::data::digits().unwrap();
+    let picked: Vec<usize> = (0..digits.rows()).step_by(18).collect();
+    let rows: Vec<Vec<f32>> = picked.iter().map(|&r| digits.x[r * 64..(r + 1) * 64].to_vec()).collect();
+    let out = doin()
+        .args(["infer", "--domain", JOB, "--check-fraction", "1", "--inputs"])
+        .arg(serde_json::to_string(&rows).unwrap())
+        .arg("--node")
+        .arg(format!("127.0.0.1:{}", BASE + 2))
+        .arg("--check-with")
+        .arg(format!("127.0.0.1:{BASE}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    eprintln!(
+        "federated inference: {}",
+        json!({ "artifact": answer["artifact"], "checked": answer["checked"], "model_quality": answer["model_quality"] })
+    );
+    let verified_after = jobs_at(1).unwrap()["verified"].clone();
+    assert_eq!(answer["optimae"], answer["artifact"], "a job's receipts name its model as the optimae");
+    assert!(
+        [&verified_before["model_hash"], &verified_after["model_hash"]].contains(&&answer["artifact"])
+            || verified_before["round"].as_u64() < verified_after["round"].as_u64(),
+        "answered from the verified model: {answer} vs {verified_before} / {verified_after}"
+    );
+    assert_eq!(answer["checked"]["wrong"], 0, "{answer}");
+    assert_eq!(
+        answer["checked"]["answers"].as_u64().unwrap() + answer["checked"]["other_model"].as_u64().unwrap(),
+        1,
+        "{answer}"
+    );
+    let predictions: Vec<i64> = serde_json::from_value(answer["predictions"].clone()).unwrap();
+    let right = picked.iter().zip(&predictions).filter(|(r, p)| digits.y[**r] == **p).count();
+    assert_eq!(predictions.len(), picked.len());
+    assert!(right as f64 >= 0.7 * picked.len() as f64, "{right} of {} right", picked.len());
+
     nodes[0].take().unwrap().0.kill().unwrap();
     let before = jobs_at(1).unwrap();
     let (round_at_kill, model_at_kill) = (before["round"].as_u64().unwrap(), before["model_hash"].clone());

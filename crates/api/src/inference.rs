@@ -321,7 +321,15 @@ pub(crate) async fn submit(
             let state = st.tip();
             let id = doin_primitives::DomainId::new(req.domain_id.as_str())
                 .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_domain", "not a domain id"))?;
-            champion_of(state.domain(&id), &req.domain_id)?;
+            // The server finds the model itself (a champion's, or a federated job's verified
+            // model): `409 no_model` when there is none.
+            if state.domain(&id).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_domain",
+                    format!("no domain {} on chain", req.domain_id),
+                ));
+            }
             Ok((rows, payment))
         })();
         let (rows, payment) = match checked {

@@ -420,9 +420,7 @@ pub(crate) fn apply_certificate(
                 if let Some(Champion { commit, artifact: Some(artifact), model_quality: Some(_), .. }) =
                     domain.champion.take()
                 {
-                    domain.past_models.push(crate::state::PastModel { optimae: commit, artifact, until });
-                    let excess = domain.past_models.len().saturating_sub(crate::state::MAX_PAST_MODELS);
-                    domain.past_models.drain(..excess);
+                    crate::disputes::keep_disputable(&mut domain, commit, artifact, until, height);
                 }
                 domain.champion = Some(Champion {
                     performance: decisive_median,

@@ -102,16 +102,40 @@ pub fn seed(beacon: &Hash, id: &Hash) -> Hash {
 }
 
 /// Whether `optimae`'s model `artifact` is one the chain certified for the domain and still
-/// disputable: the champion's (with a measured quality), or one it displaced within the window.
+/// disputable: the champion's (with a measured quality), a federated job's verified model
+/// (named as its own optimae), or one either displaced within the window.
 pub fn disputable_model(state: &State, domain: &DomainId, optimae: &Hash, artifact: &Hash) -> bool {
     let Some(d) = state.domain(domain) else { return false };
     let current = d.champion.as_ref().is_some_and(|c| {
         c.commit == *optimae && c.artifact.as_ref() == Some(artifact) && c.model_quality.is_some()
     });
+    // A federated job's verified model: its receipts name the model as their optimae too.
+    let verified = d
+        .federated
+        .as_ref()
+        .and_then(|f| f.verified.as_ref())
+        .is_some_and(|v| v.model == *artifact && *optimae == *artifact);
     current
+        || verified
         || d.past_models
             .iter()
             .any(|m| m.optimae == *optimae && m.artifact == *artifact && m.until >= state.height())
+}
+
+/// Keeps a displaced model (a champion's, or a federated job's verified one) disputable until
+/// `until`; forgets those whose window ended before `height`; at most
+/// [`crate::state::MAX_PAST_MODELS`], newest last.
+pub(crate) fn keep_disputable(
+    domain: &mut crate::state::DomainState,
+    optimae: Hash,
+    artifact: Hash,
+    until: u64,
+    height: u64,
+) {
+    domain.past_models.retain(|m| m.until >= height);
+    domain.past_models.push(crate::state::PastModel { optimae, artifact, until });
+    let excess = domain.past_models.len().saturating_sub(crate::state::MAX_PAST_MODELS);
+    domain.past_models.drain(..excess);
 }
 
 fn excluded(d: &Dispute, a: &Address) -> bool {

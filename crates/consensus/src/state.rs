@@ -108,6 +108,23 @@ pub struct FederatedState {
     /// Evaluators drawn for an audit that expired without their vote, and the height until
     /// which they are not drawn again for this domain (a stopped node stops being drawn).
     pub absent: Vec<(Address, u64)>,
+    /// The model of the newest round its audit quorum settled as the aggregate of its updates
+    /// (`None` before one): the job's verified model, the one nodes serve for inference
+    /// (`docs/design.md` §22g). Rounds paid unaudited, unpaid or rejected never set it.
+    pub verified: Option<VerifiedModel>,
+}
+
+/// A federated job's model an audit quorum verified.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct VerifiedModel {
+    /// Its hash (`weights_hash`: the artifact).
+    pub model: Hash,
+    /// The quorum's median measurement of it (micro units of the metric).
+    pub quality_micro: i64,
+    /// The round that produced it.
+    pub round: u64,
+    /// The height its audit settled at.
+    pub height: u64,
 }
 
 /// A recorded round waiting for its audit (`docs/design.md` §21c).

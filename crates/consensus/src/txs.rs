@@ -248,7 +248,7 @@ pub(crate) fn apply_tx(
             settled = applied.settled;
         }
         TxKind::FederatedVote { vote } => {
-            if let Some(s) = crate::federated::audit::apply_vote(state, sender, vote)? {
+            if let Some(s) = crate::federated::audit::apply_vote(state, sender, vote, ctx.height)? {
                 paid = s.paid.clone();
                 settled.push(s);
             }

@@ -48,6 +48,25 @@ impl Mlp {
         w
     }
 
+    /// Inputs a row has.
+    pub fn inputs(&self) -> usize {
+        self.sizes[0]
+    }
+
+    /// The class probabilities of `w` for one row `x` — the forward pass training and audits
+    /// use, so any node gets the same `f32`s from the same weights and row.
+    pub fn predict(&self, w: &[f32], x: &[f32]) -> Result<Vec<f32>, String> {
+        if w.len() != self.params() {
+            return Err(format!("{} weights; the model has {}", w.len(), self.params()));
+        }
+        if x.len() != self.inputs() {
+            return Err(format!("a row of {} values; the model takes {}", x.len(), self.inputs()));
+        }
+        let mut acts = Vec::with_capacity(self.sizes.len());
+        self.forward(w, x, &mut acts);
+        Ok(acts.pop().unwrap_or_default())
+    }
+
     /// Activations of every layer for one row (the last: softmax probabilities).
     fn forward(&self, w: &[f32], x: &[f32], acts: &mut Vec<Vec<f32>>) {
         acts.clear();

@@ -13,8 +13,9 @@ use redb::TableDefinition;
 /// Version 7: champions' models (votes measure a reveal's model artifact; a champion records
 /// the quorum's measured model quality). Version 8: inference disputes (disputes in the state,
 /// receipts committing per row). Version 9: domains record the evaluators absent from their
-/// disputes' quorums; federated domains register their initial model.
-pub const SCHEMA_VERSION: u32 = 9;
+/// disputes' quorums; federated domains register their initial model. Version 10: federated
+/// domains record their verified model (the newest audited round's, served for inference).
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");

@@ -220,6 +220,7 @@ pub(crate) fn settle(
     supervisor: Address,
     previous_quality_micro: i64,
     verdict: Verdict,
+    height: u64,
 ) -> Result<(Settled, Vec<(Address, Amount)>), TxError> {
     let mut domain = state
         .domain(&record.domain)
@@ -268,7 +269,26 @@ pub(crate) fn settle(
             fed.model_quality_micro = model_quality_micro;
             match outcome {
                 RoundOutcome::Unaudited => fed.unaudited += 1,
-                _ => fed.audited += 1,
+                _ => {
+                    fed.audited += 1;
+                    // The audited model is the job's verified one; the one it replaces stays
+                    // disputable for the window (receipts served from it).
+                    let verified = crate::state::VerifiedModel {
+                        model: record.model,
+                        quality_micro: model_quality_micro,
+                        round: record.round,
+                        height,
+                    };
+                    if let Some(old) = fed.verified.replace(verified) {
+                        crate::disputes::keep_disputable(
+                            &mut domain,
+                            old.model,
+                            old.model,
+                            height.saturating_add(state.params.dispute_window_blocks),
+                            height,
+                        );
+                    }
+                }
             }
             outcome
         }
@@ -300,6 +320,7 @@ pub(crate) fn apply_vote(
     state: &mut State,
     evaluator: Address,
     vote: &RoundVote,
+    height: u64,
 ) -> Result<Option<Settled>, TxError> {
     let d = state
         .domain(&vote.domain)
@@ -352,7 +373,7 @@ pub(crate) fn apply_vote(
         None => Ok(None),
         Some(v) => {
             let PendingRound { record, supervisor, previous_quality_micro, .. } = *pending;
-            Ok(Some(settle(state, record, supervisor, previous_quality_micro, v)?.0))
+            Ok(Some(settle(state, record, supervisor, previous_quality_micro, v, height)?.0))
         }
     }
 }

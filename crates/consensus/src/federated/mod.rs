@@ -202,7 +202,7 @@ pub(crate) fn apply_round(
         }
         state.set_domain(round.domain.clone(), cleared);
         let PendingRound { record, supervisor, previous_quality_micro, .. } = *p;
-        let (s, paid) = audit::settle(state, record, supervisor, previous_quality_micro, verdict)?;
+        let (s, paid) = audit::settle(state, record, supervisor, previous_quality_micro, verdict, height)?;
         applied.settled.push(s);
         applied.paid.extend(paid);
     }
@@ -237,7 +237,8 @@ pub(crate) fn apply_round(
             model_quality_micro: round.model_quality_micro,
             outcome: RoundOutcome::Unaudited,
         };
-        let (s, paid) = audit::settle(state, round.clone(), supervisor, previous_quality_micro, verdict)?;
+        let (s, paid) =
+            audit::settle(state, round.clone(), supervisor, previous_quality_micro, verdict, height)?;
         applied.settled.push(s);
         applied.paid.extend(paid);
     }

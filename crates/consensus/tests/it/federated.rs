@@ -512,3 +512,112 @@ fn the_first_round_starts_from_the_registered_initial_model() {
     let again = round_of(0, initial(), vec![contribution(&keys, 3, 0, initial(), 5_000)]);
     record(&mut net, SUPERVISOR, again).unwrap();
 }
+
+/// `server`'s signed receipt for one row answered from `model` (named as its own optimae when
+/// `optimae` is `None`), issued at `issued_ms`, disputed at that row.
+fn federated_dispute(
+    net: &TestNet,
+    server: usize,
+    model: Hash,
+    optimae: Option<Hash>,
+    issued_ms: u64,
+) -> doin_primitives::InferenceDispute {
+    let (inputs, outputs) = (vec![vec![0.25; 64]], vec![vec![0.1; 10]]);
+    let receipt = Signed::sign(
+        doin_primitives::InferenceReceiptBody {
+            server: net.addr(server),
+            domain: domain_id(),
+            optimae: optimae.unwrap_or(model),
+            artifact: model,
+            rows: 1,
+            answers: doin_primitives::answers_root(&inputs, &outputs),
+            height: net.state.height(),
+            issued_ms,
+            payment: None,
+        },
+        &net.keys[server],
+    );
+    doin_primitives::InferenceDispute::new(receipt, &inputs, &outputs, 0).unwrap()
+}
+
+fn dispute_tx(d: doin_primitives::InferenceDispute) -> TxKind {
+    TxKind::DisputeInference { dispute: Box::new(d) }
+}
+
+/// The model a federated job is served from is the newest round its audit quorum settled: a
+/// round still under audit, or one paid by the supervisor's own figures, is not; receipts of the
+/// verified model (named as their own optimae) can be disputed, those of a pending model or
+/// naming another optimae cannot; the model a newer audited round replaces stays disputable for
+/// the dispute window.
+#[test]
+fn only_an_audited_round_becomes_the_served_model_and_its_receipts_are_disputable() {
+    // No evaluator: paid unaudited, never verified.
+    let mut net = federated_net();
+    let keys = net.keys.clone();
+    record(&mut net, SUPERVISOR, round_of(0, initial(), vec![contribution(&keys, 2, 0, initial(), 5_000)]))
+        .unwrap();
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!((fed.unaudited, fed.verified), (1, None));
+
+    let mut net = federated_net_with(4);
+    let keys = net.keys.clone();
+    let (server, disputer) = (8, OUTSIDER);
+    let round = round_of(0, initial(), vec![contribution(&keys, 2, 0, initial(), 5_000)]);
+    record(&mut net, SUPERVISOR, round.clone()).unwrap();
+    net.heartbeat(Vec::new()).unwrap();
+    assert_eq!(net.state.domain(&domain_id()).unwrap().federated.as_ref().unwrap().verified, None);
+    let pending = dispute_tx(federated_dispute(&net, server, model(1), None, 1));
+    refused_tx(&mut net, disputer, pending, "is not a champion model");
+    let members = quorum(&net);
+    for m in &members[..2] {
+        net.heartbeat(vec![net.tx(*m, vote(&round, true, &[5_000]))]).unwrap();
+    }
+    let settled_at = net.state.height();
+    let fed = net.state.domain(&domain_id()).unwrap().federated.clone().unwrap();
+    assert_eq!(
+        fed.verified,
+        Some(doin_consensus::state::VerifiedModel {
+            model: model(1),
+            quality_micro: 800_000,
+            round: 0,
+            height: settled_at
+        }),
+        "the quorum's median quality, not the supervisor's 900 000"
+    );
+    // Another optimae with the verified model is not a receipt of it.
+    let other = dispute_tx(federated_dispute(&net, server, model(1), Some(Hash([9; 32])), 2));
+    refused_tx(&mut net, disputer, other, "is not a champion model");
+    let first = federated_dispute(&net, server, model(1), None, 3);
+    let id = first.id();
+    net.heartbeat(vec![net.tx(disputer, dispute_tx(first))]).unwrap();
+    assert!(net.state.dispute(&id).is_some_and(|d| d.outcome.is_none()), "the dispute is pending");
+
+    // Round 1, audited: its model is served now, round 0's stays disputable for the window.
+    let next = round_of(1, model(1), vec![contribution(&keys, 3, 1, model(1), 5_000)]);
+    record(&mut net, SUPERVISOR, next.clone()).unwrap();
+    net.heartbeat(Vec::new()).unwrap();
+    let members = quorum(&net);
+    let mut voted = 0;
+    for m in members.iter().filter(|m| **m != server) {
+        if voted < 2 {
+            net.heartbeat(vec![net.tx(*m, vote(&next, true, &[5_000]))]).unwrap();
+            voted += 1;
+        }
+    }
+    let d = net.state.domain(&domain_id()).unwrap().clone();
+    let verified = d.federated.as_ref().unwrap().verified.clone().unwrap();
+    assert_eq!((verified.model, verified.round), (model(2), 1));
+    let window = net.state.params().dispute_window_blocks;
+    assert!(
+        d.past_models
+            .iter()
+            .any(|m| m.optimae == model(1) && m.artifact == model(1) && m.until == verified.height + window),
+        "{:?}",
+        d.past_models
+    );
+    let late = federated_dispute(&net, server, model(1), None, 4);
+    let late_id = late.id();
+    net.heartbeat(vec![net.tx(disputer, dispute_tx(late))]).unwrap();
+    assert!(net.state.dispute(&late_id).is_some());
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
+}

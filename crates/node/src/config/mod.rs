@@ -167,6 +167,11 @@ pub struct FederatedJobConfig {
     pub batch: usize,
     /// Seeds the initial model and the test split.
     pub seed: u64,
+    /// Whether this node answers `POST /inference` for the job's verified model (the newest
+    /// round its audit quorum settled; `docs/design.md` §22g).
+    pub serve_inference: bool,
+    /// DOIN per inference request (0: free), paid over a payment channel.
+    pub inference_price: f64,
 }
 
 impl Default for FederatedJobConfig {
@@ -186,6 +191,8 @@ impl Default for FederatedJobConfig {
             lr: 0.2,
             batch: 16,
             seed: 1,
+            serve_inference: true,
+            inference_price: 0.0,
         }
     }
 }

@@ -226,6 +226,13 @@ fn check_job(i: usize, j: &super::FederatedJobConfig) -> Result<(), ConfigError>
     if !(1..=1024).contains(&j.batch) {
         return Err(bad(key("batch"), "must be in 1..=1024"));
     }
+    range("inference_price", j.inference_price, 0.0, 1e9)?;
+    if j.inference_price > 0.0 && !j.serve_inference {
+        return Err(bad(
+            key("inference_price"),
+            "a price needs serve_inference: true (this node would not serve the job's model)",
+        ));
+    }
     Ok(())
 }
 

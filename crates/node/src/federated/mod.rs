@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 use crate::{artifacts::Artifacts, config::FederatedJobConfig, store::SharedStore};
 
 pub mod audit;
+pub mod serve;
 
 /// DOIN as an amount (rounded down to base units).
 fn doin(v: f64) -> Amount {
@@ -126,6 +127,9 @@ struct Runtime {
     /// Registered contributors heard from: when (node clock, ms), the last heartbeat's own
     /// time, and whether they count as online.
     seen: BTreeMap<doin_primitives::Address, Seen>,
+    /// The job's verified model as the inference server runs it, and its price (`None`:
+    /// `serve_inference` off).
+    served: Option<crate::serving::Served>,
 }
 
 /// A contributor's liveness as the supervisor sees it.
@@ -192,6 +196,13 @@ fn runtime(
 ) -> Result<Runtime, String> {
     let domain = DomainId::new(c.job_id.clone()).map_err(|e| e.to_string())?;
     let spec = job_spec(c, data, domain.clone());
+    let served = match c.serve_inference {
+        false => None,
+        true => Some(crate::serving::Served {
+            domain: Arc::new(serve::JobModel::new(&c.job_id, &spec.sizes)?),
+            price: Amount((c.inference_price * 1e9).round() as u128),
+        }),
+    };
     let (test, train) = doin_federated::split::holdout(data.rows(), c.seed);
     // Resume from the chain's round when its model is checkpointed here.
     let fed = store.lock().tip().domain(&domain).and_then(|d| d.federated.clone()).unwrap_or_default();
@@ -227,6 +238,7 @@ fn runtime(
         owner,
         problem: None,
         seen: BTreeMap::new(),
+        served,
     })
 }
 
@@ -391,6 +403,33 @@ impl Jobs {
             }
             Err(e) => tracing::warn!(job, %model, error = %e, "cannot serve a checkpoint"),
         }
+    }
+
+    /// How this node serves job `job`'s verified model for inference (`None`: no such job here,
+    /// or `serve_inference` off for it).
+    pub fn served(&self, job: &str) -> Option<crate::serving::Served> {
+        lock(&self.jobs).get(job).and_then(|rt| rt.served.clone())
+    }
+
+    /// Job `job`'s model as something to run (whether or not this node serves it): what a
+    /// dispute quorum member re-executes a receipt's row on.
+    pub fn model_of(&self, job: &str) -> Option<crate::serving::Served> {
+        let jobs = lock(&self.jobs);
+        let rt = jobs.get(job)?;
+        rt.served.clone().or_else(|| {
+            let sizes = rt.job.spec().sizes.clone();
+            serve::JobModel::new(job, &sizes)
+                .ok()
+                .map(|m| crate::serving::Served { domain: Arc::new(m), price: Amount::ZERO })
+        })
+    }
+
+    /// The prices of the jobs whose models this node serves (job → base units per request).
+    pub fn prices(&self) -> Vec<(String, Amount)> {
+        lock(&self.jobs)
+            .iter()
+            .filter_map(|(id, rt)| rt.served.as_ref().map(|s| (id.clone(), s.price)))
+            .collect()
     }
 
     /// Models served since the last call, to announce as provider records.
@@ -789,6 +828,15 @@ impl JobApi for Jobs {
                             "votes": p.votes.len(),
                         })),
                     })),
+                    // The model served for inference: the newest audited round's (§22g).
+                    "verified": tip.domain(&rt.domain).and_then(|d| d.federated.as_ref()).and_then(|f| f.verified.as_ref()).map(|v| json!({
+                        "model_hash": v.model.to_string(),
+                        "round": v.round,
+                        "quality": v.quality_micro as f64 / 1e6,
+                        "height": v.height,
+                    })),
+                    "serve_inference": rt.served.is_some(),
+                    "inference_price": rt.served.as_ref().map(|s| s.price.0.to_string()),
                 })
             }).collect::<Vec<_>>(),
         })

@@ -1,7 +1,8 @@
 //! Disputes of inference answers, as a member of their quorum (`docs/design.md` §22d): for
 //! every pending dispute on the tip whose quorum drew this node, the disputed row is
 //! re-executed on the named model off the engine's task — fetched from its providers if not
-//! held — and the finding goes out as a signed `DisputeVote`. The built-in models' forward pass
+//! held; a federated job's model through the job's forward pass — and the finding goes out as
+//! a signed `DisputeVote`. The built-in models' forward pass
 //! is deterministic, so the server's output must match ours bit for bit; a row the model cannot
 //! take (its width) is an answer the server could not have given: wrong. A model this node
 //! cannot fetch or run gets no vote now; the member tries again [`RETRY_BLOCKS`] blocks after
@@ -77,7 +78,12 @@ impl Engine {
             .map(|(id, d)| (*id, d.clone()))
             .collect();
         for (id, d) in due {
-            let Some(domain) = self.domains.get(d.domain.as_str()).map(|rt| rt.domain.clone()) else {
+            // A domain this node runs, or a federated job's model (§22g).
+            let domain =
+                self.domains.get(d.domain.as_str()).map(|rt| rt.domain.clone()).or_else(|| {
+                    self.jobs.as_ref().and_then(|j| j.model_of(d.domain.as_str())).map(|s| s.domain)
+                });
+            let Some(domain) = domain else {
                 tracing::warn!(dispute = %id, domain = %d.domain, "drawn for a dispute of a domain this node does not run");
                 // Nothing will change that: no retry.
                 self.arbiter.started.insert(id, None);

@@ -200,42 +200,6 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         let models = models.clone();
         tokio::spawn(async move { models.announce().await });
     }
-    let serving = {
-        let mut served = BTreeMap::new();
-        for (id, rt) in &rts {
-            let price = doin_primitives::Amount((rt.config.inference_price * 1e9).round() as u128);
-            if !rt.domain.has_model() {
-                if price > doin_primitives::Amount::ZERO {
-                    return Err(other(format!(
-                        "domain {id}: inference_price is set, but {id} has no model to serve (built-in \
-                         domains with a model: mlp_digits, co2_forecast; a domain plugin has one \
-                         when it implements train, measure and infer)"
-                    )));
-                }
-                continue;
-            }
-            if rt.config.serve_inference {
-                served.insert(id.clone(), crate::serving::Served { domain: rt.domain.clone(), price });
-            }
-        }
-        if served.is_empty() {
-            None
-        } else {
-            let serving = crate::serving::Serving::new(
-                store.clone(),
-                models.clone(),
-                served,
-                key.clone(),
-                &config.data_dir,
-            )
-            .map_err(|e| other(format!("channels.log: {e}")))?;
-            #[cfg(feature = "adversary")]
-            let serving =
-                if limits.adversary == Some(Adversary::WrongAnswers) { serving.lying() } else { serving };
-            Some(serving)
-        }
-    };
-
     // The marketplace: this node answers capability challenges and admits providers' offers.
     let market = crate::market::Market::new(
         key.clone(),
@@ -271,6 +235,41 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
         }
         Some(Arc::new(jobs))
     };
+    let serving = {
+        let mut served = BTreeMap::new();
+        for (id, rt) in &rts {
+            let price = doin_primitives::Amount((rt.config.inference_price * 1e9).round() as u128);
+            if !rt.domain.has_model() {
+                if price > doin_primitives::Amount::ZERO {
+                    return Err(other(format!(
+                        "domain {id}: inference_price is set, but {id} has no model to serve (built-in \
+                         domains with a model: mlp_digits, co2_forecast; a domain plugin has one \
+                         when it implements train, measure and infer)"
+                    )));
+                }
+                continue;
+            }
+            if rt.config.serve_inference {
+                served.insert(id.clone(), crate::serving::Served { domain: rt.domain.clone(), price });
+            }
+        }
+        // Always on: federated jobs (the config's, and those created over HTTP later) are
+        // served from their verified models.
+        let serving = crate::serving::Serving::new(
+            store.clone(),
+            models.clone(),
+            served,
+            jobs.clone(),
+            key.clone(),
+            &config.data_dir,
+        )
+        .map_err(|e| other(format!("channels.log: {e}")))?;
+        #[cfg(feature = "adversary")]
+        let serving =
+            if limits.adversary == Some(Adversary::WrongAnswers) { serving.lying() } else { serving };
+        Some(serving)
+    };
+
     let http_addr: std::net::SocketAddr =
         format!("{}:{}", config.host, config.port).parse().map_err(other)?;
     let api = doin_api::ApiState {

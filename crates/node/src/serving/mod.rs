@@ -1,6 +1,8 @@
 //! The node's inference server: `POST /inference` for the domains it serves (built-in domains
 //! with a model, `serve_inference` on), answered from the chain's champion for the domain —
-//! only a champion whose model artifact a quorum measured (`model_quality` on chain). The
+//! only a champion whose model artifact a quorum measured (`model_quality` on chain) — and for
+//! the federated jobs it runs, from the job's verified model (the newest round its audit quorum
+//! settled, `FederatedState.verified`; [`crate::federated::serve`]). The
 //! artifact is fetched from its providers once and kept ([`crate::models`]); the answer is
 //! computed by the domain's deterministic forward pass on one inference slot, through a queue
 //! with priorities, expiries and batching ([`queue`]), so inference takes at most one core and
@@ -29,18 +31,24 @@ use serde_json::{Value, json};
 
 use crate::{
     channels::{ChannelBook, Checked, Due, PayError, log::Log},
+    federated::Jobs,
     models::Models,
     store::SharedStore,
 };
 
 /// A domain served, and its price per request.
 #[derive(Clone)]
-#[allow(missing_debug_implementations)]
 pub struct Served {
     /// The domain's implementation (its model's forward pass).
     pub domain: Arc<dyn Domain>,
     /// Base units per request (0: free).
     pub price: Amount,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("domain", &self.domain.id()).field("price", &self.price).finish()
+    }
 }
 
 /// The receipt of an answer: `model` is (optimae, artifact, height); `inputs` the rows asked,
@@ -92,6 +100,8 @@ struct Inner {
     store: SharedStore,
     models: Arc<Models>,
     domains: BTreeMap<String, Served>,
+    /// The federated jobs this node runs: their verified models are served too.
+    federated: Option<Arc<Jobs>>,
     key: Keypair,
     /// Requests waiting for the inference slot.
     queue: Arc<queue::Queue>,
@@ -113,12 +123,14 @@ struct Inner {
 pub struct Serving(Arc<Inner>);
 
 impl Serving {
-    /// Serves `domains` (by on-chain id) from the chain in `store`, with models from `models`,
-    /// signing receipts with `key`; the channel book is replayed from `data_dir`.
+    /// Serves `domains` (by on-chain id) and the verified models of `federated`'s jobs from the
+    /// chain in `store`, with models from `models`, signing receipts with `key`; the channel
+    /// book is replayed from `data_dir`.
     pub fn new(
         store: SharedStore,
         models: Arc<Models>,
         domains: BTreeMap<String, Served>,
+        federated: Option<Arc<Jobs>>,
         key: Keypair,
         data_dir: &std::path::Path,
     ) -> std::io::Result<Self> {
@@ -134,6 +146,7 @@ impl Serving {
             store,
             models,
             domains,
+            federated,
             key,
             queue,
             jobs: Mutex::new(jobs::Jobs::default()),
@@ -203,27 +216,25 @@ impl Inner {
         }))
     }
 
+    /// How `domain` is served here: a configured domain, or a federated job's model.
+    fn served(&self, domain: &str) -> Option<Served> {
+        self.domains.get(domain).cloned().or_else(|| self.federated.as_ref().and_then(|j| j.served(domain)))
+    }
+
     /// Checks a request before it queues: the domain served, its champion's measured model,
     /// the payment (nothing taken yet); fetches the model.
     async fn prepare(&self, ask: &Ask) -> Result<Prepared, ServeError> {
         let name = &ask.domain;
-        let served = self.domains.get(name).cloned().ok_or_else(|| ServeError::NoModel(name.clone()))?;
+        let served = self.served(name).ok_or_else(|| ServeError::NoModel(name.clone()))?;
         let (domain, price) = (served.domain, served.price);
         let id = DomainId::new(name.as_str()).map_err(|e| ServeError::BadInput(e.to_string()))?;
-        let (champion, height, state) = {
+        let (model, height, state) = {
             let store = self.store.lock();
             let tip = store.tip();
-            let champion = tip.domain(&id).and_then(|d| d.champion.clone());
-            (champion, tip.tip().height, tip.clone())
+            (chain_model(tip, &id), tip.tip().height, tip.clone())
         };
-        let champion =
-            champion.ok_or_else(|| ServeError::NoModel(format!("domain {name} has no champion yet")))?;
-        let (Some(artifact), Some(quality)) = (champion.artifact, champion.model_quality) else {
-            return Err(ServeError::NoModel(format!(
-                "the champion {} of {name} has no model a quorum measured",
-                champion.commit
-            )));
-        };
+        let model = model?;
+        let (artifact, quality) = (model.artifact, model.quality);
         // The payment is checked before the model runs (nothing is taken yet).
         let checked: Option<Checked> = match (price > Amount::ZERO, &ask.payment) {
             (false, _) => None,
@@ -239,7 +250,7 @@ impl Inner {
             }
         };
         let bytes = self.models.fetch(artifact).await.map_err(ServeError::Unavailable)?;
-        Ok(Prepared { id, domain, price, champion, artifact, quality, height, checked, bytes })
+        Ok(Prepared { id, domain, price, model, artifact, quality, height, checked, bytes })
     }
 
     /// Queues a prepared request: what the worker will answer.
@@ -269,7 +280,7 @@ impl Inner {
         let (rows, answer) = outcome?;
         #[cfg(feature = "adversary")]
         let answer = if self.lies { wrong_answer(answer) } else { answer };
-        let Prepared { id, price, champion, artifact, quality, height, checked, domain, .. } = p;
+        let Prepared { id, price, model, artifact, quality, height, checked, domain, .. } = p;
         let payment = match &checked {
             None => None,
             Some(c) => {
@@ -287,17 +298,18 @@ impl Inner {
         let receipt = sign_receipt(
             &self.key,
             id.clone(),
-            (champion.commit, artifact, height),
+            (model.optimae, artifact, height),
             &rows,
             &answer.outputs,
             payment,
         );
         Ok(json!({
             "domain_id": id.as_str(),
-            "optimae": champion.commit.to_string(),
+            "optimae": model.optimae.to_string(),
             "artifact": artifact.to_string(),
-            "model_quality": quality.to_f64(),
-            "champion_performance": champion.performance.to_f64(),
+            "model_quality": quality,
+            "champion_performance": model.performance,
+            "federated_round": model.round,
             "height": height,
             "outputs": answer.outputs,
             "predictions": answer.labels,
@@ -348,14 +360,68 @@ impl Inner {
     }
 }
 
+/// The model the chain says a domain is answered from.
+#[derive(Debug, Clone, PartialEq)]
+struct ChainModel {
+    /// What receipts name as the optimae: the champion's commit; for a federated job, the model
+    /// itself (a round has no optimae).
+    optimae: Hash,
+    artifact: Hash,
+    /// The quorum's measurement of the model.
+    quality: f64,
+    /// The champion's verified performance (a federated job: the model's quality).
+    performance: f64,
+    /// The federated round that produced it.
+    round: Option<u64>,
+}
+
+/// The model `id` is answered from on `state`: the champion's, when a quorum measured its
+/// artifact; for a federated job, its verified model (never a round still under audit, or one
+/// paid unaudited).
+fn chain_model(state: &State, id: &DomainId) -> Result<ChainModel, ServeError> {
+    let name = id.as_str();
+    let d =
+        state.domain(id).ok_or_else(|| ServeError::NoModel(format!("domain {name} is not registered")))?;
+    if matches!(d.spec.kind, doin_primitives::domain::DomainKind::Federated { .. }) {
+        let v = d.federated.as_ref().and_then(|f| f.verified.as_ref()).ok_or_else(|| {
+            ServeError::NoModel(format!("federated job {name} has no round its audit quorum verified yet"))
+        })?;
+        let quality = v.quality_micro as f64 / 1e6;
+        return Ok(ChainModel {
+            optimae: v.model,
+            artifact: v.model,
+            quality,
+            performance: quality,
+            round: Some(v.round),
+        });
+    }
+    let champion = d
+        .champion
+        .as_ref()
+        .ok_or_else(|| ServeError::NoModel(format!("domain {name} has no champion yet")))?;
+    let (Some(artifact), Some(quality)) = (champion.artifact, champion.model_quality) else {
+        return Err(ServeError::NoModel(format!(
+            "the champion {} of {name} has no model a quorum measured",
+            champion.commit
+        )));
+    };
+    Ok(ChainModel {
+        optimae: champion.commit,
+        artifact,
+        quality: quality.to_f64(),
+        performance: champion.performance.to_f64(),
+        round: None,
+    })
+}
+
 /// A request checked and ready to queue.
 struct Prepared {
     id: DomainId,
     domain: Arc<dyn Domain>,
     price: Amount,
-    champion: doin_consensus::state::Champion,
+    model: ChainModel,
     artifact: Hash,
-    quality: doin_primitives::Metric,
+    quality: f64,
     height: u64,
     checked: Option<Checked>,
     bytes: Arc<Vec<u8>>,
@@ -363,7 +429,7 @@ struct Prepared {
 
 impl InferenceApi for Serving {
     fn serves(&self, domain: &str) -> bool {
-        self.0.domains.contains_key(domain)
+        self.0.served(domain).is_some()
     }
 
     fn answer(&self, ask: Ask) -> Pending<Result<Value, ServeError>> {
@@ -381,7 +447,16 @@ impl InferenceApi for Serving {
     }
 
     fn prices(&self) -> Value {
-        Value::Object(self.0.domains.iter().map(|(d, s)| (d.clone(), json!(s.price.0.to_string()))).collect())
+        let jobs = self.0.federated.as_ref().map(|j| j.prices()).unwrap_or_default();
+        Value::Object(
+            self.0
+                .domains
+                .iter()
+                .map(|(d, s)| (d.clone(), s.price))
+                .chain(jobs)
+                .map(|(d, price)| (d, json!(price.0.to_string())))
+                .collect(),
+        )
     }
 
     fn queue(&self) -> Value {
