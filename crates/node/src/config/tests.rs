@@ -175,6 +175,14 @@ fn bad_values_name_their_key() {
         (r#"{"reveal_delay": 2.0}"#, "reveal_delay"),
         (r#"{"api_users": [{"user": "a", "key": "short"}]}"#, "api_users[0].key"),
         (r#"{"federated_jobs": [{"job_id": ".."}]}"#, "federated_jobs[0].job_id"),
+        (
+            r#"{"federated_jobs": [{"job_id": "fl", "serve_inference": false, "inference_price": 0.5}]}"#,
+            "federated_jobs[0].inference_price",
+        ),
+        (
+            r#"{"federated_jobs": [{"job_id": "fl", "inference_price": -1}]}"#,
+            "federated_jobs[0].inference_price",
+        ),
         (r#"{"api_users": [{"user": "", "key": "0123456789abcdef"}]}"#, "api_users[0].user"),
         (
             r#"{"api_users": [{"user": "a", "key": "0123456789abcdef"}, {"user": "b", "key": "0123456789abcdef"}]}"#,
