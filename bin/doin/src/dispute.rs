@@ -2,7 +2,9 @@
 //! The two receipts of an answer disagree, so one server lied; this command settles which by
 //! running the model itself — downloaded from a node (`GET /api/model/{artifact}`), checked
 //! against the hash both receipts name — with the domain's deterministic forward pass, and
-//! disputes the first row whose signed output differs from the model's (the receipt, the row
+//! disputes the first row whose signed output differs from the model's (a federated job's
+//! model runs through the job's forward pass; a plugin domain's through `--domain-plugin`) —
+//! the receipt, the row
 //! and its Merkle path: `DisputeInference`, locking the chain's `dispute_bond`). A quorum of
 //! the domain's evaluators re-executes the row; `doin dispute status` follows it.
 
@@ -47,6 +49,38 @@ pub(crate) struct SendArgs {
     /// the first.
     #[arg(long)]
     all: bool,
+    /// The domain's plugin command, to run a plugin domain's model here (`domain_plugin` in a
+    /// node config); built-in domains and federated jobs need none.
+    #[arg(long)]
+    domain_plugin: Option<String>,
+}
+
+/// The domain whose model the evidence names, to run here: a federated job's model (its layer
+/// sizes from the node: `GET /api/job/{id}/model`), the plugin `plugin` names, or a built-in
+/// domain.
+fn domain_of(
+    node: &str,
+    domain: &str,
+    plugin: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn doin_optimize::domain::Domain>> {
+    if let Some(cmd) = plugin {
+        let config = doin_node::config::DomainConfig {
+            domain_id: domain.to_owned(),
+            domain_plugin: Some(cmd.to_owned()),
+            ..Default::default()
+        };
+        return doin_node::domains::build(&config).map_err(anyhow::Error::msg);
+    }
+    if let Ok(job) = get(node, &format!("/api/job/{domain}/model"))
+        && let Some(sizes) = job["sizes"].as_array()
+    {
+        let sizes: Vec<usize> = sizes.iter().filter_map(|v| v.as_u64().map(|n| n as usize)).collect();
+        let model = doin_node::federated::serve::JobModel::new(domain, &sizes).map_err(anyhow::Error::msg)?;
+        return Ok(std::sync::Arc::new(model));
+    }
+    let config = doin_node::config::DomainConfig { domain_id: domain.to_owned(), ..Default::default() };
+    doin_node::domains::build(&config)
+        .map_err(|e| anyhow::anyhow!("{e} (a plugin domain's model runs here with --domain-plugin CMD)"))
 }
 
 /// The first row of `outputs` that differs from the model's own `expected` (as `f32`, or beyond
@@ -61,6 +95,7 @@ fn dispute_of(
     entry: &Value,
     node: &str,
     row: Option<usize>,
+    plugin: Option<&str>,
 ) -> anyhow::Result<Option<(InferenceDispute, &'static str)>> {
     let inputs: Vec<Vec<f64>> =
         serde_json::from_value(entry["inputs"].clone()).context("evidence: inputs")?;
@@ -92,8 +127,7 @@ fn dispute_of(
     if Hash::of_artifact(&bytes) != body.artifact {
         bail!("{node} sent other bytes than model {}", body.artifact);
     }
-    let config = doin_node::config::DomainConfig { domain_id: body.domain.to_string(), ..Default::default() };
-    let domain = doin_node::domains::build(&config).map_err(anyhow::Error::msg)?;
+    let domain = domain_of(node, body.domain.as_str(), plugin)?;
     let expected =
         domain.infer(&bytes, &inputs).map_err(|e| anyhow::anyhow!("running the model: {e}"))?.outputs;
     for (receipt, outputs, who) in sides {
@@ -120,7 +154,7 @@ pub(crate) fn run(d: Dispute) -> anyhow::Result<()> {
                 if sent > 0 && !a.all {
                     break;
                 }
-                match dispute_of(entry, &a.node, a.row)? {
+                match dispute_of(entry, &a.node, a.row, a.domain_plugin.as_deref())? {
                     Some((d, who)) => {
                         let (id, row, server) = (d.id(), d.row, d.receipt.body.server);
                         let kind = TxKind::DisputeInference { dispute: Box::new(d) };

@@ -747,3 +747,91 @@ fn a_supervisor_recording_a_false_aggregate_is_rejected_and_slashed() {
     drop(contributors);
     drop(nodes);
 }
+
+/// A wrong answer from a job's verified model is disputed on chain and its server slashed:
+/// node 0 of a federated devnet (the job's supervisor) lies in its inference answers (test-only
+/// `wrong-answers`: it swaps the two most probable classes and signs that). A client's check
+/// against node 1 (the job's standby, running the job's model) finds the answers wrong;
+/// `doin dispute send` runs the job's model itself (its layer sizes from the node) and disputes
+/// the first wrong row; the quorum — node 1, the job's evaluator, never the server or the
+/// disputer — re-executes the row through the job's forward pass and node 0 is slashed.
+#[test]
+fn a_wrong_answer_from_a_jobs_verified_model_is_disputed_and_the_server_slashed() {
+    let _slot = serial();
+    const BASE: u16 = 19_400;
+    let dir = tempfile::tempdir().unwrap();
+    let _devnet = Killed(
+        doin()
+            .args(["devnet", "--nodes", "3", "--fl-contributors", "4", "--adversary", "0=wrong-answers"])
+            .args(["--duration", "400", "--base-port", &BASE.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let node = |i: u16| format!("127.0.0.1:{}", BASE + 2 * i);
+    let verified =
+        || http_json(BASE + 2, "/api/jobs").map(|v| v["jobs"][0]["verified"].clone()).unwrap_or(Value::Null);
+    wait("a verified model of the job", 240, || verified()["model_hash"].is_string());
+    let digits = doin_ml::data::digits().unwrap();
+    let rows: Vec<Vec<f32>> = (0..20).map(|r| digits.x[r * 64..(r + 1) * 64].to_vec()).collect();
+    let evidence = dir.path().join("evidence.json");
+    // The client's check: node 0's answer re-executed on node 1 (again if the verified model
+    // changed between the two requests: not comparable).
+    let mut checked = Value::Null;
+    for _ in 0..5 {
+        let out = doin()
+            .args(["infer", "--domain", JOB, "--check-fraction", "1", "--inputs"])
+            .arg(serde_json::to_string(&rows).unwrap())
+            .args(["--node", &node(0), "--check-with", &node(1), "--evidence"])
+            .arg(&evidence)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        checked = serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
+        if checked["checked"]["wrong"] == 1 {
+            assert!(!out.status.success(), "a wrong answer makes `doin infer` fail: {text}");
+            break;
+        }
+        assert_eq!(checked["checked"]["other_model"], 1, "neither wrong nor another model: {checked}");
+    }
+    assert_eq!(checked["checked"]["wrong"], 1, "{checked}");
+    let liar = http_json(BASE, "/status").unwrap()["address"].as_str().unwrap().to_owned();
+    let stake = |a: &str| {
+        http_json(BASE + 2, &format!("/accounts/{a}")).unwrap()["stake"]
+            .as_str()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap()
+    };
+    let before = stake(&liar);
+    let out = doin()
+        .args(["dispute", "send", "--evidence"])
+        .arg(&evidence)
+        .arg("--key")
+        .arg(dir.path().join("node2/node.key"))
+        .args(["--node", &node(1)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let sent: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (sent["lied"].as_str(), sent["server"].as_str()),
+        (Some("server"), Some(liar.as_str())),
+        "{sent}"
+    );
+    let id = sent["dispute"].as_str().unwrap().to_owned();
+    let mut settled = Value::Null;
+    wait("the dispute to settle", 120, || {
+        settled = http_json(BASE + 2, &format!("/disputes/{id}")).unwrap_or(Value::Null);
+        !settled["outcome"].is_null()
+    });
+    eprintln!("dispute {settled}");
+    assert_eq!(settled["outcome"]["outcome"], "upheld", "{settled}");
+    let standby = http_json(BASE + 2, "/status").unwrap()["address"].clone();
+    assert_eq!(settled["quorum"], json!([standby]), "the job's evaluator alone: {settled}");
+    let slashed: u128 = settled["outcome"]["slashed"].as_str().unwrap().parse().unwrap();
+    assert!(slashed > 0 && stake(&liar) == before - slashed, "{settled}");
+}
