@@ -133,6 +133,14 @@ pub trait Domain: Send + Sync {
     fn infer(&self, _artifact: &[u8], _rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
         Err(EvalError::Unsupported(format!("domain {} has no trained artifact", self.id())))
     }
+    /// [`Domain::infer`] for an artifact the caller holds under its content address `hash`
+    /// (`Hash::of_artifact(artifact)`, checked when it was fetched): a domain that keeps models
+    /// loaded by hash (a plugin) does not hash the bytes again on every request. The caller
+    /// answers for `hash` naming these bytes.
+    fn infer_known(&self, hash: &Hash, artifact: &[u8], rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
+        let _ = hash;
+        self.infer(artifact, rows)
+    }
     /// How far an output of [`Domain::infer`] may be from another node's for the same model and
     /// row and still count as the same answer: 0 (the default) means equal as `f32` — the
     /// built-in models' forward passes are deterministic; a plugin declares its own bound

@@ -123,6 +123,15 @@ impl Domain for Narrowed {
         self.inner.infer(artifact, rows)
     }
 
+    fn infer_known(
+        &self,
+        hash: &Hash,
+        artifact: &[u8],
+        rows: &[Vec<f64>],
+    ) -> Result<crate::domain::Inference, EvalError> {
+        self.inner.infer_known(hash, artifact, rows)
+    }
+
     fn inference_tolerance(&self) -> f64 {
         self.inner.inference_tolerance()
     }

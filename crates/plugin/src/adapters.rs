@@ -409,8 +409,11 @@ impl PluginDomain {
 
     /// Calls `method` about the model `artifact` in the model process, first handing the model
     /// to it unless it holds it already (since its last start).
+    /// Runs `method` on the model `artifact` (content address `hash`), loading it into the model
+    /// process first unless it is the one loaded.
     fn with_model(
         &self,
+        hash: Hash,
         artifact: &[u8],
         method: &str,
         mut params: Json,
@@ -419,7 +422,6 @@ impl PluginDomain {
         if !self.model {
             return Err(EvalError::Unsupported(format!("plugin domain {} declares no model", self.id)));
         }
-        let hash = Hash::of(artifact);
         let deadline = Instant::now() + timeout;
         let mut guard = self.models.lock().map_err(|_| EvalError::Failed("plugin host poisoned".into()))?;
         if guard.is_none() {
@@ -569,7 +571,8 @@ impl Domain for PluginDomain {
     }
 
     fn measure_artifact(&self, artifact: &[u8]) -> Result<f64, EvalError> {
-        let reply = self.with_model(artifact, "measure", json!({}), MEASURE_TIMEOUT)?;
+        let reply =
+            self.with_model(Hash::of_artifact(artifact), artifact, "measure", json!({}), MEASURE_TIMEOUT)?;
         reply
             .get("performance")
             .and_then(Json::as_f64)
@@ -578,10 +581,16 @@ impl Domain for PluginDomain {
     }
 
     fn infer(&self, artifact: &[u8], rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
+        self.infer_known(&Hash::of_artifact(artifact), artifact, rows)
+    }
+
+    /// The model process keeps the model loaded under `hash`: a request for the loaded model
+    /// sends only its rows, and the bytes are not hashed again.
+    fn infer_known(&self, hash: &Hash, artifact: &[u8], rows: &[Vec<f64>]) -> Result<Inference, EvalError> {
         if rows.iter().flatten().any(|x| !x.is_finite()) {
             return Err(EvalError::BadParams("an input is not a finite number".into()));
         }
-        let reply = self.with_model(artifact, "infer", json!({ "rows": rows }), INFER_TIMEOUT)?;
+        let reply = self.with_model(*hash, artifact, "infer", json!({ "rows": rows }), INFER_TIMEOUT)?;
         inference_from_json(&reply, rows.len()).map_err(|reason| self.malformed("infer", reason))
     }
 

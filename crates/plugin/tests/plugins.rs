@@ -364,6 +364,12 @@ fn numpy_domain_plugin_measures_and_learns() {
         assert!(doin_primitives::same_output(&alone, &a.outputs[i], 1e-5), "{alone:?} vs {:?}", a.outputs[i]);
     }
     assert_ne!(domain.infer(&weak, &rows).unwrap().outputs, a.outputs);
+    // A caller holding the model under its content address (the serving queue, a dispute
+    // member) passes it: the model loaded under that hash answers, the bytes are not hashed
+    // again — the weak model's bytes under the good model's address get the good model's answer.
+    let good_hash = doin_primitives::Hash::of_artifact(&artifact);
+    assert_eq!(domain.infer_known(&good_hash, &artifact, &rows).unwrap().outputs, a.outputs);
+    assert_eq!(domain.infer_known(&good_hash, &weak, &rows).unwrap().outputs, a.outputs);
     // A row the model cannot take is the caller's error; bytes that are no model are refused.
     let e = domain.infer(&artifact, &[vec![0.0; 7]]).unwrap_err();
     assert!(matches!(e, EvalError::BadParams(ref why) if why.contains("8 inputs")), "{e:?}");

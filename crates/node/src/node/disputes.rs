@@ -104,7 +104,9 @@ impl Engine {
                 };
                 let input = doin_primitives::row_values(&d.input);
                 let tolerance = domain.inference_tolerance();
-                let out = tokio::task::spawn_blocking(move || domain.infer(&bytes, &[input])).await;
+                let out =
+                    tokio::task::spawn_blocking(move || domain.infer_known(&d.artifact, &bytes, &[input]))
+                        .await;
                 let wrong = match out {
                     Ok(Ok(answer)) => Some(!answer.outputs.first().is_some_and(|o| {
                         doin_primitives::same_output(o, &doin_primitives::row_values(&d.output), tolerance)

@@ -133,12 +133,17 @@ impl Queue {
 
 /// Runs `domain` on every job's rows as one pass and splits the answer; when the pass fails
 /// and there are several jobs (one bad row must not fail the others), each job runs alone.
-fn run_batch(domain: &dyn Domain, bytes: &[u8], jobs: &[Vec<Vec<f64>>]) -> Vec<Result<Inference, EvalError>> {
+fn run_batch(
+    domain: &dyn Domain,
+    artifact: &Hash,
+    bytes: &[u8],
+    jobs: &[Vec<Vec<f64>>],
+) -> Vec<Result<Inference, EvalError>> {
     if let [rows] = jobs {
-        return vec![domain.infer(bytes, rows)];
+        return vec![domain.infer_known(artifact, bytes, rows)];
     }
     let all: Vec<Vec<f64>> = jobs.iter().flatten().cloned().collect();
-    match domain.infer(bytes, &all) {
+    match domain.infer_known(artifact, bytes, &all) {
         Ok(answer) if answer.outputs.len() == all.len() => {
             let mut at = 0;
             jobs.iter()
@@ -152,7 +157,7 @@ fn run_batch(domain: &dyn Domain, bytes: &[u8], jobs: &[Vec<Vec<f64>>]) -> Vec<R
                 })
                 .collect()
         }
-        _ => jobs.iter().map(|rows| domain.infer(bytes, rows)).collect(),
+        _ => jobs.iter().map(|rows| domain.infer_known(artifact, bytes, rows)).collect(),
     }
 }
 
@@ -170,10 +175,10 @@ pub(crate) async fn work(queue: Arc<Queue>) {
             queue.wake.notified().await;
             continue;
         };
-        let (domain, bytes) = (first.domain.clone(), first.bytes.clone());
+        let (domain, artifact, bytes) = (first.domain.clone(), first.artifact, first.bytes.clone());
         let (replies, rows): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.reply, j.rows)).unzip();
         let done = tokio::task::spawn_blocking(move || {
-            let answers = run_batch(domain.as_ref(), &bytes, &rows);
+            let answers = run_batch(domain.as_ref(), &artifact, &bytes, &rows);
             (rows, answers)
         })
         .await;
@@ -304,12 +309,12 @@ mod tests {
     fn a_batch_answers_each_request_its_own_rows_and_a_bad_row_fails_only_its_request() {
         let d = summer();
         let jobs = vec![vec![vec![1.0, 2.0]], vec![vec![3.0], vec![4.0, 5.0]]];
-        let answers = run_batch(d.as_ref(), &[], &jobs);
+        let answers = run_batch(d.as_ref(), &Hash::ZERO, &[], &jobs);
         assert_eq!(answers[0].as_ref().unwrap().outputs, vec![vec![3.0]]);
         assert_eq!(answers[1].as_ref().unwrap().outputs, vec![vec![3.0], vec![9.0]]);
         assert_eq!(d.1.load(Ordering::Relaxed), 1, "one pass for both");
         let jobs = vec![vec![vec![1.0]], vec![vec![-1.0]]];
-        let answers = run_batch(d.as_ref(), &[], &jobs);
+        let answers = run_batch(d.as_ref(), &Hash::ZERO, &[], &jobs);
         assert_eq!(answers[0].as_ref().unwrap().outputs, vec![vec![1.0]]);
         assert!(matches!(answers[1], Err(EvalError::BadParams(_))));
     }
