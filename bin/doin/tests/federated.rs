@@ -240,6 +240,7 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
             "api_users": [
                 { "user": "alice", "key": ALICE, "create_jobs": true },
                 { "user": "bob", "key": "bob-key-0123456789" },
+                { "user": "carol", "key": "carol-key-0123456789", "rate_per_s": 0.01, "burst": 3 },
             ],
             "federated_jobs": [{
                 "job_id": JOB, "min_updates": 6, "max_updates": 11, "min_wait": 1, "max_wait": 15,
@@ -366,6 +367,18 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
         })
     };
     wait("the created job on chain", 30, || extra_job().is_some_and(|j| j["registered"] == true));
+    // Per-user rate limits: carol's key has a bucket of 3 refilled at 0.01/s, wherever she
+    // sends from; the fourth request in a row is refused, while other clients on the same
+    // address (anonymous, bob) keep their own buckets.
+    let get_as =
+        |key: Option<&str>| common::http_request(PORT, "GET", &format!("/api/cluster/{JOB}"), "", key);
+    for i in 0..3 {
+        assert_eq!(get_as(Some("carol-key-0123456789")).0, 200, "carol's request {i}");
+    }
+    let (code, v) = get_as(Some("carol-key-0123456789"));
+    assert_eq!(code, 429, "carol's fourth request: {v}");
+    assert_eq!(get_as(None).0, 200, "an anonymous client keeps its own bucket");
+    assert_eq!(get_as(Some("bob-key-0123456789")).0, 200, "bob keeps his own bucket");
     assert_eq!(extra_job().unwrap()["owner"], "alice");
     // The node registered it with the escrow and staked itself as its supervisor.
     let supervisor = doin_node::identity::load_or_create(&node_key).unwrap().0.address();
@@ -429,7 +442,37 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     if kills > 0 {
         eprintln!("killed the supervisor at round {before} after {:?}", started.elapsed());
     }
+    // The supervisor comes back without its checkpoints (moved aside): it is behind the
+    // chain's model until a holder offers it (`POST /api/job/{id}/model`); bytes that are not
+    // that model are refused, the model itself is installed and the job resumes from it.
+    let checkpoints = dir.path().join("node/federated").join(JOB);
+    let stash = dir.path().join("stash");
+    if kills > 0 {
+        std::fs::create_dir_all(&stash).unwrap();
+        for e in std::fs::read_dir(&checkpoints).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "f32") {
+                std::fs::rename(e.path(), stash.join(e.file_name())).unwrap();
+            }
+        }
+    }
     let node = if kills > 0 { start_node(&config) } else { node };
+    if kills > 0 {
+        let behind = http_json(PORT, "/api/jobs").unwrap()["jobs"][0]["behind"].clone();
+        let model = behind.as_str().unwrap_or_else(|| panic!("not behind without checkpoints: {behind}"));
+        let held = std::fs::read(stash.join(format!("{model}.f32"))).unwrap();
+        let mut other = held.clone();
+        other[0] ^= 1;
+        let offer = |w: &[u8]| {
+            post(&format!("/api/job/{JOB}/model"), &json!({ "weights": hex::encode(w) }).to_string())
+        };
+        let (code, v) = offer(&other);
+        assert!(code == 422 && v["detail"].as_str().unwrap_or("").contains("hash to"), "{code} {v}");
+        let (code, v) = offer(&held);
+        assert_eq!((code, v["installed"].as_str()), (200, Some(model)), "{v}");
+        wait("the job to resume from the offered model", 30, || {
+            http_json(PORT, "/api/jobs").is_some_and(|v| v["jobs"][0]["behind"].is_null())
+        });
+    }
     let resumed = http_json(PORT, "/api/jobs").unwrap();
     assert_eq!(
         extra_job().map(|j| j["owner"].clone()),
