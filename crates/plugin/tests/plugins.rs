@@ -536,4 +536,20 @@ fn a_client_plugins_unusable_updates_are_refused_by_name() {
         assert!(err.contains(why), "{mode}: {err}");
         client.shutdown();
     }
+    // A `fit` past the call timeout (`doin fl join --fit-timeout`) is cut there and named; the
+    // client process is restarted and answers the next call.
+    let script = manifest_dir().join("tests/fixtures/bad_client.py");
+    let command = vec!["python3".to_owned(), script.display().to_string(), "slow".to_owned()];
+    let spec = PluginSpec {
+        limits: PluginLimits { call_timeout: Duration::from_secs(2), ..limits() },
+        ..PluginSpec::new("slow", command)
+    };
+    let mut client = PluginClient::start(spec, "fl_test").unwrap();
+    let started = std::time::Instant::now();
+    let err = client.fit(&global, &[3], config.clone()).unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(15), "not cut at the timeout: {:?}", started.elapsed());
+    assert!(err.contains("`fit` did not answer within 2s"), "{err}");
+    let again = client.evaluate(&global, &[3], config.clone());
+    assert!(again.is_ok(), "the restarted client answers: {again:?}");
+    client.shutdown();
 }
