@@ -536,3 +536,69 @@ fn a_plugin_domains_champion_is_a_model_every_node_serves_through_the_plugin() {
     assert!((1.0..=12.0).contains(&batches), "{batches} passes");
     eprintln!("12 concurrent requests answered in {batches} passes through the plugin");
 }
+
+/// `serve_inference` per domain has its effect: a node configured with `serve_inference: false`
+/// for `mlp_digits` does not answer it itself — the request takes the operator's task-queue
+/// path (`401` without the node's key) — while `co2_forecast`, served by default, is answered
+/// by the node without a key (`200`, or `409 no_model` before its first champion) and listed
+/// with its price; only the served domain's price shows in `/api/economics`.
+#[test]
+fn a_domain_not_served_takes_the_queued_path_and_a_served_one_is_answered() {
+    let _serial = common::serial();
+    const P: u16 = 19_460;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "port": P,
+            "data_dir": dir.path().join("node"),
+            "api_key": "operator-key-0123456789",
+            "domains": [
+                { "domain_id": "mlp_digits", "serve_inference": false },
+                { "domain_id": "co2_forecast", "inference_price": 0.25 },
+            ],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let _node = common::Killed(
+        doin()
+            .args(["node", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::http_json(P, "/status").is_none() {
+        assert!(Instant::now() < deadline, "the node's API did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let row = format!("[{}]", vec!["0.5"; 64].join(","));
+    let (status, body) = post(P, &format!(r#"{{"domain_id": "mlp_digits", "inputs": [{row}]}}"#));
+    assert_eq!(status, 401, "not served here: the queued path needs the operator's key: {body}");
+    let (status, body) = common::http_request(
+        P,
+        "POST",
+        "/inference",
+        &format!(r#"{{"domain_id": "mlp_digits", "inputs": [{row}]}}"#),
+        Some("operator-key-0123456789"),
+    );
+    assert!(
+        status == 202 || (status == 409 && body["error"] == "no_champion"),
+        "the operator's request is queued for a worker (or waits for a champion): {status} {body}"
+    );
+    let week = format!("[{}]", vec!["0.1"; 8].join(","));
+    let (status, body) = post(P, &format!(r#"{{"domain_id": "co2_forecast", "inputs": [{week}]}}"#));
+    assert!(
+        [200, 402, 422].contains(&status) || (status == 409 && body["error"] == "no_model"),
+        "served without a key: {status} {body}"
+    );
+    assert_ne!(status, 401, "{body}");
+    let economics = common::http_json(P, "/api/economics").unwrap();
+    let prices = &economics["inference"]["prices"];
+    assert_eq!(prices["co2_forecast"], "250000000", "{economics}");
+    assert!(prices.get("mlp_digits").is_none(), "a domain not served has no price: {prices}");
+}
