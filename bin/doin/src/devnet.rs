@@ -98,6 +98,10 @@ pub(crate) struct DevnetArgs {
     /// (`market_threads`; default: the machine's cores). Repeatable.
     #[arg(long = "market-threads", value_name = "N=THREADS")]
     market_threads: Vec<String>,
+    /// Memory, MiB, each node's capability check makes a provider prove
+    /// (`market_check_mem_mb`; default 64).
+    #[arg(long)]
+    market_check_mem_mb: Option<u32>,
     /// `N=BEHAVIOUR`: node N acts as an adversary (`copy-reveals`, `double-vote`,
     /// `double-finality-vote`), for tests.
     #[arg(long = "adversary", value_name = "N=BEHAVIOUR", hide = true)]
@@ -229,6 +233,7 @@ impl DevnetArgs {
             external: Vec::new(),
             adversaries: Vec::new(),
             market_threads: Vec::new(),
+            market_check_mem_mb: None,
             setup_only: false,
         }
     }
@@ -289,6 +294,9 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
             .find(|(n, _)| n.trim().parse::<usize>().ok() == Some(i))
             .and_then(|(_, t)| t.trim().parse().ok())
             .unwrap_or_else(|| NodeConfig::default().market_threads),
+        market_check_mem_mb: args
+            .market_check_mem_mb
+            .unwrap_or_else(|| NodeConfig::default().market_check_mem_mb),
         federated_jobs: if i < genesis::SUPERVISORS && args.fl_contributors > 0 {
             vec![doin_node::config::FederatedJobConfig {
                 job_id: FL_JOB.into(),
@@ -730,6 +738,8 @@ pub(crate) fn config_json(c: &NodeConfig) -> serde_json::Value {
         "experiment_stats_file": c.experiment_stats_file,
         "olap_db_path": c.olap_db_path,
         "log_level": "info",
+        "market_threads": c.market_threads,
+        "market_check_mem_mb": c.market_check_mem_mb,
         "federated_jobs": c.federated_jobs,
         "domains": c.domains.iter().map(|d| serde_json::json!({
             "domain_id": d.domain_id,

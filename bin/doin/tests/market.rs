@@ -40,6 +40,7 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
     let mut cmd = doin();
     cmd.args(["devnet", "--nodes", "4", "--domain", "mlp_digits", "--target", "0.5"])
         .args(["--adversary", "3=fake-capability", "--market-threads", "1=1", "--market-threads", "2=2"])
+        .args(["--market-check-mem-mb", "24"])
         .args(["--duration", "240", "--base-port"])
         .arg(BASE.to_string())
         .arg("--dir")
@@ -112,7 +113,15 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
     let cores = |o: &Value| o["measured"]["cores"].as_f64().unwrap();
     let (c1, c2) = (cores(&o1), cores(&o2));
     assert!(c1 > 0.2 && c2 > 0.2, "{c1} {c2}");
-    assert_eq!(o1["measured"]["mem_mb"], 64);
+    // The memory each check proves is the checking node's `market_check_mem_mb`.
+    assert_eq!((o1["measured"]["mem_mb"].as_u64(), o2["measured"]["mem_mb"].as_u64()), (Some(24), Some(24)));
+    assert_eq!(view["check_mem_mb"], 24, "{view}");
+    // `--market-threads N=T` reaches node N's config (it was dropped when the devnet wrote
+    // the configs: every node used all cores).
+    for (i, threads) in [(1u16, 1), (2, 2)] {
+        let own = common::http_json(BASE + 2 * i, "/api/market").unwrap();
+        assert_eq!(own["market_threads"], threads, "node {i}: {own}");
+    }
     assert_eq!(o1["cached_models"].as_array().unwrap().len(), 1, "it serves the champion's model: {o1}");
     let metrics = common::http_text(BASE, "/metrics").unwrap();
     for line in ["doin_market_offers{status=\"passed\"} 2", "doin_market_offers{status=\"failed\"} 1"] {
