@@ -878,3 +878,137 @@ fn a_wrong_answer_from_a_jobs_verified_model_is_disputed_and_the_server_slashed(
     let slashed: u128 = settled["outcome"]["slashed"].as_str().unwrap().parse().unwrap();
     assert!(slashed > 0 && stake(&liar) == before - slashed, "{settled}");
 }
+
+/// The Flower setup with an evaluator, between processes: a two-node devnet (node 0 runs the
+/// job, node 1 is staked as its evaluator and audits every round), ten registered contributor
+/// identities — eight `doin fl join` processes and two attackers sending their update
+/// sign-flipped × 5 every round. Every round is settled by node 1's audit (none unaudited or
+/// rejected), the model still learns, the attackers are quarantined and paid nothing, and each
+/// settled round paid exactly the formula applied to the qualities the audit settled it with
+/// (read from the chain store's receipts after the nodes stopped); coins are conserved.
+#[test]
+fn audited_rounds_of_ten_contributors_with_two_attackers_pay_by_the_audit() {
+    let _slot = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, configs) = common::devnet_setup(
+        dir.path(),
+        2,
+        1000,
+        &["--fl-contributors", "10", "--base-port", &PORT.to_string()],
+    );
+    // Rounds of 2 blocks (as the standby test): a round every few seconds.
+    let genesis_path = dir.path().join("genesis.json");
+    let mut genesis: Value = serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
+    let mut limits = (0u64, 0u128);
+    for d in genesis["domains"].as_array_mut().unwrap() {
+        if d["spec"]["id"] == JOB {
+            d["spec"]["kind"]["round_blocks"] = 2.into();
+            limits = (
+                d["spec"]["limits"]["max_wall_ms"].as_u64().unwrap(),
+                d["spec"]["bounty_per_accept"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    }
+    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
+    let mut nodes: Vec<Killed> = configs
+        .iter()
+        .map(|c| {
+            Killed(
+                doin()
+                    .args(["node", "--config"])
+                    .arg(c)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let key = |i: usize| dir.path().join(format!("fl/contributor{i}.key"));
+    let csv = |i: usize| dir.path().join(format!("fl/data/client-{i}.csv"));
+    const ROUNDS: u64 = 10;
+    let _honest: Vec<Killed> = (0..8)
+        .map(|i| {
+            Killed(
+                doin()
+                    .args(["fl", "join", "--node", &format!("127.0.0.1:{PORT}"), "--job", JOB, "--key"])
+                    .arg(key(i))
+                    .arg("--data")
+                    .arg(csv(i))
+                    .args(["--rounds", &(ROUNDS + 4).to_string(), "--timeout", "400"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<Keypair> =
+        (8..10).map(|i| doin_node::identity::load_or_create(&key(i)).unwrap().0).collect();
+    let threads: Vec<_> = attackers
+        .iter()
+        .enumerate()
+        .map(|(j, k)| attacker(k.clone(), read_rows(&csv(8 + j)), stop.clone(), None))
+        .collect();
+    let audit = || http_json(PORT, "/api/jobs").map(|v| v["jobs"][0]["audit"].clone()).unwrap_or(Value::Null);
+    wait("ten audited rounds", 400, || audit()["audited"].as_u64() >= Some(ROUNDS));
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let a = audit();
+    eprintln!("audit {a}");
+    assert_eq!((a["unaudited"].as_u64(), a["rejected"].as_u64()), (Some(0), Some(0)), "{a}");
+    let cluster = http_json(PORT, &format!("/api/cluster/{JOB}")).unwrap();
+    let accuracy = cluster["accuracy"].as_f64().unwrap();
+    eprintln!("accuracy {accuracy} after {ROUNDS} audited rounds with two sign-flipping attackers");
+    assert!(accuracy >= 0.85, "{cluster}");
+    for k in &attackers {
+        let s = cluster["contributors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["contributor"] == k.address().to_string())
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert!(s["quarantines"].as_u64() >= Some(1) && s["earned"] == 0.0, "attacker standing: {s}");
+    }
+    drop(nodes.drain(..));
+
+    // Every settled round, from node 0's store: audited, and paid the formula on the qualities
+    // it was settled with; the attackers never.
+    let store = doin_storage::ChainStore::open_existing(
+        &dir.path().join("node0/chain.redb"),
+        doin_storage::StoreOptions::default(),
+    )
+    .unwrap();
+    let (mut audited, mut paid_total, mut paid_attackers) = (0, 0u128, 0u128);
+    let tip = store.tip().clone();
+    assert_eq!(tip.accounted_supply(), Some(tip.meta().supply.minted.0), "coins conserved");
+    for h in 1..=tip.height() {
+        let Some(hash) = store.canonical_hash(h).unwrap() else { continue };
+        let Some(receipt) = store.receipt(&hash).unwrap() else { continue };
+        for s in receipt.transactions.iter().flat_map(|t| &t.settled) {
+            assert_eq!(
+                s.outcome,
+                doin_consensus::federated::RoundOutcome::Audited,
+                "round {}",
+                s.record.round
+            );
+            audited += 1;
+            let inputs: Vec<_> = s.record.contributions.iter().map(|c| inputs_of(c, limits.0)).collect();
+            let expected: Vec<(Address, u128)> =
+                payout::payouts(limits.1, &inputs).into_iter().map(|p| (p.contributor, p.amount)).collect();
+            let paid: Vec<(Address, u128)> = s.paid.iter().map(|(a, x)| (*a, x.0)).collect();
+            assert_eq!(paid, expected, "round {}", s.record.round);
+            for (who, x) in &paid {
+                paid_total += x;
+                if attackers.iter().any(|k| k.address() == *who) {
+                    paid_attackers += x;
+                }
+            }
+        }
+    }
+    assert!(audited >= ROUNDS, "{audited} settled rounds in the store");
+    assert!(paid_total > 0);
+    assert_eq!(paid_attackers, 0, "the attackers were paid");
+}
