@@ -590,7 +590,7 @@ fn a_domain_not_served_takes_the_queued_path_and_a_served_one_is_answered() {
         status == 202 || (status == 409 && body["error"] == "no_champion"),
         "the operator's request is queued for a worker (or waits for a champion): {status} {body}"
     );
-    let week = format!("[{}]", vec!["0.1"; 8].join(","));
+    let week = format!("[{}]", ["0.1"; 8].join(","));
     let (status, body) = post(P, &format!(r#"{{"domain_id": "co2_forecast", "inputs": [{week}]}}"#));
     assert!(
         [200, 402, 422].contains(&status) || (status == 409 && body["error"] == "no_model"),
