@@ -581,10 +581,10 @@ fn federated_rounds_between_processes_survive_attackers_bad_input_and_a_killed_s
     drop(node);
 }
 
-/// The four contributors of a `devnet_setup` layout (`--fl-contributors 4`), joined to node 0
-/// at `base` (and to node 1 as the fallback when `fallback`).
-fn devnet_contributors(dir: &Path, base: u16, fallback: bool) -> Vec<Killed> {
-    (0..4)
+/// The first `n` of the four contributors of a `devnet_setup` layout (`--fl-contributors 4`),
+/// joined to node 0 at `base` (and to node 1 as the fallback when `fallback`).
+fn devnet_contributors(dir: &Path, base: u16, fallback: bool, n: usize) -> Vec<Killed> {
+    (0..n)
         .map(|i| {
             let mut cmd = doin();
             cmd.args(["fl", "join", "--node", &format!("127.0.0.1:{base}"), "--job", JOB]);
@@ -643,10 +643,41 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
         })
         .collect();
     let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
-    let mut contributors = devnet_contributors(dir.path(), BASE, true);
+    // Contributor 3 is a vandal: three honest processes (the job closes rounds at 3 updates).
+    let mut contributors = devnet_contributors(dir.path(), BASE, true, 3);
+    let vandal = doin_node::identity::load_or_create(&dir.path().join("fl/contributor3.key")).unwrap().0;
+    let model_at = |port: u16| {
+        let m = http_json(port, &format!("/api/job/{JOB}/model"))?;
+        let hash = Hash(hex::decode(m["model_hash"].as_str()?).ok()?.try_into().ok()?);
+        let n = supervisor::from_bytes(&hex::decode(m["weights"].as_str()?).ok()?)?.len();
+        Some((m["round"].as_u64()?, hash, n))
+    };
+    let standing_at = |port: u16, k: &Keypair| {
+        http_json(port, &format!("/api/cluster/{JOB}")).and_then(|c| {
+            c["contributors"]
+                .as_array()?
+                .iter()
+                .find(|c| c["contributor"] == k.address().to_string())
+                .cloned()
+        })
+    };
 
     // Node 0 runs the job; node 1 follows it, holding every recorded model.
     wait("four rounds by node 0", 180, || jobs_at(0).is_some_and(|j| j["round"].as_u64() >= Some(4)));
+    // The vandal sends two malformed updates to node 0: two strikes, quarantined there.
+    let (round, base, n) = model_at(BASE).unwrap();
+    let mut nan = vec![0.0f32; n];
+    nan[3] = f32::NAN;
+    for bad in [nan, vec![0.0; n - 1]] {
+        let (code, v) = common::http_post(
+            BASE,
+            &format!("/api/job/{JOB}/update"),
+            &update_body(&vandal, round, base, &bad, 10).1,
+        );
+        assert_eq!(code, 422, "{v}");
+    }
+    let s = standing_at(BASE, &vandal).unwrap();
+    assert!(s["quarantined"] == true && s["strikes"] == 2, "{s}");
     let first = jobs_at(0).unwrap()["supervisor"].clone();
     wait("node 1 to hold the recorded model", 60, || {
         let (a, b) = (jobs_at(0).unwrap(), jobs_at(1).unwrap_or(Value::Null));
@@ -703,8 +734,13 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     let predictions: Vec<i64> = serde_json::from_value(answer["predictions"].clone()).unwrap();
     let right = picked.iter().zip(&predictions).filter(|(r, p)| digits.y[**r] == **p).count();
     assert_eq!(predictions.len(), picked.len());
-    assert!(right as f64 >= 0.7 * picked.len() as f64, "{right} of {} right", picked.len());
+    // A model trained a few rounds (an untrained one is right one time in ten).
+    assert!(right as f64 >= 0.5 * picked.len() as f64, "{right} of {} right", picked.len());
 
+    // Node 1 follows node 0's recorded standings (fetched as artifacts) before it must take over.
+    wait("node 1 to restore node 0's standings", 60, || {
+        standing_at(BASE + 2, &vandal).is_some_and(|s| s["quarantined"] == true && s["strikes"] == 2)
+    });
     nodes[0].take().unwrap().0.kill().unwrap();
     let before = jobs_at(1).unwrap();
     let (round_at_kill, model_at_kill) = (before["round"].as_u64().unwrap(), before["model_hash"].clone());
@@ -714,6 +750,17 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     });
     let after = jobs_at(1).unwrap();
     eprintln!("after the takeover: {after}");
+    // Node 1 restored node 0's recorded standings: the vandal is still quarantined under the
+    // new supervisor, and its well-formed update is refused for it.
+    let s = standing_at(BASE + 2, &vandal).unwrap_or(Value::Null);
+    assert!(s["quarantined"] == true && s["strikes"] == 2, "the vandal's standing under node 1: {s}");
+    let (round, base, n) = model_at(BASE + 2).unwrap();
+    let (code, v) = common::http_post(
+        BASE + 2,
+        &format!("/api/job/{JOB}/update"),
+        &update_body(&vandal, round, base, &vec![0.0; n], 10).1,
+    );
+    assert!(code == 422 && v["detail"].as_str().unwrap_or("").contains("quarantined"), "{code} {v}");
     assert!(after["behind"].is_null(), "{after}");
     // At most two rounds go unpaid: the one pending at the kill (its updates died with node 0,
     // so node 1 could not audit it) and node 1's first, for which node 0 — still staked as the
@@ -758,7 +805,7 @@ fn a_supervisor_recording_a_false_aggregate_is_rejected_and_slashed() {
     let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
     let supervisor =
         doin_node::identity::load_or_create(&dir.path().join("node0/node.key")).unwrap().0.address();
-    let contributors = devnet_contributors(dir.path(), BASE, false);
+    let contributors = devnet_contributors(dir.path(), BASE, false, 4);
     let stake_of = |a: &Address| {
         http_json(BASE + 2, &format!("/accounts/{a}"))
             .and_then(|v| v["stake"].as_str().and_then(|s| s.parse::<u128>().ok()))

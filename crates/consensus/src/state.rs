@@ -112,6 +112,9 @@ pub struct FederatedState {
     /// (`None` before one): the job's verified model, the one nodes serve for inference
     /// (`docs/design.md` §22g). Rounds paid unaudited, unpaid or rejected never set it.
     pub verified: Option<VerifiedModel>,
+    /// The last recorded round's contributor standings (its record's `standing`): what a
+    /// standby restores before it takes the job over.
+    pub standing: Hash,
 }
 
 /// A federated job's model an audit quorum verified.

@@ -550,6 +550,7 @@ impl Job {
             model: weights_hash(&model),
             model_quality_micro: (-model_loss * 1e6).round() as i64,
             contributions: BoundedVec::try_from_vec(recorded).unwrap_or_default(),
+            standing: Hash::ZERO,
         };
         self.closed = Some(Closed { record, model, accuracy, at_ms: now_ms });
         self.closed.as_ref()

@@ -109,6 +109,11 @@ pub struct FederatedRound {
     pub model_quality_micro: i64,
     /// The contributions aggregated (in any order; each contributor once).
     pub contributions: BoundedVec<RoundContribution, MAX_ROUND_CONTRIBUTIONS>,
+    /// Content address of the supervisor's contributor standings after the round (reputation,
+    /// quarantines, strikes: an artifact it serves), so a standby taking the job over admits
+    /// contributors as the supervisor did; zero when none was published.
+    #[serde(default)]
+    pub standing: Hash,
 }
 
 /// An evaluator's re-measurement of a recorded round from its artifacts (the base model, the

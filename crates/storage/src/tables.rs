@@ -14,7 +14,8 @@ use redb::TableDefinition;
 /// the quorum's measured model quality). Version 8: inference disputes (disputes in the state,
 /// receipts committing per row). Version 9: domains record the evaluators absent from their
 /// disputes' quorums; federated domains register their initial model. Version 10: federated
-/// domains record their verified model (the newest audited round's, served for inference).
+/// domains record their verified model (the newest audited round's, served for inference) and
+/// round records name the supervisor's published contributor standings.
 pub const SCHEMA_VERSION: u32 = 10;
 
 /// `schema_version`, `genesis`, `genesis_spec`, `tip`, `base` (lowest stored state height).

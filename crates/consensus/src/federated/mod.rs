@@ -219,6 +219,7 @@ pub(crate) fn apply_round(
         model_quality_micro: round.model_quality_micro,
         supervisor,
         height,
+        standing: round.standing,
         pending: (!auditors.is_empty()).then(|| {
             Box::new(PendingRound {
                 record: round.clone(),

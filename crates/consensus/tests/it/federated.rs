@@ -98,6 +98,7 @@ fn round_of(round: u64, base: Hash, contributions: Vec<RoundContribution>) -> Fe
         model: model(round + 1),
         model_quality_micro: 900_000,
         contributions: BoundedVec::try_from_vec(contributions).unwrap(),
+        standing: Hash::ZERO,
     }
 }
 

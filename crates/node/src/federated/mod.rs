@@ -130,6 +130,10 @@ struct Runtime {
     /// The job's verified model as the inference server runs it, and its price (`None`:
     /// `serve_inference` off).
     served: Option<crate::serving::Served>,
+    /// The recorded standings (`FederatedState.standing`) last restored or published here, and
+    /// the ones to fetch (a standby follows the supervisor's).
+    standing_seen: Hash,
+    standing_wanted: Option<Hash>,
 }
 
 /// A contributor's liveness as the supervisor sees it.
@@ -239,6 +243,8 @@ fn runtime(
         problem: None,
         seen: BTreeMap::new(),
         served,
+        standing_seen: fed.standing,
+        standing_wanted: None,
     })
 }
 
@@ -333,6 +339,16 @@ pub fn initial_hash(c: &FederatedJobConfig) -> Result<Hash, String> {
 /// The job's initial model (round 0's base, seeded by its spec).
 fn initial_model(spec: &JobSpec) -> Option<Vec<f32>> {
     Job::new(spec.clone(), 0, None, 0).ok().map(|j| j.model().1.to_vec())
+}
+
+/// Published standings are at most this large (a standby refuses more).
+pub const MAX_STANDING_BYTES: usize = 4 << 20;
+
+/// Published standings kept per job.
+const KEPT_STANDINGS: usize = 4;
+
+fn standing_artifact_path(dir: &Path, job: &str, hash: &Hash) -> PathBuf {
+    dir.join(job).join("standing").join(format!("{hash}.json"))
 }
 
 fn checkpoint_path(dir: &Path, job: &str, model: &Hash) -> PathBuf {
@@ -432,6 +448,69 @@ impl Jobs {
             .collect()
     }
 
+    /// Publishes job `job`'s contributor standings as an artifact (kept, served, announced; the
+    /// oldest beyond [`KEPT_STANDINGS`] dropped) and returns its content address, zero when it
+    /// cannot be written.
+    fn publish_standing(&self, job: &str, saved: &[Saved]) -> Hash {
+        let bytes = saved_json(saved).to_string().into_bytes();
+        let hash = Hash::of_artifact(&bytes);
+        let path = standing_artifact_path(&self.dir, job, &hash);
+        if let Err(e) = write_durably(&path, &bytes) {
+            tracing::warn!(job, error = %e, "cannot publish the contributors' standing");
+            return Hash::ZERO;
+        }
+        self.artifacts.add(&path, &bytes);
+        lock(&self.announce).push(hash);
+        if let Some(dir) = path.parent()
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+                .flatten()
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            files.sort();
+            let excess = files.len().saturating_sub(KEPT_STANDINGS);
+            for (_, old) in files.into_iter().take(excess) {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        hash
+    }
+
+    /// Standings the chain recorded for jobs this node follows (not supervises) that it has not
+    /// restored yet: (job, content address).
+    pub fn standings_behind(&self) -> Vec<(String, Hash)> {
+        lock(&self.jobs).iter().filter_map(|(id, rt)| rt.standing_wanted.map(|h| (id.clone(), h))).collect()
+    }
+
+    /// Restores the standings `hash` names (fetched: `bytes`) into job `job`, as the supervisor
+    /// that recorded them had them: a contributor quarantined there stays quarantined here when
+    /// this node takes the job over. Returns how many contributors it names.
+    pub fn install_standing(&self, job: &str, hash: &Hash, bytes: &[u8]) -> Result<usize, String> {
+        if bytes.len() > MAX_STANDING_BYTES {
+            return Err(format!("{} bytes, over {MAX_STANDING_BYTES}", bytes.len()));
+        }
+        if Hash::of_artifact(bytes) != *hash {
+            return Err(format!("the bytes hash to {}, not {hash}", Hash::of_artifact(bytes)));
+        }
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let saved = saved_from(&v);
+        let mut jobs = lock(&self.jobs);
+        let rt = jobs.get_mut(job).ok_or_else(|| format!("no job {job:?}"))?;
+        if rt.standing_wanted != Some(*hash) {
+            return Err("no longer wanted (a newer round, or this node supervises now)".into());
+        }
+        let n = saved.len();
+        rt.job.restore(saved);
+        rt.standing_seen = *hash;
+        rt.standing_wanted = None;
+        let text = saved_json(&rt.job.saved()).to_string();
+        if let Err(e) = write_durably(&standing_path(&self.dir, job), text.as_bytes()) {
+            tracing::error!(job, error = %e, "cannot save the contributors' standing");
+        }
+        Ok(n)
+    }
+
     /// Models served since the last call, to announce as provider records.
     pub fn take_announcements(&self) -> Vec<Hash> {
         std::mem::take(&mut *lock(&self.announce))
@@ -501,6 +580,10 @@ impl Jobs {
             }
             let Some(d) = state.domain(&rt.domain) else { continue };
             let fed = d.federated.clone().unwrap_or_default();
+            let mine = supervises(&rt.domain);
+            // A follower restores the supervisor's standings as they are recorded.
+            rt.standing_wanted = (!mine && fed.standing != Hash::ZERO && fed.standing != rt.standing_seen)
+                .then_some(fed.standing);
             match rt.job.recorded(fed.rounds, fed.model, now) {
                 Ok(Some(closed)) => {
                     rt.behind = None;
@@ -579,7 +662,7 @@ impl Jobs {
                 tracing::warn!(job = %id, round = c.record.round, "the chain did not record the closed round; reopening");
                 rt.job.reopen(now);
             }
-            if !supervises(&rt.domain) || rt.behind.is_some() || !rt.job.due(now) {
+            if !mine || rt.behind.is_some() || !rt.job.due(now) {
                 continue;
             }
             // The scoring rows come from the tip's beacon, unknown to contributors when they sent.
@@ -608,7 +691,10 @@ impl Jobs {
                         "kept": kept,
                     }),
                 );
-                out.push(r.clone());
+                let mut record = r.clone();
+                record.standing = self.publish_standing(id, &rt.job.saved());
+                rt.standing_seen = record.standing;
+                out.push(record);
             }
         }
         out

@@ -198,6 +198,7 @@ impl Engine {
                 wanted.push((round.domain.to_string(), round.model, Some(tx.body.sender)));
             }
         }
+        self.fetch_standings(jobs, state);
         for (job, model, supervisor) in wanted {
             {
                 let mut fetches = self.fl_fetches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -224,6 +225,51 @@ impl Engine {
                     }
                     Err(e) => {
                         tracing::warn!(job, %model, error = %e, "cannot fetch a recorded federated model yet")
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Engine {
+    /// Starts a download of every recorded standings artifact a followed job has not restored
+    /// (from the job's supervisor first, then any DHT provider; bounded in size).
+    fn fetch_standings(&self, jobs: &Arc<crate::federated::Jobs>, state: &State) {
+        for (job, hash) in jobs.standings_behind() {
+            {
+                let mut fetches = self.fl_fetches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if fetches.get(&hash).is_some_and(|at| at.elapsed() < FETCH_RETRY) {
+                    continue;
+                }
+                fetches.insert(hash, std::time::Instant::now());
+            }
+            let holder = DomainId::new(job.clone())
+                .ok()
+                .and_then(|d| state.domain(&d).and_then(|d| d.federated.clone()))
+                .and_then(|f| doin_net::PeerId::from_bytes(&f.supervisor.peer_id_bytes()).ok());
+            let (net, jobs, fetches) = (self.net.clone(), jobs.clone(), self.fl_fetches.clone());
+            tokio::spawn(async move {
+                let dir = jobs.download_dir();
+                let extra: Vec<doin_net::PeerId> = holder.into_iter().collect();
+                let max = crate::federated::MAX_STANDING_BYTES as u64;
+                let fetched = doin_net::artifact::fetch_bounded(&net, hash, &dir, &extra, max).await;
+                let installed = match fetched {
+                    Ok(d) => {
+                        let bytes = tokio::fs::read(&d.path).await.map_err(|e| e.to_string());
+                        let _ = tokio::fs::remove_file(&d.path).await;
+                        let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;
+                        bytes.and_then(|b| jobs.install_standing(&job, &hash, &b))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match installed {
+                    Ok(n) => {
+                        tracing::info!(job, standing = %hash, contributors = n, "restored the supervisor's contributor standings");
+                        fetches.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&hash);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job, standing = %hash, error = %e, "cannot restore recorded standings yet")
                     }
                 }
             });
