@@ -406,6 +406,11 @@ fn contribute(
         let Some(entry) = entry else {
             return Err(Fatal(format!("the node supervises no job {job:?}")).into());
         };
+        // A standby holds the job but records no round: updates go to the supervisor (after
+        // five such answers in a row, the next node is tried).
+        if entry["supervising"].as_bool() == Some(false) {
+            bail!("{node} does not supervise {job} now (a standby)");
+        }
         if let (Some(missing), Some((hash, bytes))) = (entry["behind"].as_str(), held.as_ref())
             && *missing == hash.to_string()
         {

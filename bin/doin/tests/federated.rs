@@ -603,6 +603,47 @@ fn devnet_contributors(dir: &Path, base: u16, fallback: bool, n: usize) -> Vec<K
         .collect()
 }
 
+/// A federated devnet of `nodes` nodes and `contributors` registered contributors in `dir`
+/// (`devnet_setup`), with rounds of 2 blocks (a stalled job may be taken over 6 blocks after
+/// its last round), its nodes started: the nodes, and the job's (`max_wall_ms`, pool per
+/// round).
+fn fl_devnet(dir: &Path, nodes: usize, contributors: usize, base: u16) -> (Vec<Killed>, (u64, u128)) {
+    let (_, configs) = common::devnet_setup(
+        dir,
+        nodes,
+        1000,
+        &["--fl-contributors", &contributors.to_string(), "--base-port", &base.to_string()],
+    );
+    let genesis_path = dir.join("genesis.json");
+    let mut genesis: Value = serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
+    let mut limits = (0u64, 0u128);
+    for d in genesis["domains"].as_array_mut().unwrap() {
+        if d["spec"]["id"] == JOB {
+            d["spec"]["kind"]["round_blocks"] = 2.into();
+            limits = (
+                d["spec"]["limits"]["max_wall_ms"].as_u64().unwrap(),
+                d["spec"]["bounty_per_accept"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    }
+    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
+    let nodes = configs
+        .iter()
+        .map(|c| {
+            Killed(
+                doin()
+                    .args(["node", "--config"])
+                    .arg(c)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    (nodes, limits)
+}
+
 /// A supervisor that vanishes is replaced without losing the model: three `doin node`s of a
 /// devnet, node 0 running the job and node 1 standing by (both staked as its supervisors, node
 /// 1 fetching every recorded model as an artifact); four contributors with node 1 as their
@@ -613,35 +654,7 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     let _slot = serial();
     const BASE: u16 = 18_800;
     let dir = tempfile::tempdir().unwrap();
-    let (_, configs) = common::devnet_setup(
-        dir.path(),
-        3,
-        1000,
-        &["--fl-contributors", "4", "--base-port", &BASE.to_string()],
-    );
-    // Rounds of 2 blocks: a stalled job may be taken over 6 blocks after its last round.
-    let genesis_path = dir.path().join("genesis.json");
-    let mut genesis: Value = serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
-    for d in genesis["domains"].as_array_mut().unwrap() {
-        if d["spec"]["id"] == JOB {
-            d["spec"]["kind"]["round_blocks"] = 2.into();
-        }
-    }
-    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
-    let mut nodes: Vec<Option<Killed>> = configs
-        .iter()
-        .map(|c| {
-            Some(Killed(
-                doin()
-                    .args(["node", "--config"])
-                    .arg(c)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            ))
-        })
-        .collect();
+    let mut nodes: Vec<Option<Killed>> = fl_devnet(dir.path(), 3, 4, BASE).0.into_iter().map(Some).collect();
     let jobs_at = |i: u16| http_json(BASE + 2 * i, "/api/jobs").map(|v| v["jobs"][0].clone());
     // Contributor 3 is a vandal: three honest processes (the job closes rounds at 3 updates).
     let mut contributors = devnet_contributors(dir.path(), BASE, true, 3);
@@ -937,40 +950,8 @@ fn a_wrong_answer_from_a_jobs_verified_model_is_disputed_and_the_server_slashed(
 fn audited_rounds_of_ten_contributors_with_two_attackers_pay_by_the_audit() {
     let _slot = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (_, configs) = common::devnet_setup(
-        dir.path(),
-        2,
-        1000,
-        &["--fl-contributors", "10", "--base-port", &PORT.to_string()],
-    );
-    // Rounds of 2 blocks (as the standby test): a round every few seconds.
-    let genesis_path = dir.path().join("genesis.json");
-    let mut genesis: Value = serde_json::from_slice(&std::fs::read(&genesis_path).unwrap()).unwrap();
-    let mut limits = (0u64, 0u128);
-    for d in genesis["domains"].as_array_mut().unwrap() {
-        if d["spec"]["id"] == JOB {
-            d["spec"]["kind"]["round_blocks"] = 2.into();
-            limits = (
-                d["spec"]["limits"]["max_wall_ms"].as_u64().unwrap(),
-                d["spec"]["bounty_per_accept"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-    }
-    std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
-    let mut nodes: Vec<Killed> = configs
-        .iter()
-        .map(|c| {
-            Killed(
-                doin()
-                    .args(["node", "--config"])
-                    .arg(c)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    // Node 0 supervises; node 1, staked as the job's evaluator, audits.
+    let (mut nodes, limits) = fl_devnet(dir.path(), 2, 10, PORT);
     let key = |i: usize| dir.path().join(format!("fl/contributor{i}.key"));
     let csv = |i: usize| dir.path().join(format!("fl/data/client-{i}.csv"));
     const ROUNDS: u64 = 10;

@@ -134,6 +134,9 @@ struct Runtime {
     /// the ones to fetch (a standby follows the supervisor's).
     standing_seen: Hash,
     standing_wanted: Option<Hash>,
+    /// Whether this node records the job's rounds now (its lease; a standby does not): what
+    /// contributors read to find the supervisor.
+    supervising: bool,
 }
 
 /// A contributor's liveness as the supervisor sees it.
@@ -245,6 +248,7 @@ fn runtime(
         served,
         standing_seen: fed.standing,
         standing_wanted: None,
+        supervising: false,
     })
 }
 
@@ -560,8 +564,13 @@ impl Jobs {
 
     /// The periodic step on the tip `state`: adopts rounds the chain recorded (checkpoint,
     /// payouts, events) and closes due rounds this node may supervise, returning their records
-    /// to sign and submit. `supervises(domain)`: whether this node's stake lets it.
-    pub fn step(&self, state: &State, supervises: impl Fn(&DomainId) -> bool) -> Vec<FederatedRound> {
+    /// to sign and submit. `supervises(domain)`: whether this node (`me`) may record now.
+    pub fn step(
+        &self,
+        state: &State,
+        me: doin_primitives::Address,
+        supervises: impl Fn(&DomainId) -> bool,
+    ) -> Vec<FederatedRound> {
         let now = self.now_ms();
         let mut out = Vec::new();
         let mut jobs = lock(&self.jobs);
@@ -581,6 +590,8 @@ impl Jobs {
             let Some(d) = state.domain(&rt.domain) else { continue };
             let fed = d.federated.clone().unwrap_or_default();
             let mine = supervises(&rt.domain);
+            // Recording now, or the last round's recorder (its audit may hold the next round).
+            rt.supervising = mine || fed.supervisor == me;
             // A follower restores the supervisor's standings as they are recorded.
             rt.standing_wanted = (!mine && fed.standing != Hash::ZERO && fed.standing != rt.standing_seen)
                 .then_some(fed.standing);
@@ -896,6 +907,8 @@ impl JobApi for Jobs {
                     "accuracy": rt.job.accuracy(),
                     "rule": rt.job.spec().rule.name(),
                     "behind": rt.behind.map(|h| h.to_string()),
+                    // This node records the job's rounds now (a standby does not).
+                    "supervising": rt.supervising,
                     "supervisor": lease.map(|l| l.0.to_string()),
                     "takeover_height": lease.map(|l| l.1),
                     "owner": rt.owner,

@@ -31,7 +31,7 @@ impl Engine {
                 })
         };
         self.register_created_jobs(&jobs, state).await;
-        let records = jobs.step(state, may_record);
+        let records = jobs.step(state, me, may_record);
         for record in records {
             #[cfg(feature = "adversary")]
             let record = if self.adversary == Some(Adversary::TamperRoundModel) {
