@@ -144,9 +144,10 @@ def main():
             height, peers = int(d.get("height", 0)), int(d.get("peers", 0))
             points = min(int(d.get("plotPoints", 0)), int(d.get("points", 0)))
             fl_rows = int(d.get("flRows", 0))
-            # The inference/marketplace cards rendered from their endpoints (the devnet's
-            # quadratic domain has no model: nothing served, the market present).
-            serving_cards = d.get("serving") == "0" and d.get("market") == "1"
+            # The inference/marketplace cards rendered from their endpoints: the devnet's
+            # quadratic domain has no model, node 0 serves its federated job's verified model
+            # (one served domain), the market present.
+            serving_cards = d.get("serving") == "1" and d.get("market") == "1"
             # The PoUW card: node 0 (supervising the federated job, and mining) generated blocks.
             pouw_card = d.get("pouwRole") in ("SUPERVISOR", "MINER") and int(d.get("blocksMined", 0)) > 0
             ready = (height > 0 and peers >= 2 and points >= 2 and d.get("live") == "1" and fl_rows >= 2
