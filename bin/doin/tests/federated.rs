@@ -105,6 +105,14 @@ fn wait(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `cmd` (a `doin` command), asserting it succeeded; its last stdout line as JSON.
+fn last_json(cmd: &mut std::process::Command) -> Value {
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
 /// The chain's recorded rounds of the job.
 fn chain_rounds() -> u64 {
     http_json(PORT, "/api/jobs").and_then(|v| v["jobs"][0]["round"].as_u64()).unwrap_or(0)
@@ -715,18 +723,15 @@ fn a_vanished_supervisor_is_replaced_by_a_standby_from_the_recorded_model() {
     let digits = doin_ml::data::digits().unwrap();
     let picked: Vec<usize> = (0..digits.rows()).step_by(18).collect();
     let rows: Vec<Vec<f32>> = picked.iter().map(|&r| digits.x[r * 64..(r + 1) * 64].to_vec()).collect();
-    let out = doin()
-        .args(["infer", "--domain", JOB, "--check-fraction", "1", "--inputs"])
-        .arg(serde_json::to_string(&rows).unwrap())
-        .arg("--node")
-        .arg(format!("127.0.0.1:{}", BASE + 2))
-        .arg("--check-with")
-        .arg(format!("127.0.0.1:{BASE}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let answer: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let answer = last_json(
+        doin()
+            .args(["infer", "--domain", JOB, "--check-fraction", "1", "--inputs"])
+            .arg(serde_json::to_string(&rows).unwrap())
+            .arg("--node")
+            .arg(format!("127.0.0.1:{}", BASE + 2))
+            .arg("--check-with")
+            .arg(format!("127.0.0.1:{BASE}")),
+    );
     eprintln!(
         "federated inference: {}",
         json!({ "artifact": answer["artifact"], "checked": answer["checked"], "model_quality": answer["model_quality"] })
@@ -909,17 +914,14 @@ fn a_wrong_answer_from_a_jobs_verified_model_is_disputed_and_the_server_slashed(
             .unwrap()
     };
     let before = stake(&liar);
-    let out = doin()
-        .args(["dispute", "send", "--evidence"])
-        .arg(&evidence)
-        .arg("--key")
-        .arg(dir.path().join("node2/node.key"))
-        .args(["--node", &node(1)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let sent: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let sent = last_json(
+        doin()
+            .args(["dispute", "send", "--evidence"])
+            .arg(&evidence)
+            .arg("--key")
+            .arg(dir.path().join("node2/node.key"))
+            .args(["--node", &node(1)]),
+    );
     assert_eq!(
         (sent["lied"].as_str(), sent["server"].as_str()),
         (Some("server"), Some(liar.as_str())),

@@ -84,7 +84,11 @@ impl Engine {
                 let dir = jobs.download_dir();
                 let fetch = |hash: Hash| {
                     let (net, dir, extra) = (net.clone(), dir.clone(), extra.clone());
-                    async move { fetch_bytes(&net, hash, &dir, &extra).await.map(|(bytes, _)| bytes) }
+                    async move {
+                        fetch_bytes(&net, hash, &dir, &extra, doin_net::artifact::MAX_ARTIFACT_BYTES)
+                            .await
+                            .map(|(bytes, _)| bytes)
+                    }
                 };
                 let result = async {
                     let base = match &task.base {
@@ -214,7 +218,15 @@ impl Engine {
             tokio::spawn(async move {
                 let dir = jobs.download_dir();
                 let extra: Vec<doin_net::PeerId> = holder.into_iter().collect();
-                let installed = match fetch_bytes(&net, model, &dir, &extra).await {
+                let installed = match fetch_bytes(
+                    &net,
+                    model,
+                    &dir,
+                    &extra,
+                    doin_net::artifact::MAX_ARTIFACT_BYTES,
+                )
+                .await
+                {
                     Ok((bytes, providers)) => jobs.install(&job, &model, &bytes).map(|()| providers),
                     Err(e) => Err(e),
                 };
@@ -253,16 +265,9 @@ impl Engine {
                 let dir = jobs.download_dir();
                 let extra: Vec<doin_net::PeerId> = holder.into_iter().collect();
                 let max = crate::federated::MAX_STANDING_BYTES as u64;
-                let fetched = doin_net::artifact::fetch_bounded(&net, hash, &dir, &extra, max).await;
-                let installed = match fetched {
-                    Ok(d) => {
-                        let bytes = tokio::fs::read(&d.path).await.map_err(|e| e.to_string());
-                        let _ = tokio::fs::remove_file(&d.path).await;
-                        let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;
-                        bytes.and_then(|b| jobs.install_standing(&job, &hash, &b))
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
+                let installed = fetch_bytes(&net, hash, &dir, &extra, max)
+                    .await
+                    .and_then(|(bytes, _)| jobs.install_standing(&job, &hash, &bytes));
                 match installed {
                     Ok(n) => {
                         tracing::info!(job, standing = %hash, contributors = n, "restored the supervisor's contributor standings");
@@ -277,15 +282,19 @@ impl Engine {
     }
 }
 
-/// Fetches the artifact `hash` from its DHT providers plus `extra`, into `dir`, and returns its
-/// bytes and how many providers served it; the download's files are removed.
+/// Fetches the artifact `hash` (at most `max_bytes`) from its DHT providers plus `extra`, into
+/// `dir`, and returns its bytes and how many providers served it; the download's files are
+/// removed.
 async fn fetch_bytes(
     net: &doin_net::NetworkHandle,
     hash: Hash,
     dir: &std::path::Path,
     extra: &[doin_net::PeerId],
+    max_bytes: u64,
 ) -> Result<(Vec<u8>, usize), String> {
-    let d = doin_net::artifact::fetch(net, hash, dir, extra).await.map_err(|e| e.to_string())?;
+    let d = doin_net::artifact::fetch_bounded(net, hash, dir, extra, max_bytes)
+        .await
+        .map_err(|e| e.to_string())?;
     let bytes = tokio::fs::read(&d.path).await.map_err(|e| format!("reading the download: {e}"));
     let _ = tokio::fs::remove_file(&d.path).await;
     let _ = tokio::fs::remove_dir_all(dir.join(format!("{hash}.parts"))).await;
