@@ -1,6 +1,6 @@
 //! Partitions of six real `doin node` processes in network namespaces the test creates itself:
-//! six hosts, two bridges joined by one link. While the link is down for three finality
-//! periods, a side with two thirds of the stake keeps finalizing and a side with less does not
+//! six hosts, two bridges joined by one link. While the link is down (three finality periods,
+//! and until the first side has built four checkpoint intervals past the cut), a side with two thirds of the stake keeps finalizing and a side with less does not
 //! (3 | 3: neither; 4 | 2: only the four); after the link heals every node ends on one tip, and
 //! no node ever finalized a block that is not on it.
 //!
@@ -179,10 +179,21 @@ fn run_partition(
     let cut_height = tips(&lines).iter().flatten().map(|(h, _)| *h).max().unwrap();
     lab.link(false);
     let cut = Instant::now();
-    // Three finality periods, and long enough for the idle-connection checks to notice.
+    // Three finality periods, and long enough for the idle-connection checks to notice; and
+    // until side A has built four checkpoint intervals past the cut (a side missing producers
+    // builds slower than the connected network's period says, and a vote lost in the cut can
+    // cost a checkpoint), so that a side able to finalize a block above the cut has done so.
     let partition = (period * 3).clamp(Duration::from_secs(15), Duration::from_secs(45));
-    eprintln!("{tag}: finality period {period:?}, partition of {partition:?} from height {cut_height}");
-    collect(&rx, &mut lines, cut + partition, |_| false);
+    let built = cut_height + 4 * spec.params.finality_depth;
+    let long_enough = |lines: &[Line]| {
+        Instant::now() >= cut + partition
+            && tips(lines)[..side_a].iter().all(|t| t.as_ref().is_some_and(|(h, _)| *h >= built))
+    };
+    let held = collect(&rx, &mut lines, cut + Duration::from_secs(120), long_enough);
+    eprintln!(
+        "{tag}: finality period {period:?}, partition from height {cut_height} held {:?} (side A at {built}: {held})",
+        cut.elapsed()
+    );
     eprintln!("{tag}: at the heal: tips {:?}, finalized {:?}", tips(&lines), finalized_heights(&lines, None));
     lab.link(true);
     let healed = Instant::now();
