@@ -343,12 +343,19 @@ impl Job {
             .collect()
     }
 
-    /// Restores what [`Job::saved`] returned.
+    /// Restores what [`Job::saved`] returned — this node's own file, or the standings another
+    /// supervisor published (a standby taking the job over): only the last [`UPTIME_ROUNDS`]
+    /// distinct rounds of each `recent` are kept, whatever the file held.
     pub fn restore(&mut self, saved: Vec<Saved>) {
-        for s in saved {
-            if s.quarantines > 0 || s.reputation < 1.0 {
+        for mut s in saved {
+            if s.quarantines > 0 || s.reputation.is_nan() || s.reputation < 1.0 {
                 self.reputation.restore([(s.address, s.reputation, s.until, s.quarantines)]);
             }
+            let mut recent: Vec<u64> = s.standing.recent.into_iter().collect();
+            recent.sort_unstable();
+            recent.dedup();
+            let keep = recent.len().saturating_sub(UPTIME_ROUNDS as usize);
+            s.standing.recent = recent.into_iter().skip(keep).collect();
             self.standing.insert(s.address, s.standing);
         }
     }

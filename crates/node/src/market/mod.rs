@@ -17,7 +17,9 @@
 //!   and why each other provider was not chosen. The client then runs the job there (`doin task
 //!   submit` sends the inference request and checks its receipt).
 
+mod checks;
 pub(crate) mod http;
+mod matching;
 pub mod score;
 
 use std::{
@@ -260,113 +262,6 @@ impl Market {
         self.0.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Checks the providers that are due, one at a time, until the node stops.
-    pub async fn run_checks(self) {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let due = {
-                let mut book = self.book();
-                let now = now_ms();
-                let due = book
-                    .offers
-                    .iter()
-                    .filter(|(_, e)| {
-                        !e.in_flight
-                            && (e.status == Status::Unchecked
-                                || now.saturating_sub(e.checked_ms) >= RECHECK.as_millis() as u64)
-                    })
-                    .map(|(a, e)| (*a, e.offer.body.clone()))
-                    .next();
-                if let Some((a, _)) = &due
-                    && let Some(e) = book.offers.get_mut(a)
-                {
-                    e.in_flight = true;
-                }
-                due
-            };
-            let Some((provider, offer)) = due else { continue };
-            let staked = self.0.store.lock().tip().stake(&provider).is_some_and(|s| s.amount > Amount::ZERO);
-            let result = if staked {
-                self.check(&provider, offer.api.as_str(), &offer.domains).await
-            } else {
-                Err("no longer staked".into())
-            };
-            self.book().record(&provider, result, now_ms());
-        }
-    }
-
-    async fn post_challenge(&self, api: &str, c: &Challenge) -> Result<(CapabilityAnswer, Duration), String> {
-        let started = Instant::now();
-        let body = serde_json::to_string(c).map_err(|e| e.to_string())?;
-        let (status, bytes) =
-            http::call(api, "POST", "/api/market/challenge", Some(&body), ANSWER_TIMEOUT).await?;
-        let wall = started.elapsed();
-        if status != 200 {
-            return Err(format!(
-                "the challenge was answered HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
-        let answer =
-            serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not an answer: {e}"))?;
-        Ok((answer, wall))
-    }
-
-    /// Challenges `provider` at `api`: cores, memory, the models it holds.
-    async fn check(
-        &self,
-        provider: &Address,
-        api: &str,
-        domains: &[DomainId],
-    ) -> Result<(Measured, BTreeSet<Hash>), String> {
-        let fresh = || Hash(rand::rng().random());
-        let reference = tokio::task::spawn_blocking({
-            let me = self.clone();
-            move || me.reference(true)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        // One core's second of work, in UNITS chains.
-        let iterations = ((reference * CHALLENGE_CORE_S) / f64::from(UNITS))
-            .clamp(1.0, f64::from(doin_primitives::market::MAX_ITERATIONS)) as u32;
-        let work = Challenge { seed: fresh(), units: UNITS, iterations, mem_mb: 0 };
-        let (answer, wall) = self.post_challenge(api, &work).await?;
-        let samples: Vec<u32> = rand::seq::index::sample(&mut rand::rng(), UNITS as usize, SAMPLES)
-            .iter()
-            .map(|i| i as u32)
-            .collect();
-        let (p, c) = (*provider, work.clone());
-        tokio::task::spawn_blocking(move || check_answer(&answer, &p, &c, &samples))
-            .await
-            .map_err(|e| e.to_string())??;
-        let hashes_per_s = f64::from(UNITS) * f64::from(iterations) / wall.as_secs_f64().max(1e-6);
-        let cores = hashes_per_s / reference;
-        let mem = Challenge { seed: fresh(), units: 0, iterations: 0, mem_mb: self.0.check_mem_mb };
-        let (answer, _) = self.post_challenge(api, &mem).await?;
-        let (p, c) = (*provider, mem.clone());
-        tokio::task::spawn_blocking(move || check_answer(&answer, &p, &c, &[]))
-            .await
-            .map_err(|e| e.to_string())??;
-        // The models it holds: each served domain's champion, probed.
-        let state = self.0.store.lock().tip().clone();
-        let mut cached = BTreeSet::new();
-        for d in domains {
-            let Some(artifact) = state.domain(d).and_then(|x| x.champion.as_ref()).and_then(|c| c.artifact)
-            else {
-                continue;
-            };
-            if let Ok((200, _)) =
-                http::call(api, "GET", &format!("/api/model/{artifact}"), None, Duration::from_secs(10)).await
-            {
-                cached.insert(artifact);
-            }
-        }
-        Ok((
-            Measured { cores, mem_mb: self.0.check_mem_mb, hashes_per_s, wall_ms: wall.as_millis() as u64 },
-            cached,
-        ))
-    }
-
     fn entry_json(a: &Address, e: &Entry, now: u64) -> Value {
         json!({
             "provider": a.to_string(),
@@ -383,28 +278,6 @@ impl Market {
             "recent_jobs": e.recent_jobs(now),
         })
     }
-}
-
-/// The task a client submits.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskRequest {
-    kind: String,
-    domain_id: String,
-    #[serde(default)]
-    min_cores: f64,
-    #[serde(default)]
-    min_mem_mb: u32,
-    /// DOIN.
-    fee: Value,
-}
-
-fn fee_units(v: &Value) -> Result<u128, MarketError> {
-    let f = v.as_f64().ok_or_else(|| bad("bad_fee", "fee is DOIN, a number"))?;
-    if !(f.is_finite() && (0.0..=1e12).contains(&f)) {
-        return Err(bad("bad_fee", format!("fee {f} is not in [0, 1e12] DOIN")));
-    }
-    Ok((f * 1e9).round() as u128)
 }
 
 impl MarketApi for Market {
@@ -560,109 +433,7 @@ impl MarketApi for Market {
     }
 
     fn submit(&self, body: Value) -> Result<Value, MarketError> {
-        let req: TaskRequest =
-            serde_json::from_value(body).map_err(|e| bad("bad_task", format!("not a task: {e}")))?;
-        if req.kind != "inference" {
-            return Err((
-                422,
-                "unsupported_kind",
-                format!(
-                    "kind {:?}: this market matches inference jobs (evaluations and federated rounds are drawn by the chain)",
-                    req.kind
-                ),
-            ));
-        }
-        if !(req.min_cores.is_finite() && (0.0..=1024.0).contains(&req.min_cores)) {
-            return Err(bad("bad_task", "min_cores must be in [0, 1024]"));
-        }
-        let fee = fee_units(&req.fee)?;
-        let domain = DomainId::new(req.domain_id.as_str()).map_err(|e| bad("bad_task", e.to_string()))?;
-        let state = self.0.store.lock().tip().clone();
-        let champion_model = state
-            .domain(&domain)
-            .ok_or((404, "unknown_domain", format!("no domain {domain} on chain")))?
-            .champion
-            .as_ref()
-            .and_then(|c| c.artifact);
-        let need = score::Need { min_cores: req.min_cores, min_mem_mb: req.min_mem_mb, fee };
-        let now = now_ms();
-        let mut book = self.book();
-        let mut scored = Vec::new();
-        let mut refused = Vec::new();
-        for (a, e) in &book.offers {
-            let why = match (&e.status, &e.measured) {
-                _ if !e.offer.body.domains.contains(&domain) => Some(format!("does not serve {domain}")),
-                (Status::Failed(why), _) => Some(format!("failed its challenge: {why}")),
-                (_, None) => Some("not measured yet".into()),
-                _ if now.saturating_sub(e.checked_ms) > FRESH.as_millis() as u64 => {
-                    Some("its measurement is stale".into())
-                }
-                _ if state.stake(a).is_none_or(|s| s.amount == Amount::ZERO) => {
-                    Some("no longer staked".into())
-                }
-                _ => None,
-            };
-            if let Some(why) = why {
-                refused.push(json!({ "provider": a.to_string(), "why": why }));
-                continue;
-            }
-            let Some(m) = &e.measured else { continue };
-            let p = score::Provider {
-                cores: m.cores,
-                mem_mb: m.mem_mb,
-                price: e.offer.body.price.0,
-                reputation: state.reputation(a, &domain) as f64 / doin_primitives::FIXED_ONE as f64,
-                recent_jobs: e.recent_jobs(now) as u32,
-                cached: champion_model.is_some_and(|m| e.cached.contains(&m)),
-            };
-            match score::score(&need, &p) {
-                Ok(s) => scored.push((s, *a)),
-                Err(why) => refused.push(json!({ "provider": a.to_string(), "why": why })),
-            }
-        }
-        scored.sort_by(|(x, a), (y, b)| y.total.total_cmp(&x.total).then(a.cmp(b)));
-        let Some((best, provider)) = scored.first().copied() else {
-            let why: Vec<String> = refused
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}: {}",
-                        r["provider"].as_str().unwrap_or_default(),
-                        r["why"].as_str().unwrap_or_default()
-                    )
-                })
-                .collect();
-            let why =
-                if why.is_empty() { "no provider has offered itself".to_owned() } else { why.join("; ") };
-            return Err((409, "no_provider", format!("no provider fits the task: {why}")));
-        };
-        let id = book.next_task;
-        book.next_task += 1;
-        let e = book.offers.get_mut(&provider).ok_or((500, "internal", "provider vanished".to_string()))?;
-        e.matched_ms.push_back(now);
-        while e.matched_ms.front().is_some_and(|t| now.saturating_sub(*t) >= LOAD_WINDOW_MS) {
-            e.matched_ms.pop_front();
-        }
-        let task = json!({
-            "task_id": id,
-            "kind": req.kind,
-            "domain_id": domain.to_string(),
-            "fee": fee.to_string(),
-            "min_cores": req.min_cores,
-            "min_mem_mb": req.min_mem_mb,
-            "provider": provider.to_string(),
-            "api": e.offer.body.api.as_str(),
-            "price": e.offer.body.price.0.to_string(),
-            "score": best,
-            "candidates": scored.iter().take(5).map(|(s, a)| json!({ "provider": a.to_string(), "score": s })).collect::<Vec<_>>(),
-            "refused": refused,
-            "matched_ms": now,
-        });
-        book.tasks.push_back(task.clone());
-        while book.tasks.len() > MAX_TASKS {
-            book.tasks.pop_front();
-        }
-        Ok(task)
+        self.match_task(body)
     }
 
     fn task(&self, id: u64) -> Option<Value> {
@@ -693,9 +464,9 @@ mod tests {
         assert!(check_answer(&fake, &key.address(), &c, &[0]).is_ok(), "the one honest unit");
         assert!(check_answer(&fake, &key.address(), &c, &[0, 5]).is_err());
         assert!(reference_rate() > 1e4);
-        assert_eq!(fee_units(&json!(0.5)).unwrap(), 500_000_000);
-        assert_eq!(fee_units(&json!(2)).unwrap(), 2_000_000_000);
-        assert!(fee_units(&json!(-1)).is_err() && fee_units(&json!("1")).is_err());
+        assert_eq!(matching::fee_units(&json!(0.5)).unwrap(), 500_000_000);
+        assert_eq!(matching::fee_units(&json!(2)).unwrap(), 2_000_000_000);
+        assert!(matching::fee_units(&json!(-1)).is_err() && matching::fee_units(&json!("1")).is_err());
     }
 
     /// A provider that keeps failing is dropped after three failed checks in a row; a pass in

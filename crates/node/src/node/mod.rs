@@ -37,6 +37,7 @@ mod claims;
 mod disputes;
 mod finality_votes;
 mod follow;
+mod optimizers;
 mod participate;
 mod payments;
 mod pipeline;
