@@ -98,6 +98,10 @@ pub(crate) struct DevnetArgs {
     /// (`market_threads`; default: the machine's cores). Repeatable.
     #[arg(long = "market-threads", value_name = "N=THREADS")]
     market_threads: Vec<String>,
+    /// `N=PRICE`: node N optimizes the domain only on hire (`optimize_on_hire`), at PRICE DOIN
+    /// per evaluation (`hire_price`). Repeatable.
+    #[arg(long = "on-hire", value_name = "N=PRICE")]
+    on_hire: Vec<String>,
     /// Memory, MiB, each node's capability check makes a provider prove
     /// (`market_check_mem_mb`; default 64).
     #[arg(long)]
@@ -177,6 +181,18 @@ pub(crate) fn run_summary(args: DevnetArgs) -> anyhow::Result<serde_json::Value>
             _ => bail!("--plugin {p:?}: expected N=COMMAND with N < --nodes"),
         }
     }
+    let per_node = |flag: &str, values: &[String], value_ok: &dyn Fn(&str) -> bool| -> anyhow::Result<()> {
+        for p in values {
+            match p.split_once('=') {
+                Some((n, v))
+                    if n.trim().parse::<usize>().is_ok_and(|n| n < args.nodes) && value_ok(v.trim()) => {}
+                _ => bail!("{flag} {p:?}: expected N=VALUE with N < --nodes"),
+            }
+        }
+        Ok(())
+    };
+    per_node("--on-hire", &args.on_hire, &|v| v.parse::<f64>().is_ok_and(|v| v.is_finite() && v >= 0.0))?;
+    per_node("--market-threads", &args.market_threads, &|v| v.parse::<usize>().is_ok())?;
     if let Some(o) =
         args.optimization.iter().find(|o| o.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
     {
@@ -233,6 +249,7 @@ impl DevnetArgs {
             external: Vec::new(),
             adversaries: Vec::new(),
             market_threads: Vec::new(),
+            on_hire: Vec::new(),
             market_check_mem_mb: None,
             setup_only: false,
         }
@@ -247,9 +264,17 @@ fn node_config(args: &DevnetArgs, i: usize, dir: &Path, target: f64) -> NodeConf
         .find(|(n, _)| n.trim().parse::<usize>().ok() == Some(i))
         .map(|(_, cmd)| format!("plugin:{}", cmd.trim()))
         .or_else(|| args.domain_plugin.as_ref().map(|cmd| format!("plugin:{}", cmd.trim())));
+    let hire_price = args
+        .on_hire
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .find(|(n, _)| n.trim().parse::<usize>().ok() == Some(i))
+        .and_then(|(_, price)| price.trim().parse::<f64>().ok());
     let domain = DomainConfig {
         domain_id: args.domain.clone(),
-        optimize: i < args.nodes - args.evaluators_only,
+        optimize: i < args.nodes - args.evaluators_only || hire_price.is_some(),
+        optimize_on_hire: hire_price.is_some(),
+        hire_price: hire_price.unwrap_or(0.0),
         evaluate: true,
         target_performance: Some(target),
         domain_plugin: plugin,
@@ -753,6 +778,8 @@ pub(crate) fn config_json(c: &NodeConfig) -> serde_json::Value {
             "share_trials": d.share_trials,
             "serve_inference": d.serve_inference,
             "inference_price": d.inference_price,
+            "optimize_on_hire": d.optimize_on_hire,
+            "hire_price": d.hire_price,
         })).collect::<Vec<_>>(),
     })
 }

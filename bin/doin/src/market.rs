@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::{
     channel::{Payer, parse_channel},
     infer::{Paying, ask, parse_rows},
-    wallet::{get, http, key_of, parse_amount},
+    wallet::{get, http, http_with, key_of, parse_amount},
 };
 
 /// `doin market …`.
@@ -57,6 +57,14 @@ pub(crate) enum Task {
         #[arg(long, default_value = "127.0.0.1:8470")]
         node: String,
     },
+    /// A hire's progress on the provider that took it (`--kind optimize`).
+    Hire {
+        /// The hire id.
+        id: u64,
+        /// The provider's HTTP address (the `api` the match named).
+        #[arg(long)]
+        node: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -64,15 +72,19 @@ pub(crate) struct SubmitArgs {
     /// The market node's HTTP address.
     #[arg(long, default_value = "127.0.0.1:8470")]
     node: String,
-    /// The job kind (`inference`).
+    /// The job kind: `inference` (rows answered by the provider's model) or `optimize`
+    /// (evaluations of the domain's search bought from a provider that optimizes it on hire).
     #[arg(long, default_value = "inference")]
     kind: String,
     /// The domain.
     #[arg(long)]
     domain: String,
-    /// Input rows as JSON: one row or rows.
+    /// Input rows as JSON: one row or rows (`inference`).
     #[arg(long)]
-    inputs: String,
+    inputs: Option<String>,
+    /// Evaluations to buy (`optimize`).
+    #[arg(long, default_value_t = 0)]
+    evaluations: u64,
     /// Most the job pays, DOIN (the provider's price must be within it).
     #[arg(long)]
     fee: String,
@@ -133,14 +145,26 @@ pub(crate) fn task(t: Task) -> anyhow::Result<()> {
             println!("{}", get(&node, &format!("/api/market/task/{id}"))?);
             Ok(())
         }
+        Task::Hire { id, node } => {
+            println!("{}", get(&node, &format!("/api/market/hire/{id}"))?);
+            Ok(())
+        }
         Task::Submit(a) => {
-            let rows = parse_rows(&a.inputs)?;
+            let rows = match (a.kind.as_str(), &a.inputs) {
+                ("inference", Some(inputs)) => parse_rows(inputs)?,
+                ("inference", None) => bail!("--kind inference needs --inputs"),
+                ("optimize", _) if a.evaluations == 0 => bail!("--kind optimize needs --evaluations N"),
+                _ => Vec::new(),
+            };
             let fee: f64 =
                 a.fee.parse().with_context(|| format!("--fee {:?} is not a number of DOIN", a.fee))?;
-            let request = json!({
+            let mut request = json!({
                 "kind": a.kind, "domain_id": a.domain, "fee": fee,
                 "min_cores": a.min_cores, "min_mem_mb": a.min_mem_mb,
             });
+            if a.kind == "optimize" {
+                request["evaluations"] = a.evaluations.into();
+            }
             let (status, matched) = http(&a.node, "POST", "/api/market/task", Some(&request.to_string()))?;
             if status != 200 {
                 bail!("the market matched nothing (HTTP {status}): {matched}");
@@ -150,6 +174,9 @@ pub(crate) fn task(t: Task) -> anyhow::Result<()> {
                 return Ok(());
             }
             let api = matched["api"].as_str().context("the match names no api")?.to_owned();
+            if a.kind == "optimize" {
+                return hire(&a, &matched, &api);
+            }
             let mut paying = match (&a.channel, &a.key) {
                 (Some(c), Some(k)) => Some(Paying::new(Payer::open(k)?, parse_channel(c)?)),
                 _ => None,
@@ -171,4 +198,46 @@ pub(crate) fn task(t: Task) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Buys `--evaluations` of the matched provider's search of the domain: its price read from the
+/// provider (`GET /api/market/hire`), paid through `--channel` when it charges.
+fn hire(a: &SubmitArgs, matched: &serde_json::Value, api: &str) -> anyhow::Result<()> {
+    let on_hire = get(api, "/api/market/hire")?;
+    let per = on_hire["domains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["domain_id"] == a.domain.as_str())
+        .and_then(|d| d["price_per_evaluation"].as_str()?.parse::<u128>().ok())
+        .with_context(|| format!("{api} does not optimize {} on hire", a.domain))?;
+    let price =
+        doin_primitives::Amount(per.checked_mul(u128::from(a.evaluations)).context("price overflows")?);
+    let body = json!({ "domain_id": a.domain, "evaluations": a.evaluations, "task_id": matched["task_id"] });
+    let payment = if price.0 > 0 {
+        let (Some(c), Some(k)) = (&a.channel, &a.key) else {
+            bail!(
+                "{api} charges {} base units for {} evaluations: pass --channel and --key",
+                price.0,
+                a.evaluations
+            );
+        };
+        let update = Payer::open(k)?.pay(parse_channel(c)?, price)?;
+        Some(crate::channel::header(&update))
+    } else {
+        None
+    };
+    let headers: Vec<(&str, &str)> = payment.iter().map(|h| ("x-doin-payment", h.as_str())).collect();
+    let (status, taken) = http_with(api, "POST", "/api/market/hire", Some(&body.to_string()), &headers)?;
+    if status != 200 {
+        bail!("{api} refused the hire (HTTP {status}): {taken}");
+    }
+    println!(
+        "{}",
+        json!({
+            "task": matched["task_id"], "provider": matched["provider"], "api": api, "score": matched["score"],
+            "hire": taken,
+        })
+    );
+    Ok(())
 }

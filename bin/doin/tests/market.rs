@@ -296,3 +296,276 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
         assert_eq!(v["provider"], one.as_str(), "answered and signed by the provider: {v}");
     }
 }
+
+/// `POST path` with a JSON `body` and an `x-doin-payment` header: the status and JSON body.
+fn post_paid(port: u16, path: &str, body: &str, payment: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-doin-payment: {payment}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        status,
+        serde_json::from_str(out.split_once("\r\n\r\n").map_or("", |x| x.1).trim()).unwrap_or(Value::Null),
+    )
+}
+
+/// Optimization on hire end to end: nodes 1 and 2 optimize `quadratic` only for those who hire
+/// them (1 000 and 2 000 base units an evaluation). Their loops wait until a hire buys
+/// evaluations; the market probes their prices at its checks and matches an `optimize` task by
+/// the price its evaluations cost against the fee (and by measured cores); `doin task submit
+/// --kind optimize` pays the matched provider through a channel, and the provider runs exactly
+/// the evaluations bought. Unpaid, underpaid, replayed, malformed and misdirected hires are
+/// refused by name, and nothing is charged twice.
+#[test]
+fn a_hired_optimizer_runs_the_evaluations_bought_and_is_matched_by_their_price() {
+    const BASE: u16 = 19060;
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = sync_channel(4096);
+    let mut cmd = doin();
+    cmd.args(["devnet", "--nodes", "4", "--domain", "quadratic"])
+        .args(["--on-hire", "1=0.000001", "--on-hire", "2=0.000002"])
+        .args(["--market-threads", "1=1", "--market-threads", "2=2", "--market-check-mem-mb", "16"])
+        .args(["--duration", "240", "--base-port"])
+        .arg(BASE.to_string())
+        .arg("--dir")
+        .arg(dir.path());
+    let _devnet = spawn_lines(&mut cmd, 0, &tx, std::env::var_os("DOIN_DEBUG_LINES").is_some());
+    let api = |i: u16| format!("127.0.0.1:{}", BASE + 2 * i);
+    let domain_status =
+        |i: u16| common::http_json(BASE + 2 * i, "/status").map(|s| s["domains"]["quadratic"].clone());
+    // Nodes 1 and 2 wait for a hire: nothing bought, nothing evaluated by their search.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while ![1, 2].iter().all(|i| domain_status(*i).is_some_and(|d| d["running"] == "waiting for a hire")) {
+        assert!(Instant::now() < deadline, "nodes 1 and 2 never waited for a hire: {:?}", domain_status(1));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let on_hire = common::http_json(BASE + 2, "/api/market/hire").unwrap();
+    assert_eq!(on_hire["domains"][0]["domain_id"], "quadratic", "{on_hire}");
+    assert_eq!(on_hire["domains"][0]["price_per_evaluation"], "1000", "{on_hire}");
+    assert_eq!(
+        (&on_hire["domains"][0]["bought"], &on_hire["domains"][0]["evaluated"]),
+        (&0.into(), &0.into())
+    );
+    let none = common::http_json(BASE + 6, "/api/market/hire").unwrap();
+    assert_eq!(none["domains"], serde_json::json!([]), "node 3 optimizes as usual: {none}");
+
+    // Misdirected and malformed hires, each refused by name; nothing bought.
+    let (status, v) =
+        common::http_post(BASE + 6, "/api/market/hire", r#"{"domain_id": "quadratic", "evaluations": 5}"#);
+    assert_eq!((status, v["error"].as_str()), (404, Some("not_on_hire")), "{v}");
+    let (status, v) =
+        common::http_post(BASE + 2, "/api/market/hire", r#"{"domain_id": "quadratic", "evaluations": 0}"#);
+    assert_eq!((status, v["error"].as_str()), (422, Some("bad_evaluations")), "{v}");
+    let (status, v) = common::http_post(
+        BASE + 2,
+        "/api/market/hire",
+        r#"{"domain_id": "quadratic", "evaluations": 5, "x": 1}"#,
+    );
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_hire")), "{v}");
+    let (status, v) =
+        common::http_post(BASE + 2, "/api/market/hire", r#"{"domain_id": "quadratic", "evaluations": 5}"#);
+    assert_eq!((status, v["error"].as_str()), (402, Some("payment_required")), "{v}");
+    let (status, v) =
+        post_paid(BASE + 2, "/api/market/hire", r#"{"domain_id": "quadratic", "evaluations": 5}"#, "zz");
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_payment")), "{v}");
+
+    // The market (node 0) measures both and probes their prices.
+    let market = api(0);
+    for (i, price) in [(1u16, "0.001"), (2, "0.001")] {
+        let key = dir.path().join(format!("node{i}/node.key"));
+        let out = submit(&[
+            "market",
+            "offer",
+            "--node",
+            &market,
+            "--key",
+            key.to_str().unwrap(),
+            "--api",
+            &api(i),
+            "--price",
+            price,
+            "--domains",
+            "quadratic",
+        ]);
+        assert_eq!(out["status"], "checking", "{out}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let view = loop {
+        let v = common::http_json(BASE, "/api/market").unwrap();
+        if v["offers"].as_array().unwrap().iter().all(|o| o["status"] == "passed") {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "offers not passed within 90 s: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let addr =
+        |i: u16| common::http_json(BASE + 2 * i, "/status").unwrap()["address"].as_str().unwrap().to_owned();
+    let (one, two) = (addr(1), addr(2));
+    let offer =
+        |a: &str| view["offers"].as_array().unwrap().iter().find(|o| o["provider"] == a).unwrap().clone();
+    let (o1, o2) = (offer(&one), offer(&two));
+    assert_eq!(
+        (&o1["on_hire"]["quadratic"], &o2["on_hire"]["quadratic"]),
+        (&"1000".into(), &"2000".into()),
+        "{view}"
+    );
+
+    // By cores: a task needing more than the smaller machine lands on the larger one.
+    let cores = |o: &Value| o["measured"]["cores"].as_f64().unwrap();
+    let (c1, c2) = (cores(&o1), cores(&o2));
+    let big = if c2 > c1 { &two } else { &one };
+    let between = format!("{:.4}", (c1 + c2) / 2.0);
+    let m = submit(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--kind",
+        "optimize",
+        "--domain",
+        "quadratic",
+        "--evaluations",
+        "50",
+        "--fee",
+        "1",
+        "--min-cores",
+        &between,
+        "--match-only",
+    ]);
+    assert_eq!(m["provider"].as_str(), Some(big.as_str()), "{m}");
+    // By price: 100 evaluations cost 100 000 at node 1 and 200 000 at node 2; a fee of 150 000
+    // excludes node 2, by name.
+    let m = submit(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--kind",
+        "optimize",
+        "--domain",
+        "quadratic",
+        "--evaluations",
+        "100",
+        "--fee",
+        "0.00015",
+        "--match-only",
+    ]);
+    assert_eq!(m["provider"].as_str(), Some(one.as_str()), "{m}");
+    assert_eq!(m["price"], "100000", "{m}");
+    assert!(m["refused"].to_string().contains(&two), "node 2 refused for its price: {m}");
+    // An optimize task without evaluations, and a kind the market does not match.
+    let (status, v) = common::http_post(
+        BASE,
+        "/api/market/task",
+        r#"{"kind": "optimize", "domain_id": "quadratic", "fee": 1}"#,
+    );
+    assert_eq!((status, v["error"].as_str()), (422, Some("bad_evaluations")), "{v}");
+    let (status, v) = common::http_post(
+        BASE,
+        "/api/market/task",
+        r#"{"kind": "evaluate", "domain_id": "quadratic", "fee": 1}"#,
+    );
+    assert_eq!((status, v["error"].as_str()), (422, Some("unsupported_kind")), "{v}");
+
+    // Paid through a channel from node 3's key to node 1.
+    let payer = dir.path().join("node3/node.key");
+    let payer = payer.to_str().unwrap();
+    let unpaid = doin_out(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--kind",
+        "optimize",
+        "--domain",
+        "quadratic",
+        "--evaluations",
+        "100",
+        "--fee",
+        "0.00015",
+    ]);
+    assert!(!unpaid.0 && unpaid.1.contains("--channel"), "a priced hire without a channel: {}", unpaid.1);
+    let opened =
+        submit(&["channel", "open", "--node", &api(3), "--key", payer, "--payee", &one, "--deposit", "1"]);
+    let channel = opened["channel"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::http_json(BASE + 2, &format!("/channels/{channel}")).is_none_or(|c| c["id"].is_null()) {
+        assert!(Instant::now() < deadline, "the channel never opened");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ran = submit(&[
+        "task",
+        "submit",
+        "--node",
+        &market,
+        "--kind",
+        "optimize",
+        "--domain",
+        "quadratic",
+        "--evaluations",
+        "100",
+        "--fee",
+        "0.00015",
+        "--channel",
+        &channel,
+        "--key",
+        payer,
+    ]);
+    assert_eq!(ran["provider"].as_str(), Some(one.as_str()), "{ran}");
+    let hire = &ran["hire"];
+    assert_eq!((&hire["evaluations"], &hire["charged"]), (&100.into(), &"100000".into()), "{ran}");
+    assert_eq!(hire["paid"]["paid_total"], "100000", "{ran}");
+    assert_eq!(hire["task_id"], ran["task"], "{ran}");
+    // It runs exactly the evaluations bought, then waits again.
+    let id = hire["hire_id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let h = submit(&["task", "hire", &id.to_string(), "--node", &api(1)]);
+        if h["state"] == "done" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "the hire did not finish within 60 s: {h}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(done["evaluated"], 100, "{done}");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = common::http_json(BASE + 2, "/api/market/hire").unwrap();
+    let d = &after["domains"][0];
+    assert_eq!(
+        (&d["bought"], &d["evaluated"], &d["waiting"]),
+        (&100.into(), &100.into(), &true.into()),
+        "{after}"
+    );
+    assert_eq!(domain_status(1).unwrap()["running"], "waiting for a hire");
+
+    // Payments refused by name, nothing taken twice: the update the CLI sent, replayed; one
+    // that adds less than 5 evaluations cost; then one that pays them.
+    let body = r#"{"domain_id": "quadratic", "evaluations": 5}"#;
+    let pay =
+        |amount: &str| submit(&["channel", "pay", "--key", payer, "--channel", &channel, "--amount", amount]);
+    let replay = {
+        // The CLI's own record holds the update it sent (nonce 1): sign it again.
+        let p = pay("0.0000001");
+        assert_eq!(p["nonce"], 2, "{p}");
+        p
+    };
+    let (status, v) = post_paid(BASE + 2, "/api/market/hire", body, replay["header"].as_str().unwrap());
+    assert_eq!((status, v["error"].as_str()), (402, Some("underpaid")), "100 base units for 5 000: {v}");
+    let good = pay("0.000005");
+    let (status, v) = post_paid(BASE + 2, "/api/market/hire", body, good["header"].as_str().unwrap());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["charged"], "5000", "{v}");
+    let (status, v) = post_paid(BASE + 2, "/api/market/hire", body, good["header"].as_str().unwrap());
+    assert_eq!((status, v["error"].as_str()), (402, Some("stale_payment")), "a replay: {v}");
+    let book = common::http_json(BASE + 2, "/api/channels").unwrap();
+    assert!(book.to_string().contains("105100"), "node 1 holds the highest update (105 100): {book}");
+}

@@ -43,6 +43,9 @@ pub const MAX_BLOCKS_PER_REQUEST: u64 = 50;
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// What [`DomainStatus::running`] says of a domain optimized on hire while nothing is bought.
+pub const WAITING_FOR_HIRE: &str = "waiting for a hire";
+
 /// One configured domain as the status endpoints show it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DomainStatus {
@@ -305,6 +308,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/market/challenge", post(market::challenge))
         .route("/api/market/task", post(market::submit))
         .route("/api/market/task/{n}", get(market::task))
+        .route("/api/market/hire", get(market::hires).post(market::hire))
+        .route("/api/market/hire/{n}", get(market::hire_status))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))

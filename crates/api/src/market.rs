@@ -7,7 +7,11 @@
 //!   only once a challenge it sent measured the provider's cores and memory; `POST
 //!   /api/market/task` (PoUW's `submit_task(task, fee)`) matches a job to the admitted providers
 //!   by the documented score and answers with the provider to run it on; `GET /api/market` shows
-//!   every offer with what was measured; `GET /api/market/task/{id}` one match.
+//!   every offer with what was measured; `GET /api/market/task/{id}` one match;
+//! - and, for domains it optimizes on hire, a **hired optimizer**: `POST /api/market/hire` buys
+//!   evaluations of its search (paid like inference, `x-doin-payment`), `GET /api/market/hire`
+//!   lists the domains on hire with their prices (what a market probes) and the latest hires,
+//!   `GET /api/market/hire/{id}` one hire's progress.
 
 use axum::{
     Json,
@@ -55,6 +59,17 @@ pub trait MarketApi: Send + Sync + std::fmt::Debug {
     fn submit(&self, body: Value) -> Result<Value, MarketError>;
     /// A matched task.
     fn task(&self, id: u64) -> Option<Value>;
+    /// Takes a hire of this node's optimizer (JSON `{domain_id, evaluations, task_id?}`), paid by
+    /// `payment` (a channel update's bytes) when the domain has a price.
+    fn hire(
+        &self,
+        body: Value,
+        payment: Option<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, MarketError>> + Send>>;
+    /// The domains this node optimizes on hire, with prices and counts, and the latest hires.
+    fn hires(&self) -> Value;
+    /// One hire.
+    fn hire_status(&self, id: u64) -> Option<Value>;
 }
 
 fn reply(r: Result<Value, MarketError>) -> Response {
@@ -113,6 +128,46 @@ pub(crate) async fn task(State(s): State<ApiState>, Path(id): Path<String>) -> R
     let found = market(&s).and_then(|m| {
         let n: u64 = id.parse().map_err(|_| (400, "bad_id", format!("task id {id:?} is not a number")))?;
         m.task(n).ok_or((404, "not_found", format!("no task {n}")))
+    });
+    reply(found)
+}
+
+/// `POST /api/market/hire`.
+pub(crate) async fn hire(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    raw: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let payment = match headers.get(crate::inference::PAYMENT_HEADER) {
+        None => None,
+        Some(h) => match h.to_str().ok().and_then(|t| hex::decode(t.trim()).ok()) {
+            Some(bytes) => Some(bytes),
+            None => {
+                return reply(Err((
+                    400,
+                    "bad_payment",
+                    format!("{} is not hex", crate::inference::PAYMENT_HEADER),
+                )));
+            }
+        },
+    };
+    let future = match market(&s).and_then(|m| Ok(m.hire(body(raw)?, payment))) {
+        Ok(f) => f,
+        Err(e) => return reply(Err(e)),
+    };
+    reply(future.await)
+}
+
+/// `GET /api/market/hire`.
+pub(crate) async fn hires(State(s): State<ApiState>) -> Response {
+    reply(market(&s).map(|m| m.hires()))
+}
+
+/// `GET /api/market/hire/{id}`.
+pub(crate) async fn hire_status(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let found = market(&s).and_then(|m| {
+        let n: u64 = id.parse().map_err(|_| (400, "bad_id", format!("hire id {id:?} is not a number")))?;
+        m.hire_status(n).ok_or((404, "not_found", format!("no hire {n}")))
     });
     reply(found)
 }

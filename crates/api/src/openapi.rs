@@ -157,6 +157,33 @@ pub const OPERATIONS: &[Operation] = &[
         ..op("get", "/api/market/task/{n}", "A matched task.", &["task_id", "provider", "score"])
     },
     Operation {
+        errors: &[503],
+        ..op(
+            "get",
+            "/api/market/hire",
+            "The domains this node optimizes on hire (price per evaluation, bought, evaluated) and the latest hires.",
+            &["domains", "hires"],
+        )
+    },
+    Operation {
+        errors: &[400, 402, 404, 422, 429, 503],
+        ..op(
+            "post",
+            "/api/market/hire",
+            "Buys evaluations of this node's search of a domain it optimizes on hire (paid by x-doin-payment).",
+            &["hire_id", "domain_id", "evaluations", "evaluated", "state", "charged"],
+        )
+    },
+    Operation {
+        errors: &[400, 404, 503],
+        ..op(
+            "get",
+            "/api/market/hire/{n}",
+            "One hire's progress: evaluated, queued, running or done.",
+            &["hire_id", "domain_id", "evaluations", "evaluated", "state"],
+        )
+    },
+    Operation {
         required: None,
         content_type: "application/octet-stream",
         errors: &[400, 404],
@@ -624,11 +651,23 @@ fn request_body(path: &str) -> Value {
             closed(
                 &["kind", "domain_id", "fee"],
                 json!({
-                    "kind": { "type": "string", "enum": ["inference"] },
+                    "kind": { "type": "string", "enum": ["inference", "optimize"] },
+                    "evaluations": { "type": "integer", "minimum": 0, "maximum": 1_000_000 },
                     "domain_id": { "type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$" },
                     "min_cores": { "type": "number", "minimum": 0, "maximum": 1024 },
                     "min_mem_mb": { "type": "integer", "minimum": 0, "maximum": u32::MAX },
                     "fee": { "type": "number", "minimum": 0, "maximum": 1e12 },
+                }),
+            ),
+        ),
+        "/api/market/hire" => (
+            true,
+            closed(
+                &["domain_id", "evaluations"],
+                json!({
+                    "domain_id": { "type": "string", "maxLength": 64 },
+                    "evaluations": { "type": "integer", "minimum": 1, "maximum": 1_000_000 },
+                    "task_id": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
                 }),
             ),
         ),

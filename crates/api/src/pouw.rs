@@ -156,7 +156,9 @@ pub(crate) async fn status(State(s): State<ApiState>) -> ApiResult {
         "roles": pouw,
         "doin_roles": roles,
         "is_running": is_running(&l),
-        "is_mining": l.domains.values().any(|d| d.optimize && !d.converged && !d.running.is_empty()),
+        "is_mining": l.domains.values().any(|d| {
+            d.optimize && !d.converged && !d.running.is_empty() && d.running != crate::WAITING_FOR_HIRE
+        }),
         "is_training": !l.evaluating.is_empty(),
         "blockchain_height": state.height(),
         "mempool_size": l.mempool,

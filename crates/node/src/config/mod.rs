@@ -74,6 +74,12 @@ pub struct DomainConfig {
     /// DOIN charged per served inference request (each request carries a payment-channel update
     /// adding at least this to the channel's total; `0`: free).
     pub inference_price: f64,
+    /// Optimize this domain only for those who hire it: the optimizer runs the evaluations a
+    /// client bought through the marketplace (`POST /api/market/hire`, `doin task submit --kind
+    /// optimize`) and waits otherwise. Needs `optimize`.
+    pub optimize_on_hire: bool,
+    /// DOIN per evaluation a hire pays (`optimize_on_hire`; `0`: hires are free).
+    pub hire_price: f64,
     /// Keys this version does not know (reported, then ignored).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Json>,
@@ -100,6 +106,8 @@ impl Default for DomainConfig {
             warm_start_from: Vec::new(),
             serve_inference: true,
             inference_price: 0.0,
+            optimize_on_hire: false,
+            hire_price: 0.0,
             unknown: BTreeMap::new(),
         }
     }

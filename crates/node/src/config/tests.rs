@@ -183,6 +183,15 @@ fn bad_values_name_their_key() {
             r#"{"federated_jobs": [{"job_id": "fl", "inference_price": -1}]}"#,
             "federated_jobs[0].inference_price",
         ),
+        (
+            r#"{"domains": [{"domain_id": "a", "optimize": false, "optimize_on_hire": true}]}"#,
+            "domains[0].optimize_on_hire",
+        ),
+        (r#"{"domains": [{"domain_id": "a", "hire_price": 0.1}]}"#, "domains[0].hire_price"),
+        (
+            r#"{"domains": [{"domain_id": "a", "optimize_on_hire": true, "hire_price": -1}]}"#,
+            "domains[0].hire_price",
+        ),
         (r#"{"api_users": [{"user": "", "key": "0123456789abcdef"}]}"#, "api_users[0].user"),
         (
             r#"{"api_users": [{"user": "a", "key": "0123456789abcdef"}, {"user": "b", "key": "0123456789abcdef"}]}"#,

@@ -290,6 +290,21 @@ fn check_domain(
             "a price needs serve_inference: true (this node would not serve the domain)",
         ));
     }
+    if d.optimize_on_hire && !d.optimize {
+        return Err(bad(
+            key("optimize_on_hire"),
+            "needs optimize: true (the hired work is this node's optimizer)",
+        ));
+    }
+    if !d.hire_price.is_finite() || d.hire_price < 0.0 || d.hire_price > 1e9 {
+        return Err(bad(key("hire_price"), "a price in DOIN from 0 to 1e9 per evaluation"));
+    }
+    if d.hire_price > 0.0 && !d.optimize_on_hire {
+        return Err(bad(
+            key("hire_price"),
+            "a price needs optimize_on_hire: true (nothing here is hired otherwise)",
+        ));
+    }
     if d.warm_start_from.len() > MAX_WARM_START_FROM {
         return Err(bad(key("warm_start_from"), format!("at most {MAX_WARM_START_FROM} domains")));
     }
@@ -433,6 +448,8 @@ pub(super) const DOMAIN_KEYS: &[&str] = &[
     "warm_start_from",
     "serve_inference",
     "inference_price",
+    "optimize_on_hire",
+    "hire_price",
 ];
 /// Domains one `warm_start_from` names at most.
 pub const MAX_WARM_START_FROM: usize = 16;

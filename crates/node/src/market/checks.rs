@@ -57,12 +57,7 @@ impl Market {
     }
 
     /// Challenges `provider` at `api`: cores, memory, the models it holds.
-    async fn check(
-        &self,
-        provider: &Address,
-        api: &str,
-        domains: &[DomainId],
-    ) -> Result<(Measured, BTreeSet<Hash>), String> {
+    async fn check(&self, provider: &Address, api: &str, domains: &[DomainId]) -> Result<Probe, String> {
         let fresh = || Hash(rand::rng().random());
         let reference = tokio::task::spawn_blocking({
             let me = self.clone();
@@ -105,9 +100,28 @@ impl Market {
                 cached.insert(artifact);
             }
         }
+        // The offered domains it optimizes on hire, and at what price per evaluation.
+        let mut on_hire = BTreeMap::new();
+        if let Ok((200, body)) =
+            http::call(api, "GET", "/api/market/hire", None, Duration::from_secs(10)).await
+            && let Ok(v) = serde_json::from_slice::<Value>(&body)
+        {
+            for d in v["domains"].as_array().into_iter().flatten() {
+                let (Some(id), Some(price)) = (
+                    d["domain_id"].as_str().and_then(|x| DomainId::new(x).ok()),
+                    d["price_per_evaluation"].as_str().and_then(|p| p.parse::<u128>().ok()),
+                ) else {
+                    continue;
+                };
+                if domains.contains(&id) {
+                    on_hire.insert(id, price);
+                }
+            }
+        }
         Ok((
             Measured { cores, mem_mb: self.0.check_mem_mb, hashes_per_s, wall_ms: wall.as_millis() as u64 },
             cached,
+            on_hire,
         ))
     }
 }

@@ -12,6 +12,9 @@ struct TaskRequest {
     min_cores: f64,
     #[serde(default)]
     min_mem_mb: u32,
+    /// Evaluations bought (kind `optimize`).
+    #[serde(default)]
+    evaluations: u64,
     /// DOIN.
     fee: Value,
 }
@@ -28,16 +31,29 @@ impl Market {
     pub(super) fn match_task(&self, body: Value) -> Result<Value, MarketError> {
         let req: TaskRequest =
             serde_json::from_value(body).map_err(|e| bad("bad_task", format!("not a task: {e}")))?;
-        if req.kind != "inference" {
-            return Err((
-                422,
-                "unsupported_kind",
-                format!(
-                    "kind {:?}: this market matches inference jobs (evaluations and federated rounds are drawn by the chain)",
-                    req.kind
-                ),
-            ));
-        }
+        // Units the provider's price is multiplied by: requests, or evaluations bought.
+        let units = match req.kind.as_str() {
+            "inference" => 1,
+            "optimize" if (1..=hire::MAX_EVALUATIONS).contains(&req.evaluations) => req.evaluations,
+            "optimize" => {
+                return Err((
+                    422,
+                    "bad_evaluations",
+                    format!("an optimize task buys 1..={} evaluations", hire::MAX_EVALUATIONS),
+                ));
+            }
+            _ => {
+                return Err((
+                    422,
+                    "unsupported_kind",
+                    format!(
+                        "kind {:?}: this market matches inference and optimize jobs (quorum evaluations and federated audits are drawn by the chain)",
+                        req.kind
+                    ),
+                ));
+            }
+        };
+        let optimize = req.kind == "optimize";
         if !(req.min_cores.is_finite() && (0.0..=1024.0).contains(&req.min_cores)) {
             return Err(bad("bad_task", "min_cores must be in [0, 1024]"));
         }
@@ -58,6 +74,9 @@ impl Market {
         for (a, e) in &book.offers {
             let why = match (&e.status, &e.measured) {
                 _ if !e.offer.body.domains.contains(&domain) => Some(format!("does not serve {domain}")),
+                _ if optimize && !e.on_hire.contains_key(&domain) => {
+                    Some(format!("does not optimize {domain} on hire"))
+                }
                 (Status::Failed(why), _) => Some(format!("failed its challenge: {why}")),
                 (_, None) => Some("not measured yet".into()),
                 _ if now.saturating_sub(e.checked_ms) > FRESH.as_millis() as u64 => {
@@ -73,10 +92,12 @@ impl Market {
                 continue;
             }
             let Some(m) = &e.measured else { continue };
+            // For a hire, the price its node charges per evaluation (probed, not declared).
+            let unit_price = if optimize { e.on_hire[&domain] } else { e.offer.body.price.0 };
             let p = score::Provider {
                 cores: m.cores,
                 mem_mb: m.mem_mb,
-                price: e.offer.body.price.0,
+                price: unit_price.saturating_mul(u128::from(units)),
                 reputation: state.reputation(a, &domain) as f64 / doin_primitives::FIXED_ONE as f64,
                 recent_jobs: e.recent_jobs(now) as u32,
                 cached: champion_model.is_some_and(|m| e.cached.contains(&m)),
@@ -116,9 +137,10 @@ impl Market {
             "fee": fee.to_string(),
             "min_cores": req.min_cores,
             "min_mem_mb": req.min_mem_mb,
+            "evaluations": optimize.then_some(req.evaluations),
             "provider": provider.to_string(),
             "api": e.offer.body.api.as_str(),
-            "price": e.offer.body.price.0.to_string(),
+            "price": if optimize { e.on_hire.get(&domain).copied().unwrap_or_default().saturating_mul(u128::from(units)) } else { e.offer.body.price.0 }.to_string(),
             "score": best,
             "candidates": scored.iter().take(5).map(|(s, a)| json!({ "provider": a.to_string(), "score": s })).collect::<Vec<_>>(),
             "refused": refused,

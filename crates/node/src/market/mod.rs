@@ -18,6 +18,7 @@
 //!   submit` sends the inference request and checks its receipt).
 
 mod checks;
+pub mod hire;
 pub(crate) mod http;
 mod matching;
 pub mod score;
@@ -102,6 +103,9 @@ struct Entry {
     failures: u32,
     /// Models it held at its last check.
     cached: BTreeSet<Hash>,
+    /// The domains it optimizes on hire, with the price per evaluation (base units), as its
+    /// `GET /api/market/hire` said at its last check.
+    on_hire: BTreeMap<DomainId, u128>,
     /// When jobs were matched to it (the last [`LOAD_WINDOW_MS`]).
     matched_ms: VecDeque<u64>,
 }
@@ -112,6 +116,9 @@ impl Entry {
         self.matched_ms.iter().filter(|t| now.saturating_sub(**t) < LOAD_WINDOW_MS).count()
     }
 }
+
+/// What a check found: the measurement, the models held, the domains on hire and their prices.
+type Probe = (Measured, BTreeSet<Hash>, BTreeMap<DomainId, u128>);
 
 #[derive(Debug, Default)]
 struct Book {
@@ -125,18 +132,19 @@ struct Book {
 impl Book {
     /// Records a check of `provider` that ended at `now`: measured, or failed (why); an offer
     /// that failed [`MAX_FAILURES`] checks in a row is dropped.
-    fn record(&mut self, provider: &Address, result: Result<(Measured, BTreeSet<Hash>), String>, now: u64) {
+    fn record(&mut self, provider: &Address, result: Result<Probe, String>, now: u64) {
         self.checks += 1;
         let Some(e) = self.offers.get_mut(provider) else { return };
         e.in_flight = false;
         e.checked_ms = now;
         match result {
-            Ok((m, cached)) => {
+            Ok((m, cached, on_hire)) => {
                 tracing::info!(%provider, cores = m.cores, mem_mb = m.mem_mb, "market: provider measured");
                 e.failures = 0;
                 e.status = Status::Passed;
                 e.measured = Some(m);
                 e.cached = cached;
+                e.on_hire = on_hire;
             }
             Err(why) => {
                 tracing::warn!(%provider, why, "market: provider failed its challenge");
@@ -172,6 +180,8 @@ struct Inner {
     /// best of its measurements (one before each check), so a busy moment does not inflate
     /// every provider's cores.
     reference_hps: Mutex<f64>,
+    /// The domains this node optimizes on hire (set once the node's serving is up).
+    hires: std::sync::OnceLock<Arc<hire::Hires>>,
     /// Test builds: answer challenges without doing the work.
     #[cfg(feature = "adversary")]
     fakes: bool,
@@ -236,9 +246,15 @@ impl Market {
             book: Mutex::new(Book::default()),
             // Measured before the first check (not at start-up).
             reference_hps: Mutex::new(0.0),
+            hires: std::sync::OnceLock::new(),
             #[cfg(feature = "adversary")]
             fakes: false,
         }))
+    }
+
+    /// The domains this node optimizes on hire (once; a second call is ignored).
+    pub fn set_hires(&self, hires: hire::Hires) {
+        let _ = self.0.hires.set(Arc::new(hires));
     }
 
     /// Test builds: this provider answers challenges without doing the work.
@@ -275,6 +291,7 @@ impl Market {
             })),
             "checked_s_ago": (e.checked_ms > 0).then(|| now.saturating_sub(e.checked_ms) / 1000),
             "cached_models": e.cached.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "on_hire": e.on_hire.iter().map(|(d, p)| (d.to_string(), Value::from(p.to_string()))).collect::<serde_json::Map<_, _>>(),
             "recent_jobs": e.recent_jobs(now),
         })
     }
@@ -331,6 +348,7 @@ impl MarketApi for Market {
                         in_flight: false,
                         failures: 0,
                         cached: BTreeSet::new(),
+                        on_hire: BTreeMap::new(),
                         matched_ms: VecDeque::new(),
                     },
                 );
@@ -439,6 +457,32 @@ impl MarketApi for Market {
     fn task(&self, id: u64) -> Option<Value> {
         self.book().tasks.iter().find(|t| t["task_id"] == id).cloned()
     }
+
+    fn hire(
+        &self,
+        body: Value,
+        payment: Option<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, MarketError>> + Send>> {
+        let hires = self.0.hires.get().cloned();
+        Box::pin(async move {
+            match hires {
+                Some(h) => h.hire(body, payment).await,
+                None => Err((
+                    404,
+                    "not_on_hire",
+                    "this node optimizes no domain on hire (optimize_on_hire)".into(),
+                )),
+            }
+        })
+    }
+
+    fn hires(&self) -> Value {
+        self.0.hires.get().map_or_else(|| json!({ "domains": [], "hires": [] }), |h| h.view())
+    }
+
+    fn hire_status(&self, id: u64) -> Option<Value> {
+        self.0.hires.get()?.status(id)
+    }
 }
 
 #[cfg(test)]
@@ -489,13 +533,19 @@ mod tests {
             in_flight: true,
             failures: 0,
             cached: BTreeSet::new(),
+            on_hire: BTreeMap::new(),
             matched_ms: VecDeque::new(),
         };
         let mut book = Book::default();
         book.offers.insert(key.address(), entry);
         let a = key.address();
-        let passed =
-            || Ok((Measured { cores: 1.0, mem_mb: 64, hashes_per_s: 1e6, wall_ms: 100 }, BTreeSet::new()));
+        let passed = || {
+            Ok((
+                Measured { cores: 1.0, mem_mb: 64, hashes_per_s: 1e6, wall_ms: 100 },
+                BTreeSet::new(),
+                BTreeMap::new(),
+            ))
+        };
         book.record(&a, Err("the work was not done".into()), 10);
         book.record(&a, Err("timeout".into()), 20);
         assert_eq!(book.offers[&a].failures, 2);

@@ -166,6 +166,9 @@ struct DomainRt {
     peers_needed: usize,
     /// Candidates the optimizer loop evaluated.
     evaluations: Arc<std::sync::atomic::AtomicU64>,
+    /// The evaluations bought and done when the domain is optimized only on hire
+    /// (`optimize_on_hire`).
+    hired: Option<Arc<crate::market::hire::Allowance>>,
     /// What the optimizer runs now (`auto` says what it chose), once its loop started.
     running: optimizer::Running,
     /// The optimizer's latest report (for `/api/training`).
@@ -209,11 +212,12 @@ struct Measured {
 
 impl DomainRt {
     /// The optimizer loop searches unless the domain reached its target or the node still
-    /// waits for peers on its topic.
+    /// waits for peers on its topic. A domain on hire runs the evaluations bought past the
+    /// target too (the client asked for them).
     fn sync_pause(&self) {
         let withdrawn = self.participation.standing() == crate::participation::Standing::Withdrawn;
-        self.paused
-            .store(self.target_reached || self.waiting_for_peers.is_some() || withdrawn, Ordering::Relaxed);
+        let target = self.target_reached && self.hired.is_none();
+        self.paused.store(target || self.waiting_for_peers.is_some() || withdrawn, Ordering::Relaxed);
     }
 }
 

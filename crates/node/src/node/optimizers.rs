@@ -147,6 +147,7 @@ pub(super) fn start(
         } else {
             None
         };
+        let hired = rt.hired.clone();
         let (domain, found, stop, counter, paused, health, running) = (
             search.clone(),
             found_tx.clone(),
@@ -186,6 +187,7 @@ pub(super) fn start(
                         health,
                         sharing,
                         running,
+                        hired,
                     };
                     optimizer::run_loop(domain, opt, run, io)
                 })

@@ -54,6 +54,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
                 waiting_for_peers: None,
                 peers_needed: 1,
                 evaluations: Arc::default(),
+                hired: d.optimize_on_hire.then(Arc::default),
                 running: Arc::default(),
                 last_found: None,
                 health: Arc::default(),
@@ -269,6 +270,21 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             if limits.adversary == Some(Adversary::WrongAnswers) { serving.lying() } else { serving };
         Some(serving)
     };
+    // Domains optimized on hire: their loops' allowances, bought through the market's hire
+    // endpoint and paid through the serving's channel book.
+    if let Some(serving) = &serving {
+        let on_hire: BTreeMap<String, crate::market::hire::OnHire> = rts
+            .iter()
+            .filter_map(|(id, rt)| {
+                let allowance = rt.hired.clone()?;
+                let price = doin_primitives::Amount((rt.config.hire_price * 1e9).round() as u128);
+                Some((id.clone(), crate::market::hire::OnHire { allowance, price }))
+            })
+            .collect();
+        if !on_hire.is_empty() {
+            market.set_hires(crate::market::hire::Hires::new(on_hire, serving.clone()));
+        }
+    }
 
     let http_addr: std::net::SocketAddr =
         format!("{}:{}", config.host, config.port).parse().map_err(other)?;

@@ -113,6 +113,9 @@ pub struct LoopIo {
     pub sharing: Option<crate::trials::share::Sharing>,
     /// Set to what the optimizer runs (its `kind`), at the start and when `auto` chooses.
     pub running: Running,
+    /// A domain optimized on hire: the loop evaluates only the candidates bought and waits
+    /// otherwise (none: it searches whenever not paused).
+    pub hired: Option<Arc<crate::market::hire::Allowance>>,
 }
 
 /// What a domain's optimizer runs now, for status (empty until its loop starts).
@@ -168,8 +171,19 @@ fn train_artifact(domain: &dyn Domain, values: &[Value], run: RunConfig) -> Opti
 }
 
 pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run: RunConfig, io: LoopIo) {
-    let LoopIo { control, paused, found, rounds, round_size, stop, counter, health, mut sharing, running } =
-        io;
+    let LoopIo {
+        control,
+        paused,
+        found,
+        rounds,
+        round_size,
+        stop,
+        counter,
+        health,
+        mut sharing,
+        running,
+        hired,
+    } = io;
     let say = |kind: &'static str| {
         if let Ok(mut r) = running.lock() {
             *r = kind;
@@ -223,7 +237,24 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        let xs = optimizer.ask(run.batch);
+        // On hire: no more candidates than were bought.
+        let batch = match &hired {
+            Some(h) => {
+                let left = h.remaining();
+                if left == 0 {
+                    say(crate::market::hire::WAITING);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                say(optimizer.kind());
+                run.batch.min(usize::try_from(left).unwrap_or(usize::MAX))
+            }
+            None => run.batch,
+        };
+        let xs = optimizer.ask(batch);
+        if let Some(h) = &hired {
+            h.asked(xs.len() as u64);
+        }
         if xs.is_empty() {
             std::thread::sleep(Duration::from_millis(200));
             continue;
@@ -239,6 +270,9 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             }
             None => evaluate_batch(domain.as_ref(), &xs, run),
         };
+        if let Some(h) = &hired {
+            h.evaluated(xs.len() as u64);
+        }
         let cost_ms =
             (started.elapsed().as_millis() / outcomes.len().max(1) as u128).min(u128::from(u32::MAX)) as u32;
         if let (Some(_), Some(s)) = (&check, &mut sharing) {

@@ -69,6 +69,10 @@ struct Harness {
 
 impl Harness {
     fn start(luck: f64) -> Self {
+        Self::on_hire(luck, None)
+    }
+
+    fn on_hire(luck: f64, hired: Option<Arc<crate::market::hire::Allowance>>) -> Self {
         let (feed, asked) = sync_channel(0);
         let (ctl, control) = sync_channel(16);
         let (found_tx, found) = tokio::sync::mpsc::channel(16);
@@ -85,6 +89,7 @@ impl Harness {
             counter: Default::default(),
             health: Default::default(),
             running: Default::default(),
+            hired,
         };
         let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
         let domain: Arc<dyn Domain> = Arc::new(Identity(space, luck));
@@ -114,21 +119,42 @@ impl Harness {
     }
 }
 
+/// Feeds a candidate if the loop asks within `wait`.
+fn offer(h: &Harness, wait: Duration) -> bool {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until {
+        if h.feed.try_send(0.5).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// A domain on hire is searched for the candidates bought, no more: nothing before a hire,
+/// exactly the bought number after it, and it says it waits.
+#[test]
+fn a_loop_on_hire_evaluates_only_what_was_bought() {
+    let allowance = Arc::new(crate::market::hire::Allowance::default());
+    let h = Harness::on_hire(0.0, Some(allowance.clone()));
+    assert!(!offer(&h, Duration::from_millis(400)), "a candidate asked before any hire");
+    assert_eq!(allowance.buy(3), 0);
+    for k in 0..3 {
+        assert!(offer(&h, Duration::from_secs(5)), "bought candidate {k} not asked");
+    }
+    assert!(!offer(&h, Duration::from_millis(500)), "a fourth candidate asked; three were bought");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while allowance.counts() != (3, 3, 3) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(allowance.counts(), (3, 3, 3), "bought, asked, evaluated");
+    h.stop();
+}
+
 /// A paused loop asks for no candidate, however many messages the node sent meanwhile
 /// (the control channel full), and searches again once the flag clears.
 #[test]
 fn a_paused_loop_does_not_search_and_resumes_when_unpaused() {
-    // Feeds a candidate if the loop asks within `wait`.
-    fn offer(h: &Harness, wait: Duration) -> bool {
-        let until = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < until {
-            if h.feed.try_send(0.5).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
-    }
     let h = Harness::start(0.0);
     assert!(offer(&h, Duration::from_secs(5)), "a running loop asks");
     h.paused.store(true, Ordering::Relaxed);

@@ -23,7 +23,7 @@ use std::{
     time::Instant,
 };
 
-use doin_api::inference::{Ask, InferenceApi, Pending, ServeError};
+use doin_api::inference::{Ask, InferenceApi, PaymentRefused, Pending, ServeError};
 use doin_consensus::State;
 use doin_optimize::domain::Domain;
 use doin_primitives::{Amount, DomainId, Hash, InferenceReceiptBody, Keypair, Signed, answers_root};
@@ -167,6 +167,41 @@ impl Serving {
         }
     }
 
+    /// Takes `price` for work other than an answer (a hire, [`crate::market::hire`]) from
+    /// `payment` (a channel update's bytes): checked against the book at the tip, taken and
+    /// logged at once, through the same book as paid requests. `None` when `price` is zero.
+    pub async fn charge(
+        &self,
+        payment: Option<Vec<u8>>,
+        price: Amount,
+    ) -> Result<Option<Value>, PaymentRefused> {
+        if price == Amount::ZERO {
+            return Ok(None);
+        }
+        let inner = &self.0;
+        let Some(bytes) = payment else { return Err(inner.refusal(&PayError::Required, price, None)) };
+        let update = inner.verifier.verify(bytes).await.map_err(|e| inner.refusal(&e, price, None))?;
+        let state = inner.store.lock().tip().clone();
+        let mut guard = inner.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (book, log) = &mut *guard;
+        let checked = match book.check(&state, update.clone(), price) {
+            Ok(c) => c,
+            Err(e) => return Err(inner.refusal(&e, price, Some((book, &update)))),
+        };
+        if let Err(e) = book.take(&checked) {
+            return Err(inner.refusal(&e, price, Some((book, &update))));
+        }
+        if let Err(e) = log.taken(&checked.update).and_then(|()| log.sync()) {
+            tracing::error!(error = %e, "channels.log: cannot record a payment");
+        }
+        Ok(Some(json!({
+            "channel": checked.update.body.channel.to_string(),
+            "nonce": checked.update.body.nonce,
+            "paid_total": checked.update.body.paid_total.0.to_string(),
+            "charged": checked.adds.0.to_string(),
+        })))
+    }
+
     /// What the channel book asks to send at the tip `state`; settled channels are logged.
     pub fn channels_due(&self, state: &State) -> Vec<Due> {
         let height = state.tip().height;
@@ -204,16 +239,25 @@ impl Inner {
         price: Amount,
         held: Option<(&ChannelBook, &doin_primitives::ChannelUpdate)>,
     ) -> ServeError {
+        ServeError::Payment(Box::new(self.refusal(e, price, held)))
+    }
+
+    fn refusal(
+        &self,
+        e: &PayError,
+        price: Amount,
+        held: Option<(&ChannelBook, &doin_primitives::ChannelUpdate)>,
+    ) -> PaymentRefused {
         let held = held
             .and_then(|(book, u)| book.best(&u.body.channel).filter(|b| b.body.payer == u.body.payer))
             .map(|b| (b.body.nonce, b.body.paid_total.0));
-        ServeError::Payment(Box::new(doin_api::inference::PaymentRefused {
+        PaymentRefused {
             error: e.name(),
             detail: e.to_string(),
             price: price.0,
             payee: self.key.address().to_string(),
             held,
-        }))
+        }
     }
 
     /// How `domain` is served here: a configured domain, or a federated job's model.
