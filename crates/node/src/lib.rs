@@ -9,6 +9,7 @@ pub mod channels;
 pub mod config;
 pub mod domains;
 pub mod federated;
+pub mod files;
 pub mod finality;
 pub mod following;
 pub mod genesis;

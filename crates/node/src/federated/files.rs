@@ -89,14 +89,4 @@ pub(super) fn checkpoint_path(dir: &Path, job: &str, model: &Hash) -> PathBuf {
     dir.join(job).join(format!("{model}.f32"))
 }
 
-/// Writes a file through a synced temporary and a rename (never half-written).
-pub(super) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+pub(super) use crate::files::write_durably;

@@ -253,8 +253,8 @@ impl Market {
     }
 
     /// The domains this node optimizes on hire (once; a second call is ignored).
-    pub fn set_hires(&self, hires: hire::Hires) {
-        let _ = self.0.hires.set(Arc::new(hires));
+    pub fn set_hires(&self, hires: Arc<hire::Hires>) {
+        let _ = self.0.hires.set(hires);
     }
 
     /// Test builds: this provider answers challenges without doing the work.

@@ -282,7 +282,9 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             })
             .collect();
         if !on_hire.is_empty() {
-            market.set_hires(crate::market::hire::Hires::new(on_hire, serving.clone()));
+            let hires = Arc::new(crate::market::hire::Hires::new(on_hire, serving.clone(), &config.data_dir));
+            hires.keep_saved();
+            market.set_hires(hires);
         }
     }
 
