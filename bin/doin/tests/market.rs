@@ -568,4 +568,6 @@ fn a_hired_optimizer_runs_the_evaluations_bought_and_is_matched_by_their_price()
     assert_eq!((status, v["error"].as_str()), (402, Some("stale_payment")), "a replay: {v}");
     let book = common::http_json(BASE + 2, "/api/channels").unwrap();
     assert!(book.to_string().contains("105100"), "node 1 holds the highest update (105 100): {book}");
+    let metrics = common::http_text(BASE + 2, "/metrics").unwrap();
+    assert!(metrics.contains("doin_hire_evaluations_bought 105"), "{metrics}");
 }

@@ -39,6 +39,10 @@ pub struct MarketCounts {
     pub checks: u64,
     /// Checks a provider failed.
     pub failed_checks: u64,
+    /// Evaluations of this node's search bought by hires (all domains on hire).
+    pub hired_bought: u64,
+    /// Of those, evaluated.
+    pub hired_evaluated: u64,
 }
 
 /// What the node's marketplace offers the HTTP edge.

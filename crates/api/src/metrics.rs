@@ -147,6 +147,18 @@ pub fn text(s: &ApiState) -> String {
             "Capability checks a provider failed.",
             c.failed_checks as f64,
         );
+        o.one(
+            "doin_hire_evaluations_bought",
+            "counter",
+            "Evaluations of this node's search bought by hires (domains optimized on hire).",
+            c.hired_bought as f64,
+        );
+        o.one(
+            "doin_hire_evaluations_run",
+            "counter",
+            "Hired evaluations this node's optimizer ran.",
+            c.hired_evaluated as f64,
+        );
     }
     o.one("doin_peers", "gauge", "Connected peers.", l.peers.len() as f64);
     o.one("doin_mempool_transactions", "gauge", "Transactions waiting in the mempool.", l.mempool as f64);

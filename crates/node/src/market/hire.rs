@@ -379,6 +379,14 @@ impl Hires {
         self.ledger.status(id)
     }
 
+    /// Evaluations bought and evaluated, all domains on hire together.
+    pub fn totals(&self) -> (u64, u64) {
+        self.ledger.domains.values().fold((0, 0), |(b, e), h| {
+            let (bought, _, evaluated) = h.allowance.counts();
+            (b + bought, e + evaluated)
+        })
+    }
+
     /// The domains on hire with their counts, and the latest hires.
     pub fn view(&self) -> Value {
         self.ledger.view()

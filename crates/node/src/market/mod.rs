@@ -447,6 +447,9 @@ impl MarketApi for Market {
                 Status::Failed(_) => c.failed += 1,
             }
         }
+        if let Some(h) = self.0.hires.get() {
+            (c.hired_bought, c.hired_evaluated) = h.totals();
+        }
         c
     }
 
