@@ -344,14 +344,18 @@ impl Hires {
             "the price overflows".to_string(),
         ))?;
         let paid = self.serving.charge(payment, price).await.map_err(|e| {
-            (
-                402,
-                e.error,
-                format!(
-                    "{} (the hire costs {} base units: {} per evaluation; pay to {})",
-                    e.detail, price.0, on.price.0, e.payee
-                ),
-            )
+            let cost = format!(
+                "the hire costs {} base units ({} per evaluation): send a channel update paying {} in {}",
+                price.0,
+                on.price.0,
+                e.payee,
+                doin_api::inference::PAYMENT_HEADER
+            );
+            let status = if e.error == "bad_payment" { 400 } else { 402 };
+            match e.error {
+                "payment_required" => (status, e.error, cost),
+                _ => (status, e.error, format!("{}; {cost}", e.detail)),
+            }
         })?;
         let start = on.allowance.buy(req.evaluations);
         let hire = Hire {
