@@ -299,22 +299,28 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
 
 /// `POST path` with a JSON `body` and an `x-doin-payment` header: the status and JSON body.
 fn post_paid(port: u16, path: &str, body: &str, payment: &str) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-doin-payment: {payment}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        status,
-        serde_json::from_str(out.split_once("\r\n\r\n").map_or("", |x| x.1).trim()).unwrap_or(Value::Null),
-    )
+    common::http_request_with(port, "POST", path, body, &[("x-doin-payment", payment)])
+}
+
+/// `doin task submit --kind optimize` of `evaluations` of `quadratic` at the market, with `fee`
+/// and `extra` arguments.
+fn optimize_task<'a>(market: &'a str, evaluations: &'a str, fee: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "task",
+        "submit",
+        "--node",
+        market,
+        "--kind",
+        "optimize",
+        "--domain",
+        "quadratic",
+        "--evaluations",
+        evaluations,
+        "--fee",
+        fee,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Optimization on hire end to end: nodes 1 and 2 optimize `quadratic` only for those who hire
@@ -424,41 +430,11 @@ fn a_hired_optimizer_runs_the_evaluations_bought_and_is_matched_by_their_price()
     let (c1, c2) = (cores(&o1), cores(&o2));
     let big = if c2 > c1 { &two } else { &one };
     let between = format!("{:.4}", (c1 + c2) / 2.0);
-    let m = submit(&[
-        "task",
-        "submit",
-        "--node",
-        &market,
-        "--kind",
-        "optimize",
-        "--domain",
-        "quadratic",
-        "--evaluations",
-        "50",
-        "--fee",
-        "1",
-        "--min-cores",
-        &between,
-        "--match-only",
-    ]);
+    let m = submit(&optimize_task(&market, "50", "1", &["--min-cores", &between, "--match-only"]));
     assert_eq!(m["provider"].as_str(), Some(big.as_str()), "{m}");
     // By price: 100 evaluations cost 100 000 at node 1 and 200 000 at node 2; a fee of 150 000
     // excludes node 2, by name.
-    let m = submit(&[
-        "task",
-        "submit",
-        "--node",
-        &market,
-        "--kind",
-        "optimize",
-        "--domain",
-        "quadratic",
-        "--evaluations",
-        "100",
-        "--fee",
-        "0.00015",
-        "--match-only",
-    ]);
+    let m = submit(&optimize_task(&market, "100", "0.00015", &["--match-only"]));
     assert_eq!(m["provider"].as_str(), Some(one.as_str()), "{m}");
     assert_eq!(m["price"], "100000", "{m}");
     assert!(m["refused"].to_string().contains(&two), "node 2 refused for its price: {m}");
@@ -479,20 +455,7 @@ fn a_hired_optimizer_runs_the_evaluations_bought_and_is_matched_by_their_price()
     // Paid through a channel from node 3's key to node 1.
     let payer = dir.path().join("node3/node.key");
     let payer = payer.to_str().unwrap();
-    let unpaid = doin_out(&[
-        "task",
-        "submit",
-        "--node",
-        &market,
-        "--kind",
-        "optimize",
-        "--domain",
-        "quadratic",
-        "--evaluations",
-        "100",
-        "--fee",
-        "0.00015",
-    ]);
+    let unpaid = doin_out(&optimize_task(&market, "100", "0.00015", &[]));
     assert!(!unpaid.0 && unpaid.1.contains("--channel"), "a priced hire without a channel: {}", unpaid.1);
     let opened =
         submit(&["channel", "open", "--node", &api(3), "--key", payer, "--payee", &one, "--deposit", "1"]);
@@ -502,24 +465,7 @@ fn a_hired_optimizer_runs_the_evaluations_bought_and_is_matched_by_their_price()
         assert!(Instant::now() < deadline, "the channel never opened");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let ran = submit(&[
-        "task",
-        "submit",
-        "--node",
-        &market,
-        "--kind",
-        "optimize",
-        "--domain",
-        "quadratic",
-        "--evaluations",
-        "100",
-        "--fee",
-        "0.00015",
-        "--channel",
-        &channel,
-        "--key",
-        payer,
-    ]);
+    let ran = submit(&optimize_task(&market, "100", "0.00015", &["--channel", &channel, "--key", payer]));
     assert_eq!(ran["provider"].as_str(), Some(one.as_str()), "{ran}");
     let hire = &ran["hire"];
     assert_eq!((&hire["evaluations"], &hire["charged"]), (&100.into(), &"100000".into()), "{ran}");

@@ -152,6 +152,9 @@ struct Ledger {
     domains: BTreeMap<String, OnHire>,
     hires: Mutex<(VecDeque<Hire>, u64)>,
     path: PathBuf,
+    /// Held while saving: one writer of the file (and its temporary) at a time, each writing
+    /// the state as it is when it starts.
+    saving: Mutex<()>,
 }
 
 /// Hires taken over HTTP: checked, paid through the node's channel book, recorded.
@@ -189,11 +192,12 @@ impl Ledger {
                 }
             }
         }
-        Self { domains, hires: Mutex::new((saved.hires, saved.next.max(1))), path }
+        Self { domains, hires: Mutex::new((saved.hires, saved.next.max(1))), path, saving: Mutex::new(()) }
     }
 
     /// Saves the counts and hires now.
     fn save(&self) {
+        let _one = self.saving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let saved = {
             let guard = self.lock();
             Saved {
@@ -217,11 +221,6 @@ impl Ledger {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Hire>, u64)> {
         self.hires.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The price per evaluation of each domain on hire (base units): what a market probes.
-    fn prices(&self) -> BTreeMap<String, u128> {
-        self.domains.iter().map(|(d, h)| (d.clone(), h.price.0)).collect()
     }
 
     /// Records `hire` under the next id (the oldest beyond [`MAX_HIRES`] dropped) and saves.
@@ -371,11 +370,6 @@ impl Hires {
         let hire = self.ledger.record(hire);
         tracing::info!(hire = hire.id, domain = %hire.domain, evaluations = hire.evaluations, charged = price.0, "hired");
         Ok(self.ledger.hire_json(&hire))
-    }
-
-    /// The price per evaluation of each domain on hire (base units): what a market probes.
-    pub fn prices(&self) -> BTreeMap<String, u128> {
-        self.ledger.prices()
     }
 
     /// One hire.
