@@ -132,6 +132,9 @@ pub struct OnHire {
     pub allowance: Arc<Allowance>,
     /// Per evaluation.
     pub price: Amount,
+    /// Its optimizer loop's pause flag: set while the node waits for peers on the domain's
+    /// topic or has left its quorums (unable to evaluate it), when a hire would not run.
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The request a client sends.
@@ -325,6 +328,16 @@ impl Hires {
         if !(1..=MAX_EVALUATIONS).contains(&req.evaluations) {
             return Err((422, "bad_evaluations", format!("evaluations must be in 1..={MAX_EVALUATIONS}")));
         }
+        if on.paused.load(Ordering::Relaxed) {
+            return Err((
+                503,
+                "not_searching",
+                format!(
+                    "the optimizer of {} is paused (waiting for peers on its topic, or this node left its quorums): nothing is charged; try later",
+                    req.domain_id
+                ),
+            ));
+        }
         let (bought, _, evaluated) = on.allowance.counts();
         if bought.saturating_sub(evaluated).saturating_add(req.evaluations) > MAX_OUTSTANDING {
             return Err((
@@ -396,7 +409,7 @@ mod tests {
     use super::*;
 
     fn ledger(dir: &Path, allowance: &Arc<Allowance>) -> Ledger {
-        let on = OnHire { allowance: allowance.clone(), price: Amount(1_000) };
+        let on = OnHire { allowance: allowance.clone(), price: Amount(1_000), paused: Arc::default() };
         Ledger::open(BTreeMap::from([("quadratic".to_owned(), on)]), dir)
     }
 

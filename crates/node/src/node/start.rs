@@ -278,7 +278,8 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .filter_map(|(id, rt)| {
                 let allowance = rt.hired.clone()?;
                 let price = doin_primitives::Amount((rt.config.hire_price * 1e9).round() as u128);
-                Some((id.clone(), crate::market::hire::OnHire { allowance, price }))
+                let paused = rt.paused.clone();
+                Some((id.clone(), crate::market::hire::OnHire { allowance, price, paused }))
             })
             .collect();
         if !on_hire.is_empty() {
