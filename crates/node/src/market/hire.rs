@@ -226,6 +226,49 @@ impl Ledger {
         self.hires.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Checks a hire before anything is charged: the domain on hire here, the evaluations in
+    /// range, its loop searching, room in its queue; returns the domain and the hire's price.
+    fn admit(&self, req: &HireRequest) -> Result<(&OnHire, Amount), MarketError> {
+        let on = self.domains.get(&req.domain_id).ok_or_else(|| {
+            (
+                404,
+                "not_on_hire",
+                format!("this node does not optimize {:?} on hire (optimize_on_hire)", req.domain_id),
+            )
+        })?;
+        if !(1..=MAX_EVALUATIONS).contains(&req.evaluations) {
+            return Err((422, "bad_evaluations", format!("evaluations must be in 1..={MAX_EVALUATIONS}")));
+        }
+        if on.paused.load(Ordering::Relaxed) {
+            return Err((
+                503,
+                "not_searching",
+                format!(
+                    "the optimizer of {} is paused (waiting for peers on its topic, or this node left its quorums): nothing is charged; try later",
+                    req.domain_id
+                ),
+            ));
+        }
+        let (bought, _, evaluated) = on.allowance.counts();
+        if bought.saturating_sub(evaluated).saturating_add(req.evaluations) > MAX_OUTSTANDING {
+            return Err((
+                429,
+                "hire_queue_full",
+                format!(
+                    "{} evaluations of {} are bought and not yet run (at most {MAX_OUTSTANDING})",
+                    bought - evaluated,
+                    req.domain_id
+                ),
+            ));
+        }
+        let price = on.price.0.checked_mul(u128::from(req.evaluations)).map(Amount).ok_or((
+            422,
+            "bad_evaluations",
+            "the price overflows".to_string(),
+        ))?;
+        Ok((on, price))
+    }
+
     /// Records `hire` under the next id (the oldest beyond [`MAX_HIRES`] dropped) and saves.
     fn record(&self, hire: Hire) -> Hire {
         let mut guard = self.lock();
@@ -318,43 +361,7 @@ impl Hires {
     pub async fn hire(&self, body: Value, payment: Option<Vec<u8>>) -> Result<Value, MarketError> {
         let req: HireRequest =
             serde_json::from_value(body).map_err(|e| (400, "bad_hire", format!("not a hire: {e}")))?;
-        let on = self.ledger.domains.get(&req.domain_id).ok_or_else(|| {
-            (
-                404,
-                "not_on_hire",
-                format!("this node does not optimize {:?} on hire (optimize_on_hire)", req.domain_id),
-            )
-        })?;
-        if !(1..=MAX_EVALUATIONS).contains(&req.evaluations) {
-            return Err((422, "bad_evaluations", format!("evaluations must be in 1..={MAX_EVALUATIONS}")));
-        }
-        if on.paused.load(Ordering::Relaxed) {
-            return Err((
-                503,
-                "not_searching",
-                format!(
-                    "the optimizer of {} is paused (waiting for peers on its topic, or this node left its quorums): nothing is charged; try later",
-                    req.domain_id
-                ),
-            ));
-        }
-        let (bought, _, evaluated) = on.allowance.counts();
-        if bought.saturating_sub(evaluated).saturating_add(req.evaluations) > MAX_OUTSTANDING {
-            return Err((
-                429,
-                "hire_queue_full",
-                format!(
-                    "{} evaluations of {} are bought and not yet run (at most {MAX_OUTSTANDING})",
-                    bought - evaluated,
-                    req.domain_id
-                ),
-            ));
-        }
-        let price = on.price.0.checked_mul(u128::from(req.evaluations)).map(Amount).ok_or((
-            422,
-            "bad_evaluations",
-            "the price overflows".to_string(),
-        ))?;
+        let (on, price) = self.ledger.admit(&req)?;
         let paid = self.serving.charge(payment, price).await.map_err(|e| {
             let cost = format!(
                 "the hire costs {} base units ({} per evaluation): send a channel update paying {} in {}",
@@ -424,6 +431,35 @@ mod tests {
             task_id: Some(7),
             at_ms: 1,
         }
+    }
+
+    /// Hires refused before anything is charged, each by name.
+    #[test]
+    fn a_hire_is_admitted_only_for_a_searching_domain_on_hire_with_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowance = Arc::new(Allowance::default());
+        let l = ledger(dir.path(), &allowance);
+        let req = |domain: &str, evaluations: u64| HireRequest {
+            domain_id: domain.into(),
+            evaluations,
+            task_id: None,
+        };
+        let refused = |r: Result<(&OnHire, Amount), MarketError>| r.map(|_| ()).unwrap_err();
+        assert_eq!(l.admit(&req("quadratic", 10)).unwrap().1, Amount(10_000));
+        assert_eq!(refused(l.admit(&req("other", 10))).1, "not_on_hire");
+        assert_eq!(refused(l.admit(&req("quadratic", 0))).1, "bad_evaluations");
+        assert_eq!(refused(l.admit(&req("quadratic", MAX_EVALUATIONS + 1))).1, "bad_evaluations");
+        l.domains["quadratic"].paused.store(true, Ordering::Relaxed);
+        let (status, error, _) = refused(l.admit(&req("quadratic", 10)));
+        assert_eq!((status, error), (503, "not_searching"));
+        l.domains["quadratic"].paused.store(false, Ordering::Relaxed);
+        // Four million bought and not run: no room for one more.
+        allowance.buy(MAX_OUTSTANDING);
+        assert_eq!(refused(l.admit(&req("quadratic", 1))).0, 429);
+        allowance.asked(10);
+        allowance.evaluated(10);
+        assert!(l.admit(&req("quadratic", 10)).is_ok(), "room again once ten ran");
+        assert_eq!(refused(l.admit(&req("quadratic", 11))).1, "hire_queue_full");
     }
 
     /// What was bought and not run survives a restart: a node restarted on its data directory
