@@ -100,6 +100,12 @@ pub(crate) enum Fl {
 #[error("{0}")]
 struct Fatal(String);
 
+/// This contributor's own training failed (a plugin's `fit` cut at `--fit-timeout`, or an
+/// error it answered): the node is not at fault, so it does not count toward a failover.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LocalFailure(String);
+
 /// Rows of a contributor CSV.
 fn read_csv(path: &std::path::Path) -> anyhow::Result<Tabular> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -341,7 +347,11 @@ fn join(
             }
         }
         let attempt = contribute(node, job, key, &domain, trainer, last, &mut held);
-        failing = if attempt.is_err() { failing + 1 } else { 0 };
+        failing = match &attempt {
+            Err(e) if e.is::<LocalFailure>() => failing,
+            Err(_) => failing + 1,
+            Ok(_) => 0,
+        };
         match attempt {
             Ok(Some(((round, opened), code, v))) => {
                 last = Some((round, opened));
@@ -354,6 +364,11 @@ fn join(
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(500)),
             Err(e) if e.is::<Fatal>() => return Err(e),
+            // Our own training failed: try the round again, on the same node.
+            Err(e) if e.is::<LocalFailure>() => {
+                println!("{}", json!({ "training_failed": format!("{e:#}"), "node": node }));
+                std::thread::sleep(Duration::from_secs(1));
+            }
             // The supervisor restarting, a response cut short: wait and try again; after 5 s
             // in a row, the next supervisor (a standby takes a stalled job over).
             Err(e) => {
@@ -448,7 +463,9 @@ fn contribute(
             "seed": seed,
             "sizes": sizes,
         });
-        let (w, samples) = trainer.fit(&global, &sizes, config, seed)?;
+        let (w, samples) = trainer
+            .fit(&global, &sizes, config, seed)
+            .map_err(|e| LocalFailure(format!("training: {e:#}")))?;
         let delta: Vec<f32> = w.iter().zip(&global).map(|(a, b)| a - b).collect();
         let bytes = supervisor::to_bytes(&delta);
         let body = UpdateBody {

@@ -1042,3 +1042,52 @@ fn audited_rounds_of_ten_contributors_with_two_attackers_pay_by_the_audit() {
     assert!(paid_total > 0);
     assert_eq!(paid_attackers, 0, "the attackers were paid");
 }
+
+/// A contributor whose own training is slow is not a supervisor at fault: `doin fl join` with a
+/// plugin whose first five fits run past `--fit-timeout` (each cut, the plugin restarted) stays
+/// on the supervisor, says `training_failed` each time, and contributes once training answers.
+/// (Before, five cut fits in a row failed it over to the standby, which records no round.)
+#[test]
+fn a_slow_local_fit_is_not_a_supervisor_failure() {
+    const BASE: u16 = 19_440;
+    let _slot = serial();
+    let Some(()) = common::python_with(&["numpy"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let _nodes = fl_devnet(dir.path(), 2, 1, BASE);
+    wait("the job on node 0", 60, || {
+        http_json(BASE, "/api/jobs").is_some_and(|j| j["jobs"][0]["supervising"] == true)
+    });
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slow_fl_client.py");
+    let counter = dir.path().join("slow-fits");
+    let plugin = format!(
+        "python3 {} {} {} 5",
+        script.display(),
+        dir.path().join("fl/data/client-0.csv").display(),
+        counter.display()
+    );
+    let out = doin()
+        .args([
+            "fl",
+            "join",
+            "--node",
+            &format!("127.0.0.1:{BASE}"),
+            "--fallback",
+            &format!("127.0.0.1:{}", BASE + 2),
+        ])
+        .args(["--job", JOB, "--key"])
+        .arg(dir.path().join("fl/contributor0.key"))
+        .args(["--plugin", &plugin, "--fit-timeout", "1", "--rounds", "1", "--timeout", "150"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !stdout.contains("failover"),
+        "a slow local fit moved the contributor off the supervisor: {stdout}"
+    );
+    let failed = stdout.lines().filter(|l| l.contains("training_failed")).count();
+    assert_eq!(failed, 5, "each cut fit said so: {stdout}");
+    assert!(stdout.lines().any(|l| l.contains("\"contributed\":1")), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "5");
+}

@@ -12,6 +12,11 @@
 //! ([`crate::artifacts`], content address = the hash the chain records) and announced in the
 //! DHT, so a standby supervisor follows the job round by round and can take it over (consensus
 //! lets it once the job's supervisor has recorded nothing for three rounds' length).
+//!
+//! This file holds the jobs' runtime and the periodic step; `spec` the registered domain and
+//! the supervisor's spec, `files` what a job keeps on disk, `standings` the contributors'
+//! standings a supervisor publishes and a standby restores, `http` the job API, `audit`
+//! round audits, `serve` the verified model served for inference.
 
 use std::{
     collections::BTreeMap,

@@ -15,7 +15,12 @@
 //! - A **task** (`POST /api/market/task`, PoUW's `submit_task(task, fee)`) is matched to the
 //!   eligible provider with the highest score; the answer names it, its API, the score's terms
 //!   and why each other provider was not chosen. The client then runs the job there (`doin task
-//!   submit` sends the inference request and checks its receipt).
+//!   submit` sends the inference request and checks its receipt, or hires the provider's search).
+//! - A domain configured `optimize_on_hire` is searched only for the evaluations clients buy
+//!   ([`hire`]); the market reads those prices at its checks and matches `optimize` tasks by them.
+//!
+//! Files: this one holds the book and the provider's challenge answer; `checks` the market's
+//! measurements, `matching` tasks by score, [`hire`] optimization on hire, [`score`] the score.
 
 mod checks;
 pub mod hire;
