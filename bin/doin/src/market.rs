@@ -213,6 +213,16 @@ fn hire(a: &SubmitArgs, matched: &serde_json::Value, api: &str) -> anyhow::Resul
         .with_context(|| format!("{api} does not optimize {} on hire", a.domain))?;
     let price =
         doin_primitives::Amount(per.checked_mul(u128::from(a.evaluations)).context("price overflows")?);
+    // The market matched on the price its last check read; the provider may have raised it since.
+    let fee = parse_amount(&a.fee)?;
+    if price > fee {
+        bail!(
+            "{api} now asks {} base units for {} evaluations, over the fee ({} base units): nothing paid",
+            price.0,
+            a.evaluations,
+            fee.0
+        );
+    }
     let body = json!({ "domain_id": a.domain, "evaluations": a.evaluations, "task_id": matched["task_id"] });
     let payment = if price.0 > 0 {
         let (Some(c), Some(k)) = (&a.channel, &a.key) else {
