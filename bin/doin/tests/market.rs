@@ -26,6 +26,33 @@ fn doin_out(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `doin market offer` of node `i` of the devnet in `dir` (its key, its API) to `market`.
+fn offer_node(
+    dir: &std::path::Path,
+    market: &str,
+    base: u16,
+    i: u16,
+    price: &str,
+    domain: &str,
+) -> (bool, String) {
+    let key = dir.join(format!("node{i}/node.key"));
+    let api = format!("127.0.0.1:{}", base + 2 * i);
+    doin_out(&[
+        "market",
+        "offer",
+        "--node",
+        market,
+        "--key",
+        key.to_str().unwrap(),
+        "--api",
+        &api,
+        "--price",
+        price,
+        "--domains",
+        domain,
+    ])
+}
+
 fn submit(args: &[&str]) -> Value {
     let (ok, out) = doin_out(args);
     assert!(ok, "doin {args:?}:\n{out}");
@@ -74,22 +101,7 @@ fn jobs_land_where_the_measured_score_says_and_a_lying_provider_is_never_matched
     ]);
     assert!(!ok && out.contains("not_staked"), "{out}");
     for (i, price) in [(1u16, "0.002"), (2, "0.001"), (3, "0.0001")] {
-        let key = dir.path().join(format!("node{i}/node.key"));
-        let api = format!("127.0.0.1:{}", BASE + 2 * i);
-        let (ok, out) = doin_out(&[
-            "market",
-            "offer",
-            "--node",
-            &market,
-            "--key",
-            key.to_str().unwrap(),
-            "--api",
-            &api,
-            "--price",
-            price,
-            "--domains",
-            "mlp_digits",
-        ]);
+        let (ok, out) = offer_node(dir.path(), &market, BASE, i, price, "mlp_digits");
         assert!(ok, "{out}");
     }
     // Every offer checked: the two honest providers measured, the liar failed.
@@ -386,22 +398,10 @@ fn a_hired_optimizer_runs_the_evaluations_bought_and_is_matched_by_their_price()
 
     // The market (node 0) measures both and probes their prices.
     let market = api(0);
-    for (i, price) in [(1u16, "0.001"), (2, "0.001")] {
-        let key = dir.path().join(format!("node{i}/node.key"));
-        let out = submit(&[
-            "market",
-            "offer",
-            "--node",
-            &market,
-            "--key",
-            key.to_str().unwrap(),
-            "--api",
-            &api(i),
-            "--price",
-            price,
-            "--domains",
-            "quadratic",
-        ]);
+    for i in [1u16, 2] {
+        let (ok, out) = offer_node(dir.path(), &market, BASE, i, "0.001", "quadratic");
+        assert!(ok, "{out}");
+        let out: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
         assert_eq!(out["status"], "checking", "{out}");
     }
     let deadline = Instant::now() + Duration::from_secs(90);

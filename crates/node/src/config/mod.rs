@@ -23,6 +23,11 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError { key: key.into(), problem: problem.into() }
 }
 
+/// A price the config gives in DOIN (validated finite and ≥ 0), in base units, rounded.
+pub fn price_units(doin: f64) -> doin_primitives::Amount {
+    doin_primitives::Amount((doin * 1e9).round() as u128)
+}
+
 /// One domain this node works on.
 /// `quorum_tolerance` for a domain with no noise profile of its own (plugins), absolute.
 pub const DEFAULT_QUORUM_TOLERANCE: f64 = 0.1;

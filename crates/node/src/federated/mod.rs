@@ -145,7 +145,7 @@ fn runtime(
         false => None,
         true => Some(crate::serving::Served {
             domain: Arc::new(serve::JobModel::new(&c.job_id, &spec.sizes)?),
-            price: Amount((c.inference_price * 1e9).round() as u128),
+            price: crate::config::price_units(c.inference_price),
         }),
     };
     let (test, train) = doin_federated::split::holdout(data.rows(), c.seed);

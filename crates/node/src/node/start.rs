@@ -239,7 +239,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
     let serving = {
         let mut served = BTreeMap::new();
         for (id, rt) in &rts {
-            let price = doin_primitives::Amount((rt.config.inference_price * 1e9).round() as u128);
+            let price = crate::config::price_units(rt.config.inference_price);
             if !rt.domain.has_model() {
                 if price > doin_primitives::Amount::ZERO {
                     return Err(other(format!(
@@ -277,7 +277,7 @@ pub(super) async fn run_async(config: NodeConfig, limits: RunLimits) -> Result<(
             .iter()
             .filter_map(|(id, rt)| {
                 let allowance = rt.hired.clone()?;
-                let price = doin_primitives::Amount((rt.config.hire_price * 1e9).round() as u128);
+                let price = crate::config::price_units(rt.config.hire_price);
                 let paused = rt.paused.clone();
                 Some((id.clone(), crate::market::hire::OnHire { allowance, price, paused }))
             })
