@@ -141,18 +141,34 @@ struct NodeView {
     evaluations_at_target: Option<u64>,
     /// Candidates it had evaluated when the claim that became the target champion reached it.
     evaluations_at_claim: Option<u64>,
+    /// Those evaluations at the target by purpose (`candidates`, `checks`, `champions`,
+    /// `second_opinions`), and the shared trials received, used and published by then.
+    spent_at_target: Vec<(String, u64)>,
     /// `latency claims N claim_to_cert_p50_ms X gossip_rejected R gossip_ignored I`.
     latency: Option<Vec<String>>,
 }
 
 impl NodeView {
-    /// `target D reached P at height H claimed_after C evaluations E` (C is `-` when the
-    /// winning commit was never seen here).
+    /// `target D reached P at height H claimed_after C evaluations E candidates N checks K
+    /// champions M second_opinions S shared_received R shared_used U shared_published P` (C is
+    /// `-` when the winning commit was never seen here).
     fn note_target(&mut self, text: &str) {
         let w: Vec<&str> = text.split_whitespace().collect();
         let after = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1)?.parse().ok());
         self.evaluations_at_target = after("evaluations");
         self.evaluations_at_claim = after("claimed_after");
+        self.spent_at_target = [
+            "candidates",
+            "checks",
+            "champions",
+            "second_opinions",
+            "shared_received",
+            "shared_used",
+            "shared_published",
+        ]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), after(k)?)))
+        .collect();
     }
 }
 
@@ -666,6 +682,14 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let at_claim: Vec<u64> = optimizing.iter().filter_map(|v| v.evaluations_at_claim).collect();
     let evals_to_claim = (!at_claim.is_empty() && at_claim.len() == at.len())
         .then(|| at_claim.iter().sum::<u64>() as f64 / at_claim.len() as f64);
+    // The same by purpose, averaged over the nodes that saw the target.
+    let mut spent_per_node = serde_json::Map::new();
+    for v in optimizing.iter().filter(|v| v.evaluations_at_target.is_some()) {
+        for (k, n) in &v.spent_at_target {
+            let sum = spent_per_node.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+            spent_per_node.insert(k.clone(), (sum + *n as f64 / at.len() as f64).into());
+        }
+    }
     let evals_per_node = if !at.is_empty() {
         Some(at.iter().sum::<u64>() as f64 / at.len() as f64)
     } else if !evaluations.is_empty() {
@@ -714,6 +738,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<serde_json::Value> {
         // reached the target (as each node saw it), averaged over the optimizing nodes.
         "evals_per_node_to_target": evals_per_node,
         "evals_by_node": at,
+        "spent_per_node_to_target": spent_per_node,
         "evals_per_node_to_claim": evals_to_claim,
         "claim_evals_by_node": at_claim,
         "cpu_s": views.iter().map(|v| v.usage.map(|u| u.0)).collect::<Vec<_>>(),

@@ -63,8 +63,13 @@ pub struct DomainStatus {
     pub best_performance: Option<f64>,
     /// Whether the champion reached the target.
     pub converged: bool,
-    /// Candidates this node's optimizer evaluated.
+    /// Evaluations this node's optimizer loop ran (the sum of `evaluations_by_purpose`).
     pub evaluations: u64,
+    /// Those evaluations by what they were for: `candidates` (the optimizer's own proposals),
+    /// `checks` (other nodes' claims measured before their trials are trusted), `champions`
+    /// (verified champions measured on this node's data), `second_opinions` (a candidate
+    /// measured on other data before it is claimed).
+    pub evaluations_by_purpose: std::collections::BTreeMap<String, u64>,
     /// The optimizer (built-in name or plugin command).
     pub optimizer: String,
     /// What it runs now (`auto: tpe` once `auto` chose; empty until the optimizer starts).

@@ -234,8 +234,24 @@ pub fn text(s: &ApiState) -> String {
     o.metric(
         "doin_optimizer_evaluations_total",
         "counter",
-        "Candidates this node's optimizer evaluated.",
+        "Evaluations this node's optimizer loop ran.",
         &evals,
+    );
+    let by_purpose: Vec<(String, f64)> = l
+        .domains
+        .iter()
+        .filter(|(_, d)| d.optimize)
+        .flat_map(|(id, d)| {
+            d.evaluations_by_purpose.iter().map(move |(p, n)| {
+                (format!("{{domain=\"{}\",purpose=\"{}\"}}", label(id), label(p)), *n as f64)
+            })
+        })
+        .collect();
+    o.metric(
+        "doin_optimizer_evaluations_by_purpose_total",
+        "counter",
+        "Evaluations this node's optimizer loop ran, by purpose: its own candidates, checks of other nodes' claims, verified champions measured here, second opinions before a claim.",
+        &by_purpose,
     );
     let mut shared = Vec::new();
     let mut senders = Vec::new();

@@ -333,7 +333,9 @@ impl Optimizer for Auto {
     fn in_flight(&self) -> Vec<Vec<f64>> {
         match &self.chosen {
             Some((_, opt)) => opt.in_flight(),
-            None => self.first.clone(),
+            // The timed batch while it is out (once told, nothing is in flight).
+            None if self.asked_at.is_some() => self.first.clone(),
+            None => Vec::new(),
         }
     }
 

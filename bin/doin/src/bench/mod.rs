@@ -809,6 +809,7 @@ fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::
             "idle_rss_mb": rss.get(rss.len() / 2).copied(),
             "evals_per_node_to_target": s["evals_per_node_to_target"],
             "evals_by_node": s["evals_by_node"],
+            "spent_per_node_to_target": s["spent_per_node_to_target"],
             "evals_per_node_to_claim": s["evals_per_node_to_claim"],
             "claim_evals_by_node": s["claim_evals_by_node"],
             "commits": s["commits"],
@@ -843,7 +844,14 @@ fn devnet(args: impl Fn() -> crate::devnet::DevnetArgs, runs: usize) -> anyhow::
             out[key] = if median.is_finite() { round3(median).into() } else { serde_json::Value::Null };
             out[format!("{key}_runs")] = per_run.into();
         }
-        for key in ["blocks", "accepted", "rejected", "evals_by_node", "claim_evals_by_node"] {
+        for key in [
+            "blocks",
+            "accepted",
+            "rejected",
+            "evals_by_node",
+            "claim_evals_by_node",
+            "spent_per_node_to_target",
+        ] {
             out[key] = lines.iter().map(|l| l[key].clone()).collect::<Vec<_>>().into();
         }
         out["same_tip"] = lines.iter().all(|l| l["same_tip"] == true).into();

@@ -328,11 +328,18 @@ impl Engine {
             if reached {
                 let claimed_after =
                     rt.claims_seen_at.iter().find(|(c, _)| *c == champion.commit).map(|(_, n)| *n);
+                let spent = rt.evaluations.by_purpose();
+                let shared = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
                 println!(
-                    "target {id} reached {perf} at height {} claimed_after {} evaluations {}",
+                    "target {id} reached {perf} at height {} claimed_after {} evaluations {} {} \
+                     shared_received {} shared_used {} shared_published {}",
                     state.height(),
                     claimed_after.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                    rt.evaluations.load(Ordering::Relaxed)
+                    rt.evaluations.total(),
+                    spent.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(" "),
+                    shared(&rt.sharing.received),
+                    shared(&rt.sharing.used),
+                    shared(&rt.sharing.published),
                 );
                 self.events.emit(
                     "target",
@@ -340,7 +347,8 @@ impl Engine {
                     json!({
                         "performance": perf,
                         "height": state.height(),
-                        "evaluations": rt.evaluations.load(Ordering::Relaxed),
+                        "evaluations": rt.evaluations.total(),
+                        "spent": spent.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
                         "claimed_after": claimed_after,
                     }),
                 );

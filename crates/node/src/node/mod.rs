@@ -164,8 +164,8 @@ struct DomainRt {
     /// [`PEERS_ENOUGH`] (a commit published to them directly reaches every quorum member that
     /// is up; one published to a single relay misses the peers that relay has not meshed yet).
     peers_needed: usize,
-    /// Candidates the optimizer loop evaluated.
-    evaluations: Arc<std::sync::atomic::AtomicU64>,
+    /// Evaluations the optimizer loop ran, by purpose.
+    evaluations: Arc<crate::optimizer::Spent>,
     /// The evaluations bought and done when the domain is optimized only on hire
     /// (`optimize_on_hire`).
     hired: Option<Arc<crate::market::hire::Allowance>>,

@@ -148,7 +148,7 @@ pub(super) fn start(
             None
         };
         let hired = rt.hired.clone();
-        let (domain, found, stop, counter, paused, health, running) = (
+        let (domain, found, stop, spent, paused, health, running) = (
             search.clone(),
             found_tx.clone(),
             stop.clone(),
@@ -183,7 +183,7 @@ pub(super) fn start(
                         rounds,
                         round_size,
                         stop,
-                        counter,
+                        spent,
                         health,
                         sharing,
                         running,

@@ -35,7 +35,7 @@ impl Engine {
         if rt.claims_seen_at.len() >= MAX_SEEN_CLAIMS {
             rt.claims_seen_at.pop_front();
         }
-        rt.claims_seen_at.push_back((id, rt.evaluations.load(Ordering::Relaxed)));
+        rt.claims_seen_at.push_back((id, rt.evaluations.total()));
     }
 
     pub(super) fn on_reveal(&mut self, reveal: Reveal, at: Instant) {

@@ -115,7 +115,13 @@ impl Engine {
                     target_performance: rt.config.target_performance,
                     best_performance: best,
                     converged: rt.target_reached,
-                    evaluations: rt.evaluations.load(Ordering::Relaxed),
+                    evaluations: rt.evaluations.total(),
+                    evaluations_by_purpose: rt
+                        .evaluations
+                        .by_purpose()
+                        .iter()
+                        .map(|(k, n)| ((*k).to_owned(), *n))
+                        .collect(),
                     optimizer: rt
                         .config
                         .optimization_plugin

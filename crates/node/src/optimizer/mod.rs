@@ -16,6 +16,41 @@ mod tests;
 
 pub use search_loop::{Control, Found, LoopIo, RoundInfo, Running, run_loop};
 
+/// What a domain's optimizer loop spent its evaluations on (each one a run of the domain's
+/// evaluation on this node): the optimizer's own candidates, and the rest — the overhead of
+/// searching in a network, which does not shrink as more nodes search.
+#[derive(Debug, Default)]
+pub struct Spent {
+    /// The optimizer's own proposals.
+    pub candidates: std::sync::atomic::AtomicU64,
+    /// Other nodes' claims measured before their shared trials are trusted (the trial book's
+    /// checks).
+    pub checks: std::sync::atomic::AtomicU64,
+    /// Verified champions measured on this node's data before the optimizer learns them.
+    pub champions: std::sync::atomic::AtomicU64,
+    /// Second measurements of a candidate, on other data, before it is claimed.
+    pub second_opinions: std::sync::atomic::AtomicU64,
+}
+
+impl Spent {
+    /// Every evaluation the loop ran.
+    pub fn total(&self) -> u64 {
+        self.by_purpose().iter().map(|(_, n)| n).sum()
+    }
+
+    /// (purpose, evaluations), in a fixed order: `candidates`, `checks`, `champions`,
+    /// `second_opinions`.
+    pub fn by_purpose(&self) -> [(&'static str, u64); 4] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            ("candidates", self.candidates.load(Relaxed)),
+            ("checks", self.checks.load(Relaxed)),
+            ("champions", self.champions.load(Relaxed)),
+            ("second_opinions", self.second_opinions.load(Relaxed)),
+        ]
+    }
+}
+
 /// The niceness of a built-in domain's optimizer loop thread (and of the evaluation threads it
 /// starts, which inherit it): a node's own search is background work. Verification, gossip and
 /// block production run at the node's priority, so on a machine the optimizers saturate a

@@ -104,8 +104,8 @@ pub struct LoopIo {
     pub round_size: usize,
     /// Set to stop the loop.
     pub stop: Arc<AtomicBool>,
-    /// Candidates evaluated, for status.
-    pub counter: Arc<std::sync::atomic::AtomicU64>,
+    /// Evaluations run, by what for (status, the target line, metrics).
+    pub spent: Arc<super::Spent>,
     /// Whether the domain evaluates at all: a batch that failed whole, or a domain that cannot
     /// evaluate now, counts as a failure; a batch with a figure as a success.
     pub health: Arc<crate::participation::EvalHealth>,
@@ -178,7 +178,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         rounds,
         round_size,
         stop,
-        counter,
+        spent,
         health,
         mut sharing,
         running,
@@ -208,13 +208,23 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     // The bar is the verified figure: it is what the chain knows and what the
                     // node's commit rule tests. (A bar measured here instead, like with like,
                     // stalled whole networks: a champion verified low by its quorum's draws but
-                    // scoring 0.972 here let no one claim for 400 s.) The optimizer learns the
-                    // migrant on the data it searches on.
+                    // scoring 0.972 here let no one claim for 400 s.)
                     champion_loss = verified;
                     let x = domain.space().encode(&values);
-                    let own = evaluate_one(domain.as_ref(), &x, None, run);
-                    evaluations += 1;
-                    let loss = own.map_or(verified, |m| domain.loss(&m));
+                    // An optimizer of its own (an island, CMA-ES, GA) learns the migrant on the
+                    // data it searches on: its figures are all this node's. One that learns
+                    // other nodes' trials (TPE) already weighs figures measured elsewhere, and
+                    // the quorum's is the best of them: measuring it again would spend an
+                    // evaluation of an expensive domain per champion on every node — a cost
+                    // that does not shrink as more nodes search.
+                    let loss = if sharing.is_some() && optimizer.learns_shared() {
+                        verified
+                    } else {
+                        let own = evaluate_one(domain.as_ref(), &x, None, run);
+                        evaluations += 1;
+                        spent.champions.fetch_add(1, Ordering::Relaxed);
+                        own.map_or(verified, |m| domain.loss(&m))
+                    };
                     optimizer.inject(Evaluated { x: x.clone(), loss });
                     if let Some(by) = by {
                         // Another node's champion migrated into this node's optimizer.
@@ -261,6 +271,10 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         }
         batches += 1;
         optimizer.hook(&Hook::GenerationStart { generation: batches });
+        if let Some(s) = &mut sharing {
+            // The last batch's results and this batch, in flight.
+            s.flush(domain.space(), optimizer.as_ref(), std::time::Instant::now());
+        }
         // Another node's claim the shared-trial book wants measured here rides with the batch.
         let check = sharing.as_mut().and_then(crate::trials::share::Sharing::take_check);
         let started = std::time::Instant::now();
@@ -279,6 +293,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             // A check verifies a claim; if it holds, the claim is in the model already.
             let loss = outcomes.pop().and_then(|o| o.ok()).map(|m| domain.loss(&m));
             evaluations += 1;
+            spent.checks.fetch_add(1, Ordering::Relaxed);
             s.checked(loss, optimizer.as_mut());
         }
         match outcomes.iter().find_map(|o| o.as_ref().err()) {
@@ -333,7 +348,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             told.push(Evaluated { x, loss });
         }
         evaluations += told.len() as u64;
-        counter.store(evaluations, Ordering::Relaxed);
+        spent.candidates.fetch_add(told.len() as u64, Ordering::Relaxed);
         if let Some(tx) = &rounds {
             // A round is a generation: `round_size` candidates (the population), told in batches.
             for (x, outcome) in told.iter().zip(&outcomes) {
@@ -395,7 +410,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             let second =
                 evaluate_one(domain.as_ref(), &told[i].x, Some(&second_opinion_seed(&told[i].x)), run);
             evaluations += 1;
-            counter.store(evaluations, Ordering::Relaxed);
+            spent.second_opinions.fetch_add(1, Ordering::Relaxed);
             let m = second.map_or_else(|_| first.clone(), |second| mean_of(first, &second));
             let estimate = domain.loss(&m);
             if estimate < champion_loss - MIN_GAIN && pending.is_none_or(|p| estimate < p - MIN_GAIN) {
@@ -418,7 +433,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         optimizer.tell(&told);
         if let Some(s) = &mut sharing {
             s.record(domain.space(), &told, cost_ms);
-            s.flush(domain.space(), optimizer.as_ref(), std::time::Instant::now());
         }
         let best_loss = optimizer.best().map(|b| b.loss);
         optimizer.hook(&Hook::GenerationEnd { generation: batches, best_loss });

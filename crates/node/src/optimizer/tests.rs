@@ -86,7 +86,7 @@ impl Harness {
             rounds: None,
             round_size: 1,
             stop: stop.clone(),
-            counter: Default::default(),
+            spent: Default::default(),
             health: Default::default(),
             running: Default::default(),
             hired,
@@ -393,4 +393,105 @@ fn a_settled_claim_lowers_the_bar_back_to_the_champion() {
     assert_eq!(h.try_point(0.6 + 1e-12), None, "a gain below the chain's resolution is not reported");
     assert_eq!(h.try_point(0.6 + 1e-6), Some(0.6 + 1e-6));
     h.stop();
+}
+
+/// Performance is the single parameter, measured in `.1` (a domain worth sharing trials of).
+struct Slow(Space, Duration);
+impl Domain for Slow {
+    fn id(&self) -> &str {
+        "slow"
+    }
+    fn space(&self) -> &Space {
+        &self.0
+    }
+    fn higher_is_better(&self) -> bool {
+        true
+    }
+    fn evaluate(&self, params: &[Value], _: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+        std::thread::sleep(self.1);
+        Ok(Measurement { performance: params[0].as_f64(), metrics: Default::default() })
+    }
+}
+
+/// A TPE loop sharing trials, its outgoing batches and what it spent, stopped after `run_for`
+/// (a verified champion by another node sent once it started).
+fn sharing_loop(
+    run_for: Duration,
+    champion: Option<Control>,
+) -> (Vec<crate::trials::share::Outgoing>, Arc<super::Spent>) {
+    let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
+    let (_trials_in, incoming) = sync_channel(4);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(64);
+    let book = crate::trials::TrialBook::new(crate::trials::Agreement { absolute: 0.01, relative: 0.0 }, 7);
+    let sharing = crate::trials::share::Sharing::new(
+        book,
+        incoming,
+        out_tx,
+        "slow".into(),
+        space.clone(),
+        Default::default(),
+    );
+    let (ctl, control) = sync_channel(4);
+    let (found_tx, _found) = tokio::sync::mpsc::channel(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spent: Arc<super::Spent> = Default::default();
+    let io = LoopIo {
+        sharing: Some(sharing),
+        control,
+        paused: Default::default(),
+        found: found_tx,
+        rounds: None,
+        round_size: 1,
+        stop: stop.clone(),
+        spent: spent.clone(),
+        health: Default::default(),
+        running: Default::default(),
+        hired: None,
+    };
+    let domain: Arc<dyn Domain> = Arc::new(Slow(space, Duration::from_millis(100)));
+    let run = RunConfig { batch: 2, workers: 1, ..RunConfig::default() };
+    let handle =
+        std::thread::spawn(move || run_loop(domain, Box::new(doin_optimize::Tpe::new(1, 2, 3)), run, io));
+    if let Some(c) = champion {
+        ctl.send(c).expect("the loop listens");
+    }
+    std::thread::sleep(run_for);
+    stop.store(true, Ordering::Relaxed);
+    handle.join().expect("the loop stops");
+    let mut out = Vec::new();
+    while let Ok(o) = out_rx.try_recv() {
+        out.push(o);
+    }
+    (out, spent)
+}
+
+/// The points a node publishes as in flight are the batch it is measuring then (published
+/// after the batch is asked, not after it is told, when nothing is in flight): other nodes
+/// steer their next proposals away from them, and they come back as trials in a later batch.
+#[test]
+fn the_points_published_in_flight_are_the_batch_being_measured() {
+    let (out, spent) = sharing_loop(Duration::from_millis(4_600), None);
+    assert!(out.len() >= 2, "batches published at most every 2 s: {out:?}");
+    let with_pending: Vec<_> = out.iter().filter(|o| !o.pending.is_empty()).collect();
+    assert_eq!(with_pending.len(), out.len(), "every batch names the points in flight: {out:?}");
+    let trials_after =
+        |i: usize| out[i + 1..].iter().flat_map(|o| &o.trials).map(|t| t.0.clone()).collect::<Vec<_>>();
+    for (i, o) in out.iter().enumerate().take(out.len() - 1) {
+        for p in &o.pending {
+            assert!(trials_after(i).contains(p), "in flight {p:?} was measured and published later: {out:?}");
+        }
+    }
+    assert!(spent.candidates.load(Ordering::Relaxed) >= 20, "{spent:?}");
+}
+
+/// A loop whose optimizer learns other nodes' trials takes a verified champion at its verified
+/// figure without measuring it again (an evaluation per champion on every node); one of its
+/// own measures it (`the_loop_calls_the_optimizer_hooks`: "measured here at 0.5").
+#[test]
+fn a_shared_trial_optimizer_learns_a_champion_without_measuring_it() {
+    let by = doin_primitives::Address([9; 32]);
+    let champion = Control::Champion { values: vec![Value::Real(0.9)], verified: -0.9, by: Some(by) };
+    let (_, spent) = sharing_loop(Duration::from_millis(600), Some(champion));
+    assert_eq!(spent.champions.load(Ordering::Relaxed), 0, "{spent:?}");
+    assert!(spent.candidates.load(Ordering::Relaxed) > 0, "the loop searched: {spent:?}");
 }

@@ -192,8 +192,11 @@ impl Sharing {
         }
     }
 
-    /// Sends the queued trials (with the points in flight) once [`FLUSH_TRIALS`] wait or
-    /// [`FLUSH_EVERY`] passed; a full channel keeps them for the next try.
+    /// Sends the queued trials with the points in flight once [`FLUSH_TRIALS`] wait or
+    /// [`FLUSH_EVERY`] passed (with something to say); a full channel keeps them for the next
+    /// try. The loop calls it right after asking a batch, so the points in flight are that
+    /// batch: the other nodes' next proposals stay away from them while they are measured here.
+    /// (Called after telling, it would find nothing in flight: the next batch is not asked yet.)
     /// Only a node whose optimizer learns from shared trials publishes its own (TPE, SHADE
     /// islands run together): an optimizer of its own (CMA-ES, GA, a lone SHADE) gossips
     /// nothing extra.
@@ -202,15 +205,19 @@ impl Sharing {
             self.outbox.clear();
             return;
         }
+        let since = now.duration_since(self.last_flush);
+        if since < Duration::from_millis(1_100) {
+            return;
+        }
+        let in_flight = opt.in_flight();
         let due = self.outbox.len() >= FLUSH_TRIALS
-            || (!self.outbox.is_empty() && now.duration_since(self.last_flush) >= FLUSH_EVERY);
-        if !due || now.duration_since(self.last_flush) < Duration::from_millis(1_100) {
+            || ((!self.outbox.is_empty() || !in_flight.is_empty()) && since >= FLUSH_EVERY);
+        if !due {
             return;
         }
         let take = self.outbox.len().min(doin_primitives::trials::MAX_BATCH_TRIALS);
         let trials: Vec<(Vec<f64>, f64, u32)> = self.outbox.drain(..take).collect();
-        let pending: Vec<Vec<f64>> = opt
-            .in_flight()
+        let pending: Vec<Vec<f64>> = in_flight
             .iter()
             .take(doin_primitives::trials::MAX_BATCH_PENDING)
             .map(|x| to_shared(search, &self.full, x))
