@@ -218,7 +218,9 @@ impl Optimizer for Auto {
             }
             self.revisit.reverse();
         }
-        let n = n.max(1);
+        // No more timed points than the choice needs (the rest of TPE's random start, if TPE is
+        // chosen, counts other nodes' trusted trials; these points do not).
+        let n = n.clamp(1, TIMED.saturating_sub(self.told.len()).max(1));
         let xs: Vec<Vec<f64>> = match &mut self.guide {
             Some(guide) => {
                 let again = self.revisit.len().min(n);
@@ -339,6 +341,12 @@ impl Optimizer for Auto {
         }
     }
 
+    /// While timing: yes (the points are random, but TPE is the likely choice on a domain
+    /// worth batching carefully, and the timing needs no batch); then as the chosen optimizer.
+    fn sequential(&self) -> bool {
+        self.chosen.as_ref().is_none_or(|(_, o)| o.sequential())
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         match &self.chosen {
             // A tag for the choice, then the chosen optimizer's snapshot.
@@ -420,6 +428,24 @@ mod tests {
         }
         assert!(a.choice().is_some());
         assert_eq!(a.ask(1).len(), 1, "the chosen optimizer asks now");
+    }
+
+    /// The random start timed before the choice is [`TIMED`] points whatever the batch: a
+    /// bigger batch would add random points on every node (TPE's own random start counts
+    /// other nodes' trusted trials; these do not). It asks one point per worker while timing.
+    #[test]
+    fn no_more_points_are_timed_than_the_choice_needs() {
+        let mut a = Auto::new(3, 20, 1);
+        assert!(a.sequential(), "asked per worker while timing");
+        let mut sizes = Vec::new();
+        while a.choice().is_none() {
+            let xs = a.ask(4);
+            assert_eq!(a.in_flight(), xs, "the timed batch is in flight while it is out");
+            sizes.push(xs.len());
+            a.tell(&xs.into_iter().map(|x| Evaluated { loss: 1.0, x }).collect::<Vec<_>>());
+            assert!(a.in_flight().is_empty(), "told: nothing in flight");
+        }
+        assert_eq!(sizes, [4, 1]);
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub trait Optimizer: Send {
     fn in_flight(&self) -> Vec<Vec<f64>> {
         Vec::new()
     }
+    /// Whether each result improves its next proposal (a model-based optimizer): it is asked
+    /// no more points than the workers measure at once, since a point asked before the
+    /// results it could have learned from is a worse point, and a batch bigger than the
+    /// workers buys no speed. Population-based optimizers are asked whole batches (their
+    /// proposals cost nothing and a cheap domain's loop must not turn per point).
+    fn sequential(&self) -> bool {
+        false
+    }
 }
 
 /// The optimizer hooks the node's loop calls (`on_generation_start`, `on_between_candidates`,

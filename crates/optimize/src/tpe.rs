@@ -469,6 +469,10 @@ impl Optimizer for Tpe {
         self.pending.iter().rev().take(MAX_ELSEWHERE).cloned().collect()
     }
 
+    fn sequential(&self) -> bool {
+        true
+    }
+
     fn best(&self) -> Option<&Evaluated> {
         self.core.best.as_ref()
     }

@@ -261,6 +261,8 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             }
             None => run.batch,
         };
+        // A model-based optimizer is asked one point per worker (it learns from each result).
+        let batch = if optimizer.sequential() { batch.min(run.workers.max(1)) } else { batch };
         let xs = optimizer.ask(batch);
         if let Some(h) = &hired {
             h.asked(xs.len() as u64);

@@ -495,3 +495,66 @@ fn a_shared_trial_optimizer_learns_a_champion_without_measuring_it() {
     assert_eq!(spent.champions.load(Ordering::Relaxed), 0, "{spent:?}");
     assert!(spent.candidates.load(Ordering::Relaxed) > 0, "the loop searched: {spent:?}");
 }
+
+/// Random points of one dimension, each ask's size recorded.
+struct Sized(bool, Arc<Mutex<Vec<usize>>>, u64);
+impl Optimizer for Sized {
+    fn ask(&mut self, n: usize) -> Vec<Vec<f64>> {
+        self.1.lock().unwrap().push(n);
+        self.2 += 1;
+        (0..n).map(|i| vec![((self.2 * 7 + i as u64) % 100) as f64 / 100.0]).collect()
+    }
+    fn tell(&mut self, _: &[Evaluated]) {}
+    fn inject(&mut self, _: Evaluated) {}
+    fn best(&self) -> Option<&Evaluated> {
+        None
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&mut self, _: &[u8]) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+    fn sequential(&self) -> bool {
+        self.0
+    }
+}
+
+/// A model-based optimizer is asked one point per worker (each result teaches its next
+/// proposal, and a batch bigger than the workers buys no speed); a population-based one is
+/// asked the whole batch.
+#[test]
+fn a_sequential_optimizer_is_asked_one_point_per_worker() {
+    for (sequential, expected) in [(true, 2), (false, 8)] {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (_ctl, control) = sync_channel(1);
+        let (found_tx, _found) = tokio::sync::mpsc::channel(1_000);
+        let stop = Arc::new(AtomicBool::new(false));
+        let io = LoopIo {
+            sharing: None,
+            control,
+            paused: Default::default(),
+            found: found_tx,
+            rounds: None,
+            round_size: 1,
+            stop: stop.clone(),
+            spent: Default::default(),
+            health: Default::default(),
+            running: Default::default(),
+            hired: None,
+        };
+        let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
+        let domain: Arc<dyn Domain> = Arc::new(Slow(space, Duration::from_millis(5)));
+        let run = RunConfig { batch: 8, workers: 2, ..RunConfig::default() };
+        let opt = Box::new(Sized(sequential, asked.clone(), 0));
+        let handle = std::thread::spawn(move || run_loop(domain, opt, run, io));
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        handle.join().expect("the loop stops");
+        let asked = asked.lock().unwrap().clone();
+        assert!(
+            !asked.is_empty() && asked.iter().all(|n| *n == expected),
+            "sequential {sequential}: {asked:?}"
+        );
+    }
+}
