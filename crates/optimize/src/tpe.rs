@@ -51,6 +51,8 @@ pub const MAX_ELSEWHERE: usize = 16;
 /// Proposals per ask at most: more in flight only dilutes the model (the loop asks again as
 /// soon as these are told).
 pub const MAX_BATCH: usize = 4;
+/// A migrant within this of a trusted shared trial in every coordinate is that trial.
+const SAME_POINT: f64 = 1e-3;
 
 /// The persistent part (what a snapshot holds).
 #[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
@@ -417,7 +419,18 @@ impl Optimizer for Tpe {
     }
 
     fn inject(&mut self, migrant: Evaluated) {
-        self.remember(&migrant);
+        // A migrant a trusted node already shared (a verified champion arrives as its claimer's
+        // trial first: both are cell centres of the same values, 16-bit quantized) is known: a
+        // second copy at full weight would make the good density collapse onto that one point
+        // on every node, and every node would search the same region.
+        let same = |x: &[f64]| {
+            x.len() == migrant.x.len() && x.iter().zip(&migrant.x).all(|(a, b)| (a - b).abs() <= SAME_POINT)
+        };
+        let shared =
+            self.shared.iter().any(|(s, e)| self.weights.get(s).is_some_and(|w| *w > 0.0) && same(&e.x));
+        if !shared {
+            self.remember(&migrant);
+        }
     }
 
     fn observe(&mut self, source: u32, trials: &[Evaluated]) {
@@ -660,6 +673,23 @@ mod tests {
 
     /// Points another node measures now count as bad: proposals move away from them (less
     /// so per dimension, where a busy point only marks its coordinates).
+    /// A verified champion a trusted node already shared is not learned twice (its second copy
+    /// would anchor the good density on one point on every node); an untrusted sender's
+    /// trial, or a new point, is learned.
+    #[test]
+    fn a_migrant_already_shared_by_a_trusted_node_is_not_learned_twice() {
+        let mut t = Tpe::new(2, 4, 1);
+        let p = vec![0.25, 0.75];
+        t.observe(7, &[Evaluated { x: p.clone(), loss: -0.97 }]);
+        t.inject(Evaluated { x: vec![0.25 + 1e-5, 0.75], loss: -0.969 });
+        assert_eq!(t.history_len(), 1, "the sender is not trusted yet: learned");
+        t.trust(7, 0.5);
+        t.inject(Evaluated { x: vec![0.25 + 1e-5, 0.75 - 1e-5], loss: -0.969 });
+        assert_eq!(t.history_len(), 1, "shared by a trusted node: known");
+        t.inject(Evaluated { x: vec![0.3, 0.75], loss: -0.96 });
+        assert_eq!(t.history_len(), 2, "another point");
+    }
+
     #[test]
     fn points_in_flight_elsewhere_are_avoided() {
         for (multivariate, margin) in [(true, 1.2), (false, 1.1)] {

@@ -211,6 +211,17 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     // scoring 0.972 here let no one claim for 400 s.)
                     champion_loss = verified;
                     let x = domain.space().encode(&values);
+                    if by.is_none() && optimizer.best().is_some() {
+                        // This node's own claim: the loop measured it and told the optimizer
+                        // (a second copy would pull every proposal towards that one point).
+                        optimizer.hook(&Hook::ChampionFound { x, loss: verified });
+                        continue;
+                    }
+                    if let (Some(s), Some(by)) = (&mut sharing, by) {
+                        // Vouched for first: its trials (the champion's among them) are trusted
+                        // now, so the optimizer knows the champion already if it was shared.
+                        s.certified(by, verified, optimizer.as_mut());
+                    }
                     // An optimizer of its own (an island, CMA-ES, GA) learns the migrant on the
                     // data it searches on: its figures are all this node's. One that learns
                     // other nodes' trials (TPE) already weighs figures measured elsewhere, and
@@ -231,9 +242,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                         println!("migrant {} from {by} into {} loss {loss}", domain.id(), optimizer.kind());
                     }
                     optimizer.hook(&Hook::ChampionFound { x, loss });
-                    if let (Some(s), Some(by)) = (&mut sharing, by) {
-                        s.certified(by, verified, optimizer.as_mut());
-                    }
                 }
                 Ok(Control::Settled) => pending = None,
                 Err(TryRecvError::Empty) => break,

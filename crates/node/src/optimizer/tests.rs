@@ -558,3 +558,41 @@ fn a_sequential_optimizer_is_asked_one_point_per_worker() {
         );
     }
 }
+
+/// This node's own certified claim is not measured or taught again (the loop told it when it
+/// measured it); the bar moves to its verified figure and the hook hears of it.
+#[test]
+fn an_own_champion_is_not_measured_again() {
+    // A TPE without sharing (which would measure another node's champion here), searching
+    // for 200 ms before its own champion arrives.
+    let spent: Arc<super::Spent> = Default::default();
+    let (ctl, control) = sync_channel(4);
+    let (found_tx, _found) = tokio::sync::mpsc::channel(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let io = LoopIo {
+        sharing: None,
+        control,
+        paused: Default::default(),
+        found: found_tx,
+        rounds: None,
+        round_size: 1,
+        stop: stop.clone(),
+        spent: spent.clone(),
+        health: Default::default(),
+        running: Default::default(),
+        hired: None,
+    };
+    let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
+    let domain: Arc<dyn Domain> = Arc::new(Slow(space, Duration::from_millis(20)));
+    let run = RunConfig { batch: 1, workers: 1, ..RunConfig::default() };
+    let handle =
+        std::thread::spawn(move || run_loop(domain, Box::new(doin_optimize::Tpe::new(1, 2, 3)), run, io));
+    std::thread::sleep(Duration::from_millis(200));
+    ctl.send(Control::Champion { values: vec![Value::Real(0.9)], verified: -0.9, by: None })
+        .expect("listens");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    handle.join().expect("the loop stops");
+    assert_eq!(spent.champions.load(Ordering::Relaxed), 0, "{spent:?}");
+    assert!(spent.candidates.load(Ordering::Relaxed) > 0, "{spent:?}");
+}
