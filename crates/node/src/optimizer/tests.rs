@@ -17,8 +17,8 @@ use doin_primitives::Hash;
 use super::*;
 
 /// Performance is the single parameter itself (in [0, 1]), plus `luck` on the optimizer's
-/// own data.
-struct Identity(Space, f64);
+/// own data; each evaluation takes `.2` (a domain worth sharing trials of, when not zero).
+struct Identity(Space, f64, Duration);
 impl Domain for Identity {
     fn id(&self) -> &str {
         "identity"
@@ -30,6 +30,7 @@ impl Domain for Identity {
         true
     }
     fn evaluate(&self, params: &[Value], seed: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
+        std::thread::sleep(self.2);
         let luck = if seed.is_none() { self.1 } else { 0.0 };
         Ok(Measurement { performance: params[0].as_f64() + luck, metrics: Default::default() })
     }
@@ -78,21 +79,9 @@ impl Harness {
         let (found_tx, found) = tokio::sync::mpsc::channel(16);
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
-        let io = LoopIo {
-            sharing: None,
-            control,
-            paused: paused.clone(),
-            found: found_tx,
-            rounds: None,
-            round_size: 1,
-            stop: stop.clone(),
-            spent: Default::default(),
-            health: Default::default(),
-            running: Default::default(),
-            hired,
-        };
+        let io = test_io(None, control, paused.clone(), found_tx, stop.clone(), Default::default(), hired);
         let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
-        let domain: Arc<dyn Domain> = Arc::new(Identity(space, luck));
+        let domain: Arc<dyn Domain> = Arc::new(Identity(space, luck, Duration::ZERO));
         let run = RunConfig { batch: 1, ..RunConfig::default() };
         let hooks = Arc::new(Mutex::new(Vec::new()));
         let log = hooks.clone();
@@ -116,6 +105,31 @@ impl Harness {
         self.stop.store(true, Ordering::Relaxed);
         drop(self.feed);
         self.handle.join().expect("the loop stops");
+    }
+}
+
+/// The loop's I/O in a test: untracked rounds of one candidate, health and status ignored.
+fn test_io(
+    sharing: Option<crate::trials::share::Sharing>,
+    control: StdReceiver<Control>,
+    paused: Arc<AtomicBool>,
+    found: tokio::sync::mpsc::Sender<Found>,
+    stop: Arc<AtomicBool>,
+    spent: Arc<super::Spent>,
+    hired: Option<Arc<crate::market::hire::Allowance>>,
+) -> LoopIo {
+    LoopIo {
+        sharing,
+        control,
+        paused,
+        found,
+        rounds: None,
+        round_size: 1,
+        stop,
+        spent,
+        health: Default::default(),
+        running: Default::default(),
+        hired,
     }
 }
 
@@ -171,7 +185,7 @@ fn a_paused_loop_does_not_search_and_resumes_when_unpaused() {
 /// time, `auto` decides after timing its first batch (a cheap domain: SHADE).
 #[test]
 fn each_optimizer_name_builds_that_optimizer() {
-    let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 3] }, 0.0);
+    let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 3] }, 0.0, Duration::ZERO);
     let named = |name: Option<&str>| DomainConfig {
         optimization_plugin: name.map(str::to_owned),
         ..DomainConfig::default()
@@ -201,7 +215,7 @@ fn each_optimizer_name_builds_that_optimizer() {
 /// skipped); TPE then proposes near the best of them.
 #[test]
 fn a_warm_start_teaches_the_rounds_that_fit() {
-    let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 2] }, 0.0);
+    let domain = Identity(Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 2] }, 0.0, Duration::ZERO);
     use doin_tracking::{PriorSource, PriorTrial, WarmSeed};
     let row = |p: &str, performance: f64, source: PriorSource, id: &str| PriorTrial {
         parameters: p.into(),
@@ -237,7 +251,7 @@ fn a_warm_start_teaches_the_rounds_that_fit() {
 #[test]
 fn the_population_is_split_among_the_domains_optimizers() {
     let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
-    let domain = Identity(space, 0.0);
+    let domain = Identity(space, 0.0, Duration::ZERO);
     let first = |k: usize| Place::new(k, 0);
     let islands = DomainConfig {
         optimization_plugin: Some("shade".into()),
@@ -266,7 +280,7 @@ fn the_population_is_split_among_the_domains_optimizers() {
 #[test]
 fn shared_trials_split_shade_into_islands_run_together() {
     let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 7] };
-    let domain = Identity(space, 0.0);
+    let domain = Identity(space, 0.0, Duration::ZERO);
     let shade = DomainConfig { optimization_plugin: Some("shade".into()), ..DomainConfig::default() };
     assert!(shade.share_trials, "sharing is the default");
     assert_eq!(network_population(&domain, &shade), Some(70));
@@ -291,7 +305,7 @@ fn shared_trials_split_shade_into_islands_run_together() {
 #[test]
 fn optimization_patience_sets_when_the_ga_moves_on() {
     let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }; 3] };
-    let domain = Identity(space, 0.0);
+    let domain = Identity(space, 0.0, Duration::ZERO);
     let stage_after = |patience: Option<u32>, generations: usize| {
         let mut ga = DomainConfig { optimization_plugin: Some("ga".into()), ..DomainConfig::default() };
         ga.optimization_config.insert("population_size".into(), serde_json::json!(8));
@@ -395,24 +409,6 @@ fn a_settled_claim_lowers_the_bar_back_to_the_champion() {
     h.stop();
 }
 
-/// Performance is the single parameter, measured in `.1` (a domain worth sharing trials of).
-struct Slow(Space, Duration);
-impl Domain for Slow {
-    fn id(&self) -> &str {
-        "slow"
-    }
-    fn space(&self) -> &Space {
-        &self.0
-    }
-    fn higher_is_better(&self) -> bool {
-        true
-    }
-    fn evaluate(&self, params: &[Value], _: Option<&Hash>, _: Budget) -> Result<Measurement, EvalError> {
-        std::thread::sleep(self.1);
-        Ok(Measurement { performance: params[0].as_f64(), metrics: Default::default() })
-    }
-}
-
 /// A TPE loop sharing trials, its outgoing batches and what it spent, stopped after `run_for`
 /// (a verified champion by another node sent once it started).
 fn sharing_loop(
@@ -435,20 +431,8 @@ fn sharing_loop(
     let (found_tx, _found) = tokio::sync::mpsc::channel(64);
     let stop = Arc::new(AtomicBool::new(false));
     let spent: Arc<super::Spent> = Default::default();
-    let io = LoopIo {
-        sharing: Some(sharing),
-        control,
-        paused: Default::default(),
-        found: found_tx,
-        rounds: None,
-        round_size: 1,
-        stop: stop.clone(),
-        spent: spent.clone(),
-        health: Default::default(),
-        running: Default::default(),
-        hired: None,
-    };
-    let domain: Arc<dyn Domain> = Arc::new(Slow(space, Duration::from_millis(100)));
+    let io = test_io(Some(sharing), control, Default::default(), found_tx, stop.clone(), spent.clone(), None);
+    let domain: Arc<dyn Domain> = Arc::new(Identity(space, 0.0, Duration::from_millis(100)));
     let run = RunConfig { batch: 2, workers: 1, ..RunConfig::default() };
     let handle =
         std::thread::spawn(move || run_loop(domain, Box::new(doin_optimize::Tpe::new(1, 2, 3)), run, io));
@@ -530,21 +514,9 @@ fn a_sequential_optimizer_is_asked_one_point_per_worker() {
         let (_ctl, control) = sync_channel(1);
         let (found_tx, _found) = tokio::sync::mpsc::channel(1_000);
         let stop = Arc::new(AtomicBool::new(false));
-        let io = LoopIo {
-            sharing: None,
-            control,
-            paused: Default::default(),
-            found: found_tx,
-            rounds: None,
-            round_size: 1,
-            stop: stop.clone(),
-            spent: Default::default(),
-            health: Default::default(),
-            running: Default::default(),
-            hired: None,
-        };
+        let io = test_io(None, control, Default::default(), found_tx, stop.clone(), Default::default(), None);
         let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
-        let domain: Arc<dyn Domain> = Arc::new(Slow(space, Duration::from_millis(5)));
+        let domain: Arc<dyn Domain> = Arc::new(Identity(space, 0.0, Duration::from_millis(5)));
         let run = RunConfig { batch: 8, workers: 2, ..RunConfig::default() };
         let opt = Box::new(Sized(sequential, asked.clone(), 0));
         let handle = std::thread::spawn(move || run_loop(domain, opt, run, io));
@@ -569,21 +541,9 @@ fn an_own_champion_is_not_measured_again() {
     let (ctl, control) = sync_channel(4);
     let (found_tx, _found) = tokio::sync::mpsc::channel(64);
     let stop = Arc::new(AtomicBool::new(false));
-    let io = LoopIo {
-        sharing: None,
-        control,
-        paused: Default::default(),
-        found: found_tx,
-        rounds: None,
-        round_size: 1,
-        stop: stop.clone(),
-        spent: spent.clone(),
-        health: Default::default(),
-        running: Default::default(),
-        hired: None,
-    };
+    let io = test_io(None, control, Default::default(), found_tx, stop.clone(), spent.clone(), None);
     let space = Space { dims: vec![Dim::Continuous { lo: 0.0, hi: 1.0 }] };
-    let domain: Arc<dyn Domain> = Arc::new(Slow(space, Duration::from_millis(20)));
+    let domain: Arc<dyn Domain> = Arc::new(Identity(space, 0.0, Duration::from_millis(20)));
     let run = RunConfig { batch: 1, workers: 1, ..RunConfig::default() };
     let handle =
         std::thread::spawn(move || run_loop(domain, Box::new(doin_optimize::Tpe::new(1, 2, 3)), run, io));
