@@ -212,8 +212,13 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     champion_loss = verified;
                     let x = domain.space().encode(&values);
                     if by.is_none() && optimizer.best().is_some() {
-                        // This node's own claim: the loop measured it and told the optimizer
-                        // (a second copy would pull every proposal towards that one point).
+                        // This node's own claim: the loop measured it already, so it is not
+                        // measured again; its verified figure is taught once more, which keeps
+                        // this node searching around its certified point, while the other nodes
+                        // do not copy it (TPE learns a migrant a trusted node shared only once)
+                        // and search elsewhere. (docs/design.md §20c: what the lone node gains
+                        // by it is within the spread of the runs measured so far.)
+                        optimizer.inject(Evaluated { x: x.clone(), loss: verified });
                         optimizer.hook(&Hook::ChampionFound { x, loss: verified });
                         continue;
                     }

@@ -531,8 +531,8 @@ fn a_sequential_optimizer_is_asked_one_point_per_worker() {
     }
 }
 
-/// This node's own certified claim is not measured or taught again (the loop told it when it
-/// measured it); the bar moves to its verified figure and the hook hears of it.
+/// This node's own certified claim is not measured again (the loop measured it when it found
+/// it); it is taught at its verified figure and the hook hears of it.
 #[test]
 fn an_own_champion_is_not_measured_again() {
     // A TPE without sharing (which would measure another node's champion here), searching
