@@ -197,7 +197,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
     let mut champion_loss = f64::INFINITY;
     // The loss of our claim in flight: until it settles, only better candidates are reported.
     let mut pending: Option<f64> = None;
-    let mut evaluations = 0u64;
     let mut failed_batches = 0u32;
     // Batches asked and evaluated (the hooks' generations).
     let mut batches = 0u64;
@@ -211,33 +210,26 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                     // scoring 0.972 here let no one claim for 400 s.)
                     champion_loss = verified;
                     let x = domain.space().encode(&values);
-                    if by.is_none() && optimizer.best().is_some() {
-                        // This node's own claim: the loop measured it already, so it is not
-                        // measured again; its verified figure is taught once more, which keeps
-                        // this node searching around its certified point, while the other nodes
-                        // do not copy it (TPE learns a migrant a trusted node shared only once)
-                        // and search elsewhere. (docs/design.md §20c: what the lone node gains
-                        // by it is within the spread of the runs measured so far.)
-                        optimizer.inject(Evaluated { x: x.clone(), loss: verified });
-                        optimizer.hook(&Hook::ChampionFound { x, loss: verified });
-                        continue;
-                    }
                     if let (Some(s), Some(by)) = (&mut sharing, by) {
                         // Vouched for first: its trials (the champion's among them) are trusted
                         // now, so the optimizer knows the champion already if it was shared.
                         s.certified(by, verified, optimizer.as_mut());
                     }
-                    // An optimizer of its own (an island, CMA-ES, GA) learns the migrant on the
-                    // data it searches on: its figures are all this node's. One that learns
-                    // other nodes' trials (TPE) already weighs figures measured elsewhere, and
-                    // the quorum's is the best of them: measuring it again would spend an
-                    // evaluation of an expensive domain per champion on every node — a cost
-                    // that does not shrink as more nodes search.
-                    let loss = if sharing.is_some() && optimizer.learns_shared() {
+                    // This node's own claim was measured here when it was found: it is taught
+                    // again at its verified figure, which keeps this node searching around its
+                    // certified point, while the other nodes do not copy it (TPE learns a
+                    // migrant a trusted node shared only once) and search elsewhere
+                    // (docs/design.md §20c). An optimizer of its own (an island, CMA-ES, GA)
+                    // learns another node's champion on the data it searches on: its figures
+                    // are all this node's. One that learns other nodes' trials (TPE) already
+                    // weighs figures measured elsewhere, and the quorum's is the best of them:
+                    // measuring it again would spend an evaluation of an expensive domain per
+                    // champion on every node — a cost that does not shrink as more nodes search.
+                    let own_claim = by.is_none() && optimizer.best().is_some();
+                    let loss = if own_claim || (sharing.is_some() && optimizer.learns_shared()) {
                         verified
                     } else {
                         let own = evaluate_one(domain.as_ref(), &x, None, run);
-                        evaluations += 1;
                         spent.champions.fetch_add(1, Ordering::Relaxed);
                         own.map_or(verified, |m| domain.loss(&m))
                     };
@@ -307,7 +299,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
         if let (Some(_), Some(s)) = (&check, &mut sharing) {
             // A check verifies a claim; if it holds, the claim is in the model already.
             let loss = outcomes.pop().and_then(|o| o.ok()).map(|m| domain.loss(&m));
-            evaluations += 1;
             spent.checks.fetch_add(1, Ordering::Relaxed);
             s.checked(loss, optimizer.as_mut());
         }
@@ -362,7 +353,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             }
             told.push(Evaluated { x, loss });
         }
-        evaluations += told.len() as u64;
         spent.candidates.fetch_add(told.len() as u64, Ordering::Relaxed);
         if let Some(tx) = &rounds {
             // A round is a generation: `round_size` candidates (the population), told in batches.
@@ -399,7 +389,7 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                 let _ = tx.try_send(RoundInfo {
                     domain: domain.id().to_owned(),
                     round,
-                    evaluations,
+                    evaluations: spent.total(),
                     stage: optimizer.stage(),
                     population: done.size,
                     best: done.best,
@@ -424,7 +414,6 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
             // own figure, as before.
             let second =
                 evaluate_one(domain.as_ref(), &told[i].x, Some(&second_opinion_seed(&told[i].x)), run);
-            evaluations += 1;
             spent.second_opinions.fetch_add(1, Ordering::Relaxed);
             let m = second.map_or_else(|_| first.clone(), |second| mean_of(first, &second));
             let estimate = domain.loss(&m);
@@ -432,8 +421,13 @@ pub fn run_loop(domain: Arc<dyn Domain>, mut optimizer: Box<dyn Optimizer>, run:
                 pending = Some(estimate);
                 let values = domain.space().decode(&told[i].x);
                 let artifact = train_artifact(domain.as_ref(), &values, run);
-                let msg =
-                    Found { domain: domain.id().to_owned(), values, measurement: m, evaluations, artifact };
+                let msg = Found {
+                    domain: domain.id().to_owned(),
+                    values,
+                    measurement: m,
+                    evaluations: spent.total(),
+                    artifact,
+                };
                 if found.try_send(msg).is_err() {
                     // The node is busy; the next improvement will be reported.
                     pending = None;
