@@ -376,6 +376,12 @@ fn join(
                 if failing >= 5 && nodes.len() > 1 {
                     at = (at + 1) % nodes.len();
                     failing = 0;
+                    // A round is known by its number and when its supervisor opened it, on that
+                    // node's clock: another node's round of the same number is another round,
+                    // even when its clock reads the same (two nodes started together opened
+                    // round 5 within the same millisecond: the contributors never sent to the
+                    // standby).
+                    last = None;
                     println!("{}", json!({ "failover": nodes[at] }));
                 }
                 std::thread::sleep(Duration::from_secs(1));

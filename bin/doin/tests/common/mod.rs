@@ -34,6 +34,40 @@ impl Drop for Killed {
     }
 }
 
+/// Sends `cmd`'s stdout and stderr to the file `path` (created): a process of a multi-process
+/// test that [`LogsOnPanic`] shows when the test fails.
+pub(crate) fn logged<'a>(cmd: &'a mut Command, path: &std::path::Path) -> &'a mut Command {
+    let file = std::fs::File::create(path).unwrap();
+    cmd.stdout(file.try_clone().unwrap()).stderr(file)
+}
+
+/// Prints the last lines of every `*.log` file in its folder when dropped by a panicking
+/// test: what the processes of a failed multi-process test said (a CI failure is read from its
+/// output only). Declare it after the folder's `TempDir`, so it drops first.
+pub(crate) struct LogsOnPanic(pub(crate) std::path::PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.0) else { return };
+        let mut logs: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- last lines of {} ({} lines) ----", log.display(), lines.len());
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// Runs `ip ARGS`, returning its error text on failure.
 pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;

@@ -211,6 +211,34 @@ pub fn after_expiry(
     Ok(next)
 }
 
+/// What a takeover by `supervisor` at `height` may build on instead of the last round: that
+/// round's base, when the round awaits its audit past the deadline with no verdict (no vote, or
+/// a tie: unpaid) and another supervisor recorded it. Its model may be held only by the
+/// supervisor that vanished (recorded just before it did, fetched by no one), and nobody
+/// verified it or was paid for it, so the new supervisor records that round again from its
+/// base. `None` otherwise: a round audited or rejected, not yet expired, or this supervisor's
+/// own.
+pub fn takeover_rewind(
+    spec: &doin_primitives::DomainSpec,
+    fed: &FederatedState,
+    height: u64,
+    supervisor: Address,
+) -> Option<FederatedState> {
+    let p = fed.pending.as_ref()?;
+    if p.supervisor == supervisor
+        || height < deadline(spec, p)
+        || decide(p, usize::MAX, true) != Some(Verdict::Unpaid)
+    {
+        return None;
+    }
+    let mut next = fed.clone();
+    next.pending = None;
+    next.rounds = p.record.round;
+    next.model = p.record.base;
+    next.model_quality_micro = p.previous_quality_micro;
+    Some(next)
+}
+
 /// Settles `record` of `supervisor` by `verdict` on the domain's state (its pending round
 /// already cleared by the caller): pays, or rewinds and slashes. Returns the settlement and
 /// the payouts.

@@ -92,7 +92,13 @@ pub fn check_round(
     if !state.stake(&supervisor).is_some_and(|s| s.supervises(&round.domain)) {
         return Err(rejected(format!("sender is not staked as a supervisor of {:?}", round.domain)));
     }
-    let fed = audit::after_expiry(&domain.spec, &domain.federated.clone().unwrap_or_default(), height)?;
+    // A takeover may record the last round again from its base when nobody verified it
+    // (`audit::takeover_rewind`): its model may have vanished with its supervisor.
+    let recorded = domain.federated.clone().unwrap_or_default();
+    let fed = match audit::takeover_rewind(&domain.spec, &recorded, height, supervisor) {
+        Some(rewound) if round.round == rewound.rounds => rewound,
+        _ => audit::after_expiry(&domain.spec, &recorded, height)?,
+    };
     if round.round != fed.rounds {
         return Err(rejected(format!(
             "round {} recorded, the domain's next round is {}",
@@ -191,6 +197,12 @@ pub(crate) fn apply_round(
         .domain(&round.domain)
         .cloned()
         .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
+    let rewound_quality = domain
+        .federated
+        .as_ref()
+        .and_then(|f| audit::takeover_rewind(&domain.spec, f, height, supervisor))
+        .filter(|r| r.rounds == round.round)
+        .map(|r| r.model_quality_micro);
     if let Some(p) = domain.federated.as_ref().and_then(|f| f.pending.clone()) {
         // Expired (check_round refuses otherwise): settled by the votes in hand.
         let verdict = audit::decide(&p, usize::MAX, true).unwrap_or(audit::Verdict::Unpaid);
@@ -212,7 +224,8 @@ pub(crate) fn apply_round(
         .cloned()
         .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
     let before = domain.federated.clone().unwrap_or_default();
-    let previous_quality_micro = before.model_quality_micro;
+    // A takeover recording the last round again builds on that round's base (its quality).
+    let previous_quality_micro = rewound_quality.unwrap_or(before.model_quality_micro);
     domain.federated = Some(FederatedState {
         rounds: round.round + 1,
         model: round.model,

@@ -271,14 +271,8 @@ fn every_abuse_of_a_round_is_refused_by_name() {
     refused(&mut plain, 1, round_of(0, initial(), vec![c]), "not a federated domain");
 }
 
-/// Contributors train; they run no node: an account staked only as a contributor is never drawn
-/// to lead a block slot and its stake is not in finality's total, so a crowd of contributors
-/// cannot stall blocks or finality.
-#[test]
-fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
-    let mut net = federated_net();
-    let keys = net.keys.clone();
-    // A second staked supervisor of the job.
+/// Stakes `OUTSIDER` as a second supervisor of the job.
+fn stake_second_supervisor(net: &mut TestNet) {
     let stake = net.tx(
         OUTSIDER,
         TxKind::Stake {
@@ -289,6 +283,16 @@ fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
         },
     );
     net.heartbeat(vec![stake]).unwrap();
+}
+
+/// Contributors train; they run no node: an account staked only as a contributor is never drawn
+/// to lead a block slot and its stake is not in finality's total, so a crowd of contributors
+/// cannot stall blocks or finality.
+#[test]
+fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
+    let mut net = federated_net();
+    let keys = net.keys.clone();
+    stake_second_supervisor(&mut net);
     let round = |r: u64, base: Hash| round_of(r, base, vec![contribution(&keys, 2, r, base, 10_000)]);
     record(&mut net, SUPERVISOR, round(0, initial())).unwrap();
     let recorded_at = net.state.height();
@@ -489,6 +493,59 @@ fn a_false_aggregate_is_rejected_and_a_silent_quorum_pays_nothing() {
     let next = quorum(&net);
     assert_eq!(next.len(), 1);
     assert!(!silent.contains(&next[0]), "a silent member drawn again: {next:?} of {silent:?}");
+}
+
+/// A supervisor that vanishes right after its round is recorded may take the round's model with
+/// it (nobody fetched it yet). A takeover records that round again from its base — only when
+/// nobody verified it (its audit expired without a verdict: unpaid), only by another supervisor
+/// past the lease, never over an audited round.
+#[test]
+fn a_takeover_records_again_a_round_nobody_verified() {
+    let mut net = federated_net_with(4);
+    let keys = net.keys.clone();
+    stake_second_supervisor(&mut net);
+    let spec = net.state.domain(&domain_id()).unwrap().spec.clone();
+    let lease = doin_consensus::federated::takeover_blocks(&spec);
+    let past = |net: &mut TestNet, height: u64| {
+        while net.state.height() + 1 < height + lease {
+            net.heartbeat(Vec::new()).unwrap();
+        }
+    };
+    // Round 0, audited by its quorum.
+    let first = round_of(0, initial(), vec![contribution(&keys, 2, 0, initial(), 5_000)]);
+    record(&mut net, SUPERVISOR, first.clone()).unwrap();
+    let at = net.state.height();
+    net.heartbeat(Vec::new()).unwrap();
+    let members = quorum(&net);
+    net.heartbeat(vec![net.tx(members[0], vote(&first, true, &[5_000]))]).unwrap();
+    net.heartbeat(vec![net.tx(members[1], vote(&first, true, &[5_000]))]).unwrap();
+    // An audited round is not recorded again, however long its supervisor is gone.
+    past(&mut net, at);
+    let mut again = round_of(0, initial(), vec![contribution(&keys, 3, 0, initial(), 5_000)]);
+    again.model = Hash::of_encoded(&"the outsider's round 0");
+    refused(&mut net, OUTSIDER, again, "the domain's next round is 1");
+
+    // Round 1, recorded; its supervisor vanishes and its quorum cannot vote.
+    let lost = round_of(1, model(1), vec![contribution(&keys, 2, 1, model(1), 5_000)]);
+    record(&mut net, SUPERVISOR, lost).unwrap();
+    let at = net.state.height();
+    let mut redo = round_of(1, model(1), vec![contribution(&keys, 3, 1, model(1), 5_000)]);
+    redo.model = Hash::of_encoded(&"the outsider's round 1");
+    // Not before the audit's deadline (the lease's end)...
+    refused(&mut net, OUTSIDER, redo.clone(), "awaits its audit until height");
+    past(&mut net, at);
+    // ...and never by the supervisor that recorded it (it holds its model).
+    refused(&mut net, SUPERVISOR, redo.clone(), "the domain's next round is 2");
+    let escrow = net.state.domain(&domain_id()).unwrap().bounty_left;
+    let r = record(&mut net, OUTSIDER, redo.clone()).unwrap();
+    assert_eq!(r.transactions[0].settled[0].outcome, doin_consensus::federated::RoundOutcome::Unpaid);
+    let d = net.state.domain(&domain_id()).unwrap();
+    let fed = d.federated.clone().unwrap();
+    assert_eq!((fed.rounds, fed.model, fed.supervisor), (2, redo.model, net.addr(OUTSIDER)));
+    assert_eq!((fed.audited, fed.unpaid), (1, 1));
+    assert_eq!(fed.pending.as_ref().map(|p| (p.record.round, p.supervisor)), Some((1, net.addr(OUTSIDER))));
+    assert_eq!(d.bounty_left, escrow, "the lost round paid nobody");
+    assert_eq!(net.state.accounted_supply(), Some(net.state.meta().supply.minted.0));
 }
 
 /// The first round starts from the initial model the domain registered: another base is

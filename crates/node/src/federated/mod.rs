@@ -362,6 +362,14 @@ impl Jobs {
             let Some(d) = state.domain(&rt.domain) else { continue };
             let fed = d.federated.clone().unwrap_or_default();
             let mine = supervises(&rt.domain);
+            // Taking the job over at the base of a round nobody verified (consensus lets this
+            // node record that round again): the base is this job's open model.
+            let rewind = mine
+                .then(|| {
+                    doin_consensus::federated::audit::takeover_rewind(&d.spec, &fed, state.height() + 1, me)
+                })
+                .flatten()
+                .filter(|r| rt.job.model().0 == r.rounds && rt.job.model().2 == r.model);
             // Recording now, or the last round's recorder (its audit may hold the next round).
             rt.supervising = mine || fed.supervisor == me;
             // A follower restores the supervisor's standings as they are recorded.
@@ -405,12 +413,28 @@ impl Jobs {
                         println!("fl resumed {id} at round {} from checkpoint {model}", fed.rounds);
                         continue;
                     }
-                    if rt.behind != Some(model) {
-                        tracing::info!(job = %id, rounds = fed.rounds, model = %model, supervisor = %fed.supervisor, "the chain recorded a round this node has no model for; fetching it");
-                        println!("fl behind {id}: the chain is at round {} with model {model}", fed.rounds);
+                    if let Some(base) = &rewind {
+                        // The last round's model is nowhere to be fetched (recorded just before
+                        // its supervisor vanished): its round is recorded again from its base.
+                        if rt.behind.is_some() {
+                            tracing::warn!(job = %id, round = base.rounds, lost = %model, base = %base.model, "taking the job over from the base of a round nobody verified, whose model is lost");
+                            println!(
+                                "fl takeover {id}: round {} again from its base {}",
+                                base.rounds, base.model
+                            );
+                        }
+                        rt.behind = None;
+                    } else {
+                        if rt.behind != Some(model) {
+                            tracing::info!(job = %id, rounds = fed.rounds, model = %model, supervisor = %fed.supervisor, "the chain recorded a round this node has no model for; fetching it");
+                            println!(
+                                "fl behind {id}: the chain is at round {} with model {model}",
+                                fed.rounds
+                            );
+                        }
+                        rt.behind = Some(model);
+                        continue;
                     }
-                    rt.behind = Some(model);
-                    continue;
                 }
             }
             // Rounds settle when recorded (no auditor), or when their audit quorum decides.
