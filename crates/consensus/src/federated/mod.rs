@@ -197,13 +197,13 @@ pub(crate) fn apply_round(
         .domain(&round.domain)
         .cloned()
         .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
-    let rewound_quality = domain
-        .federated
-        .as_ref()
-        .and_then(|f| audit::takeover_rewind(&domain.spec, f, height, supervisor))
-        .filter(|r| r.rounds == round.round)
-        .map(|r| r.model_quality_micro);
+    // A round recorded again (a takeover from the base of a round nobody verified) builds on
+    // that base's quality; a rejected round's settlement restores the same figure.
+    let mut redone_quality = None;
     if let Some(p) = domain.federated.as_ref().and_then(|f| f.pending.clone()) {
+        if p.record.round == round.round {
+            redone_quality = Some(p.previous_quality_micro);
+        }
         // Expired (check_round refuses otherwise): settled by the votes in hand.
         let verdict = audit::decide(&p, usize::MAX, true).unwrap_or(audit::Verdict::Unpaid);
         let mut cleared = domain.clone();
@@ -224,8 +224,7 @@ pub(crate) fn apply_round(
         .cloned()
         .ok_or_else(|| rejected(format!("domain {:?} is not registered", round.domain)))?;
     let before = domain.federated.clone().unwrap_or_default();
-    // A takeover recording the last round again builds on that round's base (its quality).
-    let previous_quality_micro = rewound_quality.unwrap_or(before.model_quality_micro);
+    let previous_quality_micro = redone_quality.unwrap_or(before.model_quality_micro);
     domain.federated = Some(FederatedState {
         rounds: round.round + 1,
         model: round.model,

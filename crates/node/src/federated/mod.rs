@@ -369,7 +369,10 @@ impl Jobs {
                     doin_consensus::federated::audit::takeover_rewind(&d.spec, &fed, state.height() + 1, me)
                 })
                 .flatten()
-                .filter(|r| rt.job.model().0 == r.rounds && rt.job.model().2 == r.model);
+                .filter(|r| {
+                    let (round, _, model) = rt.job.model();
+                    (round, model) == (r.rounds, r.model)
+                });
             // Recording now, or the last round's recorder (its audit may hold the next round).
             rt.supervising = mine || fed.supervisor == me;
             // A follower restores the supervisor's standings as they are recorded.
