@@ -285,9 +285,7 @@ fn stake_second_supervisor(net: &mut TestNet) {
     net.heartbeat(vec![stake]).unwrap();
 }
 
-/// Contributors train; they run no node: an account staked only as a contributor is never drawn
-/// to lead a block slot and its stake is not in finality's total, so a crowd of contributors
-/// cannot stall blocks or finality.
+/// A supervisor whose job still runs keeps it; one stalled past the lease can be replaced.
 #[test]
 fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
     let mut net = federated_net();
@@ -312,6 +310,9 @@ fn a_running_job_cannot_be_taken_over_but_a_stalled_one_can() {
     refused(&mut net, SUPERVISOR, round(2, model(2)), "holds");
 }
 
+/// Contributors train; they run no node: an account staked only as a contributor is never drawn
+/// to lead a block slot and its stake is not in finality's total, so a crowd of contributors
+/// cannot stall blocks or finality.
 #[test]
 fn contributor_stakes_lead_no_slot_and_weigh_nothing_in_finality() {
     let net = federated_net();
