@@ -815,6 +815,16 @@ impl TrustedNode {
                 break;
             }
         }
+        // A node that exited on its own (its output closed before `until` matched) failed: say
+        // why, from its log, rather than letting `query` read a node that is gone.
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!(
+                "the node exited ({status}) before the test was done\nstdout: {lines:?}\nlog:\n{}",
+                tail.join("\n")
+            );
+        }
         let answer = query();
         let _ = child.kill();
         let _ = child.wait();
@@ -938,9 +948,24 @@ fn certified(lines: &[String]) -> usize {
     lines.iter().filter(|l| l.starts_with("certificate quadratic")).count()
 }
 
-/// A loopback port free right now.
+/// A loopback port free right now, whose next port is free too (a node's `p2p_port` defaults
+/// to `port + 1`), and never handed out twice in this process: the tests run in parallel, and a
+/// port another test's node was given but has not bound yet looks free.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let taken =
+            |p: u16| given.iter().any(|g| *g == p || g.checked_add(1) == Some(p) || *g == p.wrapping_add(1));
+        if port == u16::MAX || taken(port) || std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
+            continue;
+        }
+        given.push(port);
+        return port;
+    }
+    panic!("no free pair of loopback ports in 1000 tries");
 }
 
 fn http_get(port: u16, path: &str) -> String {
