@@ -32,32 +32,44 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
         .arg("--dir")
         .arg(dir.path());
     let _devnet = spawn_lines(&mut cmd, 0, &tx, std::env::var_os("DOIN_DEBUG_LINES").is_some());
-    // The first champion, with the quorum's measurement of its model (`/domains` on node 0).
+    // A champion whose model the quorum measured at `TRAINED` or better (`/domains` on node 0):
+    // the first champions may be barely trained (0.476 and 0.877 seen), and the lying node's
+    // swapped answers below must be told from a weak model's.
+    const TRAINED: f64 = 0.9;
     let deadline = Instant::now() + Duration::from_secs(240);
-    let champion = loop {
+    let trained_champion = || loop {
         let c = common::http_json(BASE, "/domains").map(|d| d["domains"][0]["champion"].clone());
-        if let Some(c) = c.filter(|c| c["model_quality"].is_number()) {
+        if let Some(c) = c.filter(|c| c["model_quality"].as_f64().is_some_and(|q| q >= TRAINED)) {
             break c;
         }
-        assert!(Instant::now() < deadline, "no champion with a measured model within 240 s");
+        assert!(Instant::now() < deadline, "no champion with a model measured at {TRAINED} within 240 s");
         std::thread::sleep(Duration::from_millis(500));
     };
-    eprintln!("champion {champion}");
 
     let nodes: Vec<String> = (0..4).map(|i| format!("127.0.0.1:{}", BASE + 2 * i)).collect();
-    // The honest nodes, every answer re-executed on node 1: none is flagged.
-    let answers = doin_lines(&[
-        "infer",
-        "--held-out",
-        "--domain",
-        "mlp_digits",
-        "--node",
-        &nodes[..3].join(","),
-        "--check-with",
-        &nodes[1],
-        "--check-fraction",
-        "1",
-    ]);
+    // The honest nodes, every answer re-executed on node 1: none is flagged. A better champion
+    // recorded while `doin infer` ran is served from then on: then the nodes are asked again.
+    let mut tries = 0;
+    let (champion, answers) = loop {
+        let champion = trained_champion();
+        eprintln!("champion {champion}");
+        let answers = doin_lines(&[
+            "infer",
+            "--held-out",
+            "--domain",
+            "mlp_digits",
+            "--node",
+            &nodes[..3].join(","),
+            "--check-with",
+            &nodes[1],
+            "--check-fraction",
+            "1",
+        ]);
+        tries += 1;
+        if tries == 3 || answers.iter().all(|a| a["artifact"] == champion["artifact"]) {
+            break (champion, answers);
+        }
+    };
     assert_eq!(answers.len(), 3, "{answers:?}");
     for a in &answers {
         eprintln!("{a}");
@@ -70,9 +82,7 @@ fn every_node_serves_the_verified_champions_model_with_checked_receipts() {
         // The answers are exactly as accurate as the quorum measured (to the chain's 1e-9).
         let (accuracy, quality) = (a["accuracy"].as_f64().unwrap(), a["model_quality"].as_f64().unwrap());
         assert!((accuracy - quality).abs() <= 5e-10, "accuracy {accuracy} vs quorum {quality}");
-        // A trained model, far above chance (0.1); the first champion's figure varies by run
-        // (0.877 seen), so the bar is not a target the optimizer must reach.
-        assert!(accuracy > 0.5, "{accuracy}");
+        assert!(accuracy >= TRAINED, "{accuracy}");
         assert_eq!(a["checked"]["answers"], 3, "{a}");
         assert_eq!(a["checked"]["wrong"], 0, "an honest server is never flagged: {a}");
     }
